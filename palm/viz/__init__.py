@@ -1,0 +1,1 @@
+"""Visual explanations: Grad-CAM heatmaps, plots and the HTML report."""
