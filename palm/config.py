@@ -1,0 +1,198 @@
+"""Training configuration: flat YAML defaults per model, command-line overrides, saved per run.
+
+`configs/NAME.yaml` holds the defaults for one network (image size, batch size, optimizer,
+learning rate, epochs, ...). `parse_args_with_config` follows timm's pattern: read `--model` /
+`--config` first, `parser.set_defaults(**yaml)`, then parse again, so the command line wins.
+Every key is checked against `DEFAULTS` (a typo is an error naming the file and the key),
+and the resolved configuration is written into the run folder as `config.yaml`.
+
+Example:
+    args = parse_args_with_config(get_args_parser(), ["--model", "resnet18", "--epochs", "3"])
+    args.epochs  # 3, whatever configs/resnet18.yaml says
+"""
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from palm.io_utils import write_text_atomic
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+# Every key a config file may set, with its default. `None` marks an optional value.
+DEFAULTS: dict[str, Any] = {
+    "model": "resnet50",
+    "model_kwargs": {},  # extra build_model arguments, e.g. {aux_logits: true} for googlenet
+    "pretrained": None,  # path to an ImageNet .pdparams (classifier skipped when it differs)
+    # data
+    "data_root": None,
+    "train_dir": None,
+    "val_dir": None,
+    "train_csv": None,
+    "val_csv": None,
+    "image_size": 224,
+    "normalize": "minus_one_one",
+    "fundus_crop": False,
+    "augment": {},  # build_transform keys: hflip, vflip, rotate, brightness, contrast, ...
+    "cache_dir": None,
+    "skip_bad": False,
+    "num_workers": 2,
+    # optimization
+    "epochs": 10,
+    "batch_size": 8,
+    "optimizer": "momentum",
+    "lr": 1e-3,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "scheduler": "constant",
+    "step_size": 10,  # epochs between decays for scheduler "step"
+    "gamma": 0.1,
+    "warmup_epochs": 0.0,
+    "pos_weight": None,  # BCE weight of positives: a number, or "auto" = negatives/positives
+    "aux_weight": 0.3,  # GoogLeNet auxiliary classifiers (Szegedy et al. 2014 use 0.3)
+    "threshold": 0.5,
+    # run
+    "output": None,  # default runs/<model>
+    "seed": 0,
+    "device": "auto",
+    "amp": False,
+    "resume": False,
+}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": ("momentum", "adam", "adamw"),
+    "scheduler": ("constant", "step", "cosine"),
+    "normalize": ("minus_one_one", "imagenet"),
+    "device": ("auto", "cpu", "gpu"),
+}
+
+# A reduced run for `tools/train.py --demo`: a synthetic PALM set at 128 px (made once in
+# DEMO_DATA_ROOT) and a network small enough to learn it on 2 CPU cores in a few minutes.
+DEMO_DATA_ROOT = "demo_data/palm"
+DEMO_SYNTH = {"n_train": 400, "n_val": 200, "image_size": 128, "difficulty": 0.5, "seed": 0}
+DEMO_OVERRIDES: dict[str, Any] = {
+    "model": "resnet18",
+    "data_root": DEMO_DATA_ROOT,
+    "image_size": 96,
+    "batch_size": 16,
+    "epochs": 6,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "scheduler": "cosine",
+    "warmup_epochs": 0.5,
+    "augment": {},
+    "cache_dir": "demo_data/cache",
+    "output": "runs/demo",
+}
+
+
+def config_path_for_model(name: str, config_dir: str | Path = CONFIG_DIR) -> Path:
+    return Path(config_dir) / f"{name}.yaml"
+
+
+def _check_value(key: str, value: Any, source: str) -> None:
+    default = DEFAULTS[key]
+    if value is None:
+        return
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ValueError(f"{source}: {key}={value!r}; choose from {', '.join(CHOICES[key])}")
+    if key == "pos_weight":
+        if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"{source}: pos_weight must be a number or 'auto', got {value!r}")
+        return
+    if default is None or isinstance(default, str):
+        return  # optional paths and names: any string
+    expected: tuple[type, ...]
+    if isinstance(default, bool):
+        expected = (bool,)
+    elif isinstance(default, float):
+        expected = (int, float)
+    else:
+        expected = (type(default),)
+    if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+        raise ValueError(
+            f"{source}: {key} must be {expected[-1].__name__}, got {type(value).__name__} {value!r}"
+        )
+
+
+def validate_config(cfg: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Check keys and value types against DEFAULTS; return `cfg` unchanged.
+
+    Raises:
+        ValueError: unknown key or wrong type, naming `source` and the key.
+    """
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(DEFAULTS))}"
+        )
+    for key, value in cfg.items():
+        _check_value(key, value, source)
+    return cfg
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a flat YAML config and validate it. An empty file is an empty config."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: expected a mapping of keys to values, got {type(cfg).__name__}")
+    return validate_config(cfg, str(path))
+
+
+def model_config(name: str, config_dir: str | Path = CONFIG_DIR) -> dict[str, Any]:
+    """configs/NAME.yaml with `model: NAME`; only DEFAULTS (and a warning) when it is absent."""
+    path = config_path_for_model(name, config_dir)
+    if not path.is_file():
+        warnings.warn(f"{path} not found; using built-in defaults for {name}", stacklevel=2)
+        return {"model": name}
+    return {**load_config(path), "model": name}
+
+
+def parse_args_with_config(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None = None,
+    config_dir: str | Path = CONFIG_DIR,
+) -> argparse.Namespace:
+    """Parse `argv` with defaults from DEFAULTS < config file < --demo settings < command line.
+
+    The parser must define `--config` and `--model` (and may define `--demo`); arguments
+    named like a DEFAULTS key (dest) get their default from the merged config.
+    """
+    first, _ = parser.parse_known_args(argv)
+    demo = getattr(first, "demo", False)
+    cfg: dict[str, Any] = dict(DEFAULTS)
+    if first.config:
+        cfg.update(load_config(first.config))
+    else:
+        default_model = DEMO_OVERRIDES["model"] if demo else DEFAULTS["model"]
+        cfg.update(model_config(first.model or default_model, config_dir))
+    if demo:
+        # the demo's reduced settings apply to whichever network was chosen
+        cfg.update({k: v for k, v in DEMO_OVERRIDES.items() if k != "model"})
+    parser.set_defaults(**cfg)
+    args = parser.parse_args(argv)
+    validate_config({k: getattr(args, k) for k in DEFAULTS}, "command line")
+    return args
+
+
+def resolved_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The config keys of `args` as a plain dict (what the run actually used)."""
+    return {k: getattr(args, k) for k in DEFAULTS}
+
+
+def save_config(cfg: dict[str, Any], run_dir: str | Path) -> Path:
+    """Write `cfg` to RUN_DIR/config.yaml (atomically); loadable again with `load_config`."""
+    path = Path(run_dir) / "config.yaml"
+    write_text_atomic(path, yaml.safe_dump(dict(cfg), sort_keys=True, allow_unicode=True))
+    return path

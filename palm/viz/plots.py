@@ -1,0 +1,142 @@
+"""Training curves, confusion matrix, ROC and PR curves as PNG files.
+
+Figures are built with `matplotlib.figure.Figure` (the Agg canvas, no pyplot): no display is
+needed, no global backend is switched under a user's notebook, and nothing leaks between
+calls. Every file is written atomically.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn import metrics as skm
+
+from palm.io_utils import atomic_path
+from palm.metrics import as_binary_inputs, as_multiclass_inputs, is_binary_output
+
+LOSS_KEYS = ("train_loss", "val_loss")
+METRIC_KEYS = ("val_accuracy", "val_roc_auc", "val_sensitivity", "val_specificity")
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Save `fig` as PNG at `path` atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    return Path(path)
+
+
+def _column(history: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
+    return np.array([float(row.get(key, math.nan)) for row in history], dtype=float)
+
+
+def plot_curves(
+    history: Sequence[Mapping[str, Any]],
+    keys: Iterable[str],
+    path: str | Path,
+    title: str,
+    ylabel: str,
+) -> Path:
+    """Plot history[key] against history["epoch"] for each key that has a finite value."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    epochs = _column(history, "epoch")
+    for key in keys:
+        values = _column(history, key)
+        if np.isfinite(values).any():
+            ax.plot(epochs, values, marker="o", label=key)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    return save_figure(fig, path)
+
+
+def plot_history(history: Sequence[Mapping[str, Any]], run_dir: str | Path) -> list[Path]:
+    """loss_curve.png (train/val loss) and metrics_curve.png (val accuracy, AUC, sens, spec)."""
+    run_dir = Path(run_dir)
+    return [
+        plot_curves(history, LOSS_KEYS, run_dir / "loss_curve.png", "Loss", "loss"),
+        plot_curves(history, METRIC_KEYS, run_dir / "metrics_curve.png", "Validation", "value"),
+    ]
+
+
+def plot_confusion_matrix(
+    cm: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path
+) -> Path:
+    """Confusion matrix (rows: truth, columns: prediction) with counts and row percentages."""
+    cm = np.asarray(cm)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(class_names):
+        raise ValueError(f"confusion matrix {cm.shape} does not match {len(class_names)} class names")
+    k = len(class_names)
+    fig = Figure(figsize=(2 + 0.9 * k, 1.6 + 0.8 * k))
+    ax = fig.add_subplot()
+    row_sums = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, row_sums, out=np.zeros(cm.shape), where=row_sums > 0)
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of true class")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{cm[i, j]}\n{share[i, j]:.0%}", ha="center", va="center",
+                    color="white" if share[i, j] > 0.5 else "black")
+    ax.set(xticks=range(k), yticks=range(k), xticklabels=class_names, yticklabels=class_names,
+           xlabel="predicted", ylabel="true", title="Confusion matrix")
+    return save_figure(fig, path)
+
+
+def _one_vs_rest(y_true: Any, y_prob: Any, class_names: Sequence[str]):
+    """(name, binary labels, scores) per curve: the positive class, or each class vs rest."""
+    if is_binary_output(y_prob):
+        y, p = as_binary_inputs(y_true, y_prob)
+        return [(class_names[-1] if class_names else "positive", y, p)]
+    y, p = as_multiclass_inputs(y_true, y_prob)
+    return [(name, (y == c).astype(int), p[:, c]) for c, name in enumerate(class_names)]
+
+
+def plot_roc_curve(
+    y_true: Any,
+    y_prob: Any,
+    path: str | Path,
+    class_names: Sequence[str] = (),
+    threshold: float | None = None,
+) -> Path:
+    """ROC curve(s) with AUC in the legend; marks the operating point at `threshold` (binary)."""
+    fig = Figure(figsize=(5, 5))
+    ax = fig.add_subplot()
+    for name, y, p in _one_vs_rest(y_true, y_prob, class_names):
+        if len(np.unique(y)) < 2:
+            continue  # undefined: nothing to draw for this class
+        fpr, tpr, _ = skm.roc_curve(y, p)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {skm.roc_auc_score(y, p):.3f})")
+        if threshold is not None and is_binary_output(y_prob):
+            pred = p >= threshold
+            ax.plot((pred & (y == 0)).sum() / (y == 0).sum(), (pred & (y == 1)).sum() / (y == 1).sum(),
+                    "o", color="black", label=f"threshold {threshold:.3g}")
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="chance")
+    ax.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity (true positive rate)",
+           title="ROC curve", xlim=(0, 1), ylim=(0, 1.01))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return save_figure(fig, path)
+
+
+def plot_pr_curve(
+    y_true: Any, y_prob: Any, path: str | Path, class_names: Sequence[str] = ()
+) -> Path:
+    """Precision-recall curve(s) with average precision; the dashed line is the base rate."""
+    fig = Figure(figsize=(5, 5))
+    ax = fig.add_subplot()
+    for name, y, p in _one_vs_rest(y_true, y_prob, class_names):
+        if len(np.unique(y)) < 2:
+            continue
+        precision, recall, _ = skm.precision_recall_curve(y, p)
+        line = ax.step(recall, precision, where="post",
+                       label=f"{name} (AP {skm.average_precision_score(y, p):.3f})")[0]
+        ax.axhline(y.mean(), ls="--", lw=1, color=line.get_color())
+    ax.set(xlabel="recall (sensitivity)", ylabel="precision", title="Precision-recall curve",
+           xlim=(0, 1), ylim=(0, 1.01))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    return save_figure(fig, path)

@@ -1,0 +1,99 @@
+"""palm.config: YAML defaults, command-line overrides, validation, saved config."""
+import argparse
+
+import numpy as np
+import pytest
+
+from palm import config
+from palm.viz import plots
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser()
+    p.add_argument("--config")
+    p.add_argument("--model")
+    p.add_argument("--demo", action="store_true")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--amp", action="store_true")
+    return p
+
+
+def test_yaml_defaults_and_command_line_wins(tmp_path):
+    (tmp_path / "tiny.yaml").write_text("epochs: 7\nlr: 0.01\nbatch_size: 4\noptimizer: adamw\n")
+    args = config.parse_args_with_config(_parser(), ["--model", "tiny", "--epochs", "2"], tmp_path)
+    assert args.model == "tiny"
+    assert args.epochs == 2  # command line beats the file
+    assert args.lr == 0.01 and args.batch_size == 4 and args.optimizer == "adamw"  # file
+    assert args.momentum == config.DEFAULTS["momentum"]  # neither: built-in default
+    assert args.amp is False
+
+
+def test_explicit_config_file_and_demo(tmp_path):
+    cfg = tmp_path / "other.yaml"
+    cfg.write_text("model: lenet\nimage_size: 32\n")
+    args = config.parse_args_with_config(_parser(), ["--config", str(cfg)], tmp_path)
+    assert (args.model, args.image_size) == ("lenet", 32)
+    args = config.parse_args_with_config(_parser(), ["--demo", "--epochs", "1"], tmp_path)
+    assert args.model == config.DEMO_OVERRIDES["model"]
+    assert args.data_root == config.DEMO_DATA_ROOT and args.epochs == 1
+
+
+def test_missing_model_config_falls_back_with_warning(tmp_path):
+    with pytest.warns(UserWarning, match="nosuch.yaml not found"):
+        args = config.parse_args_with_config(_parser(), ["--model", "nosuch"], tmp_path)
+    assert args.epochs == config.DEFAULTS["epochs"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("learning_rate: 0.1\n", "unknown key.*learning_rate"),
+        ("epochs: ten\n", "epochs must be int"),
+        ("optimizer: sgd\n", "optimizer='sgd'; choose from momentum, adam, adamw"),
+        ("fundus_crop: 1\n", "fundus_crop must be bool"),
+        ("pos_weight: heavy\n", "pos_weight must be a number or 'auto'"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("a: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as info:
+        config.load_config(path)
+    assert "bad.yaml" in str(info.value)
+
+
+def test_save_config_round_trips(tmp_path):
+    cfg = {**config.DEFAULTS, "lr": 0.05, "augment": {"hflip": True}, "pos_weight": "auto"}
+    path = config.save_config(cfg, tmp_path / "run")
+    assert path.name == "config.yaml"
+    assert config.load_config(path) == cfg
+
+
+def test_repo_configs_are_valid():
+    for path in sorted(config.CONFIG_DIR.glob("*.yaml")):
+        config.load_config(path)
+
+
+def test_plots_write_pngs(tmp_path):
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "val_accuracy": 0.5 + e / 10,
+                "val_roc_auc": float("nan") if e == 1 else 0.9, "val_sensitivity": 0.6,
+                "val_specificity": 0.7} for e in (1, 2, 3)]
+    written = plots.plot_history(history, tmp_path)
+    y = np.array([0, 0, 1, 1, 1])
+    p = np.array([0.1, 0.6, 0.4, 0.8, 0.9])
+    written += [
+        plots.plot_confusion_matrix([[1, 1], [1, 2]], ["non-PM", "PM"], tmp_path / "cm.png"),
+        plots.plot_roc_curve(y, p, tmp_path / "roc.png", ["non-PM", "PM"], threshold=0.5),
+        plots.plot_pr_curve(y, p, tmp_path / "pr.png", ["non-PM", "PM"]),
+        plots.plot_roc_curve([0, 1, 2], np.eye(3), tmp_path / "roc3.png", ["a", "b", "c"]),
+    ]
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["loss_curve.png", "metrics_curve.png", "cm.png", "roc.png", "pr.png", "roc3.png"]
+    )  # no temporary files left behind
+    with pytest.raises(ValueError, match=r"\(2, 2\).*3 class names"):
+        plots.plot_confusion_matrix([[1, 1], [1, 2]], ["a", "b", "c"], tmp_path / "x.png")
