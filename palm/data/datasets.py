@@ -1,0 +1,380 @@
+"""Data sets for the PALM layout as it ships, plus generic CSV and folder-per-class layouts.
+
+Every data set checks its listing when built (names, labels, missing files, paths escaping
+the image folder). With `skip_bad=False` the first problem raises an error naming the file
+and row; with `skip_bad=True` bad entries, including images that fail to decode, are moved
+to `.skipped` as (file or row, reason) and logged, and the rest is usable.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path, PureWindowsPath
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import paddle
+
+from palm.data.image_io import CachedImageReader, ImageReadError, is_image_file, read_image
+from palm.data.transforms import build_transform
+
+log = logging.getLogger(__name__)
+
+PALM_CLASSES = ["non-PM", "PM"]
+PALM_PREFIX_LABELS = {"H": 0, "N": 0, "P": 1}  # high myopia, normal, pathologic myopia
+PALM_TRAIN_DIR = "PALM-Training400"
+PALM_VAL_DIR = "PALM-Validation400"
+PALM_GT_DIR = "PALM-Validation-GT"
+PALM_GT_XLSX = "PM_Label_and_Fovea_Location.xlsx"
+PALM_GT_CSV = "labels.csv"
+
+
+class ImageSet(paddle.io.Dataset):
+    """Base: a list of (path, label) samples read, transformed and returned as (CHW, int64).
+
+    Subclasses collect entries and problems and call `_finish`.
+
+    Attributes:
+        samples: (image path, label) per sample.
+        classes: class names; index = label.
+        skipped: (file or row, reason) for every entry dropped with skip_bad=True.
+    """
+
+    def __init__(self, transform: Callable | None, skip_bad: bool, cache_dir: str | os.PathLike | None):
+        super().__init__()
+        self.transform = transform if transform is not None else build_transform(224, train=False)
+        self.skip_bad = skip_bad
+        # read JPEGs at reduced scale / cache them at the size the transform needs
+        decode_size = getattr(self.transform, "decode_size", None)
+        if cache_dir is not None:
+            self.read: Callable[[str], np.ndarray] = CachedImageReader(cache_dir, decode_size)
+        else:
+            self.read = partial(read_image, target_size=decode_size)
+        self.samples: list[tuple[str, int]] = []
+        self.classes: list[str] = []
+        self.skipped: list[tuple[str, str]] = []
+
+    def _finish(self, entries: list[tuple[str, int]], problems: list[tuple[str, str]]) -> None:
+        """Raise on the first problem, or (skip_bad) also decode every image and drop failures."""
+        if problems and not self.skip_bad:
+            where, reason = problems[0]
+            raise ValueError(f"{where}: {reason}")
+        self.skipped = list(problems)
+        if self.skip_bad:
+            # cv2 releases the GIL, so threads decode in parallel; with a cache this also fills it
+            with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+                errors = list(pool.map(self._check, (path for path, _ in entries)))
+            for entry, error in zip(entries, errors):
+                if error is None:
+                    self.samples.append(entry)
+                else:
+                    self.skipped.append((entry[0], error))
+        else:
+            self.samples = list(entries)
+        if self.skipped:
+            log.warning("%s: skipped %d bad entries:\n%s", type(self).__name__, len(self.skipped),
+                        "\n".join(f"  {w}: {r}" for w, r in self.skipped))
+        if not self.samples:
+            raise ValueError(f"{type(self).__name__}: no usable images"
+                             + (f" ({len(self.skipped)} skipped)" if self.skipped else ""))
+
+    def _check(self, path: str) -> str | None:
+        try:
+            self.read(path)
+        except ImageReadError as e:
+            return e.problem
+        return None
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Labels of all samples, int64, in sample order."""
+        return np.array([label for _, label in self.samples], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        path, label = self.samples[index]
+        return self.transform(self.read(path)), np.int64(label)
+
+    def __repr__(self) -> str:
+        counts = np.bincount(self.labels, minlength=len(self.classes))
+        per_class = ", ".join(f"{c}: {n}" for c, n in zip(self.classes, counts))
+        return f"{type(self).__name__}({len(self)} images; {per_class}; skipped {len(self.skipped)})"
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+
+
+def resolve_nested(folder: str | os.PathLike) -> Path:
+    """The folder that holds the images: `folder` itself, or the one level deeper copy an unzip
+    leaves (PALM-Training400/PALM-Training400), or its only sub-folder with images."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: folder not found")
+    if _images_in(folder):
+        return folder
+    same_name = folder / folder.name
+    if same_name.is_dir():
+        return same_name
+    subs = [d for d in folder.iterdir() if d.is_dir() and not d.name.startswith((".", "__"))]
+    with_images = [d for d in subs if _images_in(d)]
+    if len(with_images) == 1:
+        return with_images[0]
+    return folder
+
+
+class PalmTrainSet(ImageSet):
+    """PALM training folder: label from the first letter, H/N -> 0 (non-PM), P -> 1 (PM).
+
+    Args:
+        train_dir: PALM-Training400 (the nested PALM-Training400/PALM-Training400 is found).
+        transform: image -> CHW float32; default eval transform at 224 px.
+        skip_bad: drop bad files into `.skipped` instead of raising.
+        cache_dir: folder for the resized-image cache (None: no cache).
+    """
+
+    def __init__(self, train_dir: str | os.PathLike, transform: Callable | None = None,
+                 skip_bad: bool = False, cache_dir: str | os.PathLike | None = None):
+        super().__init__(transform, skip_bad, cache_dir)
+        self.classes = list(PALM_CLASSES)
+        self.root = resolve_nested(train_dir)
+        files = _images_in(self.root)
+        if not files:
+            raise ValueError(f"{self.root}: no images ({', '.join(('*.jpg', '*.png', '...'))}) found")
+        entries, problems = [], []
+        for path in files:
+            label = PALM_PREFIX_LABELS.get(path.name[0].upper())
+            if label is None:
+                problems.append((str(path), f"unknown file-name prefix {path.name[0]!r}; "
+                                            "expected H (high myopia), N (normal) or P (PM)"))
+            else:
+                entries.append((str(path), label))
+        self._finish(entries, problems)
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a ground-truth table: .xlsx/.xls with pandas+openpyxl, anything else as CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: labels file not found")
+    try:
+        if path.suffix.lower() in (".xlsx", ".xls"):
+            return pd.read_excel(path)
+        return pd.read_csv(path)
+    except Exception as e:  # pandas/openpyxl raise many types for a broken file
+        raise ValueError(f"{path}: cannot read table ({type(e).__name__}: {e})") from e
+
+
+def find_column(table: pd.DataFrame, name: str, source: str | os.PathLike) -> str:
+    """The column of `table` matching `name`, ignoring case, spaces and underscores."""
+    def key(s: object) -> str:
+        return str(s).lower().replace(" ", "").replace("_", "")
+
+    for col in table.columns:
+        if key(col) == key(name):
+            return col
+    raise ValueError(f"{source}: no column {name!r} (found: {', '.join(map(str, table.columns))})")
+
+
+def _row(source: str | os.PathLike, index: int) -> str:
+    # row numbers as a spreadsheet or text editor shows them: the header is row 1
+    return f"{source} row {index + 2}"
+
+
+def _int_label(value: object) -> int | None:
+    """1, 1.0, "1" -> 1; anything else (NaN, 0.5, "PM") -> None."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(f) if f.is_integer() else None
+
+
+def safe_join(folder: Path, name: str) -> Path:
+    """`folder / name`, refusing absolute names and names that leave `folder` (../x.jpg)."""
+    name = name.strip().replace("\\", "/")  # Windows separators in a CSV made on Windows
+    if os.path.isabs(name) or PureWindowsPath(name).drive:
+        raise ValueError(f"absolute path {name!r} not allowed; give a name inside {folder}")
+    path = folder / name
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        raise ValueError(f"{name!r} escapes the image folder {folder}") from None
+    return path
+
+
+class PalmValSet(ImageSet):
+    """PALM validation images with labels from the ground-truth XLSX or CSV.
+
+    Columns are found by name (`imgName`, `Label`; case, spaces and underscores ignored), so
+    reordered or extra columns are fine. Labels must be 0 or 1.
+
+    Args:
+        image_dir: PALM-Validation400 (a nested copy is found).
+        labels_file: PM_Label_and_Fovea_Location.xlsx or a CSV with the same columns.
+        transform, skip_bad, cache_dir: as in PalmTrainSet.
+    """
+
+    def __init__(self, image_dir: str | os.PathLike, labels_file: str | os.PathLike,
+                 transform: Callable | None = None, skip_bad: bool = False,
+                 cache_dir: str | os.PathLike | None = None):
+        super().__init__(transform, skip_bad, cache_dir)
+        self.classes = list(PALM_CLASSES)
+        self.root = resolve_nested(image_dir)
+        self.labels_file = Path(labels_file)
+        table = read_table(labels_file)
+        name_col = find_column(table, "imgName", labels_file)
+        label_col = find_column(table, "Label", labels_file)
+        entries, problems = [], []
+        for i, (name, raw) in enumerate(zip(table[name_col], table[label_col])):
+            where = _row(labels_file, i)
+            if pd.isna(name) or not str(name).strip():
+                problems.append((where, "empty imgName"))
+                continue
+            label = _int_label(raw)
+            if label not in (0, 1):
+                problems.append((where, f"{name}: label {raw} not in {{0, 1}}"))
+                continue
+            try:
+                path = safe_join(self.root, str(name))
+            except ValueError as e:
+                problems.append((where, f"imgName {e}"))
+                continue
+            if not path.is_file():
+                problems.append((where, f"image {str(name)!r} not found in {self.root}"))
+                continue
+            entries.append((str(path), label))
+        self._finish(entries, problems)
+
+
+class CsvImageSet(ImageSet):
+    """Images listed in a CSV with `path` and `label` columns (found by name).
+
+    Args:
+        csv_path: the CSV.
+        root: folder relative paths resolve against (default: the CSV's folder).
+        classes: class names (index = label). Labels may be ints or names from this list.
+            None: all-integer labels give classes "0".."max"; otherwise the sorted names.
+        transform, skip_bad, cache_dir: as in PalmTrainSet.
+    """
+
+    def __init__(self, csv_path: str | os.PathLike, root: str | os.PathLike | None = None,
+                 classes: list[str] | None = None, transform: Callable | None = None,
+                 skip_bad: bool = False, cache_dir: str | os.PathLike | None = None):
+        super().__init__(transform, skip_bad, cache_dir)
+        self.root = Path(root) if root is not None else Path(csv_path).parent
+        table = read_table(csv_path)
+        paths = table[find_column(table, "path", csv_path)]
+        raw_labels = table[find_column(table, "label", csv_path)]
+        ints = [_int_label(v) for v in raw_labels]
+        if classes is not None:
+            self.classes = [str(c) for c in classes]
+        elif all(v is not None for v in ints):
+            self.classes = [str(i) for i in range(max([0, *ints]) + 1)]
+        else:
+            self.classes = sorted({str(v) for v in raw_labels if not pd.isna(v)})
+        by_name = {c: i for i, c in enumerate(self.classes)}
+        entries, problems = [], []
+        for i, (name, raw, as_int) in enumerate(zip(paths, raw_labels, ints)):
+            where = _row(csv_path, i)
+            label = by_name.get(str(raw), as_int)
+            if label is None or not 0 <= label < len(self.classes):
+                problems.append((where, f"{name}: label {raw} not in {self.classes}"))
+                continue
+            if pd.isna(name) or not str(name).strip():
+                problems.append((where, "empty path"))
+                continue
+            path = self.root / str(name).strip()
+            if not path.is_file():
+                problems.append((where, f"image {str(name)!r} not found (looked in {self.root})"))
+                continue
+            entries.append((str(path), label))
+        self._finish(entries, problems)
+
+
+class FolderImageSet(ImageSet):
+    """One folder per class: `root/<class>/*.{jpg,jpeg,png,bmp,tif,tiff}`.
+
+    Args:
+        root: the folder holding the class folders.
+        classes: class folder names in label order (default: sorted sub-folder names).
+        transform, skip_bad, cache_dir: as in PalmTrainSet.
+    """
+
+    def __init__(self, root: str | os.PathLike, classes: list[str] | None = None,
+                 transform: Callable | None = None, skip_bad: bool = False,
+                 cache_dir: str | os.PathLike | None = None):
+        super().__init__(transform, skip_bad, cache_dir)
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root}: folder not found")
+        if classes is None:
+            classes = sorted(d.name for d in self.root.iterdir()
+                             if d.is_dir() and not d.name.startswith((".", "__")))
+        self.classes = [str(c) for c in classes]
+        if not self.classes:
+            raise ValueError(f"{self.root}: no class folders found")
+        entries = []
+        for label, name in enumerate(self.classes):
+            folder = self.root / name
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder}: class folder not found")
+            entries += [(str(p), label) for p in _images_in(folder)]
+        self._finish(entries, [])
+
+
+@dataclass(frozen=True)
+class PalmLayout:
+    """Where the parts of a PALM download are."""
+
+    train_dir: Path
+    val_dir: Path
+    val_labels: Path
+
+
+def _find_dir(root: Path, name: str) -> Path | None:
+    """A folder called `name` (case-insensitive) up to three levels below `root`, shallowest first."""
+    level = [root]
+    for _ in range(3):
+        subdirs = sorted(d for folder in level for d in folder.iterdir()
+                         if d.is_dir() and not d.name.startswith((".", "__")))
+        for d in subdirs:
+            if d.name.lower() == name.lower():
+                return d
+        level = subdirs
+    return None
+
+
+def find_palm_layout(data_root: str | os.PathLike) -> PalmLayout:
+    """Find PALM-Training400, PALM-Validation400 and the validation ground truth under `data_root`.
+
+    Ground truth: PALM-Validation-GT/PM_Label_and_Fovea_Location.xlsx (as shipped) is preferred,
+    then labels.csv in PALM-Validation-GT, the validation folder or `data_root`.
+
+    Raises:
+        FileNotFoundError: naming what is missing and where it was looked for.
+    """
+    root = Path(data_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: data folder not found")
+    train = _find_dir(root, PALM_TRAIN_DIR)
+    if train is None:
+        raise FileNotFoundError(f"{root}: no {PALM_TRAIN_DIR} folder (looked up to three levels deep)")
+    val = _find_dir(root, PALM_VAL_DIR)
+    if val is None:
+        raise FileNotFoundError(f"{root}: no {PALM_VAL_DIR} folder (looked up to three levels deep)")
+    gt = _find_dir(root, PALM_GT_DIR)
+    candidates = [gt / PALM_GT_XLSX, gt / PALM_GT_CSV] if gt is not None else []
+    candidates += [val / PALM_GT_CSV, root / PALM_GT_CSV, root / PALM_GT_XLSX]
+    labels = next((p for p in candidates if p.is_file()), None)
+    if labels is None:
+        raise FileNotFoundError(
+            f"{root}: no validation ground truth ({PALM_GT_DIR}/{PALM_GT_XLSX} or {PALM_GT_CSV}); "
+            f"looked for: {', '.join(str(p) for p in candidates)}")
+    return PalmLayout(resolve_nested(train), resolve_nested(val), labels)

@@ -1,0 +1,187 @@
+"""Transforms: HWC uint8 RGB -> CHW float32, with OpenCV/numpy training augmentations.
+
+Randomness comes from the `np.random` module functions, so it follows the process-wide numpy
+seed: in the main process seed it once with `np.random.seed(seed)`; in DataLoader workers
+`build_loader` reseeds numpy per worker and per epoch (see palm/data/loader.py).
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+NORMALIZATIONS = ("minus_one_one", "imagenet")
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+# Defaults for fundus photos: the eye has no preferred left/right or up/down orientation
+# once left and right eyes are mixed, and small rotations mimic head tilt.
+DEFAULT_AUGMENT = {
+    "hflip": True,
+    "vflip": True,
+    "rotate": 10.0,  # max degrees either way
+    "brightness": 0.2,  # factor drawn from 1 +- this
+    "contrast": 0.2,  # factor drawn from 1 +- this
+    "random_resized_crop": 0.8,  # min area fraction kept; 1 disables the crop
+}
+
+
+def crop_fundus(img: np.ndarray, threshold: int = 20) -> np.ndarray:
+    """Trim the dark border around the circular fundus, then pad to a square with black.
+
+    Padding (rather than cropping the fundus) keeps the circle round when the camera clipped
+    it at the top and bottom, as in many PALM photos. An image with no bright region (or no
+    border) is returned unchanged.
+
+    Args:
+        img: HxWx3 uint8 RGB.
+        threshold: a pixel whose brightest channel exceeds this counts as fundus.
+
+    Returns:
+        HxWx3 uint8, square unless the input had nothing to crop.
+    """
+    bright = img.max(axis=2) > threshold
+    # ignore stray bright pixels (sensor noise, burnt-in text): a fundus row/column holds
+    # at least 2 % bright pixels
+    rows = np.flatnonzero(bright.mean(axis=1) > 0.02)
+    cols = np.flatnonzero(bright.mean(axis=0) > 0.02)
+    if rows.size == 0 or cols.size == 0:
+        return img
+    box = img[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    h, w = box.shape[:2]
+    side = max(h, w)
+    if h == w:
+        return np.ascontiguousarray(box)
+    top, left = (side - h) // 2, (side - w) // 2
+    return cv2.copyMakeBorder(box, top, side - h - top, left, side - w - left,
+                              cv2.BORDER_CONSTANT, value=(0, 0, 0))
+
+
+def resize_square(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size ignoring aspect (as PALM models are trained); area filter to shrink."""
+    h, w = img.shape[:2]
+    if (h, w) == (size, size):
+        return img
+    interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interp)
+
+
+def random_resized_crop(img: np.ndarray, size: int, scale_min: float) -> np.ndarray:
+    """Crop a random area fraction in [scale_min, 1] with aspect in [3/4, 4/3], resize to size."""
+    h, w = img.shape[:2]
+    for _ in range(10):
+        area = h * w * np.random.uniform(scale_min, 1.0)
+        aspect = math.exp(np.random.uniform(math.log(3 / 4), math.log(4 / 3)))
+        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            y = np.random.randint(0, h - ch + 1)
+            x = np.random.randint(0, w - cw + 1)
+            return resize_square(img[y : y + ch, x : x + cw], size)
+    return resize_square(img, size)  # extreme aspect: fall back to the whole image
+
+
+def rotate(img: np.ndarray, degrees: float) -> np.ndarray:
+    """Rotate about the centre, filling with black (the fundus surround)."""
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def normalize(img: np.ndarray, mode: str = "minus_one_one") -> np.ndarray:
+    """HWC uint8/float 0..255 -> CHW float32; "minus_one_one" = x/255*2-1, "imagenet" = (x/255-mean)/std."""
+    x = img.astype(np.float32) * (1.0 / 255.0)
+    if mode == "minus_one_one":
+        x = x * 2.0 - 1.0
+    elif mode == "imagenet":
+        x = (x - IMAGENET_MEAN) / IMAGENET_STD
+    else:
+        raise ValueError(f"unknown normalize {mode!r}; choose from {', '.join(NORMALIZATIONS)}")
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+class Transform:
+    """Callable HWC uint8 RGB -> CHW float32 built by `build_transform`.
+
+    Attributes:
+        image_size: output side.
+        decode_size: short side the source needs for full quality; datasets pass it to
+            `read_image` / the cache as `target_size` (larger than image_size when a random
+            crop will zoom in).
+    """
+
+    def __init__(self, image_size: int, train: bool, normalize: str, augment: dict,
+                 fundus_crop: bool):
+        self.image_size = image_size
+        self.train = train
+        self.normalize = normalize
+        self.augment = augment
+        self.fundus_crop = fundus_crop
+        scale_min = augment["random_resized_crop"] if train else 1.0
+        self.decode_size = math.ceil(image_size / math.sqrt(scale_min))
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        if self.fundus_crop:
+            img = crop_fundus(img)
+        if not self.train:
+            return normalize(resize_square(img, self.image_size), self.normalize)
+        aug = self.augment
+        if aug["random_resized_crop"] < 1.0:
+            img = random_resized_crop(img, self.image_size, aug["random_resized_crop"])
+        else:
+            img = resize_square(img, self.image_size)
+        if aug["hflip"] and np.random.rand() < 0.5:
+            img = img[:, ::-1]
+        if aug["vflip"] and np.random.rand() < 0.5:
+            img = img[::-1]
+        if aug["rotate"]:
+            img = rotate(np.ascontiguousarray(img), np.random.uniform(-aug["rotate"], aug["rotate"]))
+        x = img.astype(np.float32)
+        if aug["contrast"]:
+            c = np.random.uniform(1 - aug["contrast"], 1 + aug["contrast"])
+            x = (x - x.mean()) * c + x.mean()
+        if aug["brightness"]:
+            x = x * np.random.uniform(1 - aug["brightness"], 1 + aug["brightness"])
+        return normalize(np.clip(x, 0, 255), self.normalize)
+
+    def __repr__(self) -> str:
+        extra = f", augment={self.augment}" if self.train else ""
+        return (f"Transform(image_size={self.image_size}, train={self.train}, "
+                f"normalize={self.normalize!r}, fundus_crop={self.fundus_crop}{extra})")
+
+
+def build_transform(
+    image_size: int,
+    train: bool,
+    normalize: str = "minus_one_one",
+    augment: dict | None = None,
+    fundus_crop: bool = False,
+) -> Transform:
+    """Build the image pipeline for training (augmented) or evaluation.
+
+    Args:
+        image_size: output is image_size x image_size.
+        train: apply the augmentations in `augment`.
+        normalize: "minus_one_one" (x/255*2-1, default) or "imagenet" (for pretrained weights).
+        augment: overrides of DEFAULT_AUGMENT (hflip, vflip, rotate, brightness, contrast,
+            random_resized_crop); a 0/False value turns that augmentation off.
+        fundus_crop: trim the black border around the fundus first.
+
+    Returns:
+        Transform: HxWx3 uint8 RGB -> 3 x image_size x image_size float32.
+
+    Example:
+        >>> build_transform(64, train=False)(np.zeros((100, 120, 3), np.uint8)).shape
+        (3, 64, 64)
+    """
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalize {normalize!r}; choose from {', '.join(NORMALIZATIONS)}")
+    if image_size < 1:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+    unknown = set(augment or {}) - set(DEFAULT_AUGMENT)
+    if unknown:
+        raise ValueError(f"unknown augment keys {sorted(unknown)}; valid: {', '.join(DEFAULT_AUGMENT)}")
+    merged = {**DEFAULT_AUGMENT, **(augment or {})}
+    if not 0.0 < float(merged["random_resized_crop"] or 1.0) <= 1.0:
+        raise ValueError(f"random_resized_crop is a min area fraction in (0, 1], got {merged['random_resized_crop']}")
+    merged["random_resized_crop"] = float(merged["random_resized_crop"] or 1.0)
+    return Transform(image_size, train, normalize, merged, fundus_crop)
