@@ -1,0 +1,76 @@
+"""Grad-CAM overlays for fundus photos: where the network looked.
+
+    python tools/cam.py --checkpoint runs/resnet50/best.pdparams --input photos/ --output cams/
+
+Writes `<stem>_cam.png` per image (subfolders of --input mirrored). A bad image is reported
+on stderr and skipped; the exit code is 0 when the run finished.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import palm  # noqa: F401  (CPU tuning before paddle is imported)
+from palm.engine.checkpoint import load_checkpoint_model
+from palm.viz.cam import write_cam_overlays
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+
+
+def find_images(path: Path) -> list[Path]:
+    """`path` itself when it is a file, else the images below it (recursive, sorted)."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="NAME.pdparams with its NAME.json beside it")
+    p.add_argument("--input", required=True, help="an image file or a folder (searched recursively)")
+    p.add_argument("--output", required=True, help="folder for the overlay PNGs")
+    p.add_argument("--target-layer", default=None,
+                   help="sublayer name to explain (default: the family's last conv block)")
+    p.add_argument("--class-index", type=int, default=None,
+                   help="class to explain (default: positive class / argmax)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-side", type=int, default=0,
+                   help="shrink photos to this longer side before overlaying (0: full size)")
+    p.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    src = Path(args.input)
+    paths = find_images(src)
+    if not paths:
+        print(f"{src}: no images found", file=sys.stderr)
+        return 1
+    model, meta = load_checkpoint_model(args.checkpoint)
+    written, errors = write_cam_overlays(
+        model, meta, paths, args.output,
+        root=src if src.is_dir() else None,
+        progress=lambda it: tqdm(it, total=len(paths), desc="grad-cam", unit="img"),
+        target_layer=args.target_layer, class_index=args.class_index,
+        batch_size=args.batch_size, max_side=args.max_side or None, alpha=args.alpha,
+    )
+    for err in errors:
+        print(err, file=sys.stderr)
+    print(f"{written} overlays written to {args.output}; {len(errors)} errors")
+    return 0
+
+
+def cli() -> None:
+    try:
+        sys.exit(main(get_args_parser().parse_args()))
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    cli()
