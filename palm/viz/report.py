@@ -1,0 +1,374 @@
+"""One self-contained `report.html` for a training run and its evaluation.
+
+Everything is embedded (images as base64 `data:` URIs, CSS inline, no scripts), so the file
+can be mailed or opened offline. Sections: config and model summary, training curves,
+metrics and threshold, confusion matrix, ROC and PR curves, a gallery of the most confident
+errors and the most confident correct cases with Grad-CAM overlays, and the data set plots
+of `data_tools.inspect` when they are found.
+
+Inputs (the layout written by tools/train.py and tools/eval.py):
+    RUN_DIR/  config.yaml, metrics.csv, loss_curve.png, metrics_curve.png,
+              best.pdparams + best.json (or last.*)
+    EVAL_DIR/ metrics.json, predictions.csv (file,label,probability,prediction),
+              confusion_matrix.png, roc_curve.png, pr_curve.png
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+import tempfile
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import yaml
+
+from palm.io_utils import write_text_atomic
+
+# Plots written by `python -m data_tools.inspect`.
+INSPECT_PNGS = ("class_counts.png", "image_sizes.png")
+
+TEMPLATE = Template("""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>$title</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1150px; padding: 0 16px 40px;
+       color: #222; }
+h1 { border-bottom: 3px solid #c0392b; padding-bottom: 6px; }
+h2 { margin-top: 36px; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 8px 0; font-size: 14px; }
+th, td { border: 1px solid #ddd; padding: 3px 9px; text-align: left; }
+th { background: #f4f4f4; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.figs { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
+.figs figure { margin: 0; }
+.figs img { max-width: 540px; border: 1px solid #eee; }
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 12px; }
+.case { border: 1px solid #ddd; border-radius: 6px; padding: 6px; font-size: 13px; }
+.case img { width: 124px; }
+.case.error { border-color: #c0392b; }
+.note { color: #777; font-style: italic; }
+figcaption { font-size: 13px; color: #555; }
+</style>
+</head>
+<body>
+<h1>$title</h1>
+<p>Generated $generated from <code>$run_dir</code>$eval_note.</p>
+$sections
+</body>
+</html>
+""")
+
+
+# ---- embedding -------------------------------------------------------------------------
+
+def data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def file_data_uri(path: Path) -> str:
+    mime = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}[path.suffix.lower()]
+    return data_uri(path.read_bytes(), mime)
+
+
+def rgb_data_uri(rgb: np.ndarray, quality: int = 88) -> str:
+    """A uint8 RGB array as an embedded JPEG (photos; far smaller than PNG)."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return data_uri(buf.tobytes(), "image/jpeg")
+
+
+def _img(uri: str, alt: str, caption: str | None = None) -> str:
+    tag = f'<img src="{uri}" alt="{html.escape(alt)}">'
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return f"<figure>{tag}{cap}</figure>"
+
+
+def _table(rows: list[tuple[str, Any]], header: tuple[str, str] | None = None) -> str:
+    head = f"<tr><th>{html.escape(header[0])}</th><th>{html.escape(header[1])}</th></tr>" if header else ""
+    body = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td{_num_class(v)}>{html.escape(_fmt(v))}</td></tr>"
+        for k, v in rows
+    )
+    return f"<table>{head}{body}</table>"
+
+
+def _num_class(v: Any) -> str:
+    return ' class="num"' if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else ""
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.4f}"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v)
+    return str(v)
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+# ---- inputs ------------------------------------------------------------------------------
+
+def find_checkpoint(run_dir: Path) -> Path | None:
+    """best.pdparams (by validation AUC) when present, else last.pdparams."""
+    for name in ("best.pdparams", "last.pdparams"):
+        if (run_dir / name).is_file() and (run_dir / name).with_suffix(".json").is_file():
+            return run_dir / name
+    return None
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({e})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    rows = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            rows += _flatten(v, f"{prefix}{k}.")
+        else:
+            rows.append((f"{prefix}{k}", v))
+    return rows
+
+
+# ---- sections ------------------------------------------------------------------------------
+
+def summary_section(run_dir: Path, meta: dict | None, model) -> str:
+    parts = ["<h2>Model and configuration</h2>"]
+    if meta is not None:
+        n_params = sum(int(np.prod(p.shape)) for p in model.parameters())
+        rows = [
+            ("model", meta["model"]),
+            ("parameters", f"{n_params:,}"),
+            ("classes", ", ".join(meta.get("class_names") or []) or meta["num_classes"]),
+            ("image size", meta["image_size"]),
+            ("normalization", meta.get("normalize", "")),
+            ("checkpoint epoch", meta.get("epoch", "")),
+            ("decision threshold", meta.get("threshold", "")),
+        ]
+        rows += [(f"checkpoint {k}", v) for k, v in _flatten(meta.get("metrics") or {})]
+        parts.append(_table(rows))
+    else:
+        parts.append(_note(f"no checkpoint (best/last .pdparams + .json) in {run_dir}"))
+    config = run_dir / "config.yaml"
+    if config.is_file():
+        parts.append("<h3>config.yaml</h3>" + _table(_flatten(_read_yaml(config))))
+    return "\n".join(parts)
+
+
+def _redraw_curves(metrics_csv: Path) -> list[str]:
+    """Training curves from metrics.csv, for runs stopped before their PNGs were drawn."""
+    from palm.viz.plots import plot_history
+
+    history = pd.read_csv(metrics_csv).to_dict("records")
+    with tempfile.TemporaryDirectory() as tmp:
+        return [_img(file_data_uri(p), p.stem, f"{p.name} (redrawn from metrics.csv)")
+                for p in plot_history(history, tmp)]
+
+
+def curves_section(run_dir: Path) -> str:
+    parts = ["<h2>Training curves</h2>"]
+    pngs = [run_dir / n for n in ("loss_curve.png", "metrics_curve.png") if (run_dir / n).is_file()]
+    metrics_csv = run_dir / "metrics.csv"
+    if pngs:
+        figs = [_img(file_data_uri(p), p.stem, p.name) for p in pngs]
+    elif metrics_csv.is_file():
+        figs = _redraw_curves(metrics_csv)
+    else:
+        return parts[0] + _note(f"no loss_curve.png, metrics_curve.png or metrics.csv in {run_dir}")
+    parts.append(f'<div class="figs">{"".join(figs)}</div>')
+    if metrics_csv.is_file():
+        df = pd.read_csv(metrics_csv)
+        parts.append("<h3>metrics.csv</h3>" + df.to_html(index=False, float_format="%.4f", border=0))
+    return "\n".join(parts)
+
+
+def evaluation_section(eval_dir: Path) -> str:
+    parts = ["<h2>Evaluation</h2>"]
+    metrics_json = eval_dir / "metrics.json"
+    if metrics_json.is_file():
+        try:
+            metrics = json.loads(metrics_json.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{metrics_json}: not valid JSON ({e})") from None
+        rows = [(k, v) for k, v in _flatten(metrics) if k != "confusion_matrix"]
+        threshold = metrics.get("threshold")
+        if threshold is not None:
+            parts.append(f"<p>Decision threshold: <b>{_fmt(threshold)}</b> "
+                         "(probability at or above it counts as positive).</p>")
+        parts.append(_table(rows, ("metric", "value")))
+    else:
+        parts.append(_note(f"no metrics.json in {eval_dir}"))
+    figs = [
+        _img(file_data_uri(eval_dir / name), name, name)
+        for name in ("confusion_matrix.png", "roc_curve.png", "pr_curve.png")
+        if (eval_dir / name).is_file()
+    ]
+    if figs:
+        parts.append(f'<div class="figs">{"".join(figs)}</div>')
+    return "\n".join(parts)
+
+
+def select_cases(predictions: pd.DataFrame, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The k most confident errors and the k most confident correct predictions.
+
+    Confidence is the probability of the predicted class: for a binary `probability` (of the
+    positive class) that is p when predicting 1 and 1 - p when predicting 0.
+    """
+    missing = {"file", "label", "probability", "prediction"} - set(predictions.columns)
+    if missing:
+        raise ValueError(f"predictions.csv lacks columns {sorted(missing)}")
+    df = predictions.dropna(subset=["label", "probability", "prediction"]).copy()
+    binary = set(df["label"].unique()) | set(df["prediction"].unique()) <= {0, 1}
+    p = df["probability"].astype(float)
+    df["confidence"] = np.where(df["prediction"] == 1, p, 1 - p) if binary else p
+    df = df.sort_values("confidence", ascending=False, kind="stable")
+    wrong = df["label"] != df["prediction"]
+    return df[wrong].head(k), df[~wrong].head(k)
+
+
+def _resolve(file: str, bases: list[Path]) -> Path:
+    path = Path(file)
+    if path.is_absolute():
+        return path
+    for base in bases:
+        if (base / path).is_file():
+            return base / path
+    return path
+
+
+def gallery_section(
+    eval_dir: Path, model, meta: dict | None, k: int, thumb: int, bases: list[Path]
+) -> str:
+    from palm.viz.cam import explain_files
+
+    parts = ["<h2>Most confident errors and correct cases</h2>"]
+    preds_csv = eval_dir / "predictions.csv"
+    if not preds_csv.is_file():
+        return parts[0] + _note(f"no predictions.csv in {eval_dir}")
+    errors, correct = select_cases(pd.read_csv(preds_csv), k)
+    names = (meta or {}).get("class_names") or []
+
+    def label(i: int) -> str:
+        return f"{names[i]} ({i})" if 0 <= i < len(names) else str(i)
+
+    parts.append("<p>Grad-CAM explains the predicted class: warm colours mark the regions "
+                 "that pushed the network towards its answer.</p>")
+    for title, rows, css in (("Most confident errors", errors, "case error"),
+                             ("Most confident correct", correct, "case")):
+        parts.append(f"<h3>{title} ({len(rows)})</h3>")
+        if rows.empty:
+            parts.append(_note("none"))
+            continue
+        cards = []
+        for row in rows.itertuples():
+            path = _resolve(str(row.file), bases)
+            pred = int(row.prediction)
+            images = ""
+            if model is not None:
+                cam = next(explain_files(model, meta, [path], class_index=pred, max_side=thumb))
+                if cam.error:
+                    images = _note(cam.error)
+                else:
+                    images = (f'<img src="{rgb_data_uri(cam.photo)}" alt="photo">'
+                              f'<img src="{rgb_data_uri(cam.overlay)}" alt="Grad-CAM">')
+            cards.append(
+                f'<div class="{css}">{images}<div><b>{html.escape(Path(str(row.file)).name)}</b><br>'
+                f"label {html.escape(label(int(row.label)))}, predicted "
+                f"{html.escape(label(pred))}<br>probability {row.probability:.3f} "
+                f"(confidence {row.confidence:.3f})</div></div>"
+            )
+        parts.append(f'<div class="gallery">{"".join(cards)}</div>')
+    return "\n".join(parts)
+
+
+def data_dirs(config: dict) -> list[Path]:
+    """Data folders named in a run's config (data root, train/val folders and CSV folders)."""
+    dirs = []
+    for key in ("data_root", "train_dir", "val_dir", "train_csv", "val_csv"):
+        value = config.get(key)
+        if value:
+            path = Path(value)
+            dirs.append(path.parent if path.suffix else path)
+    return list(dict.fromkeys(dirs))
+
+
+def inspect_section(folders: list[Path]) -> str:
+    """The plots `data_tools.inspect` wrote, searched in `folders` and their inspect/ subfolder."""
+    found: dict[str, Path] = {}
+    for folder in folders:
+        for where in (folder, folder / "inspect"):
+            for name in INSPECT_PNGS:
+                if name not in found and (where / name).is_file():
+                    found[name] = where / name
+    if not found:
+        return ""
+    figs = "".join(_img(file_data_uri(p), p.stem, str(p)) for p in found.values())
+    return f'<h2>Data set</h2>\n<div class="figs">{figs}</div>'
+
+
+def build_report(
+    run_dir: str | Path,
+    eval_dir: str | Path | None = None,
+    output: str | Path | None = None,
+    *,
+    gallery_size: int = 6,
+    thumb_size: int = 256,
+) -> Path:
+    """Write the HTML report of a run (and its evaluation); returns the report's path.
+
+    Args:
+        run_dir: the training run folder.
+        eval_dir: a tools/eval.py output folder; without it the report has no metrics table,
+            evaluation plots or gallery.
+        output: report path; default `report.html` in eval_dir, else in run_dir.
+        gallery_size: cases shown per gallery row (errors, correct).
+        thumb_size: longer side of the gallery thumbnails, px.
+    """
+    from palm.engine.checkpoint import load_checkpoint_model
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: run folder not found")
+    eval_dir = Path(eval_dir) if eval_dir is not None else None
+    if eval_dir is not None and not eval_dir.is_dir():
+        raise FileNotFoundError(f"{eval_dir}: evaluation folder not found")
+    output = Path(output) if output else (eval_dir or run_dir) / "report.html"
+
+    checkpoint = find_checkpoint(run_dir)
+    model, meta = load_checkpoint_model(checkpoint) if checkpoint else (None, None)
+    config = _read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else {}
+    folders = [run_dir, *data_dirs(config)]
+
+    sections = [summary_section(run_dir, meta, model), curves_section(run_dir)]
+    if eval_dir is not None:
+        sections.append(evaluation_section(eval_dir))
+        sections.append(gallery_section(eval_dir, model, meta, gallery_size, thumb_size,
+                                        [eval_dir, run_dir, Path.cwd(), *folders]))
+    sections.append(inspect_section(folders))
+
+    title = f"palm report: {meta['model'] if meta else run_dir.name}"
+    page = TEMPLATE.substitute(
+        title=html.escape(title),
+        generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        run_dir=html.escape(str(run_dir)),
+        eval_note=f" and <code>{html.escape(str(eval_dir))}</code>" if eval_dir else "",
+        sections="\n".join(s for s in sections if s),
+    )
+    write_text_atomic(output, page)
+    return output

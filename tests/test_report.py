@@ -1,0 +1,169 @@
+"""report.html: sections, embedded images only, and a real render in headless Chromium."""
+from __future__ import annotations
+
+import html
+import re
+import subprocess
+from pathlib import Path
+
+import cv2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import paddle
+import pytest
+import yaml
+
+from palm.engine.checkpoint import save_checkpoint
+from palm.io_utils import write_json_atomic
+from palm.models import build_model
+from palm.viz.report import build_report, select_cases
+
+CHROMIUM = Path("/usr/bin/chromium")
+IMG_SRC = re.compile(r'<img[^>]*\ssrc="([^"]*)"')
+
+
+def _png(path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(3, 2.5))
+    ax.plot([0, 1], [0, 1])
+    ax.set_title(title)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@pytest.fixture(scope="module")
+def run_and_eval(palm_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A run folder and an eval folder in the layout tools/train.py and tools/eval.py write."""
+    base = tmp_path_factory.mktemp("report")
+    run, ev = base / "run", base / "eval"
+    run.mkdir()
+    ev.mkdir()
+    paddle.seed(0)
+    model = build_model("lenet", 1, image_size=64)
+    save_checkpoint(run / "best.pdparams", model, {
+        "model": "lenet", "num_classes": 1, "class_names": ["non-PM", "PM"], "image_size": 64,
+        "normalize": "minus_one_one", "fundus_crop": False, "threshold": 0.5, "epoch": 2,
+        "metrics": {"val_auc": 0.8125}, "model_kwargs": {"image_size": 64},
+    })
+    (run / "config.yaml").write_text(yaml.safe_dump({
+        "model": "lenet", "image_size": 64, "epochs": 3, "lr": 0.001, "data_root": str(palm_root),
+    }))
+    # no loss_curve.png / metrics_curve.png: the report redraws them from metrics.csv
+    pd.DataFrame({
+        "epoch": [1, 2, 3], "train_loss": [0.69, 0.55, 0.41], "val_loss": [0.70, 0.60, 0.58],
+        "val_accuracy": [0.5, 0.69, 0.75], "val_roc_auc": [0.55, 0.81, 0.80],
+    }).to_csv(run / "metrics.csv", index=False)
+    # data_tools.inspect plots in the data folder join the report
+    (palm_root / "inspect").mkdir(exist_ok=True)
+    _png(palm_root / "inspect" / "class_counts.png", "class counts")
+
+    gt = pd.read_csv(palm_root / "PALM-Validation-GT" / "labels.csv")
+    rng = np.random.default_rng(0)
+    prob = 0.25 * gt["Label"] + rng.uniform(0, 0.75, len(gt))  # informative, 5 errors of 16
+    pd.DataFrame({
+        "file": [str(palm_root / "PALM-Validation400" / f) for f in gt["imgName"]],
+        "label": gt["Label"], "probability": prob.round(4), "prediction": (prob >= 0.5).astype(int),
+    }).to_csv(ev / "predictions.csv", index=False)
+    write_json_atomic(ev / "metrics.json", {
+        "accuracy": 0.75, "roc_auc": 0.8125, "sensitivity": 0.875, "specificity": 0.625,
+        "threshold": 0.5, "counts": {"tp": 7, "fn": 1, "tn": 5, "fp": 3},
+    })
+    for name in ("confusion_matrix", "roc_curve", "pr_curve"):
+        _png(ev / f"{name}.png", name)
+    return run, ev
+
+
+def test_select_cases_ranks_by_confidence_of_the_predicted_class():
+    df = pd.DataFrame({
+        "file": list("abcdef"), "label": [1, 0, 1, 0, 1, 0],
+        "probability": [0.97, 0.9, 0.2, 0.05, 0.6, 0.45], "prediction": [1, 1, 0, 0, 1, 0],
+    })
+    errors, correct = select_cases(df, 2)
+    assert list(errors["file"]) == ["b", "c"]  # b: 0.9 sure of PM; c: 0.8 sure of non-PM
+    assert list(correct["file"]) == ["a", "d"]  # 0.97 sure of PM, 0.95 sure of non-PM
+    with pytest.raises(ValueError, match="prediction"):
+        select_cases(df.drop(columns="prediction"), 2)
+
+
+def test_report_is_self_contained_with_every_section(run_and_eval):
+    run, ev = run_and_eval
+    out = build_report(run, ev, gallery_size=3)
+    assert out == ev / "report.html"
+    page = out.read_text(encoding="utf-8")
+    for heading in ("Model and configuration", "Training curves", "Evaluation",
+                    "Most confident errors (3)", "Most confident correct (3)", "Data set"):
+        assert heading in page, heading
+    n_params = sum(int(np.prod(p.shape)) for p in build_model("lenet", 1, image_size=64).parameters())
+    assert f"{n_params:,}" in page
+    assert "redrawn from metrics.csv" in page
+    assert "Decision threshold: <b>0.5000</b>" in page
+    srcs = IMG_SRC.findall(page)
+    # 2 redrawn curves + 3 eval plots + 1 inspect plot + (photo + Grad-CAM) x 6 cases
+    assert len(srcs) == 2 + 3 + 1 + 12
+    assert all(s.startswith("data:image/") for s in srcs)
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched from outside
+    assert "<script" not in page
+
+
+def test_report_tool_without_eval(run_and_eval, tmp_path):
+    from tools import report as report_tool
+
+    run, _ = run_and_eval
+    out = tmp_path / "r.html"
+    args = report_tool.get_args_parser().parse_args(["--run", str(run), "--output", str(out)])
+    assert report_tool.main(args) == 0
+    page = out.read_text(encoding="utf-8")
+    assert "Training curves" in page and "Most confident" not in page
+    with pytest.raises(FileNotFoundError, match="nope"):
+        build_report(tmp_path / "nope")
+
+
+# Appended to a copy of the report for the test only: after load, record each image's decoded
+# width and src prefix where --dump-dom can read them.
+IMG_CHECK = """<pre id="imgcheck"></pre><script>
+window.addEventListener('load', () => {
+  document.getElementById('imgcheck').textContent = Array.from(document.images)
+    .map(i => i.naturalWidth + ' ' + i.getAttribute('src').slice(0, 15)).join('\\n');
+});
+</script>"""
+
+
+def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", f"--user-data-dir={profile}", *args],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium absent (Debian package chromium)")
+def test_report_renders_in_headless_chromium(run_and_eval, tmp_path):
+    run, ev = run_and_eval
+    report = build_report(run, ev, tmp_path / "report.html", gallery_size=3)
+    n_img = len(IMG_SRC.findall(report.read_text(encoding="utf-8")))
+
+    shot = tmp_path / "report.png"
+    res = _chromium([f"--screenshot={shot}", "--window-size=1200,2000", report.as_uri()],
+                    tmp_path / "profile1")
+    assert shot.is_file(), res.stderr[-2000:]
+    img = cv2.imread(str(shot))
+    assert img.shape[:2] == (2000, 1200)
+    assert img.std() > 20  # rendered content, not a blank page
+
+    probe = tmp_path / "probe.html"
+    probe.write_text(report.read_text(encoding="utf-8").replace("</body>", IMG_CHECK + "</body>"),
+                     encoding="utf-8")
+    res = _chromium(["--dump-dom", "--virtual-time-budget=10000", probe.as_uri()],
+                    tmp_path / "profile2")
+    found = re.search(r'<pre id="imgcheck">(.*?)</pre>', res.stdout, re.S)
+    assert found, res.stderr[-2000:]
+    lines = html.unescape(found.group(1)).strip().splitlines()
+    assert len(lines) == n_img > 0
+    for line in lines:
+        width, prefix = line.split(" ", 1)
+        assert prefix.startswith("data:image/"), line
+        assert int(width) > 0, line
