@@ -1,0 +1,188 @@
+"""palm.data decoding, cache, transforms and loader."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from data_tools.synth_palm import FundusSpec, render_fundus
+from palm.data import (
+    CachedImageReader, ImageReadError, PalmTrainSet, build_loader, build_transform, crop_fundus,
+    read_image,
+)
+
+
+@pytest.fixture(scope="module")
+def big_jpeg(tmp_path_factory) -> Path:
+    """A 1040x1000 synthetic fundus JPEG: large enough for 1/4-scale decoding at 128 px."""
+    img, _ = render_fundus(FundusSpec("P", 0.7, True), (1040, 1000), 0.3, np.random.default_rng(0))
+    path = tmp_path_factory.mktemp("big") / "P0001.jpg"
+    cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tofile(str(path))
+    return path
+
+
+def _to_255(x: np.ndarray) -> np.ndarray:
+    return (x + 1.0) * 127.5  # minus_one_one back to 0..255
+
+
+# ---------------------------------------------------------------- read_image
+
+
+def test_rgb_order_and_conversions(tmp_path):
+    bgr = np.zeros((8, 10, 3), np.uint8)
+    bgr[..., 2] = 200  # red in OpenCV's BGR order
+    cv2.imwrite(str(tmp_path / "red.png"), bgr)
+    assert read_image(tmp_path / "red.png")[0, 0].tolist() == [200, 0, 0]
+
+    cv2.imwrite(str(tmp_path / "gray.png"), np.full((8, 10), 77, np.uint8))
+    gray = read_image(tmp_path / "gray.png")
+    assert gray.shape == (8, 10, 3) and (gray == 77).all()
+
+    bgra = np.dstack([bgr, np.zeros((8, 10), np.uint8)])  # fully transparent: alpha is dropped
+    cv2.imwrite(str(tmp_path / "rgba.png"), bgra)
+    assert read_image(tmp_path / "rgba.png")[0, 0].tolist() == [200, 0, 0]
+
+    deep = np.zeros((8, 10, 3), np.uint16)
+    deep[..., 1] = 65535
+    deep[..., 0] = 257 * 100
+    cv2.imwrite(str(tmp_path / "deep.png"), deep)
+    img = read_image(tmp_path / "deep.png")
+    assert img.dtype == np.uint8 and img[0, 0].tolist() == [0, 255, 100]
+
+    cv2.imwrite(str(tmp_path / "gray16.tif"), np.full((8, 10), 65535, np.uint16))
+    assert (read_image(tmp_path / "gray16.tif") == 255).all()
+
+
+def test_missing_and_folder_paths(tmp_path):
+    with pytest.raises(ImageReadError, match=r"nope\.jpg: file not found"):
+        read_image(tmp_path / "nope.jpg")
+    with pytest.raises(ImageReadError, match="is a folder"):
+        read_image(tmp_path)
+
+
+def test_reduced_decode_matches_full_decode(big_jpeg):
+    full = read_image(big_jpeg)
+    reduced = read_image(big_jpeg, target_size=128)
+    assert full.shape == (1000, 1040, 3)
+    assert reduced.shape == (250, 260, 3)  # 1/4 scale: short side 250 >= 128, 1/8 would be 125
+    assert read_image(big_jpeg, target_size=600).shape == (1000, 1040, 3)  # 1/2 would be < 600
+    t = build_transform(128, train=False)
+    diff = np.abs(_to_255(t(full)) - _to_255(t(reduced)))
+    assert diff.mean() < 3.0
+
+
+def test_cache_matches_plain_path_and_tracks_file_changes(big_jpeg, tmp_path):
+    reader = CachedImageReader(tmp_path / "cache", 128)
+    first = reader(big_jpeg)
+    assert min(first.shape[:2]) == 128  # stored shrunk to the target
+    entries = list((tmp_path / "cache").glob("*.npy"))
+    assert len(entries) == 1 and not list((tmp_path / "cache").glob("*.tmp"))
+    np.testing.assert_array_equal(reader(big_jpeg), first)  # served from the .npy
+
+    t = build_transform(128, train=False)
+    diff = np.abs(_to_255(t(read_image(big_jpeg))) - _to_255(t(first)))
+    assert diff.mean() < 3.0
+
+    st = os.stat(big_jpeg)
+    os.utime(big_jpeg, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # "edited" image
+    assert reader.cache_path(big_jpeg) != entries[0]
+    reader(big_jpeg)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+
+
+def test_dataset_cache_gives_same_tensors(palm_root, tmp_path):
+    t = build_transform(32, train=False)
+    plain = PalmTrainSet(palm_root / "PALM-Training400", transform=t)
+    cached = PalmTrainSet(palm_root / "PALM-Training400", transform=t, cache_dir=tmp_path / "c")
+    for i in (0, 5, 23):
+        a, b = plain[i][0], cached[i][0]
+        assert np.abs(_to_255(a) - _to_255(b)).mean() < 3.0
+    assert len(list((tmp_path / "c").glob("*.npy"))) == 3
+
+
+# ---------------------------------------------------------------- transforms
+
+
+def test_crop_fundus_trims_border_and_keeps_circle_round():
+    img = np.zeros((300, 400, 3), np.uint8)
+    cv2.circle(img, (220, 150), 100, (200, 90, 40), -1)
+    img[0:3, 0:3] = 255  # a stray bright corner pixel block must not widen the crop
+    crop = crop_fundus(img)
+    # the circle is 201 px across; rows/columns with < 2 % fundus pixels (its very tips) go
+    assert crop.shape[0] == crop.shape[1] and 195 <= crop.shape[0] <= 201
+    clipped = np.zeros((300, 400, 3), np.uint8)
+    cv2.circle(clipped, (200, 150), 170, (200, 90, 40), -1)  # cut at top and bottom
+    crop = crop_fundus(clipped)
+    assert crop.shape[0] == crop.shape[1] and 335 <= crop.shape[0] <= 341
+    assert crop[0, crop.shape[1] // 2].max() == 0  # padded with black, not squashed
+    black = np.zeros((10, 10, 3), np.uint8)
+    assert crop_fundus(black) is black
+
+
+def test_eval_transform_normalizations():
+    img = np.full((40, 50, 3), 255, np.uint8)
+    img[:, :25] = 0
+    x = build_transform(16, train=False)(img)
+    assert x.shape == (3, 16, 16) and x.dtype == np.float32
+    assert x.min() == -1.0 and x.max() == 1.0
+    y = build_transform(16, train=False, normalize="imagenet")(np.full((4, 4, 3), 255, np.uint8))
+    np.testing.assert_allclose(y[:, 0, 0], (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]),
+                               rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown normalize 'zscore'"):
+        build_transform(16, train=False, normalize="zscore")
+    with pytest.raises(ValueError, match="unknown augment keys \\['blur'\\]"):
+        build_transform(16, train=True, augment={"blur": 1})
+
+
+def test_train_transform_is_random_but_seedable():
+    img = np.random.default_rng(0).integers(0, 255, (60, 70, 3), dtype=np.uint8)
+    t = build_transform(32, train=True)
+    assert t.decode_size == 36  # ceil(32 / sqrt(0.8)): the random crop zooms in
+    np.random.seed(3)
+    a = t(img)
+    np.random.seed(3)
+    b = t(img)
+    c = t(img)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (3, 32, 32) and -1 <= a.min() and a.max() <= 1
+    assert not np.array_equal(b, c)
+    off = build_transform(32, train=True, augment={k: 0 for k in ("hflip", "vflip", "rotate", "brightness",
+                                                                   "contrast", "random_resized_crop")})
+    np.testing.assert_array_equal(off(img), build_transform(32, train=False)(img))
+
+
+# ---------------------------------------------------------------- loader
+
+
+def test_loader_train_and_eval(palm_root):
+    ds = PalmTrainSet(palm_root / "PALM-Training400", transform=build_transform(32, train=False))
+    train = build_loader(ds, batch_size=5, train=True, seed=1)
+    epoch0 = [y.numpy().tolist() for _, y in train]
+    epoch1 = [y.numpy().tolist() for _, y in train]
+    assert [len(b) for b in epoch0] == [5] * 4  # 24 samples: drop_last drops the 4 left over
+    assert epoch0 != epoch1
+    again = build_loader(ds, batch_size=5, train=True, seed=1)
+    assert [y.numpy().tolist() for _, y in again] == epoch0  # same seed, same epoch-0 order
+
+    x, y = next(iter(build_loader(ds, batch_size=5, train=False)))
+    assert list(x.shape) == [5, 3, 32, 32] and str(x.dtype).endswith("float32")
+    assert str(y.dtype).endswith("int64")
+    labels = np.concatenate([y.numpy() for _, y in build_loader(ds, 5, train=False)])
+    np.testing.assert_array_equal(labels, ds.labels)  # in order, nothing dropped
+
+
+def test_loader_workers_seed_augmentation_per_epoch(palm_root):
+    ds = PalmTrainSet(palm_root / "PALM-Training400", transform=build_transform(32, train=True))
+
+    def first_epochs(seed):
+        loader = build_loader(ds, batch_size=8, train=True, num_workers=2, seed=seed)
+        return [next(iter(loader))[0].numpy() for _ in range(2)]
+
+    a0, a1 = first_epochs(5)
+    b0, b1 = first_epochs(5)
+    np.testing.assert_array_equal(a0, b0)
+    np.testing.assert_array_equal(a1, b1)
+    assert not np.array_equal(a0, a1)
