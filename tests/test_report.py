@@ -84,6 +84,9 @@ def test_select_cases_ranks_by_confidence_of_the_predicted_class():
     errors, correct = select_cases(df, 2)
     assert list(errors["file"]) == ["b", "c"]  # b: 0.9 sure of PM; c: 0.8 sure of non-PM
     assert list(correct["file"]) == ["a", "d"]  # 0.97 sure of PM, 0.95 sure of non-PM
+    # softmax models: probability is already that of the predicted class
+    errors, correct = select_cases(df, 2, one_logit=False)
+    assert list(errors["file"]) == ["b", "c"] and list(correct["file"]) == ["a", "e"]
     with pytest.raises(ValueError, match="prediction"):
         select_cases(df.drop(columns="prediction"), 2)
 

@@ -107,6 +107,8 @@ def _num_class(v: Any) -> str:
 
 
 def _fmt(v: Any) -> str:
+    if v is None:  # metrics.json stores undefined values (NaN) as null
+        return "n/a"
     if isinstance(v, (float, np.floating)):
         return f"{v:.4f}"
     if isinstance(v, (list, dict)):
@@ -206,7 +208,8 @@ def evaluation_section(eval_dir: Path) -> str:
             metrics = json.loads(metrics_json.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{metrics_json}: not valid JSON ({e})") from None
-        rows = [(k, v) for k, v in _flatten(metrics) if k != "confusion_matrix"]
+        # the matrix is drawn below; class names are in the model summary
+        rows = [(k, v) for k, v in _flatten(metrics) if k not in ("confusion_matrix", "class_names")]
         threshold = metrics.get("threshold")
         if threshold is not None:
             parts.append(f"<p>Decision threshold: <b>{_fmt(threshold)}</b> "
@@ -224,19 +227,21 @@ def evaluation_section(eval_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def select_cases(predictions: pd.DataFrame, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def select_cases(
+    predictions: pd.DataFrame, k: int, one_logit: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The k most confident errors and the k most confident correct predictions.
 
-    Confidence is the probability of the predicted class: for a binary `probability` (of the
-    positive class) that is p when predicting 1 and 1 - p when predicting 0.
+    Confidence is the probability of the predicted class. predictions.csv holds P(positive)
+    for one-logit models (so confidence is p when predicting 1, else 1 - p) and the predicted
+    class's probability for softmax models.
     """
     missing = {"file", "label", "probability", "prediction"} - set(predictions.columns)
     if missing:
         raise ValueError(f"predictions.csv lacks columns {sorted(missing)}")
     df = predictions.dropna(subset=["label", "probability", "prediction"]).copy()
-    binary = set(df["label"].unique()) | set(df["prediction"].unique()) <= {0, 1}
     p = df["probability"].astype(float)
-    df["confidence"] = np.where(df["prediction"] == 1, p, 1 - p) if binary else p
+    df["confidence"] = np.where(df["prediction"] == 1, p, 1 - p) if one_logit else p
     df = df.sort_values("confidence", ascending=False, kind="stable")
     wrong = df["label"] != df["prediction"]
     return df[wrong].head(k), df[~wrong].head(k)
@@ -261,7 +266,11 @@ def gallery_section(
     preds_csv = eval_dir / "predictions.csv"
     if not preds_csv.is_file():
         return parts[0] + _note(f"no predictions.csv in {eval_dir}")
-    errors, correct = select_cases(pd.read_csv(preds_csv), k)
+    predictions = pd.read_csv(preds_csv)
+    # softmax models get prob_<class> columns from tools/eval.py
+    one_logit = (meta["num_classes"] == 1 if meta
+                 else not any(c.startswith("prob_") for c in predictions.columns))
+    errors, correct = select_cases(predictions, k, one_logit)
     names = (meta or {}).get("class_names") or []
 
     def label(i: int) -> str:
