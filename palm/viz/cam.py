@@ -34,8 +34,8 @@ DEFAULT_TARGET_LAYERS: dict[str, str] = {
     "GoogLeNet": "_ince5b",
 }
 
-# Sublayer names of auxiliary classifier branches (GoogLeNet): never a default target,
-# since the main output does not depend on them.
+# Auxiliary classifier branches (named like torchvision's Inception `AuxLogits`) are never a
+# default target: the main output does not depend on them. palm's GoogLeNet is in the table.
 _AUX_MARKERS = ("aux",)
 
 ClassIndex = int | Sequence[int] | None
