@@ -1,0 +1,78 @@
+"""Load ImageNet (or any) weights from a local `.pdparams` file into a palm model.
+
+Our alexnet, vgg*, googlenet and resnet* use the parameter names of `paddle.vision.models`,
+so a state dict saved from those networks loads as is. Nothing is downloaded here: the user
+passes a file they already have.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import paddle
+
+log = logging.getLogger(__name__)
+
+
+def load_pretrained(model: paddle.nn.Layer, path: str | Path) -> dict[str, list[str]]:
+    """Copy every tensor of `path` whose name and shape match into `model`.
+
+    Tensors whose shape differs (typically the classifier, when fine-tuning a 1000-class
+    ImageNet network to one logit) are skipped and keep the model's own initialisation.
+    One line is logged with what was skipped, missing or unexpected.
+
+    Args:
+        model: the network to fill, e.g. `build_model("resnet50", num_classes=1)`.
+        path: a `.pdparams` file holding a state dict (name -> tensor).
+
+    Returns:
+        {"loaded": [...], "skipped": [...], "missing": [...], "unexpected": [...]}: parameter
+        names loaded; present in both but of another shape; in the model but not the file;
+        in the file but not the model.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: the file cannot be read, is not a state dict, or matches no parameter
+            of the model (almost surely weights of another architecture).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: pretrained weights file not found")
+    try:
+        state = paddle.load(str(path))
+    except Exception as e:  # paddle raises several types for corrupt or foreign files
+        raise ValueError(f"{path}: cannot read weights ({e})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
+
+    own = model.state_dict()
+    loaded, skipped, shape_notes = [], [], []
+    for name, target in own.items():
+        if name not in state:
+            continue
+        shape = list(state[name].shape)
+        if shape == list(target.shape):
+            loaded.append(name)
+        else:
+            skipped.append(name)
+            shape_notes.append(f"{name} {shape}->{list(target.shape)}")
+    missing = [name for name in own if name not in state]
+    unexpected = [name for name in state if name not in own]
+    if not loaded:
+        raise ValueError(
+            f"{path}: no tensor matches {type(model).__name__} by name and shape "
+            f"(weights of another architecture?)"
+        )
+    # Hand over a complete dict (own tensors where the file has none) so paddle does not
+    # warn once per key; the one log line below says it all.
+    model.set_state_dict({**own, **{name: state[name] for name in loaded}})
+
+    def listed(names: list[str]) -> str:
+        return ", ".join(names) if names else "none"
+
+    log.log(
+        logging.WARNING if missing else logging.INFO,
+        "%s: loaded %d/%d tensors; skipped (shape differs): %s; missing: %s; unexpected: %s",
+        path, len(loaded), len(own), listed(shape_notes), listed(missing), listed(unexpected),
+    )
+    return {"loaded": loaded, "skipped": skipped, "missing": missing, "unexpected": unexpected}
