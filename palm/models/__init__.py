@@ -5,9 +5,22 @@ from typing import Callable
 
 import paddle.nn as nn
 
+from palm.models.alexnet import alexnet
+from palm.models.googlenet import googlenet
+from palm.models.lenet import lenet, lenet5
 from palm.models.pretrained import load_pretrained
+from palm.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
+from palm.models.vgg import vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
 
-MODELS: dict[str, Callable[..., nn.Layer]] = {}
+MODELS: dict[str, Callable[..., nn.Layer]] = {
+    # classic families (issue 2)
+    "lenet": lenet, "lenet5": lenet5, "alexnet": alexnet,
+    "vgg11": vgg11, "vgg13": vgg13, "vgg16": vgg16, "vgg19": vgg19,
+    "vgg11_bn": vgg11_bn, "vgg13_bn": vgg13_bn, "vgg16_bn": vgg16_bn, "vgg19_bn": vgg19_bn,
+    "googlenet": googlenet,
+    "resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50,
+    "resnet101": resnet101, "resnet152": resnet152,
+}
 
 
 def list_models() -> list[str]:
