@@ -9,6 +9,7 @@ import paddle.nn as nn
 import pytest
 from paddle.vision import models as pv
 
+from palm.config import CONFIG_DIR, load_config
 from palm.models import build_model, list_models
 from palm.models.alexnet import MIN_INPUT_SIZE as ALEXNET_MIN
 from palm.models.googlenet import MIN_INPUT_SIZE as GOOGLENET_MIN
@@ -267,3 +268,11 @@ def test_googlenet_starts_with_moderate_logits():
     # Guards the init in googlenet.ConvLayer: paddle's default gave logits near 20 here.
     paddle.seed(0)
     assert float(_forward(build_model("googlenet", num_classes=10), 64).abs().max()) < 5
+
+
+@pytest.mark.parametrize("name", CLASSIC)
+def test_each_network_has_a_config_that_builds_it(name):
+    cfg = load_config(CONFIG_DIR / f"{name}.yaml")
+    assert cfg["model"] == name
+    with paddle.LazyGuard():
+        build_model(name, num_classes=1, **cfg.get("model_kwargs", {}))
