@@ -1,7 +1,7 @@
 """Data sets and transforms: PALM as it ships, generic CSV / folder layouts, fast decoding."""
 from palm.data.datasets import (
     PALM_CLASSES, CsvImageSet, FolderImageSet, ImageSet, PalmLayout, PalmTrainSet, PalmValSet,
-    find_palm_layout, read_table,
+    find_palm_layout, open_image_set, read_table,
 )
 from palm.data.image_io import (
     IMAGE_EXTENSIONS, CachedImageReader, ImageReadError, is_image_file, read_image,
@@ -14,5 +14,5 @@ __all__ = [
     "CachedImageReader", "CsvImageSet", "DEFAULT_AUGMENT", "FolderImageSet", "IMAGE_EXTENSIONS",
     "ImageReadError", "ImageSet", "PALM_CLASSES", "PalmLayout", "PalmTrainSet", "PalmValSet",
     "SeededBatchSampler", "Transform", "build_loader", "build_transform", "crop_fundus",
-    "find_palm_layout", "is_image_file", "read_image", "read_table", "resize_short_side",
+    "find_palm_layout", "is_image_file", "open_image_set", "read_image", "read_table", "resize_short_side",
 ]

@@ -378,3 +378,32 @@ def find_palm_layout(data_root: str | os.PathLike) -> PalmLayout:
             f"{root}: no validation ground truth ({PALM_GT_DIR}/{PALM_GT_XLSX} or {PALM_GT_CSV}); "
             f"looked for: {', '.join(str(p) for p in candidates)}")
     return PalmLayout(resolve_nested(train), resolve_nested(val), labels)
+
+
+def open_image_set(source: str | os.PathLike, split: str = "train", **kw) -> ImageSet:
+    """Open a data set from a path, whatever its layout.
+
+    Args:
+        source: a PALM root (holding PALM-Training400 etc.), a PALM-Training400 folder, a CSV
+            with path,label columns, or a folder with one sub-folder per class.
+        split: for a PALM root, "train" or "val".
+        **kw: passed to the data set (transform, skip_bad, cache_dir, ...).
+
+    Returns:
+        PalmTrainSet, PalmValSet, CsvImageSet or FolderImageSet.
+    """
+    path = Path(source)
+    if path.is_file():
+        return CsvImageSet(path, **kw)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.name.lower() == PALM_TRAIN_DIR.lower():
+        return PalmTrainSet(path, **kw)
+    if _find_dir(path, PALM_TRAIN_DIR) is not None:
+        layout = find_palm_layout(path)
+        if split == "train":
+            return PalmTrainSet(layout.train_dir, **kw)
+        if split == "val":
+            return PalmValSet(layout.val_dir, layout.val_labels, **kw)
+        raise ValueError(f"unknown PALM split {split!r}; choose train or val")
+    return FolderImageSet(path, **kw)
