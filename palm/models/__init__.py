@@ -8,6 +8,7 @@ import paddle.nn as nn
 from palm.models.alexnet import alexnet
 from palm.models.googlenet import googlenet
 from palm.models.lenet import lenet, lenet5
+from palm.models.mobilenet import mobilenet_v1, mobilenet_v2
 from palm.models.pretrained import load_pretrained
 from palm.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from palm.models.vgg import vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
@@ -20,6 +21,8 @@ MODELS: dict[str, Callable[..., nn.Layer]] = {
     "googlenet": googlenet,
     "resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50,
     "resnet101": resnet101, "resnet152": resnet152,
+    # later architectures (issue 7)
+    "mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2,
 }
 
 

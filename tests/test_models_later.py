@@ -1,0 +1,107 @@
+"""The later architectures (issue 7): shapes, a training step, parameter counts, paddle.vision weights."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import pytest
+from paddle.vision import models as pv
+
+from palm.models import build_model, list_models
+
+# name -> input sizes checked besides 64 px (the network's ImageNet size)
+LATER: dict[str, tuple[int, ...]] = {
+    "mobilenet_v1": (224,),
+    "mobilenet_v2": (224,),
+}
+
+# Networks paddle.vision also has: their parameter names, shapes and counts must match.
+PADDLE_VISION = {
+    "mobilenet_v1": pv.mobilenet_v1,
+    "mobilenet_v2": pv.mobilenet_v2,
+}
+
+
+def _forward(model: nn.Layer, size: int) -> paddle.Tensor:
+    model.eval()
+    with paddle.no_grad():
+        return model(paddle.rand([2, 3, size, size]))
+
+
+def _trainable(model: nn.Layer) -> int:
+    return sum(math.prod(p.shape) for p in model.parameters() if not p.stop_gradient)
+
+
+def test_registry_has_later_names():
+    assert set(LATER) <= set(list_models())
+
+
+@pytest.mark.parametrize("num_classes", [1, 10])
+@pytest.mark.parametrize("name", sorted(LATER))
+def test_forward_shape(name, num_classes):
+    model = build_model(name, num_classes=num_classes)
+    # the large sizes once per network: num_classes only changes the last layer
+    sizes = (64, *LATER[name]) if num_classes == 10 else (64,)
+    for size in sizes:
+        y = _forward(model, size)
+        assert y.shape == [2, num_classes], (name, size)
+        assert not paddle.isnan(y).any(), (name, size)
+
+
+@pytest.mark.parametrize("name", sorted(LATER))
+def test_features_only(name):
+    features = _forward(build_model(name, num_classes=0), 64)
+    assert features.ndim == 4 and features.shape[0] == 2 and features.shape[2:] == [1, 1]
+    with pytest.raises(ValueError, match="with_pool=False"):
+        build_model(name, num_classes=1, with_pool=False)
+
+
+@pytest.mark.parametrize("name", sorted(LATER))
+def test_training_steps_reduce_loss(name):
+    """A few Adam steps on one fixed batch (train mode, BN batch statistics) lower its loss."""
+    paddle.seed(0)
+    model = build_model(name, num_classes=1)
+    model.train()
+    x = paddle.rand([4, 3, 64, 64]) * 2 - 1
+    y = paddle.to_tensor([[0.0], [1.0], [1.0], [0.0]])
+    optimizer = paddle.optimizer.Adam(learning_rate=1e-3, parameters=model.parameters())
+    losses = []
+    for _ in range(4):
+        paddle.seed(1)  # the same dropout / stochastic-depth masks at every step
+        out = model(x)
+        logits = out[0] if isinstance(out, tuple) else out
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, y)
+        losses.append(float(loss))
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+    assert all(math.isfinite(v) for v in losses), losses
+    assert losses[-1] < losses[0], losses
+
+
+@pytest.mark.parametrize("name", sorted(PADDLE_VISION))
+def test_parameters_match_paddle_vision(name):
+    """Same state-dict keys, shapes and trainable count as paddle.vision at 1000 classes."""
+    ours, ref = build_model(name, num_classes=1000), PADDLE_VISION[name](num_classes=1000)
+    ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
+    assert list(ours_sd) == list(ref_sd)
+    assert [v.shape for v in ours_sd.values()] == [v.shape for v in ref_sd.values()]
+    assert _trainable(ours) == _trainable(ref)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2"])
+def test_paddle_vision_state_dict_gives_same_outputs(name):
+    paddle.seed(0)
+    ref = PADDLE_VISION[name](num_classes=1000)
+    ours = build_model(name, num_classes=1000)
+    x = paddle.rand([2, 3, 64, 64])
+    with paddle.no_grad():
+        ref.train()
+        ref(x)  # move the BN running statistics away from (0, 1), so they must load too
+    ours.set_state_dict(ref.state_dict())
+    ref.eval()
+    ours.eval()
+    with paddle.no_grad():
+        np.testing.assert_allclose(ours(x).numpy(), ref(x).numpy(), atol=1e-5, rtol=0)
