@@ -162,9 +162,11 @@ def _draw_vessel(
                 layer, rng, p.copy(), heading + side * rng.uniform(0.5, 1.1), rng.normal(0, 0.02),
                 length * rng.uniform(0.3, 0.55), width * 0.65, R, depth - 1,
             )
-    # taper: draw the walk in thirds, each thinner
-    thirds = np.array_split(np.array(pts), 3)
-    for k, seg in enumerate(thirds):
+    # taper: draw the walk in thirds, each thinner; each third starts where the last ended
+    pts = np.array(pts)
+    cuts = np.linspace(0, len(pts) - 1, 4).astype(int)
+    for k in range(3):
+        seg = pts[cuts[k] : cuts[k + 1] + 1]
         if len(seg) < 2:
             continue
         th = max(1, int(round(width * (1.0 - 0.25 * k))))
@@ -299,7 +301,8 @@ def render_fundus(
     vignette = np.clip(1.0 - 0.55 * r**2.2, 0, 1)
     img *= vignette[..., None]
     img *= rng.uniform(1 - 0.25 * d - 0.05, 1 + 0.15 * d + 0.05)
-    img *= (1.0 + rng.normal(0, 0.03 + 0.05 * d, 3)).astype(np.float32)
+    warmth = rng.normal(0, 0.03 + 0.04 * d)  # colour temperature: red up, blue down (or reverse)
+    img *= np.array([1 + warmth, 1 + 0.3 * warmth, 1 - warmth], np.float32)
     fov = np.clip((1.0 - r) * R / max(2.0, 0.01 * R), 0, 1)
     surround = 4 + 1.5 * _smooth_noise(rng, (h, w), 20)
     img = img * fov[..., None] + (surround * (1 - fov))[..., None]
