@@ -1,0 +1,303 @@
+"""One prediction interface over two engines: dygraph checkpoints and Paddle Inference.
+
+`load_predictor(path)` accepts a `.pdparams` checkpoint or a folder written by
+`tools/export.py` and returns an object with `.meta` (the checkpoint sidecar) and
+`.predict(batch) -> logits`, so eval/predict code does not care which engine runs.
+
+Why Paddle Inference: on the 2-core AMD CPU used for development, ResNet50 at 224 px batch 8
+runs 20-24 img/s through the oneDNN-optimised inference program against 2.5-8.6 img/s in
+dygraph (see tools/benchmark.py and ../shared/REFERENCE.md).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import paddle
+
+from palm.engine.checkpoint import load_checkpoint_model
+from palm.engine.export import META_NAME, export_model
+from palm.runtime import usable_cores
+
+ENGINES = ("auto", "dygraph", "inference")
+# Below this many images a temporary export (2-10 s with the probe) costs more than it saves.
+AUTO_EXPORT_MIN_IMAGES = 64
+
+
+class Predictor(Protocol):
+    meta: dict[str, Any]
+
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class DygraphPredictor:
+    """A dygraph model in eval mode behind the predictor interface.
+
+    Runs on paddle's current device (tools set it with `paddle.set_device`).
+    """
+
+    engine = "dygraph"
+
+    def __init__(self, model: paddle.nn.Layer, meta: dict[str, Any]):
+        self.model = model
+        self.model.eval()
+        self.meta = meta
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path) -> "DygraphPredictor":
+        model, meta = load_checkpoint_model(checkpoint)
+        return cls(model, meta)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for a float32 NCHW batch, shape [N, num_classes]."""
+        with paddle.no_grad():
+            out = self.model(paddle.to_tensor(np.ascontiguousarray(batch, dtype=np.float32)))
+        if isinstance(out, (list, tuple)):  # nets with auxiliary heads: main output first
+            out = out[0]
+        return out.numpy()
+
+
+class InferencePredictor:
+    """A Paddle Inference predictor for a folder written by `export_model`.
+
+    Args:
+        model_dir: folder with model.json (or model.pdmodel), model.pdiparams, palm_meta.json.
+        device: "cpu", "gpu" or None (follow `paddle.get_device()`).
+        threads: CPU math threads (default: usable cores; paddle's own default is 1).
+        onednn: use oneDNN kernels on CPU (3-5x faster than without here).
+        ir_optim: graph optimisation passes (operator fusion).
+        memory_optim: reuse buffers between operators. Paddle 3.3's CPU predictor fails to
+            build with it unless the new executor is on, and peak memory did not drop
+            here, so it is off by default.
+        gpu_id, gpu_memory_mb: GPU device and initial memory pool.
+        tensorrt: on GPU, convert the program with Paddle-TensorRT (needs a paddle-gpu
+            build with TensorRT; fp32 unless `tensorrt_fp16`).
+        max_batch_size: largest batch TensorRT is built for.
+    """
+
+    engine = "inference"
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        device: str | None = None,
+        threads: int | None = None,
+        onednn: bool = True,
+        ir_optim: bool = True,
+        memory_optim: bool = False,
+        gpu_id: int = 0,
+        gpu_memory_mb: int = 256,
+        tensorrt: bool = False,
+        tensorrt_fp16: bool = False,
+        max_batch_size: int = 32,
+    ):
+        import paddle.inference as pi
+
+        self.model_dir = Path(model_dir)
+        self.meta = load_export_meta(self.model_dir)
+        model_file, params_file = exported_files(self.model_dir)
+        device = device or ("gpu" if paddle.get_device().startswith("gpu") else "cpu")
+        if tensorrt and device != "gpu":
+            raise ValueError("TensorRT needs device='gpu'")
+        if tensorrt:
+            model_file, params_file = self._tensorrt_convert(
+                model_file, tensorrt_fp16, max_batch_size
+            )
+        config = pi.Config(str(model_file), str(params_file))
+        if device == "gpu":
+            config.enable_use_gpu(gpu_memory_mb, gpu_id)
+        else:
+            config.disable_gpu()
+            if onednn:
+                config.enable_mkldnn()
+            else:
+                config.disable_mkldnn()
+            config.set_cpu_math_library_num_threads(threads or usable_cores())
+        config.switch_ir_optim(ir_optim)
+        if memory_optim:
+            config.enable_new_executor()  # the memory pass exists only there in Paddle 3.3
+            config.enable_memory_optim()
+        config.disable_glog_info()
+        self.config = config
+        try:
+            self.predictor = pi.create_predictor(config)
+        except Exception as e:  # paddle raises ValueError/RuntimeError/OSError variants
+            raise RuntimeError(f"{self.model_dir}: cannot build the inference predictor ({e})") from None
+        self._input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+        self._output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for a float32 NCHW batch, shape [N, num_classes]."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        self._input.reshape(list(batch.shape))
+        self._input.copy_from_cpu(batch)
+        self.predictor.run()
+        return self._output.copy_to_cpu()
+
+    def _tensorrt_convert(
+        self, model_file: Path, fp16: bool, max_batch_size: int
+    ) -> tuple[Path, Path]:
+        # Paddle 3 runs PIR programs (.json) through Paddle-TensorRT by converting them first.
+        from paddle.tensorrt.export import Input, PrecisionMode, TensorRTConfig, convert
+
+        size = int(self.meta["image_size"])
+        self._trt_dir = tempfile.TemporaryDirectory(prefix="palm-trt-")
+        out_prefix = Path(self._trt_dir.name) / "model"
+        trt_input = Input(
+            min_input_shape=(1, 3, size, size),
+            optim_input_shape=(max(1, max_batch_size // 2), 3, size, size),
+            max_input_shape=(max_batch_size, 3, size, size),
+        )
+        trt_config = TensorRTConfig(inputs=[trt_input])
+        trt_config.save_model_dir = str(out_prefix)
+        if fp16:
+            trt_config.precision_mode = PrecisionMode.FP16
+        convert(str(model_file.with_suffix("")), trt_config)
+        return out_prefix.with_suffix(".json"), out_prefix.with_suffix(".pdiparams")
+
+
+def is_exported(path: str | Path) -> bool:
+    """True if `path` is a folder written by `export_model`."""
+    return Path(path).is_dir() and (Path(path) / META_NAME).is_file()
+
+
+def exported_files(model_dir: str | Path) -> tuple[Path, Path]:
+    """(program file, params file) of an exported folder; a clear error if incomplete."""
+    model_dir = Path(model_dir)
+    params = model_dir / "model.pdiparams"
+    programs = [model_dir / f"model{s}" for s in (".json", ".pdmodel")]
+    program = next((p for p in programs if p.is_file()), None)
+    if program is None or not params.is_file():
+        raise FileNotFoundError(
+            f"{model_dir}: incomplete export (needs model.json or model.pdmodel and "
+            "model.pdiparams; re-run tools/export.py)"
+        )
+    return program, params
+
+
+def load_export_meta(model_dir: str | Path) -> dict[str, Any]:
+    """Read palm_meta.json of an exported folder."""
+    path = Path(model_dir) / META_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; {model_dir} is not a palm export")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def load_predictor(
+    path: str | Path, engine: str = "auto", n_images: int | None = None, **options: Any
+) -> Predictor:
+    """Open a checkpoint or an exported folder for prediction.
+
+    Args:
+        path: a `.pdparams` checkpoint (with its JSON sidecar) or an export folder.
+        engine: "dygraph" (checkpoints only), "inference" (a checkpoint is exported to a
+            temporary folder first) or "auto": an exported folder runs on Paddle
+            Inference; a checkpoint does too when `n_images` is unknown or at least
+            AUTO_EXPORT_MIN_IMAGES and a probe in a child process shows the exported
+            model runs and agrees with dygraph, otherwise it runs in dygraph.
+        n_images: how many images will be predicted, if known (export costs seconds).
+        **options: keyword arguments for `InferencePredictor` (ignored by dygraph).
+
+    Returns:
+        An object with `.meta`, `.engine` and `.predict(batch) -> logits`.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    path = Path(path)
+    if is_exported(path):
+        if engine == "dygraph":
+            raise ValueError(
+                f"{path}: an exported model runs only with the inference engine; "
+                "pass the .pdparams checkpoint for dygraph"
+            )
+        return InferencePredictor(path, **options)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path}: folder has no {META_NAME}; not a palm export")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint or export folder")
+    if path.suffix != ".pdparams":
+        raise ValueError(f"{path}: expected a .pdparams checkpoint or an export folder")
+    if engine == "dygraph" or (
+        engine == "auto" and n_images is not None and n_images < AUTO_EXPORT_MIN_IMAGES
+    ):
+        return DygraphPredictor.from_checkpoint(path)
+    dygraph = DygraphPredictor.from_checkpoint(path)
+    export_dir = tempfile.TemporaryDirectory(prefix="palm-export-")
+    export_model(
+        dygraph.model, export_dir.name, dict(dygraph.meta, source_checkpoint=str(path.resolve()))
+    )
+    if engine == "auto":
+        problem = probe_export(export_dir.name, dygraph, options)
+        if problem:
+            warnings.warn(f"{path}: using dygraph, the inference engine failed a check: {problem}")
+            export_dir.cleanup()
+            return dygraph
+    del dygraph
+    predictor = InferencePredictor(export_dir.name, **options)
+    predictor._export_dir = export_dir  # deleted with the predictor
+    return predictor
+
+
+def probe_export(
+    export_dir: str | Path,
+    reference: Predictor,
+    options: dict[str, Any] | None = None,
+    timeout: float = 600.0,
+) -> str | None:
+    """Run an exported model once in a child process and compare it with `reference`.
+
+    oneDNN kernels have crashed the process for some networks here (segmentation faults,
+    see ../shared/REFERENCE.md), so a fast path chosen automatically is tried where a
+    crash cannot take the caller down.
+
+    Returns:
+        None if the child built the predictor and its logits match `reference` (within
+        1e-4, relative to the logits' magnitude when above 1), else a one-line reason.
+    """
+    export_dir = Path(export_dir)
+    size = int(load_export_meta(export_dir)["image_size"])
+    batch = np.random.default_rng(0).uniform(-1, 1, (2, 3, size, size)).astype("float32")
+    expected = reference.predict(batch)
+    with tempfile.TemporaryDirectory(prefix="palm-probe-") as tmp:
+        np.save(Path(tmp, "in.npy"), batch)
+        code = (
+            "import json, sys, numpy as np\n"
+            "import palm\n"
+            "from palm.engine.inference import InferencePredictor\n"
+            "p = InferencePredictor(sys.argv[1], **json.loads(sys.argv[2]))\n"
+            "np.save(sys.argv[4], p.predict(np.load(sys.argv[3])))\n"
+        )
+        env = dict(os.environ)
+        # the child must import this palm, installed or not
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")])
+        )
+        cmd = [sys.executable, "-c", code, str(export_dir), json.dumps(options or {}),
+               str(Path(tmp, "in.npy")), str(Path(tmp, "out.npy"))]
+        try:
+            run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return f"no answer within {timeout:.0f} s"
+        if run.returncode < 0:
+            return f"the child process died with signal {-run.returncode}"
+        if run.returncode != 0:
+            lines = run.stderr.strip().splitlines() or ["(no message)"]
+            return f"the child process failed: {lines[-1]}"
+        got = np.load(Path(tmp, "out.npy"))
+    if got.shape != expected.shape:
+        return f"output shape {got.shape} differs from dygraph {expected.shape}"
+    diff = float(np.max(np.abs(got - expected)))
+    if diff > 1e-4 * max(1.0, float(np.max(np.abs(expected)))):
+        return f"logits differ from dygraph by {diff:.3g}"
+    return None

@@ -1,0 +1,169 @@
+"""Export to Paddle Inference and the one predictor interface over both engines."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+
+from palm.engine import inference
+from palm.engine.checkpoint import save_checkpoint
+from palm.engine.export import META_NAME
+from palm.engine.inference import (
+    DygraphPredictor,
+    InferencePredictor,
+    load_predictor,
+    probe_export,
+)
+from palm.models import build_model
+from tools import export as export_tool
+
+SIZE = 64
+META = {
+    "model": "resnet18", "num_classes": 1, "class_names": ["non-PM", "PM"],
+    "image_size": SIZE, "normalize": "minus_one_one", "fundus_crop": False,
+    "threshold": 0.4, "epoch": 2, "metrics": {"auc": 0.9}, "model_kwargs": {},
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A resnet18 checkpoint whose batch-norm statistics are not the identity."""
+    paddle.seed(0)
+    model = build_model("resnet18", num_classes=1)
+    rng = np.random.default_rng(0)
+    for layer in model.sublayers():
+        if isinstance(layer, paddle.nn.BatchNorm2D):
+            n = layer._mean.shape[0]
+            layer._mean.set_value(rng.normal(0, 0.1, n).astype("float32"))
+            layer._variance.set_value(rng.uniform(0.5, 2.0, n).astype("float32"))
+    path = tmp_path_factory.mktemp("ckpt") / "best.pdparams"
+    save_checkpoint(path, model, META)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "resnet18"
+    args = export_tool.get_args_parser().parse_args(
+        ["--checkpoint", str(checkpoint), "--output", str(out)]
+    )
+    assert export_tool.main(args) == out
+    return out
+
+
+def _batch(n: int) -> np.ndarray:
+    return np.random.default_rng(n).uniform(-1, 1, (n, 3, SIZE, SIZE)).astype("float32")
+
+
+def test_export_writes_inference_format_and_meta(exported, checkpoint):
+    names = {p.name for p in exported.iterdir()}
+    assert names == {"model.json", "model.pdiparams", META_NAME}  # no staging leftovers
+    meta = json.loads((exported / META_NAME).read_text())
+    for key in ("model", "class_names", "image_size", "normalize", "threshold", "num_classes"):
+        assert meta[key] == META[key]
+    assert meta["export"]["input_shape"] == [None, 3, SIZE, SIZE]
+    assert meta["source_checkpoint"] == str(checkpoint.resolve())
+
+
+def test_exported_predictions_equal_dygraph(exported, checkpoint):
+    fast = load_predictor(exported)
+    ref = load_predictor(checkpoint, engine="dygraph")
+    assert isinstance(fast, InferencePredictor) and isinstance(ref, DygraphPredictor)
+    assert fast.meta["threshold"] == ref.meta["threshold"] == 0.4
+    for n in (3, 1, 5):  # the batch dimension is dynamic
+        batch = _batch(n)
+        got, want = fast.predict(batch), ref.predict(batch)
+        assert got.shape == want.shape == (n, 1)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+def test_inference_engine_on_a_checkpoint_exports_on_the_fly(checkpoint):
+    fast = load_predictor(checkpoint, engine="inference")
+    assert isinstance(fast, InferencePredictor)
+    export_dir = Path(fast.model_dir)
+    assert (export_dir / META_NAME).is_file()
+    batch = _batch(2)
+    np.testing.assert_allclose(
+        fast.predict(batch), DygraphPredictor.from_checkpoint(checkpoint).predict(batch),
+        rtol=0, atol=1e-4,
+    )
+    del fast
+    import gc
+
+    gc.collect()
+    assert not export_dir.exists()  # the temporary export goes with the predictor
+
+
+def test_auto_engine_choice(checkpoint, exported, monkeypatch):
+    assert isinstance(load_predictor(checkpoint, n_images=5), DygraphPredictor)
+    assert isinstance(load_predictor(exported, n_images=5), InferencePredictor)
+    # many images: the probed temporary export; a failed probe falls back to dygraph
+    monkeypatch.setattr(inference, "probe_export", lambda *a, **k: "simulated crash")
+    with pytest.warns(UserWarning, match="simulated crash"):
+        assert isinstance(load_predictor(checkpoint, n_images=1000), DygraphPredictor)
+
+
+def test_probe_reports_a_broken_export_without_crashing(exported, checkpoint, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(exported, broken)
+    (broken / "model.json").write_text("{not a program")
+    problem = probe_export(broken, DygraphPredictor.from_checkpoint(checkpoint))
+    assert problem and problem.startswith("the child process failed")
+
+
+def test_memory_optim_and_plain_cpu_options(exported):
+    ref = InferencePredictor(exported)
+    batch = _batch(2)
+    for options in ({"memory_optim": True}, {"onednn": False, "ir_optim": False, "threads": 1}):
+        np.testing.assert_allclose(
+            InferencePredictor(exported, **options).predict(batch), ref.predict(batch),
+            rtol=0, atol=1e-4,
+        )
+
+
+@pytest.mark.parametrize(
+    "make, engine, error, match",
+    [
+        (lambda d: d / "missing.pdparams", "auto", FileNotFoundError, "no such checkpoint"),
+        (lambda d: d, "auto", FileNotFoundError, "not a palm export"),
+        (lambda d: _touch(d / "weights.pt"), "auto", ValueError, "expected a .pdparams"),
+        (lambda d: _touch(d / "x.pdparams"), "auto", FileNotFoundError, "sidecar not found"),
+        (lambda d: _touch(d / "x.pdparams"), "onnx", ValueError, "unknown engine"),
+    ],
+)
+def test_load_predictor_bad_paths(tmp_path, make, engine, error, match):
+    path = make(tmp_path)
+    with pytest.raises(error, match=match) as info:
+        load_predictor(path, engine=engine)
+    if engine != "onnx":
+        assert path.stem in str(info.value)  # the message names the file
+
+
+def test_incomplete_export_and_dygraph_on_export(exported, tmp_path):
+    with pytest.raises(ValueError, match="only with the inference engine"):
+        load_predictor(exported, engine="dygraph")
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(exported / META_NAME, partial / META_NAME)
+    with pytest.raises(FileNotFoundError, match="incomplete export") as info:
+        load_predictor(partial)
+    assert str(partial) in str(info.value)
+
+
+def test_export_tool_reports_bad_checkpoint(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(
+        "sys.argv", ["export", "--checkpoint", str(tmp_path / "nope.pdparams"),
+                     "--output", str(tmp_path / "out")],
+    )
+    with pytest.raises(SystemExit) as info:
+        export_tool.cli()
+    assert "nope.pdparams: checkpoint not found" in str(info.value.code)
+
+
+def _touch(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path

@@ -1,0 +1,94 @@
+"""palm.runtime: CPU environment defaults are set before paddle, never over the user's."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from palm import runtime
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def vendor(monkeypatch):
+    """Pretend to run on a given CPU vendor with 4 usable cores."""
+
+    def set_vendor(name: str) -> None:
+        monkeypatch.setattr(runtime, "cpu_vendor", lambda *a, **k: name)
+        monkeypatch.setattr(runtime, "usable_cores", lambda: 4)
+
+    return set_vendor
+
+
+def test_defaults_on_amd(vendor):
+    vendor("AuthenticAMD")
+    env: dict[str, str] = {}
+    applied = runtime.tune_cpu_env(env)
+    assert env == applied == {"OMP_NUM_THREADS": "4", "MKL_DEBUG_CPU_TYPE": "5"}
+
+
+def test_intel_gets_threads_only(vendor):
+    vendor("GenuineIntel")
+    env: dict[str, str] = {}
+    runtime.tune_cpu_env(env)
+    assert env == {"OMP_NUM_THREADS": "4"}
+
+
+def test_user_settings_are_kept(vendor):
+    vendor("AuthenticAMD")
+    env = {"OMP_NUM_THREADS": "1", "MKL_DEBUG_CPU_TYPE": "0"}
+    assert runtime.tune_cpu_env(env) == {}
+    assert env == {"OMP_NUM_THREADS": "1", "MKL_DEBUG_CPU_TYPE": "0"}
+
+
+def test_partly_set_env_fills_only_the_gap(vendor):
+    vendor("AuthenticAMD")
+    env = {"OMP_NUM_THREADS": "3"}
+    assert runtime.tune_cpu_env(env) == {"MKL_DEBUG_CPU_TYPE": "5"}
+    assert env["OMP_NUM_THREADS"] == "3"
+
+
+def test_opt_out(vendor):
+    vendor("AuthenticAMD")
+    env = {runtime.OPT_OUT_VAR: "1"}
+    assert runtime.tune_cpu_env(env) == {}
+    assert env == {runtime.OPT_OUT_VAR: "1"}
+
+
+def test_cpu_vendor_parses_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")
+    assert runtime.cpu_vendor(str(info)) == "AuthenticAMD"
+    assert runtime.cpu_vendor(str(tmp_path / "missing")) == ""
+
+
+def test_usable_cores_positive():
+    assert runtime.usable_cores() >= 1
+
+
+def _env_after_import(extra_env: dict[str, str]) -> list[str]:
+    """OMP_NUM_THREADS and MKL_DEBUG_CPU_TYPE as a fresh `import palm, paddle` leaves them."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE", runtime.OPT_OUT_VAR)}
+    env.update(extra_env, PYTHONPATH=str(REPO))
+    code = ("import os, palm, paddle; "
+            "print(os.environ.get('OMP_NUM_THREADS'), os.environ.get('MKL_DEBUG_CPU_TYPE'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    return out.stdout.split()
+
+
+def test_import_palm_sets_env_before_paddle():
+    omp, mkl = _env_after_import({})
+    assert omp == str(runtime.usable_cores())  # paddle alone would leave "1"
+    assert mkl == ("5" if runtime.cpu_vendor() == "AuthenticAMD" else "None")
+
+
+def test_import_palm_respects_user_and_opt_out():
+    assert _env_after_import({"OMP_NUM_THREADS": "1", "MKL_DEBUG_CPU_TYPE": "0"}) == ["1", "0"]
+    # opted out, paddle applies its own default of one thread
+    assert _env_after_import({runtime.OPT_OUT_VAR: "1"}) == ["1", "None"]
