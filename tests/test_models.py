@@ -276,3 +276,15 @@ def test_each_network_has_a_config_that_builds_it(name):
     assert cfg["model"] == name
     with paddle.LazyGuard():
         build_model(name, num_classes=1, **cfg.get("model_kwargs", {}))
+
+
+@pytest.mark.parametrize("name, kw", [("lenet", {"image_size": 64}), ("alexnet", {}), ("googlenet", {"aux_logits": True})])
+def test_static_graph_with_unknown_sizes_matches_dygraph(name, kw):
+    # The input-size checks must not break export (paddle.jit) with free batch/height/width.
+    model = build_model(name, num_classes=2, **kw)
+    model.eval()
+    x = paddle.rand([2, 3, 64, 64])
+    expected = model(x).numpy()
+    spec = [paddle.static.InputSpec([None, 3, None, None], "float32")]
+    static = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
+    np.testing.assert_allclose(static(x).numpy(), expected, rtol=1e-5, atol=1e-6)

@@ -57,7 +57,8 @@ class AlexNet(nn.Layer):
             self._fc8 = nn.Linear(4096, num_classes)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if 0 < min(x.shape[2:]) < MIN_INPUT_SIZE:
+        # Checked in dygraph only: in a static graph, unknown sizes are not numbers.
+        if paddle.in_dynamic_mode() and min(x.shape[2:]) < MIN_INPUT_SIZE:
             raise ValueError(f"alexnet needs inputs of at least {MIN_INPUT_SIZE} px, got {x.shape[2:]}")
         x = self._conv1(x)
         x = self._conv2(x)

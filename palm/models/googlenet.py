@@ -154,7 +154,8 @@ class GoogLeNet(nn.Layer):
         return getattr(self, f"_out{i}")(getattr(self, f"_drop_o{i}")(x))
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor | tuple[paddle.Tensor, ...]:
-        if 0 < min(x.shape[2:]) < MIN_INPUT_SIZE:
+        # Checked in dygraph only: in a static graph, unknown sizes are not numbers.
+        if paddle.in_dynamic_mode() and min(x.shape[2:]) < MIN_INPUT_SIZE:
             raise ValueError(f"googlenet needs inputs of at least {MIN_INPUT_SIZE} px, got {x.shape[2:]}")
         x = self._pool(self._conv(x))
         x = self._pool(self._conv_2(self._conv_1(x)))

@@ -64,8 +64,9 @@ class LeNet(nn.Layer):
             return x
         x = paddle.flatten(x, 1)
         expected = self.classifier[0].weight.shape[0]
-        # A mismatch would otherwise surface as an opaque matmul shape error.
-        if x.shape[1] > 0 and x.shape[1] != expected:
+        # A mismatch would otherwise surface as an opaque matmul shape error (checked in
+        # dygraph only: in a static graph, unknown sizes are not numbers).
+        if paddle.in_dynamic_mode() and x.shape[1] != expected:
             raise ValueError(
                 f"lenet was built for image_size={self.image_size} "
                 f"({expected} features) but the input gives {x.shape[1]}; "

@@ -131,7 +131,6 @@ class ResNet(nn.Layer):
             )
             self.add_sublayer(f"layer{i + 1}", stage)
             in_channels = channels * block.expansion
-        self.out_channels = in_channels
         if with_pool:
             self.avgpool = nn.AdaptiveAvgPool2D(1)
         if num_classes > 0:
