@@ -170,7 +170,11 @@ def test_no_classifier_returns_features(name, shape):
 
 @pytest.mark.parametrize(
     "name, size, shape",
-    [("vgg16", 64, [2, 512, 2, 2]), ("resnet50", 64, [2, 2048, 2, 2]), ("googlenet", 128, [2, 1024, 3, 3])],
+    [
+        ("vgg16", 64, [2, 512, 2, 2]),
+        ("resnet50", 64, [2, 2048, 2, 2]),
+        ("googlenet", 128, [2, 1024, 3, 3]),
+    ],
 )
 def test_without_pool_keeps_the_feature_map(name, size, shape):
     assert _forward(build_model(name, num_classes=0, with_pool=False), size).shape == shape
@@ -205,7 +209,9 @@ class _Gate(nn.Layer):
     def __init__(self, channels: int):
         super().__init__()
         _Gate.built.append(channels)
-        self.scale = self.create_parameter([1, channels, 1, 1], default_initializer=nn.initializer.Constant(0.5))
+        self.scale = self.create_parameter(
+            [1, channels, 1, 1], default_initializer=nn.initializer.Constant(0.5)
+        )
 
     def forward(self, x):
         return x * self.scale
@@ -242,7 +248,9 @@ def _bce(outputs, labels):
     return nn.functional.binary_cross_entropy_with_logits(outputs, labels)
 
 
-@pytest.mark.parametrize("name, kw", [("lenet5", {}), ("resnet18", {}), ("googlenet", {"aux_logits": True})])
+@pytest.mark.parametrize(
+    "name, kw", [("lenet5", {}), ("resnet18", {}), ("googlenet", {"aux_logits": True})]
+)
 def test_a_few_training_steps_reduce_the_loss(name, kw):
     paddle.seed(0)
     model = build_model(name, num_classes=1, **kw)
@@ -278,7 +286,9 @@ def test_each_network_has_a_config_that_builds_it(name):
         build_model(name, num_classes=1, **cfg.get("model_kwargs", {}))
 
 
-@pytest.mark.parametrize("name, kw", [("lenet", {"image_size": 64}), ("alexnet", {}), ("googlenet", {"aux_logits": True})])
+@pytest.mark.parametrize(
+    "name, kw", [("lenet", {"image_size": 64}), ("alexnet", {}), ("googlenet", {"aux_logits": True})]
+)
 def test_static_graph_with_unknown_sizes_matches_dygraph(name, kw):
     # The input-size checks must not break export (paddle.jit) with free batch/height/width.
     model = build_model(name, num_classes=2, **kw)

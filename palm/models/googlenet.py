@@ -108,7 +108,11 @@ class GoogLeNet(nn.Layer):
     """
 
     def __init__(
-        self, num_classes: int = 1, with_pool: bool = True, aux_logits: bool = False, dropout: float = 0.4
+        self,
+        num_classes: int = 1,
+        with_pool: bool = True,
+        aux_logits: bool = False,
+        dropout: float = 0.4,
     ):
         super().__init__()
         if num_classes > 0 and not with_pool:
@@ -156,7 +160,9 @@ class GoogLeNet(nn.Layer):
     def forward(self, x: paddle.Tensor) -> paddle.Tensor | tuple[paddle.Tensor, ...]:
         # Checked in dygraph only: in a static graph, unknown sizes are not numbers.
         if paddle.in_dynamic_mode() and min(x.shape[2:]) < MIN_INPUT_SIZE:
-            raise ValueError(f"googlenet needs inputs of at least {MIN_INPUT_SIZE} px, got {x.shape[2:]}")
+            raise ValueError(
+                f"googlenet needs inputs of at least {MIN_INPUT_SIZE} px, got {x.shape[2:]}"
+            )
         x = self._pool(self._conv(x))
         x = self._pool(self._conv_2(self._conv_1(x)))
         with_aux = self.aux_logits and self.training
