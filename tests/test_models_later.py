@@ -13,12 +13,16 @@ from palm.models import build_model, list_models
 
 # name -> input sizes checked besides 64 px (the network's ImageNet size)
 LATER: dict[str, tuple[int, ...]] = {
+    "densenet121": (224,),
+    "densenet169": (224,),
     "mobilenet_v1": (224,),
     "mobilenet_v2": (224,),
 }
 
 # Networks paddle.vision also has: their parameter names, shapes and counts must match.
 PADDLE_VISION = {
+    "densenet121": pv.densenet121,
+    "densenet169": pv.densenet169,
     "mobilenet_v1": pv.mobilenet_v1,
     "mobilenet_v2": pv.mobilenet_v2,
 }
@@ -91,7 +95,7 @@ def test_parameters_match_paddle_vision(name):
     assert _trainable(ours) == _trainable(ref)
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2"])
+@pytest.mark.parametrize("name", ["densenet121", "mobilenet_v2"])
 def test_paddle_vision_state_dict_gives_same_outputs(name):
     paddle.seed(0)
     ref = PADDLE_VISION[name](num_classes=1000)

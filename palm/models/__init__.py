@@ -6,6 +6,7 @@ from typing import Callable
 import paddle.nn as nn
 
 from palm.models.alexnet import alexnet
+from palm.models.densenet import densenet121, densenet169
 from palm.models.googlenet import googlenet
 from palm.models.lenet import lenet, lenet5
 from palm.models.mobilenet import mobilenet_v1, mobilenet_v2
@@ -22,6 +23,7 @@ MODELS: dict[str, Callable[..., nn.Layer]] = {
     "resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50,
     "resnet101": resnet101, "resnet152": resnet152,
     # later architectures (issue 7)
+    "densenet121": densenet121, "densenet169": densenet169,
     "mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2,
 }
 
