@@ -6,6 +6,7 @@ scatter, marker area ~ number of images) and `inspect.json` (all figures and eve
 Example:
     python -m data_tools.inspect demo_data/palm --out runs/inspect
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,13 +66,20 @@ def _save(fig: Figure, path: Path) -> None:
 def plot_class_counts(report: dict, path: Path) -> None:
     splits = report["splits"]
     classes = next(iter(splits.values()))["classes"]
-    fig = Figure(figsize=(max(4.5, 1.2 * len(classes) * len(splits) + 2), 3.6), layout="constrained")
+    fig = Figure(
+        figsize=(max(4.5, 1.2 * len(classes) * len(splits) + 2), 3.6), layout="constrained"
+    )
     ax = fig.subplots()
     width = 0.8 / len(splits)
     x = np.arange(len(classes))
     for i, (name, split) in enumerate(splits.items()):
         values = [split["counts"].get(c, 0) for c in classes]
-        bars = ax.bar(x + (i - (len(splits) - 1) / 2) * width, values, width, label=f"{name} ({split['images']})")
+        bars = ax.bar(
+            x + (i - (len(splits) - 1) / 2) * width,
+            values,
+            width,
+            label=f"{name} ({split['images']})",
+        )
         ax.bar_label(bars, padding=2)
     ax.set_xticks(x, classes)
     ax.set_ylabel("images")
@@ -92,8 +100,15 @@ def plot_image_sizes(report: dict, path: Path) -> None:
         points = ax.scatter(w, h, s=20 + 500 * np.sqrt(n / most), alpha=0.5, label=name)
         for wi, hi, ni in zip(w, h, n):
             # one text line per split beside the point, so splits sharing a size stay legible
-            ax.annotate(f"{name}: {ni}", (wi, hi), xytext=(14, 6 - 12 * i), textcoords="offset points",
-                        fontsize=8, color=points.get_facecolor()[0][:3], va="center")
+            ax.annotate(
+                f"{name}: {ni}",
+                (wi, hi),
+                xytext=(14, 6 - 12 * i),
+                textcoords="offset points",
+                fontsize=8,
+                color=points.get_facecolor()[0][:3],
+                va="center",
+            )
     ax.set_xlabel("width (px)")
     ax.set_ylabel("height (px)")
     ax.set_title("Image sizes (marker area ~ number of images)")
@@ -104,7 +119,9 @@ def plot_image_sizes(report: dict, path: Path) -> None:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("data", help="PALM root, PALM-Training400 folder, path,label CSV or class-folder root")
+    p.add_argument(
+        "data", help="PALM root, PALM-Training400 folder, path,label CSV or class-folder root"
+    )
     p.add_argument("--out", default="runs/inspect", help="folder for the plots and inspect.json")
     return p
 

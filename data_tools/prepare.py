@@ -8,6 +8,7 @@ Examples:
     python -m data_tools.prepare split demo_data/palm --val-fraction 0.2 --out splits/
     python -m data_tools.prepare kfold demo_data/palm --k 5 --out folds/
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,16 +44,22 @@ def xlsx_to_csv(xlsx: str | os.PathLike, out: str | os.PathLike | None = None) -
 
 def sample_table(ds: ImageSet, out_dir: Path) -> pd.DataFrame:
     """path,label rows for a data set, paths relative to out_dir."""
-    rows = [(os.path.relpath(os.path.abspath(p), os.path.abspath(out_dir)), label)
-            for p, label in ds.samples]
+    rows = [
+        (os.path.relpath(os.path.abspath(p), os.path.abspath(out_dir)), label)
+        for p, label in ds.samples
+    ]
     return pd.DataFrame(rows, columns=["path", "label"])
 
 
-def stratified_split(table: pd.DataFrame, val_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def stratified_split(
+    table: pd.DataFrame, val_fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train/val split keeping the class proportions."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    train, val = train_test_split(table, test_size=val_fraction, stratify=table["label"], random_state=seed)
+    train, val = train_test_split(
+        table, test_size=val_fraction, stratify=table["label"], random_state=seed
+    )
     return train.sort_index(), val.sort_index()
 
 
@@ -76,7 +83,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", help="CSV path (default: labels.csv beside the XLSX)")
     for name, help_ in (("split", "stratified train/val split"), ("kfold", "stratified k folds")):
         s = sub.add_parser(name, help=help_)
-        s.add_argument("data", help="PALM root (its training set), path,label CSV or class-folder root")
+        s.add_argument(
+            "data", help="PALM root (its training set), path,label CSV or class-folder root"
+        )
         s.add_argument("--out", required=True, help="output folder")
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--skip-bad", action="store_true", help="leave out unreadable images")
@@ -102,8 +111,10 @@ def main(args: argparse.Namespace) -> list[Path]:
             written = [_write_csv(table, out / "folds.csv")]
             for fold in range(args.k):
                 rows = table["fold"] == fold
-                written += [_write_csv(table.loc[~rows, ["path", "label"]], out / f"fold{fold}_train.csv"),
-                            _write_csv(table.loc[rows, ["path", "label"]], out / f"fold{fold}_val.csv")]
+                written += [
+                    _write_csv(table.loc[~rows, ["path", "label"]], out / f"fold{fold}_train.csv"),
+                    _write_csv(table.loc[rows, ["path", "label"]], out / f"fold{fold}_val.csv"),
+                ]
     for path in written:
         print(f"wrote {path}")
     return written

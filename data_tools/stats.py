@@ -7,6 +7,7 @@ ImageNet mean/std when training from scratch on a new kind of photo.
 Example:
     python -m data_tools.stats demo_data/palm --image-size 224 --out runs/stats.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,7 +56,9 @@ def channel_stats(ds: ImageSet, max_images: int | None = None, seed: int = 0) ->
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("data", help="PALM root, PALM-Training400 folder, path,label CSV or class-folder root")
+    p.add_argument(
+        "data", help="PALM root, PALM-Training400 folder, path,label CSV or class-folder root"
+    )
     p.add_argument("--split", default="train", help="train or val (PALM root only)")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--fundus-crop", action="store_true")
@@ -66,11 +69,18 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    ds = open_image_set(args.data, split=args.split, transform=_Resize(args.image_size, args.fundus_crop),
-                        skip_bad=True)
+    ds = open_image_set(
+        args.data,
+        split=args.split,
+        transform=_Resize(args.image_size, args.fundus_crop),
+        skip_bad=True,
+    )
     result = channel_stats(ds, args.max_images, args.seed)
-    result.update(source=os.fspath(args.data), image_size=args.image_size, fundus_crop=args.fundus_crop)
-    print(f"mean (RGB, 0..1): {result['mean']}\nstd  (RGB, 0..1): {result['std']}  ({result['images']} images)")
+    result.update(
+        source=os.fspath(args.data), image_size=args.image_size, fundus_crop=args.fundus_crop
+    )
+    print(f"mean (RGB, 0..1): {result['mean']}")
+    print(f"std  (RGB, 0..1): {result['std']}  ({result['images']} images)")
     if args.out:
         write_json_atomic(args.out, result)
     return result

@@ -18,6 +18,7 @@ output is deterministic and independent of `num_workers`.
 Example:
     python -m data_tools.synth_palm --out demo_data/palm --n-train 400 --n-val 400
 """
+
 from __future__ import annotations
 
 import argparse
@@ -147,7 +148,7 @@ def _draw_vessel(
     R: float,
     depth: int,
 ) -> None:
-    """Draw one vessel as a curving random walk onto `layer` (float mask) and recurse into branches."""
+    """Draw a vessel as a curving random walk onto `layer` (0..1 mask), recursing into branches."""
     step = 0.02 * R
     n = max(2, int(length / step))
     pts = [start.copy()]
@@ -159,8 +160,15 @@ def _draw_vessel(
         if depth > 0 and i > 3 and rng.random() < 0.06:
             side = rng.choice([-1.0, 1.0])
             _draw_vessel(
-                layer, rng, p.copy(), heading + side * rng.uniform(0.5, 1.1), rng.normal(0, 0.02),
-                length * rng.uniform(0.3, 0.55), width * 0.65, R, depth - 1,
+                layer,
+                rng,
+                p.copy(),
+                heading + side * rng.uniform(0.5, 1.1),
+                rng.normal(0, 0.02),
+                length * rng.uniform(0.3, 0.55),
+                width * 0.65,
+                R,
+                depth - 1,
             )
     # taper: draw the walk in thirds, each thinner; each third starts where the last ended
     pts = np.array(pts)
@@ -170,7 +178,9 @@ def _draw_vessel(
         if len(seg) < 2:
             continue
         th = max(1, int(round(width * (1.0 - 0.25 * k))))
-        cv2.polylines(layer, [np.round(seg * 16).astype(np.int32)], False, 1.0, th, cv2.LINE_AA, shift=4)
+        cv2.polylines(
+            layer, [np.round(seg * 16).astype(np.int32)], False, 1.0, th, cv2.LINE_AA, shift=4
+        )
 
 
 def render_fundus(
@@ -236,7 +246,9 @@ def render_fundus(
 
     # Macula: darker, with a small darker fovea
     dm = np.sqrt((xs - fovea[0]) ** 2 + (ys - fovea[1]) ** 2) / R
-    img *= (1.0 - 0.28 * np.exp(-(dm / 0.2) ** 2) - 0.15 * np.exp(-(dm / 0.035) ** 2))[..., None]
+    img *= (1.0 - 0.28 * np.exp(-((dm / 0.2) ** 2)) - 0.15 * np.exp(-((dm / 0.035) ** 2)))[
+        ..., None
+    ]
 
     # Peripapillary atrophy: pale crescent/ring around the disc, widest on the temporal side,
     # rimmed by pigment and showing choroidal vessels.
@@ -245,8 +257,14 @@ def render_fundus(
         ppa_c = (disc[0] - side * disc_r * 0.45 * min(ppa_size, 1.5), disc[1])
         radii = (disc_r * (1.0 + 0.65 * ppa_size), disc_r * (1.0 + 0.35 * ppa_size))
         ppa = _blob_mask((h, w), ppa_c, radii, rng.normal(0, 0.2), rough, 0.07, 0.08 * disc_r)
-        rim = np.clip(_blob_mask((h, w), ppa_c, (radii[0] * 1.08, radii[1] * 1.08), 0, rough, 0.07,
-                                 0.1 * disc_r) - ppa, 0, 1)
+        rim = np.clip(
+            _blob_mask(
+                (h, w), ppa_c, (radii[0] * 1.08, radii[1] * 1.08), 0, rough, 0.07, 0.1 * disc_r
+            )
+            - ppa,
+            0,
+            1,
+        )
         _blend(img, rim, (90, 45, 25), 0.6)
         _blend(img, ppa, (235, 205, 160), 0.85)
 
@@ -273,8 +291,15 @@ def render_fundus(
     disc_radii = (disc_r * (1.0 - 0.2 * s), disc_r * 1.1)
     disc_mask = _blob_mask((h, w), disc, disc_radii, rng.normal(0, 0.1), rough, 0.04, 0.2 * disc_r)
     _blend(img, disc_mask, (250, 200, 140), 0.95)
-    cup = _blob_mask((h, w), disc + rng.normal(0, 0.1, 2) * disc_r,
-                     (disc_r * rng.uniform(0.3, 0.5),) * 2, 0, rough, 0.05, 0.25 * disc_r)
+    cup = _blob_mask(
+        (h, w),
+        disc + rng.normal(0, 0.1, 2) * disc_r,
+        (disc_r * rng.uniform(0.3, 0.5),) * 2,
+        0,
+        rough,
+        0.05,
+        0.25 * disc_r,
+    )
     _blend(img, cup, (255, 240, 215), 0.8)
 
     # Vessels: superior/inferior temporal arcades curving round the macula, and nasal branches
@@ -289,8 +314,9 @@ def render_fundus(
             _draw_vessel(layer, rng, disc.copy(), heading, turn, R * 1.15, width, R, 3)
             # nasal branch
             heading = np.arctan2(vert * 0.8, side) + rng.normal(0, 0.2)
-            _draw_vessel(layer, rng, disc.copy(), heading, rng.normal(0, 0.01), R * 0.8,
-                         width * 0.8, R, 2)
+            _draw_vessel(
+                layer, rng, disc.copy(), heading, rng.normal(0, 0.01), R * 0.8, width * 0.8, R, 2
+            )
     k = max(1, int(R * 0.004)) * 2 + 1
     veins = cv2.GaussianBlur(veins, (k, k), 0)
     arteries = cv2.GaussianBlur(arteries, (k, k), 0)
@@ -327,8 +353,9 @@ def _parse_size(size: int | str | tuple[int, int]) -> tuple[int, int]:
 
 
 def _write_jpeg(path: Path, rgb: np.ndarray, quality: int) -> None:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
     if not ok:
         raise RuntimeError(f"{path}: JPEG encoding failed")
     with atomic_path(path) as tmp:
@@ -382,14 +409,20 @@ def make_palm_dataset(
     jobs = []
     for kind, count in split_counts(n_train, TRAIN_PROPORTIONS).items():
         for i in range(1, count + 1):
-            jobs.append((str(train_dir / f"{kind}{i:04d}.jpg"), kind, i, size, difficulty, seed, quality))
+            jobs.append(
+                (str(train_dir / f"{kind}{i:04d}.jpg"), kind, i, size, difficulty, seed, quality)
+            )
     n_val_pm = int(round(n_val * VAL_PM_FRACTION))
-    non_pm = split_counts(n_val - n_val_pm, {"H": TRAIN_PROPORTIONS["H"], "N": TRAIN_PROPORTIONS["N"]})
+    non_pm = split_counts(
+        n_val - n_val_pm, {"H": TRAIN_PROPORTIONS["H"], "N": TRAIN_PROPORTIONS["N"]}
+    )
     val_kinds = ["P"] * n_val_pm + ["H"] * non_pm["H"] + ["N"] * non_pm["N"]
     np.random.default_rng([seed, CLASS_CODES["V"]]).shuffle(val_kinds)
     for i, kind in enumerate(val_kinds, start=1):
         # "V" + true kind: the validation stream never repeats a training image
-        jobs.append((str(val_dir / f"V{i:04d}.jpg"), "V" + kind, i, size, difficulty, seed, quality))
+        jobs.append(
+            (str(val_dir / f"V{i:04d}.jpg"), "V" + kind, i, size, difficulty, seed, quality)
+        )
 
     if num_workers > 0:
         with ProcessPoolExecutor(num_workers) as pool:
@@ -400,8 +433,15 @@ def make_palm_dataset(
     rows = []
     for (path, kind, *_), (_, fx, fy) in zip(jobs, results):
         if kind.startswith("V"):
-            rows.append({"ID": len(rows) + 1, "imgName": Path(path).name, "Label": int(kind[-1] == "P"),
-                         "Fovea_X": round(fx, 2), "Fovea_Y": round(fy, 2)})
+            rows.append(
+                {
+                    "ID": len(rows) + 1,
+                    "imgName": Path(path).name,
+                    "Label": int(kind[-1] == "P"),
+                    "Fovea_X": round(fx, 2),
+                    "Fovea_Y": round(fy, 2),
+                }
+            )
     gt = pd.DataFrame(rows, columns=GT_COLUMNS)
     with atomic_path(gt_dir / "labels.csv") as tmp:
         gt.to_csv(tmp, index=False)
@@ -411,8 +451,9 @@ def make_palm_dataset(
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--out", required=True, help="output root (PALM folders are created inside)")
     p.add_argument("--n-train", type=int, default=400)
     p.add_argument("--n-val", type=int, default=400)
@@ -427,8 +468,16 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> Path:
     if not 0.0 <= args.difficulty <= 1.0:
         raise SystemExit(f"--difficulty must be in 0..1, got {args.difficulty}")
-    root = make_palm_dataset(args.out, args.n_train, args.n_val, args.image_size, args.difficulty,
-                             args.seed, args.quality, args.workers)
+    root = make_palm_dataset(
+        args.out,
+        args.n_train,
+        args.n_val,
+        args.image_size,
+        args.difficulty,
+        args.seed,
+        args.quality,
+        args.workers,
+    )
     print(f"wrote {args.n_train} training + {args.n_val} validation images under {root}")
     return root
 

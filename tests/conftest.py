@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny synthetic PALM data set built once per test session."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,5 +17,6 @@ def palm_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Layout: PALM-Training400/PALM-Training400/*.jpg, PALM-Validation400/V*.jpg,
     PALM-Validation-GT/{PM_Label_and_Fovea_Location.xlsx, labels.csv}.
     """
-    return make_palm_dataset(tmp_path_factory.mktemp("palm"), n_train=24, n_val=16,
-                             image_size=64, difficulty=0.5, seed=0)
+    return make_palm_dataset(
+        tmp_path_factory.mktemp("palm"), n_train=24, n_val=16, image_size=64, difficulty=0.5, seed=0
+    )

@@ -1,4 +1,5 @@
 """palm.data decoding, cache, transforms and loader."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,12 @@ import pytest
 
 from data_tools.synth_palm import FundusSpec, render_fundus
 from palm.data import (
-    CachedImageReader, ImageReadError, PalmTrainSet, build_loader, build_transform, crop_fundus,
+    CachedImageReader,
+    ImageReadError,
+    PalmTrainSet,
+    build_loader,
+    build_transform,
+    crop_fundus,
     read_image,
 )
 
@@ -20,7 +26,9 @@ def big_jpeg(tmp_path_factory) -> Path:
     """A 1040x1000 synthetic fundus JPEG: large enough for 1/4-scale decoding at 128 px."""
     img, _ = render_fundus(FundusSpec("P", 0.7, True), (1040, 1000), 0.3, np.random.default_rng(0))
     path = tmp_path_factory.mktemp("big") / "P0001.jpg"
-    cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tofile(str(path))
+    cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])[
+        1
+    ].tofile(str(path))
     return path
 
 
@@ -129,8 +137,11 @@ def test_eval_transform_normalizations():
     assert x.shape == (3, 16, 16) and x.dtype == np.float32
     assert x.min() == -1.0 and x.max() == 1.0
     y = build_transform(16, train=False, normalize="imagenet")(np.full((4, 4, 3), 255, np.uint8))
-    np.testing.assert_allclose(y[:, 0, 0], (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        y[:, 0, 0],
+        (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]),
+        rtol=1e-5,
+    )
     with pytest.raises(ValueError, match="unknown normalize 'zscore'"):
         build_transform(16, train=False, normalize="zscore")
     with pytest.raises(ValueError, match="unknown augment keys \\['blur'\\]"):
@@ -149,8 +160,14 @@ def test_train_transform_is_random_but_seedable():
     np.testing.assert_array_equal(a, b)
     assert a.shape == (3, 32, 32) and -1 <= a.min() and a.max() <= 1
     assert not np.array_equal(b, c)
-    off = build_transform(32, train=True, augment={k: 0 for k in ("hflip", "vflip", "rotate", "brightness",
-                                                                   "contrast", "random_resized_crop")})
+    off = build_transform(
+        32,
+        train=True,
+        augment={
+            k: 0
+            for k in ("hflip", "vflip", "rotate", "brightness", "contrast", "random_resized_crop")
+        },
+    )
     np.testing.assert_array_equal(off(img), build_transform(32, train=False)(img))
 
 

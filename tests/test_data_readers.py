@@ -1,4 +1,5 @@
 """palm.data readers on the synthetic PALM set, the generic layouts, and every bad input."""
+
 from __future__ import annotations
 
 import shutil
@@ -10,8 +11,14 @@ import pandas as pd
 import pytest
 
 from palm.data import (
-    CsvImageSet, FolderImageSet, ImageReadError, PalmTrainSet, PalmValSet, build_transform,
-    find_palm_layout, read_image,
+    CsvImageSet,
+    FolderImageSet,
+    ImageReadError,
+    PalmTrainSet,
+    PalmValSet,
+    build_transform,
+    find_palm_layout,
+    read_image,
 )
 
 T64 = build_transform(64, train=False)
@@ -52,7 +59,8 @@ def test_val_set_xlsx_and_csv_agree_with_ground_truth(palm_root):
 def test_val_columns_found_by_name(palm_root, tmp_path):
     gt = pd.read_csv(_gt_csv(palm_root))
     shuffled = gt[["Fovea_Y", "Label", "Fovea_X", "imgName", "ID"]].rename(
-        columns={"imgName": "img_name", "Label": "label"})  # case / underscore differences too
+        columns={"imgName": "img_name", "Label": "label"}
+    )  # case / underscore differences too
     shuffled["Notes"] = "x"
     path = tmp_path / "reordered.csv"
     shuffled.to_csv(path, index=False)
@@ -199,8 +207,12 @@ def test_csv_set_labels_by_int_or_name_and_relative_root(tmp_path):
 
     (tmp_path / "lists").mkdir()
     (tmp_path / "lists" / "names.csv").write_text("path,label\na.png,cat\nb.png,dog\nsub/c.png,1\n")
-    ds = CsvImageSet(tmp_path / "lists" / "names.csv", root=tmp_path / "imgs", classes=["cat", "dog"],
-                     transform=T64)
+    ds = CsvImageSet(
+        tmp_path / "lists" / "names.csv",
+        root=tmp_path / "imgs",
+        classes=["cat", "dog"],
+        transform=T64,
+    )
     assert ds.labels.tolist() == [0, 1, 1]
     assert ds[1][0].mean() == pytest.approx(100 / 255 * 2 - 1, abs=1e-5)
 
@@ -220,7 +232,9 @@ def test_folder_set_and_unicode_paths(tmp_path):
     root = tmp_path / "données_眼底"
     _write_png(root / "chat" / "é1.png", 50)
     _write_png(root / "chien" / "狗.png", 150)
-    cv2.imencode(".jpg", np.full((16, 16, 3), 150, np.uint8))[1].tofile(str(root / "chien" / "x.JPG"))
+    cv2.imencode(".jpg", np.full((16, 16, 3), 150, np.uint8))[1].tofile(
+        str(root / "chien" / "x.JPG")
+    )
     (root / "chien" / "notes.txt").write_text("ignored")
     ds = FolderImageSet(root, transform=T64)
     assert ds.classes == ["chat", "chien"] and ds.labels.tolist() == [0, 1, 1]

@@ -1,4 +1,5 @@
 """data_tools.inspect / prepare / stats: one quick run of each CLI on tiny data."""
+
 from __future__ import annotations
 
 import json
@@ -35,13 +36,25 @@ def test_inspect_writes_plots_and_reports_bad_files(palm_root, tmp_path):
 
 def test_prepare_xlsx2csv_split_and_kfold(palm_root, tmp_path):
     gt = palm_root / "PALM-Validation-GT"
-    csv = prepare.main(prepare.get_args_parser().parse_args(
-        ["xlsx2csv", str(gt / "PM_Label_and_Fovea_Location.xlsx"), "--out", str(tmp_path / "gt.csv")]))[0]
+    csv = prepare.main(
+        prepare.get_args_parser().parse_args(
+            [
+                "xlsx2csv",
+                str(gt / "PM_Label_and_Fovea_Location.xlsx"),
+                "--out",
+                str(tmp_path / "gt.csv"),
+            ]
+        )
+    )[0]
     pd.testing.assert_frame_equal(pd.read_csv(csv), pd.read_csv(gt / "labels.csv"))
 
     parse = prepare.get_args_parser().parse_args
-    prepare.main(parse(["split", str(palm_root), "--out", str(tmp_path / "split"), "--val-fraction", "0.25"]))
-    train = CsvImageSet(tmp_path / "split" / "train.csv", transform=build_transform(32, train=False))
+    prepare.main(
+        parse(["split", str(palm_root), "--out", str(tmp_path / "split"), "--val-fraction", "0.25"])
+    )
+    train = CsvImageSet(
+        tmp_path / "split" / "train.csv", transform=build_transform(32, train=False)
+    )
     val = CsvImageSet(tmp_path / "split" / "val.csv", transform=build_transform(32, train=False))
     assert len(train) == 18 and len(val) == 6
     assert not {p for p, _ in train.samples} & {p for p, _ in val.samples}
@@ -63,8 +76,11 @@ def test_stats_known_colours(tmp_path):
     for cls, bgr in (("red", (0, 0, 255)), ("blue", (255, 0, 0))):
         (tmp_path / cls).mkdir()
         cv2.imwrite(str(tmp_path / cls / "a.png"), np.full((10, 14, 3), bgr, np.uint8))
-    result = stats.main(stats.get_args_parser().parse_args(
-        [str(tmp_path), "--image-size", "8", "--out", str(tmp_path / "s.json")]))
+    result = stats.main(
+        stats.get_args_parser().parse_args(
+            [str(tmp_path), "--image-size", "8", "--out", str(tmp_path / "s.json")]
+        )
+    )
     np.testing.assert_allclose(result["mean"], [0.5, 0.0, 0.5], atol=1e-6)
     np.testing.assert_allclose(result["std"], [0.5, 0.0, 0.5], atol=1e-6)
     assert json.loads((tmp_path / "s.json").read_text())["images"] == 2

@@ -1,4 +1,5 @@
 """data_tools.synth_palm: layout, counts, ground truth, determinism, and visible PM signs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,17 +7,26 @@ import pandas as pd
 import pytest
 
 from data_tools.synth_palm import (
-    GT_COLUMNS, FundusSpec, get_args_parser, main, make_palm_dataset, render_fundus, sample_spec,
+    GT_COLUMNS,
+    FundusSpec,
+    get_args_parser,
+    main,
+    make_palm_dataset,
+    render_fundus,
+    sample_spec,
     split_counts,
 )
 from palm.data import read_image
 
 
-@pytest.mark.parametrize("total, expected", [
-    (400, {"H": 26, "N": 161, "P": 213}),
-    (24, {"H": 1, "N": 10, "P": 13}),
-    (3, {"H": 1, "N": 1, "P": 1}),
-])
+@pytest.mark.parametrize(
+    "total, expected",
+    [
+        (400, {"H": 26, "N": 161, "P": 213}),
+        (24, {"H": 1, "N": 10, "P": 13}),
+        (3, {"H": 1, "N": 1, "P": 1}),
+    ],
+)
 def test_split_counts_keeps_palm_proportions(total, expected):
     assert split_counts(total, {"H": 26, "N": 161, "P": 213}) == expected
 

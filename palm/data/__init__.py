@@ -1,18 +1,49 @@
 """Data sets and transforms: PALM as it ships, generic CSV / folder layouts, fast decoding."""
+
 from palm.data.datasets import (
-    PALM_CLASSES, CsvImageSet, FolderImageSet, ImageSet, PalmLayout, PalmTrainSet, PalmValSet,
-    find_palm_layout, open_image_set, read_table,
+    PALM_CLASSES,
+    CsvImageSet,
+    FolderImageSet,
+    ImageSet,
+    PalmLayout,
+    PalmTrainSet,
+    PalmValSet,
+    find_palm_layout,
+    open_image_set,
+    read_table,
 )
 from palm.data.image_io import (
-    IMAGE_EXTENSIONS, CachedImageReader, ImageReadError, is_image_file, read_image,
+    IMAGE_EXTENSIONS,
+    CachedImageReader,
+    ImageReadError,
+    is_image_file,
+    read_image,
     resize_short_side,
 )
 from palm.data.loader import SeededBatchSampler, build_loader
 from palm.data.transforms import DEFAULT_AUGMENT, Transform, build_transform, crop_fundus
 
 __all__ = [
-    "CachedImageReader", "CsvImageSet", "DEFAULT_AUGMENT", "FolderImageSet", "IMAGE_EXTENSIONS",
-    "ImageReadError", "ImageSet", "PALM_CLASSES", "PalmLayout", "PalmTrainSet", "PalmValSet",
-    "SeededBatchSampler", "Transform", "build_loader", "build_transform", "crop_fundus",
-    "find_palm_layout", "is_image_file", "open_image_set", "read_image", "read_table", "resize_short_side",
+    "CachedImageReader",
+    "CsvImageSet",
+    "DEFAULT_AUGMENT",
+    "FolderImageSet",
+    "IMAGE_EXTENSIONS",
+    "ImageReadError",
+    "ImageSet",
+    "PALM_CLASSES",
+    "PalmLayout",
+    "PalmTrainSet",
+    "PalmValSet",
+    "SeededBatchSampler",
+    "Transform",
+    "build_loader",
+    "build_transform",
+    "crop_fundus",
+    "find_palm_layout",
+    "is_image_file",
+    "open_image_set",
+    "read_image",
+    "read_table",
+    "resize_short_side",
 ]

@@ -5,6 +5,7 @@ the image folder). With `skip_bad=False` the first problem raises an error namin
 and row; with `skip_bad=True` bad entries, including images that fail to decode, are moved
 to `.skipped` as (file or row, reason) and logged, and the rest is usable.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,8 @@ from pathlib import Path, PureWindowsPath
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import paddle
+import pandas as pd
 
 from palm.data.image_io import CachedImageReader, ImageReadError, is_image_file, read_image
 from palm.data.transforms import build_transform
@@ -44,7 +45,9 @@ class ImageSet(paddle.io.Dataset):
         skipped: (file or row, reason) for every entry dropped with skip_bad=True.
     """
 
-    def __init__(self, transform: Callable | None, skip_bad: bool, cache_dir: str | os.PathLike | None):
+    def __init__(
+        self, transform: Callable | None, skip_bad: bool, cache_dir: str | os.PathLike | None
+    ):
         super().__init__()
         self.transform = transform if transform is not None else build_transform(224, train=False)
         self.skip_bad = skip_bad
@@ -76,11 +79,17 @@ class ImageSet(paddle.io.Dataset):
         else:
             self.samples = list(entries)
         if self.skipped:
-            log.warning("%s: skipped %d bad entries:\n%s", type(self).__name__, len(self.skipped),
-                        "\n".join(f"  {w}: {r}" for w, r in self.skipped))
+            log.warning(
+                "%s: skipped %d bad entries:\n%s",
+                type(self).__name__,
+                len(self.skipped),
+                "\n".join(f"  {w}: {r}" for w, r in self.skipped),
+            )
         if not self.samples:
-            raise ValueError(f"{type(self).__name__}: no usable images"
-                             + (f" ({len(self.skipped)} skipped)" if self.skipped else ""))
+            raise ValueError(
+                f"{type(self).__name__}: no usable images"
+                + (f" ({len(self.skipped)} skipped)" if self.skipped else "")
+            )
 
     def _check(self, path: str) -> str | None:
         try:
@@ -104,7 +113,9 @@ class ImageSet(paddle.io.Dataset):
     def __repr__(self) -> str:
         counts = np.bincount(self.labels, minlength=len(self.classes))
         per_class = ", ".join(f"{c}: {n}" for c, n in zip(self.classes, counts))
-        return f"{type(self).__name__}({len(self)} images; {per_class}; skipped {len(self.skipped)})"
+        return (
+            f"{type(self).__name__}({len(self)} images; {per_class}; skipped {len(self.skipped)})"
+        )
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -139,20 +150,32 @@ class PalmTrainSet(ImageSet):
         cache_dir: folder for the resized-image cache (None: no cache).
     """
 
-    def __init__(self, train_dir: str | os.PathLike, transform: Callable | None = None,
-                 skip_bad: bool = False, cache_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        train_dir: str | os.PathLike,
+        transform: Callable | None = None,
+        skip_bad: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+    ):
         super().__init__(transform, skip_bad, cache_dir)
         self.classes = list(PALM_CLASSES)
         self.root = resolve_nested(train_dir)
         files = _images_in(self.root)
         if not files:
-            raise ValueError(f"{self.root}: no images ({', '.join(('*.jpg', '*.png', '...'))}) found")
+            raise ValueError(
+                f"{self.root}: no images ({', '.join(('*.jpg', '*.png', '...'))}) found"
+            )
         entries, problems = [], []
         for path in files:
             label = PALM_PREFIX_LABELS.get(path.name[0].upper())
             if label is None:
-                problems.append((str(path), f"unknown file-name prefix {path.name[0]!r}; "
-                                            "expected H (high myopia), N (normal) or P (PM)"))
+                problems.append(
+                    (
+                        str(path),
+                        f"unknown file-name prefix {path.name[0]!r}; "
+                        "expected H (high myopia), N (normal) or P (PM)",
+                    )
+                )
             else:
                 entries.append((str(path), label))
         self._finish(entries, problems)
@@ -173,6 +196,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
 
 def find_column(table: pd.DataFrame, name: str, source: str | os.PathLike) -> str:
     """The column of `table` matching `name`, ignoring case, spaces and underscores."""
+
     def key(s: object) -> str:
         return str(s).lower().replace(" ", "").replace("_", "")
 
@@ -221,9 +245,14 @@ class PalmValSet(ImageSet):
         transform, skip_bad, cache_dir: as in PalmTrainSet.
     """
 
-    def __init__(self, image_dir: str | os.PathLike, labels_file: str | os.PathLike,
-                 transform: Callable | None = None, skip_bad: bool = False,
-                 cache_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        image_dir: str | os.PathLike,
+        labels_file: str | os.PathLike,
+        transform: Callable | None = None,
+        skip_bad: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+    ):
         super().__init__(transform, skip_bad, cache_dir)
         self.classes = list(PALM_CLASSES)
         self.root = resolve_nested(image_dir)
@@ -264,9 +293,15 @@ class CsvImageSet(ImageSet):
         transform, skip_bad, cache_dir: as in PalmTrainSet.
     """
 
-    def __init__(self, csv_path: str | os.PathLike, root: str | os.PathLike | None = None,
-                 classes: list[str] | None = None, transform: Callable | None = None,
-                 skip_bad: bool = False, cache_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        csv_path: str | os.PathLike,
+        root: str | os.PathLike | None = None,
+        classes: list[str] | None = None,
+        transform: Callable | None = None,
+        skip_bad: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+    ):
         super().__init__(transform, skip_bad, cache_dir)
         self.root = Path(root) if root is not None else Path(csv_path).parent
         table = read_table(csv_path)
@@ -307,16 +342,24 @@ class FolderImageSet(ImageSet):
         transform, skip_bad, cache_dir: as in PalmTrainSet.
     """
 
-    def __init__(self, root: str | os.PathLike, classes: list[str] | None = None,
-                 transform: Callable | None = None, skip_bad: bool = False,
-                 cache_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        classes: list[str] | None = None,
+        transform: Callable | None = None,
+        skip_bad: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+    ):
         super().__init__(transform, skip_bad, cache_dir)
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.root}: folder not found")
         if classes is None:
-            classes = sorted(d.name for d in self.root.iterdir()
-                             if d.is_dir() and not d.name.startswith((".", "__")))
+            classes = sorted(
+                d.name
+                for d in self.root.iterdir()
+                if d.is_dir() and not d.name.startswith((".", "__"))
+            )
         self.classes = [str(c) for c in classes]
         if not self.classes:
             raise ValueError(f"{self.root}: no class folders found")
@@ -339,11 +382,15 @@ class PalmLayout:
 
 
 def _find_dir(root: Path, name: str) -> Path | None:
-    """A folder called `name` (case-insensitive) up to three levels below `root`, shallowest first."""
+    """A folder called `name` (any case) up to three levels below `root`, shallowest first."""
     level = [root]
     for _ in range(3):
-        subdirs = sorted(d for folder in level for d in folder.iterdir()
-                         if d.is_dir() and not d.name.startswith((".", "__")))
+        subdirs = sorted(
+            d
+            for folder in level
+            for d in folder.iterdir()
+            if d.is_dir() and not d.name.startswith((".", "__"))
+        )
         for d in subdirs:
             if d.name.lower() == name.lower():
                 return d
@@ -365,10 +412,14 @@ def find_palm_layout(data_root: str | os.PathLike) -> PalmLayout:
         raise FileNotFoundError(f"{root}: data folder not found")
     train = _find_dir(root, PALM_TRAIN_DIR)
     if train is None:
-        raise FileNotFoundError(f"{root}: no {PALM_TRAIN_DIR} folder (looked up to three levels deep)")
+        raise FileNotFoundError(
+            f"{root}: no {PALM_TRAIN_DIR} folder (looked up to three levels deep)"
+        )
     val = _find_dir(root, PALM_VAL_DIR)
     if val is None:
-        raise FileNotFoundError(f"{root}: no {PALM_VAL_DIR} folder (looked up to three levels deep)")
+        raise FileNotFoundError(
+            f"{root}: no {PALM_VAL_DIR} folder (looked up to three levels deep)"
+        )
     gt = _find_dir(root, PALM_GT_DIR)
     candidates = [gt / PALM_GT_XLSX, gt / PALM_GT_CSV] if gt is not None else []
     candidates += [val / PALM_GT_CSV, root / PALM_GT_CSV, root / PALM_GT_XLSX]
@@ -376,7 +427,8 @@ def find_palm_layout(data_root: str | os.PathLike) -> PalmLayout:
     if labels is None:
         raise FileNotFoundError(
             f"{root}: no validation ground truth ({PALM_GT_DIR}/{PALM_GT_XLSX} or {PALM_GT_CSV}); "
-            f"looked for: {', '.join(str(p) for p in candidates)}")
+            f"looked for: {', '.join(str(p) for p in candidates)}"
+        )
     return PalmLayout(resolve_nested(train), resolve_nested(val), labels)
 
 

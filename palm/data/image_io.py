@@ -5,6 +5,7 @@ PALM photos are 2124x2056 JPEGs and models see 224 px. Decoding at 1/4 scale wit
 against the full path; measured on this machine, ../shared/REFERENCE.md), and the cache removes
 decoding from every epoch after the first.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,11 @@ from PIL import Image  # header-only size probe; Pillow is a matplotlib dependen
 from palm.io_utils import atomic_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-                  8: cv2.IMREAD_REDUCED_COLOR_8}
+_REDUCED_FLAGS = {
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
 _CACHE_VERSION = "1"  # bump when the cached representation changes
 
 
@@ -153,7 +157,18 @@ class CachedImageReader:
             st = os.stat(path)
         except OSError as e:
             raise ImageReadError(path, "file not found") from e
-        key = f"{_CACHE_VERSION}|{os.path.abspath(path)}|{st.st_mtime_ns}|{st.st_size}|{self.target_size}"
+        key = "|".join(
+            map(
+                str,
+                (
+                    _CACHE_VERSION,
+                    os.path.abspath(path),
+                    st.st_mtime_ns,
+                    st.st_size,
+                    self.target_size,
+                ),
+            )
+        )
         return self.cache_dir / f"{hashlib.sha1(key.encode('utf-8')).hexdigest()}.npy"
 
     def __call__(self, path: str | os.PathLike) -> np.ndarray:

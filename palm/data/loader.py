@@ -1,4 +1,5 @@
 """DataLoader construction: seeded per-epoch shuffling and per-worker, per-epoch numpy seeds."""
+
 from __future__ import annotations
 
 import random
@@ -15,8 +16,14 @@ class SeededBatchSampler(paddle.io.BatchSampler):
     training resumes, so epoch k sees the same order as in an uninterrupted run.
     """
 
-    def __init__(self, dataset: paddle.io.Dataset, batch_size: int, shuffle: bool,
-                 drop_last: bool, seed: int = 0):
+    def __init__(
+        self,
+        dataset: paddle.io.Dataset,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+    ):
         super().__init__(dataset=dataset, batch_size=batch_size, shuffle=False, drop_last=drop_last)
         self.shuffle = shuffle
         self.seed = seed
@@ -31,8 +38,11 @@ class SeededBatchSampler(paddle.io.BatchSampler):
         # which happens before it starts the worker processes, so workers see the new epoch.
         self.epoch += 1
         n = len(self.sampler.data_source)
-        order = (np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle
-                 else np.arange(n))
+        order = (
+            np.random.default_rng([self.seed, self.epoch]).permutation(n)
+            if self.shuffle
+            else np.arange(n)
+        )
         batches = [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()

@@ -4,6 +4,7 @@ Randomness comes from the `np.random` module functions, so it follows the proces
 seed: in the main process seed it once with `np.random.seed(seed)`; in DataLoader workers
 `build_loader` reseeds numpy per worker and per epoch (see palm/data/loader.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,9 @@ def crop_fundus(img: np.ndarray, threshold: int = 20) -> np.ndarray:
     if h == w:
         return np.ascontiguousarray(box)
     top, left = (side - h) // 2, (side - w) // 2
-    return cv2.copyMakeBorder(box, top, side - h - top, left, side - w - left,
-                              cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    return cv2.copyMakeBorder(
+        box, top, side - h - top, left, side - w - left, cv2.BORDER_CONSTANT, value=(0, 0, 0)
+    )
 
 
 def resize_square(img: np.ndarray, size: int) -> np.ndarray:
@@ -88,7 +90,7 @@ def rotate(img: np.ndarray, degrees: float) -> np.ndarray:
 
 
 def normalize(img: np.ndarray, mode: str = "minus_one_one") -> np.ndarray:
-    """HWC uint8/float 0..255 -> CHW float32; "minus_one_one" = x/255*2-1, "imagenet" = (x/255-mean)/std."""
+    """HWC 0..255 -> CHW float32: "minus_one_one" = x/255*2-1, "imagenet" = (x/255-mean)/std."""
     x = img.astype(np.float32) * (1.0 / 255.0)
     if mode == "minus_one_one":
         x = x * 2.0 - 1.0
@@ -109,8 +111,9 @@ class Transform:
             crop will zoom in).
     """
 
-    def __init__(self, image_size: int, train: bool, normalize: str, augment: dict,
-                 fundus_crop: bool):
+    def __init__(
+        self, image_size: int, train: bool, normalize: str, augment: dict, fundus_crop: bool
+    ):
         self.image_size = image_size
         self.train = train
         self.normalize = normalize
@@ -134,7 +137,9 @@ class Transform:
         if aug["vflip"] and np.random.rand() < 0.5:
             img = img[::-1]
         if aug["rotate"]:
-            img = rotate(np.ascontiguousarray(img), np.random.uniform(-aug["rotate"], aug["rotate"]))
+            img = rotate(
+                np.ascontiguousarray(img), np.random.uniform(-aug["rotate"], aug["rotate"])
+            )
         x = img.astype(np.float32)
         if aug["contrast"]:
             c = np.random.uniform(1 - aug["contrast"], 1 + aug["contrast"])
@@ -145,8 +150,10 @@ class Transform:
 
     def __repr__(self) -> str:
         extra = f", augment={self.augment}" if self.train else ""
-        return (f"Transform(image_size={self.image_size}, train={self.train}, "
-                f"normalize={self.normalize!r}, fundus_crop={self.fundus_crop}{extra})")
+        return (
+            f"Transform(image_size={self.image_size}, train={self.train}, "
+            f"normalize={self.normalize!r}, fundus_crop={self.fundus_crop}{extra})"
+        )
 
 
 def build_transform(
@@ -174,14 +181,21 @@ def build_transform(
         (3, 64, 64)
     """
     if normalize not in NORMALIZATIONS:
-        raise ValueError(f"unknown normalize {normalize!r}; choose from {', '.join(NORMALIZATIONS)}")
+        raise ValueError(
+            f"unknown normalize {normalize!r}; choose from {', '.join(NORMALIZATIONS)}"
+        )
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
     unknown = set(augment or {}) - set(DEFAULT_AUGMENT)
     if unknown:
-        raise ValueError(f"unknown augment keys {sorted(unknown)}; valid: {', '.join(DEFAULT_AUGMENT)}")
+        raise ValueError(
+            f"unknown augment keys {sorted(unknown)}; valid: {', '.join(DEFAULT_AUGMENT)}"
+        )
     merged = {**DEFAULT_AUGMENT, **(augment or {})}
     if not 0.0 < float(merged["random_resized_crop"] or 1.0) <= 1.0:
-        raise ValueError(f"random_resized_crop is a min area fraction in (0, 1], got {merged['random_resized_crop']}")
+        raise ValueError(
+            "random_resized_crop is a min area fraction in (0, 1], "
+            f"got {merged['random_resized_crop']}"
+        )
     merged["random_resized_crop"] = float(merged["random_resized_crop"] or 1.0)
     return Transform(image_size, train, normalize, merged, fundus_crop)
