@@ -10,6 +10,7 @@ import pytest
 from paddle.vision import models as pv
 
 from palm.models import build_model, list_models
+from palm.models.shufflenet import ShuffleNetV2
 
 # name -> input sizes checked besides 64 px (the network's ImageNet size)
 LATER: dict[str, tuple[int, ...]] = {
@@ -17,6 +18,8 @@ LATER: dict[str, tuple[int, ...]] = {
     "densenet169": (224,),
     "mobilenet_v1": (224,),
     "mobilenet_v2": (224,),
+    "shufflenet_v2_x1_0": (224,),
+    "squeezenet1_1": (224,),
 }
 
 # Networks paddle.vision also has: their parameter names, shapes and counts must match.
@@ -25,6 +28,8 @@ PADDLE_VISION = {
     "densenet169": pv.densenet169,
     "mobilenet_v1": pv.mobilenet_v1,
     "mobilenet_v2": pv.mobilenet_v2,
+    "shufflenet_v2_x1_0": pv.shufflenet_v2_x1_0,
+    "squeezenet1_1": pv.squeezenet1_1,
 }
 
 
@@ -109,3 +114,17 @@ def test_paddle_vision_state_dict_gives_same_outputs(name):
     ours.eval()
     with paddle.no_grad():
         np.testing.assert_allclose(ours(x).numpy(), ref(x).numpy(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("scale, ref", [(0.5, pv.shufflenet_v2_x0_5), (1.5, pv.shufflenet_v2_x1_5)])
+def test_shufflenet_width_rows_match_paddle_vision(scale, ref):
+    ours_sd, ref_sd = ShuffleNetV2(scale, num_classes=1000).state_dict(), ref(num_classes=1000).state_dict()
+    assert [(k, v.shape) for k, v in ours_sd.items()] == [(k, v.shape) for k, v in ref_sd.items()]
+
+
+def test_squeezenet_single_logit_can_be_negative():
+    # paddle.vision ReLUs the class maps; a one-logit model must be able to say "below 0.5"
+    model = build_model("squeezenet1_1", num_classes=1)
+    model._conv9.weight.set_value(paddle.zeros_like(model._conv9.weight))
+    model._conv9.bias.set_value(paddle.full([1], -3.0))
+    np.testing.assert_allclose(_forward(model, 64).numpy(), -3.0)

@@ -12,6 +12,8 @@ from palm.models.lenet import lenet, lenet5
 from palm.models.mobilenet import mobilenet_v1, mobilenet_v2
 from palm.models.pretrained import load_pretrained
 from palm.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
+from palm.models.shufflenet import shufflenet_v2_x1_0
+from palm.models.squeezenet import squeezenet1_1
 from palm.models.vgg import vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
 
 MODELS: dict[str, Callable[..., nn.Layer]] = {
@@ -25,6 +27,7 @@ MODELS: dict[str, Callable[..., nn.Layer]] = {
     # later architectures (issue 7)
     "densenet121": densenet121, "densenet169": densenet169,
     "mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2,
+    "shufflenet_v2_x1_0": shufflenet_v2_x1_0, "squeezenet1_1": squeezenet1_1,
 }
 
 
