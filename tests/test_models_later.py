@@ -14,6 +14,7 @@ from palm.models.shufflenet import ShuffleNetV2
 
 # name -> input sizes checked besides 64 px (the network's ImageNet size)
 LATER: dict[str, tuple[int, ...]] = {
+    "nin": (224,),
     "densenet121": (224,),
     "densenet169": (224,),
     "mobilenet_v1": (224,),
@@ -98,6 +99,22 @@ def test_parameters_match_paddle_vision(name):
     assert list(ours_sd) == list(ref_sd)
     assert [v.shape for v in ours_sd.values()] == [v.shape for v in ref_sd.values()]
     assert _trainable(ours) == _trainable(ref)
+
+
+# Networks paddle.vision lacks: trainable parameters at 1000 classes against a published figure
+# (name -> (figure, tolerance)); the source of each figure is on its line.
+PUBLISHED: dict[str, tuple[float, float]] = {
+    # exact: the layer shapes of the authors' ImageNet model (Caffe Model Zoo "NIN-Imagenet"):
+    # 11x11x3x96, 1x1x96x96 x2, 5x5x96x256, 1x1x256x256 x2, 3x3x256x384, 1x1x384x384 x2,
+    # 3x3x384x1024, 1x1x1024x1024, 1x1x1024x1000, plus biases
+    "nin": (7_595_176, 0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_parameters_match_published_figure(name):
+    figure, tolerance = PUBLISHED[name]
+    assert abs(_trainable(build_model(name, num_classes=1000)) - figure) <= tolerance
 
 
 @pytest.mark.parametrize("name", ["densenet121", "mobilenet_v2"])

@@ -10,6 +10,7 @@ from palm.models.densenet import densenet121, densenet169
 from palm.models.googlenet import googlenet
 from palm.models.lenet import lenet, lenet5
 from palm.models.mobilenet import mobilenet_v1, mobilenet_v2
+from palm.models.nin import nin
 from palm.models.pretrained import load_pretrained
 from palm.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from palm.models.shufflenet import shufflenet_v2_x1_0
@@ -25,6 +26,7 @@ MODELS: dict[str, Callable[..., nn.Layer]] = {
     "resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50,
     "resnet101": resnet101, "resnet152": resnet152,
     # later architectures (issue 7)
+    "nin": nin,
     "densenet121": densenet121, "densenet169": densenet169,
     "mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2,
     "shufflenet_v2_x1_0": shufflenet_v2_x1_0, "squeezenet1_1": squeezenet1_1,
