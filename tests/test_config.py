@@ -39,9 +39,9 @@ def test_explicit_config_file_and_demo(tmp_path):
     assert args.data_root == config.DEMO_DATA_ROOT and args.epochs == 1
 
 
-def test_missing_model_config_falls_back_with_warning(tmp_path):
-    with pytest.warns(UserWarning, match="nosuch.yaml not found"):
-        args = config.parse_args_with_config(_parser(), ["--model", "nosuch"], tmp_path)
+def test_missing_model_config_falls_back_with_warning(tmp_path, caplog):
+    args = config.parse_args_with_config(_parser(), ["--model", "nosuch"], tmp_path)
+    assert "nosuch.yaml not found" in caplog.text
     assert args.epochs == config.DEFAULTS["epochs"]
 
 

@@ -1,0 +1,152 @@
+"""Evaluation: probabilities for a labelled loader, and the files `tools/eval.py` writes.
+
+Example:
+    result = evaluate(model, build_loader(val_set, 16, train=False))
+    result.probabilities.shape  # (N,) for one logit, (N, K) for K classes
+    write_evaluation(result, [p for p, _ in val_set.samples], val_set.classes, 0.5, "eval/")
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import paddle
+import paddle.nn.functional as F
+
+from palm import metrics as M
+from palm.io_utils import atomic_path, write_json_atomic
+from palm.viz import plots
+
+
+@dataclass
+class EvalResult:
+    """Outputs of `evaluate`, in loader order.
+
+    Attributes:
+        probabilities: (N,) positive-class probability for one logit, else (N, K) softmax.
+        labels: (N,) int64 ground truth.
+        loss: mean loss over samples (NaN when no loss function was given).
+    """
+
+    probabilities: np.ndarray
+    labels: np.ndarray
+    loss: float = math.nan
+
+    def metrics(self, threshold: float = 0.5) -> dict[str, Any]:
+        return M.classification_metrics(self.labels, self.probabilities, threshold)
+
+
+def main_output(outputs: paddle.Tensor | Sequence[paddle.Tensor]) -> paddle.Tensor:
+    """The main logits of a model that may also return auxiliary heads (GoogLeNet)."""
+    return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+
+
+def to_probabilities(logits: paddle.Tensor) -> paddle.Tensor:
+    """Sigmoid of a single logit -> (N,), softmax over K logits -> (N, K)."""
+    if logits.shape[-1] == 1:
+        return F.sigmoid(logits.reshape([-1]))
+    return F.softmax(logits, axis=-1)
+
+
+@paddle.no_grad()
+def evaluate(
+    model: paddle.nn.Layer,
+    loader: paddle.io.DataLoader,
+    loss_fn: Callable | None = None,
+) -> EvalResult:
+    """Run `model` in eval mode over `loader` (images, labels); restore its mode afterwards."""
+    was_training = model.training
+    model.eval()
+    probs, labels, loss_sum = [], [], 0.0
+    try:
+        for images, batch_labels in loader:
+            logits = main_output(model(images))
+            if loss_fn is not None:
+                loss_sum += float(loss_fn(logits, batch_labels)) * len(batch_labels)
+            probs.append(to_probabilities(logits.astype("float32")).numpy())
+            labels.append(batch_labels.numpy().reshape(-1))
+    finally:
+        if was_training:
+            model.train()
+    if not labels:
+        raise ValueError("evaluate: the loader yielded no batches")
+    labels_np = np.concatenate(labels).astype(np.int64)
+    loss = loss_sum / len(labels_np) if loss_fn is not None else math.nan
+    return EvalResult(np.concatenate(probs), labels_np, loss)
+
+
+def predictions_frame(
+    files: Sequence[str], result: EvalResult, class_names: Sequence[str], threshold: float
+) -> pd.DataFrame:
+    """file, label, probability, prediction (+ class names and per-class probabilities).
+
+    For one logit `probability` is P(positive class); for K classes it is the probability of
+    the predicted class, and prob_<name> columns hold all K.
+    """
+    if len(files) != len(result.labels):
+        raise ValueError(f"{len(files)} file names for {len(result.labels)} predictions")
+    binary = M.is_binary_output(result.probabilities)
+    pred = M.predict_labels(result.probabilities, threshold)
+    frame = pd.DataFrame({"file": list(files), "label": result.labels})
+    frame["probability"] = (result.probabilities.reshape(-1) if binary
+                            else result.probabilities.max(axis=1))
+    frame["prediction"] = pred
+    if len(class_names) == (2 if binary else result.probabilities.shape[1]):
+        names = np.asarray(list(class_names), dtype=object)
+        frame["label_name"] = names[result.labels]
+        frame["prediction_name"] = names[pred]
+        if not binary:
+            for c, name in enumerate(class_names):
+                frame[f"prob_{name}"] = result.probabilities[:, c]
+    return frame
+
+
+def confusion_text(cm: Sequence[Sequence[int]], class_names: Sequence[str]) -> str:
+    """The confusion matrix as an aligned text table (rows: truth, columns: prediction)."""
+    frame = pd.DataFrame(cm, index=[f"true {n}" for n in class_names],
+                         columns=[f"pred {n}" for n in class_names])
+    return frame.to_string()
+
+
+def json_ready(obj: Any) -> Any:
+    """NaN/inf -> None, so metrics.json is strict JSON that any reader accepts."""
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_evaluation(
+    result: EvalResult,
+    files: Sequence[str],
+    class_names: Sequence[str],
+    threshold: float,
+    output_dir: str | Path,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write metrics.json, predictions.csv, confusion_matrix.png, roc_curve.png, pr_curve.png.
+
+    Returns:
+        The metrics dict written to metrics.json (NaN as null), with `extra` merged in.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {**result.metrics(threshold), "class_names": list(class_names), **(extra or {})}
+    if not math.isnan(result.loss):
+        metrics["loss"] = result.loss
+    metrics = json_ready(metrics)
+    write_json_atomic(out / "metrics.json", metrics)
+    with atomic_path(out / "predictions.csv") as tmp:
+        predictions_frame(files, result, class_names, threshold).to_csv(tmp, index=False)
+    plots.plot_confusion_matrix(metrics["confusion_matrix"], class_names, out / "confusion_matrix.png")
+    plots.plot_roc_curve(result.labels, result.probabilities, out / "roc_curve.png", class_names,
+                         threshold if M.is_binary_output(result.probabilities) else None)
+    plots.plot_pr_curve(result.labels, result.probabilities, out / "pr_curve.png", class_names)
+    return metrics

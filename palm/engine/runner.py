@@ -1,0 +1,141 @@
+"""`run_training(cfg)`: wire a resolved config into data, model, optimizer and `fit`.
+
+This is the one place that reads the config dict; everything it calls takes explicit
+arguments (palm.engine.train, .optim, .sources, .device).
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import paddle
+
+from palm.config import DEMO_SYNTH, save_config
+from palm.data import build_loader, build_transform
+from palm.engine import sources
+from palm.engine.device import DistInfo, init_distributed, seed_everything, select_device
+from palm.engine.optim import build_optimizer, build_scheduler
+from palm.engine.train import (
+    ClassificationLoss, RunState, auto_pos_weight, fit, load_resume_state, selection_score,
+)
+from palm.models import build_model, load_pretrained
+
+RUN_FILES = ("last.pdparams", "best.pdparams", "metrics.csv")
+
+
+def prepare_demo_data(root: str | Path, log: Callable[[str], None] = print) -> Path:
+    """Create the synthetic PALM set for --demo once; later runs reuse it."""
+    root = Path(root)
+    marker = root / "PALM-Validation-GT" / "labels.csv"
+    if marker.is_file():
+        return root
+    from data_tools.synth_palm import make_palm_dataset
+
+    log(f"demo: drawing {DEMO_SYNTH['n_train']} + {DEMO_SYNTH['n_val']} synthetic fundus photos "
+        f"into {root} (once) ...")
+    return make_palm_dataset(root, num_workers=min(4, os.cpu_count() or 1), **DEMO_SYNTH)
+
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix a new run into an old one; require `last` when resuming."""
+    if resume:
+        if not (run_dir / "last.pdparams").is_file():
+            raise FileNotFoundError(f"{run_dir / 'last.pdparams'}: nothing to resume from")
+        return
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{run_dir} already holds a run ({', '.join(existing)}); "
+            "pass --resume to continue it or --output to start a new one"
+        )
+
+
+def build_train_loader(dataset, batch_size: int, num_workers: int, seed: int, dist: DistInfo):
+    """Seeded shuffling in one process; a DistributedBatchSampler shard per rank otherwise."""
+    if not dist.enabled:
+        return build_loader(dataset, batch_size, train=True, num_workers=num_workers, seed=seed)
+    sampler = paddle.io.DistributedBatchSampler(dataset, batch_size, num_replicas=dist.world_size,
+                                                rank=dist.rank, shuffle=True, drop_last=True)
+    return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
+                                return_list=True)
+
+
+def resolve_pos_weight(value: float | str | None, labels, num_outputs: int) -> float | None:
+    if value is None:
+        return None
+    if num_outputs != 1:
+        raise ValueError("pos_weight applies to binary (one-logit) training only")
+    return auto_pos_weight(labels) if value == "auto" else float(value)
+
+
+def run_training(cfg: dict[str, Any], overwrite: bool = False, log: Callable[[str], None] = print,
+                 progress: bool = True) -> Path:
+    """Train as `cfg` (a validated palm.config dict) says; return the run folder.
+
+    Args:
+        overwrite: allow writing into a folder that already holds a run (the demo does).
+    """
+    dist = init_distributed()
+    device = select_device(cfg["device"], dist.local_rank)
+    use_amp = bool(cfg["amp"])
+    if use_amp and device != "gpu":
+        warnings.warn("--amp needs a GPU; training in float32 on CPU", stacklevel=2)
+        use_amp = False
+    seed_everything(cfg["seed"])
+    run_dir = Path(cfg["output"] or Path("runs") / cfg["model"])
+    if dist.is_main:
+        check_run_dir(run_dir, cfg["resume"], overwrite)
+
+    train_set, val_set = sources.training_sets(
+        train_transform=build_transform(cfg["image_size"], True, cfg["normalize"], cfg["augment"],
+                                        cfg["fundus_crop"]),
+        val_transform=build_transform(cfg["image_size"], False, cfg["normalize"],
+                                      fundus_crop=cfg["fundus_crop"]),
+        data_root=cfg["data_root"], train_dir=cfg["train_dir"], val_dir=cfg["val_dir"],
+        train_csv=cfg["train_csv"], val_csv=cfg["val_csv"], skip_bad=cfg["skip_bad"],
+        cache_dir=cfg["cache_dir"])
+    classes = list(train_set.classes)
+    num_outputs = sources.num_outputs_for(classes)
+    model = build_model(cfg["model"], num_outputs, **cfg["model_kwargs"])
+    if cfg["pretrained"] and not cfg["resume"]:
+        load_pretrained(model, cfg["pretrained"])
+
+    train_loader = build_train_loader(train_set, cfg["batch_size"], cfg["num_workers"], cfg["seed"], dist)
+    val_loader = build_loader(val_set, cfg["batch_size"], train=False, num_workers=cfg["num_workers"])
+    scheduler = build_scheduler(cfg["scheduler"], cfg["lr"], epochs=cfg["epochs"],
+                                steps_per_epoch=len(train_loader), warmup_epochs=cfg["warmup_epochs"],
+                                step_size=cfg["step_size"], gamma=cfg["gamma"])
+    optimizer = build_optimizer(cfg["optimizer"], model.parameters(), scheduler,
+                                momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    scaler = paddle.amp.GradScaler() if use_amp else None
+    state = RunState()
+    if cfg["resume"]:
+        state = load_resume_state(run_dir / "last.pdparams", model, optimizer, scheduler, scaler)
+        log(f"resuming {run_dir} after epoch {state.epoch}")
+    if dist.enabled:
+        model = paddle.DataParallel(model)
+
+    pos_weight = resolve_pos_weight(cfg["pos_weight"], train_set.labels, num_outputs)
+    loss_fn = ClassificationLoss(num_outputs, pos_weight=pos_weight, aux_weight=cfg["aux_weight"])
+    meta = {"model": cfg["model"], "num_classes": num_outputs, "class_names": classes,
+            "image_size": cfg["image_size"], "normalize": cfg["normalize"],
+            "fundus_crop": cfg["fundus_crop"], "threshold": cfg["threshold"],
+            "model_kwargs": cfg["model_kwargs"]}
+    if dist.is_main:
+        save_config(cfg, run_dir)
+        n_params = sum(math.prod(p.shape) for p in model.parameters() if not p.stop_gradient)
+        log(f"{cfg['model']} ({n_params / 1e6:.2f} M parameters, {num_outputs} output(s)) on "
+            f"{device}{f' x{dist.world_size}' if dist.enabled else ''}: {len(train_set)} training / "
+            f"{len(val_set)} validation images, classes {classes} -> {run_dir}")
+    state = fit(model, loss_fn, optimizer, train_loader, val_loader, epochs=cfg["epochs"],
+                run_dir=run_dir, meta=meta, scheduler=scheduler, scaler=scaler, state=state,
+                is_main=dist.is_main, progress=progress, log=log)
+    if dist.is_main and state.history:
+        best = max(state.history, key=lambda row: selection_score(row)[1])
+        log(f"done: best epoch {best['epoch']} (val AUC {best.get('val_roc_auc', math.nan):.4f}, "
+            f"accuracy {best['val_accuracy']:.4f}); checkpoints in {run_dir}")
+    return run_dir
+

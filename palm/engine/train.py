@@ -1,0 +1,360 @@
+"""Training: the loss, one epoch, and `fit` (epochs, validation, logging, checkpoints).
+
+Run folder written by `fit` (main process only):
+    metrics.csv                 one row per epoch, rewritten atomically after each epoch
+    last.pdparams/.pdopt/.json  after every epoch (and on Ctrl-C); .pdopt holds optimizer,
+                                LR-scheduler (and AMP scaler) state for --resume
+    best.pdparams/.json         the epoch with the best validation AUC (accuracy when AUC
+                                is undefined, e.g. a validation set with one class)
+    loss_curve.png, metrics_curve.png   at the end
+    visualdl/                   when VisualDL is installed
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import paddle
+import paddle.nn.functional as F
+from tqdm import tqdm
+
+from palm.engine.checkpoint import save_checkpoint
+from palm.engine.evaluate import EvalResult, evaluate, json_ready
+from palm.io_utils import atomic_path
+from palm.viz.plots import plot_history
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or inf; the optimizer step was not taken."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C during training; `last` was saved first."""
+
+
+class ClassificationLoss:
+    """BCE-with-logits for one logit, softmax cross-entropy for K >= 2 outputs.
+
+    Auxiliary outputs (GoogLeNet returns (main, aux1, aux2) in training) are added with
+    weight `aux_weight`; Szegedy et al. 2014 (arXiv:1409.4842) use 0.3.
+
+    Args:
+        num_outputs: model outputs (1 = one logit).
+        pos_weight: BCE weight of positive samples (e.g. negatives / positives).
+        aux_weight: weight of each auxiliary head's loss.
+    """
+
+    def __init__(self, num_outputs: int, pos_weight: float | None = None, aux_weight: float = 0.3):
+        self.num_outputs = num_outputs
+        self.pos_weight = pos_weight
+        self.aux_weight = aux_weight
+
+    def _single(self, logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
+        logits = logits.astype("float32")
+        if self.num_outputs == 1:
+            target = labels.reshape([-1, 1]).astype("float32")
+            pos_weight = (paddle.to_tensor([self.pos_weight], dtype="float32")
+                          if self.pos_weight is not None else None)
+            return F.binary_cross_entropy_with_logits(logits.reshape([-1, 1]), target,
+                                                      pos_weight=pos_weight)
+        return F.cross_entropy(logits, labels.reshape([-1]).astype("int64"))
+
+    def __call__(self, outputs: paddle.Tensor | Sequence[paddle.Tensor], labels: paddle.Tensor):
+        if isinstance(outputs, (tuple, list)):
+            main, *aux = outputs
+            loss = self._single(main, labels)
+            for logits in aux:
+                loss = loss + self.aux_weight * self._single(logits, labels)
+            return loss
+        return self._single(outputs, labels)
+
+
+def auto_pos_weight(labels: np.ndarray) -> float:
+    """negatives / positives of a binary label array (BCE pos_weight that balances classes)."""
+    positives = int((labels == 1).sum())
+    if positives == 0:
+        raise ValueError("pos_weight 'auto': the training set has no positive samples")
+    return float((labels == 0).sum()) / positives
+
+
+def train_one_epoch(
+    model: paddle.nn.Layer,
+    loss_fn: Callable,
+    optimizer: paddle.optimizer.Optimizer,
+    loader: paddle.io.DataLoader,
+    *,
+    epoch: int,
+    scheduler: paddle.optimizer.lr.LRScheduler | None = None,
+    scaler: paddle.amp.GradScaler | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """One pass over `loader`; the scheduler steps after every optimizer step.
+
+    Args:
+        epoch: 1-based, for the progress bar and messages.
+        scaler: a GradScaler enables mixed precision (auto_cast) on GPU.
+
+    Returns:
+        {"train_loss", "lr", "train_images", "train_seconds", "train_img_per_s"}.
+
+    Raises:
+        NonFiniteLossError: a batch's loss is NaN/inf (checked before the step, so the
+            weights are still those of the last good step).
+    """
+    model.train()
+    loss_sum, seen = 0.0, 0
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress,
+               dynamic_ncols=True)
+    for step, (images, labels) in enumerate(bar, start=1):
+        with paddle.amp.auto_cast(enable=scaler is not None):
+            loss = loss_fn(model(images), labels)
+        value = float(loss)
+        if not math.isfinite(value):
+            bar.close()
+            raise NonFiniteLossError(
+                f"epoch {epoch}, batch {step}: training loss is {value}; stopping. "
+                "Try a lower --lr, check the data (--skip-bad), or run without --amp."
+            )
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        optimizer.clear_grad()
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += value * len(labels)
+        seen += len(labels)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{optimizer.get_lr():.2e}")
+    bar.close()
+    seconds = time.perf_counter() - start
+    if seen == 0:
+        raise ValueError("train_one_epoch: the loader yielded no batches (batch size > data set?)")
+    return {"train_loss": loss_sum / seen, "lr": float(optimizer.get_lr()), "train_images": seen,
+            "train_seconds": seconds, "train_img_per_s": seen / max(seconds, 1e-9)}
+
+
+# Validation metrics logged per epoch (those a metric dict lacks are left out of the row).
+EPOCH_METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "recall",
+                 "f1", "average_precision")
+
+
+def epoch_row(epoch: int, train_stats: dict[str, float], val: EvalResult, threshold: float) -> dict[str, Any]:
+    """One metrics.csv row: epoch, lr, train_loss, val_loss, val_<metric>..., speed."""
+    metrics = val.metrics(threshold)
+    row: dict[str, Any] = {"epoch": epoch, "lr": train_stats["lr"],
+                           "train_loss": train_stats["train_loss"], "val_loss": val.loss}
+    row.update({f"val_{k}": metrics[k] for k in EPOCH_METRICS if k in metrics})
+    row["train_img_per_s"] = train_stats["train_img_per_s"]
+    row["epoch_seconds"] = train_stats["train_seconds"]
+    return row
+
+
+def selection_score(row: dict[str, Any]) -> tuple[str, float]:
+    """(metric name, value) that picks `best`: val AUC, or val accuracy when AUC is undefined."""
+    auc = row.get("val_roc_auc", math.nan)
+    if auc is not None and math.isfinite(auc):
+        return "val_roc_auc", float(auc)
+    return "val_accuracy", float(row["val_accuracy"])
+
+
+def summary_line(row: dict[str, Any], epochs: int, best: bool) -> str:
+    """`epoch 3/10 train_loss 0.41 val_loss 0.30 acc 0.912 auc 0.951 sens 0.90 spec 0.92 ...`"""
+    parts = [f"epoch {row['epoch']}/{epochs}", f"train_loss {row['train_loss']:.4f}",
+             f"val_loss {row['val_loss']:.4f}"]
+    for key, short in (("val_accuracy", "acc"), ("val_roc_auc", "auc"), ("val_sensitivity", "sens"),
+                       ("val_specificity", "spec"), ("val_f1", "f1")):
+        if key in row:
+            parts.append(f"{short} {row[key]:.3f}")
+    parts += [f"lr {row['lr']:.2e}", f"{row['train_img_per_s']:.1f} img/s"]
+    return "  ".join(parts) + ("  *best" if best else "")
+
+
+def write_metrics_csv(history: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Rewrite metrics.csv with every epoch so far (atomic: never a half-written file)."""
+    with atomic_path(path) as tmp:
+        pd.DataFrame(list(history)).to_csv(tmp, index=False)
+
+
+def read_metrics_csv(path: str | Path, up_to_epoch: int) -> list[dict[str, Any]]:
+    """Rows of an earlier metrics.csv for epochs <= up_to_epoch (used on --resume)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    frame = pd.read_csv(path)
+    return frame[frame["epoch"] <= up_to_epoch].to_dict("records")
+
+
+def open_visualdl(run_dir: Path):
+    """A VisualDL LogWriter in run_dir/visualdl, or None when VisualDL is not installed."""
+    try:
+        from visualdl import LogWriter
+    except ImportError:
+        return None
+    return LogWriter(logdir=str(run_dir / "visualdl"))
+
+
+def unwrap(model: paddle.nn.Layer) -> paddle.nn.Layer:
+    """The network inside paddle.DataParallel (its state dict has no `_layers.` prefix)."""
+    return model._layers if isinstance(model, paddle.DataParallel) else model
+
+
+@dataclass
+class RunState:
+    """What `fit` carries between epochs and across --resume.
+
+    Attributes:
+        epoch: epochs completed.
+        best_score: selection score of `best` so far (-inf before the first epoch).
+        history: metrics.csv rows so far.
+    """
+
+    epoch: int = 0
+    best_score: float = -math.inf
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def save_run_checkpoint(
+    path: Path,
+    model: paddle.nn.Layer,
+    meta: dict[str, Any],
+    state: RunState,
+    optimizer: paddle.optimizer.Optimizer | None = None,
+    scheduler: paddle.optimizer.lr.LRScheduler | None = None,
+    scaler: paddle.amp.GradScaler | None = None,
+    **meta_extra: Any,
+) -> None:
+    """Save weights + sidecar (+ optimizer, scheduler, scaler and best score when optimizer given)."""
+    last_row = state.history[-1] if state.history else {}
+    full_meta = {**meta, "epoch": state.epoch, "metrics": json_ready(dict(last_row)), **meta_extra}
+    extra = None
+    if optimizer is not None:
+        extra = {"best_score": state.best_score,
+                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                 "scaler": scaler.state_dict() if scaler is not None else None}
+    save_checkpoint(path, unwrap(model), full_meta, optimizer if extra is not None else None, extra)
+
+
+def fit(
+    model: paddle.nn.Layer,
+    loss_fn: Callable,
+    optimizer: paddle.optimizer.Optimizer,
+    train_loader: paddle.io.DataLoader,
+    val_loader: paddle.io.DataLoader,
+    *,
+    epochs: int,
+    run_dir: str | Path,
+    meta: dict[str, Any],
+    scheduler: paddle.optimizer.lr.LRScheduler | None = None,
+    scaler: paddle.amp.GradScaler | None = None,
+    state: RunState | None = None,
+    is_main: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> RunState:
+    """Train from `state.epoch` to `epochs`, validating and checkpointing after every epoch.
+
+    Args:
+        meta: checkpoint sidecar fields (model, num_classes, class_names, image_size,
+            normalize, fundus_crop, threshold, model_kwargs); epoch and metrics are added.
+        state: where to continue (from `load_resume_state`); a fresh run when None.
+        is_main: write files (rank 0 of a distributed run).
+
+    Returns:
+        The final RunState.
+
+    Raises:
+        TrainingInterrupted: Ctrl-C; `last` holds the weights at that moment and the count
+            of completed epochs, so --resume repeats the interrupted epoch.
+        NonFiniteLossError: NaN/inf loss (metrics.csv and `last` keep the last good epoch).
+    """
+    run_dir = Path(run_dir)
+    state = state or RunState()
+    threshold = float(meta.get("threshold", 0.5))
+    writer = open_visualdl(run_dir) if is_main else None
+    try:
+        for epoch in range(state.epoch, epochs):
+            sampler = train_loader.batch_sampler
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)  # a resumed run sees the same batch order
+            train_stats = train_one_epoch(model, loss_fn, optimizer, train_loader, epoch=epoch + 1,
+                                          scheduler=scheduler, scaler=scaler,
+                                          progress=progress and is_main)
+            row = epoch_row(epoch + 1, train_stats, evaluate(model, val_loader, loss_fn), threshold)
+            state.epoch = epoch + 1
+            state.history.append(row)
+            metric_name, score = selection_score(row)
+            improved = score > state.best_score
+            if improved:
+                state.best_score = score
+            if is_main:
+                _record_epoch(run_dir, state.history, writer)
+                save_run_checkpoint(run_dir / "last.pdparams", model, meta, state, optimizer,
+                                    scheduler, scaler)
+                if improved:
+                    save_run_checkpoint(run_dir / "best.pdparams", model, meta, state,
+                                        best_metric=metric_name)
+                log(summary_line(row, epochs, improved))
+    except KeyboardInterrupt:
+        if is_main:
+            save_run_checkpoint(run_dir / "last.pdparams", model, meta, state, optimizer,
+                                scheduler, scaler, interrupted=True)
+        raise TrainingInterrupted(
+            f"interrupted in epoch {state.epoch + 1}; saved {run_dir / 'last.pdparams'} "
+            f"({state.epoch} epochs completed). Continue with --resume."
+        ) from None
+    finally:
+        if writer is not None:
+            writer.close()
+    if is_main and state.history:
+        plot_history(state.history, run_dir)
+    return state
+
+
+def _record_epoch(run_dir: Path, history: Sequence[dict[str, Any]], writer) -> None:
+    """metrics.csv with every epoch so far, and the newest row to VisualDL."""
+    write_metrics_csv(history, run_dir / "metrics.csv")
+    row = history[-1]
+    if writer is not None:
+        for key, value in row.items():
+            if key != "epoch" and value is not None and math.isfinite(value):
+                writer.add_scalar(tag=key, value=float(value), step=int(row["epoch"]))
+
+
+def load_resume_state(
+    params_path: str | Path,
+    model: paddle.nn.Layer,
+    optimizer: paddle.optimizer.Optimizer,
+    scheduler: paddle.optimizer.lr.LRScheduler | None = None,
+    scaler: paddle.amp.GradScaler | None = None,
+) -> RunState:
+    """Load `last` weights, optimizer/scheduler/scaler state; return where training stopped.
+
+    The history comes from metrics.csv beside the checkpoint (epochs <= the saved epoch).
+    """
+    from palm.engine.checkpoint import load_meta, load_optimizer_state
+
+    params_path = Path(params_path)
+    meta = load_meta(params_path)
+    opt_state = load_optimizer_state(params_path)
+    try:
+        model.set_state_dict(paddle.load(str(params_path)))
+    except Exception as e:  # paddle raises several types for corrupt files
+        raise ValueError(f"{params_path}: cannot read weights ({e})") from None
+    optimizer.set_state_dict(opt_state["optimizer"])
+    if scheduler is not None and opt_state.get("scheduler") is not None:
+        scheduler.set_state_dict(opt_state["scheduler"])
+    if scaler is not None and opt_state.get("scaler") is not None:
+        scaler.load_state_dict(opt_state["scaler"])
+    epoch = int(meta.get("epoch", 0))
+    history = read_metrics_csv(params_path.parent / "metrics.csv", epoch)
+    return RunState(epoch=epoch, best_score=float(opt_state.get("best_score", -math.inf)),
+                    history=history)

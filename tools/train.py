@@ -1,0 +1,97 @@
+"""Train a network on PALM (or any folder-per-class / CSV data set).
+
+Examples:
+    python tools/train.py --model resnet50 --data-root data/PALM
+    python tools/train.py --model resnet18 --train-dir data/train --val-dir data/val --epochs 20
+    python tools/train.py --output runs/resnet50 --model resnet50 --data-root data/PALM --resume
+    python tools/train.py --demo      # synthetic PALM set, a few minutes on 2 CPU cores
+
+Defaults come from configs/MODEL.yaml (or --config FILE); flags override them. The run
+folder receives config.yaml, metrics.csv, last/best checkpoints and the curves.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import palm  # noqa: F401  (CPU tuning before paddle is imported)
+from palm.config import parse_args_with_config, resolved_config
+from palm.engine.runner import prepare_demo_data, run_training
+from palm.engine.train import NonFiniteLossError, TrainingInterrupted
+
+BOOL = argparse.BooleanOptionalAction
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="network name; picks configs/MODEL.yaml (default resnet50)")
+    p.add_argument("--config", help="a YAML config file instead of configs/MODEL.yaml")
+    p.add_argument("--demo", action="store_true",
+                   help="make (once) a synthetic PALM set in demo_data/ and train a short run on it")
+    data = p.add_argument_group("data")
+    data.add_argument("--data-root", help="PALM root: PALM-Training400, PALM-Validation400, -GT")
+    data.add_argument("--train-dir", help="training images, one sub-folder per class")
+    data.add_argument("--val-dir", help="validation images, one sub-folder per class")
+    data.add_argument("--train-csv", help="training list with columns path,label")
+    data.add_argument("--val-csv", help="validation list with columns path,label")
+    data.add_argument("--image-size", type=int)
+    data.add_argument("--num-workers", type=int, help="data loader processes")
+    data.add_argument("--cache-dir", help="cache resized images here (faster later epochs)")
+    data.add_argument("--skip-bad", action=BOOL, help="skip unreadable images instead of stopping")
+    opt = p.add_argument_group("optimization")
+    opt.add_argument("--epochs", type=int)
+    opt.add_argument("--batch-size", type=int)
+    opt.add_argument("--lr", type=float, help="base learning rate")
+    opt.add_argument("--optimizer", choices=("momentum", "adam", "adamw"))
+    opt.add_argument("--weight-decay", type=float)
+    opt.add_argument("--scheduler", choices=("constant", "step", "cosine"))
+    opt.add_argument("--warmup-epochs", type=float)
+    opt.add_argument("--pos-weight", type=_pos_weight, help="BCE weight of positives, or 'auto'")
+    opt.add_argument("--pretrained", help="ImageNet .pdparams to start from (no download)")
+    run = p.add_argument_group("run")
+    run.add_argument("--output", help="run folder (default runs/MODEL)")
+    run.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pdparams")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--device", choices=("auto", "cpu", "gpu"))
+    run.add_argument("--amp", action=BOOL, help="mixed precision (GPU only)")
+    run.add_argument("--no-progress", action="store_true", help="no per-batch progress bar")
+    return p
+
+
+def _pos_weight(text: str) -> float | str:
+    return text if text == "auto" else float(text)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command line merged over configs/MODEL.yaml (or --config) and the built-in defaults."""
+    return parse_args_with_config(get_args_parser(), argv)
+
+
+def main(args: argparse.Namespace) -> Path:
+    cfg = resolved_config(args)
+    if args.demo:
+        prepare_demo_data(cfg["data_root"])
+    run_dir = run_training(cfg, overwrite=args.demo, progress=not args.no_progress)
+    if args.demo:
+        ckpt = run_dir / "best.pdparams"
+        print("next: python tools/eval.py --checkpoint {0} --data-root {1} --output {2}/eval\n"
+              "      python tools/predict.py --checkpoint {0} --input {1}/PALM-Validation400 "
+              "--output {2}/predictions.csv".format(ckpt, cfg["data_root"], run_dir))
+    return run_dir
+
+
+def cli() -> None:
+    try:
+        main(parse_args())
+    except TrainingInterrupted as e:
+        sys.exit(f"stopped: {e}")  # exit status 1
+    except NonFiniteLossError as e:
+        sys.exit(f"error: {e}")
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    cli()
