@@ -10,6 +10,7 @@ import pytest
 from paddle.vision import models as pv
 
 from palm.models import build_model, list_models
+from palm.models.attention import CBAM, SpatialAttention, SqueezeExcite
 from palm.models.shufflenet import ShuffleNetV2
 
 # name -> input sizes checked besides 64 px (the network's ImageNet size)
@@ -17,6 +18,8 @@ LATER: dict[str, tuple[int, ...]] = {
     "nin": (224,),
     "densenet121": (224,),
     "densenet169": (224,),
+    "se_resnet50": (224,),
+    "cbam_resnet50": (224,),
     "mobilenet_v1": (224,),
     "mobilenet_v2": (224,),
     "shufflenet_v2_x1_0": (224,),
@@ -108,6 +111,10 @@ PUBLISHED: dict[str, tuple[float, float]] = {
     # 11x11x3x96, 1x1x96x96 x2, 5x5x96x256, 1x1x256x256 x2, 3x3x256x384, 1x1x384x384 x2,
     # 3x3x384x1024, 1x1x1024x1024, 1x1x1024x1000, plus biases
     "nin": (7_595_176, 0),
+    # 28.09M (two decimals) for both: Woo et al. 2018 (CBAM), ImageNet-1K table, "ResNet50 + SE"
+    # and "ResNet50 + CBAM"; Hu et al. 2018 give ~2.5M on top of ResNet-50's ~25.6M
+    "se_resnet50": (28.09e6, 0.005e6),
+    "cbam_resnet50": (28.09e6, 0.005e6),
 }
 
 
@@ -145,3 +152,41 @@ def test_squeezenet_single_logit_can_be_negative():
     model._conv9.weight.set_value(paddle.zeros_like(model._conv9.weight))
     model._conv9.bias.set_value(paddle.full([1], -3.0))
     np.testing.assert_allclose(_forward(model, 64).numpy(), -3.0)
+
+
+@pytest.mark.parametrize("block", [SqueezeExcite(32), CBAM(32)])
+def test_attention_blocks_keep_shape_and_only_reweight(block):
+    x = paddle.rand([2, 32, 8, 8]) + 0.1
+    block.eval()
+    with paddle.no_grad():
+        y = block(x)
+    assert y.shape == x.shape
+    ratio = (y / x).numpy()  # gates are sigmoids: each element scaled by a factor in (0, 1)
+    assert (ratio > 0).all() and (ratio < 1).all()
+
+
+def test_squeeze_excite_gates_whole_channels():
+    block = SqueezeExcite(32)
+    x = paddle.rand([2, 32, 8, 8]) + 0.1
+    with paddle.no_grad():
+        ratio = (block(x) / x).numpy()
+    np.testing.assert_allclose(ratio, np.broadcast_to(ratio[:, :, :1, :1], ratio.shape), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["se_resnet50", "cbam_resnet50"])
+def test_attention_resnet_holds_resnet50_weights(name):
+    """Every ResNet-50 tensor (paddle.vision names and shapes) is there; the rest is attention."""
+    ours = {k: v.shape for k, v in build_model(name, num_classes=1000).state_dict().items()}
+    ref = {k: v.shape for k, v in pv.resnet50(num_classes=1000).state_dict().items()}
+    assert all(ours.get(k) == shape for k, shape in ref.items())
+    assert all(".attn." in k for k in set(ours) - set(ref))
+
+
+def test_spatial_attention_pools_mean_and_max_over_channels():
+    block = SpatialAttention(7)
+    block.eval()
+    x = paddle.randn([2, 16, 9, 9])
+    with paddle.no_grad():
+        pooled = paddle.concat([x.mean(axis=1, keepdim=True), x.max(axis=1, keepdim=True)], axis=1)
+        expected = x * nn.functional.sigmoid(block.bn(block.conv(pooled)))
+        np.testing.assert_allclose(block(x).numpy(), expected.numpy(), atol=1e-6)

@@ -6,6 +6,7 @@ from typing import Callable
 import paddle.nn as nn
 
 from palm.models.alexnet import alexnet
+from palm.models.attention_resnet import cbam_resnet50, se_resnet50
 from palm.models.densenet import densenet121, densenet169
 from palm.models.googlenet import googlenet
 from palm.models.lenet import lenet, lenet5
@@ -28,6 +29,7 @@ MODELS: dict[str, Callable[..., nn.Layer]] = {
     # later architectures (issue 7)
     "nin": nin,
     "densenet121": densenet121, "densenet169": densenet169,
+    "se_resnet50": se_resnet50, "cbam_resnet50": cbam_resnet50,
     "mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2,
     "shufflenet_v2_x1_0": shufflenet_v2_x1_0, "squeezenet1_1": squeezenet1_1,
 }
