@@ -18,6 +18,10 @@ import paddle
 import paddle.nn.functional as F
 
 from palm import metrics as M
+from palm.data import build_loader, build_transform
+from palm.engine import sources
+from palm.engine.checkpoint import load_checkpoint_model
+from palm.engine.losses import ClassificationLoss
 from palm.io_utils import atomic_path, write_json_atomic
 from palm.viz import plots
 
@@ -150,3 +154,74 @@ def write_evaluation(
                          threshold if M.is_binary_output(result.probabilities) else None)
     plots.plot_pr_curve(result.labels, result.probabilities, out / "pr_curve.png", class_names)
     return metrics
+
+
+def choose_threshold(result: EvalResult, meta: dict[str, Any], threshold: float | None,
+                     tune: bool) -> tuple[float, str]:
+    """(threshold, where it came from): Youden J on this data, the command line, or the checkpoint."""
+    if not M.is_binary_output(result.probabilities):
+        return 0.5, "argmax (multi-class)"
+    if tune:
+        return M.youden_threshold(result.labels, result.probabilities), "youden_j"
+    if threshold is not None:
+        return float(threshold), "command_line"
+    return float(meta.get("threshold", 0.5)), "checkpoint"
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    output_dir: str | Path,
+    *,
+    data_root: str | Path | None = None,
+    val_dir: str | Path | None = None,
+    val_csv: str | Path | None = None,
+    threshold: float | None = None,
+    tune_threshold: bool = False,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    skip_bad: bool = False,
+    cache_dir: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Evaluate a saved checkpoint on labelled data and write the evaluation files.
+
+    The model, preprocessing and class names come from the checkpoint's sidecar JSON.
+
+    Returns:
+        The metrics written to OUTPUT_DIR/metrics.json.
+    """
+    model, meta = load_checkpoint_model(checkpoint)
+    transform = build_transform(meta["image_size"], False, meta.get("normalize", "minus_one_one"),
+                                fundus_crop=meta.get("fundus_crop", False))
+    class_names = meta.get("class_names") or None
+    dataset = sources.evaluation_set(transform=transform, classes=class_names, data_root=data_root,
+                                     val_dir=val_dir, val_csv=val_csv, skip_bad=skip_bad,
+                                     cache_dir=cache_dir)
+    class_names = class_names or list(dataset.classes)
+    if sources.num_outputs_for(class_names) != meta["num_classes"]:
+        raise ValueError(f"{checkpoint}: {meta['num_classes']} output(s) do not fit classes {class_names}")
+    loader = build_loader(dataset, batch_size, train=False, num_workers=num_workers)
+    result = evaluate(model, loader, ClassificationLoss(meta["num_classes"]))
+    thr, source = choose_threshold(result, meta, threshold, tune_threshold)
+    extra = {"checkpoint": str(checkpoint), "threshold_source": source,
+             "skipped": [f"{where}: {why}" for where, why in dataset.skipped]}
+    metrics = write_evaluation(result, [path for path, _ in dataset.samples], class_names, thr,
+                               output_dir, extra)
+    log(confusion_text(metrics["confusion_matrix"], class_names))
+    log(evaluation_summary(metrics) + f" -> {output_dir}")
+    return metrics
+
+
+def evaluation_summary(metrics: dict[str, Any]) -> str:
+    """One line: n, accuracy, AUC, sensitivity/specificity (binary) or macro F1, threshold."""
+    def fmt(key: str) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None else f"{value:.4f}"
+
+    parts = [f"{metrics['n']} images", f"accuracy {fmt('accuracy')}", f"AUC {fmt('roc_auc')}"]
+    if "sensitivity" in metrics:
+        parts += [f"sensitivity {fmt('sensitivity')}", f"specificity {fmt('specificity')}",
+                  f"threshold {metrics['threshold']:.4f} ({metrics['threshold_source']})"]
+    else:
+        parts.append(f"macro F1 {fmt('f1')}")
+    return ", ".join(parts)

@@ -18,9 +18,8 @@ from palm.data import build_loader, build_transform
 from palm.engine import sources
 from palm.engine.device import DistInfo, init_distributed, seed_everything, select_device
 from palm.engine.optim import build_optimizer, build_scheduler
-from palm.engine.train import (
-    ClassificationLoss, RunState, auto_pos_weight, fit, load_resume_state, selection_score,
-)
+from palm.engine.losses import ClassificationLoss, auto_pos_weight
+from palm.engine.train import RunState, fit, load_resume_state, selection_score
 from palm.models import build_model, load_pretrained
 
 RUN_FILES = ("last.pdparams", "best.pdparams", "metrics.csv")
@@ -63,6 +62,21 @@ def build_train_loader(dataset, batch_size: int, num_workers: int, seed: int, di
                                 return_list=True)
 
 
+def build_network(name: str, num_outputs: int, image_size: int,
+                  model_kwargs: dict[str, Any]) -> tuple[paddle.nn.Layer, dict[str, Any]]:
+    """build_model, and the kwargs to save so eval/predict rebuild the same network.
+
+    A network whose layers depend on the input side records it as `.image_size` (lenet sizes
+    its first linear layer from it); such a network is built for the configured size.
+    """
+    kwargs = dict(model_kwargs)
+    model = build_model(name, num_outputs, **kwargs)
+    if getattr(model, "image_size", image_size) != image_size:
+        kwargs["image_size"] = image_size
+        model = build_model(name, num_outputs, **kwargs)
+    return model, kwargs
+
+
 def resolve_pos_weight(value: float | str | None, labels, num_outputs: int) -> float | None:
     if value is None:
         return None
@@ -99,7 +113,8 @@ def run_training(cfg: dict[str, Any], overwrite: bool = False, log: Callable[[st
         cache_dir=cfg["cache_dir"])
     classes = list(train_set.classes)
     num_outputs = sources.num_outputs_for(classes)
-    model = build_model(cfg["model"], num_outputs, **cfg["model_kwargs"])
+    model, model_kwargs = build_network(cfg["model"], num_outputs, cfg["image_size"],
+                                        cfg["model_kwargs"])
     if cfg["pretrained"] and not cfg["resume"]:
         load_pretrained(model, cfg["pretrained"])
 
@@ -123,7 +138,7 @@ def run_training(cfg: dict[str, Any], overwrite: bool = False, log: Callable[[st
     meta = {"model": cfg["model"], "num_classes": num_outputs, "class_names": classes,
             "image_size": cfg["image_size"], "normalize": cfg["normalize"],
             "fundus_crop": cfg["fundus_crop"], "threshold": cfg["threshold"],
-            "model_kwargs": cfg["model_kwargs"]}
+            "model_kwargs": model_kwargs}
     if dist.is_main:
         save_config(cfg, run_dir)
         n_params = sum(math.prod(p.shape) for p in model.parameters() if not p.stop_gradient)

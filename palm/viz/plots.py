@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as skm
 
 from palm.io_utils import atomic_path
@@ -48,6 +49,7 @@ def plot_curves(
         if np.isfinite(values).any():
             ax.plot(epochs, values, marker="o", label=key)
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend()

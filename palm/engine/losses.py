@@ -1,0 +1,53 @@
+"""Losses: BCE-with-logits for one logit, softmax cross-entropy for K classes, aux heads."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+
+class ClassificationLoss:
+    """BCE-with-logits for one logit, softmax cross-entropy for K >= 2 outputs.
+
+    Auxiliary outputs (GoogLeNet returns (main, aux1, aux2) in training) are added with
+    weight `aux_weight`; Szegedy et al. 2014 (arXiv:1409.4842) use 0.3.
+
+    Args:
+        num_outputs: model outputs (1 = one logit).
+        pos_weight: BCE weight of positive samples (e.g. negatives / positives).
+        aux_weight: weight of each auxiliary head's loss.
+    """
+
+    def __init__(self, num_outputs: int, pos_weight: float | None = None, aux_weight: float = 0.3):
+        self.num_outputs = num_outputs
+        self.pos_weight = pos_weight
+        self.aux_weight = aux_weight
+
+    def _single(self, logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
+        logits = logits.astype("float32")
+        if self.num_outputs == 1:
+            target = labels.reshape([-1, 1]).astype("float32")
+            pos_weight = (paddle.to_tensor([self.pos_weight], dtype="float32")
+                          if self.pos_weight is not None else None)
+            return F.binary_cross_entropy_with_logits(logits.reshape([-1, 1]), target,
+                                                      pos_weight=pos_weight)
+        return F.cross_entropy(logits, labels.reshape([-1]).astype("int64"))
+
+    def __call__(self, outputs: paddle.Tensor | Sequence[paddle.Tensor], labels: paddle.Tensor):
+        if isinstance(outputs, (tuple, list)):
+            main, *aux = outputs
+            loss = self._single(main, labels)
+            for logits in aux:
+                loss = loss + self.aux_weight * self._single(logits, labels)
+            return loss
+        return self._single(outputs, labels)
+
+
+def auto_pos_weight(labels: np.ndarray) -> float:
+    """negatives / positives of a binary label array (BCE pos_weight that balances classes)."""
+    positives = int((labels == 1).sum())
+    if positives == 0:
+        raise ValueError("pos_weight 'auto': the training set has no positive samples")
+    return float((labels == 0).sum()) / positives

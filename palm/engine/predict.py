@@ -1,0 +1,198 @@
+"""Batch prediction over a folder (recursive) or one file, streamed to a CSV.
+
+Memory stays flat whatever the folder size: images are decoded in DataLoader workers a
+batch at a time and every batch's rows are appended to `OUTPUT.partial` at once. When the
+run finishes, the journal is copied atomically to OUTPUT and removed, so OUTPUT is either
+complete or absent. After an interruption, `resume=True` keeps every successful row of the
+journal (and of an existing OUTPUT) and predicts only the rest; files that failed are tried
+again.
+
+A file that cannot be used (empty, truncated, not an image, unreadable) becomes a row with
+its `error` and no probability, never a crash. Grayscale, RGBA and 16-bit images are
+converted by palm.data.read_image.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import cv2
+import numpy as np
+import paddle
+from tqdm import tqdm
+
+from palm.data import ImageReadError, build_transform, is_image_file, read_image
+from palm.engine.evaluate import main_output, to_probabilities
+from palm.io_utils import atomic_path
+
+BASE_COLUMNS = ["path", "probability", "prediction", "class_name", "error"]
+
+
+def list_images(input_path: str | Path) -> list[str]:
+    """`input_path` itself when it is a file (whatever its extension), else every image file
+    below it (recursive, sorted; hidden files and non-image extensions are left out)."""
+    path = Path(input_path)
+    if path.is_file():
+        return [str(path)]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    return sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_file(p))
+
+
+class FileImageSet(paddle.io.Dataset):
+    """(CHW float32, index, error) per path; a bad file gives zeros and its error message."""
+
+    def __init__(self, paths: Sequence[str], transform: Callable[[np.ndarray], np.ndarray],
+                 image_size: int):
+        super().__init__()
+        self.paths = list(paths)
+        self.transform = transform
+        self.decode_size = getattr(transform, "decode_size", image_size)
+        self.blank = np.zeros((3, image_size, image_size), np.float32)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.int64, str]:
+        try:
+            image = self.transform(read_image(self.paths[index], target_size=self.decode_size))
+            return image, np.int64(index), ""
+        except ImageReadError as e:
+            return self.blank, np.int64(index), e.problem
+        except (cv2.error, ValueError) as e:  # odd geometry the transform cannot handle
+            return self.blank, np.int64(index), " ".join(f"{type(e).__name__}: {e}".split())
+
+
+@paddle.no_grad()
+def predict_probabilities(model: paddle.nn.Layer, images: paddle.Tensor, tta: bool = False) -> np.ndarray:
+    """Probabilities for a batch: (B,) for one logit, (B, K) for K classes.
+
+    With `tta`, the mean over the image and its horizontal and vertical flips (a fundus
+    photo flipped is still a plausible fundus: left and right eyes mirror each other).
+    """
+    views = [images, paddle.flip(images, [3]), paddle.flip(images, [2])] if tta else [images]
+    probs = to_probabilities(main_output(model(paddle.concat(views)))).numpy()
+    return probs.reshape(len(views), len(images), *probs.shape[1:]).mean(axis=0)
+
+
+@dataclass
+class PredictSummary:
+    images: int  # rows in the output
+    errors: int  # rows with an error
+    reused: int  # rows kept from an earlier run (--resume)
+    output: Path
+
+    def line(self) -> str:
+        reused = f", {self.reused} reused from the earlier run" if self.reused else ""
+        return f"{self.images} images, {self.errors} errors{reused} -> {self.output}"
+
+
+def journal_path(output: Path) -> Path:
+    return output.with_name(output.name + ".partial")
+
+
+def _done_rows(files: Sequence[Path]) -> Iterator[dict[str, str]]:
+    """Successful rows of earlier outputs, each path once (streamed, not loaded whole)."""
+    seen: set[str] = set()
+    for path in files:
+        if not path.is_file():
+            continue
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                if row.get("path") and not row.get("error") and row["path"] not in seen:
+                    seen.add(row["path"])
+                    yield row
+
+
+def _start_journal(output: Path, columns: list[str], resume: bool) -> set[str]:
+    """Create the journal with a header (+ earlier successful rows when resuming)."""
+    journal = journal_path(output)
+    done: set[str] = set()
+    with atomic_path(journal) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer.writeheader()
+        if resume:
+            for row in _done_rows([output, journal]):
+                writer.writerow(row)
+                done.add(row["path"])
+    return done
+
+
+def _rows(paths: Sequence[str], indices: np.ndarray, errors: Sequence[str], probs: np.ndarray | None,
+          ok: list[int], class_names: Sequence[str], threshold: float) -> list[dict[str, Any]]:
+    rows = []
+    by_position = {pos: k for k, pos in enumerate(ok)}
+    for pos, (index, error) in enumerate(zip(indices, errors)):
+        row: dict[str, Any] = {"path": paths[int(index)], "error": error}
+        if pos in by_position:
+            p = probs[by_position[pos]]
+            if np.ndim(p) == 0:
+                pred = int(p >= threshold)
+                row["probability"] = f"{float(p):.6f}"
+            else:
+                pred = int(np.argmax(p))
+                row["probability"] = f"{float(p[pred]):.6f}"
+                row.update({f"prob_{name}": f"{float(v):.6f}" for name, v in zip(class_names, p)})
+            row["prediction"] = pred
+            row["class_name"] = class_names[pred] if pred < len(class_names) else ""
+        rows.append(row)
+    return rows
+
+
+def predict_to_csv(
+    model: paddle.nn.Layer,
+    meta: dict[str, Any],
+    paths: Sequence[str],
+    output: str | Path,
+    *,
+    batch_size: int = 16,
+    num_workers: int = 2,
+    tta: bool = False,
+    threshold: float | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> PredictSummary:
+    """Predict every path and write OUTPUT (CSV) atomically; see the module docstring.
+
+    Args:
+        model: in eval mode (load_checkpoint_model gives one).
+        meta: the checkpoint sidecar (image_size, normalize, fundus_crop, class_names, threshold).
+        threshold: binary decision threshold (default: the checkpoint's).
+        resume: keep successful rows of an interrupted or earlier run of the same OUTPUT.
+
+    Returns:
+        Counts of images and errors.
+    """
+    output = Path(output)
+    class_names = list(meta.get("class_names") or [])
+    threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
+    columns = BASE_COLUMNS + ([f"prob_{c}" for c in class_names] if meta["num_classes"] > 1 else [])
+    done = _start_journal(output, columns, resume)
+    todo = [p for p in paths if p not in done]
+    transform = build_transform(meta["image_size"], False, meta.get("normalize", "minus_one_one"),
+                                fundus_crop=meta.get("fundus_crop", False))
+    errors = 0
+    model.eval()
+    with open(journal_path(output), "a", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        if todo:
+            loader = paddle.io.DataLoader(FileImageSet(todo, transform, meta["image_size"]),
+                                          batch_size=batch_size, shuffle=False,
+                                          num_workers=num_workers, return_list=True)
+            for images, indices, batch_errors in tqdm(loader, desc="predict", unit="batch",
+                                                      disable=not progress, dynamic_ncols=True):
+                ok = [i for i, e in enumerate(batch_errors) if not e]
+                probs = (predict_probabilities(model, paddle.gather(images, paddle.to_tensor(ok)), tta)
+                         if ok else None)
+                writer.writerows(_rows(todo, indices.numpy(), batch_errors, probs, ok, class_names,
+                                       threshold))
+                f.flush()  # a crash loses at most the batch in flight
+                errors += len(batch_errors) - len(ok)
+    with atomic_path(output) as tmp:
+        shutil.copyfile(journal_path(output), tmp)
+    os.remove(journal_path(output))
+    return PredictSummary(len(done) + len(todo), errors, len(done), output)

@@ -1,0 +1,62 @@
+"""Evaluate a saved checkpoint on labelled images.
+
+Examples:
+    python tools/eval.py --checkpoint runs/resnet50/best.pdparams --data-root data/PALM
+    python tools/eval.py --checkpoint best.pdparams --val-dir data/val --tune-threshold
+
+Writes to --output: metrics.json (accuracy, precision, recall/sensitivity, specificity, F1,
+ROC AUC, average precision, threshold, counts), predictions.csv, confusion_matrix.png,
+roc_curve.png, pr_curve.png; prints the confusion matrix. The model, its preprocessing and
+class names come from the JSON file beside the checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import palm  # noqa: F401  (CPU tuning before paddle is imported)
+from palm.engine.device import select_device
+from palm.engine.evaluate import evaluate_checkpoint
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="NAME.pdparams with NAME.json beside it")
+    p.add_argument("--data-root", help="PALM root: evaluates the validation split")
+    p.add_argument("--val-dir", help="labelled images, one sub-folder per class")
+    p.add_argument("--val-csv", help="labelled images listed as path,label")
+    p.add_argument("--output", help="folder for the results (default: CHECKPOINT_FOLDER/eval)")
+    thr = p.add_mutually_exclusive_group()
+    thr.add_argument("--threshold", type=float, help="decision threshold (default: the checkpoint's)")
+    thr.add_argument("--tune-threshold", action="store_true",
+                     help="use the Youden-J threshold of this data (optimistic on the same data)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images, listing them")
+    p.add_argument("--cache-dir", help="resized-image cache folder")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    return p
+
+
+def main(args: argparse.Namespace) -> dict:
+    select_device(args.device)
+    output = Path(args.output) if args.output else Path(args.checkpoint).parent / "eval"
+    return evaluate_checkpoint(
+        args.checkpoint, output, data_root=args.data_root, val_dir=args.val_dir,
+        val_csv=args.val_csv, threshold=args.threshold, tune_threshold=args.tune_threshold,
+        batch_size=args.batch_size, num_workers=args.num_workers, skip_bad=args.skip_bad,
+        cache_dir=args.cache_dir,
+    )
+
+
+def cli() -> None:
+    try:
+        main(get_args_parser().parse_args())
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    cli()

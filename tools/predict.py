@@ -1,0 +1,62 @@
+"""Predict fundus photos in bulk: a folder (searched recursively) or one file -> CSV.
+
+Examples:
+    python tools/predict.py --checkpoint runs/resnet50/best.pdparams --input photos/ --output preds.csv
+    python tools/predict.py --checkpoint best.pdparams --input photos/ --output preds.csv --tta --resume
+
+Rows: path, probability (of the positive class; of the predicted class for multi-class),
+prediction, class_name, error. A file that cannot be read gets an error row; the exit code is
+0 when the run finished. The CSV appears atomically at the end; --resume after an
+interruption skips the rows already done.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import palm  # noqa: F401  (CPU tuning before paddle is imported)
+from palm.engine.checkpoint import load_checkpoint_model
+from palm.engine.device import select_device
+from palm.engine.predict import PredictSummary, journal_path, list_images, predict_to_csv
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="NAME.pdparams with NAME.json beside it")
+    p.add_argument("--input", required=True, help="an image file or a folder (recursive)")
+    p.add_argument("--output", default="predictions.csv", help="CSV to write")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--num-workers", type=int, default=2, help="decoding processes")
+    p.add_argument("--threshold", type=float, help="decision threshold (default: the checkpoint's)")
+    p.add_argument("--tta", action="store_true", help="average over horizontal/vertical flips")
+    p.add_argument("--resume", action="store_true", help="keep rows already in OUTPUT(.partial)")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(args: argparse.Namespace) -> PredictSummary:
+    select_device(args.device)
+    model, meta = load_checkpoint_model(args.checkpoint)
+    paths = list_images(args.input)
+    summary = predict_to_csv(model, meta, paths, args.output, batch_size=args.batch_size,
+                             num_workers=args.num_workers, tta=args.tta, threshold=args.threshold,
+                             resume=args.resume, progress=not args.no_progress)
+    print(summary.line())
+    return summary
+
+
+def cli() -> None:
+    args = get_args_parser().parse_args()
+    try:
+        main(args)
+    except KeyboardInterrupt:
+        sys.exit(f"interrupted; finished rows are in {journal_path(Path(args.output))}: rerun with --resume")
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    cli()
