@@ -24,6 +24,7 @@ LATER: dict[str, tuple[int, ...]] = {
     "mobilenet_v2": (224,),
     "shufflenet_v2_x1_0": (224,),
     "squeezenet1_1": (224,),
+    "xception": (224,),
 }
 
 # Networks paddle.vision also has: their parameter names, shapes and counts must match.
@@ -115,6 +116,8 @@ PUBLISHED: dict[str, tuple[float, float]] = {
     # and "ResNet50 + CBAM"; Hu et al. 2018 give ~2.5M on top of ResNet-50's ~25.6M
     "se_resnet50": (28.09e6, 0.005e6),
     "cbam_resnet50": (28.09e6, 0.005e6),
+    # exact: Chollet 2017, Table 3 (Xception 22,855,952 parameters)
+    "xception": (22_855_952, 0),
 }
 
 

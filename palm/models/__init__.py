@@ -17,6 +17,7 @@ from palm.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet15
 from palm.models.shufflenet import shufflenet_v2_x1_0
 from palm.models.squeezenet import squeezenet1_1
 from palm.models.vgg import vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
+from palm.models.xception import xception
 
 MODELS: dict[str, Callable[..., nn.Layer]] = {
     # classic families (issue 2)
@@ -32,6 +33,7 @@ MODELS: dict[str, Callable[..., nn.Layer]] = {
     "se_resnet50": se_resnet50, "cbam_resnet50": cbam_resnet50,
     "mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2,
     "shufflenet_v2_x1_0": shufflenet_v2_x1_0, "squeezenet1_1": squeezenet1_1,
+    "xception": xception,
 }
 
 
