@@ -11,6 +11,7 @@ from paddle.vision import models as pv
 
 from palm.models import build_model, list_models
 from palm.models.attention import CBAM, SpatialAttention, SqueezeExcite
+from palm.models.efficientnet import EfficientNet, StochasticDepth
 from palm.models.shufflenet import ShuffleNetV2
 
 # name -> input sizes checked besides 64 px (the network's ImageNet size)
@@ -25,6 +26,7 @@ LATER: dict[str, tuple[int, ...]] = {
     "shufflenet_v2_x1_0": (224,),
     "squeezenet1_1": (224,),
     "xception": (224,),
+    "efficientnet_b0": (224,),
 }
 
 # Networks paddle.vision also has: their parameter names, shapes and counts must match.
@@ -118,6 +120,9 @@ PUBLISHED: dict[str, tuple[float, float]] = {
     "cbam_resnet50": (28.09e6, 0.005e6),
     # exact: Chollet 2017, Table 3 (Xception 22,855,952 parameters)
     "xception": (22_855_952, 0),
+    # exact: the count of the reference implementations (torchvision's efficientnet_b0 metadata);
+    # Tan & Le 2019, Table 2: 5.3M
+    "efficientnet_b0": (5_288_548, 0),
 }
 
 
@@ -193,3 +198,30 @@ def test_spatial_attention_pools_mean_and_max_over_channels():
         pooled = paddle.concat([x.mean(axis=1, keepdim=True), x.max(axis=1, keepdim=True)], axis=1)
         expected = x * nn.functional.sigmoid(block.bn(block.conv(pooled)))
         np.testing.assert_allclose(block(x).numpy(), expected.numpy(), atol=1e-6)
+
+
+# B1..B3 are rows of EFFICIENTNET_PARAMS: their counts equal the reference implementations'
+# (torchvision metadata); Tan & Le 2019, Table 2, lists 7.8M, 9.2M and 12M.
+@pytest.mark.parametrize("variant, count", [("b1", 7_794_184), ("b2", 9_109_994), ("b3", 12_233_232)])
+def test_efficientnet_rows_scale_like_the_reference(variant, count):
+    assert _trainable(EfficientNet(variant, num_classes=1000)) == count
+
+
+def test_stochastic_depth_drops_whole_samples_in_training_only():
+    layer = StochasticDepth(0.25)
+    x = paddle.ones([2000, 3, 2, 2])
+    paddle.seed(0)
+    out = layer(x).numpy()
+    per_sample = out.reshape(2000, -1)
+    assert (per_sample == per_sample[:, :1]).all()  # a sample is kept or dropped as a whole
+    dropped = per_sample[:, 0] == 0
+    np.testing.assert_allclose(per_sample[~dropped], 1 / 0.75)  # rescaled: the expectation is kept
+    assert abs(dropped.mean() - 0.25) < 0.04
+    layer.eval()
+    np.testing.assert_array_equal(layer(x).numpy(), x.numpy())
+
+
+def test_efficientnet_drop_path_rises_towards_the_last_block():
+    model = build_model("efficientnet_b0", num_classes=1)
+    rates = [b.drop_path.p for b in model.blocks if b.drop_path is not None]
+    assert rates == sorted(rates) and 0 < rates[-1] < 0.2

@@ -8,6 +8,7 @@ import paddle.nn as nn
 from palm.models.alexnet import alexnet
 from palm.models.attention_resnet import cbam_resnet50, se_resnet50
 from palm.models.densenet import densenet121, densenet169
+from palm.models.efficientnet import efficientnet_b0
 from palm.models.googlenet import googlenet
 from palm.models.lenet import lenet, lenet5
 from palm.models.mobilenet import mobilenet_v1, mobilenet_v2
@@ -33,7 +34,7 @@ MODELS: dict[str, Callable[..., nn.Layer]] = {
     "se_resnet50": se_resnet50, "cbam_resnet50": cbam_resnet50,
     "mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2,
     "shufflenet_v2_x1_0": shufflenet_v2_x1_0, "squeezenet1_1": squeezenet1_1,
-    "xception": xception,
+    "xception": xception, "efficientnet_b0": efficientnet_b0,
 }
 
 
