@@ -14,8 +14,9 @@ from palm.models import build_model, list_models
 from palm.viz.cam import GradCAM, class_activation_map, overlay_heatmap
 
 # Inputs large enough that the default layer keeps a spatial map bigger than 1 x 1 (a 1 x 1
-# map has no "where"): GoogLeNet's five stride-2 stages take 64 px down to 1 x 1.
-CAM_INPUT_SIZE = {"googlenet": 96}
+# map has no "where"): GoogLeNet's five stride-2 stages and NiN's unpadded 11x11/4 conv plus
+# three 3x3/2 pools take 64 px down to 1 x 1.
+CAM_INPUT_SIZE = {"googlenet": 96, "nin": 96}
 # Constructor arguments some families need for a small input.
 BUILD_KW = {"lenet": lambda size: {"image_size": size}}
 

@@ -28,10 +28,13 @@ from palm.io_utils import atomic_path
 
 # Default target layer per network class: the output of the last convolutional block, the
 # deepest feature map that still has spatial resolution (Grad-CAM paper, section 3).
-# A class not listed falls back to its last registered Conv2D outside auxiliary heads.
+# A class not listed falls back to its last registered Conv2D outside auxiliary heads, or the
+# activation that follows it in its nn.Sequential; for NiN and SqueezeNet that conv is the
+# classifier whose per-class maps are averaged into the logits, i.e. the class maps themselves.
 DEFAULT_TARGET_LAYERS: dict[str, str] = {
     "ResNet": "layer4",
     "GoogLeNet": "_ince5b",
+    "DenseNet": "relu",  # the BN-ReLU after the last dense block (its last conv adds 32 maps)
 }
 
 # Auxiliary classifier branches (named like torchvision's Inception `AuxLogits`) are never a
