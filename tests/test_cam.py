@@ -177,15 +177,16 @@ def test_gradcam_finds_the_region_a_trained_model_uses():
     assert inside > 3 * outside, (inside, outside)
 
 
-def test_cam_tool_writes_overlays_and_skips_bad_files(tmp_path, capsys):
+@pytest.fixture
+def checkpoint_and_photos(tmp_path):
+    """A lenet checkpoint and a folder: a.jpg, sub/b.png (odd sizes) and a broken .jpg."""
     from palm.engine.checkpoint import save_checkpoint
-    from tools import cam as cam_tool
 
     paddle.seed(0)
     ckpt = tmp_path / "run" / "best.pdparams"
     save_checkpoint(ckpt, small_model("lenet", size=64), {
         "model": "lenet", "num_classes": 1, "image_size": 64, "normalize": "minus_one_one",
-        "fundus_crop": False, "model_kwargs": {"image_size": 64},
+        "fundus_crop": False, "threshold": 0.5, "model_kwargs": {"image_size": 64},
     })
     photos = tmp_path / "photos"
     (photos / "sub").mkdir(parents=True)
@@ -193,7 +194,13 @@ def test_cam_tool_writes_overlays_and_skips_bad_files(tmp_path, capsys):
     cv2.imwrite(str(photos / "a.jpg"), rng.integers(0, 255, (50, 70, 3), dtype=np.uint8))
     cv2.imwrite(str(photos / "sub" / "b.png"), rng.integers(0, 255, (80, 60, 3), dtype=np.uint8))
     (photos / "broken.jpg").write_bytes(b"not an image")
+    return ckpt, photos
 
+
+def test_cam_tool_writes_overlays_and_skips_bad_files(checkpoint_and_photos, tmp_path, capsys):
+    from tools import cam as cam_tool
+
+    ckpt, photos = checkpoint_and_photos
     out = tmp_path / "cams"
     args = cam_tool.get_args_parser().parse_args(
         ["--checkpoint", str(ckpt), "--input", str(photos), "--output", str(out)]
@@ -206,3 +213,19 @@ def test_cam_tool_writes_overlays_and_skips_bad_files(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "broken.jpg" in captured.err
     assert "2 overlays written" in captured.out and "1 errors" in captured.out
+
+
+def test_predict_cam_option_writes_an_overlay_per_good_image(checkpoint_and_photos, tmp_path):
+    from tools import predict as predict_tool
+
+    ckpt, photos = checkpoint_and_photos
+    out = tmp_path / "cams"
+    args = predict_tool.get_args_parser().parse_args([
+        "--checkpoint", str(ckpt), "--input", str(photos), "--output", str(tmp_path / "p.csv"),
+        "--num-workers", "0", "--no-progress", "--cam", str(out),
+    ])
+    predict_tool.main(args)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "a_cam.png", "sub/b_cam.png"
+    ]
+    assert cv2.imread(str(out / "sub" / "b_cam.png")).shape == (80, 60, 3)

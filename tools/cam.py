@@ -13,18 +13,8 @@ from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.engine.checkpoint import load_checkpoint_model
+from palm.engine.predict import list_images
 from palm.viz.cam import write_cam_overlays
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
-
-
-def find_images(path: Path) -> list[Path]:
-    """`path` itself when it is a file, else the images below it (recursive, sorted)."""
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such file or folder")
-    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -47,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     src = Path(args.input)
-    paths = find_images(src)
+    paths = list_images(src)
     if not paths:
         print(f"{src}: no images found", file=sys.stderr)
         return 1

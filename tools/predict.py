@@ -19,6 +19,7 @@ import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.device import select_device
 from palm.engine.predict import PredictSummary, journal_path, list_images, predict_to_csv
+from palm.viz.cam import write_cam_overlays
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -34,6 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="keep rows already in OUTPUT(.partial)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--cam", metavar="DIR", help="also write a Grad-CAM overlay PNG per image to DIR")
     return p
 
 
@@ -45,6 +47,11 @@ def main(args: argparse.Namespace) -> PredictSummary:
                              num_workers=args.num_workers, tta=args.tta, threshold=args.threshold,
                              resume=args.resume, progress=not args.no_progress)
     print(summary.line())
+    if args.cam:
+        # bad files are already reported in the CSV's error column
+        written, _ = write_cam_overlays(model, meta, paths, args.cam, batch_size=args.batch_size,
+                                        root=args.input if Path(args.input).is_dir() else None)
+        print(f"{written} Grad-CAM overlays written to {args.cam}")
     return summary
 
 
