@@ -27,6 +27,7 @@ LATER: dict[str, tuple[int, ...]] = {
     "squeezenet1_1": (224,),
     "xception": (224,),
     "efficientnet_b0": (224,),
+    "inception_v3": (224, 299),
 }
 
 # Networks paddle.vision also has: their parameter names, shapes and counts must match.
@@ -37,6 +38,7 @@ PADDLE_VISION = {
     "mobilenet_v2": pv.mobilenet_v2,
     "shufflenet_v2_x1_0": pv.shufflenet_v2_x1_0,
     "squeezenet1_1": pv.squeezenet1_1,
+    "inception_v3": pv.inception_v3,
 }
 
 
@@ -225,3 +227,14 @@ def test_efficientnet_drop_path_rises_towards_the_last_block():
     model = build_model("efficientnet_b0", num_classes=1)
     rates = [b.drop_path.p for b in model.blocks if b.drop_path is not None]
     assert rates == sorted(rates) and 0 < rates[-1] < 0.2
+
+
+def test_inception_v3_aux_head_in_training_only():
+    model = build_model("inception_v3", num_classes=3, aux_logits=True)
+    model.train()
+    main, aux = model(paddle.rand([2, 3, 64, 64]))
+    assert main.shape == [2, 3] and aux.shape == [2, 3]
+    assert _forward(model, 64).shape == [2, 3]  # eval: the main output alone
+    assert build_model("inception_v3", num_classes=3).aux_logits is False  # off by default
+    with pytest.raises(ValueError, match="aux_logits"):
+        build_model("inception_v3", num_classes=0, aux_logits=True)

@@ -10,6 +10,7 @@ from palm.models.attention_resnet import cbam_resnet50, se_resnet50
 from palm.models.densenet import densenet121, densenet169
 from palm.models.efficientnet import efficientnet_b0
 from palm.models.googlenet import googlenet
+from palm.models.inception_v3 import inception_v3
 from palm.models.lenet import lenet, lenet5
 from palm.models.mobilenet import mobilenet_v1, mobilenet_v2
 from palm.models.nin import nin
@@ -34,7 +35,7 @@ MODELS: dict[str, Callable[..., nn.Layer]] = {
     "se_resnet50": se_resnet50, "cbam_resnet50": cbam_resnet50,
     "mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2,
     "shufflenet_v2_x1_0": shufflenet_v2_x1_0, "squeezenet1_1": squeezenet1_1,
-    "xception": xception, "efficientnet_b0": efficientnet_b0,
+    "xception": xception, "efficientnet_b0": efficientnet_b0, "inception_v3": inception_v3,
 }
 
 
