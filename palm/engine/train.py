@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -160,6 +161,29 @@ def unwrap(model: paddle.nn.Layer) -> paddle.nn.Layer:
     return model._layers if isinstance(model, paddle.DataParallel) else model
 
 
+def param_names(model: paddle.nn.Layer) -> dict[str, str]:
+    """Structured name ("layer1.0.conv1.weight") -> paddle's global parameter name."""
+    return {name: p.name for name, p in unwrap(model).named_parameters()}
+
+
+def remap_optimizer_state(opt_state: dict[str, Any], saved_names: dict[str, str],
+                          model: paddle.nn.Layer) -> dict[str, Any]:
+    """Rename optimizer accumulators from the saving process's parameter names to ours.
+
+    Paddle keys optimizer state by global parameter names ("conv2d_40.w_0_moment1_0"), which
+    depend on how many layers the process built before; structured names are stable.
+    """
+    current = param_names(model)
+    rename = {old: current[name] for name, old in saved_names.items() if name in current}
+
+    def new_key(key: str) -> str:
+        old = max((o for o in rename if key == o or key.startswith(o + "_")), key=len, default=None)
+        return key if old is None else rename[old] + key[len(old):]
+
+    return {new_key(k): ({new_key(a): b for a, b in v.items()} if k == "master_weights" else v)
+            for k, v in opt_state.items()}
+
+
 @dataclass
 class RunState:
     """What `fit` carries between epochs and across --resume.
@@ -190,7 +214,7 @@ def save_run_checkpoint(
     full_meta = {**meta, "epoch": state.epoch, "metrics": json_ready(dict(last_row)), **meta_extra}
     extra = None
     if optimizer is not None:
-        extra = {"best_score": state.best_score,
+        extra = {"best_score": state.best_score, "param_names": param_names(model),
                  "scheduler": scheduler.state_dict() if scheduler is not None else None,
                  "scaler": scaler.state_dict() if scaler is not None else None}
     save_checkpoint(path, unwrap(model), full_meta, optimizer if extra is not None else None, extra)
@@ -302,9 +326,14 @@ def load_resume_state(
         model.set_state_dict(paddle.load(str(params_path)))
     except Exception as e:  # paddle raises several types for corrupt files
         raise ValueError(f"{params_path}: cannot read weights ({e})") from None
-    optimizer.set_state_dict(opt_state["optimizer"])
-    if scheduler is not None and opt_state.get("scheduler") is not None:
-        scheduler.set_state_dict(opt_state["scheduler"])
+    with warnings.catch_warnings():
+        # LinearWarmup's own state_dict holds its inner schedule under a key that the base
+        # class reports as unused although LinearWarmup restores it (paddle 3.3)
+        warnings.filterwarnings("ignore", message="There are some unused values in state_dict")
+        optimizer.set_state_dict(remap_optimizer_state(opt_state["optimizer"],
+                                                       opt_state.get("param_names", {}), model))
+        if scheduler is not None and opt_state.get("scheduler") is not None:
+            scheduler.set_state_dict(opt_state["scheduler"])
     if scaler is not None and opt_state.get("scaler") is not None:
         scaler.load_state_dict(opt_state["scaler"])
     epoch = int(meta.get("epoch", 0))
