@@ -66,7 +66,9 @@ def train_one_epoch(
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress,
                dynamic_ncols=True)
     for step, (images, labels) in enumerate(bar, start=1):
-        with paddle.amp.auto_cast(enable=scaler is not None):
+        with paddle.amp.auto_cast(enable=scaler is not None), warnings.catch_warnings():
+            # paddle's BatchNorm warns on every training forward that it tracks statistics
+            warnings.filterwarnings("ignore", message="When training, we now always track")
             loss = loss_fn(model(images), labels)
         value = float(loss)
         if not math.isfinite(value):
