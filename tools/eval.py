@@ -18,6 +18,7 @@ from pathlib import Path
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.engine.device import select_device
 from palm.engine.evaluate import evaluate_checkpoint
+from palm.viz.report import build_report
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -37,18 +38,24 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images, listing them")
     p.add_argument("--cache-dir", help="resized-image cache folder")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    p.add_argument("--report", action="store_true",
+                   help="also write OUTPUT/report.html (the run folder is the checkpoint's)")
     return p
 
 
 def main(args: argparse.Namespace) -> dict:
     select_device(args.device)
     output = Path(args.output) if args.output else Path(args.checkpoint).parent / "eval"
-    return evaluate_checkpoint(
+    metrics = evaluate_checkpoint(
         args.checkpoint, output, data_root=args.data_root, val_dir=args.val_dir,
         val_csv=args.val_csv, threshold=args.threshold, tune_threshold=args.tune_threshold,
         batch_size=args.batch_size, num_workers=args.num_workers, skip_bad=args.skip_bad,
         cache_dir=args.cache_dir,
     )
+    if args.report:
+        report = build_report(Path(args.checkpoint).parent, output, checkpoint=args.checkpoint)
+        print(f"report written to {report}")
+    return metrics
 
 
 def cli() -> None:

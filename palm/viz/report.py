@@ -30,6 +30,10 @@ import yaml
 
 from palm.io_utils import write_text_atomic
 
+# Shown first in the metrics table, in this order; the rest follow as metrics.json has them.
+HEADLINE_METRICS = ("roc_auc", "average_precision", "accuracy", "sensitivity", "specificity",
+                    "precision", "f1", "threshold", "n", "tp", "fp", "tn", "fn")
+
 # Plots written by `python -m data_tools.inspect`.
 INSPECT_PNGS = ("class_counts.png", "image_sizes.png")
 
@@ -55,6 +59,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .case img { width: 124px; }
 .case.error { border-color: #c0392b; }
 .note { color: #777; font-style: italic; }
+.wide { overflow-x: auto; }
+.figs h3 { margin-top: 0; }
 figcaption { font-size: 13px; color: #555; }
 </style>
 </head>
@@ -107,8 +113,8 @@ def _num_class(v: Any) -> str:
 
 
 def _fmt(v: Any) -> str:
-    if v is None:  # metrics.json stores undefined values (NaN) as null
-        return "n/a"
+    if v is None:  # unset config values; metrics.json stores undefined metrics (NaN) as null
+        return "\u2014"
     if isinstance(v, (float, np.floating)):
         return f"{v:.4f}"
     if isinstance(v, (list, dict)):
@@ -150,8 +156,8 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
 
 # ---- sections ------------------------------------------------------------------------------
 
-def summary_section(run_dir: Path, meta: dict | None, model) -> str:
-    parts = ["<h2>Model and configuration</h2>"]
+def summary_section(run_dir: Path, checkpoint: Path | None, meta: dict | None, model) -> str:
+    blocks = []
     if meta is not None:
         n_params = sum(int(np.prod(p.shape)) for p in model.parameters())
         rows = [
@@ -160,17 +166,25 @@ def summary_section(run_dir: Path, meta: dict | None, model) -> str:
             ("classes", ", ".join(meta.get("class_names") or []) or meta["num_classes"]),
             ("image size", meta["image_size"]),
             ("normalization", meta.get("normalize", "")),
+            ("fundus crop", meta.get("fundus_crop", False)),
+            ("checkpoint", checkpoint.name),
             ("checkpoint epoch", meta.get("epoch", "")),
             ("decision threshold", meta.get("threshold", "")),
         ]
-        rows += [(f"checkpoint {k}", v) for k, v in _flatten(meta.get("metrics") or {})]
-        parts.append(_table(rows))
+        # validation figures of that epoch; loss, lr and timings are in metrics.csv below
+        rows += [(k, v) for k, v in _flatten(meta.get("metrics") or {}) if k.startswith("val_")
+                 and "loss" not in k]
+        blocks.append("<div><h3>Model</h3>" + _table(rows) + "</div>")
     else:
-        parts.append(_note(f"no checkpoint (best/last .pdparams + .json) in {run_dir}"))
+        blocks.append(_note(f"no checkpoint (best/last .pdparams + .json) in {run_dir}"))
     config = run_dir / "config.yaml"
     if config.is_file():
-        parts.append("<h3>config.yaml</h3>" + _table(_flatten(_read_yaml(config))))
-    return "\n".join(parts)
+        rows = _flatten(_read_yaml(config))
+        half = (len(rows) + 1) // 2
+        # two short columns instead of one long one
+        blocks.append(f'<div><h3>config.yaml</h3><div class="figs">{_table(rows[:half])}'
+                      f"{_table(rows[half:])}</div></div>")
+    return f'<h2>Model and configuration</h2>\n<div class="figs">{"".join(blocks)}</div>'
 
 
 def _redraw_curves(metrics_csv: Path) -> list[str]:
@@ -196,34 +210,39 @@ def curves_section(run_dir: Path) -> str:
     parts.append(f'<div class="figs">{"".join(figs)}</div>')
     if metrics_csv.is_file():
         df = pd.read_csv(metrics_csv)
-        parts.append("<h3>metrics.csv</h3>" + df.to_html(index=False, float_format="%.4f", border=0))
+        table = df.to_html(index=False, float_format="%.4f", border=0)
+        parts.append(f'<h3>metrics.csv</h3><div class="wide">{table}</div>')
     return "\n".join(parts)
 
 
 def evaluation_section(eval_dir: Path) -> str:
     parts = ["<h2>Evaluation</h2>"]
+    figs = []
     metrics_json = eval_dir / "metrics.json"
     if metrics_json.is_file():
         try:
             metrics = json.loads(metrics_json.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{metrics_json}: not valid JSON ({e})") from None
-        # the matrix is drawn below; class names are in the model summary
-        rows = [(k, v) for k, v in _flatten(metrics) if k not in ("confusion_matrix", "class_names")]
         threshold = metrics.get("threshold")
         if threshold is not None:
-            parts.append(f"<p>Decision threshold: <b>{_fmt(threshold)}</b> "
-                         "(probability at or above it counts as positive).</p>")
-        parts.append(_table(rows, ("metric", "value")))
+            source = metrics.get("threshold_source")
+            parts.append(f"<p>Decision threshold: <b>{_fmt(threshold)}</b>"
+                         f"{f' (from {html.escape(str(source))})' if source else ''}; "
+                         "a probability at or above it counts as positive.</p>")
+        # the matrix is drawn beside the table; class names are in the model summary
+        rows = dict(kv for kv in _flatten(metrics) if kv[0] not in ("confusion_matrix", "class_names"))
+        first = [k for k in HEADLINE_METRICS if k in rows]
+        ordered = [(k, rows[k]) for k in first] + [(k, v) for k, v in rows.items() if k not in first]
+        figs.append(_table(ordered, ("metric", "value")))
     else:
         parts.append(_note(f"no metrics.json in {eval_dir}"))
-    figs = [
+    figs += [
         _img(file_data_uri(eval_dir / name), name, name)
         for name in ("confusion_matrix.png", "roc_curve.png", "pr_curve.png")
         if (eval_dir / name).is_file()
     ]
-    if figs:
-        parts.append(f'<div class="figs">{"".join(figs)}</div>')
+    parts.append(f'<div class="figs">{"".join(figs)}</div>')
     return "\n".join(parts)
 
 
@@ -336,6 +355,7 @@ def build_report(
     eval_dir: str | Path | None = None,
     output: str | Path | None = None,
     *,
+    checkpoint: str | Path | None = None,
     gallery_size: int = 6,
     thumb_size: int = 256,
 ) -> Path:
@@ -346,6 +366,7 @@ def build_report(
         eval_dir: a tools/eval.py output folder; without it the report has no metrics table,
             evaluation plots or gallery.
         output: report path; default `report.html` in eval_dir, else in run_dir.
+        checkpoint: the checkpoint to describe and explain; default best, else last, in run_dir.
         gallery_size: cases shown per gallery row (errors, correct).
         thumb_size: longer side of the gallery thumbnails, px.
     """
@@ -359,16 +380,17 @@ def build_report(
         raise FileNotFoundError(f"{eval_dir}: evaluation folder not found")
     output = Path(output) if output else (eval_dir or run_dir) / "report.html"
 
-    checkpoint = find_checkpoint(run_dir)
+    checkpoint = Path(checkpoint) if checkpoint else find_checkpoint(run_dir)
     model, meta = load_checkpoint_model(checkpoint) if checkpoint else (None, None)
     config = _read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else {}
-    folders = [run_dir, *data_dirs(config)]
+    # data_tools.inspect writes to runs/inspect by default, beside the run folders
+    folders = [run_dir, run_dir.parent, *data_dirs(config)]
 
-    sections = [summary_section(run_dir, meta, model), curves_section(run_dir)]
+    sections = [summary_section(run_dir, checkpoint, meta, model), curves_section(run_dir)]
     if eval_dir is not None:
         sections.append(evaluation_section(eval_dir))
         sections.append(gallery_section(eval_dir, model, meta, gallery_size, thumb_size,
-                                        [eval_dir, run_dir, Path.cwd(), *folders]))
+                                        [eval_dir, run_dir, Path.cwd(), *data_dirs(config)]))
     sections.append(inspect_section(folders))
 
     title = f"palm report: {meta['model'] if meta else run_dir.name}"
