@@ -155,6 +155,25 @@ def test_sigint_saves_loadable_last(palm_root, tmp_path):
     assert "optimizer" in load_optimizer_state(run / "last.pdparams")
 
 
+def test_data_parallel_on_cpu_two_processes(palm_root, tmp_path):
+    """paddle.distributed.launch with 2 CPU processes (gloo): DataParallel +
+    DistributedBatchSampler train, and only rank 0 writes the run folder."""
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
+         str(tmp_path / "log"), str(REPO / "tools" / "train.py"),
+         *_train_args(palm_root, run, "--epochs", "1", "--batch-size", "4")],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    logs = {p.name: p.read_text(errors="replace") for p in (tmp_path / "log").glob("workerlog.*")}
+    assert proc.returncode == 0, proc.stdout[-2000:] + "\n".join(logs.values())[-3000:]
+    assert "on cpu x2" in logs["workerlog.0"] and "epoch 1/1" in logs["workerlog.0"]
+    assert "epoch 1/1" not in logs["workerlog.1"]  # rank 1 trains silently
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1]
+    meta = json.loads((run / "last.json").read_text())
+    assert meta["epoch"] == 1
+    assert not any(k.startswith("_layers.") for k in paddle.load(str(run / "last.pdparams")))
+
+
 class _Exploding(paddle.nn.Layer):
     def __init__(self):
         super().__init__()

@@ -100,8 +100,7 @@ def run_training(cfg: dict[str, Any], overwrite: bool = False, log: Callable[[st
         use_amp = False
     seed_everything(cfg["seed"])
     run_dir = Path(cfg["output"] or Path("runs") / cfg["model"])
-    if dist.is_main:
-        check_run_dir(run_dir, cfg["resume"], overwrite)
+    check_run_dir(run_dir, cfg["resume"], overwrite)  # every rank: none may start alone
 
     train_set, val_set = sources.training_sets(
         train_transform=build_transform(cfg["image_size"], True, cfg["normalize"], cfg["augment"],
