@@ -15,8 +15,8 @@ from palm.viz.cam import GradCAM, class_activation_map, overlay_heatmap
 
 # Inputs large enough that the default layer keeps a spatial map bigger than 1 x 1 (a 1 x 1
 # map has no "where"): GoogLeNet's five stride-2 stages and NiN's unpadded 11x11/4 conv plus
-# three 3x3/2 pools take 64 px down to 1 x 1.
-CAM_INPUT_SIZE = {"googlenet": 96, "nin": 96}
+# three 3x3/2 pools take 64 px down to 1 x 1; Inception-v3's unpadded stages need 128 px.
+CAM_INPUT_SIZE = {"googlenet": 96, "nin": 96, "inception_v3": 128}
 # Constructor arguments some families need for a small input.
 BUILD_KW = {"lenet": lambda size: {"image_size": size}}
 
@@ -229,3 +229,24 @@ def test_predict_cam_option_writes_an_overlay_per_good_image(checkpoint_and_phot
         "a_cam.png", "sub/b_cam.png"
     ]
     assert cv2.imread(str(out / "sub" / "b_cam.png")).shape == (80, 60, 3)
+
+
+def test_explain_files_overlays_the_field_the_model_saw(tmp_path):
+    """With fundus_crop the overlay covers the cropped fundus (padded square), not the border."""
+    from palm.data import crop_fundus
+    from palm.viz.cam import explain_files
+
+    photo = np.zeros((60, 100, 3), np.uint8)
+    cv2.circle(photo, (50, 30), 28, (40, 90, 200), -1)  # a 57 px fundus on a wide black frame
+    cv2.imwrite(str(tmp_path / "f.png"), photo)
+    meta = {"image_size": 64, "normalize": "minus_one_one", "fundus_crop": True}
+    model = small_model("lenet", size=64)
+    (item,) = explain_files(model, meta, [tmp_path / "f.png"])
+    assert item.error is None
+    side = crop_fundus(photo).shape[0]
+    assert 50 < side < 60
+    assert item.overlay.shape == item.photo.shape == (side, side, 3)
+    assert item.probabilities.shape == (1,) and 0 <= item.probabilities[0] <= 1
+    (small,) = explain_files(model, {**meta, "fundus_crop": False}, [tmp_path / "f.png"],
+                             max_side=50)
+    assert small.overlay.shape == (30, 50, 3)  # aspect kept when shrinking

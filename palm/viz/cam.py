@@ -31,10 +31,11 @@ from palm.io_utils import atomic_path
 # A class not listed falls back to its last registered Conv2D outside auxiliary heads, or the
 # activation that follows it in its nn.Sequential; for NiN and SqueezeNet that conv is the
 # classifier whose per-class maps are averaged into the logits, i.e. the class maps themselves.
-DEFAULT_TARGET_LAYERS: dict[str, str] = {
+DEFAULT_TARGET_LAYERS: dict[str, str | Callable[[nn.Layer], str]] = {
     "ResNet": "layer4",
     "GoogLeNet": "_ince5b",
     "DenseNet": "relu",  # the BN-ReLU after the last dense block (its last conv adds 32 maps)
+    "InceptionV3": lambda m: f"inception_block_list.{len(m.inception_block_list) - 1}",
 }
 
 # Auxiliary classifier branches (named like torchvision's Inception `AuxLogits`) are never a
@@ -80,7 +81,7 @@ def default_target_layer(model: nn.Layer) -> str:
     """
     name = DEFAULT_TARGET_LAYERS.get(type(model).__name__)
     if name is not None:
-        return name
+        return name(model) if callable(name) else name
     convs = [
         n
         for n, layer in model.named_sublayers()
