@@ -9,6 +9,7 @@ import paddle.nn as nn
 import pytest
 from paddle.vision import models as pv
 
+from palm import config
 from palm.models import build_model, list_models
 from palm.models.attention import CBAM, SpatialAttention, SqueezeExcite
 from palm.models.efficientnet import EfficientNet, StochasticDepth
@@ -96,7 +97,7 @@ def test_training_steps_reduce_loss(name):
         optimizer.step()
         optimizer.clear_grad()
     assert all(math.isfinite(v) for v in losses), losses
-    assert losses[-1] < losses[0], losses
+    assert losses[-1] < 0.8 * losses[0], losses  # by 0.5x or more in trials with 3 seeds
 
 
 @pytest.mark.parametrize("name", sorted(PADDLE_VISION))
@@ -128,18 +129,27 @@ PUBLISHED: dict[str, tuple[float, float]] = {
 }
 
 
+def test_every_later_network_has_its_parameter_count_checked_and_a_config():
+    assert set(PUBLISHED) | set(PADDLE_VISION) == set(LATER)
+    for name in LATER:
+        cfg = config.load_config(config.config_path_for_model(name))
+        assert cfg["model"] == name
+        assert cfg["image_size"] == (299 if name == "inception_v3" else 224)
+
+
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_parameters_match_published_figure(name):
     figure, tolerance = PUBLISHED[name]
     assert abs(_trainable(build_model(name, num_classes=1000)) - figure) <= tolerance
 
 
-@pytest.mark.parametrize("name", ["densenet121", "mobilenet_v2"])
+@pytest.mark.parametrize("name", sorted(PADDLE_VISION))
 def test_paddle_vision_state_dict_gives_same_outputs(name):
     paddle.seed(0)
     ref = PADDLE_VISION[name](num_classes=1000)
     ours = build_model(name, num_classes=1000)
-    x = paddle.rand([2, 3, 64, 64])
+    size = 96 if name == "inception_v3" else 64  # paddle.vision's Inception-v3 needs >= 75 px
+    x = paddle.rand([2, 3, size, size])
     with paddle.no_grad():
         ref.train()
         ref(x)  # move the BN running statistics away from (0, 1), so they must load too
