@@ -1,7 +1,6 @@
 """Grad-CAM / CAM: shapes and ranges, class selection, localisation after training, the tool."""
 from __future__ import annotations
 
-import argparse
 
 import cv2
 import numpy as np
@@ -129,9 +128,9 @@ def test_overlay_keeps_original_size_and_colours_hot_regions():
     heat[:8, :8] = 1.0  # upper-left hot
     out = overlay_heatmap(photo, heat, alpha=0.5)
     assert out.shape == photo.shape and out.dtype == np.uint8
-    r, g, b = out[10, 10].astype(int)
+    r, _, b = out[10, 10].astype(int)
     assert r > b + 40  # JET: hot is red
-    r, g, b = out[80, 110].astype(int)
+    r, _, b = out[80, 110].astype(int)
     assert b > r + 40  # cold is blue
     np.testing.assert_array_equal(overlay_heatmap(photo, heat, alpha=0.0), photo)
     with pytest.raises(ValueError, match="uint8 RGB"):

@@ -175,7 +175,7 @@ def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
         [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--no-first-run", f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, check=False,
     )
 
 
@@ -197,7 +197,7 @@ def test_report_renders_in_headless_chromium(tools_report, tmp_path):
                      encoding="utf-8")
     res = _chromium(["--dump-dom", "--virtual-time-budget=10000", probe.as_uri()],
                     tmp_path / "profile2")
-    found = re.search(r'<pre id="imgcheck">(.*?)</pre>', res.stdout, re.S)
+    found = re.search(r'<pre id="imgcheck">(.*?)</pre>', res.stdout, re.DOTALL)
     assert found, res.stderr[-2000:]
     lines = html.unescape(found.group(1)).strip().splitlines()
     assert len(lines) == n_img > 0
