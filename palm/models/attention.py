@@ -15,7 +15,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import paddle
 import paddle.nn as nn

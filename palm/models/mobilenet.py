@@ -12,7 +12,7 @@ efficient families (ShuffleNet, EfficientNet, Inception-v3).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import paddle
 import paddle.nn as nn
@@ -136,7 +136,7 @@ class InvertedResidual(nn.Layer):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: int):
         super().__init__()
-        hidden = int(round(in_channels * expand_ratio))
+        hidden = round(in_channels * expand_ratio)
         self.use_shortcut = stride == 1 and in_channels == out_channels
         layers: list[nn.Layer] = []
         if expand_ratio != 1:

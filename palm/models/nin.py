@@ -13,6 +13,8 @@ never fall below 0, i.e. a probability below 0.5), and the final average pool is
 """
 from __future__ import annotations
 
+from itertools import pairwise
+
 import paddle
 import paddle.nn as nn
 
@@ -23,7 +25,7 @@ def mlpconv(in_channels: int, channels: list[int], kernel_size: int, stride: int
         nn.Conv2D(in_channels, channels[0], kernel_size, stride=stride, padding=kernel_size // 2 if stride == 1 else 0),
         nn.ReLU(),
     ]
-    for c_in, c_out in zip(channels, channels[1:]):
+    for c_in, c_out in pairwise(channels):
         layers += [nn.Conv2D(c_in, c_out, 1), nn.ReLU()]
     return nn.Sequential(*layers)
 

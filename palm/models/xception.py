@@ -10,6 +10,8 @@ shortcut. Layout and widths as in the Keras reference model the paper's results 
 """
 from __future__ import annotations
 
+from itertools import pairwise
+
 import paddle
 import paddle.nn as nn
 
@@ -37,7 +39,7 @@ class XceptionBlock(nn.Layer):
         super().__init__()
         widths = [in_channels] + ([out_channels] * reps if grow_first else [in_channels] * (reps - 1) + [out_channels])
         layers: list[nn.Layer] = []
-        for i, (c_in, c_out) in enumerate(zip(widths, widths[1:])):
+        for i, (c_in, c_out) in enumerate(pairwise(widths)):
             if i > 0 or start_with_relu:
                 layers.append(nn.ReLU())
             layers += separable_conv(c_in, c_out)
