@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import paddle
 import pytest
 
@@ -40,6 +41,8 @@ def checkpoint(tmp_path_factory) -> Path:
             n = layer._mean.shape[0]
             layer._mean.set_value(rng.normal(0, 0.1, n).astype("float32"))
             layer._variance.set_value(rng.uniform(0.5, 2.0, n).astype("float32"))
+    # small head weights: logits near 0, so probabilities differ between images
+    model.fc.weight.set_value(rng.normal(0, 0.005, model.fc.weight.shape).astype("float32"))
     path = tmp_path_factory.mktemp("ckpt") / "best.pdparams"
     save_checkpoint(path, model, META)
     return path
@@ -167,3 +170,22 @@ def test_export_tool_reports_bad_checkpoint(tmp_path, capsys, monkeypatch):
 def _touch(path: Path) -> Path:
     path.write_bytes(b"")
     return path
+
+
+def test_predict_tool_with_export_folder_matches_checkpoint(exported, checkpoint, palm_root,
+                                                            tmp_path):
+    from tools import predict as predict_tool
+
+    folder = palm_root / "PALM-Validation400"
+    results = {}
+    for name, source, engine in (("ckpt", checkpoint, "dygraph"), ("export", exported, "auto")):
+        out = tmp_path / f"{name}.csv"
+        argv = ["--checkpoint", str(source), "--input", str(folder), "--output", str(out),
+                "--engine", engine, "--num-workers", "0", "--batch-size", "5", "--no-progress"]
+        predict_tool.main(predict_tool.get_args_parser().parse_args(argv))
+        results[name] = pd.read_csv(out).set_index("path")
+    assert len(results["export"]) == len(list(folder.glob("*.jpg"))) > 0
+    np.testing.assert_allclose(results["export"]["probability"],
+                               results["ckpt"].loc[results["export"].index, "probability"],
+                               atol=1e-5)
+    assert (results["export"]["prediction"] == results["ckpt"]["prediction"]).all()

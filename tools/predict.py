@@ -2,6 +2,7 @@
 
 Examples:
     python tools/predict.py --checkpoint runs/resnet50/best.pdparams --input photos/ --output preds.csv
+    python tools/predict.py --checkpoint exported/resnet50 --input photos/ --output preds.csv
     python tools/predict.py --checkpoint best.pdparams --input photos/ --output preds.csv --tta --resume
 
 Rows: path, probability (of the positive class; of the predicted class for multi-class),
@@ -18,6 +19,7 @@ from pathlib import Path
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.device import select_device
+from palm.engine.inference import ENGINES, as_layer, load_predictor
 from palm.engine.predict import PredictSummary, journal_path, list_images, predict_to_csv
 from palm.viz.cam import write_cam_overlays
 
@@ -25,7 +27,11 @@ from palm.viz.cam import write_cam_overlays
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="NAME.pdparams with NAME.json beside it")
+    p.add_argument("--checkpoint", required=True,
+                   help="NAME.pdparams with NAME.json beside it, or a tools/export.py folder")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="auto: Paddle Inference for an export folder, and for a checkpoint when "
+                        "there are enough images to repay a temporary export; else dygraph")
     p.add_argument("--input", required=True, help="an image file or a folder (recursive)")
     p.add_argument("--output", default="predictions.csv", help="CSV to write")
     p.add_argument("--batch-size", type=int, default=16)
@@ -41,13 +47,18 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> PredictSummary:
     select_device(args.device)
-    model, meta = load_checkpoint_model(args.checkpoint)
     paths = list_images(args.input)
+    # Grad-CAM needs gradients, so --cam keeps one dygraph model for both jobs
+    engine = "dygraph" if args.cam and args.engine == "auto" else args.engine
+    predictor = load_predictor(args.checkpoint, engine=engine, n_images=len(paths))
+    model, meta = as_layer(predictor), predictor.meta
     summary = predict_to_csv(model, meta, paths, args.output, batch_size=args.batch_size,
                              num_workers=args.num_workers, tta=args.tta, threshold=args.threshold,
                              resume=args.resume, progress=not args.no_progress)
     print(summary.line())
     if args.cam:
+        if predictor.engine != "dygraph":
+            model, meta = load_checkpoint_model(args.checkpoint)
         # bad files are already reported in the CSV's error column
         written, _ = write_cam_overlays(model, meta, paths, args.cam, batch_size=args.batch_size,
                                         root=args.input if Path(args.input).is_dir() else None)
