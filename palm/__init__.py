@@ -1,7 +1,12 @@
 """palm: fundus-photo classification with PaddlePaddle (pathologic myopia on PALM)."""
+import warnings
+
 from palm.runtime import tune_cpu_env
 
 # Must run before anything below imports paddle; see palm/runtime.py for the measurements.
 tune_cpu_env()
+# paddle warns at import that ccache (used only to compile C++ extensions) is missing;
+# palm compiles nothing, so the warning is noise for every command.
+warnings.filterwarnings("ignore", message="No ccache found")
 
 __version__ = "0.1.0"
