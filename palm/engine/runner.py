@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +15,7 @@ import paddle
 from palm.config import DEMO_SYNTH, save_config
 from palm.data import build_loader, build_transform
 from palm.engine import sources
+from palm.engine.checkpoint import load_meta
 from palm.engine.device import DistInfo, init_distributed, seed_everything, select_device
 from palm.engine.optim import build_optimizer, build_scheduler
 from palm.engine.losses import ClassificationLoss, auto_pos_weight
@@ -85,6 +85,36 @@ def resolve_pos_weight(value: float | str | None, labels, num_outputs: int) -> f
     return auto_pos_weight(labels) if value == "auto" else float(value)
 
 
+def build_datasets(cfg: dict[str, Any]):
+    """(train set, validation set) with the train/eval transforms the config asks for."""
+    return sources.training_sets(
+        train_transform=build_transform(cfg["image_size"], True, cfg["normalize"], cfg["augment"],
+                                        cfg["fundus_crop"]),
+        val_transform=build_transform(cfg["image_size"], False, cfg["normalize"],
+                                      fundus_crop=cfg["fundus_crop"]),
+        data_root=cfg["data_root"], train_dir=cfg["train_dir"], val_dir=cfg["val_dir"],
+        train_csv=cfg["train_csv"], val_csv=cfg["val_csv"], skip_bad=cfg["skip_bad"],
+        cache_dir=cfg["cache_dir"])
+
+
+def build_optimization(cfg: dict[str, Any], model: paddle.nn.Layer, steps_per_epoch: int):
+    """(optimizer, per-step LR scheduler) as the config asks."""
+    scheduler = build_scheduler(cfg["scheduler"], cfg["lr"], epochs=cfg["epochs"],
+                                steps_per_epoch=steps_per_epoch, warmup_epochs=cfg["warmup_epochs"],
+                                step_size=cfg["step_size"], gamma=cfg["gamma"])
+    optimizer = build_optimizer(cfg["optimizer"], model.parameters(), scheduler,
+                                momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    return optimizer, scheduler
+
+
+def check_resume_matches(params_path: Path, model_name: str, num_outputs: int) -> None:
+    """Resuming with another network or class count would load mismatched weights."""
+    saved = load_meta(params_path)
+    if (saved["model"], saved["num_classes"]) != (model_name, num_outputs):
+        raise ValueError(f"{params_path}: saved for {saved['model']} with {saved['num_classes']} "
+                         f"output(s); this run builds {model_name} with {num_outputs}")
+
+
 def run_training(cfg: dict[str, Any], overwrite: bool = False, log: Callable[[str], None] = print,
                  progress: bool = True) -> Path:
     """Train as `cfg` (a validated palm.config dict) says; return the run folder.
@@ -94,44 +124,31 @@ def run_training(cfg: dict[str, Any], overwrite: bool = False, log: Callable[[st
     """
     dist = init_distributed()
     device = select_device(cfg["device"], dist.local_rank)
-    use_amp = bool(cfg["amp"])
-    if use_amp and device != "gpu":
-        warnings.warn("--amp needs a GPU; training in float32 on CPU", stacklevel=2)
-        use_amp = False
+    use_amp = bool(cfg["amp"]) and device == "gpu"
+    if cfg["amp"] and not use_amp:
+        log("note: --amp needs a GPU; training in float32")
     seed_everything(cfg["seed"])
     run_dir = Path(cfg["output"] or Path("runs") / cfg["model"])
     check_run_dir(run_dir, cfg["resume"], overwrite)  # every rank: none may start alone
 
-    train_set, val_set = sources.training_sets(
-        train_transform=build_transform(cfg["image_size"], True, cfg["normalize"], cfg["augment"],
-                                        cfg["fundus_crop"]),
-        val_transform=build_transform(cfg["image_size"], False, cfg["normalize"],
-                                      fundus_crop=cfg["fundus_crop"]),
-        data_root=cfg["data_root"], train_dir=cfg["train_dir"], val_dir=cfg["val_dir"],
-        train_csv=cfg["train_csv"], val_csv=cfg["val_csv"], skip_bad=cfg["skip_bad"],
-        cache_dir=cfg["cache_dir"])
+    train_set, val_set = build_datasets(cfg)
     classes = list(train_set.classes)
     num_outputs = sources.num_outputs_for(classes)
     model, model_kwargs = build_network(cfg["model"], num_outputs, cfg["image_size"],
                                         cfg["model_kwargs"])
     if cfg["pretrained"] and not cfg["resume"]:
         load_pretrained(model, cfg["pretrained"])
-
     train_loader = build_train_loader(train_set, cfg["batch_size"], cfg["num_workers"], cfg["seed"], dist)
     val_loader = build_loader(val_set, cfg["batch_size"], train=False, num_workers=cfg["num_workers"])
-    scheduler = build_scheduler(cfg["scheduler"], cfg["lr"], epochs=cfg["epochs"],
-                                steps_per_epoch=len(train_loader), warmup_epochs=cfg["warmup_epochs"],
-                                step_size=cfg["step_size"], gamma=cfg["gamma"])
-    optimizer = build_optimizer(cfg["optimizer"], model.parameters(), scheduler,
-                                momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    optimizer, scheduler = build_optimization(cfg, model, len(train_loader))
     scaler = paddle.amp.GradScaler() if use_amp else None
     state = RunState()
     if cfg["resume"]:
+        check_resume_matches(run_dir / "last.pdparams", cfg["model"], num_outputs)
         state = load_resume_state(run_dir / "last.pdparams", model, optimizer, scheduler, scaler)
         log(f"resuming {run_dir} after epoch {state.epoch}")
     if dist.enabled:
         model = paddle.DataParallel(model)
-
     pos_weight = resolve_pos_weight(cfg["pos_weight"], train_set.labels, num_outputs)
     loss_fn = ClassificationLoss(num_outputs, pos_weight=pos_weight, aux_weight=cfg["aux_weight"])
     meta = {"model": cfg["model"], "num_classes": num_outputs, "class_names": classes,
@@ -152,4 +169,3 @@ def run_training(cfg: dict[str, Any], overwrite: bool = False, log: Callable[[st
         log(f"done: best epoch {best['epoch']} (val AUC {best.get('val_roc_auc', math.nan):.4f}, "
             f"accuracy {best['val_accuracy']:.4f}); checkpoints in {run_dir}")
     return run_dir
-
