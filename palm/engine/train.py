@@ -110,7 +110,7 @@ def epoch_row(epoch: int, train_stats: dict[str, float], val: EvalResult, thresh
                            "train_loss": train_stats["train_loss"], "val_loss": val.loss}
     row.update({f"val_{k}": metrics[k] for k in EPOCH_METRICS if k in metrics})
     row["train_img_per_s"] = train_stats["train_img_per_s"]
-    row["epoch_seconds"] = train_stats["train_seconds"]
+    row["train_seconds"] = train_stats["train_seconds"]
     return row
 
 
