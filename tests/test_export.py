@@ -189,3 +189,20 @@ def test_predict_tool_with_export_folder_matches_checkpoint(exported, checkpoint
                                results["ckpt"].loc[results["export"].index, "probability"],
                                atol=1e-5)
     assert (results["export"]["prediction"] == results["ckpt"]["prediction"]).all()
+
+
+def test_eval_tool_with_export_folder_matches_checkpoint(exported, checkpoint, palm_root,
+                                                         tmp_path):
+    from tools import eval as eval_tool
+
+    metrics = {}
+    for name, source in (("ckpt", checkpoint), ("export", exported)):
+        argv = ["--checkpoint", str(source), "--data-root", str(palm_root),
+                "--output", str(tmp_path / name)]
+        metrics[name] = eval_tool.main(eval_tool.get_args_parser().parse_args(argv))
+    assert metrics["ckpt"]["engine"] == "dygraph"  # 16 images: not worth a temporary export
+    assert metrics["export"]["engine"] == "inference"
+    probs = {name: pd.read_csv(tmp_path / name / "predictions.csv")["probability"]
+             for name in metrics}
+    np.testing.assert_allclose(probs["export"], probs["ckpt"], atol=1e-5)
+    assert metrics["export"]["roc_auc"] == pytest.approx(metrics["ckpt"]["roc_auc"])

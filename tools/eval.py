@@ -18,13 +18,18 @@ from pathlib import Path
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.engine.device import select_device
 from palm.engine.evaluate import evaluate_checkpoint
+from palm.engine.inference import ENGINES
 from palm.viz.report import build_report
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="NAME.pdparams with NAME.json beside it")
+    p.add_argument("--checkpoint", required=True,
+                   help="NAME.pdparams with NAME.json beside it, or a tools/export.py folder")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="auto: Paddle Inference for an export folder, and for a checkpoint when "
+                        "there are enough images to repay a temporary export; else dygraph")
     p.add_argument("--data-root", help="PALM root: evaluates the validation split")
     p.add_argument("--val-dir", help="labelled images, one sub-folder per class")
     p.add_argument("--val-csv", help="labelled images listed as path,label")
@@ -50,7 +55,7 @@ def main(args: argparse.Namespace) -> dict:
         args.checkpoint, output, data_root=args.data_root, val_dir=args.val_dir,
         val_csv=args.val_csv, threshold=args.threshold, tune_threshold=args.tune_threshold,
         batch_size=args.batch_size, num_workers=args.num_workers, skip_bad=args.skip_bad,
-        cache_dir=args.cache_dir,
+        cache_dir=args.cache_dir, engine=args.engine,
     )
     if args.report:
         report = build_report(Path(args.checkpoint).parent, output, checkpoint=args.checkpoint)

@@ -20,7 +20,7 @@ import paddle.nn.functional as F
 from palm import metrics as M
 from palm.data import build_loader, build_transform
 from palm.engine import sources
-from palm.engine.checkpoint import load_checkpoint_model
+from palm.engine.inference import as_layer, load_predictor, source_meta
 from palm.engine.losses import ClassificationLoss
 from palm.io_utils import atomic_path, write_json_atomic
 from palm.viz import plots
@@ -181,16 +181,19 @@ def evaluate_checkpoint(
     num_workers: int = 0,
     skip_bad: bool = False,
     cache_dir: str | Path | None = None,
+    engine: str = "auto",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Evaluate a saved checkpoint on labelled data and write the evaluation files.
 
     The model, preprocessing and class names come from the checkpoint's sidecar JSON.
+    `checkpoint` may also be a tools/export.py folder; `engine` is as in
+    `palm.engine.inference.load_predictor`.
 
     Returns:
         The metrics written to OUTPUT_DIR/metrics.json.
     """
-    model, meta = load_checkpoint_model(checkpoint)
+    meta = source_meta(checkpoint)
     transform = build_transform(meta["image_size"], False, meta.get("normalize", "minus_one_one"),
                                 fundus_crop=meta.get("fundus_crop", False))
     class_names = meta.get("class_names") or None
@@ -200,10 +203,12 @@ def evaluate_checkpoint(
     class_names = class_names or list(dataset.classes)
     if sources.num_outputs_for(class_names) != meta["num_classes"]:
         raise ValueError(f"{checkpoint}: {meta['num_classes']} output(s) do not fit classes {class_names}")
+    predictor = load_predictor(checkpoint, engine=engine, n_images=len(dataset))
+    model = as_layer(predictor)
     loader = build_loader(dataset, batch_size, train=False, num_workers=num_workers)
     result = evaluate(model, loader, ClassificationLoss(meta["num_classes"]))
     thr, source = choose_threshold(result, meta, threshold, tune_threshold)
-    extra = {"checkpoint": str(checkpoint), "threshold_source": source,
+    extra = {"checkpoint": str(checkpoint), "engine": predictor.engine, "threshold_source": source,
              "skipped": [f"{where}: {why}" for where, why in dataset.skipped]}
     metrics = write_evaluation(result, [path for path, _ in dataset.samples], class_names, thr,
                                output_dir, extra)

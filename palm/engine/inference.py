@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import paddle
 
-from palm.engine.checkpoint import load_checkpoint_model
+from palm.engine.checkpoint import load_checkpoint_model, load_meta
 from palm.engine.export import META_NAME, export_model
 from palm.runtime import usable_cores
 
@@ -213,6 +213,11 @@ def load_export_meta(model_dir: str | Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def source_meta(path: str | Path) -> dict[str, Any]:
+    """The sidecar meta of a `.pdparams` checkpoint or an export folder, without loading weights."""
+    return load_export_meta(path) if is_exported(path) else load_meta(path)
 
 
 def load_predictor(
