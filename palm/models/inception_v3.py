@@ -12,7 +12,9 @@ classifier (section 4 of the paper, on the last 17x17 block, with BN) is optiona
 `forward` returns `(main, aux)`.
 
 The unpadded stem convs and grid reductions need at least 75 px; smaller inputs are resized
-(bilinear) to 75 px first, so the network also runs on the 64 px images of quick experiments.
+(bicubic) to 75 px first, so the network also runs on the 64 px images of quick experiments.
+Bicubic rather than bilinear: Paddle Inference with oneDNN (the export path) failed here on
+the bilinear and nearest interpolation ops ("ConvertPirAttribute2RuntimeAttribute not support").
 """
 from __future__ import annotations
 
@@ -198,7 +200,7 @@ class InceptionAux(nn.Layer):
 
 
 class InceptionV3(nn.Layer):
-    """Inception-v3 for 299 px (any size works; below 75 px the input is upsampled to 75).
+    """Inception-v3 for 299 px (any size works; below 75 px the input is resized to 75).
 
     Args:
         num_classes: outputs (1 = one logit); <= 0 returns the 2048-channel features.
@@ -239,7 +241,7 @@ class InceptionV3(nn.Layer):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor | tuple[paddle.Tensor, paddle.Tensor]:
         if min(x.shape[2:]) < MIN_INPUT_SIZE:
-            x = F.interpolate(x, size=[max(s, MIN_INPUT_SIZE) for s in x.shape[2:]], mode="bilinear")
+            x = F.interpolate(x, size=[max(s, MIN_INPUT_SIZE) for s in x.shape[2:]], mode="bicubic")
         x = self.inception_stem(x)
         with_aux = self.aux_logits and self.training
         aux = None
