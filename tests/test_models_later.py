@@ -71,8 +71,10 @@ def test_forward_shape(name, num_classes):
 
 @pytest.mark.parametrize("name", sorted(LATER))
 def test_features_only(name):
-    features = _forward(build_model(name, num_classes=0), 64)
-    assert features.ndim == 4 and features.shape[0] == 2 and features.shape[2:] == [1, 1]
+    pooled = _forward(build_model(name, num_classes=0), 64)
+    assert pooled.ndim == 4 and pooled.shape[0] == 2 and pooled.shape[2:] == [1, 1]
+    maps = _forward(build_model(name, num_classes=0, with_pool=False), 96)
+    assert maps.shape[:2] == pooled.shape[:2] and maps.shape[2] >= 1  # backbone: unpooled maps
     with pytest.raises(ValueError, match="with_pool=False"):
         build_model(name, num_classes=1, with_pool=False)
 
