@@ -1,4 +1,4 @@
-"""The later architectures (issue 7): shapes, a training step, parameter counts, paddle.vision weights."""
+"""The later architectures (issue 7): shapes, training, parameter counts, paddle.vision weights."""
 from __future__ import annotations
 
 import math
@@ -164,7 +164,8 @@ def test_paddle_vision_state_dict_gives_same_outputs(name):
 
 @pytest.mark.parametrize("scale, ref", [(0.5, pv.shufflenet_v2_x0_5), (1.5, pv.shufflenet_v2_x1_5)])
 def test_shufflenet_width_rows_match_paddle_vision(scale, ref):
-    ours_sd, ref_sd = ShuffleNetV2(scale, num_classes=1000).state_dict(), ref(num_classes=1000).state_dict()
+    ours_sd = ShuffleNetV2(scale, num_classes=1000).state_dict()
+    ref_sd = ref(num_classes=1000).state_dict()
     assert [(k, v.shape) for k, v in ours_sd.items()] == [(k, v.shape) for k, v in ref_sd.items()]
 
 
@@ -216,7 +217,9 @@ def test_spatial_attention_pools_mean_and_max_over_channels():
 
 # B1..B3 are rows of EFFICIENTNET_PARAMS: their counts equal the reference implementations'
 # (torchvision metadata); Tan & Le 2019, Table 2, lists 7.8M, 9.2M and 12M.
-@pytest.mark.parametrize("variant, count", [("b1", 7_794_184), ("b2", 9_109_994), ("b3", 12_233_232)])
+@pytest.mark.parametrize(
+    "variant, count", [("b1", 7_794_184), ("b2", 9_109_994), ("b3", 12_233_232)]
+)
 def test_efficientnet_rows_scale_like_the_reference(variant, count):
     assert _trainable(EfficientNet(variant, num_classes=1000)) == count
 

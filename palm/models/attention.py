@@ -57,7 +57,9 @@ class ChannelAttention(nn.Layer):
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
         reduced = max(1, channels // reduction)
-        self.mlp = nn.Sequential(nn.Conv2D(channels, reduced, 1), nn.ReLU(), nn.Conv2D(reduced, channels, 1))
+        self.mlp = nn.Sequential(
+            nn.Conv2D(channels, reduced, 1), nn.ReLU(), nn.Conv2D(reduced, channels, 1)
+        )
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         gate = self.mlp(F.adaptive_avg_pool2d(x, 1)) + self.mlp(F.adaptive_max_pool2d(x, 1))
@@ -65,7 +67,7 @@ class ChannelAttention(nn.Layer):
 
 
 class SpatialAttention(nn.Layer):
-    """CBAM spatial attention: conv (+BN, as in the authors' code) over [mean, max] across channels."""
+    """CBAM spatial attention: a conv (+BN, as in the authors' code) over the channel mean and max."""
 
     def __init__(self, kernel_size: int = 7):
         super().__init__()

@@ -16,11 +16,11 @@ from palm.models.resnet import Bottleneck, ResNet, _resnet
 
 def se_resnet50(num_classes: int = 1, reduction: int = 16, **kw) -> ResNet:
     """ResNet-50 with Squeeze-and-Excitation (ratio `reduction`) in each bottleneck."""
-    return _resnet(Bottleneck, 50, num_classes, attn_layer=partial(SqueezeExcite, reduction=reduction), **kw)
+    attn_layer = partial(SqueezeExcite, reduction=reduction)
+    return _resnet(Bottleneck, 50, num_classes, attn_layer=attn_layer, **kw)
 
 
 def cbam_resnet50(num_classes: int = 1, reduction: int = 16, kernel_size: int = 7, **kw) -> ResNet:
     """ResNet-50 with CBAM (channel ratio `reduction`, spatial `kernel_size`) in each bottleneck."""
-    return _resnet(
-        Bottleneck, 50, num_classes, attn_layer=partial(CBAM, reduction=reduction, kernel_size=kernel_size), **kw
-    )
+    attn_layer = partial(CBAM, reduction=reduction, kernel_size=kernel_size)
+    return _resnet(Bottleneck, 50, num_classes, attn_layer=attn_layer, **kw)

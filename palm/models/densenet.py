@@ -23,7 +23,9 @@ class BNReLUConv(nn.Layer):
         super().__init__()
         self._batch_norm = nn.BatchNorm2D(in_channels)
         self.relu = nn.ReLU()
-        self._conv = nn.Conv2D(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias_attr=False)
+        self._conv = nn.Conv2D(
+            in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias_attr=False
+        )
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self._conv(self.relu(self._batch_norm(x)))
@@ -49,11 +51,14 @@ class DenseLayer(nn.Layer):
 class DenseBlock(nn.Sequential):
     """`n_layers` dense layers named `conv{stage}_{j}` (paddle.vision's names)."""
 
-    def __init__(self, stage: int, in_channels: int, n_layers: int, growth_rate: int, bn_size: int, dropout: float):
-        super().__init__(*[
-            (f"conv{stage}_{j + 1}", DenseLayer(in_channels + j * growth_rate, growth_rate, bn_size, dropout))
+    def __init__(
+        self, stage: int, in_channels: int, n_layers: int, growth_rate: int, bn_size: int, dropout: float
+    ):
+        layers = [
+            DenseLayer(in_channels + j * growth_rate, growth_rate, bn_size, dropout)
             for j in range(n_layers)
-        ])
+        ]
+        super().__init__(*[(f"conv{stage}_{j + 1}", layer) for j, layer in enumerate(layers)])
 
 
 class Transition(nn.Layer):
@@ -104,13 +109,20 @@ class DenseNet(nn.Layer):
     """
 
     def __init__(
-        self, depth: int = 121, num_classes: int = 1, with_pool: bool = True, bn_size: int = 4, dropout: float = 0.0
+        self,
+        depth: int = 121,
+        num_classes: int = 1,
+        with_pool: bool = True,
+        bn_size: int = 4,
+        dropout: float = 0.0,
     ):
         super().__init__()
         if depth not in DENSENET_CFG:
             raise ValueError(f"densenet: depth {depth} not in {sorted(DENSENET_CFG)}")
         if num_classes > 0 and not with_pool:
-            raise ValueError("densenet: with_pool=False is for backbone use; it needs num_classes <= 0")
+            raise ValueError(
+                "densenet: with_pool=False is for backbone use; it needs num_classes <= 0"
+            )
         self.num_classes = num_classes
         self.with_pool = with_pool
         channels, growth_rate, block_layers = DENSENET_CFG[depth]
@@ -119,7 +131,8 @@ class DenseNet(nn.Layer):
         self._stage_names = []
         for i, n_layers in enumerate(block_layers):
             stage = i + 2  # paddle.vision numbers the dense blocks from 2
-            self.add_sublayer(f"db_conv_{stage}", DenseBlock(stage, channels, n_layers, growth_rate, bn_size, dropout))
+            block = DenseBlock(stage, channels, n_layers, growth_rate, bn_size, dropout)
+            self.add_sublayer(f"db_conv_{stage}", block)
             self._stage_names.append(f"db_conv_{stage}")
             channels += n_layers * growth_rate
             if i < len(block_layers) - 1:
@@ -133,9 +146,8 @@ class DenseNet(nn.Layer):
         if num_classes > 0:
             # paddle.vision's init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
             bound = 1.0 / math.sqrt(channels)
-            self.out = nn.Linear(
-                channels, num_classes, weight_attr=paddle.ParamAttr(initializer=nn.initializer.Uniform(-bound, bound))
-            )
+            init = nn.initializer.Uniform(-bound, bound)
+            self.out = nn.Linear(channels, num_classes, weight_attr=paddle.ParamAttr(initializer=init))
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         x = self.pool2d_max(self.conv1_func(x))

@@ -41,7 +41,13 @@ class MBConv(nn.Layer):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, stride: int, expand_ratio: int, drop_path: float
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        expand_ratio: int,
+        drop_path: float,
     ):
         super().__init__()
         hidden = in_channels * expand_ratio
@@ -101,18 +107,26 @@ class EfficientNet(nn.Layer):
         [2, 1]
     """
 
-    def __init__(self, variant: str = "b0", num_classes: int = 1, with_pool: bool = True, drop_path: float = 0.2):
+    def __init__(
+        self, variant: str = "b0", num_classes: int = 1, with_pool: bool = True, drop_path: float = 0.2
+    ):
         super().__init__()
         if variant not in EFFICIENTNET_PARAMS:
-            raise ValueError(f"efficientnet: variant {variant!r} not in {', '.join(EFFICIENTNET_PARAMS)}")
+            raise ValueError(
+                f"efficientnet: variant {variant!r} not in {', '.join(EFFICIENTNET_PARAMS)}"
+            )
         if num_classes > 0 and not with_pool:
-            raise ValueError("efficientnet: with_pool=False is for backbone use; it needs num_classes <= 0")
+            raise ValueError(
+                "efficientnet: with_pool=False is for backbone use; it needs num_classes <= 0"
+            )
         self.num_classes = num_classes
         self.with_pool = with_pool
         width, depth, _, dropout = EFFICIENTNET_PARAMS[variant]
         in_channels = make_divisible(STEM_CHANNELS * width)
         self.stem = ConvBNAct(3, in_channels, 3, stride=2, act=nn.Silu)
-        stages = [(t, k, s, make_divisible(c * width), math.ceil(n * depth)) for t, k, s, c, n in B0_STAGES]
+        stages = [
+            (t, k, s, make_divisible(c * width), math.ceil(n * depth)) for t, k, s, c, n in B0_STAGES
+        ]
         total = sum(n for *_, n in stages)
         blocks = []
         for t, k, s, c, n in stages:

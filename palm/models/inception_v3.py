@@ -213,28 +213,36 @@ class InceptionV3(nn.Layer):
         [2, 1]
     """
 
-    def __init__(self, num_classes: int = 1, with_pool: bool = True, aux_logits: bool = False, dropout: float = 0.2):
+    def __init__(
+        self,
+        num_classes: int = 1,
+        with_pool: bool = True,
+        aux_logits: bool = False,
+        dropout: float = 0.2,
+    ):
         super().__init__()
         if num_classes > 0 and not with_pool:
-            raise ValueError("inception_v3: with_pool=False is for backbone use; it needs num_classes <= 0")
+            raise ValueError(
+                "inception_v3: with_pool=False is for backbone use; it needs num_classes <= 0"
+            )
         if aux_logits and num_classes <= 0:
             raise ValueError("inception_v3: aux_logits=True needs num_classes > 0")
         self.num_classes = num_classes
         self.with_pool = with_pool
         self.aux_logits = aux_logits
         self.inception_stem = InceptionStem()
-        self.inception_block_list = nn.LayerList(
-            [block(channels) if arg is None else block(channels, arg) for block, channels, arg in INCEPTION_V3_BLOCKS]
-        )
+        self.inception_block_list = nn.LayerList([
+            block(channels) if arg is None else block(channels, arg)
+            for block, channels, arg in INCEPTION_V3_BLOCKS
+        ])
         if with_pool:
             self.avg_pool = nn.AdaptiveAvgPool2D(1)
         if num_classes > 0:
             # same dropout mode and init as paddle.vision, so its weights give the same outputs
             self.dropout = nn.Dropout(dropout, mode="downscale_in_infer")
             bound = 1.0 / math.sqrt(2048)
-            self.fc = nn.Linear(
-                2048, num_classes, weight_attr=paddle.ParamAttr(initializer=nn.initializer.Uniform(-bound, bound))
-            )
+            init = nn.initializer.Uniform(-bound, bound)
+            self.fc = nn.Linear(2048, num_classes, weight_attr=paddle.ParamAttr(initializer=init))
         if aux_logits:
             tap_channels = INCEPTION_V3_BLOCKS[AUX_TAP + 1][1]  # the next block's input
             self.aux_head = InceptionAux(tap_channels, num_classes)

@@ -1,4 +1,4 @@
-"""MobileNet v1 (Howard et al. 2017, arXiv:1704.04861) and v2 (Sandler et al. 2018, arXiv:1801.04381).
+"""MobileNet v1 (Howard et al. 2017, arXiv:1704.04861) and v2 (Sandler et al. 2018, 1801.04381).
 
 v1 stacks depthwise separable convolutions (a 3x3 depthwise conv, then a 1x1 pointwise conv,
 each with BN and ReLU) and scales every width by the multiplier `scale`. v2 uses inverted
@@ -39,7 +39,9 @@ class ConvBNAct(nn.Sequential):
             kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
             padding = ((kh - 1) // 2, (kw - 1) // 2)
         layers = [
-            nn.Conv2D(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias_attr=False),
+            nn.Conv2D(
+                in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias_attr=False
+            ),
             nn.BatchNorm2D(out_channels),
         ]
         if act is not None:
@@ -178,7 +180,9 @@ class MobileNetV2(nn.Layer):
         [2, 1]
     """
 
-    def __init__(self, scale: float = 1.0, num_classes: int = 1, with_pool: bool = True, dropout: float = 0.2):
+    def __init__(
+        self, scale: float = 1.0, num_classes: int = 1, with_pool: bool = True, dropout: float = 0.2
+    ):
         super().__init__()
         _check_head("mobilenet_v2", num_classes, with_pool)
         self.num_classes = num_classes
@@ -196,7 +200,9 @@ class MobileNetV2(nn.Layer):
         if with_pool:
             self.pool2d_avg = nn.AdaptiveAvgPool2D(1)
         if num_classes > 0:
-            self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last_channels, num_classes))
+            self.classifier = nn.Sequential(
+                nn.Dropout(dropout), nn.Linear(last_channels, num_classes)
+            )
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         x = self.features(x)

@@ -19,10 +19,13 @@ import paddle
 import paddle.nn as nn
 
 
-def mlpconv(in_channels: int, channels: list[int], kernel_size: int, stride: int = 1) -> nn.Sequential:
+def mlpconv(
+    in_channels: int, channels: list[int], kernel_size: int, stride: int = 1
+) -> nn.Sequential:
     """kxk conv to channels[0], then a 1x1 conv to each later width; ReLU after each."""
+    padding = kernel_size // 2 if stride == 1 else 0  # the strided first conv is unpadded
     layers: list[nn.Layer] = [
-        nn.Conv2D(in_channels, channels[0], kernel_size, stride=stride, padding=kernel_size // 2 if stride == 1 else 0),
+        nn.Conv2D(in_channels, channels[0], kernel_size, stride=stride, padding=padding),
         nn.ReLU(),
     ]
     for c_in, c_out in pairwise(channels):
@@ -36,7 +39,8 @@ NIN_CFG: list[tuple[int, int, list[int]]] = [
     (5, 1, [256, 256, 256]),
     (3, 1, [384, 384, 384]),
 ]
-HEAD_WIDTH = 1024  # the fourth mlpconv: 3x3 conv and one 1x1 conv of this width, then the class conv
+# The fourth mlpconv: a 3x3 conv and one 1x1 conv of this width, then the class conv.
+HEAD_WIDTH = 1024
 
 
 class NiN(nn.Layer):
@@ -61,7 +65,10 @@ class NiN(nn.Layer):
         layers: list[nn.Layer] = []
         in_channels = 3
         for kernel, stride, widths in NIN_CFG:
-            layers += [mlpconv(in_channels, widths, kernel, stride), nn.MaxPool2D(3, 2, ceil_mode=True)]
+            layers += [
+                mlpconv(in_channels, widths, kernel, stride),
+                nn.MaxPool2D(3, 2, ceil_mode=True),
+            ]
             in_channels = widths[-1]
         layers += [nn.Dropout(dropout), mlpconv(in_channels, [HEAD_WIDTH, HEAD_WIDTH], 3)]
         self.features = nn.Sequential(*layers)

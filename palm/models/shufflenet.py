@@ -85,7 +85,9 @@ class ShuffleNetV2(nn.Layer):
         if scale not in SHUFFLENET_V2_WIDTHS:
             raise ValueError(f"shufflenet_v2: scale {scale} not in {sorted(SHUFFLENET_V2_WIDTHS)}")
         if num_classes > 0 and not with_pool:
-            raise ValueError("shufflenet_v2: with_pool=False is for backbone use; it needs num_classes <= 0")
+            raise ValueError(
+                "shufflenet_v2: with_pool=False is for backbone use; it needs num_classes <= 0"
+            )
         self.num_classes = num_classes
         self.with_pool = with_pool
         stem, *stage_channels, last = SHUFFLENET_V2_WIDTHS[scale]

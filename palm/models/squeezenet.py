@@ -73,7 +73,9 @@ class SqueezeNet(nn.Layer):
     def __init__(self, num_classes: int = 1, with_pool: bool = True, dropout: float = 0.5):
         super().__init__()
         if num_classes > 0 and not with_pool:
-            raise ValueError("squeezenet: with_pool=False is for backbone use; it needs num_classes <= 0")
+            raise ValueError(
+                "squeezenet: with_pool=False is for backbone use; it needs num_classes <= 0"
+            )
         self.num_classes = num_classes
         self.with_pool = with_pool
         self._conv = nn.Conv2D(3, 64, 3, stride=2, padding=1)

@@ -34,10 +34,17 @@ class XceptionBlock(nn.Layer):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, reps: int, stride: int, start_with_relu: bool, grow_first: bool
+        self,
+        in_channels: int,
+        out_channels: int,
+        reps: int,
+        stride: int,
+        start_with_relu: bool,
+        grow_first: bool,
     ):
         super().__init__()
-        widths = [in_channels] + ([out_channels] * reps if grow_first else [in_channels] * (reps - 1) + [out_channels])
+        inner = out_channels if grow_first else in_channels
+        widths = [in_channels] + [inner] * (reps - 1) + [out_channels]
         layers: list[nn.Layer] = []
         for i, (c_in, c_out) in enumerate(pairwise(widths)):
             if i > 0 or start_with_relu:
@@ -49,7 +56,8 @@ class XceptionBlock(nn.Layer):
         self.skip = None
         if stride != 1 or in_channels != out_channels:
             self.skip = nn.Sequential(
-                nn.Conv2D(in_channels, out_channels, 1, stride=stride, bias_attr=False), nn.BatchNorm2D(out_channels)
+                nn.Conv2D(in_channels, out_channels, 1, stride=stride, bias_attr=False),
+                nn.BatchNorm2D(out_channels),
             )
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -82,7 +90,9 @@ class Xception(nn.Layer):
     def __init__(self, num_classes: int = 1, with_pool: bool = True):
         super().__init__()
         if num_classes > 0 and not with_pool:
-            raise ValueError("xception: with_pool=False is for backbone use; it needs num_classes <= 0")
+            raise ValueError(
+                "xception: with_pool=False is for backbone use; it needs num_classes <= 0"
+            )
         self.num_classes = num_classes
         self.with_pool = with_pool
         # entry-flow stem: two unpadded 3x3 convs, the first with stride 2
