@@ -1,0 +1,420 @@
+"""Speed of every way palm runs a network on this machine, side by side in one run.
+
+For each model and image size (random weights; speed does not depend on them):
+  train_step      bare training steps on one in-memory batch (forward, loss, backward, step)
+  train_loader    palm's training loop (engine.train.train_one_epoch) fed by the real data
+                  loader from PALM-sized JPEGs (2124x2056), augmentations on
+  eval_default    dygraph eval as Paddle ships (child process without palm's CPU tuning:
+                  one OpenMP thread, MKL's generic path on AMD)
+  eval_dygraph    dygraph eval with palm's CPU tuning (threads = cores, MKL_DEBUG_CPU_TYPE)
+  inference       the exported model on Paddle Inference (oneDNN, IR optimisation)
+  onnxruntime     the same export through paddle2onnx + onnxruntime, when both import
+  predict         tools/predict.py end to end on folders of PALM-sized JPEGs, as a child
+                  process: wall time and peak memory for each folder size; the steady rate
+                  is (n_big - n_small) / (t_big - t_small), which cancels start-up time
+Throughputs are images/s. The machine may be shared: compare ratios within one run.
+
+Examples:
+    python tools/benchmark.py --models resnet50,resnet18 --output bench.json
+    python tools/benchmark.py --table --output table.json   # every registered model, eval only
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import palm  # noqa: F401  (CPU tuning before paddle is imported)
+import numpy as np
+import pandas as pd
+import paddle
+
+from palm.data import PalmTrainSet, build_loader, build_transform
+from palm.engine.export import export_model
+from palm.engine.inference import DygraphPredictor, InferencePredictor
+from palm.engine.losses import ClassificationLoss
+from palm.engine.train import train_one_epoch
+from palm.flops import count_flops, count_params
+from palm.io_utils import write_json_atomic
+from palm.models import build_model, list_models
+from palm.runtime import OPT_OUT_VAR, cpu_vendor, usable_cores
+
+REPO = Path(__file__).resolve().parents[1]
+PALM_SIZE = "2124x2056"
+SECTIONS = ("train", "loader", "default", "eval", "inference", "onnx", "predict")
+TUNING_VARS = ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--models", default="resnet50,resnet18", help="comma-separated model names")
+    p.add_argument("--sizes", default="224", help="comma-separated image sizes")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--iters", type=int, default=8, help="timed batches per eval measurement")
+    p.add_argument("--train-iters", type=int, default=8, help="timed bare training steps")
+    p.add_argument("--train-images", type=int, default=160,
+                   help="images in the training-loop epoch fed by the data loader")
+    p.add_argument("--num-workers", type=int, default=2, help="data loader processes")
+    p.add_argument("--predict-images", default="100,500",
+                   help="folder sizes for the end-to-end predict runs (two or more)")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"subset of {','.join(SECTIONS)}")
+    p.add_argument("--table", action="store_true",
+                   help="README table: every registered model at 224 px, params, GFLOPs, "
+                        "dygraph and inference eval (each model in its own child process)")
+    p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "palm-benchmark"),
+                   help="synthetic images and exports (reused between runs)")
+    p.add_argument("--output", default="benchmark.json", help="JSON results (written atomically)")
+    p.add_argument("--child", choices=("eval-default", "table-row"), help=argparse.SUPPRESS)
+    return p
+
+
+def images_per_second(fn: Callable[[], Any], batch_size: int, iters: int, warmup: int = 2) -> float:
+    """Throughput of `fn` (one batch per call) over `iters` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return batch_size * iters / (time.perf_counter() - start)
+
+
+def random_batch(batch_size: int, size: int) -> np.ndarray:
+    return np.random.default_rng(0).uniform(-1, 1, (batch_size, 3, size, size)).astype("float32")
+
+
+# ----------------------------------------------------------------------------- data on disk
+def palm_sized_images(work_dir: Path, n_distinct: int = 16) -> list[Path]:
+    """`n_distinct` synthetic PALM photos at 2124x2056, drawn once and reused."""
+    from data_tools.synth_palm import make_palm_dataset
+
+    root = work_dir / "synth"
+    train_dir = root / "PALM-Training400" / "PALM-Training400"
+    if not (root / "done").is_file():
+        shutil.rmtree(root, ignore_errors=True)
+        make_palm_dataset(root, n_train=n_distinct, n_val=1, image_size=PALM_SIZE, seed=0,
+                          num_workers=min(2, usable_cores()))
+        (root / "done").write_text("ok\n")
+    return sorted(train_dir.glob("*.jpg"))
+
+
+def fill_folder(folder: Path, sources: list[Path], n: int, keep_prefix: bool) -> Path:
+    """`n` JPEGs in `folder`, hard links (or copies) of `sources` in turn.
+
+    Decoding cost is the same for a repeated file; names keep the PALM class letter when
+    `keep_prefix`, so PalmTrainSet labels them.
+    """
+    if folder.is_dir() and len(list(folder.glob("*.jpg"))) == n:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for i in range(n):
+        src = sources[i % len(sources)]
+        name = f"{src.name[0] if keep_prefix else 'img'}{i:05d}.jpg"
+        try:
+            os.link(src, folder / name)
+        except OSError:
+            shutil.copyfile(src, folder / name)
+    return folder
+
+
+# ----------------------------------------------------------------------------- measurements
+def bench_training(model_name: str, size: int, args, work_dir: Path, sections: set[str]) -> dict:
+    """Bare step rate (measured before and after the loader epoch, averaged) and loop rate."""
+    paddle.seed(0)
+    model = build_model(model_name, num_classes=1)
+    model.train()
+    optimizer = paddle.optimizer.Momentum(1e-3, momentum=0.9, parameters=model.parameters(),
+                                          weight_decay=1e-3)
+    loss_fn = ClassificationLoss(num_outputs=1)
+    images = paddle.to_tensor(random_batch(args.batch_size, size))
+    labels = paddle.to_tensor(np.arange(args.batch_size) % 2, dtype="int64")
+
+    def step() -> None:
+        loss = loss_fn(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        float(loss)  # wait for the result, as the real loop does
+
+    out: dict[str, Any] = {}
+    half = max(1, args.train_iters // 2)
+    before = images_per_second(step, args.batch_size, half)
+    if "loader" in sections:
+        folder = fill_folder(work_dir / f"train{args.train_images}",
+                             palm_sized_images(work_dir), args.train_images, keep_prefix=True)
+        dataset = PalmTrainSet(folder, transform=build_transform(size, train=True))
+        loader = build_loader(dataset, args.batch_size, train=True, num_workers=args.num_workers)
+        stats = train_one_epoch(model, loss_fn, optimizer, loader, epoch=1, progress=False)
+        out["train_loader"] = stats["train_img_per_s"]
+    after = images_per_second(step, args.batch_size, half, warmup=0)
+    out["train_step"] = (before + after) / 2
+    if "train_loader" in out:
+        out["loader_vs_step"] = out["train_loader"] / out["train_step"]
+    return out
+
+
+def eval_default_in_child(model_name: str, size: int, args) -> float:
+    """Dygraph eval img/s in a child process with Paddle's own CPU defaults."""
+    env = {k: v for k, v in os.environ.items() if k not in TUNING_VARS}
+    env[OPT_OUT_VAR] = "1"
+    cmd = [sys.executable, "-m", "tools.benchmark", "--child", "eval-default",
+           "--models", model_name, "--sizes", str(size), "--batch-size", str(args.batch_size),
+           "--iters", str(args.iters)]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    if run.returncode != 0:
+        raise RuntimeError(f"default-settings child failed: {run.stderr.strip()[-300:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])["eval_default"]
+
+
+def bench_onnxruntime(export_dir: Path, batch: np.ndarray, iters: int) -> float | str:
+    """img/s through paddle2onnx + onnxruntime, or the reason it could not run."""
+    try:
+        import onnxruntime as ort
+        import paddle2onnx
+    except ImportError as e:
+        return f"not installed ({e.name})"
+    onnx_file = export_dir / "model.onnx"
+    try:
+        paddle2onnx.export(str(export_dir / "model.json"), str(export_dir / "model.pdiparams"),
+                           save_file=str(onnx_file))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = usable_cores()
+        session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # converter and runtime raise many types
+        return f"failed: {str(e).splitlines()[0][:120]}"
+    name = session.get_inputs()[0].name
+    return images_per_second(lambda: session.run(None, {name: batch}), len(batch), iters)
+
+
+def run_measuring_memory(cmd: list[str]) -> dict[str, float]:
+    """Run `cmd`; wall seconds, the largest single process's peak RSS (wait4) and the peak
+    summed RSS of the process tree (sampled from /proc every 0.2 s; Linux only)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=REPO)
+    peak_tree = [0.0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            peak_tree[0] = max(peak_tree[0], _tree_rss_mb(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} ... exited {proc.returncode}: {output[-500:]}")
+    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "peak_tree_rss_mb": peak_tree[0] or float("nan")}
+
+
+def _tree_rss_mb(root: int) -> float:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total_kb, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                total_kb += next((int(line.split()[1]) for line in f if line.startswith("VmRSS")), 0)
+        except OSError:
+            continue
+        stack.extend(children.get(pid, []))
+    return total_kb / 1024
+
+
+def bench_predict(checkpoint: Path, work_dir: Path, args) -> dict:
+    """tools/predict.py on folders of PALM-sized JPEGs, one child process per folder size."""
+    sizes = sorted(int(n) for n in args.predict_images.split(","))
+    sources = palm_sized_images(work_dir)
+    runs = {}
+    for n in sizes:
+        folder = fill_folder(work_dir / f"predict{n}", sources, n, keep_prefix=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, "-m", "tools.predict", "--checkpoint",
+                   str(checkpoint), "--input", str(folder), "--output", f"{tmp}/preds.csv",
+                   "--batch-size", str(args.batch_size), "--num-workers", str(args.num_workers)]
+            runs[n] = run_measuring_memory(cmd)
+            rows = len(pd.read_csv(f"{tmp}/preds.csv"))
+        if rows != n:
+            raise RuntimeError(f"predict.py wrote {rows} rows for {n} images")
+        runs[n]["img_per_s"] = n / runs[n]["seconds"]
+    small, big = runs[sizes[0]], runs[sizes[-1]]
+    steady = (sizes[-1] - sizes[0]) / max(big["seconds"] - small["seconds"], 1e-9)
+    return {"runs": runs, "steady_img_per_s": steady, "command": " ".join(cmd[1:])}
+
+
+def bench_model(model_name: str, size: int, args, work_dir: Path, sections: set[str]) -> dict:
+    row: dict[str, Any] = {"model": model_name, "size": size, "batch": args.batch_size}
+    log = lambda msg: print(f"[{model_name} {size}px] {msg}  (load {os.getloadavg()[0]:.1f})",
+                            flush=True)
+    model = build_model(model_name, num_classes=1)
+    row["params_m"] = count_params(model) / 1e6
+    row["gflops"] = count_flops(model, (1, 3, size, size)) / 1e9
+    batch = random_batch(args.batch_size, size)
+    if sections & {"train", "loader"}:
+        row.update(bench_training(model_name, size, args, work_dir, sections))
+        log(f"train step {row['train_step']:.2f} img/s, loop with loader "
+            f"{row.get('train_loader', float('nan')):.2f}")
+    if "default" in sections:
+        row["eval_default"] = eval_default_in_child(model_name, size, args)
+        log(f"eval, paddle defaults {row['eval_default']:.2f} img/s")
+    meta = {"model": model_name, "num_classes": 1, "class_names": ["non-PM", "PM"],
+            "image_size": size, "normalize": "minus_one_one", "fundus_crop": False,
+            "threshold": 0.5, "model_kwargs": {}}
+    dygraph = DygraphPredictor(model, meta)
+    if "eval" in sections:
+        row["eval_dygraph"] = images_per_second(lambda: dygraph.predict(batch), len(batch),
+                                                args.iters)
+        log(f"eval, dygraph tuned {row['eval_dygraph']:.2f} img/s")
+    export_dir = work_dir / f"export-{model_name}-{size}"
+    if sections & {"inference", "onnx", "predict"}:
+        export_model(model, export_dir, meta)
+    if "inference" in sections:
+        predictor = InferencePredictor(export_dir)
+        row["inference"] = images_per_second(lambda: predictor.predict(batch), len(batch),
+                                             args.iters)
+        row["inference_max_abs_diff"] = float(np.max(np.abs(predictor.predict(batch)
+                                                            - dygraph.predict(batch))))
+        del predictor
+        log(f"inference {row['inference']:.2f} img/s")
+    if "onnx" in sections:
+        row["onnxruntime"] = bench_onnxruntime(export_dir, batch, args.iters)
+        log(f"onnxruntime {row['onnxruntime']}")
+    if "predict" in sections:
+        result = bench_predict(export_dir, work_dir, args)
+        row["predict"] = result
+        for n, r in result["runs"].items():
+            log(f"predict.py {n} images: {r['seconds']:.1f} s, {r['img_per_s']:.2f} img/s, "
+                f"peak RSS {r['peak_rss_mb']:.0f} MB (tree {r['peak_tree_rss_mb']:.0f} MB)")
+    for a, b in (("inference", "eval_default"), ("inference", "eval_dygraph"),
+                 ("eval_dygraph", "eval_default")):
+        if isinstance(row.get(a), float) and isinstance(row.get(b), float):
+            row[f"{a}_vs_{b}"] = row[a] / row[b]
+    if "predict" in row and "inference" in row:
+        row["predict_vs_inference"] = row["predict"]["steady_img_per_s"] / row["inference"]
+    return row
+
+
+def table_row(model_name: str, args) -> dict:
+    """README table row: params, GFLOPs and eval img/s (dygraph tuned, inference) at 224 px."""
+    size = 224
+    model = build_model(model_name, num_classes=1)
+    batch = random_batch(args.batch_size, size)
+    meta = {"model": model_name, "num_classes": 1, "image_size": size}
+    row = {"model": model_name, "params_m": count_params(model) / 1e6,
+           "gflops": count_flops(model, (1, 3, size, size)) / 1e9}
+    dygraph = DygraphPredictor(model, meta)
+    row["eval_dygraph"] = images_per_second(lambda: dygraph.predict(batch), len(batch),
+                                            args.iters, warmup=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        export_model(model, tmp, meta)
+        predictor = InferencePredictor(tmp)
+        row["inference"] = images_per_second(lambda: predictor.predict(batch), len(batch),
+                                             args.iters, warmup=1)
+    return row
+
+
+def run_table(args) -> list[dict]:
+    rows = []
+    for name in list_models():
+        cmd = [sys.executable, "-m", "tools.benchmark", "--child", "table-row",
+               "--models", name, "--batch-size", str(args.batch_size), "--iters", str(args.iters)]
+        run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        if run.returncode == 0:
+            rows.append(json.loads(run.stdout.strip().splitlines()[-1]))
+        else:  # a crash (e.g. a oneDNN segfault) costs one row, not the table
+            rows.append({"model": name, "error": (run.stderr.strip().splitlines() or
+                                                  [f"exit {run.returncode}"])[-1][:200]})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def environment() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "vendor": cpu_vendor(),
+            "cores": usable_cores(), "paddle": paddle.__version__, "python": platform.python_version(),
+            **{k: os.environ.get(k) for k in TUNING_VARS}, "loadavg_start": os.getloadavg()}
+
+
+def format_table(rows: list[dict], table_mode: bool) -> str:
+    df = pd.DataFrame(rows)
+    if table_mode:
+        cols = ["model", "params_m", "gflops", "eval_dygraph", "inference", "error"]
+    else:
+        if "predict" in df:
+            for n in sorted({n for p in df["predict"].dropna() for n in p["runs"]}):
+                df[f"predict{n}_img_s"] = [p["runs"][n]["img_per_s"] if isinstance(p, dict) else None
+                                           for p in df["predict"]]
+                df[f"predict{n}_rss_mb"] = [p["runs"][n]["peak_tree_rss_mb"] if isinstance(p, dict)
+                                            else None for p in df["predict"]]
+            df["predict_steady"] = [p["steady_img_per_s"] if isinstance(p, dict) else None
+                                    for p in df["predict"]]
+        cols = ["model", "size", "batch", "params_m", "gflops", "train_step", "train_loader",
+                "loader_vs_step", "eval_default", "eval_dygraph", "inference",
+                "inference_vs_eval_default", "onnxruntime", "predict_steady",
+                "predict_vs_inference"] + [c for c in df if c.startswith("predict") and "_" in c
+                                           and c not in ("predict_steady", "predict_vs_inference")]
+    cols = [c for c in cols if c in df]
+    return df[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}")
+
+
+def main(args: argparse.Namespace) -> dict:
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.child == "eval-default":  # runs without palm's tuning; see eval_default_in_child
+        model = build_model(models[0], num_classes=1)
+        predictor = DygraphPredictor(model, {})
+        batch = random_batch(args.batch_size, sizes[0])
+        rate = images_per_second(lambda: predictor.predict(batch), len(batch), args.iters)
+        print(json.dumps({"eval_default": rate}))
+        return {}
+    if args.child == "table-row":
+        print(json.dumps(table_row(models[0], args)))
+        return {}
+    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    unknown = sections - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    work_dir = Path(args.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    result = {"environment": environment(), "command": " ".join(sys.argv)}
+    if args.table:
+        rows = run_table(args)
+    else:
+        rows = [bench_model(m, s, args, work_dir, sections) for m in models for s in sizes]
+    result["environment"]["loadavg_end"] = os.getloadavg()
+    result["rows"] = rows
+    print(format_table(rows, args.table))
+    write_json_atomic(args.output, result)
+    print(f"wrote {args.output}")
+    return result
+
+
+def cli() -> None:
+    main(get_args_parser().parse_args())
+
+
+if __name__ == "__main__":
+    cli()
