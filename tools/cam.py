@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
+from palm.cli import run_tool
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.predict import list_images
 from palm.viz.cam import write_cam_overlays
@@ -56,10 +57,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def cli() -> None:
-    try:
-        sys.exit(main(get_args_parser().parse_args()))
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    run_tool(main, get_args_parser().parse_args())
 
 
 if __name__ == "__main__":

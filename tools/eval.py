@@ -12,10 +12,10 @@ class names come from the JSON file beside the checkpoint.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
+from palm.cli import run_tool
 from palm.engine.device import select_device
 from palm.engine.evaluate import evaluate_checkpoint
 from palm.engine.inference import ENGINES
@@ -64,10 +64,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def cli() -> None:
-    try:
-        main(get_args_parser().parse_args())
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        sys.exit(f"error: {e}")
+    run_tool(main, get_args_parser().parse_args())
 
 
 if __name__ == "__main__":

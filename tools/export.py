@@ -8,10 +8,10 @@ tools/predict.py or tools/eval.py as --checkpoint.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
+from palm.cli import run_tool
 from palm.engine.export import export_checkpoint
 from palm.engine.inference import DygraphPredictor, probe_export
 
@@ -40,10 +40,7 @@ def main(args: argparse.Namespace) -> Path:
 
 
 def cli() -> None:
-    try:
-        main(get_args_parser().parse_args())
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        sys.exit(f"error: {e}")
+    run_tool(main, get_args_parser().parse_args())
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ interruption skips the rows already done.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
+from palm.cli import run_tool
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.device import select_device
 from palm.engine.inference import ENGINES, as_layer, load_predictor
@@ -68,12 +68,8 @@ def main(args: argparse.Namespace) -> PredictSummary:
 
 def cli() -> None:
     args = get_args_parser().parse_args()
-    try:
-        main(args)
-    except KeyboardInterrupt:
-        sys.exit(f"interrupted; finished rows are in {journal_path(Path(args.output))}: rerun with --resume")
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        sys.exit(f"error: {e}")
+    resume_hint = f"interrupted; finished rows are in {journal_path(Path(args.output))}: rerun with --resume"
+    run_tool(main, args, interrupted=resume_hint)
 
 
 if __name__ == "__main__":

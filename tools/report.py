@@ -7,9 +7,9 @@ Images are embedded, so the one file opens anywhere without network or the run f
 from __future__ import annotations
 
 import argparse
-import sys
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
+from palm.cli import run_tool
 from palm.viz.report import build_report
 
 
@@ -31,10 +31,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def cli() -> None:
-    try:
-        sys.exit(main(get_args_parser().parse_args()))
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    run_tool(main, get_args_parser().parse_args())
 
 
 if __name__ == "__main__":

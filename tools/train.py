@@ -12,13 +12,12 @@ folder receives config.yaml, metrics.csv, last/best checkpoints and the curves.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
+from palm.cli import run_tool
 from palm.config import parse_args_with_config, resolved_config
 from palm.engine.runner import prepare_demo_data, run_training
-from palm.engine.train import NonFiniteLossError, TrainingInterrupted
 
 BOOL = argparse.BooleanOptionalAction
 
@@ -83,14 +82,7 @@ def main(args: argparse.Namespace) -> Path:
 
 
 def cli() -> None:
-    try:
-        main(parse_args())
-    except TrainingInterrupted as e:
-        sys.exit(f"stopped: {e}")  # exit status 1
-    except NonFiniteLossError as e:
-        sys.exit(f"error: {e}")
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        sys.exit(f"error: {e}")
+    run_tool(main, parse_args())
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import pandas as pd
 import paddle
 from tqdm import tqdm
 
+from palm.cli import StoppedByUser
 from palm.engine.checkpoint import save_checkpoint
 from palm.engine.evaluate import EvalResult, evaluate, json_ready
 from palm.io_utils import atomic_path
@@ -32,7 +33,7 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or inf; the optimizer step was not taken."""
 
 
-class TrainingInterrupted(RuntimeError):
+class TrainingInterrupted(StoppedByUser):
     """Ctrl-C during training; `last` was saved first."""
 
 
