@@ -92,3 +92,22 @@ def test_import_palm_respects_user_and_opt_out():
     assert _env_after_import({"OMP_NUM_THREADS": "1", "MKL_DEBUG_CPU_TYPE": "0"}) == ["1", "0"]
     # opted out, paddle applies its own default of one thread
     assert _env_after_import({runtime.OPT_OUT_VAR: "1"}) == ["1", "None"]
+
+
+def test_release_idle_threads_respects_user():
+    from palm.engine.fast import release_idle_threads
+
+    env: dict[str, str] = {}
+    assert release_idle_threads(env) and env == {"KMP_BLOCKTIME": "0"}
+    env = {"KMP_BLOCKTIME": "200"}
+    assert not release_idle_threads(env) and env == {"KMP_BLOCKTIME": "200"}
+
+
+def test_lower_worker_priority_in_a_child():
+    code = ("import os; from palm.engine.fast import lower_worker_priority, WORKER_NICENESS; "
+            "before = os.nice(0); lower_worker_priority(0); "
+            "print(os.nice(0) - before, min(19, before + WORKER_NICENESS) - before)")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, check=True)
+    raised, expected = out.stdout.split()
+    assert raised == expected

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from palm.data import ImageReadError, build_transform, is_image_file, read_image
 from palm.engine.evaluate import main_output, to_probabilities
+from palm.engine.fast import lower_worker_priority
 from palm.io_utils import atomic_path
 
 BASE_COLUMNS = ["path", "probability", "prediction", "class_name", "error"]
@@ -182,7 +183,8 @@ def predict_to_csv(
         if todo:
             loader = paddle.io.DataLoader(FileImageSet(todo, transform, meta["image_size"]),
                                           batch_size=batch_size, shuffle=False,
-                                          num_workers=num_workers, return_list=True)
+                                          num_workers=num_workers, return_list=True,
+                                          worker_init_fn=lower_worker_priority)
             for images, indices, batch_errors in tqdm(loader, desc="predict", unit="batch",
                                                       disable=not progress, dynamic_ncols=True):
                 ok = [i for i, e in enumerate(batch_errors) if not e]
