@@ -28,27 +28,28 @@ def test_defaults_on_amd(vendor):
     vendor("AuthenticAMD")
     env: dict[str, str] = {}
     applied = runtime.tune_cpu_env(env)
-    assert env == applied == {"OMP_NUM_THREADS": "4", "MKL_DEBUG_CPU_TYPE": "5"}
+    assert env == applied == {"OMP_NUM_THREADS": "4", "MKL_DEBUG_CPU_TYPE": "5",
+                              "KMP_BLOCKTIME": "0"}
 
 
 def test_intel_gets_threads_only(vendor):
     vendor("GenuineIntel")
     env: dict[str, str] = {}
     runtime.tune_cpu_env(env)
-    assert env == {"OMP_NUM_THREADS": "4"}
+    assert env == {"OMP_NUM_THREADS": "4", "KMP_BLOCKTIME": "0"}
 
 
 def test_user_settings_are_kept(vendor):
     vendor("AuthenticAMD")
-    env = {"OMP_NUM_THREADS": "1", "MKL_DEBUG_CPU_TYPE": "0"}
+    env = {"OMP_NUM_THREADS": "1", "MKL_DEBUG_CPU_TYPE": "0", "KMP_BLOCKTIME": "200"}
     assert runtime.tune_cpu_env(env) == {}
-    assert env == {"OMP_NUM_THREADS": "1", "MKL_DEBUG_CPU_TYPE": "0"}
+    assert env == {"OMP_NUM_THREADS": "1", "MKL_DEBUG_CPU_TYPE": "0", "KMP_BLOCKTIME": "200"}
 
 
 def test_partly_set_env_fills_only_the_gap(vendor):
     vendor("AuthenticAMD")
     env = {"OMP_NUM_THREADS": "3"}
-    assert runtime.tune_cpu_env(env) == {"MKL_DEBUG_CPU_TYPE": "5"}
+    assert runtime.tune_cpu_env(env) == {"MKL_DEBUG_CPU_TYPE": "5", "KMP_BLOCKTIME": "0"}
     assert env["OMP_NUM_THREADS"] == "3"
 
 
@@ -70,41 +71,35 @@ def test_usable_cores_positive():
     assert runtime.usable_cores() >= 1
 
 
+TUNED = ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE", "KMP_BLOCKTIME")
+
+
 def _env_after_import(extra_env: dict[str, str]) -> list[str]:
-    """OMP_NUM_THREADS and MKL_DEBUG_CPU_TYPE as a fresh `import palm, paddle` leaves them."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE", runtime.OPT_OUT_VAR)}
+    """The TUNED variables as a fresh `import palm, paddle` leaves them."""
+    env = {k: v for k, v in os.environ.items() if k not in (*TUNED, runtime.OPT_OUT_VAR)}
     env.update(extra_env, PYTHONPATH=str(REPO))
-    code = ("import os, palm, paddle; "
-            "print(os.environ.get('OMP_NUM_THREADS'), os.environ.get('MKL_DEBUG_CPU_TYPE'))")
+    code = f"import os, palm, paddle; print(*(os.environ.get(k) for k in {TUNED!r}))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True)
     return out.stdout.split()
 
 
 def test_import_palm_sets_env_before_paddle():
-    omp, mkl = _env_after_import({})
+    omp, mkl, kmp = _env_after_import({})
     assert omp == str(runtime.usable_cores())  # paddle alone would leave "1"
     assert mkl == ("5" if runtime.cpu_vendor() == "AuthenticAMD" else "None")
+    assert kmp == "0"
 
 
 def test_import_palm_respects_user_and_opt_out():
-    assert _env_after_import({"OMP_NUM_THREADS": "1", "MKL_DEBUG_CPU_TYPE": "0"}) == ["1", "0"]
+    user = {"OMP_NUM_THREADS": "1", "MKL_DEBUG_CPU_TYPE": "0", "KMP_BLOCKTIME": "200"}
+    assert _env_after_import(user) == ["1", "0", "200"]
     # opted out, paddle applies its own default of one thread
-    assert _env_after_import({runtime.OPT_OUT_VAR: "1"}) == ["1", "None"]
-
-
-def test_release_idle_threads_respects_user():
-    from palm.engine.fast import release_idle_threads
-
-    env: dict[str, str] = {}
-    assert release_idle_threads(env) and env == {"KMP_BLOCKTIME": "0"}
-    env = {"KMP_BLOCKTIME": "200"}
-    assert not release_idle_threads(env) and env == {"KMP_BLOCKTIME": "200"}
+    assert _env_after_import({runtime.OPT_OUT_VAR: "1"}) == ["1", "None", "None"]
 
 
 def test_lower_worker_priority_in_a_child():
-    code = ("import os; from palm.engine.fast import lower_worker_priority, WORKER_NICENESS; "
+    code = ("import os; from palm.runtime import lower_worker_priority, WORKER_NICENESS; "
             "before = os.nice(0); lower_worker_priority(0); "
             "print(os.nice(0) - before, min(19, before + WORKER_NICENESS) - before)")
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},

@@ -16,15 +16,12 @@ import argparse
 from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.engine.fast import release_idle_threads
-
-release_idle_threads()  # before paddle is imported; see palm/engine/fast.py
-from palm.cli import run_tool  # noqa: E402
-from palm.engine.checkpoint import load_checkpoint_model  # noqa: E402
-from palm.engine.device import select_device  # noqa: E402
-from palm.engine.inference import ENGINES, as_layer, load_predictor  # noqa: E402
-from palm.engine.predict import PredictSummary, journal_path, list_images, predict_to_csv  # noqa: E402
-from palm.viz.cam import write_cam_overlays  # noqa: E402
+from palm.cli import run_tool
+from palm.engine.checkpoint import load_checkpoint_model
+from palm.engine.device import select_device
+from palm.engine.inference import ENGINES, as_layer, load_predictor
+from palm.engine.predict import PredictSummary, journal_path, list_images, predict_to_csv
+from palm.viz.cam import write_cam_overlays
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,8 @@ from typing import Iterator
 import numpy as np
 import paddle
 
+from palm.runtime import lower_worker_priority
+
 
 class SeededBatchSampler(paddle.io.BatchSampler):
     """Batches in an order that depends only on (seed, epoch), not on global random state.
@@ -61,6 +63,7 @@ class _SeedWorker:
         self.batch_sampler = batch_sampler
 
     def __call__(self, worker_id: int) -> None:
+        lower_worker_priority()  # decode in the gaps, not against the network's threads
         ss = np.random.SeedSequence([self.seed, max(self.batch_sampler.epoch, 0), worker_id])
         np.random.seed(ss.generate_state(4))
         random.seed(int(ss.generate_state(1)[0]))

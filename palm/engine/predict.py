@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from palm.data import ImageReadError, build_transform, is_image_file, read_image
 from palm.engine.evaluate import main_output, to_probabilities
-from palm.engine.fast import lower_worker_priority
 from palm.io_utils import atomic_path
+from palm.runtime import lower_worker_priority
 
 BASE_COLUMNS = ["path", "probability", "prediction", "class_name", "error"]
 
