@@ -7,7 +7,7 @@ and pooling are left out (about 1 % of a ResNet's total).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import paddle
 import paddle.nn as nn

@@ -51,7 +51,7 @@ class DygraphPredictor:
         self.meta = meta
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path) -> "DygraphPredictor":
+    def from_checkpoint(cls, checkpoint: str | Path) -> DygraphPredictor:
         model, meta = load_checkpoint_model(checkpoint)
         return cls(model, meta)
 
