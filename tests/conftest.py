@@ -7,6 +7,16 @@ from pathlib import Path
 import pytest
 
 from data_tools.synth_palm import make_palm_dataset
+from palm.data.image_io import CACHE_DIR_ENV
+
+
+@pytest.fixture(scope="session", autouse=True)
+def image_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory):
+    """Training caches shrunk images in ~/.cache by default; tests (and the tools they run
+    as child processes) use a session folder instead."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_DIR_ENV, str(tmp_path_factory.mktemp("image_cache")))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,11 @@ from palm.data import (
     build_loader,
     build_transform,
     crop_fundus,
+    default_cache_dir,
     read_image,
+    resolve_cache_dir,
 )
+from palm.data.image_io import CACHE_DIR_ENV
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +112,41 @@ def test_dataset_cache_gives_same_tensors(palm_root, tmp_path):
         a, b = plain[i][0], cached[i][0]
         assert np.abs(_to_255(a) - _to_255(b)).mean() < 3.0
     assert len(list((tmp_path / "c").glob("*.npy"))) == 3
+
+
+def test_cache_dir_settings(tmp_path, monkeypatch):
+    monkeypatch.delenv(CACHE_DIR_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "palm" / "images"
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"
+    assert resolve_cache_dir("auto") == tmp_path / "mine" and (tmp_path / "mine").is_dir()
+    assert resolve_cache_dir(tmp_path / "explicit") == tmp_path / "explicit"
+    for off in (None, "", "none", "None"):
+        assert resolve_cache_dir(off) is None
+
+
+def test_auto_cache_falls_back_to_no_cache_when_unwritable(palm_root, tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(CACHE_DIR_ENV, str(blocker / "cache"))  # cannot mkdir below a file
+    assert resolve_cache_dir("auto") is None
+    assert "cannot create the image cache" in caplog.text and str(blocker / "cache") in caplog.text
+    ds = PalmTrainSet(palm_root / "PALM-Training400", transform=build_transform(32, train=False),
+                      cache_dir="auto")
+    assert ds[0][0].shape == (3, 32, 32)
+
+
+def test_cache_write_failure_keeps_going(big_jpeg, tmp_path, monkeypatch, caplog):
+    reader = CachedImageReader(tmp_path / "cache", 128)
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(np, "save", disk_full)
+    first = reader(big_jpeg)
+    second = reader(big_jpeg)
+    assert min(first.shape[:2]) == 128 and np.array_equal(first, second)
+    assert caplog.text.count("cannot write to the image cache (No space left on device)") == 1
+    assert not list((tmp_path / "cache").iterdir())  # no half-written entry left behind
 
 
 # ---------------------------------------------------------------- transforms

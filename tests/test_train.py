@@ -50,8 +50,12 @@ def plain_config(tmp_path_factory) -> Path:
     return path
 
 
-def test_run_folder_and_checkpoint_json(palm_root, tmp_path, capsys):
+def test_run_folder_and_checkpoint_json(palm_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PALM_CACHE_DIR", str(tmp_path / "cache"))
     run = _train(_train_args(palm_root, tmp_path / "run", "--epochs", "2"))
+    # the default cache_dir "auto" holds every training and validation image once (the
+    # train and eval transforms decode to the same size at 32 px)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 24 + 16
     names = {p.name for p in run.iterdir()}
     assert {"config.yaml", "metrics.csv", "last.pdparams", "last.pdopt", "last.json",
             "best.pdparams", "best.json", "loss_curve.png", "metrics_curve.png"} <= names

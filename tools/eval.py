@@ -41,7 +41,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images, listing them")
-    p.add_argument("--cache-dir", help="resized-image cache folder")
+    p.add_argument("--cache-dir", default="auto",
+                   help="cache of shrunk images, shared with training (default auto; none: off)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     p.add_argument("--report", action="store_true",
                    help="also write OUTPUT/report.html (the run folder is the checkpoint's)")

@@ -37,7 +37,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--val-csv", help="validation list with columns path,label")
     data.add_argument("--image-size", type=int)
     data.add_argument("--num-workers", type=int, help="data loader processes")
-    data.add_argument("--cache-dir", help="cache resized images here (faster later epochs)")
+    data.add_argument("--cache-dir", help="cache of shrunk images, reused by later epochs and runs "
+                      "(default auto: $PALM_CACHE_DIR or ~/.cache/palm/images; none: off)")
     data.add_argument("--skip-bad", action=BOOL, help="skip unreadable images instead of stopping")
     opt = p.add_argument_group("optimization")
     opt.add_argument("--epochs", type=int)

@@ -16,9 +16,11 @@ from palm.data.image_io import (
     IMAGE_EXTENSIONS,
     CachedImageReader,
     ImageReadError,
+    default_cache_dir,
     is_image_file,
     read_image,
     resize_short_side,
+    resolve_cache_dir,
 )
 from palm.data.loader import SeededBatchSampler, build_loader
 from palm.data.transforms import DEFAULT_AUGMENT, Transform, build_transform, crop_fundus
@@ -40,10 +42,12 @@ __all__ = [
     "build_loader",
     "build_transform",
     "crop_fundus",
+    "default_cache_dir",
     "find_palm_layout",
     "is_image_file",
     "open_image_set",
     "read_image",
     "read_table",
     "resize_short_side",
+    "resolve_cache_dir",
 ]

@@ -20,7 +20,13 @@ import numpy as np
 import paddle
 import pandas as pd
 
-from palm.data.image_io import CachedImageReader, ImageReadError, is_image_file, read_image
+from palm.data.image_io import (
+    CachedImageReader,
+    ImageReadError,
+    is_image_file,
+    read_image,
+    resolve_cache_dir,
+)
 from palm.data.transforms import build_transform
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,7 @@ class ImageSet(paddle.io.Dataset):
         self.skip_bad = skip_bad
         # read JPEGs at reduced scale / cache them at the size the transform needs
         decode_size = getattr(self.transform, "decode_size", None)
+        cache_dir = resolve_cache_dir(cache_dir)
         if cache_dir is not None:
             self.read: Callable[[str], np.ndarray] = CachedImageReader(cache_dir, decode_size)
         else:
@@ -147,7 +154,8 @@ class PalmTrainSet(ImageSet):
         train_dir: PALM-Training400 (the nested PALM-Training400/PALM-Training400 is found).
         transform: image -> CHW float32; default eval transform at 224 px.
         skip_bad: drop bad files into `.skipped` instead of raising.
-        cache_dir: folder for the resized-image cache (None: no cache).
+        cache_dir: folder for the resized-image cache; "auto" for the shared default
+            (palm.data.default_cache_dir()); None for no cache.
     """
 
     def __init__(

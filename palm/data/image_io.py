@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 from pathlib import Path
 
@@ -26,6 +27,9 @@ _REDUCED_FLAGS = {
     8: cv2.IMREAD_REDUCED_COLOR_8,
 }
 _CACHE_VERSION = "1"  # bump when the cached representation changes
+CACHE_DIR_ENV = "PALM_CACHE_DIR"
+
+log = logging.getLogger(__name__)
 
 
 class ImageReadError(ValueError):
@@ -135,12 +139,43 @@ def resize_short_side(img: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(img, new, interpolation=cv2.INTER_AREA)
 
 
+def default_cache_dir() -> Path:
+    """The shared cache folder: $PALM_CACHE_DIR, else $XDG_CACHE_HOME/palm/images, else
+    ~/.cache/palm/images (the XDG convention pip, torch and Hugging Face follow)."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "palm" / "images"
+
+
+def resolve_cache_dir(setting: str | os.PathLike | None) -> Path | None:
+    """A `cache_dir` setting as a folder, or None for no cache.
+
+    "auto" means `default_cache_dir()`, or no cache (with a warning) when that folder cannot
+    be created, e.g. a read-only home; None, "" and "none" mean no cache; anything else is
+    the folder itself.
+    """
+    if setting is None or str(setting).strip().lower() in ("", "none"):
+        return None
+    if str(setting) != "auto":
+        return Path(setting)
+    folder = default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        log.warning("%s: cannot create the image cache (%s); decoding every epoch. Set %s "
+                    "or --cache-dir to a writable folder.", folder, e.strerror or e, CACHE_DIR_ENV)
+        return None
+    return folder
+
+
 class CachedImageReader:
     """`read_image` with an on-disk cache of images shrunk to short side `target_size`.
 
     Entries are `.npy` files keyed by the absolute path, modification time, file size and
     target size, so an edited or replaced image is decoded again. Writes are atomic, so
-    DataLoader workers may share one cache folder.
+    DataLoader workers may share one cache folder. A failed write (disk full, read-only
+    folder) is logged once and the image is used anyway: the cache only saves time.
 
     Example:
         read = CachedImageReader("cache/224", 224)
@@ -151,6 +186,7 @@ class CachedImageReader:
         self.cache_dir = Path(cache_dir)
         self.target_size = target_size
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._write_failed = False
 
     def cache_path(self, path: str | os.PathLike) -> Path:
         try:
@@ -181,6 +217,12 @@ class CachedImageReader:
         img = read_image(path, self.target_size)
         if self.target_size:
             img = resize_short_side(img, self.target_size)
-        with atomic_path(entry) as tmp, open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(img), allow_pickle=False)
+        try:
+            with atomic_path(entry) as tmp, open(tmp, "wb") as f:
+                np.save(f, np.ascontiguousarray(img), allow_pickle=False)
+        except OSError as e:
+            if not self._write_failed:
+                log.warning("%s: cannot write to the image cache (%s); going on without "
+                            "caching", entry, e.strerror or e)
+                self._write_failed = True
         return img
