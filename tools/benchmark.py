@@ -3,7 +3,8 @@
 For each model and image size (random weights; speed does not depend on them):
   train_step      bare training steps on one in-memory batch (forward, loss, backward, step)
   train_loader    palm's training loop (engine.train.train_one_epoch) fed by the real data
-                  loader from PALM-sized JPEGs (2124x2056), augmentations on
+                  loader from PALM-sized JPEGs (2124x2056), augmentations on: the first
+                  epoch (decoding, filling the image cache) and the second (cache hits)
   eval_default    dygraph eval as Paddle ships (child process without palm's CPU tuning:
                   one OpenMP thread, MKL's generic path on AMD)
   eval_dygraph    dygraph eval with palm's CPU tuning (threads = cores, MKL_DEBUG_CPU_TYPE)
@@ -63,11 +64,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", default="224", help="comma-separated image sizes")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--iters", type=int, default=10, help="timed batches per eval measurement")
-    p.add_argument("--train-iters", type=int, default=16,
-                   help="timed bare training steps (half before, half after the loader epoch)")
+    p.add_argument("--train-iters", type=int, default=24,
+                   help="timed bare training steps (a third before, between and after the "
+                        "loader epochs)")
     p.add_argument("--train-images", type=int, default=400,
-                   help="images in the training-loop epoch fed by the data loader "
-                        "(default: one PALM training epoch)")
+                   help="images per training-loop epoch fed by the data loader (two epochs "
+                        "run; default: the PALM training set's size)")
     p.add_argument("--num-workers", type=int, default=2, help="data loader processes")
     p.add_argument("--predict-images", default="100,500",
                    help="folder sizes for the end-to-end predict runs (two or more)")
@@ -136,7 +138,8 @@ def fill_folder(folder: Path, sources: list[Path], n: int, keep_prefix: bool) ->
 
 # ----------------------------------------------------------------------------- measurements
 def bench_training(model_name: str, size: int, args, work_dir: Path, sections: set[str]) -> dict:
-    """Bare step rate (measured before and after the loader epoch, averaged) and loop rate."""
+    """Bare step rate and, with the "loader" section, the training loop's rate in its first
+    epoch (decoding into the image cache) and second (cache hits)."""
     paddle.seed(0)
     model = build_model(model_name, num_classes=1)
     model.train()
@@ -154,19 +157,29 @@ def bench_training(model_name: str, size: int, args, work_dir: Path, sections: s
         float(loss)  # wait for the result, as the real loop does
 
     out: dict[str, Any] = {}
-    half = max(1, args.train_iters // 2)
-    before = images_per_second(step, args.batch_size, half)
-    if "loader" in sections:
-        folder = fill_folder(work_dir / f"train{args.train_images}",
-                             palm_sized_images(work_dir), args.train_images, keep_prefix=True)
-        dataset = PalmTrainSet(folder, transform=build_transform(size, train=True))
+    if "loader" not in sections:
+        out["train_step"] = images_per_second(step, args.batch_size, args.train_iters)
+        return out
+    # bare steps before, between and after the two loader epochs, so a drift in the
+    # machine's speed affects both figures alike
+    chunk = max(1, args.train_iters // 3)
+    bare = [images_per_second(step, args.batch_size, chunk)]
+    folder = fill_folder(work_dir / f"train{args.train_images}", palm_sized_images(work_dir),
+                         args.train_images, keep_prefix=True)
+    epochs = []
+    # as tools/train.py runs: the image cache fills in epoch 1 and serves every later one
+    with tempfile.TemporaryDirectory(dir=work_dir) as cache:
+        dataset = PalmTrainSet(folder, transform=build_transform(size, train=True),
+                               cache_dir=cache)
         loader = build_loader(dataset, args.batch_size, train=True, num_workers=args.num_workers)
-        stats = train_one_epoch(model, loss_fn, optimizer, loader, epoch=1, progress=False)
-        out["train_loader"] = stats["train_img_per_s"]
-    after = images_per_second(step, args.batch_size, half, warmup=0)
-    out["train_step"] = (before + after) / 2
-    if "train_loader" in out:
-        out["loader_vs_step"] = out["train_loader"] / out["train_step"]
+        for epoch in (1, 2):
+            epochs.append(train_one_epoch(model, loss_fn, optimizer, loader, epoch=epoch,
+                                          progress=False)["train_img_per_s"])
+            bare.append(images_per_second(step, args.batch_size, chunk, warmup=0))
+    out["train_step"] = float(np.mean(bare))
+    out["train_loader_first_epoch"], out["train_loader"] = epochs
+    out["first_epoch_vs_step"] = epochs[0] / out["train_step"]
+    out["loader_vs_step"] = epochs[1] / out["train_step"]
     return out
 
 
@@ -314,7 +327,8 @@ def bench_model(model_name: str, size: int, args, work_dir: Path, sections: set[
     batch = random_batch(args.batch_size, size)
     if sections & {"train", "loader"}:
         row.update(bench_training(model_name, size, args, work_dir, sections))
-        log(f"train step {row['train_step']:.2f} img/s, loop with loader "
+        log(f"train step {row['train_step']:.2f} img/s, loop with loader: first epoch "
+            f"{row.get('train_loader_first_epoch', float('nan')):.2f}, later epochs "
             f"{row.get('train_loader', float('nan')):.2f}")
     meta = {"model": model_name, "num_classes": 1, "class_names": ["non-PM", "PM"],
             "image_size": size, "normalize": "minus_one_one", "fundus_crop": False,
