@@ -128,6 +128,34 @@ def test_memory_optim_and_plain_cpu_options(exported):
         )
 
 
+BF16 = paddle.base.core.supports_bfloat16()
+
+
+@pytest.mark.skipif(not BF16, reason="this CPU has no AVX512-BF16/AMX")
+def test_bf16_predictor_close_to_fp32_and_faster_path_chosen(exported, checkpoint):
+    fp32 = InferencePredictor(exported)
+    bf16 = InferencePredictor(exported, precision="bf16")
+    batch = _batch(6)
+    want, got = fp32.predict(batch), bf16.predict(batch)
+    assert not np.array_equal(got, want)  # bfloat16 kernels really ran
+    np.testing.assert_allclose(got, want, rtol=0, atol=0.05 * max(1.0, np.abs(want).max()))
+    # a checkpoint with a reduced precision goes to the inference engine however few images
+    fast = load_predictor(checkpoint, n_images=2, precision="bf16")
+    assert isinstance(fast, InferencePredictor) and fast.precision == "bf16"
+
+
+def test_bf16_refused_where_it_cannot_run(exported, checkpoint, monkeypatch):
+    with pytest.raises(ValueError, match="runs on the inference engine"):
+        load_predictor(checkpoint, engine="dygraph", precision="bf16")
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        InferencePredictor(exported, precision="fp16")
+    with pytest.raises(ValueError, match="CPU with oneDNN only"):
+        InferencePredictor(exported, precision="bf16", onednn=False)
+    monkeypatch.setattr(paddle.base.core, "supports_bfloat16", lambda: False)
+    with pytest.raises(ValueError, match="AVX512-BF16 or AMX"):
+        InferencePredictor(exported, precision="bf16")
+
+
 @pytest.mark.parametrize(
     "make, engine, error, match",
     [
@@ -202,7 +230,23 @@ def test_eval_tool_with_export_folder_matches_checkpoint(exported, checkpoint, p
         metrics[name] = eval_tool.main(eval_tool.get_args_parser().parse_args(argv))
     assert metrics["ckpt"]["engine"] == "dygraph"  # 16 images: not worth a temporary export
     assert metrics["export"]["engine"] == "inference"
+    assert metrics["ckpt"]["precision"] == metrics["export"]["precision"] == "fp32"
     probs = {name: pd.read_csv(tmp_path / name / "predictions.csv")["probability"]
              for name in metrics}
     np.testing.assert_allclose(probs["export"], probs["ckpt"], atol=1e-5)
     assert metrics["export"]["roc_auc"] == pytest.approx(metrics["ckpt"]["roc_auc"])
+
+
+@pytest.mark.skipif(not BF16, reason="this CPU has no AVX512-BF16/AMX")
+def test_eval_tool_bf16_records_precision_and_stays_close(exported, palm_root, tmp_path):
+    from tools import eval as eval_tool
+
+    probs = {}
+    for precision in ("fp32", "bf16"):
+        argv = ["--checkpoint", str(exported), "--data-root", str(palm_root),
+                "--output", str(tmp_path / precision), "--precision", precision]
+        metrics = eval_tool.main(eval_tool.get_args_parser().parse_args(argv))
+        assert metrics["precision"] == precision
+        probs[precision] = pd.read_csv(tmp_path / precision / "predictions.csv")["probability"]
+    diff = np.abs(probs["bf16"] - probs["fp32"])
+    assert 0 < diff.max() < 0.02

@@ -10,6 +10,8 @@ For each model and image size (random weights; speed does not depend on them):
   eval_dygraph    dygraph eval with palm's CPU tuning (threads = cores, MKL_DEBUG_CPU_TYPE)
   inference       the exported model on Paddle Inference (oneDNN, IR optimisation); best of
                   --repeats measurements, before and after the child processes below
+  inference_bf16  the same on oneDNN's bfloat16 kernels (predict/eval --precision bf16), on
+                  CPUs with AVX512-BF16 or AMX; with its largest logit difference from fp32
   onnxruntime     the same export through paddle2onnx + onnxruntime, when both import
   predict         tools/predict.py end to end on folders of PALM-sized JPEGs, as a child
                   process: wall time (fastest of --repeats) and peak memory (main process
@@ -54,7 +56,7 @@ from palm.runtime import OPT_OUT_VAR, cpu_vendor, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
 PALM_SIZE = "2124x2056"
-SECTIONS = ("train", "loader", "default", "eval", "inference", "onnx", "predict")
+SECTIONS = ("train", "loader", "default", "eval", "inference", "bf16", "onnx", "predict")
 TUNING_VARS = ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE", "KMP_BLOCKTIME")  # palm.runtime sets them
 
 
@@ -194,6 +196,18 @@ def eval_default_in_child(model_name: str, size: int, args) -> float:
     if run.returncode != 0:
         raise RuntimeError(f"default-settings child failed: {run.stderr.strip()[-300:]}")
     return json.loads(run.stdout.strip().splitlines()[-1])["eval_default"]
+
+
+def bench_bf16(export_dir: Path, batch: np.ndarray, fp32_logits: np.ndarray, iters: int) -> dict:
+    """img/s of the bfloat16 predictor and its largest logit difference (relative to the
+    logits' size), or the reason it cannot run here."""
+    try:
+        predictor = InferencePredictor(export_dir, precision="bf16")
+    except ValueError as e:
+        return {"inference_bf16": str(e)}
+    diff = np.max(np.abs(predictor.predict(batch) - fp32_logits))
+    return {"inference_bf16": images_per_second(lambda: predictor.predict(batch), len(batch), iters),
+            "inference_bf16_rel_diff": float(diff / max(1.0, float(np.max(np.abs(fp32_logits)))))}
 
 
 def bench_onnxruntime(export_dir: Path, batch: np.ndarray, iters: int) -> float | str:
@@ -339,7 +353,7 @@ def bench_model(model_name: str, size: int, args, work_dir: Path, sections: set[
                                                 args.iters)
         log(f"eval, dygraph tuned {row['eval_dygraph']:.2f} img/s")
     export_dir = work_dir / f"export-{model_name}-{size}"
-    if sections & {"inference", "onnx", "predict"}:
+    if sections & {"inference", "bf16", "onnx", "predict"}:
         export_model(model, export_dir, meta)
     if "inference" in sections:
         predictor = InferencePredictor(export_dir)
@@ -349,6 +363,10 @@ def bench_model(model_name: str, size: int, args, work_dir: Path, sections: set[
                                           / max(1.0, float(np.max(np.abs(ref)))))
         rates = [images_per_second(lambda: predictor.predict(batch), len(batch), args.iters)]
         log(f"inference {rates[0]:.2f} img/s")
+    if "bf16" in sections:
+        row.update(bench_bf16(export_dir, batch, dygraph.predict(batch), args.iters))
+        bf16 = row["inference_bf16"]
+        log(f"inference bf16 {bf16:.2f} img/s" if isinstance(bf16, float) else f"bf16: {bf16}")
     if "default" in sections:
         row["eval_default"] = eval_default_in_child(model_name, size, args)
         log(f"eval, paddle defaults {row['eval_default']:.2f} img/s")
@@ -373,7 +391,7 @@ def bench_model(model_name: str, size: int, args, work_dir: Path, sections: set[
         log(f"inference again {', '.join(f'{r:.2f}' for r in rates[1:])} img/s; "
             f"best {row['inference']:.2f}")
     for a, b in (("inference", "eval_default"), ("inference", "eval_dygraph"),
-                 ("eval_dygraph", "eval_default")):
+                 ("eval_dygraph", "eval_default"), ("inference_bf16", "inference")):
         if isinstance(row.get(a), float) and isinstance(row.get(b), float):
             row[f"{a}_vs_{b}"] = row[a] / row[b]
     if "predict" in row and "inference" in row:

@@ -19,7 +19,7 @@ import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import run_tool
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.device import select_device
-from palm.engine.inference import ENGINES, as_layer, load_predictor
+from palm.engine.inference import ENGINES, PRECISIONS, as_layer, load_predictor
 from palm.engine.predict import PredictSummary, journal_path, list_images, predict_to_csv
 from palm.viz.cam import write_cam_overlays
 
@@ -32,6 +32,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="auto: Paddle Inference for an export folder, and for a checkpoint when "
                         "there are enough images to repay a temporary export; else dygraph")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="bf16: about 2x faster on CPUs with AVX512-BF16/AMX, probabilities "
+                        "shift slightly (check with tools/eval.py --precision bf16 first)")
     p.add_argument("--input", required=True, help="an image file or a folder (recursive)")
     p.add_argument("--output", default="predictions.csv", help="CSV to write")
     p.add_argument("--batch-size", type=int, default=16)
@@ -49,8 +52,10 @@ def main(args: argparse.Namespace) -> PredictSummary:
     select_device(args.device)
     paths = list_images(args.input)
     # Grad-CAM needs gradients, so --cam keeps one dygraph model for both jobs
-    engine = "dygraph" if args.cam and args.engine == "auto" else args.engine
-    predictor = load_predictor(args.checkpoint, engine=engine, n_images=len(paths))
+    engine = ("dygraph" if args.cam and args.engine == "auto" and args.precision == "fp32"
+              else args.engine)
+    predictor = load_predictor(args.checkpoint, engine=engine, n_images=len(paths),
+                               precision=args.precision)
     model, meta = as_layer(predictor), predictor.meta
     summary = predict_to_csv(model, meta, paths, args.output, batch_size=args.batch_size,
                              num_workers=args.num_workers, tta=args.tta, threshold=args.threshold,

@@ -182,13 +182,15 @@ def evaluate_checkpoint(
     skip_bad: bool = False,
     cache_dir: str | Path | None = None,
     engine: str = "auto",
+    precision: str = "fp32",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Evaluate a saved checkpoint on labelled data and write the evaluation files.
 
     The model, preprocessing and class names come from the checkpoint's sidecar JSON.
     `checkpoint` may also be a tools/export.py folder; `engine` is as in
-    `palm.engine.inference.load_predictor`.
+    `palm.engine.inference.load_predictor`; `precision` "bf16" runs the inference engine
+    in bfloat16 (CPU).
 
     Returns:
         The metrics written to OUTPUT_DIR/metrics.json.
@@ -203,12 +205,14 @@ def evaluate_checkpoint(
     class_names = class_names or list(dataset.classes)
     if sources.num_outputs_for(class_names) != meta["num_classes"]:
         raise ValueError(f"{checkpoint}: {meta['num_classes']} output(s) do not fit classes {class_names}")
-    predictor = load_predictor(checkpoint, engine=engine, n_images=len(dataset))
+    predictor = load_predictor(checkpoint, engine=engine, n_images=len(dataset),
+                               precision=precision)
     model = as_layer(predictor)
     loader = build_loader(dataset, batch_size, train=False, num_workers=num_workers)
     result = evaluate(model, loader, ClassificationLoss(meta["num_classes"]))
     thr, source = choose_threshold(result, meta, threshold, tune_threshold)
-    extra = {"checkpoint": str(checkpoint), "engine": predictor.engine, "threshold_source": source,
+    extra = {"checkpoint": str(checkpoint), "engine": predictor.engine,
+             "precision": predictor.precision, "threshold_source": source,
              "skipped": [f"{where}: {why}" for where, why in dataset.skipped]}
     metrics = write_evaluation(result, [path for path, _ in dataset.samples], class_names, thr,
                                output_dir, extra)

@@ -27,6 +27,12 @@ from palm.engine.export import META_NAME, export_model
 from palm.runtime import usable_cores
 
 ENGINES = ("auto", "dygraph", "inference")
+# bf16 runs oneDNN's bfloat16 kernels on CPUs with AVX512-BF16 or AMX: ResNet50 224 px
+# 36.5 against 19.8 img/s fp32 on the development CPU, logits within about 1 % (measured
+# with tools/benchmark.py; the README has its effect on the demo model's metrics).
+PRECISIONS = ("fp32", "bf16")
+# probe_export: largest logit difference from dygraph, relative to the logits' magnitude
+PROBE_TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
 # Below this many images a temporary export (2-10 s with the probe) costs more than it saves.
 AUTO_EXPORT_MIN_IMAGES = 64
 
@@ -44,6 +50,7 @@ class DygraphPredictor:
     """
 
     engine = "dygraph"
+    precision = "fp32"
 
     def __init__(self, model: paddle.nn.Layer, meta: dict[str, Any]):
         self.model = model
@@ -76,6 +83,7 @@ class InferencePredictor:
         memory_optim: reuse buffers between operators. Paddle 3.3's CPU predictor fails to
             build with it unless the new executor is on, and peak memory did not drop
             here, so it is off by default.
+        precision: "fp32", or "bf16" (CPU with oneDNN only; needs AVX512-BF16 or AMX).
         gpu_id, gpu_memory_mb: GPU device and initial memory pool.
         tensorrt: on GPU, convert the program with Paddle-TensorRT (needs a paddle-gpu
             build with TensorRT; fp32 unless `tensorrt_fp16`).
@@ -93,6 +101,7 @@ class InferencePredictor:
         onednn: bool = True,
         ir_optim: bool = True,
         memory_optim: bool = False,
+        precision: str = "fp32",
         gpu_id: int = 0,
         gpu_memory_mb: int = 256,
         tensorrt: bool = False,
@@ -107,6 +116,8 @@ class InferencePredictor:
         device = device or ("gpu" if paddle.get_device().startswith("gpu") else "cpu")
         if tensorrt and device != "gpu":
             raise ValueError("TensorRT needs device='gpu'")
+        check_precision(precision, device, onednn)
+        self.precision = precision
         if tensorrt:
             model_file, params_file = self._tensorrt_convert(
                 model_file, tensorrt_fp16, max_batch_size
@@ -118,6 +129,8 @@ class InferencePredictor:
             config.disable_gpu()
             if onednn:
                 config.enable_mkldnn()
+                if precision == "bf16":
+                    config.enable_mkldnn_bfloat16()
             else:
                 config.disable_mkldnn()
             config.set_cpu_math_library_num_threads(threads or usable_cores())
@@ -162,6 +175,19 @@ class InferencePredictor:
             trt_config.precision_mode = PrecisionMode.FP16
         convert(str(model_file.with_suffix("")), trt_config)
         return out_prefix.with_suffix(".json"), out_prefix.with_suffix(".pdiparams")
+
+
+def check_precision(precision: str, device: str, onednn: bool = True) -> None:
+    """Raise ValueError (one line) unless this machine can run `precision` on `device`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return
+    if device != "cpu" or not onednn:
+        raise ValueError("bf16 runs on CPU with oneDNN only (on GPU use TensorRT fp16)")
+    if not paddle.base.core.supports_bfloat16():
+        raise ValueError("bf16 needs a CPU with AVX512-BF16 or AMX instructions, which this one "
+                         "lacks; use --precision fp32")
 
 
 class PredictorLayer(paddle.nn.Layer):
@@ -230,8 +256,9 @@ def load_predictor(
         engine: "dygraph" (checkpoints only), "inference" (a checkpoint is exported to a
             temporary folder first) or "auto": an exported folder runs on Paddle
             Inference; a checkpoint does too when `n_images` is unknown or at least
-            AUTO_EXPORT_MIN_IMAGES and a probe in a child process shows the exported
-            model runs and agrees with dygraph, otherwise it runs in dygraph.
+            AUTO_EXPORT_MIN_IMAGES (or a reduced precision is asked for) and a probe in a
+            child process shows the exported model runs and agrees with dygraph, otherwise
+            it runs in dygraph.
         n_images: how many images will be predicted, if known (export costs seconds).
         **options: keyword arguments for `InferencePredictor` (ignored by dygraph).
 
@@ -240,6 +267,10 @@ def load_predictor(
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    reduced_precision = options.get("precision", "fp32") != "fp32"
+    if reduced_precision and engine == "dygraph":
+        raise ValueError(f"--precision {options['precision']} runs on the inference engine, "
+                         "not dygraph")
     path = Path(path)
     if is_exported(path):
         if engine == "dygraph":
@@ -255,7 +286,8 @@ def load_predictor(
     if path.suffix != ".pdparams":
         raise ValueError(f"{path}: expected a .pdparams checkpoint or an export folder")
     if engine == "dygraph" or (
-        engine == "auto" and n_images is not None and n_images < AUTO_EXPORT_MIN_IMAGES
+        engine == "auto" and not reduced_precision
+        and n_images is not None and n_images < AUTO_EXPORT_MIN_IMAGES
     ):
         return DygraphPredictor.from_checkpoint(path)
     dygraph = DygraphPredictor.from_checkpoint(path)
@@ -289,7 +321,8 @@ def probe_export(
 
     Returns:
         None if the child built the predictor and its logits match `reference` (within
-        1e-4, relative to the logits' magnitude when above 1), else a one-line reason.
+        PROBE_TOLERANCE for the precision in `options`, relative to the logits' magnitude
+        when above 1), else a one-line reason.
     """
     export_dir = Path(export_dir)
     size = int(load_export_meta(export_dir)["image_size"])
@@ -324,6 +357,7 @@ def probe_export(
     if got.shape != expected.shape:
         return f"output shape {got.shape} differs from dygraph {expected.shape}"
     diff = float(np.max(np.abs(got - expected)))
-    if diff > 1e-4 * max(1.0, float(np.max(np.abs(expected)))):
+    tolerance = PROBE_TOLERANCE[(options or {}).get("precision", "fp32")]
+    if diff > tolerance * max(1.0, float(np.max(np.abs(expected)))):
         return f"logits differ from dygraph by {diff:.3g}"
     return None
