@@ -179,6 +179,7 @@ def bench_training(model_name: str, size: int, args, work_dir: Path, sections: s
                                           progress=False)["train_img_per_s"])
             bare.append(images_per_second(step, args.batch_size, chunk, warmup=0))
     out["train_step"] = float(np.mean(bare))
+    out["train_step_runs"] = bare  # their spread shows how much the machine drifted
     out["train_loader_first_epoch"], out["train_loader"] = epochs
     out["first_epoch_vs_step"] = epochs[0] / out["train_step"]
     out["loader_vs_step"] = epochs[1] / out["train_step"]
@@ -449,7 +450,7 @@ def format_table(rows: list[dict], table_mode: bool) -> str:
     columns = {}
     for row in rows:
         flat = {k: v for k, v in row.items()
-                if k not in ("model", "size", "predict", "inference_runs")}
+                if k not in ("model", "size", "predict", "inference_runs", "train_step_runs")}
         for n, run in row.get("predict", {}).get("runs", {}).items():
             flat[f"predict {n} img/s (with start-up)"] = run["img_per_s"]
             flat[f"predict {n} peak RSS MB, main"] = run["peak_rss_mb"]
