@@ -19,6 +19,7 @@ import pytest
 from sklearn import metrics as skm
 
 from palm.engine.checkpoint import load_checkpoint_model
+from palm.engine.evaluate import EvalResult, write_evaluation
 from palm.engine.predict import journal_path, list_images, predict_probabilities
 from tools import eval as eval_tool
 from tools import predict as predict_tool
@@ -62,6 +63,7 @@ def test_eval_metrics_equal_sklearn_on_predictions(binary_run, palm_root, tmp_pa
     yhat = (p >= 0.4).astype(int)
     assert (preds["prediction"] == yhat).all()
     assert m["threshold"] == 0.4 and m["threshold_source"] == "command_line"
+    assert m["engine"] in ("dygraph", "inference") and m["compute_precision"] == "fp32"
     tn, fp, fn, tp = skm.confusion_matrix(y, yhat, labels=[0, 1]).ravel()
     assert (m["tn"], m["fp"], m["fn"], m["tp"]) == (tn, fp, fn, tp)
     assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, yhat))
@@ -82,6 +84,14 @@ def test_eval_metrics_equal_sklearn_on_predictions(binary_run, palm_root, tmp_pa
     fpr, tpr, thresholds = skm.roc_curve(y, p)
     assert t["threshold_source"] == "youden_j"
     assert t["threshold"] == pytest.approx(thresholds[1:][np.argmax((tpr - fpr)[1:])], abs=1e-6)
+
+
+def test_write_evaluation_refuses_extra_that_overwrites_a_metric(tmp_path):
+    result = EvalResult(np.array([0.2, 0.9], dtype="float32"), np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"\['precision'\] would overwrite"):
+        write_evaluation(result, ["a.jpg", "b.jpg"], ["non-PM", "PM"], 0.5, tmp_path,
+                         {"precision": "fp32"})
+    assert not (tmp_path / "metrics.json").exists()
 
 
 def test_eval_on_csv_and_missing_data_source(binary_run, palm_root, tmp_path):

@@ -246,7 +246,7 @@ def test_eval_tool_bf16_records_precision_and_stays_close(exported, palm_root, t
         argv = ["--checkpoint", str(exported), "--data-root", str(palm_root),
                 "--output", str(tmp_path / precision), "--precision", precision]
         metrics = eval_tool.main(eval_tool.get_args_parser().parse_args(argv))
-        assert metrics["precision"] == precision
+        assert metrics["compute_precision"] == precision
         probs[precision] = pd.read_csv(tmp_path / precision / "predictions.csv")["probability"]
     diff = np.abs(probs["bf16"] - probs["fp32"])
     assert 0 < diff.max() < 0.02

@@ -142,7 +142,11 @@ def write_evaluation(
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = {**result.metrics(threshold), "class_names": list(class_names), **(extra or {})}
+    metrics = {**result.metrics(threshold), "class_names": list(class_names)}
+    clashes = sorted(set(metrics) & set(extra or {}))
+    if clashes:  # an extra key would silently replace a metric in metrics.json
+        raise ValueError(f"extra keys {clashes} would overwrite metrics of the same name")
+    metrics.update(extra or {})
     if not math.isnan(result.loss):
         metrics["loss"] = result.loss
     metrics = json_ready(metrics)
@@ -212,7 +216,7 @@ def evaluate_checkpoint(
     result = evaluate(model, loader, ClassificationLoss(meta["num_classes"]))
     thr, source = choose_threshold(result, meta, threshold, tune_threshold)
     extra = {"checkpoint": str(checkpoint), "engine": predictor.engine,
-             "precision": predictor.precision, "threshold_source": source,
+             "compute_precision": predictor.precision, "threshold_source": source,
              "skipped": [f"{where}: {why}" for where, why in dataset.skipped]}
     metrics = write_evaluation(result, [path for path, _ in dataset.samples], class_names, thr,
                                output_dir, extra)
