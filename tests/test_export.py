@@ -230,7 +230,7 @@ def test_eval_tool_with_export_folder_matches_checkpoint(exported, checkpoint, p
         metrics[name] = eval_tool.main(eval_tool.get_args_parser().parse_args(argv))
     assert metrics["ckpt"]["engine"] == "dygraph"  # 16 images: not worth a temporary export
     assert metrics["export"]["engine"] == "inference"
-    assert metrics["ckpt"]["precision"] == metrics["export"]["precision"] == "fp32"
+    assert metrics["ckpt"]["compute_precision"] == metrics["export"]["compute_precision"] == "fp32"
     probs = {name: pd.read_csv(tmp_path / name / "predictions.csv")["probability"]
              for name in metrics}
     np.testing.assert_allclose(probs["export"], probs["ckpt"], atol=1e-5)
