@@ -1,6 +1,7 @@
 """Export to Paddle Inference and the one predictor interface over both engines."""
 from __future__ import annotations
 
+import ctypes
 import json
 import shutil
 from pathlib import Path
@@ -60,6 +61,28 @@ def exported(checkpoint, tmp_path_factory) -> Path:
 
 def _batch(n: int) -> np.ndarray:
     return np.random.default_rng(n).uniform(-1, 1, (n, 3, SIZE, SIZE)).astype("float32")
+
+
+def _openmp_max_threads() -> int:
+    """omp_get_max_threads() of the Intel OpenMP runtime the Paddle CPU wheel ships."""
+    lib = Path(paddle.__file__).parent / "libs" / "libiomp5.so"
+    if not lib.is_file():
+        pytest.skip("this Paddle build ships no libiomp5.so")
+    return ctypes.CDLL(str(lib)).omp_get_max_threads()
+
+
+def test_predictor_hands_the_math_threads_back_to_dygraph(exported, monkeypatch):
+    # Paddle Inference drops the process to one math thread after a CPU run; later dygraph
+    # work (Grad-CAM after predict) must get palm's thread count back. 3 is a count neither
+    # Paddle nor the predictor would set by themselves.
+    original = inference.DYGRAPH_THREADS
+    monkeypatch.setattr(inference, "DYGRAPH_THREADS", 3)
+    predictor = InferencePredictor(exported, device="cpu", threads=2)
+    try:
+        predictor.predict(_batch(2))
+        assert _openmp_max_threads() == 3
+    finally:
+        paddle.base.core.set_num_threads(original)
 
 
 def test_export_writes_inference_format_and_meta(exported, checkpoint):

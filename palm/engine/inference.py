@@ -28,11 +28,17 @@ from palm.runtime import usable_cores
 
 ENGINES = ("auto", "dygraph", "inference")
 # bf16 runs oneDNN's bfloat16 kernels on CPUs with AVX512-BF16 or AMX: ResNet50 224 px
-# 36.5 against 19.8 img/s fp32 on the development CPU, logits within about 1 % (measured
-# with tools/benchmark.py; the README has its effect on the demo model's metrics).
+# 36.5 against 19.8 img/s fp32 on an earlier development CPU that had AVX512-BF16, logits
+# within about 1 % (tools/benchmark.py's bf16 section); refused with a reason elsewhere.
 PRECISIONS = ("fp32", "bf16")
 # probe_export: largest logit difference from dygraph, relative to the logits' magnitude
 PROBE_TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
+# Paddle 3.3's CPU predictor leaves the process's math library at one thread after every
+# run, and dygraph work later in the same process (Grad-CAM after predict.py, eval --report,
+# the benchmark's next model) then ran ~40 % slower on 2 cores. Each run hands back the
+# count dygraph starts with: OMP_NUM_THREADS, which palm.runtime or the user (or, failing
+# both, `import paddle`) set.
+DYGRAPH_THREADS = int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
 # Below this many images a temporary export (2-10 s with the probe) costs more than it saves.
 AUTO_EXPORT_MIN_IMAGES = 64
 
@@ -140,6 +146,7 @@ class InferencePredictor:
             config.enable_memory_optim()
         config.disable_glog_info()
         self.config = config
+        self._on_cpu = device == "cpu"
         try:
             self.predictor = pi.create_predictor(config)
         except Exception as e:  # paddle raises ValueError/RuntimeError/OSError variants
@@ -153,6 +160,8 @@ class InferencePredictor:
         self._input.reshape(list(batch.shape))
         self._input.copy_from_cpu(batch)
         self.predictor.run()
+        if self._on_cpu:
+            paddle.base.core.set_num_threads(DYGRAPH_THREADS)
         return self._output.copy_to_cpu()
 
     def _tensorrt_convert(
