@@ -5,6 +5,8 @@ For each model and image size (random weights; speed does not depend on them):
   train_loader    palm's training loop (engine.train.train_one_epoch) fed by the real data
                   loader from PALM-sized JPEGs (2124x2056), augmentations on: the first
                   epoch (decoding, filling the image cache) and the second (cache hits)
+  compile         bare training steps eager vs compiled with paddle.jit.to_static
+                  (tools/train.py --compile), alternating; and the seconds compiling took
   eval_default    dygraph eval as Paddle ships (child process without palm's CPU tuning:
                   one OpenMP thread, MKL's generic path on AMD)
   eval_dygraph    dygraph eval with palm's CPU tuning (threads = cores, MKL_DEBUG_CPU_TYPE)
@@ -45,9 +47,11 @@ import pandas as pd
 import paddle
 
 from palm.data import PalmTrainSet, build_loader, build_transform
+from palm.engine.device import DistInfo
 from palm.engine.export import export_model
 from palm.engine.inference import DygraphPredictor, InferencePredictor
 from palm.engine.losses import ClassificationLoss
+from palm.engine.runner import compile_network
 from palm.engine.train import train_one_epoch
 from palm.flops import count_flops, count_params
 from palm.io_utils import write_json_atomic
@@ -56,7 +60,8 @@ from palm.runtime import OPT_OUT_VAR, cpu_vendor, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
 PALM_SIZE = "2124x2056"
-SECTIONS = ("train", "loader", "default", "eval", "inference", "bf16", "onnx", "predict")
+SECTIONS = ("train", "loader", "compile", "default", "eval", "inference", "bf16", "onnx",
+            "predict")
 TUNING_VARS = ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE", "KMP_BLOCKTIME")  # palm.runtime sets them
 
 
@@ -139,25 +144,51 @@ def fill_folder(folder: Path, sources: list[Path], n: int, keep_prefix: bool) ->
 
 
 # ----------------------------------------------------------------------------- measurements
-def bench_training(model_name: str, size: int, args, work_dir: Path, sections: set[str]) -> dict:
-    """Bare step rate and, with the "loader" section, the training loop's rate in its first
-    epoch (decoding into the image cache) and second (cache hits)."""
+def training_setup(model_name: str, batch_size: int, size: int, compiled: bool = False):
+    """(model, optimizer, loss, one-batch training step) as tools/train.py builds them."""
     paddle.seed(0)
     model = build_model(model_name, num_classes=1)
     model.train()
     optimizer = paddle.optimizer.Momentum(1e-3, momentum=0.9, parameters=model.parameters(),
                                           weight_decay=1e-3)
     loss_fn = ClassificationLoss(num_outputs=1)
-    images = paddle.to_tensor(random_batch(args.batch_size, size))
-    labels = paddle.to_tensor(np.arange(args.batch_size) % 2, dtype="int64")
+    net = compile_network(model, DistInfo(), print) if compiled else model
+    images = paddle.to_tensor(random_batch(batch_size, size))
+    labels = paddle.to_tensor(np.arange(batch_size) % 2, dtype="int64")
 
     def step() -> None:
-        loss = loss_fn(model(images), labels)
+        loss = loss_fn(net(images), labels)
         loss.backward()
         optimizer.step()
         optimizer.clear_grad()
         float(loss)  # wait for the result, as the real loop does
 
+    return model, optimizer, loss_fn, step
+
+
+def bench_compiled_training(model_name: str, size: int, args) -> dict:
+    """Bare steps of the eager and the to_static-compiled network (train.py --compile),
+    alternating in chunks so machine drift affects both alike; plus compile seconds."""
+    *_, eager = training_setup(model_name, args.batch_size, size)
+    *_, compiled = training_setup(model_name, args.batch_size, size, compiled=True)
+    start = time.perf_counter()
+    compiled()  # the first call traces and compiles
+    out: dict[str, Any] = {"compile_seconds": time.perf_counter() - start}
+    chunk = max(1, args.train_iters // 3)
+    rates: dict[str, list[float]] = {"eager": [], "compiled": []}
+    for _ in range(3):
+        rates["eager"].append(images_per_second(eager, args.batch_size, chunk, warmup=1))
+        rates["compiled"].append(images_per_second(compiled, args.batch_size, chunk, warmup=1))
+    out["train_step_eager"] = float(np.mean(rates["eager"]))
+    out["train_step_compiled"] = float(np.mean(rates["compiled"]))
+    out["compiled_vs_eager"] = out["train_step_compiled"] / out["train_step_eager"]
+    return out
+
+
+def bench_training(model_name: str, size: int, args, work_dir: Path, sections: set[str]) -> dict:
+    """Bare step rate and, with the "loader" section, the training loop's rate in its first
+    epoch (decoding into the image cache) and second (cache hits)."""
+    model, optimizer, loss_fn, step = training_setup(model_name, args.batch_size, size)
     out: dict[str, Any] = {}
     if "loader" not in sections:
         out["train_step"] = images_per_second(step, args.batch_size, args.train_iters)
@@ -345,6 +376,10 @@ def bench_model(model_name: str, size: int, args, work_dir: Path, sections: set[
         log(f"train step {row['train_step']:.2f} img/s, loop with loader: first epoch "
             f"{row.get('train_loader_first_epoch', float('nan')):.2f}, later epochs "
             f"{row.get('train_loader', float('nan')):.2f}")
+    if "compile" in sections:
+        row.update(bench_compiled_training(model_name, size, args))
+        log(f"train step eager {row['train_step_eager']:.2f}, compiled "
+            f"{row['train_step_compiled']:.2f} img/s (compiling {row['compile_seconds']:.1f} s)")
     meta = {"model": model_name, "num_classes": 1, "class_names": ["non-PM", "PM"],
             "image_size": size, "normalize": "minus_one_one", "fundus_crop": False,
             "threshold": 0.5, "model_kwargs": {}}
