@@ -24,6 +24,7 @@ setup(
         "gpu": ["paddlepaddle-gpu>=3.0"],
         "test": ["pytest"],
         "log": ["visualdl"],
+        "bench": ["paddle2onnx", "onnxruntime"],  # tools/benchmark.py's ONNX Runtime row
     },
     package_data={"palm": ["../configs/*.yaml"]},
     entry_points={

@@ -65,10 +65,10 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "auto",
     "amp": False,
-    # paddle.jit.to_static (SOT) for the network's forward: measured here on 2 CPU cores
-    # (bare steps, batch 8, 224 px) ResNet18 +5 %, ResNet50 +8-10 % images/s, but 1-25 s of
-    # compiling at start; off by default until a network gains more (tools/benchmark.py
-    # --sections compile measures it).
+    # paddle.jit.to_static (SOT) for the network's forward. On 2 CPU cores (bare steps,
+    # batch 8, 224 px) ResNet18 gained 2-5 % images/s and ResNet50 -3 to +10 % depending on
+    # the run, after 1-25 s of compiling: too little to be the default (tools/benchmark.py
+    # --sections compile measures it on your machine).
     "compile": False,
     "resume": False,
 }
