@@ -34,8 +34,8 @@ PRECISIONS = ("fp32", "bf16")
 # probe_export: largest logit difference from dygraph, relative to the logits' magnitude
 PROBE_TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
 # Paddle 3.3's CPU predictor leaves the process's math library at one thread after every
-# run, and dygraph work later in the same process (Grad-CAM after predict.py, eval --report,
-# the benchmark's next model) then ran ~40 % slower on 2 cores. Each run hands back the
+# run, and dygraph work later in the same process (eval --report's Grad-CAM after an
+# inference-engine evaluation, the benchmark's next model) then ran ~40 % slower on 2 cores. Each run hands back the
 # count dygraph starts with: OMP_NUM_THREADS, which palm.runtime or the user (or, failing
 # both, `import paddle`) set.
 DYGRAPH_THREADS = int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
