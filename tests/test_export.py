@@ -73,8 +73,8 @@ def _openmp_max_threads() -> int:
 
 def test_predictor_hands_the_math_threads_back_to_dygraph(exported, monkeypatch):
     # Paddle Inference drops the process to one math thread after a CPU run; later dygraph
-    # work (the Grad-CAM of eval --report) must get palm's thread count back. 3 is a count neither
-    # Paddle nor the predictor would set by themselves.
+    # work (the Grad-CAM of eval --report) must get palm's thread count back. 3 is a count
+    # neither Paddle nor the predictor would set by themselves.
     original = inference.DYGRAPH_THREADS
     monkeypatch.setattr(inference, "DYGRAPH_THREADS", 3)
     predictor = InferencePredictor(exported, device="cpu", threads=2)

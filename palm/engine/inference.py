@@ -35,9 +35,9 @@ PRECISIONS = ("fp32", "bf16")
 PROBE_TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
 # Paddle 3.3's CPU predictor leaves the process's math library at one thread after every
 # run, and dygraph work later in the same process (eval --report's Grad-CAM after an
-# inference-engine evaluation, the benchmark's next model) then ran ~40 % slower on 2 cores. Each run hands back the
-# count dygraph starts with: OMP_NUM_THREADS, which palm.runtime or the user (or, failing
-# both, `import paddle`) set.
+# inference-engine evaluation, the benchmark's next model) then ran ~40 % slower on 2
+# cores. Each run hands back the count dygraph starts with: OMP_NUM_THREADS, which
+# palm.runtime or the user (or, failing both, `import paddle`) set.
 DYGRAPH_THREADS = int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
 # Below this many images a temporary export (2-10 s with the probe) costs more than it saves.
 AUTO_EXPORT_MIN_IMAGES = 64
