@@ -1,6 +1,7 @@
 """Grad-CAM / CAM: shapes and ranges, class selection, localisation after training, the tool."""
 from __future__ import annotations
 
+import warnings
 
 import cv2
 import numpy as np
@@ -249,3 +250,15 @@ def test_explain_files_overlays_the_field_the_model_saw(tmp_path):
     (small,) = explain_files(model, {**meta, "fundus_crop": False}, [tmp_path / "f.png"],
                              max_side=50)
     assert small.overlay.shape == (30, 50, 3)  # aspect kept when shrinking
+
+
+def test_gradcam_warns_when_the_target_map_is_one_by_one():
+    paddle.seed(0)
+    model = small_model("resnet18")
+    x = np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype("float32")  # layer4: 1 x 1
+    with pytest.warns(UserWarning, match=r"'layer4' is 1 x 1 for 32x32 input.*blank"):
+        maps = GradCAM(model)(x)
+    assert not maps.any()  # what the warning is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 64 px keeps a 2 x 2 map: no warning
+        assert GradCAM(model)(np.resize(x, (1, 3, 64, 64))).max() == pytest.approx(1.0)

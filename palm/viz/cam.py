@@ -15,6 +15,7 @@ Example:
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -159,6 +160,15 @@ def _normalize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def warn_one_by_one(target_layer: str, input_size: tuple[int, int]) -> None:
+    """A 1 x 1 feature map has no "where": every heatmap comes out blank."""
+    warnings.warn(
+        f"Grad-CAM layer {target_layer!r} is 1 x 1 for {input_size[0]}x{input_size[1]} input, "
+        "so the heatmaps are blank; use a larger --image-size or an earlier target layer",
+        stacklevel=3,
+    )
+
+
 class _Capture:
     """Forward post hook that keeps the layer's latest output."""
 
@@ -225,6 +235,8 @@ class GradCAM:
                         f"target layer {self.target_layer!r} gave {shape}; "
                         "Grad-CAM needs a feature map [N, C, h, w]"
                     )
+                if act.shape[2] * act.shape[3] == 1:
+                    warn_one_by_one(self.target_layer, tuple(x.shape[2:]))
                 column, sign = _target_classes(logits.numpy(), class_index)
                 pick = np.eye(logits.shape[1], dtype=np.float32)[column] * sign[:, None]
                 scores = (logits * paddle.to_tensor(pick)).sum(axis=1)
