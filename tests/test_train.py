@@ -129,10 +129,25 @@ def test_resume_equals_uninterrupted_run(palm_root, tmp_path, plain_config, monk
     assert second_opt["scheduler"]["last_epoch"] - first_opt["scheduler"]["last_epoch"] == 3
 
 
-def test_compiled_training_equals_eager(palm_root, tmp_path, plain_config):
+def test_compiled_training_equals_eager(palm_root, tmp_path, plain_config, monkeypatch):
+    from paddle.jit.dy2static.program_translator import StaticFunction
+
+    from palm.engine import runner
+
+    compiled_forwards = []
+    real_compile = runner.compile_network
+
+    def spy(*args):
+        net = real_compile(*args)
+        compiled_forwards.append(isinstance(net.forward, StaticFunction))
+        return net
+
+    monkeypatch.setattr(runner, "compile_network", spy)
     argv = ["--config", str(plain_config), "--epochs", "1"]
     eager = _train(_train_args(palm_root, tmp_path / "eager", *argv))
+    assert compiled_forwards == []
     compiled = _train(_train_args(palm_root, tmp_path / "compiled", *argv, "--compile"))
+    assert compiled_forwards == [True]
     assert "compile: true" in (compiled / "config.yaml").read_text()
     a = pd.read_csv(eager / "metrics.csv")
     b = pd.read_csv(compiled / "metrics.csv")
@@ -147,8 +162,10 @@ def test_compiled_training_equals_eager(palm_root, tmp_path, plain_config):
 
 def test_compiled_network_with_auxiliary_heads_trains_like_eager():
     """GoogLeNet returns (main, aux1, aux2) in training and one tensor in eval mode."""
-    from palm.engine.runner import compile_network
+    from paddle.jit.dy2static.program_translator import StaticFunction
+
     from palm.engine.device import DistInfo
+    from palm.engine.runner import compile_network
 
     x = paddle.to_tensor(np.random.default_rng(0).uniform(-1, 1, (4, 3, 64, 64)), "float32")
     y = paddle.to_tensor([0, 1, 0, 1], "int64")
@@ -158,6 +175,7 @@ def test_compiled_network_with_auxiliary_heads_trains_like_eager():
         model = build_model("googlenet", num_classes=1, aux_logits=True)
         opt = paddle.optimizer.Momentum(1e-2, parameters=model.parameters())
         net = compile_network(model, DistInfo(), print) if compiled else model
+        assert isinstance(net.forward, StaticFunction) == compiled
         loss_fn = ClassificationLoss(1, aux_weight=0.3)
         losses = []
         for _ in range(2):

@@ -160,7 +160,7 @@ def _normalize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def warn_one_by_one(target_layer: str, input_size: tuple[int, int]) -> None:
+def _warn_one_by_one(target_layer: str, input_size: tuple[int, int]) -> None:
     """A 1 x 1 feature map has no "where": every heatmap comes out blank."""
     warnings.warn(
         f"Grad-CAM layer {target_layer!r} is 1 x 1 for {input_size[0]}x{input_size[1]} input, "
@@ -236,7 +236,7 @@ class GradCAM:
                         "Grad-CAM needs a feature map [N, C, h, w]"
                     )
                 if act.shape[2] * act.shape[3] == 1:
-                    warn_one_by_one(self.target_layer, tuple(x.shape[2:]))
+                    _warn_one_by_one(self.target_layer, tuple(x.shape[2:]))
                 column, sign = _target_classes(logits.numpy(), class_index)
                 pick = np.eye(logits.shape[1], dtype=np.float32)[column] * sign[:, None]
                 scores = (logits * paddle.to_tensor(pick)).sum(axis=1)
