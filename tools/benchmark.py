@@ -47,7 +47,6 @@ import pandas as pd
 import paddle
 
 from palm.data import PalmTrainSet, build_loader, build_transform
-from palm.engine.device import DistInfo
 from palm.engine.export import export_model
 from palm.engine.inference import DygraphPredictor, InferencePredictor
 from palm.engine.losses import ClassificationLoss
@@ -152,7 +151,7 @@ def training_setup(model_name: str, batch_size: int, size: int, compiled: bool =
     optimizer = paddle.optimizer.Momentum(1e-3, momentum=0.9, parameters=model.parameters(),
                                           weight_decay=1e-3)
     loss_fn = ClassificationLoss(num_outputs=1)
-    net = compile_network(model, DistInfo(), print) if compiled else model
+    net = compile_network(model) if compiled else model
     images = paddle.to_tensor(random_batch(batch_size, size))
     labels = paddle.to_tensor(np.arange(batch_size) % 2, dtype="int64")
 

@@ -142,11 +142,12 @@ def write_evaluation(
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    extra = extra or {}
     metrics = {**result.metrics(threshold), "class_names": list(class_names)}
-    clashes = sorted(set(metrics) & set(extra or {}))
+    clashes = sorted(set(metrics) & set(extra))
     if clashes:  # an extra key would silently replace a metric in metrics.json
         raise ValueError(f"extra keys {clashes} would overwrite metrics of the same name")
-    metrics.update(extra or {})
+    metrics.update(extra)
     if not math.isnan(result.loss):
         metrics["loss"] = result.loss
     metrics = json_ready(metrics)

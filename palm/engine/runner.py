@@ -115,19 +115,15 @@ def check_resume_matches(params_path: Path, model_name: str, num_outputs: int) -
                          f"output(s); this run builds {model_name} with {num_outputs}")
 
 
-def compile_network(model: paddle.nn.Layer, dist: DistInfo,
-                    log: Callable[[str], None]) -> paddle.nn.Layer:
-    """`model` with its forward compiled by paddle.jit.to_static, in one process.
+def compile_network(model: paddle.nn.Layer) -> paddle.nn.Layer:
+    """`model` with its forward compiled by paddle.jit.to_static.
 
     SOT mode (full_graph=False) runs what it cannot trace as Python. When this was added,
     all 29 registered networks trained three steps and evaluated compiled exactly as eager
     (within 5e-6); the suite keeps ResNet18 and GoogLeNet (auxiliary heads) under test.
-    Parameter names, and so checkpoints, are unchanged. Not combined with DataParallel,
-    which this was not tested with.
+    Parameter names, and so checkpoints, are unchanged. `run_training` does not combine it
+    with DataParallel, which it was not tested with.
     """
-    if dist.enabled:
-        log("note: --compile is not used with several processes; training uncompiled")
-        return model
     return paddle.jit.to_static(model, full_graph=False)
 
 
@@ -163,8 +159,10 @@ def run_training(cfg: dict[str, Any], overwrite: bool = False, log: Callable[[st
         check_resume_matches(run_dir / "last.pdparams", cfg["model"], num_outputs)
         state = load_resume_state(run_dir / "last.pdparams", model, optimizer, scheduler, scaler)
         log(f"resuming {run_dir} after epoch {state.epoch}")
-    if cfg["compile"]:
-        model = compile_network(model, dist, log)
+    if cfg["compile"] and dist.enabled:
+        log("note: --compile is not used with several processes; training uncompiled")
+    elif cfg["compile"]:
+        model = compile_network(model)
     if dist.enabled:
         model = paddle.DataParallel(model)
     pos_weight = resolve_pos_weight(cfg["pos_weight"], train_set.labels, num_outputs)
