@@ -20,7 +20,7 @@ from sklearn import metrics as skm
 
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.evaluate import EvalResult, write_evaluation
-from palm.engine.predict import journal_path, list_images, predict_probabilities
+from palm.engine.predict import journal_path, list_images, predict_probabilities, record_path
 from tools import eval as eval_tool
 from tools import predict as predict_tool
 from tools import train as train_tool
@@ -172,6 +172,7 @@ def test_predict_matches_eval_tta_and_resume(binary_run, palm_root, tmp_path):
     head = preds.head(5).copy()
     head.loc[0, "probability"] = 0.123456  # a value no real run would write
     head.to_csv(journal, index=False)
+    shutil.copy(record_path(out), record_path(journal))  # an interrupted run leaves both
     out.unlink()
     summary = _predict(["--checkpoint", ckpt, "--input", str(folder), "--output", str(out),
                         "--num-workers", "0", "--resume"])

@@ -16,6 +16,7 @@ from palm.cli import run_tool
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.predict import list_images
 from palm.viz.cam import write_cam_overlays
+from palm.weights import TRUST_HELP, trust_checkpoints
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -31,6 +32,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-side", type=int, default=0,
                    help="shrink photos to this longer side before overlaying (0: full size)")
     p.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity")
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     return p
 
 
@@ -42,7 +44,8 @@ def main(args: argparse.Namespace) -> int:
     if not paths:
         print(f"{src}: no images found", file=sys.stderr)
         return 1
-    model, meta = load_checkpoint_model(args.checkpoint)
+    with trust_checkpoints(args.trust_checkpoint):
+        model, meta = load_checkpoint_model(args.checkpoint)
     written, errors = write_cam_overlays(
         model, meta, paths, args.output,
         root=src if src.is_dir() else None,

@@ -20,6 +20,7 @@ from palm.engine.device import select_device
 from palm.engine.evaluate import evaluate_checkpoint
 from palm.engine.inference import ENGINES, PRECISIONS
 from palm.viz.report import build_report
+from palm.weights import TRUST_HELP, trust_checkpoints
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -49,21 +50,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     p.add_argument("--report", action="store_true",
                    help="also write OUTPUT/report.html (the run folder is the checkpoint's)")
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     return p
 
 
 def main(args: argparse.Namespace) -> dict:
     select_device(args.device)
     output = Path(args.output) if args.output else Path(args.checkpoint).parent / "eval"
-    metrics = evaluate_checkpoint(
-        args.checkpoint, output, data_root=args.data_root, val_dir=args.val_dir,
-        val_csv=args.val_csv, threshold=args.threshold, tune_threshold=args.tune_threshold,
-        batch_size=args.batch_size, num_workers=args.num_workers, skip_bad=args.skip_bad,
-        cache_dir=args.cache_dir, engine=args.engine, precision=args.precision,
-    )
-    if args.report:
-        report = build_report(Path(args.checkpoint).parent, output, checkpoint=args.checkpoint)
-        print(f"report written to {report}")
+    with trust_checkpoints(args.trust_checkpoint):
+        metrics = evaluate_checkpoint(
+            args.checkpoint, output, data_root=args.data_root, val_dir=args.val_dir,
+            val_csv=args.val_csv, threshold=args.threshold, tune_threshold=args.tune_threshold,
+            batch_size=args.batch_size, num_workers=args.num_workers, skip_bad=args.skip_bad,
+            cache_dir=args.cache_dir, engine=args.engine, precision=args.precision,
+        )
+        if args.report:
+            report = build_report(Path(args.checkpoint).parent, output, checkpoint=args.checkpoint)
+            print(f"report written to {report}")
     return metrics
 
 

@@ -3,7 +3,8 @@
     python tools/export.py --checkpoint runs/resnet50/best.pdparams --output exported/resnet50
 
 writes exported/resnet50/{model.json, model.pdiparams, palm_meta.json}; pass that folder to
-tools/predict.py or tools/eval.py as --checkpoint.
+tools/predict.py or tools/eval.py as --checkpoint. The export is verified (its logits against
+the checkpoint's) before it is installed: a model that fails leaves OUTPUT as it was.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import run_tool
 from palm.engine.export import export_checkpoint
 from palm.engine.inference import DygraphPredictor, probe_export
+from palm.weights import TRUST_HELP, trust_checkpoints
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -25,17 +27,18 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip comparing the exported model's logits with the checkpoint's",
     )
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     return p
 
 
 def main(args: argparse.Namespace) -> Path:
-    out = export_checkpoint(args.checkpoint, args.output)
-    print(f"exported {args.checkpoint} -> {out}")
+    verify = None if args.no_verify else (
+        lambda folder, model, meta: probe_export(folder, DygraphPredictor(model, meta)))
+    with trust_checkpoints(args.trust_checkpoint):
+        out = export_checkpoint(args.checkpoint, args.output, verify=verify)
     if not args.no_verify:
-        problem = probe_export(out, DygraphPredictor.from_checkpoint(args.checkpoint))
-        if problem:
-            raise RuntimeError(f"{out}: exported model failed verification: {problem}")
         print("verified: the inference predictor matches the checkpoint's logits")
+    print(f"exported {args.checkpoint} -> {out}")
     return out
 
 

@@ -8,7 +8,8 @@ Examples:
 Rows: path, probability (of the positive class; of the predicted class for multi-class),
 prediction, class_name, error. A file that cannot be read gets an error row; the exit code is
 0 when the run finished. The CSV appears atomically at the end; --resume after an
-interruption skips the rows already done.
+interruption skips the rows already done, if OUTPUT.json (written beside the CSV) shows they
+were made by the same checkpoint, threshold, precision and --tta.
 """
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import run_tool
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.device import select_device
-from palm.engine.inference import ENGINES, PRECISIONS, as_layer, load_predictor
+from palm.engine.inference import ENGINES, PRECISIONS, as_layer, load_predictor, weights_sha256
 from palm.engine.predict import PredictSummary, journal_path, list_images, predict_to_csv
 from palm.viz.cam import write_cam_overlays
+from palm.weights import TRUST_HELP, trust_checkpoints
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -41,14 +43,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=2, help="decoding processes")
     p.add_argument("--threshold", type=float, help="decision threshold (default: the checkpoint's)")
     p.add_argument("--tta", action="store_true", help="average over horizontal/vertical flips")
-    p.add_argument("--resume", action="store_true", help="keep rows already in OUTPUT(.partial)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep rows already in OUTPUT(.partial), if made by the same checkpoint, "
+                        "threshold, precision and --tta (OUTPUT.json records them)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--cam", metavar="DIR", help="also write a Grad-CAM overlay PNG per image to DIR")
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     return p
 
 
 def main(args: argparse.Namespace) -> PredictSummary:
+    with trust_checkpoints(args.trust_checkpoint):
+        return _predict(args)
+
+
+def _predict(args: argparse.Namespace) -> PredictSummary:
     select_device(args.device)
     paths = list_images(args.input)
     # Grad-CAM needs gradients, so --cam keeps one dygraph model for both jobs
@@ -59,7 +69,9 @@ def main(args: argparse.Namespace) -> PredictSummary:
     model, meta = as_layer(predictor), predictor.meta
     summary = predict_to_csv(model, meta, paths, args.output, batch_size=args.batch_size,
                              num_workers=args.num_workers, tta=args.tta, threshold=args.threshold,
-                             resume=args.resume, progress=not args.no_progress)
+                             resume=args.resume, progress=not args.no_progress,
+                             checkpoint_sha256=weights_sha256(args.checkpoint),
+                             precision=args.precision)
     print(summary.line())
     if args.cam:
         if predictor.engine != "dygraph":

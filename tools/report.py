@@ -11,6 +11,7 @@ import argparse
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import run_tool
 from palm.viz.report import build_report
+from palm.weights import TRUST_HELP, trust_checkpoints
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -21,11 +22,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="report path (default: report.html in --eval, else in --run)")
     p.add_argument("--gallery-size", type=int, default=6,
                    help="cases shown among the most confident errors and correct predictions")
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     return p
 
 
 def main(args: argparse.Namespace) -> int:
-    path = build_report(args.run, args.eval, args.output, gallery_size=args.gallery_size)
+    with trust_checkpoints(args.trust_checkpoint):
+        path = build_report(args.run, args.eval, args.output, gallery_size=args.gallery_size)
     print(f"report written to {path}")
     return 0
 

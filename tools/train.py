@@ -18,6 +18,7 @@ import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import run_tool
 from palm.config import parse_args_with_config, resolved_config
 from palm.engine.runner import prepare_demo_data, run_training
+from palm.weights import TRUST_HELP, trust_checkpoints
 
 BOOL = argparse.BooleanOptionalAction
 
@@ -60,6 +61,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="compile the forward with paddle.jit.to_static (a few %% faster "
                           "per step, seconds of compiling at start; one process only)")
     run.add_argument("--no-progress", action="store_true", help="no per-batch progress bar")
+    run.add_argument("--trust-checkpoint", action="store_true",
+                     help="for --pretrained and --resume files: " + TRUST_HELP)
     return p
 
 
@@ -76,7 +79,8 @@ def main(args: argparse.Namespace) -> Path:
     cfg = resolved_config(args)
     if args.demo:
         prepare_demo_data(cfg["data_root"])
-    run_dir = run_training(cfg, overwrite=args.demo, progress=not args.no_progress)
+    with trust_checkpoints(args.trust_checkpoint):
+        run_dir = run_training(cfg, overwrite=args.demo, progress=not args.no_progress)
     if args.demo:
         ckpt = run_dir / "best.pdparams"
         print("next: python tools/eval.py --checkpoint {0} --data-root {1} --output {2}/eval\n"

@@ -1,55 +1,145 @@
 """Checkpoints: `NAME.pdparams` (+ `NAME.pdopt`) with a `NAME.json` sidecar.
 
 The sidecar holds everything eval/predict need to rebuild the model and its preprocessing,
-so a checkpoint path alone is enough:
+so a checkpoint path alone is enough, and the size and SHA-256 of the files beside it:
     {"model": "resnet50", "num_classes": 1, "class_names": ["non-PM", "PM"],
      "image_size": 224, "normalize": "minus_one_one", "fundus_crop": false,
-     "threshold": 0.5, "epoch": 3, "metrics": {...}, "model_kwargs": {}}
+     "threshold": 0.5, "epoch": 3, "metrics": {...}, "model_kwargs": {},
+     "files": {"pdparams": {"sha256": "9f2c...", "bytes": 44787441}, "pdopt": {...}}}
+
+Loading trusts nothing: the sidecar is validated before a network is built, each file's
+hash is checked, weights are unpickled by `palm.weights.read_weights` (no code in them can
+run), and every tensor must match the network by name and shape.
+
+Saving is one unit (`CheckpointWriter`): every file of a save (weights, optimizer state,
+sidecar; in training also `best` and metrics.csv) is written to a hidden `.NAME.*.tmp`
+beside its target and fsynced; then a commit record listing them is written (atomically),
+the files are renamed into place and the record removed. A crash before the record leaves
+the previous files untouched; after it, `recover_folder` completes the renames. Either way
+the folder holds one complete, consistent set, and `recover_folder` removes the leftovers.
 """
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import paddle
 
-from palm.io_utils import atomic_path, write_json_atomic
+from palm.models import MODELS, build_model
+from palm.weights import file_sha256, read_weights
 
 REQUIRED_META = ("model", "num_classes", "image_size")
+IMAGE_SIZE_RANGE = (16, 4096)
+COMMIT_RECORD = ".palm-commit.json"
+# how many names of each kind a mismatch error lists
+SHOWN_NAMES = 3
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is damaged, inconsistent or does not fit the network."""
 
 
 def sidecar_path(params_path: str | Path) -> Path:
     return Path(params_path).with_suffix(".json")
 
 
-def save_checkpoint(
-    params_path: str | Path,
-    model: paddle.nn.Layer,
-    meta: dict[str, Any],
-    optimizer: paddle.optimizer.Optimizer | None = None,
-    extra_state: dict[str, Any] | None = None,
-) -> None:
-    """Write weights, optional optimizer state (+ `extra_state`, e.g. scheduler) and sidecar.
+# ---------------------------------------------------------------- validation
 
-    Each file is written atomically; the sidecar is written last so a present sidecar
-    means the weights beside it are complete.
+def validate_meta(meta: Any, source: str | Path) -> dict[str, Any]:
+    """`meta` if it can describe a network palm builds, else CheckpointError naming `source`.
+
+    Checked before anything is built: a JSON object with a known model name, num_classes
+    >= 1, image_size within IMAGE_SIZE_RANGE, and the right types for the optional keys.
     """
-    params_path = Path(params_path)
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{source}: expected a JSON object, found {type(meta).__name__}")
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
-        raise ValueError(f"checkpoint meta for {params_path} lacks {missing}")
-    with atomic_path(params_path) as tmp:
-        paddle.save(model.state_dict(), tmp)
-    if optimizer is not None:
-        opt_state = {"optimizer": optimizer.state_dict(), **(extra_state or {})}
-        with atomic_path(params_path.with_suffix(".pdopt")) as tmp:
-            paddle.save(opt_state, tmp)
-    write_json_atomic(sidecar_path(params_path), meta)
+        raise CheckpointError(f"{source}: missing keys {missing}")
+    problems = []
+    if not isinstance(meta["model"], str) or meta["model"] not in MODELS:
+        problems.append(f"unknown model {meta['model']!r}")
+    if not _is_int(meta["num_classes"]) or meta["num_classes"] < 1:
+        problems.append(f"num_classes must be an integer >= 1, not {meta['num_classes']!r}")
+    low, high = IMAGE_SIZE_RANGE
+    if not _is_int(meta["image_size"]) or not low <= meta["image_size"] <= high:
+        problems.append(f"image_size must be an integer in {low}..{high}, not {meta['image_size']!r}")
+    optional = {"class_names": list, "normalize": str, "fundus_crop": bool, "model_kwargs": dict,
+                "metrics": dict, "files": dict}
+    problems += [f"{key} must be a {kind.__name__}, not {meta[key]!r}"
+                 for key, kind in optional.items() if key in meta and not isinstance(meta[key], kind)]
+    if not all(isinstance(c, str) for c in meta.get("class_names") or []):
+        problems.append("class_names must be strings")
+    threshold = meta.get("threshold", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        problems.append(f"threshold must be a number in 0..1, not {threshold!r}")
+    if "epoch" in meta and (not _is_int(meta["epoch"]) or meta["epoch"] < 0):
+        problems.append(f"epoch must be an integer >= 0, not {meta['epoch']!r}")
+    if problems:
+        raise CheckpointError(f"{source}: {'; '.join(problems)}")
+    return meta
 
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_state_matches(model: paddle.nn.Layer, state: Any, source: str | Path) -> None:
+    """CheckpointError unless `state` has exactly the model's tensor names and shapes.
+
+    `Layer.set_state_dict` only warns about a missing or misshapen tensor and keeps the
+    random initialisation, which then evaluates without complaint.
+    """
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source}: expected a state dict, found {type(state).__name__}")
+    own = model.state_dict()
+    missing = [name for name in own if name not in state]
+    unexpected = [name for name in state if name not in own]
+    wrong = [f"{name} {_shape(state[name])} (needs {list(own[name].shape)})"
+             for name in own if name in state and _shape(state[name]) != list(own[name].shape)]
+    if missing or unexpected or wrong:
+        parts = [_listed(kind, names) for kind, names in
+                 (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if names]
+        raise CheckpointError(f"{source} does not fit {type(model).__name__} ({len(own)} tensors): "
+                              + "; ".join(parts))
+
+
+def _shape(value: Any) -> list[int] | str:
+    return list(value.shape) if hasattr(value, "shape") else f"<{type(value).__name__}>"
+
+
+def _listed(kind: str, names: list[str]) -> str:
+    more = f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else ""
+    return f"{len(names)} {kind}: {', '.join(names[:SHOWN_NAMES])}{more}"
+
+
+def verify_file(path: Path, meta: dict[str, Any], kind: str) -> None:
+    """CheckpointError if `path` differs from the size/SHA-256 its sidecar recorded.
+
+    Checkpoints written before hashes were recorded have none and are not checked.
+    """
+    record = (meta.get("files") or {}).get(kind)
+    if record is None:
+        return
+    size = path.stat().st_size
+    if size < record.get("bytes", 0):
+        problem = f"truncated ({size} of {record['bytes']} bytes)"
+    elif file_sha256(path) != record.get("sha256"):
+        problem = "corrupt or changed since it was saved (its SHA-256 differs from the sidecar's)"
+    else:
+        return
+    if (path.parent / COMMIT_RECORD).is_file():
+        problem += "; a save was interrupted here: run tools/train.py --resume to finish it"
+    raise CheckpointError(f"{path}: {problem}")
+
+
+# ---------------------------------------------------------------- loading
 
 def load_meta(params_path: str | Path) -> dict[str, Any]:
-    """Read the sidecar JSON of a checkpoint; a clear error if it is absent or incomplete."""
+    """Read and validate the sidecar JSON of a checkpoint."""
     params_path = Path(params_path)
     if not params_path.is_file():
         raise FileNotFoundError(f"{params_path}: checkpoint not found")
@@ -60,32 +150,188 @@ def load_meta(params_path: str | Path) -> dict[str, Any]:
         )
     try:
         meta = json.loads(side.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{side}: not valid JSON ({e})") from None
-    missing = [k for k in REQUIRED_META if k not in meta]
-    if missing:
-        raise ValueError(f"{side}: missing keys {missing}")
-    return meta
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{side}: not valid JSON ({e})") from None
+    return validate_meta(meta, side)
+
+
+def load_weights(params_path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The state dict in `params_path`, checked against the hash in `meta` and read safely."""
+    params_path = Path(params_path)
+    verify_file(params_path, meta, "pdparams")
+    return read_weights(params_path)
 
 
 def load_checkpoint_model(params_path: str | Path) -> tuple[paddle.nn.Layer, dict[str, Any]]:
-    """Rebuild the model named in the sidecar, load its weights, set eval mode."""
-    from palm.models import build_model
-
+    """Rebuild the model named in the sidecar, load its weights (all of them), set eval mode."""
     meta = load_meta(params_path)
-    model = build_model(meta["model"], meta["num_classes"], **meta.get("model_kwargs", {}))
     try:
-        state = paddle.load(str(params_path))
-    except Exception as e:  # paddle raises several types for corrupt files
-        raise ValueError(f"{params_path}: cannot read weights ({e})") from None
+        model = build_model(meta["model"], meta["num_classes"], **meta.get("model_kwargs", {}))
+    except TypeError as e:  # model_kwargs the network does not take
+        raise CheckpointError(f"{sidecar_path(params_path)}: cannot build {meta['model']} ({e})") from None
+    state = load_weights(params_path, meta)
+    check_state_matches(model, state, params_path)
     model.set_state_dict(state)
     model.eval()
     return model, meta
 
 
-def load_optimizer_state(params_path: str | Path) -> dict[str, Any]:
+def load_optimizer_state(params_path: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """The `.pdopt` dict saved beside a checkpoint: {"optimizer": ..., **extra_state}."""
+    meta = load_meta(params_path) if meta is None else meta
     opt_path = Path(params_path).with_suffix(".pdopt")
     if not opt_path.is_file():
         raise FileNotFoundError(f"{opt_path}: optimizer state not found (cannot resume)")
-    return paddle.load(str(opt_path))
+    if meta.get("files") and "pdopt" not in meta["files"]:
+        raise CheckpointError(f"{opt_path}: its sidecar records a checkpoint saved without "
+                              "optimizer state, so this file belongs to another save")
+    verify_file(opt_path, meta, "pdopt")
+    state = read_weights(opt_path)
+    if not isinstance(state, dict) or not isinstance(state.get("optimizer"), dict):
+        raise CheckpointError(f"{opt_path}: not a palm optimizer state")
+    return state
+
+
+# ---------------------------------------------------------------- saving
+
+def _write_durably(final: Path, write: Callable[[str], None]) -> Path:
+    """A hidden temporary beside `final`, filled by `write(path)` and flushed to disk."""
+    tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        write(str(tmp))
+        _fsync(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _rename_durably(src: Path, dst: Path) -> None:
+    os.replace(src, dst)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)  # a folder too: makes its renames durable
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _json_text(obj: Any) -> str:
+    # metric dicts hold numpy scalars
+    return json.dumps(obj, indent=2, sort_keys=True,
+                      default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)) + "\n"
+
+
+class CheckpointWriter:
+    """Stage files of one folder, then `commit()` them together (see the module docstring).
+
+    Example:
+        with CheckpointWriter(run_dir) as save:
+            save.add_checkpoint(run_dir / "last.pdparams", model.state_dict(), meta, opt_state)
+            save.add_file(run_dir / "metrics.csv", lambda tmp: frame.to_csv(tmp, index=False))
+            save.commit()
+    Leaving the block without `commit()` removes what was staged.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.staged: dict[Path, Path] = {}  # target -> temporary
+
+    def __enter__(self) -> CheckpointWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for tmp in self.staged.values():
+            tmp.unlink(missing_ok=True)
+        self.staged.clear()
+
+    def add_file(self, target: str | Path, write: Callable[[str], None]) -> dict[str, Any]:
+        """Stage `target` written by `write(tmp_path)`; returns its {"sha256", "bytes"}."""
+        target = Path(target)
+        if target.parent.resolve() != self.folder.resolve():
+            raise ValueError(f"{target}: a checkpoint save covers files of {self.folder} only")
+        tmp = _write_durably(target, write)
+        self.staged[target] = tmp
+        return {"sha256": file_sha256(tmp), "bytes": tmp.stat().st_size}
+
+    def add_checkpoint(self, params_path: str | Path, state_dict: dict[str, Any],
+                       meta: dict[str, Any], optimizer_state: dict[str, Any] | None = None) -> None:
+        """Stage NAME.pdparams (+ NAME.pdopt) and the NAME.json sidecar that records their hashes."""
+        params_path = Path(params_path)
+        missing = [k for k in REQUIRED_META if k not in meta]
+        if missing:
+            raise ValueError(f"checkpoint meta for {params_path} lacks {missing}")
+        files = {"pdparams": self.add_file(params_path, lambda tmp: paddle.save(state_dict, tmp))}
+        if optimizer_state is not None:
+            files["pdopt"] = self.add_file(params_path.with_suffix(".pdopt"),
+                                           lambda tmp: paddle.save(optimizer_state, tmp))
+        text = _json_text({**meta, "files": files})
+        self.add_file(sidecar_path(params_path), lambda tmp: Path(tmp).write_text(text, "utf-8"))
+
+    def commit(self) -> None:
+        """Write the commit record, then move every staged file into place."""
+        record = {"renames": {tmp.name: target.name for target, tmp in self.staged.items()}}
+        text = _json_text(record)
+        tmp = _write_durably(self.folder / COMMIT_RECORD,
+                             lambda path: Path(path).write_text(text, "utf-8"))
+        _rename_durably(tmp, self.folder / COMMIT_RECORD)
+        _fsync(self.folder)
+        self.staged.clear()
+        _apply_commit(self.folder, record)
+
+
+def _apply_commit(folder: Path, record: dict[str, Any]) -> None:
+    for tmp_name, target_name in record["renames"].items():
+        if (folder / tmp_name).exists():  # else renamed before an interruption
+            _rename_durably(folder / tmp_name, folder / target_name)
+    _fsync(folder)
+    (folder / COMMIT_RECORD).unlink()
+    _fsync(folder)
+
+
+def recover_folder(folder: str | Path) -> list[str]:
+    """Finish a save interrupted after its commit record; delete `.*.tmp` leftovers.
+
+    Returns one note per repair (empty when there was nothing to do). Call it where no
+    other process writes to `folder`.
+    """
+    folder = Path(folder)
+    notes = []
+    record_path = folder / COMMIT_RECORD
+    if record_path.is_file():
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            renames = record["renames"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{record_path}: damaged commit record ({e})") from None
+        if not all(Path(n).name == n and n not in ("", ".", "..")
+                   for pair in renames.items() for n in pair):
+            raise CheckpointError(f"{record_path}: names files outside {folder}")
+        _apply_commit(folder, record)
+        notes.append(f"{folder}: finished a checkpoint save that was interrupted")
+    leftovers = [p for p in folder.glob(".*.tmp") if p.is_file()]
+    for path in leftovers:
+        path.unlink()
+    if leftovers:
+        notes.append(f"{folder}: removed {len(leftovers)} temporary file(s) of an interrupted write")
+    return notes
+
+
+def save_checkpoint(
+    params_path: str | Path,
+    model: paddle.nn.Layer,
+    meta: dict[str, Any],
+    optimizer: paddle.optimizer.Optimizer | None = None,
+    extra_state: dict[str, Any] | None = None,
+) -> None:
+    """Write weights, optional optimizer state (+ `extra_state`, e.g. scheduler) and sidecar
+    as one unit."""
+    params_path = Path(params_path)
+    opt_state = None if optimizer is None else {"optimizer": optimizer.state_dict(),
+                                                **(extra_state or {})}
+    with CheckpointWriter(params_path.parent) as save:
+        save.add_checkpoint(params_path, model.state_dict(), meta, opt_state)
+        save.commit()

@@ -22,9 +22,10 @@ from typing import Any, Protocol
 import numpy as np
 import paddle
 
-from palm.engine.checkpoint import load_checkpoint_model, load_meta
+from palm.engine.checkpoint import CheckpointError, load_checkpoint_model, load_meta, validate_meta
 from palm.engine.export import META_NAME, export_model
 from palm.runtime import usable_cores
+from palm.weights import file_sha256
 
 ENGINES = ("auto", "dygraph", "inference")
 # bf16 runs oneDNN's bfloat16 kernels on CPUs with AVX512-BF16 or AMX: ResNet50 224 px
@@ -226,7 +227,8 @@ def is_exported(path: str | Path) -> bool:
 
 
 def exported_files(model_dir: str | Path) -> tuple[Path, Path]:
-    """(program file, params file) of an exported folder; a clear error if incomplete."""
+    """(program file, params file) of an exported folder; a clear error if incomplete or
+    changed since the export (the SHA-256s in palm_meta.json)."""
     model_dir = Path(model_dir)
     params = model_dir / "model.pdiparams"
     programs = [model_dir / f"model{s}" for s in (".json", ".pdmodel")]
@@ -236,18 +238,32 @@ def exported_files(model_dir: str | Path) -> tuple[Path, Path]:
             f"{model_dir}: incomplete export (needs model.json or model.pdmodel and "
             "model.pdiparams; re-run tools/export.py)"
         )
+    hashes = load_export_meta(model_dir)["export"].get("sha256", {})
+    for path in (program, params):
+        if path.name in hashes and file_sha256(path) != hashes[path.name]:
+            raise CheckpointError(f"{path}: corrupt or changed since the export (its SHA-256 "
+                                  f"differs from {META_NAME}'s); re-run tools/export.py")
     return program, params
 
 
 def load_export_meta(model_dir: str | Path) -> dict[str, Any]:
-    """Read palm_meta.json of an exported folder."""
+    """Read and validate palm_meta.json of an exported folder."""
     path = Path(model_dir) / META_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; {model_dir} is not a palm export")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+    validate_meta(meta, path)
+    if not isinstance(meta.get("export"), dict):
+        raise CheckpointError(f"{path}: no export record; {model_dir} is not a complete palm export")
+    return meta
+
+
+def weights_sha256(path: str | Path) -> str:
+    """SHA-256 of the weights behind a checkpoint or an export folder (names what predicted)."""
+    return file_sha256(Path(path) / "model.pdiparams" if is_exported(path) else path)
 
 
 def source_meta(path: str | Path) -> dict[str, Any]:

@@ -5,7 +5,10 @@ batch at a time and every batch's rows are appended to `OUTPUT.partial` at once.
 run finishes, the journal is copied atomically to OUTPUT and removed, so OUTPUT is either
 complete or absent. After an interruption, `resume=True` keeps every successful row of the
 journal (and of an existing OUTPUT) and predicts only the rest; files that failed are tried
-again.
+again. `OUTPUT.json` records what made the rows (checkpoint SHA-256, threshold, precision,
+TTA, columns); resuming with anything else is refused, saying what differs. A kept row must
+be complete and well-formed (a row torn by a crash or a full disk, or edited by hand into
+something else, is predicted again).
 
 A file that cannot be used (empty, truncated, not an image, unreadable) becomes a row with
 its `error` and no probability, never a crash. Grayscale, RGBA and 16-bit images are
@@ -14,6 +17,9 @@ converted by palm.data.read_image.
 from __future__ import annotations
 
 import csv
+import itertools
+import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -27,7 +33,7 @@ from tqdm import tqdm
 
 from palm.data import ImageReadError, build_transform, is_image_file, read_image
 from palm.engine.evaluate import main_output, to_probabilities
-from palm.io_utils import atomic_path
+from palm.io_utils import atomic_path, write_json_atomic
 from palm.runtime import lower_worker_priority
 
 BASE_COLUMNS = ["path", "probability", "prediction", "class_name", "error"]
@@ -96,31 +102,95 @@ def journal_path(output: Path) -> Path:
     return output.with_name(output.name + ".partial")
 
 
-def _done_rows(files: Sequence[Path]) -> Iterator[dict[str, str]]:
-    """Successful rows of earlier outputs, each path once (streamed, not loaded whole)."""
+def record_path(csv_path: Path) -> Path:
+    """CSV.json beside OUTPUT and its journal: what made their rows."""
+    return csv_path.with_name(csv_path.name + ".json")
+
+
+def _check_record(csv_path: Path, record: dict[str, Any]) -> None:
+    """Refuse to mix rows made by another checkpoint, threshold, precision or TTA."""
+    path = record_path(csv_path)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: missing, so nothing says which checkpoint, threshold and "
+                         f"precision made the rows of {csv_path}; run without --resume") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); run without --resume") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: not a prediction record; run without --resume")
+    differs = [f"{key} {saved.get(key)!r} there, {value!r} now" for key, value in record.items()
+               if saved.get(key) != value]
+    if differs:
+        raise ValueError(f"--resume: the rows of {csv_path} were made differently "
+                         f"({'; '.join(differs)}); run without --resume or use another --output")
+
+
+def _row_ok(row: dict[str, Any], columns: Sequence[str], class_names: Sequence[str]) -> bool:
+    """A successful row with every column, a probability in [0, 1] and a valid prediction."""
+    if not row.get("path") or row.get("error") or None in row \
+            or any(row.get(c) is None for c in columns):  # None key: more fields than columns
+        return False
+    try:
+        probs = [float(row[c]) for c in columns if c == "probability" or c.startswith("prob_")]
+        pred = int(row["prediction"])
+    except ValueError:
+        return False
+    return (all(math.isfinite(p) and 0 <= p <= 1 for p in probs)
+            and 0 <= pred < max(len(class_names), 2)
+            and row["class_name"] == (class_names[pred] if pred < len(class_names) else ""))
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def _done_rows(files: Sequence[Path], columns: Sequence[str],
+               class_names: Sequence[str]) -> Iterator[dict[str, str]]:
+    """Complete successful rows of earlier outputs, each path once (streamed, not loaded whole)."""
     seen: set[str] = set()
     for path in files:
-        if not path.is_file():
-            continue
-        with open(path, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                if row.get("path") and not row.get("error") and row["path"] not in seen:
+        torn = not _ends_with_newline(path)  # the last line was cut mid-write
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            rows: Iterator[dict[str, str]] = csv.DictReader(f)
+            if torn:
+                rows = (row for row, _ in itertools.pairwise(rows))  # all but the last
+            for row in rows:
+                if _row_ok(row, columns, class_names) and row["path"] not in seen:
                     seen.add(row["path"])
                     yield row
 
 
-def _start_journal(output: Path, columns: list[str], resume: bool) -> set[str]:
-    """Create the journal with a header (+ earlier successful rows when resuming)."""
+def _start_journal(output: Path, columns: list[str], class_names: Sequence[str],
+                   record: dict[str, Any], resume: bool) -> set[str]:
+    """Record what makes the rows, and create the journal with a header (+ the earlier rows
+    that are still valid when resuming)."""
     journal = journal_path(output)
+    earlier = [p for p in (output, journal) if p.is_file()] if resume else []
+    for path in earlier:
+        _check_record(path, record)
+    write_json_atomic(record_path(journal), record)
     done: set[str] = set()
     with atomic_path(journal) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
-        if resume:
-            for row in _done_rows([output, journal]):
-                writer.writerow(row)
-                done.add(row["path"])
+        for row in _done_rows(earlier, columns, class_names):
+            writer.writerow(row)
+            done.add(row["path"])
     return done
+
+
+def _finish(output: Path) -> None:
+    """Journal -> OUTPUT, then its record; a crash in between only makes --resume refuse."""
+    journal = journal_path(output)
+    with atomic_path(output) as tmp:
+        shutil.copyfile(journal, tmp)
+    os.replace(record_path(journal), record_path(output))
+    os.remove(journal)
 
 
 def _rows(paths: Sequence[str], indices: np.ndarray, errors: Sequence[str], probs: np.ndarray | None,
@@ -156,6 +226,8 @@ def predict_to_csv(
     threshold: float | None = None,
     resume: bool = False,
     progress: bool = True,
+    checkpoint_sha256: str = "",
+    precision: str = "fp32",
 ) -> PredictSummary:
     """Predict every path and write OUTPUT (CSV) atomically; see the module docstring.
 
@@ -163,7 +235,9 @@ def predict_to_csv(
         model: in eval mode (load_checkpoint_model gives one).
         meta: the checkpoint sidecar (image_size, normalize, fundus_crop, class_names, threshold).
         threshold: binary decision threshold (default: the checkpoint's).
-        resume: keep successful rows of an interrupted or earlier run of the same OUTPUT.
+        resume: keep successful rows of an interrupted or earlier run of the same OUTPUT,
+            if that run used the same checkpoint, threshold, precision and TTA.
+        checkpoint_sha256, precision: what the model is, for OUTPUT.json.
 
     Returns:
         Counts of images and errors.
@@ -172,7 +246,9 @@ def predict_to_csv(
     class_names = list(meta.get("class_names") or [])
     threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
     columns = BASE_COLUMNS + ([f"prob_{c}" for c in class_names] if meta["num_classes"] > 1 else [])
-    done = _start_journal(output, columns, resume)
+    record = {"checkpoint_sha256": checkpoint_sha256, "threshold": threshold,
+              "precision": precision, "tta": tta, "columns": columns}
+    done = _start_journal(output, columns, class_names, record, resume)
     todo = [p for p in paths if p not in done]
     transform = build_transform(meta["image_size"], False, meta.get("normalize", "minus_one_one"),
                                 fundus_crop=meta.get("fundus_crop", False))
@@ -194,7 +270,5 @@ def predict_to_csv(
                                        threshold))
                 f.flush()  # a crash loses at most the batch in flight
                 errors += len(batch_errors) - len(ok)
-    with atomic_path(output) as tmp:
-        shutil.copyfile(journal_path(output), tmp)
-    os.remove(journal_path(output))
+    _finish(output)
     return PredictSummary(len(done) + len(todo), errors, len(done), output)

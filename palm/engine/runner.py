@@ -15,7 +15,7 @@ import paddle
 from palm.config import DEMO_SYNTH, save_config
 from palm.data import build_loader, build_transform
 from palm.engine import sources
-from palm.engine.checkpoint import load_meta
+from palm.engine.checkpoint import load_meta, recover_folder
 from palm.engine.device import DistInfo, init_distributed, seed_everything, select_device
 from palm.engine.optim import build_optimizer, build_scheduler
 from palm.engine.losses import ClassificationLoss, auto_pos_weight
@@ -38,11 +38,21 @@ def prepare_demo_data(root: str | Path, log: Callable[[str], None] = print) -> P
     return make_palm_dataset(root, num_workers=min(4, os.cpu_count() or 1), **DEMO_SYNTH)
 
 
-def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix a new run into an old one; require `last` when resuming."""
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool, repair: bool = True,
+                  log: Callable[[str], None] = print) -> None:
+    """Refuse to mix a new run into an old one; require `last` when resuming.
+
+    With `repair` (the one process that writes the folder), a checkpoint save interrupted
+    by a crash is first completed or dropped and its temporary files removed, so the folder
+    holds the last complete epoch.
+    """
+    if repair and run_dir.is_dir():
+        for note in recover_folder(run_dir):
+            log(f"note: {note}")
     if resume:
         if not (run_dir / "last.pdparams").is_file():
-            raise FileNotFoundError(f"{run_dir / 'last.pdparams'}: nothing to resume from")
+            raise FileNotFoundError(f"{run_dir / 'last.pdparams'}: nothing to resume from "
+                                    "(no epoch was saved; start again without --resume)")
         return
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     if existing and not overwrite:
@@ -141,7 +151,8 @@ def run_training(cfg: dict[str, Any], overwrite: bool = False, log: Callable[[st
         log("note: --amp needs a GPU; training in float32")
     seed_everything(cfg["seed"])
     run_dir = Path(cfg["output"] or Path("runs") / cfg["model"])
-    check_run_dir(run_dir, cfg["resume"], overwrite)  # every rank: none may start alone
+    # every rank checks (none may start alone); only the main process repairs
+    check_run_dir(run_dir, cfg["resume"], overwrite, repair=dist.is_main, log=log)
 
     train_set, val_set = build_datasets(cfg)
     classes = list(train_set.classes)

@@ -1,11 +1,15 @@
 """Training: the loss, one epoch, and `fit` (epochs, validation, logging, checkpoints).
 
 Run folder written by `fit` (main process only):
-    metrics.csv                 one row per epoch, rewritten atomically after each epoch
+    metrics.csv                 one row per epoch
     last.pdparams/.pdopt/.json  after every epoch (and on Ctrl-C); .pdopt holds optimizer,
                                 LR-scheduler (and AMP scaler) state for --resume
     best.pdparams/.json         the epoch with the best validation AUC (accuracy when AUC
                                 is undefined, e.g. a validation set with one class)
+    After each epoch, last, best (when it improved) and metrics.csv are saved as one unit
+    (palm.engine.checkpoint.CheckpointWriter): a crash leaves all of them at the previous
+    epoch or all at the new one, so metrics.csv is never ahead of `last` and `best` exists
+    whenever the log said "*best".
     loss_curve.png, metrics_curve.png   at the end
     visualdl/                   when VisualDL is installed
 """
@@ -23,9 +27,15 @@ import paddle
 from tqdm import tqdm
 
 from palm.cli import StoppedByUser
-from palm.engine.checkpoint import save_checkpoint
+from palm.engine.checkpoint import (
+    CheckpointWriter,
+    check_state_matches,
+    load_meta,
+    load_optimizer_state,
+    load_weights,
+    recover_folder,
+)
 from palm.engine.evaluate import EvalResult, evaluate, json_ready
-from palm.io_utils import atomic_path
 from palm.viz.plots import plot_history
 
 
@@ -136,9 +146,8 @@ def summary_line(row: dict[str, Any], epochs: int, best: bool) -> str:
 
 
 def write_metrics_csv(history: Sequence[dict[str, Any]], path: str | Path) -> None:
-    """Rewrite metrics.csv with every epoch so far (atomic: never a half-written file)."""
-    with atomic_path(path) as tmp:
-        pd.DataFrame(list(history)).to_csv(tmp, index=False)
+    """Write metrics.csv with every epoch so far to `path` (fit stages it with the checkpoint)."""
+    pd.DataFrame(list(history)).to_csv(path, index=False)
 
 
 def read_metrics_csv(path: str | Path, up_to_epoch: int) -> list[dict[str, Any]]:
@@ -202,7 +211,8 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def save_run_checkpoint(
+def stage_run_checkpoint(
+    save: CheckpointWriter,
     path: Path,
     model: paddle.nn.Layer,
     meta: dict[str, Any],
@@ -212,15 +222,38 @@ def save_run_checkpoint(
     scaler: paddle.amp.GradScaler | None = None,
     **meta_extra: Any,
 ) -> None:
-    """Save weights + sidecar (+ optimizer, scheduler, scaler and best score when optimizer given)."""
+    """Stage weights + sidecar (+ optimizer, scheduler, scaler and best score when optimizer given)."""
     last_row = state.history[-1] if state.history else {}
     full_meta = {**meta, "epoch": state.epoch, "metrics": json_ready(dict(last_row)), **meta_extra}
-    extra = None
+    opt_state = None
     if optimizer is not None:
-        extra = {"best_score": state.best_score, "param_names": param_names(model),
-                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                 "scaler": scaler.state_dict() if scaler is not None else None}
-    save_checkpoint(path, unwrap(model), full_meta, optimizer if extra is not None else None, extra)
+        opt_state = {"optimizer": optimizer.state_dict(), "best_score": state.best_score,
+                     "param_names": param_names(model),
+                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                     "scaler": scaler.state_dict() if scaler is not None else None}
+    save.add_checkpoint(path, unwrap(model).state_dict(), full_meta, opt_state)
+
+
+def save_epoch(
+    run_dir: Path,
+    model: paddle.nn.Layer,
+    meta: dict[str, Any],
+    state: RunState,
+    optimizer: paddle.optimizer.Optimizer,
+    scheduler: paddle.optimizer.lr.LRScheduler | None,
+    scaler: paddle.amp.GradScaler | None,
+    best_metric: str | None,
+    **meta_extra: Any,
+) -> None:
+    """Save `last`, `best` (when `best_metric` names why it is best) and metrics.csv as one unit."""
+    with CheckpointWriter(run_dir) as save:
+        stage_run_checkpoint(save, run_dir / "last.pdparams", model, meta, state, optimizer,
+                             scheduler, scaler, **meta_extra)
+        if best_metric is not None:
+            stage_run_checkpoint(save, run_dir / "best.pdparams", model, meta, state,
+                                 best_metric=best_metric)
+        save.add_file(run_dir / "metrics.csv", lambda tmp: write_metrics_csv(state.history, tmp))
+        save.commit()
 
 
 def fit(
@@ -260,6 +293,7 @@ def fit(
     state = state or RunState()
     threshold = float(meta.get("threshold", 0.5))
     writer = open_visualdl(run_dir) if is_main else None
+    unsaved_best = None  # selection metric of a finished epoch whose save did not complete
     try:
         for epoch in range(state.epoch, epochs):
             sampler = train_loader.batch_sampler
@@ -275,18 +309,18 @@ def fit(
             improved = score > state.best_score
             if improved:
                 state.best_score = score
+                unsaved_best = metric_name
             if is_main:
-                _record_epoch(run_dir, state.history, writer)
-                save_run_checkpoint(run_dir / "last.pdparams", model, meta, state, optimizer,
-                                    scheduler, scaler)
-                if improved:
-                    save_run_checkpoint(run_dir / "best.pdparams", model, meta, state,
-                                        best_metric=metric_name)
+                save_epoch(run_dir, model, meta, state, optimizer, scheduler, scaler, unsaved_best)
+                unsaved_best = None
+                _log_scalars(writer, row)
                 log(summary_line(row, epochs, improved))
     except KeyboardInterrupt:
         if is_main:
-            save_run_checkpoint(run_dir / "last.pdparams", model, meta, state, optimizer,
-                                scheduler, scaler, interrupted=True)
+            # Ctrl-C may have hit a save: finish or drop it, then save (again) from memory
+            recover_folder(run_dir)
+            save_epoch(run_dir, model, meta, state, optimizer, scheduler, scaler, unsaved_best,
+                       interrupted=True)
         raise TrainingInterrupted(
             f"interrupted in epoch {state.epoch + 1}; saved {run_dir / 'last.pdparams'} "
             f"({state.epoch} epochs completed). Continue with --resume."
@@ -299,14 +333,13 @@ def fit(
     return state
 
 
-def _record_epoch(run_dir: Path, history: Sequence[dict[str, Any]], writer) -> None:
-    """metrics.csv with every epoch so far, and the newest row to VisualDL."""
-    write_metrics_csv(history, run_dir / "metrics.csv")
-    row = history[-1]
-    if writer is not None:
-        for key, value in row.items():
-            if key != "epoch" and value is not None and math.isfinite(value):
-                writer.add_scalar(tag=key, value=float(value), step=int(row["epoch"]))
+def _log_scalars(writer, row: dict[str, Any]) -> None:
+    """The newest metrics row to VisualDL (when it is installed)."""
+    if writer is None:
+        return
+    for key, value in row.items():
+        if key != "epoch" and value is not None and math.isfinite(value):
+            writer.add_scalar(tag=key, value=float(value), step=int(row["epoch"]))
 
 
 def load_resume_state(
@@ -319,16 +352,14 @@ def load_resume_state(
     """Load `last` weights, optimizer/scheduler/scaler state; return where training stopped.
 
     The history comes from metrics.csv beside the checkpoint (epochs <= the saved epoch).
+    Every file is checked (hashes, safe unpickling, names and shapes) before anything is set.
     """
-    from palm.engine.checkpoint import load_meta, load_optimizer_state
-
     params_path = Path(params_path)
     meta = load_meta(params_path)
-    opt_state = load_optimizer_state(params_path)
-    try:
-        model.set_state_dict(paddle.load(str(params_path)))
-    except Exception as e:  # paddle raises several types for corrupt files
-        raise ValueError(f"{params_path}: cannot read weights ({e})") from None
+    weights = load_weights(params_path, meta)
+    check_state_matches(unwrap(model), weights, params_path)
+    opt_state = load_optimizer_state(params_path, meta)
+    model.set_state_dict(weights)
     with warnings.catch_warnings():
         # LinearWarmup's own state_dict holds its inner schedule under a key that the base
         # class reports as unused although LinearWarmup restores it (paddle 3.3)

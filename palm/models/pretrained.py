@@ -2,7 +2,8 @@
 
 Our alexnet, vgg*, googlenet and resnet* use the parameter names of `paddle.vision.models`,
 so a state dict saved from those networks loads as is. Nothing is downloaded here: the user
-passes a file they already have.
+passes a file they already have, and it is read by `palm.weights.read_weights`, which runs
+no code from it.
 """
 from __future__ import annotations
 
@@ -11,15 +12,18 @@ from pathlib import Path
 
 import paddle
 
+from palm.weights import read_weights
+
 log = logging.getLogger(__name__)
 
 
 def load_pretrained(model: paddle.nn.Layer, path: str | Path) -> dict[str, list[str]]:
     """Copy every tensor of `path` whose name and shape match into `model`.
 
-    Tensors whose shape differs (typically the classifier, when fine-tuning a 1000-class
-    ImageNet network to one logit) are skipped and keep the model's own initialisation.
-    One line is logged with what was skipped, missing or unexpected.
+    Only classifier tensors may differ in shape (fine-tuning a 1000-class ImageNet network
+    to one logit): those whose shapes differ only where the model has `model.num_classes`.
+    They are skipped and keep the model's own initialisation. One line is logged with what
+    was skipped, missing or unexpected.
 
     Args:
         model: the network to fill, e.g. `build_model("resnet50", num_classes=1)`.
@@ -32,16 +36,14 @@ def load_pretrained(model: paddle.nn.Layer, path: str | Path) -> dict[str, list[
 
     Raises:
         FileNotFoundError: `path` does not exist.
-        ValueError: the file cannot be read, is not a state dict, or matches no parameter
-            of the model (almost surely weights of another architecture).
+        ValueError: the file cannot be read or holds more than weights (refused unread),
+            is not a state dict, matches no parameter of the model (almost surely weights
+            of another architecture), or a tensor outside the classifier has another shape.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: pretrained weights file not found")
-    try:
-        state = paddle.load(str(path))
-    except Exception as e:  # paddle raises several types for corrupt or foreign files
-        raise ValueError(f"{path}: cannot read weights ({e})") from None
+    state = read_weights(path)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
 
@@ -63,6 +65,13 @@ def load_pretrained(model: paddle.nn.Layer, path: str | Path) -> dict[str, list[
             f"{path}: no tensor matches {type(model).__name__} by name and shape "
             f"(weights of another architecture?)"
         )
+    outputs = getattr(model, "num_classes", None)
+    body = [note for name, note in zip(skipped, shape_notes)
+            if not _is_head(list(state[name].shape), list(own[name].shape), outputs)]
+    if body:
+        more = f" and {len(body) - 3} more" if len(body) > 3 else ""
+        raise ValueError(f"{path}: {len(body)} tensor(s) outside the classifier have another "
+                         f"shape: {', '.join(body[:3])}{more} (weights of another variant?)")
     # Hand over a complete dict (own tensors where the file has none) so paddle does not
     # warn once per key; the one log line below says it all.
     model.set_state_dict({**own, **{name: state[name] for name in loaded}})
@@ -76,3 +85,9 @@ def load_pretrained(model: paddle.nn.Layer, path: str | Path) -> dict[str, list[
         path, len(loaded), len(own), listed(shape_notes), listed(missing), listed(unexpected),
     )
     return {"loaded": loaded, "skipped": skipped, "missing": missing, "unexpected": unexpected}
+
+
+def _is_head(saved: list[int], wanted: list[int], outputs: int | None) -> bool:
+    # a classifier tensor differs only in its class dimension: [512, 1000] -> [512, 1]
+    return (outputs is not None and len(saved) == len(wanted)
+            and all(a == b or b == outputs for a, b in zip(saved, wanted)))

@@ -1,0 +1,158 @@
+"""Reading weight files (`.pdparams`, `.pdopt`) without letting them run code.
+
+`paddle.load` is `pickle.load`: a file from a model page or another lab can carry a call
+to `os.system` that runs the moment it is read, even nested deep inside an otherwise valid
+state dict. `read_weights` unpickles with a restricted unpickler (the idea of PyTorch's
+`weights_only` loading) that rebuilds only what `paddle.save` writes for state dicts and
+optimizer states in Paddle 2.x-3.3 (found by listing the globals of real files: ResNet18
+and LeNet state dicts, paddle.vision models, Momentum/AdamW states with LinearWarmup over
+cosine and a GradScaler):
+
+    numpy._core.multiarray._reconstruct, numpy.ndarray, numpy.dtype   every array
+    builtins.tuple           optimizer tensors, saved as tuple((name, array))
+    builtins.eval            DenseTensor, saved as eval("data", {"data": array}): replaced
+                             by a function that only returns that array
+    numpy scalars, collections.OrderedDict, list/set/frozenset       older and hand-made files
+
+Anything else is refused with one line naming the file and the global. This is the only
+module that unpickles weight files; `trust_checkpoints(True)` (the tools' --trust-checkpoint)
+hands a file to `paddle.load` unchecked, for old files with other objects inside.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import pickle
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import paddle
+
+
+class UnsafeWeightsError(ValueError):
+    """A weight file holds something other than arrays and plain containers."""
+
+
+_SAFE_GLOBALS = {
+    (module, name): getattr(__import__(module, fromlist=[name]), name)
+    for module, name in [("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "tuple"),
+                         ("builtins", "list"), ("builtins", "set"), ("builtins", "frozenset"),
+                         ("collections", "OrderedDict")]
+}
+# numpy 2 moved numpy.core to numpy._core; files name whichever the saving numpy had.
+_NP_CORE = getattr(np, "_core", None) or np.core
+for _core in ("numpy.core", "numpy._core"):
+    _SAFE_GLOBALS[(f"{_core}.multiarray", "_reconstruct")] = _NP_CORE.multiarray._reconstruct
+    _SAFE_GLOBALS[(f"{_core}.multiarray", "scalar")] = _NP_CORE.multiarray.scalar
+    _SAFE_GLOBALS[(f"{_core}.numeric", "_frombuffer")] = _NP_CORE.numeric._frombuffer
+
+
+def _dense_tensor_data(expression: str, namespace: dict[str, Any]) -> Any:
+    # paddle.save pickles a DenseTensor as eval("data", {"data": array}); only that is honoured
+    if expression != "data" or not isinstance(namespace, dict) or set(namespace) != {"data"}:
+        raise pickle.UnpicklingError(f"eval({expression!r}) is not the DenseTensor form")
+    return namespace["data"]
+
+
+_SAFE_GLOBALS[("builtins", "eval")] = _dense_tensor_data
+
+_TRUSTED: contextvars.ContextVar[bool] = contextvars.ContextVar("palm_trust_weights", default=False)
+
+TRUST_HELP = ("read weight files with plain pickle (paddle.load), for old files holding objects "
+              "the safe reader refuses. RISK: a malicious file then runs any command as you; "
+              "use it only for files whose origin you trust")
+TRUST_RISK = ("--trust-checkpoint: weight files are unpickled unchecked; a malicious file can "
+              "run any command as you. Use it only for files whose origin you trust.")
+
+
+@contextlib.contextmanager
+def trust_checkpoints(enabled: bool) -> Iterator[None]:
+    """Within the block, `read_weights` uses plain `paddle.load` when `enabled` (and says so)."""
+    if enabled:
+        print(f"warning: {TRUST_RISK}", file=sys.stderr)
+    token = _TRUSTED.set(enabled)
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file, path: Path):
+        super().__init__(file, encoding="latin1")  # as paddle.load, for Python 2 era files
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _SAFE_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafeWeightsError(
+                f"refusing {self.path}: it contains {module}.{name}, which a weights file never "
+                "needs (if you trust its origin, --trust-checkpoint loads it anyway)"
+            ) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafeWeightsError(f"refusing {self.path}: it references external objects")
+
+
+def read_weights(path: str | Path) -> Any:
+    """The object `paddle.save` wrote to `path`, rebuilt without running any code from it.
+
+    Arrays come back as paddle Tensors (as from `paddle.load`); optimizer tensors, saved as
+    (name, array) pairs, keep their names.
+
+    Raises:
+        FileNotFoundError: no file.
+        UnsafeWeightsError: the file holds a global other than the ones listed above, or
+            an array of Python objects.
+        ValueError: the file is not a paddle.save pickle (truncated, another format).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    try:
+        if _TRUSTED.get():
+            return paddle.load(str(path))
+        with open(path, "rb") as f:
+            obj = _RestrictedUnpickler(f, path).load()
+    except UnsafeWeightsError:
+        raise
+    except Exception as e:  # pickle and numpy raise many types for damaged files
+        raise ValueError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
+    obj = _to_tensors(obj, path)
+    if isinstance(obj, dict):
+        # paddle 2.0 files carry this name table; paddle.load drops it too
+        obj.pop("StructuredToParameterName@@", None)
+    return obj
+
+
+def _to_tensors(obj: Any, path: Path) -> Any:
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:
+            raise UnsafeWeightsError(f"refusing {path}: it holds an array of Python objects, "
+                                     "which a weights file never needs")
+        return paddle.to_tensor(obj)
+    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str) \
+            and isinstance(obj[1], np.ndarray):
+        tensor = _to_tensors(obj[1], path)
+        tensor.name = obj[0]
+        return tensor
+    if isinstance(obj, dict):
+        for key in obj:
+            obj[key] = _to_tensors(obj[key], path)
+        return obj
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return type(obj)(_to_tensors(v, path) for v in obj)
+    return obj
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
