@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import pickle
 import sys
@@ -50,14 +51,13 @@ for _core in ("numpy.core", "numpy._core"):
     _SAFE_GLOBALS[(f"{_core}.numeric", "_frombuffer")] = _NP_CORE.numeric._frombuffer
 
 
-def _dense_tensor_data(expression: str, namespace: dict[str, Any]) -> Any:
+def _dense_tensor_data(path: Path, expression: str, namespace: Any) -> Any:
     # paddle.save pickles a DenseTensor as eval("data", {"data": array}); only that is honoured
     if expression != "data" or not isinstance(namespace, dict) or set(namespace) != {"data"}:
-        raise pickle.UnpicklingError(f"eval({expression!r}) is not the DenseTensor form")
+        raise UnsafeWeightsError(f"refusing {path}: it calls eval({str(expression)[:60]!r}), "
+                                 "which a weights file never needs")
     return namespace["data"]
 
-
-_SAFE_GLOBALS[("builtins", "eval")] = _dense_tensor_data
 
 _TRUSTED: contextvars.ContextVar[bool] = contextvars.ContextVar("palm_trust_weights", default=False)
 
@@ -86,6 +86,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self.path = path
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("builtins", "eval"):
+            return functools.partial(_dense_tensor_data, self.path)
         try:
             return _SAFE_GLOBALS[(module, name)]
         except KeyError:
@@ -123,9 +125,11 @@ def read_weights(path: str | Path) -> Any:
     except Exception as e:  # pickle and numpy raise many types for damaged files
         raise ValueError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
     obj = _to_tensors(obj, path)
-    if isinstance(obj, dict):
-        # paddle 2.0 files carry this name table; paddle.load drops it too
-        obj.pop("StructuredToParameterName@@", None)
+    # state dicts carry a table of paddle's parameter names; paddle.load applies and drops it
+    names = obj.pop("StructuredToParameterName@@", None) if isinstance(obj, dict) else None
+    for key, name in (names.items() if isinstance(names, dict) else ()):
+        if isinstance(obj.get(key), paddle.Tensor) and isinstance(name, str):
+            obj[key].name = name
     return obj
 
 
