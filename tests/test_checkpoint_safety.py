@@ -463,6 +463,27 @@ def test_interrupted_commit_is_finished_and_leftovers_removed(tmp_path, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.json", "last.pdparams"]
 
 
+class Killed(BaseException):
+    """Stands in for a kill: nothing in palm catches it."""
+
+
+def test_a_run_killed_in_its_first_save_can_start_again(palm_root, tmp_path, monkeypatch):
+    def killed(src, dst):
+        raise Killed
+
+    monkeypatch.setattr(ck, "_rename_durably", killed)  # before the commit record is in place
+    run_dir = tmp_path / "run"
+    with pytest.raises(Killed):
+        _train(_train_argv(palm_root, run_dir, "--epochs", "1"))
+    monkeypatch.undo()
+    assert [p.name for p in run_dir.glob(".*.tmp")]
+    with pytest.raises(FileNotFoundError, match="nothing to resume from .*without --resume"):
+        _train(_train_argv(palm_root, run_dir, "--epochs", "1", "--resume"))
+    _train(_train_argv(palm_root, run_dir, "--epochs", "1"))  # not "already holds a run"
+    assert json.loads((run_dir / "best.json").read_text())["epoch"] == 1
+    assert not list(run_dir.glob(".*"))
+
+
 # ---------------------------------------------------------------- export
 
 def test_failed_export_leaves_nothing_loadable(run, tmp_path, monkeypatch):
