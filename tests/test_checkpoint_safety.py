@@ -110,22 +110,25 @@ def _copy_run(run: Path, dst: Path) -> Path:
     return dst
 
 
-# Every entry point that reads weights: (name, file to poison, call) where call(folder,
-# palm_root, tmp) runs the tool in-process on the copied run folder.
+def _run_tool(tool, *argv: str):
+    return tool.main(tool.get_args_parser().parse_args([str(a) for a in argv]))
+
+
+# Every entry point that reads weights: name -> (file it reads, call(run copy, palm_root, tmp))
 ENTRY_POINTS = {
-    "eval": ("best.pdparams", lambda d, root, tmp: eval_tool.main(eval_tool.get_args_parser().parse_args(
-        ["--checkpoint", str(d / "best.pdparams"), "--data-root", str(root), "--output", str(tmp / "ev"),
-         "--engine", "dygraph"]))),
-    "predict": ("best.pdparams", lambda d, root, tmp: predict_tool.main(predict_tool.get_args_parser().parse_args(
-        ["--checkpoint", str(d / "best.pdparams"), "--input", str(root / "PALM-Validation400"),
-         "--output", str(tmp / "p.csv"), "--num-workers", "0", "--no-progress"]))),
-    "cam": ("best.pdparams", lambda d, root, tmp: cam_tool.main(cam_tool.get_args_parser().parse_args(
-        ["--checkpoint", str(d / "best.pdparams"), "--input", str(root / "PALM-Validation400"),
-         "--output", str(tmp / "cams")]))),
-    "export": ("best.pdparams", lambda d, root, tmp: export_tool.main(export_tool.get_args_parser().parse_args(
-        ["--checkpoint", str(d / "best.pdparams"), "--output", str(tmp / "exp")]))),
-    "report": ("best.pdparams", lambda d, root, tmp: report_tool.main(report_tool.get_args_parser().parse_args(
-        ["--run", str(d), "--output", str(tmp / "r.html")]))),
+    "eval": ("best.pdparams", lambda d, root, tmp: _run_tool(
+        eval_tool, "--checkpoint", d / "best.pdparams", "--data-root", root,
+        "--output", tmp / "ev", "--engine", "dygraph")),
+    "predict": ("best.pdparams", lambda d, root, tmp: _run_tool(
+        predict_tool, "--checkpoint", d / "best.pdparams", "--input", root / "PALM-Validation400",
+        "--output", tmp / "p.csv", "--num-workers", "0", "--no-progress")),
+    "cam": ("best.pdparams", lambda d, root, tmp: _run_tool(
+        cam_tool, "--checkpoint", d / "best.pdparams", "--input", root / "PALM-Validation400",
+        "--output", tmp / "cams")),
+    "export": ("best.pdparams", lambda d, root, tmp: _run_tool(
+        export_tool, "--checkpoint", d / "best.pdparams", "--output", tmp / "exp")),
+    "report": ("best.pdparams", lambda d, root, tmp: _run_tool(
+        report_tool, "--run", d, "--output", tmp / "r.html")),
     "train --pretrained": ("best.pdparams", lambda d, root, tmp: _train(_train_argv(
         root, tmp / "new", "--epochs", "1", "--pretrained", str(d / "best.pdparams")))),
     "train --resume (pdparams)": ("last.pdparams", lambda d, root, tmp: _train(_train_argv(
@@ -184,10 +187,11 @@ def test_trust_checkpoint_loads_what_the_safe_reader_refuses(tmp_path, capsys):
         read_weights(path)
 
 
-@pytest.mark.parametrize("tool", [eval_tool, predict_tool, cam_tool, export_tool, report_tool])
-def test_tools_offer_trust_checkpoint(tool):
-    assert "--trust-checkpoint" in tool.get_args_parser().format_help()
-    assert "--trust-checkpoint" in train_tool.get_args_parser().format_help()
+@pytest.mark.parametrize("tool", [eval_tool, predict_tool, cam_tool, export_tool, report_tool,
+                                  train_tool])
+def test_tools_offer_trust_checkpoint_and_say_what_it_risks(tool):
+    text = " ".join(tool.get_args_parser().format_help().split())
+    assert "--trust-checkpoint" in text and "runs any command as you" in text
 
 
 def test_eval_disguised_as_dense_tensor_is_refused(tmp_path):

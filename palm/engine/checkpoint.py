@@ -66,15 +66,18 @@ def validate_meta(meta: Any, source: str | Path) -> dict[str, Any]:
         problems.append(f"num_classes must be an integer >= 1, not {meta['num_classes']!r}")
     low, high = IMAGE_SIZE_RANGE
     if not _is_int(meta["image_size"]) or not low <= meta["image_size"] <= high:
-        problems.append(f"image_size must be an integer in {low}..{high}, not {meta['image_size']!r}")
+        problems.append(f"image_size must be an integer in {low}..{high}, "
+                        f"not {meta['image_size']!r}")
     optional = {"class_names": list, "normalize": str, "fundus_crop": bool, "model_kwargs": dict,
                 "metrics": dict, "files": dict}
     problems += [f"{key} must be a {kind.__name__}, not {meta[key]!r}"
-                 for key, kind in optional.items() if key in meta and not isinstance(meta[key], kind)]
+                 for key, kind in optional.items()
+                 if key in meta and not isinstance(meta[key], kind)]
     if not all(isinstance(c, str) for c in meta.get("class_names") or []):
         problems.append("class_names must be strings")
     threshold = meta.get("threshold", 0.5)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
+            or not 0 <= threshold <= 1:
         problems.append(f"threshold must be a number in 0..1, not {threshold!r}")
     if "epoch" in meta and (not _is_int(meta["epoch"]) or meta["epoch"] < 0):
         problems.append(f"epoch must be an integer >= 0, not {meta['epoch']!r}")
@@ -101,8 +104,8 @@ def check_state_matches(model: paddle.nn.Layer, state: Any, source: str | Path) 
     wrong = [f"{name} {_shape(state[name])} (needs {list(own[name].shape)})"
              for name in own if name in state and _shape(state[name]) != list(own[name].shape)]
     if missing or unexpected or wrong:
-        parts = [_listed(kind, names) for kind, names in
-                 (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if names]
+        kinds = (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+        parts = [_listed(kind, names) for kind, names in kinds if names]
         raise CheckpointError(f"{source} does not fit {type(model).__name__} ({len(own)} tensors): "
                               + "; ".join(parts))
 
@@ -168,7 +171,8 @@ def load_checkpoint_model(params_path: str | Path) -> tuple[paddle.nn.Layer, dic
     try:
         model = build_model(meta["model"], meta["num_classes"], **meta.get("model_kwargs", {}))
     except TypeError as e:  # model_kwargs the network does not take
-        raise CheckpointError(f"{sidecar_path(params_path)}: cannot build {meta['model']} ({e})") from None
+        raise CheckpointError(
+            f"{sidecar_path(params_path)}: cannot build {meta['model']} ({e})") from None
     state = load_weights(params_path, meta)
     check_state_matches(model, state, params_path)
     model.set_state_dict(state)
@@ -176,7 +180,8 @@ def load_checkpoint_model(params_path: str | Path) -> tuple[paddle.nn.Layer, dic
     return model, meta
 
 
-def load_optimizer_state(params_path: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def load_optimizer_state(params_path: str | Path,
+                         meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """The `.pdopt` dict saved beside a checkpoint: {"optimizer": ..., **extra_state}."""
     meta = load_meta(params_path) if meta is None else meta
     opt_path = Path(params_path).with_suffix(".pdopt")
@@ -259,7 +264,7 @@ class CheckpointWriter:
 
     def add_checkpoint(self, params_path: str | Path, state_dict: dict[str, Any],
                        meta: dict[str, Any], optimizer_state: dict[str, Any] | None = None) -> None:
-        """Stage NAME.pdparams (+ NAME.pdopt) and the NAME.json sidecar that records their hashes."""
+        """Stage NAME.pdparams (+ NAME.pdopt) and the NAME.json sidecar recording their hashes."""
         params_path = Path(params_path)
         missing = [k for k in REQUIRED_META if k not in meta]
         if missing:
@@ -316,7 +321,8 @@ def recover_folder(folder: str | Path) -> list[str]:
     for path in leftovers:
         path.unlink()
     if leftovers:
-        notes.append(f"{folder}: removed {len(leftovers)} temporary file(s) of an interrupted write")
+        notes.append(f"{folder}: removed {len(leftovers)} temporary file(s) "
+                     "of an interrupted write")
     return notes
 
 

@@ -257,7 +257,8 @@ def load_export_meta(model_dir: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     validate_meta(meta, path)
     if not isinstance(meta.get("export"), dict):
-        raise CheckpointError(f"{path}: no export record; {model_dir} is not a complete palm export")
+        raise CheckpointError(f"{path}: no export record; {model_dir} is not a complete "
+                              "palm export")
     return meta
 
 

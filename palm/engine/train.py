@@ -222,7 +222,8 @@ def stage_run_checkpoint(
     scaler: paddle.amp.GradScaler | None = None,
     **meta_extra: Any,
 ) -> None:
-    """Stage weights + sidecar (+ optimizer, scheduler, scaler and best score when optimizer given)."""
+    """Stage weights + sidecar (+ optimizer, scheduler, scaler state and best score when an
+    optimizer is given) in `save`."""
     last_row = state.history[-1] if state.history else {}
     full_meta = {**meta, "epoch": state.epoch, "metrics": json_ready(dict(last_row)), **meta_extra}
     opt_state = None
