@@ -226,7 +226,7 @@ def predict_to_csv(
     threshold: float | None = None,
     resume: bool = False,
     progress: bool = True,
-    checkpoint_sha256: str = "",
+    checkpoint_sha256: str,
     precision: str = "fp32",
 ) -> PredictSummary:
     """Predict every path and write OUTPUT (CSV) atomically; see the module docstring.
@@ -237,7 +237,8 @@ def predict_to_csv(
         threshold: binary decision threshold (default: the checkpoint's).
         resume: keep successful rows of an interrupted or earlier run of the same OUTPUT,
             if that run used the same checkpoint, threshold, precision and TTA.
-        checkpoint_sha256, precision: what the model is, for OUTPUT.json.
+        checkpoint_sha256: of the weights (palm.engine.inference.weights_sha256), and
+        precision: what the model is, for OUTPUT.json.
 
     Returns:
         Counts of images and errors.
