@@ -232,6 +232,15 @@ def test_real_files_load_as_with_paddle_load(run, tmp_path):
     assert report["skipped"] == ["fc.weight", "fc.bias"]
 
 
+def test_checkpoint_saved_before_hashes_were_recorded_still_loads(run, tmp_path):
+    folder = _copy_run(run, tmp_path / "run")
+    meta = json.loads((folder / "best.json").read_text())
+    del meta["files"]
+    (folder / "best.json").write_text(json.dumps(meta))
+    model, loaded = load_checkpoint_model(folder / "best.pdparams")
+    assert "files" not in loaded and model(paddle.rand([1, 3, 32, 32])).shape == [1, 1]
+
+
 def _assert_same(a, b, where: str) -> None:
     if isinstance(b, dict):
         assert isinstance(a, dict) and a.keys() == b.keys(), where
