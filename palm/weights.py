@@ -119,12 +119,11 @@ def read_weights(path: str | Path) -> Any:
         if _TRUSTED.get():
             return paddle.load(str(path))
         with open(path, "rb") as f:
-            obj = _RestrictedUnpickler(f, path).load()
+            obj = _to_tensors(_RestrictedUnpickler(f, path).load(), path, {})
     except UnsafeWeightsError:
         raise
     except Exception as e:  # pickle and numpy raise many types for damaged files
         raise ValueError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
-    obj = _to_tensors(obj, path)
     # state dicts carry a table of paddle's parameter names; paddle.load applies and drops it
     names = obj.pop("StructuredToParameterName@@", None) if isinstance(obj, dict) else None
     for key, name in (names.items() if isinstance(names, dict) else ()):
@@ -133,24 +132,32 @@ def read_weights(path: str | Path) -> Any:
     return obj
 
 
-def _to_tensors(obj: Any, path: Path) -> Any:
+def _to_tensors(obj: Any, path: Path, done: dict[int, tuple[Any, Any]]) -> Any:
+    # `done` (by id) converts an object shared by many references once: a small file can
+    # reference one list from itself thousands of times over. It holds each original too,
+    # so no id is reused while converting.
+    if id(obj) in done:
+        return done[id(obj)][1]
     if isinstance(obj, np.ndarray):
         if obj.dtype.hasobject:
             raise UnsafeWeightsError(f"refusing {path}: it holds an array of Python objects, "
                                      "which a weights file never needs")
-        return paddle.to_tensor(obj)
-    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str) \
+        result = paddle.to_tensor(obj)
+    elif isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str) \
             and isinstance(obj[1], np.ndarray):
-        tensor = _to_tensors(obj[1], path)
-        tensor.name = obj[0]
-        return tensor
-    if isinstance(obj, dict):
+        result = _to_tensors(obj[1], path, done)
+        result.name = obj[0]
+    elif isinstance(obj, dict):
+        done[id(obj)] = (obj, obj)  # converted in place
         for key in obj:
-            obj[key] = _to_tensors(obj[key], path)
+            obj[key] = _to_tensors(obj[key], path, done)
         return obj
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return type(obj)(_to_tensors(v, path) for v in obj)
-    return obj
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        result = type(obj)(_to_tensors(v, path, done) for v in obj)
+    else:
+        return obj
+    done[id(obj)] = (obj, result)
+    return result
 
 
 def file_sha256(path: str | Path) -> str:
