@@ -219,7 +219,7 @@ def test_output_guard_protects_checkpoints_inputs_and_foreign_files(checkpoint, 
         photos[0]: "has a .jpg extension",
         str(tmp_path / "new.png"): "has a .png extension",  # not even a new image file
         str(tmp_path): "is a folder",
-        str(foreign): "exists and is not a predictions CSV written by palm",
+        str(foreign): "exists and is not a CSV written by tools/predict.py",
     }
     for output, why in cases.items():
         with pytest.raises(OutputRefused, match=why):
@@ -255,6 +255,25 @@ def test_folder_outputs_refuse_a_file(tmp_path, checkpoint):
     assert _exit(eval_tool.main, args) == (
         f"error: {plain} is a file, not a folder; choose another --output")
     assert plain.read_text() == "keep me"
+    args.output = str(tmp_path / "eval")
+    with output_lock(tmp_path / "eval", folder=True):  # an evaluation is writing there
+        assert _exit(eval_tool.main, args).startswith(
+            f"error: {tmp_path / 'eval'} is in use by pid {os.getpid()} on ")
+
+
+def test_read_only_output_is_one_line(tmp_path, palm_root):
+    """A real read-only file system (root mounts a read-only tmpfs; skipped elsewhere)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
+                                            str(ro)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        code = _exit(train_tool.parse_and_run, ["--model", "lenet", "--data-root", str(palm_root),
+                                                "--output", str(ro / "run")])
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
+    assert code == f"error: {ro / 'run'}: read-only file system; choose a writable location"
 
 
 # --- workers die with their parent ----------------------------------------------------------
