@@ -151,6 +151,8 @@ RANGES: dict[str, Range] = {
     "aux_weight": Range(0),
     "threshold": Range(0, 1),
     "seed": Range(0, 2**32 - 1),  # numpy's seed range
+    "max_pixels": Range(1),
+    "cache_size_gb": Range(0),
     # options of tools/eval.py, predict.py, cam.py, report.py
     "alpha": Range(0, 1),
     "max_side": Range(0),
@@ -217,10 +219,12 @@ def _check_value(key: str, value: Any, source: str) -> None:
     if key == "pos_weight":
         if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise BadConfig(f"{source}: pos_weight must be a number or 'auto', got {value!r}")
-        check_options({key: value}, source)
-        return
-    if default is None or isinstance(default, str):
-        return  # optional paths and names: any string
+    elif default is not None and not isinstance(default, str):  # else optional paths, names
+        _check_type(key, value, default, source)
+    check_options({key: value}, source)  # optional numbers (default None) too
+
+
+def _check_type(key: str, value: Any, default: Any, source: str) -> None:
     expected: tuple[type, ...]
     if isinstance(default, bool):
         expected = (bool,)
@@ -232,7 +236,6 @@ def _check_value(key: str, value: Any, source: str) -> None:
         raise BadConfig(
             f"{source}: {key} must be {expected[-1].__name__}, got {type(value).__name__} {value!r}"
         )
-    check_options({key: value}, source)
 
 
 def validate_config(cfg: dict[str, Any], source: str = "config") -> dict[str, Any]:

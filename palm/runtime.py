@@ -84,6 +84,8 @@ def exit_with_parent() -> None:
     Linux the kernel delivers SIGKILL at the parent's death (prctl PR_SET_PDEATHSIG; the
     worker holds nothing worth saving); elsewhere a daemon thread polls getppid(). A parent
     that died before this call is caught by comparing getppid() with the recorded parent.
+    The kernel sends the signal when the parent *thread* that started the worker ends;
+    Paddle starts workers from the thread that iterates the loader, which outlives them.
     """
     parent = multiprocessing.parent_process()
     parent_pid = parent.pid if parent is not None else os.getppid()
