@@ -74,7 +74,8 @@ def output_lock(output: str | os.PathLike, *, folder: bool = False) -> Iterator[
     a file. It is locked with `fcntl.flock`, so the operating system releases the lock when
     the holder exits in any way, kill -9 included: a lock file left behind is never stale.
     The file records the holder (pid, host, command) for the refusal message and is removed
-    on release. flock is unreliable on some network file systems (old NFS), where two
+    on release, with a folder this call created if it stayed empty (a run that failed at
+    once leaves nothing behind). flock is unreliable on some network file systems (old NFS), where two
     writers go undetected.
 
     Raises:
@@ -86,6 +87,7 @@ def output_lock(output: str | os.PathLike, *, folder: bool = False) -> Iterator[
             train(...)
     """
     output = Path(output)
+    created = folder and not output.exists()
     if folder:
         if output.exists() and not output.is_dir():
             raise OutputRefused(f"{output} is a file, not a folder; choose another --output")
@@ -107,6 +109,11 @@ def output_lock(output: str | os.PathLike, *, folder: bool = False) -> Iterator[
         except OSError:
             pass
         os.close(fd)
+        if created:
+            try:
+                output.rmdir()
+            except OSError:  # not empty: the run wrote something
+                pass
 
 
 def _acquire(lock: Path, output: str | os.PathLike) -> int:

@@ -132,6 +132,10 @@ def test_lock_refuses_a_second_holder_and_is_removed(tmp_path):
     assert not (tmp_path / "preds.csv.lock").exists()
     with output_lock(tmp_path / "run", folder=True) as lock:
         assert lock == tmp_path / "run" / ".lock"
+    assert not (tmp_path / "run").exists()  # created for the lock, left empty: removed
+    with output_lock(tmp_path / "run", folder=True):
+        (tmp_path / "run" / "metrics.csv").write_text("epoch\n")
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["metrics.csv"]
     with output_lock(out):  # free again
         pass
 
