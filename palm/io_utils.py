@@ -73,10 +73,10 @@ def output_lock(output: str | os.PathLike, *, folder: bool = False) -> Iterator[
     The lock file is `OUTPUT/.lock` for a folder (created if needed), `OUTPUT.lock` beside
     a file. It is locked with `fcntl.flock`, so the operating system releases the lock when
     the holder exits in any way, kill -9 included: a lock file left behind is never stale.
-    The file records the holder (pid, host, command) for the refusal message and is removed
-    on release, with a folder this call created if it stayed empty (a run that failed at
-    once leaves nothing behind). flock is unreliable on some network file systems (old NFS), where two
-    writers go undetected.
+    The file records the holder (pid, host, command) for the refusal message. It is removed
+    on release, and so is a folder this call created if it stayed empty (a run that failed
+    at once leaves nothing behind). flock is unreliable on some network file systems (old
+    NFS), where two writers go undetected.
 
     Raises:
         OutputRefused: another process holds the lock (the message names it), or a folder
@@ -141,6 +141,8 @@ def _acquire(lock: Path, output: str | os.PathLike) -> int:
 
 def _holder_line() -> str:
     command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "python"
+    if len(command) > 200:
+        command = command[:197] + "..."
     since = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     return f"pid {os.getpid()} on {socket.gethostname()} ({command}; since {since})"
 
