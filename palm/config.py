@@ -182,7 +182,8 @@ def check_options(options: Mapping[str, Any], source: str = "command line") -> N
             raise BadConfig(f"{_option_name(key, source)} must be a number, got {value!r}")
         if value not in RANGES[key]:
             finite = "a finite number " if not math.isfinite(value) else ""
-            raise BadConfig(f"{_option_name(key, source)} must be {finite}{RANGES[key]}, got {value!r}")
+            raise BadConfig(
+                f"{_option_name(key, source)} must be {finite}{RANGES[key]}, got {value!r}")
 
 
 class _Loader(yaml.SafeLoader):

@@ -140,7 +140,8 @@ def _acquire(lock: Path, output: str | os.PathLike) -> int:
 
 
 def _holder_line() -> str:
-    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "python"
+    argv = sys.argv if sys.argv and sys.argv[0] else ["python"]
+    command = " ".join([Path(argv[0]).name, *argv[1:]])
     if len(command) > 200:
         command = command[:197] + "..."
     since = time.strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -2,8 +2,8 @@
 
     python tools/cam.py --checkpoint runs/resnet50/best.pdparams --input photos/ --output cams/
 
-Writes `<file name>_cam.png` per image (eye.jpg -> eye.jpg_cam.png) (subfolders of --input mirrored). A bad image is reported
-on stderr and skipped; the exit code is 0 when the run finished.
+Writes `<file name>_cam.png` per image (eye.jpg -> eye.jpg_cam.png; subfolders of --input
+mirrored). A bad image is reported on stderr and skipped; the exit code is 0 when the run finished.
 """
 from __future__ import annotations
 

@@ -215,8 +215,8 @@ def predict_to_csv(
                                resume=resume, progress=progress)
 
 
-def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequence[str], output: Path,
-                    *, batch_size: int, num_workers: int, tta: bool, threshold: float | None,
+def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequence[str],
+                    output: Path, *, batch_size: int, num_workers: int, tta: bool, threshold: float | None,
                     resume: bool, progress: bool) -> PredictSummary:
     class_names = list(meta.get("class_names") or [])
     threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
