@@ -313,6 +313,47 @@ def test_no_worker_survives_a_killed_run(tool, checkpoint, many_photos, palm_roo
                 pass
 
 
+_ORPHAN_SCRIPT = """
+import multiprocessing, sys, time
+from palm import runtime
+if sys.argv[1] == "poll":  # as on a system without prctl
+    runtime._set_parent_death_signal = lambda sig: False
+def child():
+    runtime.worker_init(0)
+    print("ready", flush=True)
+    time.sleep(600)
+if __name__ == "__main__":
+    multiprocessing.set_start_method("fork")
+    p = multiprocessing.Process(target=child)
+    p.start()
+    print(p.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how, within", [("prctl", 2.0), ("poll", 2.0 + 2 * 1.0)])
+def test_worker_init_child_exits_when_its_parent_is_killed(how, within, tmp_path):
+    """The mechanism alone (no Paddle): parent-death signal, and the polling fallback."""
+    script = tmp_path / "orphan.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script), how], env=ENV, stdout=subprocess.PIPE,
+                              text=True)
+    child = int(parent.stdout.readline())
+    try:
+        assert parent.stdout.readline().strip() == "ready"  # worker_init has run
+        assert _alive(child)
+        parent.kill()
+        parent.wait()
+        _wait_for(lambda: not _alive(child), within, f"the {how} child to exit")
+    finally:
+        for pid in (parent.pid, child):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 # --- options and config --------------------------------------------------------------------
 
 def test_yaml_exponent_numbers_are_numbers(tmp_path):
