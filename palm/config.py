@@ -3,8 +3,9 @@
 `configs/NAME.yaml` holds the defaults for one network (image size, batch size, optimizer,
 learning rate, epochs, ...). `parse_args_with_config` follows timm's pattern: read `--model` /
 `--config` first, `parser.set_defaults(**yaml)`, then parse again, so the command line wins.
-Every key is checked against `DEFAULTS` (a typo is an error naming the file and the key),
-and the resolved configuration is written into the run folder as `config.yaml`.
+Every key is checked against `DEFAULTS` (a typo is an error naming the file and the key)
+and numbers against `RANGES`, and the resolved configuration is written into the run folder
+as `config.yaml`. YAML numbers such as `1e-3` are numbers (`load_yaml`).
 
 Example:
     args = parse_args_with_config(get_args_parser(), ["--model", "resnet18", "--epochs", "3"])
@@ -14,11 +15,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 
+from palm.errors import BadConfig
 from palm.io_utils import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -105,6 +110,103 @@ DEMO_OVERRIDES: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a number: low/high bounds (None: unbounded), open or closed."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the bound itself is not allowed
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        return (f"in {'(' if self.low_open else '['}{self.low}, {self.high}"
+                f"{')' if self.high_open else ']'}")
+
+
+# Allowed ranges of config keys and of the tools' numeric options of the same name. An
+# out-of-range value is an error naming the option, never a crash deep inside (a negative
+# pos_weight trains towards the wrong class, image_size 60000 asks for 40 GiB).
+RANGES: dict[str, Range] = {
+    "image_size": Range(8, 4096),
+    "num_workers": Range(0),
+    "epochs": Range(1),
+    "batch_size": Range(1),
+    "lr": Range(0, low_open=True),
+    "momentum": Range(0, 1, high_open=True),
+    "weight_decay": Range(0),
+    "step_size": Range(1),
+    "gamma": Range(0, 1, low_open=True),
+    "warmup_epochs": Range(0),
+    "pos_weight": Range(0, low_open=True),
+    "aux_weight": Range(0),
+    "threshold": Range(0, 1),
+    "seed": Range(0, 2**32 - 1),  # numpy's seed range
+    "max_pixels": Range(1),
+    "cache_size_gb": Range(0),
+    # options of tools/eval.py, predict.py, cam.py, report.py
+    "alpha": Range(0, 1),
+    "max_side": Range(0),
+    "class_index": Range(0),
+    "gallery_size": Range(0),
+}
+
+
+def _option_name(key: str, source: str) -> str:
+    return f"--{key.replace('_', '-')}" if source == "command line" else f"{source}: {key}"
+
+
+def check_options(options: Mapping[str, Any], source: str = "command line") -> None:
+    """Check every number in `options` whose key is in RANGES (None and "auto" pass).
+
+    Raises:
+        BadConfig: one line naming the option (`--epochs` on the command line, else
+            `SOURCE: epochs`), the allowed range and the value.
+
+    Example:
+        check_options({"epochs": 0})  # BadConfig: --epochs must be >= 1, got 0
+    """
+    for key, value in options.items():
+        if key not in RANGES or value is None or value == "auto":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadConfig(f"{_option_name(key, source)} must be a number, got {value!r}")
+        if value not in RANGES[key]:
+            finite = "a finite number " if not math.isfinite(value) else ""
+            raise BadConfig(
+                f"{_option_name(key, source)} must be {finite}{RANGES[key]}, got {value!r}")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` and `5E+4` as floats.
+
+    PyYAML follows YAML 1.1, whose float pattern needs a dot (`1.0e-3`), so `lr: 1e-3`
+    would be the string "1e-3". This is the YAML 1.2 core-schema float pattern.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$
+                   |^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load` with YAML 1.2 floats (see _Loader)."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def config_path_for_model(name: str, config_dir: str | Path = CONFIG_DIR) -> Path:
     return Path(config_dir) / f"{name}.yaml"
 
@@ -114,13 +216,16 @@ def _check_value(key: str, value: Any, source: str) -> None:
     if value is None:
         return
     if key in CHOICES and value not in CHOICES[key]:
-        raise ValueError(f"{source}: {key}={value!r}; choose from {', '.join(CHOICES[key])}")
+        raise BadConfig(f"{source}: {key}={value!r}; choose from {', '.join(CHOICES[key])}")
     if key == "pos_weight":
         if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ValueError(f"{source}: pos_weight must be a number or 'auto', got {value!r}")
-        return
-    if default is None or isinstance(default, str):
-        return  # optional paths and names: any string
+            raise BadConfig(f"{source}: pos_weight must be a number or 'auto', got {value!r}")
+    elif default is not None and not isinstance(default, str):  # else optional paths, names
+        _check_type(key, value, default, source)
+    check_options({key: value}, source)  # optional numbers (default None) too
+
+
+def _check_type(key: str, value: Any, default: Any, source: str) -> None:
     expected: tuple[type, ...]
     if isinstance(default, bool):
         expected = (bool,)
@@ -129,7 +234,7 @@ def _check_value(key: str, value: Any, source: str) -> None:
     else:
         expected = (type(default),)
     if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
-        raise ValueError(
+        raise BadConfig(
             f"{source}: {key} must be {expected[-1].__name__}, got {type(value).__name__} {value!r}"
         )
 
@@ -138,11 +243,12 @@ def validate_config(cfg: dict[str, Any], source: str = "config") -> dict[str, An
     """Check keys and value types against DEFAULTS; return `cfg` unchanged.
 
     Raises:
-        ValueError: unknown key or wrong type, naming `source` and the key.
+        BadConfig (a ValueError): unknown key, wrong type or out of range, naming `source`
+            and the key.
     """
     unknown = sorted(set(cfg) - set(DEFAULTS))
     if unknown:
-        raise ValueError(
+        raise BadConfig(
             f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(DEFAULTS))}"
         )
     for key, value in cfg.items():
@@ -156,11 +262,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: config file not found")
     try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        cfg = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({e})") from None
+        raise BadConfig(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: expected a mapping of keys to values, got {type(cfg).__name__}")
+        raise BadConfig(f"{path}: expected a mapping of keys to values, got {type(cfg).__name__}")
     return validate_config(cfg, str(path))
 
 

@@ -1,12 +1,19 @@
-"""Atomic file writes: a crash or Ctrl-C never leaves a half-written output behind."""
+"""Safe outputs: atomic writes (a crash or Ctrl-C never leaves a half-written file behind)
+and exclusive output locks (two runs never write into one output)."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
+import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from palm.errors import OutputRefused
 
 
 @contextmanager
@@ -27,6 +34,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        # name the output the user asked for, not the temporary file (disk full, read-only)
+        if e.errno is not None and e.filename in (None, tmp):
+            raise type(e)(e.errno, e.strerror, str(path)) from e
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -52,3 +64,92 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@contextmanager
+def output_lock(output: str | os.PathLike, *, folder: bool = False) -> Iterator[Path]:
+    """Hold an exclusive lock on `output` for the block; refuse at once if another process has it.
+
+    The lock file is `OUTPUT/.lock` for a folder (created if needed), `OUTPUT.lock` beside
+    a file. It is locked with `fcntl.flock`, so the operating system releases the lock when
+    the holder exits in any way, kill -9 included: a lock file left behind is never stale.
+    The file records the holder (pid, host, command) for the refusal message. It is removed
+    on release, and so is a folder this call created if it stayed empty (a run that failed
+    at once leaves nothing behind). flock is unreliable on some network file systems (old
+    NFS), where two writers go undetected.
+
+    Raises:
+        OutputRefused: another process holds the lock (the message names it), or a folder
+            output is an existing file.
+
+    Example:
+        with output_lock("runs/resnet50", folder=True):  # runs/resnet50/.lock
+            train(...)
+    """
+    output = Path(output)
+    created = folder and not output.exists()
+    if folder:
+        if output.exists() and not output.is_dir():
+            raise OutputRefused(f"{output} is a file, not a folder; choose another --output")
+        output.mkdir(parents=True, exist_ok=True)
+        lock = output / ".lock"
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        lock = output.with_name(output.name + ".lock")
+    fd = _acquire(lock, output)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, _holder_line().encode("utf-8"))
+        yield lock
+    finally:
+        # unlink while still holding the lock: a process that opened the old file meanwhile
+        # sees that the path no longer names it and tries again (see _acquire)
+        try:
+            os.unlink(lock)
+        except OSError:
+            pass
+        os.close(fd)
+        if created:
+            try:
+                output.rmdir()
+            except OSError:  # not empty: the run wrote something
+                pass
+
+
+def _acquire(lock: Path, output: str | os.PathLike) -> int:
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise OutputRefused(
+                f"{output} is in use by {holder or 'another process'}; wait for it to finish "
+                "or choose another --output") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the previous holder removed this file after we opened it
+
+
+def _holder_line() -> str:
+    argv = sys.argv if sys.argv and sys.argv[0] else ["python"]
+    command = " ".join([Path(argv[0]).name, *argv[1:]])
+    if len(command) > 200:
+        command = command[:197] + "..."
+    since = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    return f"pid {os.getpid()} on {socket.gethostname()} ({command}; since {since})"
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        return os.pread(fd, 1000, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""

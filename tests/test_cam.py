@@ -206,10 +206,10 @@ def test_cam_tool_writes_overlays_and_skips_bad_files(checkpoint_and_photos, tmp
         ["--checkpoint", str(ckpt), "--input", str(photos), "--output", str(out)]
     )
     assert cam_tool.main(args) == 0
-    a = cv2.imread(str(out / "a_cam.png"))
-    b = cv2.imread(str(out / "sub" / "b_cam.png"))
+    a = cv2.imread(str(out / "a.jpg_cam.png"))
+    b = cv2.imread(str(out / "sub" / "b.png_cam.png"))
     assert a.shape == (50, 70, 3) and b.shape == (80, 60, 3)  # the photos' own sizes
-    assert sorted(p.name for p in out.rglob("*.png")) == ["a_cam.png", "b_cam.png"]
+    assert sorted(p.name for p in out.rglob("*.png")) == ["a.jpg_cam.png", "b.png_cam.png"]
     captured = capsys.readouterr()
     assert "broken.jpg" in captured.err
     assert "2 overlays written" in captured.out and "1 errors" in captured.out
@@ -226,9 +226,9 @@ def test_predict_cam_option_writes_an_overlay_per_good_image(checkpoint_and_phot
     ])
     predict_tool.main(args)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
-        "a_cam.png", "sub/b_cam.png"
+        "a.jpg_cam.png", "sub/b.png_cam.png"
     ]
-    assert cv2.imread(str(out / "sub" / "b_cam.png")).shape == (80, 60, 3)
+    assert cv2.imread(str(out / "sub" / "b.png_cam.png")).shape == (80, 60, 3)
 
 
 def test_explain_files_overlays_the_field_the_model_saw(tmp_path):

@@ -2,8 +2,8 @@
 
     python tools/cam.py --checkpoint runs/resnet50/best.pdparams --input photos/ --output cams/
 
-Writes `<stem>_cam.png` per image (subfolders of --input mirrored). A bad image is reported
-on stderr and skipped; the exit code is 0 when the run finished.
+Writes `<file name>_cam.png` per image (eye.jpg -> eye.jpg_cam.png; subfolders of --input
+mirrored). A bad image is reported on stderr and skipped; the exit code is 0 when the run finished.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import run_tool
+from palm.config import check_options
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.predict import list_images
 from palm.viz.cam import write_cam_overlays
@@ -39,6 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    check_options(vars(args))
     src = Path(args.input)
     paths = list_images(src)
     if not paths:

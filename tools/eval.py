@@ -16,9 +16,11 @@ from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import run_tool
+from palm.config import check_options
 from palm.engine.device import select_device
 from palm.engine.evaluate import evaluate_checkpoint
 from palm.engine.inference import ENGINES, PRECISIONS
+from palm.io_utils import output_lock
 from palm.viz.report import build_report
 from palm.weights import TRUST_HELP, trust_checkpoints
 
@@ -55,9 +57,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
+    check_options(vars(args))
     select_device(args.device)
     output = Path(args.output) if args.output else Path(args.checkpoint).parent / "eval"
-    with trust_checkpoints(args.trust_checkpoint):
+    with trust_checkpoints(args.trust_checkpoint), output_lock(output, folder=True):
         metrics = evaluate_checkpoint(
             args.checkpoint, output, data_root=args.data_root, val_dir=args.val_dir,
             val_csv=args.val_csv, threshold=args.threshold, tune_threshold=args.tune_threshold,

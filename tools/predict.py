@@ -18,10 +18,12 @@ from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import run_tool
+from palm.config import check_options
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.device import select_device
 from palm.engine.inference import ENGINES, PRECISIONS, as_layer, load_predictor, weights_sha256
-from palm.engine.predict import PredictSummary, journal_path, list_images, predict_to_csv
+from palm.engine.predict import (PredictSummary, check_output, journal_path, list_images,
+                                 predict_to_csv)
 from palm.viz.cam import write_cam_overlays
 from palm.weights import TRUST_HELP, trust_checkpoints
 
@@ -54,6 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> PredictSummary:
+    check_options(vars(args))
     with trust_checkpoints(args.trust_checkpoint):
         return _predict(args)
 
@@ -61,6 +64,7 @@ def main(args: argparse.Namespace) -> PredictSummary:
 def _predict(args: argparse.Namespace) -> PredictSummary:
     select_device(args.device)
     paths = list_images(args.input)
+    check_output(args.output, paths)  # before the model is loaded; checked again under the lock
     # Grad-CAM needs gradients, so --cam keeps one dygraph model for both jobs
     engine = ("dygraph" if args.cam and args.engine == "auto" and args.precision == "fp32"
               else args.engine)

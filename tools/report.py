@@ -10,6 +10,7 @@ import argparse
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import run_tool
+from palm.config import check_options
 from palm.viz.report import build_report
 from palm.weights import TRUST_HELP, trust_checkpoints
 
@@ -27,6 +28,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
+    check_options(vars(args))
     with trust_checkpoints(args.trust_checkpoint):
         path = build_report(args.run, args.eval, args.output, gallery_size=args.gallery_size)
     print(f"report written to {path}")

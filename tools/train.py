@@ -89,8 +89,13 @@ def main(args: argparse.Namespace) -> Path:
     return run_dir
 
 
+def parse_and_run(argv: list[str] | None = None) -> Path:
+    return main(parse_args(argv))
+
+
 def cli() -> None:
-    run_tool(main, parse_args())
+    # parsing runs inside run_tool: a bad config file or value is a one-line error too
+    run_tool(parse_and_run, None)
 
 
 if __name__ == "__main__":

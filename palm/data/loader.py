@@ -8,7 +8,7 @@ from typing import Iterator
 import numpy as np
 import paddle
 
-from palm.runtime import lower_worker_priority
+from palm.runtime import worker_init
 
 
 class SeededBatchSampler(paddle.io.BatchSampler):
@@ -63,7 +63,7 @@ class _SeedWorker:
         self.batch_sampler = batch_sampler
 
     def __call__(self, worker_id: int) -> None:
-        lower_worker_priority()  # decode in the gaps, not against the network's threads
+        worker_init(worker_id)  # die with the trainer; decode in the gaps at low priority
         ss = np.random.SeedSequence([self.seed, max(self.batch_sampler.epoch, 0), worker_id])
         np.random.seed(ss.generate_state(4))
         random.seed(int(ss.generate_state(1)[0]))

@@ -13,6 +13,10 @@ something else, is predicted again).
 A file that cannot be used (empty, truncated, not an image, unreadable) becomes a row with
 its `error` and no probability, never a crash. Grayscale, RGBA and 16-bit images are
 converted by palm.data.read_image.
+
+OUTPUT is locked for the run (`OUTPUT.lock`, palm.io_utils.output_lock): a second run
+into it is refused at once. OUTPUT may only be a predictions CSV written by palm (or a new
+file): a checkpoint, an image, one of the inputs or any other file is never overwritten.
 """
 from __future__ import annotations
 
@@ -31,12 +35,16 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
-from palm.data import ImageReadError, build_transform, is_image_file, read_image
+from palm.data import IMAGE_EXTENSIONS, ImageReadError, build_transform, is_image_file, read_image
 from palm.engine.evaluate import main_output, to_probabilities
-from palm.io_utils import atomic_path, write_json_atomic
-from palm.runtime import lower_worker_priority
+from palm.errors import OutputRefused
+from palm.io_utils import atomic_path, output_lock, write_json_atomic
+from palm.runtime import worker_init
 
 BASE_COLUMNS = ["path", "probability", "prediction", "class_name", "error"]
+# files a predictions CSV must never replace, whether or not they exist yet
+FOREIGN_SUFFIXES = (".pdparams", ".pdopt", ".pdiparams", ".pdmodel", ".json", ".yaml", ".yml",
+                    ".py", ".lock") + IMAGE_EXTENSIONS
 
 
 def list_images(input_path: str | Path) -> list[str]:
@@ -96,6 +104,34 @@ class PredictSummary:
     def line(self) -> str:
         reused = f", {self.reused} reused from the earlier run" if self.reused else ""
         return f"{self.images} images, {self.errors} errors{reused} -> {self.output}"
+
+
+def check_output(output: str | Path, inputs: Sequence[str] = ()) -> None:
+    """Refuse an OUTPUT that palm did not write as a predictions CSV.
+
+    Raises:
+        OutputRefused: OUTPUT is a folder, has a checkpoint/config/image extension, is one
+            of `inputs`, or exists without palm's predictions header.
+    """
+    output = Path(output)
+    why = ""
+    if output.is_dir():
+        why = "is a folder"
+    elif output.suffix.lower() in FOREIGN_SUFFIXES:
+        why = f"has a {output.suffix} extension (a checkpoint, config or image, not a CSV)"
+    elif os.path.abspath(output) in {os.path.abspath(p) for p in inputs}:
+        why = "is one of the input images"
+    elif output.exists() and not _is_palm_csv(output):
+        why = "exists and is not a CSV written by tools/predict.py"
+    if why:
+        raise OutputRefused(f"--output {output} {why}; predictions go to a new or earlier "
+                            "predictions .csv file")
+
+
+def _is_palm_csv(path: Path) -> bool:
+    with open(path, "rb") as f:
+        first = f.readline(4096)
+    return first.decode("utf-8", "replace").rstrip("\r\n").startswith(",".join(BASE_COLUMNS))
 
 
 def journal_path(output: Path) -> Path:
@@ -242,8 +278,21 @@ def predict_to_csv(
 
     Returns:
         Counts of images and errors.
+
+    Raises:
+        OutputRefused: OUTPUT is in use by another run or is not palm's (`check_output`).
     """
     output = Path(output)
+    check_output(output, paths)
+    with output_lock(output):
+        return _predict_locked(model, meta, paths, output, batch_size=batch_size,
+                               num_workers=num_workers, tta=tta, threshold=threshold,
+                               resume=resume, progress=progress)
+
+
+def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequence[str],
+                    output: Path, *, batch_size: int, num_workers: int, tta: bool, threshold: float | None,
+                    resume: bool, progress: bool) -> PredictSummary:
     class_names = list(meta.get("class_names") or [])
     threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
     columns = BASE_COLUMNS + ([f"prob_{c}" for c in class_names] if meta["num_classes"] > 1 else [])
@@ -261,7 +310,7 @@ def predict_to_csv(
             loader = paddle.io.DataLoader(FileImageSet(todo, transform, meta["image_size"]),
                                           batch_size=batch_size, shuffle=False,
                                           num_workers=num_workers, return_list=True,
-                                          worker_init_fn=lower_worker_priority)
+                                          worker_init_fn=worker_init)
             for images, indices, batch_errors in tqdm(loader, desc="predict", unit="batch",
                                                       disable=not progress, dynamic_ncols=True):
                 ok = [i for i, e in enumerate(batch_errors) if not e]

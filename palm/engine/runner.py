@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +21,9 @@ from palm.engine.device import DistInfo, init_distributed, seed_everything, sele
 from palm.engine.optim import build_optimizer, build_scheduler
 from palm.engine.losses import ClassificationLoss, auto_pos_weight
 from palm.engine.train import RunState, fit, load_resume_state, selection_score
+from palm.io_utils import output_lock
 from palm.models import build_model, load_pretrained
+from palm.runtime import worker_init
 
 RUN_FILES = ("last.pdparams", "best.pdparams", "metrics.csv")
 
@@ -69,7 +72,7 @@ def build_train_loader(dataset, batch_size: int, num_workers: int, seed: int, di
     sampler = paddle.io.DistributedBatchSampler(dataset, batch_size, num_replicas=dist.world_size,
                                                 rank=dist.rank, shuffle=True, drop_last=True)
     return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                                return_list=True)
+                                return_list=True, worker_init_fn=worker_init)
 
 
 def build_network(name: str, num_outputs: int, image_size: int,
@@ -137,20 +140,35 @@ def compile_network(model: paddle.nn.Layer) -> paddle.nn.Layer:
     return paddle.jit.to_static(model, full_graph=False)
 
 
+def run_dir_for(cfg: dict[str, Any]) -> Path:
+    return Path(cfg["output"] or Path("runs") / cfg["model"])
+
+
 def run_training(cfg: dict[str, Any], overwrite: bool = False, log: Callable[[str], None] = print,
                  progress: bool = True) -> Path:
     """Train as `cfg` (a validated palm.config dict) says; return the run folder.
 
+    The run folder is locked for the whole run (RUN_DIR/.lock, palm.io_utils.output_lock):
+    a second training into it is refused at once, naming this process.
+
     Args:
         overwrite: allow writing into a folder that already holds a run (the demo does).
     """
+    # the first process of a multi-process run holds the lock for all of them
+    first = paddle.distributed.get_rank() == 0
+    with output_lock(run_dir_for(cfg), folder=True) if first else nullcontext():
+        return _run_training(cfg, overwrite, log, progress)
+
+
+def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], None],
+                  progress: bool) -> Path:
     dist = init_distributed()
     device = select_device(cfg["device"], dist.local_rank)
     use_amp = bool(cfg["amp"]) and device == "gpu"
     if cfg["amp"] and not use_amp:
         log("note: --amp needs a GPU; training in float32")
     seed_everything(cfg["seed"])
-    run_dir = Path(cfg["output"] or Path("runs") / cfg["model"])
+    run_dir = run_dir_for(cfg)
     # every rank checks (none may start alone); only the main process repairs
     check_run_dir(run_dir, cfg["resume"], overwrite, repair=dist.is_main, log=log)
 

@@ -442,7 +442,11 @@ def explain_files(
 
 
 def overlay_name(path: str | Path, root: str | Path | None = None) -> Path:
-    """Output name of an overlay: `<folders below root>/<stem>_cam.png`."""
+    """Output name of an overlay: `<folders below root>/<file name>_cam.png`.
+
+    The input's extension stays in the name (`eye.jpg` -> `eye.jpg_cam.png`), so `eye.jpg`
+    and `eye.png` in one folder get two overlays, not one overwriting the other.
+    """
     path = Path(path)
     rel = path.name
     if root is not None:
@@ -450,7 +454,7 @@ def overlay_name(path: str | Path, root: str | Path | None = None) -> Path:
             rel = path.resolve().relative_to(Path(root).resolve())
         except ValueError:
             pass
-    return Path(rel).with_name(f"{Path(rel).stem}_cam.png")
+    return Path(rel).with_name(f"{Path(rel).name}_cam.png")
 
 
 def write_png(path: str | Path, rgb: np.ndarray) -> None:
