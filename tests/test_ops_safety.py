@@ -24,6 +24,7 @@ import pytest
 from palm.cli import run_tool
 from palm.config import check_options, load_config
 from palm.engine.checkpoint import load_checkpoint_model, save_checkpoint
+from palm.engine.inference import weights_sha256
 from palm.engine.predict import check_output, list_images, predict_to_csv
 from palm.errors import BadConfig, OutputRefused
 from palm.io_utils import output_lock, write_text_atomic
@@ -179,7 +180,8 @@ def test_two_predict_runs_on_one_output(checkpoint, many_photos, tmp_path):
     # the CSV is exactly the first run's: every photo once, as a lone run predicts it
     model, meta = load_checkpoint_model(checkpoint)
     expected = predict_to_csv(model, meta, list_images(many_photos), tmp_path / "alone.csv",
-                              batch_size=4, num_workers=0, progress=False).output
+                              batch_size=4, num_workers=0, progress=False,
+                              checkpoint_sha256=weights_sha256(checkpoint)).output
     got, want = pd.read_csv(out), pd.read_csv(expected)
     assert len(got) == 240 and got["path"].is_unique
     assert got["path"].tolist() == want["path"].tolist()
@@ -244,7 +246,8 @@ def test_output_guard_protects_checkpoints_inputs_and_foreign_files(checkpoint, 
     model, meta = load_checkpoint_model(checkpoint)
     out = tmp_path / "p.csv"
     for _ in range(2):
-        predict_to_csv(model, meta, photos[:2], out, num_workers=0, progress=False)
+        predict_to_csv(model, meta, photos[:2], out, num_workers=0, progress=False,
+                       checkpoint_sha256=weights_sha256(checkpoint))
     assert len(pd.read_csv(out)) == 2
 
 

@@ -205,6 +205,12 @@ def _write_durably(final: Path, write: Callable[[str], None]) -> Path:
     try:
         write(str(tmp))
         _fsync(tmp)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        # name the file the user knows, not the temporary (disk full, read-only)
+        if e.errno is not None and e.filename in (None, str(tmp)):
+            raise type(e)(e.errno, e.strerror, str(final)) from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -287,12 +287,14 @@ def predict_to_csv(
     with output_lock(output):
         return _predict_locked(model, meta, paths, output, batch_size=batch_size,
                                num_workers=num_workers, tta=tta, threshold=threshold,
-                               resume=resume, progress=progress)
+                               resume=resume, progress=progress,
+                               checkpoint_sha256=checkpoint_sha256, precision=precision)
 
 
 def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequence[str],
                     output: Path, *, batch_size: int, num_workers: int, tta: bool, threshold: float | None,
-                    resume: bool, progress: bool) -> PredictSummary:
+                    resume: bool, progress: bool, checkpoint_sha256: str,
+                    precision: str) -> PredictSummary:
     class_names = list(meta.get("class_names") or [])
     threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
     columns = BASE_COLUMNS + ([f"prob_{c}" for c in class_names] if meta["num_classes"] > 1 else [])
