@@ -22,17 +22,19 @@ from palm.data.image_io import (
     resize_short_side,
     resolve_cache_dir,
 )
-from palm.data.loader import SeededBatchSampler, build_loader
+from palm.data.loader import CheckedLoader, LoaderError, SeededBatchSampler, build_loader
 from palm.data.transforms import DEFAULT_AUGMENT, Transform, build_transform, crop_fundus
 
 __all__ = [
     "CachedImageReader",
+    "CheckedLoader",
     "CsvImageSet",
     "DEFAULT_AUGMENT",
     "FolderImageSet",
     "IMAGE_EXTENSIONS",
     "ImageReadError",
     "ImageSet",
+    "LoaderError",
     "PALM_CLASSES",
     "PalmLayout",
     "PalmTrainSet",

@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path, PureWindowsPath
 from typing import Callable
 
+import cv2
 import numpy as np
 import paddle
 import pandas as pd
@@ -115,7 +116,11 @@ class ImageSet(paddle.io.Dataset):
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         path, label = self.samples[index]
-        return self.transform(self.read(path)), np.int64(label)
+        image = self.read(path)
+        try:
+            return self.transform(image), np.int64(label)
+        except (cv2.error, ValueError) as e:  # odd geometry (e.g. 1 px wide) the transform rejects
+            raise ImageReadError(path, " ".join(f"cannot transform: {e}".split())) from e
 
     def __repr__(self) -> str:
         counts = np.bincount(self.labels, minlength=len(self.classes))

@@ -58,8 +58,8 @@ def build_train_loader(dataset, batch_size: int, num_workers: int, seed: int, di
         return build_loader(dataset, batch_size, train=True, num_workers=num_workers, seed=seed)
     sampler = paddle.io.DistributedBatchSampler(dataset, batch_size, num_replicas=dist.world_size,
                                                 rank=dist.rank, shuffle=True, drop_last=True)
-    return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                                return_list=True)
+    return build_loader(dataset, batch_size, train=True, num_workers=num_workers,
+                        batch_sampler=sampler)
 
 
 def build_network(name: str, num_outputs: int, image_size: int,
