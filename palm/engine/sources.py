@@ -9,13 +9,15 @@ validation); class names come from the training set and validation labels follow
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from palm.data import (
     CsvImageSet,
     FolderImageSet,
+    ImageSet,
     PalmTrainSet,
     PalmValSet,
+    class_order,
     find_palm_layout,
 )
 
@@ -31,12 +33,17 @@ def _pick(role: str, folder: PathLike, csv: PathLike) -> tuple[str, PathLike]:
 
 
 def _generic_set(kind: str, source: PathLike, classes: list[str] | None, transform: Callable,
-                 skip_bad: bool, cache_dir: PathLike):
+                 options: dict[str, Any], allow_outside_paths: bool) -> ImageSet:
     if kind == "dir":
-        return FolderImageSet(source, classes=classes, transform=transform, skip_bad=skip_bad,
-                              cache_dir=cache_dir)
-    return CsvImageSet(source, classes=classes, transform=transform, skip_bad=skip_bad,
-                       cache_dir=cache_dir)
+        return FolderImageSet(source, classes=classes, transform=transform, **options)
+    return CsvImageSet(source, classes=classes, transform=transform,
+                       allow_outside_paths=allow_outside_paths, **options)
+
+
+def _read_options(skip_bad: bool, cache_dir: PathLike, max_pixels: int | None,
+                  cache_size_gb: float | None) -> dict[str, Any]:
+    return {"skip_bad": skip_bad, "cache_dir": cache_dir, "max_pixels": max_pixels,
+            "cache_size_gb": cache_size_gb}
 
 
 def training_sets(
@@ -50,27 +57,41 @@ def training_sets(
     val_csv: PathLike = None,
     skip_bad: bool = False,
     cache_dir: PathLike = None,
-):
+    max_pixels: int | None = None,
+    cache_size_gb: float | None = None,
+    allow_outside_paths: bool = False,
+    class_names: list[str] | None = None,
+    positive_class: str | None = None,
+) -> tuple[ImageSet, ImageSet]:
     """(train set, validation set) from a PALM root or generic folders/CSVs.
 
+    Class order: `class_names` if given (for two classes: [negative, positive]), else the
+    data's. For two classes the positive one gets label 1: `positive_class`, else a known
+    positive name (palm.data.KNOWN_POSITIVE), else an error asking for it.
+
     Raises:
-        ValueError: no source, or conflicting sources, or fewer than two classes.
+        ValueError: no source, or conflicting sources, fewer than two classes, or two
+            classes with no way to tell the positive one.
     """
+    options = _read_options(skip_bad, cache_dir, max_pixels, cache_size_gb)
     if data_root:
         if any((train_dir, val_dir, train_csv, val_csv)):
             raise ValueError("give either --data-root or --train-dir/--val-dir/--train-csv/--val-csv")
         layout = find_palm_layout(data_root)
-        train = PalmTrainSet(layout.train_dir, transform=train_transform, skip_bad=skip_bad,
-                             cache_dir=cache_dir)
+        train = PalmTrainSet(layout.train_dir, transform=train_transform, **options)
         val = PalmValSet(layout.val_dir, layout.val_labels, transform=val_transform,
-                         skip_bad=skip_bad, cache_dir=cache_dir)
+                         allow_outside_paths=allow_outside_paths, **options)
+        order = class_order(class_names or train.classes, positive_class, bool(class_names))
+        train.set_class_order(order)
+        val.set_class_order(order)
         return train, val
-    train = _generic_set(*_pick("train", train_dir, train_csv), None, train_transform, skip_bad,
-                         cache_dir)
+    train = _generic_set(*_pick("train", train_dir, train_csv), class_names, train_transform,
+                         options, allow_outside_paths)
     if len(train.classes) < 2:
         raise ValueError(f"training data has {len(train.classes)} class(es) {train.classes}; need >= 2")
-    val = _generic_set(*_pick("val", val_dir, val_csv), train.classes, val_transform, skip_bad,
-                       cache_dir)
+    train.set_class_order(class_order(train.classes, positive_class, bool(class_names)))
+    val = _generic_set(*_pick("val", val_dir, val_csv), train.classes, val_transform,
+                       options, allow_outside_paths)
     return train, val
 
 
@@ -83,23 +104,41 @@ def evaluation_set(
     val_csv: PathLike = None,
     skip_bad: bool = False,
     cache_dir: PathLike = None,
-):
+    max_pixels: int | None = None,
+    cache_size_gb: float | None = None,
+    allow_outside_paths: bool = False,
+    positive_class: str | None = None,
+) -> ImageSet:
     """The labelled set to evaluate: PALM validation split, class folders or a CSV.
 
     Args:
-        classes: class names of the checkpoint, so labels map to the model's outputs.
+        classes: class names of the checkpoint, so labels map to the model's outputs (None
+            for an old checkpoint without names: the data's, ordered as in training).
+        positive_class: for two classes, the positive class; it must agree with `classes`.
     """
     given = [name for name, v in (("--data-root", data_root), ("--val-dir", val_dir),
                                   ("--val-csv", val_csv)) if v]
     if len(given) != 1:
         raise ValueError("give exactly one of --data-root, --val-dir, --val-csv"
                          + (f" (got {', '.join(given)})" if given else ""))
+    if classes and positive_class is not None:
+        class_order(classes, positive_class, explicit=True)  # the checkpoint's order must agree
+    options = _read_options(skip_bad, cache_dir, max_pixels, cache_size_gb)
     if data_root:
         layout = find_palm_layout(data_root)
-        return PalmValSet(layout.val_dir, layout.val_labels, transform=transform, skip_bad=skip_bad,
-                          cache_dir=cache_dir)
-    kind = "dir" if val_dir else "csv"
-    return _generic_set(kind, val_dir or val_csv, classes, transform, skip_bad, cache_dir)
+        dataset: ImageSet = PalmValSet(layout.val_dir, layout.val_labels, transform=transform,
+                                       allow_outside_paths=allow_outside_paths, **options)
+    else:
+        kind = "dir" if val_dir else "csv"
+        dataset = _generic_set(kind, val_dir or val_csv, classes, transform,
+                               options, allow_outside_paths)
+    dataset.set_class_order(classes or class_order(dataset.classes, positive_class))
+    return dataset
+
+
+def positive_class_of(classes: list[str]) -> str | None:
+    """The positive class (label 1) of two-class data; None for more classes."""
+    return classes[1] if len(classes) == 2 else None
 
 
 def num_outputs_for(classes: list[str]) -> int:
