@@ -121,8 +121,10 @@ def evaluation_set(
     if len(given) != 1:
         raise ValueError("give exactly one of --data-root, --val-dir, --val-csv"
                          + (f" (got {', '.join(given)})" if given else ""))
-    if classes and positive_class is not None:
-        class_order(classes, positive_class, explicit=True)  # the checkpoint's order must agree
+    if classes and positive_class is not None and positive_class != positive_class_of(classes):
+        class_order(classes, positive_class)  # more than two classes: says it does not apply
+        raise ValueError(f"the checkpoint's positive class is {positive_class_of(classes)!r} "
+                         f"(classes {classes}), not {positive_class!r}")
     options = _read_options(skip_bad, cache_dir, max_pixels, cache_size_gb)
     if data_root:
         layout = find_palm_layout(data_root)
