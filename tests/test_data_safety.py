@@ -276,9 +276,14 @@ def test_pixel_cap_refuses_before_decoding(tmp_path, monkeypatch):
     with pytest.raises(ImageReadError, match=r"3000x100 pixels would decode to 0 MP, over the "
                                              r"limit of 0.1 MP"):
         read_image(path, max_pixels=100_000)
-    monkeypatch.setenv("PALM_MAX_PIXELS", "1e5")
+    monkeypatch.setenv("PALM_MAX_PIXELS", "1e5")  # YAML and the environment give text
     with pytest.raises(ImageReadError, match="over the limit"):
         read_image(path)
+    monkeypatch.setenv("PALM_MAX_PIXELS", "lots")
+    with pytest.raises(ValueError, match="PALM_MAX_PIXELS='lots': not a number"):
+        read_image(path)
+    with pytest.raises(ValueError, match="cache_size_gb=-1: must be a positive number"):
+        FolderImageSet(tmp_path, cache_size_gb=-1)
     jpeg = tmp_path / "big.jpg"
     cv2.imwrite(str(jpeg), np.full((1600, 1600, 3), 90, np.uint8))
     assert read_image(jpeg, target_size=200, max_pixels=100_000).shape == (200, 200, 3)  # 1/8

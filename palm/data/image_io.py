@@ -95,20 +95,23 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def max_pixels_setting(max_pixels: int | None = None) -> int:
+def _positive_number(value: object, what: str) -> float:
+    """`value` (a number or numeric text, e.g. "1e8" as PyYAML leaves it) as a float > 0."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}={value!r}: not a number") from None
+    if not number > 0 or math.isinf(number):
+        raise ValueError(f"{what}={value!r}: must be a positive number")
+    return number
+
+
+def max_pixels_setting(max_pixels: int | float | str | None = None) -> int:
     """`max_pixels`, else $PALM_MAX_PIXELS, else DEFAULT_MAX_PIXELS."""
     if max_pixels is not None:
-        return int(max_pixels)
+        return int(_positive_number(max_pixels, "max_pixels"))
     text = os.environ.get(MAX_PIXELS_ENV, "").strip()
-    if not text:
-        return DEFAULT_MAX_PIXELS
-    try:
-        value = int(float(text))
-    except ValueError:
-        raise ValueError(f"{MAX_PIXELS_ENV}={text!r}: not a number of pixels") from None
-    if value < 1:
-        raise ValueError(f"{MAX_PIXELS_ENV}={text!r}: must be positive")
-    return value
+    return int(_positive_number(text, MAX_PIXELS_ENV)) if text else DEFAULT_MAX_PIXELS
 
 
 def _reduction_factor(size: tuple[int, int], target_size: int | None) -> int:
@@ -247,17 +250,13 @@ def resolve_cache_dir(setting: str | os.PathLike | None) -> Path | None:
     return folder
 
 
-def cache_size_setting(size_gb: float | None = None) -> int:
+def cache_size_setting(size_gb: float | str | None = None) -> int:
     """The cache's size limit in bytes: `size_gb`, else $PALM_CACHE_SIZE_GB, else 4 GB."""
-    if size_gb is None:
-        text = os.environ.get(CACHE_SIZE_ENV, "").strip()
-        try:
-            size_gb = float(text) if text else DEFAULT_CACHE_SIZE_GB
-        except ValueError:
-            raise ValueError(f"{CACHE_SIZE_ENV}={text!r}: not a number of GB") from None
-    if not size_gb > 0:
-        raise ValueError(f"cache size must be a positive number of GB, got {size_gb}")
-    return int(size_gb * 1e9)
+    if size_gb is not None:
+        return int(_positive_number(size_gb, "cache_size_gb") * 1e9)
+    text = os.environ.get(CACHE_SIZE_ENV, "").strip()
+    return int(_positive_number(text, CACHE_SIZE_ENV) * 1e9 if text
+               else DEFAULT_CACHE_SIZE_GB * 1e9)
 
 
 class CachedImageReader:

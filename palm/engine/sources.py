@@ -46,6 +46,15 @@ def _read_options(skip_bad: bool, cache_dir: PathLike, max_pixels: int | None,
             "cache_size_gb": cache_size_gb}
 
 
+def _check_class_names(class_names: object) -> None:
+    if class_names is None:
+        return
+    if (not isinstance(class_names, (list, tuple)) or len(class_names) < 2
+            or len({str(c) for c in class_names}) != len(class_names)):
+        raise ValueError(f"class_names must be a list of two or more different names, got "
+                         f"{class_names!r}")
+
+
 def training_sets(
     *,
     train_transform: Callable,
@@ -73,6 +82,7 @@ def training_sets(
         ValueError: no source, or conflicting sources, fewer than two classes, or two
             classes with no way to tell the positive one.
     """
+    _check_class_names(class_names)
     options = _read_options(skip_bad, cache_dir, max_pixels, cache_size_gb)
     if data_root:
         if any((train_dir, val_dir, train_csv, val_csv)):
