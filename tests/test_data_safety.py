@@ -282,6 +282,7 @@ def test_pixel_cap_refuses_before_decoding(tmp_path, monkeypatch):
     monkeypatch.setenv("PALM_MAX_PIXELS", "lots")
     with pytest.raises(ValueError, match="PALM_MAX_PIXELS='lots': not a number"):
         read_image(path)
+    monkeypatch.delenv("PALM_MAX_PIXELS")
     with pytest.raises(ValueError, match="cache_size_gb=-1: must be a positive number"):
         FolderImageSet(tmp_path, cache_size_gb=-1)
     jpeg = tmp_path / "big.jpg"
