@@ -71,11 +71,13 @@ class ImageSet(paddle.io.Dataset):
         self.skip_bad = skip_bad
         # read JPEGs at reduced scale / cache them at the size the transform needs
         decode_size = getattr(self.transform, "decode_size", None)
-        max_pixels = max_pixels_setting(max_pixels)  # resolved here, so workers need no env
+        # resolved (and checked) here, whether or not a cache is used, so workers need no env
+        max_pixels = max_pixels_setting(max_pixels)
+        max_bytes = cache_size_setting(cache_size_gb)
         cache_dir = resolve_cache_dir(cache_dir)
         if cache_dir is not None:
             self.read: Callable[[str], np.ndarray] = CachedImageReader(
-                cache_dir, decode_size, cache_size_setting(cache_size_gb), max_pixels)
+                cache_dir, decode_size, max_bytes, max_pixels)
         else:
             self.read = partial(read_image, target_size=decode_size, max_pixels=max_pixels)
         self.samples: list[tuple[str, int]] = []
