@@ -424,6 +424,23 @@ def test_cache_evicts_least_recently_used(tmp_path):
     assert sum(p.stat().st_size for p in (tmp_path / "cache").glob("*.npy")) <= 3.5 * entry
 
 
+def test_cache_bound_holds_with_two_writers(tmp_path):
+    """Two readers on one folder (as two loader workers) each see the other's entries."""
+    files = []
+    for i in range(10):
+        files.append(tmp_path / f"{i}.png")
+        _write_png(files[-1], 20 * i, (40, 40))
+    a = CachedImageReader(tmp_path / "cache", 32, max_bytes=10**9)
+    a(files[0])
+    entry = next((tmp_path / "cache").glob("*.npy")).stat().st_size
+    limit = int(entry * 4.5)
+    readers = [CachedImageReader(tmp_path / "cache", 32, max_bytes=limit) for _ in range(2)]
+    for i, path in enumerate(files):
+        readers[i % 2](path)
+        total = sum(p.stat().st_size for p in (tmp_path / "cache").glob("*.npy"))
+        assert total <= limit + entry  # each reader alone would have let 9 entries pile up
+
+
 def test_cache_keys_follow_file_and_size(tmp_path):
     path = tmp_path / "a.png"
     _write_png(path, 30, (64, 64))

@@ -508,7 +508,8 @@ def _infer_classes(raw_labels: list[object], wheres: list[str]
     if numeric and named:
         odd, usual = (named, "numbers") if len(named) <= len(numeric) else (numeric, "names")
         problems += [(w, f"label {v!r} is not like the other labels ({usual})") for w, v in odd]
-        present = [pair for pair in present if pair not in odd]
+        odd_rows = {w for w, _ in odd}
+        present = [(w, v) for w, v in present if w not in odd_rows]
     keys = [str(_int_label(v)) if _int_label(v) is not None else str(v) for _, v in present]
     counts = pd.Series(keys, dtype=object).value_counts()
     rare = {k for k, n in counts.items() if n < 2 and n < 0.01 * len(keys)}

@@ -267,8 +267,9 @@ class CachedImageReader:
     has its own entries. A hit refreshes the entry's modification time; when the folder
     grows past `max_bytes`, the least recently used entries are deleted down to 80 % of it
     (entries left by an edited image age out the same way). Writes are atomic, so
-    DataLoader workers may share one cache folder; each worker counts its own writes, so the
-    folder may briefly exceed the limit by what the workers wrote since their last check.
+    DataLoader workers may share one cache folder. Each process counts its own writes and
+    measures the folder again after every 2 % of the limit, so with N workers the folder
+    can exceed the limit by about N x 2 % before one of them evicts.
     A failed write (disk full, read-only folder) is logged once and the image is used
     anyway: the cache only saves time.
 
@@ -284,6 +285,7 @@ class CachedImageReader:
         self.max_bytes = cache_size_setting() if max_bytes is None else int(max_bytes)
         self.max_pixels = max_pixels
         self._write_failed = False
+        self._written = 0  # bytes this process wrote since it last measured the folder
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             self._used = sum(size for _, size, _ in self._entries())
@@ -375,8 +377,14 @@ class CachedImageReader:
         try:
             with atomic_path(entry) as tmp, open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(img), allow_pickle=False)
-            self._used += entry.stat().st_size
-            if self._used > self.max_bytes:
-                self._used = self.evict()
+            size = entry.stat().st_size
+            self._used += size
+            self._written += size
+            # other workers write too: measure the folder itself now and then
+            if self._used > self.max_bytes or self._written > self.max_bytes // 50:
+                self._written = 0
+                self._used = sum(size for _, size, _ in self._entries())
+                if self._used > self.max_bytes:
+                    self._used = self.evict()
         except OSError as e:
             self._warn_once(entry, e)
