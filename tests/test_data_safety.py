@@ -166,11 +166,10 @@ def _arrow(pointing_left: bool) -> np.ndarray:
 
 
 def _points_left(x: np.ndarray) -> bool:
-    """The tip (a narrow column sum) is on the side where the mass is smaller."""
+    """The arrow head (the tallest lit column, at the triangle's base) is in the left half."""
     gray = x.mean(axis=0)
     gray = gray - gray.min()
     w = gray.shape[1]
-    # the triangle's tip side holds less white than the shaft side near its edge
     rows_lit = (gray > gray.max() / 2).sum(axis=0)
     return rows_lit[: w // 2].max() > rows_lit[w // 2 :].max()
 
@@ -325,7 +324,7 @@ def test_20000px_jpeg_stays_under_memory_bound(tmp_path):
     subprocess.run([sys.executable, "-c", _MAKE_HUGE, str(path)], check=True, timeout=120)
     out = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], env=env, check=True,
                          capture_output=True, text=True, timeout=120).stdout.split()
-    h, w, reduced_mb, total_mb, refused = int(out[0]), int(out[1]), float(out[2]), float(out[3]), out[4]
+    (h, w), (reduced_mb, total_mb), refused = map(int, out[:2]), map(float, out[2:4]), out[4]
     assert (h, w) == (2500, 2500)
     assert reduced_mb < 150 and total_mb < 150, (reduced_mb, total_mb)
     assert refused == "True"
