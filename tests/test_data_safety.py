@@ -24,6 +24,7 @@ from palm.data import (
     CsvImageSet,
     FolderImageSet,
     ImageReadError,
+    LoaderError,
     build_loader,
     build_transform,
     class_order,
@@ -241,6 +242,17 @@ def test_loader_raises_bad_image_in_main_process(pm_run, tmp_path, workers):
             pass
     assert time.monotonic() - start < 30
     assert exc.value.path == str(bad) and "truncated JPEG" in exc.value.problem
+
+
+def test_loader_bug_in_a_sample_raises_with_its_traceback(tmp_path):
+    ds = FolderImageSet(_pm_free_folder(tmp_path), transform=T32, cache_dir=None)
+
+    def broken(path):
+        raise KeyError("boom")
+
+    ds.read = broken
+    with pytest.raises(LoaderError, match=r"(?s)Traceback.*KeyError: 'boom'"):
+        next(iter(build_loader(ds, 2, train=False)))
 
 
 @pytest.mark.slow
