@@ -176,11 +176,14 @@ def _points_left(x: np.ndarray) -> bool:
 
 
 def test_generic_default_never_flips_or_rotates():
-    cfg = {"augment": None, "data_root": None}
+    cfg = {"augment": None, "data_root": None, "train_csv": None, "val_csv": None}
     generic = resolved_augment(cfg)
     assert generic["preset"] == "natural"
     assert not generic["hflip"] and not generic["vflip"] and generic["rotate"] == 0
-    assert resolved_augment({"augment": None, "data_root": "data/PALM"})["preset"] == "fundus"
+    assert resolved_augment({**cfg, "data_root": "data/PALM"})["preset"] == "fundus"
+    # a data root holding the images of CSV lists is not the PALM layout
+    lists = {**cfg, "data_root": "data", "train_csv": "t.csv", "val_csv": "v.csv"}
+    assert resolved_augment(lists) == generic
 
     left, right = _arrow(True), _arrow(False)
     assert _points_left(T32(left)) and not _points_left(T32(right))
@@ -392,6 +395,11 @@ def test_outside_paths_need_the_flag(tmp_path):
         CsvImageSet(csv, classes=["a", "b"], transform=T32)
     ds = CsvImageSet(csv, classes=["a", "b"], transform=T32, allow_outside_paths=True)
     assert [Path(p).name for p, _ in ds.samples] == ["in.png", "outside.png"]
+    # lists written beside the data (data_tools.prepare) may lead into the data root
+    csv.write_text("path,label\nin.png,0\n../outside.png,1\n")
+    assert len(CsvImageSet(csv, classes=["a", "b"], transform=T32, data_root=tmp_path)) == 2
+    with pytest.raises(ValueError, match="escapes the image folder .* and the data root"):
+        CsvImageSet(csv, classes=["a", "b"], transform=T32, data_root=tmp_path / "lists")
     # a symlinked image folder inside the list's folder is fine (names are checked as written)
     (tmp_path / "lists" / "linked").symlink_to(tmp_path)
     csv.write_text("path,label\nin.png,0\nlinked/outside.png,1\n")

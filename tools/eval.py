@@ -33,7 +33,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="bf16: about 2x faster on CPUs with AVX512-BF16/AMX; compare its "
                         "metrics.json with an fp32 run before predicting with it")
-    p.add_argument("--data-root", help="PALM root: evaluates the validation split")
+    p.add_argument("--data-root", help="PALM root: evaluates the validation split; with "
+                   "--val-csv: a folder its paths may lead into")
     p.add_argument("--val-dir", help="labelled images, one sub-folder per class")
     p.add_argument("--val-csv", help="labelled images listed as path,label")
     p.add_argument("--output", help="folder for the results (default: CHECKPOINT_FOLDER/eval)")

@@ -31,7 +31,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true",
                    help="make (once) a synthetic PALM set in demo_data/ and train a short run on it")
     data = p.add_argument_group("data")
-    data.add_argument("--data-root", help="PALM root: PALM-Training400, PALM-Validation400, -GT")
+    data.add_argument("--data-root", help="PALM root: PALM-Training400, PALM-Validation400, -GT; "
+                      "with --train-csv/--val-csv: a folder their paths may lead into")
     data.add_argument("--train-dir", help="training images, one sub-folder per class")
     data.add_argument("--val-dir", help="validation images, one sub-folder per class")
     data.add_argument("--train-csv", help="training list with columns path,label")

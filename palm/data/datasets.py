@@ -332,23 +332,29 @@ def _int_label(value: object) -> int | None:
     return int(f) if f.is_integer() else None
 
 
-def safe_join(folder: Path, name: str, allow_outside: bool = False) -> Path:
+def safe_join(folder: Path, name: str, allow_outside: bool = False,
+              also_inside: str | os.PathLike | None = None) -> Path:
     """`folder / name`, refusing absolute names and names that leave `folder` (../x.jpg).
 
     The check is on the name as written (normalised, symlinks not followed), so a list may
-    point into a symlinked image folder but not name files elsewhere. `allow_outside`
-    accepts any name (absolute names then stand for themselves).
+    point into a symlinked image folder but not name files elsewhere.
+
+    Args:
+        allow_outside: accept any name (absolute names then stand for themselves).
+        also_inside: a second folder (the data root) that relative names may lead into.
     """
     name = name.strip().replace("\\", "/")  # Windows separators in a CSV made on Windows
     if allow_outside:
         return folder / name
     if os.path.isabs(name) or PureWindowsPath(name).drive:
-        raise ValueError(f"absolute path {name!r} not allowed; give a name inside {folder} "
-                         "(or pass --allow-outside-paths)")
-    path = Path(os.path.normpath(folder / name))
-    if os.path.normpath(folder) not in (str(path), *map(str, path.parents)):
-        raise ValueError(f"{name!r} escapes the image folder {folder} "
-                         "(pass --allow-outside-paths to allow it)")
+        raise ValueError(f"absolute path {name!r} not allowed; give a name relative to "
+                         f"{folder} (or pass --allow-outside-paths)")
+    path = Path(os.path.abspath(folder / name))
+    roots = [folder] + ([Path(also_inside)] if also_inside is not None else [])
+    if not any(Path(os.path.abspath(root)) in (path, *path.parents) for root in roots):
+        also = f" and the data root {also_inside}" if also_inside is not None else ""
+        raise ValueError(f"{name!r} escapes the image folder {folder}{also} (pass "
+                         "--allow-outside-paths to allow it)")
     return folder / name
 
 
@@ -429,9 +435,9 @@ class PalmValSet(ImageSet):
 class CsvImageSet(ImageSet):
     """Images listed in a CSV with `path` and `label` columns (found by name).
 
-    Paths must stay inside `root` (no absolute names, no `../`) unless
-    `allow_outside_paths`. A file listed twice with the same label is kept once (with a
-    warning); with two labels it is an error.
+    Paths must stay inside `root` or `data_root` (no absolute names, no `../` out of them)
+    unless `allow_outside_paths`. A file listed twice with the same label is kept once (with
+    a warning); with two labels it is an error.
 
     Args:
         csv_path: the CSV.
@@ -440,7 +446,9 @@ class CsvImageSet(ImageSet):
             None: all-integer labels give classes "0".."max", other labels the sorted names;
             then labels mixing numbers and names, or a label so rare it looks like a typo
             (fewer than 2 rows and under 1 % of them), are errors naming the row.
-        allow_outside_paths: accept absolute paths and paths leaving `root`.
+        data_root: a folder relative paths may also lead into (e.g. lists written by
+            data_tools.prepare beside the data: `../images/a.jpg`).
+        allow_outside_paths: accept absolute paths and paths leaving `root` and `data_root`.
         transform, skip_bad, cache_dir, max_pixels, cache_size_gb: as in PalmTrainSet.
     """
 
@@ -455,6 +463,7 @@ class CsvImageSet(ImageSet):
         max_pixels: int | None = None,
         cache_size_gb: float | None = None,
         allow_outside_paths: bool = False,
+        data_root: str | os.PathLike | None = None,
     ):
         super().__init__(transform, skip_bad, cache_dir, max_pixels, cache_size_gb)
         self.root = Path(root) if root is not None else Path(csv_path).parent
@@ -482,7 +491,7 @@ class CsvImageSet(ImageSet):
                 problems.append((where, "empty path"))
                 continue
             try:
-                path = safe_join(self.root, str(name), allow_outside_paths)
+                path = safe_join(self.root, str(name), allow_outside_paths, data_root)
             except ValueError as e:
                 problems.append((where, f"path {e}"))
                 continue

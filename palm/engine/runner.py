@@ -88,7 +88,8 @@ def resolve_pos_weight(value: float | str | None, labels, num_outputs: int) -> f
 def resolved_augment(cfg: dict[str, Any]) -> dict[str, Any]:
     """The config's augmentation in full: the fundus preset for PALM data, natural (nothing
     that changes what an image shows) for folders and CSVs, with the config's overrides."""
-    return resolve_augment(cfg["augment"], "fundus" if cfg["data_root"] else "natural")
+    palm = sources.is_palm_layout(cfg["data_root"], cfg["train_csv"], cfg["val_csv"])
+    return resolve_augment(cfg["augment"], "fundus" if palm else "natural")
 
 
 def build_datasets(cfg: dict[str, Any]):

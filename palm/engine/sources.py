@@ -2,7 +2,8 @@
 
 - `data_root`: a PALM download (training folder, validation folder, ground truth).
 - `train_dir` / `val_dir`: one sub-folder per class.
-- `train_csv` / `val_csv`: `path,label` tables.
+- `train_csv` / `val_csv`: `path,label` tables; their paths stay inside the CSV's folder or,
+  when `data_root` is given too, inside it (unless `allow_outside_paths`).
 Training and validation sources may be mixed (e.g. folders for training, a CSV for
 validation); class names come from the training set and validation labels follow them.
 """
@@ -33,11 +34,17 @@ def _pick(role: str, folder: PathLike, csv: PathLike) -> tuple[str, PathLike]:
 
 
 def _generic_set(kind: str, source: PathLike, classes: list[str] | None, transform: Callable,
-                 options: dict[str, Any], allow_outside_paths: bool) -> ImageSet:
+                 options: dict[str, Any], allow_outside_paths: bool,
+                 data_root: PathLike) -> ImageSet:
     if kind == "dir":
         return FolderImageSet(source, classes=classes, transform=transform, **options)
-    return CsvImageSet(source, classes=classes, transform=transform,
+    return CsvImageSet(source, classes=classes, transform=transform, data_root=data_root,
                        allow_outside_paths=allow_outside_paths, **options)
+
+
+def is_palm_layout(data_root: PathLike, *lists: PathLike) -> bool:
+    """--data-root alone is a PALM download; with CSV lists it is where their images live."""
+    return bool(data_root) and not any(lists)
 
 
 def _read_options(skip_bad: bool, cache_dir: PathLike, max_pixels: int | None,
@@ -84,9 +91,10 @@ def training_sets(
     """
     _check_class_names(class_names)
     options = _read_options(skip_bad, cache_dir, max_pixels, cache_size_gb)
-    if data_root:
-        if any((train_dir, val_dir, train_csv, val_csv)):
-            raise ValueError("give either --data-root or --train-dir/--val-dir/--train-csv/--val-csv")
+    if data_root and (train_dir or val_dir):
+        raise ValueError("give either --data-root (PALM, or the folder of --train-csv/--val-csv "
+                         "images) or --train-dir/--val-dir")
+    if is_palm_layout(data_root, train_csv, val_csv):
         layout = find_palm_layout(data_root)
         train = PalmTrainSet(layout.train_dir, transform=train_transform, **options)
         val = PalmValSet(layout.val_dir, layout.val_labels, transform=val_transform,
@@ -96,12 +104,12 @@ def training_sets(
         val.set_class_order(order)
         return train, val
     train = _generic_set(*_pick("train", train_dir, train_csv), class_names, train_transform,
-                         options, allow_outside_paths)
+                         options, allow_outside_paths, data_root)
     if len(train.classes) < 2:
         raise ValueError(f"training data has {len(train.classes)} class(es) {train.classes}; need >= 2")
     train.set_class_order(class_order(train.classes, positive_class, bool(class_names)))
     val = _generic_set(*_pick("val", val_dir, val_csv), train.classes, val_transform,
-                       options, allow_outside_paths)
+                       options, allow_outside_paths, data_root)
     return train, val
 
 
@@ -126,24 +134,26 @@ def evaluation_set(
             for an old checkpoint without names: the data's, ordered as in training).
         positive_class: for two classes, the positive class; it must agree with `classes`.
     """
-    given = [name for name, v in (("--data-root", data_root), ("--val-dir", val_dir),
+    palm = is_palm_layout(data_root, val_csv)
+    given = [name for name, v in (("--data-root", palm), ("--val-dir", val_dir),
                                   ("--val-csv", val_csv)) if v]
-    if len(given) != 1:
-        raise ValueError("give exactly one of --data-root, --val-dir, --val-csv"
+    if len(given) != 1 or (data_root and val_dir):
+        raise ValueError("give exactly one of --data-root, --val-dir, --val-csv (--data-root "
+                         "with --val-csv: the folder of its images)"
                          + (f" (got {', '.join(given)})" if given else ""))
     if classes and positive_class is not None and positive_class != positive_class_of(classes):
         class_order(classes, positive_class)  # more than two classes: says it does not apply
         raise ValueError(f"the checkpoint's positive class is {positive_class_of(classes)!r} "
                          f"(classes {classes}), not {positive_class!r}")
     options = _read_options(skip_bad, cache_dir, max_pixels, cache_size_gb)
-    if data_root:
+    if palm:
         layout = find_palm_layout(data_root)
         dataset: ImageSet = PalmValSet(layout.val_dir, layout.val_labels, transform=transform,
                                        allow_outside_paths=allow_outside_paths, **options)
     else:
         kind = "dir" if val_dir else "csv"
         dataset = _generic_set(kind, val_dir or val_csv, classes, transform,
-                               options, allow_outside_paths)
+                               options, allow_outside_paths, data_root)
     dataset.set_class_order(classes or class_order(dataset.classes, positive_class))
     return dataset
 
