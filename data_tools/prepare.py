@@ -2,6 +2,9 @@
 
 Split and fold files are `path,label` CSVs (read by palm.data.CsvImageSet); paths are written
 relative to the output folder, so the CSVs keep working when data and lists move together.
+When the output folder is not inside the data folder, the paths lead out of it: train with
+`--data-root DATA` beside the lists (palm refuses list paths leaving the list's folder
+otherwise), as the printed command shows.
 
 Examples:
     python -m data_tools.prepare xlsx2csv PALM-Validation-GT/PM_Label_and_Fovea_Location.xlsx
@@ -18,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from palm.data import ImageSet, open_image_set, read_table
+from palm.data import ImageSet, PalmTrainSet, open_image_set, read_table
 from palm.data.datasets import find_column
 from palm.io_utils import atomic_path
 
@@ -117,6 +120,12 @@ def main(args: argparse.Namespace) -> list[Path]:
                 ]
     for path in written:
         print(f"wrote {path}")
+    if args.command == "split":
+        # PALM photos keep the fundus augmentation; lists default to the label-safe preset
+        palm = isinstance(ds, PalmTrainSet)
+        data = args.data if Path(args.data).is_dir() else ds.root  # a CSV's images: its root
+        print(f"train: python tools/train.py --train-csv {written[0]} --val-csv {written[1]} "
+              f"--data-root {data}" + (" --augment fundus" if palm else ""))
     return written
 
 

@@ -44,11 +44,22 @@ DEFAULTS: dict[str, Any] = {
     "image_size": 224,
     "normalize": "minus_one_one",
     "fundus_crop": False,
-    "augment": {},  # build_transform keys: hflip, vflip, rotate, brightness, contrast, ...
+    # training augmentation: null = by data kind (fundus for a PALM data_root, natural for
+    # folders/CSVs); a preset (fundus, natural, none), "natural,hflip=true" text, or a
+    # mapping {preset: ..., hflip, vflip, rotate, brightness, contrast, random_resized_crop}
+    "augment": None,
+    # two-class data: the positive class (label 1); null = a known name (PM, positive,
+    # disease, abnormal, 1, yes, true), else palm stops and asks
+    "positive_class": None,
+    "class_names": None,  # class order; for two classes [negative, positive]
+    "allow_outside_paths": False,  # CSV paths may leave the CSV's folder / the data root
+    "max_pixels": None,  # refuse images decoding to more pixels (null: $PALM_MAX_PIXELS or 100 MP)
     # shrunk images cached between epochs and runs ("auto": $PALM_CACHE_DIR or
     # ~/.cache/palm/images; null: none). Decoding a PALM photo costs ~8 ms of a core, which
     # the network's threads would otherwise lose in every epoch; a cache hit costs 0.35 ms.
     "cache_dir": "auto",
+    # cache size limit in GB, least recently used images evicted (null: $PALM_CACHE_SIZE_GB or 4)
+    "cache_size_gb": None,
     "skip_bad": False,
     "num_workers": 2,
     # optimization

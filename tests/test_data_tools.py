@@ -52,10 +52,13 @@ def test_prepare_xlsx2csv_split_and_kfold(palm_root, tmp_path):
     prepare.main(
         parse(["split", str(palm_root), "--out", str(tmp_path / "split"), "--val-fraction", "0.25"])
     )
+    # the lists' paths lead out of their folder into the data: allowed with the data root
     train = CsvImageSet(
-        tmp_path / "split" / "train.csv", transform=build_transform(32, train=False)
+        tmp_path / "split" / "train.csv", transform=build_transform(32, train=False),
+        data_root=palm_root,
     )
-    val = CsvImageSet(tmp_path / "split" / "val.csv", transform=build_transform(32, train=False))
+    val = CsvImageSet(tmp_path / "split" / "val.csv", transform=build_transform(32, train=False),
+                      data_root=palm_root)
     assert len(train) == 18 and len(val) == 6
     assert not {p for p, _ in train.samples} & {p for p, _ in val.samples}
     assert val.labels.sum() in (3, 4)  # 13/24 PM kept in a 6-image split

@@ -99,8 +99,10 @@ def test_eval_on_csv_and_missing_data_source(binary_run, palm_root, tmp_path):
     table = pd.DataFrame({"path": [str(palm_root / "PALM-Validation400" / n) for n in gt["imgName"]],
                           "label": gt["Label"]})
     table.to_csv(tmp_path / "val.csv", index=False)
+    # absolute paths in a list are refused unless asked for
     m = _eval(["--checkpoint", str(binary_run / "best.pdparams"), "--val-csv",
-               str(tmp_path / "val.csv"), "--output", str(tmp_path / "e")])
+               str(tmp_path / "val.csv"), "--output", str(tmp_path / "e"),
+               "--allow-outside-paths"])
     reference = json.loads((binary_run / "best.json").read_text())["metrics"]
     assert m["roc_auc"] == pytest.approx(reference["val_roc_auc"], abs=1e-6)
     with pytest.raises(ValueError, match="exactly one of --data-root, --val-dir, --val-csv"):

@@ -36,7 +36,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="bf16: about 2x faster on CPUs with AVX512-BF16/AMX; compare its "
                         "metrics.json with an fp32 run before predicting with it")
-    p.add_argument("--data-root", help="PALM root: evaluates the validation split")
+    p.add_argument("--data-root", help="PALM root: evaluates the validation split; with "
+                   "--val-csv: a folder its paths may lead into")
     p.add_argument("--val-dir", help="labelled images, one sub-folder per class")
     p.add_argument("--val-csv", help="labelled images listed as path,label")
     p.add_argument("--output", help="folder for the results (default: CHECKPOINT_FOLDER/eval)")
@@ -49,6 +50,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images, listing them")
     p.add_argument("--cache-dir", default="auto",
                    help="cache of shrunk images, shared with training (default auto; none: off)")
+    p.add_argument("--cache-size-gb", type=float,
+                   help="cache size limit (default $PALM_CACHE_SIZE_GB or 4)")
+    p.add_argument("--positive-class", metavar="NAME",
+                   help="two classes: the positive one; must agree with the checkpoint's "
+                        "(needed only for old checkpoints without class names)")
+    p.add_argument("--allow-outside-paths", action="store_true",
+                   help="accept CSV paths outside the CSV's folder (absolute, ../)")
+    p.add_argument("--max-pixels", type=int,
+                   help="refuse images decoding to more pixels (default $PALM_MAX_PIXELS or 1e8)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     p.add_argument("--report", action="store_true",
                    help="also write OUTPUT/report.html (the run folder is the checkpoint's)")
@@ -66,6 +76,8 @@ def main(args: argparse.Namespace) -> dict:
             val_csv=args.val_csv, threshold=args.threshold, tune_threshold=args.tune_threshold,
             batch_size=args.batch_size, num_workers=args.num_workers, skip_bad=args.skip_bad,
             cache_dir=args.cache_dir, engine=args.engine, precision=args.precision,
+            cache_size_gb=args.cache_size_gb, max_pixels=args.max_pixels,
+            allow_outside_paths=args.allow_outside_paths, positive_class=args.positive_class,
         )
         if args.report:
             report = build_report(Path(args.checkpoint).parent, output, checkpoint=args.checkpoint)

@@ -17,6 +17,7 @@ from pathlib import Path
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import run_tool
 from palm.config import parse_args_with_config, resolved_config
+from palm.data import parse_augment
 from palm.engine.runner import prepare_demo_data, run_training
 from palm.weights import TRUST_HELP, trust_checkpoints
 
@@ -31,7 +32,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true",
                    help="make (once) a synthetic PALM set in demo_data/ and train a short run on it")
     data = p.add_argument_group("data")
-    data.add_argument("--data-root", help="PALM root: PALM-Training400, PALM-Validation400, -GT")
+    data.add_argument("--data-root", help="PALM root: PALM-Training400, PALM-Validation400, -GT; "
+                      "with --train-csv/--val-csv: a folder their paths may lead into")
     data.add_argument("--train-dir", help="training images, one sub-folder per class")
     data.add_argument("--val-dir", help="validation images, one sub-folder per class")
     data.add_argument("--train-csv", help="training list with columns path,label")
@@ -40,7 +42,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--num-workers", type=int, help="data loader processes")
     data.add_argument("--cache-dir", help="cache of shrunk images, reused by later epochs and runs "
                       "(default auto: $PALM_CACHE_DIR or ~/.cache/palm/images; none: off)")
+    data.add_argument("--cache-size-gb", type=float,
+                      help="cache size limit; least recently used images are evicted "
+                           "(default $PALM_CACHE_SIZE_GB or 4)")
     data.add_argument("--skip-bad", action=BOOL, help="skip unreadable images instead of stopping")
+    data.add_argument("--positive-class", metavar="NAME",
+                      help="two classes: the positive one (label 1; sensitivity and "
+                           "probabilities refer to it). Default: PM, positive, disease, "
+                           "abnormal, 1, yes or true when one class is so named")
+    data.add_argument("--augment", metavar="PRESET|KEY=VALUE,...",
+                      help="training augmentation: fundus (default for --data-root), natural "
+                           "(default otherwise: no flips or rotations), none; plus overrides, "
+                           "e.g. natural,hflip=true or rotate=5")
+    data.add_argument("--allow-outside-paths", action=BOOL,
+                      help="accept CSV paths outside the CSV's folder (absolute, ../)")
+    data.add_argument("--max-pixels", type=int,
+                      help="refuse images decoding to more pixels (default $PALM_MAX_PIXELS "
+                           "or 100000000)")
     opt = p.add_argument_group("optimization")
     opt.add_argument("--epochs", type=int)
     opt.add_argument("--batch-size", type=int)
@@ -72,7 +90,10 @@ def _pos_weight(text: str) -> float | str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command line merged over configs/MODEL.yaml (or --config) and the built-in defaults."""
-    return parse_args_with_config(get_args_parser(), argv)
+    args = parse_args_with_config(get_args_parser(), argv)
+    if isinstance(args.augment, str):  # --augment text (a YAML mapping stays as it is)
+        args.augment = parse_augment(args.augment)
+    return args
 
 
 def main(args: argparse.Namespace) -> Path:

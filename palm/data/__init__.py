@@ -1,6 +1,7 @@
 """Data sets and transforms: PALM as it ships, generic CSV / folder layouts, fast decoding."""
 
 from palm.data.datasets import (
+    KNOWN_POSITIVE,
     PALM_CLASSES,
     CsvImageSet,
     FolderImageSet,
@@ -8,6 +9,7 @@ from palm.data.datasets import (
     PalmLayout,
     PalmTrainSet,
     PalmValSet,
+    class_order,
     find_palm_layout,
     open_image_set,
     read_table,
@@ -22,17 +24,30 @@ from palm.data.image_io import (
     resize_short_side,
     resolve_cache_dir,
 )
-from palm.data.loader import SeededBatchSampler, build_loader
-from palm.data.transforms import DEFAULT_AUGMENT, Transform, build_transform, crop_fundus
+from palm.data.loader import CheckedLoader, LoaderError, SeededBatchSampler, build_loader
+from palm.data.transforms import (
+    AUGMENT_PRESETS,
+    DEFAULT_AUGMENT,
+    Transform,
+    build_transform,
+    crop_fundus,
+    describe_augment,
+    parse_augment,
+    resolve_augment,
+)
 
 __all__ = [
+    "AUGMENT_PRESETS",
     "CachedImageReader",
+    "CheckedLoader",
     "CsvImageSet",
     "DEFAULT_AUGMENT",
     "FolderImageSet",
     "IMAGE_EXTENSIONS",
+    "KNOWN_POSITIVE",
     "ImageReadError",
     "ImageSet",
+    "LoaderError",
     "PALM_CLASSES",
     "PalmLayout",
     "PalmTrainSet",
@@ -41,13 +56,17 @@ __all__ = [
     "Transform",
     "build_loader",
     "build_transform",
+    "class_order",
     "crop_fundus",
     "default_cache_dir",
+    "describe_augment",
     "find_palm_layout",
     "is_image_file",
     "open_image_set",
+    "parse_augment",
     "read_image",
     "read_table",
     "resize_short_side",
+    "resolve_augment",
     "resolve_cache_dir",
 ]

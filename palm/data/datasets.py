@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path, PureWindowsPath
 from typing import Callable
 
+import cv2
 import numpy as np
 import paddle
 import pandas as pd
@@ -23,7 +24,9 @@ import pandas as pd
 from palm.data.image_io import (
     CachedImageReader,
     ImageReadError,
+    cache_size_setting,
     is_image_file,
+    max_pixels_setting,
     read_image,
     resolve_cache_dir,
 )
@@ -32,6 +35,10 @@ from palm.data.transforms import build_transform
 log = logging.getLogger(__name__)
 
 PALM_CLASSES = ["non-PM", "PM"]
+# Two-class data whose positive class is not named: one of these (case-insensitive) is
+# taken as positive; otherwise palm asks for --positive-class rather than guess from the
+# folder names' sort order (which made "normal" the positive class of PM/ + normal/).
+KNOWN_POSITIVE = ("pm", "positive", "disease", "abnormal", "1", "yes", "true")
 PALM_PREFIX_LABELS = {"H": 0, "N": 0, "P": 1}  # high myopia, normal, pathologic myopia
 PALM_TRAIN_DIR = "PALM-Training400"
 PALM_VAL_DIR = "PALM-Validation400"
@@ -52,21 +59,40 @@ class ImageSet(paddle.io.Dataset):
     """
 
     def __init__(
-        self, transform: Callable | None, skip_bad: bool, cache_dir: str | os.PathLike | None
+        self,
+        transform: Callable | None,
+        skip_bad: bool,
+        cache_dir: str | os.PathLike | None,
+        max_pixels: int | None = None,
+        cache_size_gb: float | None = None,
     ):
         super().__init__()
         self.transform = transform if transform is not None else build_transform(224, train=False)
         self.skip_bad = skip_bad
         # read JPEGs at reduced scale / cache them at the size the transform needs
         decode_size = getattr(self.transform, "decode_size", None)
+        # resolved (and checked) here, whether or not a cache is used, so workers need no env
+        max_pixels = max_pixels_setting(max_pixels)
+        max_bytes = cache_size_setting(cache_size_gb)
         cache_dir = resolve_cache_dir(cache_dir)
         if cache_dir is not None:
-            self.read: Callable[[str], np.ndarray] = CachedImageReader(cache_dir, decode_size)
+            self.read: Callable[[str], np.ndarray] = CachedImageReader(
+                cache_dir, decode_size, max_bytes, max_pixels)
         else:
-            self.read = partial(read_image, target_size=decode_size)
+            self.read = partial(read_image, target_size=decode_size, max_pixels=max_pixels)
         self.samples: list[tuple[str, int]] = []
         self.classes: list[str] = []
         self.skipped: list[tuple[str, str]] = []
+        self.duplicates: list[str] = []  # rows dropped as repeats of an earlier row
+
+    def _finish_listing(self, listed: list[tuple[str, str, int]],
+                        problems: list[tuple[str, str]]) -> None:
+        """`_finish` for (row, path, label) listings: duplicate rows dropped with a warning."""
+        entries, conflicts, self.duplicates = _unique(listed)
+        if self.duplicates:
+            log.warning("%s: %d duplicate rows dropped:\n%s", type(self).__name__,
+                        len(self.duplicates), "\n".join(f"  {d}" for d in self.duplicates))
+        self._finish(entries, sorted(problems + conflicts, key=lambda p: _row_number(p[0])))
 
     def _finish(self, entries: list[tuple[str, int]], problems: list[tuple[str, str]]) -> None:
         """Raise on the first problem, or (skip_bad) also decode every image and drop failures."""
@@ -105,6 +131,20 @@ class ImageSet(paddle.io.Dataset):
             return e.problem
         return None
 
+    def set_class_order(self, classes: list[str]) -> None:
+        """Relabel the samples so that `classes` (the same names, reordered) is the order.
+
+        Raises:
+            ValueError: `classes` is not a reordering of `self.classes`, naming both.
+        """
+        classes = [str(c) for c in classes]
+        if sorted(classes) != sorted(self.classes):
+            raise ValueError(f"class names {classes} do not match the data's classes "
+                             f"{self.classes}")
+        new_index = [classes.index(c) for c in self.classes]
+        self.samples = [(path, new_index[label]) for path, label in self.samples]
+        self.classes = classes
+
     @property
     def labels(self) -> np.ndarray:
         """Labels of all samples, int64, in sample order."""
@@ -115,7 +155,11 @@ class ImageSet(paddle.io.Dataset):
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         path, label = self.samples[index]
-        return self.transform(self.read(path)), np.int64(label)
+        image = self.read(path)
+        try:
+            return self.transform(image), np.int64(label)
+        except (cv2.error, ValueError) as e:  # odd geometry (e.g. 1 px wide) the transform rejects
+            raise ImageReadError(path, " ".join(f"cannot transform: {e}".split())) from e
 
     def __repr__(self) -> str:
         counts = np.bincount(self.labels, minlength=len(self.classes))
@@ -123,6 +167,54 @@ class ImageSet(paddle.io.Dataset):
         return (
             f"{type(self).__name__}({len(self)} images; {per_class}; skipped {len(self.skipped)})"
         )
+
+
+def class_order(classes: list[str], positive_class: str | None = None,
+                explicit: bool = False) -> list[str]:
+    """The class order to train with: for two classes, the positive one at index 1 (label 1).
+
+    Args:
+        classes: the class names found in the data, or given in the config.
+        positive_class: the positive class's name (exact, else case-insensitive match).
+        explicit: `classes` is an order the user gave ([negative, positive] for two classes);
+            a `positive_class` must then agree with it.
+
+    Returns:
+        `classes`, reordered for two classes.
+
+    Raises:
+        ValueError: positive_class unknown, given for other than two classes or contradicting
+            an explicit order; or two classes none (or both) of which is a known positive
+            name (KNOWN_POSITIVE) and no positive_class, naming both classes.
+    """
+    classes = [str(c) for c in classes]
+    if len(classes) != 2:
+        if positive_class is not None:
+            raise ValueError(f"--positive-class applies to two-class data; the data has "
+                             f"{len(classes)} classes {classes}")
+        return classes
+    if positive_class is not None:
+        matches = [c for c in classes if c == positive_class] or [
+            c for c in classes if c.lower() == str(positive_class).lower()]
+        if len(matches) != 1:
+            raise ValueError(f"positive class {positive_class!r} is not one of the two classes "
+                             f"{classes[0]!r} and {classes[1]!r}")
+        positive = matches[0]
+        if explicit and classes[1] != positive:
+            raise ValueError(f"class_names {classes} put {classes[1]!r} second (the positive "
+                             f"class) but the positive class is {positive!r}")
+    elif explicit:
+        return classes
+    else:
+        known = [c for c in classes if c.lower() in KNOWN_POSITIVE]
+        if len(known) != 1:
+            a, b = classes
+            raise ValueError(
+                f"two classes {a!r} and {b!r}: which one is positive (label 1, the class "
+                f"sensitivity and probabilities refer to)? Give --positive-class {b} or "
+                f"--positive-class {a} (or class_names: [negative, positive] in the config)")
+        positive = known[0]
+    return [c for c in classes if c != positive] + [positive]
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -156,6 +248,10 @@ class PalmTrainSet(ImageSet):
         skip_bad: drop bad files into `.skipped` instead of raising.
         cache_dir: folder for the resized-image cache; "auto" for the shared default
             (palm.data.default_cache_dir()); None for no cache.
+        max_pixels: refuse images that would decode to more pixels (None: $PALM_MAX_PIXELS
+            or 100 MP); see palm.data.read_image.
+        cache_size_gb: the cache's size limit (None: $PALM_CACHE_SIZE_GB or 4 GB); least
+            recently used entries are evicted beyond it.
     """
 
     def __init__(
@@ -164,8 +260,10 @@ class PalmTrainSet(ImageSet):
         transform: Callable | None = None,
         skip_bad: bool = False,
         cache_dir: str | os.PathLike | None = None,
+        max_pixels: int | None = None,
+        cache_size_gb: float | None = None,
     ):
-        super().__init__(transform, skip_bad, cache_dir)
+        super().__init__(transform, skip_bad, cache_dir, max_pixels, cache_size_gb)
         self.classes = list(PALM_CLASSES)
         self.root = resolve_nested(train_dir)
         files = _images_in(self.root)
@@ -219,6 +317,12 @@ def _row(source: str | os.PathLike, index: int) -> str:
     return f"{source} row {index + 2}"
 
 
+def _row_number(where: str) -> int:
+    """The row number of a `_row` location (problems are reported in file order)."""
+    tail = where.rsplit(" row ", 1)
+    return int(tail[1]) if len(tail) == 2 and tail[1].isdigit() else 0
+
+
 def _int_label(value: object) -> int | None:
     """1, 1.0, "1" -> 1; anything else (NaN, 0.5, "PM") -> None."""
     try:
@@ -228,17 +332,52 @@ def _int_label(value: object) -> int | None:
     return int(f) if f.is_integer() else None
 
 
-def safe_join(folder: Path, name: str) -> Path:
-    """`folder / name`, refusing absolute names and names that leave `folder` (../x.jpg)."""
+def safe_join(folder: Path, name: str, allow_outside: bool = False,
+              also_inside: str | os.PathLike | None = None) -> Path:
+    """`folder / name`, refusing absolute names and names that leave `folder` (../x.jpg).
+
+    The check is on the name as written (normalised, symlinks not followed), so a list may
+    point into a symlinked image folder but not name files elsewhere.
+
+    Args:
+        allow_outside: accept any name (absolute names then stand for themselves).
+        also_inside: a second folder (the data root) that relative names may lead into.
+    """
     name = name.strip().replace("\\", "/")  # Windows separators in a CSV made on Windows
+    if allow_outside:
+        return folder / name
     if os.path.isabs(name) or PureWindowsPath(name).drive:
-        raise ValueError(f"absolute path {name!r} not allowed; give a name inside {folder}")
-    path = folder / name
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        raise ValueError(f"{name!r} escapes the image folder {folder}") from None
-    return path
+        raise ValueError(f"absolute path {name!r} not allowed; give a name relative to "
+                         f"{folder} (or pass --allow-outside-paths)")
+    path = Path(os.path.abspath(folder / name))
+    roots = [folder] + ([Path(also_inside)] if also_inside is not None else [])
+    if not any(Path(os.path.abspath(root)) in (path, *path.parents) for root in roots):
+        also = f" and the data root {also_inside}" if also_inside is not None else ""
+        raise ValueError(f"{name!r} escapes the image folder {folder}{also} (pass "
+                         "--allow-outside-paths to allow it)")
+    return folder / name
+
+
+def _unique(listed: list[tuple[str, str, int]]) -> tuple[list[tuple[str, int]],
+                                                           list[tuple[str, str]], list[str]]:
+    """(entries, problems, duplicates) from (row, path, label) listings.
+
+    A file listed again with the same label is dropped (reported in `duplicates`, so it is
+    not counted twice); with another label it is a problem naming both rows.
+    """
+    first: dict[str, tuple[str, int]] = {}
+    entries, problems, duplicates = [], [], []
+    for where, path, label in listed:
+        key = os.path.normcase(os.path.abspath(path))
+        if key not in first:
+            first[key] = (where, label)
+            entries.append((path, label))
+        elif first[key][1] == label:
+            duplicates.append(f"{where}: {path} repeats {first[key][0]}; dropped")
+        else:
+            problems.append((where, f"{path} is also listed in {first[key][0]} with another "
+                                    "label"))
+    return entries, problems, duplicates
 
 
 class PalmValSet(ImageSet):
@@ -250,7 +389,7 @@ class PalmValSet(ImageSet):
     Args:
         image_dir: PALM-Validation400 (a nested copy is found).
         labels_file: PM_Label_and_Fovea_Location.xlsx or a CSV with the same columns.
-        transform, skip_bad, cache_dir: as in PalmTrainSet.
+        transform, skip_bad, cache_dir, max_pixels, cache_size_gb: as in PalmTrainSet.
     """
 
     def __init__(
@@ -260,15 +399,18 @@ class PalmValSet(ImageSet):
         transform: Callable | None = None,
         skip_bad: bool = False,
         cache_dir: str | os.PathLike | None = None,
+        max_pixels: int | None = None,
+        cache_size_gb: float | None = None,
+        allow_outside_paths: bool = False,
     ):
-        super().__init__(transform, skip_bad, cache_dir)
+        super().__init__(transform, skip_bad, cache_dir, max_pixels, cache_size_gb)
         self.classes = list(PALM_CLASSES)
         self.root = resolve_nested(image_dir)
         self.labels_file = Path(labels_file)
         table = read_table(labels_file)
         name_col = find_column(table, "imgName", labels_file)
         label_col = find_column(table, "Label", labels_file)
-        entries, problems = [], []
+        listed, problems = [], []
         for i, (name, raw) in enumerate(zip(table[name_col], table[label_col])):
             where = _row(labels_file, i)
             if pd.isna(name) or not str(name).strip():
@@ -279,26 +421,35 @@ class PalmValSet(ImageSet):
                 problems.append((where, f"{name}: label {raw} not in {{0, 1}}"))
                 continue
             try:
-                path = safe_join(self.root, str(name))
+                path = safe_join(self.root, str(name), allow_outside_paths)
             except ValueError as e:
                 problems.append((where, f"imgName {e}"))
                 continue
             if not path.is_file():
                 problems.append((where, f"image {str(name)!r} not found in {self.root}"))
                 continue
-            entries.append((str(path), label))
-        self._finish(entries, problems)
+            listed.append((where, str(path), label))
+        self._finish_listing(listed, problems)
 
 
 class CsvImageSet(ImageSet):
     """Images listed in a CSV with `path` and `label` columns (found by name).
 
+    Paths must stay inside `root` or `data_root` (no absolute names, no `../` out of them)
+    unless `allow_outside_paths`. A file listed twice with the same label is kept once (with
+    a warning); with two labels it is an error.
+
     Args:
         csv_path: the CSV.
         root: folder relative paths resolve against (default: the CSV's folder).
         classes: class names (index = label). Labels may be ints or names from this list.
-            None: all-integer labels give classes "0".."max"; otherwise the sorted names.
-        transform, skip_bad, cache_dir: as in PalmTrainSet.
+            None: all-integer labels give classes "0".."max", other labels the sorted names;
+            then labels mixing numbers and names, or a label so rare it looks like a typo
+            (fewer than 2 rows and under 1 % of them), are errors naming the row.
+        data_root: a folder relative paths may also lead into (e.g. lists written by
+            data_tools.prepare beside the data: `../images/a.jpg`).
+        allow_outside_paths: accept absolute paths and paths leaving `root` and `data_root`.
+        transform, skip_bad, cache_dir, max_pixels, cache_size_gb: as in PalmTrainSet.
     """
 
     def __init__(
@@ -309,23 +460,29 @@ class CsvImageSet(ImageSet):
         transform: Callable | None = None,
         skip_bad: bool = False,
         cache_dir: str | os.PathLike | None = None,
+        max_pixels: int | None = None,
+        cache_size_gb: float | None = None,
+        allow_outside_paths: bool = False,
+        data_root: str | os.PathLike | None = None,
     ):
-        super().__init__(transform, skip_bad, cache_dir)
+        super().__init__(transform, skip_bad, cache_dir, max_pixels, cache_size_gb)
         self.root = Path(root) if root is not None else Path(csv_path).parent
         table = read_table(csv_path)
         paths = table[find_column(table, "path", csv_path)]
         raw_labels = table[find_column(table, "label", csv_path)]
-        ints = [_int_label(v) for v in raw_labels]
+        wheres = [_row(csv_path, i) for i in range(len(table))]
+        problems: list[tuple[str, str]] = []
         if classes is not None:
             self.classes = [str(c) for c in classes]
-        elif all(v is not None for v in ints):
-            self.classes = [str(i) for i in range(max([0, *ints]) + 1)]
         else:
-            self.classes = sorted({str(v) for v in raw_labels if not pd.isna(v)})
+            self.classes, problems = _infer_classes(list(raw_labels), wheres)
+        ints = [_int_label(v) for v in raw_labels]
         by_name = {c: i for i, c in enumerate(self.classes)}
-        entries, problems = [], []
-        for i, (name, raw, as_int) in enumerate(zip(paths, raw_labels, ints)):
-            where = _row(csv_path, i)
+        flagged = {where for where, _ in problems}
+        listed = []
+        for where, name, raw, as_int in zip(wheres, paths, raw_labels, ints):
+            if where in flagged:
+                continue
             label = by_name.get(str(raw), as_int)
             if label is None or not 0 <= label < len(self.classes):
                 problems.append((where, f"{name}: label {raw} not in {self.classes}"))
@@ -333,12 +490,46 @@ class CsvImageSet(ImageSet):
             if pd.isna(name) or not str(name).strip():
                 problems.append((where, "empty path"))
                 continue
-            path = self.root / str(name).strip()
+            try:
+                path = safe_join(self.root, str(name), allow_outside_paths, data_root)
+            except ValueError as e:
+                problems.append((where, f"path {e}"))
+                continue
             if not path.is_file():
                 problems.append((where, f"image {str(name)!r} not found (looked in {self.root})"))
                 continue
-            entries.append((str(path), label))
-        self._finish(entries, problems)
+            listed.append((where, str(path), label))
+        self._finish_listing(listed, problems)
+
+
+def _infer_classes(raw_labels: list[object], wheres: list[str]
+                   ) -> tuple[list[str], list[tuple[str, str]]]:
+    """(class names, problems) for CSV labels given without a class list.
+
+    All-integer labels give "0".."max"; names give their sorted set. Rows whose label is a
+    name among mostly numbers (or the reverse), or a label under 1 % of the rows and seen
+    once, are problems: a `2` or `yes` among 0/1 labels would otherwise make a third class.
+    """
+    present = [(w, v) for w, v in zip(wheres, raw_labels) if not pd.isna(v)]
+    numeric = [(w, v) for w, v in present if _int_label(v) is not None]
+    named = [(w, v) for w, v in present if _int_label(v) is None]
+    problems = []
+    if numeric and named:
+        odd, usual = (named, "numbers") if len(named) <= len(numeric) else (numeric, "names")
+        problems += [(w, f"label {v!r} is not like the other labels ({usual})") for w, v in odd]
+        odd_rows = {w for w, _ in odd}
+        present = [(w, v) for w, v in present if w not in odd_rows]
+    keys = [str(_int_label(v)) if _int_label(v) is not None else str(v) for _, v in present]
+    counts = pd.Series(keys, dtype=object).value_counts()
+    rare = {k for k, n in counts.items() if n < 2 and n < 0.01 * len(keys)}
+    problems += [(w, f"label {v!r} occurs in 1 of {len(keys)} rows (a typo? list every class "
+                     "in class_names to keep it)") for (w, v), k in zip(present, keys) if k in rare]
+    keys = [k for k in keys if k not in rare]
+    if keys and all(k.lstrip("-").isdigit() for k in keys):
+        classes = [str(i) for i in range(max([0, *map(int, keys)]) + 1)]
+    else:
+        classes = sorted(set(keys))
+    return classes, sorted(problems, key=lambda p: _row_number(p[0]))
 
 
 class FolderImageSet(ImageSet):
@@ -347,7 +538,7 @@ class FolderImageSet(ImageSet):
     Args:
         root: the folder holding the class folders.
         classes: class folder names in label order (default: sorted sub-folder names).
-        transform, skip_bad, cache_dir: as in PalmTrainSet.
+        transform, skip_bad, cache_dir, max_pixels, cache_size_gb: as in PalmTrainSet.
     """
 
     def __init__(
@@ -357,8 +548,10 @@ class FolderImageSet(ImageSet):
         transform: Callable | None = None,
         skip_bad: bool = False,
         cache_dir: str | os.PathLike | None = None,
+        max_pixels: int | None = None,
+        cache_size_gb: float | None = None,
     ):
-        super().__init__(transform, skip_bad, cache_dir)
+        super().__init__(transform, skip_bad, cache_dir, max_pixels, cache_size_gb)
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.root}: folder not found")

@@ -2,8 +2,11 @@
 
 PALM photos are 2124x2056 JPEGs and models see 224 px. Decoding at 1/4 scale with
 `IMREAD_REDUCED_COLOR_4` costs 14-16 ms instead of 32-37 ms for a full decode + resize (PSNR 54
-against the full path; measured on this machine, ../shared/REFERENCE.md), and the cache removes
-decoding from every epoch after the first.
+against the full path), and the cache removes decoding from every epoch after the first.
+
+Decoding is capped: the size is read from the file's header first, and an image that would
+decode to more than `max_pixels` (default 100 MP, or $PALM_MAX_PIXELS) is refused before any
+pixel is decoded. A huge JPEG read for a small model decodes at 1/8 scale and stays small.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import os
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -28,17 +33,28 @@ _REDUCED_FLAGS = {
 }
 _CACHE_VERSION = "1"  # bump when the cached representation changes
 CACHE_DIR_ENV = "PALM_CACHE_DIR"
+CACHE_SIZE_ENV = "PALM_CACHE_SIZE_GB"
+DEFAULT_CACHE_SIZE_GB = 4.0  # PALM's 800 photos at 224 px take about 0.15 GB
+MAX_PIXELS_ENV = "PALM_MAX_PIXELS"
+# 100 MP decode to 300 MB of RGB (plus OpenCV's working copy); PALM photos have 4.4 MP
+DEFAULT_MAX_PIXELS = 100_000_000
 
 log = logging.getLogger(__name__)
 
 
 class ImageReadError(ValueError):
-    """A file that cannot be used as an image; the message is `"<path>: <problem>"`."""
+    """A file that cannot be used as an image; the message is `"<path>: <problem>"`.
+
+    Picklable (it crosses process boundaries from loader workers).
+    """
 
     def __init__(self, path: str | os.PathLike, problem: str):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.problem)
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -59,14 +75,51 @@ def _jpeg_is_complete(data: bytes) -> bool:
     return sos != -1 and data.find(b"\xff\xd9", sos) != -1
 
 
-def _reduction_factor(data: bytes, target_size: int) -> int:
-    """Largest of 8/4/2 that keeps the decoded short side >= target_size (1 = full decode)."""
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image file's header, without decoding pixels; None if unknown.
+
+    PIL's format plugins parse the header lazily. `Image.open` would refuse very large images
+    (its decompression-bomb check) before telling their size, so the plugin is called
+    directly and `max_pixels` is applied by the caller instead.
+    """
+    Image.init()
+    prefix = data[:16]
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        if accept is not None and not accept(prefix):
+            continue
+        try:
+            return factory(io.BytesIO(data), "").size
+        except Exception:  # noqa: BLE001 - not this format (plugins raise many types)
+            continue
+    return None
+
+
+def _positive_number(value: object, what: str) -> float:
+    """`value` (a number or numeric text, e.g. "1e8" as PyYAML leaves it) as a float > 0."""
     try:
-        w, h = Image.open(io.BytesIO(data)).size
-    except Exception:  # unreadable header: let the full decode report the problem
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}={value!r}: not a number") from None
+    if not number > 0 or math.isinf(number):
+        raise ValueError(f"{what}={value!r}: must be a positive number")
+    return number
+
+
+def max_pixels_setting(max_pixels: int | float | str | None = None) -> int:
+    """`max_pixels`, else $PALM_MAX_PIXELS, else DEFAULT_MAX_PIXELS."""
+    if max_pixels is not None:
+        return int(_positive_number(max_pixels, "max_pixels"))
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    return int(_positive_number(text, MAX_PIXELS_ENV)) if text else DEFAULT_MAX_PIXELS
+
+
+def _reduction_factor(size: tuple[int, int], target_size: int | None) -> int:
+    """Largest of 8/4/2 that keeps the decoded short side >= target_size (1 = full decode)."""
+    if not target_size:
         return 1
     for factor in (8, 4, 2):
-        if min(w, h) // factor >= target_size:
+        if min(size) // factor >= target_size:
             return factor
     return 1
 
@@ -87,7 +140,9 @@ def _to_rgb_uint8(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def read_image(path: str | os.PathLike, target_size: int | None = None) -> np.ndarray:
+def read_image(
+    path: str | os.PathLike, target_size: int | None = None, max_pixels: int | None = None
+) -> np.ndarray:
     """Decode an image file to HxWx3 uint8 RGB.
 
     Grayscale, RGBA (alpha dropped), 16-bit and float images are converted. Non-ASCII paths
@@ -98,12 +153,14 @@ def read_image(path: str | os.PathLike, target_size: int | None = None) -> np.nd
         target_size: side the caller will resize to; a JPEG whose short side is at least twice
             that is decoded at 1/2, 1/4 or 1/8 scale, keeping the decoded short side
             >= target_size. None decodes at full size.
+        max_pixels: refuse an image that would decode to more pixels (after the JPEG scale
+            reduction); None: $PALM_MAX_PIXELS or DEFAULT_MAX_PIXELS.
 
     Returns:
         HxWx3 uint8 array in RGB order.
 
     Raises:
-        ImageReadError: missing, empty, truncated, unreadable or non-image file.
+        ImageReadError: missing, empty, truncated, too large, unreadable or non-image file.
     """
     if not os.path.exists(path):
         raise ImageReadError(path, "file not found")
@@ -115,18 +172,40 @@ def read_image(path: str | os.PathLike, target_size: int | None = None) -> np.nd
         raise ImageReadError(path, f"cannot read file ({e.strerror or e})") from e
     if buf.size == 0:
         raise ImageReadError(path, "empty file")
+    data = buf.tobytes()
+    size = header_size(data)
+    factor = 1
     if _is_jpeg(buf):
-        data = buf.tobytes()
         if not _jpeg_is_complete(data):
             raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
-        factor = _reduction_factor(data, target_size) if target_size else 1
+        factor = _reduction_factor(size, target_size) if size else 1
         flags = _REDUCED_FLAGS.get(factor, cv2.IMREAD_COLOR)
     else:
         flags = cv2.IMREAD_UNCHANGED  # keeps 16-bit depth and alpha for _to_rgb_uint8
+    _check_pixels(path, size, factor, max_pixels_setting(max_pixels))
     img = cv2.imdecode(buf, flags)
     if img is None or img.size == 0:
         raise ImageReadError(path, "not a readable image (corrupt file or unsupported format)")
     return _to_rgb_uint8(img)
+
+
+def _check_pixels(path: str | os.PathLike, size: tuple[int, int] | None, factor: int,
+                  limit: int) -> None:
+    """Refuse, before decoding, an image whose decoded size would exceed `limit` pixels.
+
+    An unknown header size is left to OpenCV, which has its own limit (2^30 pixels).
+    """
+    if size is None:
+        return
+    w, h = size
+    decoded = math.ceil(w / factor) * math.ceil(h / factor)
+    if decoded > limit:
+        scale = f" at 1/{factor} scale" if factor > 1 else ""
+        raise ImageReadError(
+            path,
+            f"image of {w}x{h} pixels would decode{scale} to {decoded / 1e6:.0f} MP, over the "
+            f"limit of {limit / 1e6:g} MP (raise max_pixels or ${MAX_PIXELS_ENV} to read it)",
+        )
 
 
 def resize_short_side(img: np.ndarray, size: int) -> np.ndarray:
@@ -149,44 +228,111 @@ def default_cache_dir() -> Path:
 
 
 def resolve_cache_dir(setting: str | os.PathLike | None) -> Path | None:
-    """A `cache_dir` setting as a folder, or None for no cache.
+    """A `cache_dir` setting as a usable folder, or None for no cache.
 
-    "auto" means `default_cache_dir()`, or no cache (with a warning) when that folder cannot
-    be created, e.g. a read-only home; None, "" and "none" mean no cache; anything else is
-    the folder itself.
+    "auto" means `default_cache_dir()`; None, "" and "none" mean no cache; anything else is
+    the folder itself. A folder that cannot be created or written to (read-only, not a
+    folder, no permission) means no cache, with one warning: the cache only saves time.
     """
     if setting is None or str(setting).strip().lower() in ("", "none"):
         return None
-    if str(setting) != "auto":
-        return Path(setting)
-    folder = default_cache_dir()
+    folder = default_cache_dir() if str(setting) == "auto" else Path(setting).expanduser()
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        # a folder may exist and still refuse files (read-only mount, another owner)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
     except OSError as e:
-        log.warning("%s: cannot create the image cache (%s); decoding every epoch. Set %s "
-                    "or --cache-dir to a writable folder.", folder, e.strerror or e, CACHE_DIR_ENV)
+        log.warning("%s: cannot create the image cache or write in it (%s); decoding every "
+                    "epoch. Set %s or --cache-dir to a writable folder.", folder,
+                    e.strerror or e, CACHE_DIR_ENV)
         return None
     return folder
 
 
+def cache_size_setting(size_gb: float | str | None = None) -> int:
+    """The cache's size limit in bytes: `size_gb`, else $PALM_CACHE_SIZE_GB, else 4 GB."""
+    if size_gb is not None:
+        return int(_positive_number(size_gb, "cache_size_gb") * 1e9)
+    text = os.environ.get(CACHE_SIZE_ENV, "").strip()
+    return int(_positive_number(text, CACHE_SIZE_ENV) * 1e9 if text
+               else DEFAULT_CACHE_SIZE_GB * 1e9)
+
+
 class CachedImageReader:
-    """`read_image` with an on-disk cache of images shrunk to short side `target_size`.
+    """`read_image` with a bounded on-disk cache of images shrunk to short side `target_size`.
 
     Entries are `.npy` files keyed by the absolute path, modification time, file size and
-    target size, so an edited or replaced image is decoded again. Writes are atomic, so
-    DataLoader workers may share one cache folder. A failed write (disk full, read-only
-    folder) is logged once and the image is used anyway: the cache only saves time.
+    target size, so an edited or replaced image is decoded again and every transform size
+    has its own entries. A hit refreshes the entry's modification time; when the folder
+    grows past `max_bytes`, the least recently used entries are deleted down to 80 % of it
+    (entries left by an edited image age out the same way). Writes are atomic, so
+    DataLoader workers may share one cache folder. Each process counts its own writes and
+    measures the folder again after every 2 % of the limit, so with N workers the folder
+    can exceed the limit by about N x 2 % before one of them evicts.
+    A failed write (disk full, read-only folder) is logged once and the image is used
+    anyway: the cache only saves time.
 
     Example:
         read = CachedImageReader("cache/224", 224)
         img = read("PALM-Training400/P0001.jpg")  # decodes once, later calls load the .npy
     """
 
-    def __init__(self, cache_dir: str | os.PathLike, target_size: int | None):
+    def __init__(self, cache_dir: str | os.PathLike, target_size: int | None,
+                 max_bytes: int | None = None, max_pixels: int | None = None):
         self.cache_dir = Path(cache_dir)
         self.target_size = target_size
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = cache_size_setting() if max_bytes is None else int(max_bytes)
+        self.max_pixels = max_pixels
         self._write_failed = False
+        self._written = 0  # bytes this process wrote since it last measured the folder
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            self._used = sum(size for _, size, _ in self._entries())
+        except OSError as e:
+            self._warn_once(self.cache_dir, e)
+            self._used = 0
+
+    def _warn_once(self, where: Path, error: OSError) -> None:
+        if not self._write_failed:
+            log.warning("%s: cannot write to the image cache (%s); going on without caching",
+                        where, error.strerror or error)
+            self._write_failed = True
+
+    def _entries(self) -> list[tuple[float, int, Path]]:
+        """(last use, bytes, path) of every entry; entries deleted meanwhile are left out."""
+        found = []
+        with os.scandir(self.cache_dir) as it:
+            for entry in it:
+                if entry.name.endswith(".npy"):
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:
+                        continue
+                    found.append((st.st_mtime, st.st_size, Path(entry.path)))
+        return found
+
+    def evict(self) -> int:
+        """Delete least recently used entries until the folder holds <= 80 % of max_bytes.
+
+        Returns:
+            The number of bytes the remaining entries take.
+        """
+        entries = sorted(self._entries())
+        used = sum(size for _, size, _ in entries)
+        goal = int(self.max_bytes * 0.8)
+        for _, size, path in entries:
+            if used <= goal:
+                break
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass  # another worker evicted it
+            except OSError as e:
+                self._warn_once(path, e)
+                break
+            used -= size
+        return used
 
     def cache_path(self, path: str | os.PathLike) -> Path:
         try:
@@ -211,18 +357,34 @@ class CachedImageReader:
         entry = self.cache_path(path)
         if entry.exists():
             try:
-                return np.load(entry, allow_pickle=False)
+                img = np.load(entry, allow_pickle=False)
             except (OSError, ValueError):
                 pass  # unreadable entry (e.g. disk trouble): decode again and overwrite it
-        img = read_image(path, self.target_size)
+            else:
+                try:
+                    os.utime(entry)  # mark as recently used for the LRU eviction
+                except OSError:
+                    pass  # a read-only cache still serves hits
+                return img
+        img = read_image(path, self.target_size, self.max_pixels)
         if self.target_size:
             img = resize_short_side(img, self.target_size)
+        if not self._write_failed:
+            self._store(entry, img)
+        return img
+
+    def _store(self, entry: Path, img: np.ndarray) -> None:
         try:
             with atomic_path(entry) as tmp, open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(img), allow_pickle=False)
+            size = entry.stat().st_size
+            self._used += size
+            self._written += size
+            # other workers write too: measure the folder itself now and then
+            if self._used > self.max_bytes or self._written > self.max_bytes // 50:
+                self._written = 0
+                self._used = sum(size for _, size, _ in self._entries())
+                if self._used > self.max_bytes:
+                    self._used = self.evict()
         except OSError as e:
-            if not self._write_failed:
-                log.warning("%s: cannot write to the image cache (%s); going on without "
-                            "caching", entry, e.strerror or e)
-                self._write_failed = True
-        return img
+            self._warn_once(entry, e)

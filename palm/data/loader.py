@@ -1,14 +1,30 @@
-"""DataLoader construction: seeded per-epoch shuffling and per-worker, per-epoch numpy seeds."""
+"""DataLoader construction: seeded per-epoch shuffling, per-worker, per-epoch numpy seeds, and
+read errors that reach the main process as one line naming the file.
+
+Paddle's DataLoader cannot carry an exception raised while loading out safely: with 0
+workers its reading thread dies and the main thread waits forever on the killed queue
+(the tools hung on a truncated JPEG); with workers it re-raises by calling the exception's
+class with one message argument, which fails for exceptions taking more (ImageReadError)
+and buries the file name in a worker traceback. So the loader never lets an exception
+cross it: each sample carries an error field, and the main process raises from that.
+"""
 
 from __future__ import annotations
 
 import random
+import traceback
 from typing import Iterator
 
 import numpy as np
 import paddle
 
+from palm.data.image_io import ImageReadError
 from palm.runtime import worker_init
+
+
+class LoaderError(Exception):
+    """A sample failed to load for a reason other than a bad image (a bug); the message holds
+    the traceback from the process that loaded it."""
 
 
 class SeededBatchSampler(paddle.io.BatchSampler):
@@ -69,6 +85,43 @@ class _SeedWorker:
         random.seed(int(ss.generate_state(1)[0]))
 
 
+class _Guarded(paddle.io.Dataset):
+    """dataset[i] as (image, label, path, problem); a failed sample gives a blank image and
+    its error as text (path "" for an error that is not about an image)."""
+
+    def __init__(self, dataset: paddle.io.Dataset):
+        super().__init__()
+        self.dataset = dataset
+        size = dataset.transform.image_size
+        self.blank = np.zeros((3, size, size), np.float32)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.int64, str, str]:
+        try:
+            image, label = self.dataset[index]
+            return image, np.int64(label), "", ""
+        except ImageReadError as e:
+            return self.blank, np.int64(0), e.path, e.problem
+        except Exception:  # noqa: BLE001 - anything else must not hang the loader either
+            return self.blank, np.int64(0), "", traceback.format_exc()
+
+
+class CheckedLoader(paddle.io.DataLoader):
+    """A DataLoader over `_Guarded(dataset)` yielding [images, labels]; the first failed
+    sample raises ImageReadError (or LoaderError) in the iterating process."""
+
+    def __iter__(self) -> Iterator[list[paddle.Tensor]]:
+        for images, labels, paths, problems in super().__iter__():
+            for path, problem in zip(paths, problems):
+                if problem and path:
+                    raise ImageReadError(path, problem)
+                if problem:
+                    raise LoaderError(f"loading a sample failed:\n{problem}")
+            yield [images, labels]
+
+
 def build_loader(
     dataset: paddle.io.Dataset,
     batch_size: int,
@@ -76,7 +129,8 @@ def build_loader(
     num_workers: int = 0,
     seed: int = 0,
     drop_last: bool | None = None,
-) -> paddle.io.DataLoader:
+    batch_sampler: paddle.io.BatchSampler | None = None,
+) -> CheckedLoader:
     """DataLoader for training (shuffled, seeded, drop_last) or evaluation (in order, all samples).
 
     Args:
@@ -88,20 +142,28 @@ def build_loader(
         seed: shuffling and worker seed.
         drop_last: default True for training when the set is larger than one batch (a
             1-sample last batch upsets BatchNorm), False otherwise.
+        batch_sampler: a sampler to use instead of the seeded one (e.g. a
+            DistributedBatchSampler); `train`, `seed` and `drop_last` then do not apply.
 
     Returns:
-        paddle.io.DataLoader yielding [images (B,3,H,W) float32, labels (B,) int64]. Its
-        `batch_sampler.set_epoch(k)` makes a resumed run see the same order as a full run.
+        CheckedLoader (a paddle.io.DataLoader) yielding [images (B,3,H,W) float32, labels
+        (B,) int64]; an unreadable image raises ImageReadError naming it, in this process,
+        whatever `num_workers`. Its `batch_sampler.set_epoch(k)` makes a resumed run see the
+        same order as a full run.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if drop_last is None:
-        drop_last = train and len(dataset) > batch_size
-    sampler = SeededBatchSampler(dataset, batch_size, shuffle=train, drop_last=drop_last, seed=seed)
-    return paddle.io.DataLoader(
-        dataset,
-        batch_sampler=sampler,
+    if batch_sampler is None:
+        if drop_last is None:
+            drop_last = train and len(dataset) > batch_size
+        batch_sampler = SeededBatchSampler(dataset, batch_size, shuffle=train,
+                                           drop_last=drop_last, seed=seed)
+    seeded = isinstance(batch_sampler, SeededBatchSampler) and num_workers > 0
+    return CheckedLoader(
+        _Guarded(dataset),
+        batch_sampler=batch_sampler,
         num_workers=num_workers,
-        worker_init_fn=_SeedWorker(seed, sampler) if num_workers > 0 else None,
+        # every worker dies with its parent; seeded ones also seed their augmentations
+        worker_init_fn=_SeedWorker(seed, batch_sampler) if seeded else worker_init,
         return_list=True,
     )

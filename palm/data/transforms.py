@@ -8,23 +8,139 @@ seed: in the main process seed it once with `np.random.seed(seed)`; in DataLoade
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import cv2
 import numpy as np
+import yaml
 
 NORMALIZATIONS = ("minus_one_one", "imagenet")
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-# Defaults for fundus photos: the eye has no preferred left/right or up/down orientation
-# once left and right eyes are mixed, and small rotations mimic head tilt.
-DEFAULT_AUGMENT = {
-    "hflip": True,
-    "vflip": True,
-    "rotate": 10.0,  # max degrees either way
-    "brightness": 0.2,  # factor drawn from 1 +- this
-    "contrast": 0.2,  # factor drawn from 1 +- this
-    "random_resized_crop": 0.8,  # min area fraction kept; 1 disables the crop
+# Augmentation presets by kind of data; `augment` settings pick one and override keys.
+AUGMENT_PRESETS: dict[str, dict[str, Any]] = {
+    # fundus photos: the eye has no preferred left/right or up/down orientation once left
+    # and right eyes are mixed, and small rotations mimic head tilt
+    "fundus": {
+        "hflip": True,
+        "vflip": True,
+        "rotate": 10.0,  # max degrees either way
+        "brightness": 0.2,  # factor drawn from 1 +- this
+        "contrast": 0.2,  # factor drawn from 1 +- this
+        "random_resized_crop": 0.8,  # min area fraction kept; 1 disables the crop
+    },
+    # any other images: only changes that cannot change what an image shows (a mirrored or
+    # rotated digit can be another digit); ask for flips explicitly (hflip=true)
+    "natural": {
+        "hflip": False,
+        "vflip": False,
+        "rotate": 0.0,
+        "brightness": 0.2,
+        "contrast": 0.2,
+        "random_resized_crop": 0.8,
+    },
+    "none": {
+        "hflip": False,
+        "vflip": False,
+        "rotate": 0.0,
+        "brightness": 0.0,
+        "contrast": 0.0,
+        "random_resized_crop": 1.0,
+    },
 }
+DEFAULT_AUGMENT = AUGMENT_PRESETS["fundus"]
+_FLAGS = ("hflip", "vflip")
+_LIMITS = {"rotate": (0.0, 180.0), "brightness": (0.0, 1.0), "contrast": (0.0, 1.0),
+           "random_resized_crop": (0.0, 1.0)}  # (exclusive low for the crop, inclusive high)
+
+
+def parse_augment(text: str) -> dict[str, Any]:
+    """`--augment` text -> setting: "fundus", "none,contrast=0.1", "hflip=true,rotate=5".
+
+    A bare word is a preset; key=value pairs are overrides (values read as YAML scalars).
+    """
+    setting: dict[str, Any] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if "=" in part:
+            key, value = (x.strip() for x in part.split("=", 1))
+            try:
+                setting[key] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                setting[key] = value  # reported by resolve_augment as a bad value
+        elif "preset" in setting:
+            raise ValueError(f"--augment {text!r}: two presets ({setting['preset']}, {part})")
+        else:
+            setting["preset"] = part
+    return setting
+
+
+def resolve_augment(setting: str | dict[str, Any] | None, default_preset: str) -> dict[str, Any]:
+    """The full augmentation for a setting: {"preset": name, hflip, vflip, rotate, ...}.
+
+    Args:
+        setting: None, "auto" or {} (the default preset); a preset name or `--augment` text;
+            or a mapping of overrides, optionally with `preset`.
+        default_preset: the preset when the setting names none ("fundus" for PALM data,
+            "natural" for other data).
+
+    Raises:
+        ValueError: unknown preset or key, or a value of the wrong type or range.
+    """
+    if setting is None or setting == "auto":
+        setting = {}
+    if isinstance(setting, str):
+        setting = parse_augment(setting)
+    if not isinstance(setting, dict):
+        raise ValueError(f"augment: expected a preset name or a mapping, got {setting!r}")
+    overrides = dict(setting)
+    preset = overrides.pop("preset", None) or default_preset
+    if preset not in AUGMENT_PRESETS:
+        raise ValueError(f"unknown augment preset {preset!r}; choose from "
+                         f"{', '.join(AUGMENT_PRESETS)}")
+    unknown = set(overrides) - set(DEFAULT_AUGMENT)
+    if unknown:
+        raise ValueError(
+            f"unknown augment keys {sorted(unknown)}; valid: preset, {', '.join(DEFAULT_AUGMENT)}"
+        )
+    merged = {**AUGMENT_PRESETS[preset], **overrides}
+    for key, value in merged.items():
+        merged[key] = _augment_value(key, value)
+    return {"preset": preset, **merged}
+
+
+def _augment_value(key: str, value: Any) -> bool | float:
+    if key in _FLAGS:
+        if not isinstance(value, (bool, int)) or value not in (0, 1):
+            raise ValueError(f"augment {key} must be true or false, got {value!r}")
+        return bool(value)
+    if isinstance(value, bool) and key != "random_resized_crop":
+        value = float(value)  # rotate: false etc. turn an augmentation off
+    if key == "random_resized_crop" and value in (0, False, None):
+        value = 1.0  # 0/false/null disable the crop, as 1 does
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"augment {key} must be a number, got {value!r}")
+    low, high = _LIMITS[key]
+    too_low = value <= low if key == "random_resized_crop" else value < low
+    if too_low or value > high or math.isnan(value):
+        bounds = f"({low:g}, {high:g}]" if key == "random_resized_crop" else f"[{low:g}, {high:g}]"
+        raise ValueError(f"augment {key}={value!r} out of range {bounds}")
+    return float(value)
+
+
+def describe_augment(augment: dict[str, Any]) -> str:
+    """One line for the start of a run, e.g. "natural: brightness 0.2, contrast 0.2, ..."."""
+    on = []
+    for key in DEFAULT_AUGMENT:
+        value = augment[key]
+        if key in _FLAGS and value:
+            on.append(key)
+        elif key == "random_resized_crop" and value < 1.0:
+            on.append(f"random_resized_crop {value:g}")
+        elif key not in _FLAGS and key != "random_resized_crop" and value:
+            on.append(f"{key} {value:g}")
+    return f"{augment['preset']}: {', '.join(on) or 'off'}"
 
 
 def crop_fundus(img: np.ndarray, threshold: int = 20) -> np.ndarray:
@@ -169,8 +285,10 @@ def build_transform(
         image_size: output is image_size x image_size.
         train: apply the augmentations in `augment`.
         normalize: "minus_one_one" (x/255*2-1, default) or "imagenet" (for pretrained weights).
-        augment: overrides of DEFAULT_AUGMENT (hflip, vflip, rotate, brightness, contrast,
-            random_resized_crop); a 0/False value turns that augmentation off.
+        augment: a `resolve_augment` setting: a preset name (fundus, natural, none) or a
+            mapping of overrides (hflip, vflip, rotate, brightness, contrast,
+            random_resized_crop; a 0/False value turns that augmentation off) with an
+            optional `preset`; None: the fundus preset.
         fundus_crop: trim the black border around the fundus first.
 
     Returns:
@@ -186,16 +304,4 @@ def build_transform(
         )
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
-    unknown = set(augment or {}) - set(DEFAULT_AUGMENT)
-    if unknown:
-        raise ValueError(
-            f"unknown augment keys {sorted(unknown)}; valid: {', '.join(DEFAULT_AUGMENT)}"
-        )
-    merged = {**DEFAULT_AUGMENT, **(augment or {})}
-    if not 0.0 < float(merged["random_resized_crop"] or 1.0) <= 1.0:
-        raise ValueError(
-            "random_resized_crop is a min area fraction in (0, 1], "
-            f"got {merged['random_resized_crop']}"
-        )
-    merged["random_resized_crop"] = float(merged["random_resized_crop"] or 1.0)
-    return Transform(image_size, train, normalize, merged, fundus_crop)
+    return Transform(image_size, train, normalize, resolve_augment(augment, "fundus"), fundus_crop)

@@ -188,6 +188,10 @@ def evaluate_checkpoint(
     cache_dir: str | Path | None = None,
     engine: str = "auto",
     precision: str = "fp32",
+    cache_size_gb: float | None = None,
+    max_pixels: int | None = None,
+    allow_outside_paths: bool = False,
+    positive_class: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Evaluate a saved checkpoint on labelled data and write the evaluation files.
@@ -206,7 +210,10 @@ def evaluate_checkpoint(
     class_names = meta.get("class_names") or None
     dataset = sources.evaluation_set(transform=transform, classes=class_names, data_root=data_root,
                                      val_dir=val_dir, val_csv=val_csv, skip_bad=skip_bad,
-                                     cache_dir=cache_dir)
+                                     cache_dir=cache_dir, cache_size_gb=cache_size_gb,
+                                     max_pixels=max_pixels,
+                                     allow_outside_paths=allow_outside_paths,
+                                     positive_class=positive_class)
     class_names = class_names or list(dataset.classes)
     if sources.num_outputs_for(class_names) != meta["num_classes"]:
         raise ValueError(f"{checkpoint}: {meta['num_classes']} output(s) do not fit classes {class_names}")
@@ -218,6 +225,7 @@ def evaluate_checkpoint(
     thr, source = choose_threshold(result, meta, threshold, tune_threshold)
     extra = {"checkpoint": str(checkpoint), "engine": predictor.engine,
              "compute_precision": predictor.precision, "threshold_source": source,
+             "positive_class": sources.positive_class_of(class_names),
              "skipped": [f"{where}: {why}" for where, why in dataset.skipped]}
     metrics = write_evaluation(result, [path for path, _ in dataset.samples], class_names, thr,
                                output_dir, extra)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import paddle
 
 from palm.config import DEMO_SYNTH, save_config
-from palm.data import build_loader, build_transform
+from palm.data import build_loader, build_transform, describe_augment, resolve_augment
 from palm.engine import sources
 from palm.engine.checkpoint import load_meta, recover_folder
 from palm.engine.device import DistInfo, init_distributed, seed_everything, select_device
@@ -71,8 +71,8 @@ def build_train_loader(dataset, batch_size: int, num_workers: int, seed: int, di
         return build_loader(dataset, batch_size, train=True, num_workers=num_workers, seed=seed)
     sampler = paddle.io.DistributedBatchSampler(dataset, batch_size, num_replicas=dist.world_size,
                                                 rank=dist.rank, shuffle=True, drop_last=True)
-    return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                                return_list=True, worker_init_fn=worker_init)
+    return build_loader(dataset, batch_size, train=True, num_workers=num_workers,
+                        batch_sampler=sampler)
 
 
 def build_network(name: str, num_outputs: int, image_size: int,
@@ -98,16 +98,25 @@ def resolve_pos_weight(value: float | str | None, labels, num_outputs: int) -> f
     return auto_pos_weight(labels) if value == "auto" else float(value)
 
 
+def resolved_augment(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config's augmentation in full: the fundus preset for PALM data, natural (nothing
+    that changes what an image shows) for folders and CSVs, with the config's overrides."""
+    palm = sources.is_palm_layout(cfg["data_root"], cfg["train_csv"], cfg["val_csv"])
+    return resolve_augment(cfg["augment"], "fundus" if palm else "natural")
+
+
 def build_datasets(cfg: dict[str, Any]):
     """(train set, validation set) with the train/eval transforms the config asks for."""
     return sources.training_sets(
-        train_transform=build_transform(cfg["image_size"], True, cfg["normalize"], cfg["augment"],
-                                        cfg["fundus_crop"]),
+        train_transform=build_transform(cfg["image_size"], True, cfg["normalize"],
+                                        resolved_augment(cfg), cfg["fundus_crop"]),
         val_transform=build_transform(cfg["image_size"], False, cfg["normalize"],
                                       fundus_crop=cfg["fundus_crop"]),
         data_root=cfg["data_root"], train_dir=cfg["train_dir"], val_dir=cfg["val_dir"],
         train_csv=cfg["train_csv"], val_csv=cfg["val_csv"], skip_bad=cfg["skip_bad"],
-        cache_dir=cfg["cache_dir"])
+        cache_dir=cfg["cache_dir"], max_pixels=cfg["max_pixels"],
+        cache_size_gb=cfg["cache_size_gb"], allow_outside_paths=cfg["allow_outside_paths"],
+        class_names=cfg["class_names"], positive_class=cfg["positive_class"])
 
 
 def build_optimization(cfg: dict[str, Any], model: paddle.nn.Layer, steps_per_epoch: int):
@@ -171,6 +180,8 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
     run_dir = run_dir_for(cfg)
     # every rank checks (none may start alone); only the main process repairs
     check_run_dir(run_dir, cfg["resume"], overwrite, repair=dist.is_main, log=log)
+    # config.yaml records what the run used, not "null = by data kind"
+    cfg = {**cfg, "augment": resolved_augment(cfg)}
 
     train_set, val_set = build_datasets(cfg)
     classes = list(train_set.classes)
@@ -196,7 +207,10 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
         model = paddle.DataParallel(model)
     pos_weight = resolve_pos_weight(cfg["pos_weight"], train_set.labels, num_outputs)
     loss_fn = ClassificationLoss(num_outputs, pos_weight=pos_weight, aux_weight=cfg["aux_weight"])
+    positive = sources.positive_class_of(classes)
+    cfg["class_names"], cfg["positive_class"] = classes, positive
     meta = {"model": cfg["model"], "num_classes": num_outputs, "class_names": classes,
+            "positive_class": positive,
             "image_size": cfg["image_size"], "normalize": cfg["normalize"],
             "fundus_crop": cfg["fundus_crop"], "threshold": cfg["threshold"],
             "model_kwargs": model_kwargs}
@@ -205,7 +219,9 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
         n_params = sum(math.prod(p.shape) for p in model.parameters() if not p.stop_gradient)
         log(f"{cfg['model']} ({n_params / 1e6:.2f} M parameters, {num_outputs} output(s)) on "
             f"{device}{f' x{dist.world_size}' if dist.enabled else ''}: {len(train_set)} training / "
-            f"{len(val_set)} validation images, classes {classes} -> {run_dir}")
+            f"{len(val_set)} validation images, classes {classes}"
+            + (f", positive class {positive!r}" if positive else "") + f" -> {run_dir}")
+        log(f"augmentation {describe_augment(cfg['augment'])}")
     state = fit(model, loss_fn, optimizer, train_loader, val_loader, epochs=cfg["epochs"],
                 run_dir=run_dir, meta=meta, scheduler=scheduler, scaler=scaler, state=state,
                 is_main=dist.is_main, progress=progress, log=log)

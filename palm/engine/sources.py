@@ -2,20 +2,23 @@
 
 - `data_root`: a PALM download (training folder, validation folder, ground truth).
 - `train_dir` / `val_dir`: one sub-folder per class.
-- `train_csv` / `val_csv`: `path,label` tables.
+- `train_csv` / `val_csv`: `path,label` tables; their paths stay inside the CSV's folder or,
+  when `data_root` is given too, inside it (unless `allow_outside_paths`).
 Training and validation sources may be mixed (e.g. folders for training, a CSV for
 validation); class names come from the training set and validation labels follow them.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from palm.data import (
     CsvImageSet,
     FolderImageSet,
+    ImageSet,
     PalmTrainSet,
     PalmValSet,
+    class_order,
     find_palm_layout,
 )
 
@@ -31,12 +34,32 @@ def _pick(role: str, folder: PathLike, csv: PathLike) -> tuple[str, PathLike]:
 
 
 def _generic_set(kind: str, source: PathLike, classes: list[str] | None, transform: Callable,
-                 skip_bad: bool, cache_dir: PathLike):
+                 options: dict[str, Any], allow_outside_paths: bool,
+                 data_root: PathLike) -> ImageSet:
     if kind == "dir":
-        return FolderImageSet(source, classes=classes, transform=transform, skip_bad=skip_bad,
-                              cache_dir=cache_dir)
-    return CsvImageSet(source, classes=classes, transform=transform, skip_bad=skip_bad,
-                       cache_dir=cache_dir)
+        return FolderImageSet(source, classes=classes, transform=transform, **options)
+    return CsvImageSet(source, classes=classes, transform=transform, data_root=data_root,
+                       allow_outside_paths=allow_outside_paths, **options)
+
+
+def is_palm_layout(data_root: PathLike, *lists: PathLike) -> bool:
+    """--data-root alone is a PALM download; with CSV lists it is where their images live."""
+    return bool(data_root) and not any(lists)
+
+
+def _read_options(skip_bad: bool, cache_dir: PathLike, max_pixels: int | None,
+                  cache_size_gb: float | None) -> dict[str, Any]:
+    return {"skip_bad": skip_bad, "cache_dir": cache_dir, "max_pixels": max_pixels,
+            "cache_size_gb": cache_size_gb}
+
+
+def _check_class_names(class_names: object) -> None:
+    if class_names is None:
+        return
+    if (not isinstance(class_names, (list, tuple)) or len(class_names) < 2
+            or len({str(c) for c in class_names}) != len(class_names)):
+        raise ValueError(f"class_names must be a list of two or more different names, got "
+                         f"{class_names!r}")
 
 
 def training_sets(
@@ -50,27 +73,43 @@ def training_sets(
     val_csv: PathLike = None,
     skip_bad: bool = False,
     cache_dir: PathLike = None,
-):
+    max_pixels: int | None = None,
+    cache_size_gb: float | None = None,
+    allow_outside_paths: bool = False,
+    class_names: list[str] | None = None,
+    positive_class: str | None = None,
+) -> tuple[ImageSet, ImageSet]:
     """(train set, validation set) from a PALM root or generic folders/CSVs.
 
+    Class order: `class_names` if given (for two classes: [negative, positive]), else the
+    data's. For two classes the positive one gets label 1: `positive_class`, else a known
+    positive name (palm.data.KNOWN_POSITIVE), else an error asking for it.
+
     Raises:
-        ValueError: no source, or conflicting sources, or fewer than two classes.
+        ValueError: no source, or conflicting sources, fewer than two classes, or two
+            classes with no way to tell the positive one.
     """
-    if data_root:
-        if any((train_dir, val_dir, train_csv, val_csv)):
-            raise ValueError("give either --data-root or --train-dir/--val-dir/--train-csv/--val-csv")
+    _check_class_names(class_names)
+    options = _read_options(skip_bad, cache_dir, max_pixels, cache_size_gb)
+    if data_root and (train_dir or val_dir):
+        raise ValueError("give either --data-root (PALM, or the folder of --train-csv/--val-csv "
+                         "images) or --train-dir/--val-dir")
+    if is_palm_layout(data_root, train_csv, val_csv):
         layout = find_palm_layout(data_root)
-        train = PalmTrainSet(layout.train_dir, transform=train_transform, skip_bad=skip_bad,
-                             cache_dir=cache_dir)
+        train = PalmTrainSet(layout.train_dir, transform=train_transform, **options)
         val = PalmValSet(layout.val_dir, layout.val_labels, transform=val_transform,
-                         skip_bad=skip_bad, cache_dir=cache_dir)
+                         allow_outside_paths=allow_outside_paths, **options)
+        order = class_order(class_names or train.classes, positive_class, bool(class_names))
+        train.set_class_order(order)
+        val.set_class_order(order)
         return train, val
-    train = _generic_set(*_pick("train", train_dir, train_csv), None, train_transform, skip_bad,
-                         cache_dir)
+    train = _generic_set(*_pick("train", train_dir, train_csv), class_names, train_transform,
+                         options, allow_outside_paths, data_root)
     if len(train.classes) < 2:
         raise ValueError(f"training data has {len(train.classes)} class(es) {train.classes}; need >= 2")
-    val = _generic_set(*_pick("val", val_dir, val_csv), train.classes, val_transform, skip_bad,
-                       cache_dir)
+    train.set_class_order(class_order(train.classes, positive_class, bool(class_names)))
+    val = _generic_set(*_pick("val", val_dir, val_csv), train.classes, val_transform,
+                       options, allow_outside_paths, data_root)
     return train, val
 
 
@@ -83,23 +122,45 @@ def evaluation_set(
     val_csv: PathLike = None,
     skip_bad: bool = False,
     cache_dir: PathLike = None,
-):
+    max_pixels: int | None = None,
+    cache_size_gb: float | None = None,
+    allow_outside_paths: bool = False,
+    positive_class: str | None = None,
+) -> ImageSet:
     """The labelled set to evaluate: PALM validation split, class folders or a CSV.
 
     Args:
-        classes: class names of the checkpoint, so labels map to the model's outputs.
+        classes: class names of the checkpoint, so labels map to the model's outputs (None
+            for an old checkpoint without names: the data's, ordered as in training).
+        positive_class: for two classes, the positive class; it must agree with `classes`.
     """
-    given = [name for name, v in (("--data-root", data_root), ("--val-dir", val_dir),
+    palm = is_palm_layout(data_root, val_csv)
+    given = [name for name, v in (("--data-root", palm), ("--val-dir", val_dir),
                                   ("--val-csv", val_csv)) if v]
-    if len(given) != 1:
-        raise ValueError("give exactly one of --data-root, --val-dir, --val-csv"
+    if len(given) != 1 or (data_root and val_dir):
+        raise ValueError("give exactly one of --data-root, --val-dir, --val-csv (--data-root "
+                         "with --val-csv: the folder of its images)"
                          + (f" (got {', '.join(given)})" if given else ""))
-    if data_root:
+    if classes and positive_class is not None and positive_class != positive_class_of(classes):
+        class_order(classes, positive_class)  # more than two classes: says it does not apply
+        raise ValueError(f"the checkpoint's positive class is {positive_class_of(classes)!r} "
+                         f"(classes {classes}), not {positive_class!r}")
+    options = _read_options(skip_bad, cache_dir, max_pixels, cache_size_gb)
+    if palm:
         layout = find_palm_layout(data_root)
-        return PalmValSet(layout.val_dir, layout.val_labels, transform=transform, skip_bad=skip_bad,
-                          cache_dir=cache_dir)
-    kind = "dir" if val_dir else "csv"
-    return _generic_set(kind, val_dir or val_csv, classes, transform, skip_bad, cache_dir)
+        dataset: ImageSet = PalmValSet(layout.val_dir, layout.val_labels, transform=transform,
+                                       allow_outside_paths=allow_outside_paths, **options)
+    else:
+        kind = "dir" if val_dir else "csv"
+        dataset = _generic_set(kind, val_dir or val_csv, classes, transform,
+                               options, allow_outside_paths, data_root)
+    dataset.set_class_order(classes or class_order(dataset.classes, positive_class))
+    return dataset
+
+
+def positive_class_of(classes: list[str]) -> str | None:
+    """The positive class (label 1) of two-class data; None for more classes."""
+    return classes[1] if len(classes) == 2 else None
 
 
 def num_outputs_for(classes: list[str]) -> int:

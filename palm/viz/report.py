@@ -164,6 +164,7 @@ def summary_section(run_dir: Path, checkpoint: Path | None, meta: dict | None, m
             ("model", meta["model"]),
             ("parameters", f"{n_params:,}"),
             ("classes", ", ".join(meta.get("class_names") or []) or meta["num_classes"]),
+            ("positive class", meta.get("positive_class") or "n/a"),
             ("image size", meta["image_size"]),
             ("normalization", meta.get("normalize", "")),
             ("fundus crop", meta.get("fundus_crop", False)),
