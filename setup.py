@@ -8,7 +8,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["palm", "palm.*", "data_tools", "data_tools.*", "tools"]),
+    packages=find_packages(include=["palm", "palm.*"]),
     install_requires=[
         "numpy",
         "opencv-python-headless",
@@ -24,14 +24,15 @@ setup(
         "gpu": ["paddlepaddle-gpu>=3.0"],
         "test": ["pytest"],
         "log": ["visualdl"],
-        "bench": ["paddle2onnx", "onnxruntime"],  # tools/benchmark.py's ONNX Runtime row
+        "bench": ["paddle2onnx", "onnxruntime"],  # the ONNX Runtime row of `palm benchmark`
     },
-    package_data={"palm": ["../configs/*.yaml"]},
+    package_data={"palm": ["configs/*.yaml"]},
     entry_points={
         "console_scripts": [
-            "palm-train=tools.train:cli",
-            "palm-eval=tools.eval:cli",
-            "palm-predict=tools.predict:cli",
+            "palm=palm.cli.main:main",
+            "palm-train=palm.cli.train:cli",
+            "palm-eval=palm.cli.eval:cli",
+            "palm-predict=palm.cli.predict:cli",
         ]
     },
 )

@@ -1,7 +1,8 @@
 """Training configuration: flat YAML defaults per model, command-line overrides, saved per run.
 
-`configs/NAME.yaml` holds the defaults for one network (image size, batch size, optimizer,
-learning rate, epochs, ...). `parse_args_with_config` follows timm's pattern: read `--model` /
+`palm/configs/NAME.yaml` (package data, read with importlib.resources) holds what differs from
+`DEFAULTS` for one network (image size, batch size, optimizer, learning rate, epochs, ...);
+`--config FILE` takes a user's file by path instead. `parse_args_with_config` follows timm's pattern: read `--model` /
 `--config` first, `parser.set_defaults(**yaml)`, then parse again, so the command line wins.
 Every key is checked against `DEFAULTS` (a typo is an error naming the file and the key)
 and numbers against `RANGES`, and the resolved configuration is written into the run folder
@@ -9,7 +10,7 @@ as `config.yaml`. YAML numbers such as `1e-3` are numbers (`load_yaml`).
 
 Example:
     args = parse_args_with_config(get_args_parser(), ["--model", "resnet18", "--epochs", "3"])
-    args.epochs  # 3, whatever configs/resnet18.yaml says
+    args.epochs  # 3, whatever palm/configs/resnet18.yaml says
 """
 from __future__ import annotations
 
@@ -18,17 +19,22 @@ import logging
 import math
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import yaml
 
 from palm.errors import BadConfig
 from palm.io_utils import write_text_atomic
 
+if TYPE_CHECKING:  # Python 3.11+; a string annotation below on 3.10
+    from importlib.resources.abc import Traversable
+
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The per-model configs shipped inside the package.
+CONFIG_DIR: Traversable = resources.files("palm") / "configs"
 
 # Every key a config file may set, with its default. `None` marks an optional value.
 DEFAULTS: dict[str, Any] = {
@@ -55,8 +61,9 @@ DEFAULTS: dict[str, Any] = {
     "allow_outside_paths": False,  # CSV paths may leave the CSV's folder / the data root
     "max_pixels": None,  # refuse images decoding to more pixels (null: $PALM_MAX_PIXELS or 100 MP)
     # shrunk images cached between epochs and runs ("auto": $PALM_CACHE_DIR or
-    # ~/.cache/palm/images; null: none). Decoding a PALM photo costs ~8 ms of a core, which
-    # the network's threads would otherwise lose in every epoch; a cache hit costs 0.35 ms.
+    # ~/.cache/palm/images; null: none). Decoding a full-size PALM photo costs far more CPU
+    # than reading its shrunk copy, time the network's threads would lose in every epoch
+    # (`palm benchmark-data` measures both).
     "cache_dir": "auto",
     # cache size limit in GB, least recently used images evicted (null: $PALM_CACHE_SIZE_GB or 4)
     "cache_size_gb": None,
@@ -81,10 +88,9 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "auto",
     "amp": False,
-    # paddle.jit.to_static (SOT) for the network's forward. On 2 CPU cores (bare steps,
-    # batch 8, 224 px) ResNet18 gained 2-5 % images/s and ResNet50 -3 to +10 % depending on
-    # the run, after 1-25 s of compiling: too little to be the default (tools/benchmark.py
-    # --sections compile measures it on your machine).
+    # paddle.jit.to_static (SOT) for the network's forward. Off by default: on CPU the gain
+    # is small against seconds of compiling (`palm benchmark --sections compile` measures it
+    # on your machine).
     "compile": False,
     "resume": False,
 }
@@ -97,10 +103,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 # A reduced run for `tools/train.py --demo`: a synthetic PALM set at 128 px (drawn once into
-# DEMO_DATA_ROOT) and ResNet18 at 64 px for 4 epochs. Measured on 2 busy CPU cores: val AUC
-# 0.9997 (accuracy 0.97), 110 s of training; 3.4 min for the first run including drawing the
-# data, eval and predict. Loader workers are off: with small cached images their
-# inter-process traffic cost more than decoding in the training process (measured here).
+# DEMO_DATA_ROOT) and ResNet18 at 64 px for 4 epochs (the README's quickstart reports its
+# time and scores). Loader workers are off: with small cached images their inter-process
+# traffic costs more than decoding in the training process.
 DEMO_DATA_ROOT = "demo_data/palm"
 DEMO_SYNTH = {"n_train": 400, "n_val": 200, "image_size": 128, "difficulty": 0.5, "seed": 0}
 DEMO_OVERRIDES: dict[str, Any] = {
@@ -218,8 +223,10 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
-def config_path_for_model(name: str, config_dir: str | Path = CONFIG_DIR) -> Path:
-    return Path(config_dir) / f"{name}.yaml"
+def config_path_for_model(name: str, config_dir: str | Path | Traversable = CONFIG_DIR
+                          ) -> Path | Traversable:
+    config_dir = Path(config_dir) if isinstance(config_dir, str) else config_dir
+    return config_dir / f"{name}.yaml"
 
 
 def _check_value(key: str, value: Any, source: str) -> None:
@@ -267,9 +274,10 @@ def validate_config(cfg: dict[str, Any], source: str = "config") -> dict[str, An
     return cfg
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a flat YAML config and validate it. An empty file is an empty config."""
-    path = Path(path)
+def load_config(path: str | Path | Traversable) -> dict[str, Any]:
+    """Read a flat YAML config (a file, or a packaged resource) and validate it. An empty file
+    is an empty config."""
+    path = Path(path) if isinstance(path, str) else path
     if not path.is_file():
         raise FileNotFoundError(f"{path}: config file not found")
     try:
@@ -281,8 +289,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return validate_config(cfg, str(path))
 
 
-def model_config(name: str, config_dir: str | Path = CONFIG_DIR) -> dict[str, Any]:
-    """configs/NAME.yaml with `model: NAME`; only DEFAULTS (and a logged warning) when absent."""
+def model_config(name: str, config_dir: str | Path | Traversable = CONFIG_DIR) -> dict[str, Any]:
+    """palm/configs/NAME.yaml with `model: NAME`; only DEFAULTS (and a logged warning) when absent."""
     path = config_path_for_model(name, config_dir)
     if not path.is_file():
         log.warning("%s not found; using built-in defaults for %s", path, name)
@@ -293,7 +301,7 @@ def model_config(name: str, config_dir: str | Path = CONFIG_DIR) -> dict[str, An
 def parse_args_with_config(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None = None,
-    config_dir: str | Path = CONFIG_DIR,
+    config_dir: str | Path | Traversable = CONFIG_DIR,
 ) -> argparse.Namespace:
     """Parse `argv` with defaults from DEFAULTS < config file < --demo settings < command line.
 

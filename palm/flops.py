@@ -1,6 +1,6 @@
 """Parameter and FLOP counts through forward hooks.
 
-`paddle.flops` crashes under numpy 2.4 (see ../shared/REFERENCE.md), so palm counts the
+`paddle.flops` crashes under numpy 2.4 (Paddle 3.3), so palm counts the
 dominant layers itself: every Conv2D and Linear forward. One multiply-add is 2 FLOPs (the
 convention behind "ResNet50 = 4.1 GMACs = 8.2 GFLOPs"); bias adds, batch norm, activations
 and pooling are left out (about 1 % of a ResNet's total).

@@ -23,6 +23,8 @@ import numpy as np
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
+from palm.errors import BadData
+
 
 def as_binary_inputs(y_true: Any, y_prob: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validate and flatten binary inputs: labels in {0, 1}, probabilities (N,) or (N, 1).
@@ -136,7 +138,7 @@ def youden_threshold(y_true: Any, y_prob: Any) -> float:
     """
     y_true, y_prob = as_binary_inputs(y_true, y_prob)
     if len(np.unique(y_true)) < 2:
-        raise ValueError("Youden threshold needs both classes in y_true; found one")
+        raise BadData("Youden threshold needs both classes in y_true; found one")
     fpr, tpr, thresholds = skm.roc_curve(y_true, y_prob)
     # thresholds[0] is +inf (nothing predicted positive, J = 0): never the answer
     best = 1 + int(np.argmax((tpr - fpr)[1:]))

@@ -1,10 +1,10 @@
 """Process-level CPU tuning that must happen before `paddle` is imported.
 
-Measured on a 2-core AMD EPYC (see ../shared/REFERENCE.md): `import paddle` pins OpenMP to
-one thread when OMP_NUM_THREADS is unset, and Intel MKL takes a slow code path on non-Intel
-CPUs unless MKL_DEBUG_CPU_TYPE=5 is set. Together they change ResNet50 training speed ~3x.
-Spinning idle OpenMP threads (KMP_BLOCKTIME) and equal-priority loader workers cost another
-10-15 % whenever images are decoded beside the network (`lower_worker_priority`).
+`import paddle` pins OpenMP to one thread when OMP_NUM_THREADS is unset, and Intel MKL takes
+a slow code path on non-Intel CPUs unless MKL_DEBUG_CPU_TYPE=5 is set; both slow training
+several-fold (the README's CPU speed section has the figures, `palm benchmark` measures them).
+Spinning idle OpenMP threads (KMP_BLOCKTIME) and equal-priority loader workers slow the
+network further whenever images are decoded beside it (`lower_worker_priority`).
 Nothing here imports paddle, and a variable the user already set is never overridden.
 `worker_init` is the DataLoader `worker_init_fn` every palm loader uses.
 """
@@ -60,9 +60,8 @@ def lower_worker_priority(worker_id: int | None = None) -> None:
     On few cores, decoding workers preempt the network's OpenMP threads, which then stall
     each other at every operator's barrier. At low priority the workers decode mostly in
     the gaps between batches, on all cores; on machines with spare cores nothing changes.
-    Measured on 2 cores with 2 workers and KMP_BLOCKTIME=0 (PALM-sized JPEGs, batch 8):
-    ResNet50 Paddle Inference fed by the workers 83 % -> 94 % of its bare rate; ResNet18
-    training loop 81-89 % -> 95-104 % of the bare step rate.
+    The benchmark's train_loader and predict sections show the effect (fed rate against
+    the bare step rate).
 
     Usable as a DataLoader `worker_init_fn`; does nothing where `os.nice` is unavailable.
     """

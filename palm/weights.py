@@ -32,8 +32,10 @@ from typing import Any, Iterator
 import numpy as np
 import paddle
 
+from palm.errors import BadCheckpoint
 
-class UnsafeWeightsError(ValueError):
+
+class UnsafeWeightsError(BadCheckpoint):
     """A weight file holds something other than arrays and plain containers."""
 
 
@@ -123,7 +125,7 @@ def read_weights(path: str | Path) -> Any:
     except UnsafeWeightsError:
         raise
     except Exception as e:  # pickle and numpy raise many types for damaged files
-        raise ValueError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
+        raise BadCheckpoint(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
     # state dicts carry a table of paddle's parameter names; paddle.load applies and drops it
     names = obj.pop("StructuredToParameterName@@", None) if isinstance(obj, dict) else None
     for key, name in (names.items() if isinstance(names, dict) else ()):

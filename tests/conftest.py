@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from data_tools.synth_palm import make_palm_dataset
+from palm.data.synth import make_palm_dataset
 from palm.data.image_io import CACHE_DIR_ENV
 
 

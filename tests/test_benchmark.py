@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from tools import benchmark
+from palm.cli import benchmark
 
 
 def test_benchmark_sections_write_json(tmp_path):

@@ -198,7 +198,7 @@ def checkpoint_and_photos(tmp_path):
 
 
 def test_cam_tool_writes_overlays_and_skips_bad_files(checkpoint_and_photos, tmp_path, capsys):
-    from tools import cam as cam_tool
+    from palm.cli import cam as cam_tool
 
     ckpt, photos = checkpoint_and_photos
     out = tmp_path / "cams"
@@ -216,7 +216,7 @@ def test_cam_tool_writes_overlays_and_skips_bad_files(checkpoint_and_photos, tmp
 
 
 def test_predict_cam_option_writes_an_overlay_per_good_image(checkpoint_and_photos, tmp_path):
-    from tools import predict as predict_tool
+    from palm.cli import predict as predict_tool
 
     ckpt, photos = checkpoint_and_photos
     out = tmp_path / "cams"

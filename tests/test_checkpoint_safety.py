@@ -29,12 +29,12 @@ from palm.engine.inference import InferencePredictor, load_predictor
 from palm.engine.predict import journal_path, record_path
 from palm.models import build_model, load_pretrained
 from palm.weights import UnsafeWeightsError, file_sha256, read_weights, trust_checkpoints
-from tools import cam as cam_tool
-from tools import eval as eval_tool
-from tools import export as export_tool
-from tools import predict as predict_tool
-from tools import report as report_tool
-from tools import train as train_tool
+from palm.cli import cam as cam_tool
+from palm.cli import eval as eval_tool
+from palm.cli import export as export_tool
+from palm.cli import predict as predict_tool
+from palm.cli import report as report_tool
+from palm.cli import train as train_tool
 
 REPO = Path(__file__).resolve().parent.parent
 NO_AUGMENT = ("augment: {hflip: false, vflip: false, rotate: 0, brightness: 0, contrast: 0, "
@@ -352,12 +352,12 @@ def test_sidecar_validated_before_building(change, expected, run, tmp_path):
 
 # Kills a --resume run at the Nth file write or rename of its save (N = 1, 2, ...), each
 # in a forked copy of one process that imported everything once (imports take most of
-# the time here); forked before paddle computed anything. Prints the Ns that crashed.
+# most of the time); forked before paddle computed anything. Prints the Ns that crashed.
 CRASH_SWEEP = r"""
 import json, os, shutil, sys
 import palm
 import palm.engine.checkpoint as ck
-from tools import train
+from palm.cli import train
 
 template, argv = sys.argv[1], sys.argv[2:]
 real_write, real_rename = ck._write_durably, ck._rename_durably

@@ -1,6 +1,12 @@
+import importlib
+import sys
+from pathlib import Path
+
 import pytest
 
-from palm.cli import StoppedByUser, run_tool
+from palm.cli import COMMANDS, DEBUG_VAR, StoppedByUser, command_for, common, run_tool
+from palm.cli import main as cli_main
+from palm.errors import BadData
 
 
 def _exit_code(main, args=None, **kw):
@@ -40,3 +46,55 @@ def test_bugs_keep_their_traceback():
 
     with pytest.raises(KeyError):
         run_tool(buggy, None)
+
+
+def test_value_and_runtime_errors_are_bugs_with_a_traceback():
+    for bug in (ValueError("shape mismatch"), RuntimeError("paddle internal")):
+        def buggy(_, bug=bug):
+            raise bug
+
+        with pytest.raises(type(bug)):
+            run_tool(buggy, None)
+
+
+def test_palm_debug_shows_the_traceback_of_a_user_error(monkeypatch):
+    def bad(_):
+        raise BadData("data/x.jpg: truncated JPEG")
+
+    assert _exit_code(bad) == "error: data/x.jpg: truncated JPEG"
+    monkeypatch.setenv(DEBUG_VAR, "1")
+    with pytest.raises(BadData):
+        run_tool(bad, None)
+
+
+def test_every_command_has_a_module_with_cli():
+    for name, command in COMMANDS.items():
+        assert callable(importlib.import_module(command.module).cli), name
+
+
+def test_dispatcher_runs_the_subcommand_with_its_own_usage(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # the dispatcher rewrites it
+    with pytest.raises(SystemExit) as info:
+        cli_main.main(["synth", "--help"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: palm synth ")
+    with pytest.raises(SystemExit) as info:
+        cli_main.main(["synth", "--out", str(tmp_path), "--difficulty", "2"])
+    assert info.value.code == "error: --difficulty must be in 0..1, got 2.0"
+
+
+def test_dispatcher_lists_commands_and_refuses_unknown_ones(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli_main.main([])
+    listing = capsys.readouterr().err
+    assert info.value.code == 2 and all(f"  {name} " in listing for name in COMMANDS)
+    with pytest.raises(SystemExit) as info:
+        cli_main.main(["trian"])
+    assert info.value.code == 2 and "unknown command 'trian'" in capsys.readouterr().err
+
+
+def test_hints_name_the_checkout_script_here_and_palm_when_installed(monkeypatch):
+    assert command_for("eval") == "python tools/eval.py"  # tests run from a checkout
+    assert command_for("synth") == "python -m data_tools.synth_palm"
+    monkeypatch.setattr(common, "_CHECKOUT", Path("/nonexistent"))
+    assert command_for("eval") == "palm eval"

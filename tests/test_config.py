@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from palm import config
+from palm.models import list_models
 from palm.viz import plots
 
 
@@ -73,8 +74,25 @@ def test_save_config_round_trips(tmp_path):
 
 
 def test_repo_configs_are_valid():
-    for path in sorted(config.CONFIG_DIR.glob("*.yaml")):
-        config.load_config(path)
+    paths = sorted(p for p in config.CONFIG_DIR.iterdir() if p.name.endswith(".yaml"))
+    assert len(paths) == len(list_models())  # one packaged config per registered network
+    for path in paths:
+        cfg = config.load_config(path)
+        assert cfg["model"] == path.name.removesuffix(".yaml")
+        same = [k for k, v in cfg.items() if k != "model" and v == config.DEFAULTS[k]]
+        assert not same, f"{path.name} repeats defaults {same}"
+
+
+def test_user_config_file_is_read_by_path(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("model: lenet\nepochs: 2\n")
+    parser = argparse.ArgumentParser()
+    for flag in ("--model", "--config"):
+        parser.add_argument(flag)
+    parser.add_argument("--epochs", type=int)
+    args = config.parse_args_with_config(parser, ["--config", str(path)])
+    assert (args.model, args.epochs) == ("lenet", 2)
+    assert config.model_config("vgg16")["batch_size"] == 10  # packaged, found without a path
 
 
 def test_plots_write_pngs(tmp_path):

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data_tools.synth_palm import FundusSpec, render_fundus
+from palm.data.synth import FundusSpec, render_fundus
 from palm.data import (
     CachedImageReader,
     ImageReadError,
@@ -229,6 +229,7 @@ def test_loader_train_and_eval(palm_root):
     np.testing.assert_array_equal(labels, ds.labels)  # in order, nothing dropped
 
 
+@pytest.mark.slow
 def test_loader_workers_seed_augmentation_per_epoch(palm_root):
     ds = PalmTrainSet(palm_root / "PALM-Training400", transform=build_transform(32, train=True))
 

@@ -33,10 +33,10 @@ from palm.data import (
     resolve_augment,
     resolve_cache_dir,
 )
-from palm.engine import sources
+from palm.data import sources
 from palm.engine.runner import resolved_augment
-from tools import eval as eval_tool
-from tools import train as train_tool
+from palm.cli import eval as eval_tool
+from palm.cli import train as train_tool
 
 REPO = Path(__file__).resolve().parent.parent
 T32 = build_transform(32, train=False)
@@ -214,7 +214,7 @@ def test_augment_text_and_mapping_settings():
 
 
 def test_model_configs_load_with_the_new_augment_default():
-    for path in sorted((REPO / "configs").glob("*.yaml")):
+    for path in sorted((REPO / "palm" / "configs").glob("*.yaml")):
         cfg = yaml.safe_load(path.read_text())
         resolve_augment(cfg.get("augment"), "fundus")  # none sets one today; any must resolve
 

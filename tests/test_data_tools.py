@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_tools import inspect, prepare, stats
+from palm.cli import inspect, prepare, stats
 from palm.data import CsvImageSet, build_transform
 
 

@@ -20,10 +20,11 @@ from sklearn import metrics as skm
 
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.evaluate import EvalResult, write_evaluation
-from palm.engine.predict import journal_path, list_images, predict_probabilities, record_path
-from tools import eval as eval_tool
-from tools import predict as predict_tool
-from tools import train as train_tool
+from palm.data import list_images
+from palm.engine.predict import journal_path, predict_probabilities, record_path
+from palm.cli import eval as eval_tool
+from palm.cli import predict as predict_tool
+from palm.cli import train as train_tool
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -133,6 +134,7 @@ def _bad_folder(palm_root: Path, root: Path) -> tuple[list[str], list[str]]:
     return sorted(map(str, good)), sorted(map(str, bad))
 
 
+@pytest.mark.slow
 def test_predict_folder_with_bad_files_exits_0(binary_run, palm_root, tmp_path):
     good, bad = _bad_folder(palm_root, tmp_path / "photos")
     out = tmp_path / "preds.csv"

@@ -21,7 +21,7 @@ from palm.engine.inference import (
     probe_export,
 )
 from palm.models import build_model
-from tools import export as export_tool
+from palm.cli import export as export_tool
 
 SIZE = 64
 META = {
@@ -225,7 +225,7 @@ def _touch(path: Path) -> Path:
 
 def test_predict_tool_with_export_folder_matches_checkpoint(exported, checkpoint, palm_root,
                                                             tmp_path):
-    from tools import predict as predict_tool
+    from palm.cli import predict as predict_tool
 
     folder = palm_root / "PALM-Validation400"
     results = {}
@@ -244,7 +244,7 @@ def test_predict_tool_with_export_folder_matches_checkpoint(exported, checkpoint
 
 def test_eval_tool_with_export_folder_matches_checkpoint(exported, checkpoint, palm_root,
                                                          tmp_path):
-    from tools import eval as eval_tool
+    from palm.cli import eval as eval_tool
 
     metrics = {}
     for name, source in (("ckpt", checkpoint), ("export", exported)):
@@ -262,7 +262,7 @@ def test_eval_tool_with_export_folder_matches_checkpoint(exported, checkpoint, p
 
 @pytest.mark.skipif(not BF16, reason="this CPU has no AVX512-BF16/AMX")
 def test_eval_tool_bf16_records_precision_and_stays_close(exported, palm_root, tmp_path):
-    from tools import eval as eval_tool
+    from palm.cli import eval as eval_tool
 
     probs = {}
     for precision in ("fp32", "bf16"):

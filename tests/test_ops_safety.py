@@ -25,14 +25,15 @@ from palm.cli import run_tool
 from palm.config import check_options, load_config
 from palm.engine.checkpoint import load_checkpoint_model, save_checkpoint
 from palm.engine.inference import weights_sha256
-from palm.engine.predict import check_output, list_images, predict_to_csv
+from palm.data import list_images
+from palm.engine.predict import check_output, predict_to_csv
 from palm.errors import BadConfig, OutputRefused
 from palm.io_utils import output_lock, write_text_atomic
 from palm.models import build_model
 from palm.viz.cam import write_cam_overlays
-from tools import eval as eval_tool
-from tools import predict as predict_tool
-from tools import train as train_tool
+from palm.cli import eval as eval_tool
+from palm.cli import predict as predict_tool
+from palm.cli import train as train_tool
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}

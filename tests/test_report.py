@@ -20,7 +20,7 @@ import yaml
 from palm.engine.checkpoint import save_checkpoint
 from palm.io_utils import write_json_atomic
 from palm.models import build_model
-from palm.viz.report import build_report, select_cases
+from palm.engine.report import build_report, select_cases
 
 CHROMIUM = Path("/usr/bin/chromium")
 IMG_SRC = re.compile(r'<img[^>]*\ssrc="([^"]*)"')
@@ -80,9 +80,9 @@ def run_and_eval(palm_root: Path, tmp_path_factory: pytest.TempPathFactory) -> t
 def tools_report(palm_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """report.html from the real commands: train (2 epochs, lenet, 64 px) -> eval --report,
     with data_tools.inspect's plots in runs/inspect as its default --out would put them."""
-    from data_tools import inspect as inspect_tool
-    from tools import eval as eval_tool
-    from tools import train as train_tool
+    from palm.cli import inspect as inspect_tool
+    from palm.cli import eval as eval_tool
+    from palm.cli import train as train_tool
 
     runs = tmp_path_factory.mktemp("runs")
     inspect_tool.main(inspect_tool.get_args_parser().parse_args(
@@ -148,7 +148,7 @@ def test_report_is_self_contained_with_every_section(run_and_eval):
 
 
 def test_report_tool_without_eval(run_and_eval, tmp_path):
-    from tools import report as report_tool
+    from palm.cli import report as report_tool
 
     run, _ = run_and_eval
     out = tmp_path / "r.html"
@@ -180,6 +180,7 @@ def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium absent (Debian package chromium)")
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(tools_report, tmp_path):
     report = tools_report
     n_img = len(IMG_SRC.findall(report.read_text(encoding="utf-8")))

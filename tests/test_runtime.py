@@ -84,6 +84,7 @@ def _env_after_import(extra_env: dict[str, str]) -> list[str]:
     return out.stdout.split()
 
 
+@pytest.mark.slow
 def test_import_palm_sets_env_before_paddle():
     omp, mkl, kmp = _env_after_import({})
     assert omp == str(runtime.usable_cores())  # paddle alone would leave "1"
@@ -91,6 +92,7 @@ def test_import_palm_sets_env_before_paddle():
     assert kmp == "0"
 
 
+@pytest.mark.slow
 def test_import_palm_respects_user_and_opt_out():
     user = {"OMP_NUM_THREADS": "1", "MKL_DEBUG_CPU_TYPE": "0", "KMP_BLOCKTIME": "200"}
     assert _env_after_import(user) == ["1", "0", "200"]
@@ -98,6 +100,7 @@ def test_import_palm_respects_user_and_opt_out():
     assert _env_after_import({runtime.OPT_OUT_VAR: "1"}) == ["1", "None", "None"]
 
 
+@pytest.mark.slow
 def test_lower_worker_priority_in_a_child():
     code = ("import os; from palm.runtime import lower_worker_priority, WORKER_NICENESS; "
             "before = os.nice(0); lower_worker_priority(0); "

@@ -1,4 +1,4 @@
-"""data_tools.synth_palm: layout, counts, ground truth, determinism, and visible PM signs."""
+"""palm.data.synth and `palm synth`: layout, counts, ground truth, determinism, and visible PM signs."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_tools.synth_palm import (
+from palm.data.synth import (
     GT_COLUMNS,
     FundusSpec,
-    get_args_parser,
-    main,
     make_palm_dataset,
     render_fundus,
     sample_spec,
     split_counts,
 )
+from palm.cli.synth import get_args_parser, main
 from palm.data import read_image
+from palm.errors import BadConfig
 
 
 @pytest.mark.parametrize(
@@ -49,6 +49,7 @@ def test_layout_counts_and_ground_truth(palm_root):
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8
 
 
+@pytest.mark.slow
 def test_deterministic_and_non_square(tmp_path):
     args = dict(n_train=3, n_val=2, image_size="48x40", seed=7)
     a = make_palm_dataset(tmp_path / "a", **args)
@@ -93,5 +94,5 @@ def test_fundus_has_dark_surround_and_fovea_is_darker_than_fundus():
 
 def test_cli_rejects_bad_difficulty(tmp_path):
     args = get_args_parser().parse_args(["--out", str(tmp_path), "--difficulty", "2"])
-    with pytest.raises(SystemExit, match="difficulty"):
+    with pytest.raises(BadConfig, match="difficulty"):
         main(args)

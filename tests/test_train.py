@@ -25,7 +25,7 @@ from palm.engine.losses import ClassificationLoss, auto_pos_weight
 from palm.engine.optim import build_optimizer, build_scheduler
 from palm.engine.train import NonFiniteLossError, train_one_epoch
 from palm.models import build_model
-from tools import train as train_tool
+from palm.cli import train as train_tool
 
 REPO = Path(__file__).resolve().parent.parent
 # No augmentation: an interrupted + resumed run must then equal an uninterrupted one exactly.
@@ -195,6 +195,7 @@ def test_resume_without_last_is_a_clear_error(palm_root, tmp_path):
         _train(_train_args(palm_root, tmp_path / "none", "--epochs", "1", "--resume"))
 
 
+@pytest.mark.slow
 def test_sigint_saves_loadable_last(palm_root, tmp_path):
     run = tmp_path / "run"
     argv = [sys.executable, str(REPO / "tools" / "train.py"),
@@ -221,6 +222,7 @@ def test_sigint_saves_loadable_last(palm_root, tmp_path):
     assert "optimizer" in load_optimizer_state(run / "last.pdparams")
 
 
+@pytest.mark.slow
 def test_data_parallel_on_cpu_two_processes(palm_root, tmp_path):
     """paddle.distributed.launch with 2 CPU processes (gloo): DataParallel +
     DistributedBatchSampler train, and only rank 0 writes the run folder."""

@@ -22,8 +22,8 @@ For each model and image size (random weights; speed does not depend on them):
 Throughputs are images/s. The machine may be shared: compare ratios within one run.
 
 Examples:
-    python -m tools.benchmark --models resnet50,resnet18 --output bench.json
-    python -m tools.benchmark --table --output table.json   # every registered model, eval only
+    palm benchmark --models resnet50,resnet18 --output bench.json
+    palm benchmark --table --output table.json   # every registered model, eval only
 """
 from __future__ import annotations
 
@@ -46,12 +46,15 @@ import numpy as np
 import pandas as pd
 import paddle
 
+from palm.cli.common import run_tool
 from palm.data import PalmTrainSet, build_loader, build_transform
+from palm.data.synth import make_palm_dataset
 from palm.engine.export import export_model
 from palm.engine.inference import DygraphPredictor, InferencePredictor
 from palm.engine.losses import ClassificationLoss
 from palm.engine.runner import compile_network
 from palm.engine.train import train_one_epoch
+from palm.errors import BadConfig
 from palm.flops import count_flops, count_params
 from palm.io_utils import write_json_atomic
 from palm.models import build_model, list_models
@@ -110,8 +113,6 @@ def random_batch(batch_size: int, size: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- data on disk
 def palm_sized_images(work_dir: Path, n_distinct: int = 16) -> list[Path]:
     """`n_distinct` synthetic PALM photos at 2124x2056, drawn once and reused."""
-    from data_tools.synth_palm import make_palm_dataset
-
     root = work_dir / "synth"
     train_dir = root / "PALM-Training400" / "PALM-Training400"
     if not (root / "done").is_file():
@@ -220,7 +221,7 @@ def eval_default_in_child(model_name: str, size: int, args) -> float:
     """Dygraph eval img/s in a child process with Paddle's own CPU defaults."""
     env = {k: v for k, v in os.environ.items() if k not in TUNING_VARS}
     env[OPT_OUT_VAR] = "1"
-    cmd = [sys.executable, "-m", "tools.benchmark", "--child", "eval-default",
+    cmd = [sys.executable, "-m", "palm.cli.benchmark", "--child", "eval-default",
            "--models", model_name, "--sizes", str(size), "--batch-size", str(args.batch_size),
            "--iters", str(args.iters)]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
@@ -340,7 +341,7 @@ def bench_predict(checkpoint: Path, work_dir: Path, args) -> dict:
     for _ in range(args.repeats):
         for n in sizes:
             with tempfile.TemporaryDirectory() as tmp:
-                cmd = [sys.executable, "-m", "tools.predict", "--checkpoint", str(checkpoint),
+                cmd = [sys.executable, "-m", "palm.cli.predict", "--checkpoint", str(checkpoint),
                        "--input", str(folders[n]), "--output", f"{tmp}/preds.csv",
                        "--batch-size", str(args.batch_size), "--num-workers",
                        str(args.num_workers), "--no-progress"]
@@ -456,7 +457,7 @@ def table_row(model_name: str, args) -> dict:
 def run_table(args) -> list[dict]:
     rows = []
     for name in list_models():
-        cmd = [sys.executable, "-m", "tools.benchmark", "--child", "table-row",
+        cmd = [sys.executable, "-m", "palm.cli.benchmark", "--child", "table-row",
                "--models", name, "--batch-size", str(args.batch_size), "--iters", str(args.iters)]
         run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         if run.returncode == 0:
@@ -513,7 +514,7 @@ def main(args: argparse.Namespace) -> dict:
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     unknown = sections - set(SECTIONS)
     if unknown:
-        raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+        raise BadConfig(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     work_dir = Path(args.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     result = {"environment": environment(), "command": " ".join(sys.argv)}
@@ -530,7 +531,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def cli() -> None:
-    main(get_args_parser().parse_args())
+    run_tool(main, get_args_parser().parse_args())
 
 
 if __name__ == "__main__":

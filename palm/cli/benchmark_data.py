@@ -2,10 +2,10 @@
 
 Reports decode+resize ms/image for a 2124x2056 JPEG (full decode vs reduced-scale decode vs
 the cache), and DataLoader images/s without the cache and with it (cold and warm epochs).
-Without --image, one synthetic fundus photo is drawn with data_tools.synth_palm.
+Without --image, one synthetic fundus photo is drawn with palm.data.synth.
 
 Example:
-    python -m tools.benchmark_data --image-size 224 --n-images 48 --workers 0 2
+    palm benchmark-data --image-size 224 --n-images 48 --workers 0 2
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import cv2
 import numpy as np
 
 import palm  # noqa: F401  (CPU environment tuning before paddle is imported)
-from data_tools.synth_palm import FundusSpec, render_fundus
+from palm.cli.common import run_tool
 from palm.data import CachedImageReader, PalmTrainSet, build_loader, build_transform, read_image
+from palm.data.synth import FundusSpec, render_fundus
 from palm.io_utils import write_json_atomic
 
 
@@ -148,7 +149,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def cli() -> None:
-    main(get_args_parser().parse_args())
+    run_tool(main, get_args_parser().parse_args())
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ from pathlib import Path
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import run_tool
 from palm.config import check_options
+from palm.data import list_images
 from palm.engine.checkpoint import load_checkpoint_model
-from palm.engine.predict import list_images
 from palm.viz.cam import write_cam_overlays
 from palm.weights import TRUST_HELP, trust_checkpoints
 

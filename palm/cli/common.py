@@ -1,4 +1,5 @@
-"""The one way every `tools/*.py` turns an exception into a one-line message and exit code.
+"""The one way every entry point turns an exception into a one-line message and exit code,
+the table of `palm` subcommands, and how a printed hint names another command.
 
 Exit codes: 0 done, 1 `error: ...` (or `stopped: ...`) on one line, 2 a malformed command
 line (argparse). PALM_DEBUG=1 shows the traceback of every error instead.
@@ -7,20 +8,21 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
 
 from palm.errors import StoppedByUser, UserError, describe_os_error
 
-__all__ = ["DEBUG_VAR", "USER_ERRORS", "StoppedByUser", "run_tool"]
+__all__ = ["COMMANDS", "DEBUG_VAR", "USER_ERRORS", "Command", "StoppedByUser", "command_for",
+           "run_tool"]
 
 DEBUG_VAR = "PALM_DEBUG"
 
 # Errors that mean "the input or the command was wrong": the message says which file and why,
-# so a traceback would only bury it. ValueError/RuntimeError are still here because older
-# code raises them for bad input; new code raises a palm.errors.UserError. OSError is
-# handled by errno (disk full, read-only, permissions, ...). Anything else is a bug and
-# keeps its traceback.
-USER_ERRORS = (UserError, ValueError, RuntimeError)
+# so a traceback would only bury it. OSError is handled by errno (disk full, read-only,
+# permissions, ...). Anything else, ValueError and RuntimeError included, is a bug or a
+# failure inside Paddle and keeps its traceback.
+USER_ERRORS = (UserError,)
 
 
 def run_tool(main: Callable[[Any], Any], args: Any, *, interrupted: str | None = None) -> None:
@@ -47,3 +49,41 @@ def run_tool(main: Callable[[Any], Any], args: Any, *, interrupted: str | None =
             raise
         sys.exit(f"error: {line}")
     sys.exit(result if isinstance(result, int) else 0)
+
+
+class Command(NamedTuple):
+    """One `palm NAME` subcommand: the module whose `cli()` runs it, and its checkout script."""
+
+    module: str
+    checkout: str  # how a source checkout runs it, relative to the repository root
+    help: str
+
+
+# `palm NAME ...` runs COMMANDS[NAME].module's cli(); a new tool is one line here.
+COMMANDS: dict[str, Command] = {
+    "train": Command("palm.cli.train", "python tools/train.py", "train a network"),
+    "eval": Command("palm.cli.eval", "python tools/eval.py", "evaluate a checkpoint on labelled images"),
+    "predict": Command("palm.cli.predict", "python tools/predict.py", "predict a folder of photos to a CSV"),
+    "cam": Command("palm.cli.cam", "python tools/cam.py", "Grad-CAM overlays for photos"),
+    "export": Command("palm.cli.export", "python tools/export.py", "export a checkpoint for Paddle Inference"),
+    "report": Command("palm.cli.report", "python tools/report.py", "HTML report of a run and its evaluation"),
+    "benchmark": Command("palm.cli.benchmark", "python tools/benchmark.py", "speed of every way palm runs a network"),
+    "benchmark-data": Command("palm.cli.benchmark_data", "python tools/benchmark_data.py", "speed of the input pipeline"),
+    "inspect": Command("palm.cli.inspect", "python -m data_tools.inspect", "class counts, sizes and unreadable files of a data set"),
+    "prepare": Command("palm.cli.prepare", "python -m data_tools.prepare", "XLSX to CSV, stratified splits and k folds"),
+    "stats": Command("palm.cli.stats", "python -m data_tools.stats", "per-channel mean and std of a data set"),
+    "synth": Command("palm.cli.synth", "python -m data_tools.synth_palm", "draw a synthetic PALM data set"),
+}
+
+# The repository root when palm runs from a source checkout (tools/ beside the package).
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def command_for(name: str) -> str:
+    """How to run subcommand `name` in a printed hint: the checkout's script when palm runs from
+    a source checkout, else the installed `palm NAME` command."""
+    checkout = COMMANDS[name].checkout
+    script = checkout.split()[-1]
+    in_checkout = (_CHECKOUT / script).is_file() if script.endswith(".py") else \
+        (_CHECKOUT / (script.replace(".", "/") + ".py")).is_file()
+    return checkout if in_checkout else f"palm {name}"

@@ -21,7 +21,7 @@ from palm.engine.device import select_device
 from palm.engine.evaluate import evaluate_checkpoint
 from palm.engine.inference import ENGINES, PRECISIONS
 from palm.io_utils import output_lock
-from palm.viz.report import build_report
+from palm.engine.report import build_report
 from palm.weights import TRUST_HELP, trust_checkpoints
 
 

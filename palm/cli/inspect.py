@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+from palm.cli.common import run_tool
 from palm.data import ImageSet, PalmTrainSet, build_transform, open_image_set
 from palm.data.datasets import PALM_TRAIN_DIR
 from palm.io_utils import atomic_path, write_json_atomic
@@ -144,7 +145,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def cli() -> None:
-    main(get_args_parser().parse_args())
+    run_tool(main, get_args_parser().parse_args())
 
 
 if __name__ == "__main__":

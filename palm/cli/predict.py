@@ -19,11 +19,11 @@ from pathlib import Path
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import run_tool
 from palm.config import check_options
+from palm.data import list_images
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.device import select_device
 from palm.engine.inference import ENGINES, PRECISIONS, as_layer, load_predictor, weights_sha256
-from palm.engine.predict import (PredictSummary, check_output, journal_path, list_images,
-                                 predict_to_csv)
+from palm.engine.predict import PredictSummary, check_output, journal_path, predict_to_csv
 from palm.viz.cam import write_cam_overlays
 from palm.weights import TRUST_HELP, trust_checkpoints
 

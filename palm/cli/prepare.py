@@ -21,8 +21,10 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from palm.cli.common import command_for, run_tool
 from palm.data import ImageSet, PalmTrainSet, open_image_set, read_table
 from palm.data.datasets import find_column
+from palm.errors import BadConfig
 from palm.io_utils import atomic_path
 
 
@@ -59,7 +61,7 @@ def stratified_split(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train/val split keeping the class proportions."""
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        raise BadConfig(f"val_fraction must be in (0, 1), got {val_fraction}")
     train, val = train_test_split(
         table, test_size=val_fraction, stratify=table["label"], random_state=seed
     )
@@ -70,7 +72,7 @@ def kfold_assign(table: pd.DataFrame, k: int, seed: int) -> pd.Series:
     """Fold index (0..k-1) per row, stratified by label."""
     smallest = table["label"].value_counts().min()
     if not 2 <= k <= smallest:
-        raise ValueError(f"k must be between 2 and the smallest class size ({smallest}), got {k}")
+        raise BadConfig(f"k must be between 2 and the smallest class size ({smallest}), got {k}")
     folds = pd.Series(0, index=table.index, name="fold")
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     for fold, (_, val_idx) in enumerate(splitter.split(table, table["label"])):
@@ -124,13 +126,13 @@ def main(args: argparse.Namespace) -> list[Path]:
         # PALM photos keep the fundus augmentation; lists default to the label-safe preset
         palm = isinstance(ds, PalmTrainSet)
         data = args.data if Path(args.data).is_dir() else ds.root  # a CSV's images: its root
-        print(f"train: python tools/train.py --train-csv {written[0]} --val-csv {written[1]} "
+        print(f"train: {command_for('train')} --train-csv {written[0]} --val-csv {written[1]} "
               f"--data-root {data}" + (" --augment fundus" if palm else ""))
     return written
 
 
 def cli() -> None:
-    main(get_args_parser().parse_args())
+    run_tool(main, get_args_parser().parse_args())
 
 
 if __name__ == "__main__":

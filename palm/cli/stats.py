@@ -16,6 +16,7 @@ import os
 import numpy as np
 from tqdm import tqdm
 
+from palm.cli.common import run_tool
 from palm.data import ImageSet, crop_fundus, open_image_set
 from palm.data.transforms import resize_square
 from palm.io_utils import write_json_atomic
@@ -87,7 +88,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def cli() -> None:
-    main(get_args_parser().parse_args())
+    run_tool(main, get_args_parser().parse_args())
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.cli import run_tool
+from palm.cli import command_for, run_tool
 from palm.config import parse_args_with_config, resolved_config
 from palm.data import parse_augment
 from palm.engine.runner import prepare_demo_data, run_training
@@ -104,9 +104,10 @@ def main(args: argparse.Namespace) -> Path:
         run_dir = run_training(cfg, overwrite=args.demo, progress=not args.no_progress)
     if args.demo:
         ckpt = run_dir / "best.pdparams"
-        print("next: python tools/eval.py --checkpoint {0} --data-root {1} --output {2}/eval\n"
-              "      python tools/predict.py --checkpoint {0} --input {1}/PALM-Validation400 "
-              "--output {2}/predictions.csv".format(ckpt, cfg["data_root"], run_dir))
+        print(f"next: {command_for('eval')} --checkpoint {ckpt} --data-root {cfg['data_root']} "
+              f"--output {run_dir}/eval\n"
+              f"      {command_for('predict')} --checkpoint {ckpt} --input "
+              f"{cfg['data_root']}/PALM-Validation400 --output {run_dir}/predictions.csv")
     return run_dir
 
 

@@ -14,6 +14,7 @@ from palm.data.datasets import (
     open_image_set,
     read_table,
 )
+from palm.data.files import FileImageSet, list_images
 from palm.data.image_io import (
     IMAGE_EXTENSIONS,
     CachedImageReader,
@@ -32,6 +33,7 @@ from palm.data.transforms import (
     build_transform,
     crop_fundus,
     describe_augment,
+    eval_transform,
     parse_augment,
     resolve_augment,
 )
@@ -42,6 +44,7 @@ __all__ = [
     "CheckedLoader",
     "CsvImageSet",
     "DEFAULT_AUGMENT",
+    "FileImageSet",
     "FolderImageSet",
     "IMAGE_EXTENSIONS",
     "KNOWN_POSITIVE",
@@ -60,8 +63,10 @@ __all__ = [
     "crop_fundus",
     "default_cache_dir",
     "describe_augment",
+    "eval_transform",
     "find_palm_layout",
     "is_image_file",
+    "list_images",
     "open_image_set",
     "parse_augment",
     "read_image",

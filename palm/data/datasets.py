@@ -31,6 +31,7 @@ from palm.data.image_io import (
     resolve_cache_dir,
 )
 from palm.data.transforms import build_transform
+from palm.errors import BadData
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class ImageSet(paddle.io.Dataset):
         """Raise on the first problem, or (skip_bad) also decode every image and drop failures."""
         if problems and not self.skip_bad:
             where, reason = problems[0]
-            raise ValueError(f"{where}: {reason}")
+            raise BadData(f"{where}: {reason}")
         self.skipped = list(problems)
         if self.skip_bad:
             # cv2 releases the GIL, so threads decode in parallel; with a cache this also fills it
@@ -119,7 +120,7 @@ class ImageSet(paddle.io.Dataset):
                 "\n".join(f"  {w}: {r}" for w, r in self.skipped),
             )
         if not self.samples:
-            raise ValueError(
+            raise BadData(
                 f"{type(self).__name__}: no usable images"
                 + (f" ({len(self.skipped)} skipped)" if self.skipped else "")
             )
@@ -139,7 +140,7 @@ class ImageSet(paddle.io.Dataset):
         """
         classes = [str(c) for c in classes]
         if sorted(classes) != sorted(self.classes):
-            raise ValueError(f"class names {classes} do not match the data's classes "
+            raise BadData(f"class names {classes} do not match the data's classes "
                              f"{self.classes}")
         new_index = [classes.index(c) for c in self.classes]
         self.samples = [(path, new_index[label]) for path, label in self.samples]
@@ -190,18 +191,18 @@ def class_order(classes: list[str], positive_class: str | None = None,
     classes = [str(c) for c in classes]
     if len(classes) != 2:
         if positive_class is not None:
-            raise ValueError(f"--positive-class applies to two-class data; the data has "
+            raise BadData(f"--positive-class applies to two-class data; the data has "
                              f"{len(classes)} classes {classes}")
         return classes
     if positive_class is not None:
         matches = [c for c in classes if c == positive_class] or [
             c for c in classes if c.lower() == str(positive_class).lower()]
         if len(matches) != 1:
-            raise ValueError(f"positive class {positive_class!r} is not one of the two classes "
+            raise BadData(f"positive class {positive_class!r} is not one of the two classes "
                              f"{classes[0]!r} and {classes[1]!r}")
         positive = matches[0]
         if explicit and classes[1] != positive:
-            raise ValueError(f"class_names {classes} put {classes[1]!r} second (the positive "
+            raise BadData(f"class_names {classes} put {classes[1]!r} second (the positive "
                              f"class) but the positive class is {positive!r}")
     elif explicit:
         return classes
@@ -209,7 +210,7 @@ def class_order(classes: list[str], positive_class: str | None = None,
         known = [c for c in classes if c.lower() in KNOWN_POSITIVE]
         if len(known) != 1:
             a, b = classes
-            raise ValueError(
+            raise BadData(
                 f"two classes {a!r} and {b!r}: which one is positive (label 1, the class "
                 f"sensitivity and probabilities refer to)? Give --positive-class {b} or "
                 f"--positive-class {a} (or class_names: [negative, positive] in the config)")
@@ -268,7 +269,7 @@ class PalmTrainSet(ImageSet):
         self.root = resolve_nested(train_dir)
         files = _images_in(self.root)
         if not files:
-            raise ValueError(
+            raise BadData(
                 f"{self.root}: no images ({', '.join(('*.jpg', '*.png', '...'))}) found"
             )
         entries, problems = [], []
@@ -297,7 +298,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
             return pd.read_excel(path)
         return pd.read_csv(path)
     except Exception as e:  # pandas/openpyxl raise many types for a broken file
-        raise ValueError(f"{path}: cannot read table ({type(e).__name__}: {e})") from e
+        raise BadData(f"{path}: cannot read table ({type(e).__name__}: {e})") from e
 
 
 def find_column(table: pd.DataFrame, name: str, source: str | os.PathLike) -> str:
@@ -309,7 +310,7 @@ def find_column(table: pd.DataFrame, name: str, source: str | os.PathLike) -> st
     for col in table.columns:
         if key(col) == key(name):
             return col
-    raise ValueError(f"{source}: no column {name!r} (found: {', '.join(map(str, table.columns))})")
+    raise BadData(f"{source}: no column {name!r} (found: {', '.join(map(str, table.columns))})")
 
 
 def _row(source: str | os.PathLike, index: int) -> str:
@@ -347,13 +348,13 @@ def safe_join(folder: Path, name: str, allow_outside: bool = False,
     if allow_outside:
         return folder / name
     if os.path.isabs(name) or PureWindowsPath(name).drive:
-        raise ValueError(f"absolute path {name!r} not allowed; give a name relative to "
+        raise BadData(f"absolute path {name!r} not allowed; give a name relative to "
                          f"{folder} (or pass --allow-outside-paths)")
     path = Path(os.path.abspath(folder / name))
     roots = [folder] + ([Path(also_inside)] if also_inside is not None else [])
     if not any(Path(os.path.abspath(root)) in (path, *path.parents) for root in roots):
         also = f" and the data root {also_inside}" if also_inside is not None else ""
-        raise ValueError(f"{name!r} escapes the image folder {folder}{also} (pass "
+        raise BadData(f"{name!r} escapes the image folder {folder}{also} (pass "
                          "--allow-outside-paths to allow it)")
     return folder / name
 
@@ -563,7 +564,7 @@ class FolderImageSet(ImageSet):
             )
         self.classes = [str(c) for c in classes]
         if not self.classes:
-            raise ValueError(f"{self.root}: no class folders found")
+            raise BadData(f"{self.root}: no class folders found")
         entries = []
         for label, name in enumerate(self.classes):
             folder = self.root / name
@@ -658,5 +659,5 @@ def open_image_set(source: str | os.PathLike, split: str = "train", **kw) -> Ima
             return PalmTrainSet(layout.train_dir, **kw)
         if split == "val":
             return PalmValSet(layout.val_dir, layout.val_labels, **kw)
-        raise ValueError(f"unknown PALM split {split!r}; choose train or val")
+        raise BadData(f"unknown PALM split {split!r}; choose train or val")
     return FolderImageSet(path, **kw)

@@ -19,6 +19,7 @@ import numpy as np
 import paddle
 
 from palm.data.image_io import ImageReadError
+from palm.errors import BadConfig
 from palm.runtime import worker_init
 
 
@@ -152,7 +153,7 @@ def build_loader(
         same order as a full run.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise BadConfig(f"batch_size must be >= 1, got {batch_size}")
     if batch_sampler is None:
         if drop_last is None:
             drop_last = train and len(dataset) > batch_size

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from palm.data import (
+from palm.data.datasets import (
     CsvImageSet,
     FolderImageSet,
     ImageSet,
@@ -21,15 +21,16 @@ from palm.data import (
     class_order,
     find_palm_layout,
 )
+from palm.errors import BadConfig, BadData
 
 PathLike = str | Path | None
 
 
 def _pick(role: str, folder: PathLike, csv: PathLike) -> tuple[str, PathLike]:
     if folder and csv:
-        raise ValueError(f"give either --{role}-dir or --{role}-csv, not both")
+        raise BadConfig(f"give either --{role}-dir or --{role}-csv, not both")
     if not folder and not csv:
-        raise ValueError(f"no {role} data: give --data-root (PALM), or --{role}-dir / --{role}-csv")
+        raise BadConfig(f"no {role} data: give --data-root (PALM), or --{role}-dir / --{role}-csv")
     return ("dir", folder) if folder else ("csv", csv)
 
 
@@ -58,7 +59,7 @@ def _check_class_names(class_names: object) -> None:
         return
     if (not isinstance(class_names, (list, tuple)) or len(class_names) < 2
             or len({str(c) for c in class_names}) != len(class_names)):
-        raise ValueError(f"class_names must be a list of two or more different names, got "
+        raise BadConfig(f"class_names must be a list of two or more different names, got "
                          f"{class_names!r}")
 
 
@@ -92,7 +93,7 @@ def training_sets(
     _check_class_names(class_names)
     options = _read_options(skip_bad, cache_dir, max_pixels, cache_size_gb)
     if data_root and (train_dir or val_dir):
-        raise ValueError("give either --data-root (PALM, or the folder of --train-csv/--val-csv "
+        raise BadConfig("give either --data-root (PALM, or the folder of --train-csv/--val-csv "
                          "images) or --train-dir/--val-dir")
     if is_palm_layout(data_root, train_csv, val_csv):
         layout = find_palm_layout(data_root)
@@ -106,7 +107,7 @@ def training_sets(
     train = _generic_set(*_pick("train", train_dir, train_csv), class_names, train_transform,
                          options, allow_outside_paths, data_root)
     if len(train.classes) < 2:
-        raise ValueError(f"training data has {len(train.classes)} class(es) {train.classes}; need >= 2")
+        raise BadData(f"training data has {len(train.classes)} class(es) {train.classes}; need >= 2")
     train.set_class_order(class_order(train.classes, positive_class, bool(class_names)))
     val = _generic_set(*_pick("val", val_dir, val_csv), train.classes, val_transform,
                        options, allow_outside_paths, data_root)
@@ -138,12 +139,12 @@ def evaluation_set(
     given = [name for name, v in (("--data-root", palm), ("--val-dir", val_dir),
                                   ("--val-csv", val_csv)) if v]
     if len(given) != 1 or (data_root and val_dir):
-        raise ValueError("give exactly one of --data-root, --val-dir, --val-csv (--data-root "
+        raise BadConfig("give exactly one of --data-root, --val-dir, --val-csv (--data-root "
                          "with --val-csv: the folder of its images)"
                          + (f" (got {', '.join(given)})" if given else ""))
     if classes and positive_class is not None and positive_class != positive_class_of(classes):
         class_order(classes, positive_class)  # more than two classes: says it does not apply
-        raise ValueError(f"the checkpoint's positive class is {positive_class_of(classes)!r} "
+        raise BadConfig(f"the checkpoint's positive class is {positive_class_of(classes)!r} "
                          f"(classes {classes}), not {positive_class!r}")
     options = _read_options(skip_bad, cache_dir, max_pixels, cache_size_gb)
     if palm:
@@ -166,5 +167,5 @@ def positive_class_of(classes: list[str]) -> str | None:
 def num_outputs_for(classes: list[str]) -> int:
     """One logit for two classes (sigmoid + BCE), K logits for K > 2 classes (softmax)."""
     if len(classes) < 2:
-        raise ValueError(f"need at least two classes, got {classes}")
+        raise BadData(f"need at least two classes, got {classes}")
     return 1 if len(classes) == 2 else len(classes)

@@ -1,7 +1,7 @@
 """Synthetic fundus photographs in the exact PALM / iChallenge-PM layout.
 
 Nothing can be downloaded here, so the demo and the tests train on images drawn with
-OpenCV/numpy that carry what a grader looks at (see ../shared/REFERENCE.md for the real set):
+OpenCV/numpy that carry what a grader looks at (the README describes the real set):
 
 - every eye: dark surround, orange-red fundus with vignetting and choroidal texture, a bright
   optic disc with a paler cup, branching arteries and veins leaving the disc, a darker macula;
@@ -15,13 +15,11 @@ overlap, and adds camera nuisance (defocus, exposure, colour cast), so the task 
 but not trivial. Every image is drawn from its own generator seeded by (seed, class, index):
 output is deterministic and independent of `num_workers`.
 
-Example:
-    python -m data_tools.synth_palm --out demo_data/palm --n-train 400 --n-val 400
+The command line is `palm synth` (palm.cli.synth).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -448,43 +446,3 @@ def make_palm_dataset(
     with atomic_path(gt_dir / "PM_Label_and_Fovea_Location.xlsx") as tmp, open(tmp, "wb") as f:
         gt.to_excel(f, index=False, engine="openpyxl")  # a file object: the tmp name is not .xlsx
     return out_root
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    p.add_argument("--out", required=True, help="output root (PALM folders are created inside)")
-    p.add_argument("--n-train", type=int, default=400)
-    p.add_argument("--n-val", type=int, default=400)
-    p.add_argument("--image-size", default="512", help="side in px, or WIDTHxHEIGHT")
-    p.add_argument("--difficulty", type=float, default=0.5, help="0 = obvious .. 1 = hard")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quality", type=int, default=92, help="JPEG quality")
-    p.add_argument("--workers", type=int, default=0, help="processes (0 = none)")
-    return p
-
-
-def main(args: argparse.Namespace) -> Path:
-    if not 0.0 <= args.difficulty <= 1.0:
-        raise SystemExit(f"--difficulty must be in 0..1, got {args.difficulty}")
-    root = make_palm_dataset(
-        args.out,
-        args.n_train,
-        args.n_val,
-        args.image_size,
-        args.difficulty,
-        args.seed,
-        args.quality,
-        args.workers,
-    )
-    print(f"wrote {args.n_train} training + {args.n_val} validation images under {root}")
-    return root
-
-
-def cli() -> None:
-    main(get_args_parser().parse_args())
-
-
-if __name__ == "__main__":
-    cli()

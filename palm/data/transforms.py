@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import yaml
 
+from palm.errors import BadConfig
+
 NORMALIZATIONS = ("minus_one_one", "imagenet")
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -70,7 +72,7 @@ def parse_augment(text: str) -> dict[str, Any]:
             except yaml.YAMLError:
                 setting[key] = value  # reported by resolve_augment as a bad value
         elif "preset" in setting:
-            raise ValueError(f"--augment {text!r}: two presets ({setting['preset']}, {part})")
+            raise BadConfig(f"--augment {text!r}: two presets ({setting['preset']}, {part})")
         else:
             setting["preset"] = part
     return setting
@@ -93,15 +95,15 @@ def resolve_augment(setting: str | dict[str, Any] | None, default_preset: str) -
     if isinstance(setting, str):
         setting = parse_augment(setting)
     if not isinstance(setting, dict):
-        raise ValueError(f"augment: expected a preset name or a mapping, got {setting!r}")
+        raise BadConfig(f"augment: expected a preset name or a mapping, got {setting!r}")
     overrides = dict(setting)
     preset = overrides.pop("preset", None) or default_preset
     if preset not in AUGMENT_PRESETS:
-        raise ValueError(f"unknown augment preset {preset!r}; choose from "
+        raise BadConfig(f"unknown augment preset {preset!r}; choose from "
                          f"{', '.join(AUGMENT_PRESETS)}")
     unknown = set(overrides) - set(DEFAULT_AUGMENT)
     if unknown:
-        raise ValueError(
+        raise BadConfig(
             f"unknown augment keys {sorted(unknown)}; valid: preset, {', '.join(DEFAULT_AUGMENT)}"
         )
     merged = {**AUGMENT_PRESETS[preset], **overrides}
@@ -113,19 +115,19 @@ def resolve_augment(setting: str | dict[str, Any] | None, default_preset: str) -
 def _augment_value(key: str, value: Any) -> bool | float:
     if key in _FLAGS:
         if not isinstance(value, (bool, int)) or value not in (0, 1):
-            raise ValueError(f"augment {key} must be true or false, got {value!r}")
+            raise BadConfig(f"augment {key} must be true or false, got {value!r}")
         return bool(value)
     if isinstance(value, bool) and key != "random_resized_crop":
         value = float(value)  # rotate: false etc. turn an augmentation off
     if key == "random_resized_crop" and value in (0, False, None):
         value = 1.0  # 0/false/null disable the crop, as 1 does
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"augment {key} must be a number, got {value!r}")
+        raise BadConfig(f"augment {key} must be a number, got {value!r}")
     low, high = _LIMITS[key]
     too_low = value <= low if key == "random_resized_crop" else value < low
     if too_low or value > high or math.isnan(value):
         bounds = f"({low:g}, {high:g}]" if key == "random_resized_crop" else f"[{low:g}, {high:g}]"
-        raise ValueError(f"augment {key}={value!r} out of range {bounds}")
+        raise BadConfig(f"augment {key}={value!r} out of range {bounds}")
     return float(value)
 
 
@@ -213,7 +215,7 @@ def normalize(img: np.ndarray, mode: str = "minus_one_one") -> np.ndarray:
     elif mode == "imagenet":
         x = (x - IMAGENET_MEAN) / IMAGENET_STD
     else:
-        raise ValueError(f"unknown normalize {mode!r}; choose from {', '.join(NORMALIZATIONS)}")
+        raise BadConfig(f"unknown normalize {mode!r}; choose from {', '.join(NORMALIZATIONS)}")
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
@@ -299,9 +301,18 @@ def build_transform(
         (3, 64, 64)
     """
     if normalize not in NORMALIZATIONS:
-        raise ValueError(
+        raise BadConfig(
             f"unknown normalize {normalize!r}; choose from {', '.join(NORMALIZATIONS)}"
         )
     if image_size < 1:
-        raise ValueError(f"image_size must be positive, got {image_size}")
+        raise BadConfig(f"image_size must be positive, got {image_size}")
     return Transform(image_size, train, normalize, resolve_augment(augment, "fundus"), fundus_crop)
+
+
+def eval_transform(meta: dict[str, Any], fundus_crop: bool | None = None) -> Transform:
+    """The evaluation pipeline a checkpoint was trained for, from its sidecar (`meta`):
+    image_size, normalize and fundus_crop. `fundus_crop` overrides the sidecar's, for a
+    caller that crops the photo itself (Grad-CAM shows the overlay on the cropped field)."""
+    crop = meta.get("fundus_crop", False) if fundus_crop is None else fundus_crop
+    return build_transform(int(meta["image_size"]), train=False,
+                           normalize=meta.get("normalize", "minus_one_one"), fundus_crop=crop)

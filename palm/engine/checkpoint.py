@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import paddle
 
+from palm.errors import BadCheckpoint
 from palm.models import MODELS, build_model
 from palm.weights import file_sha256, read_weights
 
@@ -38,7 +39,7 @@ COMMIT_RECORD = ".palm-commit.json"
 SHOWN_NAMES = 3
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BadCheckpoint):
     """A checkpoint is damaged, inconsistent or does not fit the network."""
 
 
@@ -274,7 +275,7 @@ class CheckpointWriter:
         params_path = Path(params_path)
         missing = [k for k in REQUIRED_META if k not in meta]
         if missing:
-            raise ValueError(f"checkpoint meta for {params_path} lacks {missing}")
+            raise BadCheckpoint(f"checkpoint meta for {params_path} lacks {missing}")
         files = {"pdparams": self.add_file(params_path, lambda tmp: paddle.save(state_dict, tmp))}
         if optimizer_state is not None:
             files["pdopt"] = self.add_file(params_path.with_suffix(".pdopt"),

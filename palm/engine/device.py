@@ -15,6 +15,8 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
+from palm.errors import BadConfig
+
 DEVICES = ("auto", "cpu", "gpu")
 
 
@@ -34,10 +36,10 @@ def select_device(name: str = "auto", local_rank: int = 0) -> str:
         ValueError: unknown name. RuntimeError: "gpu" asked for but none usable.
     """
     if name not in DEVICES:
-        raise ValueError(f"unknown device {name!r}; choose from {', '.join(DEVICES)}")
+        raise BadConfig(f"unknown device {name!r}; choose from {', '.join(DEVICES)}")
     has_gpu = gpu_available()
     if name == "gpu" and not has_gpu:
-        raise RuntimeError(
+        raise BadConfig(
             "--device gpu: no usable GPU (this paddle build "
             + ("sees no GPU)" if paddle.is_compiled_with_cuda() else "has no CUDA support; install paddlepaddle-gpu)")
         )

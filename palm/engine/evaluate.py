@@ -15,14 +15,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 import paddle
-import paddle.nn.functional as F
 
 from palm import metrics as M
-from palm.data import build_loader, build_transform
-from palm.engine import sources
+from palm.data import build_loader, eval_transform
+from palm.data import sources
 from palm.engine.inference import as_layer, load_predictor, source_meta
 from palm.engine.losses import ClassificationLoss
+from palm.errors import BadCheckpoint, BadData
 from palm.io_utils import atomic_path, write_json_atomic
+from palm.outputs import main_output, probabilities
 from palm.viz import plots
 
 
@@ -44,18 +45,6 @@ class EvalResult:
         return M.classification_metrics(self.labels, self.probabilities, threshold)
 
 
-def main_output(outputs: paddle.Tensor | Sequence[paddle.Tensor]) -> paddle.Tensor:
-    """The main logits of a model that may also return auxiliary heads (GoogLeNet)."""
-    return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-
-
-def to_probabilities(logits: paddle.Tensor) -> paddle.Tensor:
-    """Sigmoid of a single logit -> (N,), softmax over K logits -> (N, K)."""
-    if logits.shape[-1] == 1:
-        return F.sigmoid(logits.reshape([-1]))
-    return F.softmax(logits, axis=-1)
-
-
 @paddle.no_grad()
 def evaluate(
     model: paddle.nn.Layer,
@@ -71,13 +60,13 @@ def evaluate(
             logits = main_output(model(images))
             if loss_fn is not None:
                 loss_sum += float(loss_fn(logits, batch_labels)) * len(batch_labels)
-            probs.append(to_probabilities(logits.astype("float32")).numpy())
+            probs.append(probabilities(logits.astype("float32").numpy()))
             labels.append(batch_labels.numpy().reshape(-1))
     finally:
         if was_training:
             model.train()
     if not labels:
-        raise ValueError("evaluate: the loader yielded no batches")
+        raise BadData("evaluate: the loader yielded no batches")
     labels_np = np.concatenate(labels).astype(np.int64)
     loss = loss_sum / len(labels_np) if loss_fn is not None else math.nan
     return EvalResult(np.concatenate(probs), labels_np, loss)
@@ -205,8 +194,7 @@ def evaluate_checkpoint(
         The metrics written to OUTPUT_DIR/metrics.json.
     """
     meta = source_meta(checkpoint)
-    transform = build_transform(meta["image_size"], False, meta.get("normalize", "minus_one_one"),
-                                fundus_crop=meta.get("fundus_crop", False))
+    transform = eval_transform(meta)
     class_names = meta.get("class_names") or None
     dataset = sources.evaluation_set(transform=transform, classes=class_names, data_root=data_root,
                                      val_dir=val_dir, val_csv=val_csv, skip_bad=skip_bad,
@@ -216,7 +204,7 @@ def evaluate_checkpoint(
                                      positive_class=positive_class)
     class_names = class_names or list(dataset.classes)
     if sources.num_outputs_for(class_names) != meta["num_classes"]:
-        raise ValueError(f"{checkpoint}: {meta['num_classes']} output(s) do not fit classes {class_names}")
+        raise BadCheckpoint(f"{checkpoint}: {meta['num_classes']} output(s) do not fit classes {class_names}")
     predictor = load_predictor(checkpoint, engine=engine, n_images=len(dataset),
                                precision=precision)
     model = as_layer(predictor)

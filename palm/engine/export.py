@@ -22,6 +22,7 @@ import paddle
 from paddle.static import InputSpec
 
 from palm.engine.checkpoint import load_checkpoint_model
+from palm.errors import BadCheckpoint
 from palm.io_utils import write_json_atomic
 from palm.weights import file_sha256
 
@@ -32,7 +33,7 @@ STAGE_PREFIX = ".export-"
 Verifier = Callable[[Path, paddle.nn.Layer, dict], "str | None"]
 
 
-class ExportVerificationError(ValueError):
+class ExportVerificationError(BadCheckpoint):
     """The exported model does not reproduce the checkpoint; nothing was installed."""
 
 

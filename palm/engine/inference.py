@@ -4,9 +4,9 @@
 `tools/export.py` and returns an object with `.meta` (the checkpoint sidecar) and
 `.predict(batch) -> logits`, so eval/predict code does not care which engine runs.
 
-Why Paddle Inference: on the 2-core AMD CPU used for development, ResNet50 at 224 px batch 8
-runs 20-24 img/s through the oneDNN-optimised inference program against 2.5-8.6 img/s in
-dygraph (see tools/benchmark.py and ../shared/REFERENCE.md).
+Why Paddle Inference: on CPU the oneDNN-optimised inference program runs a network several
+times faster than dygraph; `palm benchmark` measures both on the machine at hand (the README
+lists its figures).
 """
 from __future__ import annotations
 
@@ -24,23 +24,24 @@ import paddle
 
 from palm.engine.checkpoint import CheckpointError, load_checkpoint_model, load_meta, validate_meta
 from palm.engine.export import META_NAME, export_model
+from palm.errors import BadCheckpoint, BadConfig
+from palm.outputs import main_output
 from palm.runtime import usable_cores
 from palm.weights import file_sha256
 
 ENGINES = ("auto", "dygraph", "inference")
-# bf16 runs oneDNN's bfloat16 kernels on CPUs with AVX512-BF16 or AMX: ResNet50 224 px
-# 36.5 against 19.8 img/s fp32 on an earlier development CPU that had AVX512-BF16, logits
-# within about 1 % (tools/benchmark.py's bf16 section); refused with a reason elsewhere.
+# bf16 runs oneDNN's bfloat16 kernels on CPUs with AVX512-BF16 or AMX (speed and logit
+# difference from fp32: the benchmark's bf16 section); refused with a reason elsewhere.
 PRECISIONS = ("fp32", "bf16")
 # probe_export: largest logit difference from dygraph, relative to the logits' magnitude
 PROBE_TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
 # Paddle 3.3's CPU predictor leaves the process's math library at one thread after every
 # run, and dygraph work later in the same process (eval --report's Grad-CAM after an
-# inference-engine evaluation, the benchmark's next model) then ran ~40 % slower on 2
-# cores. Each run hands back the count dygraph starts with: OMP_NUM_THREADS, which
+# inference-engine evaluation, the benchmark's next model) then runs on one thread.
+# Each run hands back the count dygraph starts with: OMP_NUM_THREADS, which
 # palm.runtime or the user (or, failing both, `import paddle`) set.
 DYGRAPH_THREADS = int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
-# Below this many images a temporary export (2-10 s with the probe) costs more than it saves.
+# Below this many images a temporary export (seconds, with the probe) costs more than it saves.
 AUTO_EXPORT_MIN_IMAGES = 64
 
 
@@ -73,9 +74,7 @@ class DygraphPredictor:
         """Logits for a float32 NCHW batch, shape [N, num_classes]."""
         with paddle.no_grad():
             out = self.model(paddle.to_tensor(np.ascontiguousarray(batch, dtype=np.float32)))
-        if isinstance(out, (list, tuple)):  # nets with auxiliary heads: main output first
-            out = out[0]
-        return out.numpy()
+        return main_output(out).numpy()
 
 
 class InferencePredictor:
@@ -85,11 +84,11 @@ class InferencePredictor:
         model_dir: folder with model.json (or model.pdmodel), model.pdiparams, palm_meta.json.
         device: "cpu", "gpu" or None (follow `paddle.get_device()`).
         threads: CPU math threads (default: usable cores; paddle's own default is 1).
-        onednn: use oneDNN kernels on CPU (3-5x faster than without here).
+        onednn: use oneDNN kernels on CPU (several times faster than without).
         ir_optim: graph optimisation passes (operator fusion).
         memory_optim: reuse buffers between operators. Paddle 3.3's CPU predictor fails to
-            build with it unless the new executor is on, and peak memory did not drop
-            here, so it is off by default.
+            build with it unless the new executor is on, and it did not lower peak
+            memory (the benchmark's predict section reports it), so it is off by default.
         precision: "fp32", or "bf16" (CPU with oneDNN only; needs AVX512-BF16 or AMX).
         gpu_id, gpu_memory_mb: GPU device and initial memory pool.
         tensorrt: on GPU, convert the program with Paddle-TensorRT (needs a paddle-gpu
@@ -122,7 +121,7 @@ class InferencePredictor:
         model_file, params_file = exported_files(self.model_dir)
         device = device or ("gpu" if paddle.get_device().startswith("gpu") else "cpu")
         if tensorrt and device != "gpu":
-            raise ValueError("TensorRT needs device='gpu'")
+            raise BadConfig("TensorRT needs device='gpu'")
         check_precision(precision, device, onednn)
         self.precision = precision
         if tensorrt:
@@ -151,7 +150,7 @@ class InferencePredictor:
         try:
             self.predictor = pi.create_predictor(config)
         except Exception as e:  # paddle raises ValueError/RuntimeError/OSError variants
-            raise RuntimeError(f"{self.model_dir}: cannot build the inference predictor ({e})") from None
+            raise BadCheckpoint(f"{self.model_dir}: cannot build the inference predictor ({e})") from None
         self._input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self._output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
 
@@ -190,13 +189,13 @@ class InferencePredictor:
 def check_precision(precision: str, device: str, onednn: bool = True) -> None:
     """Raise ValueError (one line) unless this machine can run `precision` on `device`."""
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+        raise BadConfig(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return
     if device != "cpu" or not onednn:
-        raise ValueError("bf16 runs on CPU with oneDNN only (on GPU use TensorRT fp16)")
+        raise BadConfig("bf16 runs on CPU with oneDNN only (on GPU use TensorRT fp16)")
     if not paddle.base.core.supports_bfloat16():
-        raise ValueError("bf16 needs a CPU with AVX512-BF16 or AMX instructions, which this one "
+        raise BadConfig("bf16 needs a CPU with AVX512-BF16 or AMX instructions, which this one "
                          "lacks; use --precision fp32")
 
 
@@ -254,7 +253,7 @@ def load_export_meta(model_dir: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        raise BadCheckpoint(f"{path}: not valid JSON ({e})") from None
     validate_meta(meta, path)
     if not isinstance(meta.get("export"), dict):
         raise CheckpointError(f"{path}: no export record; {model_dir} is not a complete "
@@ -292,15 +291,15 @@ def load_predictor(
         An object with `.meta`, `.engine` and `.predict(batch) -> logits`.
     """
     if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+        raise BadConfig(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     reduced_precision = options.get("precision", "fp32") != "fp32"
     if reduced_precision and engine == "dygraph":
-        raise ValueError(f"--precision {options['precision']} runs on the inference engine, "
+        raise BadConfig(f"--precision {options['precision']} runs on the inference engine, "
                          "not dygraph")
     path = Path(path)
     if is_exported(path):
         if engine == "dygraph":
-            raise ValueError(
+            raise BadConfig(
                 f"{path}: an exported model runs only with the inference engine; "
                 "pass the .pdparams checkpoint for dygraph"
             )
@@ -310,7 +309,7 @@ def load_predictor(
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint or export folder")
     if path.suffix != ".pdparams":
-        raise ValueError(f"{path}: expected a .pdparams checkpoint or an export folder")
+        raise BadCheckpoint(f"{path}: expected a .pdparams checkpoint or an export folder")
     if engine == "dygraph" or (
         engine == "auto" and not reduced_precision
         and n_images is not None and n_images < AUTO_EXPORT_MIN_IMAGES
@@ -341,8 +340,8 @@ def probe_export(
 ) -> str | None:
     """Run an exported model once in a child process and compare it with `reference`.
 
-    oneDNN kernels have crashed the process for some networks here (segmentation faults,
-    see ../shared/REFERENCE.md), so a fast path chosen automatically is tried where a
+    oneDNN kernels have crashed the process for some networks (segmentation faults in
+    Paddle 3.3), so a fast path chosen automatically is tried where a
     crash cannot take the caller down.
 
     Returns:

@@ -7,6 +7,8 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
+from palm.errors import BadData
+
 
 class ClassificationLoss:
     """BCE-with-logits for one logit, softmax cross-entropy for K >= 2 outputs.
@@ -49,5 +51,5 @@ def auto_pos_weight(labels: np.ndarray) -> float:
     """negatives / positives of a binary label array (BCE pos_weight that balances classes)."""
     positives = int((labels == 1).sum())
     if positives == 0:
-        raise ValueError("pos_weight 'auto': the training set has no positive samples")
+        raise BadData("pos_weight 'auto': the training set has no positive samples")
     return float((labels == 0).sum()) / positives

@@ -10,6 +10,8 @@ from typing import Iterable
 import paddle
 from paddle.optimizer import lr as lr_sched
 
+from palm.errors import BadConfig
+
 # Warmup starts from this fraction of the base learning rate (Goyal et al. 2017,
 # arXiv:1706.02677, ramp linearly from a small rate to avoid early divergence).
 WARMUP_START_FACTOR = 0.01
@@ -51,7 +53,7 @@ def build_scheduler(
     elif name == "cosine":
         schedule = lr_sched.CosineAnnealingDecay(lr, T_max=max(1, total - warmup))
     else:
-        raise ValueError(f"unknown scheduler {name!r}; choose from constant, step, cosine")
+        raise BadConfig(f"unknown scheduler {name!r}; choose from constant, step, cosine")
     if warmup > 0:
         schedule = lr_sched.LinearWarmup(schedule, warmup, start_lr=lr * WARMUP_START_FACTOR, end_lr=lr)
     return schedule
@@ -79,4 +81,4 @@ def build_optimizer(
         return paddle.optimizer.Adam(learning_rate, parameters=parameters, weight_decay=decay)
     if name == "adamw":
         return paddle.optimizer.AdamW(learning_rate, parameters=parameters, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; choose from momentum, adam, adamw")
+    raise BadConfig(f"unknown optimizer {name!r}; choose from momentum, adam, adamw")

@@ -28,58 +28,22 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
-import cv2
 import numpy as np
 import paddle
 from tqdm import tqdm
 
-from palm.data import IMAGE_EXTENSIONS, ImageReadError, build_transform, is_image_file, read_image
-from palm.engine.evaluate import main_output, to_probabilities
-from palm.errors import OutputRefused
+from palm.data import IMAGE_EXTENSIONS, FileImageSet, eval_transform
+from palm.errors import BadConfig, BadData, OutputRefused
 from palm.io_utils import atomic_path, output_lock, write_json_atomic
+from palm.outputs import main_output, probabilities
 from palm.runtime import worker_init
 
 BASE_COLUMNS = ["path", "probability", "prediction", "class_name", "error"]
 # files a predictions CSV must never replace, whether or not they exist yet
 FOREIGN_SUFFIXES = (".pdparams", ".pdopt", ".pdiparams", ".pdmodel", ".json", ".yaml", ".yml",
                     ".py", ".lock") + IMAGE_EXTENSIONS
-
-
-def list_images(input_path: str | Path) -> list[str]:
-    """`input_path` itself when it is a file (whatever its extension), else every image file
-    below it (recursive, sorted; hidden files and non-image extensions are left out)."""
-    path = Path(input_path)
-    if path.is_file():
-        return [str(path)]
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such file or folder")
-    return sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_file(p))
-
-
-class FileImageSet(paddle.io.Dataset):
-    """(CHW float32, index, error) per path; a bad file gives zeros and its error message."""
-
-    def __init__(self, paths: Sequence[str], transform: Callable[[np.ndarray], np.ndarray],
-                 image_size: int):
-        super().__init__()
-        self.paths = list(paths)
-        self.transform = transform
-        self.decode_size = getattr(transform, "decode_size", image_size)
-        self.blank = np.zeros((3, image_size, image_size), np.float32)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.int64, str]:
-        try:
-            image = self.transform(read_image(self.paths[index], target_size=self.decode_size))
-            return image, np.int64(index), ""
-        except ImageReadError as e:
-            return self.blank, np.int64(index), e.problem
-        except (cv2.error, ValueError) as e:  # odd geometry the transform cannot handle
-            return self.blank, np.int64(index), " ".join(f"{type(e).__name__}: {e}".split())
 
 
 @paddle.no_grad()
@@ -90,7 +54,7 @@ def predict_probabilities(model: paddle.nn.Layer, images: paddle.Tensor, tta: bo
     photo flipped is still a plausible fundus: left and right eyes mirror each other).
     """
     views = [images, paddle.flip(images, [3]), paddle.flip(images, [2])] if tta else [images]
-    probs = to_probabilities(main_output(model(paddle.concat(views)))).numpy()
+    probs = probabilities(main_output(model(paddle.concat(views))).numpy())
     return probs.reshape(len(views), len(images), *probs.shape[1:]).mean(axis=0)
 
 
@@ -149,16 +113,16 @@ def _check_record(csv_path: Path, record: dict[str, Any]) -> None:
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"{path}: missing, so nothing says which checkpoint, threshold and "
+        raise BadData(f"{path}: missing, so nothing says which checkpoint, threshold and "
                          f"precision made the rows of {csv_path}; run without --resume") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); run without --resume") from None
+        raise BadData(f"{path}: not valid JSON ({e}); run without --resume") from None
     if not isinstance(saved, dict):
-        raise ValueError(f"{path}: not a prediction record; run without --resume")
+        raise BadData(f"{path}: not a prediction record; run without --resume")
     differs = [f"{key} {saved.get(key)!r} there, {value!r} now" for key, value in record.items()
                if saved.get(key) != value]
     if differs:
-        raise ValueError(f"--resume: the rows of {csv_path} were made differently "
+        raise BadConfig(f"--resume: the rows of {csv_path} were made differently "
                          f"({'; '.join(differs)}); run without --resume or use another --output")
 
 
@@ -302,8 +266,7 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
               "precision": precision, "tta": tta, "columns": columns}
     done = _start_journal(output, columns, class_names, record, resume)
     todo = [p for p in paths if p not in done]
-    transform = build_transform(meta["image_size"], False, meta.get("normalize", "minus_one_one"),
-                                fundus_crop=meta.get("fundus_crop", False))
+    transform = eval_transform(meta)
     errors = 0
     model.eval()
     with open(journal_path(output), "a", newline="", encoding="utf-8") as f:

@@ -28,7 +28,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from palm.engine.checkpoint import load_checkpoint_model
+from palm.errors import BadConfig, BadData
 from palm.io_utils import write_text_atomic
+from palm.viz.cam import explain_files
+from palm.viz.plots import plot_history
 
 # Shown first in the metrics table, in this order; the rest follow as metrics.json has them.
 HEADLINE_METRICS = ("roc_auc", "average_precision", "accuracy", "sensitivity", "specificity",
@@ -140,7 +144,7 @@ def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({e})") from None
+        raise BadConfig(f"{path}: not valid YAML ({e})") from None
     return data if isinstance(data, dict) else {}
 
 
@@ -190,8 +194,6 @@ def summary_section(run_dir: Path, checkpoint: Path | None, meta: dict | None, m
 
 def _redraw_curves(metrics_csv: Path) -> list[str]:
     """Training curves from metrics.csv, for runs stopped before their PNGs were drawn."""
-    from palm.viz.plots import plot_history
-
     history = pd.read_csv(metrics_csv).to_dict("records")
     with tempfile.TemporaryDirectory() as tmp:
         return [_img(file_data_uri(p), p.stem, f"{p.name} (redrawn from metrics.csv)")
@@ -224,7 +226,7 @@ def evaluation_section(eval_dir: Path) -> str:
         try:
             metrics = json.loads(metrics_json.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
-            raise ValueError(f"{metrics_json}: not valid JSON ({e})") from None
+            raise BadData(f"{metrics_json}: not valid JSON ({e})") from None
         threshold = metrics.get("threshold")
         if threshold is not None:
             source = metrics.get("threshold_source")
@@ -258,7 +260,7 @@ def select_cases(
     """
     missing = {"file", "label", "probability", "prediction"} - set(predictions.columns)
     if missing:
-        raise ValueError(f"predictions.csv lacks columns {sorted(missing)}")
+        raise BadData(f"predictions.csv lacks columns {sorted(missing)}")
     df = predictions.dropna(subset=["label", "probability", "prediction"]).copy()
     p = df["probability"].astype(float)
     df["confidence"] = np.where(df["prediction"] == 1, p, 1 - p) if one_logit else p
@@ -280,8 +282,6 @@ def _resolve(file: str, bases: list[Path]) -> Path:
 def gallery_section(
     eval_dir: Path, model, meta: dict | None, k: int, thumb: int, bases: list[Path]
 ) -> str:
-    from palm.viz.cam import explain_files
-
     parts = ["<h2>Most confident errors and correct cases</h2>"]
     preds_csv = eval_dir / "predictions.csv"
     if not preds_csv.is_file():
@@ -371,8 +371,6 @@ def build_report(
         gallery_size: cases shown per gallery row (errors, correct).
         thumb_size: longer side of the gallery thumbnails, px.
     """
-    from palm.engine.checkpoint import load_checkpoint_model
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: run folder not found")

@@ -15,15 +15,16 @@ import paddle
 
 from palm.config import DEMO_SYNTH, save_config
 from palm.data import build_loader, build_transform, describe_augment, resolve_augment
-from palm.engine import sources
+from palm.data.synth import make_palm_dataset
+from palm.data import sources
 from palm.engine.checkpoint import load_meta, recover_folder
 from palm.engine.device import DistInfo, init_distributed, seed_everything, select_device
 from palm.engine.optim import build_optimizer, build_scheduler
 from palm.engine.losses import ClassificationLoss, auto_pos_weight
 from palm.engine.train import RunState, fit, load_resume_state, selection_score
+from palm.errors import BadCheckpoint, BadConfig
 from palm.io_utils import output_lock
 from palm.models import build_model, load_pretrained
-from palm.runtime import worker_init
 
 RUN_FILES = ("last.pdparams", "best.pdparams", "metrics.csv")
 
@@ -34,8 +35,6 @@ def prepare_demo_data(root: str | Path, log: Callable[[str], None] = print) -> P
     marker = root / "PALM-Validation-GT" / "labels.csv"
     if marker.is_file():
         return root
-    from data_tools.synth_palm import make_palm_dataset
-
     log(f"demo: drawing {DEMO_SYNTH['n_train']} + {DEMO_SYNTH['n_val']} synthetic fundus photos "
         f"into {root} (once) ...")
     return make_palm_dataset(root, num_workers=min(4, os.cpu_count() or 1), **DEMO_SYNTH)
@@ -94,7 +93,7 @@ def resolve_pos_weight(value: float | str | None, labels, num_outputs: int) -> f
     if value is None:
         return None
     if num_outputs != 1:
-        raise ValueError("pos_weight applies to binary (one-logit) training only")
+        raise BadConfig("pos_weight applies to binary (one-logit) training only")
     return auto_pos_weight(labels) if value == "auto" else float(value)
 
 
@@ -133,7 +132,7 @@ def check_resume_matches(params_path: Path, model_name: str, num_outputs: int) -
     """Resuming with another network or class count would load mismatched weights."""
     saved = load_meta(params_path)
     if (saved["model"], saved["num_classes"]) != (model_name, num_outputs):
-        raise ValueError(f"{params_path}: saved for {saved['model']} with {saved['num_classes']} "
+        raise BadCheckpoint(f"{params_path}: saved for {saved['model']} with {saved['num_classes']} "
                          f"output(s); this run builds {model_name} with {num_outputs}")
 
 

@@ -26,7 +26,6 @@ import pandas as pd
 import paddle
 from tqdm import tqdm
 
-from palm.cli import StoppedByUser
 from palm.engine.checkpoint import (
     CheckpointWriter,
     check_state_matches,
@@ -36,10 +35,11 @@ from palm.engine.checkpoint import (
     recover_folder,
 )
 from palm.engine.evaluate import EvalResult, evaluate, json_ready
+from palm.errors import BadData, StoppedByUser, UserError
 from palm.viz.plots import plot_history
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The training loss became NaN or inf; the optimizer step was not taken."""
 
 
@@ -104,7 +104,7 @@ def train_one_epoch(
     bar.close()
     seconds = time.perf_counter() - start
     if seen == 0:
-        raise ValueError("train_one_epoch: the loader yielded no batches (batch size > data set?)")
+        raise BadData("train_one_epoch: the loader yielded no batches (batch size > data set?)")
     return {"train_loss": loss_sum / seen, "lr": float(optimizer.get_lr()), "train_images": seen,
             "train_seconds": seconds, "train_img_per_s": seen / max(seconds, 1e-9)}
 

@@ -25,7 +25,10 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from palm.data import ImageReadError, crop_fundus, eval_transform, read_image
+from palm.errors import BadConfig
 from palm.io_utils import atomic_path
+from palm.outputs import main_output, probabilities
 
 # Default target layer per network class: the output of the last convolutional block, the
 # deepest feature map that still has spatial resolution (Grad-CAM paper, section 3).
@@ -89,7 +92,7 @@ def default_target_layer(model: nn.Layer) -> str:
         if isinstance(layer, nn.Conv2D) and not any(m in n.lower() for m in _AUX_MARKERS)
     ]
     if not convs:
-        raise ValueError(f"{type(model).__name__} has no Conv2D layer; pass target_layer")
+        raise BadConfig(f"{type(model).__name__} has no Conv2D layer; pass target_layer")
     return _after_activation(model, convs[-1])
 
 
@@ -102,7 +105,7 @@ def find_layer(model: nn.Layer, name: str) -> nn.Layer:
     # the last few conv names and the top-level blocks are the names people want here
     tops = [n for n in layers if "." not in n]
     hint = ", ".join(dict.fromkeys(tops[-6:] + convs[-4:]))
-    raise ValueError(
+    raise BadConfig(
         f"{type(model).__name__} has no sublayer {name!r}; valid names include: {hint}"
     )
 
@@ -114,10 +117,8 @@ def _as_input(x: paddle.Tensor | np.ndarray) -> paddle.Tensor:
     return paddle.to_tensor(np.asarray(x, dtype=np.float32))
 
 
-def _main_output(out) -> paddle.Tensor:
-    # GoogLeNet-style models return (main, aux1, aux2); the main logits come first.
-    if isinstance(out, (tuple, list)):
-        out = out[0]
+def _logits(out) -> paddle.Tensor:
+    out = main_output(out)
     if out.ndim != 2:
         raise ValueError(
             f"model output has shape {list(out.shape)}; CAM needs logits [N, num_classes]"
@@ -138,11 +139,11 @@ def _target_classes(logits: np.ndarray, class_index: ClassIndex) -> tuple[np.nda
     else:
         idx = np.asarray(class_index, dtype=np.int64).reshape(-1)
         if idx.size not in (1, n):
-            raise ValueError(f"class_index has {idx.size} entries for a batch of {n}")
+            raise BadConfig(f"class_index has {idx.size} entries for a batch of {n}")
         idx = np.broadcast_to(idx, (n,))
     n_cls = 2 if k == 1 else k
     if idx.min() < 0 or idx.max() >= n_cls:
-        raise ValueError(f"class_index {class_index} out of range for {n_cls} classes")
+        raise BadConfig(f"class_index {class_index} out of range for {n_cls} classes")
     if k == 1:
         return np.zeros(n, dtype=np.int64), np.where(idx == 1, 1.0, -1.0).astype(np.float32)
     return idx.astype(np.int64), np.ones(n, dtype=np.float32)
@@ -227,11 +228,11 @@ class GradCAM:
         capture = _Capture(self.layer)
         try:
             with _EvalMode(self.model), paddle.set_grad_enabled(True):
-                logits = _main_output(self.model(x))
+                logits = _logits(self.model(x))
                 act = capture.value
                 if act is None or act.ndim != 4:
                     shape = None if act is None else list(act.shape)
-                    raise ValueError(
+                    raise BadConfig(
                         f"target layer {self.target_layer!r} gave {shape}; "
                         "Grad-CAM needs a feature map [N, C, h, w]"
                     )
@@ -245,7 +246,7 @@ class GradCAM:
         finally:
             capture.remove()
         if grad is None:
-            raise ValueError(
+            raise BadConfig(
                 f"the output does not depend on layer {self.target_layer!r}; pass another "
                 "target_layer"
             )
@@ -299,7 +300,7 @@ def class_activation_map(
     try:
         with _EvalMode(model), paddle.no_grad():
             x = _as_input(x)
-            logits = _main_output(model(x))
+            logits = _logits(model(x))
             act = capture.value
     finally:
         for c in [capture, *linears.values()]:
@@ -310,7 +311,7 @@ def class_activation_map(
         and np.allclose(c.value.numpy(), logits.numpy())
     ]
     if not heads:
-        raise ValueError(
+        raise BadConfig(
             f"plain CAM needs a final nn.Linear producing the logits; {type(model).__name__} "
             "has none (use GradCAM)"
         )
@@ -318,7 +319,7 @@ def class_activation_map(
     weight = find_layer(model, fc_layer).weight.numpy()  # [in_features, num_classes]
     if act is None or act.ndim != 4 or act.shape[1] != weight.shape[0]:
         shape = None if act is None else list(act.shape)
-        raise ValueError(
+        raise BadConfig(
             f"plain CAM needs global average pooling + one linear layer: {target_layer!r} gives "
             f"{shape} but {fc_layer!r} takes {weight.shape[0]} inputs; use GradCAM"
         )
@@ -370,13 +371,6 @@ class CamImage:
     error: str | None = None
 
 
-def _probabilities(logits: np.ndarray) -> np.ndarray:
-    if logits.shape[1] == 1:
-        return 1.0 / (1.0 + np.exp(-logits))
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def _shrink(img: np.ndarray, max_side: int | None) -> np.ndarray:
     h, w = img.shape[:2]
     if not max_side or max(h, w) <= max_side:
@@ -408,20 +402,16 @@ def explain_files(
         max_side: shrink the photo (keeping its aspect) so its longer side is at most this
             before overlaying; None keeps the full resolution.
     """
-    from palm.data import ImageReadError, build_transform, crop_fundus, read_image
-
     cam = GradCAM(model, target_layer)
     # The crop is applied here, once, so the overlay shows the same field the model saw.
-    transform = build_transform(
-        int(meta["image_size"]), train=False, normalize=meta.get("normalize", "minus_one_one")
-    )
+    transform = eval_transform(meta, fundus_crop=False)
     decode_size = max(int(meta["image_size"]), max_side or 0) if max_side else None
     batch: list[tuple[str, np.ndarray]] = []
 
     def flush() -> Iterator[CamImage]:
         x = np.stack([transform(photo) for _, photo in batch])
         maps, logits = cam.cam_with_logits(x, class_index)
-        for (path, photo), heat, prob in zip(batch, maps, _probabilities(logits)):
+        for (path, photo), heat, prob in zip(batch, maps, probabilities(logits).reshape(len(batch), -1)):
             yield CamImage(path, overlay_heatmap(photo, heat, alpha), photo, prob)
         batch.clear()
 

@@ -1,0 +1,104 @@
+"""Imports run one way: errors -> base modules -> data, models -> viz -> engine -> cli.
+
+The checker reads every module of the package with `ast` (nothing is imported), so an
+upward import, or an import of palm hidden inside a function, fails here even if no test
+ever executes it.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "palm"
+
+# (group, rank) by module-name prefix; the longest matching prefix wins. A module may import
+# its own group and lower ranks only. palm.data and palm.models share a rank but are two
+# groups: neither imports the other.
+LAYERS: dict[str, tuple[str, int]] = {
+    "palm.errors": ("errors", 0),
+    "palm": ("base", 1),  # palm/__init__, config, io_utils, metrics, outputs, runtime, ...
+    "palm.data": ("data", 2),
+    "palm.models": ("models", 2),
+    "palm.viz": ("viz", 3),
+    "palm.engine": ("engine", 4),
+    "palm.cli": ("cli", 5),
+    "palm.__main__": ("cli", 5),
+}
+
+
+def layer_of(module: str) -> tuple[str, int]:
+    prefixes = [p for p in LAYERS if module == p or module.startswith(p + ".")]
+    return LAYERS[max(prefixes, key=len)]
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def palm_imports(tree: ast.Module) -> list[tuple[str, int, bool]]:
+    """(imported palm module, line, inside a function) for every import of palm."""
+    found = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            nested = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            if isinstance(child, ast.Import):
+                found.extend((a.name, child.lineno, in_function) for a in child.names
+                             if a.name.split(".")[0] == "palm")
+            elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module \
+                    and child.module.split(".")[0] == "palm":
+                # `from palm.data import sources` names a submodule: its layer is palm.data's
+                found.append((child.module, child.lineno, in_function))
+            visit(child, nested)
+
+    visit(tree, False)
+    return found
+
+
+def layering_violations(root: Path) -> list[str]:
+    """Every import in the package at `root` that runs upward, sideways into another group of
+    the same rank, or hides inside a function."""
+    problems = []
+    for path in sorted(root.rglob("*.py")):
+        source = module_name(path, root)
+        group, rank = layer_of(source)
+        for target, line, in_function in palm_imports(ast.parse(path.read_text(encoding="utf-8"))):
+            where = f"{path.relative_to(root.parent)}:{line}: {source} imports {target}"
+            target_group, target_rank = layer_of(target)
+            if in_function:
+                problems.append(f"{where} inside a function (import at the top)")
+            elif target_group != group and target_rank >= rank:
+                problems.append(f"{where}, which is {'above' if target_rank > rank else 'beside'} it")
+    return problems
+
+
+def test_palm_imports_run_downward_only():
+    assert layering_violations(PACKAGE) == []
+
+
+def _fake_package(tmp_path: Path, files: dict[str, str]) -> Path:
+    root = tmp_path / "palm"
+    for name, text in {"__init__.py": "", "data/__init__.py": "", "engine/__init__.py": "",
+                       "viz/__init__.py": "", **files}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_checker_catches_a_back_arrow_a_sideways_one_and_a_lazy_one(tmp_path):
+    root = _fake_package(tmp_path, {
+        "data/ok.py": "import numpy\nfrom palm.errors import BadData\nfrom palm import io_utils\n",
+        "engine/ok.py": "from palm.viz import cam\nfrom palm.data.ok import x\n",
+        "data/up.py": "from palm.engine import train\n",
+        "data/beside.py": "import palm.models.resnet\n",
+        "viz/lazy.py": "def f():\n    from palm.data import read_image\n",
+    })
+    problems = layering_violations(root)
+    assert len(problems) == 3, problems
+    up, beside, lazy = sorted(problems, key=lambda p: ("up.py" not in p, "beside" not in p))
+    assert "palm/data/up.py:1: palm.data.up imports palm.engine, which is above it" == up
+    assert "palm.models.resnet, which is beside it" in beside
+    assert "palm/viz/lazy.py:2" in lazy and "inside a function" in lazy

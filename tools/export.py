@@ -1,0 +1,5 @@
+"""`python tools/export.py ...` in a checkout: the same as `palm export ...` (palm/cli/export.py)."""
+from palm.cli.export import cli
+
+if __name__ == "__main__":
+    cli()

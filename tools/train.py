@@ -1,0 +1,5 @@
+"""`python tools/train.py ...` in a checkout: the same as `palm train ...` (palm/cli/train.py)."""
+from palm.cli.train import cli
+
+if __name__ == "__main__":
+    cli()
