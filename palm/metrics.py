@@ -391,6 +391,8 @@ def delong_covariance(y_true: Any, *scores: Any) -> tuple[np.ndarray, np.ndarray
     """(AUCs (k,), their DeLong covariance matrix (k, k)) for k scores of the same cases."""
     y, rows = _as_score_rows(y_true, *scores)
     auc, v10, v01 = _delong_components(y, rows)
+    if min(v10.shape[1], v01.shape[1]) < 2:  # a variance needs two cases of each class
+        return auc, np.full((len(rows), len(rows)), math.nan)
     s10 = np.atleast_2d(np.cov(v10))
     s01 = np.atleast_2d(np.cov(v01))
     return auc, s10 / v10.shape[1] + s01 / v01.shape[1]
@@ -399,10 +401,11 @@ def delong_covariance(y_true: Any, *scores: Any) -> tuple[np.ndarray, np.ndarray
 def delong_interval(y_true: Any, y_prob: Any, confidence: float = 0.95) -> dict[str, Any]:
     """AUC with DeLong's standard error and normal interval (clipped to [0, 1])."""
     auc, cov = delong_covariance(y_true, y_prob)
-    se = math.sqrt(max(float(cov[0, 0]), 0.0))
+    se = math.sqrt(max(float(cov[0, 0]), 0.0)) if not math.isnan(cov[0, 0]) else math.nan
     z = float(stats.norm.ppf(0.5 + confidence / 2))
-    return {"roc_auc": float(auc[0]), "se": se,
-            "ci": [max(0.0, float(auc[0]) - z * se), min(1.0, float(auc[0]) + z * se)]}
+    ci = [math.nan, math.nan] if math.isnan(se) else \
+        [max(0.0, float(auc[0]) - z * se), min(1.0, float(auc[0]) + z * se)]
+    return {"roc_auc": float(auc[0]), "se": se, "ci": ci}
 
 
 def delong_test(y_true: Any, prob_a: Any, prob_b: Any) -> dict[str, float]:
@@ -411,6 +414,9 @@ def delong_test(y_true: Any, prob_a: Any, prob_b: Any) -> dict[str, float]:
     auc, cov = delong_covariance(y_true, prob_a, prob_b)
     diff = float(auc[0] - auc[1])
     var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    if math.isnan(var):
+        return {"auc_a": float(auc[0]), "auc_b": float(auc[1]), "difference": diff,
+                "se": math.nan, "z": math.nan, "p": math.nan}
     if var <= 1e-15:  # identical rankings: no evidence of a difference
         return {"auc_a": float(auc[0]), "auc_b": float(auc[1]), "difference": diff,
                 "se": 0.0, "z": 0.0, "p": 1.0}
