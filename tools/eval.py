@@ -28,6 +28,7 @@ from palm.engine.device import select_device
 from palm.engine.evaluate import evaluate_checkpoint
 from palm.engine.inference import ENGINES, PRECISIONS
 from palm.io_utils import output_lock
+from palm.metrics import parse_operating_point
 from palm.viz.report import build_report
 from palm.weights import TRUST_HELP, trust_checkpoints
 
@@ -88,6 +89,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     check_options(vars(args))
+    if args.operating_point:  # a typo is reported before the model is loaded
+        parse_operating_point(args.operating_point)
     select_device(args.device)
     output = Path(args.output) if args.output else Path(args.checkpoint).parent / "eval"
     with trust_checkpoints(args.trust_checkpoint), output_lock(output, folder=True):
