@@ -83,6 +83,11 @@ DEFAULTS: dict[str, Any] = {
     "pos_weight": None,  # BCE weight of positives: a number, or "auto" = negatives/positives
     "aux_weight": 0.3,  # GoogLeNet auxiliary classifiers (Szegedy et al. 2014 use 0.3)
     "threshold": 0.5,
+    # which images choose the best epoch (and later the operating point and temperature):
+    # "val" (then eval figures on val are optimistic) or "holdout", a stratified, seeded
+    # share of the training images (holdout_fraction) that training then does not use
+    "select_on": "val",
+    "holdout_fraction": 0.2,
     # run
     "output": None,  # default runs/<model>
     "seed": 0,
@@ -100,6 +105,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "scheduler": ("constant", "step", "cosine"),
     "normalize": ("minus_one_one", "imagenet"),
     "device": ("auto", "cpu", "gpu"),
+    "select_on": ("val", "holdout"),
 }
 
 # A reduced run for `tools/train.py --demo`: a synthetic PALM set at 128 px (drawn once into
@@ -166,6 +172,7 @@ RANGES: dict[str, Range] = {
     "pos_weight": Range(0, low_open=True),
     "aux_weight": Range(0),
     "threshold": Range(0, 1),
+    "holdout_fraction": Range(0, 1, low_open=True, high_open=True),
     "seed": Range(0, 2**32 - 1),  # numpy's seed range
     "max_pixels": Range(1),
     "cache_size_gb": Range(0),
@@ -174,6 +181,7 @@ RANGES: dict[str, Range] = {
     "max_side": Range(0),
     "class_index": Range(0),
     "gallery_size": Range(0),
+    "ci_resamples": Range(1),
 }
 
 

@@ -19,12 +19,15 @@ def main_output(outputs: T | Sequence[T]) -> T:
     return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
 
 
-def probabilities(logits: Any) -> np.ndarray:
-    """Sigmoid of a single logit -> (N,) P(positive); softmax over K logits -> (N, K).
+def probabilities(logits: Any, temperature: float = 1.0) -> np.ndarray:
+    """Sigmoid of a single logit -> (N,) P(positive); softmax over K logits -> (N, K); of
+    logits / temperature (temperature scaling, see palm.metrics.fit_temperature).
 
     `logits`: (N, 1) or (N, K) as a numpy array or anything `np.asarray` takes (float32 out).
     """
     logits = np.asarray(logits, dtype=np.float32)
+    if temperature != 1.0:
+        logits = logits / np.float32(temperature)
     if logits.shape[-1] == 1:
         return expit(logits.reshape(-1))
     return softmax(logits, axis=-1)

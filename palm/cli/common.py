@@ -66,6 +66,7 @@ COMMANDS: dict[str, Command] = {
     "predict": Command("palm.cli.predict", "python tools/predict.py", "predict a folder of photos to a CSV"),
     "cam": Command("palm.cli.cam", "python tools/cam.py", "Grad-CAM overlays for photos"),
     "export": Command("palm.cli.export", "python tools/export.py", "export a checkpoint for Paddle Inference"),
+    "compare": Command("palm.cli.compare", "python tools/compare.py", "leaderboard and paired tests of several models"),
     "report": Command("palm.cli.report", "python tools/report.py", "HTML report of a run and its evaluation"),
     "benchmark": Command("palm.cli.benchmark", "python tools/benchmark.py", "speed of every way palm runs a network"),
     "benchmark-data": Command("palm.cli.benchmark_data", "python tools/benchmark_data.py", "speed of the input pipeline"),

@@ -3,11 +3,18 @@
 Examples:
     python tools/eval.py --checkpoint runs/resnet50/best.pdparams --data-root data/PALM
     python tools/eval.py --checkpoint best.pdparams --val-dir data/val --tune-threshold
+    python tools/eval.py --checkpoint runs/r18/best.pdparams --data-root data/PALM \
+        --fit-temperature --operating-point sens=0.95
 
 Writes to --output: metrics.json (accuracy, precision, recall/sensitivity, specificity, F1,
-ROC AUC, average precision, threshold, counts), predictions.csv, confusion_matrix.png,
-roc_curve.png, pr_curve.png; prints the confusion matrix. The model, its preprocessing and
-class names come from the JSON file beside the checkpoint.
+ROC AUC, average precision, threshold, counts; "ci95" intervals, "operating_points",
+"calibration", "selection": optimistic or independent), predictions.csv, confusion_matrix.png,
+roc_curve.png, pr_curve.png, reliability_diagram.png; prints the confusion matrix and a
+summary line such as `AUC 0.953 (0.931-0.972)`. The model, its preprocessing, class names,
+threshold and temperature come from the JSON file beside the checkpoint.
+--fit-temperature and --operating-point are fitted on the images that selected the
+checkpoint (training's select_on: val or holdout) and stored in that JSON file, so later
+evals, tools/predict.py and tools/export.py use them.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from palm.engine.evaluate import evaluate_checkpoint
 from palm.engine.inference import ENGINES, PRECISIONS
 from palm.io_utils import output_lock
 from palm.engine.report import build_report
+from palm.metrics import parse_operating_point
 from palm.weights import TRUST_HELP, trust_checkpoints
 
 
@@ -44,7 +52,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     thr = p.add_mutually_exclusive_group()
     thr.add_argument("--threshold", type=float, help="decision threshold (default: the checkpoint's)")
     thr.add_argument("--tune-threshold", action="store_true",
-                     help="use the Youden-J threshold of this data (optimistic on the same data)")
+                     help="use the Youden-J threshold of this data (exploratory: the figures "
+                          "are then optimistic)")
+    thr.add_argument("--operating-point", metavar="sens=X|spec=X|youden",
+                     help="choose the threshold on the checkpoint's selection images (e.g. "
+                          "sens=0.95: the best specificity with sensitivity >= 0.95) and store "
+                          "it with the checkpoint")
+    p.add_argument("--fit-temperature", action="store_true",
+                   help="fit temperature scaling on the checkpoint's selection images and "
+                        "store it with the checkpoint (calibrates probabilities; ranking, "
+                        "AUC and decisions stay the same)")
+    p.add_argument("--ci-resamples", type=int, default=2000,
+                   help="bootstrap resamples for the 95%% intervals of AUC, AP, F1 and the "
+                        "operating points (seeded)")
+    p.add_argument("--no-ci", action="store_true", help="no confidence intervals")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images, listing them")
@@ -68,6 +89,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     check_options(vars(args))
+    if args.operating_point:  # a typo is reported before the model is loaded
+        parse_operating_point(args.operating_point)
     select_device(args.device)
     output = Path(args.output) if args.output else Path(args.checkpoint).parent / "eval"
     with trust_checkpoints(args.trust_checkpoint), output_lock(output, folder=True):
@@ -78,6 +101,8 @@ def main(args: argparse.Namespace) -> dict:
             cache_dir=args.cache_dir, engine=args.engine, precision=args.precision,
             cache_size_gb=args.cache_size_gb, max_pixels=args.max_pixels,
             allow_outside_paths=args.allow_outside_paths, positive_class=args.positive_class,
+            ci_resamples=0 if args.no_ci else args.ci_resamples,
+            fit_temperature=args.fit_temperature, operating_point=args.operating_point,
         )
         if args.report:
             report = build_report(Path(args.checkpoint).parent, output, checkpoint=args.checkpoint)

@@ -69,6 +69,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     opt.add_argument("--warmup-epochs", type=float)
     opt.add_argument("--pos-weight", type=_pos_weight, help="BCE weight of positives, or 'auto'")
     opt.add_argument("--pretrained", help="ImageNet .pdparams to start from (no download)")
+    opt.add_argument("--select-on", choices=("val", "holdout"),
+                     help="images that choose the best epoch: val, or holdout (a stratified "
+                          "part of the training data, so figures on val stay independent)")
+    opt.add_argument("--holdout-fraction", type=float,
+                     help="share of the training images held out with --select-on holdout")
     run = p.add_argument_group("run")
     run.add_argument("--output", help="run folder (default runs/MODEL)")
     run.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pdparams")

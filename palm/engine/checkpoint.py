@@ -4,7 +4,8 @@ The sidecar holds everything eval/predict need to rebuild the model and its prep
 so a checkpoint path alone is enough, and the size and SHA-256 of the files beside it:
     {"model": "resnet50", "num_classes": 1, "class_names": ["non-PM", "PM"],
      "image_size": 224, "normalize": "minus_one_one", "fundus_crop": false,
-     "threshold": 0.5, "epoch": 3, "metrics": {...}, "model_kwargs": {},
+     "threshold": 0.5, "temperature": 1.0, "epoch": 3, "metrics": {...}, "model_kwargs": {},
+     "selection": {"select_on": "holdout", "predictions": "best_selection.csv", ...},
      "files": {"pdparams": {"sha256": "9f2c...", "bytes": 44787441}, "pdopt": {...}}}
 
 Loading trusts nothing: the sidecar is validated before a network is built, each file's
@@ -29,6 +30,7 @@ from typing import Any, Callable
 import paddle
 
 from palm.errors import BadCheckpoint
+from palm.io_utils import write_text_atomic
 from palm.models import MODELS, build_model
 from palm.weights import file_sha256, read_weights
 
@@ -70,7 +72,7 @@ def validate_meta(meta: Any, source: str | Path) -> dict[str, Any]:
         problems.append(f"image_size must be an integer in {low}..{high}, "
                         f"not {meta['image_size']!r}")
     optional = {"class_names": list, "normalize": str, "fundus_crop": bool, "model_kwargs": dict,
-                "metrics": dict, "files": dict}
+                "metrics": dict, "files": dict, "selection": dict}
     problems += [f"{key} must be a {kind.__name__}, not {meta[key]!r}"
                  for key, kind in optional.items()
                  if key in meta and not isinstance(meta[key], kind)]
@@ -80,6 +82,10 @@ def validate_meta(meta: Any, source: str | Path) -> dict[str, Any]:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
             or not 0 <= threshold <= 1:
         problems.append(f"threshold must be a number in 0..1, not {threshold!r}")
+    temperature = meta.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not 0 < temperature < float("inf"):
+        problems.append(f"temperature must be a positive number, not {temperature!r}")
     if "epoch" in meta and (not _is_int(meta["epoch"]) or meta["epoch"] < 0):
         problems.append(f"epoch must be an integer >= 0, not {meta['epoch']!r}")
     if problems:
@@ -157,6 +163,16 @@ def load_meta(params_path: str | Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{side}: not valid JSON ({e})") from None
     return validate_meta(meta, side)
+
+
+def update_sidecar(params_path: str | Path, changes: dict[str, Any]) -> dict[str, Any]:
+    """Merge `changes` into a checkpoint's sidecar (validated, written atomically); the
+    weights and their recorded hashes are untouched. Returns the new meta."""
+    meta = {**load_meta(params_path), **changes}
+    side = sidecar_path(params_path)
+    validate_meta(meta, side)
+    write_text_atomic(side, _json_text(meta))
+    return meta
 
 
 def load_weights(params_path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,11 @@
 """Evaluation: probabilities for a labelled loader, and the files `tools/eval.py` writes.
 
+Every headline metric comes with a 95 % interval (`palm.metrics`: Wilson for proportions,
+a stratified bootstrap for AUC, AP and F1, DeLong for AUC too), the operating points, the
+calibration errors and a reliability diagram. metrics.json also says whether the figures
+are "optimistic" (the scored images chose the checkpoint's epoch, threshold or temperature)
+or "independent" of that choice.
+
 Example:
     result = evaluate(model, build_loader(val_set, 16, train=False))
     result.probabilities.shape  # (N,) for one logit, (N, K) for K classes
@@ -19,6 +25,7 @@ import paddle
 from palm import metrics as M
 from palm.data import build_loader, eval_transform
 from palm.data import sources
+from palm.engine.checkpoint import update_sidecar
 from palm.engine.inference import as_layer, load_predictor, source_meta
 from palm.engine.losses import ClassificationLoss
 from palm.errors import BadCheckpoint, BadData
@@ -32,14 +39,19 @@ class EvalResult:
     """Outputs of `evaluate`, in loader order.
 
     Attributes:
-        probabilities: (N,) positive-class probability for one logit, else (N, K) softmax.
+        probabilities: (N,) positive-class probability for one logit, else (N, K) softmax,
+            of the logits divided by `temperature`.
         labels: (N,) int64 ground truth.
         loss: mean loss over samples (NaN when no loss function was given).
+        logits: (N, 1) or (N, K) raw logits, when known.
+        temperature: the temperature the probabilities were computed with.
     """
 
     probabilities: np.ndarray
     labels: np.ndarray
     loss: float = math.nan
+    logits: np.ndarray | None = None
+    temperature: float = 1.0
 
     def metrics(self, threshold: float = 0.5) -> dict[str, Any]:
         return M.classification_metrics(self.labels, self.probabilities, threshold)
@@ -50,17 +62,20 @@ def evaluate(
     model: paddle.nn.Layer,
     loader: paddle.io.DataLoader,
     loss_fn: Callable | None = None,
+    temperature: float = 1.0,
 ) -> EvalResult:
     """Run `model` in eval mode over `loader` (images, labels); restore its mode afterwards."""
     was_training = model.training
     model.eval()
-    probs, labels, loss_sum = [], [], 0.0
+    probs, logits_seen, labels, loss_sum = [], [], [], 0.0
     try:
         for images, batch_labels in loader:
             logits = main_output(model(images))
             if loss_fn is not None:
                 loss_sum += float(loss_fn(logits, batch_labels)) * len(batch_labels)
-            probs.append(probabilities(logits.astype("float32").numpy()))
+            logits = logits.astype("float32").numpy()
+            logits_seen.append(logits)
+            probs.append(probabilities(logits, temperature))
             labels.append(batch_labels.numpy().reshape(-1))
     finally:
         if was_training:
@@ -69,7 +84,8 @@ def evaluate(
         raise BadData("evaluate: the loader yielded no batches")
     labels_np = np.concatenate(labels).astype(np.int64)
     loss = loss_sum / len(labels_np) if loss_fn is not None else math.nan
-    return EvalResult(np.concatenate(probs), labels_np, loss)
+    return EvalResult(np.concatenate(probs), labels_np, loss, np.concatenate(logits_seen),
+                      temperature)
 
 
 def predictions_frame(
@@ -116,6 +132,41 @@ def json_ready(obj: Any) -> Any:
     return obj
 
 
+def evidence(result: EvalResult, threshold: float, class_names: Sequence[str],
+             ci_resamples: int = M.DEFAULT_RESAMPLES, seed: int = 0) -> dict[str, Any]:
+    """Intervals, operating points, calibration and class counts of `result` (metrics.json).
+
+    `ci_resamples` 0 leaves out the intervals and the operating points' bootstrap.
+    """
+    binary = M.is_binary_output(result.probabilities)
+    counts = np.bincount(result.labels, minlength=len(class_names) or 1)
+    out: dict[str, Any] = {
+        "class_counts": {str(name): int(n) for name, n in zip(class_names, counts)}
+                        or {str(c): int(n) for c, n in enumerate(counts)}}
+    if ci_resamples > 0:
+        out["ci95"] = (M.binary_intervals(result.labels, result.probabilities, threshold,
+                                          ci_resamples, seed) if binary else
+                       M.multiclass_intervals(result.labels, result.probabilities, ci_resamples,
+                                              seed))
+        out["ci_method"] = M.ci_method(ci_resamples, seed)
+    if binary:
+        out["operating_points"] = M.operating_points(result.labels, result.probabilities,
+                                                     ci_resamples, seed)
+    out["calibration"] = calibration_record(result)
+    return out
+
+
+def calibration_record(result: EvalResult) -> dict[str, Any]:
+    """ECE (equal-width and adaptive), MCE, Brier; with a temperature other than 1 also the
+    same figures before it was applied."""
+    record = M.calibration_errors(result.labels, result.probabilities)
+    record["temperature"] = result.temperature
+    if result.temperature != 1.0 and result.logits is not None:
+        record["before_temperature"] = M.calibration_errors(
+            result.labels, M.apply_temperature(result.logits))
+    return record
+
+
 def write_evaluation(
     result: EvalResult,
     files: Sequence[str],
@@ -123,8 +174,10 @@ def write_evaluation(
     threshold: float,
     output_dir: str | Path,
     extra: dict[str, Any] | None = None,
+    ci_resamples: int = M.DEFAULT_RESAMPLES,
 ) -> dict[str, Any]:
-    """Write metrics.json, predictions.csv, confusion_matrix.png, roc_curve.png, pr_curve.png.
+    """Write metrics.json, predictions.csv, confusion_matrix.png, roc_curve.png, pr_curve.png,
+    reliability_diagram.png.
 
     Returns:
         The metrics dict written to metrics.json (NaN as null), with `extra` merged in.
@@ -132,7 +185,8 @@ def write_evaluation(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     extra = extra or {}
-    metrics = {**result.metrics(threshold), "class_names": list(class_names)}
+    metrics = {**result.metrics(threshold), "class_names": list(class_names),
+               **evidence(result, threshold, class_names, ci_resamples)}
     clashes = sorted(set(metrics) & set(extra))
     if clashes:  # an extra key would silently replace a metric in metrics.json
         raise ValueError(f"extra keys {clashes} would overwrite metrics of the same name")
@@ -147,19 +201,141 @@ def write_evaluation(
     plots.plot_roc_curve(result.labels, result.probabilities, out / "roc_curve.png", class_names,
                          threshold if M.is_binary_output(result.probabilities) else None)
     plots.plot_pr_curve(result.labels, result.probabilities, out / "pr_curve.png", class_names)
+    before = (M.apply_temperature(result.logits)
+              if result.temperature != 1.0 and result.logits is not None else None)
+    plots.plot_reliability_diagram(result.labels, result.probabilities,
+                                   out / "reliability_diagram.png", uncalibrated=before)
     return metrics
 
 
 def choose_threshold(result: EvalResult, meta: dict[str, Any], threshold: float | None,
                      tune: bool) -> tuple[float, str]:
-    """(threshold, where it came from): Youden J on this data, the command line, or the checkpoint."""
+    """(threshold, where it came from): Youden J on this data, the command line, or the
+    checkpoint (its `threshold_source` when recorded, e.g. an operating point)."""
     if not M.is_binary_output(result.probabilities):
         return 0.5, "argmax (multi-class)"
     if tune:
         return M.youden_threshold(result.labels, result.probabilities), "youden_j"
     if threshold is not None:
         return float(threshold), "command_line"
-    return float(meta.get("threshold", 0.5)), "checkpoint"
+    source = meta.get("threshold_source")
+    return float(meta.get("threshold", 0.5)), f"checkpoint ({source})" if source else "checkpoint"
+
+
+# ---------------------------------------------------------------- honest selection
+#
+# Training records in the best checkpoint's sidecar which images chose the epoch
+# ("selection": select_on val or holdout) and saves their predictions at that epoch
+# (NAME_selection.csv: file, label, logits). Operating points and temperatures are fitted on
+# those images, never on the scored ones unless they are the same.
+
+SELECTION_SUFFIX = "_selection.csv"
+
+
+def selection_csv_path(params_path: str | Path) -> Path:
+    params_path = Path(params_path)
+    return params_path.with_name(params_path.stem + SELECTION_SUFFIX)
+
+
+def selection_frame(files: Sequence[str], result: EvalResult) -> pd.DataFrame:
+    """file, label, logit (one logit) or logit_0..logit_{K-1}: what a later calibration needs."""
+    logits = np.asarray(result.logits, dtype=np.float64).reshape(len(result.labels), -1)
+    frame = pd.DataFrame({"file": [str(Path(f).resolve()) for f in files],
+                          "label": result.labels})
+    names = ["logit"] if logits.shape[1] == 1 else [f"logit_{k}" for k in range(logits.shape[1])]
+    for k, name in enumerate(names):
+        frame[name] = logits[:, k]
+    return frame
+
+
+def read_selection(checkpoint: str | Path, meta: dict[str, Any]) -> tuple[list[str], np.ndarray,
+                                                                          np.ndarray]:
+    """(files, labels, logits (N, 1) or (N, K)) of the images that selected the checkpoint.
+
+    Raises:
+        BadCheckpoint: nothing was recorded (a checkpoint saved before selection was
+            recorded, or `last`), or the file is damaged.
+    """
+    record = meta.get("selection") or {}
+    path = Path(checkpoint).with_name(record["predictions"]) if "predictions" in record else None
+    if path is None or not path.is_file():
+        raise BadCheckpoint(f"{checkpoint}: no selection predictions recorded beside it (train "
+                            "again with this palm version and use best.pdparams)")
+    try:
+        frame = pd.read_csv(path)
+        logit_cols = [c for c in frame.columns if c.startswith("logit")]
+        logits = frame[logit_cols].to_numpy(np.float64)
+        labels = frame["label"].to_numpy(np.int64)
+    except (KeyError, ValueError, pd.errors.ParserError) as e:
+        raise BadCheckpoint(f"{path}: damaged selection predictions ({e})") from None
+    if not logit_cols or not np.isfinite(logits).all():
+        raise BadCheckpoint(f"{path}: damaged selection predictions (no finite logits)")
+    return frame["file"].astype(str).tolist(), labels, logits
+
+
+def selection_status(checkpoint: str | Path, meta: dict[str, Any], scored_files: Sequence[str],
+                     tuned_here: bool) -> tuple[str, str]:
+    """("optimistic" | "independent" | "unknown", why) for figures on `scored_files`."""
+    if tuned_here:
+        return "optimistic", "the threshold was tuned on the scored images (exploratory)"
+    record = meta.get("selection")
+    if not record:
+        return "unknown", "the checkpoint does not record which images selected it"
+    try:
+        chosen = set(read_selection(checkpoint, meta)[0])
+    except BadCheckpoint:
+        return "unknown", "the checkpoint's selection predictions are missing"
+    overlap = sum(str(Path(f).resolve()) in chosen for f in scored_files)
+    chosen_parts = ["epoch"] + (["threshold"] if meta.get("threshold_source") else []) + \
+        (["temperature"] if meta.get("temperature", 1.0) != 1.0 else [])
+    what = " and ".join(chosen_parts) if len(chosen_parts) < 3 else "epoch, threshold and temperature"
+    if overlap:
+        return "optimistic", (f"{overlap} of the {len(scored_files)} scored images chose the "
+                              f"checkpoint's {what} (select_on: {record.get('select_on')})")
+    return "independent", (f"the {what} {'were' if len(chosen_parts) > 1 else 'was'} chosen "
+                           f"on {len(chosen)} other images "
+                           f"(select_on: {record.get('select_on')})")
+
+
+def calibrate_checkpoint(checkpoint: str | Path, meta: dict[str, Any], fit_temperature: bool,
+                         operating_point: str | None,
+                         log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Fit a temperature and/or choose an operating-point threshold on the checkpoint's
+    selection images, store them in its sidecar (so eval, predict and export use them) and
+    return the new meta.
+
+    Raises:
+        BadCheckpoint: an export folder (calibrate the checkpoint, then export), or no
+            selection predictions.
+        ValueError: a bad operating point, or one for a multi-class model.
+    """
+    if Path(checkpoint).is_dir():
+        raise BadCheckpoint(f"{checkpoint}: an exported model cannot be changed; calibrate "
+                            "the .pdparams checkpoint, then export it again")
+    kind, target = M.parse_operating_point(operating_point) if operating_point else ("", 0.0)
+    _, labels, logits = read_selection(checkpoint, meta)
+    where = f"{len(labels)} {meta['selection'].get('select_on', '?')} images"
+    changes: dict[str, Any] = {}
+    old_t = float(meta.get("temperature", 1.0))
+    temperature = old_t
+    if fit_temperature:
+        temperature = M.fit_temperature(labels, logits)
+        changes["temperature"] = temperature
+        changes["temperature_source"] = f"fitted on {where}"
+        if meta["num_classes"] == 1:  # keep the decisions of the threshold in use
+            changes["threshold"] = M.rescale_threshold(float(meta.get("threshold", 0.5)), old_t,
+                                                       temperature)
+        log(f"temperature {temperature:.3f} (NLL {M.negative_log_likelihood(labels, logits):.4f}"
+            f" -> {M.negative_log_likelihood(labels, logits, temperature):.4f} on {where})")
+    if kind:
+        if meta["num_classes"] != 1:
+            raise ValueError("--operating-point applies to two-class (one-logit) models")
+        probs = M.apply_temperature(logits, temperature)
+        threshold = float(np.clip(M.threshold_for(labels, probs, kind, target), 0.0, 1.0))
+        changes["threshold"] = threshold
+        changes["threshold_source"] = f"operating point {operating_point} on {where}"
+        log(f"threshold {threshold:.4f}: {operating_point} on {where}")
+    return update_sidecar(checkpoint, changes)
 
 
 def evaluate_checkpoint(
@@ -181,6 +357,9 @@ def evaluate_checkpoint(
     max_pixels: int | None = None,
     allow_outside_paths: bool = False,
     positive_class: str | None = None,
+    ci_resamples: int = M.DEFAULT_RESAMPLES,
+    fit_temperature: bool = False,
+    operating_point: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Evaluate a saved checkpoint on labelled data and write the evaluation files.
@@ -188,12 +367,15 @@ def evaluate_checkpoint(
     The model, preprocessing and class names come from the checkpoint's sidecar JSON.
     `checkpoint` may also be a tools/export.py folder; `engine` is as in
     `palm.engine.inference.load_predictor`; `precision` "bf16" runs the inference engine
-    in bfloat16 (CPU).
+    in bfloat16 (CPU). `fit_temperature` / `operating_point` first calibrate the checkpoint
+    on its selection images (`calibrate_checkpoint`).
 
     Returns:
         The metrics written to OUTPUT_DIR/metrics.json.
     """
     meta = source_meta(checkpoint)
+    if fit_temperature or operating_point:
+        meta = calibrate_checkpoint(checkpoint, meta, fit_temperature, operating_point, log)
     transform = eval_transform(meta)
     class_names = meta.get("class_names") or None
     dataset = sources.evaluation_set(transform=transform, classes=class_names, data_root=data_root,
@@ -209,29 +391,43 @@ def evaluate_checkpoint(
                                precision=precision)
     model = as_layer(predictor)
     loader = build_loader(dataset, batch_size, train=False, num_workers=num_workers)
-    result = evaluate(model, loader, ClassificationLoss(meta["num_classes"]))
+    result = evaluate(model, loader, ClassificationLoss(meta["num_classes"]),
+                      float(meta.get("temperature", 1.0)))
     thr, source = choose_threshold(result, meta, threshold, tune_threshold)
+    files = [path for path, _ in dataset.samples]
+    status, why = selection_status(checkpoint, meta, files, tune_threshold)
     extra = {"checkpoint": str(checkpoint), "engine": predictor.engine,
              "compute_precision": predictor.precision, "threshold_source": source,
              "positive_class": sources.positive_class_of(class_names),
+             "selection": status, "selection_detail": why,
              "skipped": [f"{where}: {why}" for where, why in dataset.skipped]}
-    metrics = write_evaluation(result, [path for path, _ in dataset.samples], class_names, thr,
-                               output_dir, extra)
+    metrics = write_evaluation(result, files, class_names, thr, output_dir, extra, ci_resamples)
     log(confusion_text(metrics["confusion_matrix"], class_names))
     log(evaluation_summary(metrics) + f" -> {output_dir}")
     return metrics
 
 
-def evaluation_summary(metrics: dict[str, Any]) -> str:
-    """One line: n, accuracy, AUC, sensitivity/specificity (binary) or macro F1, threshold."""
-    def fmt(key: str) -> str:
-        value = metrics.get(key)
-        return "n/a" if value is None else f"{value:.4f}"
+def _with_ci(metrics: dict[str, Any], key: str, digits: int = 3) -> str:
+    value = metrics.get(key)
+    if value is None:
+        return "n/a"
+    ci = (metrics.get("ci95") or {}).get(key)
+    if ci and None not in ci:
+        return f"{value:.{digits}f} ({ci[0]:.{digits}f}-{ci[1]:.{digits}f})"
+    return f"{value:.{digits}f}"
 
-    parts = [f"{metrics['n']} images", f"accuracy {fmt('accuracy')}", f"AUC {fmt('roc_auc')}"]
+
+def evaluation_summary(metrics: dict[str, Any]) -> str:
+    """One line: n, accuracy, AUC (with 95 % CIs when computed), sensitivity/specificity
+    (binary) or macro F1, threshold and where it came from, selection status."""
+    parts = [f"{metrics['n']} images", f"accuracy {_with_ci(metrics, 'accuracy')}",
+             f"AUC {_with_ci(metrics, 'roc_auc')}"]
     if "sensitivity" in metrics:
-        parts += [f"sensitivity {fmt('sensitivity')}", f"specificity {fmt('specificity')}",
+        parts += [f"sensitivity {_with_ci(metrics, 'sensitivity')}",
+                  f"specificity {_with_ci(metrics, 'specificity')}",
                   f"threshold {metrics['threshold']:.4f} ({metrics['threshold_source']})"]
     else:
-        parts.append(f"macro F1 {fmt('f1')}")
+        parts.append(f"macro F1 {_with_ci(metrics, 'f1')}")
+    if "selection" in metrics:
+        parts.append(f"selection {metrics['selection']}")
     return ", ".join(parts)

@@ -47,14 +47,16 @@ FOREIGN_SUFFIXES = (".pdparams", ".pdopt", ".pdiparams", ".pdmodel", ".json", ".
 
 
 @paddle.no_grad()
-def predict_probabilities(model: paddle.nn.Layer, images: paddle.Tensor, tta: bool = False) -> np.ndarray:
-    """Probabilities for a batch: (B,) for one logit, (B, K) for K classes.
+def predict_probabilities(model: paddle.nn.Layer, images: paddle.Tensor, tta: bool = False,
+                          temperature: float = 1.0) -> np.ndarray:
+    """Probabilities for a batch: (B,) for one logit, (B, K) for K classes (of the logits
+    divided by the checkpoint's `temperature`).
 
     With `tta`, the mean over the image and its horizontal and vertical flips (a fundus
     photo flipped is still a plausible fundus: left and right eyes mirror each other).
     """
     views = [images, paddle.flip(images, [3]), paddle.flip(images, [2])] if tta else [images]
-    probs = probabilities(main_output(model(paddle.concat(views))).numpy())
+    probs = probabilities(main_output(model(paddle.concat(views))).numpy(), temperature)
     return probs.reshape(len(views), len(images), *probs.shape[1:]).mean(axis=0)
 
 
@@ -233,7 +235,8 @@ def predict_to_csv(
 
     Args:
         model: in eval mode (load_checkpoint_model gives one).
-        meta: the checkpoint sidecar (image_size, normalize, fundus_crop, class_names, threshold).
+        meta: the checkpoint sidecar (image_size, normalize, fundus_crop, class_names,
+            threshold, temperature).
         threshold: binary decision threshold (default: the checkpoint's).
         resume: keep successful rows of an interrupted or earlier run of the same OUTPUT,
             if that run used the same checkpoint, threshold, precision and TTA.
@@ -262,8 +265,9 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
     class_names = list(meta.get("class_names") or [])
     threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
     columns = BASE_COLUMNS + ([f"prob_{c}" for c in class_names] if meta["num_classes"] > 1 else [])
+    temperature = float(meta.get("temperature", 1.0))
     record = {"checkpoint_sha256": checkpoint_sha256, "threshold": threshold,
-              "precision": precision, "tta": tta, "columns": columns}
+              "temperature": temperature, "precision": precision, "tta": tta, "columns": columns}
     done = _start_journal(output, columns, class_names, record, resume)
     todo = [p for p in paths if p not in done]
     transform = eval_transform(meta)
@@ -279,8 +283,8 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
             for images, indices, batch_errors in tqdm(loader, desc="predict", unit="batch",
                                                       disable=not progress, dynamic_ncols=True):
                 ok = [i for i, e in enumerate(batch_errors) if not e]
-                probs = (predict_probabilities(model, paddle.gather(images, paddle.to_tensor(ok)), tta)
-                         if ok else None)
+                probs = (predict_probabilities(model, paddle.gather(images, paddle.to_tensor(ok)),
+                                               tta, temperature) if ok else None)
                 writer.writerows(_rows(todo, indices.numpy(), batch_errors, probs, ok, class_names,
                                        threshold))
                 f.flush()  # a crash loses at most the batch in flight

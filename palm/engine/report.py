@@ -2,7 +2,8 @@
 
 Everything is embedded (images as base64 `data:` URIs, CSS inline, no scripts), so the file
 can be mailed or opened offline. Sections: config and model summary, training curves,
-metrics and threshold, confusion matrix, ROC and PR curves, a gallery of the most confident
+metrics with 95 % intervals, threshold and its source, the selection warning, class
+counts, operating points, confusion matrix, ROC and PR curves, reliability diagram, a gallery of the most confident
 errors and the most confident correct cases with Grad-CAM overlays, and the data set plots
 of `data_tools.inspect` when they are found.
 
@@ -10,7 +11,7 @@ Inputs (the layout written by tools/train.py and tools/eval.py):
     RUN_DIR/  config.yaml, metrics.csv, loss_curve.png, metrics_curve.png,
               best.pdparams + best.json (or last.*)
     EVAL_DIR/ metrics.json, predictions.csv (file,label,probability,prediction),
-              confusion_matrix.png, roc_curve.png, pr_curve.png
+              confusion_matrix.png, roc_curve.png, pr_curve.png, reliability_diagram.png
 """
 from __future__ import annotations
 
@@ -63,6 +64,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .case img { width: 124px; }
 .case.error { border-color: #c0392b; }
 .note { color: #777; font-style: italic; }
+.caption { color: #555; font-size: 90%; }
+.warn { background: #fdecea; border-left: 4px solid #c0392b; padding: 6px 10px; }
 .wide { overflow-x: auto; }
 .figs h3 { margin-top: 0; }
 figcaption { font-size: 13px; color: #555; }
@@ -127,7 +130,13 @@ def _fmt(v: Any) -> str:
 
 
 def _note(text: str) -> str:
+    """Something the report could not show (a missing file, a redrawn plot)."""
     return f'<p class="note">{html.escape(text)}</p>'
+
+
+def _caption(text: str) -> str:
+    """How the figures above were obtained."""
+    return f'<p class="caption">{html.escape(text)}</p>'
 
 
 # ---- inputs ------------------------------------------------------------------------------
@@ -233,8 +242,11 @@ def evaluation_section(eval_dir: Path) -> str:
             parts.append(f"<p>Decision threshold: <b>{_fmt(threshold)}</b>"
                          f"{f' (from {html.escape(str(source))})' if source else ''}; "
                          "a probability at or above it counts as positive.</p>")
-        # the matrix is drawn beside the table; class names are in the model summary
-        rows = dict(kv for kv in _flatten(metrics) if kv[0] not in ("confusion_matrix", "class_names"))
+        parts += evidence_parts(metrics)
+        # the matrix is drawn beside the table; class names are in the model summary;
+        # intervals and operating points have their own tables
+        rows = dict(kv for kv in _flatten(metrics) if kv[0] not in ("confusion_matrix", "class_names")
+                    and not kv[0].startswith(EVIDENCE_KEYS))
         first = [k for k in HEADLINE_METRICS if k in rows]
         ordered = [(k, rows[k]) for k in first] + [(k, v) for k, v in rows.items() if k not in first]
         figs.append(_table(ordered, ("metric", "value")))
@@ -242,11 +254,74 @@ def evaluation_section(eval_dir: Path) -> str:
         parts.append(_note(f"no metrics.json in {eval_dir}"))
     figs += [
         _img(file_data_uri(eval_dir / name), name, name)
-        for name in ("confusion_matrix.png", "roc_curve.png", "pr_curve.png")
+        for name in ("confusion_matrix.png", "roc_curve.png", "pr_curve.png",
+                     "reliability_diagram.png")
         if (eval_dir / name).is_file()
     ]
     parts.append(f'<div class="figs">{"".join(figs)}</div>')
     return "\n".join(parts)
+
+
+EVIDENCE_KEYS = ("ci95.", "ci_method.", "operating_points.", "class_counts.")
+CI_ROWS = ("roc_auc", "roc_auc_delong", "average_precision", "accuracy", "sensitivity",
+           "specificity", "ppv", "npv", "f1")
+SELECTION_TEXT = {
+    "optimistic": "so the figures overstate how the model does on new images; report them as "
+                  "exploratory, or train with select_on: holdout",
+    "independent": "so the figures are fit to report",
+    "unknown": "so whether the figures are optimistic cannot be told",
+}
+
+
+def evidence_parts(metrics: dict[str, Any]) -> list[str]:
+    """Selection status, class counts, metrics with 95 % intervals, operating points."""
+    parts = []
+    status = metrics.get("selection")
+    if status in SELECTION_TEXT:
+        detail = metrics.get("selection_detail") or "no detail recorded"
+        text = f"{status}: {detail}, {SELECTION_TEXT[status]}."
+        parts.append(f'<p class="{"warn" if status == "optimistic" else "note"}">'
+                     f"Selection: {html.escape(text)}</p>")
+    counts = metrics.get("class_counts")
+    if counts:
+        parts.append("<p>Images per class: " + html.escape(
+            ", ".join(f"{name} {n}" for name, n in counts.items())) + "</p>")
+    ci = metrics.get("ci95") or {}
+    rows = []
+    for key in CI_ROWS:
+        value = metrics.get("roc_auc" if key == "roc_auc_delong" else
+                            "precision" if key == "ppv" else key)
+        if key == "npv" and None not in (metrics.get("tn"), metrics.get("fn")):
+            total = metrics["tn"] + metrics["fn"]
+            value = metrics["tn"] / total if total else None
+        if key in ci:
+            rows.append(f"<tr><th>{html.escape(key)}</th><td class=\"num\">{_fmt(value)}</td>"
+                        f"<td class=\"num\">{_interval(ci[key])}</td></tr>")
+    if rows:
+        method = (metrics.get("ci_method") or {}).get("roc_auc", "")
+        parts.append("<h3>95 % confidence intervals</h3><table><tr><th>metric</th><th>value</th>"
+                     f"<th>95 % CI</th></tr>{''.join(rows)}</table>"
+                     + _caption(f"proportions: Wilson; AUC, AP, F1: {method}; "
+                             "roc_auc_delong: DeLong"))
+    points = metrics.get("operating_points") or {}
+    if points:
+        body = "".join(
+            f"<tr><th>{html.escape(name)}</th><td class=\"num\">{_fmt(p['threshold'])}</td>"
+            f"<td class=\"num\">{_fmt(p['sensitivity'])} {_interval(p['sensitivity_ci'])}</td>"
+            f"<td class=\"num\">{_fmt(p['specificity'])} {_interval(p['specificity_ci'])}</td></tr>"
+            for name, p in points.items())
+        parts.append("<h3>Operating points on these images</h3><table><tr><th>point</th>"
+                     "<th>threshold</th><th>sensitivity (95 % CI)</th>"
+                     f"<th>specificity (95 % CI)</th></tr>{body}</table>"
+                     + _caption("chosen on the images scored here: exploratory; store one chosen "
+                             "on the selection images with tools/eval.py --operating-point"))
+    return parts
+
+
+def _interval(ci: Any) -> str:
+    if not isinstance(ci, list) or len(ci) != 2 or None in ci:
+        return "\u2014"
+    return f"({ci[0]:.3f}\u2013{ci[1]:.3f})"
 
 
 def select_cases(

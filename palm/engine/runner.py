@@ -5,13 +5,16 @@ arguments (palm.engine.train, .optim, .sources, .device).
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import paddle
+from sklearn.model_selection import train_test_split
 
 from palm.config import DEMO_SYNTH, save_config
 from palm.data import build_loader, build_transform, describe_augment, resolve_augment
@@ -21,7 +24,7 @@ from palm.engine.checkpoint import load_meta, recover_folder
 from palm.engine.device import DistInfo, init_distributed, seed_everything, select_device
 from palm.engine.optim import build_optimizer, build_scheduler
 from palm.engine.losses import ClassificationLoss, auto_pos_weight
-from palm.engine.train import RunState, fit, load_resume_state, selection_score
+from palm.engine.train import RunState, Selection, fit, load_resume_state, selection_score
 from palm.errors import BadCheckpoint, BadConfig
 from palm.io_utils import output_lock
 from palm.models import build_model, load_pretrained
@@ -118,6 +121,40 @@ def build_datasets(cfg: dict[str, Any]):
         class_names=cfg["class_names"], positive_class=cfg["positive_class"])
 
 
+def carve_holdout(train_set, fraction: float, seed: int, transform):
+    """(training part, holdout part) of `train_set`: a stratified, seeded split whose
+    holdout is read with the evaluation `transform` (no augmentation).
+
+    Raises:
+        BadConfig: too few images of some class for the split.
+    """
+    indices = np.arange(len(train_set))
+    try:
+        keep, held = train_test_split(indices, test_size=fraction, random_state=seed,
+                                      stratify=train_set.labels)
+    except ValueError as e:
+        raise BadConfig(f"holdout_fraction {fraction}: cannot split {len(train_set)} training "
+                        f"images by class ({e})") from None
+    train_part, holdout = copy.copy(train_set), copy.copy(train_set)
+    train_part.samples = [train_set.samples[i] for i in sorted(keep)]
+    holdout.samples = [train_set.samples[i] for i in sorted(held)]
+    holdout.transform = transform
+    return train_part, holdout
+
+
+def build_selection(cfg: dict[str, Any], train_set, val_set):
+    """(training set, Selection): what picks `best`, as the config's select_on says."""
+    record = {"select_on": cfg["select_on"]}
+    if cfg["select_on"] == "val":
+        return train_set, Selection([path for path, _ in val_set.samples], record)
+    train_part, holdout = carve_holdout(train_set, cfg["holdout_fraction"], cfg["seed"],
+                                        val_set.transform)
+    record.update(holdout_fraction=cfg["holdout_fraction"], seed=cfg["seed"],
+                  images=len(holdout))
+    loader = build_loader(holdout, cfg["batch_size"], train=False, num_workers=cfg["num_workers"])
+    return train_part, Selection([path for path, _ in holdout.samples], record, loader)
+
+
 def build_optimization(cfg: dict[str, Any], model: paddle.nn.Layer, steps_per_epoch: int):
     """(optimizer, per-step LR scheduler) as the config asks."""
     scheduler = build_scheduler(cfg["scheduler"], cfg["lr"], epochs=cfg["epochs"],
@@ -183,6 +220,7 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
     cfg = {**cfg, "augment": resolved_augment(cfg)}
 
     train_set, val_set = build_datasets(cfg)
+    train_set, selection = build_selection(cfg, train_set, val_set)
     classes = list(train_set.classes)
     num_outputs = sources.num_outputs_for(classes)
     model, model_kwargs = build_network(cfg["model"], num_outputs, cfg["image_size"],
@@ -218,14 +256,17 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
         n_params = sum(math.prod(p.shape) for p in model.parameters() if not p.stop_gradient)
         log(f"{cfg['model']} ({n_params / 1e6:.2f} M parameters, {num_outputs} output(s)) on "
             f"{device}{f' x{dist.world_size}' if dist.enabled else ''}: {len(train_set)} training / "
-            f"{len(val_set)} validation images, classes {classes}"
+            f"{len(val_set)} validation images"
+            + (f" / {len(selection.files)} holdout images choosing the best epoch"
+               if selection.loader is not None else "") + f", classes {classes}"
             + (f", positive class {positive!r}" if positive else "") + f" -> {run_dir}")
         log(f"augmentation {describe_augment(cfg['augment'])}")
     state = fit(model, loss_fn, optimizer, train_loader, val_loader, epochs=cfg["epochs"],
                 run_dir=run_dir, meta=meta, scheduler=scheduler, scaler=scaler, state=state,
-                is_main=dist.is_main, progress=progress, log=log)
+                selection=selection, is_main=dist.is_main, progress=progress, log=log)
     if dist.is_main and state.history:
-        best = max(state.history, key=lambda row: selection_score(row)[1])
-        log(f"done: best epoch {best['epoch']} (val AUC {best.get('val_roc_auc', math.nan):.4f}, "
-            f"accuracy {best['val_accuracy']:.4f}); checkpoints in {run_dir}")
+        best = max(state.history, key=lambda row: selection_score(row, selection.prefix)[1])
+        log(f"done: best epoch {best['epoch']} chosen on {selection.prefix} images (val AUC "
+            f"{best.get('val_roc_auc', math.nan):.4f}, accuracy {best['val_accuracy']:.4f}); "
+            f"checkpoints in {run_dir}")
     return run_dir

@@ -4,8 +4,12 @@ Run folder written by `fit` (main process only):
     metrics.csv                 one row per epoch
     last.pdparams/.pdopt/.json  after every epoch (and on Ctrl-C); .pdopt holds optimizer,
                                 LR-scheduler (and AMP scaler) state for --resume
-    best.pdparams/.json         the epoch with the best validation AUC (accuracy when AUC
-                                is undefined, e.g. a validation set with one class)
+    best.pdparams/.json         the epoch with the best AUC on the selection images
+                                (accuracy when AUC is undefined, e.g. one class): the
+                                validation set, or with select_on holdout a stratified
+                                part of the training data; the JSON's "selection" says which
+    best_selection.csv          the selection images' logits at that epoch (for
+                                tools/eval.py --fit-temperature / --operating-point)
     After each epoch, last, best (when it improved) and metrics.csv are saved as one unit
     (palm.engine.checkpoint.CheckpointWriter): a crash leaves all of them at the previous
     epoch or all at the new one, so metrics.csv is never ahead of `last` and `best` exists
@@ -34,7 +38,7 @@ from palm.engine.checkpoint import (
     load_weights,
     recover_folder,
 )
-from palm.engine.evaluate import EvalResult, evaluate, json_ready
+from palm.engine.evaluate import EvalResult, evaluate, json_ready, selection_csv_path, selection_frame
 from palm.errors import BadData, StoppedByUser, UserError
 from palm.viz.plots import plot_history
 
@@ -125,12 +129,39 @@ def epoch_row(epoch: int, train_stats: dict[str, float], val: EvalResult, thresh
     return row
 
 
-def selection_score(row: dict[str, Any]) -> tuple[str, float]:
-    """(metric name, value) that picks `best`: val AUC, or val accuracy when AUC is undefined."""
-    auc = row.get("val_roc_auc", math.nan)
+def selection_score(row: dict[str, Any], prefix: str = "val") -> tuple[str, float]:
+    """(metric name, value) that picks `best`: AUC on the selection images (`prefix` val or
+    holdout), or their accuracy when AUC is undefined."""
+    auc = row.get(f"{prefix}_roc_auc", math.nan)
     if auc is not None and math.isfinite(auc):
-        return "val_roc_auc", float(auc)
-    return "val_accuracy", float(row["val_accuracy"])
+        return f"{prefix}_roc_auc", float(auc)
+    return f"{prefix}_accuracy", float(row[f"{prefix}_accuracy"])
+
+
+@dataclass
+class Selection:
+    """The images that choose `best`: the validation set (loader None: reuse its results)
+    or a holdout carved from the training data.
+
+    Attributes:
+        files: image paths, in loader order.
+        record: what best.json's "selection" says (select_on, holdout_fraction, seed, ...).
+    """
+
+    files: list[str]
+    record: dict[str, Any]
+    loader: paddle.io.DataLoader | None = None
+
+    @property
+    def prefix(self) -> str:
+        return "val" if self.loader is None else "holdout"
+
+
+def holdout_columns(result: EvalResult, threshold: float) -> dict[str, Any]:
+    """holdout_loss, holdout_accuracy, holdout_roc_auc for a metrics.csv row."""
+    metrics = result.metrics(threshold)
+    return {"holdout_loss": result.loss, "holdout_accuracy": metrics["accuracy"],
+            "holdout_roc_auc": metrics["roc_auc"]}
 
 
 def summary_line(row: dict[str, Any], epochs: int, best: bool) -> str:
@@ -138,7 +169,8 @@ def summary_line(row: dict[str, Any], epochs: int, best: bool) -> str:
     parts = [f"epoch {row['epoch']}/{epochs}", f"train_loss {row['train_loss']:.4f}",
              f"val_loss {row['val_loss']:.4f}"]
     for key, short in (("val_accuracy", "acc"), ("val_roc_auc", "auc"), ("val_sensitivity", "sens"),
-                       ("val_specificity", "spec"), ("val_f1", "f1")):
+                       ("val_specificity", "spec"), ("val_f1", "f1"),
+                       ("holdout_roc_auc", "holdout_auc")):
         if key in row:
             parts.append(f"{short} {row[key]:.3f}")
     parts += [f"lr {row['lr']:.2e}", f"{row['train_img_per_s']:.1f} img/s"]
@@ -243,16 +275,27 @@ def save_epoch(
     optimizer: paddle.optimizer.Optimizer,
     scheduler: paddle.optimizer.lr.LRScheduler | None,
     scaler: paddle.amp.GradScaler | None,
-    best_metric: str | None,
+    best: tuple[str, dict[str, Any], pd.DataFrame] | None,
     **meta_extra: Any,
 ) -> None:
-    """Save `last`, `best` (when `best_metric` names why it is best) and metrics.csv as one unit."""
+    """Save `last`, `best` and metrics.csv as one unit.
+
+    `best` is (metric that made it best, selection record, the selection images'
+    predictions) when this epoch is the best so far, else None.
+    """
     with CheckpointWriter(run_dir) as save:
         stage_run_checkpoint(save, run_dir / "last.pdparams", model, meta, state, optimizer,
                              scheduler, scaler, **meta_extra)
-        if best_metric is not None:
-            stage_run_checkpoint(save, run_dir / "best.pdparams", model, meta, state,
-                                 best_metric=best_metric)
+        if best is not None:
+            best_metric, record, frame = best
+            best_path = run_dir / "best.pdparams"
+            record = {**record, "metric": best_metric}
+            if len(frame):
+                predictions = selection_csv_path(best_path)
+                record["predictions"] = predictions.name
+                save.add_file(predictions, lambda tmp: frame.to_csv(tmp, index=False))
+            stage_run_checkpoint(save, best_path, model, meta, state, best_metric=best_metric,
+                                 selection=record)
         save.add_file(run_dir / "metrics.csv", lambda tmp: write_metrics_csv(state.history, tmp))
         save.commit()
 
@@ -270,6 +313,7 @@ def fit(
     scheduler: paddle.optimizer.lr.LRScheduler | None = None,
     scaler: paddle.amp.GradScaler | None = None,
     state: RunState | None = None,
+    selection: Selection | None = None,
     is_main: bool = True,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -280,6 +324,7 @@ def fit(
         meta: checkpoint sidecar fields (model, num_classes, class_names, image_size,
             normalize, fundus_crop, threshold, model_kwargs); epoch and metrics are added.
         state: where to continue (from `load_resume_state`); a fresh run when None.
+        selection: the images that pick `best` (default: the validation set, files unknown).
         is_main: write files (rank 0 of a distributed run).
 
     Returns:
@@ -293,8 +338,9 @@ def fit(
     run_dir = Path(run_dir)
     state = state or RunState()
     threshold = float(meta.get("threshold", 0.5))
+    selection = selection or Selection([], {"select_on": "val"})
     writer = open_visualdl(run_dir) if is_main else None
-    unsaved_best = None  # selection metric of a finished epoch whose save did not complete
+    unsaved_best = None  # best of a finished epoch whose save did not complete
     try:
         for epoch in range(state.epoch, epochs):
             sampler = train_loader.batch_sampler
@@ -303,14 +349,21 @@ def fit(
             train_stats = train_one_epoch(model, loss_fn, optimizer, train_loader, epoch=epoch + 1,
                                           scheduler=scheduler, scaler=scaler,
                                           progress=progress and is_main)
-            row = epoch_row(epoch + 1, train_stats, evaluate(model, val_loader, loss_fn), threshold)
+            val_result = evaluate(model, val_loader, loss_fn)
+            row = epoch_row(epoch + 1, train_stats, val_result, threshold)
+            chosen_by = val_result
+            if selection.loader is not None:
+                chosen_by = evaluate(model, selection.loader, loss_fn)
+                row.update(holdout_columns(chosen_by, threshold))
             state.epoch = epoch + 1
             state.history.append(row)
-            metric_name, score = selection_score(row)
+            metric_name, score = selection_score(row, selection.prefix)
             improved = score > state.best_score
             if improved:
                 state.best_score = score
-                unsaved_best = metric_name
+                unsaved_best = (metric_name, selection.record,
+                                selection_frame(selection.files, chosen_by)
+                                if selection.files else pd.DataFrame())
             if is_main:
                 save_epoch(run_dir, model, meta, state, optimizer, scheduler, scaler, unsaved_best)
                 unsaved_best = None

@@ -1,4 +1,4 @@
-"""Training curves, confusion matrix, ROC and PR curves as PNG files.
+"""Training curves, confusion matrix, ROC and PR curves, reliability diagrams as PNG files.
 
 Figures are built with `matplotlib.figure.Figure` (the Agg canvas, no pyplot): no display is
 needed, no global backend is switched under a user's notebook, and nothing leaks between
@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as skm
+from sklearn.calibration import calibration_curve
 
 from palm.io_utils import atomic_path
 from palm.metrics import as_binary_inputs, as_multiclass_inputs, is_binary_output
@@ -141,4 +142,61 @@ def plot_pr_curve(
            xlim=(0, 1), ylim=(0, 1.01))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
+    return save_figure(fig, path)
+
+
+def plot_reliability_diagram(
+    y_true: Any, y_prob: Any, path: str | Path, bins: int = 15,
+    uncalibrated: Any | None = None,
+) -> Path:
+    """Observed frequency against mean predicted probability per equal-width bin
+    (scikit-learn's `calibration_curve`), with the histogram of the probabilities below.
+
+    Binary: P(positive) against the share of positives. Multi-class: top-label confidence
+    against the share of correct argmax predictions. `uncalibrated` (probabilities before
+    temperature scaling, same shape) is drawn too when given.
+    """
+    fig = Figure(figsize=(5, 6))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfectly calibrated")
+    curves = [("before temperature scaling", uncalibrated)] if uncalibrated is not None else []
+    curves.append(("model" if uncalibrated is None else "after temperature scaling", y_prob))
+    for label, probs in curves:
+        outcome, confidence = _calibration_target(y_true, probs)
+        if outcome.size == 0:
+            continue
+        frac, mean = calibration_curve(outcome, confidence, n_bins=bins, strategy="uniform")
+        top.plot(mean, frac, marker="o", label=label)
+        bottom.hist(confidence, bins=bins, range=(0, 1), alpha=0.6, label=label)
+    binary = is_binary_output(y_prob)
+    top.set(ylabel="observed share of positives" if binary else "observed accuracy",
+            title="Reliability diagram", xlim=(0, 1), ylim=(0, 1.01))
+    top.grid(alpha=0.3)
+    top.legend(loc="upper left")
+    bottom.set(xlabel="predicted probability" if binary else "top-label confidence",
+               ylabel="images")
+    bottom.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def _calibration_target(y_true: Any, y_prob: Any) -> tuple[np.ndarray, np.ndarray]:
+    if is_binary_output(y_prob):
+        return as_binary_inputs(y_true, y_prob)
+    y, p = as_multiclass_inputs(y_true, y_prob)
+    return (p.argmax(axis=1) == y).astype(int), p.max(axis=1)
+
+
+def plot_roc_overlay(curves: Sequence[tuple[str, Any, Any]], path: str | Path) -> Path:
+    """ROC curves of several models on the same images: (name, y_true, P(positive)) each."""
+    fig = Figure(figsize=(5.5, 5.5))
+    ax = fig.add_subplot()
+    for name, y, p in curves:
+        y, p = as_binary_inputs(y, p)
+        fpr, tpr, _ = skm.roc_curve(y, p)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {skm.roc_auc_score(y, p):.3f})")
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="chance")
+    ax.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity (true positive rate)",
+           title="ROC curves on the same images", xlim=(0, 1), ylim=(0, 1.01))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
     return save_figure(fig, path)

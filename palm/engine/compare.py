@@ -1,0 +1,221 @@
+"""Compare models scored on the same images: a leaderboard with 95 % intervals and, for
+every pair, the AUC difference (DeLong's paired test, paired bootstrap interval) and
+McNemar's test on the decisions.
+
+Inputs are tools/eval.py outputs: a predictions.csv, its eval folder, or a run folder
+holding eval/predictions.csv. Rows are matched by the `file` column; every model must have
+scored exactly the same images with the same labels.
+
+Example:
+    board, pairs = compare_models(["runs/lenet", "runs/resnet18"], "comparison")
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from palm import metrics as M
+from palm.errors import BadData
+from palm.io_utils import atomic_path, write_text_atomic
+from palm.viz.plots import plot_roc_overlay
+
+PREDICTIONS = "predictions.csv"
+NEEDED_COLUMNS = ("file", "label", "probability", "prediction")
+
+
+@dataclass
+class ModelPredictions:
+    """One model's scores on the shared images, sorted by file."""
+
+    name: str
+    source: Path
+    files: np.ndarray
+    labels: np.ndarray
+    probabilities: np.ndarray
+    decisions: np.ndarray
+
+
+def predictions_file(source: str | Path) -> Path:
+    """The predictions.csv that `source` (a CSV, an eval folder or a run folder) means."""
+    source = Path(source)
+    if source.is_file():
+        return source
+    for candidate in (source / PREDICTIONS, source / "eval" / PREDICTIONS):
+        if candidate.is_file():
+            return candidate
+    raise BadData(f"{source}: no {PREDICTIONS} here or in {source / 'eval'} (run "
+                  "tools/eval.py first)")
+
+
+def model_name(csv_path: Path) -> str:
+    """runs/NAME/eval/predictions.csv -> NAME; otherwise the CSV's folder (or file) name."""
+    folder = csv_path.parent
+    if csv_path.name != PREDICTIONS:
+        return csv_path.stem
+    return folder.parent.name if folder.name == "eval" and folder.parent.name else folder.name
+
+
+def read_predictions(source: str | Path, name: str | None = None) -> ModelPredictions:
+    """Read one model's eval predictions (two classes only).
+
+    Raises:
+        BadData: not an eval predictions CSV (e.g. tools/predict.py output without
+            labels), a multi-class model, or repeated files.
+    """
+    path = predictions_file(source)
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise BadData(f"{path}: not a readable CSV ({' '.join(str(e).split())})") from None
+    missing = [c for c in NEEDED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise BadData(f"{path}: lacks column(s) {', '.join(missing)}; compare needs the "
+                      "predictions.csv of tools/eval.py (with labels)")
+    if any(c.startswith("prob_") for c in frame.columns):
+        raise BadData(f"{path}: a multi-class model; compare handles two-class models")
+    if frame["file"].duplicated().any():
+        raise BadData(f"{path}: file {frame['file'][frame['file'].duplicated()].iloc[0]!r} "
+                      "appears more than once")
+    frame["file"] = [os.path.normpath(f) for f in frame["file"].astype(str)]
+    frame = frame.sort_values("file", kind="stable")
+    try:
+        labels, probs = M.as_binary_inputs(frame["label"].to_numpy(),
+                                           frame["probability"].to_numpy(np.float64))
+    except ValueError as e:
+        raise BadData(f"{path}: {e}") from None
+    return ModelPredictions(name or model_name(path), path, frame["file"].to_numpy(), labels,
+                            probs, frame["prediction"].to_numpy(np.int64))
+
+
+def check_same_images(models: Sequence[ModelPredictions]) -> None:
+    """BadData (one line) unless every model scored the same files with the same labels."""
+    first = models[0]
+    for other in models[1:]:
+        if not np.array_equal(first.files, other.files):
+            only_a = sorted(set(first.files) - set(other.files))
+            only_b = sorted(set(other.files) - set(first.files))
+            example = (only_a or only_b)[:1]
+            raise BadData(f"{first.source} and {other.source} do not score the same images: "
+                          f"{len(only_a)} only in the first, {len(only_b)} only in the second "
+                          f"(e.g. {example[0] if example else '?'})")
+        if not np.array_equal(first.labels, other.labels):
+            where = first.files[np.flatnonzero(first.labels != other.labels)[0]]
+            raise BadData(f"{first.source} and {other.source} disagree on labels (e.g. {where})")
+
+
+def leaderboard(models: Sequence[ModelPredictions], resamples: int = M.DEFAULT_RESAMPLES,
+                seed: int = 0) -> pd.DataFrame:
+    """One row per model, best AUC first: AUC, sensitivity, specificity, accuracy with
+    95 % intervals (bootstrap for AUC, Wilson for the proportions, at each model's decisions)."""
+    rows = []
+    for m in models:
+        pos, neg = m.labels == 1, m.labels == 0
+        tp, tn = int((m.decisions[pos] == 1).sum()), int((m.decisions[neg] == 0).sum())
+        auc_ci = M.bootstrap_auc(m.labels, m.probabilities, resamples, seed)
+        row = {"model": m.name, "images": len(m.labels), "positives": int(pos.sum()),
+               "roc_auc": M.roc_auc(m.labels, m.probabilities),
+               "roc_auc_low": auc_ci[0], "roc_auc_high": auc_ci[1]}
+        for key, hits, total in (("sensitivity", tp, int(pos.sum())),
+                                 ("specificity", tn, int(neg.sum())),
+                                 ("accuracy", tp + tn, len(m.labels))):
+            low, high = M.wilson_interval(hits, total)
+            row.update({key: hits / total if total else np.nan, f"{key}_low": low,
+                        f"{key}_high": high})
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("roc_auc", ascending=False, kind="stable")
+
+
+def pairwise(models: Sequence[ModelPredictions], resamples: int = M.DEFAULT_RESAMPLES,
+             seed: int = 0) -> pd.DataFrame:
+    """For every pair (a, b): AUC(a) - AUC(b) with its paired bootstrap interval and
+    DeLong's two-sided p, and McNemar's exact p on the decisions."""
+    rows = []
+    for a, b in itertools.combinations(models, 2):
+        delong = M.delong_test(a.labels, a.probabilities, b.probabilities)
+        low, high = M.paired_bootstrap_auc_difference(a.labels, a.probabilities,
+                                                      b.probabilities, resamples, seed)
+        mcnemar = M.mcnemar_test(a.labels, a.decisions, b.decisions)
+        rows.append({"model_a": a.name, "model_b": b.name, "auc_difference": delong["difference"],
+                     "difference_low": low, "difference_high": high, "delong_p": delong["p"],
+                     "only_a_correct": mcnemar["only_a_correct"],
+                     "only_b_correct": mcnemar["only_b_correct"], "mcnemar_p": mcnemar["p"]})
+    return pd.DataFrame(rows)
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    return f"{value:.3f} ({low:.3f}-{high:.3f})" if np.isfinite([value, low, high]).all() \
+        else f"{value:.3f}"
+
+
+def _p(value: float) -> str:
+    return "n/a" if not np.isfinite(value) else ("<0.001" if value < 0.001 else f"{value:.3f}")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def leaderboard_markdown(board: pd.DataFrame, pairs: pd.DataFrame) -> str:
+    """Both tables as Markdown, figures with their 95 % intervals."""
+    models = markdown_table(
+        ["model", "images (positive)", "AUC (95% CI)", "sensitivity (95% CI)",
+         "specificity (95% CI)", "accuracy (95% CI)"],
+        [[r.model, f"{r.images} ({r.positives})",
+          _interval(r.roc_auc, r.roc_auc_low, r.roc_auc_high),
+          _interval(r.sensitivity, r.sensitivity_low, r.sensitivity_high),
+          _interval(r.specificity, r.specificity_low, r.specificity_high),
+          _interval(r.accuracy, r.accuracy_low, r.accuracy_high)]
+         for r in board.itertuples()])
+    text = "Models (AUC: stratified bootstrap; proportions: Wilson)\n\n" + models + "\n"
+    if len(pairs):
+        text += "\nPairs (AUC difference a - b: paired bootstrap CI, DeLong p; decisions: " \
+                "exact McNemar p)\n\n" + markdown_table(
+                    ["a", "b", "AUC a - b (95% CI)", "DeLong p", "only a right / only b right",
+                     "McNemar p"],
+                    [[r.model_a, r.model_b,
+                      f"{r.auc_difference:+.3f} ({r.difference_low:+.3f} to {r.difference_high:+.3f})",
+                      _p(r.delong_p), f"{r.only_a_correct} / {r.only_b_correct}", _p(r.mcnemar_p)]
+                     for r in pairs.itertuples()]) + "\n"
+    return text
+
+
+def compare_models(sources: Sequence[str | Path], output_dir: str | Path,
+                   names: Sequence[str] | None = None, resamples: int = M.DEFAULT_RESAMPLES,
+                   seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write leaderboard.md, leaderboard.csv, pairs.csv and roc_overlay.png to `output_dir`.
+
+    Raises:
+        BadData: fewer than two models, unreadable inputs, or different images.
+    """
+    if len(sources) < 2:
+        raise BadData("compare needs the predictions of at least two models")
+    if names is not None and len(names) != len(sources):
+        raise BadData(f"{len(names)} names for {len(sources)} models")
+    models = [read_predictions(s, n) for s, n in zip(sources, names or [None] * len(sources))]
+    seen: dict[str, int] = {}
+    for m in models:  # two runs named alike stay apart in the tables
+        seen[m.name] = seen.get(m.name, 0) + 1
+        if seen[m.name] > 1:
+            m.name = f"{m.name}#{seen[m.name]}"
+    check_same_images(models)
+    board = leaderboard(models, resamples, seed)
+    by_name = {m.name: m for m in models}
+    models = [by_name[name] for name in board["model"]]  # pairs read best minus worse
+    pairs = pairwise(models, resamples, seed)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "leaderboard.md", leaderboard_markdown(board, pairs))
+    for frame, name in ((board, "leaderboard.csv"), (pairs, "pairs.csv")):
+        with atomic_path(out / name) as tmp:
+            frame.to_csv(tmp, index=False)
+    plot_roc_overlay([(m.name, m.labels, m.probabilities) for m in models],
+                     out / "roc_overlay.png")
+    return board, pairs

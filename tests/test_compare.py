@@ -1,0 +1,88 @@
+"""tools/compare.py: leaderboard with intervals, paired tests and an overlaid ROC plot, from
+predictions.csv files written by the evaluation writer."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from palm import metrics as M
+from palm.engine.compare import compare_models
+from palm.engine.evaluate import EvalResult, write_evaluation
+from palm.errors import BadData
+from palm.cli import compare as compare_tool
+
+CLASSES = ["non-PM", "PM"]
+
+
+def _eval_folder(root, name, labels, probs, files=None):
+    """RUN/eval as tools/eval.py leaves it, for made-up probabilities."""
+    files = files or [f"img/{i:03d}.jpg" for i in range(len(labels))]
+    out = root / name / "eval"
+    write_evaluation(EvalResult(np.asarray(probs, "float32"), np.asarray(labels)), files,
+                     CLASSES, 0.5, out, ci_resamples=100)
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 60)
+    good = 1 / (1 + np.exp(-(rng.normal(0, 1, 120) + 2.5 * (y - 0.5))))
+    poor = 1 / (1 + np.exp(-(rng.normal(0, 1, 120) + 0.8 * (y - 0.5))))
+    root = tmp_path_factory.mktemp("runs")
+    return y, good, poor, _eval_folder(root, "good", y, good), _eval_folder(root, "poor", y, poor)
+
+
+def test_compare_two_runs_table_and_plot(two_runs, tmp_path, capsys):
+    y, good, poor, run_a, run_b = two_runs
+    out = tmp_path / "cmp"
+    compare_tool.main(compare_tool.get_args_parser().parse_args(
+        [str(run_b), str(run_a / "eval" / "predictions.csv"), "--output", str(out),
+         "--ci-resamples", "300"]))
+    for name in ("leaderboard.md", "leaderboard.csv", "pairs.csv", "roc_overlay.png"):
+        assert (out / name).is_file(), name
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert list(board["model"]) == ["good", "poor"]  # best AUC first, named by run folder
+    assert board["roc_auc"][0] == pytest.approx(M.roc_auc(y, good), abs=1e-6)
+    assert board["roc_auc_low"][0] < board["roc_auc"][0] < board["roc_auc_high"][0]
+    sens = np.mean(good[y == 1] >= 0.5)
+    assert board["sensitivity"][0] == pytest.approx(sens, abs=1e-9)
+    pairs = pd.read_csv(out / "pairs.csv")
+    assert len(pairs) == 1 and (pairs["model_a"][0], pairs["model_b"][0]) == ("good", "poor")
+    want = M.delong_test(y, good.astype("float32"), poor.astype("float32"))
+    assert pairs["delong_p"][0] == pytest.approx(want["p"], rel=1e-4) and want["p"] < 0.01
+    assert 0 < pairs["difference_low"][0] < pairs["auc_difference"][0] < pairs["difference_high"][0]
+    assert 0 <= pairs["mcnemar_p"][0] <= 1
+    printed = capsys.readouterr().out
+    assert "| good |" in printed and "AUC a - b" in printed and "McNemar p" in printed
+
+
+def test_identical_models_have_p_one(two_runs, tmp_path):
+    y, good, _, run_a, _ = two_runs
+    copy = _eval_folder(tmp_path, "copy", y, good)
+    _, pairs = compare_models([run_a, copy], tmp_path / "same", resamples=100)
+    assert pairs["delong_p"][0] == 1.0 and pairs["mcnemar_p"][0] == 1.0
+    assert pairs["auc_difference"][0] == 0.0
+
+
+def test_mismatched_images_are_one_clear_error(two_runs, tmp_path):
+    y, good, _, run_a, _ = two_runs
+    other = _eval_folder(tmp_path, "other", y, good,
+                         files=[f"img/{i:03d}.jpg" for i in range(1, 121)])
+    with pytest.raises(BadData, match="do not score the same images: 1 only in the first, "
+                                      "1 only in the second") as err:
+        compare_models([run_a, other], tmp_path / "x")
+    assert "\n" not in str(err.value) and str(run_a) in str(err.value)
+
+
+def test_inputs_without_labels_or_predictions_are_refused(two_runs, tmp_path):
+    _, _, _, run_a, _ = two_runs
+    csv = tmp_path / "predict.csv"
+    pd.DataFrame({"path": ["a.jpg"], "probability": [0.3], "prediction": [0]}).to_csv(csv)
+    with pytest.raises(BadData, match="lacks column"):
+        compare_models([run_a, csv], tmp_path / "x")
+    with pytest.raises(BadData, match="no predictions.csv"):
+        compare_models([run_a, tmp_path], tmp_path / "x")
+    with pytest.raises(BadData, match="at least two"):
+        compare_models([run_a], tmp_path / "x")
