@@ -40,7 +40,7 @@ MODEL_KWARGS: dict[str, dict[str, Any]] = {"lenet": {"image_size": INPUT_SHAPE[-
 # Each of these takes over a second to build and run here; deselected by -m "not slow".
 FAST_MODELS = {
     "lenet", "lenet5", "squeezenet1_1", "shufflenet_v2_x1_0", "mobilenet_v1", "mobilenet_v2",
-    "efficientnet_b0", "googlenet", "nin", "densenet121", "resnet18",
+    "efficientnet_b0", "nin",
 }
 
 
