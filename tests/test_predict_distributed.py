@@ -85,7 +85,7 @@ def test_shard_from_env():
             shard_from_env({RANK_ENV: rank, WORLD_SIZE_ENV: world})
 
 
-def test_two_ranks_give_the_single_process_csv(checkpoint, photos, single_csv, tmp_path,
+def test_two_ranks_give_the_single_process_csv_and_resume_it(checkpoint, photos, single_csv, tmp_path,
                                                monkeypatch, capsys):
     out = tmp_path / "preds.csv"
     part1 = _run(_argv(checkpoint, photos, out), monkeypatch, Shard(1, 2))
@@ -98,6 +98,11 @@ def test_two_ranks_give_the_single_process_csv(checkpoint, photos, single_csv, t
         record_path(single_csv).read_text())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["preds.csv", "preds.csv.json"]
     assert "merged 2 parts: 12 images, 1 errors" in capsys.readouterr().out
+    # resuming the finished run reuses every readable row of OUTPUT (the parts are gone)
+    _run([*_argv(checkpoint, photos, out), "--resume"], monkeypatch, Shard(1, 2))
+    again = _run([*_argv(checkpoint, photos, out), "--resume"], monkeypatch, Shard(0, 2))
+    assert (again.images, again.errors, again.reused) == (12, 1, 11)
+    assert out.read_bytes() == single_csv.read_bytes()
 
 
 def test_missing_rank_times_out_and_resume_finishes(checkpoint, photos, single_csv, tmp_path,

@@ -15,7 +15,8 @@ were made by the same checkpoint, threshold, precision and --tta.
 
 Under paddle.distributed.launch each process predicts every Nth image into its own part
 beside OUTPUT, and rank 0 merges the parts into OUTPUT, the same CSV one process would write
-(palm/engine/predict_shards.py). --resume continues every rank's part.
+(palm/engine/predict_shards.py). --resume continues every rank's part, or reuses the
+rows of a finished OUTPUT.
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ from palm.engine.inference import ENGINES, PRECISIONS, as_layer, load_predictor,
 from palm.engine.predict import (PredictSummary, check_output, journal_path, list_images,
                                  predict_to_csv)
 from palm.engine.predict_shards import (RANK_ENV, clear_marker, mark_done, merge_parts,
-                                        part_path, shard_from_env, shard_paths, wait_for_parts)
+                                        part_path, seed_part_from_output, shard_from_env,
+                                        shard_paths, wait_for_parts)
 from palm.viz.cam import write_cam_overlays
 from palm.weights import TRUST_HELP, trust_checkpoints
 
@@ -78,9 +80,11 @@ def _predict(args: argparse.Namespace) -> PredictSummary:
     shard = shard_from_env()
     all_paths = list_images(args.input)
     check_output(args.output, all_paths)  # before the model is loaded; checked again under the lock
+    paths = shard_paths(all_paths, shard)
     if shard.distributed:
         clear_marker(args.output, shard)
-    paths = shard_paths(all_paths, shard)
+        if args.resume:
+            seed_part_from_output(args.output, shard, paths)
     rows_file = part_path(args.output, shard) if shard.distributed else args.output
     # Grad-CAM needs gradients, so --cam keeps one dygraph model for both jobs
     engine = ("dygraph" if args.cam and args.engine == "auto" and args.precision == "fp32"

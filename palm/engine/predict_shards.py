@@ -9,7 +9,8 @@ part, `OUTPUT.part-R-of-W.csv` beside OUTPUT: atomic, locked and resumable like 
 predictions CSV. A finished rank then leaves a marker (`PART.done`) holding the hash of
 the image list it predicted. Rank 0, after its own part, waits (bounded) for every marker,
 merges the parts into OUTPUT in the order of the image list, with the header and the
-record (`OUTPUT.json`) a single process writes, and removes the parts.
+record (`OUTPUT.json`) a single process writes, and removes the parts. With `--resume`,
+each rank continues its part, or starts it from its rows of a finished OUTPUT.
 
 All ranks must see the input folder and OUTPUT's folder at the same paths (one machine, or
 a shared file system). A rank deletes its own old marker before it starts, so rank 0 does not
@@ -22,12 +23,13 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from palm.engine.predict import PredictSummary, check_output, record_path
+from palm.engine.predict import PredictSummary, check_output, journal_path, record_path
 from palm.errors import BadConfig, UserError
 from palm.io_utils import atomic_path, output_lock, write_json_atomic
 
@@ -77,6 +79,31 @@ def part_path(output: str | Path, shard: Shard) -> Path:
     """Where `shard` writes its rows: OUTPUT.part-R-of-W.csv beside OUTPUT."""
     output = Path(output)
     return output.with_name(f"{output.stem}.part-{shard.rank}-of-{shard.world_size}{output.suffix}")
+
+
+def seed_part_from_output(output: str | Path, shard: Shard, paths: Sequence[str]) -> bool:
+    """Start this rank's part from the rows of a finished OUTPUT, for `--resume`.
+
+    A merged run leaves no parts, so resuming it would predict everything again; instead the
+    rank's rows of OUTPUT (those of `paths`, its shard) and OUTPUT's record become its part,
+    which `predict_to_csv(resume=True)` then checks and keeps like any earlier output.
+    Nothing is done when the part or its journal exists (an interrupted run: they are newer)
+    or there is no OUTPUT. Returns whether the part was written.
+    """
+    output, part = Path(output), part_path(output, shard)
+    if part.exists() or journal_path(part).exists() or not output.is_file():
+        return False
+    mine = set(paths)
+    with open(output, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.DictReader(f)
+        header, rows = reader.fieldnames or [], [row for row in reader if row.get("path") in mine]
+    with atomic_path(part) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, header, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    if record_path(output).is_file():
+        shutil.copyfile(record_path(output), record_path(part))
+    return True
 
 
 def _marker_path(part: Path) -> Path:
