@@ -28,6 +28,7 @@ import pytest
 
 from palm.io_utils import write_json_atomic
 from palm.models import build_model, list_models
+from palm.models.layers import ClassifierHead
 
 GOLDEN_FILE = Path(__file__).parent / "golden" / "model_logits.json"
 BUILD_SEED = 0
@@ -94,6 +95,15 @@ def test_seeded_build_gives_the_golden_outputs(name):
     _assert_close(
         actual["features_channel_means"], expected["features_channel_means"], f"{name} features"
     )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n in FAST_MODELS else pytest.param(n, marks=pytest.mark.slow) for n in list_models()],
+)
+def test_every_family_ends_in_the_shared_head(name):
+    model = build_model(name, num_classes=0, **MODEL_KWARGS.get(name, {}))
+    assert sum(isinstance(layer, ClassifierHead) for layer in model.sublayers()) == 1
 
 
 def test_golden_comparison_catches_a_tiny_change():
