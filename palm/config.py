@@ -163,6 +163,7 @@ RANGES: dict[str, Range] = {
     "num_workers": Range(0),
     "epochs": Range(1),
     "batch_size": Range(1),
+    "merge_timeout": Range(0, low_open=True),
     "lr": Range(0, low_open=True),
     "momentum": Range(0, 1, high_open=True),
     "weight_decay": Range(0),

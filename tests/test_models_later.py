@@ -11,7 +11,7 @@ from paddle.vision import models as pv
 
 from palm import config
 from palm.models import build_model, list_models
-from palm.models.attention import CBAM, SpatialAttention, SqueezeExcite
+from palm.models.layers import CBAM, SpatialAttention, SqueezeExcite
 from palm.models.efficientnet import EfficientNet, StochasticDepth
 from palm.models.shufflenet import ShuffleNetV2
 

@@ -11,6 +11,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from palm.models.layers import ClassifierHead
+
 MIN_INPUT_SIZE = 63  # smallest side for which the last 3x3/2 max pool still has a 3x3 input
 
 
@@ -46,8 +48,9 @@ class AlexNet(nn.Layer):
         self._conv3 = nn.Conv2D(192, 384, 3, padding=1)
         self._conv4 = nn.Conv2D(384, 256, 3, padding=1)
         self._conv5 = ConvPool(256, 256, 3, 1, 1)
+        # without a classifier, the conv5 map is returned unpooled
+        self.classifier_head = ClassifierHead("alexnet", num_classes, num_classes > 0, pool_size=6)
         if num_classes > 0:
-            self._avgpool = nn.AdaptiveAvgPool2D(6)
             # paddle.vision's AlexNet (and its ImageNet weights) scale at inference time, not
             # in training; the same mode keeps loaded weights computing the same function.
             self._drop1 = nn.Dropout(dropout, mode="downscale_in_infer")
@@ -64,10 +67,10 @@ class AlexNet(nn.Layer):
         x = self._conv2(x)
         x = F.relu(self._conv3(x))
         x = F.relu(self._conv4(x))
-        x = self._conv5(x)
-        if self.num_classes <= 0:
-            return x
-        x = paddle.flatten(self._avgpool(x), 1)
+        return self.classifier_head(self._conv5(x), self._classify)
+
+    def _classify(self, x: paddle.Tensor) -> paddle.Tensor:
+        """fc6 to fc8 (dropout before fc6 and fc7) on the flattened 6 x 6 pooled map."""
         x = F.relu(self._fc6(self._drop1(x)))
         x = F.relu(self._fc7(self._drop2(x)))
         return self._fc8(x)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from palm.models.attention import CBAM, SqueezeExcite
+from palm.models.layers import CBAM, SqueezeExcite
 from palm.models.resnet import Bottleneck, ResNet, _resnet
 
 

@@ -15,6 +15,8 @@ import math
 import paddle
 import paddle.nn as nn
 
+from palm.models.layers import ClassifierHead
+
 
 class BNReLUConv(nn.Layer):
     """The pre-activation unit of DenseNet: BN, ReLU, then a bias-free conv."""
@@ -119,12 +121,8 @@ class DenseNet(nn.Layer):
         super().__init__()
         if depth not in DENSENET_CFG:
             raise ValueError(f"densenet: depth {depth} not in {sorted(DENSENET_CFG)}")
-        if num_classes > 0 and not with_pool:
-            raise ValueError(
-                "densenet: with_pool=False is for backbone use; it needs num_classes <= 0"
-            )
         self.num_classes = num_classes
-        self.with_pool = with_pool
+        self.classifier_head = ClassifierHead("densenet", num_classes, with_pool)
         channels, growth_rate, block_layers = DENSENET_CFG[depth]
         self.conv1_func = StemConv(channels)
         self.pool2d_max = nn.MaxPool2D(kernel_size=3, stride=2, padding=1)
@@ -141,8 +139,7 @@ class DenseNet(nn.Layer):
                 channels //= 2
         self.batch_norm = nn.BatchNorm2D(channels)
         self.relu = nn.ReLU()
-        if with_pool:
-            self.pool2d_avg = nn.AdaptiveAvgPool2D(1)
+        self.out = None
         if num_classes > 0:
             # paddle.vision's init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
             bound = 1.0 / math.sqrt(channels)
@@ -153,12 +150,7 @@ class DenseNet(nn.Layer):
         x = self.pool2d_max(self.conv1_func(x))
         for name in self._stage_names:
             x = getattr(self, name)(x)
-        x = self.relu(self.batch_norm(x))
-        if self.with_pool:
-            x = self.pool2d_avg(x)
-        if self.num_classes <= 0:
-            return x
-        return self.out(paddle.flatten(x, 1))
+        return self.classifier_head(self.relu(self.batch_norm(x)), self.out)
 
 
 def densenet121(num_classes: int = 1, **kw) -> DenseNet:

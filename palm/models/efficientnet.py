@@ -14,8 +14,7 @@ import math
 import paddle
 import paddle.nn as nn
 
-from palm.models.attention import SqueezeExcite
-from palm.models.mobilenet import ConvBNAct, make_divisible
+from palm.models.layers import ClassifierHead, ConvBNAct, SqueezeExcite, make_divisible
 
 
 class StochasticDepth(nn.Layer):
@@ -115,13 +114,11 @@ class EfficientNet(nn.Layer):
             raise ValueError(
                 f"efficientnet: variant {variant!r} not in {', '.join(EFFICIENTNET_PARAMS)}"
             )
-        if num_classes > 0 and not with_pool:
-            raise ValueError(
-                "efficientnet: with_pool=False is for backbone use; it needs num_classes <= 0"
-            )
-        self.num_classes = num_classes
-        self.with_pool = with_pool
         width, depth, _, dropout = EFFICIENTNET_PARAMS[variant]
+        self.num_classes = num_classes
+        self.classifier_head = ClassifierHead(
+            "efficientnet", num_classes, with_pool, dropout=dropout
+        )
         in_channels = make_divisible(STEM_CHANNELS * width)
         self.stem = ConvBNAct(3, in_channels, 3, stride=2, act=nn.Silu)
         stages = [
@@ -137,19 +134,10 @@ class EfficientNet(nn.Layer):
         self.blocks = nn.Sequential(*blocks)
         head_channels = make_divisible(HEAD_CHANNELS * width)
         self.head = ConvBNAct(in_channels, head_channels, 1, act=nn.Silu)
-        if with_pool:
-            self.avgpool = nn.AdaptiveAvgPool2D(1)
-        if num_classes > 0:
-            self.dropout = nn.Dropout(dropout)
-            self.fc = nn.Linear(head_channels, num_classes)
+        self.fc = nn.Linear(head_channels, num_classes) if num_classes > 0 else None
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = self.head(self.blocks(self.stem(x)))
-        if self.with_pool:
-            x = self.avgpool(x)
-        if self.num_classes <= 0:
-            return x
-        return self.fc(self.dropout(paddle.flatten(x, 1)))
+        return self.classifier_head(self.head(self.blocks(self.stem(x))), self.fc)
 
 
 def efficientnet_b0(num_classes: int = 1, **kw) -> EfficientNet:

@@ -17,6 +17,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from palm.models.layers import ClassifierHead
+
 MIN_INPUT_SIZE = 61  # smallest side for which the fourth 3x3/2 max pool has a 3x3 input
 
 
@@ -115,12 +117,13 @@ class GoogLeNet(nn.Layer):
         dropout: float = 0.4,
     ):
         super().__init__()
-        if num_classes > 0 and not with_pool:
-            raise ValueError("googlenet: with_pool=False is for backbone use; it needs num_classes <= 0")
         if aux_logits and num_classes <= 0:
             raise ValueError("googlenet: aux_logits=True needs num_classes > 0")
         self.num_classes = num_classes
-        self.with_pool = with_pool
+        # Same dropout mode as paddle.vision, so its ImageNet weights give the same outputs.
+        self.classifier_head = ClassifierHead(
+            "googlenet", num_classes, with_pool, dropout=dropout, dropout_mode="downscale_in_infer"
+        )
         self.aux_logits = aux_logits
         self._conv = ConvLayer(3, 64, 7, stride=2, relu_input=False)
         self._pool = nn.MaxPool2D(kernel_size=3, stride=2)
@@ -137,12 +140,7 @@ class GoogLeNet(nn.Layer):
             in_channels = block.out_channels
             if name in AUX_TAPS:
                 aux_channels.append(in_channels)
-        if with_pool:
-            self._pool_5 = nn.AdaptiveAvgPool2D(1)
-        if num_classes > 0:
-            # Same dropout mode as paddle.vision, so its ImageNet weights give the same outputs.
-            self._drop = nn.Dropout(dropout, mode="downscale_in_infer")
-            self._fc_out = nn.Linear(in_channels, num_classes)
+        self._fc_out = nn.Linear(in_channels, num_classes) if num_classes > 0 else None
         if aux_logits:
             # Flat attribute names, as in paddle.vision, so its aux-head weights load too.
             for i, channels in enumerate(aux_channels, start=1):
@@ -173,11 +171,7 @@ class GoogLeNet(nn.Layer):
             x = getattr(self, f"_ince{name}")(x)
             if with_aux and name in AUX_TAPS:
                 taps.append(x)
-        if self.with_pool:
-            x = self._pool_5(x)
-        if self.num_classes <= 0:
-            return x
-        out = self._fc_out(paddle.flatten(self._drop(x), 1))
+        out = self.classifier_head(x, self._fc_out)
         if with_aux:
             return (out, *(self._aux_head(i, t) for i, t in enumerate(taps, start=1)))
         return out

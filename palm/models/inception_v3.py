@@ -24,7 +24,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from palm.models.mobilenet import ConvBNAct
+from palm.models.layers import ClassifierHead, ConvBNAct
 
 MIN_INPUT_SIZE = 75
 
@@ -221,25 +221,22 @@ class InceptionV3(nn.Layer):
         dropout: float = 0.2,
     ):
         super().__init__()
-        if num_classes > 0 and not with_pool:
-            raise ValueError(
-                "inception_v3: with_pool=False is for backbone use; it needs num_classes <= 0"
-            )
         if aux_logits and num_classes <= 0:
             raise ValueError("inception_v3: aux_logits=True needs num_classes > 0")
         self.num_classes = num_classes
-        self.with_pool = with_pool
+        # same dropout mode and init as paddle.vision, so its weights give the same outputs
+        self.classifier_head = ClassifierHead(
+            "inception_v3", num_classes, with_pool,
+            dropout=dropout, dropout_mode="downscale_in_infer",
+        )
         self.aux_logits = aux_logits
         self.inception_stem = InceptionStem()
         self.inception_block_list = nn.LayerList([
             block(channels) if arg is None else block(channels, arg)
             for block, channels, arg in INCEPTION_V3_BLOCKS
         ])
-        if with_pool:
-            self.avg_pool = nn.AdaptiveAvgPool2D(1)
+        self.fc = None
         if num_classes > 0:
-            # same dropout mode and init as paddle.vision, so its weights give the same outputs
-            self.dropout = nn.Dropout(dropout, mode="downscale_in_infer")
             bound = 1.0 / math.sqrt(2048)
             init = nn.initializer.Uniform(-bound, bound)
             self.fc = nn.Linear(2048, num_classes, weight_attr=paddle.ParamAttr(initializer=init))
@@ -257,11 +254,7 @@ class InceptionV3(nn.Layer):
             x = block(x)
             if with_aux and i == AUX_TAP:
                 aux = self.aux_head(x)
-        if self.with_pool:
-            x = self.avg_pool(x)
-        if self.num_classes <= 0:
-            return x
-        out = self.fc(self.dropout(paddle.flatten(x, 1)))
+        out = self.classifier_head(x, self.fc)
         return (out, aux) if with_aux else out
 
 

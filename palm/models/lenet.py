@@ -11,6 +11,8 @@ from __future__ import annotations
 import paddle
 import paddle.nn as nn
 
+from palm.models.layers import ClassifierHead
+
 ACTIVATIONS: dict[str, type[nn.Layer]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 
@@ -47,6 +49,7 @@ class LeNet(nn.Layer):
             raise ValueError(f"lenet needs image_size >= 28, got {image_size}")
         self.num_classes = num_classes
         self.image_size = image_size
+        self.classifier_head = ClassifierHead("lenet", num_classes, pool_size=None)
         self.features = nn.Sequential(
             nn.Conv2D(3, 6, 5), _activation(activation), nn.MaxPool2D(2, 2),
             nn.Conv2D(6, 16, 5), _activation(activation), nn.MaxPool2D(2, 2),
@@ -59,10 +62,9 @@ class LeNet(nn.Layer):
             )
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = self.features(x)
-        if self.num_classes <= 0:
-            return x
-        x = paddle.flatten(x, 1)
+        return self.classifier_head(self.features(x), self._classify)
+
+    def _classify(self, x: paddle.Tensor) -> paddle.Tensor:
         expected = self.classifier[0].weight.shape[0]
         # A mismatch would otherwise surface as an opaque matmul shape error (checked in
         # dygraph only: in a static graph, unknown sizes are not numbers).
@@ -92,11 +94,13 @@ class LeNet5(nn.Layer):
     def __init__(self, num_classes: int = 1, in_channels: int = 3, activation: str = "relu"):
         super().__init__()
         self.num_classes = num_classes
+        self.classifier_head = ClassifierHead("lenet5", num_classes, pool_size=None)
         self.features = nn.Sequential(
             nn.Conv2D(in_channels, 6, 5, padding=2), _activation(activation), nn.MaxPool2D(2, 2),
             nn.Conv2D(6, 16, 5), _activation(activation), nn.MaxPool2D(2, 2),
             nn.AdaptiveAvgPool2D(5),
         )
+        self.classifier = None
         if num_classes > 0:
             self.classifier = nn.Sequential(
                 nn.Linear(16 * 5 * 5, 120), _activation(activation),
@@ -105,10 +109,7 @@ class LeNet5(nn.Layer):
             )
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = self.features(x)
-        if self.num_classes <= 0:
-            return x
-        return self.classifier(paddle.flatten(x, 1))
+        return self.classifier_head(self.features(x), self.classifier)
 
 
 def lenet(num_classes: int = 1, **kw) -> LeNet:

@@ -7,51 +7,14 @@ projection, with the shortcut only where the shape is kept.
 
 Parameter names follow `paddle.vision.models.MobileNetV1` / `MobileNetV2` (`conv1`,
 `conv2_1._depthwise_conv.0`, ..., `features.N.conv.M`, `classifier.1`), so their ImageNet
-weights load. `ConvBNAct` is the conv + BN + activation unit shared with the other
-efficient families (ShuffleNet, EfficientNet, Inception-v3).
+weights load.
 """
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import paddle
 import paddle.nn as nn
 
-
-class ConvBNAct(nn.Sequential):
-    """Bias-free conv, BN, then `act` (None: no activation); children named `0`, `1`, `2`.
-
-    'Same' padding by default. The numbered children match paddle.vision's
-    `ConvNormActivation`, so state dicts of its models load.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, int] = 3,
-        stride: int = 1,
-        padding: int | tuple[int, int] | None = None,
-        groups: int = 1,
-        act: Callable[[], nn.Layer] | None = nn.ReLU,
-    ):
-        if padding is None:
-            kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-            padding = ((kh - 1) // 2, (kw - 1) // 2)
-        layers = [
-            nn.Conv2D(
-                in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias_attr=False
-            ),
-            nn.BatchNorm2D(out_channels),
-        ]
-        if act is not None:
-            layers.append(act())
-        super().__init__(*layers)
-
-
-def _check_head(name: str, num_classes: int, with_pool: bool) -> None:
-    if num_classes > 0 and not with_pool:
-        raise ValueError(f"{name}: with_pool=False is for backbone use; it needs num_classes <= 0")
+from palm.models.layers import ClassifierHead, ConvBNAct, make_divisible
 
 
 class DepthwiseSeparable(nn.Layer):
@@ -93,9 +56,8 @@ class MobileNetV1(nn.Layer):
 
     def __init__(self, scale: float = 1.0, num_classes: int = 1, with_pool: bool = True):
         super().__init__()
-        _check_head("mobilenet_v1", num_classes, with_pool)
         self.num_classes = num_classes
-        self.with_pool = with_pool
+        self.classifier_head = ClassifierHead("mobilenet_v1", num_classes, with_pool)
         in_channels = int(32 * scale)
         self.conv1 = ConvBNAct(3, in_channels, 3, stride=2)
         self._block_names = []
@@ -104,29 +66,13 @@ class MobileNetV1(nn.Layer):
             self.add_sublayer(name, DepthwiseSeparable(in_channels, out_channels, stride))
             self._block_names.append(name)
             in_channels = out_channels
-        if with_pool:
-            self.pool2d_avg = nn.AdaptiveAvgPool2D(1)
-        if num_classes > 0:
-            self.fc = nn.Linear(in_channels, num_classes)
+        self.fc = nn.Linear(in_channels, num_classes) if num_classes > 0 else None
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         x = self.conv1(x)
         for name in self._block_names:
             x = getattr(self, name)(x)
-        if self.with_pool:
-            x = self.pool2d_avg(x)
-        if self.num_classes <= 0:
-            return x
-        return self.fc(paddle.flatten(x, 1))
-
-
-def make_divisible(value: float, divisor: int = 8) -> int:
-    """Round a scaled width to a multiple of `divisor`, never more than 10 % below `value`.
-
-    The rule of the v2 reference code (and paddle.vision), so scaled widths match theirs.
-    """
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * value else rounded
+        return self.classifier_head(x, self.fc)
 
 
 class InvertedResidual(nn.Layer):
@@ -184,9 +130,8 @@ class MobileNetV2(nn.Layer):
         self, scale: float = 1.0, num_classes: int = 1, with_pool: bool = True, dropout: float = 0.2
     ):
         super().__init__()
-        _check_head("mobilenet_v2", num_classes, with_pool)
         self.num_classes = num_classes
-        self.with_pool = with_pool
+        self.classifier_head = ClassifierHead("mobilenet_v2", num_classes, with_pool)
         in_channels = make_divisible(32 * scale)
         last_channels = make_divisible(1280 * max(1.0, scale))
         features: list[nn.Layer] = [ConvBNAct(3, in_channels, 3, stride=2, act=nn.ReLU6)]
@@ -197,20 +142,14 @@ class MobileNetV2(nn.Layer):
                 in_channels = out_channels
         features.append(ConvBNAct(in_channels, last_channels, 1, act=nn.ReLU6))
         self.features = nn.Sequential(*features)
-        if with_pool:
-            self.pool2d_avg = nn.AdaptiveAvgPool2D(1)
-        if num_classes > 0:
-            self.classifier = nn.Sequential(
-                nn.Dropout(dropout), nn.Linear(last_channels, num_classes)
-            )
+        # dropout inside `classifier`, as in paddle.vision: its linear layer is `classifier.1`
+        self.classifier = (
+            nn.Sequential(nn.Dropout(dropout), nn.Linear(last_channels, num_classes))
+            if num_classes > 0 else None
+        )
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = self.features(x)
-        if self.with_pool:
-            x = self.pool2d_avg(x)
-        if self.num_classes <= 0:
-            return x
-        return self.classifier(paddle.flatten(x, 1))
+        return self.classifier_head(self.features(x), self.classifier)
 
 
 def mobilenet_v1(num_classes: int = 1, **kw) -> MobileNetV1:

@@ -18,6 +18,8 @@ from itertools import pairwise
 import paddle
 import paddle.nn as nn
 
+from palm.models.layers import ClassifierHead
+
 
 def mlpconv(
     in_channels: int, channels: list[int], kernel_size: int, stride: int = 1
@@ -58,10 +60,9 @@ class NiN(nn.Layer):
 
     def __init__(self, num_classes: int = 1, with_pool: bool = True, dropout: float = 0.5):
         super().__init__()
-        if num_classes > 0 and not with_pool:
-            raise ValueError("nin: with_pool=False is for backbone use; it needs num_classes <= 0")
         self.num_classes = num_classes
-        self.with_pool = with_pool
+        # the class maps are averaged into the logits
+        self.classifier_head = ClassifierHead("nin", num_classes, with_pool, maps_first=True)
         layers: list[nn.Layer] = []
         in_channels = 3
         for kernel, stride, widths in NIN_CFG:
@@ -72,16 +73,10 @@ class NiN(nn.Layer):
             in_channels = widths[-1]
         layers += [nn.Dropout(dropout), mlpconv(in_channels, [HEAD_WIDTH, HEAD_WIDTH], 3)]
         self.features = nn.Sequential(*layers)
-        if num_classes > 0:
-            self.classifier = nn.Conv2D(HEAD_WIDTH, num_classes, 1)
-        if with_pool:
-            self.avgpool = nn.AdaptiveAvgPool2D(1)
+        self.classifier = nn.Conv2D(HEAD_WIDTH, num_classes, 1) if num_classes > 0 else None
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = self.features(x)
-        if self.num_classes <= 0:
-            return self.avgpool(x) if self.with_pool else x
-        return paddle.flatten(self.avgpool(self.classifier(x)), 1)
+        return self.classifier_head(self.features(x), self.classifier)
 
 
 def nin(num_classes: int = 1, **kw) -> NiN:

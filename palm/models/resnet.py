@@ -13,6 +13,8 @@ from typing import Callable, Sequence
 import paddle
 import paddle.nn as nn
 
+from palm.models.layers import ClassifierHead
+
 AttnFactory = Callable[[int], nn.Layer]
 
 
@@ -116,10 +118,8 @@ class ResNet(nn.Layer):
         attn_layer: AttnFactory | None = None,
     ):
         super().__init__()
-        if num_classes > 0 and not with_pool:
-            raise ValueError("resnet: with_pool=False is for backbone use; it needs num_classes <= 0")
         self.num_classes = num_classes
-        self.with_pool = with_pool
+        self.classifier_head = ClassifierHead("resnet", num_classes, with_pool)
         self.conv1 = nn.Conv2D(3, 64, 7, stride=2, padding=3, bias_attr=False)
         self.bn1 = nn.BatchNorm2D(64)
         self.relu = nn.ReLU()
@@ -131,10 +131,7 @@ class ResNet(nn.Layer):
             )
             self.add_sublayer(f"layer{i + 1}", stage)
             in_channels = channels * block.expansion
-        if with_pool:
-            self.avgpool = nn.AdaptiveAvgPool2D(1)
-        if num_classes > 0:
-            self.fc = nn.Linear(in_channels, num_classes)
+        self.fc = nn.Linear(in_channels, num_classes) if num_classes > 0 else None
 
     @staticmethod
     def _make_stage(
@@ -160,11 +157,7 @@ class ResNet(nn.Layer):
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        if self.with_pool:
-            x = self.avgpool(x)
-        if self.num_classes <= 0:
-            return x
-        return self.fc(paddle.flatten(x, 1))
+        return self.classifier_head(x, self.fc)
 
 
 def _resnet(block: type[BasicBlock | Bottleneck], depth: int, num_classes: int = 1, **kw) -> ResNet:

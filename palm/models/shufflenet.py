@@ -13,7 +13,7 @@ from __future__ import annotations
 import paddle
 import paddle.nn as nn
 
-from palm.models.mobilenet import ConvBNAct
+from palm.models.layers import ClassifierHead, ConvBNAct
 
 
 def channel_shuffle(x: paddle.Tensor, groups: int) -> paddle.Tensor:
@@ -84,12 +84,8 @@ class ShuffleNetV2(nn.Layer):
         super().__init__()
         if scale not in SHUFFLENET_V2_WIDTHS:
             raise ValueError(f"shufflenet_v2: scale {scale} not in {sorted(SHUFFLENET_V2_WIDTHS)}")
-        if num_classes > 0 and not with_pool:
-            raise ValueError(
-                "shufflenet_v2: with_pool=False is for backbone use; it needs num_classes <= 0"
-            )
         self.num_classes = num_classes
-        self.with_pool = with_pool
+        self.classifier_head = ClassifierHead("shufflenet_v2", num_classes, with_pool)
         stem, *stage_channels, last = SHUFFLENET_V2_WIDTHS[scale]
         self._conv1 = ConvBNAct(3, stem, 3, stride=2)
         self._max_pool = nn.MaxPool2D(kernel_size=3, stride=2, padding=1)
@@ -102,21 +98,13 @@ class ShuffleNetV2(nn.Layer):
                 self._unit_names.append(f"{stage}_{i + 1}")
             in_channels = channels
         self._last_conv = ConvBNAct(in_channels, last, 1)
-        if with_pool:
-            self._pool2d_avg = nn.AdaptiveAvgPool2D(1)
-        if num_classes > 0:
-            self._fc = nn.Linear(last, num_classes)
+        self._fc = nn.Linear(last, num_classes) if num_classes > 0 else None
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         x = self._max_pool(self._conv1(x))
         for name in self._unit_names:
             x = getattr(self, name)(x)
-        x = self._last_conv(x)
-        if self.with_pool:
-            x = self._pool2d_avg(x)
-        if self.num_classes <= 0:
-            return x
-        return self._fc(paddle.flatten(x, 1))
+        return self.classifier_head(self._last_conv(x), self._fc)
 
 
 def shufflenet_v2_x1_0(num_classes: int = 1, **kw) -> ShuffleNetV2:

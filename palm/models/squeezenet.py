@@ -17,6 +17,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from palm.models.layers import ClassifierHead
+
 
 class FireConv(nn.Layer):
     """Conv with bias, then ReLU; wrapped so names read `<name>._conv.weight`."""
@@ -72,12 +74,13 @@ class SqueezeNet(nn.Layer):
 
     def __init__(self, num_classes: int = 1, with_pool: bool = True, dropout: float = 0.5):
         super().__init__()
-        if num_classes > 0 and not with_pool:
-            raise ValueError(
-                "squeezenet: with_pool=False is for backbone use; it needs num_classes <= 0"
-            )
         self.num_classes = num_classes
-        self.with_pool = with_pool
+        # the class maps are averaged into the logits; same dropout mode as paddle.vision, so
+        # its weights compute the same function
+        self.classifier_head = ClassifierHead(
+            "squeezenet", num_classes, with_pool, dropout=dropout,
+            dropout_mode="downscale_in_infer", maps_first=True,
+        )
         self._conv = nn.Conv2D(3, 64, 3, stride=2, padding=1)
         self._pool = nn.MaxPool2D(kernel_size=3, stride=2)
         self._fires: list[tuple[str, bool]] = []
@@ -87,12 +90,7 @@ class SqueezeNet(nn.Layer):
             self.add_sublayer(f"_conv{i}", fire)
             self._fires.append((f"_conv{i}", pool_before))
             in_channels = fire.out_channels
-        if num_classes > 0:
-            # same dropout mode as paddle.vision, so its weights compute the same function
-            self._drop = nn.Dropout(dropout, mode="downscale_in_infer")
-            self._conv9 = nn.Conv2D(in_channels, num_classes, 1)
-        if with_pool:
-            self._avg_pool = nn.AdaptiveAvgPool2D(1)
+        self._conv9 = nn.Conv2D(in_channels, num_classes, 1) if num_classes > 0 else None
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         x = self._pool(F.relu(self._conv(x)))
@@ -100,12 +98,11 @@ class SqueezeNet(nn.Layer):
             if pool_before:
                 x = self._pool(x)
             x = getattr(self, name)(x)
-        if self.num_classes <= 0:
-            return self._avg_pool(x) if self.with_pool else x
-        x = self._conv9(self._drop(x))
-        if self.num_classes > 1:
-            x = F.relu(x)
-        return paddle.flatten(self._avg_pool(x), 1)
+        return self.classifier_head(x, self._class_maps)
+
+    def _class_maps(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = self._conv9(x)
+        return F.relu(x) if self.num_classes > 1 else x
 
 
 def squeezenet1_1(num_classes: int = 1, **kw) -> SqueezeNet:

@@ -11,6 +11,8 @@ from typing import Literal
 import paddle
 import paddle.nn as nn
 
+from palm.models.layers import ClassifierHead
+
 # Configurations A, B, D, E of the paper's Table 1: conv output channels, "M" = 2x2 max pool.
 VGG_CFGS: dict[int, list[int | Literal["M"]]] = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -55,13 +57,10 @@ class VGG(nn.Layer):
         self, features: nn.Layer, num_classes: int = 1, with_pool: bool = True, dropout: float = 0.5
     ):
         super().__init__()
-        if num_classes > 0 and not with_pool:
-            raise ValueError("vgg: with_pool=False is for backbone use; it needs num_classes <= 0")
         self.num_classes = num_classes
-        self.with_pool = with_pool
+        self.classifier_head = ClassifierHead("vgg", num_classes, with_pool, pool_size=7)
         self.features = features
-        if with_pool:
-            self.avgpool = nn.AdaptiveAvgPool2D(7)
+        self.classifier = None
         if num_classes > 0:
             self.classifier = nn.Sequential(
                 nn.Linear(512 * 7 * 7, 4096), nn.ReLU(), nn.Dropout(dropout),
@@ -70,12 +69,7 @@ class VGG(nn.Layer):
             )
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = self.features(x)
-        if self.with_pool:
-            x = self.avgpool(x)
-        if self.num_classes <= 0:
-            return x
-        return self.classifier(paddle.flatten(x, 1))
+        return self.classifier_head(self.features(x), self.classifier)
 
 
 def _vgg(depth: int, batch_norm: bool, num_classes: int = 1, **kw) -> VGG:

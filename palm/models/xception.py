@@ -15,6 +15,8 @@ from itertools import pairwise
 import paddle
 import paddle.nn as nn
 
+from palm.models.layers import ClassifierHead
+
 
 def separable_conv(in_channels: int, out_channels: int) -> list[nn.Layer]:
     """3x3 depthwise conv, 1x1 pointwise conv, BN (both convs without bias)."""
@@ -89,12 +91,8 @@ class Xception(nn.Layer):
 
     def __init__(self, num_classes: int = 1, with_pool: bool = True):
         super().__init__()
-        if num_classes > 0 and not with_pool:
-            raise ValueError(
-                "xception: with_pool=False is for backbone use; it needs num_classes <= 0"
-            )
         self.num_classes = num_classes
-        self.with_pool = with_pool
+        self.classifier_head = ClassifierHead("xception", num_classes, with_pool)
         # entry-flow stem: two unpadded 3x3 convs, the first with stride 2
         self.stem = nn.Sequential(
             nn.Conv2D(3, 32, 3, stride=2, bias_attr=False), nn.BatchNorm2D(32), nn.ReLU(),
@@ -105,18 +103,10 @@ class Xception(nn.Layer):
         self.head = nn.Sequential(
             *separable_conv(1024, 1536), nn.ReLU(), *separable_conv(1536, 2048), nn.ReLU()
         )
-        if with_pool:
-            self.avgpool = nn.AdaptiveAvgPool2D(1)
-        if num_classes > 0:
-            self.fc = nn.Linear(2048, num_classes)
+        self.fc = nn.Linear(2048, num_classes) if num_classes > 0 else None
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = self.head(self.blocks(self.stem(x)))
-        if self.with_pool:
-            x = self.avgpool(x)
-        if self.num_classes <= 0:
-            return x
-        return self.fc(paddle.flatten(x, 1))
+        return self.classifier_head(self.head(self.blocks(self.stem(x))), self.fc)
 
 
 def xception(num_classes: int = 1, **kw) -> Xception:
