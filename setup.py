@@ -22,16 +22,19 @@ setup(
     extras_require={
         "cpu": ["paddlepaddle>=3.0"],
         "gpu": ["paddlepaddle-gpu>=3.0"],
-        "test": ["pytest"],
+        # tests/test_serve.py drives Debian's /usr/bin/chromium through Playwright's Python API
+        "test": ["pytest", "fastapi", "uvicorn", "python-multipart", "httpx", "playwright"],
+        "serve": ["fastapi", "uvicorn", "python-multipart", "httpx"],  # tools/serve.py
         "log": ["visualdl"],
         "bench": ["paddle2onnx", "onnxruntime"],  # tools/benchmark.py's ONNX Runtime row
     },
-    package_data={"palm": ["../configs/*.yaml"]},
+    package_data={"palm": ["../configs/*.yaml", "engine/static/*.html"]},
     entry_points={
         "console_scripts": [
             "palm-train=tools.train:cli",
             "palm-eval=tools.eval:cli",
             "palm-predict=tools.predict:cli",
+            "palm-serve=tools.serve:cli",
         ]
     },
 )
