@@ -102,6 +102,7 @@ def test_several_photos_and_a_bad_one_in_one_request(client, photos):
 @pytest.mark.parametrize("name, data, status, words", [
     ("empty.jpg", b"", 422, "empty file"),
     ("text.jpg", b"hello, I am a text file\n" * 20, 415, "not an image"),
+    ("tiny.jpg", b"hi\n", 415, "not an image"),
     ("cut.jpg", None, 422, "truncated"),
 ])
 def test_unusable_photo_is_a_json_error(client, photos, name, data, status, words):
@@ -311,3 +312,11 @@ def test_browser_upload_shows_probability_and_heatmap(checkpoint, photos, tmp_pa
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_files_shorter_than_a_header_are_refused_not_crashing(tmp_path):
+    from palm.data import ImageReadError, read_image
+    tiny = tmp_path / "tiny.jpg"
+    tiny.write_bytes(b"hi\n")
+    with pytest.raises(ImageReadError, match="tiny.jpg: not a readable image"):
+        read_image(tiny)

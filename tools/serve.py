@@ -22,7 +22,8 @@ from palm.weights import TRUST_HELP, trust_checkpoints
 try:
     import uvicorn
 
-    from palm.engine.service import TOKEN_ENV, ServiceConfig, configure_json_logging, create_app
+    from palm.engine.service import (TOKEN_ENV, ServiceConfig, configure_json_logging, create_app,
+                                     log_event)
 except ModuleNotFoundError as missing:
     raise SystemExit(f"error: {missing.name} is not installed; the service needs "
                      'pip install -e ".[serve]"') from None
@@ -76,6 +77,7 @@ def main(args: argparse.Namespace) -> int:
     configure_json_logging()
     with trust_checkpoints(args.trust_checkpoint):
         app = create_app(config)
+    log_event("listening", url=f"http://{config.host}:{args.port}/")
     uvicorn.run(app, host=config.host, port=args.port, log_config=None, access_log=False,
                 timeout_graceful_shutdown=5)
     return 0

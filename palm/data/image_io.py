@@ -90,12 +90,12 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     prefix = data[:16]
     for fmt in Image.ID:
         factory, accept = Image.OPEN[fmt]
-        if accept is not None and not accept(prefix):
-            continue
         try:
+            if accept is not None and not accept(prefix):
+                continue
             return factory(io.BytesIO(data), "").size
-        except Exception:  # noqa: BLE001 - not this format (plugins raise many types)
-            continue
+        except Exception:  # noqa: BLE001 - not this format (plugins raise many types, and
+            continue  # some prefix checks fail on files shorter than 4 bytes)
     return None
 
 

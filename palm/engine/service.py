@@ -125,16 +125,19 @@ class JsonFormatter(logging.Formatter):
         entry = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
                  "level": record.levelname.lower(), "event": record.getMessage(),
                  **getattr(record, "fields", {})}
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
 def configure_json_logging(level: int = logging.INFO) -> None:
-    """Send palm.serve's records to stderr as JSON lines."""
+    """Send palm.serve's and uvicorn's records to stderr as JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    LOG.handlers[:] = [handler]
-    LOG.setLevel(level)
-    LOG.propagate = False
+    for logger in (LOG, logging.getLogger("uvicorn"), logging.getLogger("uvicorn.error")):
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
 
 
 def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
