@@ -320,3 +320,19 @@ def test_files_shorter_than_a_header_are_refused_not_crashing(tmp_path):
     tiny.write_bytes(b"hi\n")
     with pytest.raises(ImageReadError, match="tiny.jpg: not a readable image"):
         read_image(tiny)
+
+
+@pytest.mark.slow
+def test_loadtest_runs_the_service_under_load(checkpoint, palm_root, tmp_path):
+    from tools import loadtest
+    photos = palm_root / "PALM-Validation400"
+    args = loadtest.get_args_parser().parse_args(
+        ["--checkpoint", str(checkpoint), "--engine", "dygraph", "--photos", str(photos),
+         "--requests", "24", "--concurrency", "4", "--warmup", "4", "--work-dir", str(tmp_path),
+         "--output", str(tmp_path / "load.json")])
+    result = loadtest.main(args)
+    assert result["errors"] == 0 and len(result["rounds"]) == 2
+    assert all(r["throughput_req_s"] > 0 and r["p95_ms"] >= r["p50_ms"] for r in result["rounds"])
+    sizes = {int(k): v for k, v in result["batch_sizes"].items()}
+    assert sum(k * v for k, v in sizes.items()) == 4 + 2 * 24  # every request reached the model
+    assert result["rss_before_mb"] > 0 and result["model_batch1_img_s"] > 0

@@ -189,6 +189,12 @@ class ModelRunner:
         else:
             self.gradcam = GradCAM(load_checkpoint_model(self.checkpoint)[0])
 
+    def warm_up(self, max_batch: int) -> None:
+        """Run every batch size once: oneDNN builds (and caches) its kernels per input shape,
+        which would otherwise slow the first requests and grow memory under load."""
+        for size in range(1, max_batch + 1):
+            self.predictor.predict(np.zeros((size, 3, self.image_size, self.image_size), np.float32))
+
     def describe(self) -> dict[str, Any]:
         """Model metadata for /v1/model and every prediction response."""
         meta = self.meta
@@ -448,6 +454,7 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
     """
     config.check()
     runner = runner or ModelRunner(config.checkpoint, config.engine, config.max_pixels)
+    runner.warm_up(config.max_batch)
     batcher = MicroBatcher(runner.run_batch, max_batch=config.max_batch,
                            max_wait_s=config.max_wait_ms / 1000, max_queue=config.max_queue)
     page = resources.files("palm.engine").joinpath("static", "index.html").read_text("utf-8")
