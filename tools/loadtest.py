@@ -9,6 +9,7 @@ same predictor is then timed in this process on preprocessed batches of 1 and --
 images (model only: no upload, no decoding), the rates the service sits between.
 
     python tools/loadtest.py --checkpoint runs/resnet18/best.pdparams --requests 500 --concurrency 8
+    python tools/loadtest.py --model resnet50 --image-size 224
 
 Photos: --photos DIR (its JPEG/PNG files, cycled), else synthetic PALM-sized ones (2124x2056).
 """
@@ -32,10 +33,12 @@ import httpx
 import numpy as np
 
 from palm.cli import run_tool
-from palm.data import build_transform, read_image
+from palm.data import PALM_CLASSES, build_transform, read_image
+from palm.engine.checkpoint import save_checkpoint
 from palm.engine.inference import ENGINES, load_predictor
 from palm.engine.predict import list_images
 from palm.io_utils import write_json_atomic
+from palm.models import build_model
 from tools.benchmark import images_per_second, palm_sized_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +47,11 @@ REPO = Path(__file__).resolve().parents[1]
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="checkpoint or export folder to serve")
+    served = p.add_mutually_exclusive_group(required=True)
+    served.add_argument("--checkpoint", help="checkpoint or export folder to serve")
+    served.add_argument("--model", help="serve this network with random weights (speed does not "
+                                        "depend on them), saved in --work-dir")
+    p.add_argument("--image-size", type=int, default=224, help="with --model")
     p.add_argument("--engine", choices=ENGINES, default="auto")
     p.add_argument("--photos", default=None, help="folder of photos to send (default: synthetic)")
     p.add_argument("--requests", type=int, default=500)
@@ -178,9 +185,21 @@ def model_rates(args: argparse.Namespace, photo: Path) -> dict[str, float]:
     return rates
 
 
+def random_checkpoint(model_name: str, image_size: int, folder: Path) -> Path:
+    """A checkpoint of `model_name` with random weights (one PM logit), for timing only."""
+    path = folder / f"loadtest-{model_name}-{image_size}.pdparams"
+    meta = {"model": model_name, "num_classes": 1, "class_names": list(PALM_CLASSES),
+            "image_size": image_size, "normalize": "minus_one_one", "fundus_crop": False,
+            "threshold": 0.5, "model_kwargs": {}}
+    save_checkpoint(path, build_model(model_name, num_classes=1), meta)
+    return path
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     work_dir = Path(args.work_dir)
+    if args.model:
+        args.checkpoint = str(random_checkpoint(args.model, args.image_size, work_dir))
     paths = list_images(args.photos) if args.photos else palm_sized_images(work_dir)
     if not paths:
         raise ValueError(f"{args.photos}: no photos found")

@@ -549,6 +549,10 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
             _results, runner, photos, dict(zip(map(id, good), outputs)), cam, model_ms)
         if config.save_dir:
             await run_in_threadpool(_save_photos, Path(config.save_dir), request_id, photos)
+        # counts only: file names may identify patients
+        log_event("predicted", request_id=request_id, photos=len(photos),
+                  errors=len(photos) - len(good), cam=cam,
+                  classes=dict(Counter(r["class_name"] for r in results if r.get("error") is None)))
         body = {"request_id": request_id,
                 "model": {"name": model_info["name"], "sha256": runner.sha256},
                 "results": results, "ms": round((time.perf_counter() - start) * 1000, 1)}
