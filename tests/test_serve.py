@@ -134,6 +134,14 @@ def test_oversized_upload_refused(checkpoint, photos):
         response = client.post("/v1/predict", files=upload(("large.jpg", b"\xff" * 80_000)))
         assert response.status_code == 413
         assert "over the limit of 0.05 MB" in response.json()["error"]
+
+        def chunks():  # no Content-Length: cut off while it is read
+            yield b'--b\r\nContent-Disposition: form-data; name="files"; filename="x.jpg"\r\n\r\n'
+            for _ in range(20):
+                yield b"\xff" * 10_000
+        streamed = client.post("/v1/predict", content=chunks(),
+                               headers={"content-type": "multipart/form-data; boundary=b"})
+        assert streamed.status_code == 413 and "at least" in streamed.json()["error"]
         ok = client.post("/v1/predict", files=upload((photos[0].name, photos[0].read_bytes())))
         assert ok.status_code == 200
         assert_healthy(client)
