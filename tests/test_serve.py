@@ -344,3 +344,18 @@ def test_loadtest_runs_the_service_under_load(checkpoint, palm_root, tmp_path):
     sizes = {int(k): v for k, v in result["batch_sizes"].items()}
     assert sum(k * v for k, v in sizes.items()) == 4 + 2 * 24  # every request reached the model
     assert result["rss_before_mb"] > 0 and result["model_batch1_img_s"] > 0
+
+
+def test_multiclass_result_names_the_argmax_class(tmp_path):
+    from palm.engine.service import ModelRunner
+    path = tmp_path / "three.pdparams"
+    meta = dict(META, num_classes=3, class_names=["normal", "high myopia", "PM"])
+    save_checkpoint(path, build_model("resnet18", num_classes=3), meta)
+    runner = ModelRunner(path, engine="dygraph")
+    result = runner.result(np.array([0.2, 0.5, 0.3], np.float32))
+    assert result["decision"] == 1 and result["class_name"] == "high myopia"
+    assert result["probability"] == pytest.approx(0.5)
+    assert result["probabilities"] == pytest.approx({"normal": 0.2, "high myopia": 0.5, "PM": 0.3})
+    probs, heatmap = runner.run_batch(np.zeros((2, 3, SIZE, SIZE), np.float32), [True, False])[0]
+    assert probs.shape == (3,) and probs.sum() == pytest.approx(1, abs=1e-5)
+    assert heatmap.shape == (SIZE, SIZE)
