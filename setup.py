@@ -22,17 +22,20 @@ setup(
     extras_require={
         "cpu": ["paddlepaddle>=3.0"],
         "gpu": ["paddlepaddle-gpu>=3.0"],
-        "test": ["pytest"],
+        # tests/test_serve.py drives Debian's /usr/bin/chromium through Playwright's Python API
+        "test": ["pytest", "fastapi", "uvicorn", "python-multipart", "httpx", "playwright"],
+        "serve": ["fastapi", "uvicorn", "python-multipart", "httpx"],  # tools/serve.py
         "log": ["visualdl"],
         "bench": ["paddle2onnx", "onnxruntime"],  # the ONNX Runtime row of `palm benchmark`
     },
-    package_data={"palm": ["configs/*.yaml"]},
+    package_data={"palm": ["configs/*.yaml", "engine/static/*.html"]},
     entry_points={
         "console_scripts": [
             "palm=palm.cli.main:main",
             "palm-train=palm.cli.train:cli",
             "palm-eval=palm.cli.eval:cli",
             "palm-predict=palm.cli.predict:cli",
+            "palm-serve=palm.cli.serve:cli",
         ]
     },
 )

@@ -68,6 +68,8 @@ COMMANDS: dict[str, Command] = {
     "export": Command("palm.cli.export", "python tools/export.py", "export a checkpoint for Paddle Inference"),
     "compare": Command("palm.cli.compare", "python tools/compare.py", "leaderboard and paired tests of several models"),
     "report": Command("palm.cli.report", "python tools/report.py", "HTML report of a run and its evaluation"),
+    "serve": Command("palm.cli.serve", "python tools/serve.py", "screening web page and JSON API on this machine"),
+    "loadtest": Command("palm.cli.loadtest", "python tools/loadtest.py", "throughput and latency of the service under load"),
     "benchmark": Command("palm.cli.benchmark", "python tools/benchmark.py", "speed of every way palm runs a network"),
     "benchmark-data": Command("palm.cli.benchmark_data", "python tools/benchmark_data.py", "speed of the input pipeline"),
     "inspect": Command("palm.cli.inspect", "python -m data_tools.inspect", "class counts, sizes and unreadable files of a data set"),

@@ -59,6 +59,10 @@ class ImageReadError(BadData):
         return type(self), (self.path, self.problem)
 
 
+class TooManyPixels(ImageReadError):
+    """An image whose decoded size would exceed the pixel limit (refused before decoding)."""
+
+
 def is_image_file(path: str | os.PathLike) -> bool:
     """True for a non-hidden file name with one of IMAGE_EXTENSIONS (case-insensitive)."""
     name = os.path.basename(path)
@@ -88,12 +92,12 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     prefix = data[:16]
     for fmt in Image.ID:
         factory, accept = Image.OPEN[fmt]
-        if accept is not None and not accept(prefix):
-            continue
         try:
+            if accept is not None and not accept(prefix):
+                continue
             return factory(io.BytesIO(data), "").size
-        except Exception:  # noqa: BLE001 - not this format (plugins raise many types)
-            continue
+        except Exception:  # noqa: BLE001 - not this format (plugins raise many types, and
+            continue  # some prefix checks fail on files shorter than 4 bytes)
     return None
 
 
@@ -172,22 +176,38 @@ def read_image(
         buf = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise ImageReadError(path, f"cannot read file ({e.strerror or e})") from e
-    if buf.size == 0:
-        raise ImageReadError(path, "empty file")
-    data = buf.tobytes()
+    return decode_image(buf.tobytes(), path, target_size, max_pixels)
+
+
+def decode_image(
+    data: bytes, source: str | os.PathLike, target_size: int | None = None,
+    max_pixels: int | None = None,
+) -> np.ndarray:
+    """Decode an image file's bytes (e.g. an upload) to HxWx3 uint8 RGB, as `read_image`.
+
+    Args:
+        source: names the image in error messages (a path or an upload's file name).
+
+    Raises:
+        TooManyPixels: over `max_pixels` (checked from the header, before decoding).
+        ImageReadError: empty, truncated, unreadable or not an image.
+    """
+    if not data:
+        raise ImageReadError(source, "empty file")
+    buf = np.frombuffer(data, dtype=np.uint8)
     size = header_size(data)
     factor = 1
     if _is_jpeg(buf):
         if not _jpeg_is_complete(data):
-            raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
+            raise ImageReadError(source, "truncated JPEG (no end-of-image marker)")
         factor = _reduction_factor(size, target_size) if size else 1
         flags = _REDUCED_FLAGS.get(factor, cv2.IMREAD_COLOR)
     else:
         flags = cv2.IMREAD_UNCHANGED  # keeps 16-bit depth and alpha for _to_rgb_uint8
-    _check_pixels(path, size, factor, max_pixels_setting(max_pixels))
+    _check_pixels(source, size, factor, max_pixels_setting(max_pixels))
     img = cv2.imdecode(buf, flags)
     if img is None or img.size == 0:
-        raise ImageReadError(path, "not a readable image (corrupt file or unsupported format)")
+        raise ImageReadError(source, "not a readable image (corrupt file or unsupported format)")
     return _to_rgb_uint8(img)
 
 
@@ -203,7 +223,7 @@ def _check_pixels(path: str | os.PathLike, size: tuple[int, int] | None, factor:
     decoded = math.ceil(w / factor) * math.ceil(h / factor)
     if decoded > limit:
         scale = f" at 1/{factor} scale" if factor > 1 else ""
-        raise ImageReadError(
+        raise TooManyPixels(
             path,
             f"image of {w}x{h} pixels would decode{scale} to {decoded / 1e6:.0f} MP, over the "
             f"limit of {limit / 1e6:g} MP (raise max_pixels or ${MAX_PIXELS_ENV} to read it)",

@@ -1,0 +1,612 @@
+"""Screening service: a JSON API and a web page over one model (FastAPI + uvicorn).
+
+    app = create_app(ServiceConfig(checkpoint="runs/resnet50/best.pdparams"))
+
+Endpoints:
+    GET  /             the web page (palm/engine/static/index.html)
+    GET  /healthz      liveness, queue length, batch sizes run so far
+    GET  /v1/model     name, SHA-256, classes, threshold (operating point), calibration, limits
+    POST /v1/predict   multipart upload of one or more photos -> one JSON result per photo;
+                       `?cam=1` adds a Grad-CAM overlay (PNG, base64)
+
+Concurrent requests are micro-batched: photos wait in a bounded queue, and one worker thread
+runs up to `max_batch` of them together after waiting at most `max_wait_ms` for the batch to
+fill, so many clients share the batch throughput of the predictor instead of each running a
+batch of one. The model only ever runs in that thread. A full queue answers 503 at once, a
+photo that waits longer than `timeout` answers 504.
+
+Every error is JSON `{"error": message, "request_id": ...}` with a status saying what went
+wrong: 401 no or wrong token, 413 upload or image too large, 415 not an image (the content
+is decoded, the extension is ignored), 422 empty or damaged image or no photo, 503 busy,
+504 timeout, 500 a bug (its traceback goes to the log, never to the client). Every request
+is logged as one JSON line with its id, which the response repeats in `X-Request-ID`.
+
+Uploaded photos live in memory (parts over 1 MB in a temporary file deleted with the
+request) and are kept only when `save_dir` is set.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import json
+import logging
+import secrets
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections import Counter, deque
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers, MutableHeaders, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+
+from palm.data import (ImageReadError, TooManyPixels, build_transform, crop_fundus, decode_image,
+                       resize_short_side)
+from palm.data.image_io import header_size, max_pixels_setting
+from palm.engine.checkpoint import load_checkpoint_model
+from palm.engine.inference import DygraphPredictor, is_exported, load_predictor, weights_sha256
+from palm.errors import BadConfig
+from palm.io_utils import atomic_path
+from palm.viz.cam import GradCAM, overlay_heatmap
+from palm.outputs import probabilities
+
+TOKEN_ENV = "PALM_SERVE_TOKEN"
+LOG = logging.getLogger("palm.serve")
+# short side of the photo under a Grad-CAM overlay: enough to see the disc and the macula,
+# small enough to send as base64 JSON
+CAM_SIDE = 384
+FORMATS = "JPEG, PNG, BMP or TIFF"
+
+
+@dataclass
+class ServiceConfig:
+    """What `create_app` serves and its limits (tools/serve.py's options)."""
+
+    checkpoint: str
+    engine: str = "auto"  # see palm.engine.inference.load_predictor
+    host: str = "127.0.0.1"
+    token: str | None = None
+    save_dir: str | None = None
+    max_upload_mb: float = 20.0  # per request
+    max_pixels: int | None = None  # per photo; None: palm.data's default ($PALM_MAX_PIXELS)
+    max_files: int = 64  # photos per request
+    max_queue: int = 64  # photos waiting for the model
+    timeout: float = 30.0  # seconds a request may wait for the model
+    max_batch: int = 8
+    max_wait_ms: float = 10.0
+
+    def check(self) -> None:
+        """Refuse options that make no sense, and an exposed service without a token."""
+        for name in ("max_upload_mb", "max_files", "max_queue", "timeout", "max_batch"):
+            if not getattr(self, name) > 0:
+                raise BadConfig(f"--{name.replace('_', '-')} must be positive, got "
+                                f"{getattr(self, name)}")
+        if self.max_wait_ms < 0:
+            raise BadConfig(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}")
+        max_pixels_setting(self.max_pixels)  # raises on a bad value
+        if not is_loopback(self.host) and not self.token:
+            raise BadConfig(f"--host {self.host} makes the service reachable from other "
+                            f"machines; set --token or ${TOKEN_ENV} (clients then send "
+                            "'Authorization: Bearer TOKEN'), or bind to 127.0.0.1")
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name may resolve to anything
+
+
+# ---------------------------------------------------------------- logging
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, event and the record's `fields`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+                 "level": record.levelname.lower(), "event": record.getMessage(),
+                 **getattr(record, "fields", {})}
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_json_logging(level: int = logging.INFO) -> None:
+    """Send palm.serve's and uvicorn's records to stderr as JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    for logger in (LOG, logging.getLogger("uvicorn"), logging.getLogger("uvicorn.error")):
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
+
+
+def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
+    LOG.log(level, event, extra={"fields": fields})
+
+
+# ---------------------------------------------------------------- the model
+
+@dataclass
+class Photo:
+    """An uploaded photo after decoding: the model input, or why there is none."""
+
+    filename: str
+    data: bytes
+    x: np.ndarray | None = None  # CHW float32 model input
+    shown: np.ndarray | None = None  # RGB photo the Grad-CAM overlay is drawn on
+    error: str | None = None
+    status: int = 200  # what this photo alone would answer
+    ms: float = 0.0  # decoding time
+
+
+class ModelRunner:
+    """The model behind the service: decodes photos and predicts batches (with Grad-CAM).
+
+    Grad-CAM needs gradients, so it runs on a dygraph copy of a `.pdparams` checkpoint; an
+    exported inference folder has none, and its results say so.
+    """
+
+    def __init__(self, checkpoint: str | Path, engine: str = "auto",
+                 max_pixels: int | None = None):
+        self.checkpoint = Path(checkpoint)
+        self.predictor = load_predictor(self.checkpoint, engine=engine)
+        self.meta = self.predictor.meta
+        self.sha256 = weights_sha256(self.checkpoint)
+        self.max_pixels = max_pixels
+        self.threshold = float(self.meta.get("threshold", 0.5))
+        self.temperature = float(self.meta.get("temperature", 1.0))  # temperature scaling
+        self.class_names = list(self.meta.get("class_names") or [])
+        self.image_size = int(self.meta["image_size"])
+        # the crop is done before the transform, so the overlay shows the field the model saw
+        self.transform = build_transform(self.image_size, False,
+                                         self.meta.get("normalize", "minus_one_one"))
+        self.gradcam: GradCAM | None = None
+        self.cam_unavailable = ""
+        if isinstance(self.predictor, DygraphPredictor):
+            self.gradcam = GradCAM(self.predictor.model)
+        elif is_exported(self.checkpoint):
+            self.cam_unavailable = ("Grad-CAM needs the .pdparams checkpoint; this service "
+                                    "runs an exported inference model, which has no gradients")
+        else:
+            self.gradcam = GradCAM(load_checkpoint_model(self.checkpoint)[0])
+
+    def warm_up(self, max_batch: int) -> None:
+        """Run every batch size once: oneDNN builds (and caches) its kernels per input shape,
+        which would otherwise slow the first requests and grow memory under load."""
+        for size in range(1, max_batch + 1):
+            self.predictor.predict(np.zeros((size, 3, self.image_size, self.image_size), np.float32))
+
+    def describe(self) -> dict[str, Any]:
+        """Model metadata for /v1/model and every prediction response."""
+        meta = self.meta
+        return {
+            "name": meta["model"], "sha256": self.sha256, "epoch": meta.get("epoch"),
+            "engine": self.predictor.engine, "precision": getattr(self.predictor, "precision", "fp32"),
+            "num_classes": meta["num_classes"], "class_names": self.class_names,
+            "image_size": self.image_size, "normalize": meta.get("normalize", "minus_one_one"),
+            "fundus_crop": bool(meta.get("fundus_crop", False)), "threshold": self.threshold,
+            "threshold_source": meta.get("threshold_source", "default"),
+            "calibration": {"temperature": self.temperature,
+                            "source": meta.get("temperature_source", "none")},
+            "metrics": meta.get("metrics"),
+            "cam_available": self.gradcam is not None,
+            **({"cam_unavailable": self.cam_unavailable} if self.cam_unavailable else {}),
+        }
+
+    def prepare(self, filename: str, data: bytes, cam: bool) -> Photo:
+        """Decode one upload (by content, not extension) into a model input or an error."""
+        start = time.perf_counter()
+        photo = Photo(filename, data)
+        target = max(self.transform.decode_size, CAM_SIDE if cam else 0)
+        try:
+            rgb = decode_image(data, filename, target_size=target, max_pixels=self.max_pixels)
+            if self.meta.get("fundus_crop"):
+                rgb = crop_fundus(rgb)
+            photo.x = self.transform(rgb)
+            if cam and self.gradcam is not None:
+                photo.shown = resize_short_side(rgb, CAM_SIDE)
+        except TooManyPixels as e:
+            photo.error, photo.status = str(e), 413
+        except ImageReadError as e:
+            if data and header_size(data) is None:
+                photo.error = (f"{filename}: not an image ({FORMATS} expected; the content is "
+                               "checked, not the file name)")
+                photo.status = 415
+            else:
+                photo.error, photo.status = str(e), 422
+        except (cv2.error, ValueError) as e:  # odd geometry the transform cannot handle
+            photo.error, photo.status = f"{filename}: {' '.join(str(e).split())}", 422
+        photo.ms = (time.perf_counter() - start) * 1000
+        return photo
+
+    def run_batch(self, x: np.ndarray, cam: Sequence[bool]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """(probabilities, heatmap or None) per image of the batch `x` [N, 3, S, S]."""
+        logits = self.predictor.predict(x)
+        probs = probabilities(logits, self.temperature)
+        maps: list[np.ndarray | None] = [None] * len(x)
+        wanted = [i for i, c in enumerate(cam) if c]
+        if wanted and self.gradcam is not None:
+            for i, heat in zip(wanted, self.gradcam.cam(x[wanted])):
+                maps[i] = heat
+        return list(zip(probs, maps))
+
+    def result(self, probs: np.ndarray) -> dict[str, Any]:
+        """Probability, decision at the checkpoint's threshold and class name of one photo."""
+        if np.ndim(probs) == 0:
+            probability = float(probs)
+            decision = int(probability >= self.threshold)
+            extra: dict[str, Any] = {}
+        else:
+            decision = int(np.argmax(probs))
+            probability = float(probs[decision])
+            extra = {"probabilities": {name: float(p) for name, p in zip(self.class_names, probs)}}
+        name = self.class_names[decision] if decision < len(self.class_names) else str(decision)
+        return {"probability": round(probability, 6), "decision": decision, "class_name": name,
+                "threshold": self.threshold, **extra}
+
+
+def overlay_png_base64(photo: np.ndarray, heatmap: np.ndarray) -> str:
+    """The Grad-CAM overlay on `photo` as base64 PNG."""
+    rgb = overlay_heatmap(photo, heatmap)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError("PNG encoding of the Grad-CAM overlay failed")
+    return base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+# ---------------------------------------------------------------- micro-batching
+
+class QueueFull(Exception):
+    """More photos would wait for the model than the queue holds."""
+
+
+@dataclass
+class _Job:
+    x: np.ndarray
+    cam: bool
+    future: Future = field(default_factory=Future)
+
+
+class MicroBatcher:
+    """Runs queued images through `run_batch` in one thread, several at a time.
+
+    A batch starts when `max_batch` images wait or `max_wait_s` after its first image
+    arrived, whichever comes first. The queue holds at most `max_queue` images; `submit`
+    raises QueueFull beyond that rather than letting latency grow without bound.
+
+    Attributes:
+        batch_sizes: how many batches of each size ran.
+    """
+
+    def __init__(self, run_batch: Callable[[np.ndarray, list[bool]], list[Any]], *,
+                 max_batch: int, max_wait_s: float, max_queue: int):
+        self.run_batch = run_batch
+        self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
+        self.batch_sizes: Counter[int] = Counter()
+        self._jobs: deque[_Job] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="palm-batcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def pending(self) -> int:
+        return len(self._jobs)
+
+    def submit(self, items: Sequence[tuple[np.ndarray, bool]]) -> list[Future]:
+        """Queue (model input, wants Grad-CAM) pairs, all or none; a Future per item."""
+        jobs = [_Job(x, cam) for x, cam in items]
+        with self._cond:
+            if self._stopping:
+                raise QueueFull("the service is shutting down")
+            if len(self._jobs) + len(jobs) > self.max_queue:
+                raise QueueFull(f"{len(self._jobs)} photos are waiting for the model (the queue "
+                                f"holds {self.max_queue}); try again shortly")
+            self._jobs.extend(jobs)
+            self._cond.notify_all()
+        return [job.future for job in jobs]
+
+    def _next_batch(self) -> list[_Job]:
+        with self._cond:
+            while not self._jobs and not self._stopping:
+                self._cond.wait()
+            deadline = time.monotonic() + self.max_wait_s
+            while len(self._jobs) < self.max_batch and not self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            if self._stopping:
+                return []
+            taken = [self._jobs.popleft() for _ in range(min(self.max_batch, len(self._jobs)))]
+        # a job whose request timed out was cancelled: skip it
+        return [job for job in taken if job.future.set_running_or_notify_cancel()]
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            batch = self._next_batch()
+            if not batch:
+                continue
+            self.batch_sizes[len(batch)] += 1
+            try:
+                outputs = self.run_batch(np.stack([job.x for job in batch]),
+                                         [job.cam for job in batch])
+            except Exception as e:  # noqa: BLE001 - the requests get a 500, the thread lives on
+                log_event("batch_failed", logging.ERROR, size=len(batch),
+                          error=traceback.format_exc())
+                for job in batch:
+                    job.future.set_exception(e)
+                continue
+            for job, out in zip(batch, outputs):
+                job.future.set_result(out)
+        with self._cond:
+            for job in self._jobs:
+                job.future.cancel()
+            self._jobs.clear()
+
+
+# ---------------------------------------------------------------- HTTP
+
+class UploadTooLarge(Exception):
+    pass
+
+
+def _error(status: int, message: str, request_id: str | None, **extra: Any) -> JSONResponse:
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse({"error": message, "status": status, "request_id": request_id, **extra},
+                        status_code=status, headers=headers)
+
+
+class RequestGuard:
+    """ASGI middleware: request id, upload size limit, one JSON log line per request.
+
+    A body over the limit is refused from its Content-Length before it is read; one sent
+    without a length is cut off when it passes the limit (the endpoint turns UploadTooLarge
+    into 413).
+    """
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = request_id
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+            await send(message)
+
+        received = 0
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise UploadTooLarge(self._too_large(received, "at least "))
+            return message
+
+        length = Headers(scope=scope).get("content-length", "")
+        try:
+            if length.isdigit() and int(length) > self.max_bytes:
+                await _error(413, self._too_large(int(length)), request_id)(scope, receive, send_with_id)
+            else:
+                await self.app(scope, limited_receive, send_with_id)
+        finally:
+            log_event("request", request_id=request_id, method=scope["method"],
+                      path=scope["path"], status=status[0], bytes=max(received, int(length or 0)),
+                      ms=round((time.perf_counter() - start) * 1000, 1))
+
+    def _too_large(self, size: int, qualifier: str = "") -> str:
+        return (f"upload of {qualifier}{size / 1e6:.1f} MB is over the limit of "
+                f"{self.max_bytes / 1e6:g} MB per request; send fewer or smaller photos")
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> FastAPI:
+    """The service's ASGI app; the model is loaded now, the batcher runs while the app does.
+
+    Args:
+        runner: a loaded model (default: load `config.checkpoint`).
+
+    Raises:
+        BadConfig: a bad limit, or a non-loopback host without a token.
+    """
+    config.check()
+    runner = runner or ModelRunner(config.checkpoint, config.engine, config.max_pixels)
+    runner.warm_up(config.max_batch)
+    batcher = MicroBatcher(runner.run_batch, max_batch=config.max_batch,
+                           max_wait_s=config.max_wait_ms / 1000, max_queue=config.max_queue)
+    page = resources.files("palm.engine").joinpath("static", "index.html").read_text("utf-8")
+    model_info = runner.describe()
+
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        settings = {k: v for k, v in asdict(config).items() if k not in ("token", "engine")}
+        log_event("started", model=model_info["name"], sha256=runner.sha256,
+                  engine=model_info["engine"], token=bool(config.token), **settings)
+        yield
+        batcher.stop()
+        log_event("stopped")
+
+    app = FastAPI(title="palm screening service", lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url=None)
+    app.state.runner, app.state.batcher = runner, batcher
+    app.add_middleware(RequestGuard, max_bytes=int(config.max_upload_mb * 1e6))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), _request_id(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return _error(422, f"invalid request: {problems}", _request_id(request))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log_event("internal_error", logging.ERROR, request_id=_request_id(request),
+                  error=traceback.format_exc())
+        return _error(500, "internal error; the service log has the details under this "
+                      "request id", _request_id(request))
+
+    def check_token(request: Request) -> None:
+        if not config.token:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(),
+                                                                    config.token.encode()):
+            raise HTTPException(401, "missing or wrong token: send 'Authorization: Bearer TOKEN'",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        alive = batcher.alive
+        return JSONResponse(
+            {"status": "ok" if alive else "down", "queue": batcher.pending,
+             "max_queue": config.max_queue, "batches": sum(batcher.batch_sizes.values()),
+             "images": sum(k * v for k, v in batcher.batch_sizes.items()),
+             "batch_sizes": {str(k): v for k, v in sorted(batcher.batch_sizes.items())}},
+            status_code=200 if alive else 503)
+
+    @app.get("/v1/model")
+    async def model(request: Request) -> dict[str, Any]:
+        check_token(request)
+        limits = {k: getattr(config, k) for k in ("max_upload_mb", "max_files", "max_queue",
+                                                   "timeout", "max_batch", "max_wait_ms")}
+        return {**model_info, "limits": {**limits,
+                                         "max_pixels": max_pixels_setting(config.max_pixels)}}
+
+    @app.post("/v1/predict")
+    async def predict(request: Request, cam: bool = False) -> JSONResponse:
+        check_token(request)
+        start = time.perf_counter()
+        request_id = _request_id(request)
+        uploads = await _read_uploads(request, config.max_files)
+        photos = await run_in_threadpool(
+            lambda: [runner.prepare(name, data, cam) for name, data in uploads])
+        good = [p for p in photos if p.x is not None]
+        outputs: list[tuple[np.ndarray, np.ndarray | None]] = []
+        if good:
+            try:
+                futures = batcher.submit([(p.x, cam and runner.gradcam is not None) for p in good])
+            except QueueFull as e:
+                return _error(503, f"busy: {e}", request_id)
+            waited = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+            try:
+                outputs = await asyncio.wait_for(waited, config.timeout)
+            except asyncio.TimeoutError:
+                for f in futures:
+                    f.cancel()
+                return _error(504, f"no result within {config.timeout:g} s (the service is "
+                                   "overloaded); try again later", request_id)
+        model_ms = (time.perf_counter() - start) * 1000 - sum(p.ms for p in photos)
+        results = await run_in_threadpool(
+            _results, runner, photos, dict(zip(map(id, good), outputs)), cam, model_ms)
+        if config.save_dir:
+            await run_in_threadpool(_save_photos, Path(config.save_dir), request_id, photos)
+        # counts only: file names may identify patients
+        log_event("predicted", request_id=request_id, photos=len(photos),
+                  errors=len(photos) - len(good), cam=cam,
+                  classes=dict(Counter(r["class_name"] for r in results if r.get("error") is None)))
+        body = {"request_id": request_id,
+                "model": {"name": model_info["name"], "sha256": runner.sha256},
+                "results": results, "ms": round((time.perf_counter() - start) * 1000, 1)}
+        if good:
+            return JSONResponse(body)
+        return _error(photos[0].status, photos[0].error or "no usable photo", request_id,
+                      **{k: v for k, v in body.items() if k != "request_id"})
+
+    return app
+
+
+async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
+    """(file name, content) of every file in a multipart upload; HTTP errors for bad ones."""
+    try:
+        form = await request.form(max_files=max_files, max_fields=max_files)
+    except UploadTooLarge as e:
+        raise HTTPException(413, str(e)) from None
+    except MultiPartException as e:
+        raise HTTPException(400, f"malformed upload: {e.message}") from None
+    try:
+        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not files:
+            raise HTTPException(422, "no photo in the upload; send one or more files as "
+                                     "multipart/form-data fields named 'files'")
+        return [(f.filename or f"photo{i + 1}", await f.read()) for i, f in enumerate(files)]
+    finally:
+        await form.close()  # the temporary files of large parts go now
+
+
+def _results(runner: ModelRunner, photos: Sequence[Photo], outputs: dict[int, tuple],
+             cam: bool, model_ms: float) -> list[dict[str, Any]]:
+    results = []
+    for photo in photos:
+        item: dict[str, Any] = {"filename": photo.filename}
+        if photo.x is None:
+            item.update(error=photo.error, status=photo.status)
+        else:
+            probs, heatmap = outputs[id(photo)]
+            item.update(runner.result(probs), error=None)
+            if cam and heatmap is not None:
+                item["cam_png_base64"] = overlay_png_base64(photo.shown, heatmap)
+            elif cam:
+                item["cam_error"] = runner.cam_unavailable
+        item["ms"] = round(photo.ms + model_ms, 1)
+        results.append(item)
+    return results
+
+
+def _save_photos(folder: Path, request_id: str | None, photos: Sequence[Photo]) -> None:
+    """Keep the uploads as `<request id>-<n>-<file name>` (the log line names the request)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, photo in enumerate(photos, 1):
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(photo.filename).name)
+        with atomic_path(folder / f"{request_id}-{n}-{safe[-100:] or 'photo'}") as tmp:
+            Path(tmp).write_bytes(photo.data)

@@ -1,0 +1,361 @@
+"""The screening service: API limits and errors, micro-batching, the token rule, the web page."""
+from __future__ import annotations
+
+import base64
+import re
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import paddle
+import pytest
+from fastapi.testclient import TestClient
+
+from palm.engine.checkpoint import save_checkpoint
+from palm.engine.export import export_model
+from palm.engine.service import ServiceConfig, create_app, is_loopback
+from palm.errors import BadConfig
+from palm.models import build_model
+from palm.cli import serve as serve_tool
+
+SIZE = 64
+META = {"model": "resnet18", "num_classes": 1, "class_names": ["non-PM", "PM"],
+        "image_size": SIZE, "normalize": "minus_one_one", "fundus_crop": False,
+        "threshold": 0.4, "epoch": 1, "metrics": {"auc": 0.9}, "model_kwargs": {}}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """An untrained resnet18 at 64 px with a small head: probabilities differ between photos."""
+    paddle.seed(0)
+    model = build_model("resnet18", num_classes=1)
+    rng = np.random.default_rng(0)
+    model.fc.weight.set_value(rng.normal(0, 0.05, model.fc.weight.shape).astype("float32"))
+    path = tmp_path_factory.mktemp("serve_ckpt") / "best.pdparams"
+    save_checkpoint(path, model, META)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(palm_root: Path) -> list[Path]:
+    return sorted((palm_root / "PALM-Training400" / "PALM-Training400").glob("*.jpg"))[:6]
+
+
+def make_client(checkpoint: Path, **options) -> TestClient:
+    config = ServiceConfig(checkpoint=str(checkpoint), engine="dygraph", **options)
+    return TestClient(create_app(config), raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def client(checkpoint: Path):
+    with make_client(checkpoint, max_pixels=200_000) as c:
+        yield c
+
+
+def upload(*files: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("files", (name, data, "image/jpeg")) for name, data in files]
+
+
+def assert_healthy(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json()["status"] == "ok"
+
+
+def test_good_photo_gives_probability_decision_and_cam(client, photos, checkpoint):
+    response = client.post("/v1/predict?cam=1", files=upload((photos[0].name, photos[0].read_bytes())))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    (result,) = body["results"]
+    assert result["filename"] == photos[0].name and result["error"] is None
+    assert 0 <= result["probability"] <= 1 and result["threshold"] == 0.4
+    assert result["decision"] == int(result["probability"] >= 0.4)
+    assert result["class_name"] == META["class_names"][result["decision"]]
+    assert body["model"]["name"] == "resnet18" and len(body["model"]["sha256"]) == 64
+    assert response.headers["x-request-id"] == body["request_id"]
+    overlay = cv2.imdecode(np.frombuffer(base64.b64decode(result["cam_png_base64"]), np.uint8),
+                           cv2.IMREAD_COLOR)
+    assert overlay is not None and overlay.shape[2] == 3
+    # the model's answer is the dygraph model's answer for the same preprocessing
+    from palm.data import build_transform, read_image
+    from palm.engine.inference import DygraphPredictor
+    x = build_transform(SIZE, False)(read_image(photos[0], target_size=SIZE))[None]
+    logit = DygraphPredictor.from_checkpoint(checkpoint).predict(x)[0, 0]
+    assert result["probability"] == pytest.approx(1 / (1 + np.exp(-logit)), abs=1e-5)
+
+
+def test_several_photos_and_a_bad_one_in_one_request(client, photos):
+    files = [(p.name, p.read_bytes()) for p in photos[:3]] + [("notes.jpg", b"not a photo\n")]
+    response = client.post("/v1/predict", files=upload(*files))
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["filename"] for r in results] == [f for f, _ in files]
+    assert all(r["error"] is None for r in results[:3])
+    assert len({r["probability"] for r in results[:3]}) > 1  # not one constant answer
+    assert results[3]["status"] == 415 and "not an image" in results[3]["error"]
+    assert "cam_png_base64" not in results[0]
+
+
+@pytest.mark.parametrize("name, data, status, words", [
+    ("empty.jpg", b"", 422, "empty file"),
+    ("text.jpg", b"hello, I am a text file\n" * 20, 415, "not an image"),
+    ("tiny.jpg", b"hi\n", 415, "not an image"),
+    ("cut.jpg", None, 422, "truncated"),
+])
+def test_unusable_photo_is_a_json_error(client, photos, name, data, status, words):
+    if data is None:
+        data = photos[0].read_bytes()[:-200]
+    response = client.post("/v1/predict", files=upload((name, data)))
+    assert response.status_code == status
+    body = response.json()
+    assert words in body["error"] and name in body["error"] and body["request_id"]
+    assert "Traceback" not in response.text
+    assert_healthy(client)
+
+
+def test_content_decides_not_the_extension(client, photos):
+    png = cv2.imencode(".png", cv2.imread(str(photos[0])))[1].tobytes()
+    response = client.post("/v1/predict", files=upload(("photo.txt", png)))
+    assert response.status_code == 200 and response.json()["results"][0]["error"] is None
+
+
+def test_too_many_pixels_refused_before_decoding(client):
+    big = cv2.imencode(".png", np.zeros((600, 600, 3), np.uint8))[1].tobytes()  # 0.36 MP > 0.2
+    response = client.post("/v1/predict", files=upload(("big.png", big)))
+    assert response.status_code == 413 and "over the limit" in response.json()["error"]
+    assert_healthy(client)
+
+
+def test_oversized_upload_refused(checkpoint, photos):
+    with make_client(checkpoint, max_upload_mb=0.05) as client:
+        response = client.post("/v1/predict", files=upload(("large.jpg", b"\xff" * 80_000)))
+        assert response.status_code == 413
+        assert "over the limit of 0.05 MB" in response.json()["error"]
+
+        def chunks():  # no Content-Length: cut off while it is read
+            yield b'--b\r\nContent-Disposition: form-data; name="files"; filename="x.jpg"\r\n\r\n'
+            for _ in range(20):
+                yield b"\xff" * 10_000
+        streamed = client.post("/v1/predict", content=chunks(),
+                               headers={"content-type": "multipart/form-data; boundary=b"})
+        assert streamed.status_code == 413 and "at least" in streamed.json()["error"]
+        ok = client.post("/v1/predict", files=upload((photos[0].name, photos[0].read_bytes())))
+        assert ok.status_code == 200
+        assert_healthy(client)
+
+
+def test_no_file_and_unknown_route_are_json(client):
+    response = client.post("/v1/predict", data={"x": "1"})
+    assert response.status_code == 422 and "no photo" in response.json()["error"]
+    assert client.get("/nowhere").json()["error"] == "Not Found"
+
+
+def test_model_metadata(client):
+    info = client.get("/v1/model").json()
+    assert info["name"] == "resnet18" and info["threshold"] == 0.4
+    assert info["calibration"] == {"temperature": 1.0, "source": "none"}
+    assert info["cam_available"] is True and info["limits"]["max_pixels"] == 200_000
+
+
+class BlockedModel:
+    """Holds the batcher inside `run_batch` until released, to fill the queue on purpose."""
+
+    def __init__(self, batcher):
+        self.batcher, self.run = batcher, batcher.run_batch
+        self.entered, self.release = threading.Event(), threading.Event()
+        batcher.run_batch = self
+
+    def __call__(self, x, cam):
+        self.entered.set()
+        self.release.wait(30)
+        return self.run(x, cam)
+
+
+def wait_until(condition, timeout=10.0):
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.01)
+
+
+def test_full_queue_answers_503_then_recovers(checkpoint, photos):
+    data = photos[0].read_bytes()
+    with make_client(checkpoint, max_queue=1, max_batch=1, max_wait_ms=0) as client, \
+            ThreadPoolExecutor(2) as pool:
+        blocked = BlockedModel(client.app.state.batcher)
+        first = pool.submit(client.post, "/v1/predict", files=upload(("a.jpg", data)))
+        assert blocked.entered.wait(10)  # the first photo is in the model
+        second = pool.submit(client.post, "/v1/predict", files=upload(("b.jpg", data)))
+        wait_until(lambda: client.app.state.batcher.pending == 1)  # and the second waits
+        response = client.post("/v1/predict", files=upload(("c.jpg", data)))
+        assert response.status_code == 503 and "busy" in response.json()["error"]
+        assert response.headers["retry-after"] == "1"
+        blocked.release.set()
+        assert first.result().status_code == 200 and second.result().status_code == 200
+        assert client.post("/v1/predict", files=upload(("d.jpg", data))).status_code == 200
+        assert_healthy(client)
+
+
+def test_timeout_answers_504_and_the_service_goes_on(checkpoint, photos):
+    data = photos[0].read_bytes()
+    with make_client(checkpoint, timeout=0.3, max_wait_ms=0) as client:
+        blocked = BlockedModel(client.app.state.batcher)
+        response = client.post("/v1/predict", files=upload(("slow.jpg", data)))
+        assert response.status_code == 504 and "no result within 0.3 s" in response.json()["error"]
+        blocked.release.set()
+        wait_until(lambda: client.app.state.batcher.pending == 0)
+        assert client.post("/v1/predict", files=upload(("next.jpg", data))).status_code == 200
+
+
+def test_concurrent_requests_are_batched(checkpoint, photos):
+    n = 6
+    with make_client(checkpoint, max_batch=8, max_wait_ms=400) as client, \
+            ThreadPoolExecutor(n) as pool:
+        requests = [pool.submit(client.post, "/v1/predict",
+                                files=upload((p.name, p.read_bytes()))) for p in photos[:n]]
+        assert all(r.result().status_code == 200 for r in requests)
+        sizes = {int(k): v for k, v in client.get("/healthz").json()["batch_sizes"].items()}
+    assert sum(k * v for k, v in sizes.items()) == n
+    assert max(sizes) >= 3, sizes  # one-photo requests ran together, not one by one
+
+
+def test_token_required_off_loopback_and_checked(checkpoint, photos, monkeypatch):
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+    with pytest.raises(BadConfig, match="--host 0.0.0.0 .*--token"):
+        create_app(ServiceConfig(checkpoint=str(checkpoint), host="0.0.0.0"))
+    monkeypatch.delenv("PALM_SERVE_TOKEN", raising=False)
+    args = serve_tool.get_args_parser().parse_args(
+        ["--checkpoint", str(checkpoint), "--host", "0.0.0.0"])
+    with pytest.raises(BadConfig):
+        serve_tool.main(args)  # refused before anything loads or listens
+    monkeypatch.setenv("PALM_SERVE_TOKEN", "s3cret")
+    assert serve_tool.build_config(args).token == "s3cret"
+    with make_client(checkpoint, host="0.0.0.0", token="s3cret") as client:
+        files = upload((photos[0].name, photos[0].read_bytes()))
+        assert client.post("/v1/predict", files=files).status_code == 401
+        wrong = client.post("/v1/predict", files=files, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "token" in wrong.json()["error"]
+        good = client.post("/v1/predict", files=files, headers={"Authorization": "Bearer s3cret"})
+        assert good.status_code == 200
+        assert client.get("/v1/model").status_code == 401
+        assert_healthy(client)
+
+
+def test_photos_kept_only_with_save_dir(checkpoint, photos, tmp_path):
+    data = photos[0].read_bytes()
+    with make_client(checkpoint, save_dir=str(tmp_path / "kept")) as client:
+        rid = client.post("/v1/predict", files=upload(("../eye 1.jpg", data))).json()["request_id"]
+    (kept,) = (tmp_path / "kept").iterdir()
+    assert kept.name == f"{rid}-1-eye_1.jpg" and kept.read_bytes() == data
+
+
+def test_exported_model_serves_without_cam(checkpoint, photos, tmp_path):
+    from palm.engine.inference import DygraphPredictor
+    dygraph = DygraphPredictor.from_checkpoint(checkpoint)
+    export_model(dygraph.model, tmp_path / "export", dict(dygraph.meta))
+    config = ServiceConfig(checkpoint=str(tmp_path / "export"))
+    with TestClient(create_app(config)) as client:
+        assert client.get("/v1/model").json()["cam_available"] is False
+        response = client.post("/v1/predict?cam=1",
+                               files=upload((photos[0].name, photos[0].read_bytes())))
+    (result,) = response.json()["results"]
+    assert response.status_code == 200 and 0 <= result["probability"] <= 1
+    assert "cam_png_base64" not in result and "exported" in result["cam_error"]
+
+
+def test_page_is_served(client):
+    response = client.get("/")
+    assert response.status_code == 200 and "text/html" in response.headers["content-type"]
+    assert 'id="file-input"' in response.text and "<script src" not in response.text  # no CDN
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_browser_upload_shows_probability_and_heatmap(checkpoint, photos, tmp_path):
+    """A real Chromium uploads a photo on the page and sees its probability and heatmap."""
+    import uvicorn
+    from playwright.sync_api import expect, sync_playwright
+
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    port = free_port()
+    app = create_app(ServiceConfig(checkpoint=str(checkpoint), engine="dygraph"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 30)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(chromium),
+                                        args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            expect(page.locator("#model")).to_contain_text("resnet18")
+            page.set_input_files("#file-input", [str(photos[0]), str(photos[1])])
+            rows = page.locator("#results tbody tr")
+            expect(rows).to_have_count(2)
+            expect(rows.nth(0).locator(".prob")).to_have_text(
+                re.compile(r"^[01]\.\d{3}$"), timeout=30_000)
+            expect(rows.nth(1).locator(".decision")).to_have_text(
+                re.compile("^(non-PM|PM)$"), timeout=30_000)
+            heatmap = page.locator("#viewer img.cam")
+            expect(heatmap).to_be_visible()
+            assert heatmap.evaluate("img => img.naturalWidth") > 0
+            with page.expect_download() as download:
+                page.click("#download-csv")
+            csv_text = Path(download.value.path()).read_text()
+            assert csv_text.splitlines()[0].startswith("filename,probability,decision")
+            assert photos[0].name in csv_text and photos[1].name in csv_text
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_files_shorter_than_a_header_are_refused_not_crashing(tmp_path):
+    from palm.data import ImageReadError, read_image
+    tiny = tmp_path / "tiny.jpg"
+    tiny.write_bytes(b"hi\n")
+    with pytest.raises(ImageReadError, match="tiny.jpg: not a readable image"):
+        read_image(tiny)
+
+
+@pytest.mark.slow
+def test_loadtest_runs_the_service_under_load(checkpoint, palm_root, tmp_path):
+    from palm.cli import loadtest
+    photos = palm_root / "PALM-Validation400"
+    args = loadtest.get_args_parser().parse_args(
+        ["--checkpoint", str(checkpoint), "--engine", "dygraph", "--photos", str(photos),
+         "--requests", "24", "--concurrency", "4", "--warmup", "4", "--work-dir", str(tmp_path),
+         "--output", str(tmp_path / "load.json")])
+    result = loadtest.main(args)
+    assert result["errors"] == 0 and len(result["rounds"]) == 2
+    assert all(r["throughput_req_s"] > 0 and r["p95_ms"] >= r["p50_ms"] for r in result["rounds"])
+    sizes = {int(k): v for k, v in result["batch_sizes"].items()}
+    assert sum(k * v for k, v in sizes.items()) == 4 + 2 * 24  # every request reached the model
+    assert result["rss_before_mb"] > 0 and result["model_batch1_img_s"] > 0
+
+
+def test_multiclass_result_names_the_argmax_class(tmp_path):
+    from palm.engine.service import ModelRunner
+    path = tmp_path / "three.pdparams"
+    meta = dict(META, num_classes=3, class_names=["normal", "high myopia", "PM"])
+    save_checkpoint(path, build_model("resnet18", num_classes=3), meta)
+    runner = ModelRunner(path, engine="dygraph")
+    result = runner.result(np.array([0.2, 0.5, 0.3], np.float32))
+    assert result["decision"] == 1 and result["class_name"] == "high myopia"
+    assert result["probability"] == pytest.approx(0.5)
+    assert result["probabilities"] == pytest.approx({"normal": 0.2, "high myopia": 0.5, "PM": 0.3})
+    probs, heatmap = runner.run_batch(np.zeros((2, 3, SIZE, SIZE), np.float32), [True, False])[0]
+    assert probs.shape == (3,) and probs.sum() == pytest.approx(1, abs=1e-5)
+    assert heatmap.shape == (SIZE, SIZE)
