@@ -10,6 +10,10 @@ Undefined values are NaN, never an exception or a silent 0:
 Precision of a class that is never predicted is 0 (scikit-learn's convention: a model that
 never says "PM" gets no credit for precision). Macro averages skip NaN classes.
 
+Beyond point estimates (SciPy-backed, vectorised): Wilson and stratified-bootstrap 95 %
+intervals, DeLong's AUC variance and paired test, McNemar's exact test, operating points,
+calibration errors (ECE, adaptive ECE, MCE, Brier) and temperature scaling.
+
 Example:
     >>> binary_metrics(np.array([0, 1, 1]), np.array([0.2, 0.7, 0.4]))["accuracy"]
     0.6666666666666666
@@ -214,7 +218,6 @@ def predict_labels(y_prob: Any, threshold: float = 0.5) -> np.ndarray:
 # variance (fast midrank algorithm of Sun & Xu 2014), which the paired test between two
 # models needs.
 
-Z95 = float(stats.norm.ppf(0.975))
 DEFAULT_RESAMPLES = 2000
 ECE_BINS = 15
 
@@ -662,15 +665,6 @@ def fit_temperature(y_true: Any, logits: Any) -> float:
         lambda log_t: negative_log_likelihood(y, logits, float(np.exp(log_t))),
         bounds=(low, high), method="bounded", options={"xatol": 1e-6})
     return float(np.exp(result.x))
-
-
-def logits_from_probabilities(y_prob: Any, eps: float = 1e-7) -> np.ndarray:
-    """Logits that give back `y_prob` (up to a per-row constant for K classes); probabilities
-    are clipped to [eps, 1 - eps] first, so saturated ones stay finite."""
-    p = np.clip(np.asarray(y_prob, dtype=np.float64), eps, 1 - eps)
-    if is_binary_output(p):
-        return special.logit(p.reshape(-1))
-    return np.log(p)
 
 
 def rescale_threshold(threshold: float, old_temperature: float, new_temperature: float) -> float:

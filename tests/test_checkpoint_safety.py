@@ -421,8 +421,8 @@ def test_kill_at_every_write_of_a_save_then_resume_equals_a_clean_run(palm_root,
                            capture_output=True, text=True)
     assert sweep.returncode == 0, sweep.stderr
     crashed = [Path(p) for p in json.loads(sweep.stdout.strip().splitlines()[-1])]
-    # last x3, best x2 and its selection predictions (when epoch 2 is better), metrics.csv
-    # and the commit record: as many writes as renames
+    # last x3, best x3 (weights, sidecar, selection predictions; when epoch 2 is better),
+    # metrics.csv and the commit record: as many writes as renames
     files = 8 if json.loads((straight / "best.json").read_text())["epoch"] == 2 else 5
     assert len(crashed) == 2 * files, crashed
     for folder in crashed:

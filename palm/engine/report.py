@@ -64,7 +64,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .case img { width: 124px; }
 .case.error { border-color: #c0392b; }
 .note { color: #777; font-style: italic; }
-.caption { color: #555; font-size: 90%; }
+.caption { color: #555; font-size: 13px; }
 .warn { background: #fdecea; border-left: 4px solid #c0392b; padding: 6px 10px; }
 .wide { overflow-x: auto; }
 .figs h3 { margin-top: 0; }
@@ -280,7 +280,7 @@ def evidence_parts(metrics: dict[str, Any]) -> list[str]:
     if status in SELECTION_TEXT:
         detail = metrics.get("selection_detail") or "no detail recorded"
         text = f"{status}: {detail}, {SELECTION_TEXT[status]}."
-        parts.append(f'<p class="{"warn" if status == "optimistic" else "note"}">'
+        parts.append(f'<p class="{"warn" if status == "optimistic" else "caption"}">'
                      f"Selection: {html.escape(text)}</p>")
     counts = metrics.get("class_counts")
     if counts:
@@ -302,7 +302,7 @@ def evidence_parts(metrics: dict[str, Any]) -> list[str]:
         parts.append("<h3>95 % confidence intervals</h3><table><tr><th>metric</th><th>value</th>"
                      f"<th>95 % CI</th></tr>{''.join(rows)}</table>"
                      + _caption(f"proportions: Wilson; AUC, AP, F1: {method}; "
-                             "roc_auc_delong: DeLong"))
+                                "roc_auc_delong: DeLong"))
     points = metrics.get("operating_points") or {}
     if points:
         body = "".join(
@@ -313,8 +313,9 @@ def evidence_parts(metrics: dict[str, Any]) -> list[str]:
         parts.append("<h3>Operating points on these images</h3><table><tr><th>point</th>"
                      "<th>threshold</th><th>sensitivity (95 % CI)</th>"
                      f"<th>specificity (95 % CI)</th></tr>{body}</table>"
-                     + _caption("chosen on the images scored here: exploratory; store one chosen "
-                             "on the selection images with tools/eval.py --operating-point"))
+                     + _caption("chosen on the images scored here: exploratory; store one "
+                                "chosen on the selection images with tools/eval.py "
+                                "--operating-point"))
     return parts
 
 
