@@ -14,6 +14,7 @@ setup(
         "opencv-python-headless",
         "pandas",
         "scikit-learn",
+        "scipy",
         "matplotlib",
         "PyYAML",
         "tqdm",

@@ -1,4 +1,4 @@
-"""The later architectures (issue 7): shapes, training, parameter counts, paddle.vision weights."""
+"""The later architectures: shapes, training, parameter counts, paddle.vision weights."""
 from __future__ import annotations
 
 import math

@@ -226,7 +226,7 @@ def test_output_guard_protects_checkpoints_inputs_and_foreign_files(checkpoint, 
         photos[0]: "has a .jpg extension",
         str(tmp_path / "new.png"): "has a .png extension",  # not even a new image file
         str(tmp_path): "is a folder",
-        str(foreign): "exists and is not a CSV written by tools/predict.py",
+        str(foreign): "exists and is not a predictions CSV written by palm",
     }
     for output, why in cases.items():
         with pytest.raises(OutputRefused, match=why):

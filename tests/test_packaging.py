@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,8 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 def test_wheel_installs_palm_only_and_trains_from_another_folder(tmp_path, palm_root):
     dist, target, work = tmp_path / "dist", tmp_path / "site", tmp_path / "elsewhere"
     work.mkdir()
+    # a copy, so the build's build/ and egg-info never land in (or come from) the checkout
+    source = shutil.copytree(REPO, tmp_path / "source", ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", "runs", "demo_data"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", str(REPO), "-w", str(dist)], check=True, cwd=tmp_path, timeout=600)
+                    "-q", str(source), "-w", str(dist)], check=True, cwd=tmp_path, timeout=600)
     (wheel,) = dist.glob("palm-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "palm/configs/lenet.yaml" in names

@@ -142,7 +142,7 @@ def verify_file(path: Path, meta: dict[str, Any], kind: str) -> None:
     else:
         return
     if (path.parent / COMMIT_RECORD).is_file():
-        problem += "; a save was interrupted here: run tools/train.py --resume to finish it"
+        problem += "; a save was interrupted here: run the same training with --resume to finish it"
     raise CheckpointError(f"{path}: {problem}")
 
 

@@ -235,13 +235,13 @@ def exported_files(model_dir: str | Path) -> tuple[Path, Path]:
     if program is None or not params.is_file():
         raise FileNotFoundError(
             f"{model_dir}: incomplete export (needs model.json or model.pdmodel and "
-            "model.pdiparams; re-run tools/export.py)"
+            "model.pdiparams; export the checkpoint again)"
         )
     hashes = load_export_meta(model_dir)["export"].get("sha256", {})
     for path in (program, params):
         if path.name in hashes and file_sha256(path) != hashes[path.name]:
             raise CheckpointError(f"{path}: corrupt or changed since the export (its SHA-256 "
-                                  f"differs from {META_NAME}'s); re-run tools/export.py")
+                                  f"differs from {META_NAME}'s); export the checkpoint again")
     return program, params
 
 

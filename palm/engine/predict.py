@@ -88,7 +88,7 @@ def check_output(output: str | Path, inputs: Sequence[str] = ()) -> None:
     elif os.path.abspath(output) in {os.path.abspath(p) for p in inputs}:
         why = "is one of the input images"
     elif output.exists() and not _is_palm_csv(output):
-        why = "exists and is not a CSV written by tools/predict.py"
+        why = "exists and is not a predictions CSV written by palm"
     if why:
         raise OutputRefused(f"--output {output} {why}; predictions go to a new or earlier "
                             "predictions .csv file")
