@@ -1,0 +1,72 @@
+"""Hostile inputs found by trying to break checkpoint loading, outputs and data checks.
+
+Each test is one attack that got through before its fix: a small crafted file or a
+careless option value that hung, crashed with a traceback or damaged a file.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from palm.weights import UnsafeWeightsError, read_weights
+
+
+def _shared_tuple_chain(levels: int) -> bytes:
+    """Pickle opcodes leaving one tuple on the stack that holds the tuple below twice,
+    `levels` deep: a few bytes per level, 2**levels steps to hash."""
+    ops = pickle.EMPTY_TUPLE + pickle.BINPUT + b"\x00"
+    for _ in range(levels):
+        ops += (pickle.POP + pickle.BINGET + b"\x00" + pickle.BINGET + b"\x00" + pickle.TUPLE2
+                + pickle.BINPUT + b"\x00")
+    return ops
+
+
+# each leaves the chain where the unpickler hashes it
+HASHING_PICKLES = {
+    "dictionary key": lambda chain: (pickle.PROTO + b"\x04" + pickle.EMPTY_DICT + chain
+                                     + pickle.BININT1 + b"\x01" + pickle.SETITEM + pickle.STOP),
+    "frozenset member": lambda chain: (pickle.PROTO + b"\x04" + pickle.MARK + chain
+                                       + pickle.FROZENSET + pickle.STOP),
+    "set member": lambda chain: (pickle.PROTO + b"\x04" + pickle.EMPTY_SET + pickle.MARK + chain
+                                 + pickle.ADDITEMS + pickle.STOP),
+    "set(...) argument": lambda chain: (pickle.PROTO + b"\x02" + pickle.GLOBAL + b"builtins\nset\n"
+                                        + pickle.MARK + chain + pickle.LIST + pickle.TUPLE1
+                                        + pickle.REDUCE + pickle.STOP),
+}
+
+
+@pytest.mark.parametrize("where", list(HASHING_PICKLES))
+def test_tuple_hash_bomb_is_refused_not_hashed(where, tmp_path):
+    """A few hundred bytes that would take 2**60 steps to load (and at 2**24 levels, as
+    here, a moment) are refused before anything is hashed."""
+    path = tmp_path / "bomb.pdparams"
+    path.write_bytes(HASHING_PICKLES[where](_shared_tuple_chain(24)))
+    with pytest.raises(UnsafeWeightsError, match=r"bomb.pdparams: it (uses a tuple as a "
+                                                 r"dictionary key|passes more than 10000)"):
+        read_weights(path)
+
+
+def test_huge_constructor_arguments_are_refused(tmp_path):
+    """tuple() of a list holding one list twice, 30 levels deep: 2**30 objects to walk."""
+    ops = pickle.EMPTY_LIST + pickle.BINPUT + b"\x00"
+    for _ in range(30):
+        ops += (pickle.POP + pickle.MARK + pickle.BINGET + b"\x00" + pickle.BINGET + b"\x00"
+                + pickle.LIST + pickle.BINPUT + b"\x00")
+    path = tmp_path / "wide.pdparams"
+    path.write_bytes(pickle.PROTO + b"\x02" + pickle.GLOBAL + b"builtins\ntuple\n" + ops
+                     + pickle.TUPLE1 + pickle.REDUCE + pickle.STOP)
+    with pytest.raises(UnsafeWeightsError, match="more than 10000 nested objects"):
+        read_weights(path)
+
+
+def test_state_of_other_objects_cannot_be_set(tmp_path):
+    """BUILD sets attributes; only arrays and dtypes have state in a weights file."""
+    path = tmp_path / "build.pdparams"
+    path.write_bytes(pickle.PROTO + b"\x02" + pickle.GLOBAL + b"collections\nOrderedDict\n"
+                     + pickle.EMPTY_TUPLE + pickle.REDUCE + pickle.NONE + pickle.EMPTY_DICT
+                     + pickle.BINUNICODE + (7).to_bytes(4, "little") + b"__class"
+                     + pickle.NONE + pickle.SETITEM + pickle.TUPLE2 + pickle.BUILD + pickle.STOP)
+    with pytest.raises(UnsafeWeightsError, match="sets the state of a OrderedDict"):
+        read_weights(path)
