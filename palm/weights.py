@@ -52,6 +52,17 @@ for _core in ("numpy.core", "numpy._core"):
     _SAFE_GLOBALS[(f"{_core}.numeric", "_frombuffer")] = _NP_CORE.numeric._frombuffer
 
 
+def _empty_array(path: Path, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    # numpy pickles an array as _reconstruct(ndarray, (0,), b"b") and then sets its data,
+    # which must then match the shape; a large shape here would be allocated with no data
+    # behind it (a 100-byte file asking for gigabytes)
+    if subtype is not np.ndarray or not isinstance(shape, tuple) or len(shape) > 32 \
+            or not all(type(n) is int and 0 <= n <= 1 for n in shape):
+        raise UnsafeWeightsError(f"refusing {path}: it asks numpy for an empty array of "
+                                 f"shape {str(shape)[:60]}, which a weights file never needs")
+    return _NP_CORE.multiarray._reconstruct(subtype, shape, dtype)
+
+
 def _dense_tensor_data(path: Path, expression: str, namespace: Any) -> Any:
     # paddle.save pickles a DenseTensor as eval("data", {"data": array}); only that is honoured
     if expression != "data" or not isinstance(namespace, dict) or set(namespace) != {"data"}:
@@ -107,6 +118,8 @@ class _RestrictedUnpickler(pickle._Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) == ("builtins", "eval"):
             return functools.partial(_dense_tensor_data, self.path)
+        if name == "_reconstruct" and (module, name) in _SAFE_GLOBALS:
+            return functools.partial(_empty_array, self.path)
         try:
             return _SAFE_GLOBALS[(module, name)]
         except KeyError:

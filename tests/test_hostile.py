@@ -70,3 +70,16 @@ def test_state_of_other_objects_cannot_be_set(tmp_path):
                      + pickle.NONE + pickle.SETITEM + pickle.TUPLE2 + pickle.BUILD + pickle.STOP)
     with pytest.raises(UnsafeWeightsError, match="sets the state of a OrderedDict"):
         read_weights(path)
+
+
+def test_empty_array_of_a_huge_shape_is_refused(tmp_path):
+    """numpy's _reconstruct allocates its shape: 100 bytes asked for 10**9 bytes (and the
+    copy into a tensor touched them all)."""
+    path = tmp_path / "huge.pdparams"
+    path.write_bytes(pickle.PROTO + b"\x02" + pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n"
+                     + pickle.GLOBAL + b"numpy\nndarray\n" + pickle.MARK + pickle.LONG1 + b"\x04"
+                     + (10**9).to_bytes(4, "little") + pickle.TUPLE + pickle.SHORT_BINBYTES
+                     + b"\x01b" + pickle.TUPLE3 + pickle.REDUCE + pickle.STOP)
+    with pytest.raises(UnsafeWeightsError, match=r"huge.pdparams: it asks numpy for an empty "
+                                                 r"array of shape \(1000000000,\)"):
+        read_weights(path)
