@@ -5,11 +5,15 @@ careless option value that hung, crashed with a traceback or damaged a file.
 """
 from __future__ import annotations
 
+import os
 import pickle
+import re
 from pathlib import Path
 
 import pytest
 
+from palm.errors import OutputRefused
+from palm.io_utils import output_lock
 from palm.weights import UnsafeWeightsError, read_weights
 
 
@@ -83,3 +87,22 @@ def test_empty_array_of_a_huge_shape_is_refused(tmp_path):
     with pytest.raises(UnsafeWeightsError, match=r"huge.pdparams: it asks numpy for an empty "
                                                  r"array of shape \(1000000000,\)"):
         read_weights(path)
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+@pytest.mark.parametrize("folder", [False, True])
+def test_link_planted_as_lock_file_is_refused_and_its_target_kept(link, folder, tmp_path):
+    """The lock file is truncated and written: a link at its name clobbered what it led to."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    output = tmp_path / ("run" if folder else "out.csv")
+    lock = output / ".lock" if folder else tmp_path / "out.csv.lock"
+    lock.parent.mkdir(exist_ok=True)
+    if link == "symbolic":
+        lock.symlink_to(victim)
+    else:
+        os.link(victim, lock)
+    with pytest.raises(OutputRefused, match=re.escape(str(lock))):
+        with output_lock(output, folder=folder):
+            pass
+    assert victim.read_text() == "precious"
