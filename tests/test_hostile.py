@@ -5,15 +5,19 @@ careless option value that hung, crashed with a traceback or damaged a file.
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
 from pathlib import Path
 
+import paddle
 import pytest
 
+from palm.engine.checkpoint import CheckpointError, load_checkpoint_model, save_checkpoint
 from palm.errors import OutputRefused
 from palm.io_utils import output_lock
+from palm.models import build_model
 from palm.weights import UnsafeWeightsError, read_weights
 
 
@@ -106,3 +110,31 @@ def test_link_planted_as_lock_file_is_refused_and_its_target_kept(link, folder, 
         with output_lock(output, folder=folder):
             pass
     assert victim.read_text() == "precious"
+
+
+@pytest.fixture
+def checkpoint(tmp_path) -> Path:
+    """An untrained LeNet-5 checkpoint saved by palm (weights + sidecar with hashes)."""
+    paddle.seed(0)
+    path = tmp_path / "ck" / "best.pdparams"
+    save_checkpoint(path, build_model("lenet5", 1), {
+        "model": "lenet5", "num_classes": 1, "image_size": 32, "class_names": ["non-PM", "PM"],
+        "normalize": "minus_one_one", "threshold": 0.5, "model_kwargs": {}})
+    return path
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"num_classes": 10**9, "class_names": []},
+     r"describes a lenet5 of 85,000,061,156 parameters, more than best.pdparams \([\d,]+ bytes\)"),
+    ({"model_kwargs": {"in_channels": 10**8}}, r"describes a lenet5 of 15,000,060,791 parameters"),
+    ({"model_kwargs": {"in_channels": -1}}, r"best.json: cannot build lenet5 \("),
+    ({"files": {"pdparams": "x"}}, r"best.json: files.pdparams must be \{\"sha256\": hex text"),
+    ({"class_names": ["PM"]}, r"best.json: 1 class_names for num_classes 1 \(needs 2\)"),
+])
+def test_sidecar_cannot_ask_for_a_huge_or_broken_network(change, expected, checkpoint):
+    """A sidecar's sizes allocated gigabytes (MemoryError) or crashed before the weights
+    were read; a wrong count of class names silently labelled positives ""."""
+    side = checkpoint.with_suffix(".json")
+    side.write_text(json.dumps({**json.loads(side.read_text()), **change}))
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint_model(checkpoint)

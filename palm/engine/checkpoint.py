@@ -21,6 +21,7 @@ the folder holds one complete, consistent set, and `recover_folder` removes the 
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 from pathlib import Path
@@ -36,6 +37,8 @@ IMAGE_SIZE_RANGE = (16, 4096)
 COMMIT_RECORD = ".palm-commit.json"
 # how many names of each kind a mismatch error lists
 SHOWN_NAMES = 3
+# parameters any sidecar may ask for before its weights file's size is compared (64 MB fp32)
+SMALL_NETWORK = 1 << 24
 
 
 class CheckpointError(ValueError):
@@ -73,8 +76,16 @@ def validate_meta(meta: Any, source: str | Path) -> dict[str, Any]:
     problems += [f"{key} must be a {kind.__name__}, not {meta[key]!r}"
                  for key, kind in optional.items()
                  if key in meta and not isinstance(meta[key], kind)]
-    if not all(isinstance(c, str) for c in meta.get("class_names") or []):
+    names = meta.get("class_names") or []
+    if not all(isinstance(c, str) for c in names):
         problems.append("class_names must be strings")
+    elif names and _is_int(meta["num_classes"]) and len(names) != max(2, meta["num_classes"]):
+        problems.append(f"{len(names)} class_names for num_classes {meta['num_classes']} "
+                        f"(needs {max(2, meta['num_classes'])})")
+    if isinstance(meta.get("files"), dict):
+        problems += [f"files.{kind} must be {{\"sha256\": hex text, \"bytes\": integer}}, not "
+                     f"{str(record)[:60]}" for kind, record in meta["files"].items()
+                     if not _is_file_record(record)]
     threshold = meta.get("threshold", 0.5)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
             or not 0 <= threshold <= 1:
@@ -88,6 +99,40 @@ def validate_meta(meta: Any, source: str | Path) -> dict[str, Any]:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_file_record(record: Any) -> bool:
+    return (isinstance(record, dict) and isinstance(record.get("sha256"), str)
+            and _is_int(record.get("bytes")) and record["bytes"] >= 0)
+
+
+def check_network_fits_file(meta: dict[str, Any], params_path: str | Path) -> None:
+    """CheckpointError if the network the sidecar describes is large and has more
+    parameters than the weights file has bytes.
+
+    The network is sized without allocating it (paddle.LazyGuard): a sidecar asking for
+    num_classes 10**9 or a huge `model_kwargs` value would otherwise allocate gigabytes
+    (or fail with a MemoryError) before the weights are even read.
+    """
+    with paddle.LazyGuard():
+        shapes = [p.shape for p in _build_from_meta(meta, params_path).state_dict().values()]
+    count = sum(math.prod(shape) for shape in shapes)
+    size = Path(params_path).stat().st_size
+    # no stored dtype is smaller than a byte; a small network is left to the key-by-key
+    # comparison, whose message names what is missing
+    if count > max(size, SMALL_NETWORK):
+        raise CheckpointError(f"{sidecar_path(params_path)} describes a {meta['model']} of "
+                              f"{count:,} parameters, more than {Path(params_path).name} "
+                              f"({size:,} bytes) can hold; the sidecar is wrong or not this "
+                              "file's")
+
+
+def _build_from_meta(meta: dict[str, Any], params_path: str | Path) -> paddle.nn.Layer:
+    try:
+        return build_model(meta["model"], meta["num_classes"], **meta.get("model_kwargs", {}))
+    except (TypeError, ValueError, AssertionError, ArithmeticError) as e:  # bad model_kwargs
+        raise CheckpointError(
+            f"{sidecar_path(params_path)}: cannot build {meta['model']} ({e})") from None
 
 
 def check_state_matches(model: paddle.nn.Layer, state: Any, source: str | Path) -> None:
@@ -168,11 +213,8 @@ def load_weights(params_path: str | Path, meta: dict[str, Any]) -> dict[str, Any
 def load_checkpoint_model(params_path: str | Path) -> tuple[paddle.nn.Layer, dict[str, Any]]:
     """Rebuild the model named in the sidecar, load its weights (all of them), set eval mode."""
     meta = load_meta(params_path)
-    try:
-        model = build_model(meta["model"], meta["num_classes"], **meta.get("model_kwargs", {}))
-    except TypeError as e:  # model_kwargs the network does not take
-        raise CheckpointError(
-            f"{sidecar_path(params_path)}: cannot build {meta['model']} ({e})") from None
+    check_network_fits_file(meta, params_path)
+    model = _build_from_meta(meta, params_path)
     state = load_weights(params_path, meta)
     check_state_matches(model, state, params_path)
     model.set_state_dict(state)
