@@ -14,6 +14,7 @@ from pathlib import Path
 import paddle
 import pytest
 
+from palm.data.image_io import ImageReadError, read_image
 from palm.engine.checkpoint import CheckpointError, load_checkpoint_model, save_checkpoint
 from palm.errors import OutputRefused
 from palm.io_utils import output_lock
@@ -138,3 +139,24 @@ def test_sidecar_cannot_ask_for_a_huge_or_broken_network(change, expected, check
     side.write_text(json.dumps({**json.loads(side.read_text()), **change}))
     with pytest.raises(CheckpointError, match=expected):
         load_checkpoint_model(checkpoint)
+
+
+def _radiance_hdr(side: int) -> bytes:
+    """A run-length-coded Radiance HDR image: 2 kB per row, side x side float pixels."""
+    channel = b""
+    left = side
+    while left:
+        run = min(127, left)
+        channel += bytes([128 + run, 100])
+        left -= run
+    row = bytes([2, 2, side >> 8, side & 255]) + channel * 4
+    return b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y %d +X %d\n" % (side, side) + row * side
+
+
+def test_format_opencv_decodes_but_pil_cannot_size_is_refused(tmp_path):
+    """OpenCV picks its decoder by content: an HDR named .png went past the pixel cap
+    (9 MB of file decoded to 12000 x 12000 float pixels, gigabytes)."""
+    path = tmp_path / "photo.png"
+    path.write_bytes(_radiance_hdr(2000))
+    with pytest.raises(ImageReadError, match=r"photo.png: not a JPEG, PNG, BMP or TIFF image"):
+        read_image(path, max_pixels=1_000_000)
