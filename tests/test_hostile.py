@@ -16,6 +16,7 @@ import pytest
 
 from palm.data.image_io import ImageReadError, read_image
 from palm.engine.checkpoint import CheckpointError, load_checkpoint_model, save_checkpoint
+from palm.engine.predict import check_output
 from palm.errors import OutputRefused
 from palm.io_utils import output_lock
 from palm.models import build_model
@@ -160,3 +161,17 @@ def test_format_opencv_decodes_but_pil_cannot_size_is_refused(tmp_path):
     path.write_bytes(_radiance_hdr(2000))
     with pytest.raises(ImageReadError, match=r"photo.png: not a JPEG, PNG, BMP or TIFF image"):
         read_image(path, max_pixels=1_000_000)
+
+
+@pytest.mark.parametrize("name", ["best", "best.partial"])
+def test_predict_output_beside_a_checkpoint_keeps_its_sidecar(name, checkpoint):
+    """`--output run/best` wrote its record to run/best.json: the checkpoint's sidecar."""
+    side = checkpoint.with_suffix(".json")
+    if name == "best.partial":  # the journal's record is best.partial.json
+        side.rename(checkpoint.parent / "best.partial.json")
+        side = checkpoint.parent / "best.partial.json"
+    before = side.read_bytes()
+    with pytest.raises(OutputRefused, match=rf"--output .*{name} would replace .*{side.name}, "
+                                            r"which tools/predict.py did not write"):
+        check_output(checkpoint.parent / name)
+    assert side.read_bytes() == before
