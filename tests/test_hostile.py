@@ -15,7 +15,8 @@ import paddle
 import pytest
 
 from palm.data.image_io import ImageReadError, read_image
-from palm.engine.checkpoint import CheckpointError, load_checkpoint_model, save_checkpoint
+from palm.engine.checkpoint import (CheckpointError, load_checkpoint_model, recover_folder,
+                                   save_checkpoint)
 from palm.engine.predict import check_output
 from palm.errors import OutputRefused
 from palm.io_utils import output_lock
@@ -175,3 +176,14 @@ def test_predict_output_beside_a_checkpoint_keeps_its_sidecar(name, checkpoint):
                                             r"which tools/predict.py did not write"):
         check_output(checkpoint.parent / name)
     assert side.read_bytes() == before
+
+
+def test_recovery_removes_only_palm_leftovers(tmp_path):
+    """Recovery ran on any --output folder and deleted every hidden .tmp file in it."""
+    others = [tmp_path / ".notes.tmp", tmp_path / ".backup.20240101.tmp"]
+    ours = [tmp_path / ".last.pdparams.0a1b2c3d.tmp", tmp_path / ".config.yaml.k2_x9qzt.tmp"]
+    for path in others + ours:
+        path.write_text("x")
+    assert recover_folder(tmp_path) == [f"{tmp_path}: removed 2 temporary file(s) of an "
+                                        "interrupted write"]
+    assert [p.exists() for p in others + ours] == [True, True, False, False]

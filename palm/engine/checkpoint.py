@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any, Callable
@@ -345,6 +346,12 @@ def _apply_commit(folder: Path, record: dict[str, Any]) -> None:
     _fsync(folder)
 
 
+# `.NAME.XXXXXXXX.tmp` as _write_durably and palm.io_utils.atomic_path (mkstemp) name them,
+# NAME one of the files palm writes in a run folder: a folder given as --output may also
+# hold other programs' hidden temporary files
+_LEFTOVER = re.compile(r"\..+\.(pdparams|pdopt|json|csv|yaml|png|html)\.[a-z0-9_]{8}\.tmp")
+
+
 def recover_folder(folder: str | Path) -> list[str]:
     """Finish a save interrupted after its commit record; delete `.*.tmp` leftovers.
 
@@ -365,7 +372,7 @@ def recover_folder(folder: str | Path) -> list[str]:
             raise CheckpointError(f"{record_path}: names files outside {folder}")
         _apply_commit(folder, record)
         notes.append(f"{folder}: finished a checkpoint save that was interrupted")
-    leftovers = [p for p in folder.glob(".*.tmp") if p.is_file()]
+    leftovers = [p for p in folder.glob(".*.tmp") if p.is_file() and _LEFTOVER.fullmatch(p.name)]
     for path in leftovers:
         path.unlink()
     if leftovers:
