@@ -18,7 +18,8 @@ from palm.data.image_io import ImageReadError, read_image
 from palm.engine.checkpoint import (CheckpointError, load_checkpoint_model, recover_folder,
                                    save_checkpoint)
 from palm.engine.predict import check_output
-from palm.errors import OutputRefused
+from palm.config import load_config
+from palm.errors import BadConfig, OutputRefused
 from palm.io_utils import output_lock
 from palm.models import build_model
 from palm.weights import UnsafeWeightsError, read_weights
@@ -187,3 +188,15 @@ def test_recovery_removes_only_palm_leftovers(tmp_path):
     assert recover_folder(tmp_path) == [f"{tmp_path}: removed 2 temporary file(s) of an "
                                         "interrupted write"]
     assert [p.exists() for p in others + ours] == [True, True, False, False]
+
+
+def test_yaml_aliases_cannot_expand_a_config(tmp_path):
+    """Aliases listing the one above nine times, 9 levels: printing `lr` in the error
+    message took minutes and gigabytes (here 7 levels, 4.8 million values)."""
+    lines = ['k0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"k{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 7)]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("model: lenet5\nlr: {" + ", ".join(lines) + "}\n")
+    with pytest.raises(BadConfig, match=r"laughs.yaml: not valid YAML \(more than 100000 values "
+                                        r"once its aliases"):
+        load_config(path)
