@@ -17,6 +17,8 @@ import pytest
 from palm.data.image_io import ImageReadError, read_image
 from palm.engine.checkpoint import (CheckpointError, load_checkpoint_model, recover_folder,
                                    save_checkpoint)
+from palm.engine.export import META_NAME
+from palm.engine.inference import exported_files
 from palm.engine.predict import check_output
 from palm.config import load_config
 from palm.errors import BadConfig, OutputRefused
@@ -200,3 +202,27 @@ def test_yaml_aliases_cannot_expand_a_config(tmp_path):
     with pytest.raises(BadConfig, match=r"laughs.yaml: not valid YAML \(more than 100000 values "
                                         r"once its aliases"):
         load_config(path)
+
+
+@pytest.mark.parametrize("name", ["best.json", ".palm-commit.json"])
+def test_deeply_nested_json_is_named_as_damaged(name, checkpoint):
+    """100000 nested brackets: a RecursionError naming no file (a traceback in recovery)."""
+    (checkpoint.parent / name).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match=rf"{re.escape(name)}: (not valid JSON|damaged "
+                                              r"commit record) \(maximum recursion depth"):
+        load_checkpoint_model(checkpoint) if name == "best.json" else recover_folder(
+            checkpoint.parent)
+
+
+def test_export_record_with_malformed_hashes_is_refused(checkpoint, tmp_path):
+    """export.sha256 as a number crashed with a TypeError; as text, it checked nothing."""
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    for name in ("model.json", "model.pdiparams"):
+        (folder / name).write_bytes(b"")
+    meta = json.loads(checkpoint.with_suffix(".json").read_text())
+    for hashes in (5, "model.json"):
+        meta["export"] = {"sha256": hashes}
+        (folder / META_NAME).write_text(json.dumps(meta))
+        with pytest.raises(CheckpointError, match=r"export.sha256 must map file names"):
+            exported_files(folder)

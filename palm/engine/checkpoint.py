@@ -199,7 +199,7 @@ def load_meta(params_path: str | Path) -> dict[str, Any]:
         )
     try:
         meta = json.loads(side.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, nested too deep
         raise CheckpointError(f"{side}: not valid JSON ({e})") from None
     return validate_meta(meta, side)
 
@@ -365,7 +365,7 @@ def recover_folder(folder: str | Path) -> list[str]:
         try:
             record = json.loads(record_path.read_text(encoding="utf-8"))
             renames = record["renames"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except (ValueError, RecursionError, KeyError, TypeError) as e:
             raise CheckpointError(f"{record_path}: damaged commit record ({e})") from None
         if not all(Path(n).name == n and n not in ("", ".", "..")
                    for pair in renames.items() for n in pair):

@@ -170,7 +170,7 @@ def _check_record(csv_path: Path, record: dict[str, Any]) -> None:
     except FileNotFoundError:
         raise ValueError(f"{path}: missing, so nothing says which checkpoint, threshold and "
                          f"precision made the rows of {csv_path}; run without --resume") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, nested too deep
         raise ValueError(f"{path}: not valid JSON ({e}); run without --resume") from None
     if not isinstance(saved, dict):
         raise ValueError(f"{path}: not a prediction record; run without --resume")
