@@ -227,9 +227,32 @@ _Loader.add_implicit_resolver(
 )
 
 
+# values a config may hold once its YAML aliases are followed: nine lines of aliases, each
+# listing the one above nine times, are 9**9 values, and printing one in an error message
+# took minutes and gigabytes
+MAX_CONFIG_VALUES = 100_000
+
+
 def load_yaml(text: str) -> Any:
-    """`yaml.safe_load` with YAML 1.2 floats (see _Loader)."""
-    return yaml.load(text, Loader=_Loader)
+    """`yaml.safe_load` with YAML 1.2 floats (see _Loader).
+
+    Raises:
+        yaml.YAMLError: not YAML, or more than MAX_CONFIG_VALUES values with aliases followed.
+    """
+    data = yaml.load(text, Loader=_Loader)
+    budget, todo = MAX_CONFIG_VALUES, [data]
+    while todo:
+        value = todo.pop()
+        budget -= 1
+        if budget < 0:
+            raise yaml.YAMLError(f"more than {MAX_CONFIG_VALUES} values once its aliases "
+                                 "(*name) are followed")
+        if isinstance(value, dict):
+            todo.extend(value.keys())
+            todo.extend(value.values())
+        elif isinstance(value, (list, tuple, set)):
+            todo.extend(value)
+    return data
 
 
 def config_path_for_model(name: str, config_dir: str | Path | Traversable = CONFIG_DIR
@@ -291,6 +314,8 @@ def load_config(path: str | Path | Traversable) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: config file not found")
     try:
         cfg = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise BadConfig(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:
         raise BadConfig(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(cfg, dict):

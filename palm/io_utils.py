@@ -2,10 +2,12 @@
 and exclusive output locks (two runs never write into one output)."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -118,7 +120,7 @@ def output_lock(output: str | os.PathLike, *, folder: bool = False) -> Iterator[
 
 def _acquire(lock: Path, output: str | os.PathLike) -> int:
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = _open_lock_file(lock)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -137,6 +139,22 @@ def _acquire(lock: Path, output: str | os.PathLike) -> int:
         if same:
             return fd
         os.close(fd)  # the previous holder removed this file after we opened it
+
+
+def _open_lock_file(lock: Path) -> int:
+    # The lock file is truncated and written: a symbolic or hard link planted at its name
+    # would make that clobber the file it leads to.
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise OutputRefused(f"{lock} is a symbolic link, not palm's lock file; remove it") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise OutputRefused(f"{lock} is not palm's lock file (a link or special file); remove it")
+    return fd
 
 
 def _holder_line() -> str:

@@ -20,6 +20,7 @@ hands a file to `paddle.load` unchecked, for old files with other objects inside
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import functools
@@ -53,6 +54,17 @@ for _core in ("numpy.core", "numpy._core"):
     _SAFE_GLOBALS[(f"{_core}.numeric", "_frombuffer")] = _NP_CORE.numeric._frombuffer
 
 
+def _empty_array(path: Path, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    # numpy pickles an array as _reconstruct(ndarray, (0,), b"b") and then sets its data,
+    # which must then match the shape; a large shape here would be allocated with no data
+    # behind it (a 100-byte file asking for gigabytes)
+    if subtype is not np.ndarray or not isinstance(shape, tuple) or len(shape) > 32 \
+            or not all(type(n) is int and 0 <= n <= 1 for n in shape):
+        raise UnsafeWeightsError(f"refusing {path}: it asks numpy for an empty array of "
+                                 f"shape {str(shape)[:60]}, which a weights file never needs")
+    return _NP_CORE.multiarray._reconstruct(subtype, shape, dtype)
+
+
 def _dense_tensor_data(path: Path, expression: str, namespace: Any) -> Any:
     # paddle.save pickles a DenseTensor as eval("data", {"data": array}); only that is honoured
     if expression != "data" or not isinstance(namespace, dict) or set(namespace) != {"data"}:
@@ -82,7 +94,25 @@ def trust_checkpoints(enabled: bool) -> Iterator[None]:
         _TRUSTED.reset(token)
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+# A dictionary key or set member is hashed as it is inserted, and hashing a tuple walks all
+# of it each time: a tuple holding one tuple twice, 60 levels deep, is 60 objects in a few
+# hundred bytes of pickle that take 2**60 steps to hash (numpy dtypes nest the same way).
+# Keys must be these plain types (real files use str), and the arguments handed to any
+# constructor are at most ARGUMENT_NODES objects when walked as a tree.
+_KEY_TYPES = (str, bytes, int, float, bool, type(None))
+ARGUMENT_NODES = 10_000
+# objects whose state a file may set (BUILD); anything else has no state in a weights file
+_BUILDABLE = (np.ndarray, np.dtype)
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler with checks on what it looks up, calls and hashes.
+
+    The C unpickler cannot be hooked where it hashes keys, so a small file could stall it.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
     def __init__(self, file, path: Path):
         super().__init__(file, encoding="latin1")  # as paddle.load, for Python 2 era files
         self.path = path
@@ -90,6 +120,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) == ("builtins", "eval"):
             return functools.partial(_dense_tensor_data, self.path)
+        if name == "_reconstruct" and (module, name) in _SAFE_GLOBALS:
+            return functools.partial(_empty_array, self.path)
         try:
             return _SAFE_GLOBALS[(module, name)]
         except KeyError:
@@ -100,6 +132,91 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafeWeightsError(f"refusing {self.path}: it references external objects")
+
+    def _refuse(self, what: str) -> UnsafeWeightsError:
+        return UnsafeWeightsError(f"refusing {self.path}: it {what}, which a weights file never "
+                                  "needs")
+
+    def _check_keys(self, keys: Any) -> None:
+        for key in keys:
+            if not isinstance(key, _KEY_TYPES):
+                raise self._refuse(f"uses a {type(key).__name__} as a dictionary key or set "
+                                   "member")
+
+    def _check_arguments(self, *values: Any) -> None:
+        budget = ARGUMENT_NODES
+        todo = list(values)
+        while todo:
+            value = todo.pop()
+            budget -= 1
+            if budget < 0:
+                raise self._refuse(f"passes more than {ARGUMENT_NODES} nested objects to a "
+                                   "constructor")
+            if isinstance(value, dict):
+                todo.extend(value.keys())
+                todo.extend(value.values())
+            elif isinstance(value, (list, tuple, set, frozenset)):
+                todo.extend(value)
+
+    def load_setitem(self) -> None:
+        value = self.stack.pop()
+        key = self.stack.pop()
+        self._check_keys((key,))
+        self.stack[-1][key] = value
+
+    def load_setitems(self) -> None:
+        items = self.pop_mark()
+        self._check_keys(items[::2])
+        target = self.stack[-1]
+        for i in range(0, len(items), 2):
+            target[items[i]] = items[i + 1]
+
+    def load_additems(self) -> None:
+        items = self.pop_mark()
+        self._check_keys(items)
+        target = self.stack[-1]
+        if not isinstance(target, set):
+            raise self._refuse(f"adds set members to a {type(target).__name__}")
+        target.update(items)
+
+    def load_frozenset(self) -> None:
+        items = self.pop_mark()
+        self._check_keys(items)
+        self.append(frozenset(items))
+
+    def load_reduce(self) -> None:
+        args = self.stack[-1]
+        self._check_arguments(args)
+        if (self.stack[-2] is set or self.stack[-2] is frozenset) and args:
+            self._check_keys(list(args[0]))
+        elif self.stack[-2] is collections.OrderedDict and args:
+            raise self._refuse("builds an OrderedDict from arguments")
+        super().load_reduce()
+
+    def load_newobj(self) -> None:
+        self._check_new(self.stack[-2], self.stack[-1], {})
+        super().load_newobj()
+
+    def load_newobj_ex(self) -> None:
+        self._check_new(self.stack[-3], self.stack[-2], self.stack[-1])
+        super().load_newobj_ex()
+
+    def _check_new(self, cls: Any, args: Any, kwargs: Any) -> None:
+        self._check_arguments(args, kwargs)
+        if any(cls is kind for kind in (set, frozenset, collections.OrderedDict)) \
+                and (len(args) or len(kwargs)):
+            raise self._refuse(f"builds a {cls.__name__} from arguments")
+
+    def load_build(self) -> None:
+        if not isinstance(self.stack[-2], _BUILDABLE):
+            raise self._refuse(f"sets the state of a {type(self.stack[-2]).__name__}")
+        self._check_arguments(self.stack[-1])
+        super().load_build()
+
+    for _name in ("setitem", "setitems", "additems", "frozenset", "reduce", "newobj",
+                  "newobj_ex", "build"):
+        dispatch[getattr(pickle, _name.upper())[0]] = locals()[f"load_{_name}"]
+    del _name
 
 
 def read_weights(path: str | Path) -> Any:

@@ -468,7 +468,7 @@ def test_interrupted_commit_is_finished_and_leftovers_removed(tmp_path, monkeypa
     monkeypatch.undo()
     with pytest.raises(CheckpointError, match="a save was interrupted here"):
         load_checkpoint_model(tmp_path / "last.pdparams")  # weights new, sidecar old
-    (tmp_path / ".last.pdparams.dead.tmp").write_bytes(b"x")  # an earlier crash's leftover
+    (tmp_path / ".last.pdparams.deadbeef.tmp").write_bytes(b"x")  # an earlier crash's leftover
     notes = recover_folder(tmp_path)
     assert len(notes) == 2 and "finished" in notes[0] and "removed 1 temporary" in notes[1]
     loaded, got = load_checkpoint_model(tmp_path / "last.pdparams")

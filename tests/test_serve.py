@@ -326,7 +326,7 @@ def test_files_shorter_than_a_header_are_refused_not_crashing(tmp_path):
     from palm.data import ImageReadError, read_image
     tiny = tmp_path / "tiny.jpg"
     tiny.write_bytes(b"hi\n")
-    with pytest.raises(ImageReadError, match="tiny.jpg: not a readable image"):
+    with pytest.raises(ImageReadError, match="tiny.jpg: not a JPEG, PNG, BMP or TIFF image"):
         read_image(tiny)
 
 

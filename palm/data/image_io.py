@@ -81,24 +81,37 @@ def _jpeg_is_complete(data: bytes) -> bool:
     return sos != -1 and data.find(b"\xff\xd9", sos) != -1
 
 
-def header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from an image file's header, without decoding pixels; None if unknown.
+# The formats palm reads, by the signature both PIL and OpenCV pick their decoder by.
+# OpenCV also decodes other formats whatever the file's extension (Radiance HDR, PFM,
+# OpenEXR, ...), some of which PIL cannot size: a 9 MB run-length-coded HDR named .png
+# decoded to gigabytes of float pixels, past the pixel cap.
+_SIGNATURES = {
+    b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"BM": "BMP",
+    b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"II+\x00": "TIFF", b"MM\x00+": "TIFF",
+}
 
-    PIL's format plugins parse the header lazily. `Image.open` would refuse very large images
-    (its decompression-bomb check) before telling their size, so the plugin is called
+
+def image_format(data: bytes) -> str | None:
+    """"JPEG", "PNG", "BMP" or "TIFF" from the file's first bytes; None for anything else."""
+    return next((fmt for magic, fmt in _SIGNATURES.items() if data.startswith(magic)), None)
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header of a JPEG, PNG, BMP or TIFF file, without decoding
+    pixels; None for another format or a damaged header.
+
+    PIL's format plugin parses the header lazily. `Image.open` would refuse very large
+    images (its decompression-bomb check) before telling their size, so the plugin is called
     directly and `max_pixels` is applied by the caller instead.
     """
+    fmt = image_format(data)
+    if fmt is None:
+        return None
     Image.init()
-    prefix = data[:16]
-    for fmt in Image.ID:
-        factory, accept = Image.OPEN[fmt]
-        try:
-            if accept is not None and not accept(prefix):
-                continue
-            return factory(io.BytesIO(data), "").size
-        except Exception:  # noqa: BLE001 - not this format (plugins raise many types, and
-            continue  # some prefix checks fail on files shorter than 4 bytes)
-    return None
+    try:
+        return Image.OPEN[fmt][0](io.BytesIO(data), "").size
+    except Exception:  # noqa: BLE001 - a damaged header (plugins raise many types)
+        return None
 
 
 def _positive_number(value: object, what: str) -> float:
@@ -196,11 +209,13 @@ def decode_image(
         raise ImageReadError(source, "empty file")
     buf = np.frombuffer(data, dtype=np.uint8)
     size = header_size(data)
+    if size is None:
+        raise ImageReadError(source, "not a JPEG, PNG, BMP or TIFF image, or its header is damaged")
     factor = 1
     if _is_jpeg(buf):
         if not _jpeg_is_complete(data):
             raise ImageReadError(source, "truncated JPEG (no end-of-image marker)")
-        factor = _reduction_factor(size, target_size) if size else 1
+        factor = _reduction_factor(size, target_size)
         flags = _REDUCED_FLAGS.get(factor, cv2.IMREAD_COLOR)
     else:
         flags = cv2.IMREAD_UNCHANGED  # keeps 16-bit depth and alpha for _to_rgb_uint8
@@ -211,14 +226,9 @@ def decode_image(
     return _to_rgb_uint8(img)
 
 
-def _check_pixels(path: str | os.PathLike, size: tuple[int, int] | None, factor: int,
+def _check_pixels(path: str | os.PathLike, size: tuple[int, int], factor: int,
                   limit: int) -> None:
-    """Refuse, before decoding, an image whose decoded size would exceed `limit` pixels.
-
-    An unknown header size is left to OpenCV, which has its own limit (2^30 pixels).
-    """
-    if size is None:
-        return
+    """Refuse, before decoding, an image whose decoded size would exceed `limit` pixels."""
     w, h = size
     decoded = math.ceil(w / factor) * math.ceil(h / factor)
     if decoded > limit:

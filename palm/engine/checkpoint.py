@@ -22,7 +22,9 @@ the folder holds one complete, consistent set, and `recover_folder` removes the 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any, Callable
@@ -39,6 +41,8 @@ IMAGE_SIZE_RANGE = (16, 4096)
 COMMIT_RECORD = ".palm-commit.json"
 # how many names of each kind a mismatch error lists
 SHOWN_NAMES = 3
+# parameters any sidecar may ask for before its weights file's size is compared (64 MB fp32)
+SMALL_NETWORK = 1 << 24
 
 
 class CheckpointError(BadCheckpoint):
@@ -76,8 +80,16 @@ def validate_meta(meta: Any, source: str | Path) -> dict[str, Any]:
     problems += [f"{key} must be a {kind.__name__}, not {meta[key]!r}"
                  for key, kind in optional.items()
                  if key in meta and not isinstance(meta[key], kind)]
-    if not all(isinstance(c, str) for c in meta.get("class_names") or []):
+    names = meta.get("class_names") or []
+    if not all(isinstance(c, str) for c in names):
         problems.append("class_names must be strings")
+    elif names and _is_int(meta["num_classes"]) and len(names) != max(2, meta["num_classes"]):
+        problems.append(f"{len(names)} class_names for num_classes {meta['num_classes']} "
+                        f"(needs {max(2, meta['num_classes'])})")
+    if isinstance(meta.get("files"), dict):
+        problems += [f"files.{kind} must be {{\"sha256\": hex text, \"bytes\": integer}}, not "
+                     f"{str(record)[:60]}" for kind, record in meta["files"].items()
+                     if not _is_file_record(record)]
     threshold = meta.get("threshold", 0.5)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
             or not 0 <= threshold <= 1:
@@ -95,6 +107,40 @@ def validate_meta(meta: Any, source: str | Path) -> dict[str, Any]:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_file_record(record: Any) -> bool:
+    return (isinstance(record, dict) and isinstance(record.get("sha256"), str)
+            and _is_int(record.get("bytes")) and record["bytes"] >= 0)
+
+
+def check_network_fits_file(meta: dict[str, Any], params_path: str | Path) -> None:
+    """CheckpointError if the network the sidecar describes is large and has more
+    parameters than the weights file has bytes.
+
+    The network is sized without allocating it (paddle.LazyGuard): a sidecar asking for
+    num_classes 10**9 or a huge `model_kwargs` value would otherwise allocate gigabytes
+    (or fail with a MemoryError) before the weights are even read.
+    """
+    with paddle.LazyGuard():
+        shapes = [p.shape for p in _build_from_meta(meta, params_path).state_dict().values()]
+    count = sum(math.prod(shape) for shape in shapes)
+    size = Path(params_path).stat().st_size
+    # no stored dtype is smaller than a byte; a small network is left to the key-by-key
+    # comparison, whose message names what is missing
+    if count > max(size, SMALL_NETWORK):
+        raise CheckpointError(f"{sidecar_path(params_path)} describes a {meta['model']} of "
+                              f"{count:,} parameters, more than {Path(params_path).name} "
+                              f"({size:,} bytes) can hold; the sidecar is wrong or not this "
+                              "file's")
+
+
+def _build_from_meta(meta: dict[str, Any], params_path: str | Path) -> paddle.nn.Layer:
+    try:
+        return build_model(meta["model"], meta["num_classes"], **meta.get("model_kwargs", {}))
+    except (TypeError, ValueError, AssertionError, ArithmeticError) as e:  # bad model_kwargs
+        raise CheckpointError(
+            f"{sidecar_path(params_path)}: cannot build {meta['model']} ({e})") from None
 
 
 def check_state_matches(model: paddle.nn.Layer, state: Any, source: str | Path) -> None:
@@ -160,7 +206,7 @@ def load_meta(params_path: str | Path) -> dict[str, Any]:
         )
     try:
         meta = json.loads(side.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, nested too deep
         raise CheckpointError(f"{side}: not valid JSON ({e})") from None
     return validate_meta(meta, side)
 
@@ -185,11 +231,8 @@ def load_weights(params_path: str | Path, meta: dict[str, Any]) -> dict[str, Any
 def load_checkpoint_model(params_path: str | Path) -> tuple[paddle.nn.Layer, dict[str, Any]]:
     """Rebuild the model named in the sidecar, load its weights (all of them), set eval mode."""
     meta = load_meta(params_path)
-    try:
-        model = build_model(meta["model"], meta["num_classes"], **meta.get("model_kwargs", {}))
-    except TypeError as e:  # model_kwargs the network does not take
-        raise CheckpointError(
-            f"{sidecar_path(params_path)}: cannot build {meta['model']} ({e})") from None
+    check_network_fits_file(meta, params_path)
+    model = _build_from_meta(meta, params_path)
     state = load_weights(params_path, meta)
     check_state_matches(model, state, params_path)
     model.set_state_dict(state)
@@ -320,6 +363,12 @@ def _apply_commit(folder: Path, record: dict[str, Any]) -> None:
     _fsync(folder)
 
 
+# `.NAME.XXXXXXXX.tmp` as _write_durably and palm.io_utils.atomic_path (mkstemp) name them,
+# NAME one of the files palm writes in a run folder: a folder given as --output may also
+# hold other programs' hidden temporary files
+_LEFTOVER = re.compile(r"\..+\.(pdparams|pdopt|json|csv|yaml|png|html)\.[a-z0-9_]{8}\.tmp")
+
+
 def recover_folder(folder: str | Path) -> list[str]:
     """Finish a save interrupted after its commit record; delete `.*.tmp` leftovers.
 
@@ -333,14 +382,14 @@ def recover_folder(folder: str | Path) -> list[str]:
         try:
             record = json.loads(record_path.read_text(encoding="utf-8"))
             renames = record["renames"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except (ValueError, RecursionError, KeyError, TypeError) as e:
             raise CheckpointError(f"{record_path}: damaged commit record ({e})") from None
         if not all(Path(n).name == n and n not in ("", ".", "..")
                    for pair in renames.items() for n in pair):
             raise CheckpointError(f"{record_path}: names files outside {folder}")
         _apply_commit(folder, record)
         notes.append(f"{folder}: finished a checkpoint save that was interrupted")
-    leftovers = [p for p in folder.glob(".*.tmp") if p.is_file()]
+    leftovers = [p for p in folder.glob(".*.tmp") if p.is_file() and _LEFTOVER.fullmatch(p.name)]
     for path in leftovers:
         path.unlink()
     if leftovers:

@@ -49,8 +49,8 @@ def predictions_file(source: str | Path) -> Path:
     for candidate in (source / PREDICTIONS, source / "eval" / PREDICTIONS):
         if candidate.is_file():
             return candidate
-    raise BadData(f"{source}: no {PREDICTIONS} here or in {source / 'eval'} (run "
-                  "tools/eval.py first)")
+    raise BadData(f"{source}: no {PREDICTIONS} here or in {source / 'eval'} (evaluate "
+                  "the checkpoint first)")
 
 
 def model_name(csv_path: Path) -> str:
@@ -76,7 +76,7 @@ def read_predictions(source: str | Path, name: str | None = None) -> ModelPredic
     missing = [c for c in NEEDED_COLUMNS if c not in frame.columns]
     if missing:
         raise BadData(f"{path}: lacks column(s) {', '.join(missing)}; compare needs the "
-                      "predictions.csv of tools/eval.py (with labels)")
+                      "predictions.csv of an evaluation (with labels)")
     if any(c.startswith("prob_") for c in frame.columns):
         raise BadData(f"{path}: a multi-class model; compare handles two-class models")
     if frame["file"].duplicated().any():

@@ -252,12 +252,15 @@ def load_export_meta(model_dir: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: not found; {model_dir} is not a palm export")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, nested too deep
         raise BadCheckpoint(f"{path}: not valid JSON ({e})") from None
     validate_meta(meta, path)
     if not isinstance(meta.get("export"), dict):
         raise CheckpointError(f"{path}: no export record; {model_dir} is not a complete "
                               "palm export")
+    hashes = meta["export"].get("sha256", {})
+    if not isinstance(hashes, dict) or not all(isinstance(v, str) for v in hashes.values()):
+        raise CheckpointError(f"{path}: export.sha256 must map file names to SHA-256 hex text")
     return meta
 
 

@@ -89,15 +89,34 @@ def check_output(output: str | Path, inputs: Sequence[str] = ()) -> None:
         why = "is one of the input images"
     elif output.exists() and not _is_palm_csv(output):
         why = "exists and is not a predictions CSV written by palm"
+    else:
+        # the files kept beside OUTPUT: `--output run/best` would replace run/best.json,
+        # a checkpoint's sidecar, with the prediction record
+        journal = journal_path(output)
+        foreign = [p for p in (journal, record_path(output), record_path(journal))
+                   if p.exists() and not (_is_palm_csv(p) if p == journal else _is_record(p))]
+        if foreign:
+            why = (f"would replace {foreign[0]}, which palm did not write "
+                   "(choose a name ending in .csv)")
     if why:
         raise OutputRefused(f"--output {output} {why}; predictions go to a new or earlier "
                             "predictions .csv file")
 
 
 def _is_palm_csv(path: Path) -> bool:
+    if not path.is_file():
+        return False
     with open(path, "rb") as f:
         first = f.readline(4096)
     return first.decode("utf-8", "replace").rstrip("\r\n").startswith(",".join(BASE_COLUMNS))
+
+
+def _is_record(path: Path) -> bool:
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # a folder, unreadable, not JSON or not text
+        return False
+    return isinstance(saved, dict) and {"checkpoint_sha256", "columns"} <= saved.keys()
 
 
 def journal_path(output: Path) -> Path:
@@ -117,7 +136,7 @@ def _check_record(csv_path: Path, record: dict[str, Any]) -> None:
     except FileNotFoundError:
         raise BadData(f"{path}: missing, so nothing says which checkpoint, threshold and "
                          f"precision made the rows of {csv_path}; run without --resume") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, nested too deep
         raise BadData(f"{path}: not valid JSON ({e}); run without --resume") from None
     if not isinstance(saved, dict):
         raise BadData(f"{path}: not a prediction record; run without --resume")

@@ -314,7 +314,7 @@ def evidence_parts(metrics: dict[str, Any]) -> list[str]:
                      "<th>threshold</th><th>sensitivity (95 % CI)</th>"
                      f"<th>specificity (95 % CI)</th></tr>{body}</table>"
                      + _caption("chosen on the images scored here: exploratory; store one "
-                                "chosen on the selection images with tools/eval.py "
+                                "chosen on the selection images with eval's "
                                 "--operating-point"))
     return parts
 
