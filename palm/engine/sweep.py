@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -29,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from palm.config import DEFAULTS, load_yaml, validate_config
-from palm.engine.trials import Trial, run_trials
+from palm.engine.trials import Trial, check_experiment_record, run_trials
 from palm.errors import BadConfig
-from palm.io_utils import atomic_path, output_lock, write_json_atomic, write_text_atomic
+from palm.io_utils import atomic_path, output_lock, write_text_atomic
 from palm.models import build_model
 from palm.viz.experiments import plot_factor
 
@@ -178,21 +177,6 @@ def _check_model(cfg: dict[str, Any]) -> None:
     build_model(cfg["model"], 1, **kwargs)
 
 
-def _check_same_base(output: Path, cfg: dict[str, Any]) -> None:
-    """A sweep folder holds one base config: rerunning resumes it; another base is refused."""
-    path = output / SWEEP_FILE
-    base = json.loads(json.dumps({k: v for k, v in cfg.items() if k not in ("output", "resume")},
-                                 default=str))
-    if not path.is_file():
-        write_json_atomic(path, {"base": base})
-        return
-    saved = json.loads(path.read_text(encoding="utf-8")).get("base", {})
-    differs = sorted(k for k in set(base) | set(saved) if base.get(k) != saved.get(k))
-    if differs:
-        raise BadConfig(f"{path}: this folder holds a sweep of another base config "
-                        f"({', '.join(differs)} differ); give another --output")
-
-
 def results_table(trials: Sequence[Trial], results: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """results.csv: trial, the factor values, seed, then the run's result columns."""
     rows = [{"trial": trial.name, **trial.labels, **result}
@@ -296,7 +280,8 @@ def run_sweep(cfg: dict[str, Any], factors: Sequence[Factor], output: str | Path
     output = Path(output)
     trials = plan_trials(cfg, factors, mode, repeats)
     with output_lock(output, folder=True):
-        _check_same_base(output, cfg)
+        check_experiment_record(output / SWEEP_FILE, {
+            "base": {k: v for k, v in cfg.items() if k not in ("output", "resume")}})
         results = run_trials(trials, output, jobs=jobs, backend=backend, address=address,
                              log=log)
         table = results_table(trials, results)

@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterator, Sequence
 import pandas as pd
 
 from palm.engine.runner import run_training
-from palm.engine.train import selection_score
-from palm.errors import BadConfig
+from palm.engine.train import TrainingInterrupted, selection_score
+from palm.errors import BadConfig, StoppedByUser
 from palm.io_utils import write_json_atomic
 from palm.runtime import exit_with_parent
 
@@ -118,6 +118,37 @@ def run_trial(cfg: dict[str, Any], run_dir: str | Path, echo: bool = True) -> di
     return result
 
 
+def check_experiment_record(path: Path, record: dict[str, Any]) -> None:
+    """Write the settings of an experiment into its folder, or check a rerun's against them.
+
+    Rerunning an experiment resumes it; its settings must then be the ones it started with,
+    or finished runs of one setup would be mixed with new runs of another.
+
+    Raises:
+        BadConfig: naming the file and the settings that differ.
+    """
+    fresh = json.loads(json.dumps(record, default=str))  # as it reads back from JSON
+    if not path.is_file():
+        write_json_atomic(path, fresh)
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    differs = sorted(_differences(saved, fresh))
+    if differs:
+        raise BadConfig(f"{path}: this folder holds an experiment with other settings "
+                        f"({', '.join(differs)} differ); give another --output")
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    found = []
+    for key in set(old) | set(new):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key}")
+    return found
+
+
 def _run_quietly(cfg: dict[str, Any], run_dir: str) -> dict[str, Any]:
     """run_trial in a worker process: the log goes to the run folder only."""
     return run_trial(cfg, run_dir, echo=False)
@@ -144,12 +175,25 @@ def run_trials(trials: Sequence[Trial], output: str | Path, *, jobs: int = 1,
     log(f"{len(trials)} runs: {len(trials) - len(todo)} done before, {len(todo)} to train"
         + (f" ({jobs} at once)" if backend == "local" and jobs > 1 and todo else "")
         + (" on Ray" if backend == "ray" and todo else ""))
-    if backend == "ray" and todo:
+    try:
+        _run_todo(trials, dirs, todo, results, jobs, backend, address, log)
+    except (KeyboardInterrupt, TrainingInterrupted):
+        raise StoppedByUser("interrupted: finished runs are kept and a run cut short continues "
+                            "from its last checkpoint; run the same command again to resume"
+                            ) from None
+    return [result for result in results if result is not None]
+
+
+def _run_todo(trials: Sequence[Trial], dirs: Sequence[Path], todo: Sequence[int],
+              results: list[dict[str, Any] | None], jobs: int, backend: str,
+              address: str | None, log: Callable[[str], None]) -> None:
+    """Fill results[i] for every i in `todo` by training it."""
+    if backend == "ray":
         for i, result in _run_on_ray([trials[i] for i in todo], [dirs[i] for i in todo],
                                      address):
             results[todo[i]] = result
             log(f"done {trials[todo[i]].name}")
-    elif jobs > 1 and todo:
+    elif jobs > 1:
         context = multiprocessing.get_context("spawn")  # paddle is not fork-safe
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=exit_with_parent) as pool:
             futures = {pool.submit(_run_quietly, trials[i].cfg, str(dirs[i])): i for i in todo}
@@ -161,7 +205,6 @@ def run_trials(trials: Sequence[Trial], output: str | Path, *, jobs: int = 1,
         for i in todo:
             log(f"== {trials[i].name}")
             results[i] = run_trial(trials[i].cfg, dirs[i])
-    return [result for result in results if result is not None]
 
 
 def _run_on_ray(trials: Sequence[Trial], dirs: Sequence[Path],
