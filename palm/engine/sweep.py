@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from palm.config import DEFAULTS, load_yaml, validate_config
-from palm.engine.trials import Trial, check_experiment_record, run_trials
+from palm.engine.trials import Trial, check_experiment_record, ordered_result, run_trials
 from palm.errors import BadConfig
 from palm.io_utils import atomic_path, output_lock, write_text_atomic
 from palm.models import build_model
@@ -179,7 +179,7 @@ def _check_model(cfg: dict[str, Any]) -> None:
 
 def results_table(trials: Sequence[Trial], results: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """results.csv: trial, the factor values, seed, then the run's result columns."""
-    rows = [{"trial": trial.name, **trial.labels, **result}
+    rows = [{"trial": trial.name, **trial.labels, **ordered_result(result)}
             for trial, result in zip(trials, results)]
     return pd.DataFrame(rows)
 

@@ -75,6 +75,13 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     return result
 
 
+def ordered_result(result: dict[str, Any]) -> dict[str, Any]:
+    """`result` with its keys in summarize_run's order (trial.json stores them sorted)."""
+    order = ["epochs", "best_epoch"] + [f"{when}_{key}" for key in REPORTED_METRICS
+                                        for when in ("best", "final")] + ["train_seconds"]
+    return {key: result[key] for key in order if key in result}
+
+
 def _number(value: Any) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
