@@ -22,7 +22,8 @@ setup(
     extras_require={
         "cpu": ["paddlepaddle>=3.0"],
         "gpu": ["paddlepaddle-gpu>=3.0"],
-        "test": ["pytest"],
+        "test": ["pytest", "ray>=2"],  # ray: tests of tools/sweep.py --backend ray
+        "ray": ["ray>=2"],  # tools/sweep.py --backend ray
         "log": ["visualdl"],
         "bench": ["paddle2onnx", "onnxruntime"],  # tools/benchmark.py's ONNX Runtime row
     },
