@@ -39,6 +39,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                     help="cross-validate training + validation data together")
     cv.add_argument("--predict-val", action="store_true",
                     help="score the validation set with the K fold models and their ensemble")
+    cv.add_argument("--jobs", type=int, default=1, help="folds trained at once on this machine")
     return p
 
 
@@ -55,7 +56,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         prepare_demo_data(cfg["data_root"])
     output = cfg["output"] or f"runs/cv_{cfg['model']}"
     return run_cv(cfg, output, folds=args.folds, repeats=args.repeats, pool_val=args.pool_val,
-                  predict_val=args.predict_val)
+                  predict_val=args.predict_val, jobs=args.jobs)
 
 
 def parse_and_run(argv: list[str] | None = None) -> dict[str, Any]:

@@ -315,11 +315,12 @@ def score_external(cfg: dict[str, Any], trials: Sequence[Trial], output: Path,
 
 
 def run_cv(cfg: dict[str, Any], output: str | Path, *, folds: int = 5, repeats: int = 1,
-           pool_val: bool = False, predict_val: bool = False,
+           pool_val: bool = False, predict_val: bool = False, jobs: int = 1,
            log: Callable[[str], None] = print) -> dict[str, Any]:
     """Cross-validate `cfg` (a validated palm.config dict) into OUTPUT; return the summary.
 
-    The folds come from `cfg["seed"]`, which also seeds every fold's training.
+    The folds come from `cfg["seed"]`, which also seeds every fold's training; `jobs`
+    folds train at once (as palm.engine.trials.run_trials).
     """
     if pool_val and predict_val:
         raise BadConfig("--predict-val scores the validation set, which --pool-val trains on; "
@@ -334,7 +335,7 @@ def run_cv(cfg: dict[str, Any], output: str | Path, *, folds: int = 5, repeats: 
             "base": {k: v for k, v in cfg.items() if k not in ("output", "resume")}})
         _write_csv(splits, output / "splits.csv")
         trials = plan_folds(cfg, splits, classes, output, folds, repeats)
-        run_trials(trials, output, log=log)
+        run_trials(trials, output, jobs=jobs, log=log)
         oof = pd.concat([fold_predictions(cfg, t, output / t.name, classes) for t in trials],
                         ignore_index=True)
         _write_csv(oof, output / "oof_predictions.csv")

@@ -42,6 +42,11 @@ MODELS: dict[str, Callable[..., nn.Layer]] = {
 }
 
 
+class UnknownModelOption(BadConfig, TypeError):
+    """A model option (model_kwargs key) the network does not take. A TypeError too, as
+    calling the factory with it would raise, so callers catching that keep working."""
+
+
 def list_models() -> list[str]:
     """Names accepted by `build_model`, sorted."""
     return sorted(MODELS)
@@ -52,7 +57,7 @@ def build_model(name: str, num_classes: int = 1, **kw) -> nn.Layer:
 
     Raises:
         ValueError: `name` is not registered; the message lists the valid names.
-        BadConfig: an option in `kw` the network does not take (e.g. a misspelt
+        UnknownModelOption: an option in `kw` the network does not take (e.g. a misspelt
             model_kwargs key); the message lists the options it takes.
     """
     if name not in MODELS:
@@ -70,8 +75,8 @@ def _check_options(name: str, factory: Callable[..., nn.Layer], kw: dict) -> Non
     unknown = sorted(set(kw) - set(params))
     if unknown:
         known = [p for p in params if p != "num_classes"]
-        raise BadConfig(f"model {name} has no option(s) {', '.join(unknown)} (model_kwargs); "
+        raise UnknownModelOption(f"model {name} has no option(s) {', '.join(unknown)} (model_kwargs); "
                         f"it takes: {', '.join(known) or 'none'}")
 
 
-__all__ = ["MODELS", "build_model", "list_models", "load_pretrained"]
+__all__ = ["MODELS", "UnknownModelOption", "build_model", "list_models", "load_pretrained"]
