@@ -206,10 +206,10 @@ def summary_table(table: pd.DataFrame, factor_keys: Sequence[str]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def _mean_sd(mean: float, sd: float) -> str:
+def _mean_sd(mean: float, sd: float, digits: int = 4) -> str:
     if mean is None or not math.isfinite(mean):
         return "n/a"
-    return f"{mean:.4f}" if not math.isfinite(sd) else f"{mean:.4f} ± {sd:.4f}"
+    return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if math.isfinite(sd) else "")
 
 
 def summary_markdown(summary: pd.DataFrame, factor_keys: Sequence[str],
@@ -221,7 +221,8 @@ def summary_markdown(summary: pd.DataFrame, factor_keys: Sequence[str],
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in summary.iterrows():
         cells = [str(row[k]) for k in factor_keys] + [str(int(row["runs"]))]
-        cells += [_mean_sd(row[f"{m}_mean"], row[f"{m}_sd"]) for m in metrics]
+        cells += [_mean_sd(row[f"{m}_mean"], row[f"{m}_sd"], 1 if m == "train_seconds" else 4)
+                  for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
