@@ -20,7 +20,7 @@ import pytest
 from data_tools.digits import export_digits
 from palm.data import PalmTrainSet
 from palm.data.datasets import find_palm_layout
-from palm.engine.cv import assign_folds, bootstrap_auc_ci
+from palm.engine.cv import check_same_splits, assign_folds, bootstrap_auc_ci, splits_table
 from palm.errors import BadConfig
 from tools import cv as cv_tool
 
@@ -66,6 +66,15 @@ def test_folds_disjoint_stratified_and_covering():
 def test_too_many_folds_is_a_clear_error():
     with pytest.raises(BadConfig, match="smallest class's size \\(3 images\\)"):
         assign_folds([0, 0, 0, 1, 1, 1, 1], folds=4)
+
+
+def test_resumed_cv_refuses_changed_data(tmp_path):
+    samples = [(f"/data/{i}.png", i % 2) for i in range(6)]
+    splits = splits_table(samples, ["0", "1"], assign_folds([y for _, y in samples], 2))
+    check_same_splits(tmp_path / "splits.csv", splits)
+    check_same_splits(tmp_path / "splits.csv", splits)  # the same data: resumes
+    with pytest.raises(BadConfig, match="splits.csv: the data differ"):
+        check_same_splits(tmp_path / "splits.csv", splits.iloc[1:])
 
 
 def test_bootstrap_ci_brackets_the_auc():

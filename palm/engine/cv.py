@@ -130,6 +130,20 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
         table.to_csv(tmp, index=False)
 
 
+def check_same_splits(path: Path, splits: pd.DataFrame) -> None:
+    """Write splits.csv, or check that a resumed CV still sees the same images in the same
+    folds (finished folds were trained on the saved split)."""
+    if path.is_file():
+        saved = pd.read_csv(path, dtype={"label": str})
+        fresh = splits.astype({"label": str}).reset_index(drop=True)
+        if not saved.equals(fresh.astype(saved.dtypes.to_dict())):
+            raise BadConfig(f"{path}: the data differ from those this cross-validation was "
+                            "started with (images added, removed or relabelled); give "
+                            "another --output")
+        return
+    _write_csv(splits, path)
+
+
 def plan_folds(cfg: dict[str, Any], splits: pd.DataFrame, classes: list[str], output: Path,
                folds: int, repeats: int) -> list[Trial]:
     """A trial per fold, training on its train.csv and validating on its val.csv.
@@ -333,7 +347,7 @@ def run_cv(cfg: dict[str, Any], output: str | Path, *, folds: int = 5, repeats: 
         check_experiment_record(output / CV_FILE, {
             "folds": folds, "repeats": repeats, "pool_val": pool_val,
             "base": {k: v for k, v in cfg.items() if k not in ("output", "resume")}})
-        _write_csv(splits, output / "splits.csv")
+        check_same_splits(output / "splits.csv", splits)
         trials = plan_folds(cfg, splits, classes, output, folds, repeats)
         run_trials(trials, output, jobs=jobs, log=log)
         oof = pd.concat([fold_predictions(cfg, t, output / t.name, classes) for t in trials],

@@ -214,6 +214,16 @@ def _run_todo(trials: Sequence[Trial], dirs: Sequence[Path], todo: Sequence[int]
             results[i] = run_trial(trials[i].cfg, dirs[i])
 
 
+PATH_KEYS = ("data_root", "train_dir", "val_dir", "train_csv", "val_csv", "pretrained",
+             "cache_dir")
+
+
+def _absolute_paths(cfg: dict[str, Any]) -> dict[str, Any]:
+    """`cfg` with its paths made absolute: Ray workers need not start in this folder."""
+    return {**cfg, **{key: str(Path(cfg[key]).resolve()) for key in PATH_KEYS
+                      if cfg.get(key) and str(cfg[key]).strip().lower() not in ("auto", "none")}}
+
+
 def _run_on_ray(trials: Sequence[Trial], dirs: Sequence[Path],
                 address: str | None) -> Iterator[tuple[int, dict[str, Any]]]:
     """(index, result) of every trial as Ray tasks finish them (one CPU each)."""
@@ -226,7 +236,7 @@ def _run_on_ray(trials: Sequence[Trial], dirs: Sequence[Path],
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     try:
         task = ray.remote(num_cpus=1)(_run_quietly)
-        pending = {task.remote(trial.cfg, str(d.resolve())): i
+        pending = {task.remote(_absolute_paths(trial.cfg), str(d.resolve())): i
                    for i, (trial, d) in enumerate(zip(trials, dirs))}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
