@@ -368,7 +368,7 @@ def run_cv(cfg: dict[str, Any], output: str | Path, *, folds: int = 5, repeats: 
             summary["external"] = score_external(cfg, trials, output, classes)
         write_json_atomic(output / "summary.json", json_ready(summary))
     log(summary_text(summary))
-    log(f"wrote splits.csv, oof_predictions.csv, folds.csv, summary.json"
+    log("wrote splits.csv, oof_predictions.csv, folds.csv, summary.json"
         + (", cv_roc.png" if (output / "cv_roc.png").is_file() else "")
         + (", val_models.csv, val_predictions.csv" if predict_val else "") + f" in {output}")
     return summary
