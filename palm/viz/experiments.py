@@ -37,8 +37,9 @@ def plot_cv_roc(folds: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str |
     if tprs:
         mean_tpr, sd_tpr = np.mean(tprs, axis=0), np.std(tprs, axis=0)
         mean_tpr[-1] = 1.0
+        sd_auc = np.std(aucs, ddof=1) if len(aucs) > 1 else 0.0  # as the printed table
         ax.plot(ROC_GRID, mean_tpr, color="navy", lw=2.2,
-                label=f"mean (AUC {np.mean(aucs):.3f} ± {np.std(aucs):.3f})")
+                label=f"mean (AUC {np.mean(aucs):.3f} ± {sd_auc:.3f})")
         ax.fill_between(ROC_GRID, np.clip(mean_tpr - sd_tpr, 0, 1),
                         np.clip(mean_tpr + sd_tpr, 0, 1), color="navy", alpha=0.12,
                         label="± 1 sd")
