@@ -141,6 +141,15 @@ def test_bad_model_option_stops_before_training(digits, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_a_diverging_setting_is_a_result(digits, tmp_path):
+    table = _sweep(_sweep_args(digits, tmp_path / "lr", "--vary", "lr=0.001,1e30"))
+    assert list(table["lr"]) == [0.001, 1e30]
+    assert table["note"].isna().tolist() == [True, False]
+    assert "diverged: epoch 1" in table["note"][1] and "loss is" in table["note"][1]
+    assert table["final_val_accuracy"].notna().tolist() == [True, False]
+    assert "| 1e+30 |" in (tmp_path / "lr" / "summary.md").read_text()
+
+
 @pytest.mark.slow
 def test_jobs_2_gives_the_rows_of_jobs_1(ablation, digits, tmp_path):
     _, _, first = ablation

@@ -5,7 +5,8 @@ at a time) starts from the base setting and changes one factor per setting, as c
 ablations do; `grid` trains every combination. A factor the base config does not set (a
 model option left at the network's default) takes its first value as the base. Every
 setting is trained with `repeats` seeds (the config's seed, +1, ...), each run a normal run
-folder OUTPUT/<factor=value_...>_seed<N>, so the sweep resumes where it stopped.
+folder OUTPUT/<factor=value_...>_seed<N>, so the sweep resumes where it stopped. A run
+whose loss becomes NaN/inf is recorded with a `note`, and the sweep goes on.
 
 Outputs in OUTPUT: results.csv (one row per run), summary.csv and summary.md (mean ± sd
 per setting), plot_<factor>.png (one per factor) and sweep.json (the base config).
@@ -283,8 +284,9 @@ def run_sweep(cfg: dict[str, Any], factors: Sequence[Factor], output: str | Path
     with output_lock(output, folder=True):
         check_experiment_record(output / SWEEP_FILE, {
             "base": {k: v for k, v in cfg.items() if k not in ("output", "resume")}})
+        # a diverging setting (too high a learning rate) is a result, not a failure
         results = run_trials(trials, output, jobs=jobs, backend=backend, address=address,
-                             log=log)
+                             keep_diverged=True, log=log)
         table = results_table(trials, results)
         if metric not in table.columns:
             raise BadConfig(f"--metric {metric}: not in the results; choose from "

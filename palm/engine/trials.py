@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 import pandas as pd
 
 from palm.engine.runner import run_training
-from palm.engine.train import TrainingInterrupted, selection_score
+from palm.engine.train import NonFiniteLossError, TrainingInterrupted, selection_score
 from palm.errors import BadConfig, StoppedByUser
 from palm.io_utils import write_json_atomic
 from palm.runtime import exit_with_parent
@@ -78,7 +78,7 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
 def ordered_result(result: dict[str, Any]) -> dict[str, Any]:
     """`result` with its keys in summarize_run's order (trial.json stores them sorted)."""
     order = ["epochs", "best_epoch"] + [f"{when}_{key}" for key in REPORTED_METRICS
-                                        for when in ("best", "final")] + ["train_seconds"]
+                                        for when in ("best", "final")] + ["train_seconds", "note"]
     return {key: result[key] for key in order if key in result}
 
 
@@ -101,12 +101,16 @@ def _run_log(run_dir: Path, echo: bool) -> Iterator[Callable[[str], None]]:
         yield log
 
 
-def run_trial(cfg: dict[str, Any], run_dir: str | Path, echo: bool = True) -> dict[str, Any]:
+def run_trial(cfg: dict[str, Any], run_dir: str | Path, echo: bool = True,
+              keep_diverged: bool = False) -> dict[str, Any]:
     """Train `cfg` into `run_dir` unless it is done already; return its result.
 
     Args:
         cfg: a validated palm.config dict; its output and resume keys are set here.
         echo: print the training log as well as writing it to RUN_DIR/train.log.
+        keep_diverged: a run whose loss became NaN/inf is finished, not an error: its
+            result holds the epochs before (none: no metrics) and a `note` saying why.
+            A sweep over learning rates expects some to diverge.
 
     Returns:
         summarize_run's dict, as saved in RUN_DIR/trial.json.
@@ -117,10 +121,22 @@ def run_trial(cfg: dict[str, Any], run_dir: str | Path, echo: bool = True) -> di
         return done
     resume = (run_dir / "last.pdparams").is_file()
     cfg = {**cfg, "output": str(run_dir), "resume": resume}
+    note = None
     with _run_log(run_dir, echo) as log:
-        # a folder with files but no `last` never completed an epoch: start it again
-        run_training(cfg, overwrite=not resume, log=log, progress=False)
-    result = summarize_run(run_dir)
+        try:
+            # a folder with files but no `last` never completed an epoch: start it again
+            run_training(cfg, overwrite=not resume, log=log, progress=False)
+        except NonFiniteLossError as e:
+            if not keep_diverged:
+                raise
+            note = f"diverged: {e}"
+            log(note)
+    if note is not None and not (run_dir / "metrics.csv").is_file():
+        result: dict[str, Any] = {"epochs": 0}
+    else:
+        result = summarize_run(run_dir)
+    if note is not None:
+        result["note"] = note
     write_json_atomic(run_dir / RESULT_FILE, result)
     return result
 
@@ -156,13 +172,14 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     return found
 
 
-def _run_quietly(cfg: dict[str, Any], run_dir: str) -> dict[str, Any]:
+def _run_quietly(cfg: dict[str, Any], run_dir: str, keep_diverged: bool) -> dict[str, Any]:
     """run_trial in a worker process: the log goes to the run folder only."""
-    return run_trial(cfg, run_dir, echo=False)
+    return run_trial(cfg, run_dir, echo=False, keep_diverged=keep_diverged)
 
 
 def run_trials(trials: Sequence[Trial], output: str | Path, *, jobs: int = 1,
                backend: str = "local", address: str | None = None,
+               keep_diverged: bool = False,
                log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run every trial into OUTPUT/<trial.name>; return their results in `trials` order.
 
@@ -170,6 +187,7 @@ def run_trials(trials: Sequence[Trial], output: str | Path, *, jobs: int = 1,
         jobs: trainings at once (local backend); 1 trains in this process.
         backend: "local" (this machine) or "ray" (tasks on the Ray cluster at `address`;
             None starts a local Ray instance).
+        keep_diverged: as in run_trial.
     """
     if backend not in BACKENDS:
         raise BadConfig(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -183,7 +201,7 @@ def run_trials(trials: Sequence[Trial], output: str | Path, *, jobs: int = 1,
         + (f" ({jobs} at once)" if backend == "local" and jobs > 1 and todo else "")
         + (" on Ray" if backend == "ray" and todo else ""))
     try:
-        _run_todo(trials, dirs, todo, results, jobs, backend, address, log)
+        _run_todo(trials, dirs, todo, results, jobs, backend, address, keep_diverged, log)
     except (KeyboardInterrupt, TrainingInterrupted):
         raise StoppedByUser("interrupted: finished runs are kept and a run cut short continues "
                             "from its last checkpoint; run the same command again to resume"
@@ -193,17 +211,18 @@ def run_trials(trials: Sequence[Trial], output: str | Path, *, jobs: int = 1,
 
 def _run_todo(trials: Sequence[Trial], dirs: Sequence[Path], todo: Sequence[int],
               results: list[dict[str, Any] | None], jobs: int, backend: str,
-              address: str | None, log: Callable[[str], None]) -> None:
+              address: str | None, keep_diverged: bool, log: Callable[[str], None]) -> None:
     """Fill results[i] for every i in `todo` by training it."""
     if backend == "ray":
         for i, result in _run_on_ray([trials[i] for i in todo], [dirs[i] for i in todo],
-                                     address):
+                                     address, keep_diverged):
             results[todo[i]] = result
             log(f"done {trials[todo[i]].name}")
     elif jobs > 1:
         context = multiprocessing.get_context("spawn")  # paddle is not fork-safe
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=exit_with_parent) as pool:
-            futures = {pool.submit(_run_quietly, trials[i].cfg, str(dirs[i])): i for i in todo}
+            futures = {pool.submit(_run_quietly, trials[i].cfg, str(dirs[i]), keep_diverged): i
+                       for i in todo}
             for future in as_completed(futures):
                 i = futures[future]
                 results[i] = future.result()
@@ -211,7 +230,7 @@ def _run_todo(trials: Sequence[Trial], dirs: Sequence[Path], todo: Sequence[int]
     else:
         for i in todo:
             log(f"== {trials[i].name}")
-            results[i] = run_trial(trials[i].cfg, dirs[i])
+            results[i] = run_trial(trials[i].cfg, dirs[i], keep_diverged=keep_diverged)
 
 
 PATH_KEYS = ("data_root", "train_dir", "val_dir", "train_csv", "val_csv", "pretrained",
@@ -224,8 +243,8 @@ def _absolute_paths(cfg: dict[str, Any]) -> dict[str, Any]:
                       if cfg.get(key) and str(cfg[key]).strip().lower() not in ("auto", "none")}}
 
 
-def _run_on_ray(trials: Sequence[Trial], dirs: Sequence[Path],
-                address: str | None) -> Iterator[tuple[int, dict[str, Any]]]:
+def _run_on_ray(trials: Sequence[Trial], dirs: Sequence[Path], address: str | None,
+                keep_diverged: bool) -> Iterator[tuple[int, dict[str, Any]]]:
     """(index, result) of every trial as Ray tasks finish them (one CPU each)."""
     try:
         import ray  # optional: pip install "palm[ray]"
@@ -236,7 +255,7 @@ def _run_on_ray(trials: Sequence[Trial], dirs: Sequence[Path],
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     try:
         task = ray.remote(num_cpus=1)(_run_quietly)
-        pending = {task.remote(_absolute_paths(trial.cfg), str(d.resolve())): i
+        pending = {task.remote(_absolute_paths(trial.cfg), str(d.resolve()), keep_diverged): i
                    for i, (trial, d) in enumerate(zip(trials, dirs))}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
