@@ -23,9 +23,12 @@ setup(
     extras_require={
         "cpu": ["paddlepaddle>=3.0"],
         "gpu": ["paddlepaddle-gpu>=3.0"],
-        # tests/test_serve.py drives Debian's /usr/bin/chromium through Playwright's Python API
-        "test": ["pytest", "fastapi", "uvicorn", "python-multipart", "httpx", "playwright"],
-        "serve": ["fastapi", "uvicorn", "python-multipart", "httpx"],  # tools/serve.py
+        # tests/test_serve.py drives Debian's /usr/bin/chromium through Playwright's Python API;
+        # tests/test_sweep.py runs trials on a local Ray instance
+        "test": ["pytest", "fastapi", "uvicorn", "python-multipart", "httpx", "playwright",
+                 "ray>=2"],
+        "serve": ["fastapi", "uvicorn", "python-multipart", "httpx"],  # palm serve
+        "ray": ["ray>=2"],  # palm sweep / palm cv --backend ray
         "log": ["visualdl"],
         "bench": ["paddle2onnx", "onnxruntime"],  # the ONNX Runtime row of `palm benchmark`
     },

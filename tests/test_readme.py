@@ -26,7 +26,7 @@ def readme_commands() -> list[tuple[str, list[str]]]:
     spans = [" ".join(span.split()) for span in re.findall(r"(?<!`)`([^`]+)`(?!`)", re.sub(r"```.*?```", "", text, flags=re.S))]
     found = []
     for snippet in blocks + spans:
-        for line in snippet.splitlines():
+        for line in snippet.replace("\\\n", " ").splitlines():  # join continued lines
             for part in line.split("&&"):
                 part = part.strip()
                 match = LEAD.match(part)

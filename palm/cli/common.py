@@ -68,6 +68,8 @@ COMMANDS: dict[str, Command] = {
     "export": Command("palm.cli.export", "python tools/export.py", "export a checkpoint for Paddle Inference"),
     "compare": Command("palm.cli.compare", "python tools/compare.py", "leaderboard and paired tests of several models"),
     "report": Command("palm.cli.report", "python tools/report.py", "HTML report of a run and its evaluation"),
+    "cv": Command("palm.cli.cv", "python tools/cv.py", "stratified k-fold cross-validation"),
+    "sweep": Command("palm.cli.sweep", "python tools/sweep.py", "ablation sweeps: one factor at a time or a grid"),
     "serve": Command("palm.cli.serve", "python tools/serve.py", "screening web page and JSON API on this machine"),
     "loadtest": Command("palm.cli.loadtest", "python tools/loadtest.py", "throughput and latency of the service under load"),
     "benchmark": Command("palm.cli.benchmark", "python tools/benchmark.py", "speed of every way palm runs a network"),
@@ -75,6 +77,7 @@ COMMANDS: dict[str, Command] = {
     "inspect": Command("palm.cli.inspect", "python -m data_tools.inspect", "class counts, sizes and unreadable files of a data set"),
     "prepare": Command("palm.cli.prepare", "python -m data_tools.prepare", "XLSX to CSV, stratified splits and k folds"),
     "stats": Command("palm.cli.stats", "python -m data_tools.stats", "per-channel mean and std of a data set"),
+    "digits": Command("palm.cli.digits", "python -m data_tools.digits", "scikit-learn's digits as class folders"),
     "synth": Command("palm.cli.synth", "python -m data_tools.synth_palm", "draw a synthetic PALM data set"),
 }
 

@@ -1,9 +1,12 @@
 """Model registry: `build_model(name, num_classes)` is the one way tools build a network."""
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import paddle.nn as nn
+
+from palm.errors import BadConfig
 
 from palm.models.alexnet import alexnet
 from palm.models.attention_resnet import cbam_resnet50, se_resnet50
@@ -39,6 +42,11 @@ MODELS: dict[str, Callable[..., nn.Layer]] = {
 }
 
 
+class UnknownModelOption(BadConfig, TypeError):
+    """A model option (model_kwargs key) the network does not take. A TypeError too, as
+    calling the factory with it would raise, so callers catching that keep working."""
+
+
 def list_models() -> list[str]:
     """Names accepted by `build_model`, sorted."""
     return sorted(MODELS)
@@ -49,10 +57,26 @@ def build_model(name: str, num_classes: int = 1, **kw) -> nn.Layer:
 
     Raises:
         ValueError: `name` is not registered; the message lists the valid names.
+        UnknownModelOption: an option in `kw` the network does not take (e.g. a misspelt
+            model_kwargs key); the message lists the options it takes.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(list_models())}")
+    _check_options(name, MODELS[name], kw)
     return MODELS[name](num_classes=num_classes, **kw)
 
 
-__all__ = ["MODELS", "build_model", "list_models", "load_pretrained"]
+def _check_options(name: str, factory: Callable[..., nn.Layer], kw: dict) -> None:
+    """Factories with named parameters only: an unknown option is a one-line error, not a
+    TypeError traceback from deep inside the network's constructor."""
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(kw) - set(params))
+    if unknown:
+        known = [p for p in params if p != "num_classes"]
+        raise UnknownModelOption(f"model {name} has no option(s) {', '.join(unknown)} (model_kwargs); "
+                        f"it takes: {', '.join(known) or 'none'}")
+
+
+__all__ = ["MODELS", "UnknownModelOption", "build_model", "list_models", "load_pretrained"]

@@ -14,12 +14,20 @@ import paddle.nn as nn
 from palm.models.layers import ClassifierHead
 
 ACTIVATIONS: dict[str, type[nn.Layer]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+POOLINGS: dict[str, type[nn.Layer]] = {"max": nn.MaxPool2D, "avg": nn.AvgPool2D}
 
 
 def _activation(name: str) -> nn.Layer:
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose from {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
+
+
+def _pool(name: str) -> nn.Layer:
+    """A 2 x 2, stride 2 subsampling layer: max (modern) or average (closer to the paper's)."""
+    if name not in POOLINGS:
+        raise ValueError(f"unknown pooling {name!r}; choose from {', '.join(POOLINGS)}")
+    return POOLINGS[name](2, 2)
 
 
 def _lenet_feature_side(image_size: int) -> int:
@@ -36,13 +44,15 @@ class LeNet(nn.Layer):
         num_classes: outputs of the last layer (1 = one logit); <= 0 returns the conv features.
         image_size: side of the square input the network is built for (>= 28).
         activation: "relu", "sigmoid" (as in the course) or "tanh".
+        pooling: "max" (as in the course) or "avg".
 
     Example:
         >>> LeNet(num_classes=1, image_size=64)(paddle.rand([2, 3, 64, 64])).shape
         [2, 1]
     """
 
-    def __init__(self, num_classes: int = 1, image_size: int = 224, activation: str = "relu"):
+    def __init__(self, num_classes: int = 1, image_size: int = 224, activation: str = "relu",
+                 pooling: str = "max"):
         super().__init__()
         side = _lenet_feature_side(image_size)
         if side < 1:
@@ -51,8 +61,8 @@ class LeNet(nn.Layer):
         self.image_size = image_size
         self.classifier_head = ClassifierHead("lenet", num_classes, pool_size=None)
         self.features = nn.Sequential(
-            nn.Conv2D(3, 6, 5), _activation(activation), nn.MaxPool2D(2, 2),
-            nn.Conv2D(6, 16, 5), _activation(activation), nn.MaxPool2D(2, 2),
+            nn.Conv2D(3, 6, 5), _activation(activation), _pool(pooling),
+            nn.Conv2D(6, 16, 5), _activation(activation), _pool(pooling),
             nn.Conv2D(16, 120, 4), _activation(activation),
         )
         if num_classes > 0:
@@ -89,15 +99,17 @@ class LeNet5(nn.Layer):
         num_classes: outputs (the paper had 10); <= 0 returns the 16 x 5 x 5 feature map.
         in_channels: 1 (grayscale) or 3.
         activation: "relu", "sigmoid" or "tanh".
+        pooling: "max" or "avg" (the paper's subsampling averaged, with a trained scale).
     """
 
-    def __init__(self, num_classes: int = 1, in_channels: int = 3, activation: str = "relu"):
+    def __init__(self, num_classes: int = 1, in_channels: int = 3, activation: str = "relu",
+                 pooling: str = "max"):
         super().__init__()
         self.num_classes = num_classes
         self.classifier_head = ClassifierHead("lenet5", num_classes, pool_size=None)
         self.features = nn.Sequential(
-            nn.Conv2D(in_channels, 6, 5, padding=2), _activation(activation), nn.MaxPool2D(2, 2),
-            nn.Conv2D(6, 16, 5), _activation(activation), nn.MaxPool2D(2, 2),
+            nn.Conv2D(in_channels, 6, 5, padding=2), _activation(activation), _pool(pooling),
+            nn.Conv2D(6, 16, 5), _activation(activation), _pool(pooling),
             nn.AdaptiveAvgPool2D(5),
         )
         self.classifier = None
@@ -112,11 +124,13 @@ class LeNet5(nn.Layer):
         return self.classifier_head(self.features(x), self.classifier)
 
 
-def lenet(num_classes: int = 1, **kw) -> LeNet:
+def lenet(num_classes: int = 1, image_size: int = 224, activation: str = "relu",
+          pooling: str = "max") -> LeNet:
     """PALM-course LeNet; pass `image_size` (default 224) matching the input."""
-    return LeNet(num_classes=num_classes, **kw)
+    return LeNet(num_classes, image_size, activation, pooling)
 
 
-def lenet5(num_classes: int = 1, **kw) -> LeNet5:
+def lenet5(num_classes: int = 1, in_channels: int = 3, activation: str = "relu",
+           pooling: str = "max") -> LeNet5:
     """Classic LeNet-5 for 28-32 px inputs (works larger); `in_channels` 1 or 3."""
-    return LeNet5(num_classes=num_classes, **kw)
+    return LeNet5(num_classes, in_channels, activation, pooling)

@@ -1,0 +1,72 @@
+"""Stratified k-fold cross-validation: one training run per fold, out-of-fold AUC with its CI.
+
+Examples:
+    python tools/cv.py --model resnet18 --data-root data/PALM --folds 5 --output runs/cv
+    python tools/cv.py --model resnet18 --data-root data/PALM --pool-val --output runs/cv_all
+    python tools/cv.py --config configs/lenet5.yaml --train-dir data/digits/train \\
+        --val-dir data/digits/val --predict-val --output runs/cv_digits
+
+All flags of tools/train.py apply to every fold. The folds cover the labelled training data
+(PALM-Training400; with --pool-val also the validation set; else --train-dir/--train-csv).
+Rerunning the same command resumes: finished folds are skipped, a fold cut short continues
+from its `last`. --predict-val scores the validation set with each fold model and with
+their mean (an ensemble). OUTPUT receives fold_K/ run folders, splits.csv,
+oof_predictions.csv, folds.csv, summary.json and cv_roc.png.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import palm  # noqa: F401  (CPU tuning before paddle is imported)
+from palm.cli import run_tool
+from palm.config import parse_args_with_config, resolved_config
+from palm.data import parse_augment
+from palm.engine.cv import run_cv
+from palm.engine.runner import prepare_demo_data
+from palm.cli.train import get_args_parser as train_args_parser
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = train_args_parser()
+    p.description = __doc__.split("\n")[0]
+    p.epilog = __doc__.split("\n", 2)[2]
+    cv = p.add_argument_group("cross-validation")
+    cv.add_argument("--folds", type=int, default=5, help="number of folds K (default 5)")
+    cv.add_argument("--repeats", type=int, default=1,
+                    help="repeat the K-fold split R times with different shuffles")
+    cv.add_argument("--pool-val", action="store_true",
+                    help="cross-validate training + validation data together")
+    cv.add_argument("--predict-val", action="store_true",
+                    help="score the validation set with the K fold models and their ensemble")
+    cv.add_argument("--jobs", type=int, default=1, help="folds trained at once on this machine")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = parse_args_with_config(get_args_parser(), argv)
+    if isinstance(args.augment, str):
+        args.augment = parse_augment(args.augment)
+    return args
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = resolved_config(args)
+    if args.demo:
+        prepare_demo_data(cfg["data_root"])
+    output = cfg["output"] or f"runs/cv_{cfg['model']}"
+    return run_cv(cfg, output, folds=args.folds, repeats=args.repeats, pool_val=args.pool_val,
+                  predict_val=args.predict_val, jobs=args.jobs)
+
+
+def parse_and_run(argv: list[str] | None = None) -> dict[str, Any]:
+    return main(parse_args(argv))
+
+
+def cli() -> None:
+    run_tool(parse_and_run, None,
+             interrupted="stopped: run the same command again to resume the cross-validation")
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,80 @@
+"""Ablation sweep: train a base config with factors varied, one run folder per setting and seed.
+
+Examples:
+    python tools/sweep.py --base configs/lenet5.yaml --train-dir data/digits/train \\
+        --val-dir data/digits/val --vary lr=0.0003,0.001,0.003 \\
+        --vary model_kwargs.pooling=max,avg --repeats 3 --output runs/ablation
+    python tools/sweep.py --model resnet18 --data-root data/PALM --mode grid \\
+        --vary batch_size=8,16 --vary lr=0.001,0.01 --jobs 2 --output runs/grid
+    python tools/sweep.py ... --backend ray --address auto   # trials as tasks on a Ray cluster
+
+All flags of tools/train.py apply to the base (--base is --config). Rerunning the same
+command resumes: finished runs are skipped, a run cut short continues from its `last`.
+OUTPUT receives results.csv, summary.csv, summary.md and plot_<factor>.png.
+"""
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+import palm  # noqa: F401  (CPU tuning before paddle is imported)
+from palm.cli import run_tool
+from palm.config import parse_args_with_config, resolved_config
+from palm.data import parse_augment
+from palm.engine.sweep import DEFAULT_METRIC, MODES, parse_factor, run_sweep
+from palm.engine.trials import BACKENDS
+from palm.cli.train import get_args_parser as train_args_parser
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = train_args_parser()
+    p.description = __doc__.split("\n")[0]
+    p.epilog = __doc__.split("\n", 2)[2]
+    p.add_argument("--base", dest="config", help="the base config (same as --config)")
+    sweep = p.add_argument_group("sweep")
+    sweep.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...",
+                       help="a factor and its values; KEY is a config key or "
+                            "model_kwargs.NAME (repeat --vary for more factors)")
+    sweep.add_argument("--mode", choices=MODES, default="ofat",
+                       help="ofat: one factor at a time from the base (default); grid: all "
+                            "combinations")
+    sweep.add_argument("--repeats", type=int, default=1,
+                       help="runs per setting, with seeds SEED, SEED+1, ...")
+    sweep.add_argument("--jobs", type=int, default=1, help="trainings at once on this machine")
+    sweep.add_argument("--backend", choices=BACKENDS, default="local",
+                       help="local processes, or tasks on a Ray cluster (pip install ray)")
+    sweep.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    sweep.add_argument("--metric", default=DEFAULT_METRIC,
+                       help=f"metric of the plots (default {DEFAULT_METRIC}; e.g. "
+                            "best_val_roc_auc, final_val_loss)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = parse_args_with_config(get_args_parser(), argv)
+    if isinstance(args.augment, str):
+        args.augment = parse_augment(args.augment)
+    return args
+
+
+def main(args: argparse.Namespace) -> pd.DataFrame:
+    cfg = resolved_config(args)
+    output = cfg["output"] or f"runs/sweep_{cfg['model']}"
+    factors = [parse_factor(text) for text in args.vary]
+    return run_sweep(cfg, factors, output, mode=args.mode, repeats=args.repeats,
+                     jobs=args.jobs, backend=args.backend, address=args.address,
+                     metric=args.metric)
+
+
+def parse_and_run(argv: list[str] | None = None) -> pd.DataFrame:
+    return main(parse_args(argv))
+
+
+def cli() -> None:
+    run_tool(parse_and_run, None,
+             interrupted="stopped: run the same command again to resume the sweep")
+
+
+if __name__ == "__main__":
+    cli()

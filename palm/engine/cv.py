@@ -1,0 +1,374 @@
+"""Stratified k-fold cross-validation: one normal training run per fold, out-of-fold scores.
+
+The labelled training data (PALM: the training folder, plus the validation set with
+`pool_val`; otherwise the training folder or CSV, plus the validation source with
+`pool_val`) is split by scikit-learn's StratifiedKFold (RepeatedStratifiedKFold for several
+repeats). Fold k trains on the other folds and validates on fold k, in OUTPUT/fold_k (with
+repeats, OUTPUT/repeat_r_fold_k): a normal run folder whose train.csv and val.csv list its
+images. The CV resumes: finished folds are skipped, a fold cut short continues from `last`.
+
+Each image is predicted by the `last` model of the fold that held it out: `best` was chosen
+on that very fold, so its scores would be optimistic. Outputs in OUTPUT: splits.csv (fold of
+every image), oof_predictions.csv, folds.csv (per-fold metrics), summary.json and cv_roc.png;
+with an external set, val_models.csv and val_predictions.csv (the fold models and their
+mean, an ensemble).
+
+Example:
+    summary = run_cv(cfg, "runs/cv", folds=5)
+    summary["pooled_oof"]["roc_auc"], summary["pooled_oof"]["roc_auc_ci95"]
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import paddle
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
+
+from palm import metrics as M
+from palm.data import CsvImageSet, ImageSet, PalmTrainSet, build_loader, build_transform
+from palm.data import class_order, find_palm_layout
+from palm.data import sources
+from palm.engine.checkpoint import load_checkpoint_model
+from palm.engine.evaluate import evaluate, json_ready
+from palm.engine.runner import resolved_augment
+from palm.engine.trials import Trial, check_experiment_record, run_trials
+from palm.errors import BadConfig
+from palm.io_utils import atomic_path, output_lock, write_json_atomic
+from palm.viz.experiments import plot_cv_roc
+
+CV_FILE = "cv.json"
+FOLD_METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity", "f1")
+BOOTSTRAP_SAMPLES = 2000
+
+
+def _read_options(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {"skip_bad": cfg["skip_bad"], "cache_dir": cfg["cache_dir"],
+            "max_pixels": cfg["max_pixels"], "cache_size_gb": cfg["cache_size_gb"]}
+
+
+def _eval_transform(cfg: dict[str, Any]):
+    return build_transform(cfg["image_size"], False, cfg["normalize"],
+                           fundus_crop=cfg["fundus_crop"])
+
+
+def external_set(cfg: dict[str, Any], classes: list[str]) -> ImageSet:
+    """The config's validation data (PALM validation set, --val-dir or --val-csv)."""
+    return sources.evaluation_set(
+        transform=_eval_transform(cfg), classes=classes, data_root=cfg["data_root"],
+        val_dir=cfg["val_dir"], val_csv=cfg["val_csv"], allow_outside_paths=cfg["allow_outside_paths"],
+        **_read_options(cfg))
+
+
+def labelled_pool(cfg: dict[str, Any], pool_val: bool) -> tuple[list[tuple[str, int]], list[str]]:
+    """(samples, class names) of the data to cross-validate, in the data sets' order."""
+    if sources.is_palm_layout(cfg["data_root"], cfg["train_csv"], cfg["val_csv"]):
+        train: ImageSet = PalmTrainSet(find_palm_layout(cfg["data_root"]).train_dir,
+                                       transform=_eval_transform(cfg), **_read_options(cfg))
+        train.set_class_order(class_order(cfg["class_names"] or train.classes,
+                                          cfg["positive_class"], bool(cfg["class_names"])))
+    else:
+        if not (cfg["train_dir"] or cfg["train_csv"]):
+            raise BadConfig("no training data: give --data-root (PALM), --train-dir or --train-csv")
+        train = sources.evaluation_set(
+            transform=_eval_transform(cfg), classes=cfg["class_names"],
+            data_root=cfg["data_root"] if cfg["train_csv"] else None, val_dir=cfg["train_dir"],
+            val_csv=cfg["train_csv"], allow_outside_paths=cfg["allow_outside_paths"],
+            positive_class=cfg["positive_class"], **_read_options(cfg))
+    samples = list(train.samples)
+    if pool_val:
+        samples += external_set(cfg, list(train.classes)).samples
+    paths = [str(Path(p).resolve()) for p, _ in samples]
+    if len(set(paths)) != len(paths):
+        raise BadConfig("the training and validation data share images; --pool-val needs "
+                        "two separate sets")
+    return [(path, label) for path, (_, label) in zip(paths, samples)], list(train.classes)
+
+
+def assign_folds(labels: Sequence[int], folds: int, repeats: int = 1, seed: int = 0) -> np.ndarray:
+    """Fold (0..folds-1) of every sample, per repeat: shape (repeats, n), stratified by label.
+
+    Raises:
+        BadConfig: fewer than 2 folds, or more folds than the smallest class has images.
+    """
+    labels = np.asarray(labels)
+    smallest = min(n for n in np.bincount(labels) if n > 0) if labels.size else 0
+    if not 2 <= folds <= smallest:
+        raise BadConfig(f"--folds must be between 2 and the smallest class's size ({smallest} "
+                        f"images), got {folds}")
+    if repeats < 1:
+        raise BadConfig(f"--repeats must be >= 1, got {repeats}")
+    splitter = (StratifiedKFold(folds, shuffle=True, random_state=seed) if repeats == 1 else
+                RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed))
+    assignment = np.full((repeats, len(labels)), -1, dtype=np.int64)
+    for i, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        assignment[i // folds, held_out] = i % folds
+    return assignment
+
+
+def fold_name(repeat: int, fold: int, repeats: int) -> str:
+    return f"fold_{fold}" if repeats == 1 else f"repeat_{repeat}_fold_{fold}"
+
+
+def splits_table(samples: Sequence[tuple[str, int]], classes: Sequence[str],
+                 assignment: np.ndarray) -> pd.DataFrame:
+    """splits.csv: path, label (class name), repeat, fold; one row per image and repeat."""
+    frames = []
+    for repeat, folds in enumerate(assignment):
+        frames.append(pd.DataFrame({"path": [p for p, _ in samples],
+                                    "label": [classes[y] for _, y in samples],
+                                    "repeat": repeat, "fold": folds}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def check_same_splits(path: Path, splits: pd.DataFrame) -> None:
+    """Write splits.csv, or check that a resumed CV still sees the same images in the same
+    folds (finished folds were trained on the saved split)."""
+    if path.is_file():
+        saved = pd.read_csv(path, dtype={"label": str})
+        fresh = splits.astype({"label": str}).reset_index(drop=True)
+        if not saved.equals(fresh.astype(saved.dtypes.to_dict())):
+            raise BadConfig(f"{path}: the data differ from those this cross-validation was "
+                            "started with (images added, removed or relabelled); give "
+                            "another --output")
+        return
+    _write_csv(splits, path)
+
+
+def plan_folds(cfg: dict[str, Any], splits: pd.DataFrame, classes: list[str], output: Path,
+               folds: int, repeats: int) -> list[Trial]:
+    """A trial per fold, training on its train.csv and validating on its val.csv.
+
+    The lists hold absolute paths (the images stay where they are); augmentation is
+    resolved from the original data (the fundus preset for PALM), not from the lists.
+    """
+    base = {**cfg, "data_root": None, "train_dir": None, "val_dir": None,
+            "allow_outside_paths": True, "class_names": list(classes), "positive_class": None,
+            "augment": resolved_augment(cfg)}
+    trials = []
+    for repeat in range(repeats):
+        rows = splits[splits["repeat"] == repeat]
+        for fold in range(folds):
+            name = fold_name(repeat, fold, repeats)
+            run_dir = output / name
+            held_out = rows["fold"] == fold
+            _write_csv(rows.loc[~held_out, ["path", "label"]], run_dir / "train.csv")
+            _write_csv(rows.loc[held_out, ["path", "label"]], run_dir / "val.csv")
+            trials.append(Trial(name, {**base, "train_csv": str(run_dir / "train.csv"),
+                                       "val_csv": str(run_dir / "val.csv")},
+                                {"repeat": repeat, "fold": fold}))
+    return trials
+
+
+@paddle.no_grad()
+def predict_set(params_path: Path, dataset: ImageSet, batch_size: int) -> np.ndarray:
+    """Probabilities of the checkpoint's model for every image of `dataset`, in order
+    (`dataset` built with the eval transform of the config the model was trained with)."""
+    model, _ = load_checkpoint_model(params_path)
+    loader = build_loader(dataset, batch_size, train=False, num_workers=0)
+    return evaluate(model, loader).probabilities
+
+
+def _fold_set(cfg: dict[str, Any], csv_path: Path, classes: list[str]) -> CsvImageSet:
+    return CsvImageSet(csv_path, classes=classes, transform=_eval_transform(cfg),
+                       allow_outside_paths=True, **_read_options(cfg))
+
+
+def probability_columns(probs: np.ndarray, classes: Sequence[str]) -> dict[str, np.ndarray]:
+    """`probability` (positive class) for one logit, prob_<class> for K classes."""
+    if M.is_binary_output(probs):
+        return {"probability": probs.reshape(-1)}
+    return {f"prob_{name}": probs[:, c] for c, name in enumerate(classes)}
+
+
+def probabilities_of(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+    if "probability" in frame.columns:
+        return frame["probability"].to_numpy(dtype=float)
+    return frame[[f"prob_{name}" for name in classes]].to_numpy(dtype=float)
+
+
+def fold_predictions(cfg: dict[str, Any], trial: Trial, run_dir: Path,
+                     classes: list[str]) -> pd.DataFrame:
+    """The held-out images of one fold with the probabilities of the fold's `last` model
+    (computed once, kept in RUN_DIR/oof.csv)."""
+    path = run_dir / "oof.csv"
+    if path.is_file():
+        return pd.read_csv(path)
+    dataset = _fold_set(cfg, run_dir / "val.csv", classes)
+    probs = predict_set(run_dir / "last.pdparams", dataset, cfg["batch_size"])
+    frame = pd.DataFrame({"path": [p for p, _ in dataset.samples],
+                          "label": [classes[y] for _, y in dataset.samples],
+                          "label_index": dataset.labels, **trial.labels,
+                          **probability_columns(probs, classes)})
+    frame["prediction"] = np.asarray(classes, dtype=object)[M.predict_labels(probs, cfg["threshold"])]
+    _write_csv(frame, path)
+    return frame
+
+
+def bootstrap_auc_ci(labels: np.ndarray, probs: np.ndarray, level: float = 0.95,
+                     samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the ROC AUC (macro one-vs-rest for K classes): images
+    resampled with replacement; resamples lacking a class are redrawn (not counted)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    k = len(np.unique(labels))
+    aucs = []
+    for _ in range(samples):
+        pick = rng.integers(0, len(labels), len(labels))
+        if len(np.unique(labels[pick])) < k:
+            continue
+        if probs.ndim == 1:
+            aucs.append(roc_auc_score(labels[pick], probs[pick]))
+        else:
+            aucs.append(roc_auc_score(labels[pick], probs[pick], multi_class="ovr",
+                                      labels=np.arange(probs.shape[1])))
+    if not aucs:
+        return math.nan, math.nan
+    low, high = np.quantile(aucs, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def fold_metrics_table(oof: pd.DataFrame, classes: list[str], threshold: float,
+                       n_images: int) -> pd.DataFrame:
+    """folds.csv: repeat, fold, images trained on and held out, and the held-out metrics."""
+    rows = []
+    for (repeat, fold), part in oof.groupby(["repeat", "fold"], sort=True):
+        metrics = M.classification_metrics(part["label_index"].to_numpy(),
+                                           probabilities_of(part, classes), threshold)
+        rows.append({"repeat": repeat, "fold": fold, "train_images": n_images - len(part),
+                     "val_images": len(part),
+                     **{k: metrics[k] for k in FOLD_METRICS if k in metrics}})
+    return pd.DataFrame(rows)
+
+
+def pooled_oof(oof: pd.DataFrame, classes: list[str], threshold: float) -> dict[str, Any]:
+    """Metrics of all out-of-fold predictions together (with repeats: each image's mean
+    probability over the repeats), and a bootstrap 95 % CI of their AUC."""
+    mean = oof.groupby("path", sort=False)[
+        [c for c in oof.columns if c == "probability" or c.startswith("prob_")]].mean()
+    labels = oof.groupby("path", sort=False)["label_index"].first().loc[mean.index].to_numpy()
+    probs = probabilities_of(mean, classes)
+    metrics = M.classification_metrics(labels, probs, threshold)
+    low, high = bootstrap_auc_ci(labels, probs)
+    return {**{k: metrics[k] for k in FOLD_METRICS if k in metrics}, "n": len(labels),
+            "roc_auc_ci95": [low, high], "ci_method": f"percentile bootstrap, "
+            f"{BOOTSTRAP_SAMPLES} resamples of the images"}
+
+
+def mean_sd(folds_table: pd.DataFrame) -> dict[str, dict[str, float]]:
+    return {k: {"mean": float(folds_table[k].mean()), "sd": float(folds_table[k].std())}
+            for k in FOLD_METRICS if k in folds_table.columns}
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """The printed table: mean ± sd over folds, then the pooled out-of-fold figures."""
+    n_folds = summary["folds"] * summary["repeats"]
+    lines = [f"{'metric':<12} {f'mean ± sd over {n_folds} folds':>26} {'pooled OOF':>11}"]
+    for key, stats in summary["fold_metrics"].items():
+        pooled = summary["pooled_oof"].get(key)
+        lines.append(f"{key:<12} {_fmt(stats['mean']):>15} ± {_fmt(stats['sd']):<8} "
+                     f"{_fmt(pooled):>11}")
+    pooled = summary["pooled_oof"]
+    low, high = pooled["roc_auc_ci95"]
+    lines.append(f"pooled out-of-fold AUC {_fmt(pooled.get('roc_auc'))} (95 % CI "
+                 f"{_fmt(low)}-{_fmt(high)}, {pooled['ci_method']}; {pooled['n']} images)")
+    external = summary.get("external")
+    if external:
+        lines.append(f"external set ({external['n']} images): ensemble of {n_folds} fold "
+                     f"models AUC {_fmt(external['ensemble']['roc_auc'])}, accuracy "
+                     f"{_fmt(external['ensemble']['accuracy'])}; single models AUC "
+                     f"{_fmt(external['single_models']['roc_auc']['mean'])} ± "
+                     f"{_fmt(external['single_models']['roc_auc']['sd'])}, accuracy "
+                     f"{_fmt(external['single_models']['accuracy']['mean'])} ± "
+                     f"{_fmt(external['single_models']['accuracy']['sd'])}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def score_external(cfg: dict[str, Any], trials: Sequence[Trial], output: Path,
+                   classes: list[str]) -> dict[str, Any]:
+    """Every fold model and their mean probability (an ensemble) on the external set.
+
+    Writes val_models.csv (a row per fold model, then `ensemble`) and val_predictions.csv
+    (per image: the ensemble's probabilities and prediction).
+    """
+    dataset = external_set(cfg, classes)
+    labels = dataset.labels
+    rows, all_probs = [], []
+    for trial in trials:
+        probs = predict_set(output / trial.name / "last.pdparams", dataset, cfg["batch_size"])
+        all_probs.append(probs)
+        metrics = M.classification_metrics(labels, probs, cfg["threshold"])
+        rows.append({"model": trial.name, **{k: metrics[k] for k in FOLD_METRICS if k in metrics}})
+    ensemble = np.mean(all_probs, axis=0)
+    metrics = M.classification_metrics(labels, ensemble, cfg["threshold"])
+    rows.append({"model": "ensemble", **{k: metrics[k] for k in FOLD_METRICS if k in metrics}})
+    models = pd.DataFrame(rows)
+    _write_csv(models, output / "val_models.csv")
+    predictions = pd.DataFrame({"path": [p for p, _ in dataset.samples],
+                                "label": [classes[y] for y in labels],
+                                **probability_columns(ensemble, classes)})
+    predictions["prediction"] = np.asarray(classes, dtype=object)[
+        M.predict_labels(ensemble, cfg["threshold"])]
+    _write_csv(predictions, output / "val_predictions.csv")
+    single = models[models["model"] != "ensemble"]
+    return {"n": len(labels), "ensemble": rows[-1],
+            "single_models": mean_sd(single)}
+
+
+def run_cv(cfg: dict[str, Any], output: str | Path, *, folds: int = 5, repeats: int = 1,
+           pool_val: bool = False, predict_val: bool = False, jobs: int = 1,
+           log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Cross-validate `cfg` (a validated palm.config dict) into OUTPUT; return the summary.
+
+    The folds come from `cfg["seed"]`, which also seeds every fold's training; `jobs`
+    folds train at once (as palm.engine.trials.run_trials).
+    """
+    if pool_val and predict_val:
+        raise BadConfig("--predict-val scores the validation set, which --pool-val trains on; "
+                        "use one of them")
+    output = Path(output)
+    samples, classes = labelled_pool(cfg, pool_val)
+    assignment = assign_folds([y for _, y in samples], folds, repeats, cfg["seed"])
+    splits = splits_table(samples, classes, assignment)
+    with output_lock(output, folder=True):
+        check_experiment_record(output / CV_FILE, {
+            "folds": folds, "repeats": repeats, "pool_val": pool_val,
+            "base": {k: v for k, v in cfg.items() if k not in ("output", "resume")}})
+        check_same_splits(output / "splits.csv", splits)
+        trials = plan_folds(cfg, splits, classes, output, folds, repeats)
+        run_trials(trials, output, jobs=jobs, log=log)
+        oof = pd.concat([fold_predictions(cfg, t, output / t.name, classes) for t in trials],
+                        ignore_index=True)
+        _write_csv(oof, output / "oof_predictions.csv")
+        folds_table = fold_metrics_table(oof, classes, cfg["threshold"], len(samples))
+        _write_csv(folds_table, output / "folds.csv")
+        summary = {"model": cfg["model"], "folds": folds, "repeats": repeats,
+                   "pool_val": pool_val, "seed": cfg["seed"], "classes": classes,
+                   "images": len(samples), "fold_metrics": mean_sd(folds_table),
+                   "pooled_oof": pooled_oof(oof, classes, cfg["threshold"])}
+        if M.is_binary_output(probabilities_of(oof, classes)):
+            plot_cv_roc([(t.name, part["label_index"].to_numpy(), part["probability"].to_numpy())
+                         for t, (_, part) in zip(trials, oof.groupby(["repeat", "fold"]))],
+                        output / "cv_roc.png",
+                        f"{cfg['model']}: {folds}-fold CV" + (f" x {repeats}" if repeats > 1 else ""))
+        if predict_val:
+            summary["external"] = score_external(cfg, trials, output, classes)
+        write_json_atomic(output / "summary.json", json_ready(summary))
+    log(summary_text(summary))
+    log("wrote splits.csv, oof_predictions.csv, folds.csv, summary.json"
+        + (", cv_roc.png" if (output / "cv_roc.png").is_file() else "")
+        + (", val_models.csv, val_predictions.csv" if predict_val else "") + f" in {output}")
+    return summary
