@@ -158,6 +158,7 @@ def test_predict_folder_with_bad_files_exits_0(binary_run, palm_root, tmp_path):
     assert not journal_path(out).exists()
 
 
+@pytest.mark.slow
 def test_predict_matches_eval_tta_and_resume(binary_run, palm_root, tmp_path):
     ckpt = str(binary_run / "best.pdparams")
     folder = palm_root / "PALM-Validation400"

@@ -71,6 +71,7 @@ def _openmp_max_threads() -> int:
     return ctypes.CDLL(str(lib)).omp_get_max_threads()
 
 
+@pytest.mark.slow
 def test_predictor_hands_the_math_threads_back_to_dygraph(exported, monkeypatch):
     # Paddle Inference drops the process to one math thread after a CPU run; later dygraph
     # work (the Grad-CAM of eval --report) must get palm's thread count back. 3 is a count
@@ -107,6 +108,7 @@ def test_exported_predictions_equal_dygraph(exported, checkpoint):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_inference_engine_on_a_checkpoint_exports_on_the_fly(checkpoint):
     fast = load_predictor(checkpoint, engine="inference")
     assert isinstance(fast, InferencePredictor)
@@ -155,6 +157,7 @@ BF16 = paddle.base.core.supports_bfloat16()
 
 
 @pytest.mark.skipif(not BF16, reason="this CPU has no AVX512-BF16/AMX")
+@pytest.mark.slow
 def test_bf16_predictor_close_to_fp32_and_faster_path_chosen(exported, checkpoint):
     fp32 = InferencePredictor(exported)
     bf16 = InferencePredictor(exported, precision="bf16")
@@ -242,6 +245,7 @@ def test_predict_tool_with_export_folder_matches_checkpoint(exported, checkpoint
     assert (results["export"]["prediction"] == results["ckpt"]["prediction"]).all()
 
 
+@pytest.mark.slow
 def test_eval_tool_with_export_folder_matches_checkpoint(exported, checkpoint, palm_root,
                                                          tmp_path):
     from palm.cli import eval as eval_tool
@@ -261,6 +265,7 @@ def test_eval_tool_with_export_folder_matches_checkpoint(exported, checkpoint, p
 
 
 @pytest.mark.skipif(not BF16, reason="this CPU has no AVX512-BF16/AMX")
+@pytest.mark.slow
 def test_eval_tool_bf16_records_precision_and_stays_close(exported, palm_root, tmp_path):
     from palm.cli import eval as eval_tool
 

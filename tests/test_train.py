@@ -51,6 +51,7 @@ def plain_config(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_run_folder_and_checkpoint_json(palm_root, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PALM_CACHE_DIR", str(tmp_path / "cache"))
     run = _train(_train_args(palm_root, tmp_path / "run", "--epochs", "2"))
@@ -89,6 +90,7 @@ def test_run_folder_and_checkpoint_json(palm_root, tmp_path, capsys, monkeypatch
         _train(_train_args(palm_root, run, "--epochs", "2"))
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_run(palm_root, tmp_path, plain_config, monkeypatch):
     """A run stopped by Ctrl-C after epoch 1 and resumed gives the same weights as an
     uninterrupted one: the epoch count, optimizer moments, LR schedule and batch order all
@@ -129,6 +131,7 @@ def test_resume_equals_uninterrupted_run(palm_root, tmp_path, plain_config, monk
     assert second_opt["scheduler"]["last_epoch"] - first_opt["scheduler"]["last_epoch"] == 3
 
 
+@pytest.mark.slow
 def test_compiled_training_equals_eager(palm_root, tmp_path, plain_config, monkeypatch):
     from paddle.jit.dy2static.program_translator import StaticFunction
 
@@ -160,6 +163,7 @@ def test_compiled_training_equals_eager(palm_root, tmp_path, plain_config, monke
         np.testing.assert_allclose(w_b[name].numpy(), w_a[name].numpy(), atol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow
 def test_compiled_network_with_auxiliary_heads_trains_like_eager():
     """GoogLeNet returns (main, aux1, aux2) in training and one tensor in eval mode."""
     from paddle.jit.dy2static.program_translator import StaticFunction
