@@ -22,7 +22,9 @@ setup(
     extras_require={
         "cpu": ["paddlepaddle>=3.0"],
         "gpu": ["paddlepaddle-gpu>=3.0"],
-        "test": ["pytest"],
+        # tools/quantize.py: paddle2onnx converts, NNCF quantizes, OpenVINO runs the INT8 model
+        "int8": ["paddle2onnx", "openvino", "nncf"],
+        "test": ["pytest", "paddle2onnx", "openvino", "nncf"],
         "log": ["visualdl"],
         "bench": ["paddle2onnx", "onnxruntime"],  # tools/benchmark.py's ONNX Runtime row
     },

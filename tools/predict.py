@@ -36,9 +36,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="auto: Paddle Inference for an export folder, and for a checkpoint when "
                         "there are enough images to repay a temporary export; else dygraph")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="bf16: about 2x faster on CPUs with AVX512-BF16/AMX, probabilities "
-                        "shift slightly (check with tools/eval.py --precision bf16 first)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="default: int8 for a tools/quantize.py folder, else fp32. bf16: about "
+                        "2x faster on CPUs with AVX512-BF16/AMX; check reduced precisions "
+                        "with tools/eval.py before predicting with them")
     p.add_argument("--input", required=True, help="an image file or a folder (recursive)")
     p.add_argument("--output", default="predictions.csv", help="CSV to write")
     p.add_argument("--batch-size", type=int, default=16)
@@ -66,7 +67,7 @@ def _predict(args: argparse.Namespace) -> PredictSummary:
     paths = list_images(args.input)
     check_output(args.output, paths)  # before the model is loaded; checked again under the lock
     # Grad-CAM needs gradients, so --cam keeps one dygraph model for both jobs
-    engine = ("dygraph" if args.cam and args.engine == "auto" and args.precision == "fp32"
+    engine = ("dygraph" if args.cam and args.engine == "auto" and args.precision in (None, "fp32")
               else args.engine)
     predictor = load_predictor(args.checkpoint, engine=engine, n_images=len(paths),
                                precision=args.precision)
@@ -75,7 +76,7 @@ def _predict(args: argparse.Namespace) -> PredictSummary:
                              num_workers=args.num_workers, tta=args.tta, threshold=args.threshold,
                              resume=args.resume, progress=not args.no_progress,
                              checkpoint_sha256=weights_sha256(args.checkpoint),
-                             precision=args.precision)
+                             precision=predictor.precision)
     print(summary.line())
     if args.cam:
         if predictor.engine != "dygraph":
