@@ -17,7 +17,7 @@ from palm.data.image_io import read_image, resize_short_side
 from palm.engine.export import META_NAME
 from palm.engine.inference import (InferencePredictor, OpenVINOPredictor, load_predictor)
 from palm.engine.predict import record_path
-from palm.engine.quantize import INT8_MODEL, QuantizationRefused, calibration_images
+from palm.engine.quantize import QuantizationRefused, calibration_images
 from tools import eval as eval_tool
 from tools import predict as predict_tool
 from tools import quantize as quantize_tool

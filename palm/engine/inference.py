@@ -196,15 +196,18 @@ class OpenVINOPredictor:
     Args:
         model_dir: a quantized export folder (palm_meta.json with an "int8" record).
         threads: CPU inference threads (default: usable cores).
+        model_file: an OpenVINO model to run instead of the folder's recorded one (a model
+            being validated before it is recorded).
     """
 
     engine = "openvino"
     precision = "int8"
 
-    def __init__(self, model_dir: str | Path, *, threads: int | None = None):
+    def __init__(self, model_dir: str | Path, *, threads: int | None = None,
+                 model_file: str | Path | None = None):
         self.model_dir = Path(model_dir)
         self.meta = load_export_meta(self.model_dir)
-        model_file = int8_model_file(self.model_dir)
+        model_file = Path(model_file) if model_file else int8_model_file(self.model_dir)
         try:
             import openvino as ov
         except ImportError:

@@ -220,7 +220,8 @@ def quantize_to_folder(
         quantize_onnx(onnx_file, calibration, stage / INT8_MODEL)
         dataset = validation_set(meta)
         log(f"validating fp32 against INT8 on {len(dataset)} labelled images")
-        result = compare(InferencePredictor(stage), _openvino_predictor(stage, meta), dataset,
+        result = compare(InferencePredictor(stage),
+                         OpenVINOPredictor(stage, model_file=stage / INT8_MODEL), dataset,
                          float(meta.get("threshold", 0.5)), batch_size, num_workers)
         log(result.table())
         _check_drop(result, max_auc_drop, force)
@@ -250,15 +251,6 @@ def _fp32_export(source: Path, stage: Path) -> None:
         return
     model, meta = load_checkpoint_model(source)
     export_model(model, stage, dict(meta, source_checkpoint=str(source.resolve())))
-
-
-def _openvino_predictor(stage: Path, meta: dict[str, Any]) -> OpenVINOPredictor:
-    # the staged folder has no int8 record yet: give the predictor one that names the file
-    write_json_atomic(stage / META_NAME, dict(meta, **{INT8_META_KEY: {"model_file": INT8_MODEL}}))
-    try:
-        return OpenVINOPredictor(stage)
-    finally:
-        write_json_atomic(stage / META_NAME, meta)
 
 
 def _check_drop(result: Comparison, max_auc_drop: float, force: bool) -> None:
