@@ -210,8 +210,9 @@ class OpenVINOPredictor:
         model_file = Path(model_file) if model_file else int8_model_file(self.model_dir)
         try:
             import openvino as ov
-        except ImportError:
-            raise ImportError("INT8 models run on OpenVINO: pip install -e \".[int8]\"") from None
+        except ImportError:  # an optional dependency: a one-line error, not a traceback
+            raise RuntimeError("INT8 models run on OpenVINO, which is not installed: "
+                               "pip install -e \".[int8]\"") from None
         core = ov.Core()
         config = {"INFERENCE_NUM_THREADS": threads or usable_cores(),
                   "PERFORMANCE_HINT": "LATENCY"}

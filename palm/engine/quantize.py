@@ -206,6 +206,7 @@ def quantize_to_folder(
         QuantizationRefused: the AUC dropped too much (or is undefined); nothing written.
     """
     source, output_dir = Path(source), Path(output_dir)
+    _check_packages()
     output_dir.mkdir(parents=True, exist_ok=True)
     for stale in output_dir.glob(f"{STAGE_PREFIX}*"):  # staging of a killed run
         shutil.rmtree(stale, ignore_errors=True)
@@ -263,9 +264,19 @@ def _check_drop(result: Comparison, max_auc_drop: float, force: bool) -> None:
                                   "classes, or --force")
     if drop > max_auc_drop:
         raise QuantizationRefused(
-            f"INT8 AUC {result.int8['roc_auc']:.4f} is {drop:.4f} below fp32's "
-            f"{result.fp32['roc_auc']:.4f}, more than --max-auc-drop {max_auc_drop:g}; "
-            "nothing written (use --force to write it anyway)")
+            f"AUC fp32 {result.fp32['roc_auc']:.4f} -> INT8 {result.int8['roc_auc']:.4f}: a drop "
+            f"of {drop:.4f}, more than --max-auc-drop {max_auc_drop:g}; nothing written "
+            "(--force writes it anyway)")
+
+
+def _check_packages() -> None:
+    """A one-line error naming the extra when a package of the INT8 path is missing."""
+    import importlib.util
+
+    missing = [name for name in ("paddle2onnx", "openvino", "nncf")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise RuntimeError(f"quantization needs {', '.join(missing)}: pip install -e \".[int8]\"")
 
 
 def _versions() -> dict[str, str]:
