@@ -6,6 +6,7 @@ calibrating on its training images and validating on its validation images.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 
 from palm.data.image_io import read_image, resize_short_side
+from palm.engine.checkpoint import CheckpointError
 from palm.engine.export import META_NAME
 from palm.engine.inference import (InferencePredictor, OpenVINOPredictor, load_predictor)
 from palm.engine.predict import record_path
@@ -106,6 +108,19 @@ def test_predict_and_eval_take_the_quantized_folder(quantized, palm_root, tmp_pa
          "--cache-dir", "none"]))
     assert metrics["compute_precision"] == "int8" and metrics["engine"] == "openvino"
     assert metrics["roc_auc"] == pytest.approx(result.int8["roc_auc"])
+
+
+@pytest.mark.slow
+def test_a_changed_int8_model_is_refused(quantized, tmp_path):
+    out, _ = quantized
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with open(copy / "model_int8.bin", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x7f\x7f\x7f\x7f")
+    with pytest.raises(CheckpointError, match="changed since quantization"):
+        load_predictor(copy)
+    assert load_predictor(copy, precision="fp32").precision == "fp32"  # fp32 model intact
 
 
 @pytest.mark.slow

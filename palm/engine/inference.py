@@ -1,9 +1,10 @@
-"""One prediction interface over two engines: dygraph checkpoints and Paddle Inference.
+"""One prediction interface over dygraph checkpoints, Paddle Inference and OpenVINO INT8.
 
 `load_predictor(path)` accepts a `.pdparams` checkpoint or a folder written by
 `tools/export.py` or `tools/quantize.py` (which adds a validated OpenVINO INT8 model to an
-export; it runs by default, `precision="fp32"` runs the folder's fp32 model) and returns an object with `.meta` (the checkpoint sidecar) and
-`.predict(batch) -> logits`, so eval/predict code does not care which engine runs.
+export; it runs by default, `precision="fp32"` runs the folder's fp32 model) and returns an
+object with `.meta` (the checkpoint sidecar) and `.predict(batch) -> logits`, so
+eval/predict code does not care which engine runs.
 
 Why Paddle Inference: on the 2-core AMD CPU used for development, ResNet50 at 224 px batch 8
 runs 20-24 img/s through the oneDNN-optimised inference program against 2.5-8.6 img/s in
