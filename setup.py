@@ -24,11 +24,14 @@ setup(
         "cpu": ["paddlepaddle>=3.0"],
         "gpu": ["paddlepaddle-gpu>=3.0"],
         # tests/test_serve.py drives Debian's /usr/bin/chromium through Playwright's Python API;
-        # tests/test_sweep.py runs trials on a local Ray instance
+        # tests/test_sweep.py runs trials on a local Ray instance; tests/test_quantize.py
+        # quantizes with NNCF and runs OpenVINO
         "test": ["pytest", "fastapi", "uvicorn", "python-multipart", "httpx", "playwright",
-                 "ray>=2"],
+                 "ray>=2", "paddle2onnx", "openvino", "nncf"],
         "serve": ["fastapi", "uvicorn", "python-multipart", "httpx"],  # palm serve
         "ray": ["ray>=2"],  # palm sweep / palm cv --backend ray
+        # palm quantize: paddle2onnx converts, NNCF quantizes, OpenVINO runs the INT8 model
+        "int8": ["paddle2onnx", "openvino", "nncf"],
         "log": ["visualdl"],
         "bench": ["paddle2onnx", "onnxruntime"],  # the ONNX Runtime row of `palm benchmark`
     },

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
+from palm.flops import count_params
+from palm.models import build_model
 from palm.cli import benchmark
 
 
@@ -24,3 +28,15 @@ def test_benchmark_sections_write_json(tmp_path):
     assert row["inference_vs_eval_dygraph"] == row["inference"] / row["eval_dygraph"]
     assert row["inference_rel_diff"] < 1e-4  # the export computes what dygraph computes
     assert result["environment"]["cores"] >= 1
+
+
+def test_pytorch_twin_is_the_same_network():
+    """The int8 section's PyTorch comparison runs palm's ResNet layout: the same weights and
+    batch-norm statistics (paddle counts the running mean and variance as parameters)."""
+    pytest.importorskip("torch")  # benchmark-only comparison, never a dependency
+    for name in ("resnet18", "resnet50"):
+        net = benchmark.torch_resnet(name)
+        weights = sum(p.numel() for p in net.parameters())
+        statistics = sum(b.numel() for n, b in net.named_buffers() if n.endswith(("_mean", "_var")))
+        assert weights + statistics == count_params(build_model(name, num_classes=1)), name
+    assert benchmark.torch_resnet("lenet5") is None

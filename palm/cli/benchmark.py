@@ -15,6 +15,14 @@ For each model and image size (random weights; speed does not depend on them):
   inference_bf16  the same on oneDNN's bfloat16 kernels (predict/eval --precision bf16), on
                   CPUs with AVX512-BF16 or AMX; with its largest logit difference from fp32
   onnxruntime     the same export through paddle2onnx + onnxruntime, when both import
+  int8            tools/quantize.py's INT8 model (OpenVINO + NNCF, calibrated on 16 synthetic
+                  PALM photos) against the fp32 predictor and PyTorch eager eval of the same
+                  network (when torch is installed; resnet18/34/50 only), the three
+                  alternating --repeats + 1 times; with INT8's largest logit difference
+                  from fp32 on those photos, relative to the logits' size
+  decode          one PALM-sized JPEG to the model's input size: full decode + resize against
+                  the reduced-scale decode read_image picks (1/2, 1/4, 1/8) and a cache hit,
+                  ms per image and PSNR against the full decode
   predict         tools/predict.py end to end on folders of PALM-sized JPEGs, as a child
                   process: wall time (fastest of --repeats) and peak memory (main process
                   and all processes) per folder size; the steady rate is
@@ -54,7 +62,7 @@ from palm.cli.common import run_tool
 from palm.data import PalmTrainSet, build_loader, build_transform
 from palm.data.synth import make_palm_dataset
 from palm.engine.export import export_model
-from palm.engine.inference import DygraphPredictor, InferencePredictor
+from palm.engine.inference import DygraphPredictor, InferencePredictor, OpenVINOPredictor
 from palm.engine.losses import ClassificationLoss
 from palm.engine.runner import compile_network
 from palm.engine.train import train_one_epoch
@@ -64,11 +72,12 @@ from palm.flops import count_flops, count_params
 from palm.io_utils import write_json_atomic
 from palm.models import build_model, list_models
 from palm.runtime import OPT_OUT_VAR, cpu_vendor, usable_cores
+from palm.engine.quantize import calibration_images, export_onnx, quantize_onnx
 
 REPO = Path(__file__).resolve().parents[1]
 PALM_SIZE = "2124x2056"
 SECTIONS = ("train", "loader", "compile", "default", "eval", "inference", "bf16", "onnx",
-            "predict", "stats")
+            "int8", "decode", "predict", "stats")
 TUNING_VARS = ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE", "KMP_BLOCKTIME")  # palm.runtime sets them
 
 
@@ -274,6 +283,115 @@ def bench_onnxruntime(export_dir: Path, batch: np.ndarray, iters: int) -> float 
     return images_per_second(lambda: session.run(None, {name: batch}), len(batch), iters)
 
 
+def torch_resnet(model_name: str) -> Any:
+    """The torchvision layout of resnet18/34/50 (random weights) for PyTorch eager timing,
+    or None for other networks or without torch. Written out because torchvision is not
+    needed for anything else."""
+    depths = {"resnet18": ([2, 2, 2, 2], False), "resnet34": ([3, 4, 6, 3], False),
+              "resnet50": ([3, 4, 6, 3], True)}
+    try:
+        import torch
+        from torch import nn
+    except ImportError:
+        return None
+    if model_name not in depths:
+        return None
+    blocks, bottleneck = depths[model_name]
+    expansion = 4 if bottleneck else 1
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, width: int, stride: int):
+            super().__init__()
+            cout = width * expansion
+            if bottleneck:
+                convs = [(cin, width, 1, 1), (width, width, 3, stride), (width, cout, 1, 1)]
+            else:
+                convs = [(cin, width, 3, stride), (width, cout, 3, 1)]
+            layers: list[nn.Module] = []
+            for i, (a, b, k, st) in enumerate(convs):
+                layers += [nn.Conv2d(a, b, k, st, k // 2, bias=False), nn.BatchNorm2d(b)]
+                if i < len(convs) - 1:
+                    layers.append(nn.ReLU(inplace=True))
+            self.body = nn.Sequential(*layers)
+            self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                        nn.BatchNorm2d(cout))
+                          if stride != 1 or cin != cout else nn.Identity())
+
+        def forward(self, x):
+            return torch.relu(self.body(x) + self.short(x))
+
+    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+                               nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for stage, n in enumerate(blocks):
+        for i in range(n):
+            layers.append(Block(cin, 64 * 2 ** stage, 2 if stage and not i else 1))
+            cin = 64 * 2 ** stage * expansion
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 1)]
+    torch.set_num_threads(usable_cores())
+    return nn.Sequential(*layers).eval()
+
+
+def bench_int8(export_dir: Path, meta: dict, model_name: str, args, work_dir: Path) -> dict:
+    """INT8 (OpenVINO + NNCF) vs the fp32 predictor vs PyTorch eager, alternating."""
+    try:
+        import nncf  # noqa: F401
+    except ImportError as e:
+        return {"int8": f"not installed ({e.name}); pip install -e '.[int8]'"}
+    photos = [str(p) for p in palm_sized_images(work_dir)]
+    calibration = calibration_images(photos, meta, len(photos))
+    int8_file = export_dir / "model_int8.xml"
+    with tempfile.TemporaryDirectory() as tmp:
+        quantize_onnx(export_onnx(export_dir, Path(tmp) / "model.onnx"), calibration, int8_file)
+    fp32 = InferencePredictor(export_dir)
+    int8 = OpenVINOPredictor(export_dir, model_file=int8_file)
+    photo_batch = np.concatenate(calibration[:args.batch_size])
+    ref = fp32.predict(photo_batch)
+    out: dict[str, Any] = {"int8_rel_diff": float(np.max(np.abs(int8.predict(photo_batch) - ref))
+                                                   / max(1.0, float(np.max(np.abs(ref)))))}
+    batch = random_batch(args.batch_size, int(meta["image_size"]))
+    runners = {"int8": lambda: int8.predict(batch), "int8_fp32_predictor": lambda: fp32.predict(batch)}
+    net = torch_resnet(model_name)
+    if net is not None:
+        import torch
+
+        torch_batch = torch.from_numpy(batch)
+
+        def torch_eval() -> None:
+            with torch.no_grad():
+                net(torch_batch)
+
+        runners["torch_eager"] = torch_eval
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(args.repeats + 1):
+        for name, fn in runners.items():
+            rates[name].append(images_per_second(fn, len(batch), args.iters, warmup=1))
+    for name, runs in rates.items():
+        out[name] = max(runs)
+        out[f"{name}_runs"] = runs
+    out["int8_vs_int8_fp32_predictor"] = out["int8"] / out["int8_fp32_predictor"]
+    if "torch_eager" in out:
+        out["int8_vs_torch_eager"] = out["int8"] / out["torch_eager"]
+        out["int8_fp32_predictor_vs_torch_eager"] = out["int8_fp32_predictor"] / out["torch_eager"]
+    else:
+        out["torch_eager"] = "torch not installed or no PyTorch twin of this network"
+    return out
+
+
+def bench_decode(size: int, args, work_dir: Path) -> dict:
+    """ms per PALM-sized JPEG to `size` px: full decode, reduced-scale decode, cache hit."""
+    from tools.benchmark_data import bench_decode as decode_ways
+
+    with tempfile.TemporaryDirectory(dir=work_dir) as cache:
+        result = decode_ways(palm_sized_images(work_dir)[0], size, max(5, args.iters), Path(cache))
+    full, reduced = result["full decode + resize"], result["reduced decode + resize"]
+    return {"decode_full_ms": full["ms"], "decode_reduced_ms": reduced["ms"],
+            "decode_cache_hit_ms": result["cache hit (.npy) + resize"]["ms"],
+            "decode_reduced_psnr": reduced["psnr_vs_full"],
+            "decode_reduced_size": result["reduced decode size"],
+            "decode_reduced_vs_full": full["ms"] / reduced["ms"]}
+
+
 def run_measuring_memory(cmd: list[str]) -> dict[str, float]:
     """Run `cmd`: wall seconds, the main process's peak RSS (its VmHWM) and the peak summed
     RSS of the whole process tree (main + loader workers), sampled from /proc every 0.2 s.
@@ -394,7 +512,7 @@ def bench_model(model_name: str, size: int, args, work_dir: Path, sections: set[
                                                 args.iters)
         log(f"eval, dygraph tuned {row['eval_dygraph']:.2f} img/s")
     export_dir = work_dir / f"export-{model_name}-{size}"
-    if sections & {"inference", "bf16", "onnx", "predict"}:
+    if sections & {"inference", "bf16", "onnx", "int8", "predict"}:
         export_model(model, export_dir, meta)
     if "inference" in sections:
         predictor = InferencePredictor(export_dir)
@@ -416,6 +534,19 @@ def bench_model(model_name: str, size: int, args, work_dir: Path, sections: set[
         ort_rate = row["onnxruntime"]
         log(f"onnxruntime {ort_rate:.2f} img/s" if isinstance(ort_rate, float)
             else f"onnxruntime: {ort_rate}")
+    if "int8" in sections:
+        row.update(bench_int8(export_dir, meta, model_name, args, work_dir))
+        if isinstance(row.get("int8"), float):
+            torch_rate = row["torch_eager"]
+            log(f"int8 {row['int8']:.2f}, fp32 predictor {row['int8_fp32_predictor']:.2f} img/s, "
+                "torch eager " + (f"{torch_rate:.2f} img/s" if isinstance(torch_rate, float)
+                                  else torch_rate))
+        else:
+            log(f"int8: {row['int8']}")
+    if "decode" in sections:
+        row.update(bench_decode(size, args, work_dir))
+        log(f"decode full {row['decode_full_ms']:.1f} ms, reduced {row['decode_reduced_ms']:.1f} "
+            f"ms ({row['decode_reduced_size']}, PSNR {row['decode_reduced_psnr']:.1f})")
     if "predict" in sections:
         result = bench_predict(export_dir, work_dir, args)
         row["predict"] = result
@@ -490,7 +621,8 @@ def format_table(rows: list[dict], table_mode: bool) -> str:
     columns = {}
     for row in rows:
         flat = {k: v for k, v in row.items()
-                if k not in ("model", "size", "predict", "inference_runs", "train_step_runs")}
+                if k not in ("model", "size", "predict", "inference_runs", "train_step_runs")
+                and not k.endswith("_runs")}
         for n, run in row.get("predict", {}).get("runs", {}).items():
             flat[f"predict {n} img/s (with start-up)"] = run["img_per_s"]
             flat[f"predict {n} peak RSS MB, main"] = run["peak_rss_mb"]

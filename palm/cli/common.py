@@ -70,6 +70,7 @@ COMMANDS: dict[str, Command] = {
     "report": Command("palm.cli.report", "python tools/report.py", "HTML report of a run and its evaluation"),
     "cv": Command("palm.cli.cv", "python tools/cv.py", "stratified k-fold cross-validation"),
     "sweep": Command("palm.cli.sweep", "python tools/sweep.py", "ablation sweeps: one factor at a time or a grid"),
+    "quantize": Command("palm.cli.quantize", "python tools/quantize.py", "validated INT8 model for CPU inference"),
     "serve": Command("palm.cli.serve", "python tools/serve.py", "screening web page and JSON API on this machine"),
     "loadtest": Command("palm.cli.loadtest", "python tools/loadtest.py", "throughput and latency of the service under load"),
     "benchmark": Command("palm.cli.benchmark", "python tools/benchmark.py", "speed of every way palm runs a network"),

@@ -41,9 +41,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="auto: Paddle Inference for an export folder, and for a checkpoint when "
                         "there are enough images to repay a temporary export; else dygraph")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="bf16: about 2x faster on CPUs with AVX512-BF16/AMX; compare its "
-                        "metrics.json with an fp32 run before predicting with it")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="default: int8 for a tools/quantize.py folder, else fp32. bf16: about "
+                        "2x faster on CPUs with AVX512-BF16/AMX; check reduced precisions "
+                        "with tools/eval.py before predicting with them")
     p.add_argument("--data-root", help="PALM root: evaluates the validation split; with "
                    "--val-csv: a folder its paths may lead into")
     p.add_argument("--val-dir", help="labelled images, one sub-folder per class")

@@ -47,9 +47,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="auto: Paddle Inference for an export folder, and for a checkpoint when "
                         "there are enough images to repay a temporary export; else dygraph")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="bf16: about 2x faster on CPUs with AVX512-BF16/AMX, probabilities "
-                        "shift slightly (check with tools/eval.py --precision bf16 first)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="default: int8 for a tools/quantize.py folder, else fp32. bf16: about "
+                        "2x faster on CPUs with AVX512-BF16/AMX; check reduced precisions "
+                        "with tools/eval.py before predicting with them")
     p.add_argument("--input", required=True, help="an image file or a folder (recursive)")
     p.add_argument("--output", default="predictions.csv", help="CSV to write")
     p.add_argument("--batch-size", type=int, default=16)
@@ -87,7 +88,7 @@ def _predict(args: argparse.Namespace) -> PredictSummary:
             seed_part_from_output(args.output, shard, paths)
     rows_file = part_path(args.output, shard) if shard.distributed else args.output
     # Grad-CAM needs gradients, so --cam keeps one dygraph model for both jobs
-    engine = ("dygraph" if args.cam and args.engine == "auto" and args.precision == "fp32"
+    engine = ("dygraph" if args.cam and args.engine == "auto" and args.precision in (None, "fp32")
               else args.engine)
     predictor = load_predictor(args.checkpoint, engine=engine, n_images=len(paths),
                                precision=args.precision)
@@ -96,7 +97,7 @@ def _predict(args: argparse.Namespace) -> PredictSummary:
                              num_workers=args.num_workers, tta=args.tta, threshold=args.threshold,
                              resume=args.resume, progress=not args.no_progress,
                              checkpoint_sha256=weights_sha256(args.checkpoint),
-                             precision=args.precision)
+                             precision=predictor.precision)
     print(f"rank {shard.rank}: {summary.line()}" if shard.distributed else summary.line())
     if shard.distributed:
         mark_done(args.output, shard, paths, summary)

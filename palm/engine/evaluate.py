@@ -352,7 +352,7 @@ def evaluate_checkpoint(
     skip_bad: bool = False,
     cache_dir: str | Path | None = None,
     engine: str = "auto",
-    precision: str = "fp32",
+    precision: str | None = None,
     cache_size_gb: float | None = None,
     max_pixels: int | None = None,
     allow_outside_paths: bool = False,
@@ -367,8 +367,9 @@ def evaluate_checkpoint(
     The model, preprocessing and class names come from the checkpoint's sidecar JSON.
     `checkpoint` may also be a tools/export.py folder; `engine` is as in
     `palm.engine.inference.load_predictor`; `precision` "bf16" runs the inference engine
-    in bfloat16 (CPU). `fit_temperature` / `operating_point` first calibrate the checkpoint
-    on its selection images (`calibrate_checkpoint`).
+    in bfloat16 (CPU), "int8" a quantized folder's INT8 model (its default). `fit_temperature`
+    / `operating_point` first calibrate the checkpoint on its selection images
+    (`calibrate_checkpoint`).
 
     Returns:
         The metrics written to OUTPUT_DIR/metrics.json.

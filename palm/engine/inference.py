@@ -1,8 +1,10 @@
-"""One prediction interface over two engines: dygraph checkpoints and Paddle Inference.
+"""One prediction interface over dygraph checkpoints, Paddle Inference and OpenVINO INT8.
 
 `load_predictor(path)` accepts a `.pdparams` checkpoint or a folder written by
-`tools/export.py` and returns an object with `.meta` (the checkpoint sidecar) and
-`.predict(batch) -> logits`, so eval/predict code does not care which engine runs.
+`tools/export.py` or `tools/quantize.py` (which adds a validated OpenVINO INT8 model to an
+export; it runs by default, `precision="fp32"` runs the folder's fp32 model) and returns an
+object with `.meta` (the checkpoint sidecar) and `.predict(batch) -> logits`, so
+eval/predict code does not care which engine runs.
 
 Why Paddle Inference: on CPU the oneDNN-optimised inference program runs a network several
 times faster than dygraph; `palm benchmark` measures both on the machine at hand (the README
@@ -32,9 +34,11 @@ from palm.weights import file_sha256
 ENGINES = ("auto", "dygraph", "inference")
 # bf16 runs oneDNN's bfloat16 kernels on CPUs with AVX512-BF16 or AMX (speed and logit
 # difference from fp32: the benchmark's bf16 section); refused with a reason elsewhere.
-PRECISIONS = ("fp32", "bf16")
+# int8 runs the OpenVINO model that quantization validated and added to an export folder.
+PRECISIONS = ("fp32", "bf16", "int8")
 # probe_export: largest logit difference from dygraph, relative to the logits' magnitude
 PROBE_TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
+INT8_META_KEY = "int8"  # palm_meta.json record of a quantized folder
 # Paddle 3.3's CPU predictor leaves the process's math library at one thread after every
 # run, and dygraph work later in the same process (eval --report's Grad-CAM after an
 # inference-engine evaluation, the benchmark's next model) then runs on one thread.
@@ -186,12 +190,75 @@ class InferencePredictor:
         return out_prefix.with_suffix(".json"), out_prefix.with_suffix(".pdiparams")
 
 
+class OpenVINOPredictor:
+    """The INT8 model of a `tools/quantize.py` folder on OpenVINO's CPU runtime.
+
+    Args:
+        model_dir: a quantized export folder (palm_meta.json with an "int8" record).
+        threads: CPU inference threads (default: usable cores).
+        model_file: an OpenVINO model to run instead of the folder's recorded one (a model
+            being validated before it is recorded).
+    """
+
+    engine = "openvino"
+    precision = "int8"
+
+    def __init__(self, model_dir: str | Path, *, threads: int | None = None,
+                 model_file: str | Path | None = None):
+        self.model_dir = Path(model_dir)
+        self.meta = load_export_meta(self.model_dir)
+        model_file = Path(model_file) if model_file else int8_model_file(self.model_dir)
+        try:
+            import openvino as ov
+        except ImportError:  # an optional dependency: a one-line error, not a traceback
+            raise RuntimeError("INT8 models run on OpenVINO, which is not installed: "
+                               "pip install -e \".[int8]\"") from None
+        core = ov.Core()
+        config = {"INFERENCE_NUM_THREADS": threads or usable_cores(),
+                  "PERFORMANCE_HINT": "LATENCY"}
+        try:
+            self.compiled = core.compile_model(core.read_model(str(model_file)), "CPU", config)
+        except RuntimeError as e:
+            raise RuntimeError(f"{model_file}: OpenVINO cannot compile it "
+                               f"({str(e).strip().splitlines()[-1][:200]})") from None
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for a float32 NCHW batch, shape [N, num_classes]."""
+        return self.compiled(np.ascontiguousarray(batch, dtype=np.float32))[0]
+
+
+def int8_model_file(model_dir: str | Path) -> Path:
+    """The INT8 model (.xml, its weights .bin beside it) of a quantized folder; a clear error
+    if the folder has none, or its files are missing or changed since quantization."""
+    model_dir = Path(model_dir)
+    record = load_export_meta(model_dir).get(INT8_META_KEY)
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{model_dir}: has no INT8 model; make one with tools/quantize.py "
+                              "or use --precision fp32")
+    for name, digest in record.get("sha256", {}).items():
+        path = model_dir / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing; re-run tools/quantize.py")
+        if file_sha256(path) != digest:
+            raise CheckpointError(f"{path}: corrupt or changed since quantization (its SHA-256 "
+                                  f"differs from {META_NAME}'s); re-run tools/quantize.py")
+    return model_dir / record["model_file"]
+
+
+def has_int8(path: str | Path) -> bool:
+    """True for a folder written by tools/quantize.py."""
+    return is_exported(path) and isinstance(load_export_meta(path).get(INT8_META_KEY), dict)
+
+
 def check_precision(precision: str, device: str, onednn: bool = True) -> None:
     """Raise ValueError (one line) unless this machine can run `precision` on `device`."""
     if precision not in PRECISIONS:
         raise BadConfig(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return
+    if precision == "int8":
+        raise ValueError("int8 runs the OpenVINO model of a tools/quantize.py folder, not the "
+                         "Paddle Inference predictor")
     if device != "cpu" or not onednn:
         raise BadConfig("bf16 runs on CPU with oneDNN only (on GPU use TensorRT fp16)")
     if not paddle.base.core.supports_bfloat16():
@@ -283,23 +350,29 @@ def load_predictor(
         path: a `.pdparams` checkpoint (with its JSON sidecar) or an export folder.
         engine: "dygraph" (checkpoints only), "inference" (a checkpoint is exported to a
             temporary folder first) or "auto": an exported folder runs on Paddle
-            Inference; a checkpoint does too when `n_images` is unknown or at least
+            Inference (its INT8 model on OpenVINO); a checkpoint does too when `n_images` is unknown or at least
             AUTO_EXPORT_MIN_IMAGES (or a reduced precision is asked for) and a probe in a
             child process shows the exported model runs and agrees with dygraph, otherwise
             it runs in dygraph.
         n_images: how many images will be predicted, if known (export costs seconds).
-        **options: keyword arguments for `InferencePredictor` (ignored by dygraph).
+        **options: keyword arguments for `InferencePredictor` (ignored by dygraph);
+            `precision` None (the default) means "int8" for a tools/quantize.py folder,
+            else "fp32".
 
     Returns:
-        An object with `.meta`, `.engine` and `.predict(batch) -> logits`.
+        An object with `.meta`, `.engine`, `.precision` and `.predict(batch) -> logits`.
     """
     if engine not in ENGINES:
         raise BadConfig(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-    reduced_precision = options.get("precision", "fp32") != "fp32"
+    path = Path(path)
+    if options.get("precision") is None:
+        options["precision"] = "int8" if has_int8(path) else "fp32"
+    if options["precision"] == "int8":
+        return _int8_predictor(path, engine, options)
+    reduced_precision = options["precision"] != "fp32"
     if reduced_precision and engine == "dygraph":
         raise BadConfig(f"--precision {options['precision']} runs on the inference engine, "
                          "not dygraph")
-    path = Path(path)
     if is_exported(path):
         if engine == "dygraph":
             raise BadConfig(
@@ -333,6 +406,15 @@ def load_predictor(
     predictor = InferencePredictor(export_dir.name, **options)
     predictor._export_dir = export_dir  # deleted with the predictor
     return predictor
+
+
+def _int8_predictor(path: Path, engine: str, options: dict[str, Any]) -> OpenVINOPredictor:
+    if not is_exported(path):
+        raise ValueError(f"{path}: --precision int8 needs a tools/quantize.py folder; quantize "
+                         "the checkpoint first")
+    if engine == "dygraph":
+        raise ValueError("--precision int8 runs on OpenVINO, not dygraph")
+    return OpenVINOPredictor(path, threads=options.get("threads"))
 
 
 def probe_export(
