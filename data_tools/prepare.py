@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from palm.cli import add_verbosity_options, run_tool
 from palm.data import ImageSet, PalmTrainSet, open_image_set, read_table
 from palm.data.datasets import find_column
 from palm.io_utils import atomic_path
@@ -96,6 +97,7 @@ def get_args_parser() -> argparse.ArgumentParser:
             s.add_argument("--val-fraction", type=float, default=0.2)
         else:
             s.add_argument("--k", type=int, default=5)
+    add_verbosity_options(p)
     return p
 
 
@@ -130,7 +132,7 @@ def main(args: argparse.Namespace) -> list[Path]:
 
 
 def cli() -> None:
-    main(get_args_parser().parse_args())
+    run_tool(main, get_args_parser().parse_args())
 
 
 if __name__ == "__main__":

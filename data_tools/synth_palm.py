@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from palm.cli import add_verbosity_options, run_tool
 from palm.io_utils import atomic_path
 
 # PALM-Training400 counts (H0001-H0026, N0001-N0161, P0001-P0213) and the validation PM share
@@ -462,6 +463,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quality", type=int, default=92, help="JPEG quality")
     p.add_argument("--workers", type=int, default=0, help="processes (0 = none)")
+    add_verbosity_options(p)
     return p
 
 
@@ -483,7 +485,7 @@ def main(args: argparse.Namespace) -> Path:
 
 
 def cli() -> None:
-    main(get_args_parser().parse_args())
+    run_tool(main, get_args_parser().parse_args())
 
 
 if __name__ == "__main__":

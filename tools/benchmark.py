@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 import paddle
 
+from palm.cli import add_verbosity_options, run_tool
 from palm.data import PalmTrainSet, build_loader, build_transform
 from palm.engine.export import export_model
 from palm.engine.inference import DygraphPredictor, InferencePredictor
@@ -68,7 +69,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--models", default="resnet50,resnet18", help="comma-separated model names")
     p.add_argument("--sizes", default="224", help="comma-separated image sizes")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("-b", "--batch-size", type=int, default=8)
     p.add_argument("--iters", type=int, default=10, help="timed batches per eval measurement")
     p.add_argument("--train-iters", type=int, default=24,
                    help="timed bare training steps (a third before, between and after the "
@@ -90,6 +91,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="synthetic images and exports (reused between runs)")
     p.add_argument("--output", default="benchmark.json", help="JSON results (written atomically)")
     p.add_argument("--child", choices=("eval-default", "table-row"), help=argparse.SUPPRESS)
+    add_verbosity_options(p)
     return p
 
 
@@ -530,7 +532,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def cli() -> None:
-    main(get_args_parser().parse_args())
+    run_tool(main, get_args_parser().parse_args())
 
 
 if __name__ == "__main__":

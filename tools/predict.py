@@ -5,7 +5,7 @@ Examples:
     python tools/predict.py --checkpoint exported/resnet50 --input photos/ --output preds.csv
     python tools/predict.py --checkpoint best.pdparams --input photos/ --output preds.csv --tta --resume
 
-Rows: path, probability (of the positive class; of the predicted class for multi-class),
+Rows: path, probability (of the positive class; probability_<class> each for multi-class),
 prediction, class_name, error. A file that cannot be read gets an error row; the exit code is
 0 when the run finished. The CSV appears atomically at the end; --resume after an
 interruption skips the rows already done, if OUTPUT.json (written beside the CSV) shows they
@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.cli import run_tool
+from palm.cli import add_verbosity_options, run_tool
 from palm.config import check_options
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.device import select_device
@@ -41,7 +41,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "shift slightly (check with tools/eval.py --precision bf16 first)")
     p.add_argument("--input", required=True, help="an image file or a folder (recursive)")
     p.add_argument("--output", default="predictions.csv", help="CSV to write")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("-b", "--batch-size", type=int, default=16)
     p.add_argument("--num-workers", type=int, default=2, help="decoding processes")
     p.add_argument("--threshold", type=float, help="decision threshold (default: the checkpoint's)")
     p.add_argument("--tta", action="store_true", help="average over horizontal/vertical flips")
@@ -52,6 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--cam", metavar="DIR", help="also write a Grad-CAM overlay PNG per image to DIR")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    add_verbosity_options(p)
     return p
 
 

@@ -22,8 +22,37 @@ from palm.data import build_loader, build_transform
 from palm.engine import sources
 from palm.engine.inference import as_layer, load_predictor, source_meta
 from palm.engine.losses import ClassificationLoss
-from palm.io_utils import atomic_path, write_json_atomic
+from palm.errors import OutputRefused
+from palm.io_utils import atomic_path, next_free_path, replace_outputs, write_json_atomic
+from palm.runtime import provenance
 from palm.viz import plots
+
+
+# Every file an evaluation folder may hold; a new evaluation removes those it does not write
+# again (an earlier --report's report.html, say), so the folder never mixes two runs.
+EVAL_OUTPUTS = ("metrics.json", "predictions.csv", "confusion_matrix.png", "roc_curve.png",
+                "pr_curve.png", "report.html")
+
+
+def holds_evaluation(folder: Path) -> bool:
+    return (folder / "metrics.json").exists()
+
+
+def eval_output_for(checkpoint: str | Path, output: str | Path | None, exist_ok: bool) -> Path:
+    """The evaluation folder: --output, else CHECKPOINT_FOLDER/eval, or eval-2, -3, ... when
+    that holds an evaluation and `exist_ok` is off.
+
+    Raises:
+        OutputRefused: an explicit --output already holds an evaluation and not `exist_ok`.
+    """
+    if output is None:
+        default = Path(checkpoint).parent / "eval"
+        return default if exist_ok else next_free_path(default, holds_evaluation)
+    output = Path(output)
+    if holds_evaluation(output) and not exist_ok:
+        raise OutputRefused(f"{output} already holds an evaluation (metrics.json); pass "
+                            "--exist-ok to replace it or choose another --output")
+    return output
 
 
 @dataclass
@@ -83,30 +112,44 @@ def evaluate(
     return EvalResult(np.concatenate(probs), labels_np, loss)
 
 
+def probability_columns(class_names: Sequence[str], num_outputs: int) -> list[str]:
+    """`probability` (of the positive class) for one logit, else `probability_<class>` each."""
+    if num_outputs == 1:
+        return ["probability"]
+    names = list(class_names) if len(class_names) == num_outputs else range(num_outputs)
+    return [f"probability_{name}" for name in names]
+
+
+def prediction_columns(class_names: Sequence[str], num_outputs: int, labelled: bool) -> list[str]:
+    """The one predictions.csv schema of eval (labelled) and predict:
+    path, [label], probability / probability_<class>..., prediction, class_name, error."""
+    return ["path", *(["label"] if labelled else []),
+            *probability_columns(class_names, num_outputs), "prediction", "class_name", "error"]
+
+
 def predictions_frame(
     files: Sequence[str], result: EvalResult, class_names: Sequence[str], threshold: float
 ) -> pd.DataFrame:
-    """file, label, probability, prediction (+ class names and per-class probabilities).
+    """One row per image in the `prediction_columns` schema (labelled).
 
-    For one logit `probability` is P(positive class); for K classes it is the probability of
-    the predicted class, and prob_<name> columns hold all K.
+    For one logit `probability` is P(positive class); for K classes `probability_<class>`
+    holds each class's softmax probability.
     """
     if len(files) != len(result.labels):
         raise ValueError(f"{len(files)} file names for {len(result.labels)} predictions")
     binary = M.is_binary_output(result.probabilities)
+    num_outputs = 1 if binary else result.probabilities.shape[1]
     pred = M.predict_labels(result.probabilities, threshold)
-    frame = pd.DataFrame({"file": list(files), "label": result.labels})
-    frame["probability"] = (result.probabilities.reshape(-1) if binary
-                            else result.probabilities.max(axis=1))
+    columns = prediction_columns(class_names, num_outputs, labelled=True)
+    probs = result.probabilities.reshape(len(files), -1)
+    names = list(class_names)
+    frame = pd.DataFrame({"path": list(files), "label": result.labels})
+    for c, column in enumerate(probability_columns(class_names, num_outputs)):
+        frame[column] = probs[:, c]
     frame["prediction"] = pred
-    if len(class_names) == (2 if binary else result.probabilities.shape[1]):
-        names = np.asarray(list(class_names), dtype=object)
-        frame["label_name"] = names[result.labels]
-        frame["prediction_name"] = names[pred]
-        if not binary:
-            for c, name in enumerate(class_names):
-                frame[f"prob_{name}"] = result.probabilities[:, c]
-    return frame
+    frame["class_name"] = [names[i] if i < len(names) else "" for i in pred]
+    frame["error"] = ""
+    return frame[columns]
 
 
 def confusion_text(cm: Sequence[Sequence[int]], class_names: Sequence[str]) -> str:
@@ -196,6 +239,9 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Evaluate a saved checkpoint on labelled data and write the evaluation files.
 
+    OUTPUT_DIR is rewritten whole (`EVAL_OUTPUTS`, palm.io_utils.replace_outputs): files of
+    an earlier evaluation there that this one does not write are removed.
+
     The model, preprocessing and class names come from the checkpoint's sidecar JSON.
     `checkpoint` may also be a tools/export.py folder; `engine` is as in
     `palm.engine.inference.load_predictor`; `precision` "bf16" runs the inference engine
@@ -223,15 +269,30 @@ def evaluate_checkpoint(
     loader = build_loader(dataset, batch_size, train=False, num_workers=num_workers)
     result = evaluate(model, loader, ClassificationLoss(meta["num_classes"]))
     thr, source = choose_threshold(result, meta, threshold, tune_threshold)
+    files = [path for path, _ in dataset.samples]
+    counts = np.bincount(result.labels, minlength=len(class_names))
     extra = {"checkpoint": str(checkpoint), "engine": predictor.engine,
              "compute_precision": predictor.precision, "threshold_source": source,
              "positive_class": sources.positive_class_of(class_names),
+             "dataset": _dataset_name(data_root, val_dir, val_csv),
+             "class_counts": {str(name): int(n) for name, n in zip(class_names, counts)},
+             "provenance": provenance(paddle.device.get_device(), files),
              "skipped": [f"{where}: {why}" for where, why in dataset.skipped]}
-    metrics = write_evaluation(result, [path for path, _ in dataset.samples], class_names, thr,
-                               output_dir, extra)
+    with replace_outputs(output_dir, EVAL_OUTPUTS) as staging:
+        metrics = write_evaluation(result, files, class_names, thr, staging, extra)
     log(confusion_text(metrics["confusion_matrix"], class_names))
     log(evaluation_summary(metrics) + f" -> {output_dir}")
     return metrics
+
+
+def _dataset_name(data_root: str | Path | None, val_dir: str | Path | None,
+                  val_csv: str | Path | None) -> str:
+    """What was evaluated, as the report names it."""
+    if val_csv:
+        return f"{val_csv} (list)" + (f" in {data_root}" if data_root else "")
+    if val_dir:
+        return f"{val_dir} (class folders)"
+    return f"{data_root} (PALM validation split)"
 
 
 def evaluation_summary(metrics: dict[str, Any]) -> str:
