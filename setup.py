@@ -1,4 +1,5 @@
-"""Install palm: `pip install -e ".[cpu]"` (CPU) or `pip install -e ".[gpu]"` (CUDA)."""
+"""Install palm: `pip install -e ".[cpu]"` (CPU), or Paddle's CUDA wheel from Paddle's own
+index first and then `pip install -e .` (see the README's GPU paragraph)."""
 from setuptools import find_packages, setup
 
 setup(
@@ -21,7 +22,6 @@ setup(
     ],
     extras_require={
         "cpu": ["paddlepaddle>=3.0"],
-        "gpu": ["paddlepaddle-gpu>=3.0"],
         "test": ["pytest"],
         "log": ["visualdl"],
         "bench": ["paddle2onnx", "onnxruntime"],  # tools/benchmark.py's ONNX Runtime row
