@@ -184,3 +184,12 @@ def test_cache_tool_counts_and_clears_only_cache_files(tmp_path, monkeypatch, ca
     assert cache_tool.main(cache_tool.get_args_parser().parse_args(["clear"])) == (3, 3000)
     assert [p.name for p in folder.iterdir()] == ["mine.txt"]
     assert cache_tool.main(info) == (0, 0)
+
+
+def test_paddle_warnings_hidden_unless_the_user_chose_a_level():
+    from palm.runtime import quiet_paddle_env
+
+    env: dict[str, str] = {}
+    assert quiet_paddle_env(env) == {"GLOG_minloglevel": "2"} and env["GLOG_minloglevel"] == "2"
+    mine = {"GLOG_minloglevel": "0"}
+    assert quiet_paddle_env(mine) == {} and mine["GLOG_minloglevel"] == "0"

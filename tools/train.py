@@ -111,7 +111,8 @@ def main(args: argparse.Namespace) -> Path:
         run_dir = run_training(cfg, overwrite=args.demo, progress=not args.no_progress)
     if args.demo:
         ckpt = run_dir / "best.pdparams"
-        print("next: python tools/eval.py --checkpoint {0} --data-root {1} --output {2}/eval\n"
+        print("next: python tools/eval.py --checkpoint {0} --data-root {1} --output {2}/eval "
+              "--exist-ok\n"
               "      python tools/predict.py --checkpoint {0} --input {1}/PALM-Validation400 "
               "--output {2}/predictions.csv".format(ckpt, cfg["data_root"], run_dir))
     return run_dir
