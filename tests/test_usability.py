@@ -193,3 +193,26 @@ def test_paddle_warnings_hidden_unless_the_user_chose_a_level():
     assert quiet_paddle_env(env) == {"GLOG_minloglevel": "2"} and env["GLOG_minloglevel"] == "2"
     mine = {"GLOG_minloglevel": "0"}
     assert quiet_paddle_env(mine) == {} and mine["GLOG_minloglevel"] == "0"
+
+
+def test_an_export_folder_given_as_checkpoint_is_named_as_such(tmp_path):
+    from palm.engine.checkpoint import CheckpointError, load_checkpoint_model
+
+    (tmp_path / "palm_meta.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="Paddle Inference export.*pdparams checkpoint"):
+        load_checkpoint_model(tmp_path)
+    with pytest.raises(FileNotFoundError, match="is a folder"):
+        load_checkpoint_model(tmp_path / "..")
+
+
+def test_benchmark_table_takes_models(tmp_path, monkeypatch):
+    from tools import benchmark
+
+    asked = []
+    monkeypatch.setattr(benchmark, "run_table",
+                        lambda args, models=None: asked.append(models) or [])
+    for extra, expected in ((["--models", "lenet5,alexnet"], ["lenet5", "alexnet"]), ([], None)):
+        args = benchmark.get_args_parser().parse_args(
+            ["--table", "--output", str(tmp_path / "b.json"), "--work-dir", str(tmp_path), *extra])
+        benchmark.main(args)
+        assert asked.pop() == expected  # None: every registered network

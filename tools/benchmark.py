@@ -65,9 +65,13 @@ SECTIONS = ("train", "loader", "compile", "default", "eval", "inference", "bf16"
 TUNING_VARS = ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE", "KMP_BLOCKTIME")  # palm.runtime sets them
 
 
+DEFAULT_MODELS = "resnet50,resnet18"
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--models", default="resnet50,resnet18", help="comma-separated model names")
+    p.add_argument("--models", help="comma-separated model names (default resnet50,resnet18; "
+                   "with --table every registered model)")
     p.add_argument("--sizes", default="224", help="comma-separated image sizes")
     p.add_argument("-b", "--batch-size", type=int, default=8)
     p.add_argument("--iters", type=int, default=10, help="timed batches per eval measurement")
@@ -455,9 +459,10 @@ def table_row(model_name: str, args) -> dict:
     return row
 
 
-def run_table(args) -> list[dict]:
+def run_table(args, models: list[str] | None = None) -> list[dict]:
+    """One row per network of `models` (default: every registered one)."""
     rows = []
-    for name in list_models():
+    for name in models or list_models():
         cmd = [sys.executable, "-m", "tools.benchmark", "--child", "table-row",
                "--models", name, "--batch-size", str(args.batch_size), "--iters", str(args.iters)]
         run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
@@ -500,7 +505,7 @@ def format_table(rows: list[dict], table_mode: bool) -> str:
 
 
 def main(args: argparse.Namespace) -> dict:
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = [m.strip() for m in (args.models or DEFAULT_MODELS).split(",") if m.strip()]
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.child == "eval-default":  # runs without palm's tuning; see eval_default_in_child
         model = build_model(models[0], num_classes=1)
@@ -520,7 +525,7 @@ def main(args: argparse.Namespace) -> dict:
     work_dir.mkdir(parents=True, exist_ok=True)
     result = {"environment": environment(), "command": " ".join(sys.argv)}
     if args.table:
-        rows = run_table(args)
+        rows = run_table(args, models if args.models else None)
     else:
         rows = [bench_model(m, s, args, work_dir, sections) for m in models for s in sizes]
     result["environment"]["loadavg_end"] = os.getloadavg()
