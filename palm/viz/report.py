@@ -242,9 +242,9 @@ def _evaluated_data(metrics: dict) -> str:
     counts = metrics.get("class_counts") or {}
     order = [c for c in metrics.get("class_names") or [] if c in counts] or list(counts)
     per_class = ", ".join(f"{html.escape(str(name))} {counts[name]}" for name in order)
-    where = html.escape(str(metrics.get("dataset") or "the data of metrics.json"))
+    where = f" on <b>{html.escape(str(metrics['dataset']))}</b>" if metrics.get("dataset") else ""
     total = metrics.get("n")
-    return (f"<p>Evaluated on <b>{where}</b>: {total if total is not None else '?'} images"
+    return (f"<p>Evaluated{where}: {total if total is not None else '?'} images"
             f"{f' ({per_class})' if per_class else ''}.</p>")
 
 
@@ -328,7 +328,9 @@ def gallery_section(
     preds_csv = eval_dir / "predictions.csv"
     if not preds_csv.is_file():
         return parts[0] + _note(f"no predictions.csv in {eval_dir}")
-    predictions = pd.read_csv(preds_csv, keep_default_na=False, na_values=[""])
+    # a class named "NA" stays a name; evaluations before the shared schema said `file`
+    predictions = pd.read_csv(preds_csv, keep_default_na=False, na_values=[""]).rename(
+        columns={"file": "path"})
     errors, correct = select_cases(predictions, k)
     names = (meta or {}).get("class_names") or []
 
