@@ -59,12 +59,17 @@ def add_verbosity_options(parser: argparse.ArgumentParser) -> None:
 
 @contextlib.contextmanager
 def verbosity(args: Any) -> Iterator[None]:
-    """Set up logging for `args.quiet` / `args.verbose`; quiet also drops what tools print."""
+    """Set up logging for `args.quiet` / `args.verbose`. Quiet also drops what the tool prints
+    and its progress bars (stdout and stderr); log warnings and the final `error:` line of
+    run_tool still show."""
     quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
     setup_logging(-1 if quiet else 1 if verbose else 0)
-    with open(os.devnull, "w") if quiet else contextlib.nullcontext() as sink:
-        with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
-            yield
+    if not quiet:
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
+            contextlib.redirect_stderr(sink):
+        yield
 
 
 def run_tool(main: Callable[[Any], Any], args: Any, *, interrupted: str | None = None) -> None:

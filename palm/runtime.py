@@ -173,12 +173,12 @@ LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 def setup_logging(verbosity: int = 0) -> None:
     """The one logging setup of every tool: -1 quiet (warnings and errors), 0 info, 1 debug.
 
-    Quiet also turns off progress bars (tqdm reads TQDM_DISABLE).
+    Log records (and Python warnings, routed through logging) go to the stderr of this
+    moment, so they still show when a quiet tool silences its other output.
     """
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     logging.basicConfig(level=level, format=LOG_FORMAT, force=True)
-    if verbosity < 0:
-        os.environ["TQDM_DISABLE"] = "1"
+    logging.captureWarnings(True)
 
 
 GIT_TIMEOUT_SECONDS = 5

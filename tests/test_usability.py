@@ -156,17 +156,30 @@ def test_data_fingerprint_is_the_file_list_not_the_location(tmp_path):
     assert PROVENANCE_KEYS <= set(record) and record["palm_version"]
 
 
-def test_quiet_prints_nothing_but_errors(tmp_path, capsys):
+def test_quiet_prints_nothing_but_warnings_and_errors(tmp_path, capsys):
+    import logging
+    import sys
+
     def main(args):
         print("a summary line")
+        print("progress 50%", file=sys.stderr)  # what tqdm writes
+        logging.getLogger("palm.test").warning("careful")
         return 0
 
-    for quiet, expected in ((False, "a summary line\n"), (True, "")):
+    for quiet in (False, True):
         parsed = eval_tool.get_args_parser().parse_args(
             ["--checkpoint", "x", *(["--quiet"] if quiet else [])])
         with pytest.raises(SystemExit):
             run_tool(main, parsed)
-        assert capsys.readouterr().out == expected
+        out, err = capsys.readouterr()
+        assert ("a summary line" in out, "progress" in err) == (not quiet, not quiet)
+        assert "careful" in err
+
+    def fails(args):
+        raise BadConfig("--epochs must be >= 1")
+
+    with pytest.raises(SystemExit, match="error: --epochs must be >= 1"):
+        run_tool(fails, eval_tool.get_args_parser().parse_args(["--checkpoint", "x", "-q"]))
 
 
 def test_cache_tool_counts_and_clears_only_cache_files(tmp_path, monkeypatch, capsys):
