@@ -1,4 +1,5 @@
-"""Install palm: `pip install -e ".[cpu]"` (CPU) or `pip install -e ".[gpu]"` (CUDA)."""
+"""Install palm: `pip install -e ".[cpu]"` (CPU), or Paddle's CUDA wheel from Paddle's own
+index first and then `pip install -e .` (see the README's GPU paragraph)."""
 from setuptools import find_packages, setup
 
 setup(
@@ -22,7 +23,6 @@ setup(
     ],
     extras_require={
         "cpu": ["paddlepaddle>=3.0"],
-        "gpu": ["paddlepaddle-gpu>=3.0"],
         # tests/test_serve.py drives Debian's /usr/bin/chromium through Playwright's Python API;
         # tests/test_sweep.py runs trials on a local Ray instance; tests/test_quantize.py
         # quantizes with NNCF and runs OpenVINO

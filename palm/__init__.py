@@ -1,12 +1,14 @@
 """palm: fundus-photo classification with PaddlePaddle (pathologic myopia on PALM)."""
 import warnings
 
-from palm.runtime import tune_cpu_env
+# set before palm.runtime is imported: its provenance record names this version
+__version__ = "0.1.0"
+
+from palm.runtime import quiet_paddle_env, tune_cpu_env  # noqa: E402
 
 # Must run before anything below imports paddle; see palm/runtime.py for the measurements.
 tune_cpu_env()
+quiet_paddle_env()
 # paddle warns at import that ccache (used only to compile C++ extensions) is missing;
 # palm compiles nothing, so the warning is noise for every command.
 warnings.filterwarnings("ignore", message="No ccache found")
-
-__version__ = "0.1.0"

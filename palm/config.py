@@ -98,7 +98,13 @@ DEFAULTS: dict[str, Any] = {
     # on your machine).
     "compile": False,
     "resume": False,
+    # reuse an output folder that already holds a run (otherwise the default output gets the
+    # next free name, runs/MODEL-2, and an explicit --output holding a run is refused)
+    "exist_ok": False,
 }
+
+# Keys config.yaml records about the run that are not settings (loading it again skips them).
+RECORD_KEYS = ("provenance",)
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("momentum", "adam", "adamw"),
@@ -320,6 +326,7 @@ def load_config(path: str | Path | Traversable) -> dict[str, Any]:
         raise BadConfig(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(cfg, dict):
         raise BadConfig(f"{path}: expected a mapping of keys to values, got {type(cfg).__name__}")
+    cfg = {k: v for k, v in cfg.items() if k not in RECORD_KEYS}  # a run's config.yaml loads too
     return validate_config(cfg, str(path))
 
 
@@ -332,15 +339,70 @@ def model_config(name: str, config_dir: str | Path | Traversable = CONFIG_DIR) -
     return {**load_config(path), "model": name}
 
 
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """`-c/--config FILE` and `-o/--override KEY=VALUE` (repeatable), as PaddleClas spells them."""
+    parser.add_argument("-c", "--config", help="a YAML config file instead of configs/MODEL.yaml")
+    parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a config key (YAML value; dotted keys reach into mappings, "
+                             "e.g. -o model_kwargs.aux_logits=false); flags still win")
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """`cfg` with each `KEY=VALUE` (or `KEY.SUB=VALUE`) set; values are read as YAML.
+
+    Raises:
+        BadConfig: no `=`, an unknown top-level key (named, with the known keys), a dotted
+            key into a key that is not a mapping, or a value that is not valid YAML.
+
+    Example:
+        apply_overrides(DEFAULTS, ["epochs=3", "model_kwargs.aux_logits=false"])
+    """
+    cfg = dict(cfg)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise BadConfig(f"-o {item!r}: expected KEY=VALUE, e.g. -o epochs=3")
+        top, *path = key.split(".")
+        if top not in DEFAULTS:
+            raise BadConfig(f"-o {key}: unknown key {top!r}; known keys: {', '.join(sorted(DEFAULTS))}")
+        try:
+            value = load_yaml(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise BadConfig(f"-o {key}: {text!r} is not a valid YAML value") from None
+        if not path:
+            cfg[top] = value
+        elif not isinstance(cfg.get(top) or {}, dict):
+            raise BadConfig(f"-o {key}: {top} is {cfg[top]!r}, not a mapping")
+        else:
+            cfg[top] = node = dict(cfg.get(top) or {})
+            for part in path[:-1]:
+                node[part] = node = dict(node.get(part) or {})
+            node[path[-1]] = value
+        # checked here, so a bad value is named as the -o it came from
+        _check_value(top, cfg[top], f"-o {item}")
+    return cfg
+
+
+def _resume_target(resume: Any) -> Path | None:
+    """The run folder `--resume PATH` names (a folder or a file in it); None for bare --resume."""
+    if not isinstance(resume, str):
+        return None
+    path = Path(resume)
+    return path if path.is_dir() or not path.suffix else path.parent
+
+
 def parse_args_with_config(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None = None,
     config_dir: str | Path | Traversable = CONFIG_DIR,
 ) -> argparse.Namespace:
-    """Parse `argv` with defaults from DEFAULTS < config file < --demo settings < command line.
+    """Parse `argv` with defaults from DEFAULTS < config file < --demo settings < `-o` < flags.
 
-    The parser must define `--config` and `--model` (and may define `--demo`); arguments
-    named like a DEFAULTS key (dest) get their default from the merged config.
+    The parser must define `--config` and `--model` (and may define `--demo`, `-o`, see
+    `add_config_options`); arguments named like a DEFAULTS key (dest) get their default from
+    the merged config. `--resume PATH` (a run folder or its last.pdparams) means
+    `--output FOLDER --resume`.
     """
     first, _ = parser.parse_known_args(argv)
     demo = getattr(first, "demo", False)
@@ -353,8 +415,14 @@ def parse_args_with_config(
     if demo:
         # the demo's reduced settings apply to whichever network was chosen
         cfg.update({k: v for k, v in DEMO_OVERRIDES.items() if k != "model"})
+    cfg = apply_overrides(cfg, getattr(first, "override", None) or [])
     parser.set_defaults(**cfg)
     args = parser.parse_args(argv)
+    target = _resume_target(args.resume)
+    if target is not None:
+        if args.output and Path(args.output) != target:
+            parser.error(f"--resume {args.resume} and --output {args.output} name different runs")
+        args.output, args.resume = str(target), True
     validate_config({k: getattr(args, k) for k in DEFAULTS}, "command line")
     return args
 
@@ -364,8 +432,11 @@ def resolved_config(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in DEFAULTS}
 
 
-def save_config(cfg: dict[str, Any], run_dir: str | Path) -> Path:
-    """Write `cfg` to RUN_DIR/config.yaml (atomically); loadable again with `load_config`."""
+def save_config(cfg: dict[str, Any], run_dir: str | Path,
+                provenance: dict[str, Any] | None = None) -> Path:
+    """Write `cfg` (and what produced the run, under `provenance:`) to RUN_DIR/config.yaml
+    atomically; loadable again with `load_config`, which skips the provenance record."""
     path = Path(run_dir) / "config.yaml"
-    write_text_atomic(path, yaml.safe_dump(dict(cfg), sort_keys=True, allow_unicode=True))
+    record = {**cfg, **({"provenance": provenance} if provenance else {})}
+    write_text_atomic(path, yaml.safe_dump(record, sort_keys=True, allow_unicode=True))
     return path

@@ -6,6 +6,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import socket
 import stat
 import sys
@@ -13,7 +14,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from palm.errors import OutputRefused
 
@@ -44,6 +45,42 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def next_free_path(path: str | os.PathLike, taken: Callable[[Path], bool]) -> Path:
+    """`path` if not `taken`, else the first free of PATH-2, PATH-3, ... (as Ultralytics and
+    timm number their runs)."""
+    path = Path(path)
+    candidate, n = path, 1
+    while taken(candidate):
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
+
+@contextmanager
+def replace_outputs(folder: str | os.PathLike, known: Sequence[str]) -> Iterator[Path]:
+    """Yield a staging folder inside `folder`; when the block succeeds, the files written
+    there replace `folder`'s, and every name in `known` that was not written again is
+    removed, so no output of an earlier run survives beside the new ones. On failure the
+    folder keeps the earlier outputs untouched.
+
+    Example:
+        with replace_outputs("runs/x/eval", ("metrics.json", "report.html")) as staging:
+            write_json_atomic(staging / "metrics.json", metrics)  # report.html goes
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    try:
+        yield staging
+        written = sorted(p.name for p in staging.iterdir())
+        for name in set(known) - set(written):
+            (folder / name).unlink(missing_ok=True)
+        for name in written:
+            os.replace(staging / name, folder / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -6,16 +6,26 @@ several-fold (the README's CPU speed section has the figures, `palm benchmark` m
 Spinning idle OpenMP threads (KMP_BLOCKTIME) and equal-priority loader workers slow the
 network further whenever images are decoded beside it (`lower_worker_priority`).
 Nothing here imports paddle, and a variable the user already set is never overridden.
-`worker_init` is the DataLoader `worker_init_fn` every palm loader uses.
+`worker_init` is the DataLoader `worker_init_fn` every palm loader uses. Also here, for the
+same reason (set up before paddle loads, or not needing it): the logging setup and Paddle's
+glog level, and the provenance record of a result.
 """
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import importlib.metadata
+import logging
 import multiprocessing
 import os
 import signal
+import subprocess
 import threading
 import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from palm import __version__
 
 OPT_OUT_VAR = "PALM_NO_CPU_TUNING"
 
@@ -134,3 +144,89 @@ def tune_cpu_env(environ: dict | None = None) -> dict[str, str]:
             environ[key] = value
             applied[key] = value
     return applied
+
+
+# Paddle's C++ side logs through glog. At WARNING it prints lines that concern Paddle's own
+# internals on every eval, predict and export (e.g. `eager_utils.cc ... PIR not support input
+# out tensor`, from running an exported program); at ERROR and above it still reports real
+# failures. A GLOG_minloglevel you set yourself wins (0 shows everything).
+GLOG_LEVEL_VAR = "GLOG_minloglevel"
+QUIET_GLOG_LEVEL = "2"
+
+
+def quiet_paddle_env(environ: dict | None = None) -> dict[str, str]:
+    """Hide Paddle's C++ warnings (not its errors) unless the user chose a glog level.
+
+    Must run before paddle is imported. Returns the variables it set.
+    """
+    environ = os.environ if environ is None else environ
+    if GLOG_LEVEL_VAR in environ:
+        return {}
+    environ[GLOG_LEVEL_VAR] = QUIET_GLOG_LEVEL
+    return {GLOG_LEVEL_VAR: QUIET_GLOG_LEVEL}
+
+
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    """The one logging setup of every tool: -1 quiet (warnings and errors), 0 info, 1 debug.
+
+    Log records (and Python warnings, routed through logging) go to the stderr of this
+    moment, so they still show when a quiet tool silences its other output.
+    """
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    logging.basicConfig(level=level, format=LOG_FORMAT, force=True)
+    logging.captureWarnings(True)
+
+
+GIT_TIMEOUT_SECONDS = 5
+
+
+def git_commit(folder: str | os.PathLike = Path(__file__).resolve().parent) -> str | None:
+    """The commit checked out at `folder` (palm's source by default), with `-dirty` when files
+    differ from it; None outside a git checkout or without git."""
+    try:
+        head = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=GIT_TIMEOUT_SECONDS)
+        if head.returncode != 0:
+            return None
+        status = subprocess.run(["git", "-C", str(folder), "status", "--porcelain",
+                                 "--untracked-files=no"], capture_output=True, text=True,
+                                timeout=GIT_TIMEOUT_SECONDS)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    dirty = "-dirty" if status.returncode == 0 and status.stdout.strip() else ""
+    return head.stdout.strip() + dirty
+
+
+def paddle_version() -> str | None:
+    """The installed Paddle wheel's version, read without importing paddle."""
+    for dist in ("paddlepaddle", "paddlepaddle-gpu"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def data_fingerprint(paths: Iterable[str | os.PathLike]) -> dict[str, Any]:
+    """{files, sha256}: the number of files and the SHA-256 of their sorted paths relative to
+    their common folder, so the same files elsewhere on disk give the same fingerprint."""
+    paths = [os.path.abspath(p) for p in paths]
+    if not paths:
+        return {"files": 0, "sha256": hashlib.sha256(b"").hexdigest()}
+    root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    names = sorted(Path(os.path.relpath(p, root)).as_posix() for p in paths)
+    return {"files": len(names), "sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()}
+
+
+def provenance(device: str, data_files: Iterable[str | os.PathLike]) -> dict[str, Any]:
+    """What produced a result: palm version, git commit (in a checkout), Paddle version,
+    device and a fingerprint of the data; recorded in config.yaml, metrics.json, the report."""
+    record = {"palm_version": __version__, "paddle_version": paddle_version(), "device": device,
+              "data": data_fingerprint(data_files)}
+    commit = git_commit()
+    if commit:
+        record["git_commit"] = commit
+    return record

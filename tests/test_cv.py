@@ -161,7 +161,7 @@ def test_pool_val_on_class_folders(tmp_path):
                    "--output", str(output)])
     oof = pd.read_csv(output / "oof_predictions.csv")
     assert len(oof) == 40 == oof["path"].nunique() == summary["images"]
-    assert {f"prob_{d}" for d in range(10)} <= set(oof.columns)
+    assert {f"probability_{d}" for d in range(10)} <= set(oof.columns)
     assert summary["classes"] == [str(d) for d in range(10)]
     assert not (output / "cv_roc.png").exists()  # ROC curves are for two classes
 

@@ -133,7 +133,7 @@ def test_run_names_positive_class_and_augmentation(pm_run, tmp_path, capsys):
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert m["positive_class"] == written["positive_class"] == "PM"
     preds = pd.read_csv(tmp_path / "eval" / "predictions.csv")
-    assert ((preds["label"] == 1) == preds["file"].str.contains("/PM/")).all()
+    assert ((preds["label"] == 1) == preds["path"].str.contains("/PM/")).all()
     args = eval_tool.get_args_parser().parse_args([
         "--checkpoint", str(run / "best.pdparams"), "--val-dir", str(root / "val"),
         "--output", str(tmp_path / "eval2"), "--positive-class", "normal"])

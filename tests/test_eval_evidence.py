@@ -81,7 +81,7 @@ def test_honest_selection_calibration_predict_export_and_report(palm_root, tmp_p
     best = json.loads((run / "best.json").read_text())
     assert best["selection"]["select_on"] == "holdout" and best["selection"]["images"] == 6
     chosen = pd.read_csv(run / best["selection"]["predictions"])
-    assert len(chosen) == 6 and chosen["file"].str.contains("PALM-Training400").all()
+    assert len(chosen) == 6 and chosen["path"].str.contains("PALM-Training400").all()
     history = pd.read_csv(run / "metrics.csv")
     assert best["best_metric"].startswith("holdout_") and "holdout_roc_auc" in history
 
@@ -115,7 +115,7 @@ def test_honest_selection_calibration_predict_export_and_report(palm_root, tmp_p
          str(palm_root / "PALM-Validation400"), "--output", str(out), "--no-progress",
          "--num-workers", "0"]))
     predicted = pd.read_csv(out).set_index("path")["probability"]
-    scored = pd.read_csv(tmp_path / "cal" / "predictions.csv").set_index("file")["probability"]
+    scored = pd.read_csv(tmp_path / "cal" / "predictions.csv").set_index("path")["probability"]
     assert np.allclose(predicted.loc[scored.index], scored, atol=1e-5)
     assert json.loads(Path(f"{out}.json").read_text())["threshold"] == pytest.approx(
         meta["threshold"])

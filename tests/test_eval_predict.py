@@ -58,7 +58,8 @@ def test_eval_metrics_equal_sklearn_on_predictions(binary_run, palm_root, tmp_pa
         assert (out / name).is_file(), name
     m = json.loads((out / "metrics.json").read_text())
     preds = pd.read_csv(out / "predictions.csv")
-    assert list(preds.columns[:4]) == ["file", "label", "probability", "prediction"]
+    assert list(preds.columns) == ["path", "label", "probability", "prediction", "class_name",
+                                   "error"]
     assert len(preds) == m["n"] == 16
     y, p = preds["label"].to_numpy(), preds["probability"].to_numpy()
     yhat = (p >= 0.4).astype(int)
@@ -168,8 +169,14 @@ def test_predict_matches_eval_tta_and_resume(binary_run, palm_root, tmp_path):
     assert (summary.images, summary.errors) == (16, 0)
     ev = tmp_path / "eval"
     _eval(["--checkpoint", ckpt, "--data-root", str(palm_root), "--output", str(ev)])
-    by_file = pd.read_csv(ev / "predictions.csv").set_index("file")["probability"]
+    evaluated = pd.read_csv(ev / "predictions.csv")
+    by_file = evaluated.set_index("path")["probability"]
     preds = pd.read_csv(out)
+    # one schema: predict's columns are eval's without the label, for the same images
+    assert list(preds.columns) == [c for c in evaluated.columns if c != "label"]
+    assert sorted(preds["path"]) == sorted(evaluated["path"])
+    assert (preds.set_index("path")["class_name"] == evaluated.set_index("path")["class_name"]
+            .loc[preds["path"]]).all()
     np.testing.assert_allclose(preds["probability"], by_file[preds["path"]].to_numpy(), atol=1e-5)
 
     # --resume after an interruption: a journal with 5 finished rows (one marked) is kept
@@ -229,7 +236,7 @@ def test_multiclass_folders_train_eval_predict(palm_root, tmp_path):
     m = _eval(["--checkpoint", str(run / "best.pdparams"), "--val-dir", str(tmp_path / "val"),
                "--output", str(tmp_path / "eval")])
     preds = pd.read_csv(tmp_path / "eval" / "predictions.csv")
-    prob = preds[[f"prob_{c}" for c in classes]].to_numpy()
+    prob = preds[[f"probability_{c}" for c in classes]].to_numpy()
     y, yhat = preds["label"].to_numpy(), prob.argmax(axis=1)
     assert (preds["prediction"] == yhat).all()
     assert np.asarray(m["confusion_matrix"]).shape == (3, 3)
@@ -243,5 +250,8 @@ def test_multiclass_folders_train_eval_predict(palm_root, tmp_path):
                         str(tmp_path / "val"), "--output", str(tmp_path / "p.csv"),
                         "--num-workers", "0"])
     rows = pd.read_csv(tmp_path / "p.csv")
-    assert summary.images == 12 and {"prob_a", "prob_b", "prob_c"} <= set(rows.columns)
+    assert summary.images == 12
+    assert list(rows.columns) == ["path", "probability_a", "probability_b", "probability_c",
+                                  "prediction", "class_name", "error"]
+    assert list(rows.columns) == [c for c in preds.columns if c != "label"]
     assert set(rows["class_name"]) <= set(classes)

@@ -64,7 +64,7 @@ def run_and_eval(palm_root: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     rng = np.random.default_rng(0)
     prob = 0.25 * gt["Label"] + rng.uniform(0, 0.75, len(gt))  # informative, 5 errors of 16
     pd.DataFrame({
-        "file": [str(palm_root / "PALM-Validation400" / f) for f in gt["imgName"]],
+        "path": [str(palm_root / "PALM-Validation400" / f) for f in gt["imgName"]],
         "label": gt["Label"], "probability": prob.round(4), "prediction": (prob >= 0.5).astype(int),
     }).to_csv(ev / "predictions.csv", index=False)
     write_json_atomic(ev / "metrics.json", {
@@ -114,17 +114,31 @@ def test_eval_report_from_the_real_tools(tools_report):
 
 def test_select_cases_ranks_by_confidence_of_the_predicted_class():
     df = pd.DataFrame({
-        "file": list("abcdef"), "label": [1, 0, 1, 0, 1, 0],
+        "path": list("abcdef"), "label": [1, 0, 1, 0, 1, 0],
         "probability": [0.97, 0.9, 0.2, 0.05, 0.6, 0.45], "prediction": [1, 1, 0, 0, 1, 0],
     })
     errors, correct = select_cases(df, 2)
-    assert list(errors["file"]) == ["b", "c"]  # b: 0.9 sure of PM; c: 0.8 sure of non-PM
-    assert list(correct["file"]) == ["a", "d"]  # 0.97 sure of PM, 0.95 sure of non-PM
-    # softmax models: probability is already that of the predicted class
-    errors, correct = select_cases(df, 2, one_logit=False)
-    assert list(errors["file"]) == ["b", "c"] and list(correct["file"]) == ["a", "e"]
+    assert list(errors["path"]) == ["b", "c"]  # b: 0.9 sure of PM; c: 0.8 sure of non-PM
+    assert list(correct["path"]) == ["a", "d"]  # 0.97 sure of PM, 0.95 sure of non-PM
+    # multi-class: the largest probability_<class> is the predicted class's
+    multi = df.drop(columns="probability").assign(
+        probability_x=[0.97, 0.1, 0.2, 0.05, 0.6, 0.45],
+        probability_y=[0.03, 0.9, 0.8, 0.95, 0.4, 0.55])
+    errors, correct = select_cases(multi, 2)
+    assert list(errors["path"]) == ["b", "c"] and list(correct["path"]) == ["a", "d"]
     with pytest.raises(ValueError, match="prediction"):
         select_cases(df.drop(columns="prediction"), 2)
+
+
+def test_galleries_show_both_classes_when_one_is_more_confident():
+    """The correct cases of the confident class do not crowd out the other class."""
+    df = pd.DataFrame({
+        "path": list("abcdef"), "label": [1, 1, 1, 0, 0, 0],
+        "probability": [0.99, 0.98, 0.97, 0.3, 0.35, 0.4], "prediction": [1, 1, 1, 0, 0, 0],
+    })
+    _, correct = select_cases(df, 2)
+    assert list(correct["path"]) == ["a", "d"]  # not a, b: one of each class
+    assert sorted(correct["label"]) == [0, 1]
 
 
 def test_report_is_self_contained_with_every_section(run_and_eval):

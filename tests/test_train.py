@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from palm.engine.checkpoint import load_checkpoint_model, load_optimizer_state
+from palm.errors import OutputRefused
 from palm.engine.losses import ClassificationLoss, auto_pos_weight
 from palm.engine.optim import build_optimizer, build_scheduler
 from palm.engine.train import NonFiniteLossError, train_one_epoch
@@ -86,7 +87,7 @@ def test_run_folder_and_checkpoint_json(palm_root, tmp_path, capsys, monkeypatch
 
     model, meta = load_checkpoint_model(run / "best.pdparams")
     assert model(paddle.rand([2, 3, 32, 32])).shape == [2, 1]
-    with pytest.raises(FileExistsError, match="--resume"):  # never mixes two runs silently
+    with pytest.raises(OutputRefused, match="--exist-ok"):  # never mixes two runs silently
         _train(_train_args(palm_root, run, "--epochs", "2"))
 
 

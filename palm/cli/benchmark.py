@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 import paddle
 
-from palm.cli.common import run_tool
+from palm.cli.common import add_verbosity_options, run_tool
 from palm.data import PalmTrainSet, build_loader, build_transform
 from palm.data.synth import make_palm_dataset
 from palm.engine.export import export_model
@@ -81,11 +81,15 @@ SECTIONS = ("train", "loader", "compile", "default", "eval", "inference", "bf16"
 TUNING_VARS = ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE", "KMP_BLOCKTIME")  # palm.runtime sets them
 
 
+DEFAULT_MODELS = "resnet50,resnet18"
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--models", default="resnet50,resnet18", help="comma-separated model names")
+    p.add_argument("--models", help="comma-separated model names (default resnet50,resnet18; "
+                   "with --table every registered model)")
     p.add_argument("--sizes", default="224", help="comma-separated image sizes")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("-b", "--batch-size", type=int, default=8)
     p.add_argument("--iters", type=int, default=10, help="timed batches per eval measurement")
     p.add_argument("--train-iters", type=int, default=24,
                    help="timed bare training steps (a third before, between and after the "
@@ -107,6 +111,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="synthetic images and exports (reused between runs)")
     p.add_argument("--output", default="benchmark.json", help="JSON results (written atomically)")
     p.add_argument("--child", choices=("eval-default", "table-row"), help=argparse.SUPPRESS)
+    add_verbosity_options(p)
     return p
 
 
@@ -590,9 +595,10 @@ def table_row(model_name: str, args) -> dict:
     return row
 
 
-def run_table(args) -> list[dict]:
+def run_table(args, models: list[str] | None = None) -> list[dict]:
+    """One row per network of `models` (default: every registered one)."""
     rows = []
-    for name in list_models():
+    for name in models or list_models():
         cmd = [sys.executable, "-m", "palm.cli.benchmark", "--child", "table-row",
                "--models", name, "--batch-size", str(args.batch_size), "--iters", str(args.iters)]
         run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
@@ -672,7 +678,7 @@ def bench_statistics(repeats: int = 3, n_pos: int = 211, n_neg: int = 189) -> di
 
 
 def main(args: argparse.Namespace) -> dict:
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = [m.strip() for m in (args.models or DEFAULT_MODELS).split(",") if m.strip()]
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.child == "eval-default":  # runs without palm's tuning; see eval_default_in_child
         model = build_model(models[0], num_classes=1)
@@ -696,7 +702,7 @@ def main(args: argparse.Namespace) -> dict:
         print("statistics on 400 cases: " + ", ".join(
             f"{k} {v:.3g}" for k, v in result["stats"].items()))
     if args.table:
-        rows = run_table(args)
+        rows = run_table(args, models if args.models else None)
     else:
         model_sections = sections - {"stats"}
         rows = [bench_model(m, s, args, work_dir, model_sections)

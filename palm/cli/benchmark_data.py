@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 import palm  # noqa: F401  (CPU environment tuning before paddle is imported)
-from palm.cli.common import run_tool
+from palm.cli.common import add_verbosity_options, run_tool
 from palm.data import CachedImageReader, PalmTrainSet, build_loader, build_transform, read_image
 from palm.data.synth import FundusSpec, render_fundus
 from palm.io_utils import write_json_atomic
@@ -90,11 +90,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=224, help="model input side")
     p.add_argument("--repeats", type=int, default=20, help="timed decodes per method")
     p.add_argument("--n-images", type=int, default=48, help="images per loader epoch")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("-b", "--batch-size", type=int, default=8)
     p.add_argument(
         "--workers", type=int, nargs="+", default=[0, 2], help="num_workers values to try"
     )
     p.add_argument("--out", help="also write the figures to this JSON file")
+    add_verbosity_options(p)
     return p
 
 

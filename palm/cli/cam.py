@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.cli import run_tool
+from palm.cli import add_verbosity_options, run_tool
 from palm.config import check_options
 from palm.data import list_images
 from palm.engine.checkpoint import load_checkpoint_model
@@ -29,11 +29,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="sublayer name to explain (default: the family's last conv block)")
     p.add_argument("--class-index", type=int, default=None,
                    help="class to explain (default: positive class / argmax)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("-b", "--batch-size", type=int, default=8)
     p.add_argument("--max-side", type=int, default=0,
                    help="shrink photos to this longer side before overlaying (0: full size)")
     p.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    add_verbosity_options(p)
     return p
 
 

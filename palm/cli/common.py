@@ -6,15 +6,20 @@ line (argparse). PALM_DEBUG=1 shows the traceback of every error instead.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
-from palm.errors import StoppedByUser, UserError, describe_os_error
+from palm.errors import BadConfig, StoppedByUser, UserError, describe_os_error
+from palm.runtime import setup_logging
 
-__all__ = ["COMMANDS", "DEBUG_VAR", "USER_ERRORS", "Command", "StoppedByUser", "command_for",
-           "run_tool"]
+__all__ = ["COMMANDS", "DEBUG_VAR", "USER_ERRORS", "Command", "StoppedByUser", "add_data_source",
+           "add_verbosity_options", "command_for", "data_source", "run_tool", "verbosity"]
+
+DATA_HELP = "PALM root, PALM-Training400 folder, path,label CSV or class-folder root"
 
 DEBUG_VAR = "PALM_DEBUG"
 
@@ -25,6 +30,49 @@ DEBUG_VAR = "PALM_DEBUG"
 USER_ERRORS = (UserError,)
 
 
+def add_data_source(parser: argparse.ArgumentParser) -> None:
+    """The data set of a data tool, as a positional DATA or as --data-root DATA (the training
+    tools' spelling); `data_source` reads it."""
+    parser.add_argument("data", nargs="?", help=DATA_HELP)
+    parser.add_argument("--data-root", help="the same as DATA")
+
+
+def data_source(args: argparse.Namespace) -> str:
+    """The one data set given to a data tool (see add_data_source).
+
+    Raises:
+        BadConfig: none or two different ones given.
+    """
+    given = {v for v in (args.data, args.data_root) if v}
+    if len(given) != 1:
+        raise BadConfig("give the data set once, as DATA or --data-root DATA "
+                        f"({'two were given' if given else 'none was given'})")
+    return given.pop()
+
+
+def add_verbosity_options(parser: argparse.ArgumentParser) -> None:
+    """-q/--quiet and -v/--verbose, the same on every tool."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true",
+                       help="print only warnings and errors (no progress bars or summaries)")
+    group.add_argument("-v", "--verbose", action="store_true", help="also print debug messages")
+
+
+@contextlib.contextmanager
+def verbosity(args: Any) -> Iterator[None]:
+    """Set up logging for `args.quiet` / `args.verbose`. Quiet also drops what the tool prints
+    and its progress bars (stdout and stderr); log warnings and the final `error:` line of
+    run_tool still show."""
+    quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+    setup_logging(-1 if quiet else 1 if verbose else 0)
+    if not quiet:
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
+            contextlib.redirect_stderr(sink):
+        yield
+
+
 def run_tool(main: Callable[[Any], Any], args: Any, *, interrupted: str | None = None) -> None:
     """Call `main(args)` and exit: 0 (or main's int result), 1 with `error: ...` on bad input.
 
@@ -33,7 +81,8 @@ def run_tool(main: Callable[[Any], Any], args: Any, *, interrupted: str | None =
     """
     debug = os.environ.get(DEBUG_VAR) == "1"
     try:
-        result = main(args)
+        with verbosity(args):
+            result = main(args)
     except KeyboardInterrupt:
         if interrupted is None or debug:
             raise
@@ -73,6 +122,7 @@ COMMANDS: dict[str, Command] = {
     "quantize": Command("palm.cli.quantize", "python tools/quantize.py", "validated INT8 model for CPU inference"),
     "serve": Command("palm.cli.serve", "python tools/serve.py", "screening web page and JSON API on this machine"),
     "loadtest": Command("palm.cli.loadtest", "python tools/loadtest.py", "throughput and latency of the service under load"),
+    "cache": Command("palm.cli.cache", "python tools/cache.py", "where the image cache is, how big, and clearing it"),
     "benchmark": Command("palm.cli.benchmark", "python tools/benchmark.py", "speed of every way palm runs a network"),
     "benchmark-data": Command("palm.cli.benchmark_data", "python tools/benchmark_data.py", "speed of the input pipeline"),
     "inspect": Command("palm.cli.inspect", "python -m data_tools.inspect", "class counts, sizes and unreadable files of a data set"),

@@ -22,10 +22,10 @@ import argparse
 from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.cli import run_tool
+from palm.cli import add_verbosity_options, run_tool
 from palm.config import check_options
 from palm.engine.device import select_device
-from palm.engine.evaluate import evaluate_checkpoint
+from palm.engine.evaluate import eval_output_for, evaluate_checkpoint
 from palm.engine.inference import ENGINES, PRECISIONS
 from palm.io_utils import output_lock
 from palm.engine.report import build_report
@@ -49,7 +49,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "--val-csv: a folder its paths may lead into")
     p.add_argument("--val-dir", help="labelled images, one sub-folder per class")
     p.add_argument("--val-csv", help="labelled images listed as path,label")
-    p.add_argument("--output", help="folder for the results (default: CHECKPOINT_FOLDER/eval)")
+    p.add_argument("--output", help="folder for the results (default: CHECKPOINT_FOLDER/eval, or "
+                   "the next free eval-2, eval-3, ... when that holds an evaluation)")
+    p.add_argument("--exist-ok", action="store_true",
+                   help="replace the evaluation in --output (its files are rewritten whole: "
+                        "a report.html of an earlier --report goes unless --report is given)")
     thr = p.add_mutually_exclusive_group()
     thr.add_argument("--threshold", type=float, help="decision threshold (default: the checkpoint's)")
     thr.add_argument("--tune-threshold", action="store_true",
@@ -67,7 +71,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="bootstrap resamples for the 95%% intervals of AUC, AP, F1 and the "
                         "operating points (seeded)")
     p.add_argument("--no-ci", action="store_true", help="no confidence intervals")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("-b", "--batch-size", type=int, default=16)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images, listing them")
     p.add_argument("--cache-dir", default="auto",
@@ -85,6 +89,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", action="store_true",
                    help="also write OUTPUT/report.html (the run folder is the checkpoint's)")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    add_verbosity_options(p)
     return p
 
 
@@ -93,7 +98,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.operating_point:  # a typo is reported before the model is loaded
         parse_operating_point(args.operating_point)
     select_device(args.device)
-    output = Path(args.output) if args.output else Path(args.checkpoint).parent / "eval"
+    output = eval_output_for(args.checkpoint, args.output, args.exist_ok)
     with trust_checkpoints(args.trust_checkpoint), output_lock(output, folder=True):
         metrics = evaluate_checkpoint(
             args.checkpoint, output, data_root=args.data_root, val_dir=args.val_dir,

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.cli import run_tool
+from palm.cli import add_verbosity_options, run_tool
 from palm.engine.export import export_checkpoint
 from palm.engine.inference import DygraphPredictor, probe_export
 from palm.weights import TRUST_HELP, trust_checkpoints
@@ -28,6 +28,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="skip comparing the exported model's logits with the checkpoint's",
     )
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    add_verbosity_options(p)
     return p
 
 

@@ -4,7 +4,7 @@ Writes to --out: `class_counts.png` (bar chart per split), `image_sizes.png` (wi
 scatter, marker area ~ number of images) and `inspect.json` (all figures and every problem).
 
 Example:
-    python -m data_tools.inspect demo_data/palm --out runs/inspect
+    python -m data_tools.inspect --data-root demo_data/palm --out runs/inspect
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from palm.cli.common import run_tool
+from palm.cli.common import add_data_source, add_verbosity_options, data_source, run_tool
 from palm.data import ImageSet, PalmTrainSet, build_transform, open_image_set
 from palm.data.datasets import PALM_TRAIN_DIR
 from palm.io_utils import atomic_path, write_json_atomic
@@ -120,17 +120,17 @@ def plot_image_sizes(report: dict, path: Path) -> None:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument(
-        "data", help="PALM root, PALM-Training400 folder, path,label CSV or class-folder root"
-    )
+    add_data_source(p)
     p.add_argument("--out", default="runs/inspect", help="folder for the plots and inspect.json")
+    add_verbosity_options(p)
     return p
 
 
 def main(args: argparse.Namespace) -> dict:
     out = Path(args.out)
-    report = summarize(load_splits(args.data))
-    report["source"] = str(args.data)
+    data = data_source(args)
+    report = summarize(load_splits(data))
+    report["source"] = str(data)
     plot_class_counts(report, out / "class_counts.png")
     plot_image_sizes(report, out / "image_sizes.png")
     write_json_atomic(out / "inspect.json", report)

@@ -7,7 +7,7 @@ Examples:
     python -m paddle.distributed.launch --nnodes 2 --master 10.0.0.1:8090 --nproc_per_node 2 \
         tools/predict.py --checkpoint best.pdparams --input /shared/photos --output /shared/preds.csv
 
-Rows: path, probability (of the positive class; of the predicted class for multi-class),
+Rows: path, probability (of the positive class; probability_<class> each for multi-class),
 prediction, class_name, error. A file that cannot be read gets an error row; the exit code is
 0 when the run finished. The CSV appears atomically at the end; --resume after an
 interruption skips the rows already done, if OUTPUT.json (written beside the CSV) shows they
@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.cli import run_tool
+from palm.cli import add_verbosity_options, run_tool
 from palm.config import check_options
 from palm.data import list_images
 from palm.engine.checkpoint import load_checkpoint_model
@@ -53,7 +53,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "with tools/eval.py before predicting with them")
     p.add_argument("--input", required=True, help="an image file or a folder (recursive)")
     p.add_argument("--output", default="predictions.csv", help="CSV to write")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("-b", "--batch-size", type=int, default=16)
     p.add_argument("--num-workers", type=int, default=2, help="decoding processes")
     p.add_argument("--threshold", type=float, help="decision threshold (default: the checkpoint's)")
     p.add_argument("--tta", action="store_true", help="average over horizontal/vertical flips")
@@ -67,6 +67,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge-timeout", type=float, default=3600, metavar="SECONDS",
                    help="under paddle.distributed.launch: how long rank 0 waits for the other "
                         "ranks' parts after finishing its own")
+    add_verbosity_options(p)
     return p
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from palm.cli.common import command_for, run_tool
+from palm.cli.common import add_verbosity_options, command_for, run_tool
 from palm.data import ImageSet, PalmTrainSet, open_image_set, read_table
 from palm.data.datasets import find_column
 from palm.errors import BadConfig
@@ -98,6 +98,7 @@ def get_args_parser() -> argparse.ArgumentParser:
             s.add_argument("--val-fraction", type=float, default=0.2)
         else:
             s.add_argument("--k", type=int, default=5)
+    add_verbosity_options(p)
     return p
 
 

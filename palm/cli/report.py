@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.cli import run_tool
+from palm.cli import add_verbosity_options, run_tool
 from palm.config import check_options
 from palm.engine.report import build_report
 from palm.weights import TRUST_HELP, trust_checkpoints
@@ -24,6 +24,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery-size", type=int, default=6,
                    help="cases shown among the most confident errors and correct predictions")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    add_verbosity_options(p)
     return p
 
 

@@ -5,7 +5,7 @@ Images are decoded (at reduced scale where possible), optionally fundus-cropped 
 ImageNet mean/std when training from scratch on a new kind of photo.
 
 Example:
-    python -m data_tools.stats demo_data/palm --image-size 224 --out runs/stats.json
+    python -m data_tools.stats --data-root demo_data/palm --image-size 224 --out runs/stats.json
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from palm.cli.common import run_tool
+from palm.cli.common import add_data_source, add_verbosity_options, data_source, run_tool
 from palm.data import ImageSet, crop_fundus, open_image_set
 from palm.data.transforms import resize_square
 from palm.io_utils import write_json_atomic
@@ -57,28 +57,28 @@ def channel_stats(ds: ImageSet, max_images: int | None = None, seed: int = 0) ->
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument(
-        "data", help="PALM root, PALM-Training400 folder, path,label CSV or class-folder root"
-    )
+    add_data_source(p)
     p.add_argument("--split", default="train", help="train or val (PALM root only)")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--fundus-crop", action="store_true")
     p.add_argument("--max-images", type=int, help="random subset of this many images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also write the result to this JSON file")
+    add_verbosity_options(p)
     return p
 
 
 def main(args: argparse.Namespace) -> dict:
+    data = data_source(args)
     ds = open_image_set(
-        args.data,
+        data,
         split=args.split,
         transform=_Resize(args.image_size, args.fundus_crop),
         skip_bad=True,
     )
     result = channel_stats(ds, args.max_images, args.seed)
     result.update(
-        source=os.fspath(args.data), image_size=args.image_size, fundus_crop=args.fundus_crop
+        source=os.fspath(data), image_size=args.image_size, fundus_crop=args.fundus_crop
     )
     print(f"mean (RGB, 0..1): {result['mean']}")
     print(f"std  (RGB, 0..1): {result['std']}  ({result['images']} images)")

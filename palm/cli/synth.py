@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from palm.cli.common import run_tool
+from palm.cli.common import add_verbosity_options, run_tool
 from palm.data.synth import make_palm_dataset
 from palm.errors import BadConfig
 
@@ -25,6 +25,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quality", type=int, default=92, help="JPEG quality")
     p.add_argument("--workers", type=int, default=0, help="processes (0 = none)")
+    add_verbosity_options(p)
     return p
 
 

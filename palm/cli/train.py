@@ -3,10 +3,11 @@
 Examples:
     python tools/train.py --model resnet50 --data-root data/PALM
     python tools/train.py --model resnet18 --train-dir data/train --val-dir data/val --epochs 20
-    python tools/train.py --output runs/resnet50 --model resnet50 --data-root data/PALM --resume
+    python tools/train.py --model resnet50 --data-root data/PALM --resume runs/resnet50
+    python tools/train.py --model alexnet -o epochs=3 -o model_kwargs.dropout=0.2 -b 16
     python tools/train.py --demo      # synthetic PALM set, a few minutes on 2 CPU cores
 
-Defaults come from configs/MODEL.yaml (or --config FILE); flags override them. The run
+Defaults come from configs/MODEL.yaml (or -c/--config FILE), then -o KEY=VALUE, then flags. The run
 folder receives config.yaml, metrics.csv, last/best checkpoints and the curves.
 """
 from __future__ import annotations
@@ -15,8 +16,8 @@ import argparse
 from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.cli import command_for, run_tool
-from palm.config import parse_args_with_config, resolved_config
+from palm.cli import add_verbosity_options, command_for, run_tool, verbosity
+from palm.config import add_config_options, parse_args_with_config, resolved_config
 from palm.data import parse_augment
 from palm.engine.runner import prepare_demo_data, run_training
 from palm.weights import TRUST_HELP, trust_checkpoints
@@ -28,7 +29,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="network name; picks configs/MODEL.yaml (default resnet50)")
-    p.add_argument("--config", help="a YAML config file instead of configs/MODEL.yaml")
+    add_config_options(p)
     p.add_argument("--demo", action="store_true",
                    help="make (once) a synthetic PALM set in demo_data/ and train a short run on it")
     data = p.add_argument_group("data")
@@ -61,7 +62,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                            "or 100000000)")
     opt = p.add_argument_group("optimization")
     opt.add_argument("--epochs", type=int)
-    opt.add_argument("--batch-size", type=int)
+    opt.add_argument("-b", "--batch-size", type=int)
     opt.add_argument("--lr", type=float, help="base learning rate")
     opt.add_argument("--optimizer", choices=("momentum", "adam", "adamw"))
     opt.add_argument("--weight-decay", type=float)
@@ -75,8 +76,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     opt.add_argument("--holdout-fraction", type=float,
                      help="share of the training images held out with --select-on holdout")
     run = p.add_argument_group("run")
-    run.add_argument("--output", help="run folder (default runs/MODEL)")
-    run.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pdparams")
+    run.add_argument("--output", help="run folder (default runs/MODEL, or the next free "
+                     "runs/MODEL-2, -3, ... when that holds a run)")
+    run.add_argument("--resume", nargs="?", const=True, metavar="PATH",
+                     help="continue from OUTPUT/last.pdparams, or from PATH (a run folder or "
+                          "its last.pdparams)")
+    run.add_argument("--exist-ok", action=BOOL,
+                     help="start a new run in an --output folder that already holds one")
     run.add_argument("--seed", type=int)
     run.add_argument("--device", choices=("auto", "cpu", "gpu"))
     run.add_argument("--amp", action=BOOL, help="mixed precision (GPU only)")
@@ -86,6 +92,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no per-batch progress bar")
     run.add_argument("--trust-checkpoint", action="store_true",
                      help="for --pretrained and --resume files: " + TRUST_HELP)
+    add_verbosity_options(p)
     return p
 
 
@@ -110,14 +117,16 @@ def main(args: argparse.Namespace) -> Path:
     if args.demo:
         ckpt = run_dir / "best.pdparams"
         print(f"next: {command_for('eval')} --checkpoint {ckpt} --data-root {cfg['data_root']} "
-              f"--output {run_dir}/eval\n"
+              f"--output {run_dir}/eval --exist-ok\n"
               f"      {command_for('predict')} --checkpoint {ckpt} --input "
               f"{cfg['data_root']}/PALM-Validation400 --output {run_dir}/predictions.csv")
     return run_dir
 
 
 def parse_and_run(argv: list[str] | None = None) -> Path:
-    return main(parse_args(argv))
+    args = parse_args(argv)
+    with verbosity(args):
+        return main(args)
 
 
 def cli() -> None:

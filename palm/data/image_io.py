@@ -17,6 +17,7 @@ import io
 import logging
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -289,6 +290,46 @@ def cache_size_setting(size_gb: float | str | None = None) -> int:
     text = os.environ.get(CACHE_SIZE_ENV, "").strip()
     return int(_positive_number(text, CACHE_SIZE_ENV) * 1e9 if text
                else DEFAULT_CACHE_SIZE_GB * 1e9)
+
+
+# A cache entry: SHA-1 of (path, size, mtime, decode size, version) + .npy (see cache_path);
+# interrupted writes leave `.NAME.npy.*.tmp` (palm.io_utils.atomic_path).
+_CACHE_ENTRY = re.compile(r"^(?:[0-9a-f]{40}\.npy|\.[0-9a-f]{40}\.npy\..*\.tmp)$")
+
+
+def cache_entries(folder: str | os.PathLike) -> list[Path]:
+    """The files palm's image cache wrote in `folder` (nothing else there is counted)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir() if _CACHE_ENTRY.match(p.name) and p.is_file()]
+
+
+def cache_usage(folder: str | os.PathLike) -> tuple[int, int]:
+    """(entries, bytes) of the image cache in `folder`."""
+    sizes = []
+    for path in cache_entries(folder):
+        try:
+            sizes.append(path.stat().st_size)
+        except FileNotFoundError:  # evicted meanwhile by a running training
+            pass
+    return len(sizes), sum(sizes)
+
+
+def clear_cache(folder: str | os.PathLike) -> tuple[int, int]:
+    """Delete the image cache's entries in `folder`; returns (entries, bytes) removed.
+
+    Safe while a run uses the cache: it decodes the missing images again.
+    """
+    removed, freed = 0, 0
+    for path in cache_entries(folder):
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed, freed = removed + 1, freed + size
+    return removed, freed
 
 
 class CachedImageReader:

@@ -34,6 +34,9 @@ import paddle
 from palm.errors import BadCheckpoint
 from palm.io_utils import write_text_atomic
 from palm.models import MODELS, build_model
+
+# The file that makes a folder a tools/export.py export (palm.engine.export writes it).
+EXPORT_META = "palm_meta.json"
 from palm.weights import file_sha256, read_weights
 
 REQUIRED_META = ("model", "num_classes", "image_size")
@@ -197,6 +200,12 @@ def verify_file(path: Path, meta: dict[str, Any], kind: str) -> None:
 def load_meta(params_path: str | Path) -> dict[str, Any]:
     """Read and validate the sidecar JSON of a checkpoint."""
     params_path = Path(params_path)
+    if (params_path / EXPORT_META).is_file():  # a tools/export.py folder: no weights to train on
+        raise CheckpointError(f"{params_path} is a Paddle Inference export (tools/export.py), "
+                              "which Grad-CAM, reports and re-exports cannot use; pass the "
+                              ".pdparams checkpoint it was exported from")
+    if params_path.is_dir():
+        raise FileNotFoundError(f"{params_path} is a folder; pass a NAME.pdparams checkpoint")
     if not params_path.is_file():
         raise FileNotFoundError(f"{params_path}: checkpoint not found")
     side = sidecar_path(params_path)

@@ -26,7 +26,7 @@ from palm.io_utils import atomic_path, write_text_atomic
 from palm.viz.plots import plot_roc_overlay
 
 PREDICTIONS = "predictions.csv"
-NEEDED_COLUMNS = ("file", "label", "probability", "prediction")
+NEEDED_COLUMNS = ("path", "label", "probability", "prediction")
 
 
 @dataclass
@@ -73,23 +73,25 @@ def read_predictions(source: str | Path, name: str | None = None) -> ModelPredic
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise BadData(f"{path}: not a readable CSV ({' '.join(str(e).split())})") from None
+    if "path" not in frame.columns and "file" in frame.columns:  # written before the one schema
+        frame = frame.rename(columns={"file": "path"})
     missing = [c for c in NEEDED_COLUMNS if c not in frame.columns]
     if missing:
         raise BadData(f"{path}: lacks column(s) {', '.join(missing)}; compare needs the "
                       "predictions.csv of an evaluation (with labels)")
-    if any(c.startswith("prob_") for c in frame.columns):
+    if any(c.startswith(("probability_", "prob_")) for c in frame.columns):
         raise BadData(f"{path}: a multi-class model; compare handles two-class models")
-    if frame["file"].duplicated().any():
-        raise BadData(f"{path}: file {frame['file'][frame['file'].duplicated()].iloc[0]!r} "
+    if frame["path"].duplicated().any():
+        raise BadData(f"{path}: image {frame['path'][frame['path'].duplicated()].iloc[0]!r} "
                       "appears more than once")
-    frame["file"] = [os.path.normpath(f) for f in frame["file"].astype(str)]
-    frame = frame.sort_values("file", kind="stable")
+    frame["path"] = [os.path.normpath(f) for f in frame["path"].astype(str)]
+    frame = frame.sort_values("path", kind="stable")
     try:
         labels, probs = M.as_binary_inputs(frame["label"].to_numpy(),
                                            frame["probability"].to_numpy(np.float64))
     except ValueError as e:
         raise BadData(f"{path}: {e}") from None
-    return ModelPredictions(name or model_name(path), path, frame["file"].to_numpy(), labels,
+    return ModelPredictions(name or model_name(path), path, frame["path"].to_numpy(), labels,
                             probs, frame["prediction"].to_numpy(np.int64))
 
 

@@ -184,16 +184,17 @@ def _fold_set(cfg: dict[str, Any], csv_path: Path, classes: list[str]) -> CsvIma
 
 
 def probability_columns(probs: np.ndarray, classes: Sequence[str]) -> dict[str, np.ndarray]:
-    """`probability` (positive class) for one logit, prob_<class> for K classes."""
+    """`probability` (positive class) for one logit, probability_<class> for K classes (the
+    predictions.csv schema of eval and predict)."""
     if M.is_binary_output(probs):
         return {"probability": probs.reshape(-1)}
-    return {f"prob_{name}": probs[:, c] for c, name in enumerate(classes)}
+    return {f"probability_{name}": probs[:, c] for c, name in enumerate(classes)}
 
 
 def probabilities_of(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
     if "probability" in frame.columns:
         return frame["probability"].to_numpy(dtype=float)
-    return frame[[f"prob_{name}" for name in classes]].to_numpy(dtype=float)
+    return frame[[f"probability_{name}" for name in classes]].to_numpy(dtype=float)
 
 
 def fold_predictions(cfg: dict[str, Any], trial: Trial, run_dir: Path,
@@ -254,7 +255,7 @@ def pooled_oof(oof: pd.DataFrame, classes: list[str], threshold: float) -> dict[
     """Metrics of all out-of-fold predictions together (with repeats: each image's mean
     probability over the repeats), and a bootstrap 95 % CI of their AUC."""
     mean = oof.groupby("path", sort=False)[
-        [c for c in oof.columns if c == "probability" or c.startswith("prob_")]].mean()
+        [c for c in oof.columns if c.startswith("probability")]].mean()
     labels = oof.groupby("path", sort=False)["label_index"].first().loc[mean.index].to_numpy()
     probs = probabilities_of(mean, classes)
     metrics = M.classification_metrics(labels, probs, threshold)

@@ -28,10 +28,38 @@ from palm.data import sources
 from palm.engine.checkpoint import update_sidecar
 from palm.engine.inference import as_layer, load_predictor, source_meta
 from palm.engine.losses import ClassificationLoss
-from palm.errors import BadCheckpoint, BadData
-from palm.io_utils import atomic_path, write_json_atomic
+from palm.errors import BadCheckpoint, BadData, OutputRefused
+from palm.io_utils import atomic_path, next_free_path, replace_outputs, write_json_atomic
 from palm.outputs import main_output, probabilities
+from palm.runtime import provenance
 from palm.viz import plots
+
+
+# Every file an evaluation folder may hold; a new evaluation removes those it does not write
+# again (an earlier --report's report.html, say), so the folder never mixes two runs.
+EVAL_OUTPUTS = ("metrics.json", "predictions.csv", "confusion_matrix.png", "roc_curve.png",
+                "pr_curve.png", "reliability_diagram.png", "report.html")
+
+
+def holds_evaluation(folder: Path) -> bool:
+    return (folder / "metrics.json").exists()
+
+
+def eval_output_for(checkpoint: str | Path, output: str | Path | None, exist_ok: bool) -> Path:
+    """The evaluation folder: --output, else CHECKPOINT_FOLDER/eval, or eval-2, -3, ... when
+    that holds an evaluation and `exist_ok` is off.
+
+    Raises:
+        OutputRefused: an explicit --output already holds an evaluation and not `exist_ok`.
+    """
+    if output is None:
+        default = Path(checkpoint).parent / "eval"
+        return default if exist_ok else next_free_path(default, holds_evaluation)
+    output = Path(output)
+    if holds_evaluation(output) and not exist_ok:
+        raise OutputRefused(f"{output} already holds an evaluation (metrics.json); pass "
+                            "--exist-ok to replace it or choose another --output")
+    return output
 
 
 @dataclass
@@ -88,30 +116,44 @@ def evaluate(
                       temperature)
 
 
+def probability_columns(class_names: Sequence[str], num_outputs: int) -> list[str]:
+    """`probability` (of the positive class) for one logit, else `probability_<class>` each."""
+    if num_outputs == 1:
+        return ["probability"]
+    names = list(class_names) if len(class_names) == num_outputs else range(num_outputs)
+    return [f"probability_{name}" for name in names]
+
+
+def prediction_columns(class_names: Sequence[str], num_outputs: int, labelled: bool) -> list[str]:
+    """The one predictions.csv schema of eval (labelled) and predict:
+    path, [label], probability / probability_<class>..., prediction, class_name, error."""
+    return ["path", *(["label"] if labelled else []),
+            *probability_columns(class_names, num_outputs), "prediction", "class_name", "error"]
+
+
 def predictions_frame(
     files: Sequence[str], result: EvalResult, class_names: Sequence[str], threshold: float
 ) -> pd.DataFrame:
-    """file, label, probability, prediction (+ class names and per-class probabilities).
+    """One row per image in the `prediction_columns` schema (labelled).
 
-    For one logit `probability` is P(positive class); for K classes it is the probability of
-    the predicted class, and prob_<name> columns hold all K.
+    For one logit `probability` is P(positive class); for K classes `probability_<class>`
+    holds each class's softmax probability.
     """
     if len(files) != len(result.labels):
         raise ValueError(f"{len(files)} file names for {len(result.labels)} predictions")
     binary = M.is_binary_output(result.probabilities)
+    num_outputs = 1 if binary else result.probabilities.shape[1]
     pred = M.predict_labels(result.probabilities, threshold)
-    frame = pd.DataFrame({"file": list(files), "label": result.labels})
-    frame["probability"] = (result.probabilities.reshape(-1) if binary
-                            else result.probabilities.max(axis=1))
+    columns = prediction_columns(class_names, num_outputs, labelled=True)
+    probs = result.probabilities.reshape(len(files), -1)
+    names = list(class_names)
+    frame = pd.DataFrame({"path": list(files), "label": result.labels})
+    for c, column in enumerate(probability_columns(class_names, num_outputs)):
+        frame[column] = probs[:, c]
     frame["prediction"] = pred
-    if len(class_names) == (2 if binary else result.probabilities.shape[1]):
-        names = np.asarray(list(class_names), dtype=object)
-        frame["label_name"] = names[result.labels]
-        frame["prediction_name"] = names[pred]
-        if not binary:
-            for c, name in enumerate(class_names):
-                frame[f"prob_{name}"] = result.probabilities[:, c]
-    return frame
+    frame["class_name"] = [names[i] if i < len(names) else "" for i in pred]
+    frame["error"] = ""
+    return frame[columns]
 
 
 def confusion_text(cm: Sequence[Sequence[int]], class_names: Sequence[str]) -> str:
@@ -238,9 +280,9 @@ def selection_csv_path(params_path: str | Path) -> Path:
 
 
 def selection_frame(files: Sequence[str], result: EvalResult) -> pd.DataFrame:
-    """file, label, logit (one logit) or logit_0..logit_{K-1}: what a later calibration needs."""
+    """path, label, logit (one logit) or logit_0..logit_{K-1}: what a later calibration needs."""
     logits = np.asarray(result.logits, dtype=np.float64).reshape(len(result.labels), -1)
-    frame = pd.DataFrame({"file": [str(Path(f).resolve()) for f in files],
+    frame = pd.DataFrame({"path": [str(Path(f).resolve()) for f in files],
                           "label": result.labels})
     names = ["logit"] if logits.shape[1] == 1 else [f"logit_{k}" for k in range(logits.shape[1])]
     for k, name in enumerate(names):
@@ -270,7 +312,7 @@ def read_selection(checkpoint: str | Path, meta: dict[str, Any]) -> tuple[list[s
         raise BadCheckpoint(f"{path}: damaged selection predictions ({e})") from None
     if not logit_cols or not np.isfinite(logits).all():
         raise BadCheckpoint(f"{path}: damaged selection predictions (no finite logits)")
-    return frame["file"].astype(str).tolist(), labels, logits
+    return frame["path"].astype(str).tolist(), labels, logits
 
 
 def selection_status(checkpoint: str | Path, meta: dict[str, Any], scored_files: Sequence[str],
@@ -364,6 +406,9 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Evaluate a saved checkpoint on labelled data and write the evaluation files.
 
+    OUTPUT_DIR is rewritten whole (`EVAL_OUTPUTS`, palm.io_utils.replace_outputs): files of
+    an earlier evaluation there that this one does not write are removed.
+
     The model, preprocessing and class names come from the checkpoint's sidecar JSON.
     `checkpoint` may also be a tools/export.py folder; `engine` is as in
     `palm.engine.inference.load_predictor`; `precision` "bf16" runs the inference engine
@@ -401,8 +446,11 @@ def evaluate_checkpoint(
              "compute_precision": predictor.precision, "threshold_source": source,
              "positive_class": sources.positive_class_of(class_names),
              "selection": status, "selection_detail": why,
+             "dataset": _dataset_name(data_root, val_dir, val_csv),
+             "provenance": provenance(paddle.device.get_device(), files),
              "skipped": [f"{where}: {why}" for where, why in dataset.skipped]}
-    metrics = write_evaluation(result, files, class_names, thr, output_dir, extra, ci_resamples)
+    with replace_outputs(output_dir, EVAL_OUTPUTS) as staging:
+        metrics = write_evaluation(result, files, class_names, thr, staging, extra, ci_resamples)
     log(confusion_text(metrics["confusion_matrix"], class_names))
     log(evaluation_summary(metrics) + f" -> {output_dir}")
     return metrics
@@ -416,6 +464,16 @@ def _with_ci(metrics: dict[str, Any], key: str, digits: int = 3) -> str:
     if ci and None not in ci:
         return f"{value:.{digits}f} ({ci[0]:.{digits}f}-{ci[1]:.{digits}f})"
     return f"{value:.{digits}f}"
+
+
+def _dataset_name(data_root: str | Path | None, val_dir: str | Path | None,
+                  val_csv: str | Path | None) -> str:
+    """What was evaluated, as the report names it."""
+    if val_csv:
+        return f"{val_csv} (list)" + (f" in {data_root}" if data_root else "")
+    if val_dir:
+        return f"{val_dir} (class folders)"
+    return f"{data_root} (PALM validation split)"
 
 
 def evaluation_summary(metrics: dict[str, Any]) -> str:

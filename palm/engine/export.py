@@ -21,12 +21,12 @@ from typing import Any, Callable
 import paddle
 from paddle.static import InputSpec
 
-from palm.engine.checkpoint import load_checkpoint_model
+from palm.engine.checkpoint import EXPORT_META, load_checkpoint_model
 from palm.errors import BadCheckpoint
 from palm.io_utils import write_json_atomic
 from palm.weights import file_sha256
 
-META_NAME = "palm_meta.json"
+META_NAME = EXPORT_META
 MODEL_NAME = "model"
 STAGE_PREFIX = ".export-"
 # verify(staged export folder, model, meta) -> None if it is good, else why not

@@ -35,12 +35,14 @@ import paddle
 from tqdm import tqdm
 
 from palm.data import IMAGE_EXTENSIONS, FileImageSet, eval_transform
+from palm.engine.evaluate import prediction_columns
 from palm.errors import BadConfig, BadData, OutputRefused
 from palm.io_utils import atomic_path, output_lock, write_json_atomic
 from palm.outputs import main_output, probabilities
 from palm.runtime import worker_init
 
-BASE_COLUMNS = ["path", "probability", "prediction", "class_name", "error"]
+# columns every predictions CSV palm writes has (eval's and predict's; see prediction_columns)
+REQUIRED_COLUMNS = ("path", "prediction", "class_name", "error")
 # files a predictions CSV must never replace, whether or not they exist yet
 FOREIGN_SUFFIXES = (".pdparams", ".pdopt", ".pdiparams", ".pdmodel", ".json", ".yaml", ".yml",
                     ".py", ".lock") + IMAGE_EXTENSIONS
@@ -108,7 +110,8 @@ def _is_palm_csv(path: Path) -> bool:
         return False
     with open(path, "rb") as f:
         first = f.readline(4096)
-    return first.decode("utf-8", "replace").rstrip("\r\n").startswith(",".join(BASE_COLUMNS))
+    header = first.decode("utf-8", "replace").rstrip("\r\n").split(",")
+    return header[:1] == ["path"] and set(REQUIRED_COLUMNS) <= set(header)
 
 
 def _is_record(path: Path) -> bool:
@@ -153,7 +156,7 @@ def _row_ok(row: dict[str, Any], columns: Sequence[str], class_names: Sequence[s
             or any(row.get(c) is None for c in columns):  # None key: more fields than columns
         return False
     try:
-        probs = [float(row[c]) for c in columns if c == "probability" or c.startswith("prob_")]
+        probs = [float(row[c]) for c in columns if c.startswith("probability")]
         pred = int(row["prediction"])
     except ValueError:
         return False
@@ -215,7 +218,8 @@ def _finish(output: Path) -> None:
 
 
 def _rows(paths: Sequence[str], indices: np.ndarray, errors: Sequence[str], probs: np.ndarray | None,
-          ok: list[int], class_names: Sequence[str], threshold: float) -> list[dict[str, Any]]:
+          ok: list[int], class_names: Sequence[str], threshold: float,
+          prob_columns: Sequence[str]) -> list[dict[str, Any]]:
     rows = []
     by_position = {pos: k for k, pos in enumerate(ok)}
     for pos, (index, error) in enumerate(zip(indices, errors)):
@@ -227,8 +231,7 @@ def _rows(paths: Sequence[str], indices: np.ndarray, errors: Sequence[str], prob
                 row["probability"] = f"{float(p):.6f}"
             else:
                 pred = int(np.argmax(p))
-                row["probability"] = f"{float(p[pred]):.6f}"
-                row.update({f"prob_{name}": f"{float(v):.6f}" for name, v in zip(class_names, p)})
+                row.update({column: f"{float(v):.6f}" for column, v in zip(prob_columns, p)})
             row["prediction"] = pred
             row["class_name"] = class_names[pred] if pred < len(class_names) else ""
         rows.append(row)
@@ -283,7 +286,7 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
                     precision: str) -> PredictSummary:
     class_names = list(meta.get("class_names") or [])
     threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
-    columns = BASE_COLUMNS + ([f"prob_{c}" for c in class_names] if meta["num_classes"] > 1 else [])
+    columns = prediction_columns(class_names, meta["num_classes"], labelled=False)
     temperature = float(meta.get("temperature", 1.0))
     record = {"checkpoint_sha256": checkpoint_sha256, "threshold": threshold,
               "temperature": temperature, "precision": precision, "tta": tta, "columns": columns}
@@ -305,7 +308,7 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
                 probs = (predict_probabilities(model, paddle.gather(images, paddle.to_tensor(ok)),
                                                tta, temperature) if ok else None)
                 writer.writerows(_rows(todo, indices.numpy(), batch_errors, probs, ok, class_names,
-                                       threshold))
+                                       threshold, columns[1:-3]))
                 f.flush()  # a crash loses at most the batch in flight
                 errors += len(batch_errors) - len(ok)
     _finish(output)

@@ -10,7 +10,7 @@ of `data_tools.inspect` when they are found.
 Inputs (the layout written by tools/train.py and tools/eval.py):
     RUN_DIR/  config.yaml, metrics.csv, loss_curve.png, metrics_curve.png,
               best.pdparams + best.json (or last.*)
-    EVAL_DIR/ metrics.json, predictions.csv (file,label,probability,prediction),
+    EVAL_DIR/ metrics.json, predictions.csv (path,label,probability...,prediction,...),
               confusion_matrix.png, roc_curve.png, pr_curve.png, reliability_diagram.png
 """
 from __future__ import annotations
@@ -38,6 +38,11 @@ from palm.viz.plots import plot_history
 # Shown first in the metrics table, in this order; the rest follow as metrics.json has them.
 HEADLINE_METRICS = ("roc_auc", "average_precision", "accuracy", "sensitivity", "specificity",
                     "precision", "f1", "threshold", "n", "tp", "fp", "tn", "fn")
+
+# metrics.json keys that say what produced the figures rather than measure anything.
+METADATA_KEYS = ("checkpoint", "engine", "compute_precision", "threshold_source",
+                 "positive_class", "skipped", "dataset", "provenance", "num_classes", "selection",
+                 "selection_detail")
 
 # Plots written by `python -m data_tools.inspect`.
 INSPECT_PNGS = ("class_counts.png", "image_sizes.png")
@@ -227,6 +232,34 @@ def curves_section(run_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def split_metrics(metrics: dict) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+    """(metric rows, metadata rows) of a metrics.json: figures in the first table, what
+    produced them (checkpoint, engine, precision, provenance, ...) in the second. `recall`
+    is left out where `sensitivity` shows the same figure; the confusion matrix is drawn
+    beside the tables, and class names and counts are named above them."""
+    skip = {"confusion_matrix", "class_names", "class_counts", *EVIDENCE_KEYS}
+    if "sensitivity" in metrics and metrics.get("recall") == metrics["sensitivity"]:
+        skip.add("recall")
+    rows = [kv for kv in _flatten(metrics) if kv[0].split(".")[0] not in skip]
+    is_metric = {k: k not in METADATA_KEYS and not k.startswith(tuple(f"{m}." for m in METADATA_KEYS))
+                 for k, _ in rows}
+    scores = dict(kv for kv in rows if is_metric[kv[0]])
+    first = [k for k in HEADLINE_METRICS if k in scores]
+    ordered = [(k, scores[k]) for k in first] + [(k, v) for k, v in scores.items() if k not in first]
+    return ordered, [kv for kv in rows if not is_metric[kv[0]]]
+
+
+def _evaluated_data(metrics: dict) -> str:
+    """One line: which data set, how many cases of each class."""
+    counts = metrics.get("class_counts") or {}
+    order = [c for c in metrics.get("class_names") or [] if c in counts] or list(counts)
+    per_class = ", ".join(f"{html.escape(str(name))} {counts[name]}" for name in order)
+    where = f" on <b>{html.escape(str(metrics['dataset']))}</b>" if metrics.get("dataset") else ""
+    total = metrics.get("n")
+    return (f"<p>Evaluated{where}: {total if total is not None else '?'} images"
+            f"{f' ({per_class})' if per_class else ''}.</p>")
+
+
 def evaluation_section(eval_dir: Path) -> str:
     parts = ["<h2>Evaluation</h2>"]
     figs = []
@@ -242,14 +275,11 @@ def evaluation_section(eval_dir: Path) -> str:
             parts.append(f"<p>Decision threshold: <b>{_fmt(threshold)}</b>"
                          f"{f' (from {html.escape(str(source))})' if source else ''}; "
                          "a probability at or above it counts as positive.</p>")
+        parts.append(_evaluated_data(metrics))
         parts += evidence_parts(metrics)
-        # the matrix is drawn beside the table; class names are in the model summary;
-        # intervals and operating points have their own tables
-        rows = dict(kv for kv in _flatten(metrics) if kv[0] not in ("confusion_matrix", "class_names")
-                    and not kv[0].startswith(EVIDENCE_KEYS))
-        first = [k for k in HEADLINE_METRICS if k in rows]
-        ordered = [(k, rows[k]) for k in first] + [(k, v) for k, v in rows.items() if k not in first]
-        figs.append(_table(ordered, ("metric", "value")))
+        scores, about = split_metrics(metrics)
+        figs.append(_table(scores, ("metric", "value")))
+        figs.append(_table(about, ("about this evaluation", "")))
     else:
         parts.append(_note(f"no metrics.json in {eval_dir}"))
     figs += [
@@ -262,7 +292,8 @@ def evaluation_section(eval_dir: Path) -> str:
     return "\n".join(parts)
 
 
-EVIDENCE_KEYS = ("ci95.", "ci_method.", "operating_points.", "class_counts.")
+# shown in their own tables (evidence_parts), not in the metrics table
+EVIDENCE_KEYS = ("ci95", "ci_method", "operating_points")
 CI_ROWS = ("roc_auc", "roc_auc_delong", "average_precision", "accuracy", "sensitivity",
            "specificity", "ppv", "npv", "f1")
 SELECTION_TEXT = {
@@ -274,7 +305,7 @@ SELECTION_TEXT = {
 
 
 def evidence_parts(metrics: dict[str, Any]) -> list[str]:
-    """Selection status, class counts, metrics with 95 % intervals, operating points."""
+    """Selection status, metrics with 95 % intervals, operating points."""
     parts = []
     status = metrics.get("selection")
     if status in SELECTION_TEXT:
@@ -282,10 +313,6 @@ def evidence_parts(metrics: dict[str, Any]) -> list[str]:
         text = f"{status}: {detail}, {SELECTION_TEXT[status]}."
         parts.append(f'<p class="{"warn" if status == "optimistic" else "caption"}">'
                      f"Selection: {html.escape(text)}</p>")
-    counts = metrics.get("class_counts")
-    if counts:
-        parts.append("<p>Images per class: " + html.escape(
-            ", ".join(f"{name} {n}" for name, n in counts.items())) + "</p>")
     ci = metrics.get("ci95") or {}
     rows = []
     for key in CI_ROWS:
@@ -325,24 +352,35 @@ def _interval(ci: Any) -> str:
     return f"({ci[0]:.3f}\u2013{ci[1]:.3f})"
 
 
-def select_cases(
-    predictions: pd.DataFrame, k: int, one_logit: bool = True
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The k most confident errors and the k most confident correct predictions.
+def select_cases(predictions: pd.DataFrame, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The k most confident errors and the k most confident correct predictions, taking the
+    classes in turn (by true label), so every class shows up when it has cases.
 
-    Confidence is the probability of the predicted class. predictions.csv holds P(positive)
-    for one-logit models (so confidence is p when predicting 1, else 1 - p) and the predicted
-    class's probability for softmax models.
+    Confidence is the probability of the predicted class: p or 1 - p from `probability`
+    (P(positive), one logit), else the largest `probability_<class>` (multi-class).
     """
-    missing = {"file", "label", "probability", "prediction"} - set(predictions.columns)
+    prob_columns = [c for c in predictions.columns if c.startswith("probability_")]
+    one_logit = not prob_columns
+    needed = {"path", "label", "prediction"} | ({"probability"} if one_logit else set())
+    missing = needed - set(predictions.columns)
     if missing:
         raise BadData(f"predictions.csv lacks columns {sorted(missing)}")
-    df = predictions.dropna(subset=["label", "probability", "prediction"]).copy()
-    p = df["probability"].astype(float)
-    df["confidence"] = np.where(df["prediction"] == 1, p, 1 - p) if one_logit else p
+    df = predictions.dropna(subset=["label", "prediction", *(["probability"] if one_logit
+                                                              else prob_columns)]).copy()
+    if one_logit:
+        p = df["probability"].astype(float)
+        df["confidence"] = np.where(df["prediction"] == 1, p, 1 - p)
+    else:
+        df["confidence"] = df[prob_columns].astype(float).max(axis=1)
     df = df.sort_values("confidence", ascending=False, kind="stable")
     wrong = df["label"] != df["prediction"]
-    return df[wrong].head(k), df[~wrong].head(k)
+    # rank within each true class: all classes' first cases come before any class's second
+    df["turn"] = df.groupby([df["label"], wrong]).cumcount()
+    return _take_turns(df[wrong], k), _take_turns(df[~wrong], k)
+
+
+def _take_turns(cases: pd.DataFrame, k: int) -> pd.DataFrame:
+    return cases.sort_values("turn", kind="stable").head(k).drop(columns="turn")
 
 
 def _resolve(file: str, bases: list[Path]) -> Path:
@@ -362,11 +400,10 @@ def gallery_section(
     preds_csv = eval_dir / "predictions.csv"
     if not preds_csv.is_file():
         return parts[0] + _note(f"no predictions.csv in {eval_dir}")
-    predictions = pd.read_csv(preds_csv)
-    # softmax models get prob_<class> columns from tools/eval.py
-    one_logit = (meta["num_classes"] == 1 if meta
-                 else not any(c.startswith("prob_") for c in predictions.columns))
-    errors, correct = select_cases(predictions, k, one_logit)
+    # a class named "NA" stays a name; evaluations before the shared schema said `file`
+    predictions = pd.read_csv(preds_csv, keep_default_na=False, na_values=[""]).rename(
+        columns={"file": "path"})
+    errors, correct = select_cases(predictions, k)
     names = (meta or {}).get("class_names") or []
 
     def label(i: int) -> str:
@@ -382,7 +419,7 @@ def gallery_section(
             continue
         cards = []
         for row in rows.itertuples():
-            path = _resolve(str(row.file), bases)
+            path = _resolve(str(row.path), bases)
             pred = int(row.prediction)
             images = ""
             if model is not None:
@@ -393,10 +430,10 @@ def gallery_section(
                     images = (f'<img src="{rgb_data_uri(cam.photo)}" alt="photo">'
                               f'<img src="{rgb_data_uri(cam.overlay)}" alt="Grad-CAM">')
             cards.append(
-                f'<div class="{css}">{images}<div><b>{html.escape(Path(str(row.file)).name)}</b><br>'
+                f'<div class="{css}">{images}<div><b>{html.escape(Path(str(row.path)).name)}</b><br>'
                 f"label {html.escape(label(int(row.label)))}, predicted "
-                f"{html.escape(label(pred))}<br>probability {row.probability:.3f} "
-                f"(confidence {row.confidence:.3f})</div></div>"
+                f"{html.escape(label(pred))}<br>"
+                f"probability of the predicted class {row.confidence:.3f}</div></div>"
             )
         parts.append(f'<div class="gallery">{"".join(cards)}</div>')
     return "\n".join(parts)

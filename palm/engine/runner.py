@@ -25,9 +25,10 @@ from palm.engine.device import DistInfo, init_distributed, seed_everything, sele
 from palm.engine.optim import build_optimizer, build_scheduler
 from palm.engine.losses import ClassificationLoss, auto_pos_weight
 from palm.engine.train import RunState, Selection, fit, load_resume_state, selection_score
-from palm.errors import BadCheckpoint, BadConfig
-from palm.io_utils import output_lock
+from palm.errors import BadCheckpoint, BadConfig, OutputRefused
+from palm.io_utils import next_free_path, output_lock
 from palm.models import build_model, load_pretrained
+from palm.runtime import provenance, worker_init
 
 RUN_FILES = ("last.pdparams", "best.pdparams", "metrics.csv")
 
@@ -41,6 +42,10 @@ def prepare_demo_data(root: str | Path, log: Callable[[str], None] = print) -> P
     log(f"demo: drawing {DEMO_SYNTH['n_train']} + {DEMO_SYNTH['n_val']} synthetic fundus photos "
         f"into {root} (once) ...")
     return make_palm_dataset(root, num_workers=min(4, os.cpu_count() or 1), **DEMO_SYNTH)
+
+
+def holds_run(folder: Path) -> bool:
+    return any((folder / name).exists() for name in RUN_FILES)
 
 
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool, repair: bool = True,
@@ -61,9 +66,9 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool, repair: bool = T
         return
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     if existing and not overwrite:
-        raise FileExistsError(
-            f"{run_dir} already holds a run ({', '.join(existing)}); "
-            "pass --resume to continue it or --output to start a new one"
+        raise OutputRefused(
+            f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to continue "
+            "it, --exist-ok to start again in it, or another --output"
         )
 
 
@@ -186,7 +191,14 @@ def compile_network(model: paddle.nn.Layer) -> paddle.nn.Layer:
 
 
 def run_dir_for(cfg: dict[str, Any]) -> Path:
-    return Path(cfg["output"] or Path("runs") / cfg["model"])
+    """The run folder: --output, else runs/MODEL, or runs/MODEL-2, -3, ... when that holds a
+    run that is neither resumed nor reused (--exist-ok)."""
+    if cfg["output"]:
+        return Path(cfg["output"])
+    default = Path("runs") / cfg["model"]
+    if cfg["resume"] or cfg["exist_ok"]:
+        return default
+    return next_free_path(default, holds_run)
 
 
 def run_training(cfg: dict[str, Any], overwrite: bool = False, log: Callable[[str], None] = print,
@@ -197,11 +209,15 @@ def run_training(cfg: dict[str, Any], overwrite: bool = False, log: Callable[[st
     a second training into it is refused at once, naming this process.
 
     Args:
-        overwrite: allow writing into a folder that already holds a run (the demo does).
+        overwrite: allow writing into a folder that already holds a run (the demo does;
+            `exist_ok` in the config does the same).
     """
+    # resolved once, so the lock, the checks and config.yaml name the same folder
+    cfg = {**cfg, "output": str(run_dir_for(cfg))}
+    overwrite = overwrite or bool(cfg["exist_ok"])
     # the first process of a multi-process run holds the lock for all of them
     first = paddle.distributed.get_rank() == 0
-    with output_lock(run_dir_for(cfg), folder=True) if first else nullcontext():
+    with output_lock(cfg["output"], folder=True) if first else nullcontext():
         return _run_training(cfg, overwrite, log, progress)
 
 
@@ -252,7 +268,8 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
             "fundus_crop": cfg["fundus_crop"], "threshold": cfg["threshold"],
             "model_kwargs": model_kwargs}
     if dist.is_main:
-        save_config(cfg, run_dir)
+        data_files = [path for path, _ in [*train_set.samples, *val_set.samples]]
+        save_config(cfg, run_dir, provenance(device, data_files))
         n_params = sum(math.prod(p.shape) for p in model.parameters() if not p.stop_gradient)
         log(f"{cfg['model']} ({n_params / 1e6:.2f} M parameters, {num_outputs} output(s)) on "
             f"{device}{f' x{dist.world_size}' if dist.enabled else ''}: {len(train_set)} training / "

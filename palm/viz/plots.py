@@ -112,12 +112,13 @@ def plot_roc_curve(
         if len(np.unique(y)) < 2:
             continue  # undefined: nothing to draw for this class
         fpr, tpr, _ = skm.roc_curve(y, p)
-        ax.plot(fpr, tpr, label=f"{name} (AUC {skm.roc_auc_score(y, p):.3f})")
+        # the metrics table's precision, so the legend never reads 1.000 beside 0.9996
+        ax.plot(fpr, tpr, label=f"{name} (AUC {skm.roc_auc_score(y, p):.4f})")
         if threshold is not None and is_binary_output(y_prob):
             pred = p >= threshold
             ax.plot((pred & (y == 0)).sum() / (y == 0).sum(), (pred & (y == 1)).sum() / (y == 1).sum(),
                     "o", color="black", label=f"threshold {threshold:.3g}")
-    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="chance")
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="chance (AUC 0.5)")
     ax.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity (true positive rate)",
            title="ROC curve", xlim=(0, 1), ylim=(0, 1.01))
     ax.grid(alpha=0.3)
@@ -128,7 +129,8 @@ def plot_roc_curve(
 def plot_pr_curve(
     y_true: Any, y_prob: Any, path: str | Path, class_names: Sequence[str] = ()
 ) -> Path:
-    """Precision-recall curve(s) with average precision; the dashed line is the base rate."""
+    """Precision-recall curve(s) with average precision; the dashed line is the base rate
+    (the precision of guessing), labelled in the legend."""
     fig = Figure(figsize=(5, 5))
     ax = fig.add_subplot()
     for name, y, p in _one_vs_rest(y_true, y_prob, class_names):
@@ -136,8 +138,10 @@ def plot_pr_curve(
             continue
         precision, recall, _ = skm.precision_recall_curve(y, p)
         line = ax.step(recall, precision, where="post",
-                       label=f"{name} (AP {skm.average_precision_score(y, p):.3f})")[0]
-        ax.axhline(y.mean(), ls="--", lw=1, color=line.get_color())
+                       label=f"{name} (AP {skm.average_precision_score(y, p):.4f})")[0]
+        # a classifier that guesses has precision = the share of positives at every recall
+        ax.axhline(y.mean(), ls="--", lw=1, color=line.get_color(),
+                   label=f"{name} chance (prevalence {y.mean():.4f})")
     ax.set(xlabel="recall (sensitivity)", ylabel="precision", title="Precision-recall curve",
            xlim=(0, 1), ylim=(0, 1.01))
     ax.grid(alpha=0.3)

@@ -1,0 +1,170 @@
+"""Every command README.md shows runs as written.
+
+Commands are taken from the README's fenced code blocks and from its inline code that starts
+with `python ` or `pip ` (` && ` splits a line into commands). Each one is either run or
+named in SKIPPED with the reason. Placeholders the text explains (DIR, photos/, `...` for a
+checkpoint, `[optional flags]`) get a tiny stand-in, and expensive defaults get TINY_FLAGS
+appended (the last value of a flag wins), so the whole README runs in a few minutes on tiny
+synthetic data. The fast test checks that every command's options parse; the slow one runs
+them all in README order in a scratch folder laid out like a clone (data/PALM, demo_data/palm).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from palm.cli import COMMANDS
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+
+# Commands not run here, and why; every other README command runs.
+SKIPPED = {
+    "python -m pytest -q": "the whole suite, this test included",
+    'python -m pytest -q -m "not slow"': "the quick suite, this test included",
+    "python -m palm --help": "prints the subcommands (test_cli covers it)",
+    "curl -F files=@demo_data/palm/PALM-Validation400/V0001.jpg "
+    "'http://127.0.0.1:8000/v1/predict?cam=1'": "needs the service running (test_serve)",
+    "python tools/serve.py --checkpoint runs/demo/best.pdparams":
+        "a server that runs until stopped (test_serve drives it from a browser)",
+    "python tools/loadtest.py --model resnet18 --image-size 224 --requests 500 --concurrency 8":
+        "minutes of load (test_serve runs the tool)",
+    "python tools/loadtest.py --model resnet18 --image-size 64 --requests 200 --rounds 1":
+        "minutes of load (test_serve runs the tool)",
+    "python -m paddle.distributed.launch --nnodes 2 --master 10.0.0.1:8090 --nproc_per_node 2 "
+    "tools/predict.py --checkpoint best.pdparams --input /shared/photos --output "
+    "/shared/preds.csv": "two machines (test_predict_distributed runs 2 ranks on one)",
+    "python -m paddle.distributed.launch --nproc_per_node N tools/train.py ... --amp":
+        "several GPUs (test_train runs two CPU processes)",
+    "python tools/benchmark.py": "minutes per network (test_benchmark covers the tool)",
+    "python tools/benchmark.py --table --iters 4": "29 networks, an hour",
+    "python tools/benchmark.py --models resnet50 --sections inference,predict "
+    "--predict-images 100,500,2000 --repeats 1": "2600 full-size images",
+    "python -m data_tools.prepare {xlsx2csv,split,kfold} ...":
+        "a synopsis of three subcommands (test_data_tools runs each)",
+}
+
+# Installing changes the environment: the new-user check runs the install lines by hand.
+INSTALL = re.compile(r"(python -m )?pip install ")
+# Prose naming a tool rather than running it: `python -m palm`, `python -m data_tools.*`
+NAME_ONLY = re.compile(r"python -m [\w.*]+")
+
+# Stand-ins for the placeholders the README explains in words.
+PLACEHOLDERS = [
+    (r"\s\[[^\]]*\]", ""),  # [--optional flags]
+    (r"--checkpoint \.\.\.", "--checkpoint runs/resnet50/best.pdparams"),
+    (r"\bDIR\b", "data/PALM"),
+]
+
+# Appended to keep each run tiny: the networks train one epoch at 32 px on 24 images.
+TINY_FLAGS = {
+    "tools/train.py": ["--epochs", "1", "--image-size", "32", "-b", "8", "--num-workers", "0",
+                       "--no-progress"],
+    "tools/eval.py": ["--num-workers", "0"],
+    "tools/predict.py": ["--num-workers", "0", "--no-progress"],
+    "data_tools.synth_palm": ["--n-train", "24", "--n-val", "16", "--image-size", "64"],
+    "data_tools.stats": ["--image-size", "32"],
+    "data_tools.digits": ["--per-class", "12"],
+    "tools/cv.py": ["--epochs", "1", "--image-size", "32", "--folds", "2", "--no-progress"],
+    "tools/sweep.py": ["--epochs", "1", "--repeats", "1", "--no-progress"],
+    "tools/quantize.py": ["--calib-images", "8"],
+}
+
+
+def readme_commands() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():  # join continued lines
+            line = re.sub(r"\s+#.*$", "", line)  # a trailing comment
+            commands += [" ".join(c.split()) for c in line.split(" && ") if c.strip()]
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    for span in re.findall(r"`([^`]+)`", prose):
+        span = " ".join(span.split())  # a span may wrap over lines
+        if span.startswith(("python ", "pip ")) and not NAME_ONLY.fullmatch(span):
+            commands.append(span)
+    return [c for c in dict.fromkeys(commands) if not INSTALL.match(c)]
+
+
+def runnable(command: str) -> list[str]:
+    """argv of a README command with placeholders filled in and tiny flags appended."""
+    for pattern, value in PLACEHOLDERS:
+        command = re.sub(pattern, value, command)
+    argv = shlex.split(command)
+    tool = argv[2] if argv[1] == "-m" else argv[1]
+    return argv + TINY_FLAGS.get(tool, [])
+
+
+# `python tools/train.py` -> palm.cli.train, and so on for every subcommand
+CHECKOUT_MODULES = {cmd.checkout: cmd.module for cmd in COMMANDS.values()}
+
+
+def _module_and_args(argv: list[str]) -> tuple[str, list[str]]:
+    """The palm.cli module a README command runs, and its arguments."""
+    if argv[0] == "palm":
+        return COMMANDS[argv[1]].module, argv[2:]
+    assert argv[0] == "python", argv
+    if argv[1:3] == ["-m", "palm"]:
+        return COMMANDS[argv[3]].module, argv[4:]
+    lead = 3 if argv[1] == "-m" else 2
+    return CHECKOUT_MODULES[" ".join(argv[:lead])], argv[lead:]
+
+
+TO_RUN = [c for c in readme_commands() if c not in SKIPPED]
+
+
+def test_the_readme_shows_commands_and_skips_only_listed_ones():
+    commands = readme_commands()
+    assert len(TO_RUN) >= 15, TO_RUN
+    stale = set(SKIPPED) - set(commands)
+    assert not stale, f"SKIPPED names commands the README no longer shows: {stale}"
+
+
+@pytest.mark.parametrize("command", TO_RUN)
+def test_readme_command_parses(command):
+    """Every option a README command uses exists and takes the value shown."""
+    module_name, args = _module_and_args(runnable(command))
+    module = importlib.import_module(module_name)
+    if hasattr(module, "parse_args"):  # tools/train.py merges its config files
+        module.parse_args(args)
+    else:
+        module.get_args_parser().parse_args(args)
+
+
+@pytest.fixture(scope="module")
+def workspace(palm_root, tmp_path_factory) -> Path:
+    """A folder laid out like a clone: tools/, the PALM download in data/PALM, the demo set
+    already drawn in demo_data/palm, and photos/ to predict."""
+    root = tmp_path_factory.mktemp("readme")
+    (root / "tools").symlink_to(REPO / "tools")
+    shutil.copytree(palm_root, root / "data" / "PALM")
+    shutil.copytree(palm_root, root / "demo_data" / "palm")
+    shutil.copytree(palm_root / "PALM-Validation400", root / "photos")
+    return root
+
+
+@pytest.mark.slow
+def test_readme_commands_run(workspace):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PALM_CACHE_DIR": str(workspace / "cache")}
+    failed = []
+    for command in TO_RUN:
+        argv = runnable(command)
+        done = subprocess.run([sys.executable, *argv[1:]], cwd=workspace, env=env,
+                              capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            failed.append(f"{command}\n  ran {shlex.join(argv)}\n  exit {done.returncode}: "
+                          f"{done.stderr.strip().splitlines()[-1:] or done.stdout[-300:]}")
+    assert not failed, "\n".join(failed)
+    # what the quickstart promises is there
+    for path in ("runs/demo/best.pdparams", "runs/demo/eval/report.html",
+                 "runs/demo/predictions.csv", "runs/resnet50/eval/metrics.json",
+                 "exported/resnet50/palm_meta.json"):
+        assert (workspace / path).is_file(), path
