@@ -29,7 +29,7 @@ from scipy import optimize, special, stats
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
-from palm.errors import BadData
+from palm.errors import BadConfig, BadData
 
 
 def as_binary_inputs(y_true: Any, y_prob: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -547,7 +547,7 @@ def parse_operating_point(text: str) -> tuple[str, float]:
     except ValueError:
         target = math.nan
     if key.strip() not in names or not 0 < target < 1:
-        raise ValueError(f"operating point {text!r}: use sens=X or spec=X with 0 < X < 1, "
+        raise BadConfig(f"operating point {text!r}: use sens=X or spec=X with 0 < X < 1, "
                          "or youden")
     return names[key.strip()], target
 
@@ -561,7 +561,7 @@ def threshold_for(y_true: Any, y_prob: Any, kind: str, target: float = math.nan)
     y_true, y_prob = as_binary_inputs(y_true, y_prob)
     pos, neg = _split_classes(y_true, y_prob)
     if len(pos) == 0 or len(neg) == 0:
-        raise ValueError("choosing an operating point needs both classes in the data")
+        raise BadData("choosing an operating point needs both classes in the data")
     sens, spec, thresholds = _cut_rates(pos[None], neg[None])
     if kind == "youden":
         col = int(np.argmax(sens[0] + spec[0]))
@@ -659,7 +659,7 @@ def fit_temperature(y_true: Any, logits: Any) -> float:
     """
     y = np.asarray(y_true).reshape(-1)
     if y.size == 0:
-        raise ValueError("fitting a temperature needs labelled cases")
+        raise BadData("fitting a temperature needs labelled cases")
     low, high = np.log(TEMPERATURE_RANGE)
     result = optimize.minimize_scalar(
         lambda log_t: negative_log_likelihood(y, logits, float(np.exp(log_t))),

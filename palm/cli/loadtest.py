@@ -39,6 +39,7 @@ from palm.engine.inference import ENGINES, load_predictor
 from palm.io_utils import write_json_atomic
 from palm.models import build_model
 from palm.cli.benchmark import images_per_second, palm_sized_images
+from palm.errors import BadData, UserError
 
 # The folder holding the palm package, so the server child imports this same palm.
 PACKAGE_PARENT = Path(palm.__file__).resolve().parents[1]
@@ -99,14 +100,14 @@ def wait_healthy(url: str, server: subprocess.Popen, log_path: Path, timeout: fl
     while time.monotonic() < end:
         if server.poll() is not None:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-            raise RuntimeError(f"the service exited with code {server.returncode}: {' | '.join(tail)}")
+            raise UserError(f"the service exited with code {server.returncode}: {' | '.join(tail)}")
         try:
             if httpx.get(url + "/healthz", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise RuntimeError(f"the service did not answer within {timeout:.0f} s (log: {log_path})")
+    raise UserError(f"the service did not answer within {timeout:.0f} s (log: {log_path})")
 
 
 def send_load(url: str, photos: list[tuple[str, bytes]], n: int, concurrency: int,
@@ -202,7 +203,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         args.checkpoint = str(random_checkpoint(args.model, args.image_size, work_dir))
     paths = list_images(args.photos) if args.photos else palm_sized_images(work_dir)
     if not paths:
-        raise ValueError(f"{args.photos}: no photos found")
+        raise BadData(f"{args.photos}: no photos found")
     photos = [(Path(p).name, Path(p).read_bytes()) for p in paths]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -212,7 +213,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         wait_healthy(url, server, log_path)
         _, warm_errors, _ = send_load(url, photos, args.warmup, args.concurrency, args.cam)
         if warm_errors:
-            raise RuntimeError(f"warm-up failed: {warm_errors[0]}")
+            raise UserError(f"warm-up failed: {warm_errors[0]}")
         before = rss_mb(server.pid)
         rounds = [measure_round(url, photos, args, server.pid) for _ in range(args.rounds)]
         health = httpx.get(url + "/healthz").json()

@@ -28,7 +28,7 @@ from palm.data import sources
 from palm.engine.checkpoint import update_sidecar
 from palm.engine.inference import as_layer, load_predictor, source_meta
 from palm.engine.losses import ClassificationLoss
-from palm.errors import BadCheckpoint, BadData, OutputRefused
+from palm.errors import BadCheckpoint, BadConfig, BadData, OutputRefused
 from palm.io_utils import atomic_path, next_free_path, replace_outputs, write_json_atomic
 from palm.outputs import main_output, probabilities
 from palm.runtime import provenance
@@ -371,7 +371,7 @@ def calibrate_checkpoint(checkpoint: str | Path, meta: dict[str, Any], fit_tempe
             f" -> {M.negative_log_likelihood(labels, logits, temperature):.4f} on {where})")
     if kind:
         if meta["num_classes"] != 1:
-            raise ValueError("--operating-point applies to two-class (one-logit) models")
+            raise BadConfig("--operating-point applies to two-class (one-logit) models")
         probs = M.apply_temperature(logits, temperature)
         threshold = float(np.clip(M.threshold_for(labels, probs, kind, target), 0.0, 1.0))
         changes["threshold"] = threshold

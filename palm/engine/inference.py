@@ -211,7 +211,7 @@ class OpenVINOPredictor:
         try:
             import openvino as ov
         except ImportError:  # an optional dependency: a one-line error, not a traceback
-            raise RuntimeError("INT8 models run on OpenVINO, which is not installed: "
+            raise BadConfig("INT8 models run on OpenVINO, which is not installed: "
                                "pip install -e \".[int8]\"") from None
         core = ov.Core()
         config = {"INFERENCE_NUM_THREADS": threads or usable_cores(),
@@ -219,7 +219,7 @@ class OpenVINOPredictor:
         try:
             self.compiled = core.compile_model(core.read_model(str(model_file)), "CPU", config)
         except RuntimeError as e:
-            raise RuntimeError(f"{model_file}: OpenVINO cannot compile it "
+            raise BadCheckpoint(f"{model_file}: OpenVINO cannot compile it "
                                f"({str(e).strip().splitlines()[-1][:200]})") from None
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -257,7 +257,7 @@ def check_precision(precision: str, device: str, onednn: bool = True) -> None:
     if precision == "fp32":
         return
     if precision == "int8":
-        raise ValueError("int8 runs the OpenVINO model of a tools/quantize.py folder, not the "
+        raise BadConfig("int8 runs the OpenVINO model of a tools/quantize.py folder, not the "
                          "Paddle Inference predictor")
     if device != "cpu" or not onednn:
         raise BadConfig("bf16 runs on CPU with oneDNN only (on GPU use TensorRT fp16)")
@@ -410,10 +410,10 @@ def load_predictor(
 
 def _int8_predictor(path: Path, engine: str, options: dict[str, Any]) -> OpenVINOPredictor:
     if not is_exported(path):
-        raise ValueError(f"{path}: --precision int8 needs a tools/quantize.py folder; quantize "
+        raise BadConfig(f"{path}: --precision int8 needs a tools/quantize.py folder; quantize "
                          "the checkpoint first")
     if engine == "dygraph":
-        raise ValueError("--precision int8 runs on OpenVINO, not dygraph")
+        raise BadConfig("--precision int8 runs on OpenVINO, not dygraph")
     return OpenVINOPredictor(path, threads=options.get("threads"))
 
 

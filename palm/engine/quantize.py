@@ -39,7 +39,7 @@ from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.export import META_NAME, STAGE_PREFIX, export_model
 from palm.engine.inference import (INT8_META_KEY, InferencePredictor, OpenVINOPredictor,
                                    exported_files, is_exported, load_export_meta)
-from palm.errors import UserError
+from palm.errors import BadCheckpoint, BadConfig, BadData, UserError
 from palm.io_utils import write_json_atomic
 from palm.weights import file_sha256
 
@@ -95,7 +95,7 @@ def export_onnx(export_dir: Path, onnx_file: Path) -> Path:
                          capture_output=True, text=True)
     if run.returncode != 0 or not onnx_file.is_file():
         last = (run.stderr.strip().splitlines() or [f"exit {run.returncode}"])[-1][:200]
-        raise RuntimeError(f"{export_dir}: paddle2onnx could not convert the model ({last})")
+        raise BadCheckpoint(f"{export_dir}: paddle2onnx could not convert the model ({last})")
     return onnx_file
 
 
@@ -128,7 +128,7 @@ def calibration_images(paths: Sequence[str], meta: dict[str, Any], n: int,
     batches = [image[None] for image, _, error in (images[i] for i in range(len(images)))
                if not error]
     if not batches:
-        raise ValueError(f"none of the {len(paths)} calibration images could be read")
+        raise BadData(f"none of the {len(paths)} calibration images could be read")
     return batches
 
 
@@ -275,7 +275,7 @@ def _check_packages() -> None:
     missing = [name for name in ("paddle2onnx", "openvino", "nncf")
                if importlib.util.find_spec(name) is None]
     if missing:
-        raise RuntimeError(f"quantization needs {', '.join(missing)}: pip install -e \".[int8]\"")
+        raise BadConfig(f"quantization needs {', '.join(missing)}: pip install -e \".[int8]\"")
 
 
 def _versions() -> dict[str, str]:

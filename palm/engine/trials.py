@@ -25,7 +25,7 @@ import pandas as pd
 
 from palm.engine.runner import run_training
 from palm.engine.train import NonFiniteLossError, TrainingInterrupted, selection_score
-from palm.errors import BadConfig, StoppedByUser
+from palm.errors import BadConfig, BadData, StoppedByUser
 from palm.io_utils import write_json_atomic
 from palm.runtime import exit_with_parent
 
@@ -63,7 +63,7 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "metrics.csv"
     history = pd.read_csv(path).to_dict("records")
     if not history:
-        raise ValueError(f"{path}: no epochs recorded")
+        raise BadData(f"{path}: no epochs recorded")
     best = max(history, key=lambda row: selection_score(row)[1])
     final = history[-1]
     result: dict[str, Any] = {"epochs": int(final["epoch"]), "best_epoch": int(best["epoch"])}

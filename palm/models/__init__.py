@@ -25,14 +25,14 @@ from palm.models.vgg import vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, v
 from palm.models.xception import xception
 
 MODELS: dict[str, Callable[..., nn.Layer]] = {
-    # classic families (issue 2)
+    # classic families
     "lenet": lenet, "lenet5": lenet5, "alexnet": alexnet,
     "vgg11": vgg11, "vgg13": vgg13, "vgg16": vgg16, "vgg19": vgg19,
     "vgg11_bn": vgg11_bn, "vgg13_bn": vgg13_bn, "vgg16_bn": vgg16_bn, "vgg19_bn": vgg19_bn,
     "googlenet": googlenet,
     "resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50,
     "resnet101": resnet101, "resnet152": resnet152,
-    # later architectures (issue 7)
+    # later architectures
     "nin": nin,
     "densenet121": densenet121, "densenet169": densenet169,
     "se_resnet50": se_resnet50, "cbam_resnet50": cbam_resnet50,
