@@ -5,12 +5,15 @@ careless option value that hung, crashed with a traceback or damaged a file.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import pickle
 import re
 from pathlib import Path
 
+import cv2
+import numpy as np
 import paddle
 import pytest
 
@@ -19,12 +22,12 @@ from palm.engine.checkpoint import (CheckpointError, load_checkpoint_model, reco
                                    save_checkpoint)
 from palm.engine.export import META_NAME
 from palm.engine.inference import exported_files
-from palm.engine.predict import check_output
+from palm.engine.predict import check_output, predict_to_csv
 from palm.config import load_config
 from palm.errors import BadConfig, OutputRefused
 from palm.io_utils import output_lock
 from palm.models import build_model
-from palm.weights import UnsafeWeightsError, read_weights
+from palm.weights import UnsafeWeightsError, file_sha256, read_weights
 
 
 def _shared_tuple_chain(levels: int) -> bytes:
@@ -226,3 +229,20 @@ def test_export_record_with_malformed_hashes_is_refused(checkpoint, tmp_path):
         (folder / META_NAME).write_text(json.dumps(meta))
         with pytest.raises(CheckpointError, match=r"export.sha256 must map file names"):
             exported_files(folder)
+
+
+def test_resume_keeps_only_rows_of_this_runs_inputs(checkpoint, tmp_path):
+    """Resuming into an output made for other files kept their rows and counted them as
+    predicted images of this run."""
+    images = []
+    for k in range(4):
+        images.append(str(tmp_path / f"img{k}.png"))
+        cv2.imwrite(images[-1], np.full((40, 40, 3), 60 * k, np.uint8))
+    model, meta = load_checkpoint_model(checkpoint)
+    out = tmp_path / "preds.csv"
+    run = dict(num_workers=0, progress=False, checkpoint_sha256=file_sha256(checkpoint))
+    predict_to_csv(model, meta, images[:3], out, **run)
+    summary = predict_to_csv(model, meta, images[2:], out, resume=True, **run)
+    with open(out, newline="") as f:
+        assert [row["path"] for row in csv.DictReader(f)] == images[2:]
+    assert (summary.images, summary.reused) == (2, 1)
