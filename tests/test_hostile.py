@@ -246,3 +246,24 @@ def test_resume_keeps_only_rows_of_this_runs_inputs(checkpoint, tmp_path):
     with open(out, newline="") as f:
         assert [row["path"] for row in csv.DictReader(f)] == images[2:]
     assert (summary.images, summary.reused) == (2, 1)
+
+
+def test_16_bit_image_converts_without_float_copies(tmp_path):
+    """A 16-bit RGBA image became float32 copies (12+ bytes a pixel) before 8-bit: a 100 MP
+    PNG under the pixel cap took gigabytes."""
+    import tracemalloc
+
+    path = tmp_path / "deep.png"
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(path), rng.integers(0, 65536, (1000, 1000, 4), dtype=np.uint16))
+    expected = (cv2.imread(str(path), cv2.IMREAD_UNCHANGED)[..., 2::-1] / 257.0 + 0.5)
+    tracemalloc.start()
+    try:
+        image = read_image(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(image, expected.astype(np.uint8))
+    # the file read twice (array, bytes), 8 bytes a pixel decoded, 4 + 3 converted, some
+    # slack; float copies add 12 or more bytes a pixel
+    assert peak < 2 * path.stat().st_size + 20 * 1_000_000
