@@ -267,3 +267,11 @@ def test_16_bit_image_converts_without_float_copies(tmp_path):
     # the file read twice (array, bytes), 8 bytes a pixel decoded, 4 + 3 converted, some
     # slack; float copies add 12 or more bytes a pixel
     assert peak < 2 * path.stat().st_size + 20 * 1_000_000
+
+
+def test_named_pipe_with_an_image_name_is_refused_not_waited_on(tmp_path):
+    """A FIFO named .jpg in an image folder or list: reading it waited forever."""
+    path = tmp_path / "eye.jpg"
+    os.mkfifo(path)
+    with pytest.raises(ImageReadError, match=r"eye.jpg: not a regular file"):
+        read_image(path)

@@ -181,6 +181,8 @@ def read_image(
         raise ImageReadError(path, "file not found")
     if os.path.isdir(path):
         raise ImageReadError(path, "is a folder, not an image file")
+    if not os.path.isfile(path):  # reading a named pipe waits for a writer forever
+        raise ImageReadError(path, "not a regular file (a pipe, socket or device)")
     try:
         buf = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
