@@ -17,7 +17,7 @@ import numpy as np
 import paddle
 import pytest
 
-from palm.data.image_io import ImageReadError, read_image
+from palm.data.image_io import CachedImageReader, ImageReadError, read_image
 from palm.engine.checkpoint import (CheckpointError, load_checkpoint_model, recover_folder,
                                    save_checkpoint)
 from palm.engine.export import META_NAME
@@ -93,7 +93,8 @@ def test_empty_array_of_a_huge_shape_is_refused(tmp_path):
     """numpy's _reconstruct allocates its shape: 100 bytes asked for 10**9 bytes (and the
     copy into a tensor touched them all)."""
     path = tmp_path / "huge.pdparams"
-    path.write_bytes(pickle.PROTO + b"\x02" + pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n"
+    path.write_bytes(pickle.PROTO + b"\x02"
+                     + pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n"
                      + pickle.GLOBAL + b"numpy\nndarray\n" + pickle.MARK + pickle.LONG1 + b"\x04"
                      + (10**9).to_bytes(4, "little") + pickle.TUPLE + pickle.SHORT_BINBYTES
                      + b"\x01b" + pickle.TUPLE3 + pickle.REDUCE + pickle.STOP)
@@ -275,3 +276,15 @@ def test_named_pipe_with_an_image_name_is_refused_not_waited_on(tmp_path):
     os.mkfifo(path)
     with pytest.raises(ImageReadError, match=r"eye.jpg: not a regular file"):
         read_image(path)
+
+
+def test_cache_entry_that_is_not_an_image_is_decoded_again(tmp_path):
+    """A planted or damaged .npy in the cache (any shape, any dtype) was used as the image."""
+    path = tmp_path / "eye.png"
+    cv2.imwrite(str(path), np.full((40, 50, 3), 90, np.uint8))
+    read = CachedImageReader(tmp_path / "cache", 32)
+    expected = read(path)
+    for planted in (np.zeros(5, np.float64), np.zeros((4, 4, 5), np.uint8),
+                    np.zeros((400, 500, 3), np.uint8)):
+        np.save(read.cache_path(path), planted)
+        np.testing.assert_array_equal(read(path), expected)

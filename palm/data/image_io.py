@@ -273,6 +273,13 @@ def cache_size_setting(size_gb: float | str | None = None) -> int:
                else DEFAULT_CACHE_SIZE_GB * 1e9)
 
 
+def _is_cached_image(img: np.ndarray, target_size: int | None) -> bool:
+    # a damaged or planted entry (a header declaring any shape, another dtype) is not used:
+    # it would reach the network as a wrong image
+    return (img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and min(img.shape[:2]) > 0
+            and (not target_size or min(img.shape[:2]) <= target_size))
+
+
 class CachedImageReader:
     """`read_image` with a bounded on-disk cache of images shrunk to short side `target_size`.
 
@@ -371,10 +378,11 @@ class CachedImageReader:
         entry = self.cache_path(path)
         if entry.exists():
             try:
-                img = np.load(entry, allow_pickle=False)
+                img = np.load(entry, allow_pickle=False, mmap_mode="r")
+                img = np.array(img) if _is_cached_image(img, self.target_size) else None
             except (OSError, ValueError):
-                pass  # unreadable entry (e.g. disk trouble): decode again and overwrite it
-            else:
+                img = None  # unreadable entry (e.g. disk trouble): decode again, overwrite it
+            if img is not None:
                 try:
                     os.utime(entry)  # mark as recently used for the LRU eviction
                 except OSError:

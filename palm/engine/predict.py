@@ -5,8 +5,9 @@ batch at a time and every batch's rows are appended to `OUTPUT.partial` at once.
 run finishes, the journal is copied atomically to OUTPUT and removed, so OUTPUT is either
 complete or absent. After an interruption, `resume=True` keeps every successful row of the
 journal (and of an existing OUTPUT) for a file of this run's inputs and predicts only the
-rest; files that failed are tried again, rows of files no longer asked for are dropped. `OUTPUT.json` records what made the rows (checkpoint SHA-256, threshold, precision,
-TTA, columns); resuming with anything else is refused, saying what differs. A kept row must
+rest; files that failed are tried again, rows of files no longer asked for are dropped.
+`OUTPUT.json` records what made the rows (checkpoint SHA-256, threshold, precision, TTA,
+columns); resuming with anything else is refused, saying what differs. A kept row must
 be complete and well-formed (a row torn by a crash or a full disk, or edited by hand into
 something else, is predicted again).
 
