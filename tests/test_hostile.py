@@ -288,3 +288,17 @@ def test_cache_entry_that_is_not_an_image_is_decoded_again(tmp_path):
                     np.zeros((400, 500, 3), np.uint8)):
         np.save(read.cache_path(path), planted)
         np.testing.assert_array_equal(read(path), expected)
+
+
+def test_progressive_jpeg_is_capped_at_its_full_size(tmp_path):
+    """libjpeg holds all coefficients of a progressive JPEG (3 bytes a pixel) even at 1/8
+    scale: a 65535 x 65535 one passed the 100 MP cap at 1/8 scale and needed 13 GB."""
+    image = np.full((800, 800, 3), 120, np.uint8)
+    baseline, progressive = tmp_path / "baseline.jpg", tmp_path / "progressive.jpg"
+    cv2.imwrite(str(baseline), image)
+    cv2.imwrite(str(progressive), image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert read_image(baseline, target_size=32, max_pixels=100_000).shape == (100, 100, 3)
+    with pytest.raises(ImageReadError, match=r"progressive.jpg: progressive JPEG, held at full "
+                                             r"size while decoding; image of 800x800 pixels"):
+        read_image(progressive, target_size=32, max_pixels=100_000)
+    assert read_image(progressive, target_size=32, max_pixels=640_000).shape == (100, 100, 3)

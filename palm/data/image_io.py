@@ -108,6 +108,20 @@ def header_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
+def _jpeg_is_progressive(data: bytes) -> bool:
+    """True if the first start-of-frame marker of a JPEG is a progressive one (SOF2/6/10/14)."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return marker in (0xC2, 0xC6, 0xCA, 0xCE)
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return False
+
+
 def _positive_number(value: object, what: str) -> float:
     """`value` (a number or numeric text, e.g. "1e8" as PyYAML leaves it) as a float > 0."""
     try:
@@ -201,7 +215,11 @@ def read_image(
         flags = _REDUCED_FLAGS.get(factor, cv2.IMREAD_COLOR)
     else:
         flags = cv2.IMREAD_UNCHANGED  # keeps 16-bit depth and alpha for _to_rgb_uint8
-    _check_pixels(path, size, factor, max_pixels_setting(max_pixels))
+    # libjpeg keeps every coefficient of a progressive JPEG (about 3 bytes a pixel at full
+    # size) whatever the output scale, so its full size counts
+    progressive = factor > 1 and _jpeg_is_progressive(data)
+    _check_pixels(path, size, 1 if progressive else factor, max_pixels_setting(max_pixels),
+                  "progressive JPEG, held at full size while decoding; " if progressive else "")
     img = cv2.imdecode(buf, flags)
     if img is None or img.size == 0:
         raise ImageReadError(path, "not a readable image (corrupt file or unsupported format)")
@@ -209,7 +227,7 @@ def read_image(
 
 
 def _check_pixels(path: str | os.PathLike, size: tuple[int, int], factor: int,
-                  limit: int) -> None:
+                  limit: int, why: str = "") -> None:
     """Refuse, before decoding, an image whose decoded size would exceed `limit` pixels."""
     w, h = size
     decoded = math.ceil(w / factor) * math.ceil(h / factor)
@@ -217,7 +235,7 @@ def _check_pixels(path: str | os.PathLike, size: tuple[int, int], factor: int,
         scale = f" at 1/{factor} scale" if factor > 1 else ""
         raise ImageReadError(
             path,
-            f"image of {w}x{h} pixels would decode{scale} to {decoded / 1e6:.0f} MP, over the "
+            f"{why}image of {w}x{h} pixels would decode{scale} to {decoded / 1e6:.0f} MP, over the "
             f"limit of {limit / 1e6:g} MP (raise max_pixels or ${MAX_PIXELS_ENV} to read it)",
         )
 
