@@ -140,6 +140,7 @@ def checkpoint(tmp_path) -> Path:
     ({"model_kwargs": {"in_channels": -1}}, r"best.json: cannot build lenet5 \("),
     ({"files": {"pdparams": "x"}}, r"best.json: files.pdparams must be \{\"sha256\": hex text"),
     ({"class_names": ["PM"]}, r"best.json: 1 class_names for num_classes 1 \(needs 2\)"),
+    ({"class_names": ["PM", "PM"]}, r"best.json: class_names must differ"),
 ])
 def test_sidecar_cannot_ask_for_a_huge_or_broken_network(change, expected, checkpoint):
     """A sidecar's sizes allocated gigabytes (MemoryError) or crashed before the weights
