@@ -303,3 +303,17 @@ def test_progressive_jpeg_is_capped_at_its_full_size(tmp_path):
                                              r"size while decoding; image of 800x800 pixels"):
         read_image(progressive, target_size=32, max_pixels=100_000)
     assert read_image(progressive, target_size=32, max_pixels=640_000).shape == (100, 100, 3)
+
+
+def test_huge_int_as_a_repeated_key_is_refused(tmp_path):
+    """A big int is hashed digit by digit on every insertion: one 100 kB int reused as a
+    key a million times is 4 MB of file and hours of hashing."""
+    big = b"\x01" * 100_000
+    ops = (pickle.PROTO + b"\x04" + pickle.LONG4 + len(big).to_bytes(4, "little") + big
+           + pickle.BINPUT + b"\x00" + pickle.POP + pickle.EMPTY_DICT
+           + (pickle.BINGET + b"\x00" + pickle.NONE + pickle.SETITEM) * 3 + pickle.STOP)
+    path = tmp_path / "bigkey.pdparams"
+    path.write_bytes(ops)
+    with pytest.raises(UnsafeWeightsError, match=r"bigkey.pdparams: it uses a 799993-bit integer "
+                                                 r"as a dictionary key"):
+        read_weights(path)
