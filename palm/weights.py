@@ -97,8 +97,9 @@ def trust_checkpoints(enabled: bool) -> Iterator[None]:
 # A dictionary key or set member is hashed as it is inserted, and hashing a tuple walks all
 # of it each time: a tuple holding one tuple twice, 60 levels deep, is 60 objects in a few
 # hundred bytes of pickle that take 2**60 steps to hash (numpy dtypes nest the same way).
-# Keys must be these plain types (real files use str), and the arguments handed to any
-# constructor are at most ARGUMENT_NODES objects when walked as a tree.
+# Keys must be these plain types (real files use str; ints of at most 64 bits), and the
+# arguments handed to any constructor are at most ARGUMENT_NODES objects when walked as a
+# tree.
 _KEY_TYPES = (str, bytes, int, float, bool, type(None))
 ARGUMENT_NODES = 10_000
 # objects whose state a file may set (BUILD); anything else has no state in a weights file
@@ -139,9 +140,13 @@ class _RestrictedUnpickler(pickle._Unpickler):
 
     def _check_keys(self, keys: Any) -> None:
         for key in keys:
+            # str and bytes cache their hash; a big int is hashed digit by digit every time
             if not isinstance(key, _KEY_TYPES):
                 raise self._refuse(f"uses a {type(key).__name__} as a dictionary key or set "
                                    "member")
+            if isinstance(key, int) and key.bit_length() > 64:
+                raise self._refuse(f"uses a {key.bit_length()}-bit integer as a dictionary key "
+                                   "or set member")
 
     def _check_arguments(self, *values: Any) -> None:
         budget = ARGUMENT_NODES

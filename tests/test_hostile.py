@@ -5,26 +5,29 @@ careless option value that hung, crashed with a traceback or damaged a file.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import pickle
 import re
 from pathlib import Path
 
+import cv2
+import numpy as np
 import paddle
 import pytest
 
-from palm.data.image_io import ImageReadError, read_image
+from palm.data.image_io import CachedImageReader, ImageReadError, read_image
 from palm.engine.checkpoint import (CheckpointError, load_checkpoint_model, recover_folder,
                                    save_checkpoint)
 from palm.engine.export import META_NAME
 from palm.engine.inference import exported_files
-from palm.engine.predict import check_output
+from palm.engine.predict import check_output, predict_to_csv
 from palm.config import load_config
 from palm.errors import BadConfig, OutputRefused
 from palm.io_utils import output_lock
 from palm.models import build_model
-from palm.weights import UnsafeWeightsError, read_weights
+from palm.weights import UnsafeWeightsError, file_sha256, read_weights
 
 
 def _shared_tuple_chain(levels: int) -> bytes:
@@ -90,7 +93,8 @@ def test_empty_array_of_a_huge_shape_is_refused(tmp_path):
     """numpy's _reconstruct allocates its shape: 100 bytes asked for 10**9 bytes (and the
     copy into a tensor touched them all)."""
     path = tmp_path / "huge.pdparams"
-    path.write_bytes(pickle.PROTO + b"\x02" + pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n"
+    path.write_bytes(pickle.PROTO + b"\x02"
+                     + pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n"
                      + pickle.GLOBAL + b"numpy\nndarray\n" + pickle.MARK + pickle.LONG1 + b"\x04"
                      + (10**9).to_bytes(4, "little") + pickle.TUPLE + pickle.SHORT_BINBYTES
                      + b"\x01b" + pickle.TUPLE3 + pickle.REDUCE + pickle.STOP)
@@ -136,6 +140,7 @@ def checkpoint(tmp_path) -> Path:
     ({"model_kwargs": {"in_channels": -1}}, r"best.json: cannot build lenet5 \("),
     ({"files": {"pdparams": "x"}}, r"best.json: files.pdparams must be \{\"sha256\": hex text"),
     ({"class_names": ["PM"]}, r"best.json: 1 class_names for num_classes 1 \(needs 2\)"),
+    ({"class_names": ["PM", "PM"]}, r"best.json: class_names must differ"),
 ])
 def test_sidecar_cannot_ask_for_a_huge_or_broken_network(change, expected, checkpoint):
     """A sidecar's sizes allocated gigabytes (MemoryError) or crashed before the weights
@@ -226,3 +231,89 @@ def test_export_record_with_malformed_hashes_is_refused(checkpoint, tmp_path):
         (folder / META_NAME).write_text(json.dumps(meta))
         with pytest.raises(CheckpointError, match=r"export.sha256 must map file names"):
             exported_files(folder)
+
+
+def test_resume_keeps_only_rows_of_this_runs_inputs(checkpoint, tmp_path):
+    """Resuming into an output made for other files kept their rows and counted them as
+    predicted images of this run."""
+    images = []
+    for k in range(4):
+        images.append(str(tmp_path / f"img{k}.png"))
+        cv2.imwrite(images[-1], np.full((40, 40, 3), 60 * k, np.uint8))
+    model, meta = load_checkpoint_model(checkpoint)
+    out = tmp_path / "preds.csv"
+    run = dict(num_workers=0, progress=False, checkpoint_sha256=file_sha256(checkpoint))
+    predict_to_csv(model, meta, images[:3], out, **run)
+    summary = predict_to_csv(model, meta, images[2:], out, resume=True, **run)
+    with open(out, newline="") as f:
+        assert [row["path"] for row in csv.DictReader(f)] == images[2:]
+    assert (summary.images, summary.reused) == (2, 1)
+
+
+def test_16_bit_image_converts_without_float_copies(tmp_path):
+    """A 16-bit RGBA image became float32 copies (12+ bytes a pixel) before 8-bit: a 100 MP
+    PNG under the pixel cap took gigabytes."""
+    import tracemalloc
+
+    path = tmp_path / "deep.png"
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(path), rng.integers(0, 65536, (1000, 1000, 4), dtype=np.uint16))
+    expected = (cv2.imread(str(path), cv2.IMREAD_UNCHANGED)[..., 2::-1] / 257.0 + 0.5)
+    tracemalloc.start()
+    try:
+        image = read_image(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(image, expected.astype(np.uint8))
+    # the file read twice (array, bytes), 8 bytes a pixel decoded, 4 + 3 converted, some
+    # slack; float copies add 12 or more bytes a pixel
+    assert peak < 2 * path.stat().st_size + 20 * 1_000_000
+
+
+def test_named_pipe_with_an_image_name_is_refused_not_waited_on(tmp_path):
+    """A FIFO named .jpg in an image folder or list: reading it waited forever."""
+    path = tmp_path / "eye.jpg"
+    os.mkfifo(path)
+    with pytest.raises(ImageReadError, match=r"eye.jpg: not a regular file"):
+        read_image(path)
+
+
+def test_cache_entry_that_is_not_an_image_is_decoded_again(tmp_path):
+    """A planted or damaged .npy in the cache (any shape, any dtype) was used as the image."""
+    path = tmp_path / "eye.png"
+    cv2.imwrite(str(path), np.full((40, 50, 3), 90, np.uint8))
+    read = CachedImageReader(tmp_path / "cache", 32)
+    expected = read(path)
+    for planted in (np.zeros(5, np.float64), np.zeros((4, 4, 5), np.uint8),
+                    np.zeros((400, 500, 3), np.uint8)):
+        np.save(read.cache_path(path), planted)
+        np.testing.assert_array_equal(read(path), expected)
+
+
+def test_progressive_jpeg_is_capped_at_its_full_size(tmp_path):
+    """libjpeg holds all coefficients of a progressive JPEG (3 bytes a pixel) even at 1/8
+    scale: a 65535 x 65535 one passed the 100 MP cap at 1/8 scale and needed 13 GB."""
+    image = np.full((800, 800, 3), 120, np.uint8)
+    baseline, progressive = tmp_path / "baseline.jpg", tmp_path / "progressive.jpg"
+    cv2.imwrite(str(baseline), image)
+    cv2.imwrite(str(progressive), image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert read_image(baseline, target_size=32, max_pixels=100_000).shape == (100, 100, 3)
+    with pytest.raises(ImageReadError, match=r"progressive.jpg: progressive JPEG, held at full "
+                                             r"size while decoding; image of 800x800 pixels"):
+        read_image(progressive, target_size=32, max_pixels=100_000)
+    assert read_image(progressive, target_size=32, max_pixels=640_000).shape == (100, 100, 3)
+
+
+def test_huge_int_as_a_repeated_key_is_refused(tmp_path):
+    """A big int is hashed digit by digit on every insertion: one 100 kB int reused as a
+    key a million times is 4 MB of file and hours of hashing."""
+    big = b"\x01" * 100_000
+    ops = (pickle.PROTO + b"\x04" + pickle.LONG4 + len(big).to_bytes(4, "little") + big
+           + pickle.BINPUT + b"\x00" + pickle.POP + pickle.EMPTY_DICT
+           + (pickle.BINGET + b"\x00" + pickle.NONE + pickle.SETITEM) * 3 + pickle.STOP)
+    path = tmp_path / "bigkey.pdparams"
+    path.write_bytes(ops)
+    with pytest.raises(UnsafeWeightsError, match=r"bigkey.pdparams: it uses a 799993-bit integer "
+                                                 r"as a dictionary key"):
+        read_weights(path)

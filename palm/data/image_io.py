@@ -115,6 +115,20 @@ def header_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
+def _jpeg_is_progressive(data: bytes) -> bool:
+    """True if the first start-of-frame marker of a JPEG is a progressive one (SOF2/6/10/14)."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return marker in (0xC2, 0xC6, 0xCA, 0xCE)
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return False
+
+
 def _positive_number(value: object, what: str) -> float:
     """`value` (a number or numeric text, e.g. "1e8" as PyYAML leaves it) as a float > 0."""
     try:
@@ -147,7 +161,9 @@ def _reduction_factor(size: tuple[int, int], target_size: int | None) -> int:
 def _to_rgb_uint8(img: np.ndarray) -> np.ndarray:
     """OpenCV's BGR/BGRA/gray at 8/16-bit or float -> RGB uint8."""
     if img.dtype == np.uint16:
-        img = (img.astype(np.float32) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
+        # in one pass, rounded and saturated: a float copy of a 100 MP 16-bit RGBA image
+        # and its temporaries took 3-5 GB on top of the 800 MB decode
+        img = cv2.convertScaleAbs(img, alpha=255.0 / 65535.0)
     elif img.dtype != np.uint8:
         img = img.astype(np.float32)
         if img.max(initial=0.0) <= 1.0:  # float images are usually 0..1
@@ -186,6 +202,8 @@ def read_image(
         raise ImageReadError(path, "file not found")
     if os.path.isdir(path):
         raise ImageReadError(path, "is a folder, not an image file")
+    if not os.path.isfile(path):  # reading a named pipe waits for a writer forever
+        raise ImageReadError(path, "not a regular file (a pipe, socket or device)")
     try:
         buf = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
@@ -220,7 +238,11 @@ def decode_image(
         flags = _REDUCED_FLAGS.get(factor, cv2.IMREAD_COLOR)
     else:
         flags = cv2.IMREAD_UNCHANGED  # keeps 16-bit depth and alpha for _to_rgb_uint8
-    _check_pixels(source, size, factor, max_pixels_setting(max_pixels))
+    # libjpeg keeps every coefficient of a progressive JPEG (about 3 bytes a pixel at full
+    # size) whatever the output scale, so its full size counts
+    progressive = factor > 1 and _jpeg_is_progressive(data)
+    _check_pixels(source, size, 1 if progressive else factor, max_pixels_setting(max_pixels),
+                  "progressive JPEG, held at full size while decoding; " if progressive else "")
     img = cv2.imdecode(buf, flags)
     if img is None or img.size == 0:
         raise ImageReadError(source, "not a readable image (corrupt file or unsupported format)")
@@ -228,7 +250,7 @@ def decode_image(
 
 
 def _check_pixels(path: str | os.PathLike, size: tuple[int, int], factor: int,
-                  limit: int) -> None:
+                  limit: int, why: str = "") -> None:
     """Refuse, before decoding, an image whose decoded size would exceed `limit` pixels."""
     w, h = size
     decoded = math.ceil(w / factor) * math.ceil(h / factor)
@@ -236,7 +258,7 @@ def _check_pixels(path: str | os.PathLike, size: tuple[int, int], factor: int,
         scale = f" at 1/{factor} scale" if factor > 1 else ""
         raise TooManyPixels(
             path,
-            f"image of {w}x{h} pixels would decode{scale} to {decoded / 1e6:.0f} MP, over the "
+            f"{why}image of {w}x{h} pixels would decode{scale} to {decoded / 1e6:.0f} MP, over the "
             f"limit of {limit / 1e6:g} MP (raise max_pixels or ${MAX_PIXELS_ENV} to read it)",
         )
 
@@ -330,6 +352,13 @@ def clear_cache(folder: str | os.PathLike) -> tuple[int, int]:
             continue
         removed, freed = removed + 1, freed + size
     return removed, freed
+
+
+def _is_cached_image(img: np.ndarray, target_size: int | None) -> bool:
+    # a damaged or planted entry (a header declaring any shape, another dtype) is not used:
+    # it would reach the network as a wrong image
+    return (img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and min(img.shape[:2]) > 0
+            and (not target_size or min(img.shape[:2]) <= target_size))
 
 
 class CachedImageReader:
@@ -430,10 +459,11 @@ class CachedImageReader:
         entry = self.cache_path(path)
         if entry.exists():
             try:
-                img = np.load(entry, allow_pickle=False)
+                img = np.load(entry, allow_pickle=False, mmap_mode="r")
+                img = np.array(img) if _is_cached_image(img, self.target_size) else None
             except (OSError, ValueError):
-                pass  # unreadable entry (e.g. disk trouble): decode again and overwrite it
-            else:
+                img = None  # unreadable entry (e.g. disk trouble): decode again, overwrite it
+            if img is not None:
                 try:
                     os.utime(entry)  # mark as recently used for the LRU eviction
                 except OSError:

@@ -89,6 +89,8 @@ def validate_meta(meta: Any, source: str | Path) -> dict[str, Any]:
     elif names and _is_int(meta["num_classes"]) and len(names) != max(2, meta["num_classes"]):
         problems.append(f"{len(names)} class_names for num_classes {meta['num_classes']} "
                         f"(needs {max(2, meta['num_classes'])})")
+    elif len(set(names)) != len(names):  # predictions would name two classes alike
+        problems.append(f"class_names must differ, not {names[:SHOWN_NAMES * 3]}")
     if isinstance(meta.get("files"), dict):
         problems += [f"files.{kind} must be {{\"sha256\": hex text, \"bytes\": integer}}, not "
                      f"{str(record)[:60]}" for kind, record in meta["files"].items()

@@ -4,9 +4,10 @@ Memory stays flat whatever the folder size: images are decoded in DataLoader wor
 batch at a time and every batch's rows are appended to `OUTPUT.partial` at once. When the
 run finishes, the journal is copied atomically to OUTPUT and removed, so OUTPUT is either
 complete or absent. After an interruption, `resume=True` keeps every successful row of the
-journal (and of an existing OUTPUT) and predicts only the rest; files that failed are tried
-again. `OUTPUT.json` records what made the rows (checkpoint SHA-256, threshold, precision,
-TTA, columns); resuming with anything else is refused, saying what differs. A kept row must
+journal (and of an existing OUTPUT) for a file of this run's inputs and predicts only the
+rest; files that failed are tried again, rows of files no longer asked for are dropped.
+`OUTPUT.json` records what made the rows (checkpoint SHA-256, threshold, precision, TTA,
+columns); resuming with anything else is refused, saying what differs. A kept row must
 be complete and well-formed (a row torn by a crash or a full disk, or edited by hand into
 something else, is predicted again).
 
@@ -173,9 +174,10 @@ def _ends_with_newline(path: Path) -> bool:
         return f.read(1) == b"\n"
 
 
-def _done_rows(files: Sequence[Path], columns: Sequence[str],
-               class_names: Sequence[str]) -> Iterator[dict[str, str]]:
-    """Complete successful rows of earlier outputs, each path once (streamed, not loaded whole)."""
+def _done_rows(files: Sequence[Path], columns: Sequence[str], class_names: Sequence[str],
+               wanted: set[str]) -> Iterator[dict[str, str]]:
+    """Complete successful rows of earlier outputs for `wanted` paths, each path once
+    (streamed, not loaded whole)."""
     seen: set[str] = set()
     for path in files:
         torn = not _ends_with_newline(path)  # the last line was cut mid-write
@@ -184,15 +186,16 @@ def _done_rows(files: Sequence[Path], columns: Sequence[str],
             if torn:
                 rows = (row for row, _ in itertools.pairwise(rows))  # all but the last
             for row in rows:
-                if _row_ok(row, columns, class_names) and row["path"] not in seen:
+                if _row_ok(row, columns, class_names) and row["path"] in wanted \
+                        and row["path"] not in seen:
                     seen.add(row["path"])
                     yield row
 
 
 def _start_journal(output: Path, columns: list[str], class_names: Sequence[str],
-                   record: dict[str, Any], resume: bool) -> set[str]:
+                   record: dict[str, Any], resume: bool, paths: Sequence[str]) -> set[str]:
     """Record what makes the rows, and create the journal with a header (+ the earlier rows
-    that are still valid when resuming)."""
+    that are still valid when resuming, for the `paths` of this run only)."""
     journal = journal_path(output)
     earlier = [p for p in (output, journal) if p.is_file()] if resume else []
     for path in earlier:
@@ -202,7 +205,7 @@ def _start_journal(output: Path, columns: list[str], class_names: Sequence[str],
     with atomic_path(journal) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
-        for row in _done_rows(earlier, columns, class_names):
+        for row in _done_rows(earlier, columns, class_names, set(paths)):
             writer.writerow(row)
             done.add(row["path"])
     return done
@@ -290,7 +293,7 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
     temperature = float(meta.get("temperature", 1.0))
     record = {"checkpoint_sha256": checkpoint_sha256, "threshold": threshold,
               "temperature": temperature, "precision": precision, "tta": tta, "columns": columns}
-    done = _start_journal(output, columns, class_names, record, resume)
+    done = _start_journal(output, columns, class_names, record, resume, paths)
     todo = [p for p in paths if p not in done]
     transform = eval_transform(meta)
     errors = 0
