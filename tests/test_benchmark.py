@@ -40,3 +40,19 @@ def test_pytorch_twin_is_the_same_network():
         statistics = sum(b.numel() for n, b in net.named_buffers() if n.endswith(("_mean", "_var")))
         assert weights + statistics == count_params(build_model(name, num_classes=1)), name
     assert benchmark.torch_resnet("lenet5") is None
+
+
+@pytest.mark.slow
+def test_int8_and_decode_sections(tmp_path):
+    out = tmp_path / "bench.json"
+    argv = ["--models", "lenet5", "--sizes", "32", "--sections", "int8,decode", "--iters", "2",
+            "--repeats", "1", "--work-dir", str(tmp_path / "work"), "--output", str(out)]
+    benchmark.main(benchmark.get_args_parser().parse_args(argv))
+    (row,) = json.loads(out.read_text())["rows"]
+    for key in ("int8", "int8_fp32_predictor", "decode_full_ms", "decode_reduced_ms"):
+        assert math.isfinite(row[key]) and row[key] > 0, key
+    assert row["int8_vs_int8_fp32_predictor"] == row["int8"] / row["int8_fp32_predictor"]
+    assert len(row["int8_runs"]) == 2  # --repeats + 1 alternating rounds
+    assert row["torch_eager"].startswith("torch not installed or no PyTorch twin")
+    # a 2124x2056 photo for a 32 px model decodes at 1/8 and stays close to the full decode
+    assert row["decode_reduced_size"] == "266x257" and row["decode_reduced_psnr"] > 35

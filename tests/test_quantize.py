@@ -16,6 +16,7 @@ import pytest
 
 from palm.data.image_io import read_image, resize_short_side
 from palm.engine.checkpoint import CheckpointError
+from palm.errors import BadConfig
 from palm.engine.export import META_NAME
 from palm.engine.inference import (InferencePredictor, OpenVINOPredictor, load_predictor)
 from palm.engine.predict import record_path
@@ -127,6 +128,17 @@ def test_a_changed_int8_model_is_refused(quantized, tmp_path):
 def test_int8_precision_needs_a_quantized_folder(trained):
     with pytest.raises(ValueError, match="tools/quantize.py folder"):
         load_predictor(trained, precision="int8")
+
+
+def test_missing_sources_are_one_line_errors_before_any_work(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    base = ["--checkpoint", str(tmp_path / "none.pdparams"), "--output", str(tmp_path / "out")]
+    with pytest.raises(BadConfig, match="labelled images to validate"):
+        _quantize([*base, "--calib-dir", str(photos)])
+    with pytest.raises(BadConfig, match="--calib-dir or --data-root"):
+        _quantize([*base, "--val-dir", str(photos)])
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("target", [200, 100, 50])

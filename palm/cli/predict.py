@@ -43,7 +43,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True,
-                   help="NAME.pdparams with NAME.json beside it, or a tools/export.py folder")
+                   help="NAME.pdparams with NAME.json beside it, or a tools/export.py or "
+                        "tools/quantize.py folder")
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="auto: Paddle Inference for an export folder, and for a checkpoint when "
                         "there are enough images to repay a temporary export; else dygraph")

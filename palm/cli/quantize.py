@@ -65,6 +65,9 @@ def main(args: argparse.Namespace) -> Comparison:
     check_options(vars(args))
     if args.calib_images < 1:
         raise BadConfig(f"--calib-images {args.calib_images}: must be at least 1")
+    if not (args.data_root or args.val_dir or args.val_csv):  # found out before quantizing
+        raise BadConfig("give --data-root, --val-dir or --val-csv: labelled images to validate "
+                        "the INT8 model on")
     paths = calibration_paths(args)
     def validation_set(meta: dict[str, Any]):
         return sources.evaluation_set(transform=model_transform(meta),

@@ -9,11 +9,11 @@ refuses, unless forced. The folder it writes is an ordinary export (model.json,
 model.pdiparams) plus model_int8.xml/.bin, with palm_meta.json's "int8" record holding the
 file hashes and the validation; predict/eval run the INT8 model by default.
 
-Why OpenVINO + NNCF: measured side by side on the 2-core AVX2 (no VNNI) development CPU,
-ResNet18 224 px batch 8, it ran 3.2x the fp32 Paddle Inference predictor with logits close
-to fp32, while Paddle's own oneDNN INT8 (PostTrainingQuantization, legacy program format)
-ran 2.8x with logits far from fp32's and ONNX Runtime's static quantization ran no faster
-than fp32 (its u8s8 kernels need VNNI to pay). README has the figures.
+Why OpenVINO + NNCF: on the 2-core AVX2 CPU (no VNNI) it was the fastest of the three INT8
+paths measured side by side, with logits close to fp32's; Paddle's own oneDNN INT8
+(PostTrainingQuantization, legacy program format only) was slower with logits far from
+fp32's, and ONNX Runtime's static quantization was no faster than fp32 (its u8s8 kernels
+need VNNI to pay). The README's INT8 section has the figures.
 
 Writes are all or nothing, as in `palm.engine.export`: everything is built and validated
 in a hidden staging folder inside the output folder; palm_meta.json moves in last.
