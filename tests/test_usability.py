@@ -122,7 +122,7 @@ def test_eval_folder_is_rewritten_whole(palm_root, tmp_path, monkeypatch):
     assert not (ev / "report.html").exists()
     assert sorted(p.name for p in ev.iterdir()) == sorted(
         ["metrics.json", "predictions.csv", "confusion_matrix.png", "roc_curve.png",
-         "pr_curve.png"])
+         "pr_curve.png", "reliability_diagram.png"])
     # the default output takes the next free name
     evaluate()
     evaluate()

@@ -58,12 +58,14 @@ import numpy as np
 import pandas as pd
 import paddle
 
+from palm.cli.benchmark_data import bench_decode as decode_ways
 from palm.cli.common import add_verbosity_options, run_tool
 from palm.data import PalmTrainSet, build_loader, build_transform
 from palm.data.synth import make_palm_dataset
 from palm.engine.export import export_model
 from palm.engine.inference import DygraphPredictor, InferencePredictor, OpenVINOPredictor
 from palm.engine.losses import ClassificationLoss
+from palm.engine.quantize import calibration_images, export_onnx, quantize_onnx
 from palm.engine.runner import compile_network
 from palm.engine.train import train_one_epoch
 from palm.errors import BadConfig
@@ -72,7 +74,6 @@ from palm.flops import count_flops, count_params
 from palm.io_utils import write_json_atomic
 from palm.models import build_model, list_models
 from palm.runtime import OPT_OUT_VAR, cpu_vendor, usable_cores
-from palm.engine.quantize import calibration_images, export_onnx, quantize_onnx
 
 REPO = Path(__file__).resolve().parents[1]
 PALM_SIZE = "2124x2056"
@@ -385,8 +386,6 @@ def bench_int8(export_dir: Path, meta: dict, model_name: str, args, work_dir: Pa
 
 def bench_decode(size: int, args, work_dir: Path) -> dict:
     """ms per PALM-sized JPEG to `size` px: full decode, reduced-scale decode, cache hit."""
-    from tools.benchmark_data import bench_decode as decode_ways
-
     with tempfile.TemporaryDirectory(dir=work_dir) as cache:
         result = decode_ways(palm_sized_images(work_dir)[0], size, max(5, args.iters), Path(cache))
     full, reduced = result["full decode + resize"], result["reduced decode + resize"]
