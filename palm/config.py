@@ -27,6 +27,7 @@ import yaml
 
 from palm.errors import BadConfig
 from palm.io_utils import write_text_atomic
+from palm.nested import more_nested_values_than
 
 if TYPE_CHECKING:  # Python 3.11+; a string annotation below on 3.10
     from importlib.resources.abc import Traversable
@@ -246,18 +247,9 @@ def load_yaml(text: str) -> Any:
         yaml.YAMLError: not YAML, or more than MAX_CONFIG_VALUES values with aliases followed.
     """
     data = yaml.load(text, Loader=_Loader)
-    budget, todo = MAX_CONFIG_VALUES, [data]
-    while todo:
-        value = todo.pop()
-        budget -= 1
-        if budget < 0:
-            raise yaml.YAMLError(f"more than {MAX_CONFIG_VALUES} values once its aliases "
-                                 "(*name) are followed")
-        if isinstance(value, dict):
-            todo.extend(value.keys())
-            todo.extend(value.values())
-        elif isinstance(value, (list, tuple, set)):
-            todo.extend(value)
+    if more_nested_values_than(MAX_CONFIG_VALUES, data):
+        raise yaml.YAMLError(f"more than {MAX_CONFIG_VALUES} values once its aliases "
+                             "(*name) are followed")
     return data
 
 

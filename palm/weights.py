@@ -34,6 +34,7 @@ import numpy as np
 import paddle
 
 from palm.errors import BadCheckpoint
+from palm.nested import more_nested_values_than
 
 
 class UnsafeWeightsError(BadCheckpoint):
@@ -149,19 +150,9 @@ class _RestrictedUnpickler(pickle._Unpickler):
                                    "or set member")
 
     def _check_arguments(self, *values: Any) -> None:
-        budget = ARGUMENT_NODES
-        todo = list(values)
-        while todo:
-            value = todo.pop()
-            budget -= 1
-            if budget < 0:
-                raise self._refuse(f"passes more than {ARGUMENT_NODES} nested objects to a "
-                                   "constructor")
-            if isinstance(value, dict):
-                todo.extend(value.keys())
-                todo.extend(value.values())
-            elif isinstance(value, (list, tuple, set, frozenset)):
-                todo.extend(value)
+        if more_nested_values_than(ARGUMENT_NODES, *values):
+            raise self._refuse(f"passes more than {ARGUMENT_NODES} nested objects to a "
+                               "constructor")
 
     def load_setitem(self) -> None:
         value = self.stack.pop()

@@ -121,6 +121,23 @@ def _frozen_while_locked(proc: subprocess.Popen, lock: Path) -> None:
     os.kill(proc.pid, signal.SIGSTOP)
 
 
+def _second_run_while_first_holds(tool: str, argv: list[str], lock: Path
+                                  ) -> tuple[subprocess.Popen, str, str, str]:
+    """Run `tool` twice, the second time while the first is frozen holding `lock`; the second
+    must fail with one line. Returns (first process, that line, first's stdout and stderr)."""
+    first = _start(tool, argv)
+    try:
+        _frozen_while_locked(first, lock)
+        second = _run(tool, argv)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    stdout, stderr = first.communicate(timeout=300)
+    assert second.returncode == 1
+    lines = _lines(second.stderr)
+    assert len(lines) == 1, lines
+    return first, lines[0], stdout, stderr
+
+
 # --- locks -------------------------------------------------------------------------------
 
 def test_lock_refuses_a_second_holder_and_is_removed(tmp_path):
@@ -165,17 +182,10 @@ def test_two_predict_runs_on_one_output(checkpoint, many_photos, tmp_path):
     out = tmp_path / "preds.csv"
     argv = ["--checkpoint", str(checkpoint), "--input", str(many_photos), "--output", str(out),
             "--engine", "dygraph", "--batch-size", "4", "--num-workers", "0", "--no-progress"]
-    first = _start("predict.py", argv)
-    try:
-        _frozen_while_locked(first, tmp_path / "preds.csv.lock")
-        second = _run("predict.py", argv)
-    finally:
-        os.kill(first.pid, signal.SIGCONT)
-    stdout, stderr = first.communicate(timeout=300)
-    assert second.returncode == 1
-    lines = _lines(second.stderr)
-    assert len(lines) == 1 and lines[0].startswith(f"error: {out} is in use by pid {first.pid} on ")
-    assert "(predict.py --checkpoint" in lines[0] and lines[0].endswith("choose another --output")
+    first, refusal, stdout, stderr = _second_run_while_first_holds(
+        "predict.py", argv, tmp_path / "preds.csv.lock")
+    assert refusal.startswith(f"error: {out} is in use by pid {first.pid} on ")
+    assert "(predict.py --checkpoint" in refusal and refusal.endswith("choose another --output")
     assert first.returncode == 0, stderr
     assert "240 images, 0 errors" in stdout
     # the CSV is exactly the first run's: every photo once, as a lone run predicts it
@@ -196,16 +206,8 @@ def test_two_trainings_into_one_output(palm_root, tmp_path):
     argv = ["--model", "lenet", "--data-root", str(palm_root), "--image-size", "32",
             "--batch-size", "8", "--epochs", "1", "--num-workers", "0", "--output", str(run),
             "--device", "cpu", "--no-progress", "--cache-dir", "none"]
-    first = _start("train.py", argv)
-    try:
-        _frozen_while_locked(first, run / ".lock")
-        second = _run("train.py", argv)
-    finally:
-        os.kill(first.pid, signal.SIGCONT)
-    stdout, stderr = first.communicate(timeout=300)
-    assert second.returncode == 1
-    lines = _lines(second.stderr)
-    assert len(lines) == 1 and lines[0].startswith(f"error: {run} is in use by pid {first.pid} on ")
+    first, refusal, _, stderr = _second_run_while_first_holds("train.py", argv, run / ".lock")
+    assert refusal.startswith(f"error: {run} is in use by pid {first.pid} on ")
     assert first.returncode == 0, stderr
     assert json.loads((run / "best.json").read_text())["epoch"] == 1
     assert not (run / ".lock").exists()

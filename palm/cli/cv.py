@@ -20,11 +20,10 @@ from typing import Any
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import run_tool
-from palm.config import parse_args_with_config, resolved_config
-from palm.data import parse_augment
+from palm.config import resolved_config
 from palm.engine.cv import run_cv
 from palm.engine.runner import prepare_demo_data
-from palm.cli.train import get_args_parser as train_args_parser
+from palm.cli.train import get_args_parser as train_args_parser, parse_args as parse_training_args
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -43,13 +42,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    args = parse_args_with_config(get_args_parser(), argv)
-    if isinstance(args.augment, str):
-        args.augment = parse_augment(args.augment)
-    return args
-
-
 def main(args: argparse.Namespace) -> dict[str, Any]:
     cfg = resolved_config(args)
     if args.demo:
@@ -60,7 +52,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_and_run(argv: list[str] | None = None) -> dict[str, Any]:
-    return main(parse_args(argv))
+    return main(parse_training_args(argv, get_args_parser()))
 
 
 def cli() -> None:

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import add_verbosity_options, run_tool
+from palm.cli.predictor_options import add_predictor_options
 from palm.config import check_options
 from palm.engine.device import select_device
 from palm.engine.evaluate import eval_output_for, evaluate_checkpoint
-from palm.engine.inference import ENGINES, PRECISIONS
 from palm.io_utils import output_lock
 from palm.engine.report import build_report
 from palm.metrics import parse_operating_point
@@ -36,16 +36,7 @@ from palm.weights import TRUST_HELP, trust_checkpoints
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True,
-                   help="NAME.pdparams with NAME.json beside it, or a tools/export.py or "
-                        "tools/quantize.py folder")
-    p.add_argument("--engine", choices=ENGINES, default="auto",
-                   help="auto: Paddle Inference for an export folder, and for a checkpoint when "
-                        "there are enough images to repay a temporary export; else dygraph")
-    p.add_argument("--precision", choices=PRECISIONS,
-                   help="default: int8 for a tools/quantize.py folder, else fp32. bf16: about "
-                        "2x faster on CPUs with AVX512-BF16/AMX; check reduced precisions "
-                        "with tools/eval.py before predicting with them")
+    add_predictor_options(p)
     p.add_argument("--data-root", help="PALM root: evaluates the validation split; with "
                    "--val-csv: a folder its paths may lead into")
     p.add_argument("--val-dir", help="labelled images, one sub-folder per class")

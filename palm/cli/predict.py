@@ -26,11 +26,12 @@ from pathlib import Path
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import add_verbosity_options, run_tool
+from palm.cli.predictor_options import add_predictor_options
 from palm.config import check_options
 from palm.data import list_images
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.device import select_device
-from palm.engine.inference import ENGINES, PRECISIONS, as_layer, load_predictor, weights_sha256
+from palm.engine.inference import as_layer, load_predictor, weights_sha256
 from palm.engine.predict import PredictSummary, check_output, journal_path, predict_to_csv
 from palm.engine.predict_shards import (RANK_ENV, clear_marker, mark_done, merge_parts,
                                         part_path, seed_part_from_output, shard_from_env,
@@ -42,16 +43,7 @@ from palm.weights import TRUST_HELP, trust_checkpoints
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True,
-                   help="NAME.pdparams with NAME.json beside it, or a tools/export.py or "
-                        "tools/quantize.py folder")
-    p.add_argument("--engine", choices=ENGINES, default="auto",
-                   help="auto: Paddle Inference for an export folder, and for a checkpoint when "
-                        "there are enough images to repay a temporary export; else dygraph")
-    p.add_argument("--precision", choices=PRECISIONS,
-                   help="default: int8 for a tools/quantize.py folder, else fp32. bf16: about "
-                        "2x faster on CPUs with AVX512-BF16/AMX; check reduced precisions "
-                        "with tools/eval.py before predicting with them")
+    add_predictor_options(p)
     p.add_argument("--input", required=True, help="an image file or a folder (recursive)")
     p.add_argument("--output", default="predictions.csv", help="CSV to write")
     p.add_argument("-b", "--batch-size", type=int, default=16)

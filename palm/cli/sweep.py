@@ -20,11 +20,10 @@ import pandas as pd
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import run_tool
-from palm.config import parse_args_with_config, resolved_config
-from palm.data import parse_augment
+from palm.config import resolved_config
 from palm.engine.sweep import DEFAULT_METRIC, MODES, parse_factor, run_sweep
 from palm.engine.trials import BACKENDS
-from palm.cli.train import get_args_parser as train_args_parser
+from palm.cli.train import get_args_parser as train_args_parser, parse_args as parse_training_args
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -51,13 +50,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    args = parse_args_with_config(get_args_parser(), argv)
-    if isinstance(args.augment, str):
-        args.augment = parse_augment(args.augment)
-    return args
-
-
 def main(args: argparse.Namespace) -> pd.DataFrame:
     cfg = resolved_config(args)
     output = cfg["output"] or f"runs/sweep_{cfg['model']}"
@@ -68,7 +60,7 @@ def main(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def parse_and_run(argv: list[str] | None = None) -> pd.DataFrame:
-    return main(parse_args(argv))
+    return main(parse_training_args(argv, get_args_parser()))
 
 
 def cli() -> None:

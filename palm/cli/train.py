@@ -100,9 +100,13 @@ def _pos_weight(text: str) -> float | str:
     return text if text == "auto" else float(text)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command line merged over configs/MODEL.yaml (or --config) and the built-in defaults."""
-    args = parse_args_with_config(get_args_parser(), argv)
+def parse_args(argv: list[str] | None = None,
+               parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """Command line merged over configs/MODEL.yaml (or --config) and the built-in defaults.
+
+    `parser`: a tool's extension of this one (cv, sweep); default: train's own.
+    """
+    args = parse_args_with_config(parser or get_args_parser(), argv)
     if isinstance(args.augment, str):  # --augment text (a YAML mapping stays as it is)
         args.augment = parse_augment(args.augment)
     return args

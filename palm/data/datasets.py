@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PureWindowsPath
-from typing import Callable
+from typing import Callable, TypedDict, Unpack
 
 import cv2
 import numpy as np
@@ -48,6 +48,22 @@ PALM_GT_XLSX = "PM_Label_and_Fovea_Location.xlsx"
 PALM_GT_CSV = "labels.csv"
 
 
+class ReadOptions(TypedDict, total=False):
+    """How a data set reads its images: the keyword arguments every ImageSet takes but
+    `transform` (see PalmTrainSet)."""
+
+    skip_bad: bool
+    cache_dir: str | os.PathLike | None
+    max_pixels: int | None
+    cache_size_gb: float | None
+
+
+class ImageOptions(ReadOptions, total=False):
+    """ReadOptions and `transform`: the keyword arguments of ImageSet itself."""
+
+    transform: Callable | None
+
+
 class ImageSet(paddle.io.Dataset):
     """Base: a list of (path, label) samples read, transformed and returned as (CHW, int64).
 
@@ -61,9 +77,9 @@ class ImageSet(paddle.io.Dataset):
 
     def __init__(
         self,
-        transform: Callable | None,
-        skip_bad: bool,
-        cache_dir: str | os.PathLike | None,
+        transform: Callable | None = None,
+        skip_bad: bool = False,
+        cache_dir: str | os.PathLike | None = None,
         max_pixels: int | None = None,
         cache_size_gb: float | None = None,
     ):
@@ -258,13 +274,9 @@ class PalmTrainSet(ImageSet):
     def __init__(
         self,
         train_dir: str | os.PathLike,
-        transform: Callable | None = None,
-        skip_bad: bool = False,
-        cache_dir: str | os.PathLike | None = None,
-        max_pixels: int | None = None,
-        cache_size_gb: float | None = None,
+        **options: Unpack[ImageOptions],
     ):
-        super().__init__(transform, skip_bad, cache_dir, max_pixels, cache_size_gb)
+        super().__init__(**options)
         self.classes = list(PALM_CLASSES)
         self.root = resolve_nested(train_dir)
         files = _images_in(self.root)
@@ -359,6 +371,22 @@ def safe_join(folder: Path, name: str, allow_outside: bool = False,
     return folder / name
 
 
+def _listed_image(folder: Path, name: str, column: str, allow_outside: bool,
+                  also_inside: str | os.PathLike | None = None) -> Path:
+    """The image file a table's `column` names (see safe_join).
+
+    Raises:
+        BadData: the name leaves the allowed folders, or no such file.
+    """
+    try:
+        path = safe_join(folder, name, allow_outside, also_inside)
+    except ValueError as e:
+        raise BadData(f"{column} {e}") from None
+    if not path.is_file():
+        raise BadData(f"image {name!r} not found in {folder}")
+    return path
+
+
 def _unique(listed: list[tuple[str, str, int]]) -> tuple[list[tuple[str, int]],
                                                            list[tuple[str, str]], list[str]]:
     """(entries, problems, duplicates) from (row, path, label) listings.
@@ -397,14 +425,10 @@ class PalmValSet(ImageSet):
         self,
         image_dir: str | os.PathLike,
         labels_file: str | os.PathLike,
-        transform: Callable | None = None,
-        skip_bad: bool = False,
-        cache_dir: str | os.PathLike | None = None,
-        max_pixels: int | None = None,
-        cache_size_gb: float | None = None,
         allow_outside_paths: bool = False,
+        **options: Unpack[ImageOptions],
     ):
-        super().__init__(transform, skip_bad, cache_dir, max_pixels, cache_size_gb)
+        super().__init__(**options)
         self.classes = list(PALM_CLASSES)
         self.root = resolve_nested(image_dir)
         self.labels_file = Path(labels_file)
@@ -422,12 +446,9 @@ class PalmValSet(ImageSet):
                 problems.append((where, f"{name}: label {raw} not in {{0, 1}}"))
                 continue
             try:
-                path = safe_join(self.root, str(name), allow_outside_paths)
-            except ValueError as e:
-                problems.append((where, f"imgName {e}"))
-                continue
-            if not path.is_file():
-                problems.append((where, f"image {str(name)!r} not found in {self.root}"))
+                path = _listed_image(self.root, str(name), "imgName", allow_outside_paths)
+            except BadData as e:
+                problems.append((where, str(e)))
                 continue
             listed.append((where, str(path), label))
         self._finish_listing(listed, problems)
@@ -458,15 +479,11 @@ class CsvImageSet(ImageSet):
         csv_path: str | os.PathLike,
         root: str | os.PathLike | None = None,
         classes: list[str] | None = None,
-        transform: Callable | None = None,
-        skip_bad: bool = False,
-        cache_dir: str | os.PathLike | None = None,
-        max_pixels: int | None = None,
-        cache_size_gb: float | None = None,
         allow_outside_paths: bool = False,
         data_root: str | os.PathLike | None = None,
+        **options: Unpack[ImageOptions],
     ):
-        super().__init__(transform, skip_bad, cache_dir, max_pixels, cache_size_gb)
+        super().__init__(**options)
         self.root = Path(root) if root is not None else Path(csv_path).parent
         table = read_table(csv_path)
         paths = table[find_column(table, "path", csv_path)]
@@ -492,12 +509,9 @@ class CsvImageSet(ImageSet):
                 problems.append((where, "empty path"))
                 continue
             try:
-                path = safe_join(self.root, str(name), allow_outside_paths, data_root)
-            except ValueError as e:
-                problems.append((where, f"path {e}"))
-                continue
-            if not path.is_file():
-                problems.append((where, f"image {str(name)!r} not found (looked in {self.root})"))
+                path = _listed_image(self.root, str(name), "path", allow_outside_paths, data_root)
+            except BadData as e:
+                problems.append((where, str(e)))
                 continue
             listed.append((where, str(path), label))
         self._finish_listing(listed, problems)
@@ -546,13 +560,9 @@ class FolderImageSet(ImageSet):
         self,
         root: str | os.PathLike,
         classes: list[str] | None = None,
-        transform: Callable | None = None,
-        skip_bad: bool = False,
-        cache_dir: str | os.PathLike | None = None,
-        max_pixels: int | None = None,
-        cache_size_gb: float | None = None,
+        **options: Unpack[ImageOptions],
     ):
-        super().__init__(transform, skip_bad, cache_dir, max_pixels, cache_size_gb)
+        super().__init__(**options)
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.root}: folder not found")

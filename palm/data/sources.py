@@ -10,7 +10,7 @@ validation); class names come from the training set and validation labels follow
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable, Unpack
 
 from palm.data.datasets import (
     CsvImageSet,
@@ -18,6 +18,7 @@ from palm.data.datasets import (
     ImageSet,
     PalmTrainSet,
     PalmValSet,
+    ReadOptions,
     class_order,
     find_palm_layout,
 )
@@ -35,7 +36,7 @@ def _pick(role: str, folder: PathLike, csv: PathLike) -> tuple[str, PathLike]:
 
 
 def _generic_set(kind: str, source: PathLike, classes: list[str] | None, transform: Callable,
-                 options: dict[str, Any], allow_outside_paths: bool,
+                 options: ReadOptions, allow_outside_paths: bool,
                  data_root: PathLike) -> ImageSet:
     if kind == "dir":
         return FolderImageSet(source, classes=classes, transform=transform, **options)
@@ -46,12 +47,6 @@ def _generic_set(kind: str, source: PathLike, classes: list[str] | None, transfo
 def is_palm_layout(data_root: PathLike, *lists: PathLike) -> bool:
     """--data-root alone is a PALM download; with CSV lists it is where their images live."""
     return bool(data_root) and not any(lists)
-
-
-def _read_options(skip_bad: bool, cache_dir: PathLike, max_pixels: int | None,
-                  cache_size_gb: float | None) -> dict[str, Any]:
-    return {"skip_bad": skip_bad, "cache_dir": cache_dir, "max_pixels": max_pixels,
-            "cache_size_gb": cache_size_gb}
 
 
 def _check_class_names(class_names: object) -> None:
@@ -72,13 +67,10 @@ def training_sets(
     val_dir: PathLike = None,
     train_csv: PathLike = None,
     val_csv: PathLike = None,
-    skip_bad: bool = False,
-    cache_dir: PathLike = None,
-    max_pixels: int | None = None,
-    cache_size_gb: float | None = None,
     allow_outside_paths: bool = False,
     class_names: list[str] | None = None,
     positive_class: str | None = None,
+    **options: Unpack[ReadOptions],
 ) -> tuple[ImageSet, ImageSet]:
     """(train set, validation set) from a PALM root or generic folders/CSVs.
 
@@ -91,7 +83,6 @@ def training_sets(
             classes with no way to tell the positive one.
     """
     _check_class_names(class_names)
-    options = _read_options(skip_bad, cache_dir, max_pixels, cache_size_gb)
     if data_root and (train_dir or val_dir):
         raise BadConfig("give either --data-root (PALM, or the folder of --train-csv/--val-csv "
                          "images) or --train-dir/--val-dir")
@@ -121,12 +112,9 @@ def evaluation_set(
     data_root: PathLike = None,
     val_dir: PathLike = None,
     val_csv: PathLike = None,
-    skip_bad: bool = False,
-    cache_dir: PathLike = None,
-    max_pixels: int | None = None,
-    cache_size_gb: float | None = None,
     allow_outside_paths: bool = False,
     positive_class: str | None = None,
+    **options: Unpack[ReadOptions],
 ) -> ImageSet:
     """The labelled set to evaluate: PALM validation split, class folders or a CSV.
 
@@ -146,7 +134,6 @@ def evaluation_set(
         class_order(classes, positive_class)  # more than two classes: says it does not apply
         raise BadConfig(f"the checkpoint's positive class is {positive_class_of(classes)!r} "
                          f"(classes {classes}), not {positive_class!r}")
-    options = _read_options(skip_bad, cache_dir, max_pixels, cache_size_gb)
     if palm:
         layout = find_palm_layout(data_root)
         dataset: ImageSet = PalmValSet(layout.val_dir, layout.val_labels, transform=transform,

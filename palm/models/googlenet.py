@@ -17,7 +17,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from palm.models.layers import ClassifierHead
+from palm.models.layers import AuxLogitsNet
 
 MIN_INPUT_SIZE = 61  # smallest side for which the fourth 3x3/2 max pool has a 3x3 input
 
@@ -95,7 +95,7 @@ INCEPTION_CFG: list[tuple[str, bool, int, int, int, int, int, int]] = [
 AUX_TAPS = ("4a", "4d")  # the auxiliary classifiers read these blocks' outputs
 
 
-class GoogLeNet(nn.Layer):
+class GoogLeNet(AuxLogitsNet):
     """Inception-v1 for inputs of 61 px and up.
 
     Args:
@@ -116,15 +116,7 @@ class GoogLeNet(nn.Layer):
         aux_logits: bool = False,
         dropout: float = 0.4,
     ):
-        super().__init__()
-        if aux_logits and num_classes <= 0:
-            raise ValueError("googlenet: aux_logits=True needs num_classes > 0")
-        self.num_classes = num_classes
-        # Same dropout mode as paddle.vision, so its ImageNet weights give the same outputs.
-        self.classifier_head = ClassifierHead(
-            "googlenet", num_classes, with_pool, dropout=dropout, dropout_mode="downscale_in_infer"
-        )
-        self.aux_logits = aux_logits
+        super().__init__("googlenet", num_classes, with_pool, aux_logits, dropout)
         self._conv = ConvLayer(3, 64, 7, stride=2, relu_input=False)
         self._pool = nn.MaxPool2D(kernel_size=3, stride=2)
         self._conv_1 = ConvLayer(64, 64, 1, relu_input=False)

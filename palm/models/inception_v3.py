@@ -24,7 +24,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from palm.models.layers import ClassifierHead, ConvBNAct
+from palm.models.layers import AuxLogitsNet, ConvBNAct
 
 MIN_INPUT_SIZE = 75
 
@@ -199,7 +199,7 @@ class InceptionAux(nn.Layer):
         return self.fc(paddle.flatten(x, 1))
 
 
-class InceptionV3(nn.Layer):
+class InceptionV3(AuxLogitsNet):
     """Inception-v3 for 299 px (any size works; below 75 px the input is resized to 75).
 
     Args:
@@ -220,16 +220,7 @@ class InceptionV3(nn.Layer):
         aux_logits: bool = False,
         dropout: float = 0.2,
     ):
-        super().__init__()
-        if aux_logits and num_classes <= 0:
-            raise ValueError("inception_v3: aux_logits=True needs num_classes > 0")
-        self.num_classes = num_classes
-        # same dropout mode and init as paddle.vision, so its weights give the same outputs
-        self.classifier_head = ClassifierHead(
-            "inception_v3", num_classes, with_pool,
-            dropout=dropout, dropout_mode="downscale_in_infer",
-        )
-        self.aux_logits = aux_logits
+        super().__init__("inception_v3", num_classes, with_pool, aux_logits, dropout)
         self.inception_stem = InceptionStem()
         self.inception_block_list = nn.LayerList([
             block(channels) if arg is None else block(channels, arg)
@@ -237,6 +228,7 @@ class InceptionV3(nn.Layer):
         ])
         self.fc = None
         if num_classes > 0:
+            # paddle.vision's init, so its weights give the same outputs
             bound = 1.0 / math.sqrt(2048)
             init = nn.initializer.Uniform(-bound, bound)
             self.fc = nn.Linear(2048, num_classes, weight_attr=paddle.ParamAttr(initializer=init))

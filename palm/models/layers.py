@@ -9,6 +9,7 @@
   attention (a 7x7 conv over the channel-wise mean and max maps).
 - `ClassifierHead`: the end of every network: global pool, flatten, dropout, classifier,
   or the (pooled) features when a network is built as a backbone (`num_classes <= 0`).
+- `AuxLogitsNet`: base of the Inception networks, whose auxiliary classifiers are optional.
 
 The attention blocks take the channel count first, so `functools.partial(SqueezeExcite,
 reduction=16)` is the `attn_layer` factory that `palm.models.resnet` builds into every
@@ -207,3 +208,26 @@ class ClassifierHead(nn.Layer):
         if self.maps_first:
             return paddle.flatten(self._pool(classifier(self._drop(x))), 1)
         return classifier(self._drop(paddle.flatten(self._pool(x), 1)))
+
+
+class AuxLogitsNet(nn.Layer):
+    """Base of the networks with optional auxiliary classifiers (GoogLeNet, Inception-v3).
+
+    Sets `num_classes`, `aux_logits` and a `classifier_head` in paddle.vision's dropout mode,
+    so its ImageNet weights give the same outputs; the subclass builds the layers.
+
+    Raises:
+        ValueError: `aux_logits` without classes to predict (num_classes <= 0).
+    """
+
+    def __init__(
+        self, family: str, num_classes: int, with_pool: bool, aux_logits: bool, dropout: float
+    ):
+        super().__init__()
+        if aux_logits and num_classes <= 0:
+            raise ValueError(f"{family}: aux_logits=True needs num_classes > 0")
+        self.num_classes = num_classes
+        self.classifier_head = ClassifierHead(
+            family, num_classes, with_pool, dropout=dropout, dropout_mode="downscale_in_infer"
+        )
+        self.aux_logits = aux_logits

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as skm
@@ -118,9 +119,14 @@ def plot_roc_curve(
             pred = p >= threshold
             ax.plot((pred & (y == 0)).sum() / (y == 0).sum(), (pred & (y == 1)).sum() / (y == 1).sum(),
                     "o", color="black", label=f"threshold {threshold:.3g}")
-    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="chance (AUC 0.5)")
+    return _save_roc_figure(fig, ax, path, "ROC curve", "chance (AUC 0.5)")
+
+
+def _save_roc_figure(fig: Figure, ax: Axes, path: str | Path, title: str, chance: str) -> Path:
+    """Add the chance diagonal (labelled `chance`), the axes' names, grid and legend; save."""
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label=chance)
     ax.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity (true positive rate)",
-           title="ROC curve", xlim=(0, 1), ylim=(0, 1.01))
+           title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     return save_figure(fig, path)
@@ -198,9 +204,4 @@ def plot_roc_overlay(curves: Sequence[tuple[str, Any, Any]], path: str | Path) -
         y, p = as_binary_inputs(y, p)
         fpr, tpr, _ = skm.roc_curve(y, p)
         ax.plot(fpr, tpr, label=f"{name} (AUC {skm.roc_auc_score(y, p):.3f})")
-    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="chance")
-    ax.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity (true positive rate)",
-           title="ROC curves on the same images", xlim=(0, 1), ylim=(0, 1.01))
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    return save_figure(fig, path)
+    return _save_roc_figure(fig, ax, path, "ROC curves on the same images", "chance")
