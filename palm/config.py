@@ -189,7 +189,9 @@ RANGES: dict[str, Range] = {
     "max_side": Range(0),
     "class_index": Range(0),
     "gallery_size": Range(0),
-    "ci_resamples": Range(1),
+    # all resamples are drawn at once as (resamples x images) index matrices: 10x the
+    # default keeps that within memory, 10**8 asked for gigabytes and was killed
+    "ci_resamples": Range(1, 20_000),
 }
 
 

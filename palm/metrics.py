@@ -415,16 +415,21 @@ def delong_interval(y_true: Any, y_prob: Any, confidence: float = 0.95) -> dict[
 
 def delong_test(y_true: Any, prob_a: Any, prob_b: Any) -> dict[str, float]:
     """DeLong's paired test of two AUCs on the same cases: difference a - b, its standard
-    error, z and two-sided p (1 when the scores rank every pair alike)."""
+    error, z and two-sided p (1 when the scores rank every pair alike, 0 when the AUCs differ
+    with no variance left)."""
     auc, cov = delong_covariance(y_true, prob_a, prob_b)
     diff = float(auc[0] - auc[1])
     var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
     if math.isnan(var):
         return {"auc_a": float(auc[0]), "auc_b": float(auc[1]), "difference": diff,
                 "se": math.nan, "z": math.nan, "p": math.nan}
-    if var <= 1e-15:  # identical rankings: no evidence of a difference
+    if var <= 1e-15:
+        # no spread left: the same AUC is no evidence of a difference, a different one is
+        # the limit z -> infinity (a perfect model against a constant one, say)
+        same = abs(diff) <= 1e-12
         return {"auc_a": float(auc[0]), "auc_b": float(auc[1]), "difference": diff,
-                "se": 0.0, "z": 0.0, "p": 1.0}
+                "se": 0.0, "z": 0.0 if same else math.copysign(math.inf, diff),
+                "p": 1.0 if same else 0.0}
     z = diff / math.sqrt(var)
     return {"auc_a": float(auc[0]), "auc_b": float(auc[1]), "difference": diff,
             "se": math.sqrt(var), "z": z, "p": float(2 * stats.norm.sf(abs(z)))}
@@ -605,9 +610,10 @@ def calibration_errors(y_true: Any, y_prob: Any, bins: int = ECE_BINS) -> dict[s
                 "bins": bins}
     width_bins = np.minimum((conf * bins).astype(np.int64), bins - 1)
     gaps, counts = _binned_gaps(conf, outcome, width_bins, bins)
-    order = np.argsort(conf, kind="stable")
-    mass_bins = np.empty(conf.size, np.int64)
-    mass_bins[order] = np.arange(conf.size) * bins // conf.size
+    # equal-mass bins by rank; tied probabilities share their first rank's bin, so the
+    # figure does not depend on the order of the cases
+    first_rank = stats.rankdata(conf, method="min").astype(np.int64) - 1
+    mass_bins = first_rank * bins // conf.size
     mass_gaps, mass_counts = _binned_gaps(conf, outcome, mass_bins, bins)
     return {"ece": float((gaps * counts).sum() / conf.size),
             "ece_adaptive": float((mass_gaps * mass_counts).sum() / conf.size),
@@ -655,15 +661,22 @@ def fit_temperature(y_true: Any, logits: Any) -> float:
     TEMPERATURE_RANGE; > 1 softens an over-confident model. Ranking (and AUC) is unchanged.
 
     Raises:
-        ValueError: no cases.
+        BadData: fewer than two classes among the labels, or logits that separate the
+            classes (the NLL then falls towards T -> 0: such data says nothing about
+            calibration, and the fitted temperature would sharpen every later prediction).
     """
     y = np.asarray(y_true).reshape(-1)
-    if y.size == 0:
-        raise BadData("fitting a temperature needs labelled cases")
+    if len(np.unique(y)) < 2:
+        raise BadData("fitting a temperature needs both classes among the labelled cases; "
+                      f"found {len(np.unique(y))} class(es) in {y.size} case(s)")
     low, high = np.log(TEMPERATURE_RANGE)
     result = optimize.minimize_scalar(
         lambda log_t: negative_log_likelihood(y, logits, float(np.exp(log_t))),
         bounds=(low, high), method="bounded", options={"xatol": 1e-6})
+    if result.x <= low + 1e-3:
+        raise BadData(f"the model's logits separate the {y.size} cases' classes, so any "
+                      "temperature towards 0 fits them better: they cannot calibrate it "
+                      "(use more or other selection images, e.g. a larger holdout)")
     return float(np.exp(result.x))
 
 

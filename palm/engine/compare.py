@@ -66,7 +66,8 @@ def read_predictions(source: str | Path, name: str | None = None) -> ModelPredic
 
     Raises:
         BadData: not an eval predictions CSV (e.g. tools/predict.py output without
-            labels), a multi-class model, or repeated files.
+            labels), a multi-class model, repeated files, no rows, one class only,
+            probabilities outside [0, 1] or decisions other than 0/1.
     """
     path = predictions_file(source)
     try:
@@ -75,24 +76,36 @@ def read_predictions(source: str | Path, name: str | None = None) -> ModelPredic
         raise BadData(f"{path}: not a readable CSV ({' '.join(str(e).split())})") from None
     if "path" not in frame.columns and "file" in frame.columns:  # written before the one schema
         frame = frame.rename(columns={"file": "path"})
+    if any(c.startswith(("probability_", "prob_")) for c in frame.columns):
+        raise BadData(f"{path}: a multi-class model; compare handles two-class models")
     missing = [c for c in NEEDED_COLUMNS if c not in frame.columns]
     if missing:
         raise BadData(f"{path}: lacks column(s) {', '.join(missing)}; compare needs the "
                       "predictions.csv of an evaluation (with labels)")
-    if any(c.startswith(("probability_", "prob_")) for c in frame.columns):
-        raise BadData(f"{path}: a multi-class model; compare handles two-class models")
+    if frame.empty:
+        raise BadData(f"{path}: no predictions (only a header)")
+    # one image spelt two ways (a/./b.jpg, a/b.jpg) is still one image
+    frame["path"] = [os.path.normpath(f) for f in frame["path"].astype(str)]
     if frame["path"].duplicated().any():
         raise BadData(f"{path}: image {frame['path'][frame['path'].duplicated()].iloc[0]!r} "
                       "appears more than once")
-    frame["path"] = [os.path.normpath(f) for f in frame["path"].astype(str)]
     frame = frame.sort_values("path", kind="stable")
     try:
         labels, probs = M.as_binary_inputs(frame["label"].to_numpy(),
-                                           frame["probability"].to_numpy(np.float64))
+                                           pd.to_numeric(frame["probability"]).to_numpy(np.float64))
     except ValueError as e:
-        raise BadData(f"{path}: {e}") from None
+        raise BadData(f"{path}: {' '.join(str(e).split())}") from None
+    if ((probs < 0) | (probs > 1)).any():
+        raise BadData(f"{path}: column probability holds values outside [0, 1]")
+    decisions = frame["prediction"]
+    if not decisions.isin([0, 1]).all():  # NaN, class names or other numbers
+        bad = decisions[~decisions.isin([0, 1])].iloc[0]
+        raise BadData(f"{path}: column prediction must hold 0 or 1; found {bad!r}")
+    if len(np.unique(labels)) < 2:
+        raise BadData(f"{path}: all {len(labels)} images have label {labels[0]}; comparing "
+                      "AUCs and decisions needs both classes")
     return ModelPredictions(name or model_name(path), path, frame["path"].to_numpy(), labels,
-                            probs, frame["prediction"].to_numpy(np.int64))
+                            probs, decisions.to_numpy(np.int64))
 
 
 def check_same_images(models: Sequence[ModelPredictions]) -> None:
