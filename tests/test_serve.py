@@ -253,6 +253,28 @@ def test_photos_kept_only_with_save_dir(checkpoint, photos, tmp_path):
     assert kept.name == f"{rid}-1-eye_1.jpg" and kept.read_bytes() == data
 
 
+def test_saved_name_fits_the_file_system_whatever_the_upload_calls_it(checkpoint, photos, tmp_path):
+    data = photos[0].read_bytes()
+    long_name = "眼" * 120 + ".jpg"  # 364 bytes in UTF-8: over the 255 a file name may have
+    with make_client(checkpoint, save_dir=str(tmp_path / "kept")) as client:
+        response = client.post("/v1/predict", files=upload((long_name, data)))
+        assert response.status_code == 200, response.text
+        assert response.json()["results"][0]["filename"] == long_name
+    (kept,) = (tmp_path / "kept").iterdir()
+    assert len(kept.name.encode("utf-8")) <= 200 and kept.name.endswith("眼.jpg")
+    assert kept.read_bytes() == data
+
+
+def test_more_photos_than_the_queue_holds_is_413_not_busy(checkpoint, photos):
+    data = photos[0].read_bytes()
+    with make_client(checkpoint, max_queue=2) as client:
+        response = client.post("/v1/predict", files=upload(*[(f"{i}.jpg", data) for i in range(3)]))
+        # 503 tells the client to retry, which could never succeed
+        assert response.status_code == 413, response.text
+        assert "3 photos" in response.json()["error"] and "at most 2" in response.json()["error"]
+        assert client.post("/v1/predict", files=upload(("a.jpg", data))).status_code == 200
+
+
 def test_exported_model_serves_without_cam(checkpoint, photos, tmp_path):
     from palm.engine.inference import DygraphPredictor
     dygraph = DygraphPredictor.from_checkpoint(checkpoint)

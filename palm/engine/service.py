@@ -16,7 +16,7 @@ batch of one. The model only ever runs in that thread. A full queue answers 503 
 photo that waits longer than `timeout` answers 504.
 
 Every error is JSON `{"error": message, "request_id": ...}` with a status saying what went
-wrong: 401 no or wrong token, 413 upload or image too large, 415 not an image (the content
+wrong: 401 no or wrong token, 413 upload, image or photo count too large, 415 not an image (the content
 is decoded, the extension is ignored), 422 empty or damaged image or no photo, 503 busy,
 504 timeout, 500 a bug (its traceback goes to the log, never to the client). Every request
 is logged as one JSON line with its id, which the response repeats in `X-Request-ID`.
@@ -533,6 +533,10 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
             lambda: [runner.prepare(name, data, cam) for name, data in uploads])
         good = [p for p in photos if p.x is not None]
         outputs: list[tuple[np.ndarray, np.ndarray | None]] = []
+        if len(good) > config.max_queue:
+            return _error(413, f"{len(good)} photos in one request, but the queue holds "
+                               f"{config.max_queue}; send at most {config.max_queue} per request",
+                          request_id)
         if good:
             try:
                 futures = batcher.submit([(p.x, cam and runner.gradcam is not None) for p in good])
@@ -603,10 +607,22 @@ def _results(runner: ModelRunner, photos: Sequence[Photo], outputs: dict[int, tu
     return results
 
 
+# bytes of an upload's name kept in a saved photo's file name: with the request id, the
+# number and the temporary suffix of atomic_path it stays under the 255 bytes file systems allow
+SAVED_NAME_BYTES = 150
+
+
+def saved_name(filename: str) -> str:
+    """An upload's file name made safe to save: no folders, only letters, digits and '._-',
+    and its last SAVED_NAME_BYTES bytes in UTF-8 (the extension is at the end)."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(filename).name)
+    tail = safe.encode("utf-8")[-SAVED_NAME_BYTES:].decode("utf-8", errors="ignore")
+    return tail or "photo"
+
+
 def _save_photos(folder: Path, request_id: str | None, photos: Sequence[Photo]) -> None:
     """Keep the uploads as `<request id>-<n>-<file name>` (the log line names the request)."""
     folder.mkdir(parents=True, exist_ok=True)
     for n, photo in enumerate(photos, 1):
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(photo.filename).name)
-        with atomic_path(folder / f"{request_id}-{n}-{safe[-100:] or 'photo'}") as tmp:
+        with atomic_path(folder / f"{request_id}-{n}-{saved_name(photo.filename)}") as tmp:
             Path(tmp).write_bytes(photo.data)
