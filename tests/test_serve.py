@@ -275,6 +275,38 @@ def test_more_photos_than_the_queue_holds_is_413_not_busy(checkpoint, photos):
         assert client.post("/v1/predict", files=upload(("a.jpg", data))).status_code == 200
 
 
+def test_a_slow_upload_is_cut_off_with_408(checkpoint, photos):
+    """A client trickling its body (slowloris) must not hold a connection forever."""
+    import asyncio
+
+    import httpx
+
+    head = (b"--XX\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.jpg\"\r\n"
+            b"\r\n" + photos[0].read_bytes()[:100])
+
+    async def trickle():
+        yield head
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            yield b"x"
+
+    async def post(app) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as ac:
+            return await ac.post("/v1/predict", content=trickle(), headers={
+                "content-type": "multipart/form-data; boundary=XX"})
+
+    with make_client(checkpoint, upload_timeout=0.5) as client:
+        start = time.monotonic()
+        response = asyncio.run(post(client.app))
+        assert time.monotonic() - start < 3
+        assert response.status_code == 408, response.text
+        assert "0.5 s" in response.json()["error"]
+        good = client.post("/v1/predict", files=upload(("a.jpg", photos[0].read_bytes())))
+        assert good.status_code == 200
+        assert_healthy(client)
+
+
 def test_exported_model_serves_without_cam(checkpoint, photos, tmp_path):
     from palm.engine.inference import DygraphPredictor
     dygraph = DygraphPredictor.from_checkpoint(checkpoint)

@@ -16,9 +16,9 @@ batch of one. The model only ever runs in that thread. A full queue answers 503 
 photo that waits longer than `timeout` answers 504.
 
 Every error is JSON `{"error": message, "request_id": ...}` with a status saying what went
-wrong: 401 no or wrong token, 413 upload, image or photo count too large, 415 not an image (the content
-is decoded, the extension is ignored), 422 empty or damaged image or no photo, 503 busy,
-504 timeout, 500 a bug (its traceback goes to the log, never to the client). Every request
+wrong: 401 no or wrong token, 408 upload too slow, 413 upload, image or photo count too
+large, 415 not an image (the content is decoded, the extension is ignored), 422 empty or
+damaged image or no photo, 503 busy, 504 timeout, 500 a bug (its traceback goes to the log, never to the client). Every request
 is logged as one JSON line with its id, which the response repeats in `X-Request-ID`.
 
 Uploaded photos live in memory (parts over 1 MB in a temporary file deleted with the
@@ -87,12 +87,14 @@ class ServiceConfig:
     max_files: int = 64  # photos per request
     max_queue: int = 64  # photos waiting for the model
     timeout: float = 30.0  # seconds a request may wait for the model
+    upload_timeout: float = 60.0  # seconds the whole upload may take to arrive
     max_batch: int = 8
     max_wait_ms: float = 10.0
 
     def check(self) -> None:
         """Refuse options that make no sense, and an exposed service without a token."""
-        for name in ("max_upload_mb", "max_files", "max_queue", "timeout", "max_batch"):
+        for name in ("max_upload_mb", "max_files", "max_queue", "timeout", "upload_timeout",
+                     "max_batch"):
             if not getattr(self, name) > 0:
                 raise BadConfig(f"--{name.replace('_', '-')} must be positive, got "
                                 f"{getattr(self, name)}")
@@ -382,6 +384,10 @@ class UploadTooLarge(Exception):
     pass
 
 
+class UploadTooSlow(Exception):
+    pass
+
+
 def _error(status: int, message: str, request_id: str | None, **extra: Any) -> JSONResponse:
     headers = {"Retry-After": "1"} if status == 503 else None
     return JSONResponse({"error": message, "status": status, "request_id": request_id, **extra},
@@ -393,12 +399,15 @@ class RequestGuard:
 
     A body over the limit is refused from its Content-Length before it is read; one sent
     without a length is cut off when it passes the limit (the endpoint turns UploadTooLarge
-    into 413).
+    into 413). A body still arriving `upload_timeout` seconds after the request started is
+    cut off too (UploadTooSlow, 408): a client trickling bytes would otherwise hold its
+    connection, and what it sent so far, for ever.
     """
 
-    def __init__(self, app: Any, max_bytes: int):
+    def __init__(self, app: Any, max_bytes: int, upload_timeout: float):
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_timeout = upload_timeout
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -416,10 +425,20 @@ class RequestGuard:
             await send(message)
 
         received = 0
+        body_done = False
 
         async def limited_receive() -> dict:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # later reads only wait for the client to disconnect
+                return await receive()
+            left = start + self.upload_timeout - time.perf_counter()
+            try:
+                message = await asyncio.wait_for(receive(), max(left, 0))
+            except asyncio.TimeoutError:
+                raise UploadTooSlow(
+                    f"upload of {received / 1e6:.1f} MB so far not finished within "
+                    f"{self.upload_timeout:g} s; send it again on a faster connection") from None
+            body_done = not message.get("more_body", False)
             received += len(message.get("body", b""))
             if received > self.max_bytes:
                 raise UploadTooLarge(self._too_large(received, "at least "))
@@ -474,7 +493,8 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
     app = FastAPI(title="palm screening service", lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None)
     app.state.runner, app.state.batcher = runner, batcher
-    app.add_middleware(RequestGuard, max_bytes=int(config.max_upload_mb * 1e6))
+    app.add_middleware(RequestGuard, max_bytes=int(config.max_upload_mb * 1e6),
+                       upload_timeout=config.upload_timeout)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -519,7 +539,8 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
     async def model(request: Request) -> dict[str, Any]:
         check_token(request)
         limits = {k: getattr(config, k) for k in ("max_upload_mb", "max_files", "max_queue",
-                                                   "timeout", "max_batch", "max_wait_ms")}
+                                                   "timeout", "upload_timeout", "max_batch",
+                                                   "max_wait_ms")}
         return {**model_info, "limits": {**limits,
                                          "max_pixels": max_pixels_setting(config.max_pixels)}}
 
@@ -576,6 +597,8 @@ async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, byt
         form = await request.form(max_files=max_files, max_fields=max_files)
     except UploadTooLarge as e:
         raise HTTPException(413, str(e)) from None
+    except UploadTooSlow as e:
+        raise HTTPException(408, str(e)) from None
     except MultiPartException as e:
         raise HTTPException(400, f"malformed upload: {e.message}") from None
     try:
