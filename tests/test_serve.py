@@ -302,6 +302,7 @@ def test_a_slow_upload_is_cut_off_with_408(checkpoint, photos):
         assert time.monotonic() - start < 3
         assert response.status_code == 408, response.text
         assert "0.5 s" in response.json()["error"]
+        assert response.headers["connection"] == "close"  # the rest of the body is not read
         good = client.post("/v1/predict", files=upload(("a.jpg", photos[0].read_bytes())))
         assert good.status_code == 200
         assert_healthy(client)

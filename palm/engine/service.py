@@ -389,7 +389,9 @@ class UploadTooSlow(Exception):
 
 
 def _error(status: int, message: str, request_id: str | None, **extra: Any) -> JSONResponse:
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = {"Retry-After": "1"} if status == 503 else {}
+    if status in (408, 413):  # the body was not read to its end: the connection cannot be reused
+        headers["Connection"] = "close"
     return JSONResponse({"error": message, "status": status, "request_id": request_id, **extra},
                         status_code=status, headers=headers)
 
