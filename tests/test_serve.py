@@ -47,7 +47,8 @@ def photos(palm_root: Path) -> list[Path]:
 
 def make_client(checkpoint: Path, **options) -> TestClient:
     config = ServiceConfig(checkpoint=str(checkpoint), engine="dygraph", **options)
-    return TestClient(create_app(config), raise_server_exceptions=False)
+    return TestClient(create_app(config), base_url="http://127.0.0.1:8000",
+                      raise_server_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +293,7 @@ def test_a_slow_upload_is_cut_off_with_408(checkpoint, photos):
 
     async def post(app) -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as ac:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as ac:
             return await ac.post("/v1/predict", content=trickle(), headers={
                 "content-type": "multipart/form-data; boundary=XX"})
 
@@ -308,12 +309,29 @@ def test_a_slow_upload_is_cut_off_with_408(checkpoint, photos):
         assert_healthy(client)
 
 
+def test_other_web_sites_cannot_use_a_loopback_service(client, photos):
+    """A page from another site may make the browser post to 127.0.0.1 (CSRF), or get its
+    own name resolved to 127.0.0.1 and read the answers (DNS rebinding); neither needs the
+    token a loopback service does without."""
+    files = upload(("a.jpg", photos[0].read_bytes()))
+    csrf = client.post("/v1/predict", files=files, headers={"Origin": "https://evil.example"})
+    assert csrf.status_code == 403 and "evil.example" in csrf.json()["error"]
+    rebound = client.post("/v1/predict", files=files, headers={"Host": "evil.example:8000"})
+    assert rebound.status_code == 403 and "evil.example" in rebound.json()["error"]
+    assert client.get("/v1/model", headers={"Host": "evil.example:8000"}).status_code == 403
+    # the service's own page, curl and scripts (no Origin) are served
+    own = client.post("/v1/predict", files=files, headers={"Origin": "http://127.0.0.1:8000"})
+    assert own.status_code == 200, own.text
+    for host in ("localhost:8000", "[::1]:8000", "127.0.0.1"):
+        assert client.get("/v1/model", headers={"Host": host}).status_code == 200, host
+
+
 def test_exported_model_serves_without_cam(checkpoint, photos, tmp_path):
     from palm.engine.inference import DygraphPredictor
     dygraph = DygraphPredictor.from_checkpoint(checkpoint)
     export_model(dygraph.model, tmp_path / "export", dict(dygraph.meta))
     config = ServiceConfig(checkpoint=str(tmp_path / "export"))
-    with TestClient(create_app(config)) as client:
+    with TestClient(create_app(config), base_url="http://127.0.0.1:8000") as client:
         assert client.get("/v1/model").json()["cam_available"] is False
         response = client.post("/v1/predict?cam=1",
                                files=upload((photos[0].name, photos[0].read_bytes())))

@@ -16,9 +16,10 @@ batch of one. The model only ever runs in that thread. A full queue answers 503 
 photo that waits longer than `timeout` answers 504.
 
 Every error is JSON `{"error": message, "request_id": ...}` with a status saying what went
-wrong: 401 no or wrong token, 408 upload too slow, 413 upload, image or photo count too
-large, 415 not an image (the content is decoded, the extension is ignored), 422 empty or
-damaged image or no photo, 503 busy, 504 timeout, 500 a bug (its traceback goes to the log, never to the client). Every request
+wrong: 401 no or wrong token, 403 another web site's page, 408 upload too slow, 413 upload,
+image or photo count too large, 415 not an image (the content is decoded, the extension is
+ignored), 422 empty or damaged image or no photo, 503 busy, 504 timeout, 500 a bug (its
+traceback goes to the log, never to the client). Every request
 is logged as one JSON line with its id, which the response repeats in `X-Request-ID`.
 
 Uploaded photos live in memory (parts over 1 MB in a temporary file deleted with the
@@ -36,6 +37,7 @@ import sys
 import threading
 import time
 import traceback
+import urllib.parse
 import uuid
 from collections import Counter, deque
 from concurrent.futures import Future
@@ -404,12 +406,18 @@ class RequestGuard:
     into 413). A body still arriving `upload_timeout` seconds after the request started is
     cut off too (UploadTooSlow, 408): a client trickling bytes would otherwise hold its
     connection, and what it sent so far, for ever.
+
+    Web pages of other sites are refused (403): a POST with an Origin other than the service's
+    own (a page making the browser post to it), and, when the service listens on loopback
+    only, a Host header naming another machine (a page of a name its site made resolve to
+    127.0.0.1 could otherwise read the answers). Scripts and curl send no Origin.
     """
 
-    def __init__(self, app: Any, max_bytes: int, upload_timeout: float):
+    def __init__(self, app: Any, max_bytes: int, upload_timeout: float, loopback: bool):
         self.app = app
         self.max_bytes = max_bytes
         self.upload_timeout = upload_timeout
+        self.loopback = loopback
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -446,9 +454,13 @@ class RequestGuard:
                 raise UploadTooLarge(self._too_large(received, "at least "))
             return message
 
-        length = Headers(scope=scope).get("content-length", "")
+        headers = Headers(scope=scope)
+        length = headers.get("content-length", "")
+        foreign = self._foreign_site(scope["method"], headers)
         try:
-            if length.isdigit() and int(length) > self.max_bytes:
+            if foreign:
+                await _error(403, foreign, request_id)(scope, receive, send_with_id)
+            elif length.isdigit() and int(length) > self.max_bytes:
                 await _error(413, self._too_large(int(length)), request_id)(scope, receive, send_with_id)
             else:
                 await self.app(scope, limited_receive, send_with_id)
@@ -456,6 +468,19 @@ class RequestGuard:
             log_event("request", request_id=request_id, method=scope["method"],
                       path=scope["path"], status=status[0], bytes=max(received, int(length or 0)),
                       ms=round((time.perf_counter() - start) * 1000, 1))
+
+    def _foreign_site(self, method: str, headers: Headers) -> str:
+        """Why a request comes from another web site's page, or "" if it does not."""
+        host = headers.get("host", "")
+        hostname = urllib.parse.urlsplit("//" + host).hostname or ""
+        if self.loopback and host and not is_loopback(hostname):
+            return (f"Host {host!r} refused: this service listens on this machine only; "
+                    "open it as http://127.0.0.1:PORT/")
+        origin = headers.get("origin")
+        if method not in ("GET", "HEAD") and origin is not None and \
+                urllib.parse.urlsplit(origin).netloc != host:
+            return f"request from the web page of {origin!r} refused: another site's page"
+        return ""
 
     def _too_large(self, size: int, qualifier: str = "") -> str:
         return (f"upload of {qualifier}{size / 1e6:.1f} MB is over the limit of "
@@ -496,7 +521,7 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
                   redoc_url=None, openapi_url=None)
     app.state.runner, app.state.batcher = runner, batcher
     app.add_middleware(RequestGuard, max_bytes=int(config.max_upload_mb * 1e6),
-                       upload_timeout=config.upload_timeout)
+                       upload_timeout=config.upload_timeout, loopback=is_loopback(config.host))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
