@@ -326,6 +326,39 @@ def test_other_web_sites_cannot_use_a_loopback_service(client, photos):
         assert client.get("/v1/model", headers={"Host": host}).status_code == 200, host
 
 
+def test_photos_are_decoded_a_few_at_a_time(checkpoint, photos):
+    """A 100 MP PNG of one colour is a few hundred KB but decodes to 300 MB: concurrent
+    requests of such photos must not all decode at once (memory), nor wait without end."""
+    data = photos[0].read_bytes()
+    with make_client(checkpoint, max_decoding=1, timeout=0.5) as client, \
+            ThreadPoolExecutor(4) as pool:
+        runner = client.app.state.runner
+        prepare, active, most = runner.prepare, [0], [0]
+        lock = threading.Lock()
+
+        def slow_prepare(*args, **kwargs):
+            with lock:
+                active[0] += 1
+                most[0] = max(most[0], active[0])
+            time.sleep(0.3)
+            try:
+                return prepare(*args, **kwargs)
+            finally:
+                with lock:
+                    active[0] -= 1
+
+        runner.prepare = slow_prepare
+        requests = [pool.submit(client.post, "/v1/predict", files=upload((f"{i}.jpg", data)))
+                    for i in range(4)]
+        codes = sorted(r.result().status_code for r in requests)
+        assert most[0] == 1
+        assert codes[0] == 200 and codes[-1] == 503, codes  # the last ones waited too long
+        busy = [r.result().json() for r in requests if r.result().status_code == 503][0]
+        assert "decod" in busy["error"]
+        runner.prepare = prepare
+        assert client.post("/v1/predict", files=upload(("a.jpg", data))).status_code == 200
+
+
 def test_exported_model_serves_without_cam(checkpoint, photos, tmp_path):
     from palm.engine.inference import DygraphPredictor
     dygraph = DygraphPredictor.from_checkpoint(checkpoint)

@@ -92,11 +92,14 @@ class ServiceConfig:
     upload_timeout: float = 60.0  # seconds the whole upload may take to arrive
     max_batch: int = 8
     max_wait_ms: float = 10.0
+    # requests decoding photos at once: a photo of max_pixels takes 3 bytes a pixel and more
+    # while it is decoded, however small its file (a PNG of one colour); this bounds the memory
+    max_decoding: int = 2
 
     def check(self) -> None:
         """Refuse options that make no sense, and an exposed service without a token."""
         for name in ("max_upload_mb", "max_files", "max_queue", "timeout", "upload_timeout",
-                     "max_batch"):
+                     "max_batch", "max_decoding"):
             if not getattr(self, name) > 0:
                 raise BadConfig(f"--{name.replace('_', '-')} must be positive, got "
                                 f"{getattr(self, name)}")
@@ -505,6 +508,7 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
     runner.warm_up(config.max_batch)
     batcher = MicroBatcher(runner.run_batch, max_batch=config.max_batch,
                            max_wait_s=config.max_wait_ms / 1000, max_queue=config.max_queue)
+    decoding = asyncio.Semaphore(config.max_decoding)
     page = resources.files("palm.engine").joinpath("static", "index.html").read_text("utf-8")
     model_info = runner.describe()
 
@@ -567,7 +571,7 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
         check_token(request)
         limits = {k: getattr(config, k) for k in ("max_upload_mb", "max_files", "max_queue",
                                                    "timeout", "upload_timeout", "max_batch",
-                                                   "max_wait_ms")}
+                                                   "max_wait_ms", "max_decoding")}
         return {**model_info, "limits": {**limits,
                                          "max_pixels": max_pixels_setting(config.max_pixels)}}
 
@@ -577,8 +581,11 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
         start = time.perf_counter()
         request_id = _request_id(request)
         uploads = await _read_uploads(request, config.max_files)
-        photos = await run_in_threadpool(
-            lambda: [runner.prepare(name, data, cam) for name, data in uploads])
+        photos = await _decode(runner, uploads, cam, decoding, start + config.timeout)
+        if photos is None:
+            return _error(503, f"busy: waited {config.timeout:g} s for one of the "
+                               f"{config.max_decoding} decoding slots; try again shortly",
+                          request_id)
         good = [p for p in photos if p.x is not None]
         outputs: list[tuple[np.ndarray, np.ndarray | None]] = []
         if len(good) > config.max_queue:
@@ -636,6 +643,23 @@ async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, byt
         return [(f.filename or f"photo{i + 1}", await f.read()) for i, f in enumerate(files)]
     finally:
         await form.close()  # the temporary files of large parts go now
+
+
+async def _decode(runner: ModelRunner, uploads: Sequence[tuple[str, bytes]], cam: bool,
+                  slots: asyncio.Semaphore, deadline: float) -> list[Photo] | None:
+    """Decode the uploads one after the other in one of the `slots`; None if none was free by
+    `deadline` (a `time.perf_counter` time). A request keeps its slot for all its photos, so
+    under overload the requests that started finish instead of all sharing the slots and
+    all running out of time."""
+    try:
+        await asyncio.wait_for(slots.acquire(), max(deadline - time.perf_counter(), 0))
+    except asyncio.TimeoutError:
+        return None
+    try:
+        return await run_in_threadpool(
+            lambda: [runner.prepare(name, data, cam) for name, data in uploads])
+    finally:
+        slots.release()
 
 
 def _results(runner: ModelRunner, photos: Sequence[Photo], outputs: dict[int, tuple],
