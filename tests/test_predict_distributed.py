@@ -18,8 +18,8 @@ import pytest
 from palm.data import list_images
 from palm.engine.predict import PredictSummary, journal_path, record_path
 from palm.engine.predict_shards import (RANK_ENV, WORLD_SIZE_ENV, Shard, ShardsIncomplete,
-                                        mark_done, part_path, shard_from_env, shard_paths,
-                                        wait_for_parts)
+                                        mark_done, merge_parts, part_path, shard_from_env,
+                                        shard_paths, wait_for_parts)
 from palm.errors import BadConfig
 from palm.cli import predict as predict_tool
 from palm.cli import train as train_tool
@@ -128,6 +128,45 @@ def test_a_stale_part_of_another_image_list_is_refused(tmp_path):
     mark_done(out, Shard(1, 2), ["x.jpg"], summary)
     with pytest.raises(ShardsIncomplete, match="rank 1 predicted another list of images"):
         wait_for_parts(out, paths, 2, timeout=0.1, poll=0.05)
+
+
+COLUMNS = ["path", "probability", "prediction", "class_name", "error"]
+
+
+def _write_parts(out: Path, paths: list[str], world_size: int) -> list[Path]:
+    """Finished parts as the ranks leave them (rows, record, marker), without a model."""
+    parts = []
+    for rank in range(world_size):
+        shard = Shard(rank, world_size)
+        mine = shard_paths(paths, shard)
+        part = part_path(out, shard)
+        lines = [",".join(COLUMNS)] + [f"{p},0.25,0,non-PM," for p in mine]
+        part.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        record_path(part).write_text(json.dumps({"columns": COLUMNS, "checkpoint": "x"}))
+        mark_done(out, shard, mine, PredictSummary(len(mine), 0, 0, part))
+        parts.append(part)
+    return parts
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda part: part.write_text("foo,bar\n1,2\n"), "no 'path' column"),
+    (lambda part: part.write_bytes(b"\xff\xfe\x00garbage"), "not a UTF-8 CSV"),
+    (lambda part: record_path(part).write_text("{bad"), "not a valid record"),
+    (lambda part: record_path(part).write_text("[1, 2]"), "not a valid record"),
+    (lambda part: record_path(part).unlink(), "no record"),
+    (lambda part: part.with_name(part.name + ".done").write_text("[1, 2]"), "not a valid marker"),
+])
+def test_a_damaged_part_is_a_clear_error_and_the_parts_are_kept(tmp_path, damage, words):
+    out = tmp_path / "preds.csv"
+    paths = ["a.jpg", "b.jpg", "c.jpg"]
+    parts = _write_parts(out, paths, 2)
+    assert merge_parts(out, paths, 2, wait_for_parts(out, paths, 2, timeout=1)).images == 3
+    parts = _write_parts(out, paths, 2)
+    damage(parts[1])
+    with pytest.raises(ShardsIncomplete, match=words) as refused:
+        merge_parts(out, paths, 2, wait_for_parts(out, paths, 2, timeout=1))
+    assert str(parts[1]) in str(refused.value)
+    assert parts[0].is_file() and parts[1].is_file()
 
 
 def test_a_rank_forgets_its_old_marker_before_it_starts(checkpoint, photos, tmp_path,

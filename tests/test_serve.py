@@ -47,7 +47,8 @@ def photos(palm_root: Path) -> list[Path]:
 
 def make_client(checkpoint: Path, **options) -> TestClient:
     config = ServiceConfig(checkpoint=str(checkpoint), engine="dygraph", **options)
-    return TestClient(create_app(config), raise_server_exceptions=False)
+    return TestClient(create_app(config), base_url="http://127.0.0.1:8000",
+                      raise_server_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -253,12 +254,117 @@ def test_photos_kept_only_with_save_dir(checkpoint, photos, tmp_path):
     assert kept.name == f"{rid}-1-eye_1.jpg" and kept.read_bytes() == data
 
 
+def test_saved_name_fits_the_file_system_whatever_the_upload_calls_it(checkpoint, photos, tmp_path):
+    data = photos[0].read_bytes()
+    long_name = "眼" * 120 + ".jpg"  # 364 bytes in UTF-8: over the 255 a file name may have
+    with make_client(checkpoint, save_dir=str(tmp_path / "kept")) as client:
+        response = client.post("/v1/predict", files=upload((long_name, data)))
+        assert response.status_code == 200, response.text
+        assert response.json()["results"][0]["filename"] == long_name
+    (kept,) = (tmp_path / "kept").iterdir()
+    assert len(kept.name.encode("utf-8")) <= 200 and kept.name.endswith("眼.jpg")
+    assert kept.read_bytes() == data
+
+
+def test_more_photos_than_the_queue_holds_is_413_not_busy(checkpoint, photos):
+    data = photos[0].read_bytes()
+    with make_client(checkpoint, max_queue=2) as client:
+        response = client.post("/v1/predict", files=upload(*[(f"{i}.jpg", data) for i in range(3)]))
+        # 503 tells the client to retry, which could never succeed
+        assert response.status_code == 413, response.text
+        assert "3 photos" in response.json()["error"] and "at most 2" in response.json()["error"]
+        assert client.post("/v1/predict", files=upload(("a.jpg", data))).status_code == 200
+
+
+def test_a_slow_upload_is_cut_off_with_408(checkpoint, photos):
+    """A client trickling its body (slowloris) must not hold a connection forever."""
+    import asyncio
+
+    import httpx
+
+    head = (b"--XX\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.jpg\"\r\n"
+            b"\r\n" + photos[0].read_bytes()[:100])
+
+    async def trickle():
+        yield head
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            yield b"x"
+
+    async def post(app) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as ac:
+            return await ac.post("/v1/predict", content=trickle(), headers={
+                "content-type": "multipart/form-data; boundary=XX"})
+
+    with make_client(checkpoint, upload_timeout=0.5) as client:
+        start = time.monotonic()
+        response = asyncio.run(post(client.app))
+        assert time.monotonic() - start < 3
+        assert response.status_code == 408, response.text
+        assert "0.5 s" in response.json()["error"]
+        assert response.headers["connection"] == "close"  # the rest of the body is not read
+        good = client.post("/v1/predict", files=upload(("a.jpg", photos[0].read_bytes())))
+        assert good.status_code == 200
+        assert_healthy(client)
+
+
+def test_other_web_sites_cannot_use_a_loopback_service(client, photos):
+    """A page from another site may make the browser post to 127.0.0.1 (CSRF), or get its
+    own name resolved to 127.0.0.1 and read the answers (DNS rebinding); neither needs the
+    token a loopback service does without."""
+    files = upload(("a.jpg", photos[0].read_bytes()))
+    csrf = client.post("/v1/predict", files=files, headers={"Origin": "https://evil.example"})
+    assert csrf.status_code == 403 and "evil.example" in csrf.json()["error"]
+    rebound = client.post("/v1/predict", files=files, headers={"Host": "evil.example:8000"})
+    assert rebound.status_code == 403 and "evil.example" in rebound.json()["error"]
+    assert client.get("/v1/model", headers={"Host": "evil.example:8000"}).status_code == 403
+    # the service's own page, curl and scripts (no Origin) are served
+    own = client.post("/v1/predict", files=files, headers={"Origin": "http://127.0.0.1:8000"})
+    assert own.status_code == 200, own.text
+    for host in ("localhost:8000", "[::1]:8000", "127.0.0.1"):
+        assert client.get("/v1/model", headers={"Host": host}).status_code == 200, host
+
+
+def test_photos_are_decoded_a_few_at_a_time(checkpoint, photos):
+    """A 100 MP PNG of one colour is a few hundred KB but decodes to 300 MB: concurrent
+    requests of such photos must not all decode at once (memory), nor wait without end."""
+    data = photos[0].read_bytes()
+    with make_client(checkpoint, max_decoding=1, timeout=0.5) as client, \
+            ThreadPoolExecutor(4) as pool:
+        runner = client.app.state.runner
+        prepare, active, most = runner.prepare, [0], [0]
+        lock = threading.Lock()
+
+        def slow_prepare(*args, **kwargs):
+            with lock:
+                active[0] += 1
+                most[0] = max(most[0], active[0])
+            time.sleep(0.3)
+            try:
+                return prepare(*args, **kwargs)
+            finally:
+                with lock:
+                    active[0] -= 1
+
+        runner.prepare = slow_prepare
+        requests = [pool.submit(client.post, "/v1/predict", files=upload((f"{i}.jpg", data)))
+                    for i in range(4)]
+        codes = sorted(r.result().status_code for r in requests)
+        assert most[0] == 1
+        assert codes[0] == 200 and codes[-1] == 503, codes  # the last ones waited too long
+        busy = [r.result().json() for r in requests if r.result().status_code == 503][0]
+        assert "decod" in busy["error"]
+        runner.prepare = prepare
+        assert client.post("/v1/predict", files=upload(("a.jpg", data))).status_code == 200
+
+
 def test_exported_model_serves_without_cam(checkpoint, photos, tmp_path):
     from palm.engine.inference import DygraphPredictor
     dygraph = DygraphPredictor.from_checkpoint(checkpoint)
     export_model(dygraph.model, tmp_path / "export", dict(dygraph.meta))
     config = ServiceConfig(checkpoint=str(tmp_path / "export"))
-    with TestClient(create_app(config)) as client:
+    with TestClient(create_app(config), base_url="http://127.0.0.1:8000") as client:
         assert client.get("/v1/model").json()["cam_available"] is False
         response = client.post("/v1/predict?cam=1",
                                files=upload((photos[0].name, photos[0].read_bytes())))

@@ -54,9 +54,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="photos waiting for the model; 503 when full")
     p.add_argument("--timeout", type=float, default=30.0,
                    help="seconds a request may wait for the model; 504 after")
+    p.add_argument("--upload-timeout", type=float, default=60.0,
+                   help="seconds a request's upload may take to arrive; 408 after")
     p.add_argument("--max-batch", type=int, default=8, help="photos the model runs together")
     p.add_argument("--max-wait-ms", type=float, default=10.0,
                    help="how long a batch waits for more photos before it runs")
+    p.add_argument("--max-decoding", type=int, default=2,
+                   help="requests decoding photos at once (one photo each); a photo may take 3 "
+                        "bytes a pixel (--max-pixels) and more while decoding")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     return p
 
@@ -67,8 +72,8 @@ def build_config(args: argparse.Namespace) -> ServiceConfig:
         checkpoint=args.checkpoint, engine=args.engine, host=args.host,
         token=args.token or os.environ.get(TOKEN_ENV) or None, save_dir=args.save_dir,
         max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, max_files=args.max_files,
-        max_queue=args.max_queue, timeout=args.timeout, max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms)
+        max_queue=args.max_queue, timeout=args.timeout, upload_timeout=args.upload_timeout,
+        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_decoding=args.max_decoding)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -129,12 +129,45 @@ def mark_done(output: str | Path, shard: Shard, paths: Sequence[str], summary: P
 
 def _read_marker(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        marker = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ShardsIncomplete(f"{path}: not a valid marker ({e}); delete it and rerun "
+        marker = e
+    if not isinstance(marker, dict):
+        raise ShardsIncomplete(f"{path}: not a valid marker ({marker}); delete it and rerun "
+                               "with --resume")
+    return marker
+
+
+def _read_part_record(part: Path) -> dict:
+    """The record a rank wrote beside its part (columns, checkpoint, settings)."""
+    path = record_path(part)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ShardsIncomplete(f"{part} has no record ({path} is missing); rerun that rank "
                                "with --resume") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        record = e
+    if not isinstance(record, dict) or not isinstance(record.get("columns"), list):
+        raise ShardsIncomplete(f"{part}: {path} is not a valid record ({record}); delete the "
+                               "part and rerun that rank with --resume")
+    return record
+
+
+def _read_part_rows(part: Path) -> list[dict[str, str]]:
+    """The rows of a rank's part, checked to be a predictions CSV."""
+    try:
+        with open(part, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if "path" not in (reader.fieldnames or []):
+                raise ShardsIncomplete(f"{part}: no 'path' column, not a predictions CSV; "
+                                       "delete it and rerun that rank with --resume")
+            return list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ShardsIncomplete(f"{part}: not a UTF-8 CSV ({e}); delete it and rerun that "
+                               "rank with --resume") from None
 
 
 def wait_for_parts(output: str | Path, paths: Sequence[str], world_size: int, *,
@@ -180,16 +213,15 @@ def merge_parts(output: str | Path, paths: Sequence[str], world_size: int,
     """
     output = Path(output)
     parts = [part_path(output, Shard(rank, world_size)) for rank in range(world_size)]
-    records = [json.loads(record_path(p).read_text(encoding="utf-8")) for p in parts]
+    records = [_read_part_record(p) for p in parts]
     if any(r != records[0] for r in records[1:]):
         raise ShardsIncomplete(f"the parts of {output} were made by different checkpoints or "
                                f"settings (see {', '.join(str(record_path(p)) for p in parts)})")
     rows: dict[str, dict[str, str]] = {}
     for part in parts:
-        with open(part, newline="", encoding="utf-8") as f:
-            # a row resumed from a part may also be in another shard after images were added
-            for row in csv.DictReader(f):
-                rows.setdefault(row["path"], row)
+        # a row resumed from a part may also be in another shard after images were added
+        for row in _read_part_rows(part):
+            rows.setdefault(row["path"], row)
     position = {path: i for i, path in enumerate(paths)}
     # rows an earlier run kept for images no longer listed go last, as they came
     ordered = sorted(rows.values(), key=lambda row: position.get(row["path"], len(paths)))

@@ -16,9 +16,10 @@ batch of one. The model only ever runs in that thread. A full queue answers 503 
 photo that waits longer than `timeout` answers 504.
 
 Every error is JSON `{"error": message, "request_id": ...}` with a status saying what went
-wrong: 401 no or wrong token, 413 upload or image too large, 415 not an image (the content
-is decoded, the extension is ignored), 422 empty or damaged image or no photo, 503 busy,
-504 timeout, 500 a bug (its traceback goes to the log, never to the client). Every request
+wrong: 401 no or wrong token, 403 another web site's page, 408 upload too slow, 413 upload,
+image or photo count too large, 415 not an image (the content is decoded, the extension is
+ignored), 422 empty or damaged image or no photo, 503 busy, 504 timeout, 500 a bug (its
+traceback goes to the log, never to the client). Every request
 is logged as one JSON line with its id, which the response repeats in `X-Request-ID`.
 
 Uploaded photos live in memory (parts over 1 MB in a temporary file deleted with the
@@ -36,6 +37,7 @@ import sys
 import threading
 import time
 import traceback
+import urllib.parse
 import uuid
 from collections import Counter, deque
 from concurrent.futures import Future
@@ -87,12 +89,17 @@ class ServiceConfig:
     max_files: int = 64  # photos per request
     max_queue: int = 64  # photos waiting for the model
     timeout: float = 30.0  # seconds a request may wait for the model
+    upload_timeout: float = 60.0  # seconds the whole upload may take to arrive
     max_batch: int = 8
     max_wait_ms: float = 10.0
+    # requests decoding photos at once: a photo of max_pixels takes 3 bytes a pixel and more
+    # while it is decoded, however small its file (a PNG of one colour); this bounds the memory
+    max_decoding: int = 2
 
     def check(self) -> None:
         """Refuse options that make no sense, and an exposed service without a token."""
-        for name in ("max_upload_mb", "max_files", "max_queue", "timeout", "max_batch"):
+        for name in ("max_upload_mb", "max_files", "max_queue", "timeout", "upload_timeout",
+                     "max_batch", "max_decoding"):
             if not getattr(self, name) > 0:
                 raise BadConfig(f"--{name.replace('_', '-')} must be positive, got "
                                 f"{getattr(self, name)}")
@@ -382,8 +389,14 @@ class UploadTooLarge(Exception):
     pass
 
 
+class UploadTooSlow(Exception):
+    pass
+
+
 def _error(status: int, message: str, request_id: str | None, **extra: Any) -> JSONResponse:
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = {"Retry-After": "1"} if status == 503 else {}
+    if status in (408, 413):  # the body was not read to its end: the connection cannot be reused
+        headers["Connection"] = "close"
     return JSONResponse({"error": message, "status": status, "request_id": request_id, **extra},
                         status_code=status, headers=headers)
 
@@ -393,12 +406,21 @@ class RequestGuard:
 
     A body over the limit is refused from its Content-Length before it is read; one sent
     without a length is cut off when it passes the limit (the endpoint turns UploadTooLarge
-    into 413).
+    into 413). A body still arriving `upload_timeout` seconds after the request started is
+    cut off too (UploadTooSlow, 408): a client trickling bytes would otherwise hold its
+    connection, and what it sent so far, for ever.
+
+    Web pages of other sites are refused (403): a POST with an Origin other than the service's
+    own (a page making the browser post to it), and, when the service listens on loopback
+    only, a Host header naming another machine (a page of a name its site made resolve to
+    127.0.0.1 could otherwise read the answers). Scripts and curl send no Origin.
     """
 
-    def __init__(self, app: Any, max_bytes: int):
+    def __init__(self, app: Any, max_bytes: int, upload_timeout: float, loopback: bool):
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_timeout = upload_timeout
+        self.loopback = loopback
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -416,18 +438,32 @@ class RequestGuard:
             await send(message)
 
         received = 0
+        body_done = False
 
         async def limited_receive() -> dict:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # later reads only wait for the client to disconnect
+                return await receive()
+            left = start + self.upload_timeout - time.perf_counter()
+            try:
+                message = await asyncio.wait_for(receive(), max(left, 0))
+            except asyncio.TimeoutError:
+                raise UploadTooSlow(
+                    f"upload of {received / 1e6:.1f} MB so far not finished within "
+                    f"{self.upload_timeout:g} s; send it again on a faster connection") from None
+            body_done = not message.get("more_body", False)
             received += len(message.get("body", b""))
             if received > self.max_bytes:
                 raise UploadTooLarge(self._too_large(received, "at least "))
             return message
 
-        length = Headers(scope=scope).get("content-length", "")
+        headers = Headers(scope=scope)
+        length = headers.get("content-length", "")
+        foreign = self._foreign_site(scope["method"], headers)
         try:
-            if length.isdigit() and int(length) > self.max_bytes:
+            if foreign:
+                await _error(403, foreign, request_id)(scope, receive, send_with_id)
+            elif length.isdigit() and int(length) > self.max_bytes:
                 await _error(413, self._too_large(int(length)), request_id)(scope, receive, send_with_id)
             else:
                 await self.app(scope, limited_receive, send_with_id)
@@ -435,6 +471,19 @@ class RequestGuard:
             log_event("request", request_id=request_id, method=scope["method"],
                       path=scope["path"], status=status[0], bytes=max(received, int(length or 0)),
                       ms=round((time.perf_counter() - start) * 1000, 1))
+
+    def _foreign_site(self, method: str, headers: Headers) -> str:
+        """Why a request comes from another web site's page, or "" if it does not."""
+        host = headers.get("host", "")
+        hostname = urllib.parse.urlsplit("//" + host).hostname or ""
+        if self.loopback and host and not is_loopback(hostname):
+            return (f"Host {host!r} refused: this service listens on this machine only; "
+                    "open it as http://127.0.0.1:PORT/")
+        origin = headers.get("origin")
+        if method not in ("GET", "HEAD") and origin is not None and \
+                urllib.parse.urlsplit(origin).netloc != host:
+            return f"request from the web page of {origin!r} refused: another site's page"
+        return ""
 
     def _too_large(self, size: int, qualifier: str = "") -> str:
         return (f"upload of {qualifier}{size / 1e6:.1f} MB is over the limit of "
@@ -459,6 +508,7 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
     runner.warm_up(config.max_batch)
     batcher = MicroBatcher(runner.run_batch, max_batch=config.max_batch,
                            max_wait_s=config.max_wait_ms / 1000, max_queue=config.max_queue)
+    decoding = asyncio.Semaphore(config.max_decoding)
     page = resources.files("palm.engine").joinpath("static", "index.html").read_text("utf-8")
     model_info = runner.describe()
 
@@ -474,7 +524,8 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
     app = FastAPI(title="palm screening service", lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None)
     app.state.runner, app.state.batcher = runner, batcher
-    app.add_middleware(RequestGuard, max_bytes=int(config.max_upload_mb * 1e6))
+    app.add_middleware(RequestGuard, max_bytes=int(config.max_upload_mb * 1e6),
+                       upload_timeout=config.upload_timeout, loopback=is_loopback(config.host))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -519,7 +570,8 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
     async def model(request: Request) -> dict[str, Any]:
         check_token(request)
         limits = {k: getattr(config, k) for k in ("max_upload_mb", "max_files", "max_queue",
-                                                   "timeout", "max_batch", "max_wait_ms")}
+                                                   "timeout", "upload_timeout", "max_batch",
+                                                   "max_wait_ms", "max_decoding")}
         return {**model_info, "limits": {**limits,
                                          "max_pixels": max_pixels_setting(config.max_pixels)}}
 
@@ -529,10 +581,17 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
         start = time.perf_counter()
         request_id = _request_id(request)
         uploads = await _read_uploads(request, config.max_files)
-        photos = await run_in_threadpool(
-            lambda: [runner.prepare(name, data, cam) for name, data in uploads])
+        photos = await _decode(runner, uploads, cam, decoding, start + config.timeout)
+        if photos is None:
+            return _error(503, f"busy: waited {config.timeout:g} s for one of the "
+                               f"{config.max_decoding} decoding slots; try again shortly",
+                          request_id)
         good = [p for p in photos if p.x is not None]
         outputs: list[tuple[np.ndarray, np.ndarray | None]] = []
+        if len(good) > config.max_queue:
+            return _error(413, f"{len(good)} photos in one request, but the queue holds "
+                               f"{config.max_queue}; send at most {config.max_queue} per request",
+                          request_id)
         if good:
             try:
                 futures = batcher.submit([(p.x, cam and runner.gradcam is not None) for p in good])
@@ -572,6 +631,8 @@ async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, byt
         form = await request.form(max_files=max_files, max_fields=max_files)
     except UploadTooLarge as e:
         raise HTTPException(413, str(e)) from None
+    except UploadTooSlow as e:
+        raise HTTPException(408, str(e)) from None
     except MultiPartException as e:
         raise HTTPException(400, f"malformed upload: {e.message}") from None
     try:
@@ -582,6 +643,23 @@ async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, byt
         return [(f.filename or f"photo{i + 1}", await f.read()) for i, f in enumerate(files)]
     finally:
         await form.close()  # the temporary files of large parts go now
+
+
+async def _decode(runner: ModelRunner, uploads: Sequence[tuple[str, bytes]], cam: bool,
+                  slots: asyncio.Semaphore, deadline: float) -> list[Photo] | None:
+    """Decode the uploads one after the other in one of the `slots`; None if none was free by
+    `deadline` (a `time.perf_counter` time). A request keeps its slot for all its photos, so
+    under overload the requests that started finish instead of all sharing the slots and
+    all running out of time."""
+    try:
+        await asyncio.wait_for(slots.acquire(), max(deadline - time.perf_counter(), 0))
+    except asyncio.TimeoutError:
+        return None
+    try:
+        return await run_in_threadpool(
+            lambda: [runner.prepare(name, data, cam) for name, data in uploads])
+    finally:
+        slots.release()
 
 
 def _results(runner: ModelRunner, photos: Sequence[Photo], outputs: dict[int, tuple],
@@ -603,10 +681,22 @@ def _results(runner: ModelRunner, photos: Sequence[Photo], outputs: dict[int, tu
     return results
 
 
+# bytes of an upload's name kept in a saved photo's file name: with the request id, the
+# number and the temporary suffix of atomic_path it stays under the 255 bytes file systems allow
+SAVED_NAME_BYTES = 150
+
+
+def saved_name(filename: str) -> str:
+    """An upload's file name made safe to save: no folders, only letters, digits and '._-',
+    and its last SAVED_NAME_BYTES bytes in UTF-8 (the extension is at the end)."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(filename).name)
+    tail = safe.encode("utf-8")[-SAVED_NAME_BYTES:].decode("utf-8", errors="ignore")
+    return tail or "photo"
+
+
 def _save_photos(folder: Path, request_id: str | None, photos: Sequence[Photo]) -> None:
     """Keep the uploads as `<request id>-<n>-<file name>` (the log line names the request)."""
     folder.mkdir(parents=True, exist_ok=True)
     for n, photo in enumerate(photos, 1):
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(photo.filename).name)
-        with atomic_path(folder / f"{request_id}-{n}-{safe[-100:] or 'photo'}") as tmp:
+        with atomic_path(folder / f"{request_id}-{n}-{saved_name(photo.filename)}") as tmp:
             Path(tmp).write_bytes(photo.data)
