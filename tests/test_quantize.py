@@ -18,7 +18,8 @@ from palm.data.image_io import read_image, resize_short_side
 from palm.engine.checkpoint import CheckpointError
 from palm.errors import BadConfig
 from palm.engine.export import META_NAME
-from palm.engine.inference import (InferencePredictor, OpenVINOPredictor, load_predictor)
+from palm.engine.inference import (InferencePredictor, OpenVINOPredictor, has_int8,
+                                   int8_model_file, load_predictor)
 from palm.engine.predict import record_path
 from palm.engine.quantize import QuantizationRefused, calibration_images
 from palm.cli import eval as eval_tool
@@ -162,3 +163,53 @@ def test_reduced_decode_matches_full_decode_and_resize(tmp_path, target):
     assert a.shape == b.shape
     mse = np.mean((a.astype(float) - b.astype(float)) ** 2)
     assert 10 * np.log10(255 ** 2 / mse) >= 35
+
+
+def _int8_folder(tmp_path: Path, record: object) -> Path:
+    """A folder whose palm_meta.json carries `record` as its INT8 record, and the IR files."""
+    folder = tmp_path / "int8"
+    folder.mkdir()
+    (folder / "model_int8.xml").write_text("<net/>")
+    (folder / "model_int8.bin").write_bytes(b"\0" * 8)
+    meta = {"model": "lenet", "num_classes": 1, "image_size": 32, "export": {"sha256": {}},
+            "int8": record}
+    (folder / META_NAME).write_text(json.dumps(meta))
+    return folder
+
+
+def _good_record() -> dict:
+    import hashlib
+    return {"model_file": "model_int8.xml",
+            "sha256": {"model_int8.xml": hashlib.sha256(b"<net/>").hexdigest(),
+                       "model_int8.bin": hashlib.sha256(b"\0" * 8).hexdigest()}}
+
+
+def test_a_well_formed_int8_record_names_its_model(tmp_path):
+    folder = _int8_folder(tmp_path, _good_record())
+    assert int8_model_file(folder) == folder / "model_int8.xml"
+
+
+@pytest.mark.parametrize("change", [
+    lambda r: r.pop("model_file"),
+    lambda r: r.update(model_file=3),
+    lambda r: r.update(model_file="../elsewhere/model_int8.xml"),
+    lambda r: r.update(model_file="/etc/passwd"),
+    lambda r: r.update(sha256=["model_int8.xml"]),
+    lambda r: r.pop("sha256"),  # nothing verified: must not run unchecked
+    lambda r: r.update(sha256={}),
+    lambda r: r["sha256"].pop("model_int8.bin"),  # the weights unverified
+], ids=["no-model-file", "model-file-int", "model-file-outside", "model-file-absolute",
+        "sha256-list", "no-sha256", "empty-sha256", "bin-unhashed"])
+def test_a_malformed_int8_record_is_a_one_line_checkpoint_error(tmp_path, change):
+    record = _good_record()
+    change(record)
+    folder = _int8_folder(tmp_path, record)
+    with pytest.raises(CheckpointError, match="int8"):
+        int8_model_file(folder)
+
+
+def test_an_int8_record_that_is_not_an_object_is_not_ignored(tmp_path):
+    folder = _int8_folder(tmp_path, 5)
+    assert has_int8(folder)  # so the default precision asks for it and says what is wrong
+    with pytest.raises(CheckpointError, match="int8"):
+        int8_model_file(folder)
