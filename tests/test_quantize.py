@@ -21,7 +21,7 @@ from palm.engine.export import META_NAME
 from palm.engine.inference import (InferencePredictor, OpenVINOPredictor, has_int8,
                                    int8_model_file, load_predictor)
 from palm.engine.predict import record_path
-from palm.engine.quantize import QuantizationRefused, calibration_images
+from palm.engine.quantize import Comparison, QuantizationRefused, calibration_images, check_drop
 from palm.cli import eval as eval_tool
 from palm.cli import predict as predict_tool
 from palm.cli import quantize as quantize_tool
@@ -213,3 +213,19 @@ def test_an_int8_record_that_is_not_an_object_is_not_ignored(tmp_path):
     assert has_int8(folder)  # so the default precision asks for it and says what is wrong
     with pytest.raises(CheckpointError, match="int8"):
         int8_model_file(folder)
+
+
+@pytest.mark.parametrize("drop", ["nan", "inf"])
+def test_an_allowed_drop_that_is_not_a_finite_number_is_refused_before_any_work(tmp_path, drop):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    with pytest.raises(BadConfig, match="--max-auc-drop"):
+        _quantize(["--checkpoint", str(tmp_path / "none.pdparams"),
+                   "--output", str(tmp_path / "out"), "--calib-dir", str(photos), "--val-dir", str(photos), "--max-auc-drop", drop])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_nan_allowed_drop_never_lets_a_worse_model_through():
+    worse = Comparison({"roc_auc": 0.9}, {"roc_auc": 0.5}, 0.3, {"fp32": 1.0, "int8": 1.0})
+    with pytest.raises(QuantizationRefused):
+        check_drop(worse, float("nan"), force=False)

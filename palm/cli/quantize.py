@@ -15,6 +15,7 @@ and run the INT8 model (--precision fp32 runs its fp32 model).
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,8 @@ def main(args: argparse.Namespace) -> Comparison:
     check_options(vars(args))
     if args.calib_images < 1:
         raise BadConfig(f"--calib-images {args.calib_images}: must be at least 1")
+    if not math.isfinite(args.max_auc_drop):
+        raise BadConfig(f"--max-auc-drop {args.max_auc_drop}: must be a finite number")
     if not (args.data_root or args.val_dir or args.val_csv):  # found out before quantizing
         raise BadConfig("give --data-root, --val-dir or --val-csv: labelled images to validate "
                         "the INT8 model on")
