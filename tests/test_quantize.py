@@ -16,7 +16,7 @@ import pytest
 
 from palm.data.image_io import read_image, resize_short_side
 from palm.engine.checkpoint import CheckpointError
-from palm.errors import BadConfig
+from palm.errors import BadConfig, BadData
 from palm.engine.export import META_NAME
 from palm.engine.inference import (InferencePredictor, OpenVINOPredictor, has_int8,
                                    int8_model_file, load_predictor)
@@ -229,3 +229,22 @@ def test_a_nan_allowed_drop_never_lets_a_worse_model_through():
     worse = Comparison({"roc_auc": 0.9}, {"roc_auc": 0.5}, 0.3, {"fp32": 1.0, "int8": 1.0})
     with pytest.raises(QuantizationRefused):
         check_drop(worse, float("nan"), force=False)
+
+
+def test_unreadable_calibration_images_are_named_in_the_error(tmp_path):
+    bad = tmp_path / "photos"
+    bad.mkdir()
+    (bad / "a.jpg").write_text("not a photo")
+    (bad / "b.png").write_bytes(b"")
+    meta = {"model": "lenet", "num_classes": 1, "image_size": 32}
+    with pytest.raises(BadData, match=r"none of the 2 .*a\.jpg"):
+        calibration_images([str(p) for p in sorted(bad.iterdir())], meta, 10)
+
+
+def test_a_calibration_folder_without_images_is_named_before_any_work(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BadData, match=f"{empty}: no images"):
+        _quantize(["--checkpoint", str(tmp_path / "none.pdparams"), "--output",
+                   str(tmp_path / "out"), "--calib-dir", str(empty), "--val-dir", str(empty)])
+    assert not (tmp_path / "out").exists()

@@ -26,7 +26,7 @@ from palm.data import find_palm_layout, list_images
 from palm.data import sources
 from palm.engine.quantize import (DEFAULT_CALIB_IMAGES, DEFAULT_MAX_AUC_DROP, Comparison,
                                   model_transform, quantize_to_folder)
-from palm.errors import BadConfig
+from palm.errors import BadConfig, BadData
 from palm.io_utils import output_lock
 from palm.weights import TRUST_HELP, trust_checkpoints
 
@@ -56,10 +56,15 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def calibration_paths(args: argparse.Namespace) -> list[str]:
     if args.calib_dir:
-        return list_images(args.calib_dir)
-    if args.data_root:
-        return list_images(str(find_palm_layout(args.data_root).train_dir))
-    raise BadConfig("give --calib-dir or --data-root (PALM) for the calibration images")
+        folder = Path(args.calib_dir)
+    elif args.data_root:
+        folder = find_palm_layout(args.data_root).train_dir
+    else:
+        raise BadConfig("give --calib-dir or --data-root (PALM) for the calibration images")
+    paths = list_images(str(folder))
+    if not paths:
+        raise BadData(f"{folder}: no images to calibrate on")
+    return paths
 
 
 def main(args: argparse.Namespace) -> Comparison:

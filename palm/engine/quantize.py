@@ -125,10 +125,12 @@ def calibration_images(paths: Sequence[str], meta: dict[str, Any], n: int,
         chosen = np.random.default_rng(seed).choice(len(paths), n, replace=False)
         paths = [paths[i] for i in sorted(chosen)]
     images = FileImageSet(paths, model_transform(meta), int(meta["image_size"]))
-    batches = [image[None] for image, _, error in (images[i] for i in range(len(images)))
-               if not error]
+    read = [images[i] for i in range(len(images))]
+    batches = [image[None] for image, _, error in read if not error]
     if not batches:
-        raise BadData(f"none of the {len(paths)} calibration images could be read")
+        first = read[0][2] if read else "none given"
+        raise BadData(f"none of the {len(paths)} calibration images could be read "
+                      f"({paths[0] + ': ' if paths else ''}{first})")
     return batches
 
 
