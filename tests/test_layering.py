@@ -58,6 +58,24 @@ def palm_imports(tree: ast.Module) -> list[tuple[str, int, bool]]:
     return found
 
 
+# Top-level folders of the repository that a wheel does not install: the package never imports
+# them (the checkout's scripts import the package, not the other way round).
+CHECKOUT_ONLY = ("tools", "data_tools", "configs")
+
+
+def checkout_imports(tree: ast.Module) -> list[tuple[str, int]]:
+    """(module, line) for every import, at any depth, of a checkout-only top-level folder."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names
+                      if a.name.split(".")[0] in CHECKOUT_ONLY]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                and node.module.split(".")[0] in CHECKOUT_ONLY:
+            found.append((node.module, node.lineno))
+    return found
+
+
 def layering_violations(root: Path) -> list[str]:
     """Every import in the package at `root` that runs upward, sideways into another group of
     the same rank, or hides inside a function."""
@@ -65,7 +83,10 @@ def layering_violations(root: Path) -> list[str]:
     for path in sorted(root.rglob("*.py")):
         source = module_name(path, root)
         group, rank = layer_of(source)
-        for target, line, in_function in palm_imports(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        problems += [f"{path.relative_to(root.parent)}:{line}: {source} imports {target}, which "
+                     "a wheel does not install" for target, line in checkout_imports(tree)]
+        for target, line, in_function in palm_imports(tree):
             where = f"{path.relative_to(root.parent)}:{line}: {source} imports {target}"
             target_group, target_rank = layer_of(target)
             if in_function:
@@ -102,3 +123,12 @@ def test_checker_catches_a_back_arrow_a_sideways_one_and_a_lazy_one(tmp_path):
     assert "palm/data/up.py:1: palm.data.up imports palm.engine, which is above it" == up
     assert "palm.models.resnet, which is beside it" in beside
     assert "palm/viz/lazy.py:2" in lazy and "inside a function" in lazy
+
+
+def test_checker_catches_an_import_of_a_checkout_only_folder(tmp_path):
+    root = _fake_package(tmp_path, {
+        "engine/bench.py": "def f():\n    from tools.benchmark_data import bench_decode\n",
+        "engine/synth.py": "import data_tools.synth_palm\n",
+    })
+    problems = layering_violations(root)
+    assert len(problems) == 2 and all("a wheel does not install" in p for p in problems), problems

@@ -16,11 +16,12 @@ import pytest
 
 from palm.data.image_io import read_image, resize_short_side
 from palm.engine.checkpoint import CheckpointError
-from palm.errors import BadConfig
+from palm.errors import BadConfig, BadData
 from palm.engine.export import META_NAME
-from palm.engine.inference import (InferencePredictor, OpenVINOPredictor, load_predictor)
+from palm.engine.inference import (InferencePredictor, OpenVINOPredictor, has_int8,
+                                   int8_model_file, load_predictor)
 from palm.engine.predict import record_path
-from palm.engine.quantize import QuantizationRefused, calibration_images
+from palm.engine.quantize import Comparison, QuantizationRefused, calibration_images, check_drop
 from palm.cli import eval as eval_tool
 from palm.cli import predict as predict_tool
 from palm.cli import quantize as quantize_tool
@@ -162,3 +163,88 @@ def test_reduced_decode_matches_full_decode_and_resize(tmp_path, target):
     assert a.shape == b.shape
     mse = np.mean((a.astype(float) - b.astype(float)) ** 2)
     assert 10 * np.log10(255 ** 2 / mse) >= 35
+
+
+def _int8_folder(tmp_path: Path, record: object) -> Path:
+    """A folder whose palm_meta.json carries `record` as its INT8 record, and the IR files."""
+    folder = tmp_path / "int8"
+    folder.mkdir()
+    (folder / "model_int8.xml").write_text("<net/>")
+    (folder / "model_int8.bin").write_bytes(b"\0" * 8)
+    meta = {"model": "lenet", "num_classes": 1, "image_size": 32, "export": {"sha256": {}},
+            "int8": record}
+    (folder / META_NAME).write_text(json.dumps(meta))
+    return folder
+
+
+def _good_record() -> dict:
+    import hashlib
+    return {"model_file": "model_int8.xml",
+            "sha256": {"model_int8.xml": hashlib.sha256(b"<net/>").hexdigest(),
+                       "model_int8.bin": hashlib.sha256(b"\0" * 8).hexdigest()}}
+
+
+def test_a_well_formed_int8_record_names_its_model(tmp_path):
+    folder = _int8_folder(tmp_path, _good_record())
+    assert int8_model_file(folder) == folder / "model_int8.xml"
+
+
+@pytest.mark.parametrize("change", [
+    lambda r: r.pop("model_file"),
+    lambda r: r.update(model_file=3),
+    lambda r: r.update(model_file="../elsewhere/model_int8.xml"),
+    lambda r: r.update(model_file="/etc/passwd"),
+    lambda r: r.update(sha256=["model_int8.xml"]),
+    lambda r: r.pop("sha256"),  # nothing verified: must not run unchecked
+    lambda r: r.update(sha256={}),
+    lambda r: r["sha256"].pop("model_int8.bin"),  # the weights unverified
+], ids=["no-model-file", "model-file-int", "model-file-outside", "model-file-absolute",
+        "sha256-list", "no-sha256", "empty-sha256", "bin-unhashed"])
+def test_a_malformed_int8_record_is_a_one_line_checkpoint_error(tmp_path, change):
+    record = _good_record()
+    change(record)
+    folder = _int8_folder(tmp_path, record)
+    with pytest.raises(CheckpointError, match="int8"):
+        int8_model_file(folder)
+
+
+def test_an_int8_record_that_is_not_an_object_is_not_ignored(tmp_path):
+    folder = _int8_folder(tmp_path, 5)
+    assert has_int8(folder)  # so the default precision asks for it and says what is wrong
+    with pytest.raises(CheckpointError, match="int8"):
+        int8_model_file(folder)
+
+
+@pytest.mark.parametrize("drop", ["nan", "inf"])
+def test_an_allowed_drop_that_is_not_a_finite_number_is_refused_before_any_work(tmp_path, drop):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    with pytest.raises(BadConfig, match="--max-auc-drop"):
+        _quantize(["--checkpoint", str(tmp_path / "none.pdparams"),
+                   "--output", str(tmp_path / "out"), "--calib-dir", str(photos), "--val-dir", str(photos), "--max-auc-drop", drop])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_nan_allowed_drop_never_lets_a_worse_model_through():
+    worse = Comparison({"roc_auc": 0.9}, {"roc_auc": 0.5}, 0.3, {"fp32": 1.0, "int8": 1.0})
+    with pytest.raises(QuantizationRefused):
+        check_drop(worse, float("nan"), force=False)
+
+
+def test_unreadable_calibration_images_are_named_in_the_error(tmp_path):
+    bad = tmp_path / "photos"
+    bad.mkdir()
+    (bad / "a.jpg").write_text("not a photo")
+    (bad / "b.png").write_bytes(b"")
+    meta = {"model": "lenet", "num_classes": 1, "image_size": 32}
+    with pytest.raises(BadData, match=r"none of the 2 .*a\.jpg"):
+        calibration_images([str(p) for p in sorted(bad.iterdir())], meta, 10)
+
+
+def test_a_calibration_folder_without_images_is_named_before_any_work(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BadData, match=f"{empty}: no images"):
+        _quantize(["--checkpoint", str(tmp_path / "none.pdparams"), "--output",
+                   str(tmp_path / "out"), "--calib-dir", str(empty), "--val-dir", str(empty)])
+    assert not (tmp_path / "out").exists()

@@ -15,6 +15,7 @@ and run the INT8 model (--precision fp32 runs its fp32 model).
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from palm.data import find_palm_layout, list_images
 from palm.data import sources
 from palm.engine.quantize import (DEFAULT_CALIB_IMAGES, DEFAULT_MAX_AUC_DROP, Comparison,
                                   model_transform, quantize_to_folder)
-from palm.errors import BadConfig
+from palm.errors import BadConfig, BadData
 from palm.io_utils import output_lock
 from palm.weights import TRUST_HELP, trust_checkpoints
 
@@ -55,16 +56,23 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def calibration_paths(args: argparse.Namespace) -> list[str]:
     if args.calib_dir:
-        return list_images(args.calib_dir)
-    if args.data_root:
-        return list_images(str(find_palm_layout(args.data_root).train_dir))
-    raise BadConfig("give --calib-dir or --data-root (PALM) for the calibration images")
+        folder = Path(args.calib_dir)
+    elif args.data_root:
+        folder = find_palm_layout(args.data_root).train_dir
+    else:
+        raise BadConfig("give --calib-dir or --data-root (PALM) for the calibration images")
+    paths = list_images(str(folder))
+    if not paths:
+        raise BadData(f"{folder}: no images to calibrate on")
+    return paths
 
 
 def main(args: argparse.Namespace) -> Comparison:
     check_options(vars(args))
     if args.calib_images < 1:
         raise BadConfig(f"--calib-images {args.calib_images}: must be at least 1")
+    if not math.isfinite(args.max_auc_drop):
+        raise BadConfig(f"--max-auc-drop {args.max_auc_drop}: must be a finite number")
     if not (args.data_root or args.val_dir or args.val_csv):  # found out before quantizing
         raise BadConfig("give --data-root, --val-dir or --val-csv: labelled images to validate "
                         "the INT8 model on")

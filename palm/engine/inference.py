@@ -229,25 +229,51 @@ class OpenVINOPredictor:
 
 def int8_model_file(model_dir: str | Path) -> Path:
     """The INT8 model (.xml, its weights .bin beside it) of a quantized folder; a clear error
-    if the folder has none, or its files are missing or changed since quantization."""
+    if the folder has none, its record is malformed, or its files are missing or changed
+    since quantization."""
     model_dir = Path(model_dir)
-    record = load_export_meta(model_dir).get(INT8_META_KEY)
-    if not isinstance(record, dict):
+    meta = load_export_meta(model_dir)
+    if INT8_META_KEY not in meta:
         raise CheckpointError(f"{model_dir}: has no INT8 model; make one with tools/quantize.py "
                               "or use --precision fp32")
-    for name, digest in record.get("sha256", {}).items():
+    model_file = _int8_record_model(meta[INT8_META_KEY], model_dir / META_NAME)
+    for name, digest in meta[INT8_META_KEY]["sha256"].items():
         path = model_dir / name
         if not path.is_file():
             raise CheckpointError(f"{path}: missing; re-run tools/quantize.py")
         if file_sha256(path) != digest:
             raise CheckpointError(f"{path}: corrupt or changed since quantization (its SHA-256 "
                                   f"differs from {META_NAME}'s); re-run tools/quantize.py")
-    return model_dir / record["model_file"]
+    return model_dir / model_file
+
+
+def _int8_record_model(record: Any, meta_path: Path) -> str:
+    """The model file named by an INT8 record, once the record is known to name a file of its
+    own folder and to hold the SHA-256 of that file and of its weights (nothing runs
+    unverified)."""
+    problem = None
+    if not isinstance(record, dict):
+        problem = f"is a {type(record).__name__}, not an object"
+    elif not isinstance(record.get("model_file"), str) or Path(record["model_file"]).name != \
+            record["model_file"] or not record["model_file"].endswith(".xml"):
+        problem = ("model_file must be an .xml file name in the folder, "
+                   f"not {record.get('model_file')!r}")
+    else:
+        hashes = record.get("sha256")
+        needed = {record["model_file"], str(Path(record["model_file"]).with_suffix(".bin"))}
+        if not isinstance(hashes, dict) or not needed <= set(hashes) or \
+                not all(isinstance(v, str) for v in hashes.values()):
+            problem = f"sha256 must give the SHA-256 of {' and '.join(sorted(needed))}"
+    if problem:
+        raise CheckpointError(f"{meta_path}: its {INT8_META_KEY} record {problem}; "
+                              "re-run tools/quantize.py")
+    return record["model_file"]
 
 
 def has_int8(path: str | Path) -> bool:
-    """True for a folder written by tools/quantize.py."""
-    return is_exported(path) and isinstance(load_export_meta(path).get(INT8_META_KEY), dict)
+    """True for a folder written by tools/quantize.py (or one whose INT8 record was damaged:
+    running it then says what is wrong instead of quietly running fp32)."""
+    return is_exported(path) and INT8_META_KEY in load_export_meta(path)
 
 
 def check_precision(precision: str, device: str, onednn: bool = True) -> None:

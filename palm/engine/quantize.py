@@ -125,10 +125,12 @@ def calibration_images(paths: Sequence[str], meta: dict[str, Any], n: int,
         chosen = np.random.default_rng(seed).choice(len(paths), n, replace=False)
         paths = [paths[i] for i in sorted(chosen)]
     images = FileImageSet(paths, model_transform(meta), int(meta["image_size"]))
-    batches = [image[None] for image, _, error in (images[i] for i in range(len(images)))
-               if not error]
+    read = [images[i] for i in range(len(images))]
+    batches = [image[None] for image, _, error in read if not error]
     if not batches:
-        raise BadData(f"none of the {len(paths)} calibration images could be read")
+        first = read[0][2] if read else "none given"
+        raise BadData(f"none of the {len(paths)} calibration images could be read "
+                      f"({paths[0] + ': ' if paths else ''}{first})")
     return batches
 
 
@@ -224,7 +226,7 @@ def quantize_to_folder(
                          OpenVINOPredictor(stage, model_file=stage / INT8_MODEL), dataset,
                          float(meta.get("threshold", 0.5)), batch_size, num_workers)
         log(result.table())
-        _check_drop(result, max_auc_drop, force)
+        check_drop(result, max_auc_drop, force)
         int8_files = [INT8_MODEL, Path(INT8_MODEL).with_suffix(".bin").name]
         meta[INT8_META_KEY] = {
             "format": "openvino-ir", "engine": "openvino+nncf", "model_file": INT8_MODEL,
@@ -253,7 +255,9 @@ def _fp32_export(source: Path, stage: Path) -> None:
     export_model(model, stage, dict(meta, source_checkpoint=str(source.resolve())))
 
 
-def _check_drop(result: Comparison, max_auc_drop: float, force: bool) -> None:
+def check_drop(result: Comparison, max_auc_drop: float, force: bool) -> None:
+    """Raise QuantizationRefused unless the AUC drop is known and at most `max_auc_drop` (or
+    `force`); a NaN allowance refuses too, so it cannot switch the check off."""
     drop = result.auc_drop
     if force:
         return
@@ -261,7 +265,7 @@ def _check_drop(result: Comparison, max_auc_drop: float, force: bool) -> None:
         raise QuantizationRefused("the validation AUC is undefined (one class only), so the "
                                   "INT8 model cannot be validated; give labelled data with both "
                                   "classes, or --force")
-    if drop > max_auc_drop:
+    if not drop <= max_auc_drop:
         raise QuantizationRefused(
             f"AUC fp32 {result.fp32['roc_auc']:.4f} -> INT8 {result.int8['roc_auc']:.4f}: a drop "
             f"of {drop:.4f}, more than --max-auc-drop {max_auc_drop:g}; nothing written "
