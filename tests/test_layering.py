@@ -38,8 +38,13 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
+# Checkout-only folders: an installed palm has no such packages beside it.
+CHECKOUT_ONLY = {"tools", "data_tools", "configs"}
+
+
 def palm_imports(tree: ast.Module) -> list[tuple[str, int, bool]]:
-    """(imported palm module, line, inside a function) for every import of palm."""
+    """(imported module, line, inside a function) for every import of palm or of a
+    checkout-only folder."""
     found = []
 
     def visit(node: ast.AST, in_function: bool) -> None:
@@ -47,9 +52,9 @@ def palm_imports(tree: ast.Module) -> list[tuple[str, int, bool]]:
             nested = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
             if isinstance(child, ast.Import):
                 found.extend((a.name, child.lineno, in_function) for a in child.names
-                             if a.name.split(".")[0] == "palm")
+                             if a.name.split(".")[0] in {"palm", *CHECKOUT_ONLY})
             elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module \
-                    and child.module.split(".")[0] == "palm":
+                    and child.module.split(".")[0] in {"palm", *CHECKOUT_ONLY}:
                 # `from palm.data import sources` names a submodule: its layer is palm.data's
                 found.append((child.module, child.lineno, in_function))
             visit(child, nested)
@@ -67,6 +72,9 @@ def layering_violations(root: Path) -> list[str]:
         group, rank = layer_of(source)
         for target, line, in_function in palm_imports(ast.parse(path.read_text(encoding="utf-8"))):
             where = f"{path.relative_to(root.parent)}:{line}: {source} imports {target}"
+            if target.split(".")[0] in CHECKOUT_ONLY:
+                problems.append(f"{where}, which an installed palm does not have")
+                continue
             target_group, target_rank = layer_of(target)
             if in_function:
                 problems.append(f"{where} inside a function (import at the top)")
@@ -102,3 +110,10 @@ def test_checker_catches_a_back_arrow_a_sideways_one_and_a_lazy_one(tmp_path):
     assert "palm/data/up.py:1: palm.data.up imports palm.engine, which is above it" == up
     assert "palm.models.resnet, which is beside it" in beside
     assert "palm/viz/lazy.py:2" in lazy and "inside a function" in lazy
+
+
+def test_checker_refuses_imports_of_checkout_only_folders(tmp_path):
+    root = _fake_package(tmp_path, {"engine/bench.py": "from tools.benchmark_data import f\n"})
+    assert layering_violations(root) == [
+        "palm/engine/bench.py:1: palm.engine.bench imports tools.benchmark_data, "
+        "which an installed palm does not have"]

@@ -58,6 +58,7 @@ import numpy as np
 import pandas as pd
 import paddle
 
+from palm.cli.benchmark_data import bench_decode as decode_ways
 from palm.cli.common import add_verbosity_options, run_tool
 from palm.data import PalmTrainSet, build_loader, build_transform
 from palm.data.synth import make_palm_dataset
@@ -385,8 +386,6 @@ def bench_int8(export_dir: Path, meta: dict, model_name: str, args, work_dir: Pa
 
 def bench_decode(size: int, args, work_dir: Path) -> dict:
     """ms per PALM-sized JPEG to `size` px: full decode, reduced-scale decode, cache hit."""
-    from tools.benchmark_data import bench_decode as decode_ways
-
     with tempfile.TemporaryDirectory(dir=work_dir) as cache:
         result = decode_ways(palm_sized_images(work_dir)[0], size, max(5, args.iters), Path(cache))
     full, reduced = result["full decode + resize"], result["reduced decode + resize"]
