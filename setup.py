@@ -26,8 +26,10 @@ setup(
         # tests/test_serve.py drives Debian's /usr/bin/chromium through Playwright's Python API;
         # tests/test_sweep.py runs trials on a local Ray instance; tests/test_quantize.py
         # quantizes with NNCF and runs OpenVINO
-        "test": ["pytest", "fastapi", "uvicorn", "python-multipart", "httpx", "playwright",
-                 "ray>=2", "paddle2onnx", "openvino", "nncf"],
+        # tests/test_packaging.py builds a wheel without build isolation: setuptools >= 70.1
+        # builds wheels by itself (a new venv's setuptools 65 needs the wheel package)
+        "test": ["pytest", "setuptools>=70.1", "fastapi", "uvicorn", "python-multipart", "httpx",
+                 "playwright", "ray>=2", "paddle2onnx", "openvino", "nncf"],
         "serve": ["fastapi", "uvicorn", "python-multipart", "httpx"],  # palm serve
         "ray": ["ray>=2"],  # palm sweep / palm cv --backend ray
         # palm quantize: paddle2onnx converts, NNCF quantizes, OpenVINO runs the INT8 model

@@ -39,7 +39,7 @@ def module_name(path: Path, root: Path) -> str:
 
 
 def palm_imports(tree: ast.Module) -> list[tuple[str, int, bool]]:
-    """(imported palm module, line, inside a function) for every import of palm."""
+    """(imported module, line, inside a function) for every import of palm."""
     found = []
 
     def visit(node: ast.AST, in_function: bool) -> None:

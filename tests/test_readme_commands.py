@@ -44,7 +44,6 @@ SKIPPED = {
     "/shared/preds.csv": "two machines (test_predict_distributed runs 2 ranks on one)",
     "python -m paddle.distributed.launch --nproc_per_node N tools/train.py ... --amp":
         "several GPUs (test_train runs two CPU processes)",
-    "python tools/benchmark.py": "minutes per network (test_benchmark covers the tool)",
     "python tools/benchmark.py --table --iters 4": "29 networks, an hour",
     "python tools/benchmark.py --models resnet50 --sections inference,predict "
     "--predict-images 100,500,2000 --repeats 1": "2600 full-size images",
@@ -54,14 +53,16 @@ SKIPPED = {
 
 # Installing changes the environment: the new-user check runs the install lines by hand.
 INSTALL = re.compile(r"(python -m )?pip install ")
-# Prose naming a tool rather than running it: `python -m palm`, `python -m data_tools.*`
-NAME_ONLY = re.compile(r"python -m [\w.*]+")
+# Prose naming a tool rather than running it: `python -m palm`, `python -m data_tools.*`,
+# `python tools/train.py`
+NAME_ONLY = re.compile(r"python (-m [\w.*]+|tools/\w+\.py)")
 
 # Stand-ins for the placeholders the README explains in words.
 PLACEHOLDERS = [
     (r"\s\[[^\]]*\]", ""),  # [--optional flags]
     (r"--checkpoint \.\.\.", "--checkpoint runs/resnet50/best.pdparams"),
     (r"\bDIR\b", "data/PALM"),
+    (r"--model NAME\b", "--model lenet"),
 ]
 
 # Appended to keep each run tiny: the networks train one epoch at 32 px on 24 images.
@@ -76,21 +77,28 @@ TINY_FLAGS = {
     "tools/cv.py": ["--epochs", "1", "--image-size", "32", "--folds", "2", "--no-progress"],
     "tools/sweep.py": ["--epochs", "1", "--repeats", "1", "--no-progress"],
     "tools/quantize.py": ["--calib-images", "8"],
+    "tools/benchmark.py": ["--models", "lenet5", "--sizes", "32", "--iters", "2", "--repeats", "1",
+                           "--work-dir", "benchmark-work"],
 }
 
 
 def readme_commands() -> list[str]:
+    """The README's commands in the order a reader meets them (a later command may use what
+    an earlier one wrote, in a code block or in the prose)."""
     text = README.read_text(encoding="utf-8")
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        for line in block.replace("\\\n", " ").splitlines():  # join continued lines
-            line = re.sub(r"\s+#.*$", "", line)  # a trailing comment
-            commands += [" ".join(c.split()) for c in line.split(" && ") if c.strip()]
-    prose = re.sub(r"```.*?```", "", text, flags=re.S)
-    for span in re.findall(r"`([^`]+)`", prose):
-        span = " ".join(span.split())  # a span may wrap over lines
-        if span.startswith(("python ", "pip ")) and not NAME_ONLY.fullmatch(span):
-            commands.append(span)
+    for match in re.finditer(r"```(\w*)\n(.*?)```|`([^`]+)`", text, re.S):
+        language, block, span = match.groups()
+        if block is not None:
+            if language != "bash":
+                continue
+            for line in block.replace("\\\n", " ").splitlines():  # join continued lines
+                line = re.sub(r"\s+#.*$", "", line)  # a trailing comment
+                commands += [" ".join(c.split()) for c in line.split(" && ") if c.strip()]
+        else:
+            span = " ".join(span.split())  # a span may wrap over lines
+            if span.startswith(("python ", "pip ")) and not NAME_ONLY.fullmatch(span):
+                commands.append(span)
     return [c for c in dict.fromkeys(commands) if not INSTALL.match(c)]
 
 
@@ -141,10 +149,11 @@ def test_readme_command_parses(command):
 
 @pytest.fixture(scope="module")
 def workspace(palm_root, tmp_path_factory) -> Path:
-    """A folder laid out like a clone: tools/, the PALM download in data/PALM, the demo set
+    """A folder laid out like a clone: tools/, configs/, the PALM download in data/PALM, the demo set
     already drawn in demo_data/palm, and photos/ to predict."""
     root = tmp_path_factory.mktemp("readme")
     (root / "tools").symlink_to(REPO / "tools")
+    (root / "configs").symlink_to(REPO / "configs")
     shutil.copytree(palm_root, root / "data" / "PALM")
     shutil.copytree(palm_root, root / "demo_data" / "palm")
     shutil.copytree(palm_root / "PALM-Validation400", root / "photos")

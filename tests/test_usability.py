@@ -3,6 +3,7 @@ evaluation folders rewritten whole, provenance of every result, --quiet, the dat
 --data-root, the report's tables."""
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from palm.cli import run_tool
+from palm.cli import COMMANDS, run_tool
 from palm.config import apply_overrides, load_config, DEFAULTS
 from palm.errors import BadConfig, OutputRefused
 from palm.io_utils import replace_outputs
@@ -229,3 +230,10 @@ def test_benchmark_table_takes_models(tmp_path, monkeypatch):
             ["--table", "--output", str(tmp_path / "b.json"), "--work-dir", str(tmp_path), *extra])
         benchmark.main(args)
         assert asked.pop() == expected  # None: every registered network
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_subcommand_takes_quiet_and_verbose(name):
+    parser = importlib.import_module(COMMANDS[name].module).get_args_parser()
+    options = {o for action in parser._actions for o in action.option_strings}
+    assert {"-q", "--quiet", "-v", "--verbose"} <= options, name

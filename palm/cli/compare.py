@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from palm.cli import run_tool
+from palm.cli import add_verbosity_options, run_tool
 from palm.config import check_options
 from palm.engine.compare import compare_models
 from palm.io_utils import output_lock
@@ -31,6 +31,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--ci-resamples", type=int, default=2000,
                    help="bootstrap resamples for the AUC intervals (seeded)")
     p.add_argument("--seed", type=int, default=0)
+    add_verbosity_options(p)
     return p
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from palm.cli import run_tool
+from palm.cli import add_verbosity_options, run_tool
 from palm.errors import BadConfig
 from palm.io_utils import atomic_path
 
@@ -86,6 +86,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.25)
     p.add_argument("--per-class", type=int, help="at most this many images per digit")
     p.add_argument("--seed", type=int, default=0)
+    add_verbosity_options(p)
     return p
 
 

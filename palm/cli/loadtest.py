@@ -32,7 +32,7 @@ import palm  # noqa: F401  (CPU tuning before paddle is imported)
 import httpx
 import numpy as np
 
-from palm.cli import run_tool
+from palm.cli import add_verbosity_options, run_tool
 from palm.data import PALM_CLASSES, build_transform, list_images, read_image
 from palm.engine.checkpoint import save_checkpoint
 from palm.engine.inference import ENGINES, load_predictor
@@ -66,6 +66,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "palm-benchmark"),
                    help="synthetic photos and the server's log")
     p.add_argument("--output", default=None, help="also write the figures as JSON")
+    add_verbosity_options(p)
     return p
 
 

@@ -12,10 +12,12 @@ Needs the serve extra: pip install -e ".[serve]".
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import sys
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.cli import run_tool
+from palm.cli import add_verbosity_options, run_tool
 from palm.engine.inference import ENGINES
 from palm.weights import TRUST_HELP, trust_checkpoints
 
@@ -63,6 +65,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="requests decoding photos at once (one photo each); a photo may take 3 "
                         "bytes a pixel (--max-pixels) and more while decoding")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    add_verbosity_options(p)
     return p
 
 
@@ -79,7 +82,10 @@ def build_config(args: argparse.Namespace) -> ServiceConfig:
 def main(args: argparse.Namespace) -> int:
     config = build_config(args)
     config.check()  # before the model loads: a refused --host should not wait for it
-    configure_json_logging()
+    # --quiet silences this process's stderr (see run_tool); the log's warnings still go out
+    configure_json_logging(
+        logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO,
+        sys.__stderr__ if args.quiet else sys.stderr)
     with trust_checkpoints(args.trust_checkpoint):
         app = create_app(config)
     log_event("listening", url=f"http://{config.host}:{args.port}/")

@@ -203,7 +203,7 @@ def load_meta(params_path: str | Path) -> dict[str, Any]:
     """Read and validate the sidecar JSON of a checkpoint."""
     params_path = Path(params_path)
     if (params_path / EXPORT_META).is_file():  # a tools/export.py folder: no weights to train on
-        raise CheckpointError(f"{params_path} is a Paddle Inference export (tools/export.py), "
+        raise CheckpointError(f"{params_path} is a Paddle Inference export (palm export, tools/export.py), "
                               "which Grad-CAM, reports and re-exports cannot use; pass the "
                               ".pdparams checkpoint it was exported from")
     if params_path.is_dir():

@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TextIO
 
 import cv2
 import numpy as np
@@ -136,9 +136,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_json_logging(level: int = logging.INFO) -> None:
-    """Send palm.serve's and uvicorn's records to stderr as JSON lines."""
-    handler = logging.StreamHandler(sys.stderr)
+def configure_json_logging(level: int = logging.INFO, stream: TextIO | None = None) -> None:
+    """Send palm.serve's and uvicorn's records of `level` and above to `stream` (stderr) as
+    JSON lines."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     for logger in (LOG, logging.getLogger("uvicorn"), logging.getLogger("uvicorn.error")):
         logger.handlers[:] = [handler]
