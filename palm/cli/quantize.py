@@ -22,10 +22,10 @@ from typing import Any
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import add_verbosity_options, run_tool
 from palm.config import check_options
-from palm.data import find_palm_layout, list_images
+from palm.data import eval_transform, find_palm_layout, list_images
 from palm.data import sources
 from palm.engine.quantize import (DEFAULT_CALIB_IMAGES, DEFAULT_MAX_AUC_DROP, Comparison,
-                                  model_transform, quantize_to_folder)
+                                  quantize_to_folder)
 from palm.errors import BadConfig, BadData
 from palm.io_utils import output_lock
 from palm.weights import TRUST_HELP, trust_checkpoints
@@ -79,7 +79,7 @@ def main(args: argparse.Namespace) -> Comparison:
                         "the INT8 model on")
     paths = calibration_paths(args)
     def validation_set(meta: dict[str, Any]):
-        return sources.evaluation_set(transform=model_transform(meta),
+        return sources.evaluation_set(transform=eval_transform(meta),
                                       classes=meta.get("class_names") or None,
                                       data_root=None if args.val_dir else args.data_root,
                                       val_dir=args.val_dir, val_csv=args.val_csv)

@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
 
 from palm import metrics as M
-from palm.data import CsvImageSet, ImageSet, PalmTrainSet, build_loader, build_transform
+from palm.data import CsvImageSet, ImageSet, PalmTrainSet, build_loader, eval_transform
 from palm.data import class_order, find_palm_layout
 from palm.data import sources
 from palm.engine.checkpoint import load_checkpoint_model
@@ -51,15 +51,10 @@ def _read_options(cfg: dict[str, Any]) -> dict[str, Any]:
             "max_pixels": cfg["max_pixels"], "cache_size_gb": cfg["cache_size_gb"]}
 
 
-def _eval_transform(cfg: dict[str, Any]):
-    return build_transform(cfg["image_size"], False, cfg["normalize"],
-                           fundus_crop=cfg["fundus_crop"])
-
-
 def external_set(cfg: dict[str, Any], classes: list[str]) -> ImageSet:
     """The config's validation data (PALM validation set, --val-dir or --val-csv)."""
     return sources.evaluation_set(
-        transform=_eval_transform(cfg), classes=classes, data_root=cfg["data_root"],
+        transform=eval_transform(cfg), classes=classes, data_root=cfg["data_root"],
         val_dir=cfg["val_dir"], val_csv=cfg["val_csv"], allow_outside_paths=cfg["allow_outside_paths"],
         **_read_options(cfg))
 
@@ -68,14 +63,14 @@ def labelled_pool(cfg: dict[str, Any], pool_val: bool) -> tuple[list[tuple[str, 
     """(samples, class names) of the data to cross-validate, in the data sets' order."""
     if sources.is_palm_layout(cfg["data_root"], cfg["train_csv"], cfg["val_csv"]):
         train: ImageSet = PalmTrainSet(find_palm_layout(cfg["data_root"]).train_dir,
-                                       transform=_eval_transform(cfg), **_read_options(cfg))
+                                       transform=eval_transform(cfg), **_read_options(cfg))
         train.set_class_order(class_order(cfg["class_names"] or train.classes,
                                           cfg["positive_class"], bool(cfg["class_names"])))
     else:
         if not (cfg["train_dir"] or cfg["train_csv"]):
             raise BadConfig("no training data: give --data-root (PALM), --train-dir or --train-csv")
         train = sources.evaluation_set(
-            transform=_eval_transform(cfg), classes=cfg["class_names"],
+            transform=eval_transform(cfg), classes=cfg["class_names"],
             data_root=cfg["data_root"] if cfg["train_csv"] else None, val_dir=cfg["train_dir"],
             val_csv=cfg["train_csv"], allow_outside_paths=cfg["allow_outside_paths"],
             positive_class=cfg["positive_class"], **_read_options(cfg))
@@ -179,7 +174,7 @@ def predict_set(params_path: Path, dataset: ImageSet, batch_size: int) -> np.nda
 
 
 def _fold_set(cfg: dict[str, Any], csv_path: Path, classes: list[str]) -> CsvImageSet:
-    return CsvImageSet(csv_path, classes=classes, transform=_eval_transform(cfg),
+    return CsvImageSet(csv_path, classes=classes, transform=eval_transform(cfg),
                        allow_outside_paths=True, **_read_options(cfg))
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import paddle
 
 from palm import metrics as M
-from palm.data import FileImageSet, build_loader, build_transform
+from palm.data import FileImageSet, build_loader, eval_transform
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.export import META_NAME, STAGE_PREFIX, export_model
 from palm.engine.inference import (INT8_META_KEY, InferencePredictor, OpenVINOPredictor,
@@ -124,7 +124,7 @@ def calibration_images(paths: Sequence[str], meta: dict[str, Any], n: int,
     if len(paths) > n:
         chosen = np.random.default_rng(seed).choice(len(paths), n, replace=False)
         paths = [paths[i] for i in sorted(chosen)]
-    images = FileImageSet(paths, model_transform(meta), int(meta["image_size"]))
+    images = FileImageSet(paths, eval_transform(meta), int(meta["image_size"]))
     read = [images[i] for i in range(len(images))]
     batches = [image[None] for image, _, error in read if not error]
     if not batches:
@@ -132,12 +132,6 @@ def calibration_images(paths: Sequence[str], meta: dict[str, Any], n: int,
         raise BadData(f"none of the {len(paths)} calibration images could be read "
                       f"({paths[0] + ': ' if paths else ''}{first})")
     return batches
-
-
-def model_transform(meta: dict[str, Any]) -> Callable:
-    """The evaluation preprocessing the model was trained with (from its meta)."""
-    return build_transform(int(meta["image_size"]), False, meta.get("normalize", "minus_one_one"),
-                           fundus_crop=meta.get("fundus_crop", False))
 
 
 def compare(fp32: Any, int8: Any, dataset: paddle.io.Dataset, threshold: float,

@@ -57,7 +57,7 @@ from starlette.datastructures import Headers, MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
-from palm.data import (ImageReadError, TooManyPixels, build_transform, crop_fundus, decode_image,
+from palm.data import (ImageReadError, TooManyPixels, crop_fundus, decode_image, eval_transform,
                        resize_short_side)
 from palm.data.image_io import header_size, max_pixels_setting
 from palm.engine.checkpoint import load_checkpoint_model
@@ -185,8 +185,7 @@ class ModelRunner:
         self.class_names = list(self.meta.get("class_names") or [])
         self.image_size = int(self.meta["image_size"])
         # the crop is done before the transform, so the overlay shows the field the model saw
-        self.transform = build_transform(self.image_size, False,
-                                         self.meta.get("normalize", "minus_one_one"))
+        self.transform = eval_transform(self.meta, fundus_crop=False)
         self.gradcam: GradCAM | None = None
         self.cam_unavailable = ""
         if isinstance(self.predictor, DygraphPredictor):
