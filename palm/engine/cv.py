@@ -34,7 +34,7 @@ from palm.data import CsvImageSet, ImageSet, PalmTrainSet, build_loader, eval_tr
 from palm.data import class_order, find_palm_layout
 from palm.data import sources
 from palm.engine.checkpoint import load_checkpoint_model
-from palm.engine.evaluate import evaluate, json_ready
+from palm.engine.evaluate import evaluate, json_ready, probability_columns
 from palm.engine.runner import resolved_augment
 from palm.engine.trials import Trial, check_experiment_record, run_trials
 from palm.errors import BadConfig
@@ -178,18 +178,19 @@ def _fold_set(cfg: dict[str, Any], csv_path: Path, classes: list[str]) -> CsvIma
                        allow_outside_paths=True, **_read_options(cfg))
 
 
-def probability_columns(probs: np.ndarray, classes: Sequence[str]) -> dict[str, np.ndarray]:
-    """`probability` (positive class) for one logit, probability_<class> for K classes (the
-    predictions.csv schema of eval and predict)."""
-    if M.is_binary_output(probs):
-        return {"probability": probs.reshape(-1)}
-    return {f"probability_{name}": probs[:, c] for c, name in enumerate(classes)}
+def probability_fields(probs: np.ndarray, classes: Sequence[str]) -> dict[str, np.ndarray]:
+    """{column: values} in the predictions.csv schema of eval and predict: `probability`
+    (positive class) for one logit, probability_<class> for K classes."""
+    probs = probs.reshape(len(probs), -1)
+    columns = probability_columns(classes, probs.shape[1])
+    return {column: probs[:, c] for c, column in enumerate(columns)}
 
 
 def probabilities_of(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
-    if "probability" in frame.columns:
-        return frame["probability"].to_numpy(dtype=float)
-    return frame[[f"probability_{name}" for name in classes]].to_numpy(dtype=float)
+    """The probabilities `probability_fields` wrote: (N,) for one logit, (N, K) for K classes."""
+    columns = probability_columns(classes, 1 if "probability" in frame.columns else len(classes))
+    values = frame[columns].to_numpy(dtype=float)
+    return values[:, 0] if len(columns) == 1 else values
 
 
 def fold_predictions(cfg: dict[str, Any], trial: Trial, run_dir: Path,
@@ -204,7 +205,7 @@ def fold_predictions(cfg: dict[str, Any], trial: Trial, run_dir: Path,
     frame = pd.DataFrame({"path": [p for p, _ in dataset.samples],
                           "label": [classes[y] for _, y in dataset.samples],
                           "label_index": dataset.labels, **trial.labels,
-                          **probability_columns(probs, classes)})
+                          **probability_fields(probs, classes)})
     frame["prediction"] = np.asarray(classes, dtype=object)[M.predict_labels(probs, cfg["threshold"])]
     _write_csv(frame, path)
     return frame
@@ -315,7 +316,7 @@ def score_external(cfg: dict[str, Any], trials: Sequence[Trial], output: Path,
     _write_csv(models, output / "val_models.csv")
     predictions = pd.DataFrame({"path": [p for p, _ in dataset.samples],
                                 "label": [classes[y] for y in labels],
-                                **probability_columns(ensemble, classes)})
+                                **probability_fields(ensemble, classes)})
     predictions["prediction"] = np.asarray(classes, dtype=object)[
         M.predict_labels(ensemble, cfg["threshold"])]
     _write_csv(predictions, output / "val_predictions.csv")
