@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import re
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from palm.engine.service import ServiceConfig, create_app, is_loopback
 from palm.errors import BadConfig
 from palm.models import build_model
 from palm.cli import serve as serve_tool
+from palm.cli.loadtest import free_port
 
 SIZE = 64
 META = {"model": "resnet18", "num_classes": 1, "class_names": ["non-PM", "PM"],
@@ -377,12 +377,6 @@ def test_page_is_served(client):
     response = client.get("/")
     assert response.status_code == 200 and "text/html" in response.headers["content-type"]
     assert 'id="file-input"' in response.text and "<script src" not in response.text  # no CDN
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
