@@ -1,11 +1,13 @@
-"""Safe outputs: atomic writes (a crash or Ctrl-C never leaves a half-written file behind)
-and exclusive output locks (two runs never write into one output)."""
+"""Safe outputs: atomic writes (a crash or Ctrl-C never leaves a half-written file behind),
+exclusive output locks (two runs never write into one output), and CSVs whose text cells a
+spreadsheet never runs as formulas."""
 from __future__ import annotations
 
 import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -14,7 +16,9 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import pandas as pd
 
 from palm.errors import OutputRefused
 
@@ -90,6 +94,73 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+# OWASP's CSV injection rule: a spreadsheet runs a cell starting with one of these as a
+# formula (`=1+2.jpg`, `@cmd.jpg`), so a text cell that does is written with a leading `'`.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# ... unless it is a plain number (`-0.25`), which a spreadsheet reads as a number
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def escape_formula(value: Any) -> Any:
+    """`'` + `value` for a text cell a spreadsheet would run as a formula; anything else as is.
+
+    Text already starting with quotes before such a character (`'=x`) gets one more, so
+    `unescape_formula` gives every value back exactly.
+    """
+    if isinstance(value, str) and value.lstrip("'").startswith(FORMULA_STARTS) \
+            and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def unescape_formula(value: Any) -> Any:
+    """The value `escape_formula` was given: one leading `'` dropped before quotes and a
+    formula character; anything else as is."""
+    if isinstance(value, str) and value.startswith("'") \
+            and value.lstrip("'").startswith(FORMULA_STARTS):
+        return value[1:]
+    return value
+
+
+def escape_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A csv.DictWriter row with its text cells escaped (`escape_formula`)."""
+    return {key: escape_formula(value) for key, value in row.items()}
+
+
+def unescape_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A csv.DictReader row of a CSV palm wrote, as it was before `escape_row`."""
+    return {key: unescape_formula(value) for key, value in row.items()}
+
+
+def _map_text(frame: pd.DataFrame, convert: Callable[[Any], Any]) -> pd.DataFrame:
+    # only text columns: numeric columns (logits, -0.25) stay numbers
+    out = frame.rename(columns=convert)
+    for i, dtype in enumerate(out.dtypes):
+        if pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype):
+            out.isetitem(i, out.iloc[:, i].map(convert))
+    return out
+
+
+def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+    """Write `frame` (no index) to `path` with its text cells and header escaped
+    (`escape_formula`); for a path already staged (CheckpointWriter), else `write_csv_atomic`."""
+    # CRLF rows (RFC 4180, as csv.DictWriter writes predict's): Python's csv writer quotes a
+    # cell holding a carriage return (a file named "\rx.jpg") only when CR ends its lines
+    _map_text(frame, escape_formula).to_csv(path, index=False, lineterminator="\r\n")
+
+
+def write_csv_atomic(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+    """`write_csv` into a temporary file renamed onto `path`."""
+    with atomic_path(path) as tmp:
+        write_csv(tmp, frame)
+
+
+def read_csv(path: str | os.PathLike, **kwargs: Any) -> pd.DataFrame:
+    """pandas.read_csv of a CSV palm wrote, its text cells and header unescaped: what was
+    written (`=1+2.jpg`, not `'=1+2.jpg`), so its paths match the images again."""
+    return _map_text(pd.read_csv(path, **kwargs), unescape_formula)
 
 
 def _json_default(obj: Any) -> Any:

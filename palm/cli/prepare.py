@@ -25,12 +25,11 @@ from palm.cli.common import add_verbosity_options, command_for, run_tool
 from palm.data import ImageSet, PalmTrainSet, open_image_set, read_table
 from palm.data.datasets import find_column
 from palm.errors import BadConfig
-from palm.io_utils import atomic_path
+from palm.io_utils import write_csv_atomic
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv_atomic(path, table)
     return path
 
 

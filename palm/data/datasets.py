@@ -32,6 +32,7 @@ from palm.data.image_io import (
 )
 from palm.data.transforms import build_transform
 from palm.errors import BadData
+from palm.io_utils import read_csv
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +309,8 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     try:
         if path.suffix.lower() in (".xlsx", ".xls"):
             return pd.read_excel(path)
-        return pd.read_csv(path)
+        # a list palm wrote (prepare, cv folds) has its formula-like cells escaped
+        return read_csv(path)
     except Exception as e:  # pandas/openpyxl raise many types for a broken file
         raise BadData(f"{path}: cannot read table ({type(e).__name__}: {e})") from e
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from palm import metrics as M
 from palm.errors import BadData
-from palm.io_utils import atomic_path, write_text_atomic
+from palm.io_utils import read_csv, write_csv_atomic, write_text_atomic
 from palm.viz.plots import plot_roc_overlay
 
 PREDICTIONS = "predictions.csv"
@@ -71,7 +71,7 @@ def read_predictions(source: str | Path, name: str | None = None) -> ModelPredic
     """
     path = predictions_file(source)
     try:
-        frame = pd.read_csv(path)
+        frame = read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise BadData(f"{path}: not a readable CSV ({' '.join(str(e).split())})") from None
     if "path" not in frame.columns and "file" in frame.columns:  # written before the one schema
@@ -229,8 +229,7 @@ def compare_models(sources: Sequence[str | Path], output_dir: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "leaderboard.md", leaderboard_markdown(board, pairs))
     for frame, name in ((board, "leaderboard.csv"), (pairs, "pairs.csv")):
-        with atomic_path(out / name) as tmp:
-            frame.to_csv(tmp, index=False)
+        write_csv_atomic(out / name, frame)
     plot_roc_overlay([(m.name, m.labels, m.probabilities) for m in models],
                      out / "roc_overlay.png")
     return board, pairs

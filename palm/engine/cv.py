@@ -38,7 +38,7 @@ from palm.engine.evaluate import evaluate, json_ready, probability_columns
 from palm.engine.runner import resolved_augment
 from palm.engine.trials import Trial, check_experiment_record, run_trials
 from palm.errors import BadConfig
-from palm.io_utils import atomic_path, output_lock, write_json_atomic
+from palm.io_utils import output_lock, read_csv, write_csv_atomic, write_json_atomic
 from palm.viz.experiments import plot_cv_roc
 
 CV_FILE = "cv.json"
@@ -120,23 +120,18 @@ def splits_table(samples: Sequence[tuple[str, int]], classes: Sequence[str],
     return pd.concat(frames, ignore_index=True)
 
 
-def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
-
-
 def check_same_splits(path: Path, splits: pd.DataFrame) -> None:
     """Write splits.csv, or check that a resumed CV still sees the same images in the same
     folds (finished folds were trained on the saved split)."""
     if path.is_file():
-        saved = pd.read_csv(path, dtype={"label": str})
+        saved = read_csv(path, dtype={"label": str})
         fresh = splits.astype({"label": str}).reset_index(drop=True)
         if not saved.equals(fresh.astype(saved.dtypes.to_dict())):
             raise BadConfig(f"{path}: the data differ from those this cross-validation was "
                             "started with (images added, removed or relabelled); give "
                             "another --output")
         return
-    _write_csv(splits, path)
+    write_csv_atomic(path, splits)
 
 
 def plan_folds(cfg: dict[str, Any], splits: pd.DataFrame, classes: list[str], output: Path,
@@ -156,8 +151,8 @@ def plan_folds(cfg: dict[str, Any], splits: pd.DataFrame, classes: list[str], ou
             name = fold_name(repeat, fold, repeats)
             run_dir = output / name
             held_out = rows["fold"] == fold
-            _write_csv(rows.loc[~held_out, ["path", "label"]], run_dir / "train.csv")
-            _write_csv(rows.loc[held_out, ["path", "label"]], run_dir / "val.csv")
+            write_csv_atomic(run_dir / "train.csv", rows.loc[~held_out, ["path", "label"]])
+            write_csv_atomic(run_dir / "val.csv", rows.loc[held_out, ["path", "label"]])
             trials.append(Trial(name, {**base, "train_csv": str(run_dir / "train.csv"),
                                        "val_csv": str(run_dir / "val.csv")},
                                 {"repeat": repeat, "fold": fold}))
@@ -199,7 +194,7 @@ def fold_predictions(cfg: dict[str, Any], trial: Trial, run_dir: Path,
     (computed once, kept in RUN_DIR/oof.csv)."""
     path = run_dir / "oof.csv"
     if path.is_file():
-        return pd.read_csv(path)
+        return read_csv(path)
     dataset = _fold_set(cfg, run_dir / "val.csv", classes)
     probs = predict_set(run_dir / "last.pdparams", dataset, cfg["batch_size"])
     frame = pd.DataFrame({"path": [p for p, _ in dataset.samples],
@@ -207,7 +202,7 @@ def fold_predictions(cfg: dict[str, Any], trial: Trial, run_dir: Path,
                           "label_index": dataset.labels, **trial.labels,
                           **probability_fields(probs, classes)})
     frame["prediction"] = np.asarray(classes, dtype=object)[M.predict_labels(probs, cfg["threshold"])]
-    _write_csv(frame, path)
+    write_csv_atomic(path, frame)
     return frame
 
 
@@ -313,13 +308,13 @@ def score_external(cfg: dict[str, Any], trials: Sequence[Trial], output: Path,
     metrics = M.classification_metrics(labels, ensemble, cfg["threshold"])
     rows.append({"model": "ensemble", **{k: metrics[k] for k in FOLD_METRICS if k in metrics}})
     models = pd.DataFrame(rows)
-    _write_csv(models, output / "val_models.csv")
+    write_csv_atomic(output / "val_models.csv", models)
     predictions = pd.DataFrame({"path": [p for p, _ in dataset.samples],
                                 "label": [classes[y] for y in labels],
                                 **probability_fields(ensemble, classes)})
     predictions["prediction"] = np.asarray(classes, dtype=object)[
         M.predict_labels(ensemble, cfg["threshold"])]
-    _write_csv(predictions, output / "val_predictions.csv")
+    write_csv_atomic(output / "val_predictions.csv", predictions)
     single = models[models["model"] != "ensemble"]
     return {"n": len(labels), "ensemble": rows[-1],
             "single_models": mean_sd(single)}
@@ -349,9 +344,9 @@ def run_cv(cfg: dict[str, Any], output: str | Path, *, folds: int = 5, repeats: 
         run_trials(trials, output, jobs=jobs, log=log)
         oof = pd.concat([fold_predictions(cfg, t, output / t.name, classes) for t in trials],
                         ignore_index=True)
-        _write_csv(oof, output / "oof_predictions.csv")
+        write_csv_atomic(output / "oof_predictions.csv", oof)
         folds_table = fold_metrics_table(oof, classes, cfg["threshold"], len(samples))
-        _write_csv(folds_table, output / "folds.csv")
+        write_csv_atomic(output / "folds.csv", folds_table)
         summary = {"model": cfg["model"], "folds": folds, "repeats": repeats,
                    "pool_val": pool_val, "seed": cfg["seed"], "classes": classes,
                    "images": len(samples), "fold_metrics": mean_sd(folds_table),

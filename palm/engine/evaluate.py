@@ -29,7 +29,8 @@ from palm.engine.checkpoint import update_sidecar
 from palm.engine.inference import as_layer, load_predictor, source_meta
 from palm.engine.losses import ClassificationLoss
 from palm.errors import BadCheckpoint, BadConfig, BadData, OutputRefused
-from palm.io_utils import atomic_path, next_free_path, replace_outputs, write_json_atomic
+from palm.io_utils import (next_free_path, read_csv, replace_outputs, write_csv_atomic,
+                           write_json_atomic)
 from palm.outputs import main_output, probabilities
 from palm.runtime import provenance
 from palm.viz import plots
@@ -237,8 +238,7 @@ def write_evaluation(
         metrics["loss"] = result.loss
     metrics = json_ready(metrics)
     write_json_atomic(out / "metrics.json", metrics)
-    with atomic_path(out / "predictions.csv") as tmp:
-        predictions_frame(files, result, class_names, threshold).to_csv(tmp, index=False)
+    write_csv_atomic(out / "predictions.csv", predictions_frame(files, result, class_names, threshold))
     plots.plot_confusion_matrix(metrics["confusion_matrix"], class_names, out / "confusion_matrix.png")
     plots.plot_roc_curve(result.labels, result.probabilities, out / "roc_curve.png", class_names,
                          threshold if M.is_binary_output(result.probabilities) else None)
@@ -304,7 +304,7 @@ def read_selection(checkpoint: str | Path, meta: dict[str, Any]) -> tuple[list[s
         raise BadCheckpoint(f"{checkpoint}: no selection predictions recorded beside it (train "
                             "again with this palm version and use best.pdparams)")
     try:
-        frame = pd.read_csv(path)
+        frame = read_csv(path)
         logit_cols = [c for c in frame.columns if c.startswith("logit")]
         logits = frame[logit_cols].to_numpy(np.float64)
         labels = frame["label"].to_numpy(np.int64)

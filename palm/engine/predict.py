@@ -38,7 +38,8 @@ from tqdm import tqdm
 from palm.data import IMAGE_EXTENSIONS, FileImageSet, eval_transform
 from palm.engine.evaluate import prediction_columns
 from palm.errors import BadConfig, BadData, OutputRefused
-from palm.io_utils import atomic_path, output_lock, write_json_atomic
+from palm.io_utils import (atomic_path, escape_row, output_lock, unescape_row,
+                           write_json_atomic)
 from palm.outputs import main_output, probabilities
 from palm.runtime import worker_init
 
@@ -182,7 +183,7 @@ def _done_rows(files: Sequence[Path], columns: Sequence[str], class_names: Seque
     for path in files:
         torn = not _ends_with_newline(path)  # the last line was cut mid-write
         with open(path, newline="", encoding="utf-8", errors="replace") as f:
-            rows: Iterator[dict[str, str]] = csv.DictReader(f)
+            rows: Iterator[dict[str, str]] = map(unescape_row, csv.DictReader(f))
             if torn:
                 rows = (row for row, _ in itertools.pairwise(rows))  # all but the last
             for row in rows:
@@ -206,7 +207,7 @@ def _start_journal(output: Path, columns: list[str], class_names: Sequence[str],
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
         for row in _done_rows(earlier, columns, class_names, set(paths)):
-            writer.writerow(row)
+            writer.writerow(escape_row(row))
             done.add(row["path"])
     return done
 
@@ -310,8 +311,8 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
                 ok = [i for i, e in enumerate(batch_errors) if not e]
                 probs = (predict_probabilities(model, paddle.gather(images, paddle.to_tensor(ok)),
                                                tta, temperature) if ok else None)
-                writer.writerows(_rows(todo, indices.numpy(), batch_errors, probs, ok, class_names,
-                                       threshold, columns[1:-3]))
+                writer.writerows(map(escape_row, _rows(todo, indices.numpy(), batch_errors, probs, ok, class_names,
+                                       threshold, columns[1:-3])))
                 f.flush()  # a crash loses at most the batch in flight
                 errors += len(batch_errors) - len(ok)
     _finish(output)

@@ -31,7 +31,7 @@ from typing import Sequence
 
 from palm.engine.predict import PredictSummary, check_output, journal_path, record_path
 from palm.errors import BadConfig, UserError
-from palm.io_utils import atomic_path, output_lock, write_json_atomic
+from palm.io_utils import atomic_path, output_lock, unescape_formula, write_json_atomic
 
 RANK_ENV, WORLD_SIZE_ENV = "PADDLE_TRAINER_ID", "PADDLE_TRAINERS_NUM"
 
@@ -96,7 +96,8 @@ def seed_part_from_output(output: str | Path, shard: Shard, paths: Sequence[str]
     mine = set(paths)
     with open(output, newline="", encoding="utf-8", errors="replace") as f:
         reader = csv.DictReader(f)
-        header, rows = reader.fieldnames or [], [row for row in reader if row.get("path") in mine]
+        header, rows = reader.fieldnames or [], [row for row in reader
+                                                if unescape_formula(row.get("path")) in mine]
     with atomic_path(part) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, header, extrasaction="ignore")
         writer.writeheader()
@@ -224,7 +225,8 @@ def merge_parts(output: str | Path, paths: Sequence[str], world_size: int,
             rows.setdefault(row["path"], row)
     position = {path: i for i, path in enumerate(paths)}
     # rows an earlier run kept for images no longer listed go last, as they came
-    ordered = sorted(rows.values(), key=lambda row: position.get(row["path"], len(paths)))
+    ordered = sorted(rows.values(), key=lambda row: position.get(unescape_formula(row["path"]),
+                                                                 len(paths)))
     with output_lock(output):
         check_output(output, paths)
         with atomic_path(output) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:

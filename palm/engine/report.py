@@ -31,7 +31,7 @@ import yaml
 
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.errors import BadConfig, BadData
-from palm.io_utils import write_text_atomic
+from palm.io_utils import read_csv, write_text_atomic
 from palm.viz.cam import explain_files
 from palm.viz.plots import plot_history
 
@@ -208,7 +208,7 @@ def summary_section(run_dir: Path, checkpoint: Path | None, meta: dict | None, m
 
 def _redraw_curves(metrics_csv: Path) -> list[str]:
     """Training curves from metrics.csv, for runs stopped before their PNGs were drawn."""
-    history = pd.read_csv(metrics_csv).to_dict("records")
+    history = read_csv(metrics_csv).to_dict("records")
     with tempfile.TemporaryDirectory() as tmp:
         return [_img(file_data_uri(p), p.stem, f"{p.name} (redrawn from metrics.csv)")
                 for p in plot_history(history, tmp)]
@@ -226,7 +226,7 @@ def curves_section(run_dir: Path) -> str:
         return parts[0] + _note(f"no loss_curve.png, metrics_curve.png or metrics.csv in {run_dir}")
     parts.append(f'<div class="figs">{"".join(figs)}</div>')
     if metrics_csv.is_file():
-        df = pd.read_csv(metrics_csv)
+        df = read_csv(metrics_csv)
         table = df.to_html(index=False, float_format="%.4f", border=0)
         parts.append(f'<h3>metrics.csv</h3><div class="wide">{table}</div>')
     return "\n".join(parts)
@@ -401,7 +401,7 @@ def gallery_section(
     if not preds_csv.is_file():
         return parts[0] + _note(f"no predictions.csv in {eval_dir}")
     # a class named "NA" stays a name; evaluations before the shared schema said `file`
-    predictions = pd.read_csv(preds_csv, keep_default_na=False, na_values=[""]).rename(
+    predictions = read_csv(preds_csv, keep_default_na=False, na_values=[""]).rename(
         columns={"file": "path"})
     errors, correct = select_cases(predictions, k)
     names = (meta or {}).get("class_names") or []

@@ -31,7 +31,7 @@ import pandas as pd
 from palm.config import DEFAULTS, load_yaml, validate_config
 from palm.engine.trials import Trial, check_experiment_record, ordered_result, run_trials
 from palm.errors import BadConfig
-from palm.io_utils import atomic_path, output_lock, write_text_atomic
+from palm.io_utils import output_lock, write_csv_atomic, write_text_atomic
 from palm.models import build_model
 from palm.viz.experiments import plot_factor
 
@@ -265,11 +265,6 @@ def plot_factors(table: pd.DataFrame, factors: Sequence[Factor], base: dict[str,
     return paths
 
 
-def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
-
-
 def run_sweep(cfg: dict[str, Any], factors: Sequence[Factor], output: str | Path, *,
               mode: str = "ofat", repeats: int = 1, jobs: int = 1, backend: str = "local",
               address: str | None = None, metric: str = DEFAULT_METRIC,
@@ -294,8 +289,8 @@ def run_sweep(cfg: dict[str, Any], factors: Sequence[Factor], output: str | Path
         keys = [f.key for f in factors]
         summary = summary_table(table, keys)
         markdown = summary_markdown(summary, keys, metric)
-        _write_csv(table, output / "results.csv")
-        _write_csv(summary, output / "summary.csv")
+        write_csv_atomic(output / "results.csv", table)
+        write_csv_atomic(output / "summary.csv", summary)
         write_text_atomic(output / "summary.md", markdown)
         plots = plot_factors(table, factors, base_setting(cfg, factors), mode, metric, output)
     log(markdown)

@@ -40,6 +40,7 @@ from palm.engine.checkpoint import (
 )
 from palm.engine.evaluate import EvalResult, evaluate, json_ready, selection_csv_path, selection_frame
 from palm.errors import BadData, StoppedByUser, UserError
+from palm.io_utils import read_csv, write_csv
 from palm.viz.plots import plot_history
 
 
@@ -179,7 +180,7 @@ def summary_line(row: dict[str, Any], epochs: int, best: bool) -> str:
 
 def write_metrics_csv(history: Sequence[dict[str, Any]], path: str | Path) -> None:
     """Write metrics.csv with every epoch so far to `path` (fit stages it with the checkpoint)."""
-    pd.DataFrame(list(history)).to_csv(path, index=False)
+    write_csv(path, pd.DataFrame(list(history)))
 
 
 def read_metrics_csv(path: str | Path, up_to_epoch: int) -> list[dict[str, Any]]:
@@ -187,7 +188,7 @@ def read_metrics_csv(path: str | Path, up_to_epoch: int) -> list[dict[str, Any]]
     path = Path(path)
     if not path.is_file():
         return []
-    frame = pd.read_csv(path)
+    frame = read_csv(path)
     return frame[frame["epoch"] <= up_to_epoch].to_dict("records")
 
 
@@ -293,7 +294,7 @@ def save_epoch(
             if len(frame):
                 predictions = selection_csv_path(best_path)
                 record["predictions"] = predictions.name
-                save.add_file(predictions, lambda tmp: frame.to_csv(tmp, index=False))
+                save.add_file(predictions, lambda tmp: write_csv(tmp, frame))
             stage_run_checkpoint(save, best_path, model, meta, state, best_metric=best_metric,
                                  selection=record)
         save.add_file(run_dir / "metrics.csv", lambda tmp: write_metrics_csv(state.history, tmp))
