@@ -15,6 +15,8 @@ import pytest
 from palm.cli import compare as compare_tool
 from palm.cli import predict as predict_tool
 from palm.cli import train as train_tool
+from palm.cli.prepare import xlsx_to_csv
+from palm.data import read_table
 from palm.engine.compare import read_predictions
 from palm.engine.cv import check_same_splits, splits_table
 from palm.engine.evaluate import EvalResult, write_evaluation
@@ -145,3 +147,13 @@ def test_cv_splits_escape_and_are_read_back(tmp_path):
     check_same_splits(path, splits)  # writes it
     _assert_no_formula_cells(path)
     check_same_splits(path, splits)  # read back: the same images and labels, not refused
+
+
+def test_prepare_labels_csv_escapes_and_palm_data_reads_it_back(tmp_path):
+    table = pd.DataFrame({"imgName": NAMES, "Label": np.arange(len(NAMES)) % 2})
+    table.to_excel(tmp_path / "gt.xlsx", index=False, engine="openpyxl")
+    source = read_table(tmp_path / "gt.xlsx")  # openpyxl keeps =1+2.jpg as a formula (NaN)
+    assert source["imgName"].isin(["+SUM(1).jpg", "-2+3.jpg", "@cmd.jpg", "\tTAB.jpg"]).sum() == 4
+    written = xlsx_to_csv(tmp_path / "gt.xlsx")
+    _assert_no_formula_cells(written)
+    assert read_table(written).equals(source)  # what the training and eval lists read

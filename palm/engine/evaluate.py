@@ -238,7 +238,8 @@ def write_evaluation(
         metrics["loss"] = result.loss
     metrics = json_ready(metrics)
     write_json_atomic(out / "metrics.json", metrics)
-    write_csv_atomic(out / "predictions.csv", predictions_frame(files, result, class_names, threshold))
+    write_csv_atomic(out / "predictions.csv",
+                     predictions_frame(files, result, class_names, threshold))
     plots.plot_confusion_matrix(metrics["confusion_matrix"], class_names, out / "confusion_matrix.png")
     plots.plot_roc_curve(result.labels, result.probabilities, out / "roc_curve.png", class_names,
                          threshold if M.is_binary_output(result.probabilities) else None)

@@ -311,8 +311,9 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
                 ok = [i for i, e in enumerate(batch_errors) if not e]
                 probs = (predict_probabilities(model, paddle.gather(images, paddle.to_tensor(ok)),
                                                tta, temperature) if ok else None)
-                writer.writerows(map(escape_row, _rows(todo, indices.numpy(), batch_errors, probs, ok, class_names,
-                                       threshold, columns[1:-3])))
+                rows = _rows(todo, indices.numpy(), batch_errors, probs, ok, class_names,
+                             threshold, columns[1:-3])
+                writer.writerows(map(escape_row, rows))
                 f.flush()  # a crash loses at most the batch in flight
                 errors += len(batch_errors) - len(ok)
     _finish(output)
