@@ -21,12 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-import pandas as pd
-
 from palm.engine.runner import run_training
 from palm.engine.train import NonFiniteLossError, TrainingInterrupted, selection_score
 from palm.errors import BadConfig, BadData, StoppedByUser
-from palm.io_utils import write_json_atomic
+from palm.io_utils import read_csv, write_json_atomic
 from palm.runtime import exit_with_parent
 
 RESULT_FILE = "trial.json"
@@ -61,7 +59,7 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     interruption reports its whole training time.
     """
     path = Path(run_dir) / "metrics.csv"
-    history = pd.read_csv(path).to_dict("records")
+    history = read_csv(path).to_dict("records")
     if not history:
         raise BadData(f"{path}: no epochs recorded")
     best = max(history, key=lambda row: selection_score(row)[1])
