@@ -74,8 +74,9 @@ def _load_golden() -> dict[str, Any]:
 
 
 def _regenerate_hint(names: list[str]) -> str:
+    command = f"PYTHONPATH=. python tests/test_models_golden.py {' '.join(names)}"
     return (f"{', '.join(names)}: no entry in tests/golden/{GOLDEN_FILE.name}; once the network is "
-            f"right, write it with: PYTHONPATH=. python tests/test_models_golden.py {' '.join(names)}")
+            f"right, write it with: {command}")
 
 
 def _golden_entry(name: str) -> dict[str, Any]:
@@ -130,7 +131,7 @@ def test_seeded_build_gives_the_golden_outputs(name):
 def test_every_family_ends_in_the_shared_head(name):
     model = build_model(name, num_classes=0, **MODEL_KWARGS.get(name, {}))
     heads = sum(isinstance(layer, ClassifierHead) for layer in model.sublayers())
-    assert heads == 1, f"{name} has {heads} ClassifierHead(s); end it in palm.models.layers.ClassifierHead"
+    assert heads == 1, f"{name} has {heads} ClassifierHead(s); it must end in exactly one"
 
 
 def test_golden_comparison_catches_a_tiny_change():

@@ -63,8 +63,8 @@ def test_registry_has_later_names():
 def test_every_registered_network_outside_the_classic_families_is_tested_here():
     untested = [n for n, f in sorted(MODELS.items())
                 if f.__module__ not in CLASSIC_MODULES and n not in LATER]
-    assert not untested, (f"add {untested} to LATER in tests/test_models_later.py (input sizes) and "
-                          "its parameter count to PUBLISHED or PADDLE_VISION there")
+    assert not untested, (f"add {untested} to LATER in tests/test_models_later.py (input sizes) "
+                          "and its parameter count to PUBLISHED or PADDLE_VISION there")
 
 
 @pytest.mark.parametrize("num_classes", [1, 10])

@@ -67,7 +67,8 @@ def test_decorated_factory_builds_through_build_model(scratch_registry):
     model = build_model("tiny_net", num_classes=3, width=6)
     model.eval()
     assert model(paddle.rand([2, 3, 16, 16])).shape == [2, 3]
-    with pytest.raises(UnknownModelOption, match="tiny_net has no option.*depth.*takes: width, with_pool"):
+    with pytest.raises(UnknownModelOption,
+                       match="tiny_net has no option.*depth.*takes: width, with_pool"):
         build_model("tiny_net", depth=3)  # the option check sees the factory's own signature
 
 
@@ -112,8 +113,8 @@ def test_readme_model_table_lists_every_registered_model():
     section = _readme_models_section()
     rows = re.findall(r"^\| `(\w+)` \|", section, flags=re.M)
     missing = [name for name in list_models() if name not in rows]
-    assert not missing, (f"README.md's model table lacks {missing}: add the row that "
-                         f"`python tools/benchmark.py --table --models {','.join(missing)}` measures")
+    command = f"python tools/benchmark.py --table --models {','.join(missing)}"
+    assert not missing, f"README.md's model table lacks {missing}: add the row `{command}` measures"
     assert rows == list_models(), "README.md's model table: one row per registered model, sorted"
     count = re.search(r"any of the (\d+) names below", section)
     assert count and int(count.group(1)) == len(list_models()), \
