@@ -75,7 +75,10 @@ def test_save_config_round_trips(tmp_path):
 
 def test_repo_configs_are_valid():
     paths = sorted(p for p in config.CONFIG_DIR.iterdir() if p.name.endswith(".yaml"))
-    assert len(paths) == len(list_models())  # one packaged config per registered network
+    configs = sorted(p.name.removesuffix(".yaml") for p in paths)
+    missing = [name for name in list_models() if name not in configs]
+    assert not missing, f"no palm/configs/NAME.yaml for {missing} (a line `model: NAME` will do)"
+    assert configs == list_models()  # one packaged config per registered network
     for path in paths:
         cfg = config.load_config(path)
         assert cfg["model"] == path.name.removesuffix(".yaml")

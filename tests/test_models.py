@@ -10,7 +10,7 @@ import pytest
 from paddle.vision import models as pv
 
 from palm.config import CONFIG_DIR, load_config
-from palm.models import build_model, list_models
+from palm.models import MODELS, build_model, list_models
 from palm.models.alexnet import MIN_INPUT_SIZE as ALEXNET_MIN
 from palm.models.googlenet import MIN_INPUT_SIZE as GOOGLENET_MIN
 from palm.models.resnet import BasicBlock, Bottleneck, _resnet
@@ -21,6 +21,8 @@ CLASSIC = [
     "googlenet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
 ]
 IMAGENET_FAMILIES = [n for n in CLASSIC if not n.startswith("lenet")]
+# The family files whose networks CLASSIC lists; tests/test_models_later.py takes the others.
+CLASSIC_MODULES = {f"palm.models.{m}" for m in ("lenet", "alexnet", "vgg", "googlenet", "resnet")}
 
 
 def _forward(model: nn.Layer, size: int, channels: int = 3) -> paddle.Tensor:
@@ -35,6 +37,12 @@ def _trainable(model: nn.Layer) -> int:
 
 def test_registry_has_classic_names():
     assert set(CLASSIC) <= set(list_models())
+
+
+def test_every_network_of_a_classic_family_is_tested_here():
+    untested = [n for n, f in sorted(MODELS.items())
+                if f.__module__ in CLASSIC_MODULES and n not in CLASSIC]
+    assert not untested, f"add {untested} to CLASSIC in tests/test_models.py"
 
 
 def test_unknown_name_lists_valid_names():

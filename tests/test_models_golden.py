@@ -73,6 +73,21 @@ def _load_golden() -> dict[str, Any]:
     return json.loads(GOLDEN_FILE.read_text())["models"]
 
 
+def _regenerate_hint(names: list[str]) -> str:
+    command = f"PYTHONPATH=. python tests/test_models_golden.py {' '.join(names)}"
+    return (f"{', '.join(names)}: no entry in tests/golden/{GOLDEN_FILE.name}; once the network is "
+            f"right, write it with: {command}")
+
+
+def _golden_entry(name: str) -> dict[str, Any]:
+    """The stored numbers of `name`; a registered model without them fails with the command
+    that writes them, not a KeyError."""
+    golden = _load_golden()
+    if name not in golden:
+        pytest.fail(_regenerate_hint([name]), pytrace=False)
+    return golden[name]
+
+
 def _assert_close(actual: list, expected: list, what: str) -> None:
     expected_arr = np.asarray(expected)
     atol = ATOL_SCALE * float(np.abs(expected_arr).max())
@@ -80,7 +95,19 @@ def _assert_close(actual: list, expected: list, what: str) -> None:
 
 
 def test_every_registered_model_has_a_golden_entry():
-    assert sorted(_load_golden()) == list_models()
+    golden = _load_golden()
+    missing = [name for name in list_models() if name not in golden]
+    assert not missing, _regenerate_hint(missing)
+    stale = sorted(set(golden) - set(list_models()))
+    assert not stale, f"{GOLDEN_FILE.name} holds unregistered models {stale}; delete their entries"
+
+
+def test_a_model_without_golden_entry_fails_naming_it_and_the_command():
+    with pytest.raises(pytest.fail.Exception) as failure:
+        _golden_entry("tiny_unstored_net")
+    message = str(failure.value)
+    assert "tiny_unstored_net: no entry in tests/golden/model_logits.json" in message
+    assert "PYTHONPATH=. python tests/test_models_golden.py tiny_unstored_net" in message
 
 
 @pytest.mark.parametrize(
@@ -88,7 +115,7 @@ def test_every_registered_model_has_a_golden_entry():
     [n if n in FAST_MODELS else pytest.param(n, marks=pytest.mark.slow) for n in list_models()],
 )
 def test_seeded_build_gives_the_golden_outputs(name):
-    expected = _load_golden()[name]
+    expected = _golden_entry(name)
     actual = compute_golden(name)
     _assert_close(actual["logits"], expected["logits"], f"{name} logits")
     assert actual["features_shape"] == expected["features_shape"], name
@@ -103,7 +130,8 @@ def test_seeded_build_gives_the_golden_outputs(name):
 )
 def test_every_family_ends_in_the_shared_head(name):
     model = build_model(name, num_classes=0, **MODEL_KWARGS.get(name, {}))
-    assert sum(isinstance(layer, ClassifierHead) for layer in model.sublayers()) == 1
+    heads = sum(isinstance(layer, ClassifierHead) for layer in model.sublayers())
+    assert heads == 1, f"{name} has {heads} ClassifierHead(s); it must end in exactly one"
 
 
 def test_golden_comparison_catches_a_tiny_change():

@@ -1,45 +1,42 @@
-"""Model registry: `build_model(name, num_classes)` is the one way tools build a network."""
+"""Model registry: `build_model(name, num_classes)` is the one way tools build a network.
+
+Every module of this package except the helpers below is a family module: importing it
+registers its factories (`@register_model`, palm/models/registry.py) in MODELS. The loop
+below imports them all when palm.models is imported, so a new family is a new file here and
+nothing else to edit.
+"""
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 from typing import Callable
 
 import paddle.nn as nn
 
 from palm.errors import BadConfig
-
-from palm.models.alexnet import alexnet
-from palm.models.attention_resnet import cbam_resnet50, se_resnet50
-from palm.models.densenet import densenet121, densenet169
-from palm.models.efficientnet import efficientnet_b0
-from palm.models.googlenet import googlenet
-from palm.models.inception_v3 import inception_v3
-from palm.models.lenet import lenet, lenet5
-from palm.models.mobilenet import mobilenet_v1, mobilenet_v2
-from palm.models.nin import nin
 from palm.models.pretrained import load_pretrained
-from palm.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
-from palm.models.shufflenet import shufflenet_v2_x1_0
-from palm.models.squeezenet import squeezenet1_1
-from palm.models.vgg import vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
-from palm.models.xception import xception
+from palm.models.registry import MODELS, ModelRegistryError, register_model
 
-MODELS: dict[str, Callable[..., nn.Layer]] = {
-    # classic families
-    "lenet": lenet, "lenet5": lenet5, "alexnet": alexnet,
-    "vgg11": vgg11, "vgg13": vgg13, "vgg16": vgg16, "vgg19": vgg19,
-    "vgg11_bn": vgg11_bn, "vgg13_bn": vgg13_bn, "vgg16_bn": vgg16_bn, "vgg19_bn": vgg19_bn,
-    "googlenet": googlenet,
-    "resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50,
-    "resnet101": resnet101, "resnet152": resnet152,
-    # later architectures
-    "nin": nin,
-    "densenet121": densenet121, "densenet169": densenet169,
-    "se_resnet50": se_resnet50, "cbam_resnet50": cbam_resnet50,
-    "mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2,
-    "shufflenet_v2_x1_0": shufflenet_v2_x1_0, "squeezenet1_1": squeezenet1_1,
-    "xception": xception, "efficientnet_b0": efficientnet_b0, "inception_v3": inception_v3,
-}
+# Modules that define no network: shared layers, weight loading, the registry itself.
+HELPER_MODULES = frozenset({"layers", "pretrained", "registry"})
+
+
+def _import_families() -> None:
+    """Import every family module; one that registers no model is a forgotten decorator."""
+    for module in pkgutil.iter_modules(__path__):
+        if module.name in HELPER_MODULES:
+            continue
+        qualified = f"{__name__}.{module.name}"
+        importlib.import_module(qualified)
+        if not any(factory.__module__ == qualified for factory in MODELS.values()):
+            raise ModelRegistryError(
+                f"palm/models/{module.name}.py registers no model: decorate its factories with "
+                "@register_model, or add it to HELPER_MODULES in palm/models/__init__.py if it "
+                "only holds shared code")
+
+
+_import_families()
 
 
 class UnknownModelOption(BadConfig, TypeError):
@@ -79,4 +76,5 @@ def _check_options(name: str, factory: Callable[..., nn.Layer], kw: dict) -> Non
                         f"it takes: {', '.join(known) or 'none'}")
 
 
-__all__ = ["MODELS", "UnknownModelOption", "build_model", "list_models", "load_pretrained"]
+__all__ = ["MODELS", "ModelRegistryError", "UnknownModelOption", "build_model", "list_models",
+           "load_pretrained", "register_model"]

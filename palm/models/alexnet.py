@@ -12,6 +12,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from palm.models.layers import ClassifierHead
+from palm.models.registry import register_model
 
 MIN_INPUT_SIZE = 63  # smallest side for which the last 3x3/2 max pool still has a 3x3 input
 
@@ -76,6 +77,7 @@ class AlexNet(nn.Layer):
         return self._fc8(x)
 
 
+@register_model
 def alexnet(num_classes: int = 1, **kw) -> AlexNet:
     """AlexNet with paddle.vision parameter names; `dropout` (default 0.5)."""
     return AlexNet(num_classes=num_classes, **kw)

@@ -11,15 +11,18 @@ from __future__ import annotations
 from functools import partial
 
 from palm.models.layers import CBAM, SqueezeExcite
+from palm.models.registry import register_model
 from palm.models.resnet import Bottleneck, ResNet, _resnet
 
 
+@register_model
 def se_resnet50(num_classes: int = 1, reduction: int = 16, **kw) -> ResNet:
     """ResNet-50 with Squeeze-and-Excitation (ratio `reduction`) in each bottleneck."""
     attn_layer = partial(SqueezeExcite, reduction=reduction)
     return _resnet(Bottleneck, 50, num_classes, attn_layer=attn_layer, **kw)
 
 
+@register_model
 def cbam_resnet50(num_classes: int = 1, reduction: int = 16, kernel_size: int = 7, **kw) -> ResNet:
     """ResNet-50 with CBAM (channel ratio `reduction`, spatial `kernel_size`) in each bottleneck."""
     attn_layer = partial(CBAM, reduction=reduction, kernel_size=kernel_size)

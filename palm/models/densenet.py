@@ -16,6 +16,7 @@ import paddle
 import paddle.nn as nn
 
 from palm.models.layers import ClassifierHead
+from palm.models.registry import register_model
 
 
 class BNReLUConv(nn.Layer):
@@ -153,9 +154,11 @@ class DenseNet(nn.Layer):
         return self.classifier_head(self.relu(self.batch_norm(x)), self.out)
 
 
+@register_model
 def densenet121(num_classes: int = 1, **kw) -> DenseNet:
     return DenseNet(121, num_classes=num_classes, **kw)
 
 
+@register_model
 def densenet169(num_classes: int = 1, **kw) -> DenseNet:
     return DenseNet(169, num_classes=num_classes, **kw)

@@ -15,6 +15,7 @@ import paddle
 import paddle.nn as nn
 
 from palm.models.layers import ClassifierHead, ConvBNAct, SqueezeExcite, make_divisible
+from palm.models.registry import register_model
 
 
 class StochasticDepth(nn.Layer):
@@ -140,5 +141,6 @@ class EfficientNet(nn.Layer):
         return self.classifier_head(self.head(self.blocks(self.stem(x))), self.fc)
 
 
+@register_model
 def efficientnet_b0(num_classes: int = 1, **kw) -> EfficientNet:
     return EfficientNet("b0", num_classes=num_classes, **kw)

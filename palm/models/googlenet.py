@@ -18,6 +18,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from palm.models.layers import AuxLogitsNet
+from palm.models.registry import register_model
 
 MIN_INPUT_SIZE = 61  # smallest side for which the fourth 3x3/2 max pool has a 3x3 input
 
@@ -169,6 +170,7 @@ class GoogLeNet(AuxLogitsNet):
         return out
 
 
+@register_model
 def googlenet(num_classes: int = 1, **kw) -> GoogLeNet:
     """GoogLeNet with paddle.vision parameter names; `aux_logits=True` adds the aux heads."""
     return GoogLeNet(num_classes=num_classes, **kw)

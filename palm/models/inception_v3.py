@@ -25,6 +25,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from palm.models.layers import AuxLogitsNet, ConvBNAct
+from palm.models.registry import register_model
 
 MIN_INPUT_SIZE = 75
 
@@ -250,6 +251,7 @@ class InceptionV3(AuxLogitsNet):
         return (out, aux) if with_aux else out
 
 
+@register_model
 def inception_v3(num_classes: int = 1, **kw) -> InceptionV3:
     """Inception-v3 with paddle.vision parameter names; `aux_logits=True` adds the aux head."""
     return InceptionV3(num_classes=num_classes, **kw)

@@ -12,6 +12,7 @@ import paddle
 import paddle.nn as nn
 
 from palm.models.layers import ClassifierHead
+from palm.models.registry import register_model
 
 ACTIVATIONS: dict[str, type[nn.Layer]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 POOLINGS: dict[str, type[nn.Layer]] = {"max": nn.MaxPool2D, "avg": nn.AvgPool2D}
@@ -124,12 +125,14 @@ class LeNet5(nn.Layer):
         return self.classifier_head(self.features(x), self.classifier)
 
 
+@register_model
 def lenet(num_classes: int = 1, image_size: int = 224, activation: str = "relu",
           pooling: str = "max") -> LeNet:
     """PALM-course LeNet; pass `image_size` (default 224) matching the input."""
     return LeNet(num_classes, image_size, activation, pooling)
 
 
+@register_model
 def lenet5(num_classes: int = 1, in_channels: int = 3, activation: str = "relu",
            pooling: str = "max") -> LeNet5:
     """Classic LeNet-5 for 28-32 px inputs (works larger); `in_channels` 1 or 3."""

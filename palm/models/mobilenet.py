@@ -15,6 +15,7 @@ import paddle
 import paddle.nn as nn
 
 from palm.models.layers import ClassifierHead, ConvBNAct, make_divisible
+from palm.models.registry import register_model
 
 
 class DepthwiseSeparable(nn.Layer):
@@ -152,11 +153,13 @@ class MobileNetV2(nn.Layer):
         return self.classifier_head(self.features(x), self.classifier)
 
 
+@register_model
 def mobilenet_v1(num_classes: int = 1, **kw) -> MobileNetV1:
     """MobileNet v1 (`scale` = width multiplier) with paddle.vision parameter names."""
     return MobileNetV1(num_classes=num_classes, **kw)
 
 
+@register_model
 def mobilenet_v2(num_classes: int = 1, **kw) -> MobileNetV2:
     """MobileNet v2 (`scale` = width multiplier) with paddle.vision parameter names."""
     return MobileNetV2(num_classes=num_classes, **kw)

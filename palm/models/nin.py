@@ -19,6 +19,7 @@ import paddle
 import paddle.nn as nn
 
 from palm.models.layers import ClassifierHead
+from palm.models.registry import register_model
 
 
 def mlpconv(
@@ -79,6 +80,7 @@ class NiN(nn.Layer):
         return self.classifier_head(self.features(x), self.classifier)
 
 
+@register_model
 def nin(num_classes: int = 1, **kw) -> NiN:
     """Network in Network, the authors' ImageNet layout."""
     return NiN(num_classes=num_classes, **kw)

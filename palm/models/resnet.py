@@ -14,6 +14,7 @@ import paddle
 import paddle.nn as nn
 
 from palm.models.layers import ClassifierHead
+from palm.models.registry import register_model
 
 AttnFactory = Callable[[int], nn.Layer]
 
@@ -165,21 +166,26 @@ def _resnet(block: type[BasicBlock | Bottleneck], depth: int, num_classes: int =
     return ResNet(block, RESNET_LAYERS[depth], num_classes=num_classes, **kw)
 
 
+@register_model
 def resnet18(num_classes: int = 1, **kw) -> ResNet:
     return _resnet(BasicBlock, 18, num_classes, **kw)
 
 
+@register_model
 def resnet34(num_classes: int = 1, **kw) -> ResNet:
     return _resnet(BasicBlock, 34, num_classes, **kw)
 
 
+@register_model
 def resnet50(num_classes: int = 1, **kw) -> ResNet:
     return _resnet(Bottleneck, 50, num_classes, **kw)
 
 
+@register_model
 def resnet101(num_classes: int = 1, **kw) -> ResNet:
     return _resnet(Bottleneck, 101, num_classes, **kw)
 
 
+@register_model
 def resnet152(num_classes: int = 1, **kw) -> ResNet:
     return _resnet(Bottleneck, 152, num_classes, **kw)

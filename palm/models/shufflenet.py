@@ -14,6 +14,7 @@ import paddle
 import paddle.nn as nn
 
 from palm.models.layers import ClassifierHead, ConvBNAct
+from palm.models.registry import register_model
 
 
 def channel_shuffle(x: paddle.Tensor, groups: int) -> paddle.Tensor:
@@ -107,5 +108,6 @@ class ShuffleNetV2(nn.Layer):
         return self.classifier_head(self._last_conv(x), self._fc)
 
 
+@register_model
 def shufflenet_v2_x1_0(num_classes: int = 1, **kw) -> ShuffleNetV2:
     return ShuffleNetV2(1.0, num_classes=num_classes, **kw)

@@ -18,6 +18,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from palm.models.layers import ClassifierHead
+from palm.models.registry import register_model
 
 
 class FireConv(nn.Layer):
@@ -105,6 +106,7 @@ class SqueezeNet(nn.Layer):
         return F.relu(x) if self.num_classes > 1 else x
 
 
+@register_model
 def squeezenet1_1(num_classes: int = 1, **kw) -> SqueezeNet:
     """SqueezeNet 1.1 with paddle.vision parameter names."""
     return SqueezeNet(num_classes=num_classes, **kw)

@@ -12,6 +12,7 @@ import paddle
 import paddle.nn as nn
 
 from palm.models.layers import ClassifierHead
+from palm.models.registry import register_model
 
 # Configurations A, B, D, E of the paper's Table 1: conv output channels, "M" = 2x2 max pool.
 VGG_CFGS: dict[int, list[int | Literal["M"]]] = {
@@ -76,33 +77,41 @@ def _vgg(depth: int, batch_norm: bool, num_classes: int = 1, **kw) -> VGG:
     return VGG(make_features(VGG_CFGS[depth], batch_norm), num_classes=num_classes, **kw)
 
 
+@register_model
 def vgg11(num_classes: int = 1, **kw) -> VGG:
     return _vgg(11, False, num_classes, **kw)
 
 
+@register_model
 def vgg13(num_classes: int = 1, **kw) -> VGG:
     return _vgg(13, False, num_classes, **kw)
 
 
+@register_model
 def vgg16(num_classes: int = 1, **kw) -> VGG:
     return _vgg(16, False, num_classes, **kw)
 
 
+@register_model
 def vgg19(num_classes: int = 1, **kw) -> VGG:
     return _vgg(19, False, num_classes, **kw)
 
 
+@register_model
 def vgg11_bn(num_classes: int = 1, **kw) -> VGG:
     return _vgg(11, True, num_classes, **kw)
 
 
+@register_model
 def vgg13_bn(num_classes: int = 1, **kw) -> VGG:
     return _vgg(13, True, num_classes, **kw)
 
 
+@register_model
 def vgg16_bn(num_classes: int = 1, **kw) -> VGG:
     return _vgg(16, True, num_classes, **kw)
 
 
+@register_model
 def vgg19_bn(num_classes: int = 1, **kw) -> VGG:
     return _vgg(19, True, num_classes, **kw)

@@ -16,6 +16,7 @@ import paddle
 import paddle.nn as nn
 
 from palm.models.layers import ClassifierHead
+from palm.models.registry import register_model
 
 
 def separable_conv(in_channels: int, out_channels: int) -> list[nn.Layer]:
@@ -109,5 +110,6 @@ class Xception(nn.Layer):
         return self.classifier_head(self.head(self.blocks(self.stem(x))), self.fc)
 
 
+@register_model
 def xception(num_classes: int = 1, **kw) -> Xception:
     return Xception(num_classes=num_classes, **kw)
