@@ -299,7 +299,7 @@ def test_token_required_off_loopback_and_checked(checkpoint, photos, monkeypatch
 
 
 @pytest.mark.parametrize("token", ["x", " " * 20, "\t\n", "fifteen-chars-x", "sixteen chars ok"])
-def test_short_or_blank_token_refused_in_one_line(checkpoint, monkeypatch, capsys, token):
+def test_short_or_blank_token_refused_in_one_line(checkpoint, monkeypatch, token):
     """A token of one character, or of spaces, protects a service on 0.0.0.0 from nobody."""
     with pytest.raises(BadConfig, match="at least 16 characters without spaces"):
         ServiceConfig(checkpoint=str(checkpoint), host="0.0.0.0", token=token).check()
@@ -388,6 +388,12 @@ def test_every_response_forbids_framing_and_sniffing(client, photos):
         assert response.headers["x-content-type-options"] == "nosniff"
     assert SECURITY_HEADERS.keys() == {"X-Frame-Options", "Content-Security-Policy",
                                        "X-Content-Type-Options"}
+
+
+def test_page_brings_its_own_icon(client):
+    """With an inline icon the browser never asks for /favicon.ico (a 404 on every load)."""
+    page = client.get("/").text
+    assert re.search(r'<link rel="icon" href="data:image/svg\+xml,[^"]+">', page)
 
 
 def read_http_response(sock: socket.socket) -> bytes:
@@ -578,6 +584,57 @@ def test_browser_upload_shows_probability_and_heatmap(served_url, photos):
         csv_text = Path(download.value.path()).read_text()
         assert csv_text.splitlines()[0].startswith("filename,probability,decision")
         assert photos[0].name in csv_text and photos[1].name in csv_text
+
+
+FORMULA_NAMES = ["=1+2.jpg", "+SUM(1).jpg", "-2+3.jpg", "@cmd.jpg"]
+
+
+@pytest.mark.slow
+def test_browser_failed_upload_counts_and_csv_formulas(served_url, photos, tmp_path):
+    """On the page: a failed upload shows its error (not a broken image in the viewer), the
+    counts are grammatical, the inline icon is an image, and the CSV's cells that a
+    spreadsheet would run as formulas are text."""
+    from playwright.sync_api import expect
+
+    (tmp_path / "notes.jpg").write_text("not a photo\n")
+    for name in FORMULA_NAMES:
+        (tmp_path / name).write_bytes(photos[0].read_bytes())
+    with chromium_page() as page:
+        page.goto(served_url + "/")
+        expect(page.locator("#model")).to_contain_text("resnet18")
+        icon_width = page.evaluate("""async () => {
+            const img = new Image();
+            img.src = document.querySelector('link[rel=icon]').href;
+            await img.decode();
+            return img.naturalWidth; }""")
+        assert icon_width > 0
+        page.uncheck("#cam")  # no Grad-CAM: faster
+        page.set_input_files("#file-input", [str(tmp_path / "notes.jpg")])
+        rows = page.locator("#results tbody tr")
+        expect(rows.nth(0).locator(".error")).to_contain_text("not an image")
+        expect(page.locator("#status")).to_have_text("1 of 1 done, 0 positive, 1 error")
+        expect(page.locator("#viewer img")).to_have_count(0)  # nothing selected
+        page.set_input_files("#file-input", [str(tmp_path / n) for n in FORMULA_NAMES])
+        expect(page.locator("#status")).to_have_text(
+            re.compile(r"^5 of 5 done, \d positive, 1 error$"), timeout=30_000)
+        # the viewer opened on the first photo that got an answer, and shows it
+        expect(page.locator("#viewer h3")).to_have_text(re.compile("|".join(
+            re.escape(n) for n in FORMULA_NAMES)))
+        expect(page.locator("#viewer img.photo")).to_be_visible()
+        assert page.locator("#viewer img.photo").evaluate("img => img.naturalWidth") > 0
+        rows.nth(0).click()  # the failed one: its error, no image
+        expect(page.locator("#viewer .error")).to_contain_text("notes.jpg: not an image")
+        expect(page.locator("#viewer img")).to_have_count(0)
+        with page.expect_download() as download:
+            page.click("#download-csv")
+        table = list(csv.DictReader(Path(download.value.path()).open(newline="")))
+    by_name = {row["filename"]: row for row in table}
+    assert set(by_name) == {"notes.jpg", *("'" + n for n in FORMULA_NAMES)}
+    for name in FORMULA_NAMES:
+        row = by_name["'" + name]
+        assert 0 <= float(row["probability"]) <= 1 and float(row["ms"]) >= 0  # numbers stay numbers
+        assert row["class_name"] in META["class_names"] and row["error"] == ""
+    assert by_name["notes.jpg"]["error"].startswith("notes.jpg: not an image")
 
 
 def test_files_shorter_than_a_header_are_refused_not_crashing(tmp_path):
