@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import base64
+import csv
+import http.client
 import re
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -16,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from palm.engine.checkpoint import save_checkpoint
 from palm.engine.export import export_model
-from palm.engine.service import ServiceConfig, create_app, is_loopback
+from palm.engine.service import SECURITY_HEADERS, ServiceConfig, create_app, is_loopback, server_config
 from palm.errors import BadConfig
 from palm.models import build_model
 from palm.cli import serve as serve_tool
@@ -26,6 +31,7 @@ SIZE = 64
 META = {"model": "resnet18", "num_classes": 1, "class_names": ["non-PM", "PM"],
         "image_size": SIZE, "normalize": "minus_one_one", "fundus_crop": False,
         "threshold": 0.4, "epoch": 1, "metrics": {"auc": 0.9}, "model_kwargs": {}}
+TOKEN = "a-long-enough-test-token"
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +61,45 @@ def make_client(checkpoint: Path, **options) -> TestClient:
 def client(checkpoint: Path):
     with make_client(checkpoint, max_pixels=200_000) as c:
         yield c
+
+
+@contextmanager
+def live_server(checkpoint: Path, **options) -> Iterator[str]:
+    """The service on a free loopback port, served by uvicorn in a thread; yields its URL."""
+    import uvicorn
+    config = ServiceConfig(checkpoint=str(checkpoint), engine="dygraph", **options)
+    server = uvicorn.Server(server_config(create_app(config), config, free_port()))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 30)
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def served_url(checkpoint: Path) -> Iterator[str]:
+    """The URL of the service on a loopback port (for the browser tests)."""
+    with live_server(checkpoint) as url:
+        yield url
+
+
+@contextmanager
+def chromium_page():
+    """A page of Debian's Chromium driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium),
+                                    args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
 
 
 def upload(*files: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -223,7 +268,14 @@ def test_concurrent_requests_are_batched(checkpoint, photos):
     assert max(sizes) >= 3, sizes  # one-photo requests ran together, not one by one
 
 
-def test_token_required_off_loopback_and_checked(checkpoint, photos, monkeypatch):
+@pytest.fixture(scope="module")
+def exposed_client(checkpoint: Path):
+    """The service as bound to every interface, with a token."""
+    with make_client(checkpoint, host="0.0.0.0", token=TOKEN) as c:
+        yield c
+
+
+def test_token_required_off_loopback_and_checked(checkpoint, photos, monkeypatch, exposed_client):
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
     with pytest.raises(BadConfig, match="--host 0.0.0.0 .*--token"):
@@ -233,17 +285,41 @@ def test_token_required_off_loopback_and_checked(checkpoint, photos, monkeypatch
         ["--checkpoint", str(checkpoint), "--host", "0.0.0.0"])
     with pytest.raises(BadConfig):
         serve_tool.main(args)  # refused before anything loads or listens
-    monkeypatch.setenv("PALM_SERVE_TOKEN", "s3cret")
-    assert serve_tool.build_config(args).token == "s3cret"
-    with make_client(checkpoint, host="0.0.0.0", token="s3cret") as client:
-        files = upload((photos[0].name, photos[0].read_bytes()))
-        assert client.post("/v1/predict", files=files).status_code == 401
-        wrong = client.post("/v1/predict", files=files, headers={"Authorization": "Bearer nope"})
-        assert wrong.status_code == 401 and "token" in wrong.json()["error"]
-        good = client.post("/v1/predict", files=files, headers={"Authorization": "Bearer s3cret"})
-        assert good.status_code == 200
-        assert client.get("/v1/model").status_code == 401
-        assert_healthy(client)
+    monkeypatch.setenv("PALM_SERVE_TOKEN", TOKEN)
+    assert serve_tool.build_config(args).token == TOKEN
+    client = exposed_client
+    files = upload((photos[0].name, photos[0].read_bytes()))
+    assert client.post("/v1/predict", files=files).status_code == 401
+    wrong = client.post("/v1/predict", files=files, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and "token" in wrong.json()["error"]
+    good = client.post("/v1/predict", files=files, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert good.status_code == 200
+    assert client.get("/v1/model").status_code == 401
+    assert_healthy(client)
+
+
+@pytest.mark.parametrize("token", ["x", " " * 20, "\t\n", "fifteen-chars-x", "sixteen chars ok"])
+def test_short_or_blank_token_refused_in_one_line(checkpoint, monkeypatch, token):
+    """A token of one character, or of spaces, protects a service on 0.0.0.0 from nobody."""
+    with pytest.raises(BadConfig, match="at least 16 characters without spaces"):
+        ServiceConfig(checkpoint=str(checkpoint), host="0.0.0.0", token=token).check()
+    monkeypatch.setenv("PALM_SERVE_TOKEN", token)  # the same rule for the environment's token
+    monkeypatch.setattr("sys.argv", ["serve", "--checkpoint", str(checkpoint), "--host", "0.0.0.0"])
+    with pytest.raises(SystemExit) as stop:
+        serve_tool.cli()
+    message = str(stop.value.code)
+    assert message.startswith("error: --token") and "\n" not in message
+
+
+def test_exposed_healthz_tells_only_whether_it_is_up(exposed_client, client):
+    """Queue length and traffic are the operator's: on 0.0.0.0 only with the token."""
+    anonymous = exposed_client.get("/healthz")
+    assert anonymous.status_code == 200 and anonymous.json() == {"status": "ok"}
+    wrong = exposed_client.get("/healthz", headers={"Authorization": "Bearer nope"})
+    assert wrong.json() == {"status": "ok"}
+    operator = exposed_client.get("/healthz", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert operator["status"] == "ok" and {"queue", "max_queue", "batch_sizes"} <= set(operator)
+    assert {"queue", "images", "batch_sizes"} <= set(client.get("/healthz").json())  # loopback
 
 
 def test_photos_kept_only_with_save_dir(checkpoint, photos, tmp_path):
@@ -264,6 +340,112 @@ def test_saved_name_fits_the_file_system_whatever_the_upload_calls_it(checkpoint
     (kept,) = (tmp_path / "kept").iterdir()
     assert len(kept.name.encode("utf-8")) <= 200 and kept.name.endswith("眼.jpg")
     assert kept.read_bytes() == data
+
+
+def test_unwritable_save_dir_refused_at_start_before_the_model_loads(tmp_path, monkeypatch):
+    """Refused at start, rather than every request failing with 500 after its prediction."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder\n")
+    missing_checkpoint = tmp_path / "not-loaded.pdparams"  # loading it would be another error
+    for save_dir in (a_file, a_file / "kept"):
+        with pytest.raises(BadConfig, match=f"--save-dir {re.escape(str(a_file))}"):
+            ServiceConfig(checkpoint=str(missing_checkpoint), save_dir=str(save_dir)).check()
+        monkeypatch.setattr("sys.argv", ["serve", "--checkpoint", str(missing_checkpoint),
+                                         "--save-dir", str(save_dir)])
+        with pytest.raises(SystemExit) as stop:
+            serve_tool.cli()
+        message = str(stop.value.code)
+        assert message.startswith("error: --save-dir") and "\n" not in message
+    ServiceConfig(checkpoint="x", save_dir=str(tmp_path / "new" / "kept")).check()
+    assert (tmp_path / "new" / "kept").is_dir()  # a folder that can be made is made
+
+
+def test_more_photos_than_max_files_is_413_as_documented(client):
+    """Starlette answers 400 past its max_files; the README promises 413."""
+    response = client.post("/v1/predict", files=upload(*[(f"{i}.jpg", b"x") for i in range(65)]))
+    assert response.status_code == 413, response.text
+    assert "more than 64 photos" in response.json()["error"]
+    assert response.headers["connection"] == "close"
+
+
+def test_malformed_upload_is_400(client):
+    response = client.post("/v1/predict", content=b"--b\r\nnonsense",
+                           headers={"content-type": "multipart/form-data"})  # no boundary
+    assert response.status_code == 400 and "malformed upload" in response.json()["error"]
+
+
+def test_every_response_forbids_framing_and_sniffing(client, photos):
+    """Clickjacking: another site's page must not show the service's page in a frame."""
+    responses = [client.get("/"), client.get("/healthz"), client.get("/v1/model"),
+                 client.get("/nowhere"),
+                 client.post("/v1/predict", files=upload(("a.jpg", photos[0].read_bytes()))),
+                 client.post("/v1/predict", files=upload(("a.jpg", b"x")),
+                             headers={"Origin": "https://evil.example"})]
+    assert [r.status_code for r in responses] == [200, 200, 200, 404, 200, 403]
+    for response in responses:
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["content-security-policy"] == "frame-ancestors 'none'"
+        assert response.headers["x-content-type-options"] == "nosniff"
+    assert SECURITY_HEADERS.keys() == {"X-Frame-Options", "Content-Security-Policy",
+                                       "X-Content-Type-Options"}
+
+
+def test_page_brings_its_own_icon(client):
+    """With an inline icon the browser never asks for /favicon.ico (a 404 on every load)."""
+    page = client.get("/").text
+    assert re.search(r'<link rel="icon" href="data:image/svg\+xml,[^"]+">', page)
+
+
+def read_http_response(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_request_head_arriving_too_slowly_is_cut_off(checkpoint, photos):
+    """Slowloris: connections sending their headers a few bytes at a time were held for ever.
+    Loopback only, a few connections, a 0.5 s limit."""
+    half_head = b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty"
+    with live_server(checkpoint, header_timeout=0.5) as url:
+        port = int(url.rsplit(":", 1)[1])
+
+        def connect() -> socket.socket:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.settimeout(5)  # on failure the test stops here, not the service's way
+            return sock
+
+        start = time.monotonic()
+        stalled = [connect() for _ in range(3)]
+        for sock in stalled:
+            sock.sendall(half_head)
+        # a keep-alive connection: the limit applies again to its next request's head
+        keep_alive = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        keep_alive.request("GET", "/healthz")
+        assert keep_alive.getresponse().read().startswith(b'{"status":"ok"')
+        reused = keep_alive.sock
+        reused.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+        silent = connect()  # sends nothing at all: closed, with nothing to answer
+        for sock in [*stalled, reused]:
+            with sock:
+                answer = read_http_response(sock)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            assert b"not received within 0.5 s" in answer and b"X-Frame-Options: DENY" in answer
+        with silent:
+            assert read_http_response(silent) == b""
+        assert time.monotonic() - start < 3
+        # a head sent in time is served however long its body then takes (it has its own limit)
+        body = (b"--XX\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.jpg\"\r\n"
+                b"\r\n" + photos[0].read_bytes() + b"\r\n--XX--\r\n")
+        with connect() as slow_body:
+            slow_body.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                              b"Content-Type: multipart/form-data; boundary=XX\r\n"
+                              b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
+            time.sleep(1.0)
+            slow_body.sendall(body)
+            answer = read_http_response(slow_body)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
 
 
 def test_more_photos_than_the_queue_holds_is_413_not_busy(checkpoint, photos):
@@ -380,46 +562,79 @@ def test_page_is_served(client):
 
 
 @pytest.mark.slow
-def test_browser_upload_shows_probability_and_heatmap(checkpoint, photos, tmp_path):
+def test_browser_upload_shows_probability_and_heatmap(served_url, photos):
     """A real Chromium uploads a photo on the page and sees its probability and heatmap."""
-    import uvicorn
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    port = free_port()
-    app = create_app(ServiceConfig(checkpoint=str(checkpoint), engine="dygraph"))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started, 30)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(chromium),
-                                        args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/")
-            expect(page.locator("#model")).to_contain_text("resnet18")
-            page.set_input_files("#file-input", [str(photos[0]), str(photos[1])])
-            rows = page.locator("#results tbody tr")
-            expect(rows).to_have_count(2)
-            expect(rows.nth(0).locator(".prob")).to_have_text(
-                re.compile(r"^[01]\.\d{3}$"), timeout=30_000)
-            expect(rows.nth(1).locator(".decision")).to_have_text(
-                re.compile("^(non-PM|PM)$"), timeout=30_000)
-            heatmap = page.locator("#viewer img.cam")
-            expect(heatmap).to_be_visible()
-            assert heatmap.evaluate("img => img.naturalWidth") > 0
-            with page.expect_download() as download:
-                page.click("#download-csv")
-            csv_text = Path(download.value.path()).read_text()
-            assert csv_text.splitlines()[0].startswith("filename,probability,decision")
-            assert photos[0].name in csv_text and photos[1].name in csv_text
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with chromium_page() as page:
+        page.goto(served_url + "/")
+        expect(page.locator("#model")).to_contain_text("resnet18")
+        page.set_input_files("#file-input", [str(photos[0]), str(photos[1])])
+        rows = page.locator("#results tbody tr")
+        expect(rows).to_have_count(2)
+        expect(rows.nth(0).locator(".prob")).to_have_text(
+            re.compile(r"^[01]\.\d{3}$"), timeout=30_000)
+        expect(rows.nth(1).locator(".decision")).to_have_text(
+            re.compile("^(non-PM|PM)$"), timeout=30_000)
+        heatmap = page.locator("#viewer img.cam")
+        expect(heatmap).to_be_visible()
+        assert heatmap.evaluate("img => img.naturalWidth") > 0
+        with page.expect_download() as download:
+            page.click("#download-csv")
+        csv_text = Path(download.value.path()).read_text()
+        assert csv_text.splitlines()[0].startswith("filename,probability,decision")
+        assert photos[0].name in csv_text and photos[1].name in csv_text
+
+
+FORMULA_NAMES = ["=1+2.jpg", "+SUM(1).jpg", "-2+3.jpg", "@cmd.jpg"]
+
+
+@pytest.mark.slow
+def test_browser_failed_upload_counts_and_csv_formulas(served_url, photos, tmp_path):
+    """On the page: a failed upload shows its error (not a broken image in the viewer), the
+    counts are grammatical, the inline icon is an image, and the CSV's cells that a
+    spreadsheet would run as formulas are text."""
+    from playwright.sync_api import expect
+
+    (tmp_path / "notes.jpg").write_text("not a photo\n")
+    for name in FORMULA_NAMES:
+        (tmp_path / name).write_bytes(photos[0].read_bytes())
+    with chromium_page() as page:
+        page.goto(served_url + "/")
+        expect(page.locator("#model")).to_contain_text("resnet18")
+        icon_width = page.evaluate("""async () => {
+            const img = new Image();
+            img.src = document.querySelector('link[rel=icon]').href;
+            await img.decode();
+            return img.naturalWidth; }""")
+        assert icon_width > 0
+        page.uncheck("#cam")  # no Grad-CAM: faster
+        page.set_input_files("#file-input", [str(tmp_path / "notes.jpg")])
+        rows = page.locator("#results tbody tr")
+        expect(rows.nth(0).locator(".error")).to_contain_text("not an image")
+        expect(page.locator("#status")).to_have_text("1 of 1 done, 0 positive, 1 error")
+        expect(page.locator("#viewer img")).to_have_count(0)  # nothing selected
+        page.set_input_files("#file-input", [str(tmp_path / n) for n in FORMULA_NAMES])
+        expect(page.locator("#status")).to_have_text(
+            re.compile(r"^5 of 5 done, \d positive, 1 error$"), timeout=30_000)
+        # the viewer opened on the first photo that got an answer, and shows it
+        expect(page.locator("#viewer h3")).to_have_text(re.compile("|".join(
+            re.escape(n) for n in FORMULA_NAMES)))
+        expect(page.locator("#viewer img.photo")).to_be_visible()
+        assert page.locator("#viewer img.photo").evaluate("img => img.naturalWidth") > 0
+        rows.nth(0).click()  # the failed one: its error, no image
+        expect(page.locator("#viewer .error")).to_contain_text("notes.jpg: not an image")
+        expect(page.locator("#viewer img")).to_have_count(0)
+        with page.expect_download() as download:
+            page.click("#download-csv")
+        table = list(csv.DictReader(Path(download.value.path()).open(newline="")))
+    by_name = {row["filename"]: row for row in table}
+    assert set(by_name) == {"notes.jpg", *("'" + n for n in FORMULA_NAMES)}
+    for name in FORMULA_NAMES:
+        row = by_name["'" + name]
+        assert 0 <= float(row["probability"]) <= 1 and float(row["ms"]) >= 0  # numbers stay numbers
+        assert row["class_name"] in META["class_names"] and row["error"] == ""
+    assert by_name["notes.jpg"]["error"].startswith("notes.jpg: not an image")
 
 
 def test_files_shorter_than_a_header_are_refused_not_crashing(tmp_path):

@@ -5,8 +5,8 @@
     curl -F files=@eye.jpg 'http://127.0.0.1:8000/v1/predict?cam=1'
 
 Binds to 127.0.0.1 unless --host says otherwise; any other address needs a token (--token or
-$PALM_SERVE_TOKEN), which clients send as 'Authorization: Bearer TOKEN'. Photos are not kept
-unless --save-dir is given. Logs are JSON lines on stderr, one per request.
+$PALM_SERVE_TOKEN, 16 characters or more), which clients send as 'Authorization: Bearer
+TOKEN'. Photos are not kept unless --save-dir is given. Logs are JSON lines on stderr, one per request.
 Needs the serve extra: pip install -e ".[serve]".
 """
 from __future__ import annotations
@@ -24,11 +24,13 @@ from palm.weights import TRUST_HELP, trust_checkpoints
 try:
     import uvicorn
 
-    from palm.engine.service import (TOKEN_ENV, ServiceConfig, configure_json_logging, create_app,
-                                     log_event)
+    from palm.engine.service import (MIN_TOKEN_CHARS, TOKEN_ENV, ServiceConfig,
+                                     configure_json_logging, create_app, log_event, server_config)
 except ModuleNotFoundError as missing:
     raise SystemExit(f"error: {missing.name} is not installed; the service needs "
                      'pip install -e ".[serve]"') from None
+
+STARTUP_FAILED = 3  # uvicorn.run's exit code when the server did not start
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -44,9 +46,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="interface to listen on; anything but loopback needs --token")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--token", default=None,
-                   help=f"required from clients as 'Authorization: Bearer TOKEN' "
-                        f"(default: ${TOKEN_ENV})")
-    p.add_argument("--save-dir", default=None, help="keep every uploaded photo here")
+                   help=f"required from clients as 'Authorization: Bearer TOKEN', at least "
+                        f"{MIN_TOKEN_CHARS} characters (default: ${TOKEN_ENV})")
+    p.add_argument("--save-dir", default=None,
+                   help="keep every uploaded photo here (created and checked at start)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="per request (413 above)")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="per photo, read from its header before decoding (default: "
@@ -58,6 +61,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="seconds a request may wait for the model; 504 after")
     p.add_argument("--upload-timeout", type=float, default=60.0,
                    help="seconds a request's upload may take to arrive; 408 after")
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a request's line and headers may take to arrive; 408 and "
+                        "the connection closed after")
     p.add_argument("--max-batch", type=int, default=8, help="photos the model runs together")
     p.add_argument("--max-wait-ms", type=float, default=10.0,
                    help="how long a batch waits for more photos before it runs")
@@ -76,7 +82,8 @@ def build_config(args: argparse.Namespace) -> ServiceConfig:
         token=args.token or os.environ.get(TOKEN_ENV) or None, save_dir=args.save_dir,
         max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, max_files=args.max_files,
         max_queue=args.max_queue, timeout=args.timeout, upload_timeout=args.upload_timeout,
-        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_decoding=args.max_decoding)
+        header_timeout=args.header_timeout, max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms, max_decoding=args.max_decoding)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -89,9 +96,12 @@ def main(args: argparse.Namespace) -> int:
     with trust_checkpoints(args.trust_checkpoint):
         app = create_app(config)
     log_event("listening", url=f"http://{config.host}:{args.port}/")
-    uvicorn.run(app, host=config.host, port=args.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=5)
-    return 0
+    server = uvicorn.Server(server_config(app, config, args.port))
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down
+        pass
+    return 0 if server.started else STARTUP_FAILED  # its log says why
 
 
 def cli() -> None:

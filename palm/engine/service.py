@@ -16,11 +16,12 @@ batch of one. The model only ever runs in that thread. A full queue answers 503 
 photo that waits longer than `timeout` answers 504.
 
 Every error is JSON `{"error": message, "request_id": ...}` with a status saying what went
-wrong: 401 no or wrong token, 403 another web site's page, 408 upload too slow, 413 upload,
-image or photo count too large, 415 not an image (the content is decoded, the extension is
-ignored), 422 empty or damaged image or no photo, 503 busy, 504 timeout, 500 a bug (its
-traceback goes to the log, never to the client). Every request
+wrong: 401 no or wrong token, 403 another web site's page, 408 request head or upload too
+slow, 413 upload, image or photo count too large, 415 not an image (the content is decoded,
+the extension is ignored), 422 empty or damaged image or no photo, 503 busy, 504 timeout,
+500 a bug (its traceback goes to the log, never to the client). Every request
 is logged as one JSON line with its id, which the response repeats in `X-Request-ID`.
+Every response forbids framing by other pages and MIME sniffing (SECURITY_HEADERS).
 
 Uploaded photos live in memory (parts over 1 MB in a temporary file deleted with the
 request) and are kept only when `save_dir` is set.
@@ -29,11 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http
 import ipaddress
 import json
 import logging
 import secrets
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -48,21 +51,23 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
 import cv2
+import h11
 import numpy as np
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from palm.data import (ImageReadError, TooManyPixels, crop_fundus, decode_image, eval_transform,
                        resize_short_side)
 from palm.data.image_io import header_size, max_pixels_setting
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.inference import DygraphPredictor, is_exported, load_predictor, weights_sha256
-from palm.errors import BadConfig
+from palm.errors import BadConfig, describe_os_error
 from palm.io_utils import atomic_path
 from palm.viz.cam import GradCAM, overlay_heatmap
 from palm.outputs import probabilities
@@ -73,6 +78,13 @@ LOG = logging.getLogger("palm.serve")
 # small enough to send as base64 JSON
 CAM_SIDE = 384
 FORMATS = "JPEG, PNG, BMP or TIFF"
+# a token guessable in a few tries protects nothing; whitespace cannot survive an HTTP header
+MIN_TOKEN_CHARS = 16
+# on every response: no other site's page may show ours in a frame (clickjacking), and
+# browsers take the Content-Type as given instead of guessing (an upload echoed as HTML)
+SECURITY_HEADERS = {"X-Frame-Options": "DENY",
+                    "Content-Security-Policy": "frame-ancestors 'none'",
+                    "X-Content-Type-Options": "nosniff"}
 
 
 @dataclass
@@ -90,6 +102,7 @@ class ServiceConfig:
     max_queue: int = 64  # photos waiting for the model
     timeout: float = 30.0  # seconds a request may wait for the model
     upload_timeout: float = 60.0  # seconds the whole upload may take to arrive
+    header_timeout: float = 10.0  # seconds a request's line and headers may take to arrive
     max_batch: int = 8
     max_wait_ms: float = 10.0
     # requests decoding photos at once: a photo of max_pixels takes 3 bytes a pixel and more
@@ -97,9 +110,10 @@ class ServiceConfig:
     max_decoding: int = 2
 
     def check(self) -> None:
-        """Refuse options that make no sense, and an exposed service without a token."""
+        """Refuse options that make no sense, an exposed service without a token, a short
+        token and a --save-dir that cannot be written (creating it)."""
         for name in ("max_upload_mb", "max_files", "max_queue", "timeout", "upload_timeout",
-                     "max_batch", "max_decoding"):
+                     "header_timeout", "max_batch", "max_decoding"):
             if not getattr(self, name) > 0:
                 raise BadConfig(f"--{name.replace('_', '-')} must be positive, got "
                                 f"{getattr(self, name)}")
@@ -110,6 +124,26 @@ class ServiceConfig:
             raise BadConfig(f"--host {self.host} makes the service reachable from other "
                             f"machines; set --token or ${TOKEN_ENV} (clients then send "
                             "'Authorization: Bearer TOKEN'), or bind to 127.0.0.1")
+        if self.token is not None and (len(self.token) < MIN_TOKEN_CHARS
+                                       or any(c.isspace() for c in self.token)):
+            raise BadConfig(f"--token (or ${TOKEN_ENV}) must be at least {MIN_TOKEN_CHARS} "
+                            f"characters without spaces, got {len(self.token)}; make one with "
+                            "python -c 'import secrets; print(secrets.token_urlsafe(24))'")
+        if self.save_dir is not None:
+            check_writable_folder(Path(self.save_dir), "--save-dir")
+
+
+def check_writable_folder(folder: Path, option: str) -> None:
+    """Create `folder` if needed and write a file in it, so that a folder that refuses files
+    (read-only, not a folder, no permission) is refused now, not after every prediction."""
+    if folder.exists() and not folder.is_dir():
+        raise BadConfig(f"{option} {folder}: is a file, not a folder; give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise BadConfig(f"{option} {describe_os_error(e) or f'{folder}: {e}'}") from None
 
 
 def is_loopback(host: str) -> bool:
@@ -402,7 +436,8 @@ def _error(status: int, message: str, request_id: str | None, **extra: Any) -> J
 
 
 class RequestGuard:
-    """ASGI middleware: request id, upload size limit, one JSON log line per request.
+    """ASGI middleware: request id, security headers, upload size limit, one JSON log line
+    per request.
 
     A body over the limit is refused from its Content-Length before it is read; one sent
     without a length is cut off when it passes the limit (the endpoint turns UploadTooLarge
@@ -434,7 +469,10 @@ class RequestGuard:
         async def send_with_id(message: dict) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
-                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+                headers = MutableHeaders(scope=message)
+                headers.append("X-Request-ID", request_id)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
             await send(message)
 
         received = 0
@@ -490,6 +528,76 @@ class RequestGuard:
                 f"{self.max_bytes / 1e6:g} MB per request; send fewer or smaller photos")
 
 
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol (h11) with a deadline for each request's line and headers.
+
+    uvicorn bounds the idle time between requests (`timeout_keep_alive`) but neither a new
+    connection's wait for its first request nor the time a request's head takes once its
+    first byte came: clients sending a few bytes of headers now and then (slowloris) hold
+    their connections for ever. Here a connection whose next request head is not complete
+    `header_timeout` seconds after it opened, or after its previous response, is closed:
+    with 408 if part of the head came, silently if nothing did (an idle connection, as
+    uvicorn closes them). The body has its own limit (RequestGuard).
+    """
+
+    header_timeout: float = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._time_head()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._time_head()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._time_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        super().connection_lost(exc)
+
+    def _time_head(self) -> None:
+        """Start the deadline when the connection begins waiting for a request head (h11's
+        IDLE: their_state leaves it once a whole head is parsed), stop it when one came."""
+        waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+        if waiting and self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+        elif not waiting and self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        if self.conn.trailing_data[0]:  # part of a head, unparsed
+            self.transport.write(_raw_response(408, f"request line and headers not received "
+                                                    f"within {self.header_timeout:g} s"))
+        self.transport.close()
+
+
+def _raw_response(status: int, message: str) -> bytes:
+    """A complete JSON error response, written outside any request (no request id)."""
+    body = json.dumps({"error": message, "status": status, "request_id": None}).encode()
+    head = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}",
+            "Content-Type: application/json", f"Content-Length: {len(body)}",
+            "Connection: close", *(f"{k}: {v}" for k, v in SECURITY_HEADERS.items())]
+    return "\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body
+
+
+def server_config(app: FastAPI, config: ServiceConfig, port: int, **options: Any) -> uvicorn.Config:
+    """uvicorn's settings for serving `app` on `config.host`:`port`, with the head timeout of
+    HeaderTimeoutProtocol; `options` are more uvicorn.Config arguments."""
+    protocol = type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,),
+                    {"header_timeout": config.header_timeout})
+    settings = {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 5, **options}
+    return uvicorn.Config(app, host=config.host, port=port, http=protocol, **settings)
+
+
 def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
@@ -543,12 +651,16 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
         return _error(500, "internal error; the service log has the details under this "
                       "request id", _request_id(request))
 
-    def check_token(request: Request) -> None:
+    def has_token(request: Request) -> bool:
+        """True if the request may use the service: no token is set, or it sends it."""
         if not config.token:
-            return
+            return True
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(),
-                                                                    config.token.encode()):
+        return scheme.lower() == "bearer" and secrets.compare_digest(given.encode(),
+                                                                     config.token.encode())
+
+    def check_token(request: Request) -> None:
+        if not has_token(request):
             raise HTTPException(401, "missing or wrong token: send 'Authorization: Bearer TOKEN'",
                                 headers={"WWW-Authenticate": "Bearer"})
 
@@ -557,21 +669,26 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
         return HTMLResponse(page)
 
     @app.get("/healthz")
-    async def healthz() -> JSONResponse:
+    async def healthz(request: Request) -> JSONResponse:
         alive = batcher.alive
-        return JSONResponse(
-            {"status": "ok" if alive else "down", "queue": batcher.pending,
-             "max_queue": config.max_queue, "batches": sum(batcher.batch_sizes.values()),
-             "images": sum(k * v for k, v in batcher.batch_sizes.items()),
-             "batch_sizes": {str(k): v for k, v in sorted(batcher.batch_sizes.items())}},
-            status_code=200 if alive else 503)
+        health: dict[str, Any] = {"status": "ok" if alive else "down"}
+        # the load and the traffic are the operator's business: anyone who can reach an
+        # exposed service (which has a token, see ServiceConfig.check) learns only whether
+        # it is up, unless they send the token
+        if is_loopback(config.host) or has_token(request):
+            health.update(
+                queue=batcher.pending, max_queue=config.max_queue,
+                batches=sum(batcher.batch_sizes.values()),
+                images=sum(k * v for k, v in batcher.batch_sizes.items()),
+                batch_sizes={str(k): v for k, v in sorted(batcher.batch_sizes.items())})
+        return JSONResponse(health, status_code=200 if alive else 503)
 
     @app.get("/v1/model")
     async def model(request: Request) -> dict[str, Any]:
         check_token(request)
         limits = {k: getattr(config, k) for k in ("max_upload_mb", "max_files", "max_queue",
-                                                   "timeout", "upload_timeout", "max_batch",
-                                                   "max_wait_ms", "max_decoding")}
+                                                   "timeout", "upload_timeout", "header_timeout",
+                                                   "max_batch", "max_wait_ms", "max_decoding")}
         return {**model_info, "limits": {**limits,
                                          "max_pixels": max_pixels_setting(config.max_pixels)}}
 
@@ -633,8 +750,11 @@ async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, byt
         raise HTTPException(413, str(e)) from None
     except UploadTooSlow as e:
         raise HTTPException(408, str(e)) from None
-    except MultiPartException as e:
-        raise HTTPException(400, f"malformed upload: {e.message}") from None
+    except HTTPException as e:  # starlette's 400 for any MultiPartException, its message as detail
+        if str(e.detail).startswith("Too many"):  # files or fields: over max_files
+            raise HTTPException(413, f"more than {max_files} photos in one request; send at "
+                                     f"most {max_files} per request") from None
+        raise HTTPException(400, f"malformed upload: {e.detail}") from None
     try:
         files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
         if not files:
