@@ -1,0 +1,77 @@
+"""Refusals with one line before any work or write (issue 22's smaller findings).
+
+Each test gives a tool input it must refuse and checks the one-line error and that nothing
+was trained or written.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from palm.cli import cv as cv_tool, sweep as sweep_tool
+from palm.errors import BadConfig, BadData
+
+
+def _photos(folder: Path, n: int, size: int = 32) -> Path:
+    """`n` random 32-px PNGs in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+TINY_TRAINING = ["--model", "lenet", "--image-size", "32", "--epochs", "1", "--batch-size", "4",
+                 "--num-workers", "0", "--cache-dir", "none", "--device", "cpu", "--no-progress"]
+
+
+# --- 1. cv on one-class data ---------------------------------------------------------------
+
+def test_cv_on_one_class_is_refused_before_any_fold_trains(tmp_path):
+    data = tmp_path / "data"
+    _photos(data / "normal", 6)
+    output = tmp_path / "cv"
+    with pytest.raises(BadData, match=rf"^{data}: 6 images of 1 class \(only class 'normal'\); "
+                                      "cross-validation needs images of at least two classes$"):
+        cv_tool.parse_and_run([*TINY_TRAINING, "--train-dir", str(data), "--folds", "2",
+                               "--output", str(output)])
+    assert not output.exists()
+
+
+def _two_classes(root: Path, n: int = 4) -> Path:
+    for split in ("train", "val"):
+        for name in ("normal", "disease"):
+            _photos(root / split / name, n)
+    return root
+
+
+# --- 2. sweep checks its data and arguments before writing sweep.json -----------------------
+
+def test_sweep_with_missing_data_writes_nothing_so_the_corrected_rerun_runs(tmp_path):
+    data = _two_classes(tmp_path / "data")
+    output = tmp_path / "sweep"
+
+    def sweep(train_dir: Path, *extra: str):
+        return sweep_tool.parse_and_run([*TINY_TRAINING, "--train-dir", str(train_dir),
+                                         "--val-dir", str(data / "val"), "--vary", "lr=0.01",
+                                         "--output", str(output), *extra])
+
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "typo")):
+        sweep(tmp_path / "typo")
+    assert not output.exists()
+    table = sweep(data / "train")  # the corrected command is not "an experiment with other settings"
+    assert len(table) and (output / "sweep.json").is_file()
+
+
+def test_sweep_with_an_unknown_metric_is_refused_before_training(tmp_path):
+    data = _two_classes(tmp_path / "data")
+    output = tmp_path / "sweep"
+    with pytest.raises(BadConfig, match="^--metric final_val_auc: not a result of a run; choose "
+                                        "from .*final_val_roc_auc"):
+        sweep_tool.parse_and_run([*TINY_TRAINING, "--train-dir", str(data / "train"),
+                                  "--val-dir", str(data / "val"), "--vary", "lr=0.01",
+                                  "--metric", "final_val_auc", "--output", str(output)])
+    assert not output.exists()
