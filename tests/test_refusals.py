@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
-from palm.cli import cv as cv_tool, sweep as sweep_tool
+from palm.cli import cv as cv_tool, sweep as sweep_tool, train as train_tool
 from palm.errors import BadConfig, BadData
 
 
@@ -75,3 +76,27 @@ def test_sweep_with_an_unknown_metric_is_refused_before_training(tmp_path):
                                   "--val-dir", str(data / "val"), "--vary", "lr=0.01",
                                   "--metric", "final_val_auc", "--output", str(output)])
     assert not output.exists()
+
+
+# --- 3. train --resume of a folder that does not exist ---------------------------------------
+
+def test_resume_of_a_missing_run_folder_creates_nothing(palm_root, tmp_path):
+    missing = tmp_path / "nope" / "run"
+    with pytest.raises(FileNotFoundError, match=f"^{missing}: no such run folder; nothing to resume$"):
+        train_tool.parse_and_run([*TINY_TRAINING, "--data-root", str(palm_root),
+                                  "--resume", str(missing)])
+    assert not (tmp_path / "nope").exists()
+
+
+# --- 9. a resumed run's config.yaml is a usable -c file --------------------------------------
+
+def test_config_of_a_resumed_run_trains_again_with_c(palm_root, tmp_path):
+    run = tmp_path / "run"
+    train_tool.parse_and_run([*TINY_TRAINING, "--data-root", str(palm_root), "--output", str(run)])
+    train_tool.parse_and_run([*TINY_TRAINING, "--data-root", str(palm_root), "--epochs", "2",
+                              "--resume", str(run)])
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["epochs"] == 2 and "resume" not in saved and "exist_ok" not in saved
+    again = train_tool.parse_and_run(["-c", str(run / "config.yaml"), "--epochs", "1",
+                                      "--output", str(tmp_path / "again"), "--no-progress"])
+    assert (again / "last.pdparams").is_file()
