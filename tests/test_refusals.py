@@ -12,7 +12,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from palm.cli import cv as cv_tool, sweep as sweep_tool, train as train_tool
+from palm.cli import run_tool
+from palm.cli import cv as cv_tool, report as report_tool, sweep as sweep_tool, train as train_tool
 from palm.errors import BadConfig, BadData
 
 
@@ -100,3 +101,27 @@ def test_config_of_a_resumed_run_trains_again_with_c(palm_root, tmp_path):
     again = train_tool.parse_and_run(["-c", str(run / "config.yaml"), "--epochs", "1",
                                       "--output", str(tmp_path / "again"), "--no-progress"])
     assert (again / "last.pdparams").is_file()
+
+
+def _exit(main, args) -> int | str | None:
+    """The exit code (or `error: ...` line) of a tool run as its command line runs it."""
+    with pytest.raises(SystemExit) as info:
+        run_tool(main, args)
+    return info.value.code
+
+
+# --- 4. report on empty folders --------------------------------------------------------------
+
+def test_report_on_empty_folders_is_an_error_and_writes_nothing(tmp_path):
+    run, evaluation = tmp_path / "run", tmp_path / "eval"
+    run.mkdir()
+    evaluation.mkdir()
+    args = report_tool.get_args_parser().parse_args(["--run", str(run), "--eval", str(evaluation)])
+    assert _exit(report_tool.main, args) == (
+        f"error: {run}: not a training run folder (none of config.yaml, metrics.csv, "
+        "best.pdparams, last.pdparams); nothing to report")
+    (run / "metrics.csv").write_text("epoch,train_loss\n1,0.5\n")
+    assert _exit(report_tool.main, args) == (
+        f"error: {evaluation}: not an evaluation folder (none of metrics.json, predictions.csv); "
+        "nothing to report")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["eval", "metrics.csv", "run"]
