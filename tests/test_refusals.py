@@ -5,16 +5,22 @@ was trained or written.
 """
 from __future__ import annotations
 
+import csv
+import errno
 from pathlib import Path
 
 import numpy as np
+import paddle
 import pytest
 import yaml
 from PIL import Image
 
 from palm.cli import run_tool
-from palm.cli import cv as cv_tool, report as report_tool, sweep as sweep_tool, train as train_tool
+from palm.cli import cam as cam_tool, cv as cv_tool, predict as predict_tool, report as report_tool
+from palm.cli import sweep as sweep_tool, train as train_tool
+from palm.engine.checkpoint import save_checkpoint
 from palm.errors import BadConfig, BadData
+from palm.models import build_model
 
 
 def _photos(folder: Path, n: int, size: int = 32) -> Path:
@@ -125,3 +131,47 @@ def test_report_on_empty_folders_is_an_error_and_writes_nothing(tmp_path):
         f"error: {evaluation}: not an evaluation folder (none of metrics.json, predictions.csv); "
         "nothing to report")
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["eval", "metrics.csv", "run"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """An untrained LeNet checkpoint for 32-px images (only the plumbing matters)."""
+    paddle.seed(0)
+    ckpt = tmp_path_factory.mktemp("ckpt") / "run" / "best.pdparams"
+    save_checkpoint(ckpt, build_model("lenet", 1, image_size=32), {
+        "model": "lenet", "num_classes": 1, "class_names": ["non-PM", "PM"], "image_size": 32,
+        "normalize": "minus_one_one", "fundus_crop": False, "threshold": 0.5,
+        "model_kwargs": {"image_size": 32}})
+    return ckpt
+
+
+# --- 5. and 6. predict and cam on a folder without images -------------------------------------
+
+@pytest.mark.parametrize("tool", [predict_tool, cam_tool])
+def test_a_folder_without_images_is_an_error_naming_it(tool, checkpoint, tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("not a photo")
+    output = tmp_path / ("preds.csv" if tool is predict_tool else "cams")
+    args = tool.get_args_parser().parse_args(["--checkpoint", str(checkpoint), "--input", str(empty),
+                                              "--output", str(output)])
+    assert _exit(tool.main, args) == f"error: no images in {empty}"
+    assert not output.exists()
+
+
+# --- 7. a full disk while predict writes its rows ---------------------------------------------
+
+def test_disk_full_in_predict_names_the_file_being_written(checkpoint, palm_root, tmp_path,
+                                                          monkeypatch):
+    """The journal's write fails as a full device fails it: ENOSPC without a file name."""
+    def disk_full(self, rows):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", disk_full)
+    output = tmp_path / "preds.csv"
+    args = predict_tool.get_args_parser().parse_args([
+        "--checkpoint", str(checkpoint), "--input", str(palm_root / "PALM-Validation400"),
+        "--output", str(output), "--num-workers", "0", "--device", "cpu", "--no-progress"])
+    assert _exit(predict_tool.main, args) == (
+        f"error: {output}.partial: no space left on the device; free some space or write elsewhere")
+    assert not output.exists()

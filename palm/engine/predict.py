@@ -38,7 +38,7 @@ from tqdm import tqdm
 from palm.data import IMAGE_EXTENSIONS, FileImageSet, eval_transform
 from palm.engine.evaluate import prediction_columns
 from palm.errors import BadConfig, BadData, OutputRefused
-from palm.io_utils import atomic_path, output_lock, write_json_atomic
+from palm.io_utils import atomic_path, naming_write_errors, output_lock, write_json_atomic
 from palm.outputs import main_output, probabilities
 from palm.runtime import worker_init
 
@@ -310,9 +310,10 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
                 ok = [i for i, e in enumerate(batch_errors) if not e]
                 probs = (predict_probabilities(model, paddle.gather(images, paddle.to_tensor(ok)),
                                                tta, temperature) if ok else None)
-                writer.writerows(_rows(todo, indices.numpy(), batch_errors, probs, ok, class_names,
-                                       threshold, columns[1:-3]))
-                f.flush()  # a crash loses at most the batch in flight
+                with naming_write_errors(f.name):
+                    writer.writerows(_rows(todo, indices.numpy(), batch_errors, probs, ok,
+                                           class_names, threshold, columns[1:-3]))
+                    f.flush()  # a crash loses at most the batch in flight
                 errors += len(batch_errors) - len(ok)
     _finish(output)
     return PredictSummary(len(done) + len(todo), errors, len(done), output)
