@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,10 @@ from palm.cli import run_tool
 from palm.cli import cam as cam_tool, cv as cv_tool, predict as predict_tool, report as report_tool
 from palm.cli import sweep as sweep_tool, train as train_tool
 from palm.engine.checkpoint import save_checkpoint
-from palm.errors import BadConfig, BadData
+from palm.engine.export import META_NAME, export_checkpoint
+from palm.engine.inference import has_int8
+from palm.engine.quantize import quantize_to_folder
+from palm.errors import BadConfig, BadData, OutputRefused
 from palm.models import build_model
 
 
@@ -175,3 +179,48 @@ def test_disk_full_in_predict_names_the_file_being_written(checkpoint, palm_root
     assert _exit(predict_tool.main, args) == (
         f"error: {output}.partial: no space left on the device; free some space or write elsewhere")
     assert not output.exists()
+
+
+# --- 8. export --output onto a quantized folder ------------------------------------------------
+
+def test_export_onto_a_quantized_folder_removes_the_stale_int8_model(checkpoint, tmp_path):
+    folder = export_checkpoint(checkpoint, tmp_path / "exported")
+    # the on-disk layout quantize leaves: its IR files and the int8 record in palm_meta.json
+    (folder / "model_int8.xml").write_text("<net/>")
+    (folder / "model_int8.bin").write_bytes(b"\0" * 8)
+    meta = json.loads((folder / META_NAME).read_text())
+    meta["int8"] = {"model_file": "model_int8.xml", "sha256": {}}
+    (folder / META_NAME).write_text(json.dumps(meta))
+    assert has_int8(folder)
+
+    export_checkpoint(checkpoint, folder)
+    assert not has_int8(folder)
+    assert not (folder / "model_int8.xml").exists() and not (folder / "model_int8.bin").exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.pdiparams", META_NAME]
+
+
+# --- 10. quantize checks its validation data and output folder before calibrating ----------------
+
+def _unreadable_photo(tmp_path: Path) -> list[str]:
+    (tmp_path / "bad.jpg").write_text("not a photo")  # calibrating on it fails at once
+    return [str(tmp_path / "bad.jpg")]
+
+
+def test_quantize_checks_the_validation_data_before_calibrating(checkpoint, tmp_path):
+    def validation_set(meta):
+        raise BadData(f"{tmp_path / 'val'}: no images")
+
+    output = tmp_path / "int8"
+    with pytest.raises(BadData, match=f"^{tmp_path / 'val'}: no images$"):
+        quantize_to_folder(checkpoint, output, _unreadable_photo(tmp_path), validation_set)
+    assert not output.exists()
+
+
+def test_quantize_refuses_an_output_folder_holding_other_files(checkpoint, tmp_path):
+    output = tmp_path / "mine"
+    output.mkdir()
+    (output / "notes.txt").write_text("mine")
+    with pytest.raises(OutputRefused, match=f"^{output / 'notes.txt'}: not a file of a palm "
+                                            "export; give an --output folder"):
+        quantize_to_folder(checkpoint, output, _unreadable_photo(tmp_path), lambda meta: [])
+    assert [p.name for p in output.iterdir()] == ["notes.txt"]
