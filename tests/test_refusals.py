@@ -42,9 +42,13 @@ TINY_TRAINING = ["--model", "lenet", "--image-size", "32", "--epochs", "1", "--b
 
 # --- 1. cv on one-class data ---------------------------------------------------------------
 
-def test_cv_on_one_class_is_refused_before_any_fold_trains(tmp_path):
+@pytest.mark.parametrize("empty_class_folder", [True, False],
+                         ids=["two-classes-one-empty", "one-class"])
+def test_cv_on_one_class_is_refused_before_any_fold_trains(tmp_path, empty_class_folder):
     data = tmp_path / "data"
     _photos(data / "normal", 6)
+    if empty_class_folder:  # two classes declared, images of one: main trained and said "AUC n/a"
+        (data / "disease").mkdir()
     output = tmp_path / "cv"
     with pytest.raises(BadData, match=rf"^{data}: 6 images of 1 class \(only class 'normal'\); "
                                       "cross-validation needs images of at least two classes$"):
