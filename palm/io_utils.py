@@ -51,6 +51,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
             os.remove(tmp)
 
 
+@contextmanager
+def naming_write_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Attach `path` to an OSError the block raises without a file name: file.write() and
+    flush() report a full disk so, and the one-line error would say "(path unknown)".
+
+    Example:
+        with naming_write_errors(journal):
+            writer.writerows(rows)
+            f.flush()
+    """
+    try:
+        yield
+    except OSError as e:
+        if e.errno is None or e.filename is not None:
+            raise
+        raise type(e)(e.errno, e.strerror, str(path)) from e
+
+
 def next_free_path(path: str | os.PathLike, taken: Callable[[Path], bool]) -> Path:
     """`path` if not `taken`, else the first free of PATH-2, PATH-3, ... (as Ultralytics and
     timm number their runs)."""

@@ -16,6 +16,7 @@ from palm.cli import add_verbosity_options, run_tool
 from palm.config import check_options
 from palm.data import list_images
 from palm.engine.checkpoint import load_checkpoint_model
+from palm.errors import BadData
 from palm.viz.cam import write_cam_overlays
 from palm.weights import TRUST_HELP, trust_checkpoints
 
@@ -45,8 +46,7 @@ def main(args: argparse.Namespace) -> int:
     src = Path(args.input)
     paths = list_images(src)
     if not paths:
-        print(f"{src}: no images found", file=sys.stderr)
-        return 1
+        raise BadData(f"no images in {src}")
     with trust_checkpoints(args.trust_checkpoint):
         model, meta = load_checkpoint_model(args.checkpoint)
     written, errors = write_cam_overlays(

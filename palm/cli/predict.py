@@ -36,6 +36,7 @@ from palm.engine.predict import PredictSummary, check_output, journal_path, pred
 from palm.engine.predict_shards import (RANK_ENV, clear_marker, mark_done, merge_parts,
                                         part_path, seed_part_from_output, shard_from_env,
                                         shard_paths, wait_for_parts)
+from palm.errors import BadData
 from palm.viz.cam import write_cam_overlays
 from palm.weights import TRUST_HELP, trust_checkpoints
 
@@ -74,6 +75,8 @@ def _predict(args: argparse.Namespace) -> PredictSummary:
     select_device(args.device)
     shard = shard_from_env()
     all_paths = list_images(args.input)
+    if not all_paths:
+        raise BadData(f"no images in {args.input}")
     check_output(args.output, all_paths)  # before the model is loaded; checked again under the lock
     paths = shard_paths(all_paths, shard)
     if shard.distributed:

@@ -37,7 +37,7 @@ from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.evaluate import evaluate, json_ready, probability_columns
 from palm.engine.runner import resolved_augment
 from palm.engine.trials import Trial, check_experiment_record, run_trials
-from palm.errors import BadConfig
+from palm.errors import BadConfig, BadData
 from palm.io_utils import output_lock, read_csv, write_csv_atomic, write_json_atomic
 from palm.viz.experiments import plot_cv_roc
 
@@ -320,6 +320,21 @@ def score_external(cfg: dict[str, Any], trials: Sequence[Trial], output: Path,
             "single_models": mean_sd(single)}
 
 
+def check_two_classes(cfg: dict[str, Any], samples: Sequence[tuple[str, int]],
+                      classes: Sequence[str]) -> None:
+    """Refuse data of one class before any fold trains: no fold could be scored (AUC n/a).
+
+    Raises:
+        BadData: naming the data and the class count.
+    """
+    present = sorted({label for _, label in samples})
+    if len(present) < 2:
+        data = cfg["train_csv"] or cfg["train_dir"] or cfg["data_root"]
+        found = f"only class {classes[present[0]]!r}" if present else "no class"
+        raise BadData(f"{data}: {len(samples)} images of {len(present)} class ({found}); "
+                      "cross-validation needs images of at least two classes")
+
+
 def run_cv(cfg: dict[str, Any], output: str | Path, *, folds: int = 5, repeats: int = 1,
            pool_val: bool = False, predict_val: bool = False, jobs: int = 1,
            log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -333,6 +348,7 @@ def run_cv(cfg: dict[str, Any], output: str | Path, *, folds: int = 5, repeats: 
                         "use one of them")
     output = Path(output)
     samples, classes = labelled_pool(cfg, pool_val)
+    check_two_classes(cfg, samples, classes)
     assignment = assign_folds([y for _, y in samples], folds, repeats, cfg["seed"])
     splits = splits_table(samples, classes, assignment)
     with output_lock(output, folder=True):

@@ -9,6 +9,8 @@ An export is all or nothing: it is built and (optionally) verified in a hidden s
 folder, and only a model that passed moves in. palm_meta.json, which makes a folder an
 export, is removed first and moved in last, and it records the SHA-256 of the files beside
 it, which the loader checks; a failed or interrupted export leaves nothing loadable.
+Exporting into a quantized folder replaces it by the fp32 export: the INT8 model
+(palm.engine.quantize), made from the earlier weights, is removed in the same step.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from palm.weights import file_sha256
 
 META_NAME = EXPORT_META
 MODEL_NAME = "model"
+INT8_FILES = ("model_int8.xml", "model_int8.bin")  # palm.engine.quantize's OpenVINO IR
 STAGE_PREFIX = ".export-"
 # verify(staged export folder, model, meta) -> None if it is good, else why not
 Verifier = Callable[[Path, paddle.nn.Layer, dict], "str | None"]
@@ -89,8 +92,11 @@ def export_model(
             raise ExportVerificationError(f"{output_dir}: exported model failed verification: "
                                           f"{problem}; nothing was installed")
         (output_dir / META_NAME).unlink(missing_ok=True)  # not an export until it is complete
-        for name in model_files + [META_NAME]:
+        for name in model_files:
             os.replace(stage / name, output_dir / name)
+        for name in INT8_FILES:  # the new meta has no int8 record; a stale model must not stay
+            (output_dir / name).unlink(missing_ok=True)
+        os.replace(stage / META_NAME, output_dir / META_NAME)
     return output_dir
 
 

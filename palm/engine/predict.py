@@ -38,8 +38,8 @@ from tqdm import tqdm
 from palm.data import IMAGE_EXTENSIONS, FileImageSet, eval_transform
 from palm.engine.evaluate import prediction_columns
 from palm.errors import BadConfig, BadData, OutputRefused
-from palm.io_utils import (atomic_path, escape_row, output_lock, unescape_row,
-                           write_json_atomic)
+from palm.io_utils import (atomic_path, escape_row, naming_write_errors, output_lock,
+                           unescape_row, write_json_atomic)
 from palm.outputs import main_output, probabilities
 from palm.runtime import worker_init
 
@@ -313,8 +313,9 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
                                                tta, temperature) if ok else None)
                 rows = _rows(todo, indices.numpy(), batch_errors, probs, ok, class_names,
                              threshold, columns[1:-3])
-                writer.writerows(map(escape_row, rows))
-                f.flush()  # a crash loses at most the batch in flight
+                with naming_write_errors(f.name):
+                    writer.writerows(map(escape_row, rows))
+                    f.flush()  # a crash loses at most the batch in flight
                 errors += len(batch_errors) - len(ok)
     _finish(output)
     return PredictSummary(len(done) + len(todo), errors, len(done), output)

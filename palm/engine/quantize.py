@@ -35,15 +35,18 @@ import paddle
 
 from palm import metrics as M
 from palm.data import FileImageSet, build_loader, eval_transform
-from palm.engine.checkpoint import load_checkpoint_model
-from palm.engine.export import META_NAME, STAGE_PREFIX, export_model
+from palm.engine.checkpoint import load_checkpoint_model, load_meta
+from palm.engine.export import INT8_FILES, META_NAME, MODEL_NAME, STAGE_PREFIX, export_model
 from palm.engine.inference import (INT8_META_KEY, InferencePredictor, OpenVINOPredictor,
                                    exported_files, is_exported, load_export_meta)
-from palm.errors import BadCheckpoint, BadConfig, BadData, UserError
+from palm.errors import BadCheckpoint, BadConfig, BadData, OutputRefused, UserError
 from palm.io_utils import write_json_atomic
 from palm.weights import file_sha256
 
-INT8_MODEL = "model_int8.xml"  # OpenVINO IR; its weights are model_int8.bin
+INT8_MODEL = INT8_FILES[0]  # OpenVINO IR; its weights are INT8_FILES[1]
+# what a quantized folder holds: the export, its INT8 model, and the lock of palm's tools
+EXPORT_FILES = (META_NAME, f"{MODEL_NAME}.json", f"{MODEL_NAME}.pdmodel",
+                f"{MODEL_NAME}.pdiparams", *INT8_FILES, ".lock")
 DEFAULT_CALIB_IMAGES = 200
 DEFAULT_MAX_AUC_DROP = 0.005
 
@@ -202,6 +205,9 @@ def quantize_to_folder(
     """
     source, output_dir = Path(source), Path(output_dir)
     _check_packages()
+    check_output_folder(output_dir)
+    # a mistake in the validation data is found before minutes of calibration
+    dataset = validation_set(_source_meta(source))
     output_dir.mkdir(parents=True, exist_ok=True)
     for stale in output_dir.glob(f"{STAGE_PREFIX}*"):  # staging of a killed run
         shutil.rmtree(stale, ignore_errors=True)
@@ -214,17 +220,15 @@ def quantize_to_folder(
         calibration = calibration_images(calibration_paths, meta, calib_images)
         onnx_file = export_onnx(stage, Path(onnx_dir) / "model.onnx")
         quantize_onnx(onnx_file, calibration, stage / INT8_MODEL)
-        dataset = validation_set(meta)
         log(f"validating fp32 against INT8 on {len(dataset)} labelled images")
         result = compare(InferencePredictor(stage),
                          OpenVINOPredictor(stage, model_file=stage / INT8_MODEL), dataset,
                          float(meta.get("threshold", 0.5)), batch_size, num_workers)
         log(result.table())
         check_drop(result, max_auc_drop, force)
-        int8_files = [INT8_MODEL, Path(INT8_MODEL).with_suffix(".bin").name]
         meta[INT8_META_KEY] = {
             "format": "openvino-ir", "engine": "openvino+nncf", "model_file": INT8_MODEL,
-            "sha256": {name: file_sha256(stage / name) for name in int8_files},
+            "sha256": {name: file_sha256(stage / name) for name in INT8_FILES},
             "calibration_images": len(calibration), "max_auc_drop": max_auc_drop,
             "forced": bool(force and result.auc_drop > max_auc_drop),
             "validation": result.record(), **_versions(),
@@ -234,6 +238,27 @@ def quantize_to_folder(
         for path in sorted(stage.iterdir(), key=lambda p: p.name == META_NAME):
             os.replace(path, output_dir / path.name)
     return result
+
+
+def check_output_folder(folder: Path) -> None:
+    """Refuse an output folder holding files that are not a palm export's: the quantized
+    model would be installed among them, and its files could replace theirs.
+
+    Raises:
+        OutputRefused: naming the first such file.
+    """
+    if not folder.is_dir():
+        return
+    foreign = sorted(p for p in folder.iterdir()
+                     if p.name not in EXPORT_FILES and not p.name.startswith(STAGE_PREFIX))
+    if foreign:
+        raise OutputRefused(f"{foreign[0]}: not a file of a palm export; give an --output "
+                            "folder that is new, empty or an earlier export")
+
+
+def _source_meta(source: Path) -> dict[str, Any]:
+    """The sidecar of a checkpoint or export folder (preprocessing and classes)."""
+    return load_export_meta(source) if is_exported(source) else load_meta(source)
 
 
 def _fp32_export(source: Path, stage: Path) -> None:

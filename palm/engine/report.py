@@ -464,6 +464,24 @@ def inspect_section(folders: list[Path]) -> str:
     return f'<h2>Data set</h2>\n<div class="figs">{figs}</div>'
 
 
+RUN_OUTPUTS = ("config.yaml", "metrics.csv", "best.pdparams", "last.pdparams")
+EVAL_OUTPUTS = ("metrics.json", "predictions.csv")
+
+
+def check_report_inputs(run_dir: Path, eval_dir: Path | None) -> None:
+    """Refuse folders without anything to report (a typo, an empty folder), which would give
+    an empty page.
+
+    Raises:
+        BadData: naming the folder and the files it lacks.
+    """
+    for folder, wanted, what in ((run_dir, RUN_OUTPUTS, "a training run"),
+                                 (eval_dir, EVAL_OUTPUTS, "an evaluation")):
+        if folder is not None and not any((folder / name).is_file() for name in wanted):
+            raise BadData(f"{folder}: not {what} folder (none of {', '.join(wanted)}); "
+                          "nothing to report")
+
+
 def build_report(
     run_dir: str | Path,
     eval_dir: str | Path | None = None,
@@ -491,6 +509,7 @@ def build_report(
     if eval_dir is not None and not eval_dir.is_dir():
         raise FileNotFoundError(f"{eval_dir}: evaluation folder not found")
     output = Path(output) if output else (eval_dir or run_dir) / "report.html"
+    check_report_inputs(run_dir, eval_dir)
 
     checkpoint = Path(checkpoint) if checkpoint else find_checkpoint(run_dir)
     model, meta = load_checkpoint_model(checkpoint) if checkpoint else (None, None)

@@ -31,6 +31,9 @@ from palm.models import build_model, load_pretrained
 from palm.runtime import provenance, worker_init
 
 RUN_FILES = ("last.pdparams", "best.pdparams", "metrics.csv")
+# how one command ran, not what the run is: config.yaml leaves them out, so `train -c
+# RUN/config.yaml` starts a new run like the original rather than resuming into nothing
+RUN_CONTROL_KEYS = ("resume", "exist_ok")
 
 
 def prepare_demo_data(root: str | Path, log: Callable[[str], None] = print) -> Path:
@@ -215,6 +218,9 @@ def run_training(cfg: dict[str, Any], overwrite: bool = False, log: Callable[[st
     # resolved once, so the lock, the checks and config.yaml name the same folder
     cfg = {**cfg, "output": str(run_dir_for(cfg))}
     overwrite = overwrite or bool(cfg["exist_ok"])
+    if cfg["resume"] and not Path(cfg["output"]).is_dir():
+        # before the lock, which would create the folder and its parents
+        raise FileNotFoundError(f"{cfg['output']}: no such run folder; nothing to resume")
     # the first process of a multi-process run holds the lock for all of them
     first = paddle.distributed.get_rank() == 0
     with output_lock(cfg["output"], folder=True) if first else nullcontext():
@@ -269,7 +275,8 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
             "model_kwargs": model_kwargs}
     if dist.is_main:
         data_files = [path for path, _ in [*train_set.samples, *val_set.samples]]
-        save_config(cfg, run_dir, provenance(device, data_files))
+        save_config({k: v for k, v in cfg.items() if k not in RUN_CONTROL_KEYS}, run_dir,
+                    provenance(device, data_files))
         n_params = sum(math.prod(p.shape) for p in model.parameters() if not p.stop_gradient)
         log(f"{cfg['model']} ({n_params / 1e6:.2f} M parameters, {num_outputs} output(s)) on "
             f"{device}{f' x{dist.world_size}' if dist.enabled else ''}: {len(train_set)} training / "

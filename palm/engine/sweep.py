@@ -29,7 +29,9 @@ import numpy as np
 import pandas as pd
 
 from palm.config import DEFAULTS, load_yaml, validate_config
-from palm.engine.trials import Trial, check_experiment_record, ordered_result, run_trials
+from palm.engine.runner import build_datasets
+from palm.engine.trials import (REPORTED_METRICS, Trial, check_experiment_record, ordered_result,
+                                 run_trials)
 from palm.errors import BadConfig
 from palm.io_utils import output_lock, write_csv_atomic, write_text_atomic
 from palm.models import build_model
@@ -265,6 +267,13 @@ def plot_factors(table: pd.DataFrame, factors: Sequence[Factor], base: dict[str,
     return paths
 
 
+def check_metric(metric: str) -> None:
+    """Raises BadConfig unless `metric` is a column a results table can have."""
+    known = [f"{when}_{key}" for key in REPORTED_METRICS for when in ("best", "final")]
+    if metric not in known + ["train_seconds"]:
+        raise BadConfig(f"--metric {metric}: not a result of a run; choose from "
+                        f"{', '.join(known)}, train_seconds")
+
 def run_sweep(cfg: dict[str, Any], factors: Sequence[Factor], output: str | Path, *,
               mode: str = "ofat", repeats: int = 1, jobs: int = 1, backend: str = "local",
               address: str | None = None, metric: str = DEFAULT_METRIC,
@@ -276,6 +285,10 @@ def run_sweep(cfg: dict[str, Any], factors: Sequence[Factor], output: str | Path
     """
     output = Path(output)
     trials = plan_trials(cfg, factors, mode, repeats)
+    # refused before sweep.json is written: it would hold the rejected settings, and the
+    # corrected rerun would be refused as "an experiment with other settings"
+    check_metric(metric)
+    build_datasets(cfg)
     with output_lock(output, folder=True):
         check_experiment_record(output / SWEEP_FILE, {
             "base": {k: v for k, v in cfg.items() if k not in ("output", "resume")}})
