@@ -310,8 +310,9 @@ def read_weights(path: str | Path) -> Any:
 
     Raises:
         FileNotFoundError: no file.
-        UnsafeWeightsError: the file holds a global other than the ones listed above, or
-            an array of Python objects.
+        UnsafeWeightsError: the file holds a global other than the ones listed above, an
+            array of Python objects, a sub-array or record dtype, or asks for more bytes of
+            arrays than MAX_EXPANSION times its size plus EXPANSION_SLACK.
         ValueError: the file is not a paddle.save pickle (truncated, another format).
     """
     path = Path(path)
