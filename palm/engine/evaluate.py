@@ -117,6 +117,42 @@ def evaluate(
                       temperature)
 
 
+# what eval, predict and the service say of an image whose logits hold a NaN or inf
+NON_FINITE_OUTPUT = "the model's output for it is not finite (NaN or inf), so it has no probability"
+
+
+def finite_rows(values: np.ndarray) -> np.ndarray:
+    """(N,) bool: which rows of (N,) or (N, K) `values` are all finite."""
+    return np.isfinite(np.asarray(values)).reshape(len(values), -1).all(axis=1)
+
+
+def finite_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """`palm.outputs.probabilities`, NaN on every row whose logits are not all finite: the
+    sigmoid of an infinite logit would read as a certain 1.0 or 0.0."""
+    probs = probabilities(logits, temperature)
+    probs[~finite_rows(logits)] = np.nan
+    return probs
+
+
+def without_non_finite(result: EvalResult, files: Sequence[str], skip_bad: bool,
+                       loss_fn: Callable) -> tuple[EvalResult, list[str], list[str]]:
+    """(`result` and `files` without the images whose output is not finite, "FILE: why" of
+    each left out); BadData naming the first such image unless `skip_bad`."""
+    bad = ~(finite_rows(result.logits) & finite_rows(result.probabilities))
+    if not bad.any():
+        return result, list(files), []
+    names = [files[i] for i in np.flatnonzero(bad)]
+    if not skip_bad or bad.all():
+        more = f" (and {len(names) - 1} more images)" if len(names) > 1 else ""
+        hint = ("" if bad.all() else "; --skip-bad leaves such images out")
+        raise BadData(f"{names[0]}: {NON_FINITE_OUTPUT}{more}{hint}")
+    keep = ~bad
+    logits, labels = result.logits[keep], result.labels[keep]
+    loss = float(loss_fn(paddle.to_tensor(logits), paddle.to_tensor(labels)))
+    kept = EvalResult(result.probabilities[keep], labels, loss, logits, result.temperature)
+    return kept, [f for f, k in zip(files, keep) if k], [f"{n}: {NON_FINITE_OUTPUT}" for n in names]
+
+
 def probability_columns(class_names: Sequence[str], num_outputs: int) -> list[str]:
     """`probability` (of the positive class) for one logit, else `probability_<class>` each."""
     if num_outputs == 1:
@@ -438,10 +474,11 @@ def evaluate_checkpoint(
                                precision=precision)
     model = as_layer(predictor)
     loader = build_loader(dataset, batch_size, train=False, num_workers=num_workers)
-    result = evaluate(model, loader, ClassificationLoss(meta["num_classes"]),
-                      float(meta.get("temperature", 1.0)))
+    loss_fn = ClassificationLoss(meta["num_classes"])
+    result = evaluate(model, loader, loss_fn, float(meta.get("temperature", 1.0)))
+    result, files, non_finite = without_non_finite(result, [path for path, _ in dataset.samples],
+                                                   skip_bad, loss_fn)
     thr, source = choose_threshold(result, meta, threshold, tune_threshold)
-    files = [path for path, _ in dataset.samples]
     status, why = selection_status(checkpoint, meta, files, tune_threshold)
     extra = {"checkpoint": str(checkpoint), "engine": predictor.engine,
              "compute_precision": predictor.precision, "threshold_source": source,
@@ -449,7 +486,7 @@ def evaluate_checkpoint(
              "selection": status, "selection_detail": why,
              "dataset": _dataset_name(data_root, val_dir, val_csv),
              "provenance": provenance(paddle.device.get_device(), files),
-             "skipped": [f"{where}: {why}" for where, why in dataset.skipped]}
+             "skipped": [f"{where}: {why}" for where, why in dataset.skipped] + non_finite}
     with replace_outputs(output_dir, EVAL_OUTPUTS) as staging:
         metrics = write_evaluation(result, files, class_names, thr, staging, extra, ci_resamples)
     log(confusion_text(metrics["confusion_matrix"], class_names))

@@ -18,8 +18,9 @@ photo that waits longer than `timeout` answers 504.
 Every error is JSON `{"error": message, "request_id": ...}` with a status saying what went
 wrong: 401 no or wrong token, 403 another web site's page, 408 request head or upload too
 slow, 413 upload, image or photo count too large, 415 not an image (the content is decoded,
-the extension is ignored), 422 empty or damaged image or no photo, 503 busy, 504 timeout,
-500 a bug (its traceback goes to the log, never to the client). Every request
+the extension is ignored), 422 empty or damaged image, no photo, or a photo for which the
+model's output is not finite (NaN or inf), 503 busy, 504 timeout, 500 a bug (its traceback
+goes to the log, never to the client). Every request
 is logged as one JSON line with its id, which the response repeats in `X-Request-ID`.
 Every response forbids framing by other pages and MIME sniffing (SECURITY_HEADERS).
 
@@ -66,11 +67,11 @@ from palm.data import (ImageReadError, TooManyPixels, crop_fundus, decode_image,
                        resize_short_side)
 from palm.data.image_io import header_size, max_pixels_setting
 from palm.engine.checkpoint import load_checkpoint_model
+from palm.engine.evaluate import NON_FINITE_OUTPUT, finite_probabilities, finite_rows
 from palm.engine.inference import DygraphPredictor, is_exported, load_predictor, weights_sha256
 from palm.errors import BadConfig, describe_os_error
 from palm.io_utils import atomic_path
 from palm.viz.cam import GradCAM, overlay_heatmap
-from palm.outputs import probabilities
 
 TOKEN_ENV = "PALM_SERVE_TOKEN"
 LOG = logging.getLogger("palm.serve")
@@ -282,7 +283,7 @@ class ModelRunner:
     def run_batch(self, x: np.ndarray, cam: Sequence[bool]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """(probabilities, heatmap or None) per image of the batch `x` [N, 3, S, S]."""
         logits = self.predictor.predict(x)
-        probs = probabilities(logits, self.temperature)
+        probs = finite_probabilities(logits, self.temperature)
         maps: list[np.ndarray | None] = [None] * len(x)
         wanted = [i for i, c in enumerate(cam) if c]
         if wanted and self.gradcam is not None:
@@ -722,6 +723,10 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
                     f.cancel()
                 return _error(504, f"no result within {config.timeout:g} s (the service is "
                                    "overloaded); try again later", request_id)
+        for photo, (probs, _) in zip(good, outputs):
+            if not finite_rows(probs[None])[0]:  # a faulty model: a JSON error, never NaN in JSON
+                photo.error, photo.status = f"{photo.filename}: {NON_FINITE_OUTPUT}", 422
+                log_event("non_finite_output", logging.ERROR, request_id=request_id)
         model_ms = (time.perf_counter() - start) * 1000 - sum(p.ms for p in photos)
         results = await run_in_threadpool(
             _results, runner, photos, dict(zip(map(id, good), outputs)), cam, model_ms)
@@ -729,12 +734,12 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
             await run_in_threadpool(_save_photos, Path(config.save_dir), request_id, photos)
         # counts only: file names may identify patients
         log_event("predicted", request_id=request_id, photos=len(photos),
-                  errors=len(photos) - len(good), cam=cam,
+                  errors=sum(p.error is not None for p in photos), cam=cam,
                   classes=dict(Counter(r["class_name"] for r in results if r.get("error") is None)))
         body = {"request_id": request_id,
                 "model": {"name": model_info["name"], "sha256": runner.sha256},
                 "results": results, "ms": round((time.perf_counter() - start) * 1000, 1)}
-        if good:
+        if any(p.error is None for p in photos):
             return JSONResponse(body)
         return _error(photos[0].status, photos[0].error or "no usable photo", request_id,
                       **{k: v for k, v in body.items() if k != "request_id"})
@@ -787,7 +792,7 @@ def _results(runner: ModelRunner, photos: Sequence[Photo], outputs: dict[int, tu
     results = []
     for photo in photos:
         item: dict[str, Any] = {"filename": photo.filename}
-        if photo.x is None:
+        if photo.error is not None:
             item.update(error=photo.error, status=photo.status)
         else:
             probs, heatmap = outputs[id(photo)]
