@@ -1,10 +1,19 @@
 """Issue 22, item 7: what a new user met on the Quickstart path, each checked in the product."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Callable
+
 import numpy as np
+import paddle
 import pytest
+from fastapi.testclient import TestClient
 
 from palm import metrics as M
+from palm.engine.checkpoint import save_checkpoint
+from palm.engine.service import ServiceConfig, create_app
+from palm.models import build_model
+from palm.viz.cam import FLAT_MAP_NOTE
 
 
 # ------------------------------------------------------------ 7: intervals stay in [0, 1]
@@ -27,3 +36,60 @@ def test_ppv_interval_of_a_perfect_classifier_ends_at_exactly_one():
 def test_bootstrap_intervals_are_clipped_to_the_statistics_range():
     assert M.percentile_interval(np.array([1.0, 1.0 + 1e-15])) == [1.0, 1.0]
     assert M.percentile_interval(np.array([-0.5, 0.5]), limits=(-1.0, 1.0))[0] < 0
+
+
+# ------------------------------------------------------------ shared: a tiny checkpoint
+
+SIZE = 64
+META = {"model": "resnet18", "num_classes": 1, "class_names": ["non-PM", "PM"],
+        "image_size": SIZE, "normalize": "minus_one_one", "fundus_crop": False,
+        "threshold": 0.4, "epoch": 1, "metrics": {"auc": 0.9}, "model_kwargs": {}}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """An untrained resnet18 at 64 px with a small random head."""
+    paddle.seed(0)
+    model = build_model("resnet18", num_classes=1)
+    rng = np.random.default_rng(0)
+    model.fc.weight.set_value(rng.normal(0, 0.05, model.fc.weight.shape).astype("float32"))
+    path = tmp_path_factory.mktemp("ckpt") / "best.pdparams"
+    save_checkpoint(path, model, META)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(palm_root: Path) -> list[Path]:
+    return sorted((palm_root / "PALM-Training400" / "PALM-Training400").glob("*.jpg"))[:4]
+
+
+@pytest.fixture(scope="module")
+def client(checkpoint: Path):
+    config = ServiceConfig(checkpoint=str(checkpoint), engine="dygraph")
+    with TestClient(create_app(config), base_url="http://127.0.0.1:8000") as c:
+        yield c
+
+
+# ------------------------------------------------------------ 4: a flat Grad-CAM has no legend
+
+def _cam_result(client, photo: Path, heatmap_value: Callable[[int], np.ndarray]) -> dict:
+    runner = client.app.state.runner
+    real = runner.gradcam.cam
+    runner.gradcam.cam = lambda x: heatmap_value(len(x))
+    try:
+        response = client.post("/v1/predict?cam=1",
+                               files=[("files", (photo.name, photo.read_bytes(), "image/jpeg"))])
+    finally:
+        runner.gradcam.cam = real
+    assert response.status_code == 200, response.text
+    return response.json()["results"][0]
+
+
+def test_flat_gradcam_says_no_attention_instead_of_a_legend(client, photos):
+    flat = _cam_result(client, photos[0], lambda n: np.zeros((n, SIZE, SIZE), np.float32))
+    assert flat["cam_png_base64"] and flat["cam_note"] == FLAT_MAP_NOTE
+    ramp = np.linspace(0, 1, SIZE * SIZE, dtype=np.float32).reshape(SIZE, SIZE)
+    ranged = _cam_result(client, photos[0], lambda n: np.stack([ramp] * n))
+    assert "cam_note" not in ranged
+    page = client.get("/").text  # the page draws the legend only without a note
+    assert "r.cam_note ?" in page and "high attention" in page

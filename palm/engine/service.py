@@ -64,7 +64,7 @@ from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.inference import DygraphPredictor, is_exported, load_predictor, weights_sha256
 from palm.errors import BadConfig
 from palm.io_utils import atomic_path
-from palm.viz.cam import GradCAM, overlay_heatmap
+from palm.viz.cam import GradCAM, attention_note, overlay_heatmap
 from palm.outputs import probabilities
 
 TOKEN_ENV = "PALM_SERVE_TOKEN"
@@ -674,6 +674,8 @@ def _results(runner: ModelRunner, photos: Sequence[Photo], outputs: dict[int, tu
             item.update(runner.result(probs), error=None)
             if cam and heatmap is not None:
                 item["cam_png_base64"] = overlay_png_base64(photo.shown, heatmap)
+                if note := attention_note(heatmap):  # the page shows it instead of a legend
+                    item["cam_note"] = note
             elif cam:
                 item["cam_error"] = runner.cam_unavailable
         item["ms"] = round(photo.ms + model_ms, 1)
