@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from palm import metrics as M
 from palm.engine.checkpoint import save_checkpoint
 from palm.engine.compare import compare_models
-from palm.engine.evaluate import EvalResult, write_evaluation
+from palm.engine.evaluate import EvalResult, choose_threshold, write_evaluation
 from palm.engine.service import ServiceConfig, create_app
 from palm.errors import BadData
 from palm.models import build_model
@@ -131,3 +131,22 @@ def test_compare_names_what_it_looked_at_when_nothing_has_labels(tmp_path):
     message = str(err.value)
     assert str(run / "eval" / "predictions.csv") in message and "missing" in message
     assert f"{run / 'predictions.csv'} (no label column)" in message
+
+
+# ------------------------------------------------------------ 3: one threshold source
+
+def test_service_and_eval_name_the_same_threshold_source(client):
+    served = client.get("/v1/model").json()
+    runner = client.app.state.runner
+    binary = EvalResult(np.array([0.2, 0.7], "float32"), np.array([0, 1]))
+    assert (served["threshold"], served["threshold_source"]) == \
+        choose_threshold(binary, runner.meta, None, False) == (0.4, "checkpoint")
+    original = runner.meta
+    recorded = dict(original, threshold_source="operating point sens=0.9 on 40 val images")
+    runner.meta = recorded
+    try:
+        described = runner.describe()["threshold_source"]
+    finally:
+        runner.meta = original
+    assert described == choose_threshold(binary, recorded, None, False)[1] == \
+        "checkpoint (operating point sens=0.9 on 40 val images)"

@@ -25,7 +25,7 @@ import paddle
 from palm import metrics as M
 from palm.data import build_loader, eval_transform
 from palm.data import sources
-from palm.engine.checkpoint import update_sidecar
+from palm.engine.checkpoint import decision_threshold, update_sidecar
 from palm.engine.inference import as_layer, load_predictor, source_meta
 from palm.engine.losses import ClassificationLoss
 from palm.errors import BadCheckpoint, BadConfig, BadData, OutputRefused
@@ -260,8 +260,7 @@ def choose_threshold(result: EvalResult, meta: dict[str, Any], threshold: float 
         return M.youden_threshold(result.labels, result.probabilities), "youden_j"
     if threshold is not None:
         return float(threshold), "command_line"
-    source = meta.get("threshold_source")
-    return float(meta.get("threshold", 0.5)), f"checkpoint ({source})" if source else "checkpoint"
+    return decision_threshold(meta)
 
 
 # ---------------------------------------------------------------- honest selection

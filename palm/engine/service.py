@@ -60,7 +60,7 @@ from starlette.formparsers import MultiPartException
 from palm.data import (ImageReadError, TooManyPixels, crop_fundus, decode_image, eval_transform,
                        resize_short_side)
 from palm.data.image_io import header_size, max_pixels_setting
-from palm.engine.checkpoint import load_checkpoint_model
+from palm.engine.checkpoint import decision_threshold, load_checkpoint_model
 from palm.engine.inference import DygraphPredictor, is_exported, load_predictor, weights_sha256
 from palm.errors import BadConfig
 from palm.io_utils import atomic_path
@@ -205,13 +205,14 @@ class ModelRunner:
     def describe(self) -> dict[str, Any]:
         """Model metadata for /v1/model and every prediction response."""
         meta = self.meta
+        threshold_source = decision_threshold(meta)[1]  # as eval and predict report it
         return {
             "name": meta["model"], "sha256": self.sha256, "epoch": meta.get("epoch"),
             "engine": self.predictor.engine, "precision": getattr(self.predictor, "precision", "fp32"),
             "num_classes": meta["num_classes"], "class_names": self.class_names,
             "image_size": self.image_size, "normalize": meta.get("normalize", "minus_one_one"),
             "fundus_crop": bool(meta.get("fundus_crop", False)), "threshold": self.threshold,
-            "threshold_source": meta.get("threshold_source", "default"),
+            "threshold_source": threshold_source,
             "calibration": {"temperature": self.temperature,
                             "source": meta.get("temperature_source", "none")},
             "metrics": meta.get("metrics"),
