@@ -21,6 +21,7 @@ from palm.engine.service import ServiceConfig, create_app
 from palm.errors import BadData
 from palm.models import build_model
 from palm.viz.cam import FLAT_MAP_NOTE
+from palm.viz.plots import reliability_figure
 
 
 # ------------------------------------------------------------ 7: intervals stay in [0, 1]
@@ -189,3 +190,20 @@ def test_eval_of_an_export_writes_its_own_folder_and_keeps_the_selection(
     assert (tmp_path / "exported" / "demo-eval" / "metrics.json").is_file()
     assert sorted(p.name for p in exported.iterdir()) == \
         ["model.json", "model.pdiparams", "palm_meta.json"]  # nothing written inside it
+
+
+# ------------------------------------------------------------ 5: the reliability legend
+
+def test_reliability_legend_covers_no_point_of_the_curves():
+    y = np.ones(60, int)
+    y[::10] = 0  # an under-confident model: low probabilities, mostly positive
+    p = np.linspace(0.05, 0.35, 60)
+    fig = reliability_figure(y, p, uncalibrated=np.clip(p * 0.5, 0, 1))
+    fig.canvas.draw()  # Agg canvas: lay the legend out
+    top = fig.axes[0]
+    box = top.get_legend().get_window_extent()
+    points = np.concatenate([top.transData.transform(line.get_xydata())
+                             for line in top.get_lines()])
+    assert len(points) > 4
+    inside = [pt for pt in points if box.contains(*pt)]
+    assert not inside, f"legend {box} covers {inside}"
