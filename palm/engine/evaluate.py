@@ -491,12 +491,13 @@ def _dataset_name(data_root: str | Path | None, val_dir: str | Path | None,
 def evaluation_summary(metrics: dict[str, Any]) -> str:
     """One line: n, accuracy, AUC (with 95 % CIs when computed), sensitivity/specificity
     (binary) or macro F1, threshold and where it came from, selection status."""
-    parts = [f"{metrics['n']} images", f"accuracy {_with_ci(metrics, 'accuracy')}",
+    parts = [f"{metrics.get('n', '?')} images", f"accuracy {_with_ci(metrics, 'accuracy')}",
              f"AUC {_with_ci(metrics, 'roc_auc')}"]
     if "sensitivity" in metrics:
         parts += [f"sensitivity {_with_ci(metrics, 'sensitivity')}",
                   f"specificity {_with_ci(metrics, 'specificity')}",
-                  f"threshold {metrics['threshold']:.4f} ({metrics['threshold_source']})"]
+                  f"threshold {metrics['threshold']:.4f} "
+                  f"({metrics.get('threshold_source', 'source not recorded')})"]
     else:
         parts.append(f"macro F1 {_with_ci(metrics, 'f1')}")
     if "selection" in metrics:
