@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 import paddle
 import pandas as pd
@@ -12,14 +13,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from palm import metrics as M
-from palm.engine.checkpoint import save_checkpoint, update_sidecar
+from palm.engine.checkpoint import load_checkpoint_model, save_checkpoint, update_sidecar
 from palm.engine.compare import compare_models
 from palm.engine.evaluate import (EvalResult, choose_threshold, eval_output_for,
                                   evaluate_checkpoint, write_evaluation)
 from palm.engine.export import export_checkpoint
+from palm.engine.inference import DygraphPredictor
 from palm.engine.service import ServiceConfig, create_app
 from palm.errors import BadData
 from palm.models import build_model
+from palm.outputs import probabilities
 from palm.viz.cam import FLAT_MAP_NOTE
 from palm.viz.plots import reliability_figure
 
@@ -207,3 +210,35 @@ def test_reliability_legend_covers_no_point_of_the_curves():
     assert len(points) > 4
     inside = [pt for pt in points if box.contains(*pt)]
     assert not inside, f"legend {box} covers {inside}"
+
+
+# ------------------------------------------------------------ 6: one photo, one probability
+
+@pytest.fixture(scope="module")
+def large_photo(photos, tmp_path_factory) -> Path:
+    """A 768 px JPEG: big enough that decoding for 64 px and for the overlay differ."""
+    rgb = cv2.resize(cv2.imread(str(photos[0])), (768, 768), interpolation=cv2.INTER_CUBIC)
+    noise = np.random.default_rng(0).integers(-12, 13, rgb.shape)
+    path = tmp_path_factory.mktemp("large") / "large.jpg"
+    cv2.imwrite(str(path), np.clip(rgb + noise, 0, 255).astype(np.uint8))
+    return path
+
+
+def test_grad_cam_does_not_change_the_probability(client, large_photo, photos):
+    def probability(query: str, files: list[Path]) -> float:
+        response = client.post("/v1/predict" + query, files=[
+            ("files", (p.name, p.read_bytes(), "image/jpeg")) for p in files])
+        return response.json()["results"][0]["probability"]
+
+    alone = probability("", [large_photo])
+    assert probability("?cam=1", [large_photo]) == pytest.approx(alone, abs=1e-5)
+    assert probability("", [large_photo, *photos]) == pytest.approx(alone, abs=1e-5)
+
+
+def test_batched_and_single_predictions_agree(checkpoint):
+    model, meta = load_checkpoint_model(checkpoint)
+    predictor = DygraphPredictor(model, meta)
+    x = np.random.default_rng(0).uniform(-1, 1, (6, 3, SIZE, SIZE)).astype("float32")
+    single = np.concatenate([predictor.predict(x[i:i + 1]) for i in range(len(x))])
+    batched = predictor.predict(x)
+    np.testing.assert_allclose(probabilities(batched), probabilities(single), atol=1e-5)

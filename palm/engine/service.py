@@ -224,14 +224,13 @@ class ModelRunner:
         """Decode one upload (by content, not extension) into a model input or an error."""
         start = time.perf_counter()
         photo = Photo(filename, data)
-        target = max(self.transform.decode_size, CAM_SIDE if cam else 0)
         try:
-            rgb = decode_image(data, filename, target_size=target, max_pixels=self.max_pixels)
-            if self.meta.get("fundus_crop"):
-                rgb = crop_fundus(rgb)
-            photo.x = self.transform(rgb)
+            photo.x = self.transform(self._decode(data, filename, self.transform.decode_size))
             if cam and self.gradcam is not None:
-                photo.shown = resize_short_side(rgb, CAM_SIDE)
+                # decoded again, larger, for the overlay only: a JPEG decoded at another size
+                # has other pixels, and the model input must stay the one predict and eval
+                # make from this file (the probability moved by ~1 % with ?cam=1 otherwise)
+                photo.shown = resize_short_side(self._decode(data, filename, CAM_SIDE), CAM_SIDE)
         except TooManyPixels as e:
             photo.error, photo.status = str(e), 413
         except ImageReadError as e:
@@ -245,6 +244,10 @@ class ModelRunner:
             photo.error, photo.status = f"{filename}: {' '.join(str(e).split())}", 422
         photo.ms = (time.perf_counter() - start) * 1000
         return photo
+
+    def _decode(self, data: bytes, filename: str, target_size: int) -> np.ndarray:
+        rgb = decode_image(data, filename, target_size=target_size, max_pixels=self.max_pixels)
+        return crop_fundus(rgb) if self.meta.get("fundus_crop") else rgb
 
     def run_batch(self, x: np.ndarray, cam: Sequence[bool]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """(probabilities, heatmap or None) per image of the batch `x` [N, 3, S, S]."""
