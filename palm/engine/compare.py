@@ -4,8 +4,8 @@ McNemar's test on the decisions.
 
 Inputs are tools/eval.py outputs: a predictions.csv, its eval folder, or a run folder
 holding eval/predictions.csv (taken before the folder's own predictions.csv, which after
-the Quickstart is tools/predict.py's, without labels). Rows are matched by the `file` column; every model must have
-scored exactly the same images with the same labels.
+the Quickstart is tools/predict.py's, without labels). Rows are matched by the `file`
+column; every model must have scored exactly the same images with the same labels.
 
 Example:
     board, pairs = compare_models(["runs/lenet", "runs/resnet18"], "comparison")

@@ -2,9 +2,10 @@
 
 An exported folder holds `model.json` + `model.pdiparams` (Paddle 3 / PIR program and
 weights, written by `paddle.jit.save`) and `palm_meta.json`: the checkpoint's sidecar (model
-name, classes, image size, normalization, threshold) plus an `export` record; the checkpoint's selection predictions (NAME_selection.csv)
-travel inside it as selection["rows"]. The batch
-dimension is dynamic; height and width are fixed at the training image size.
+name, classes, image size, normalization, threshold) plus an `export` record; the
+checkpoint's selection predictions (NAME_selection.csv) travel inside it as
+selection["rows"]. The batch dimension is dynamic; height and width are fixed at the
+training image size.
 
 An export is all or nothing: it is built and (optionally) verified in a hidden staging
 folder, and only a model that passed moves in. palm_meta.json, which makes a folder an

@@ -292,7 +292,8 @@ def evaluation_section(eval_dir: Path, metrics: dict[str, Any] | None) -> str:
     parts = ['<h2 id="results">Evaluation results</h2>']
     if metrics is None:
         parts.append(_note(f"no metrics.json in {eval_dir}"))
-        parts.append(f'<div class="figs">{"".join(_figures(eval_dir, RESULT_PLOTS + MORE_PLOTS))}</div>')
+        figures = _figures(eval_dir, RESULT_PLOTS + MORE_PLOTS)
+        parts.append(f'<div class="figs">{"".join(figures)}</div>')
         return "\n".join(parts)
     parts.append(f'<p class="summary">{html.escape(evaluation_summary(metrics))}</p>')
     threshold = metrics.get("threshold")
