@@ -235,6 +235,8 @@ def wilson_interval(successes: Any, trials: Any, confidence: float = 0.95) -> tu
         centre = (p + z * z / (2 * n)) / (1 + z * z / n)
         half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     low, high = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    # all or none: the bound is exactly 1 (or 0), which floating point misses by an ulp
+    low, high = np.where(k == 0, 0.0, low), np.where(k == n, 1.0, high)
     low, high = np.where(n > 0, low, np.nan), np.where(n > 0, high, np.nan)
     return (float(low), float(high)) if low.ndim == 0 else (low, high)
 
@@ -329,14 +331,16 @@ def _f1_from_counts(hp: np.ndarray, hn: np.ndarray, positive: np.ndarray) -> np.
         return 2 * tp / (2 * tp + fp + fn)
 
 
-def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> list[float]:
-    """[low, high] percentiles of bootstrap values (NaN resamples left out)."""
+def percentile_interval(values: np.ndarray, confidence: float = 0.95,
+                        limits: tuple[float, float] = (0.0, 1.0)) -> list[float]:
+    """[low, high] percentiles of bootstrap values (NaN resamples left out), clipped to
+    `limits`, the range the statistic can take (a rate's [0, 1] by default)."""
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return [math.nan, math.nan]
     tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
+    low, high = np.clip(np.percentile(values, [tail, 100 - tail]), *limits)
     return [float(low), float(high)]
 
 
@@ -443,7 +447,7 @@ def paired_bootstrap_auc_difference(y_true: Any, prob_a: Any, prob_b: Any,
     aucs = [_auc_from_counts(*_resampled_histograms(y, rows[k], resamples, seed)[:2])
             for k in range(2)]  # the same seed draws the same cases for both
     diff = aucs[0] - aucs[1]
-    return percentile_interval(diff, confidence)
+    return percentile_interval(diff, confidence, limits=(-1.0, 1.0))
 
 
 def mcnemar_test(y_true: Any, pred_a: Any, pred_b: Any) -> dict[str, float]:
@@ -521,7 +525,8 @@ def operating_points(y_true: Any, y_prob: Any, resamples: int = DEFAULT_RESAMPLE
     points["youden"] = _point(y_true, y_prob, thresholds[col], len(pos), len(neg), confidence)
     if boot is not None:
         best_j = np.max(boot[0] + boot[1], axis=1) - 1
-        points["youden"]["j_bootstrap_ci"] = percentile_interval(best_j, confidence)
+        points["youden"]["j_bootstrap_ci"] = percentile_interval(best_j, confidence,
+                                                                 limits=(-1.0, 1.0))
     points["youden"]["j"] = points["youden"]["sensitivity"] + points["youden"]["specificity"] - 1
     return points
 

@@ -225,6 +225,16 @@ def load_meta(params_path: str | Path) -> dict[str, Any]:
     return validate_meta(meta, side)
 
 
+def decision_threshold(meta: dict[str, Any]) -> tuple[float, str]:
+    """(threshold, where it came from) of a checkpoint or export sidecar: eval, predict and
+    the service all report it this way. "checkpoint" (with the recorded source, e.g. an
+    operating point, in brackets) when the sidecar holds one, else 0.5 "default"."""
+    if meta.get("threshold") is None:
+        return 0.5, "default"
+    source = meta.get("threshold_source")
+    return float(meta["threshold"]), f"checkpoint ({source})" if source else "checkpoint"
+
+
 def update_sidecar(params_path: str | Path, changes: dict[str, Any]) -> dict[str, Any]:
     """Merge `changes` into a checkpoint's sidecar (validated, written atomically); the
     weights and their recorded hashes are untouched. Returns the new meta."""

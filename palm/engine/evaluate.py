@@ -25,8 +25,8 @@ import paddle
 from palm import metrics as M
 from palm.data import build_loader, eval_transform
 from palm.data import sources
-from palm.engine.checkpoint import update_sidecar
-from palm.engine.inference import as_layer, load_predictor, source_meta
+from palm.engine.checkpoint import EXPORT_META, decision_threshold, update_sidecar
+from palm.engine.inference import as_layer, is_exported, load_predictor, source_meta
 from palm.engine.losses import ClassificationLoss
 from palm.errors import BadCheckpoint, BadConfig, BadData, OutputRefused
 from palm.io_utils import (next_free_path, read_csv, replace_outputs, write_csv_atomic,
@@ -46,15 +46,26 @@ def holds_evaluation(folder: Path) -> bool:
     return (folder / "metrics.json").exists()
 
 
+def default_eval_folder(checkpoint: str | Path) -> Path:
+    """runs/NAME/best.pdparams -> runs/NAME/eval (the run folder's); an export folder
+    exported/NAME -> exported/NAME-eval: beside it, one per model, and never inside it (an
+    export holds exactly the files its palm_meta.json lists)."""
+    checkpoint = Path(checkpoint)
+    if is_exported(checkpoint):
+        folder = checkpoint if checkpoint.name not in ("", "..") else checkpoint.resolve()
+        return folder.parent / f"{folder.name}-eval"
+    return checkpoint.parent / "eval"
+
+
 def eval_output_for(checkpoint: str | Path, output: str | Path | None, exist_ok: bool) -> Path:
-    """The evaluation folder: --output, else CHECKPOINT_FOLDER/eval, or eval-2, -3, ... when
+    """The evaluation folder: --output, else `default_eval_folder`, or its -2, -3, ... when
     that holds an evaluation and `exist_ok` is off.
 
     Raises:
         OutputRefused: an explicit --output already holds an evaluation and not `exist_ok`.
     """
     if output is None:
-        default = Path(checkpoint).parent / "eval"
+        default = default_eval_folder(checkpoint)
         return default if exist_ok else next_free_path(default, holds_evaluation)
     output = Path(output)
     if holds_evaluation(output) and not exist_ok:
@@ -297,8 +308,7 @@ def choose_threshold(result: EvalResult, meta: dict[str, Any], threshold: float 
         return M.youden_threshold(result.labels, result.probabilities), "youden_j"
     if threshold is not None:
         return float(threshold), "command_line"
-    source = meta.get("threshold_source")
-    return float(meta.get("threshold", 0.5)), f"checkpoint ({source})" if source else "checkpoint"
+    return decision_threshold(meta)
 
 
 # ---------------------------------------------------------------- honest selection
@@ -337,15 +347,17 @@ def read_selection(checkpoint: str | Path, meta: dict[str, Any]) -> tuple[list[s
     """
     record = meta.get("selection") or {}
     path = Path(checkpoint).with_name(record["predictions"]) if "predictions" in record else None
-    if path is None or not path.is_file():
+    if "rows" not in record and (path is None or not path.is_file()):
         raise BadCheckpoint(f"{checkpoint}: no selection predictions recorded beside it (train "
                             "again with this palm version and use best.pdparams)")
+    if path is None:  # an export carries them in its meta (palm.engine.export)
+        path = Path(checkpoint) / EXPORT_META
     try:
-        frame = read_csv(path)
+        frame = pd.DataFrame(record["rows"]) if "rows" in record else read_csv(path)
         logit_cols = [c for c in frame.columns if c.startswith("logit")]
         logits = frame[logit_cols].to_numpy(np.float64)
         labels = frame["label"].to_numpy(np.int64)
-    except (KeyError, ValueError, pd.errors.ParserError) as e:
+    except (KeyError, ValueError, TypeError, pd.errors.ParserError) as e:
         raise BadCheckpoint(f"{path}: damaged selection predictions ({e})") from None
     if not logit_cols or not np.isfinite(logits).all():
         raise BadCheckpoint(f"{path}: damaged selection predictions (no finite logits)")
@@ -517,12 +529,13 @@ def _dataset_name(data_root: str | Path | None, val_dir: str | Path | None,
 def evaluation_summary(metrics: dict[str, Any]) -> str:
     """One line: n, accuracy, AUC (with 95 % CIs when computed), sensitivity/specificity
     (binary) or macro F1, threshold and where it came from, selection status."""
-    parts = [f"{metrics['n']} images", f"accuracy {_with_ci(metrics, 'accuracy')}",
+    parts = [f"{metrics.get('n', '?')} images", f"accuracy {_with_ci(metrics, 'accuracy')}",
              f"AUC {_with_ci(metrics, 'roc_auc')}"]
     if "sensitivity" in metrics:
         parts += [f"sensitivity {_with_ci(metrics, 'sensitivity')}",
                   f"specificity {_with_ci(metrics, 'specificity')}",
-                  f"threshold {metrics['threshold']:.4f} ({metrics['threshold_source']})"]
+                  f"threshold {metrics['threshold']:.4f} "
+                  f"({metrics.get('threshold_source', 'source not recorded')})"]
     else:
         parts.append(f"macro F1 {_with_ci(metrics, 'f1')}")
     if "selection" in metrics:

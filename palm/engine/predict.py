@@ -37,6 +37,7 @@ import paddle
 from tqdm import tqdm
 
 from palm.data import IMAGE_EXTENSIONS, FileImageSet, eval_transform
+from palm.engine.checkpoint import decision_threshold
 from palm.engine.evaluate import (NON_FINITE_OUTPUT, finite_probabilities, finite_rows,
                                   prediction_columns)
 from palm.errors import BadConfig, BadData, OutputRefused
@@ -300,7 +301,7 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
                     resume: bool, progress: bool, checkpoint_sha256: str,
                     precision: str) -> PredictSummary:
     class_names = list(meta.get("class_names") or [])
-    threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
+    threshold = decision_threshold(meta)[0] if threshold is None else float(threshold)
     columns = prediction_columns(class_names, meta["num_classes"], labelled=False)
     temperature = float(meta.get("temperature", 1.0))
     record = {"checkpoint_sha256": checkpoint_sha256, "threshold": threshold,

@@ -66,12 +66,12 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from palm.data import (ImageReadError, TooManyPixels, crop_fundus, decode_image, eval_transform,
                        resize_short_side)
 from palm.data.image_io import header_size, max_pixels_setting
-from palm.engine.checkpoint import load_checkpoint_model
+from palm.engine.checkpoint import decision_threshold, load_checkpoint_model
 from palm.engine.evaluate import NON_FINITE_OUTPUT, finite_probabilities, finite_rows
 from palm.engine.inference import DygraphPredictor, is_exported, load_predictor, weights_sha256
 from palm.errors import BadConfig, describe_os_error
 from palm.io_utils import atomic_path
-from palm.viz.cam import GradCAM, overlay_heatmap
+from palm.viz.cam import GradCAM, attention_note, overlay_heatmap
 
 TOKEN_ENV = "PALM_SERVE_TOKEN"
 LOG = logging.getLogger("palm.serve")
@@ -240,13 +240,14 @@ class ModelRunner:
     def describe(self) -> dict[str, Any]:
         """Model metadata for /v1/model and every prediction response."""
         meta = self.meta
+        threshold_source = decision_threshold(meta)[1]  # as eval and predict report it
         return {
             "name": meta["model"], "sha256": self.sha256, "epoch": meta.get("epoch"),
             "engine": self.predictor.engine, "precision": getattr(self.predictor, "precision", "fp32"),
             "num_classes": meta["num_classes"], "class_names": self.class_names,
             "image_size": self.image_size, "normalize": meta.get("normalize", "minus_one_one"),
             "fundus_crop": bool(meta.get("fundus_crop", False)), "threshold": self.threshold,
-            "threshold_source": meta.get("threshold_source", "default"),
+            "threshold_source": threshold_source,
             "calibration": {"temperature": self.temperature,
                             "source": meta.get("temperature_source", "none")},
             "metrics": meta.get("metrics"),
@@ -258,14 +259,13 @@ class ModelRunner:
         """Decode one upload (by content, not extension) into a model input or an error."""
         start = time.perf_counter()
         photo = Photo(filename, data)
-        target = max(self.transform.decode_size, CAM_SIDE if cam else 0)
         try:
-            rgb = decode_image(data, filename, target_size=target, max_pixels=self.max_pixels)
-            if self.meta.get("fundus_crop"):
-                rgb = crop_fundus(rgb)
-            photo.x = self.transform(rgb)
+            photo.x = self.transform(self._decode(data, filename, self.transform.decode_size))
             if cam and self.gradcam is not None:
-                photo.shown = resize_short_side(rgb, CAM_SIDE)
+                # decoded again, larger, for the overlay only: a JPEG decoded at another size
+                # has other pixels, and the model input must stay the one predict and eval
+                # make from this file (the probability moved by ~1 % with ?cam=1 otherwise)
+                photo.shown = resize_short_side(self._decode(data, filename, CAM_SIDE), CAM_SIDE)
         except TooManyPixels as e:
             photo.error, photo.status = str(e), 413
         except ImageReadError as e:
@@ -279,6 +279,10 @@ class ModelRunner:
             photo.error, photo.status = f"{filename}: {' '.join(str(e).split())}", 422
         photo.ms = (time.perf_counter() - start) * 1000
         return photo
+
+    def _decode(self, data: bytes, filename: str, target_size: int) -> np.ndarray:
+        rgb = decode_image(data, filename, target_size=target_size, max_pixels=self.max_pixels)
+        return crop_fundus(rgb) if self.meta.get("fundus_crop") else rgb
 
     def run_batch(self, x: np.ndarray, cam: Sequence[bool]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """(probabilities, heatmap or None) per image of the batch `x` [N, 3, S, S]."""
@@ -799,6 +803,8 @@ def _results(runner: ModelRunner, photos: Sequence[Photo], outputs: dict[int, tu
             item.update(runner.result(probs), error=None)
             if cam and heatmap is not None:
                 item["cam_png_base64"] = overlay_png_base64(photo.shown, heatmap)
+                if note := attention_note(heatmap):  # the page shows it instead of a legend
+                    item["cam_note"] = note
             elif cam:
                 item["cam_error"] = runner.cam_unavailable
         item["ms"] = round(photo.ms + model_ms, 1)
