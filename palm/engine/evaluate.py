@@ -31,7 +31,7 @@ from palm.engine.losses import ClassificationLoss
 from palm.errors import BadCheckpoint, BadConfig, BadData, OutputRefused
 from palm.io_utils import atomic_path, next_free_path, replace_outputs, write_json_atomic
 from palm.outputs import main_output, probabilities
-from palm.runtime import provenance
+from palm.provenance import provenance
 from palm.viz import plots
 
 
