@@ -32,8 +32,9 @@ from palm.metrics.intervals import (DEFAULT_RESAMPLES, PROPORTIONS, binary_inter
                                     bootstrap_auc, bootstrap_binary, ci_method,
                                     delong_interval, multiclass_intervals,
                                     percentile_interval, wilson_interval)
-# the function, not its module (which stays importable as palm.metrics.operating_points
-# through sys.modules / `from palm.metrics.operating_points import ...`)
+# binds palm.metrics.operating_points to the function, over its module of the same name: take
+# the module's other names with `from palm.metrics.operating_points import ...` (an
+# `import palm.metrics.operating_points as m` gives the function)
 from palm.metrics.operating_points import (OPERATING_TARGETS, operating_points,
                                            parse_operating_point, threshold_for)
 
