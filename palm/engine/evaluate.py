@@ -32,7 +32,7 @@ from palm.errors import BadCheckpoint, BadConfig, BadData, OutputRefused
 from palm.io_utils import (next_free_path, read_csv, replace_outputs, write_csv_atomic,
                            write_json_atomic)
 from palm.outputs import main_output, probabilities
-from palm.runtime import provenance
+from palm.provenance import provenance
 from palm.viz import plots
 
 
