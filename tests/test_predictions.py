@@ -7,7 +7,7 @@ import paddle
 import paddle.nn.functional as F
 
 from palm.data import eval_transform
-from palm.outputs import main_output, probabilities
+from palm.predictions import main_output, probabilities
 
 
 def test_main_output_is_the_first_of_auxiliary_heads():
