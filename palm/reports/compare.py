@@ -225,7 +225,7 @@ def compare_models(sources: Sequence[str | Path], output_dir: str | Path,
     if len(sources) < 2:
         raise BadData("compare needs the predictions of at least two models")
     if names is not None and len(names) != len(sources):
-        raise BadData(f"{len(names)} names for {len(sources)} models")
+        raise BadData(f"names: {len(names)} given for {len(sources)} sources")
     models = [read_predictions(s, n) for s, n in zip(sources, names or [None] * len(sources))]
     seen: dict[str, int] = {}
     for m in models:  # two runs named alike stay apart in the tables

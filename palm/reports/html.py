@@ -77,12 +77,14 @@ def rgb_data_uri(rgb: np.ndarray, quality: int = 88) -> str:
 
 
 def figure(uri: str, alt: str, caption: str | None = None) -> str:
+    """An embedded image with its caption."""
     tag = f'<img src="{uri}" alt="{html.escape(alt)}">'
     cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
     return f"<figure>{tag}{cap}</figure>"
 
 
 def table(rows: list[tuple[str, Any]], header: tuple[str, str] | None = None) -> str:
+    """A two-column table of (name, value) rows, numbers right-aligned."""
     head = f"<tr><th>{html.escape(header[0])}</th><th>{html.escape(header[1])}</th></tr>" if header else ""
     body = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td{_num_class(v)}>{html.escape(fmt(v))}</td></tr>"
@@ -96,6 +98,7 @@ def _num_class(v: Any) -> str:
 
 
 def fmt(v: Any) -> str:
+    """A value as the report shows it: 4 decimals, JSON for lists and dicts, a dash for null."""
     if v is None:  # unset config values; metrics.json stores undefined metrics (NaN) as null
         return "\u2014"
     if isinstance(v, (float, np.floating)):

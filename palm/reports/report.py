@@ -9,7 +9,7 @@ cases with Grad-CAM overlays; then how the figures were made: training curves, m
 config, the evaluation's provenance, and the data set plots of `data_tools.inspect` when
 they are found. Tables wrap rather than scroll sideways, down to phone widths.
 
-Inputs (the layout written by tools/train.py and tools/eval.py):
+Inputs (the layout written by training and evaluation):
     RUN_DIR/  config.yaml, metrics.csv, loss_curve.png, metrics_curve.png,
               best.pdparams + best.json (or last.*)
     EVAL_DIR/ metrics.json, predictions.csv (path,label,probability...,prediction,...),

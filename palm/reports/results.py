@@ -10,7 +10,8 @@ from typing import Any
 
 from palm.engine.evaluate import evaluation_summary
 from palm.errors import BadData
-from palm.reports.html import caption, figure, file_data_uri, flatten, fmt, interval_text, note, table
+from palm.reports.html import (caption, figure, file_data_uri, flatten, fmt, interval_text, note,
+                               table)
 
 # Shown first in the metrics table, in this order; the rest follow as metrics.json has them.
 HEADLINE_METRICS = ("roc_auc", "average_precision", "accuracy", "sensitivity", "specificity",
