@@ -17,7 +17,7 @@ from palm.cli import predict as predict_tool
 from palm.cli import train as train_tool
 from palm.cli.prepare import xlsx_to_csv
 from palm.data import read_table
-from palm.engine.compare import read_predictions
+from palm.reports.compare import read_predictions
 from palm.engine.cv import check_same_splits, splits_table
 from palm.engine.evaluate import EvalResult, write_evaluation
 from palm.engine.predict import journal_path, record_path

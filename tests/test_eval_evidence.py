@@ -12,7 +12,7 @@ import pytest
 from palm import metrics as M
 from palm.engine.evaluate import EvalResult, evaluation_summary, write_evaluation
 from palm.engine.export import META_NAME, export_checkpoint
-from palm.engine.report import build_report
+from palm.reports.report import build_report
 from palm.cli import eval as eval_tool
 from palm.cli import predict as predict_tool
 from palm.cli import train as train_tool

@@ -9,7 +9,7 @@ import pytest
 
 from palm import metrics as M
 from palm.config import check_options
-from palm.engine.compare import compare_models
+from palm.reports.compare import compare_models
 from palm.engine.evaluate import EvalResult, write_evaluation
 from palm.errors import BadConfig, BadData
 

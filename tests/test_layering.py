@@ -17,13 +17,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "palm"
 LAYERS: dict[str, tuple[str, int]] = {
     "palm.errors": ("errors", 0),
     "palm.version": ("version", 0),
-    "palm": ("base", 1),  # palm/__init__, config, io_utils, metrics, outputs, runtime, ...
+    "palm": ("base", 1),  # palm/__init__, config, io_utils, metrics, predictions, runtime, ...
     "palm.data": ("data", 2),
     "palm.models": ("models", 2),
     "palm.viz": ("viz", 3),
     "palm.engine": ("engine", 4),
-    "palm.cli": ("cli", 5),
-    "palm.__main__": ("cli", 5),
+    "palm.reports": ("reports", 5),
+    "palm.cli": ("cli", 6),
+    "palm.__main__": ("cli", 6),
     # palm/__init__.py as an import target (`import palm`, `from palm import __version__`): it
     # imports the base modules, so only the ranks above them may import it
     "palm.__init__": ("package", 1),

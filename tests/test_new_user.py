@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from palm import metrics as M
 from palm.engine.checkpoint import load_checkpoint_model, save_checkpoint, update_sidecar
-from palm.engine.compare import compare_models
+from palm.reports.compare import compare_models
 from palm.engine.evaluate import (EvalResult, choose_threshold, eval_output_for,
                                   evaluate_checkpoint, write_evaluation)
 from palm.engine.export import export_checkpoint
@@ -22,7 +22,7 @@ from palm.engine.inference import DygraphPredictor
 from palm.engine.service import ServiceConfig, create_app
 from palm.errors import BadData
 from palm.models import build_model
-from palm.outputs import probabilities
+from palm.predictions import probabilities
 from palm.viz.cam import FLAT_MAP_NOTE
 from palm.viz.plots import reliability_figure
 

@@ -111,15 +111,16 @@ def assert_healthy(client: TestClient) -> None:
     assert response.status_code == 200 and response.json()["status"] == "ok"
 
 
-def test_good_photo_gives_probability_decision_and_cam(client, photos, checkpoint):
+def test_good_photo_gives_probability_prediction_and_cam(client, photos, checkpoint):
     response = client.post("/v1/predict?cam=1", files=upload((photos[0].name, photos[0].read_bytes())))
     assert response.status_code == 200, response.text
     body = response.json()
     (result,) = body["results"]
     assert result["filename"] == photos[0].name and result["error"] is None
     assert 0 <= result["probability"] <= 1 and result["threshold"] == 0.4
-    assert result["decision"] == int(result["probability"] >= 0.4)
-    assert result["class_name"] == META["class_names"][result["decision"]]
+    # named as in predictions.csv; `decision`, its earlier name, stays for one release
+    assert result["prediction"] == int(result["probability"] >= 0.4) == result["decision"]
+    assert result["class_name"] == META["class_names"][result["prediction"]]
     assert body["model"]["name"] == "resnet18" and len(body["model"]["sha256"]) == 64
     assert response.headers["x-request-id"] == body["request_id"]
     overlay = cv2.imdecode(np.frombuffer(base64.b64decode(result["cam_png_base64"]), np.uint8),
@@ -574,7 +575,7 @@ def test_browser_upload_shows_probability_and_heatmap(served_url, photos):
         expect(rows).to_have_count(2)
         expect(rows.nth(0).locator(".prob")).to_have_text(
             re.compile(r"^[01]\.\d{3}$"), timeout=30_000)
-        expect(rows.nth(1).locator(".decision")).to_have_text(
+        expect(rows.nth(1).locator(".prediction")).to_have_text(
             re.compile("^(non-PM|PM)$"), timeout=30_000)
         heatmap = page.locator("#viewer img.cam")
         expect(heatmap).to_be_visible()
@@ -582,7 +583,7 @@ def test_browser_upload_shows_probability_and_heatmap(served_url, photos):
         with page.expect_download() as download:
             page.click("#download-csv")
         csv_text = Path(download.value.path()).read_text()
-        assert csv_text.splitlines()[0].startswith("filename,probability,decision")
+        assert csv_text.splitlines()[0].startswith("filename,probability,prediction")
         assert photos[0].name in csv_text and photos[1].name in csv_text
 
 
@@ -668,7 +669,8 @@ def test_multiclass_result_names_the_argmax_class(tmp_path):
     save_checkpoint(path, build_model("resnet18", num_classes=3), meta)
     runner = ModelRunner(path, engine="dygraph")
     result = runner.result(np.array([0.2, 0.5, 0.3], np.float32))
-    assert result["decision"] == 1 and result["class_name"] == "high myopia"
+    assert result["prediction"] == result["decision"] == 1
+    assert result["class_name"] == "high myopia"
     assert result["probability"] == pytest.approx(0.5)
     assert result["probabilities"] == pytest.approx({"normal": 0.2, "high myopia": 0.5, "PM": 0.3})
     probs, heatmap = runner.run_batch(np.zeros((2, 3, SIZE, SIZE), np.float32), [True, False])[0]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from palm.cli import add_verbosity_options, run_tool
 from palm.config import check_options
-from palm.engine.compare import compare_models
+from palm.reports.compare import compare_models
 from palm.io_utils import output_lock
 
 

@@ -28,7 +28,7 @@ from palm.config import check_options
 from palm.engine.device import select_device
 from palm.engine.evaluate import eval_output_for, evaluate_checkpoint
 from palm.io_utils import output_lock
-from palm.engine.report import build_report
+from palm.reports.report import build_report
 from palm.metrics import parse_operating_point
 from palm.weights import TRUST_HELP, trust_checkpoints
 

@@ -11,7 +11,7 @@ import argparse
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import add_verbosity_options, run_tool
 from palm.config import check_options
-from palm.engine.report import build_report
+from palm.reports.report import build_report
 from palm.weights import TRUST_HELP, trust_checkpoints
 
 

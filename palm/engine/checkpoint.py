@@ -36,7 +36,7 @@ import paddle
 from palm.errors import BadCheckpoint
 from palm.io_utils import write_text_atomic
 from palm.models import MODELS, build_model
-from palm.outputs import main_output
+from palm.predictions import main_output
 
 # The file that makes a folder a tools/export.py export (palm.engine.export writes it).
 EXPORT_META = "palm_meta.json"

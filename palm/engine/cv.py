@@ -34,11 +34,12 @@ from palm.data import CsvImageSet, ImageSet, PalmTrainSet, build_loader, eval_tr
 from palm.data import class_order, find_palm_layout
 from palm.data import sources
 from palm.engine.checkpoint import load_checkpoint_model
-from palm.engine.evaluate import evaluate, json_ready, probability_columns
+from palm.engine.evaluate import evaluate, json_ready
 from palm.engine.runner import resolved_augment
 from palm.engine.trials import Trial, check_experiment_record, run_trials
 from palm.errors import BadConfig, BadData
 from palm.io_utils import output_lock, read_csv, write_csv_atomic, write_json_atomic
+from palm.predictions import is_probability_column, probabilities_of, probability_fields
 from palm.viz.experiments import plot_cv_roc
 
 CV_FILE = "cv.json"
@@ -173,21 +174,6 @@ def _fold_set(cfg: dict[str, Any], csv_path: Path, classes: list[str]) -> CsvIma
                        allow_outside_paths=True, **_read_options(cfg))
 
 
-def probability_fields(probs: np.ndarray, classes: Sequence[str]) -> dict[str, np.ndarray]:
-    """{column: values} in the predictions.csv schema of eval and predict: `probability`
-    (positive class) for one logit, probability_<class> for K classes."""
-    probs = probs.reshape(len(probs), -1)
-    columns = probability_columns(classes, probs.shape[1])
-    return {column: probs[:, c] for c, column in enumerate(columns)}
-
-
-def probabilities_of(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
-    """The probabilities `probability_fields` wrote: (N,) for one logit, (N, K) for K classes."""
-    columns = probability_columns(classes, 1 if "probability" in frame.columns else len(classes))
-    values = frame[columns].to_numpy(dtype=float)
-    return values[:, 0] if len(columns) == 1 else values
-
-
 def fold_predictions(cfg: dict[str, Any], trial: Trial, run_dir: Path,
                      classes: list[str]) -> pd.DataFrame:
     """The held-out images of one fold with the probabilities of the fold's `last` model
@@ -246,7 +232,7 @@ def pooled_oof(oof: pd.DataFrame, classes: list[str], threshold: float) -> dict[
     """Metrics of all out-of-fold predictions together (with repeats: each image's mean
     probability over the repeats), and a bootstrap 95 % CI of their AUC."""
     mean = oof.groupby("path", sort=False)[
-        [c for c in oof.columns if c.startswith("probability")]].mean()
+        [c for c in oof.columns if is_probability_column(c)]].mean()
     labels = oof.groupby("path", sort=False)["label_index"].first().loc[mean.index].to_numpy()
     probs = probabilities_of(mean, classes)
     metrics = M.classification_metrics(labels, probs, threshold)

@@ -23,6 +23,7 @@ import pandas as pd
 import paddle
 
 from palm import metrics as M
+from palm import predictions as P
 from palm.data import build_loader, eval_transform
 from palm.data import sources
 from palm.engine.checkpoint import EXPORT_META, decision_threshold, update_sidecar
@@ -31,7 +32,6 @@ from palm.engine.losses import ClassificationLoss
 from palm.errors import BadCheckpoint, BadConfig, BadData, OutputRefused
 from palm.io_utils import (next_free_path, read_csv, replace_outputs, write_csv_atomic,
                            write_json_atomic)
-from palm.outputs import main_output, probabilities
 from palm.provenance import provenance
 from palm.viz import plots
 
@@ -110,12 +110,12 @@ def evaluate(
     probs, logits_seen, labels, loss_sum = [], [], [], 0.0
     try:
         for images, batch_labels in loader:
-            logits = main_output(model(images))
+            logits = P.main_output(model(images))
             if loss_fn is not None:
                 loss_sum += float(loss_fn(logits, batch_labels)) * len(batch_labels)
             logits = logits.astype("float32").numpy()
             logits_seen.append(logits)
-            probs.append(probabilities(logits, temperature))
+            probs.append(P.probabilities(logits, temperature))
             labels.append(batch_labels.numpy().reshape(-1))
     finally:
         if was_training:
@@ -138,9 +138,9 @@ def finite_rows(values: np.ndarray) -> np.ndarray:
 
 
 def finite_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """`palm.outputs.probabilities`, NaN on every row whose logits are not all finite: the
+    """`palm.predictions.probabilities`, NaN on every row whose logits are not all finite: the
     sigmoid of an infinite logit would read as a certain 1.0 or 0.0."""
-    probs = probabilities(logits, temperature)
+    probs = P.probabilities(logits, temperature)
     probs[~finite_rows(logits)] = np.nan
     return probs
 
@@ -164,21 +164,6 @@ def without_non_finite(result: EvalResult, files: Sequence[str], skip_bad: bool,
     return kept, [f for f, k in zip(files, keep) if k], [f"{n}: {NON_FINITE_OUTPUT}" for n in names]
 
 
-def probability_columns(class_names: Sequence[str], num_outputs: int) -> list[str]:
-    """`probability` (of the positive class) for one logit, else `probability_<class>` each."""
-    if num_outputs == 1:
-        return ["probability"]
-    names = list(class_names) if len(class_names) == num_outputs else range(num_outputs)
-    return [f"probability_{name}" for name in names]
-
-
-def prediction_columns(class_names: Sequence[str], num_outputs: int, labelled: bool) -> list[str]:
-    """The one predictions.csv schema of eval (labelled) and predict:
-    path, [label], probability / probability_<class>..., prediction, class_name, error."""
-    return ["path", *(["label"] if labelled else []),
-            *probability_columns(class_names, num_outputs), "prediction", "class_name", "error"]
-
-
 def predictions_frame(
     files: Sequence[str], result: EvalResult, class_names: Sequence[str], threshold: float
 ) -> pd.DataFrame:
@@ -192,15 +177,13 @@ def predictions_frame(
     binary = M.is_binary_output(result.probabilities)
     num_outputs = 1 if binary else result.probabilities.shape[1]
     pred = M.predict_labels(result.probabilities, threshold)
-    columns = prediction_columns(class_names, num_outputs, labelled=True)
-    probs = result.probabilities.reshape(len(files), -1)
     names = list(class_names)
-    frame = pd.DataFrame({"path": list(files), "label": result.labels})
-    for c, column in enumerate(probability_columns(class_names, num_outputs)):
-        frame[column] = probs[:, c]
-    frame["prediction"] = pred
-    frame["class_name"] = [names[i] if i < len(names) else "" for i in pred]
-    frame["error"] = ""
+    frame = pd.DataFrame({P.PATH: list(files), P.LABEL: result.labels,
+                          **P.probability_fields(result.probabilities, class_names),
+                          P.PREDICTION: pred,
+                          P.CLASS_NAME: [names[i] if i < len(names) else "" for i in pred],
+                          P.ERROR: ""})
+    columns = P.prediction_columns(class_names, num_outputs, labelled=True)
     return frame[columns]
 
 

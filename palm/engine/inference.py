@@ -28,7 +28,7 @@ from palm.engine.checkpoint import (CheckpointError, load_checkpoint_model, load
                                    validate_meta)
 from palm.engine.export import META_NAME, export_model
 from palm.errors import BadCheckpoint, BadConfig
-from palm.outputs import main_output
+from palm.predictions import main_output
 from palm.runtime import usable_cores
 from palm.weights import file_sha256
 

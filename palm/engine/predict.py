@@ -38,16 +38,14 @@ from tqdm import tqdm
 
 from palm.data import IMAGE_EXTENSIONS, FileImageSet, eval_transform
 from palm.engine.checkpoint import decision_threshold
-from palm.engine.evaluate import (NON_FINITE_OUTPUT, finite_probabilities, finite_rows,
-                                  prediction_columns)
+from palm.engine.evaluate import NON_FINITE_OUTPUT, finite_probabilities, finite_rows
 from palm.errors import BadConfig, BadData, OutputRefused
 from palm.io_utils import (atomic_path, escape_row, naming_write_errors, output_lock,
                            unescape_row, write_json_atomic)
-from palm.outputs import main_output
+from palm.predictions import (PATH, PROBABILITY, REQUIRED_COLUMNS, is_probability_column,
+                              main_output, prediction_columns)
 from palm.runtime import worker_init
 
-# columns every predictions CSV palm writes has (eval's and predict's; see prediction_columns)
-REQUIRED_COLUMNS = ("path", "prediction", "class_name", "error")
 # files a predictions CSV must never replace, whether or not they exist yet
 FOREIGN_SUFFIXES = (".pdparams", ".pdopt", ".pdiparams", ".pdmodel", ".json", ".yaml", ".yml",
                     ".py", ".lock") + IMAGE_EXTENSIONS
@@ -116,7 +114,7 @@ def _is_palm_csv(path: Path) -> bool:
     with open(path, "rb") as f:
         first = f.readline(4096)
     header = first.decode("utf-8", "replace").rstrip("\r\n").split(",")
-    return header[:1] == ["path"] and set(REQUIRED_COLUMNS) <= set(header)
+    return header[:1] == [PATH] and set(REQUIRED_COLUMNS) <= set(header)
 
 
 def _is_record(path: Path) -> bool:
@@ -161,7 +159,7 @@ def _row_ok(row: dict[str, Any], columns: Sequence[str], class_names: Sequence[s
             or any(row.get(c) is None for c in columns):  # None key: more fields than columns
         return False
     try:
-        probs = [float(row[c]) for c in columns if c.startswith("probability")]
+        probs = [float(row[c]) for c in columns if is_probability_column(c)]
         pred = int(row["prediction"])
     except ValueError:
         return False
@@ -235,7 +233,7 @@ def _rows(paths: Sequence[str], indices: np.ndarray, errors: Sequence[str], prob
             p = probs[by_position[pos]]
             if np.ndim(p) == 0:
                 pred = int(p >= threshold)
-                row["probability"] = f"{float(p):.6f}"
+                row[PROBABILITY] = f"{float(p):.6f}"
             else:
                 pred = int(np.argmax(p))
                 row.update({column: f"{float(v):.6f}" for column, v in zip(prob_columns, p)})

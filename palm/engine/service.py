@@ -63,6 +63,7 @@ from starlette.datastructures import Headers, MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from palm import predictions as P
 from palm.data import (ImageReadError, TooManyPixels, crop_fundus, decode_image, eval_transform,
                        resize_short_side)
 from palm.data.image_io import header_size, max_pixels_setting
@@ -295,19 +296,23 @@ class ModelRunner:
                 maps[i] = heat
         return list(zip(probs, maps))
 
-    def result(self, probs: np.ndarray) -> dict[str, Any]:
-        """Probability, decision at the checkpoint's threshold and class name of one photo."""
-        if np.ndim(probs) == 0:
-            probability = float(probs)
-            decision = int(probability >= self.threshold)
+    def result(self, y_prob: np.ndarray) -> dict[str, Any]:
+        """Probability, prediction at the checkpoint's threshold and class name of one photo,
+        named as in a predictions CSV (palm.predictions)."""
+        if np.ndim(y_prob) == 0:
+            probability = float(y_prob)
+            prediction = int(probability >= self.threshold)
             extra: dict[str, Any] = {}
         else:
-            decision = int(np.argmax(probs))
-            probability = float(probs[decision])
-            extra = {"probabilities": {name: float(p) for name, p in zip(self.class_names, probs)}}
-        name = self.class_names[decision] if decision < len(self.class_names) else str(decision)
-        return {"probability": round(probability, 6), "decision": decision, "class_name": name,
-                "threshold": self.threshold, **extra}
+            prediction = int(np.argmax(y_prob))
+            probability = float(y_prob[prediction])
+            extra = {"probabilities": {name: float(p) for name, p in zip(self.class_names, y_prob)}}
+        name = (self.class_names[prediction] if prediction < len(self.class_names)
+                else str(prediction))
+        # `decision`: the key's name before it became `prediction`; sent for one more release
+        # so that clients reading it keep working (README, service)
+        return {P.PROBABILITY: round(probability, 6), P.PREDICTION: prediction,
+                "decision": prediction, P.CLASS_NAME: name, "threshold": self.threshold, **extra}
 
 
 def overlay_png_base64(photo: np.ndarray, heatmap: np.ndarray) -> str:

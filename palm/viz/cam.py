@@ -28,7 +28,7 @@ import paddle.nn as nn
 from palm.data import ImageReadError, crop_fundus, eval_transform, read_image
 from palm.errors import BadConfig
 from palm.io_utils import atomic_path
-from palm.outputs import main_output, probabilities
+from palm.predictions import main_output, probabilities
 
 # Default target layer per network class: the output of the last convolutional block, the
 # deepest feature map that still has spatial resolution (Grad-CAM paper, section 3).

@@ -2,10 +2,10 @@
 every pair, the AUC difference (DeLong's paired test, paired bootstrap interval) and
 McNemar's test on the decisions.
 
-Inputs are tools/eval.py outputs: a predictions.csv, its eval folder, or a run folder
-holding eval/predictions.csv (taken before the folder's own predictions.csv, which after
-the Quickstart is tools/predict.py's, without labels). Rows are matched by the `file`
-column; every model must have scored exactly the same images with the same labels.
+Inputs are evaluation outputs: a predictions.csv, its eval folder, or a run folder holding
+eval/predictions.csv (taken before the folder's own predictions.csv, which after the
+Quickstart is predict's, without labels); palm.predictions reads them. Rows are matched by
+the `path` column; every model must have scored exactly the same images with the same labels.
 
 Example:
     board, pairs = compare_models(["runs/lenet", "runs/resnet18"], "comparison")
@@ -22,12 +22,12 @@ import numpy as np
 import pandas as pd
 
 from palm import metrics as M
+from palm import predictions as P
 from palm.errors import BadData
-from palm.io_utils import read_csv, write_csv_atomic, write_text_atomic
+from palm.io_utils import write_csv_atomic, write_text_atomic
 from palm.viz.plots import plot_roc_overlay
 
 PREDICTIONS = "predictions.csv"
-NEEDED_COLUMNS = ("path", "label", "probability", "prediction")
 
 
 @dataclass
@@ -38,13 +38,13 @@ class ModelPredictions:
     source: Path
     files: np.ndarray
     labels: np.ndarray
-    probabilities: np.ndarray
-    decisions: np.ndarray
+    y_prob: np.ndarray  # P(positive class)
+    y_pred: np.ndarray  # the `prediction` column: 0 or 1
 
 
 def _has_labels(csv_path: Path) -> bool:
     try:
-        return "label" in pd.read_csv(csv_path, nrows=0).columns
+        return P.LABEL in pd.read_csv(csv_path, nrows=0).columns
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
         return False
 
@@ -53,7 +53,7 @@ def predictions_file(source: str | Path) -> Path:
     """The predictions.csv that `source` (a CSV, an eval folder or a run folder) means.
 
     In a folder the evaluation's labelled predictions (eval/predictions.csv) come first: a
-    run folder also holds tools/predict.py's unlabelled predictions.csv after the Quickstart.
+    run folder also holds predict's unlabelled predictions.csv after the Quickstart.
     A CSV without labels is taken only when named as a file.
     """
     source = Path(source)
@@ -68,7 +68,7 @@ def predictions_file(source: str | Path) -> Path:
                       "the checkpoint first)")
     looked = [f"{c} ({'no label column' if c.is_file() else 'missing'})" for c in candidates]
     raise BadData(f"{source}: no predictions with labels; looked at {' and '.join(looked)} "
-                  "(evaluate the checkpoint with tools/eval.py first)")
+                  "(evaluate the checkpoint first)")
 
 
 def model_name(csv_path: Path) -> str:
@@ -83,47 +83,41 @@ def read_predictions(source: str | Path, name: str | None = None) -> ModelPredic
     """Read one model's eval predictions (two classes only).
 
     Raises:
-        BadData: not an eval predictions CSV (e.g. tools/predict.py output without
-            labels), a multi-class model, repeated files, no rows, one class only,
-            probabilities outside [0, 1] or decisions other than 0/1.
+        BadData: not an eval predictions CSV (e.g. predict's output without labels), a
+            multi-class model, repeated files, no rows, one class only, probabilities outside
+            [0, 1] or predictions other than 0/1.
     """
     path = predictions_file(source)
-    try:
-        frame = read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise BadData(f"{path}: not a readable CSV ({' '.join(str(e).split())})") from None
-    if "path" not in frame.columns and "file" in frame.columns:  # written before the one schema
-        frame = frame.rename(columns={"file": "path"})
-    if any(c.startswith(("probability_", "prob_")) for c in frame.columns):
+    frame = P.read_predictions_csv(path, labelled=True)
+    if P.class_probability_columns(frame.columns):
         raise BadData(f"{path}: a multi-class model; compare handles two-class models")
-    missing = [c for c in NEEDED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise BadData(f"{path}: lacks column(s) {', '.join(missing)}; compare needs the "
+    if P.PROBABILITY not in frame.columns:
+        raise BadData(f"{path}: lacks column {P.PROBABILITY}; compare needs the "
                       "predictions.csv of an evaluation (with labels)")
     if frame.empty:
         raise BadData(f"{path}: no predictions (only a header)")
     # one image spelt two ways (a/./b.jpg, a/b.jpg) is still one image
-    frame["path"] = [os.path.normpath(f) for f in frame["path"].astype(str)]
-    if frame["path"].duplicated().any():
-        raise BadData(f"{path}: image {frame['path'][frame['path'].duplicated()].iloc[0]!r} "
-                      "appears more than once")
-    frame = frame.sort_values("path", kind="stable")
+    frame[P.PATH] = [os.path.normpath(f) for f in frame[P.PATH].astype(str)]
+    repeated = frame[P.PATH].duplicated()
+    if repeated.any():
+        raise BadData(f"{path}: image {frame[P.PATH][repeated].iloc[0]!r} appears more than once")
+    frame = frame.sort_values(P.PATH, kind="stable")
     try:
-        labels, probs = M.as_binary_inputs(frame["label"].to_numpy(),
-                                           pd.to_numeric(frame["probability"]).to_numpy(np.float64))
+        y_true, y_prob = M.as_binary_inputs(
+            frame[P.LABEL].to_numpy(), pd.to_numeric(frame[P.PROBABILITY]).to_numpy(np.float64))
     except ValueError as e:
         raise BadData(f"{path}: {' '.join(str(e).split())}") from None
-    if ((probs < 0) | (probs > 1)).any():
-        raise BadData(f"{path}: column probability holds values outside [0, 1]")
-    decisions = frame["prediction"]
-    if not decisions.isin([0, 1]).all():  # NaN, class names or other numbers
-        bad = decisions[~decisions.isin([0, 1])].iloc[0]
-        raise BadData(f"{path}: column prediction must hold 0 or 1; found {bad!r}")
-    if len(np.unique(labels)) < 2:
-        raise BadData(f"{path}: all {len(labels)} images have label {labels[0]}; comparing "
-                      "AUCs and decisions needs both classes")
-    return ModelPredictions(name or model_name(path), path, frame["path"].to_numpy(), labels,
-                            probs, decisions.to_numpy(np.int64))
+    if ((y_prob < 0) | (y_prob > 1)).any():
+        raise BadData(f"{path}: column {P.PROBABILITY} holds values outside [0, 1]")
+    y_pred = frame[P.PREDICTION]
+    if not y_pred.isin([0, 1]).all():  # NaN, class names or other numbers
+        bad = y_pred[~y_pred.isin([0, 1])].iloc[0]
+        raise BadData(f"{path}: column {P.PREDICTION} must hold 0 or 1; found {bad!r}")
+    if len(np.unique(y_true)) < 2:
+        raise BadData(f"{path}: all {len(y_true)} images have label {y_true[0]}; comparing "
+                      "AUCs and predictions needs both classes")
+    return ModelPredictions(name or model_name(path), path, frame[P.PATH].to_numpy(), y_true,
+                            y_prob, y_pred.to_numpy(np.int64))
 
 
 def check_same_images(models: Sequence[ModelPredictions]) -> None:
@@ -149,10 +143,10 @@ def leaderboard(models: Sequence[ModelPredictions], resamples: int = M.DEFAULT_R
     rows = []
     for m in models:
         pos, neg = m.labels == 1, m.labels == 0
-        tp, tn = int((m.decisions[pos] == 1).sum()), int((m.decisions[neg] == 0).sum())
-        auc_ci = M.bootstrap_auc(m.labels, m.probabilities, resamples, seed)
+        tp, tn = int((m.y_pred[pos] == 1).sum()), int((m.y_pred[neg] == 0).sum())
+        auc_ci = M.bootstrap_auc(m.labels, m.y_prob, resamples, seed)
         row = {"model": m.name, "images": len(m.labels), "positives": int(pos.sum()),
-               "roc_auc": M.roc_auc(m.labels, m.probabilities),
+               "roc_auc": M.roc_auc(m.labels, m.y_prob),
                "roc_auc_low": auc_ci[0], "roc_auc_high": auc_ci[1]}
         for key, hits, total in (("sensitivity", tp, int(pos.sum())),
                                  ("specificity", tn, int(neg.sum())),
@@ -170,10 +164,10 @@ def pairwise(models: Sequence[ModelPredictions], resamples: int = M.DEFAULT_RESA
     DeLong's two-sided p, and McNemar's exact p on the decisions."""
     rows = []
     for a, b in itertools.combinations(models, 2):
-        delong = M.delong_test(a.labels, a.probabilities, b.probabilities)
-        low, high = M.paired_bootstrap_auc_difference(a.labels, a.probabilities,
-                                                      b.probabilities, resamples, seed)
-        mcnemar = M.mcnemar_test(a.labels, a.decisions, b.decisions)
+        delong = M.delong_test(a.labels, a.y_prob, b.y_prob)
+        low, high = M.paired_bootstrap_auc_difference(a.labels, a.y_prob,
+                                                      b.y_prob, resamples, seed)
+        mcnemar = M.mcnemar_test(a.labels, a.y_pred, b.y_pred)
         rows.append({"model_a": a.name, "model_b": b.name, "auc_difference": delong["difference"],
                      "difference_low": low, "difference_high": high, "delong_p": delong["p"],
                      "only_a_correct": mcnemar["only_a_correct"],
@@ -231,7 +225,7 @@ def compare_models(sources: Sequence[str | Path], output_dir: str | Path,
     if len(sources) < 2:
         raise BadData("compare needs the predictions of at least two models")
     if names is not None and len(names) != len(sources):
-        raise BadData(f"{len(names)} names for {len(sources)} models")
+        raise BadData(f"names: {len(names)} given for {len(sources)} sources")
     models = [read_predictions(s, n) for s, n in zip(sources, names or [None] * len(sources))]
     seen: dict[str, int] = {}
     for m in models:  # two runs named alike stay apart in the tables
@@ -248,6 +242,6 @@ def compare_models(sources: Sequence[str | Path], output_dir: str | Path,
     write_text_atomic(out / "leaderboard.md", leaderboard_markdown(board, pairs))
     for frame, name in ((board, "leaderboard.csv"), (pairs, "pairs.csv")):
         write_csv_atomic(out / name, frame)
-    plot_roc_overlay([(m.name, m.labels, m.probabilities) for m in models],
+    plot_roc_overlay([(m.name, m.labels, m.y_prob) for m in models],
                      out / "roc_overlay.png")
     return board, pairs

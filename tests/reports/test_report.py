@@ -21,7 +21,8 @@ import yaml
 from palm.engine.checkpoint import save_checkpoint
 from palm.io_utils import write_json_atomic
 from palm.models import build_model
-from palm.engine.report import build_report, select_cases
+from palm.reports.gallery import select_cases
+from palm.reports.report import build_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 IMG_SRC = re.compile(r'<img[^>]*\ssrc="([^"]*)"')

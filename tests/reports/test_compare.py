@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from palm import metrics as M
-from palm.engine.compare import compare_models
+from palm.reports.compare import compare_models
 from palm.engine.evaluate import EvalResult, write_evaluation
 from palm.errors import BadData
 from palm.cli import compare as compare_tool

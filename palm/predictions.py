@@ -1,0 +1,143 @@
+"""The one predictions schema: logits -> probabilities, and the columns of a predictions CSV.
+
+Networks with auxiliary heads (GoogLeNet, Inception-v3 in training) return a tuple whose
+first element is the main logits; one logit means a sigmoid (two-class) model, K logits a
+softmax model. Both rules live here once, for training, evaluation, prediction and Grad-CAM.
+
+Every predictions CSV palm writes (eval's, predict's, the cross-validation's) and every
+answer of the service name the same things the same way: `path`, `label` (eval only), the
+probabilities (`probability`: P(positive) for one logit; `probability_<class>` each for K
+classes), `prediction` (the class index), `class_name` and `error`. Readers of such a CSV
+(compare, report, cv) go through `read_predictions_csv` and the helpers below, never through
+their own idea of the column names.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Sequence, TypeVar
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit, softmax
+
+from palm.errors import BadData
+from palm.io_utils import read_csv
+
+T = TypeVar("T")
+
+PATH = "path"
+LABEL = "label"
+PROBABILITY = "probability"  # P(positive class) of a one-logit model
+PROBABILITY_PREFIX = "probability_"  # + class name: softmax probability of each class
+PREDICTION = "prediction"  # class index: at the threshold (one logit), else argmax
+CLASS_NAME = "class_name"
+ERROR = "error"
+# columns every predictions CSV palm writes has (eval's and predict's)
+REQUIRED_COLUMNS = (PATH, PREDICTION, CLASS_NAME, ERROR)
+# names of files written before the one schema, read as their schema names
+LEGACY_NAMES = {"file": PATH}
+LEGACY_PROBABILITY_PREFIX = "prob_"
+
+
+def main_output(outputs: T | Sequence[T]) -> T:
+    """The main logits of a model that may also return auxiliary heads (main first)."""
+    return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+
+
+def probabilities(logits: Any, temperature: float = 1.0) -> np.ndarray:
+    """Sigmoid of a single logit -> (N,) P(positive); softmax over K logits -> (N, K); of
+    logits / temperature (temperature scaling, see palm.metrics.fit_temperature).
+
+    `logits`: (N, 1) or (N, K) as a numpy array or anything `np.asarray` takes (float32 out).
+    """
+    logits = np.asarray(logits, dtype=np.float32)
+    if temperature != 1.0:
+        logits = logits / np.float32(temperature)
+    if logits.shape[-1] == 1:
+        return expit(logits.reshape(-1))
+    return softmax(logits, axis=-1)
+
+
+def probability_columns(class_names: Sequence[str], num_outputs: int) -> list[str]:
+    """`probability` (of the positive class) for one logit, else `probability_<class>` each
+    (`probability_<index>` when the class names do not match the outputs)."""
+    if num_outputs == 1:
+        return [PROBABILITY]
+    names = list(class_names) if len(class_names) == num_outputs else range(num_outputs)
+    return [f"{PROBABILITY_PREFIX}{name}" for name in names]
+
+
+def prediction_columns(class_names: Sequence[str], num_outputs: int, labelled: bool) -> list[str]:
+    """The one predictions.csv schema of eval (labelled) and predict:
+    path, [label], probability / probability_<class>..., prediction, class_name, error."""
+    return [PATH, *([LABEL] if labelled else []),
+            *probability_columns(class_names, num_outputs), PREDICTION, CLASS_NAME, ERROR]
+
+
+def is_probability_column(name: str) -> bool:
+    """`probability` or a `probability_<class>` column."""
+    return name == PROBABILITY or name.startswith(PROBABILITY_PREFIX)
+
+
+def class_probability_columns(columns: Iterable[str]) -> list[str]:
+    """The `probability_<class>` columns of a multi-class CSV, in order ([] for one logit)."""
+    return [c for c in columns if c.startswith(PROBABILITY_PREFIX)]
+
+
+def class_names_from_columns(columns: Iterable[str]) -> list[str]:
+    """The class names a multi-class CSV's `probability_<class>` columns spell, in order."""
+    return [c.removeprefix(PROBABILITY_PREFIX) for c in class_probability_columns(columns)]
+
+
+def probabilities_of(frame: pd.DataFrame, class_names: Sequence[str] | None = None) -> np.ndarray:
+    """The probabilities of a predictions frame as the model gave them: (N,) from
+    `probability` (one logit), else (N, K) from the `probability_<class>` columns, in the
+    order of `class_names` when given, else in the frame's."""
+    if PROBABILITY in frame.columns:
+        return frame[PROBABILITY].to_numpy(dtype=float)
+    columns = (probability_columns(class_names, len(class_names)) if class_names is not None
+               else class_probability_columns(frame.columns))
+    return frame[columns].to_numpy(dtype=float)
+
+
+def probability_fields(y_prob: np.ndarray, class_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """{column: values} of (N,) or (N, K) probabilities in the schema's columns."""
+    y_prob = np.asarray(y_prob).reshape(len(y_prob), -1)
+    columns = probability_columns(class_names, y_prob.shape[1])
+    return {column: y_prob[:, c] for c, column in enumerate(columns)}
+
+
+def _schema_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """`file` -> `path`, `prob_<class>` -> `probability_<class>` (files of earlier versions)."""
+    renames = {old: new for old, new in LEGACY_NAMES.items()
+               if old in frame.columns and new not in frame.columns}
+    renames.update({c: PROBABILITY_PREFIX + c.removeprefix(LEGACY_PROBABILITY_PREFIX)
+                    for c in frame.columns if c.startswith(LEGACY_PROBABILITY_PREFIX)})
+    return frame.rename(columns=renames)
+
+
+def read_predictions_csv(path: str | os.PathLike, labelled: bool = False) -> pd.DataFrame:
+    """A predictions CSV palm wrote, in the schema's column names; text cells unescaped, and
+    a class named "NA" kept as a name (only empty cells are missing).
+
+    Args:
+        path: the CSV.
+        labelled: require the `label` column (eval's predictions, not predict's).
+
+    Raises:
+        BadData: not a readable CSV, or without `path`, `prediction`, the probabilities or
+            (when `labelled`) `label`; the message names the file and the columns.
+    """
+    try:
+        frame = read_csv(path, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise BadData(f"{path}: not a readable CSV ({' '.join(str(e).split())})") from None
+    frame = _schema_names(frame)
+    needed = [PATH, *([LABEL] if labelled else []), PREDICTION]
+    missing = [c for c in needed if c not in frame.columns]
+    if not any(is_probability_column(c) for c in frame.columns):
+        missing.append(f"{PROBABILITY} (or {PROBABILITY_PREFIX}<class>)")
+    if missing:
+        what = "an evaluation's predictions (with labels)" if labelled else "predictions"
+        raise BadData(f"{path}: lacks column(s) {', '.join(missing)}; not {what} palm wrote")
+    return frame
