@@ -202,6 +202,8 @@ def quantize_to_folder(
     """
     source, output_dir = Path(source), Path(output_dir)
     _check_packages()
+    if is_exported(source):
+        exported_files(source)  # a changed or foreign program is refused before any write
     output_dir.mkdir(parents=True, exist_ok=True)
     for stale in output_dir.glob(f"{STAGE_PREFIX}*"):  # staging of a killed run
         shutil.rmtree(stale, ignore_errors=True)
