@@ -50,8 +50,8 @@ def check_program(path: str | Path) -> None:
     allowed = allowlist()["paddle"]
     for op in program_ops(path):
         if op not in allowed:
-            raise ProgramRefused(f"{path}: refusing to run it: it holds the op {op}, which "
-                                 f"palm's exports never use; {_FIX}")
+            raise ProgramRefused(f"{path}: refusing to run it: it holds the op {_shown(op)}, "
+                                 f"which palm's exports never use; {_FIX}")
 
 
 def program_ops(path: Path) -> Iterator[str]:
@@ -113,7 +113,7 @@ def check_openvino_model(path: str | Path) -> None:
     for layer in openvino_layers(path):
         if layer not in allowed:
             raise ProgramRefused(f"{path}: refusing to run it: it holds a layer of type "
-                                 f"{layer}, which palm's INT8 exports never use; re-run "
+                                 f"{_shown(layer)}, which palm's INT8 exports never use; re-run "
                                  "tools/quantize.py")
 
 
@@ -134,6 +134,11 @@ def openvino_layers(path: Path) -> Iterator[str]:
         raise _unreadable(path, "it is not an OpenVINO IR model")
     for layer in root.iter("layer"):
         yield f"{layer.get('type')}/{layer.get('version')}"
+
+
+def _shown(name: str) -> str:
+    """A name from the file as it can be shown on one line of an error."""
+    return name if name.isprintable() and len(name) <= 100 else repr(name[:100])
 
 
 def _unreadable(path: Path, problem: str) -> ProgramRefused:
