@@ -20,6 +20,7 @@ from palm.engine.export import export_model
 from palm.engine.inference import load_export_meta
 from palm.engine.program_check import ALLOWLIST_FILE, allowlist, openvino_layers, program_ops
 from palm.engine.quantize import export_onnx, quantize_onnx
+from palm.errors import BadCheckpoint
 from palm.io_utils import write_json_atomic
 from palm.models import build_model, list_models
 
@@ -83,7 +84,12 @@ def main() -> None:
                       for op in program_ops(folder / "model.json")}
         # quantizing goes through the checked loader: the Paddle ops must be allowed first
         _write(paddle_ops, set(allowlist()["openvino"]))
-        openvino = set().union(*(int8_layers(folder) for folder in folders.values()))
+        openvino: set[str] = set()
+        for i, folder in folders.items():
+            try:
+                openvino |= int8_layers(folder)
+            except BadCheckpoint as e:  # no INT8 model of it can exist: nothing to allow
+                print(f"not quantized: {variants[i]}: {e}", flush=True)
     _write(paddle_ops, openvino)
     print(f"{ALLOWLIST_FILE}: {len(paddle_ops)} Paddle ops, {len(openvino)} OpenVINO layer "
           f"types from {len(variants)} network variants")
