@@ -24,7 +24,7 @@ from palm.engine.checkpoint import save_checkpoint
 from palm.engine.export import META_NAME, export_model
 from palm.engine.inference import INT8_META_KEY, load_predictor
 from palm.engine.program_check import (ProgramRefused, allowlist, check_openvino_model,
-                                       check_program, openvino_layers, program_ops)
+                                       check_program, program_ops)
 from palm.engine.quantize import export_onnx, quantize_onnx
 from palm.engine.service import ModelRunner, ServiceConfig, create_app
 from palm.models import build_model
