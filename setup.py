@@ -45,7 +45,7 @@ setup(
         "log": ["visualdl"],
         "bench": ["paddle2onnx", "onnxruntime"],  # the ONNX Runtime row of `palm benchmark`
     },
-    package_data={"palm": ["configs/*.yaml", "engine/static/*.html"]},
+    package_data={"palm": ["configs/*.yaml", "engine/static/*.html", "engine/program_ops.json"]},
     entry_points={
         "console_scripts": [
             "palm=palm.cli.main:main",

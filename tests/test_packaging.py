@@ -25,6 +25,7 @@ def test_wheel_installs_palm_only_and_trains_from_another_folder(tmp_path, palm_
     (wheel,) = dist.glob("palm-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "palm/configs/lenet.yaml" in names
+    assert "palm/engine/program_ops.json" in names  # the allowlist export loads need
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(target), str(wheel)], check=True, timeout=600)
     top_level = {p.name for p in target.iterdir() if not p.name.endswith((".dist-info", ".data"))}

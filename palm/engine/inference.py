@@ -27,6 +27,7 @@ import paddle
 from palm.engine.checkpoint import (CheckpointError, load_checkpoint_model, load_meta, probe_batch,
                                    validate_meta)
 from palm.engine.export import META_NAME, export_model
+from palm.engine.program_check import check_openvino_model, check_program
 from palm.errors import BadCheckpoint, BadConfig
 from palm.predictions import main_output
 from palm.runtime import usable_cores
@@ -209,6 +210,7 @@ class OpenVINOPredictor:
         self.model_dir = Path(model_dir)
         self.meta = load_export_meta(self.model_dir)
         model_file = Path(model_file) if model_file else int8_model_file(self.model_dir)
+        check_openvino_model(model_file)
         try:
             import openvino as ov
         except ImportError:  # an optional dependency: a one-line error, not a traceback
@@ -320,8 +322,9 @@ def is_exported(path: str | Path) -> bool:
 
 
 def exported_files(model_dir: str | Path) -> tuple[Path, Path]:
-    """(program file, params file) of an exported folder; a clear error if incomplete or
-    changed since the export (the SHA-256s in palm_meta.json)."""
+    """(program file, params file) of an exported folder; a clear error if incomplete,
+    changed since the export (the SHA-256s in palm_meta.json) or holding an op palm's
+    exports never use (`palm.engine.program_check`). Every load of an export comes here."""
     model_dir = Path(model_dir)
     params = model_dir / "model.pdiparams"
     programs = [model_dir / f"model{s}" for s in (".json", ".pdmodel")]
@@ -336,6 +339,7 @@ def exported_files(model_dir: str | Path) -> tuple[Path, Path]:
         if path.name in hashes and file_sha256(path) != hashes[path.name]:
             raise CheckpointError(f"{path}: corrupt or changed since the export (its SHA-256 "
                                   f"differs from {META_NAME}'s); export the checkpoint again")
+    check_program(program)  # the hashes can be recomputed: its ops decide whether it runs
     return program, params
 
 

@@ -205,6 +205,8 @@ def quantize_to_folder(
     """
     source, output_dir = Path(source), Path(output_dir)
     _check_packages()
+    if is_exported(source):
+        exported_files(source)  # a changed or foreign program is refused before any write
     check_output_folder(output_dir)
     # a mistake in the validation data is found before minutes of calibration
     dataset = validation_set(_source_meta(source))
