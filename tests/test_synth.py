@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -96,3 +98,54 @@ def test_cli_rejects_bad_difficulty(tmp_path):
     args = get_args_parser().parse_args(["--out", str(tmp_path), "--difficulty", "2"])
     with pytest.raises(BadConfig, match="difficulty"):
         main(args)
+
+
+def _digest(img: np.ndarray, fovea: tuple[float, float]) -> str:
+    h = hashlib.sha256(img.tobytes())
+    h.update(repr((img.shape, fovea)).encode())
+    return h.hexdigest()
+
+
+# Golden digests of render_fundus (pixels, shape and fovea), computed from the code before its
+# split into drawing steps: the redesign must not move a pixel for any seed. Cases cover every
+# class, patchy atrophy on/off, tessellation below/above its threshold, blur on/off, square and
+# non-square sizes, and a render at full size (no shrink). They are pinned to this numpy /
+# OpenCV (2.4 / 5.1); another build of either may round differently and must re-record them.
+GOLDEN_RENDERS = [
+    (FundusSpec("P", 0.9, True), (64, 64), 0.0, 1,
+     "48b591a45e6d81154a27d047dbd3d81e1153c20bfc1e8d21a3cc64e8961bc5e0"),
+    (FundusSpec("P", 0.3, False), (48, 40), 1.0, 2,
+     "31ec4992cf55cc5786a0a0fc861ce907a0e5a2d2cdf6ed24ae89da8c82593077"),
+    (FundusSpec("H", 0.15, False), (96, 80), 0.5, 3,
+     "692f7dcbd4bc4b11b3dce24bbb7c0733a669145ed3bbfab7ae4de629f11a7e08"),
+    (FundusSpec("N", 0.02, False), (64, 64), 0.2, 4,
+     "a98920eac2f64db5657757b90061c1f8a70975d2c60fc76aee3d2886582e51b4"),
+    (FundusSpec("N", 0.0, False), (40, 48), 0.0, 5,
+     "cb94e9eb441578f096edc2384d5bd8074c7588790349f22db8c9a2d618156ddf"),
+    (FundusSpec("P", 0.6, True), (272, 256), 0.7, 6,
+     "4f1a51e8e9a02f3f82d7b1c9316fcbbc121a263017c12d1003c9ef5ee24e7607"),
+]
+
+
+@pytest.mark.parametrize("spec, size, difficulty, seed, expected", GOLDEN_RENDERS)
+def test_render_fundus_is_unchanged(spec, size, difficulty, seed, expected):
+    image, fovea = render_fundus(spec, size, difficulty, np.random.default_rng(seed))
+    assert _digest(image, fovea) == expected
+
+
+# As make_palm_dataset draws an image: spec and pixels from one generator, in that order.
+GOLDEN_SAMPLED = {
+    ("H", 0): "f1307602ac1d7ee404b36c76cedc9bf96762a644e21a7bf0533b9d9e4d0da8a6",
+    ("H", 1): "db25f8b160c036525b85839abd4c5b12d3d69a6b2ea36781b86ee772c05826a7",
+    ("N", 0): "a1ef9f646ce57c3c0dd34b17cd6a7f7cd0b4bb7a0d71465ff19dd54afbb6d0a4",
+    ("N", 1): "d5b5dbf1212ae2a3f7ff3c7dbf47bfcf9937ae38812a780dee00a5b9ac05a4b8",
+    ("P", 0): "50a9fd321418dc1208d87577cdd9848eea4495b47840c45676d57cd930ec034a",
+    ("P", 1): "47c119750935af462f822f44bb1188b0e510138e09b4965b82ea2411e581584e",
+}
+
+
+@pytest.mark.parametrize("kind, seed", sorted(GOLDEN_SAMPLED))
+def test_sampled_fundus_is_unchanged(kind, seed):
+    rng = np.random.default_rng([seed, 7])
+    image, fovea = render_fundus(sample_spec(kind, 0.5, rng), (56, 56), 0.5, rng)
+    assert _digest(image, fovea) == GOLDEN_SAMPLED[kind, seed]

@@ -181,128 +181,160 @@ def _draw_vessel(
         )
 
 
-def render_fundus(
-    spec: FundusSpec,
-    size: tuple[int, int],
-    difficulty: float,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, tuple[float, float]]:
-    """Draw one synthetic fundus photo.
+@dataclass(frozen=True)
+class _View:
+    """The render canvas: its size, the circular field of view and per-pixel coordinate grids."""
 
-    Args:
-        spec: class and severity (see `sample_spec`).
-        size: (width, height) of the output in pixels.
-        difficulty: 0..1, amount of camera nuisance (blur, exposure, colour cast).
-        rng: generator; the image is a pure function of its state.
+    w: int
+    h: int
+    R: float  # field-of-view radius in render pixels
+    cx: float
+    cy: float
+    xs: np.ndarray  # 1xW float32 column coordinates (float32 grids keep every map float32)
+    ys: np.ndarray  # Hx1 float32 row coordinates
+    r: np.ndarray  # HxW distance from the centre, 0 there and 1 at the field-of-view edge
 
-    Returns:
-        (HxWx3 uint8 RGB image, (fovea_x, fovea_y) in output pixels)
-    """
+
+@dataclass(frozen=True)
+class _Landmarks:
+    """Where the optic disc and fovea are, and the noise that roughens every outline."""
+
+    side: float  # +1: disc on the right (right eye)
+    disc: np.ndarray  # (x, y)
+    disc_r: float
+    fovea: np.ndarray  # (x, y)
+    rough: np.ndarray  # HxW smooth noise perturbing blob borders and tessellation
+
+
+def _field_of_view(size: tuple[int, int], rng: np.random.Generator) -> tuple[_View, float]:
+    """(view, scale): the canvas at >= MIN_RENDER_SIDE; a circle slightly off centre,
+    sometimes clipped top/bottom as in PALM photos."""
     out_w, out_h = size
     scale = max(1.0, MIN_RENDER_SIDE / min(out_w, out_h))
     w, h = int(round(out_w * scale)), int(round(out_h * scale))
-    d = float(np.clip(difficulty, 0.0, 1.0))
-    s = spec.severity
-
-    # Field of view: a circle, slightly off centre, sometimes clipped top/bottom as in PALM photos
     R = min(w, h) * rng.uniform(0.44, 0.52)
     cx = w / 2 + rng.normal(0, 0.015) * w
     cy = h / 2 + rng.normal(0, 0.015) * h
-    ys = np.arange(h, dtype=np.float32)[:, None]  # float32 grids keep every map float32
+    ys = np.arange(h, dtype=np.float32)[:, None]
     xs = np.arange(w, dtype=np.float32)[None, :]
-    r = np.sqrt((xs - cx) ** 2 + (ys - cy) ** 2) / R  # 0 at centre, 1 at the FOV edge
+    r = np.sqrt((xs - cx) ** 2 + (ys - cy) ** 2) / R
+    return _View(w, h, R, cx, cy, xs, ys, r), scale
 
-    # Background: orange-red, paler and more yellow with myopic thinning of the RPE
+
+def _background(view: _View, s: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(image, base colour): orange-red with choroidal texture, paler and more yellow with
+    myopic thinning of the RPE."""
     pigment = rng.uniform(0.8, 1.15)
     base = np.array([215, 95, 40], np.float32) * pigment
     base += s * np.array([15, 35, 25], np.float32)
-    img = np.empty((h, w, 3), np.float32)
+    img = np.empty((view.h, view.w, 3), np.float32)
     img[:] = base
-    texture = _smooth_noise(rng, (h, w), 10) * 0.06 + _smooth_noise(rng, (h, w), 40) * 0.03
+    shape = (view.h, view.w)
+    texture = _smooth_noise(rng, shape, 10) * 0.06 + _smooth_noise(rng, shape, 40) * 0.03
     img *= (1.0 + texture)[..., None]
+    return img, base
 
-    side = rng.choice([-1.0, 1.0])  # +1: disc on the right (right eye)
+
+def _place_landmarks(view: _View, rng: np.random.Generator) -> _Landmarks:
+    """Disc on the nasal side, fovea slightly temporal of the centre."""
+    R, cx, cy = view.R, view.cx, view.cy
+    side = rng.choice([-1.0, 1.0])
     disc = np.array([cx + side * R * rng.uniform(0.36, 0.46), cy + R * rng.normal(-0.03, 0.04)])
     disc_r = R * rng.uniform(0.12, 0.15)
     fovea = np.array([cx - side * R * rng.uniform(0.05, 0.15), cy + R * rng.normal(0.04, 0.03)])
-    rough = _smooth_noise(rng, (h, w), 30)
+    rough = _smooth_noise(rng, (view.h, view.w), 30)
+    return _Landmarks(side, disc, disc_r, fovea, rough)
 
-    # Tessellation: stripes of choroidal vessels radiating from the posterior pole, the dark
-    # pigmented spaces between them showing through a thinned retina.
+
+def _draw_tessellation(img: np.ndarray, base: np.ndarray, view: _View, marks: _Landmarks,
+                       spec: FundusSpec, rng: np.random.Generator) -> None:
+    """Stripes of choroidal vessels radiating from the posterior pole, the dark pigmented
+    spaces between them showing through a thinned retina."""
+    s = spec.severity
     tess = 0.1 * (spec.kind != "N") + s
-    if tess > 0.05:
-        theta = np.arctan2(ys - disc[1], xs - disc[0])
-        phase = theta * rng.integers(22, 34) + 2.5 * _smooth_noise(rng, (h, w), 8) + 1.5 * rough
-        stripes = 0.5 + 0.5 * np.cos(phase)
-        stripes = np.clip((stripes - 0.35) * 2.2, 0, 1) ** 1.5
-        # stronger at the posterior pole and in the periphery of a myopic eye than mid-way
-        reach = np.clip(0.55 + 0.6 * s - 0.3 * r + 0.1 * _smooth_noise(rng, (h, w), 6), 0, 1)
-        # the stripes converge on the disc: fade them there to hide the pinch
-        reach *= np.clip(np.hypot(xs - disc[0], ys - disc[1]) / (0.35 * R), 0, 1)
-        strength = np.clip(tess, 0, 1) * 0.55 * reach
-        _blend(img, stripes * strength, base * np.array([0.55, 0.42, 0.45]))
+    if tess <= 0.05:
+        return
+    xs, ys, disc, shape = view.xs, view.ys, marks.disc, (view.h, view.w)
+    theta = np.arctan2(ys - disc[1], xs - disc[0])
+    phase = theta * rng.integers(22, 34) + 2.5 * _smooth_noise(rng, shape, 8) + 1.5 * marks.rough
+    stripes = 0.5 + 0.5 * np.cos(phase)
+    stripes = np.clip((stripes - 0.35) * 2.2, 0, 1) ** 1.5
+    # stronger at the posterior pole and in the periphery of a myopic eye than mid-way
+    reach = np.clip(0.55 + 0.6 * s - 0.3 * view.r + 0.1 * _smooth_noise(rng, shape, 6), 0, 1)
+    # the stripes converge on the disc: fade them there to hide the pinch
+    reach *= np.clip(np.hypot(xs - disc[0], ys - disc[1]) / (0.35 * view.R), 0, 1)
+    strength = np.clip(tess, 0, 1) * 0.55 * reach
+    _blend(img, stripes * strength, base * np.array([0.55, 0.42, 0.45]))
 
-    # Macula: darker, with a small darker fovea
-    dm = np.sqrt((xs - fovea[0]) ** 2 + (ys - fovea[1]) ** 2) / R
+
+def _draw_macula(img: np.ndarray, view: _View, marks: _Landmarks) -> None:
+    """Darker macula with a small darker fovea."""
+    fovea = marks.fovea
+    dm = np.sqrt((view.xs - fovea[0]) ** 2 + (view.ys - fovea[1]) ** 2) / view.R
     img *= (1.0 - 0.28 * np.exp(-((dm / 0.2) ** 2)) - 0.15 * np.exp(-((dm / 0.035) ** 2)))[
         ..., None
     ]
 
-    # Peripapillary atrophy: pale crescent/ring around the disc, widest on the temporal side,
-    # rimmed by pigment and showing choroidal vessels.
+
+def _draw_peripapillary_atrophy(img: np.ndarray, view: _View, marks: _Landmarks,
+                                spec: FundusSpec, rng: np.random.Generator) -> None:
+    """Pale crescent/ring around the disc, widest on the temporal side, rimmed by pigment."""
+    s = spec.severity
     ppa_size = 0.15 * (spec.kind == "H") * s / 0.5 + (spec.kind == "P") * (0.3 + 1.6 * s)
-    if ppa_size > 0.05:
-        ppa_c = (disc[0] - side * disc_r * 0.45 * min(ppa_size, 1.5), disc[1])
-        radii = (disc_r * (1.0 + 0.65 * ppa_size), disc_r * (1.0 + 0.35 * ppa_size))
-        ppa = _blob_mask((h, w), ppa_c, radii, rng.normal(0, 0.2), rough, 0.07, 0.08 * disc_r)
-        rim = np.clip(
-            _blob_mask(
-                (h, w), ppa_c, (radii[0] * 1.08, radii[1] * 1.08), 0, rough, 0.07, 0.1 * disc_r
-            )
-            - ppa,
-            0,
-            1,
-        )
-        _blend(img, rim, (90, 45, 25), 0.6)
-        _blend(img, ppa, (235, 205, 160), 0.85)
+    if ppa_size <= 0.05:
+        return
+    disc, disc_r, rough, shape = marks.disc, marks.disc_r, marks.rough, (view.h, view.w)
+    ppa_c = (disc[0] - marks.side * disc_r * 0.45 * min(ppa_size, 1.5), disc[1])
+    radii = (disc_r * (1.0 + 0.65 * ppa_size), disc_r * (1.0 + 0.35 * ppa_size))
+    ppa = _blob_mask(shape, ppa_c, radii, rng.normal(0, 0.2), rough, 0.07, 0.08 * disc_r)
+    outer = _blob_mask(shape, ppa_c, (radii[0] * 1.08, radii[1] * 1.08), 0, rough, 0.07,
+                       0.1 * disc_r)
+    rim = np.clip(outer - ppa, 0, 1)
+    _blend(img, rim, (90, 45, 25), 0.6)
+    _blend(img, ppa, (235, 205, 160), 0.85)
 
-    # Patchy chorioretinal atrophy: well-defined white-yellow patches with pigment clumps
-    if spec.patchy_atrophy:
-        n_patch = 1 + int(rng.integers(0, 2 + int(4 * s)))
-        patches = np.zeros((h, w), np.float32)
-        for _ in range(n_patch):
-            ang, dist = rng.uniform(0, 2 * np.pi), R * rng.uniform(0.08, 0.45)
-            pc = (fovea[0] + dist * np.cos(ang), fovea[1] + dist * np.sin(ang) * 0.7)
-            pr = R * rng.uniform(0.04, 0.1 + 0.08 * s)
-            radii = (pr, pr * rng.uniform(0.6, 1.0))
-            patch = _blob_mask((h, w), pc, radii, rng.uniform(0, np.pi), rough, 0.25, 0.05 * pr)
-            np.maximum(patches, patch, out=patches)
-        _blend(img, patches, (240, 228, 200), rng.uniform(0.75, 0.95))
-        clumps = np.zeros((h, w), np.float32)
-        for _ in range(int(8 + 25 * s)):
-            ang, dist = rng.uniform(0, 2 * np.pi), R * rng.uniform(0.05, 0.5)
-            c = (int(fovea[0] + dist * np.cos(ang)), int(fovea[1] + dist * np.sin(ang) * 0.7))
-            cv2.circle(clumps, c, max(1, int(R * rng.uniform(0.004, 0.012))), 1.0, -1, cv2.LINE_AA)
-        _blend(img, clumps, (50, 30, 20), 0.8)
 
-    # Optic disc with a brighter cup; vertically oval, more tilted/oval in myopic eyes
+def _draw_patchy_atrophy(img: np.ndarray, view: _View, marks: _Landmarks, s: float,
+                         rng: np.random.Generator) -> None:
+    """Well-defined white-yellow chorioretinal patches near the fovea, with pigment clumps."""
+    R, fovea, shape = view.R, marks.fovea, (view.h, view.w)
+    n_patch = 1 + int(rng.integers(0, 2 + int(4 * s)))
+    patches = np.zeros(shape, np.float32)
+    for _ in range(n_patch):
+        ang, dist = rng.uniform(0, 2 * np.pi), R * rng.uniform(0.08, 0.45)
+        pc = (fovea[0] + dist * np.cos(ang), fovea[1] + dist * np.sin(ang) * 0.7)
+        pr = R * rng.uniform(0.04, 0.1 + 0.08 * s)
+        radii = (pr, pr * rng.uniform(0.6, 1.0))
+        patch = _blob_mask(shape, pc, radii, rng.uniform(0, np.pi), marks.rough, 0.25, 0.05 * pr)
+        np.maximum(patches, patch, out=patches)
+    _blend(img, patches, (240, 228, 200), rng.uniform(0.75, 0.95))
+    clumps = np.zeros(shape, np.float32)
+    for _ in range(int(8 + 25 * s)):
+        ang, dist = rng.uniform(0, 2 * np.pi), R * rng.uniform(0.05, 0.5)
+        c = (int(fovea[0] + dist * np.cos(ang)), int(fovea[1] + dist * np.sin(ang) * 0.7))
+        cv2.circle(clumps, c, max(1, int(R * rng.uniform(0.004, 0.012))), 1.0, -1, cv2.LINE_AA)
+    _blend(img, clumps, (50, 30, 20), 0.8)
+
+
+def _draw_optic_disc(img: np.ndarray, view: _View, marks: _Landmarks, s: float,
+                     rng: np.random.Generator) -> None:
+    """Optic disc with a brighter cup; vertically oval, more tilted/oval in myopic eyes."""
+    disc, disc_r, rough, shape = marks.disc, marks.disc_r, marks.rough, (view.h, view.w)
     disc_radii = (disc_r * (1.0 - 0.2 * s), disc_r * 1.1)
-    disc_mask = _blob_mask((h, w), disc, disc_radii, rng.normal(0, 0.1), rough, 0.04, 0.2 * disc_r)
+    disc_mask = _blob_mask(shape, disc, disc_radii, rng.normal(0, 0.1), rough, 0.04, 0.2 * disc_r)
     _blend(img, disc_mask, (250, 200, 140), 0.95)
-    cup = _blob_mask(
-        (h, w),
-        disc + rng.normal(0, 0.1, 2) * disc_r,
-        (disc_r * rng.uniform(0.3, 0.5),) * 2,
-        0,
-        rough,
-        0.05,
-        0.25 * disc_r,
-    )
+    cup_centre = disc + rng.normal(0, 0.1, 2) * disc_r
+    cup_radii = (disc_r * rng.uniform(0.3, 0.5),) * 2
+    cup = _blob_mask(shape, cup_centre, cup_radii, 0, rough, 0.05, 0.25 * disc_r)
     _blend(img, cup, (255, 240, 215), 0.8)
 
-    # Vessels: superior/inferior temporal arcades curving round the macula, and nasal branches
-    veins = np.zeros((h, w), np.float32)
-    arteries = np.zeros((h, w), np.float32)
+
+def _draw_vessels(img: np.ndarray, view: _View, marks: _Landmarks,
+                  rng: np.random.Generator) -> None:
+    """Superior/inferior temporal arcades curving round the macula, and nasal branches."""
+    R, disc, side = view.R, marks.disc, marks.side
+    veins = np.zeros((view.h, view.w), np.float32)
+    arteries = np.zeros((view.h, view.w), np.float32)
     vw = max(1.0, R * 0.018)
     for vert in (-1.0, 1.0):
         for layer, width, jitter in ((veins, vw, 0.0), (arteries, vw * 0.75, 0.25)):
@@ -321,22 +353,63 @@ def render_fundus(
     _blend(img, veins, (120, 25, 20), 0.75)
     _blend(img, arteries, (175, 45, 30), 0.6)
 
-    # Camera: vignetting, exposure, colour cast, soft FOV edge, dark surround
+
+def _photograph(img: np.ndarray, view: _View, d: float, rng: np.random.Generator) -> np.ndarray:
+    """The camera: vignetting, exposure, colour cast, soft FOV edge, dark surround, defocus
+    and sensor grain; returns the uint8 render."""
+    R, r = view.R, view.r
     vignette = np.clip(1.0 - 0.55 * r**2.2, 0, 1)
     img *= vignette[..., None]
     img *= rng.uniform(1 - 0.25 * d - 0.05, 1 + 0.15 * d + 0.05)
     warmth = rng.normal(0, 0.03 + 0.04 * d)  # colour temperature: red up, blue down (or reverse)
     img *= np.array([1 + warmth, 1 + 0.3 * warmth, 1 - warmth], np.float32)
     fov = np.clip((1.0 - r) * R / max(2.0, 0.01 * R), 0, 1)
-    surround = 4 + 1.5 * _smooth_noise(rng, (h, w), 20)
+    surround = 4 + 1.5 * _smooth_noise(rng, (view.h, view.w), 20)
     img = img * fov[..., None] + (surround * (1 - fov))[..., None]
     blur = rng.uniform(0, 0.5 + 2.5 * d) * R / 200  # defocus, in render pixels
     if blur > 0.3:
         img = cv2.GaussianBlur(img, (0, 0), blur)
-    img += rng.normal(0, 2.0, (h, w, 1)).astype(np.float32)  # sensor grain
-    img = np.clip(img, 0, 255).astype(np.uint8)
+    img += rng.normal(0, 2.0, (view.h, view.w, 1)).astype(np.float32)  # sensor grain
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def render_fundus(
+    spec: FundusSpec,
+    size: tuple[int, int],
+    difficulty: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Draw one synthetic fundus photo.
+
+    The steps draw from `rng` in a fixed order (each step's draws follow the earlier
+    ones'), so reordering them changes every image of a seed.
+
+    Args:
+        spec: class and severity (see `sample_spec`).
+        size: (width, height) of the output in pixels.
+        difficulty: 0..1, amount of camera nuisance (blur, exposure, colour cast).
+        rng: generator; the image is a pure function of its state.
+
+    Returns:
+        (HxWx3 uint8 RGB image, (fovea_x, fovea_y) in output pixels)
+    """
+    d = float(np.clip(difficulty, 0.0, 1.0))
+    s = spec.severity
+    view, scale = _field_of_view(size, rng)
+    img, base = _background(view, s, rng)
+    marks = _place_landmarks(view, rng)
+    _draw_tessellation(img, base, view, marks, spec, rng)
+    _draw_macula(img, view, marks)
+    _draw_peripapillary_atrophy(img, view, marks, spec, rng)
+    if spec.patchy_atrophy:
+        _draw_patchy_atrophy(img, view, marks, s, rng)
+    _draw_optic_disc(img, view, marks, s, rng)
+    _draw_vessels(img, view, marks, rng)
+    img = _photograph(img, view, d, rng)
     if scale > 1.0:
+        out_w, out_h = size
         img = cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_AREA)
+    fovea = marks.fovea
     return img, (float(fovea[0] / scale), float(fovea[1] / scale))
 
 

@@ -344,32 +344,18 @@ def fit(
     unsaved_best = None  # best of a finished epoch whose save did not complete
     try:
         for epoch in range(state.epoch, epochs):
-            sampler = train_loader.batch_sampler
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)  # a resumed run sees the same batch order
-            train_stats = train_one_epoch(model, loss_fn, optimizer, train_loader, epoch=epoch + 1,
-                                          scheduler=scheduler, scaler=scaler,
-                                          progress=progress and is_main)
-            val_result = evaluate(model, val_loader, loss_fn)
-            row = epoch_row(epoch + 1, train_stats, val_result, threshold)
-            chosen_by = val_result
-            if selection.loader is not None:
-                chosen_by = evaluate(model, selection.loader, loss_fn)
-                row.update(holdout_columns(chosen_by, threshold))
-            state.epoch = epoch + 1
-            state.history.append(row)
-            metric_name, score = selection_score(row, selection.prefix)
-            improved = score > state.best_score
-            if improved:
-                state.best_score = score
-                unsaved_best = (metric_name, selection.record,
-                                selection_frame(selection.files, chosen_by)
-                                if selection.files else pd.DataFrame())
+            row, chosen_by = _train_and_validate(
+                model, loss_fn, optimizer, train_loader, val_loader, epoch=epoch,
+                selection=selection, threshold=threshold, scheduler=scheduler, scaler=scaler,
+                progress=progress and is_main)
+            best = _record_epoch(state, epoch + 1, row, selection, chosen_by)
+            if best is not None:
+                unsaved_best = best
             if is_main:
                 save_epoch(run_dir, model, meta, state, optimizer, scheduler, scaler, unsaved_best)
                 unsaved_best = None
                 _log_scalars(writer, row)
-                log(summary_line(row, epochs, improved))
+                log(summary_line(row, epochs, best is not None))
     except KeyboardInterrupt:
         if is_main:
             # Ctrl-C may have hit a save: finish or drop it, then save (again) from memory
@@ -386,6 +372,54 @@ def fit(
     if is_main and state.history:
         plot_history(state.history, run_dir)
     return state
+
+
+def _train_and_validate(
+    model: paddle.nn.Layer,
+    loss_fn: Callable,
+    optimizer: paddle.optimizer.Optimizer,
+    train_loader: paddle.io.DataLoader,
+    val_loader: paddle.io.DataLoader,
+    *,
+    epoch: int,
+    selection: Selection,
+    threshold: float,
+    scheduler: paddle.optimizer.lr.LRScheduler | None,
+    scaler: paddle.amp.GradScaler | None,
+    progress: bool,
+) -> tuple[dict[str, Any], EvalResult]:
+    """One epoch of `fit` (0-based `epoch`): train, validate, and score the selection images.
+
+    Returns:
+        (metrics.csv row, the result that chooses `best`: the validation result, or the
+        holdout's when the selection has its own loader).
+    """
+    sampler = train_loader.batch_sampler
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)  # a resumed run sees the same batch order
+    train_stats = train_one_epoch(model, loss_fn, optimizer, train_loader, epoch=epoch + 1,
+                                  scheduler=scheduler, scaler=scaler, progress=progress)
+    val_result = evaluate(model, val_loader, loss_fn)
+    row = epoch_row(epoch + 1, train_stats, val_result, threshold)
+    chosen_by = val_result
+    if selection.loader is not None:
+        chosen_by = evaluate(model, selection.loader, loss_fn)
+        row.update(holdout_columns(chosen_by, threshold))
+    return row, chosen_by
+
+
+def _record_epoch(state: RunState, epochs_done: int, row: dict[str, Any], selection: Selection,
+                  chosen_by: EvalResult) -> tuple[str, dict[str, Any], pd.DataFrame] | None:
+    """Add a finished epoch to `state`; when it beats `best`, the `best` argument of
+    `save_epoch` (metric, selection record, the selection images' predictions), else None."""
+    state.epoch = epochs_done
+    state.history.append(row)
+    metric_name, score = selection_score(row, selection.prefix)
+    if not score > state.best_score:  # written so, a NaN score is never an improvement
+        return None
+    state.best_score = score
+    frame = selection_frame(selection.files, chosen_by) if selection.files else pd.DataFrame()
+    return metric_name, selection.record, frame
 
 
 def _log_scalars(writer, row: dict[str, Any]) -> None:
