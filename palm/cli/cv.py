@@ -21,7 +21,7 @@ from typing import Any
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import run_tool
 from palm.config import resolved_config
-from palm.engine.cv import run_cv
+from palm.experiments.cv import run_cv
 from palm.engine.runner import prepare_demo_data
 from palm.cli.train import get_args_parser as train_args_parser, parse_args as parse_training_args
 

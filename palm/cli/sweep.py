@@ -21,8 +21,8 @@ import pandas as pd
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
 from palm.cli import run_tool
 from palm.config import resolved_config
-from palm.engine.sweep import DEFAULT_METRIC, MODES, parse_factor, run_sweep
-from palm.engine.trials import BACKENDS
+from palm.experiments.sweep import DEFAULT_METRIC, MODES, parse_factor, run_sweep
+from palm.experiments.trials import BACKENDS
 from palm.cli.train import get_args_parser as train_args_parser, parse_args as parse_training_args
 
 

@@ -36,7 +36,7 @@ from palm.data import sources
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.evaluate import evaluate, json_ready, probability_columns
 from palm.engine.runner import resolved_augment
-from palm.engine.trials import Trial, check_experiment_record, run_trials
+from palm.experiments.trials import Trial, check_experiment_record, run_trials
 from palm.errors import BadConfig
 from palm.io_utils import output_lock, read_csv, write_csv_atomic, write_json_atomic
 from palm.viz.experiments import plot_cv_roc
@@ -326,7 +326,7 @@ def run_cv(cfg: dict[str, Any], output: str | Path, *, folds: int = 5, repeats: 
     """Cross-validate `cfg` (a validated palm.config dict) into OUTPUT; return the summary.
 
     The folds come from `cfg["seed"]`, which also seeds every fold's training; `jobs`
-    folds train at once (as palm.engine.trials.run_trials).
+    folds train at once (as palm.experiments.trials.run_trials).
     """
     if pool_val and predict_val:
         raise BadConfig("--predict-val scores the validation set, which --pool-val trains on; "

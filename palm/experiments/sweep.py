@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from palm.config import DEFAULTS, load_yaml, validate_config
-from palm.engine.trials import Trial, check_experiment_record, ordered_result, run_trials
+from palm.experiments.trials import Trial, check_experiment_record, ordered_result, run_trials
 from palm.errors import BadConfig
 from palm.io_utils import output_lock, write_csv_atomic, write_text_atomic
 from palm.models import build_model

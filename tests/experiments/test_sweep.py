@@ -15,7 +15,7 @@ import yaml
 
 from palm.cli.digits import export_digits
 from palm.config import DEFAULTS
-from palm.engine.sweep import Factor, parse_factor, settings, trial_name
+from palm.experiments.sweep import Factor, parse_factor, settings, trial_name
 from palm.errors import BadConfig
 from palm.models import build_model
 from palm.cli import sweep as sweep_tool

@@ -20,7 +20,7 @@ import pytest
 from palm.cli.digits import export_digits
 from palm.data import PalmTrainSet
 from palm.data.datasets import find_palm_layout
-from palm.engine.cv import check_same_splits, assign_folds, bootstrap_auc_ci, splits_table
+from palm.experiments.cv import check_same_splits, assign_folds, bootstrap_auc_ci, splits_table
 from palm.errors import BadConfig
 from palm.cli import cv as cv_tool
 
