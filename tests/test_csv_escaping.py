@@ -15,7 +15,7 @@ import pytest
 from palm.cli import compare as compare_tool
 from palm.cli import predict as predict_tool
 from palm.cli import train as train_tool
-from palm.cli.prepare import xlsx_to_csv
+from palm.data.prepare import xlsx_to_csv
 from palm.data import read_table
 from palm.engine.compare import read_predictions
 from palm.experiments.cv import check_same_splits, splits_table

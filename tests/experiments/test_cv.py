@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from palm.cli.digits import export_digits
+from palm.data.digits import export_digits
 from palm.data import PalmTrainSet
 from palm.data.datasets import find_palm_layout
 from palm.data.splits import kfold_assignment

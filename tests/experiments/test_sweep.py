@@ -13,7 +13,7 @@ import paddle.nn as nn
 import pytest
 import yaml
 
-from palm.cli.digits import export_digits
+from palm.data.digits import export_digits
 from palm.config import DEFAULTS
 from palm.experiments.sweep import Factor, parse_factor, settings, trial_name
 from palm.errors import BadConfig
