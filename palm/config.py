@@ -386,6 +386,28 @@ def _resume_target(resume: Any) -> Path | None:
     return path if path.is_dir() or not path.suffix else path.parent
 
 
+def parse_augment(text: str) -> dict[str, Any]:
+    """`--augment` text -> setting: "fundus", "none,contrast=0.1", "hflip=true,rotate=5".
+
+    A bare word is a preset; key=value pairs are overrides (values read as YAML scalars).
+    """
+    setting: dict[str, Any] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if "=" in part:
+            key, value = (x.strip() for x in part.split("=", 1))
+            try:
+                setting[key] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                setting[key] = value  # reported by resolve_augment as a bad value
+        elif "preset" in setting:
+            raise BadConfig(f"--augment {text!r}: two presets ({setting['preset']}, {part})")
+        else:
+            setting["preset"] = part
+    return setting
+
+
 def parse_args_with_config(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None = None,
@@ -434,3 +456,13 @@ def save_config(cfg: dict[str, Any], run_dir: str | Path,
     record = {**cfg, **({"provenance": provenance} if provenance else {})}
     write_text_atomic(path, yaml.safe_dump(record, sort_keys=True, allow_unicode=True))
     return path
+
+
+def parse_training_args(parser: argparse.ArgumentParser,
+                        argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """A training command line (train, cv, sweep) merged over its config file and DEFAULTS
+    (parse_args_with_config), with `--augment` text read into its setting."""
+    args = parse_args_with_config(parser, argv)
+    if isinstance(args.augment, str):  # --augment text (a YAML mapping stays as it is)
+        args.augment = parse_augment(args.augment)
+    return args

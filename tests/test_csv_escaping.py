@@ -15,10 +15,10 @@ import pytest
 from palm.cli import compare as compare_tool
 from palm.cli import predict as predict_tool
 from palm.cli import train as train_tool
-from palm.cli.prepare import xlsx_to_csv
+from palm.data.prepare import xlsx_to_csv
 from palm.data import read_table
 from palm.reports.compare import read_predictions
-from palm.engine.cv import check_same_splits, splits_table
+from palm.experiments.cv import check_same_splits, splits_table
 from palm.engine.evaluate import EvalResult, write_evaluation
 from palm.engine.predict import journal_path, record_path
 from palm.io_utils import (FORMULA_STARTS, escape_formula, read_csv, unescape_formula,

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from palm.cli import inspect, prepare, stats
+from palm.data.splits import kfold_assignment
 from palm.data import CsvImageSet, build_transform
 
 
@@ -71,8 +72,8 @@ def test_prepare_xlsx2csv_split_and_kfold(palm_root, tmp_path):
         fold_val = pd.read_csv(tmp_path / "folds" / f"fold{k}_val.csv")
         assert fold_val["path"].tolist() == folds.loc[folds["fold"] == k, "path"].tolist()
         assert 4 <= fold_val["label"].sum() <= 5  # stratified: 13 PM over 3 folds
-    with pytest.raises(ValueError, match="k must be between 2"):
-        prepare.kfold_assign(folds, k=30, seed=0)
+    with pytest.raises(ValueError, match="folds must be between 2"):
+        kfold_assignment(folds["label"], folds=30, seed=0)
 
 
 def test_stats_known_colours(tmp_path):

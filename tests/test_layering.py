@@ -22,6 +22,7 @@ LAYERS: dict[str, tuple[str, int]] = {
     "palm.models": ("models", 2),
     "palm.viz": ("viz", 3),
     "palm.engine": ("engine", 4),
+    "palm.experiments": ("experiments", 5),
     "palm.reports": ("reports", 5),
     "palm.cli": ("cli", 6),
     "palm.__main__": ("cli", 6),

@@ -13,11 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
+from palm.config import add_config_options
 from palm.errors import BadConfig, StoppedByUser, UserError, describe_os_error
 from palm.runtime import setup_logging
 
 __all__ = ["COMMANDS", "DEBUG_VAR", "USER_ERRORS", "Command", "StoppedByUser", "add_data_source",
-           "add_verbosity_options", "command_for", "data_source", "run_tool", "verbosity"]
+           "add_verbosity_options", "command_for", "data_source", "run_tool", "training_parser",
+           "verbosity"]
+
+BOOL = argparse.BooleanOptionalAction
 
 DATA_HELP = "PALM root, PALM-Training400 folder, path,label CSV or class-folder root"
 
@@ -56,6 +60,89 @@ def add_verbosity_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-q", "--quiet", action="store_true",
                        help="print only warnings and errors (no progress bars or summaries)")
     group.add_argument("-v", "--verbose", action="store_true", help="also print debug messages")
+
+
+def training_parser(doc: str, trust_help: str) -> argparse.ArgumentParser:
+    """The options of a training command (train, and cv and sweep, which train per fold or
+    setting), described by the command's module docstring `doc` (first line: description,
+    from the third on: epilog).
+
+    Args:
+        trust_help: help of --trust-checkpoint (palm.weights.TRUST_HELP: passed in, so that
+            importing this module does not load Paddle).
+    """
+    p = argparse.ArgumentParser(description=doc.split("\n")[0], epilog=doc.split("\n", 2)[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="network name; picks configs/MODEL.yaml (default resnet50)")
+    add_config_options(p)
+    p.add_argument("--demo", action="store_true",
+                   help="make (once) a synthetic PALM set in demo_data/ and train a short run on it")
+    data = p.add_argument_group("data")
+    data.add_argument("--data-root", help="PALM root: PALM-Training400, PALM-Validation400, -GT; "
+                      "with --train-csv/--val-csv: a folder their paths may lead into")
+    data.add_argument("--train-dir", help="training images, one sub-folder per class")
+    data.add_argument("--val-dir", help="validation images, one sub-folder per class")
+    data.add_argument("--train-csv", help="training list with columns path,label")
+    data.add_argument("--val-csv", help="validation list with columns path,label")
+    data.add_argument("--image-size", type=int)
+    data.add_argument("--num-workers", type=int, help="data loader processes")
+    data.add_argument("--cache-dir", help="cache of shrunk images, reused by later epochs and runs "
+                      "(default auto: $PALM_CACHE_DIR or ~/.cache/palm/images; none: off)")
+    data.add_argument("--cache-size-gb", type=float,
+                      help="cache size limit; least recently used images are evicted "
+                           "(default $PALM_CACHE_SIZE_GB or 4)")
+    data.add_argument("--skip-bad", action=BOOL, help="skip unreadable images instead of stopping")
+    data.add_argument("--positive-class", metavar="NAME",
+                      help="two classes: the positive one (label 1; sensitivity and "
+                           "probabilities refer to it). Default: PM, positive, disease, "
+                           "abnormal, 1, yes or true when one class is so named")
+    data.add_argument("--augment", metavar="PRESET|KEY=VALUE,...",
+                      help="training augmentation: fundus (default for --data-root), natural "
+                           "(default otherwise: no flips or rotations), none; plus overrides, "
+                           "e.g. natural,hflip=true or rotate=5")
+    data.add_argument("--allow-outside-paths", action=BOOL,
+                      help="accept CSV paths outside the CSV's folder (absolute, ../)")
+    data.add_argument("--max-pixels", type=int,
+                      help="refuse images decoding to more pixels (default $PALM_MAX_PIXELS "
+                           "or 100000000)")
+    opt = p.add_argument_group("optimization")
+    opt.add_argument("--epochs", type=int)
+    opt.add_argument("-b", "--batch-size", type=int)
+    opt.add_argument("--lr", type=float, help="base learning rate")
+    opt.add_argument("--optimizer", choices=("momentum", "adam", "adamw"))
+    opt.add_argument("--weight-decay", type=float)
+    opt.add_argument("--scheduler", choices=("constant", "step", "cosine"))
+    opt.add_argument("--warmup-epochs", type=float)
+    opt.add_argument("--pos-weight", type=_pos_weight, help="BCE weight of positives, or 'auto'")
+    opt.add_argument("--pretrained", help="ImageNet .pdparams to start from (no download)")
+    opt.add_argument("--select-on", choices=("val", "holdout"),
+                     help="images that choose the best epoch: val, or holdout (a stratified "
+                          "part of the training data, so figures on val stay independent)")
+    opt.add_argument("--holdout-fraction", type=float,
+                     help="share of the training images held out with --select-on holdout")
+    run = p.add_argument_group("run")
+    run.add_argument("--output", help="run folder (default runs/MODEL, or the next free "
+                     "runs/MODEL-2, -3, ... when that holds a run)")
+    run.add_argument("--resume", nargs="?", const=True, metavar="PATH",
+                     help="continue from OUTPUT/last.pdparams, or from PATH (a run folder or "
+                          "its last.pdparams)")
+    run.add_argument("--exist-ok", action=BOOL,
+                     help="start a new run in an --output folder that already holds one")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--device", choices=("auto", "cpu", "gpu"))
+    run.add_argument("--amp", action=BOOL, help="mixed precision (GPU only)")
+    run.add_argument("--compile", action=BOOL,
+                     help="compile the forward with paddle.jit.to_static (a few %% faster "
+                          "per step, seconds of compiling at start; one process only)")
+    run.add_argument("--no-progress", action="store_true", help="no per-batch progress bar")
+    run.add_argument("--trust-checkpoint", action="store_true",
+                     help="for --pretrained and --resume files: " + trust_help)
+    add_verbosity_options(p)
+    return p
+
+
+def _pos_weight(text: str) -> float | str:
+    return text if text == "auto" else float(text)
 
 
 @contextlib.contextmanager

@@ -19,17 +19,15 @@ import argparse
 from typing import Any
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.cli import run_tool
-from palm.config import resolved_config
-from palm.engine.cv import run_cv
+from palm.cli.common import run_tool, training_parser
+from palm.config import parse_training_args, resolved_config
 from palm.engine.runner import prepare_demo_data
-from palm.cli.train import get_args_parser as train_args_parser, parse_args as parse_training_args
+from palm.experiments.cv import run_cv
+from palm.weights import TRUST_HELP
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = train_args_parser()
-    p.description = __doc__.split("\n")[0]
-    p.epilog = __doc__.split("\n", 2)[2]
+    p = training_parser(__doc__, TRUST_HELP)
     cv = p.add_argument_group("cross-validation")
     cv.add_argument("--folds", type=int, default=5, help="number of folds K (default 5)")
     cv.add_argument("--repeats", type=int, default=1,
@@ -52,7 +50,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_and_run(argv: list[str] | None = None) -> dict[str, Any]:
-    return main(parse_training_args(argv, get_args_parser()))
+    return main(parse_training_args(get_args_parser(), argv))
 
 
 def cli() -> None:

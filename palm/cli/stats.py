@@ -11,48 +11,9 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
-
-import numpy as np
-from tqdm import tqdm
 
 from palm.cli.common import add_data_source, add_verbosity_options, data_source, run_tool
-from palm.data import ImageSet, crop_fundus, open_image_set
-from palm.data.transforms import resize_square
-from palm.io_utils import write_json_atomic
-
-
-class _Resize:
-    """Dataset transform that stops before normalization: HWC uint8 at size x size."""
-
-    def __init__(self, size: int, fundus_crop: bool):
-        self.decode_size = size  # lets the data set decode JPEGs at reduced scale
-        self.size = size
-        self.fundus_crop = fundus_crop
-
-    def __call__(self, img: np.ndarray) -> np.ndarray:
-        return resize_square(crop_fundus(img) if self.fundus_crop else img, self.size)
-
-
-def channel_stats(ds: ImageSet, max_images: int | None = None, seed: int = 0) -> dict:
-    """Mean and std per RGB channel (0..1) over the images of `ds` (a random subset if max_images).
-
-    `ds` must return HWC uint8 images (build it with a resize-only transform).
-    """
-    indices = np.arange(len(ds))
-    if max_images and max_images < len(ds):
-        indices = np.sort(np.random.default_rng(seed).choice(len(ds), max_images, replace=False))
-    total = np.zeros(3)
-    total_sq = np.zeros(3)
-    pixels = 0
-    for i in tqdm(indices, desc="stats", unit="img", leave=False):
-        img = ds[int(i)][0].reshape(-1, 3).astype(np.float64) / 255.0
-        total += img.sum(0)
-        total_sq += (img * img).sum(0)
-        pixels += img.shape[0]
-    mean = total / pixels
-    std = np.sqrt(np.maximum(total_sq / pixels - mean * mean, 0.0))
-    return {"mean": mean.round(6).tolist(), "std": std.round(6).tolist(), "images": len(indices)}
+from palm.data.stats import data_set_stats
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -69,21 +30,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    data = data_source(args)
-    ds = open_image_set(
-        data,
-        split=args.split,
-        transform=_Resize(args.image_size, args.fundus_crop),
-        skip_bad=True,
-    )
-    result = channel_stats(ds, args.max_images, args.seed)
-    result.update(
-        source=os.fspath(data), image_size=args.image_size, fundus_crop=args.fundus_crop
-    )
+    result = data_set_stats(data_source(args), args.split, args.image_size, args.fundus_crop,
+                            args.max_images, args.seed, args.out)
     print(f"mean (RGB, 0..1): {result['mean']}")
     print(f"std  (RGB, 0..1): {result['std']}  ({result['images']} images)")
-    if args.out:
-        write_json_atomic(args.out, result)
     return result
 
 

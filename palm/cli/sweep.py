@@ -19,17 +19,15 @@ import argparse
 import pandas as pd
 
 import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.cli import run_tool
-from palm.config import resolved_config
-from palm.engine.sweep import DEFAULT_METRIC, MODES, parse_factor, run_sweep
-from palm.engine.trials import BACKENDS
-from palm.cli.train import get_args_parser as train_args_parser, parse_args as parse_training_args
+from palm.cli.common import run_tool, training_parser
+from palm.config import parse_training_args, resolved_config
+from palm.experiments.sweep import DEFAULT_METRIC, MODES, parse_factor, run_sweep
+from palm.experiments.trials import BACKENDS
+from palm.weights import TRUST_HELP
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = train_args_parser()
-    p.description = __doc__.split("\n")[0]
-    p.epilog = __doc__.split("\n", 2)[2]
+    p = training_parser(__doc__, TRUST_HELP)
     p.add_argument("--base", dest="config", help="the base config (same as --config)")
     sweep = p.add_argument_group("sweep")
     sweep.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...",
@@ -60,7 +58,7 @@ def main(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def parse_and_run(argv: list[str] | None = None) -> pd.DataFrame:
-    return main(parse_training_args(argv, get_args_parser()))
+    return main(parse_training_args(get_args_parser(), argv))
 
 
 def cli() -> None:

@@ -12,8 +12,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-import yaml
 
+from palm.config import parse_augment  # noqa: F401  (palm.data's name for it)
 from palm.errors import BadConfig
 
 NORMALIZATIONS = ("minus_one_one", "imagenet")
@@ -54,28 +54,6 @@ DEFAULT_AUGMENT = AUGMENT_PRESETS["fundus"]
 _FLAGS = ("hflip", "vflip")
 _LIMITS = {"rotate": (0.0, 180.0), "brightness": (0.0, 1.0), "contrast": (0.0, 1.0),
            "random_resized_crop": (0.0, 1.0)}  # (exclusive low for the crop, inclusive high)
-
-
-def parse_augment(text: str) -> dict[str, Any]:
-    """`--augment` text -> setting: "fundus", "none,contrast=0.1", "hflip=true,rotate=5".
-
-    A bare word is a preset; key=value pairs are overrides (values read as YAML scalars).
-    """
-    setting: dict[str, Any] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        if "=" in part:
-            key, value = (x.strip() for x in part.split("=", 1))
-            try:
-                setting[key] = yaml.safe_load(value)
-            except yaml.YAMLError:
-                setting[key] = value  # reported by resolve_augment as a bad value
-        elif "preset" in setting:
-            raise BadConfig(f"--augment {text!r}: two presets ({setting['preset']}, {part})")
-        else:
-            setting["preset"] = part
-    return setting
 
 
 def resolve_augment(setting: str | dict[str, Any] | None, default_preset: str) -> dict[str, Any]:

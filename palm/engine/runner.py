@@ -12,14 +12,13 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import paddle
-from sklearn.model_selection import train_test_split
 
 from palm.config import DEMO_SYNTH, save_config
 from palm.data import build_loader, build_transform, describe_augment, resolve_augment
 from palm.data.synth import make_palm_dataset
 from palm.data import sources
+from palm.data.splits import holdout_split
 from palm.engine.checkpoint import load_meta, recover_folder
 from palm.engine.device import DistInfo, init_distributed, seed_everything, select_device
 from palm.engine.optim import build_optimizer, build_scheduler
@@ -131,22 +130,16 @@ def build_datasets(cfg: dict[str, Any]):
 
 
 def carve_holdout(train_set, fraction: float, seed: int, transform):
-    """(training part, holdout part) of `train_set`: a stratified, seeded split whose
-    holdout is read with the evaluation `transform` (no augmentation).
+    """(training part, holdout part) of `train_set`: palm.data.splits' stratified, seeded
+    holdout, read with the evaluation `transform` (no augmentation).
 
     Raises:
         BadConfig: too few images of some class for the split.
     """
-    indices = np.arange(len(train_set))
-    try:
-        keep, held = train_test_split(indices, test_size=fraction, random_state=seed,
-                                      stratify=train_set.labels)
-    except ValueError as e:
-        raise BadConfig(f"holdout_fraction {fraction}: cannot split {len(train_set)} training "
-                        f"images by class ({e})") from None
+    keep, held = holdout_split(train_set.labels, fraction, seed, name="holdout_fraction")
     train_part, holdout = copy.copy(train_set), copy.copy(train_set)
-    train_part.samples = [train_set.samples[i] for i in sorted(keep)]
-    holdout.samples = [train_set.samples[i] for i in sorted(held)]
+    train_part.samples = [train_set.samples[i] for i in keep]
+    holdout.samples = [train_set.samples[i] for i in held]
     holdout.transform = transform
     return train_part, holdout
 

@@ -30,8 +30,8 @@ import pandas as pd
 
 from palm.config import DEFAULTS, load_yaml, validate_config
 from palm.engine.runner import build_datasets
-from palm.engine.trials import (REPORTED_METRICS, Trial, check_experiment_record, ordered_result,
-                                 run_trials)
+from palm.experiments.trials import (REPORTED_METRICS, Trial, check_experiment_record,
+                                     ordered_result, run_trials)
 from palm.errors import BadConfig
 from palm.io_utils import output_lock, write_csv_atomic, write_text_atomic
 from palm.models import build_model
@@ -66,30 +66,30 @@ def parse_factor(text: str) -> Factor:
     key, sep, values_text = text.partition("=")
     key = key.strip()
     if not sep or not key or not values_text.strip():
-        raise BadConfig(f"--vary {text!r}: expected KEY=VALUE1,VALUE2,... "
+        raise BadConfig(f"factor {text!r}: expected KEY=VALUE1,VALUE2,... "
                         "(e.g. lr=0.1,0.5 or model_kwargs.activation=relu,sigmoid)")
     if key.startswith(MODEL_KWARGS_PREFIX):
         if not key[len(MODEL_KWARGS_PREFIX):]:
-            raise BadConfig(f"--vary {text!r}: name the model option after 'model_kwargs.'")
+            raise BadConfig(f"factor {text!r}: name the model option after 'model_kwargs.'")
     elif key not in DEFAULTS or key in NOT_FACTORS:
         what = "is set by the sweep" if key in NOT_FACTORS else "is not a config key"
-        hint = " (use --repeats for seeds)" if key == "seed" else ""
-        raise BadConfig(f"--vary {key}: {what}{hint}; vary a config key (lr, batch_size, ...) "
+        hint = " (use repeats for seeds)" if key == "seed" else ""
+        raise BadConfig(f"factor {key}: {what}{hint}; vary a config key (lr, batch_size, ...) "
                         "or a model option as model_kwargs.NAME")
     values = tuple(load_yaml(v.strip()) for v in values_text.split(","))
     if len(set(map(repr, values))) != len(values):
-        raise BadConfig(f"--vary {text!r}: a value is listed twice")
+        raise BadConfig(f"factor {text!r}: a value is listed twice")
     return Factor(key, values)
 
 
 def check_factors(factors: Sequence[Factor]) -> None:
     keys = [f.key for f in factors]
     if not factors:
-        raise BadConfig("give at least one --vary KEY=VALUES")
+        raise BadConfig("give at least one factor KEY=VALUES")
     repeated = sorted({k for k in keys if keys.count(k) > 1})
     if repeated:
-        raise BadConfig(f"--vary {', '.join(repeated)} given more than once; list all its "
-                        "values in one --vary")
+        raise BadConfig(f"factor {', '.join(repeated)} given more than once; list all its "
+                        "values in one factor")
 
 
 def get_value(cfg: dict[str, Any], key: str, missing: Any = None) -> Any:
@@ -128,7 +128,7 @@ def settings(cfg: dict[str, Any], factors: Sequence[Factor], mode: str) -> list[
     grid: every combination, in the order of the factors' values.
     """
     if mode not in MODES:
-        raise BadConfig(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise BadConfig(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     check_factors(factors)
     base = base_setting(cfg, factors)
     if mode == "grid":
@@ -158,13 +158,13 @@ def plan_trials(cfg: dict[str, Any], factors: Sequence[Factor], mode: str,
     """Every run of the sweep, each config validated (and its network built once, so a bad
     model option stops the sweep before any training)."""
     if repeats < 1:
-        raise BadConfig(f"--repeats must be >= 1, got {repeats}")
+        raise BadConfig(f"repeats must be >= 1, got {repeats}")
     trials, checked_models = [], []
     for setting in settings(cfg, factors, mode):
         for repeat in range(repeats):
             seed = int(cfg["seed"]) + repeat
             trial_cfg = validate_config({**with_values(cfg, setting), "seed": seed},
-                                        f"--vary {', '.join(f'{k}={v}' for k, v in setting.items())}")
+                                        f"setting {', '.join(f'{k}={v}' for k, v in setting.items())}")
             model_key = (trial_cfg["model"], repr(trial_cfg["model_kwargs"]))
             if model_key not in checked_models:
                 _check_model(trial_cfg)
@@ -271,7 +271,7 @@ def check_metric(metric: str) -> None:
     """Raises BadConfig unless `metric` is a column a results table can have."""
     known = [f"{when}_{key}" for key in REPORTED_METRICS for when in ("best", "final")]
     if metric not in known + ["train_seconds"]:
-        raise BadConfig(f"--metric {metric}: not a result of a run; choose from "
+        raise BadConfig(f"metric {metric}: not a result of a run; choose from "
                         f"{', '.join(known)}, train_seconds")
 
 def run_sweep(cfg: dict[str, Any], factors: Sequence[Factor], output: str | Path, *,
@@ -297,7 +297,7 @@ def run_sweep(cfg: dict[str, Any], factors: Sequence[Factor], output: str | Path
                              keep_diverged=True, log=log)
         table = results_table(trials, results)
         if metric not in table.columns:
-            raise BadConfig(f"--metric {metric}: not in the results; choose from "
+            raise BadConfig(f"metric {metric!r}: not in the results; choose from "
                             f"{', '.join(metric_columns(table))}")
         keys = [f.key for f in factors]
         summary = summary_table(table, keys)

@@ -17,14 +17,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from palm.cli.digits import export_digits
+from palm.data.digits import export_digits
 from palm.data import PalmTrainSet
 from palm.data.datasets import find_palm_layout
-from palm.engine.cv import check_same_splits, assign_folds, bootstrap_auc_ci, splits_table
+from palm.data.splits import kfold_assignment
+from palm.experiments.cv import check_same_splits, bootstrap_auc_ci, splits_table
 from palm.errors import BadConfig
 from palm.cli import cv as cv_tool
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _cv_args(data: list[str], output: Path, *extra: str) -> list[str]:
@@ -48,29 +49,9 @@ def cv_run(palm_root, tmp_path_factory) -> tuple[Path, dict]:
     return output, summary
 
 
-def test_folds_disjoint_stratified_and_covering():
-    labels = np.array([0] * 23 + [1] * 13 + [2] * 7)
-    folds = assign_folds(labels, folds=5, repeats=2, seed=3)
-    assert folds.shape == (2, len(labels))
-    for repeat in folds:
-        # one fold per image (disjoint) and every image in one (cover)
-        assert set(repeat.tolist()) == set(range(5))
-        for c in np.unique(labels):
-            per_fold = np.bincount(repeat[labels == c], minlength=5)
-            assert per_fold.max() - per_fold.min() <= 1, (c, per_fold)
-    assert not np.array_equal(folds[0], folds[1])  # repeats reshuffle
-    assert np.array_equal(folds, assign_folds(labels, 5, 2, seed=3))
-    assert not np.array_equal(folds, assign_folds(labels, 5, 2, seed=4))
-
-
-def test_too_many_folds_is_a_clear_error():
-    with pytest.raises(BadConfig, match="smallest class's size \\(3 images\\)"):
-        assign_folds([0, 0, 0, 1, 1, 1, 1], folds=4)
-
-
 def test_resumed_cv_refuses_changed_data(tmp_path):
     samples = [(f"/data/{i}.png", i % 2) for i in range(6)]
-    splits = splits_table(samples, ["0", "1"], assign_folds([y for _, y in samples], 2))
+    splits = splits_table(samples, ["0", "1"], kfold_assignment([y for _, y in samples], 2))
     check_same_splits(tmp_path / "splits.csv", splits)
     check_same_splits(tmp_path / "splits.csv", splits)  # the same data: resumes
     with pytest.raises(BadConfig, match="splits.csv: the data differ"):

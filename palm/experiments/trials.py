@@ -156,7 +156,7 @@ def check_experiment_record(path: Path, record: dict[str, Any]) -> None:
     differs = sorted(_differences(saved, fresh))
     if differs:
         raise BadConfig(f"{path}: this folder holds an experiment with other settings "
-                        f"({', '.join(differs)} differ); give another --output")
+                        f"({', '.join(differs)} differ); give another output folder")
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -188,9 +188,9 @@ def run_trials(trials: Sequence[Trial], output: str | Path, *, jobs: int = 1,
         keep_diverged: as in run_trial.
     """
     if backend not in BACKENDS:
-        raise BadConfig(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise BadConfig(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if jobs < 1:
-        raise BadConfig(f"--jobs must be >= 1, got {jobs}")
+        raise BadConfig(f"jobs must be >= 1, got {jobs}")
     output = Path(output)
     dirs = [output / trial.name for trial in trials]
     results: list[dict[str, Any] | None] = [read_result(d) for d in dirs]
@@ -247,7 +247,7 @@ def _run_on_ray(trials: Sequence[Trial], dirs: Sequence[Path], address: str | No
     try:
         import ray  # optional: pip install "palm[ray]"
     except ImportError:
-        raise BadConfig("--backend ray needs Ray: pip install 'ray>=2'") from None
+        raise BadConfig("the ray backend needs Ray: pip install 'ray>=2'") from None
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)

@@ -13,14 +13,14 @@ import paddle.nn as nn
 import pytest
 import yaml
 
-from palm.cli.digits import export_digits
+from palm.data.digits import export_digits
 from palm.config import DEFAULTS
-from palm.engine.sweep import Factor, parse_factor, settings, trial_name
+from palm.experiments.sweep import Factor, parse_factor, settings, trial_name
 from palm.errors import BadConfig
 from palm.models import build_model
 from palm.cli import sweep as sweep_tool
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TIME_COLUMNS = ["train_seconds"]
 
 
@@ -66,7 +66,7 @@ def test_parse_factor():
     assert parse_factor("batch_size=8,16") == Factor("batch_size", (8, 16))
     assert parse_factor("model_kwargs.activation=sigmoid,relu").values == ("sigmoid", "relu")
     for bad, message in (("lr", "expected KEY=VALUE1"), ("learning_rate=1", "not a config key"),
-                         ("seed=1,2", "--repeats"), ("lr=0.1,0.1", "listed twice"),
+                         ("seed=1,2", "use repeats for seeds"), ("lr=0.1,0.1", "listed twice"),
                          ("model_kwargs.=1", "name the model option")):
         with pytest.raises(BadConfig, match=message):
             parse_factor(bad)

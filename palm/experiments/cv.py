@@ -2,8 +2,8 @@
 
 The labelled training data (PALM: the training folder, plus the validation set with
 `pool_val`; otherwise the training folder or CSV, plus the validation source with
-`pool_val`) is split by scikit-learn's StratifiedKFold (RepeatedStratifiedKFold for several
-repeats). Fold k trains on the other folds and validates on fold k, in OUTPUT/fold_k (with
+`pool_val`) is split by palm.data.splits (scikit-learn's StratifiedKFold, RepeatedStratifiedKFold for
+several repeats). Fold k trains on the other folds and validates on fold k, in OUTPUT/fold_k (with
 repeats, OUTPUT/repeat_r_fold_k): a normal run folder whose train.csv and val.csv list its
 images. The CV resumes: finished folds are skipped, a fold cut short continues from `last`.
 
@@ -27,16 +27,16 @@ import numpy as np
 import pandas as pd
 import paddle
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
 
 from palm import metrics as M
 from palm.data import CsvImageSet, ImageSet, PalmTrainSet, build_loader, eval_transform
 from palm.data import class_order, find_palm_layout
 from palm.data import sources
+from palm.data.splits import kfold_assignment
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.evaluate import evaluate, json_ready
 from palm.engine.runner import resolved_augment
-from palm.engine.trials import Trial, check_experiment_record, run_trials
+from palm.experiments.trials import Trial, check_experiment_record, run_trials
 from palm.errors import BadConfig, BadData
 from palm.io_utils import output_lock, read_csv, write_csv_atomic, write_json_atomic
 from palm.predictions import is_probability_column, probabilities_of, probability_fields
@@ -53,7 +53,7 @@ def _read_options(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def external_set(cfg: dict[str, Any], classes: list[str]) -> ImageSet:
-    """The config's validation data (PALM validation set, --val-dir or --val-csv)."""
+    """The config's validation data (PALM validation set, val_dir or val_csv)."""
     return sources.evaluation_set(
         transform=eval_transform(cfg), classes=classes, data_root=cfg["data_root"],
         val_dir=cfg["val_dir"], val_csv=cfg["val_csv"], allow_outside_paths=cfg["allow_outside_paths"],
@@ -69,7 +69,7 @@ def labelled_pool(cfg: dict[str, Any], pool_val: bool) -> tuple[list[tuple[str, 
                                           cfg["positive_class"], bool(cfg["class_names"])))
     else:
         if not (cfg["train_dir"] or cfg["train_csv"]):
-            raise BadConfig("no training data: give --data-root (PALM), --train-dir or --train-csv")
+            raise BadConfig("no training data: give data_root (PALM), train_dir or train_csv")
         train = sources.evaluation_set(
             transform=eval_transform(cfg), classes=cfg["class_names"],
             data_root=cfg["data_root"] if cfg["train_csv"] else None, val_dir=cfg["train_dir"],
@@ -80,30 +80,9 @@ def labelled_pool(cfg: dict[str, Any], pool_val: bool) -> tuple[list[tuple[str, 
         samples += external_set(cfg, list(train.classes)).samples
     paths = [str(Path(p).resolve()) for p, _ in samples]
     if len(set(paths)) != len(paths):
-        raise BadConfig("the training and validation data share images; --pool-val needs "
+        raise BadConfig("the training and validation data share images; pool_val needs "
                         "two separate sets")
     return [(path, label) for path, (_, label) in zip(paths, samples)], list(train.classes)
-
-
-def assign_folds(labels: Sequence[int], folds: int, repeats: int = 1, seed: int = 0) -> np.ndarray:
-    """Fold (0..folds-1) of every sample, per repeat: shape (repeats, n), stratified by label.
-
-    Raises:
-        BadConfig: fewer than 2 folds, or more folds than the smallest class has images.
-    """
-    labels = np.asarray(labels)
-    smallest = min(n for n in np.bincount(labels) if n > 0) if labels.size else 0
-    if not 2 <= folds <= smallest:
-        raise BadConfig(f"--folds must be between 2 and the smallest class's size ({smallest} "
-                        f"images), got {folds}")
-    if repeats < 1:
-        raise BadConfig(f"--repeats must be >= 1, got {repeats}")
-    splitter = (StratifiedKFold(folds, shuffle=True, random_state=seed) if repeats == 1 else
-                RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed))
-    assignment = np.full((repeats, len(labels)), -1, dtype=np.int64)
-    for i, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
-        assignment[i // folds, held_out] = i % folds
-    return assignment
 
 
 def fold_name(repeat: int, fold: int, repeats: int) -> str:
@@ -130,7 +109,7 @@ def check_same_splits(path: Path, splits: pd.DataFrame) -> None:
         if not saved.equals(fresh.astype(saved.dtypes.to_dict())):
             raise BadConfig(f"{path}: the data differ from those this cross-validation was "
                             "started with (images added, removed or relabelled); give "
-                            "another --output")
+                            "another output folder")
         return
     write_csv_atomic(path, splits)
 
@@ -327,15 +306,15 @@ def run_cv(cfg: dict[str, Any], output: str | Path, *, folds: int = 5, repeats: 
     """Cross-validate `cfg` (a validated palm.config dict) into OUTPUT; return the summary.
 
     The folds come from `cfg["seed"]`, which also seeds every fold's training; `jobs`
-    folds train at once (as palm.engine.trials.run_trials).
+    folds train at once (as palm.experiments.trials.run_trials).
     """
     if pool_val and predict_val:
-        raise BadConfig("--predict-val scores the validation set, which --pool-val trains on; "
+        raise BadConfig("predict_val scores the validation set, which pool_val trains on; "
                         "use one of them")
     output = Path(output)
     samples, classes = labelled_pool(cfg, pool_val)
     check_two_classes(cfg, samples, classes)
-    assignment = assign_folds([y for _, y in samples], folds, repeats, cfg["seed"])
+    assignment = kfold_assignment([y for _, y in samples], folds, repeats, cfg["seed"])
     splits = splits_table(samples, classes, assignment)
     with output_lock(output, folder=True):
         check_experiment_record(output / CV_FILE, {

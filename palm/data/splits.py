@@ -1,0 +1,70 @@
+"""The one stratified splitter of palm: a holdout, k folds, or k folds repeated.
+
+Every split keeps the class proportions and is seeded, so the same labels and seed give the
+same split wherever it is made (`prepare split|kfold`, the training holdout of
+`select_on: holdout`, the folds of a cross-validation, the digits export). scikit-learn does
+the splitting: train_test_split for a holdout, StratifiedKFold (one repeat) or
+RepeatedStratifiedKFold (several) for folds.
+
+Example:
+    train, held = holdout_split(labels, fraction=0.2, seed=0)   # sorted index arrays
+    folds = kfold_assignment(labels, folds=5, repeats=2, seed=0)  # shape (2, len(labels))
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold, train_test_split
+
+from palm.errors import BadConfig
+
+__all__ = ["holdout_split", "kfold_assignment"]
+
+
+def holdout_split(labels: Sequence, fraction: float, seed: int,
+                  name: str = "fraction") -> tuple[np.ndarray, np.ndarray]:
+    """(kept indices, held-out indices), both sorted: a stratified, seeded holdout of
+    `fraction` of the samples.
+
+    Args:
+        labels: one label per sample (class indices or names).
+        name: the parameter that set `fraction`, named in errors (val_fraction, ...).
+
+    Raises:
+        BadConfig: `fraction` outside (0, 1), or too few samples of a class to split.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise BadConfig(f"{name} must be in (0, 1), got {fraction}")
+    labels = np.asarray(labels)
+    try:
+        kept, held = train_test_split(np.arange(len(labels)), test_size=fraction,
+                                      random_state=seed, stratify=labels)
+    except ValueError as e:
+        raise BadConfig(f"{name} {fraction}: cannot split {len(labels)} images by class "
+                        f"({e})") from None
+    return np.sort(kept), np.sort(held)
+
+
+def kfold_assignment(labels: Sequence, folds: int, repeats: int = 1,
+                     seed: int = 0) -> np.ndarray:
+    """Fold (0..folds-1) of every sample, per repeat: shape (repeats, n), stratified by label.
+
+    Raises:
+        BadConfig: fewer than 2 folds, more folds than the smallest class has samples, or
+            fewer than 1 repeat.
+    """
+    labels = np.asarray(labels)
+    counts = np.unique(labels, return_counts=True)[1]
+    smallest = int(counts.min()) if labels.size else 0
+    if not 2 <= folds <= smallest:
+        raise BadConfig(f"folds must be between 2 and the smallest class's size ({smallest} "
+                        f"images), got {folds}")
+    if repeats < 1:
+        raise BadConfig(f"repeats must be >= 1, got {repeats}")
+    splitter = (StratifiedKFold(folds, shuffle=True, random_state=seed) if repeats == 1 else
+                RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed))
+    assignment = np.full((repeats, len(labels)), -1, dtype=np.int64)
+    for i, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        assignment[i // folds, held_out] = i % folds
+    return assignment
