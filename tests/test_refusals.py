@@ -85,7 +85,7 @@ def test_sweep_with_missing_data_writes_nothing_so_the_corrected_rerun_runs(tmp_
 def test_sweep_with_an_unknown_metric_is_refused_before_training(tmp_path):
     data = _two_classes(tmp_path / "data")
     output = tmp_path / "sweep"
-    with pytest.raises(BadConfig, match="^--metric final_val_auc: not a result of a run; choose "
+    with pytest.raises(BadConfig, match="^metric final_val_auc: not a result of a run; choose "
                                         "from .*final_val_roc_auc"):
         sweep_tool.parse_and_run([*TINY_TRAINING, "--train-dir", str(data / "train"),
                                   "--val-dir", str(data / "val"), "--vary", "lr=0.01",
