@@ -21,8 +21,9 @@ LAYERS: dict[str, tuple[str, int]] = {
     "palm.models": ("models", 2),
     "palm.viz": ("viz", 3),
     "palm.engine": ("engine", 4),
-    "palm.cli": ("cli", 5),
-    "palm.__main__": ("cli", 5),
+    "palm.bench": ("bench", 5),
+    "palm.cli": ("cli", 6),
+    "palm.__main__": ("cli", 6),
 }
 
 
