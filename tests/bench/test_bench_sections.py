@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from palm.bench.inference import eval_default_in_child
 from palm.bench.sections import run_benchmark
 from palm.bench.settings import BenchSettings
 from palm.bench.torch_twin import torch_resnet
@@ -17,6 +18,7 @@ from palm.models import build_model
 TINY = BenchSettings(iters=2, train_iters=3, repeats=1)
 
 
+@pytest.mark.slow
 def test_benchmark_sections_write_json(tmp_path):
     out = tmp_path / "bench.json"
     result = run_benchmark(out, tmp_path / "work", models=["lenet5"], sizes=[32],
@@ -33,6 +35,11 @@ def test_benchmark_sections_write_json(tmp_path):
     assert row["eval_dygraph_vs_eval_default"] == row["eval_dygraph"] / row["eval_default"]
     assert row["inference_rel_diff"] < 1e-4  # the export computes what dygraph computes
     assert result["environment"]["cores"] >= 1
+
+
+def test_eval_with_paddle_defaults_runs_in_a_child():
+    """The child imports this palm (it runs from the folder holding it) without its tuning."""
+    assert eval_default_in_child("lenet5", 32, batch_size=2, iters=1) > 0
 
 
 def test_stats_section_alone_runs_no_model(tmp_path, capsys):
