@@ -25,7 +25,7 @@ from palm.engine.service import SECURITY_HEADERS, ServiceConfig, create_app, is_
 from palm.errors import BadConfig
 from palm.models import build_model
 from palm.cli import serve as serve_tool
-from palm.cli.loadtest import free_port
+from palm.bench.loadtest import free_port
 
 SIZE = 64
 META = {"model": "resnet18", "num_classes": 1, "class_names": ["non-PM", "PM"],

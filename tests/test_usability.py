@@ -209,19 +209,6 @@ def test_an_export_folder_given_as_checkpoint_is_named_as_such(tmp_path):
         load_checkpoint_model(tmp_path / "..")
 
 
-def test_benchmark_table_takes_models(tmp_path, monkeypatch):
-    from palm.cli import benchmark
-
-    asked = []
-    monkeypatch.setattr(benchmark, "run_table",
-                        lambda args, models=None: asked.append(models) or [])
-    for extra, expected in ((["--models", "lenet5,alexnet"], ["lenet5", "alexnet"]), ([], None)):
-        args = benchmark.get_args_parser().parse_args(
-            ["--table", "--output", str(tmp_path / "b.json"), "--work-dir", str(tmp_path), *extra])
-        benchmark.main(args)
-        assert asked.pop() == expected  # None: every registered network
-
-
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_subcommand_takes_quiet_and_verbose(name):
     parser = importlib.import_module(COMMANDS[name].module).get_args_parser()

@@ -1,0 +1,1 @@
+"""Benchmarks of palm on this machine (network speed, input pipeline, service load test) as library functions."""

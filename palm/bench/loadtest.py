@@ -1,0 +1,242 @@
+"""Load test of the screening service: start it as a child process on a free port, send it
+concurrent single-photo requests, and measure throughput, latency, errors and memory."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from palm.bench.data import palm_sized_images
+from palm.bench.predict import rss_mb
+from palm.bench.timing import (PACKAGE_PARENT, images_per_second, random_weights_meta,
+                               require_at_least)
+from palm.data import build_transform, list_images, read_image
+from palm.engine.checkpoint import save_checkpoint
+from palm.engine.inference import load_predictor
+from palm.errors import BadConfig, BadData, UserError
+from palm.io_utils import write_json_atomic
+from palm.models import build_model
+
+Photos = list[tuple[str, bytes]]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(checkpoint: str | Path, engine: str, port: int, max_batch: int,
+                 max_wait_ms: float, max_queue: int, log_path: Path) -> subprocess.Popen:
+    """`palm serve` on 127.0.0.1:`port` as a child process of this same palm, logging to
+    `log_path`."""
+    cmd = [sys.executable, "-m", "palm", "serve", "--checkpoint", str(checkpoint),
+           "--engine", engine, "--port", str(port), "--max-batch", str(max_batch),
+           "--max-wait-ms", str(max_wait_ms), "--max-queue", str(max_queue)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")])))
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_healthy(url: str, server: subprocess.Popen, log_path: Path, timeout: float = 600) -> None:
+    """Return once `url`/healthz answers 200.
+
+    Raises:
+        UserError: the service exited or did not answer within `timeout` seconds.
+    """
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if server.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise UserError(f"the service exited with code {server.returncode}: {' | '.join(tail)}")
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise UserError(f"the service did not answer within {timeout:.0f} s (log: {log_path})")
+
+
+def _post(http: httpx.Client, endpoint: str, name: str, data: bytes) -> str:
+    """'' when the service answered 200, else what went wrong."""
+    try:
+        response = http.post(endpoint, files=[("files", (name, data, "image/jpeg"))])
+    except httpx.HTTPError as e:
+        return f"{type(e).__name__}: {e}"
+    return "" if response.status_code == 200 else f"{response.status_code} {response.text[:200]}"
+
+
+def send_load(url: str, photos: Photos, n: int, concurrency: int,
+              cam: bool) -> tuple[list[float], list[str], float]:
+    """(latencies in s, error descriptions, wall seconds) of n requests from `concurrency` threads."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    counter = iter(range(n))
+    lock = threading.Lock()
+    endpoint = url + "/v1/predict" + ("?cam=1" if cam else "")
+
+    def client() -> None:
+        with httpx.Client(timeout=120) as http:
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                name, data = photos[i % len(photos)]
+                start = time.perf_counter()
+                problem = _post(http, endpoint, name, data)
+                with lock:
+                    latencies.append(time.perf_counter() - start)
+                    if problem:
+                        errors.append(problem)
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, errors, time.perf_counter() - start
+
+
+def measure_round(url: str, photos: Photos, requests: int, concurrency: int, cam: bool,
+                  pid: int) -> dict[str, Any]:
+    """One timed round of `requests` requests, with the server's memory sampled meanwhile."""
+    peak = [rss_mb(pid)]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            peak[0] = max(peak[0], rss_mb(pid))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        latencies, errors, wall = send_load(url, photos, requests, concurrency, cam)
+    finally:
+        done.set()
+        sampler.join()
+    ms = np.asarray(latencies) * 1000
+    return {"throughput_req_s": round(requests / wall, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "p95_ms": round(float(np.percentile(ms, 95)), 1), "max_ms": round(float(ms.max()), 1),
+            "errors": len(errors), "first_errors": errors[:3],
+            "rss_peak_mb": round(peak[0], 1), "rss_after_mb": round(rss_mb(pid), 1)}
+
+
+def model_rates(checkpoint: str | Path, engine: str, max_batch: int, photo: Path) -> dict[str, float]:
+    """Images/s of the predictor alone on preprocessed batches of 1 and of `max_batch`."""
+    predictor = load_predictor(checkpoint, engine=engine)
+    meta = predictor.meta
+    x = build_transform(int(meta["image_size"]), False, meta.get("normalize", "minus_one_one"))(
+        read_image(photo, target_size=int(meta["image_size"])))
+    rates = {}
+    for batch in sorted({1, max_batch}):
+        xs = np.stack([x] * batch)
+        rates[f"model_batch{batch}_img_s"] = round(
+            images_per_second(lambda: predictor.predict(xs), batch, max(4, 64 // batch)), 1)
+    return rates
+
+
+def random_checkpoint(model_name: str, image_size: int, folder: Path) -> Path:
+    """A checkpoint of `model_name` with random weights (one PM logit), for timing only."""
+    path = Path(folder) / f"loadtest-{model_name}-{image_size}.pdparams"
+    save_checkpoint(path, build_model(model_name, num_classes=1),
+                    random_weights_meta(model_name, image_size))
+    return path
+
+
+def _photos(folder: str | Path | None, work_dir: Path) -> list[Path]:
+    """The photos to send: `folder`'s images, else synthetic PALM-sized ones.
+
+    Raises:
+        BadData: `folder` holds no photo.
+    """
+    paths = [Path(p) for p in list_images(folder)] if folder else palm_sized_images(work_dir)
+    if not paths:
+        raise BadData(f"{folder}: no photos found")
+    return paths
+
+
+def _serve_and_measure(checkpoint: str | Path, engine: str, photos: Photos, work_dir: Path,
+                       *, requests: int, concurrency: int, warmup: int, rounds: int, cam: bool,
+                       max_batch: int, max_wait_ms: float) -> dict[str, Any]:
+    """Start the service, warm it up, run the timed rounds, and stop it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = work_dir / "loadtest-serve.log"
+    server = start_server(checkpoint, engine, port, max_batch, max_wait_ms,
+                          max(64, 2 * concurrency * max_batch), log_path)
+    try:
+        wait_healthy(url, server, log_path)
+        _, warm_errors, _ = send_load(url, photos, warmup, concurrency, cam)
+        if warm_errors:
+            raise UserError(f"warm-up failed: {warm_errors[0]}")
+        before = rss_mb(server.pid)
+        measured = [measure_round(url, photos, requests, concurrency, cam, server.pid)
+                    for _ in range(rounds)]
+        health = httpx.get(url + "/healthz").json()
+        model = httpx.get(url + "/v1/model").json()
+    finally:
+        server.terminate()
+        server.wait(30)
+    return {"before": before, "rounds": measured, "health": health, "model": model}
+
+
+def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
+                 model: str | None = None, image_size: int = 224, engine: str = "auto",
+                 photos: str | Path | None = None, requests: int = 500, concurrency: int = 8,
+                 warmup: int = 16, rounds: int = 2, cam: bool = False, max_batch: int = 8,
+                 max_wait_ms: float = 10.0, output: str | Path | None = None) -> dict[str, Any]:
+    """Load-test the service serving `checkpoint` (or network `model` with random weights,
+    saved in `work_dir`) with `photos` (default synthetic PALM-sized ones); print the
+    figures as JSON and, given `output`, write them there.
+
+    Raises:
+        BadConfig: not exactly one of checkpoint and model, or a count out of range.
+        BadData: `photos` holds no photo.
+        UserError: the service did not start or failed its warm-up.
+    """
+    if (checkpoint is None) == (model is None):
+        raise BadConfig("give exactly one of checkpoint and model")
+    require_at_least(1, requests=requests, concurrency=concurrency, rounds=rounds,
+                     max_batch=max_batch, image_size=image_size)
+    require_at_least(0, warmup=warmup)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
+    work_dir = Path(work_dir)
+    if model:
+        checkpoint = random_checkpoint(model, image_size, work_dir)
+    paths = _photos(photos, work_dir)
+    served = _serve_and_measure(
+        checkpoint, engine, [(p.name, p.read_bytes()) for p in paths], work_dir,
+        requests=requests, concurrency=concurrency, warmup=warmup, rounds=rounds, cam=cam,
+        max_batch=max_batch, max_wait_ms=max_wait_ms)
+    result: dict[str, Any] = {
+        "model": served["model"]["name"], "engine": served["model"]["engine"],
+        "image_size": served["model"]["image_size"],
+        "photo_size": "x".join(map(str, read_image(paths[0]).shape[1::-1])),
+        "requests": requests, "concurrency": concurrency, "cam": cam,
+        "max_batch": max_batch, "max_wait_ms": max_wait_ms,
+        "rss_before_mb": round(served["before"], 1), "rounds": served["rounds"],
+        "errors": sum(r["errors"] for r in served["rounds"]),
+        "batch_sizes": served["health"]["batch_sizes"],
+    }
+    result.update(model_rates(checkpoint, engine, max_batch, paths[0]))
+    print(json.dumps(result, indent=1))
+    if output:
+        write_json_atomic(output, result)
+    return result

@@ -1,0 +1,79 @@
+"""How the benchmarks print their figures: progress lines, the results table, and the input
+pipeline's summary."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+
+Log = Callable[[str], None]
+# row keys that are not one figure each: the table shows their summary instead
+_NOT_FIGURES = ("model", "size", "predict", "inference_runs", "train_step_runs")
+
+
+def log_rate(log: Log, label: str, short: str, rate: float | str) -> None:
+    """`label N img/s`, or `short: reason` when the figure is the reason it is missing."""
+    log(f"{label} {rate:.2f} img/s" if isinstance(rate, float) else f"{short}: {rate}")
+
+
+def log_training(log: Log, row: dict[str, Any]) -> None:
+    log(f"train step {row['train_step']:.2f} img/s, loop with loader: first epoch "
+        f"{row.get('train_loader_first_epoch', float('nan')):.2f}, later epochs "
+        f"{row.get('train_loader', float('nan')):.2f}")
+
+
+def log_int8(log: Log, row: dict[str, Any]) -> None:
+    if not isinstance(row.get("int8"), float):
+        log(f"int8: {row['int8']}")
+        return
+    torch_rate = row["torch_eager"]
+    log(f"int8 {row['int8']:.2f}, fp32 predictor {row['int8_fp32_predictor']:.2f} img/s, "
+        "torch eager " + (f"{torch_rate:.2f} img/s" if isinstance(torch_rate, float)
+                          else torch_rate))
+
+
+def log_predict(log: Log, result: dict[str, Any]) -> None:
+    for n, r in result["runs"].items():
+        log(f"predict.py {n} images: {r['seconds']:.1f} s, {r['img_per_s']:.2f} img/s, "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB (tree {r['peak_tree_rss_mb']:.0f} MB)")
+
+
+def stats_line(stats: dict[str, Any]) -> str:
+    return "statistics on 400 cases: " + ", ".join(f"{k} {v:.3g}" for k, v in stats.items())
+
+
+def _flat_figures(row: dict[str, Any]) -> dict[str, Any]:
+    flat = {k: v for k, v in row.items() if k not in _NOT_FIGURES and not k.endswith("_runs")}
+    for n, run in row.get("predict", {}).get("runs", {}).items():
+        flat[f"predict {n} img/s (with start-up)"] = run["img_per_s"]
+        flat[f"predict {n} peak RSS MB, main"] = run["peak_rss_mb"]
+        flat[f"predict {n} peak RSS MB, all processes"] = run["peak_tree_rss_mb"]
+    if "predict" in row:
+        flat["predict steady img/s"] = row["predict"]["steady_img_per_s"]
+    return flat
+
+
+def format_table(rows: list[dict], table_mode: bool) -> str:
+    """Table mode: a row per model. Otherwise a column per model/size, a row per figure."""
+    if table_mode:
+        df = pd.DataFrame(rows)
+        cols = [c for c in ("model", "params_m", "gflops", "eval_dygraph", "inference", "error")
+                if c in df]
+        return df[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}")
+    columns = {f"{row['model']} {row['size']}px": _flat_figures(row) for row in rows}
+    order = list(dict.fromkeys(k for flat in columns.values() for k in flat))
+    df = pd.DataFrame(columns).reindex(order)
+    return df.to_string(float_format=lambda v: f"{v:.3g}" if abs(v) < 1e-2 else f"{v:.2f}")
+
+
+def input_pipeline_summary(results: dict[str, Any], batch_size: int, n_images: int) -> str:
+    """The input pipeline benchmark's figures, a line each."""
+    lines = [f"source: {results['source']}, model input {results['image_size']} px"]
+    for name, r in results["decode"].items():
+        lines.append(f"  {name:28s} {r}" if isinstance(r, str) else
+                     f"  {name:28s} {r['ms']:7.2f} ms/image   PSNR vs full {r['psnr_vs_full']} dB")
+    lines.append(f"loader (batch {batch_size}, train transform, {n_images} img/epoch), img/s:")
+    for workers, rates in results["loader_images_per_s"].items():
+        lines.append(f"  {workers}: " + ", ".join(f"{k} {v}" for k, v in rates.items()))
+    return "\n".join(lines)

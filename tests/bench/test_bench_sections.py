@@ -1,0 +1,98 @@
+"""The benchmark's sections run as library functions and write consistent JSON (figures are
+not checked: speed is measured by running the benchmark, not in the test suite)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from palm.bench.inference import eval_default_in_child
+from palm.bench.sections import run_benchmark
+from palm.bench.settings import BenchSettings
+from palm.bench.torch_twin import torch_resnet
+from palm.errors import BadConfig
+from palm.flops import count_params
+from palm.models import build_model
+
+TINY = BenchSettings(iters=2, train_iters=3, repeats=1)
+
+
+@pytest.mark.slow
+def test_benchmark_sections_write_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_benchmark(out, tmp_path / "work", models=["lenet5"], sizes=[32],
+                           sections=["train", "compile", "eval", "inference", "default"],
+                           settings=TINY)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    (row,) = result["rows"]
+    assert (row["model"], row["size"], row["batch"]) == ("lenet5", 32, 8)
+    for key in ("train_step", "train_step_eager", "train_step_compiled", "compile_seconds",
+                "eval_dygraph", "inference", "eval_default"):
+        assert math.isfinite(row[key]) and row[key] > 0, key
+    assert row["compiled_vs_eager"] == row["train_step_compiled"] / row["train_step_eager"]
+    assert row["inference_vs_eval_dygraph"] == row["inference"] / row["eval_dygraph"]
+    assert row["eval_dygraph_vs_eval_default"] == row["eval_dygraph"] / row["eval_default"]
+    assert row["inference_rel_diff"] < 1e-4  # the export computes what dygraph computes
+    assert result["environment"]["cores"] >= 1
+
+
+def test_eval_with_paddle_defaults_runs_in_a_child():
+    """The child imports this palm (it runs from the folder holding it) without its tuning."""
+    assert eval_default_in_child("lenet5", 32, batch_size=2, iters=1) > 0
+
+
+def test_stats_section_alone_runs_no_model(tmp_path, capsys):
+    result = run_benchmark(tmp_path / "b.json", tmp_path / "work", sections=["stats"],
+                           settings=BenchSettings(repeats=1))
+    assert result["rows"] == [] and result["stats"]["cases"] == 400
+    assert result["stats"]["vectorised_vs_loop"] > 0
+    assert "statistics on 400 cases: cases 400" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"iters": 0}, r"iters must be >= 1 \(got 0\)"),
+    ({"batch_size": -1}, "batch_size must be >= 1"),
+    ({"num_workers": -1}, "num_workers must be >= 0"),
+    ({"predict_images": (100,)}, "predict_images needs two or more"),
+])
+def test_settings_name_the_parameter_not_a_flag(kwargs, message):
+    with pytest.raises(BadConfig, match=message) as caught:
+        BenchSettings(**kwargs)
+    assert "--" not in str(caught.value)
+
+
+def test_unknown_section_or_size_is_refused_before_any_work(tmp_path):
+    out, work = tmp_path / "b.json", tmp_path / "work"
+    with pytest.raises(BadConfig, match=r"unknown sections \['speed'\]; choose from train"):
+        run_benchmark(out, work, sections=["eval", "speed"])
+    with pytest.raises(BadConfig, match=r"sizes\[1\] must be >= 1"):
+        run_benchmark(out, work, sizes=[32, 0])
+    assert not out.exists() and not work.exists()
+
+
+def test_pytorch_twin_is_the_same_network():
+    """The int8 section's PyTorch comparison runs palm's ResNet layout: the same weights and
+    batch-norm statistics (paddle counts the running mean and variance as parameters)."""
+    pytest.importorskip("torch")  # benchmark-only comparison, never a dependency
+    for name in ("resnet18", "resnet50"):
+        net = torch_resnet(name)
+        weights = sum(p.numel() for p in net.parameters())
+        statistics = sum(b.numel() for n, b in net.named_buffers() if n.endswith(("_mean", "_var")))
+        assert weights + statistics == count_params(build_model(name, num_classes=1)), name
+    assert torch_resnet("lenet5") is None
+
+
+@pytest.mark.slow
+def test_int8_and_decode_sections(tmp_path):
+    out = tmp_path / "bench.json"
+    run_benchmark(out, tmp_path / "work", models=["lenet5"], sizes=[32],
+                  sections=["int8", "decode"], settings=BenchSettings(iters=2, repeats=1))
+    (row,) = json.loads(out.read_text())["rows"]
+    for key in ("int8", "int8_fp32_predictor", "decode_full_ms", "decode_reduced_ms"):
+        assert math.isfinite(row[key]) and row[key] > 0, key
+    assert row["int8_vs_int8_fp32_predictor"] == row["int8"] / row["int8_fp32_predictor"]
+    assert len(row["int8_runs"]) == 2  # repeats + 1 alternating rounds
+    assert row["torch_eager"].startswith("torch not installed or no PyTorch twin")
+    # a 2124x2056 photo for a 32 px model decodes at 1/8 and stays close to the full decode
+    assert row["decode_reduced_size"] == "266x257" and row["decode_reduced_psnr"] > 35
