@@ -41,6 +41,8 @@ from palm.models import build_model
 from palm.cli.benchmark import images_per_second, palm_sized_images
 from palm.errors import BadData, UserError
 
+log = logging.getLogger("palm.loadtest")
+
 # The folder holding the palm package, so the server child imports this same palm.
 PACKAGE_PARENT = Path(palm.__file__).resolve().parents[1]
 
@@ -216,7 +218,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         if warm_errors:
             raise UserError(f"warm-up failed: {warm_errors[0]}")
         before = rss_mb(server.pid)
-        rounds = [measure_round(url, photos, args, server.pid) for _ in range(args.rounds)]
+        log.info("server RSS after warm-up: %.0f MB", before)
+        rounds = []
+        for n in range(1, args.rounds + 1):
+            rounds.append(measure_round(url, photos, args, server.pid))
+            # as it goes: a long run shows its memory trend before it ends
+            log.info("round %d/%d: %.1f requests/s, p50 %.0f ms, %d errors, server RSS %.0f MB "
+                     "at the end (peak %.0f MB)", n, args.rounds, rounds[-1]["throughput_req_s"],
+                     rounds[-1]["p50_ms"], rounds[-1]["errors"], rounds[-1]["rss_after_mb"],
+                     rounds[-1]["rss_peak_mb"])
         health = httpx.get(url + "/healthz").json()
         model = httpx.get(url + "/v1/model").json()
     finally:
