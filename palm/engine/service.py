@@ -123,21 +123,12 @@ MMAP_THRESHOLD_BYTES = 1 << 20
 
 
 def _glibc() -> Any:
-    """The C library if it is glibc (it has malloc_trim), else None (musl, macOS)."""
+    """The C library if it is glibc (it has mallopt), else None (musl, macOS)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
+        return libc if hasattr(libc, "mallopt") else None
     except OSError:
         return None
-
-
-def release_free_memory() -> None:
-    """Give the free pages of every glibc arena back to the system (malloc_trim), as the
-    model thread goes idle: memory freed by request threads otherwise stays with their
-    arenas (a load-test round still ended 90 MB higher than the one before it)."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
 
 
 def return_large_blocks_to_the_system() -> None:
@@ -146,8 +137,9 @@ def return_large_blocks_to_the_system() -> None:
     By default glibc raises its mmap threshold to the largest block freed so far (up to
     32 MB), after which the decoded photos (13 MB for a PALM photo) and batches come from the
     arenas of the threads that allocated them, which keep their peak: the service's memory
-    rose by 175 MB in the third of five load-test rounds when a new thread's arena grew.
-    Setting the threshold fixes it. Nothing happens on another C library.
+    rose by 175 MB in the third of five load-test rounds. Setting the threshold stops that
+    (tests/test_serve_decoding.py shows it), though not every step of the service's memory
+    (README, Screening service). Nothing happens on another C library.
     """
     libc = _glibc()
     if libc is not None:
@@ -430,8 +422,6 @@ class MicroBatcher:
                 continue
             for job, out in zip(batch, outputs):
                 job.future.set_result(out)
-            if not self._jobs:  # idle: a moment to hand freed memory back
-                release_free_memory()
         with self._cond:
             for job in self._jobs:
                 job.future.cancel()
