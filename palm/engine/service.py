@@ -230,14 +230,15 @@ class ModelRunner:
         else:
             self.gradcam = GradCAM(load_checkpoint_model(self.checkpoint)[0])
 
-    def warm_up(self, batcher: "MicroBatcher", max_batch: int) -> None:
-        """Run every batch size once through `batcher`, in its model thread: oneDNN builds
+    def warm_up(self, batcher: "MicroBatcher") -> None:
+        """Run every batch size the batcher can form once through it, in its model thread: oneDNN builds
         (and caches) its kernels per input shape and per thread, which would otherwise slow
         the first requests and grow memory under load. Warmed up in another thread, the
         service's memory still rose by 100-175 MB at the first batch of 4, rounds into a load
         test."""
         shape = (3, self.image_size, self.image_size)
-        for size in range(1, max_batch + 1):
+        # a batch never holds more photos than the queue
+        for size in range(1, min(batcher.max_batch, batcher.max_queue) + 1):
             for future in batcher.submit([(np.zeros(shape, np.float32), False)] * size):
                 future.result()
         batcher.batch_sizes.clear()  # /healthz counts the requests' batches only
@@ -617,7 +618,7 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
 
     async def lifespan(app: FastAPI):
         batcher.start()
-        await run_in_threadpool(runner.warm_up, batcher, config.max_batch)
+        await run_in_threadpool(runner.warm_up, batcher)
         settings = {k: v for k, v in asdict(config).items() if k not in ("token", "engine")}
         log_event("started", model=model_info["name"], sha256=runner.sha256,
                   engine=model_info["engine"], token=bool(config.token), **settings)
