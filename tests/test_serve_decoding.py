@@ -183,3 +183,22 @@ def test_freed_photos_go_back_to_the_system(tmp_path):
             for mode in ("default", "tuned")}
     assert kept["default"] > 100, kept  # the effect is real on this C library
     assert kept["tuned"] < 20, kept
+
+
+def test_every_batch_size_warms_up_in_the_model_thread(checkpoint, monkeypatch):
+    """oneDNN caches kernels per shape and per thread: warmed up in the main thread, the
+    model thread built each batch size's kernels again under load (memory rose 100-175 MB
+    rounds into a load test, at the first batch of 4)."""
+    from palm.engine.inference import DygraphPredictor
+
+    threads: list[tuple[str, int]] = []
+    predict = DygraphPredictor.predict
+
+    def recording(self, x):
+        threads.append((threading.current_thread().name, len(x)))
+        return predict(self, x)
+
+    monkeypatch.setattr(DygraphPredictor, "predict", recording)
+    with make_client(checkpoint, max_batch=4) as client:
+        assert threads == [("palm-batcher", n) for n in (1, 2, 3, 4)]
+        assert client.get("/healthz").json()["batches"] == 0  # requests' batches only
