@@ -345,6 +345,55 @@ def test_20000px_jpeg_stays_under_memory_bound(tmp_path):
     assert refused == "True"
 
 
+_DECODE_PEAK = """
+import sys
+from palm.data import ImageReadError, read_image
+def status_mb(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(field))
+with open("/proc/self/clear_refs", "w") as f:  # peak := now, not the peak of importing paddle
+    f.write("5")
+base = status_mb("VmRSS")
+try:
+    shape = read_image(sys.argv[1], max_pixels=int(sys.argv[2])).shape
+except ImageReadError as e:
+    shape = str(e)
+print(status_mb("VmHWM") - base, shape)
+"""
+
+
+def _decode_peak_mb(path: Path, max_pixels: int) -> tuple[float, str]:
+    """(growth of peak RSS in MB, shape or error) of read_image in a fresh process."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", _DECODE_PEAK, str(path), str(max_pixels)],
+                         env=env, check=True, capture_output=True, text=True, timeout=120)
+    peak, result = out.stdout.strip().split(" ", 1)
+    return float(peak), result
+
+
+def test_16_bit_rgba_png_decodes_without_a_full_depth_copy(tmp_path):
+    """A 16-bit RGBA PNG decoded unchanged (8 bytes a pixel) and then converted (4 + 3) took
+    15.5 bytes a pixel: 1.55 GB for 99 MP under a cap meant for 300 MB. libpng now strips
+    the depth and alpha row by row; OpenCV 5.1 still holds about twice the 3-byte result."""
+    path = tmp_path / "deep.png"
+    cv2.imwrite(str(path), np.full((2000, 2000, 4), 40000, np.uint16))  # 4 MP, a few KB
+    peak, shape = _decode_peak_mb(path, 5_000_000)
+    assert shape == "(2000, 2000, 3)"
+    assert peak < 4 * 8, f"{peak:.0f} MB for 4 MP: {peak / 4:.1f} bytes a pixel"
+
+
+def test_16_bit_rgba_tiff_over_the_byte_budget_is_refused_before_decoding(tmp_path):
+    """TIFF decodes at its own depth: 4 MP of 16-bit RGBA is 32 MB, over the 3-byte budget of
+    max_pixels=5 MP (15 MB) although it has fewer pixels; nothing is decoded."""
+    path = tmp_path / "deep.tif"
+    cv2.imwrite(str(path), np.full((2000, 2000, 4), 40000, np.uint16))
+    peak, error = _decode_peak_mb(path, 5_000_000)
+    assert "16-bit 4-channel image of 2000x2000 pixels would decode to 32 MB (8 bytes a pixel)" \
+        in error and "over the limit of 15 MB" in error, error
+    assert peak < 5, peak  # the decoded image alone takes 32 MB
+    assert read_image(path, max_pixels=11_000_000).shape == (2000, 2000, 3)  # 33 MB budget
+
+
 # ---------------------------------------------------------------- lists: labels, paths, rows
 
 

@@ -248,10 +248,11 @@ def test_full_queue_answers_503_then_recovers(checkpoint, photos):
 
 def test_timeout_answers_504_and_the_service_goes_on(checkpoint, photos):
     data = photos[0].read_bytes()
-    with make_client(checkpoint, timeout=0.3, max_wait_ms=0) as client:
+    # the deadline covers decoding too: time enough for it on a loaded machine
+    with make_client(checkpoint, timeout=2, max_wait_ms=0) as client:
         blocked = BlockedModel(client.app.state.batcher)
         response = client.post("/v1/predict", files=upload(("slow.jpg", data)))
-        assert response.status_code == 504 and "no result within 0.3 s" in response.json()["error"]
+        assert response.status_code == 504 and "no result within 2 s" in response.json()["error"]
         blocked.release.set()
         wait_until(lambda: client.app.state.batcher.pending == 0)
         assert client.post("/v1/predict", files=upload(("next.jpg", data))).status_code == 200
@@ -513,7 +514,9 @@ def test_photos_are_decoded_a_few_at_a_time(checkpoint, photos):
     """A 100 MP PNG of one colour is a few hundred KB but decodes to 300 MB: concurrent
     requests of such photos must not all decode at once (memory), nor wait without end."""
     data = photos[0].read_bytes()
-    with make_client(checkpoint, max_decoding=1, timeout=0.5) as client, \
+    # the deadline covers decoding and the model: the first request decodes for 0.6 s and
+    # has 0.9 s left for the model, the last waits for the slot until the deadline
+    with make_client(checkpoint, max_decoding=1, timeout=1.5) as client, \
             ThreadPoolExecutor(4) as pool:
         runner = client.app.state.runner
         prepare, active, most = runner.prepare, [0], [0]
@@ -523,7 +526,7 @@ def test_photos_are_decoded_a_few_at_a_time(checkpoint, photos):
             with lock:
                 active[0] += 1
                 most[0] = max(most[0], active[0])
-            time.sleep(0.3)
+            time.sleep(0.6)
             try:
                 return prepare(*args, **kwargs)
             finally:
@@ -535,7 +538,7 @@ def test_photos_are_decoded_a_few_at_a_time(checkpoint, photos):
                     for i in range(4)]
         codes = sorted(r.result().status_code for r in requests)
         assert most[0] == 1
-        assert codes[0] == 200 and codes[-1] == 503, codes  # the last ones waited too long
+        assert codes[0] == 200 and 503 in codes, codes  # the last ones waited too long
         busy = [r.result().json() for r in requests if r.result().status_code == 503][0]
         assert "decod" in busy["error"]
         runner.prepare = prepare

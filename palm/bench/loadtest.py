@@ -27,6 +27,8 @@ from palm.errors import BadConfig, BadData, UserError
 from palm.io_utils import write_json_atomic
 from palm.models import build_model
 
+log = logging.getLogger("palm.loadtest")
+
 Photos = list[tuple[str, bytes]]
 
 
@@ -187,8 +189,15 @@ def _serve_and_measure(checkpoint: str | Path, engine: str, photos: Photos, work
         if warm_errors:
             raise UserError(f"warm-up failed: {warm_errors[0]}")
         before = rss_mb(server.pid)
-        measured = [measure_round(url, photos, requests, concurrency, cam, server.pid)
-                    for _ in range(rounds)]
+        log.info("server RSS after warm-up: %.0f MB", before)
+        measured = []
+        for n in range(1, rounds + 1):
+            measured.append(measure_round(url, photos, requests, concurrency, cam, server.pid))
+            # as it goes: a long run shows its memory trend before it ends
+            log.info("round %d/%d: %.1f requests/s, p50 %.0f ms, %d errors, server RSS %.0f MB "
+                     "at the end (peak %.0f MB)", n, rounds, measured[-1]["throughput_req_s"],
+                     measured[-1]["p50_ms"], measured[-1]["errors"], measured[-1]["rss_after_mb"],
+                     measured[-1]["rss_peak_mb"])
         health = httpx.get(url + "/healthz").json()
         model = httpx.get(url + "/v1/model").json()
     finally:

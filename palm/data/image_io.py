@@ -5,9 +5,14 @@ PALM photos are 2124x2056 JPEGs and models see 224 px. Decoding at 1/4 scale wit
 measures both) at nearly the same pixels, and the cache removes decoding from every epoch
 after the first.
 
-Decoding is capped: the size is read from the file's header first, and an image that would
-decode to more than `max_pixels` (default 100 MP, or $PALM_MAX_PIXELS) is refused before any
-pixel is decoded. A huge JPEG read for a small model decodes at 1/8 scale and stays small.
+Decoding is budgeted in bytes: the size, bit depth and channels are read from the file's
+header first, and an image whose decoded array would take more than `max_pixels` x 3 bytes
+(default 100 MP of 8-bit RGB, or $PALM_MAX_PIXELS) is refused before any pixel is decoded.
+JPEG, PNG and BMP decode straight to 8-bit BGR (libpng drops 16-bit samples' low bytes and
+alpha row by row), 3 bytes a pixel whatever the file holds; TIFF decodes at its own depth and
+channels (16-bit RGBA: 8 bytes a pixel), which count. OpenCV 5.1 holds about twice the
+decoded array while decoding (measured 6.1 bytes a pixel for 8- and 16-bit PNG, JPEG, BMP).
+A huge JPEG read for a small model decodes at 1/8 scale and stays small.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import math
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -41,6 +47,7 @@ DEFAULT_CACHE_SIZE_GB = 4.0  # PALM's 800 photos at 224 px take about 0.15 GB
 MAX_PIXELS_ENV = "PALM_MAX_PIXELS"
 # 100 MP decode to 300 MB of RGB (plus OpenCV's working copy); PALM photos have 4.4 MP
 DEFAULT_MAX_PIXELS = 100_000_000
+RGB_BYTES = 3  # a pixel of the decoded 8-bit RGB image; the byte budget is max_pixels x this
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +68,13 @@ class ImageReadError(BadData):
 
 
 class TooManyPixels(ImageReadError):
-    """An image whose decoded size would exceed the pixel limit (refused before decoding)."""
+    """An image whose decoded bytes would exceed the budget (refused before decoding)."""
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
     """True for a non-hidden file name with one of IMAGE_EXTENSIONS (case-insensitive)."""
     name = os.path.basename(path)
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _is_jpeg(buf: np.ndarray) -> bool:
-    return buf.size > 3 and bytes(buf[:3]) == b"\xff\xd8\xff"
 
 
 def _jpeg_is_complete(data: bytes) -> bool:
@@ -97,22 +100,54 @@ def image_format(data: bytes) -> str | None:
     return next((fmt for magic, fmt in _SIGNATURES.items() if data.startswith(magic)), None)
 
 
-def header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the header of a JPEG, PNG, BMP or TIFF file, without decoding
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file's header says about the array it decodes to."""
+
+    format: str  # "JPEG", "PNG", "BMP" or "TIFF"
+    width: int
+    height: int
+    bits: tuple[int, ...]  # bits of each sample as stored (TIFF); (8, 8, 8) for the others
+    bytes_per_pixel: int  # of the array decoded, or of the RGB result if that is larger
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+
+_TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLES_PER_PIXEL = 258, 277
+
+
+def read_header(data: bytes) -> ImageHeader | None:
+    """Size and decoded bytes a pixel of a JPEG, PNG, BMP or TIFF file, without decoding
     pixels; None for another format or a damaged header.
 
     PIL's format plugin parses the header lazily. `Image.open` would refuse very large
     images (its decompression-bomb check) before telling their size, so the plugin is called
-    directly and `max_pixels` is applied by the caller instead.
+    directly and the budget is applied by the caller instead.
     """
     fmt = image_format(data)
     if fmt is None:
         return None
     Image.init()
     try:
-        return Image.OPEN[fmt][0](io.BytesIO(data), "").size
+        image = Image.OPEN[fmt][0](io.BytesIO(data), "")
+        bits: tuple[int, ...] = (8, 8, 8)
+        if fmt == "TIFF":  # decoded at its own depth and channels (see _decode_flags)
+            stored = image.tag_v2.get(_TIFF_BITS_PER_SAMPLE, 1)
+            bits = tuple(stored) if isinstance(stored, (tuple, list)) else (int(stored),)
+            if len(bits) == 1:  # one value given for all samples
+                bits *= int(image.tag_v2.get(_TIFF_SAMPLES_PER_PIXEL, 1))
     except Exception:  # noqa: BLE001 - a damaged header (plugins raise many types)
         return None
+    width, height = image.size
+    return ImageHeader(fmt, width, height, bits, max(RGB_BYTES, math.ceil(sum(bits) / 8)))
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header of a JPEG, PNG, BMP or TIFF file (see read_header)."""
+    header = read_header(data)
+    return None if header is None else header.size
 
 
 def _jpeg_is_progressive(data: bytes) -> bool:
@@ -158,8 +193,24 @@ def _reduction_factor(size: tuple[int, int], target_size: int | None) -> int:
     return 1
 
 
-def _to_rgb_uint8(img: np.ndarray) -> np.ndarray:
-    """OpenCV's BGR/BGRA/gray at 8/16-bit or float -> RGB uint8."""
+def _decode_flags(header: ImageHeader, factor: int) -> int:
+    """OpenCV flags decoding `header`'s file to 8-bit BGR where the codec can do it itself."""
+    if header.format == "JPEG":
+        return _REDUCED_FLAGS.get(factor, cv2.IMREAD_COLOR)
+    if header.format == "TIFF":
+        # OpenCV would turn float samples (usually 0..1) to 0 and 1; _decode_rgb scales them
+        return cv2.IMREAD_UNCHANGED
+    # libpng strips 16-bit samples to 8 and drops alpha row by row: no full-depth copy
+    # (a 16-bit RGBA PNG decoded unchanged held 8 bytes a pixel, then 4 + 3 converted)
+    return cv2.IMREAD_COLOR
+
+
+def _decode_rgb(buf: np.ndarray, flags: int) -> np.ndarray | None:
+    """Decode and convert to RGB uint8 (None if OpenCV cannot decode). Each intermediate is
+    a local that the next step replaces, so at most two are alive at once."""
+    img = cv2.imdecode(buf, flags)
+    if img is None or img.size == 0:
+        return None
     if img.dtype == np.uint16:
         # in one pass, rounded and saturated: a float copy of a 100 MP 16-bit RGBA image
         # and its temporaries took 3-5 GB on top of the 800 MB decode
@@ -167,13 +218,13 @@ def _to_rgb_uint8(img: np.ndarray) -> np.ndarray:
     elif img.dtype != np.uint8:
         img = img.astype(np.float32)
         if img.max(initial=0.0) <= 1.0:  # float images are usually 0..1
-            img = img * 255.0
+            img *= 255.0
         img = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     if img.ndim == 2 or img.shape[2] == 1:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     if img.shape[2] == 4:
         return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)  # alpha dropped
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: no second copy
 
 
 def read_image(
@@ -227,40 +278,45 @@ def decode_image(
     if not data:
         raise ImageReadError(source, "empty file")
     buf = np.frombuffer(data, dtype=np.uint8)
-    size = header_size(data)
-    if size is None:
+    header = read_header(data)
+    if header is None:
         raise ImageReadError(source, "not a JPEG, PNG, BMP or TIFF image, or its header is damaged")
     factor = 1
-    if _is_jpeg(buf):
+    if header.format == "JPEG":
         if not _jpeg_is_complete(data):
             raise ImageReadError(source, "truncated JPEG (no end-of-image marker)")
-        factor = _reduction_factor(size, target_size)
-        flags = _REDUCED_FLAGS.get(factor, cv2.IMREAD_COLOR)
-    else:
-        flags = cv2.IMREAD_UNCHANGED  # keeps 16-bit depth and alpha for _to_rgb_uint8
+        factor = _reduction_factor(header.size, target_size)
     # libjpeg keeps every coefficient of a progressive JPEG (about 3 bytes a pixel at full
     # size) whatever the output scale, so its full size counts
     progressive = factor > 1 and _jpeg_is_progressive(data)
-    _check_pixels(source, size, 1 if progressive else factor, max_pixels_setting(max_pixels),
+    _check_budget(source, header, 1 if progressive else factor, max_pixels_setting(max_pixels),
                   "progressive JPEG, held at full size while decoding; " if progressive else "")
-    img = cv2.imdecode(buf, flags)
-    if img is None or img.size == 0:
+    img = _decode_rgb(buf, _decode_flags(header, factor))
+    if img is None:
         raise ImageReadError(source, "not a readable image (corrupt file or unsupported format)")
-    return _to_rgb_uint8(img)
+    return img
 
 
-def _check_pixels(path: str | os.PathLike, size: tuple[int, int], factor: int,
-                  limit: int, why: str = "") -> None:
-    """Refuse, before decoding, an image whose decoded size would exceed `limit` pixels."""
-    w, h = size
-    decoded = math.ceil(w / factor) * math.ceil(h / factor)
-    if decoded > limit:
-        scale = f" at 1/{factor} scale" if factor > 1 else ""
+def _check_budget(path: str | os.PathLike, header: ImageHeader, factor: int,
+                  max_pixels: int, why: str = "") -> None:
+    """Refuse, before decoding, an image whose decoded array would take more bytes than
+    `max_pixels` pixels of 8-bit RGB."""
+    w, h = header.size
+    pixels = math.ceil(w / factor) * math.ceil(h / factor)
+    scale = f" at 1/{factor} scale" if factor > 1 else ""
+    advice = f"raise max_pixels or ${MAX_PIXELS_ENV} to read it"
+    if header.bytes_per_pixel == RGB_BYTES:
+        if pixels > max_pixels:
+            raise TooManyPixels(
+                path, f"{why}image of {w}x{h} pixels would decode{scale} to {pixels / 1e6:.0f} "
+                      f"MP, over the limit of {max_pixels / 1e6:g} MP ({advice})")
+    elif pixels * header.bytes_per_pixel > max_pixels * RGB_BYTES:
+        depth = "/".join(map(str, sorted(set(header.bits))))
         raise TooManyPixels(
-            path,
-            f"{why}image of {w}x{h} pixels would decode{scale} to {decoded / 1e6:.0f} MP, over the "
-            f"limit of {limit / 1e6:g} MP (raise max_pixels or ${MAX_PIXELS_ENV} to read it)",
-        )
+            path, f"{depth}-bit {len(header.bits)}-channel image of {w}x{h} pixels would decode "
+                  f"to {pixels * header.bytes_per_pixel / 1e6:.0f} MB ({header.bytes_per_pixel} "
+                  f"bytes a pixel), over the limit of {max_pixels * RGB_BYTES / 1e6:g} MB "
+                  f"({max_pixels / 1e6:g} MP of 8-bit RGB; {advice})")
 
 
 def resize_short_side(img: np.ndarray, size: int) -> np.ndarray:

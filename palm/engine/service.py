@@ -13,7 +13,10 @@ Concurrent requests are micro-batched: photos wait in a bounded queue, and one w
 runs up to `max_batch` of them together after waiting at most `max_wait_ms` for the batch to
 fill, so many clients share the batch throughput of the predictor instead of each running a
 batch of one. The model only ever runs in that thread. A full queue answers 503 at once, a
-photo that waits longer than `timeout` answers 504.
+request not answered within `timeout` (decoding included) answers 504. A request whose
+client disconnects, or whose time is up, stops: its photos not yet decoded are skipped and
+its photos still queued leave the queue (logged as `cancelled`, status 499 for a client that
+left).
 
 Every error is JSON `{"error": message, "request_id": ...}` with a status saying what went
 wrong: 401 no or wrong token, 403 another web site's page, 408 request head or upload too
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ctypes
 import http
 import ipaddress
 import json
@@ -49,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, Awaitable, Callable, Sequence, TextIO, TypeVar
 
 import cv2
 import h11
@@ -102,13 +106,14 @@ class ServiceConfig:
     max_pixels: int | None = None  # per photo; None: palm.data's default ($PALM_MAX_PIXELS)
     max_files: int = 64  # photos per request
     max_queue: int = 64  # photos waiting for the model
-    timeout: float = 30.0  # seconds a request may wait for the model
+    timeout: float = 30.0  # seconds a request may take, decoding and model
     upload_timeout: float = 60.0  # seconds the whole upload may take to arrive
     header_timeout: float = 10.0  # seconds a request's line and headers may take to arrive
     max_batch: int = 8
     max_wait_ms: float = 10.0
-    # requests decoding photos at once: a photo of max_pixels takes 3 bytes a pixel and more
-    # while it is decoded, however small its file (a PNG of one colour); this bounds the memory
+    # requests decoding photos at once: a photo of max_pixels takes 3 bytes a pixel, and OpenCV
+    # holds about 6 while decoding, however small its file (a PNG of one colour); this bounds
+    # the memory
     max_decoding: int = 2
 
     def check(self) -> None:
@@ -146,6 +151,35 @@ def check_writable_folder(folder: Path, option: str) -> None:
             pass
     except OSError as e:
         raise BadConfig(f"{option} {describe_os_error(e) or f'{folder}: {e}'}") from None
+
+
+# glibc's mallopt parameter, and the size from which blocks are mapped (and unmapped when freed)
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def _glibc() -> Any:
+    """The C library if it is glibc (it has mallopt), else None (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") else None
+    except OSError:
+        return None
+
+
+def return_large_blocks_to_the_system() -> None:
+    """Make glibc map every block over 1 MB on its own and give it back when freed.
+
+    By default glibc raises its mmap threshold to the largest block freed so far (up to
+    32 MB), after which the decoded photos (13 MB for a PALM photo) and batches come from the
+    arenas of the threads that allocated them, which keep their peak: the service's memory
+    rose by 175 MB in the third of five load-test rounds. Setting the threshold stops that
+    (tests/test_serve_decoding.py shows it), though not every step of the service's memory
+    (README, Screening service). Nothing happens on another C library.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
 
 
 def is_loopback(host: str) -> bool:
@@ -232,11 +266,18 @@ class ModelRunner:
         else:
             self.gradcam = GradCAM(load_checkpoint_model(self.checkpoint)[0])
 
-    def warm_up(self, max_batch: int) -> None:
-        """Run every batch size once: oneDNN builds (and caches) its kernels per input shape,
-        which would otherwise slow the first requests and grow memory under load."""
-        for size in range(1, max_batch + 1):
-            self.predictor.predict(np.zeros((size, 3, self.image_size, self.image_size), np.float32))
+    def warm_up(self, batcher: "MicroBatcher") -> None:
+        """Run every batch size the batcher can form once through it, in its model thread: oneDNN builds
+        (and caches) its kernels per input shape and per thread, which would otherwise slow
+        the first requests and grow memory under load. Warmed up in another thread, the
+        service's memory still rose by 100-175 MB at the first batch of 4, rounds into a load
+        test."""
+        shape = (3, self.image_size, self.image_size)
+        # a batch never holds more photos than the queue
+        for size in range(1, min(batcher.max_batch, batcher.max_queue) + 1):
+            for future in batcher.submit([(np.zeros(shape, np.float32), False)] * size):
+                future.result()
+        batcher.batch_sizes.clear()  # /healthz counts the requests' batches only
 
     def describe(self) -> dict[str, Any]:
         """Model metadata for /v1/model and every prediction response."""
@@ -346,6 +387,7 @@ class MicroBatcher:
 
     Attributes:
         batch_sizes: how many batches of each size ran.
+        cancelled: how many queued images were dropped by `cancel` before they ran.
     """
 
     def __init__(self, run_batch: Callable[[np.ndarray, list[bool]], list[Any]], *,
@@ -353,6 +395,7 @@ class MicroBatcher:
         self.run_batch = run_batch
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
         self.batch_sizes: Counter[int] = Counter()
+        self.cancelled = 0
         self._jobs: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -387,6 +430,15 @@ class MicroBatcher:
             self._jobs.extend(jobs)
             self._cond.notify_all()
         return [job.future for job in jobs]
+
+    def cancel(self, futures: Sequence[Future]) -> None:
+        """Drop the jobs of `futures` that have not run yet (their request is over): they
+        leave the queue now, so they neither run nor count against `max_queue`."""
+        dropped = {id(f) for f in futures if f.cancel()}
+        with self._cond:
+            kept = [job for job in self._jobs if id(job.future) not in dropped]
+            self.cancelled += len(self._jobs) - len(kept)
+            self._jobs = deque(kept)
 
     def _next_batch(self) -> list[_Job]:
         with self._cond:
@@ -428,6 +480,58 @@ class MicroBatcher:
 
 
 # ---------------------------------------------------------------- HTTP
+
+T = TypeVar("T")
+
+
+class Abandoned(Exception):
+    """A request's work stopped before its answer: its time is up or its client left."""
+
+    def __init__(self, reason: str, stage: str = ""):
+        super().__init__(reason)
+        self.reason, self.stage = reason, stage  # reason: "timeout" or "disconnected"
+
+
+class RequestWatch:
+    """Ends a request's waits at its deadline or as soon as its client disconnects.
+
+    The work awaited goes on in the background when a wait ends (a decoding thread cannot be
+    interrupted inside OpenCV), so `stop` is set for it to check between steps.
+    """
+
+    def __init__(self, request: Request, deadline: float):
+        self.deadline = deadline  # a time.perf_counter time
+        self.stop = threading.Event()
+        self._gone = asyncio.ensure_future(_disconnected(request))
+
+    async def wait(self, work: Awaitable[T]) -> T:
+        """The result of `work`; Abandoned when the deadline or the client's disconnect
+        comes first."""
+        task = asyncio.ensure_future(work)
+        left = max(self.deadline - time.perf_counter(), 0)
+        done, _ = await asyncio.wait({task, self._gone}, timeout=left,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        self.stop.set()
+        task.add_done_callback(_log_failure)  # nobody awaits it any more
+        raise Abandoned("disconnected" if self._gone in done else "timeout")
+
+    def close(self) -> None:
+        self._gone.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects (called once the body has been read, so every
+    later message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _log_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log_event("abandoned_work_failed", logging.ERROR, error=repr(task.exception()))
+
 
 class UploadTooLarge(Exception):
     pass
@@ -622,8 +726,8 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
         BadConfig: a bad limit, or a non-loopback host without a token.
     """
     config.check()
+    return_large_blocks_to_the_system()
     runner = runner or ModelRunner(config.checkpoint, config.engine, config.max_pixels)
-    runner.warm_up(config.max_batch)
     batcher = MicroBatcher(runner.run_batch, max_batch=config.max_batch,
                            max_wait_s=config.max_wait_ms / 1000, max_queue=config.max_queue)
     decoding = asyncio.Semaphore(config.max_decoding)
@@ -632,6 +736,7 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
 
     async def lifespan(app: FastAPI):
         batcher.start()
+        await run_in_threadpool(runner.warm_up, batcher)
         settings = {k: v for k, v in asdict(config).items() if k not in ("token", "engine")}
         log_event("started", model=model_info["name"], sha256=runner.sha256,
                   engine=model_info["engine"], token=bool(config.token), **settings)
@@ -708,30 +813,26 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
         start = time.perf_counter()
         request_id = _request_id(request)
         uploads = await _read_uploads(request, config.max_files)
-        photos = await _decode(runner, uploads, cam, decoding, start + config.timeout)
-        if photos is None:
-            return _error(503, f"busy: waited {config.timeout:g} s for one of the "
-                               f"{config.max_decoding} decoding slots; try again shortly",
-                          request_id)
-        good = [p for p in photos if p.x is not None]
-        outputs: list[tuple[np.ndarray, np.ndarray | None]] = []
-        if len(good) > config.max_queue:
-            return _error(413, f"{len(good)} photos in one request, but the queue holds "
-                               f"{config.max_queue}; send at most {config.max_queue} per request",
-                          request_id)
-        if good:
-            try:
-                futures = batcher.submit([(p.x, cam and runner.gradcam is not None) for p in good])
-            except QueueFull as e:
-                return _error(503, f"busy: {e}", request_id)
-            waited = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
-            try:
-                outputs = await asyncio.wait_for(waited, config.timeout)
-            except asyncio.TimeoutError:
-                for f in futures:
-                    f.cancel()
-                return _error(504, f"no result within {config.timeout:g} s (the service is "
-                                   "overloaded); try again later", request_id)
+        watch = RequestWatch(request, start + config.timeout)
+        try:
+            photos = await _decode(runner, uploads, cam, decoding, watch, request_id)
+            good = [p for p in photos if p.x is not None]
+            outputs: list[tuple[np.ndarray, np.ndarray | None]] = []
+            if len(good) > config.max_queue:
+                return _error(413, f"{len(good)} photos in one request, but the queue holds "
+                                   f"{config.max_queue}; send at most {config.max_queue} per "
+                                   "request", request_id)
+            if good:
+                outputs = await _predict_queued(batcher, good, cam and runner.gradcam is not None,
+                                                watch)
+        except QueueFull as e:
+            return _error(503, f"busy: {e}", request_id)
+        except Abandoned as e:
+            log_event("cancelled", request_id=request_id, reason=e.reason, stage=e.stage,
+                      photos=len(uploads))
+            return _abandoned_error(e, config, request_id)
+        finally:
+            watch.close()
         for photo, (probs, _) in zip(good, outputs):
             if not finite_rows(probs[None])[0]:  # a faulty model: a JSON error, never NaN in JSON
                 photo.error, photo.status = f"{photo.filename}: {NON_FINITE_OUTPUT}", 422
@@ -779,21 +880,71 @@ async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, byt
         await form.close()  # the temporary files of large parts go now
 
 
+def _abandoned_error(e: Abandoned, config: ServiceConfig, request_id: str | None) -> JSONResponse:
+    if e.reason == "disconnected":  # nobody reads it; the log line shows 499 (nginx's code)
+        return _error(499, "the client closed the request", request_id)
+    if e.stage == "waiting for a decoding slot":
+        return _error(503, f"busy: waited {config.timeout:g} s for one of the "
+                           f"{config.max_decoding} decoding slots; try again shortly", request_id)
+    if e.stage == "decoding":
+        return _error(504, f"photos not decoded within {config.timeout:g} s; send fewer or "
+                           "smaller photos", request_id)
+    return _error(504, f"no result within {config.timeout:g} s (the service is overloaded); "
+                       "try again later", request_id)
+
+
 async def _decode(runner: ModelRunner, uploads: Sequence[tuple[str, bytes]], cam: bool,
-                  slots: asyncio.Semaphore, deadline: float) -> list[Photo] | None:
-    """Decode the uploads one after the other in one of the `slots`; None if none was free by
-    `deadline` (a `time.perf_counter` time). A request keeps its slot for all its photos, so
-    under overload the requests that started finish instead of all sharing the slots and
-    all running out of time."""
+                  slots: asyncio.Semaphore, watch: RequestWatch,
+                  request_id: str | None) -> list[Photo]:
+    """Decode the uploads one after the other in one of the `slots`.
+
+    A request keeps its slot for all its photos, so under overload the requests that started
+    finish instead of all sharing the slots and all running out of time. When the request is
+    abandoned (Abandoned, its `stage` set), its thread stops before the next photo and only
+    then gives the slot back: the slots bound the photos being decoded, answered or not.
+    """
+    stage = "waiting for a decoding slot"
+
+    async def decode_in_slot() -> list[Photo]:
+        nonlocal stage
+        async with slots:
+            if watch.stop.is_set():  # abandoned while it waited
+                return []
+            stage = "decoding"
+            return await run_in_threadpool(_prepare_all, runner, uploads, cam, watch.stop,
+                                           request_id)
+
     try:
-        await asyncio.wait_for(slots.acquire(), max(deadline - time.perf_counter(), 0))
-    except asyncio.TimeoutError:
-        return None
+        return await watch.wait(decode_in_slot())
+    except Abandoned as e:
+        e.stage = stage
+        raise
+
+
+def _prepare_all(runner: ModelRunner, uploads: Sequence[tuple[str, bytes]], cam: bool,
+                 stop: threading.Event, request_id: str | None) -> list[Photo]:
+    """`runner.prepare` every upload, until `stop` is set (the request was abandoned)."""
+    photos: list[Photo] = []
+    for name, data in uploads:
+        if stop.is_set():
+            log_event("decoding_stopped", request_id=request_id, decoded=len(photos),
+                      skipped=len(uploads) - len(photos))
+            break
+        photos.append(runner.prepare(name, data, cam))
+    return photos
+
+
+async def _predict_queued(batcher: MicroBatcher, photos: Sequence[Photo], cam: bool,
+                          watch: RequestWatch) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """The model's outputs for `photos` through the batcher's queue; when the request is
+    abandoned (Abandoned), its photos still queued leave the queue."""
+    futures = batcher.submit([(p.x, cam) for p in photos])
     try:
-        return await run_in_threadpool(
-            lambda: [runner.prepare(name, data, cam) for name, data in uploads])
-    finally:
-        slots.release()
+        return await watch.wait(asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+    except Abandoned as e:
+        batcher.cancel(futures)
+        e.stage = "waiting for the model"
+        raise
 
 
 def _results(runner: ModelRunner, photos: Sequence[Photo], outputs: dict[int, tuple],
