@@ -11,10 +11,10 @@ import httpx
 import pytest
 import uvicorn
 
-from palm.cli.loadtest import free_port
+from palm.bench.loadtest import free_port
 from palm.engine.service import LOG
 
-from test_serve import BlockedModel, checkpoint, make_client, photos, upload, wait_until  # noqa: F401
+from tests.test_serve import BlockedModel, checkpoint, make_client, photos, upload, wait_until  # noqa: F401
 
 
 class Events(logging.Handler):
