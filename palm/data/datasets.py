@@ -208,8 +208,8 @@ def class_order(classes: list[str], positive_class: str | None = None,
     classes = [str(c) for c in classes]
     if len(classes) != 2:
         if positive_class is not None:
-            raise BadData(f"--positive-class applies to two-class data; the data has "
-                             f"{len(classes)} classes {classes}")
+            raise BadData(f"positive_class applies to two-class data; the data has "
+                          f"{len(classes)} classes {classes}", param="positive_class")
         return classes
     if positive_class is not None:
         matches = [c for c in classes if c == positive_class] or [
@@ -229,8 +229,9 @@ def class_order(classes: list[str], positive_class: str | None = None,
             a, b = classes
             raise BadData(
                 f"two classes {a!r} and {b!r}: which one is positive (label 1, the class "
-                f"sensitivity and probabilities refer to)? Give --positive-class {b} or "
-                f"--positive-class {a} (or class_names: [negative, positive] in the config)")
+                f"sensitivity and probabilities refer to)? Give positive_class {b} or "
+                f"positive_class {a} (or class_names: [negative, positive] in the config)",
+                param="positive_class")
         positive = known[0]
     return [c for c in classes if c != positive] + [positive]
 
@@ -369,7 +370,7 @@ def safe_join(folder: Path, name: str, allow_outside: bool = False,
     if not any(Path(os.path.abspath(root)) in (path, *path.parents) for root in roots):
         also = f" and the data root {also_inside}" if also_inside is not None else ""
         raise BadData(f"{name!r} escapes the image folder {folder}{also} (pass "
-                         "--allow-outside-paths to allow it)")
+                      "allow_outside_paths to allow it)", param="allow_outside_paths")
     return folder / name
 
 

@@ -124,12 +124,13 @@ def evaluation_set(
         positive_class: for two classes, the positive class; it must agree with `classes`.
     """
     palm = is_palm_layout(data_root, val_csv)
-    given = [name for name, v in (("--data-root", palm), ("--val-dir", val_dir),
-                                  ("--val-csv", val_csv)) if v]
+    given = [name for name, v in (("data_root", palm), ("val_dir", val_dir),
+                                  ("val_csv", val_csv)) if v]
     if len(given) != 1 or (data_root and val_dir):
-        raise BadConfig("give exactly one of --data-root, --val-dir, --val-csv (--data-root "
-                         "with --val-csv: the folder of its images)"
-                         + (f" (got {', '.join(given)})" if given else ""))
+        raise BadConfig("give exactly one of data_root, val_dir, val_csv (data_root "
+                        "with val_csv: the folder of its images)"
+                        + (f" (got {', '.join(given)})" if given else ""),
+                        param=("data_root", "val_dir", "val_csv"))
     if classes and positive_class is not None and positive_class != positive_class_of(classes):
         class_order(classes, positive_class)  # more than two classes: says it does not apply
         raise BadConfig(f"the checkpoint's positive class is {positive_class_of(classes)!r} "

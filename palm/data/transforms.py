@@ -72,7 +72,8 @@ def parse_augment(text: str) -> dict[str, Any]:
             except yaml.YAMLError:
                 setting[key] = value  # reported by resolve_augment as a bad value
         elif "preset" in setting:
-            raise BadConfig(f"--augment {text!r}: two presets ({setting['preset']}, {part})")
+            raise BadConfig(f"augment {text!r}: two presets ({setting['preset']}, {part})",
+                            param="augment")
         else:
             setting["preset"] = part
     return setting

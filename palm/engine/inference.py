@@ -397,8 +397,8 @@ def load_predictor(
         return _int8_predictor(path, engine, options)
     reduced_precision = options["precision"] != "fp32"
     if reduced_precision and engine == "dygraph":
-        raise BadConfig(f"--precision {options['precision']} runs on the inference engine, "
-                         "not dygraph")
+        raise BadConfig(f"precision {options['precision']} runs on the inference engine, "
+                        "not dygraph", param="precision")
     if is_exported(path):
         if engine == "dygraph":
             raise BadConfig(
@@ -439,7 +439,7 @@ def _int8_predictor(path: Path, engine: str, options: dict[str, Any]) -> OpenVIN
         raise BadConfig(f"{path}: --precision int8 needs a tools/quantize.py folder; quantize "
                          "the checkpoint first")
     if engine == "dygraph":
-        raise BadConfig("--precision int8 runs on OpenVINO, not dygraph")
+        raise BadConfig("precision int8 runs on OpenVINO, not dygraph", param="precision")
     return OpenVINOPredictor(path, threads=options.get("threads"))
 
 

@@ -103,8 +103,8 @@ def check_output(output: str | Path, inputs: Sequence[str] = ()) -> None:
             why = (f"would replace {foreign[0]}, which palm did not write "
                    "(choose a name ending in .csv)")
     if why:
-        raise OutputRefused(f"--output {output} {why}; predictions go to a new or earlier "
-                            "predictions .csv file")
+        raise OutputRefused(f"output {output} {why}; predictions go to a new or earlier "
+                            "predictions .csv file", param="output")
 
 
 def _is_palm_csv(path: Path) -> bool:
@@ -148,8 +148,9 @@ def _check_record(csv_path: Path, record: dict[str, Any]) -> None:
     differs = [f"{key} {saved.get(key)!r} there, {value!r} now" for key, value in record.items()
                if saved.get(key) != value]
     if differs:
-        raise BadConfig(f"--resume: the rows of {csv_path} were made differently "
-                         f"({'; '.join(differs)}); run without --resume or use another --output")
+        raise BadConfig(f"resume: the rows of {csv_path} were made differently "
+                        f"({'; '.join(differs)}); run without resume or use another output",
+                        param=("resume", "output"))
 
 
 def _row_ok(row: dict[str, Any], columns: Sequence[str], class_names: Sequence[str]) -> bool:
