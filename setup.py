@@ -41,10 +41,10 @@ setup(
     entry_points={
         "console_scripts": [
             "palm=palm.cli.main:main",
-            "palm-train=palm.cli.train:cli",
-            "palm-eval=palm.cli.eval:cli",
-            "palm-predict=palm.cli.predict:cli",
-            "palm-serve=palm.cli.serve:cli",
+            "palm-train=palm.cli.main:train",
+            "palm-eval=palm.cli.main:evaluate",
+            "palm-predict=palm.cli.main:predict",
+            "palm-serve=palm.cli.main:serve",
         ]
     },
 )

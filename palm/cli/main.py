@@ -1,13 +1,13 @@
 """`palm NAME [options]` and `python -m palm NAME [options]`: run one subcommand.
 
 `palm` alone or `palm --help` lists the subcommands; `palm NAME --help` shows NAME's options.
+The `palm-train`, `palm-eval`, `palm-predict` and `palm-serve` scripts are `train` etc. here.
 """
 from __future__ import annotations
 
-import importlib
 import sys
 
-from palm.cli.common import COMMANDS
+from palm.cli.common import COMMANDS, cli
 
 
 def usage() -> str:
@@ -18,7 +18,7 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Dispatch `argv` (default: the command line) to the subcommand's `cli()`."""
+    """Dispatch `argv` (default: the command line) to the subcommand."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv:  # a malformed command line: argparse's exit code 2
         print(usage(), file=sys.stderr)
@@ -30,10 +30,24 @@ def main(argv: list[str] | None = None) -> None:
     if name not in COMMANDS:
         print(f"palm: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
-    cli = importlib.import_module(COMMANDS[name].module).cli
-    # the subcommand parses sys.argv; its usage line then reads `palm NAME ...`
-    sys.argv = [f"palm {name}", *rest]
-    cli()
+    cli(name, rest)
+
+
+# console scripts (setup.py)
+def train() -> None:
+    cli("train")
+
+
+def evaluate() -> None:
+    cli("eval")
+
+
+def predict() -> None:
+    cli("predict")
+
+
+def serve() -> None:
+    cli("serve")
 
 
 if __name__ == "__main__":
