@@ -1,7 +1,7 @@
 """Draw a synthetic PALM data set (palm.data.synth) in the exact PALM folder layout.
 
 Example:
-    palm synth --out demo_data/palm --n-train 400 --n-val 400
+    palm synth --output demo_data/palm --n-train 400 --n-val 400
 """
 from __future__ import annotations
 

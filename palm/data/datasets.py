@@ -364,7 +364,7 @@ def safe_join(folder: Path, name: str, allow_outside: bool = False,
         return folder / name
     if os.path.isabs(name) or PureWindowsPath(name).drive:
         raise BadData(f"absolute path {name!r} not allowed; give a name relative to "
-                         f"{folder} (or pass --allow-outside-paths)")
+                      f"{folder} (or pass allow_outside_paths)", param="allow_outside_paths")
     path = Path(os.path.abspath(folder / name))
     roots = [folder] + ([Path(also_inside)] if also_inside is not None else [])
     if not any(Path(os.path.abspath(root)) in (path, *path.parents) for root in roots):
