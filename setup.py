@@ -1,10 +1,18 @@
 """Install palm: `pip install -e ".[cpu]"` (CPU), or Paddle's CUDA wheel from Paddle's own
 index first and then `pip install -e .` (see the README's GPU paragraph)."""
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# read, not imported: importing palm would need its dependencies installed already
+VERSION = re.search(r'^__version__ = "([^"]+)"$',
+                    (Path(__file__).parent / "palm" / "version.py").read_text(encoding="utf-8"),
+                    re.MULTILINE).group(1)
 
 setup(
     name="palm",
-    version="0.1.0",
+    version=VERSION,
     description="PaddlePaddle fundus-photo classification: pathologic myopia screening on PALM",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -41,10 +49,10 @@ setup(
     entry_points={
         "console_scripts": [
             "palm=palm.cli.main:main",
-            "palm-train=palm.cli.main:train",
-            "palm-eval=palm.cli.main:evaluate",
-            "palm-predict=palm.cli.main:predict",
-            "palm-serve=palm.cli.main:serve",
+            "palm-train=palm.cli.train:cli",
+            "palm-eval=palm.cli.eval:cli",
+            "palm-predict=palm.cli.predict:cli",
+            "palm-serve=palm.cli.serve:cli",
         ]
     },
 )

@@ -19,8 +19,10 @@ evals, tools/predict.py and tools/export.py use them.
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
+from palm.cli.common import cli as run_command
 from palm.cli.common import (add_data_options, add_device_option, add_output_option,
                              add_reading_options, add_trust_option, add_verbosity_options,
                              command_parser, params_of, library_call)
@@ -78,3 +80,5 @@ def to_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 main = library_call(__name__)
+# the palm-eval console script (setup.py)
+cli = functools.partial(run_command, "eval")

@@ -1,7 +1,6 @@
 """`palm NAME [options]` and `python -m palm NAME [options]`: run one subcommand.
 
 `palm` alone or `palm --help` lists the subcommands; `palm NAME --help` shows NAME's options.
-The `palm-train`, `palm-eval`, `palm-predict` and `palm-serve` scripts are `train` etc. here.
 """
 from __future__ import annotations
 
@@ -31,23 +30,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"palm: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
     cli(name, rest)
-
-
-# console scripts (setup.py)
-def train() -> None:
-    cli("train")
-
-
-def evaluate() -> None:
-    cli("eval")
-
-
-def predict() -> None:
-    cli("predict")
-
-
-def serve() -> None:
-    cli("serve")
 
 
 if __name__ == "__main__":

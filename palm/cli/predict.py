@@ -21,8 +21,10 @@ rows of a finished OUTPUT.
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
+from palm.cli.common import cli as run_command
 from palm.cli.common import (add_device_option, add_num_workers_option, add_output_option,
                              add_trust_option, add_verbosity_options, command_parser,
                              library_function, params_of, library_call)
@@ -66,3 +68,5 @@ def interrupted(args: argparse.Namespace) -> str:
 
 
 main = library_call(__name__)
+# the palm-predict console script (setup.py)
+cli = functools.partial(run_command, "predict")

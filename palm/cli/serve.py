@@ -12,8 +12,10 @@ Needs the serve extra: pip install -e ".[serve]".
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
+from palm.cli.common import cli as run_command
 from palm.cli.common import (add_trust_option, add_verbosity_options, command_parser,
                              library_function, params_of, library_call)
 from palm.cli.predictor_options import ENGINES
@@ -77,3 +79,5 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 main = library_call(__name__)
+# the palm-serve console script (setup.py)
+cli = functools.partial(run_command, "serve")

@@ -13,9 +13,11 @@ folder receives config.yaml, metrics.csv, last/best checkpoints and the curves.
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 from typing import Any
 
+from palm.cli.common import cli as run_command
 from palm.cli.common import (add_data_options, add_device_option, add_output_option,
                              add_reading_options, add_trust_option, add_verbosity_options,
                              command_for, command_parser, library_call, verbosity)
@@ -105,6 +107,8 @@ def to_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 main = library_call(__name__)
+# the palm-train console script (setup.py)
+cli = functools.partial(run_command, "train")
 
 
 def parse_and_run(argv: list[str] | None = None) -> Path:
