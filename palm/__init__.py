@@ -1,10 +1,8 @@
 """palm: fundus-photo classification with PaddlePaddle (pathologic myopia on PALM)."""
 import warnings
 
-# set before palm.runtime is imported: its provenance record names this version
-__version__ = "0.1.0"
-
-from palm.runtime import hide_paddle_omp_warning, quiet_paddle_env, tune_cpu_env  # noqa: E402
+from palm.runtime import hide_paddle_omp_warning, quiet_paddle_env, tune_cpu_env
+from palm.version import __version__  # noqa: F401  (palm.__version__)
 
 # Must run before anything below imports paddle; see palm/runtime.py for the measurements.
 if "OMP_NUM_THREADS" in tune_cpu_env():

@@ -14,7 +14,12 @@ cosine and a GradScaler):
                              by a function that only returns that array
     numpy scalars, collections.OrderedDict, list/set/frozenset       older and hand-made files
 
-Anything else is refused with one line naming the file and the global. This is the only
+Anything else is refused with one line naming the file and the global. Arrays are built
+only the way numpy pickles them (`_reconstruct` then its data; a direct `numpy.ndarray(shape)`
+call is refused), of plain dtypes (no sub-arrays or fields, which multiply an array's size),
+and all the arrays of a file may take at most MAX_EXPANSION times its size plus
+EXPANSION_SLACK: real files hold their arrays' bytes inline, so a 100-byte file cannot ask
+for a gigabyte. This is the only
 module that unpickles weight files; `trust_checkpoints(True)` (the tools' --trust-checkpoint)
 hands a file to `paddle.load` unchecked, for old files with other objects inside.
 """
@@ -25,6 +30,8 @@ import contextlib
 import contextvars
 import functools
 import hashlib
+import math
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -53,17 +60,6 @@ for _core in ("numpy.core", "numpy._core"):
     _SAFE_GLOBALS[(f"{_core}.multiarray", "_reconstruct")] = _NP_CORE.multiarray._reconstruct
     _SAFE_GLOBALS[(f"{_core}.multiarray", "scalar")] = _NP_CORE.multiarray.scalar
     _SAFE_GLOBALS[(f"{_core}.numeric", "_frombuffer")] = _NP_CORE.numeric._frombuffer
-
-
-def _empty_array(path: Path, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-    # numpy pickles an array as _reconstruct(ndarray, (0,), b"b") and then sets its data,
-    # which must then match the shape; a large shape here would be allocated with no data
-    # behind it (a 100-byte file asking for gigabytes)
-    if subtype is not np.ndarray or not isinstance(shape, tuple) or len(shape) > 32 \
-            or not all(type(n) is int and 0 <= n <= 1 for n in shape):
-        raise UnsafeWeightsError(f"refusing {path}: it asks numpy for an empty array of "
-                                 f"shape {str(shape)[:60]}, which a weights file never needs")
-    return _NP_CORE.multiarray._reconstruct(subtype, shape, dtype)
 
 
 def _dense_tensor_data(path: Path, expression: str, namespace: Any) -> Any:
@@ -105,6 +101,15 @@ _KEY_TYPES = (str, bytes, int, float, bool, type(None))
 ARGUMENT_NODES = 10_000
 # objects whose state a file may set (BUILD); anything else has no state in a weights file
 _BUILDABLE = (np.ndarray, np.dtype)
+# Bytes of arrays a file may ask for: real files hold every array's bytes inline, so their
+# arrays take less than the file; the slack covers the scalars and one-element placeholders
+# of a small file.
+MAX_EXPANSION = 2
+EXPANSION_SLACK = 1 << 20
+MAX_DIMENSIONS = 32  # numpy's own limit (64 in numpy 2) is far above any network's
+# numpy functions that build arrays or scalars: the unpickler's checked versions run instead
+_ARRAY_BUILDERS = {"_reconstruct": "_empty_array", "scalar": "_scalar",
+                   "_frombuffer": "_from_buffer"}
 
 
 class _RestrictedUnpickler(pickle._Unpickler):
@@ -118,12 +123,14 @@ class _RestrictedUnpickler(pickle._Unpickler):
     def __init__(self, file, path: Path):
         super().__init__(file, encoding="latin1")  # as paddle.load, for Python 2 era files
         self.path = path
+        self.size = os.fstat(file.fileno()).st_size
+        self.array_bytes = 0  # asked for so far, against MAX_EXPANSION * size + EXPANSION_SLACK
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) == ("builtins", "eval"):
             return functools.partial(_dense_tensor_data, self.path)
-        if name == "_reconstruct" and (module, name) in _SAFE_GLOBALS:
-            return functools.partial(_empty_array, self.path)
+        if name in _ARRAY_BUILDERS and (module, name) in _SAFE_GLOBALS:
+            return getattr(self, _ARRAY_BUILDERS[name])
         try:
             return _SAFE_GLOBALS[(module, name)]
         except KeyError:
@@ -154,6 +161,54 @@ class _RestrictedUnpickler(pickle._Unpickler):
             raise self._refuse(f"passes more than {ARGUMENT_NODES} nested objects to a "
                                "constructor")
 
+    # ------------------------------------------------ what arrays may be and take
+
+    def _plain_dtype(self, dtype: Any) -> np.dtype:
+        """`dtype` (a dtype, or its name as numpy pickles it) if it is one number per element."""
+        if isinstance(dtype, (str, bytes)) and len(dtype) <= 16:
+            dtype = np.dtype(dtype)
+        if not isinstance(dtype, np.dtype):
+            raise self._refuse(f"gives a {type(dtype).__name__} as an array's dtype")
+        # a sub-array dtype multiplies the size of every array of it, unseen in its shape
+        if dtype.subdtype is not None or dtype.fields is not None:
+            raise self._refuse(f"asks for a {'sub-array' if dtype.subdtype else 'record'} "
+                               f"dtype ({str(dtype)[:60]})")
+        return dtype
+
+    def _ask_for_array(self, shape: Any, dtype: Any) -> np.dtype:
+        """Count an array of `shape` x `dtype` against the file's budget before it exists;
+        returns the checked dtype."""
+        if not isinstance(shape, tuple) or len(shape) > MAX_DIMENSIONS \
+                or not all(type(n) is int and n >= 0 for n in shape):
+            raise self._refuse(f"asks for an array of shape {str(shape)[:60]}")
+        dtype = self._plain_dtype(dtype)
+        self.array_bytes += math.prod(shape) * dtype.itemsize
+        budget = MAX_EXPANSION * self.size + EXPANSION_SLACK
+        if self.array_bytes > budget:
+            raise UnsafeWeightsError(
+                f"refusing {self.path}: its arrays would take at least {self.array_bytes:,} "
+                f"bytes, more than a weights file of {self.size:,} bytes holds (at most "
+                f"{budget:,}); it is damaged or made to exhaust memory")
+        return dtype
+
+    def _empty_array(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+        # numpy pickles an array as _reconstruct(ndarray, (0,), b"b") and then sets its data,
+        # which must then match the shape; a large shape here would be allocated with no data
+        # behind it (a 100-byte file asking for gigabytes)
+        if subtype is not np.ndarray or not isinstance(shape, tuple) \
+                or not all(type(n) is int and 0 <= n <= 1 for n in shape):
+            raise self._refuse(f"asks numpy for an empty array of shape {str(shape)[:60]}")
+        return _NP_CORE.multiarray._reconstruct(subtype, shape, self._ask_for_array(shape, dtype))
+
+    def _scalar(self, dtype: Any, *data: Any) -> Any:
+        return _NP_CORE.multiarray.scalar(self._ask_for_array((), dtype), *data)
+
+    def _from_buffer(self, buffer: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+        # a view of `buffer`, but one buffer can be viewed many times and each view becomes
+        # a tensor of its own
+        return _NP_CORE.numeric._frombuffer(buffer, self._ask_for_array(shape, dtype), shape,
+                                            order)
+
     def load_setitem(self) -> None:
         value = self.stack.pop()
         key = self.stack.pop()
@@ -183,31 +238,63 @@ class _RestrictedUnpickler(pickle._Unpickler):
     def load_reduce(self) -> None:
         args = self.stack[-1]
         self._check_arguments(args)
+        self._check_not_ndarray(self.stack[-2])
         if (self.stack[-2] is set or self.stack[-2] is frozenset) and args:
             self._check_keys(list(args[0]))
         elif self.stack[-2] is collections.OrderedDict and args:
             raise self._refuse("builds an OrderedDict from arguments")
         super().load_reduce()
+        self._check_made()
 
     def load_newobj(self) -> None:
         self._check_new(self.stack[-2], self.stack[-1], {})
         super().load_newobj()
+        self._check_made()
 
     def load_newobj_ex(self) -> None:
         self._check_new(self.stack[-3], self.stack[-2], self.stack[-1])
         super().load_newobj_ex()
+        self._check_made()
 
     def _check_new(self, cls: Any, args: Any, kwargs: Any) -> None:
         self._check_arguments(args, kwargs)
+        self._check_not_ndarray(cls)
         if any(cls is kind for kind in (set, frozenset, collections.OrderedDict)) \
                 and (len(args) or len(kwargs)):
             raise self._refuse(f"builds a {cls.__name__} from arguments")
 
+    def _check_not_ndarray(self, constructor: Any) -> None:
+        # numpy.ndarray(shape, dtype) allocates its shape with no data behind it; numpy's
+        # own pickles name ndarray only as _reconstruct's argument
+        if constructor is np.ndarray:
+            raise self._refuse("calls numpy.ndarray directly")
+
+    def _check_made(self) -> None:
+        if isinstance(self.stack[-1], np.dtype):
+            self._plain_dtype(self.stack[-1])
+
     def load_build(self) -> None:
-        if not isinstance(self.stack[-2], _BUILDABLE):
-            raise self._refuse(f"sets the state of a {type(self.stack[-2]).__name__}")
-        self._check_arguments(self.stack[-1])
+        target, state = self.stack[-2], self.stack[-1]
+        if not isinstance(target, _BUILDABLE):
+            raise self._refuse(f"sets the state of a {type(target).__name__}")
+        self._check_arguments(state)
+        if isinstance(target, np.ndarray):
+            self._ask_for_array(*self._array_shape_and_dtype(state))
+            super().load_build()
+            return
+        itemsize = target.itemsize
         super().load_build()
+        # numpy changes a dtype in place, under any array already made of it
+        if self._plain_dtype(target).itemsize != itemsize:
+            raise self._refuse(f"changes the size of a dtype from {itemsize} to "
+                               f"{target.itemsize} bytes")
+
+    def _array_shape_and_dtype(self, state: Any) -> tuple[Any, Any]:
+        # ndarray.__setstate__ takes (version, shape, dtype, fortran, data) or the same
+        # without the version
+        if isinstance(state, tuple) and len(state) in (4, 5):
+            return state[len(state) - 4], state[len(state) - 3]
+        raise self._refuse(f"sets an array's state from {str(state)[:60]}")
 
     for _name in ("setitem", "setitems", "additems", "frozenset", "reduce", "newobj",
                   "newobj_ex", "build"):
@@ -223,8 +310,9 @@ def read_weights(path: str | Path) -> Any:
 
     Raises:
         FileNotFoundError: no file.
-        UnsafeWeightsError: the file holds a global other than the ones listed above, or
-            an array of Python objects.
+        UnsafeWeightsError: the file holds a global other than the ones listed above, an
+            array of Python objects, a sub-array or record dtype, or asks for more bytes of
+            arrays than MAX_EXPANSION times its size plus EXPANSION_SLACK.
         ValueError: the file is not a paddle.save pickle (truncated, another format).
     """
     path = Path(path)

@@ -1,4 +1,4 @@
-"""Imports run one way: errors -> base modules -> data, models -> viz -> engine -> cli.
+"""Imports run one way: errors, version -> base modules -> data, models -> viz -> engine -> cli.
 
 The checker reads every module of the package with `ast` (nothing is imported), so an
 upward import, or an import of palm hidden inside a function, fails here even if no test
@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "palm"
 # groups: neither imports the other.
 LAYERS: dict[str, tuple[str, int]] = {
     "palm.errors": ("errors", 0),
+    "palm.version": ("version", 0),
     "palm": ("base", 1),  # palm/__init__, config, io_utils, metrics, outputs, runtime, ...
     "palm.data": ("data", 2),
     "palm.models": ("models", 2),
@@ -24,6 +25,9 @@ LAYERS: dict[str, tuple[str, int]] = {
     "palm.engine": ("engine", 4),
     "palm.cli": ("cli", 5),
     "palm.__main__": ("cli", 5),
+    # palm/__init__.py as an import target (`import palm`, `from palm import __version__`): it
+    # imports the base modules, so only the ranks above them may import it
+    "palm.__init__": ("package", 1),
 }
 
 
@@ -39,20 +43,31 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
-def palm_imports(tree: ast.Module) -> list[tuple[str, int, bool]]:
-    """(imported module, line, inside a function) for every import of palm."""
+def palm_imports(tree: ast.Module, root: Path) -> list[tuple[str, int, bool]]:
+    """(imported module, line, inside a function) for every import of palm.
+
+    `from palm import metrics` imports the module palm.metrics; `from palm import __version__`
+    imports palm/__init__.py (palm.__init__), as does a bare `import palm`.
+    """
     found = []
+
+    def target(module: str, name: str) -> str:
+        if module != "palm":
+            return module
+        return f"palm.{name}" if (root / name).is_dir() or (root / f"{name}.py").is_file() \
+            else "palm.__init__"
 
     def visit(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
             nested = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
             if isinstance(child, ast.Import):
-                found.extend((a.name, child.lineno, in_function) for a in child.names
-                             if a.name.split(".")[0] == "palm")
+                found.extend(("palm.__init__" if a.name == "palm" else a.name, child.lineno,
+                              in_function) for a in child.names if a.name.split(".")[0] == "palm")
             elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module \
                     and child.module.split(".")[0] == "palm":
                 # `from palm.data import sources` names a submodule: its layer is palm.data's
-                found.append((child.module, child.lineno, in_function))
+                found.extend((target(child.module, a.name), child.lineno, in_function)
+                             for a in child.names)
             visit(child, nested)
 
     visit(tree, False)
@@ -79,7 +94,8 @@ def checkout_imports(tree: ast.Module) -> list[tuple[str, int]]:
 
 def layering_violations(root: Path) -> list[str]:
     """Every import in the package at `root` that runs upward, sideways into another group of
-    the same rank, or hides inside a function."""
+    the same rank, or hides inside a function. palm/__init__.py counts as a module of its own
+    beside the base modules (it imports them), so a base module taking a name from it fails."""
     problems = []
     for path in sorted(root.rglob("*.py")):
         source = module_name(path, root)
@@ -87,7 +103,7 @@ def layering_violations(root: Path) -> list[str]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         problems += [f"{path.relative_to(root.parent)}:{line}: {source} imports {target}, which "
                      "a wheel does not install" for target, line in checkout_imports(tree)]
-        for target, line, in_function in palm_imports(tree):
+        for target, line, in_function in sorted(set(palm_imports(tree, root))):
             where = f"{path.relative_to(root.parent)}:{line}: {source} imports {target}"
             target_group, target_rank = layer_of(target)
             if in_function:
@@ -177,6 +193,7 @@ def _fake_package(tmp_path: Path, files: dict[str, str]) -> Path:
 
 def test_checker_catches_a_back_arrow_a_sideways_one_and_a_lazy_one(tmp_path):
     root = _fake_package(tmp_path, {
+        "io_utils.py": "",
         "data/ok.py": "import numpy\nfrom palm.errors import BadData\nfrom palm import io_utils\n",
         "engine/ok.py": "from palm.viz import cam\nfrom palm.data.ok import x\n",
         "data/up.py": "from palm.engine import train\n",
@@ -198,3 +215,24 @@ def test_checker_catches_an_import_of_a_checkout_only_folder(tmp_path):
     })
     problems = layering_violations(root)
     assert len(problems) == 2 and all("a wheel does not install" in p for p in problems), problems
+
+
+def test_checker_catches_a_base_module_importing_the_package_and_rank_0_importing_up(tmp_path):
+    """palm/__init__.py imports runtime, so runtime taking __version__ from palm is a cycle."""
+    root = _fake_package(tmp_path, {
+        "__init__.py": "from palm.runtime import tune_cpu_env\nfrom palm.version import __version__\n",
+        "version.py": '__version__ = "1"\n',
+        "runtime.py": "import os\nfrom palm import __version__\n",
+        "provenance.py": "from palm.version import __version__\nfrom palm import version\n",
+        "config.py": "import palm\n",
+        "errors.py": "from palm import version\n",
+        "data/ok.py": "import palm\nfrom palm import io_utils, __version__\n",
+        "io_utils.py": "from palm import data\n",
+    })
+    problems = layering_violations(root)
+    assert problems == [
+        "palm/config.py:1: palm.config imports palm.__init__, which is beside it",
+        "palm/errors.py:1: palm.errors imports palm.version, which is beside it",
+        "palm/io_utils.py:1: palm.io_utils imports palm.data, which is above it",
+        "palm/runtime.py:2: palm.runtime imports palm.__init__, which is beside it",
+    ], problems

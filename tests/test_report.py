@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -146,7 +147,7 @@ def test_report_is_self_contained_with_every_section(run_and_eval):
     out = build_report(run, ev, gallery_size=3)
     assert out == ev / "report.html"
     page = out.read_text(encoding="utf-8")
-    for heading in ("Model and configuration", "Training curves", "Evaluation",
+    for heading in ("Model and configuration", "Training curves", "Evaluation results",
                     "Most confident errors (3)", "Most confident correct (3)", "Data set"):
         assert heading in page, heading
     n_params = sum(int(np.prod(p.shape)) for p in build_model("lenet", 1, image_size=64).parameters())
@@ -220,3 +221,56 @@ def test_report_renders_in_headless_chromium(tools_report, tmp_path):
         width, prefix = line.split(" ", 1)
         assert prefix.startswith("data:image/"), line
         assert int(width) > 0, line
+
+
+# Appended to a copy of the report: the page's layout facts at the window size, for --dump-dom.
+LAYOUT_CHECK = """<pre id="layout"></pre><script>
+window.addEventListener('load', () => {
+  const top = (e) => e ? e.getBoundingClientRect().top + window.scrollY : -1;
+  document.getElementById('layout').textContent = JSON.stringify({
+    scrollWidth: document.documentElement.scrollWidth,
+    clientWidth: document.documentElement.clientWidth,
+    summary: top(document.querySelector('.summary')),
+    h2: Array.from(document.querySelectorAll('h2')).map(h => [h.textContent, top(h)]),
+  });
+});
+</script>"""
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium absent (Debian package chromium)")
+@pytest.mark.slow
+def test_report_leads_with_results_and_fits_a_narrow_window(tools_report, tmp_path):
+    """Issue 22: results before ~45 rows of config, and no sideways scrolling on a phone."""
+    page = tools_report.read_text(encoding="utf-8")
+    probe = tmp_path / "layout.html"
+    probe.write_text(page.replace("</body>", LAYOUT_CHECK + "</body>"), encoding="utf-8")
+    res = _chromium(["--dump-dom", "--window-size=420,900", "--virtual-time-budget=10000",
+                     probe.as_uri()], tmp_path / "profile")
+    found = re.search(r'<pre id="layout">(.*?)</pre>', res.stdout, re.DOTALL)
+    assert found, res.stderr[-2000:]
+    layout = json.loads(html.unescape(found.group(1)))
+    assert layout["clientWidth"] <= 500  # headless Chromium windows are at least 500 px
+    assert layout["scrollWidth"] <= layout["clientWidth"], layout
+    tops = dict(layout["h2"])
+    assert layout["h2"][0][0] == "Evaluation results", layout["h2"]
+    assert tops["Evaluation results"] < layout["summary"] < tops["Training curves"] \
+        < tops["Model and configuration"] < tops["About this evaluation"], layout
+
+
+def test_report_operating_points_show_the_bootstrap_intervals(run_and_eval, tmp_path):
+    """metrics.json's bootstrap intervals of the operating points reach the report."""
+    from palm import metrics as M
+
+    run, ev = run_and_eval
+    y = np.repeat([0, 1], 30)
+    p = np.clip(0.4 * y + np.random.default_rng(1).uniform(0, 0.6, 60), 0, 1)
+    points = M.operating_points(y, p, resamples=200)
+    ev2 = tmp_path / "eval"
+    ev2.mkdir()
+    metrics = json.loads((ev / "metrics.json").read_text()) | {"operating_points": points}
+    write_json_atomic(ev2 / "metrics.json", metrics)
+    page = build_report(run, ev2, gallery_size=0).read_text(encoding="utf-8")
+    low, high = points["sens_at_spec_0.90"]["sensitivity_bootstrap_ci"]
+    assert f"sensitivity ({low:.3f}\u2013{high:.3f})" in page
+    low, high = points["youden"]["j_bootstrap_ci"]
+    assert f"j ({low:.3f}\u2013{high:.3f})" in page

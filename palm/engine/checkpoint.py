@@ -10,7 +10,8 @@ so a checkpoint path alone is enough, and the size and SHA-256 of the files besi
 
 Loading trusts nothing: the sidecar is validated before a network is built, each file's
 hash is checked, weights are unpickled by `palm.weights.read_weights` (no code in them can
-run), and every tensor must match the network by name and shape.
+run), every tensor must match the network by name and shape, and the loaded network must
+give finite logits on a probe image (NaN weights would otherwise call every photo negative).
 
 Saving is one unit (`CheckpointWriter`): every file of a save (weights, optimizer state,
 sidecar; in training also `best` and metrics.csv) is written to a hidden `.NAME.*.tmp`
@@ -29,11 +30,13 @@ import secrets
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import paddle
 
 from palm.errors import BadCheckpoint
 from palm.io_utils import write_text_atomic
 from palm.models import MODELS, build_model
+from palm.outputs import main_output
 
 # The file that makes a folder a tools/export.py export (palm.engine.export writes it).
 EXPORT_META = "palm_meta.json"
@@ -222,6 +225,16 @@ def load_meta(params_path: str | Path) -> dict[str, Any]:
     return validate_meta(meta, side)
 
 
+def decision_threshold(meta: dict[str, Any]) -> tuple[float, str]:
+    """(threshold, where it came from) of a checkpoint or export sidecar: eval, predict and
+    the service all report it this way. "checkpoint" (with the recorded source, e.g. an
+    operating point, in brackets) when the sidecar holds one, else 0.5 "default"."""
+    if meta.get("threshold") is None:
+        return 0.5, "default"
+    source = meta.get("threshold_source")
+    return float(meta["threshold"]), f"checkpoint ({source})" if source else "checkpoint"
+
+
 def update_sidecar(params_path: str | Path, changes: dict[str, Any]) -> dict[str, Any]:
     """Merge `changes` into a checkpoint's sidecar (validated, written atomically); the
     weights and their recorded hashes are untouched. Returns the new meta."""
@@ -248,7 +261,31 @@ def load_checkpoint_model(params_path: str | Path) -> tuple[paddle.nn.Layer, dic
     check_state_matches(model, state, params_path)
     model.set_state_dict(state)
     model.eval()
+    check_finite_output(model, meta, params_path)
     return model, meta
+
+
+def probe_batch(image_size: int) -> np.ndarray:
+    """One fixed random image (NCHW float32 in -1..1) to try a loaded model on."""
+    return np.random.default_rng(0).uniform(-1, 1, (1, 3, image_size, image_size)).astype("float32")
+
+
+def check_finite_output(model: paddle.nn.Layer, meta: dict[str, Any], source: str | Path) -> None:
+    """CheckpointError naming `source` if `model` gives a NaN or inf logit on `probe_batch`.
+
+    NaN weights give NaN for every photo, which a threshold reads as "negative": a silent
+    all-negative screening.
+    """
+    with paddle.no_grad():
+        logits = main_output(model(paddle.to_tensor(probe_batch(meta["image_size"])))).numpy()
+    if np.isfinite(logits).all():
+        return
+    bad = [name for name, value in model.state_dict().items()
+           if not np.isfinite(value.numpy()).all()]
+    why = (f"NaN or inf values in {_listed('tensor(s)', bad)}" if bad
+           else "its weights are finite but overflow")
+    raise CheckpointError(f"{source}: the model gives NaN or inf logits on a probe image ({why}); "
+                          "the checkpoint is damaged or its training diverged")
 
 
 def load_optimizer_state(params_path: str | Path,

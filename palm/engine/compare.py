@@ -3,8 +3,9 @@ every pair, the AUC difference (DeLong's paired test, paired bootstrap interval)
 McNemar's test on the decisions.
 
 Inputs are tools/eval.py outputs: a predictions.csv, its eval folder, or a run folder
-holding eval/predictions.csv. Rows are matched by the `file` column; every model must have
-scored exactly the same images with the same labels.
+holding eval/predictions.csv (taken before the folder's own predictions.csv, which after
+the Quickstart is tools/predict.py's, without labels). Rows are matched by the `file`
+column; every model must have scored exactly the same images with the same labels.
 
 Example:
     board, pairs = compare_models(["runs/lenet", "runs/resnet18"], "comparison")
@@ -41,16 +42,33 @@ class ModelPredictions:
     decisions: np.ndarray
 
 
+def _has_labels(csv_path: Path) -> bool:
+    try:
+        return "label" in pd.read_csv(csv_path, nrows=0).columns
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return False
+
+
 def predictions_file(source: str | Path) -> Path:
-    """The predictions.csv that `source` (a CSV, an eval folder or a run folder) means."""
+    """The predictions.csv that `source` (a CSV, an eval folder or a run folder) means.
+
+    In a folder the evaluation's labelled predictions (eval/predictions.csv) come first: a
+    run folder also holds tools/predict.py's unlabelled predictions.csv after the Quickstart.
+    A CSV without labels is taken only when named as a file.
+    """
     source = Path(source)
     if source.is_file():
         return source
-    for candidate in (source / PREDICTIONS, source / "eval" / PREDICTIONS):
-        if candidate.is_file():
+    candidates = [source / "eval" / PREDICTIONS, source / PREDICTIONS]
+    for candidate in candidates:
+        if candidate.is_file() and _has_labels(candidate):
             return candidate
-    raise BadData(f"{source}: no {PREDICTIONS} here or in {source / 'eval'} (evaluate "
-                  "the checkpoint first)")
+    if not any(c.is_file() for c in candidates):
+        raise BadData(f"{source}: no {PREDICTIONS} here or in {source / 'eval'} (evaluate "
+                      "the checkpoint first)")
+    looked = [f"{c} ({'no label column' if c.is_file() else 'missing'})" for c in candidates]
+    raise BadData(f"{source}: no predictions with labels; looked at {' and '.join(looked)} "
+                  "(evaluate the checkpoint with tools/eval.py first)")
 
 
 def model_name(csv_path: Path) -> str:

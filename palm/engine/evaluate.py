@@ -25,14 +25,14 @@ import paddle
 from palm import metrics as M
 from palm.data import build_loader, eval_transform
 from palm.data import sources
-from palm.engine.checkpoint import update_sidecar
-from palm.engine.inference import as_layer, load_predictor, source_meta
+from palm.engine.checkpoint import EXPORT_META, decision_threshold, update_sidecar
+from palm.engine.inference import as_layer, is_exported, load_predictor, source_meta
 from palm.engine.losses import ClassificationLoss
 from palm.errors import BadCheckpoint, BadConfig, BadData, OutputRefused
 from palm.io_utils import (next_free_path, read_csv, replace_outputs, write_csv_atomic,
                            write_json_atomic)
 from palm.outputs import main_output, probabilities
-from palm.runtime import provenance
+from palm.provenance import provenance
 from palm.viz import plots
 
 
@@ -46,15 +46,26 @@ def holds_evaluation(folder: Path) -> bool:
     return (folder / "metrics.json").exists()
 
 
+def default_eval_folder(checkpoint: str | Path) -> Path:
+    """runs/NAME/best.pdparams -> runs/NAME/eval (the run folder's); an export folder
+    exported/NAME -> exported/NAME-eval: beside it, one per model, and never inside it (an
+    export holds exactly the files its palm_meta.json lists)."""
+    checkpoint = Path(checkpoint)
+    if is_exported(checkpoint):
+        folder = checkpoint if checkpoint.name not in ("", "..") else checkpoint.resolve()
+        return folder.parent / f"{folder.name}-eval"
+    return checkpoint.parent / "eval"
+
+
 def eval_output_for(checkpoint: str | Path, output: str | Path | None, exist_ok: bool) -> Path:
-    """The evaluation folder: --output, else CHECKPOINT_FOLDER/eval, or eval-2, -3, ... when
+    """The evaluation folder: --output, else `default_eval_folder`, or its -2, -3, ... when
     that holds an evaluation and `exist_ok` is off.
 
     Raises:
         OutputRefused: an explicit --output already holds an evaluation and not `exist_ok`.
     """
     if output is None:
-        default = Path(checkpoint).parent / "eval"
+        default = default_eval_folder(checkpoint)
         return default if exist_ok else next_free_path(default, holds_evaluation)
     output = Path(output)
     if holds_evaluation(output) and not exist_ok:
@@ -116,6 +127,42 @@ def evaluate(
     loss = loss_sum / len(labels_np) if loss_fn is not None else math.nan
     return EvalResult(np.concatenate(probs), labels_np, loss, np.concatenate(logits_seen),
                       temperature)
+
+
+# what eval, predict and the service say of an image whose logits hold a NaN or inf
+NON_FINITE_OUTPUT = "the model's output for it is not finite (NaN or inf), so it has no probability"
+
+
+def finite_rows(values: np.ndarray) -> np.ndarray:
+    """(N,) bool: which rows of (N,) or (N, K) `values` are all finite."""
+    return np.isfinite(np.asarray(values)).reshape(len(values), -1).all(axis=1)
+
+
+def finite_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """`palm.outputs.probabilities`, NaN on every row whose logits are not all finite: the
+    sigmoid of an infinite logit would read as a certain 1.0 or 0.0."""
+    probs = probabilities(logits, temperature)
+    probs[~finite_rows(logits)] = np.nan
+    return probs
+
+
+def without_non_finite(result: EvalResult, files: Sequence[str], skip_bad: bool,
+                       loss_fn: Callable) -> tuple[EvalResult, list[str], list[str]]:
+    """(`result` and `files` without the images whose output is not finite, "FILE: why" of
+    each left out); BadData naming the first such image unless `skip_bad`."""
+    bad = ~(finite_rows(result.logits) & finite_rows(result.probabilities))
+    if not bad.any():
+        return result, list(files), []
+    names = [files[i] for i in np.flatnonzero(bad)]
+    if not skip_bad or bad.all():
+        more = f" (and {len(names) - 1} more images)" if len(names) > 1 else ""
+        hint = ("" if bad.all() else "; --skip-bad leaves such images out")
+        raise BadData(f"{names[0]}: {NON_FINITE_OUTPUT}{more}{hint}")
+    keep = ~bad
+    logits, labels = result.logits[keep], result.labels[keep]
+    loss = float(loss_fn(paddle.to_tensor(logits), paddle.to_tensor(labels)))
+    kept = EvalResult(result.probabilities[keep], labels, loss, logits, result.temperature)
+    return kept, [f for f, k in zip(files, keep) if k], [f"{n}: {NON_FINITE_OUTPUT}" for n in names]
 
 
 def probability_columns(class_names: Sequence[str], num_outputs: int) -> list[str]:
@@ -262,8 +309,7 @@ def choose_threshold(result: EvalResult, meta: dict[str, Any], threshold: float 
         return M.youden_threshold(result.labels, result.probabilities), "youden_j"
     if threshold is not None:
         return float(threshold), "command_line"
-    source = meta.get("threshold_source")
-    return float(meta.get("threshold", 0.5)), f"checkpoint ({source})" if source else "checkpoint"
+    return decision_threshold(meta)
 
 
 # ---------------------------------------------------------------- honest selection
@@ -302,15 +348,17 @@ def read_selection(checkpoint: str | Path, meta: dict[str, Any]) -> tuple[list[s
     """
     record = meta.get("selection") or {}
     path = Path(checkpoint).with_name(record["predictions"]) if "predictions" in record else None
-    if path is None or not path.is_file():
+    if "rows" not in record and (path is None or not path.is_file()):
         raise BadCheckpoint(f"{checkpoint}: no selection predictions recorded beside it (train "
                             "again with this palm version and use best.pdparams)")
+    if path is None:  # an export carries them in its meta (palm.engine.export)
+        path = Path(checkpoint) / EXPORT_META
     try:
-        frame = read_csv(path)
+        frame = pd.DataFrame(record["rows"]) if "rows" in record else read_csv(path)
         logit_cols = [c for c in frame.columns if c.startswith("logit")]
         logits = frame[logit_cols].to_numpy(np.float64)
         labels = frame["label"].to_numpy(np.int64)
-    except (KeyError, ValueError, pd.errors.ParserError) as e:
+    except (KeyError, ValueError, TypeError, pd.errors.ParserError) as e:
         raise BadCheckpoint(f"{path}: damaged selection predictions ({e})") from None
     if not logit_cols or not np.isfinite(logits).all():
         raise BadCheckpoint(f"{path}: damaged selection predictions (no finite logits)")
@@ -440,10 +488,11 @@ def evaluate_checkpoint(
                                precision=precision)
     model = as_layer(predictor)
     loader = build_loader(dataset, batch_size, train=False, num_workers=num_workers)
-    result = evaluate(model, loader, ClassificationLoss(meta["num_classes"]),
-                      float(meta.get("temperature", 1.0)))
+    loss_fn = ClassificationLoss(meta["num_classes"])
+    result = evaluate(model, loader, loss_fn, float(meta.get("temperature", 1.0)))
+    result, files, non_finite = without_non_finite(result, [path for path, _ in dataset.samples],
+                                                   skip_bad, loss_fn)
     thr, source = choose_threshold(result, meta, threshold, tune_threshold)
-    files = [path for path, _ in dataset.samples]
     status, why = selection_status(checkpoint, meta, files, tune_threshold)
     extra = {"checkpoint": str(checkpoint), "engine": predictor.engine,
              "compute_precision": predictor.precision, "threshold_source": source,
@@ -451,7 +500,7 @@ def evaluate_checkpoint(
              "selection": status, "selection_detail": why,
              "dataset": _dataset_name(data_root, val_dir, val_csv),
              "provenance": provenance(paddle.device.get_device(), files),
-             "skipped": [f"{where}: {why}" for where, why in dataset.skipped]}
+             "skipped": [f"{where}: {why}" for where, why in dataset.skipped] + non_finite}
     with replace_outputs(output_dir, EVAL_OUTPUTS) as staging:
         metrics = write_evaluation(result, files, class_names, thr, staging, extra, ci_resamples)
     log(confusion_text(metrics["confusion_matrix"], class_names))
@@ -482,12 +531,13 @@ def _dataset_name(data_root: str | Path | None, val_dir: str | Path | None,
 def evaluation_summary(metrics: dict[str, Any]) -> str:
     """One line: n, accuracy, AUC (with 95 % CIs when computed), sensitivity/specificity
     (binary) or macro F1, threshold and where it came from, selection status."""
-    parts = [f"{metrics['n']} images", f"accuracy {_with_ci(metrics, 'accuracy')}",
+    parts = [f"{metrics.get('n', '?')} images", f"accuracy {_with_ci(metrics, 'accuracy')}",
              f"AUC {_with_ci(metrics, 'roc_auc')}"]
     if "sensitivity" in metrics:
         parts += [f"sensitivity {_with_ci(metrics, 'sensitivity')}",
                   f"specificity {_with_ci(metrics, 'specificity')}",
-                  f"threshold {metrics['threshold']:.4f} ({metrics['threshold_source']})"]
+                  f"threshold {metrics['threshold']:.4f} "
+                  f"({metrics.get('threshold_source', 'source not recorded')})"]
     else:
         parts.append(f"macro F1 {_with_ci(metrics, 'f1')}")
     if "selection" in metrics:

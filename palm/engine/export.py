@@ -2,8 +2,10 @@
 
 An exported folder holds `model.json` + `model.pdiparams` (Paddle 3 / PIR program and
 weights, written by `paddle.jit.save`) and `palm_meta.json`: the checkpoint's sidecar (model
-name, classes, image size, normalization, threshold) plus an `export` record. The batch
-dimension is dynamic; height and width are fixed at the training image size.
+name, classes, image size, normalization, threshold) plus an `export` record; the
+checkpoint's selection predictions (NAME_selection.csv) travel inside it as
+selection["rows"]. The batch dimension is dynamic; height and width are fixed at the
+training image size.
 
 An export is all or nothing: it is built and (optionally) verified in a hidden staging
 folder, and only a model that passed moves in. palm_meta.json, which makes a folder an
@@ -20,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+import pandas as pd
 import paddle
 from paddle.static import InputSpec
 
@@ -105,7 +108,24 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path,
     """Export a `.pdparams` checkpoint (with its JSON sidecar) to `output_dir`."""
     model, meta = load_checkpoint_model(checkpoint)
     meta = dict(meta, source_checkpoint=str(Path(checkpoint).resolve()))
+    if meta.get("selection"):
+        meta["selection"] = selection_with_rows(checkpoint, meta["selection"])
     return export_model(model, output_dir, meta, verify=verify)
+
+
+def selection_with_rows(checkpoint: str | Path, record: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's selection record with the rows of its selection CSV (path, label,
+    logits) inside it, under "rows": an export carries no file beside it, and eval needs
+    the images to tell whether its figures are optimistic. Unchanged without a readable CSV
+    (eval then says "unknown", as for the checkpoint)."""
+    path = Path(checkpoint).with_name(str(record.get("predictions", "")))
+    if "predictions" not in record or not path.is_file():
+        return record
+    try:
+        rows = pd.read_csv(path).to_dict("list")
+    except (ValueError, pd.errors.ParserError):
+        return record
+    return {k: v for k, v in record.items() if k != "predictions"} | {"rows": rows}
 
 
 def _model_file(folder: Path) -> Path:

@@ -24,7 +24,8 @@ from typing import Any, Protocol
 import numpy as np
 import paddle
 
-from palm.engine.checkpoint import CheckpointError, load_checkpoint_model, load_meta, validate_meta
+from palm.engine.checkpoint import (CheckpointError, load_checkpoint_model, load_meta, probe_batch,
+                                   validate_meta)
 from palm.engine.export import META_NAME, export_model
 from palm.errors import BadCheckpoint, BadConfig
 from palm.outputs import main_output
@@ -394,7 +395,7 @@ def load_predictor(
     if options.get("precision") is None:
         options["precision"] = "int8" if has_int8(path) else "fp32"
     if options["precision"] == "int8":
-        return _int8_predictor(path, engine, options)
+        return _finite_or_refused(_int8_predictor(path, engine, options), path)
     reduced_precision = options["precision"] != "fp32"
     if reduced_precision and engine == "dygraph":
         raise BadConfig(f"precision {options['precision']} runs on the inference engine, "
@@ -405,7 +406,7 @@ def load_predictor(
                 f"{path}: an exported model runs only with the inference engine; "
                 "pass the .pdparams checkpoint for dygraph"
             )
-        return InferencePredictor(path, **options)
+        return _finite_or_refused(InferencePredictor(path, **options), path)
     if path.is_dir():
         raise FileNotFoundError(f"{path}: folder has no {META_NAME}; not a palm export")
     if not path.exists():
@@ -431,6 +432,15 @@ def load_predictor(
     del dygraph
     predictor = InferencePredictor(export_dir.name, **options)
     predictor._export_dir = export_dir  # deleted with the predictor
+    return predictor
+
+
+def _finite_or_refused(predictor: Predictor, path: Path) -> Predictor:
+    """`predictor` of an export folder, unless it gives NaN or inf logits on a probe image (a
+    checkpoint's model is checked as it loads, palm.engine.checkpoint.check_finite_output)."""
+    if not np.isfinite(predictor.predict(probe_batch(int(predictor.meta["image_size"])))).all():
+        raise CheckpointError(f"{path}: the exported model gives NaN or inf logits on a probe "
+                              "image; export it again from a checkpoint that loads")
     return predictor
 
 

@@ -11,8 +11,9 @@ columns); resuming with anything else is refused, saying what differs. A kept ro
 be complete and well-formed (a row torn by a crash or a full disk, or edited by hand into
 something else, is predicted again).
 
-A file that cannot be used (empty, truncated, not an image, unreadable) becomes a row with
-its `error` and no probability, never a crash. Grayscale, RGBA and 16-bit images are
+A file that cannot be used (empty, truncated, not an image, unreadable), or for which the
+model's output is not finite (NaN or inf), becomes a row with its `error` and no
+probability, never a crash. Grayscale, RGBA and 16-bit images are
 converted by palm.data.read_image.
 
 OUTPUT is locked for the run (`OUTPUT.lock`, palm.io_utils.output_lock): a second run
@@ -36,11 +37,13 @@ import paddle
 from tqdm import tqdm
 
 from palm.data import IMAGE_EXTENSIONS, FileImageSet, eval_transform
-from palm.engine.evaluate import prediction_columns
+from palm.engine.checkpoint import decision_threshold
+from palm.engine.evaluate import (NON_FINITE_OUTPUT, finite_probabilities, finite_rows,
+                                  prediction_columns)
 from palm.errors import BadConfig, BadData, OutputRefused
 from palm.io_utils import (atomic_path, escape_row, naming_write_errors, output_lock,
                            unescape_row, write_json_atomic)
-from palm.outputs import main_output, probabilities
+from palm.outputs import main_output
 from palm.runtime import worker_init
 
 # columns every predictions CSV palm writes has (eval's and predict's; see prediction_columns)
@@ -54,13 +57,13 @@ FOREIGN_SUFFIXES = (".pdparams", ".pdopt", ".pdiparams", ".pdmodel", ".json", ".
 def predict_probabilities(model: paddle.nn.Layer, images: paddle.Tensor, tta: bool = False,
                           temperature: float = 1.0) -> np.ndarray:
     """Probabilities for a batch: (B,) for one logit, (B, K) for K classes (of the logits
-    divided by the checkpoint's `temperature`).
+    divided by the checkpoint's `temperature`); NaN for an image whose logits are not finite.
 
     With `tta`, the mean over the image and its horizontal and vertical flips (a fundus
     photo flipped is still a plausible fundus: left and right eyes mirror each other).
     """
     views = [images, paddle.flip(images, [3]), paddle.flip(images, [2])] if tta else [images]
-    probs = probabilities(main_output(model(paddle.concat(views))).numpy(), temperature)
+    probs = finite_probabilities(main_output(model(paddle.concat(views))).numpy(), temperature)
     return probs.reshape(len(views), len(images), *probs.shape[1:]).mean(axis=0)
 
 
@@ -243,6 +246,15 @@ def _rows(paths: Sequence[str], indices: np.ndarray, errors: Sequence[str], prob
     return rows
 
 
+def _drop_non_finite(probs: np.ndarray, ok: list[int],
+                     batch_errors: list[str]) -> tuple[np.ndarray, list[int]]:
+    """The finite rows of `probs` and their batch positions; the others become errors."""
+    finite = finite_rows(probs)
+    for k in np.flatnonzero(~finite):
+        batch_errors[ok[k]] = NON_FINITE_OUTPUT
+    return probs[finite], [pos for pos, keep in zip(ok, finite) if keep]
+
+
 def predict_to_csv(
     model: paddle.nn.Layer,
     meta: dict[str, Any],
@@ -290,7 +302,7 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
                     resume: bool, progress: bool, checkpoint_sha256: str,
                     precision: str) -> PredictSummary:
     class_names = list(meta.get("class_names") or [])
-    threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
+    threshold = decision_threshold(meta)[0] if threshold is None else float(threshold)
     columns = prediction_columns(class_names, meta["num_classes"], labelled=False)
     temperature = float(meta.get("temperature", 1.0))
     record = {"checkpoint_sha256": checkpoint_sha256, "threshold": threshold,
@@ -309,9 +321,12 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
                                           worker_init_fn=worker_init)
             for images, indices, batch_errors in tqdm(loader, desc="predict", unit="batch",
                                                       disable=not progress, dynamic_ncols=True):
+                batch_errors = list(batch_errors)
                 ok = [i for i, e in enumerate(batch_errors) if not e]
                 probs = (predict_probabilities(model, paddle.gather(images, paddle.to_tensor(ok)),
                                                tta, temperature) if ok else None)
+                if probs is not None:
+                    probs, ok = _drop_non_finite(probs, ok, batch_errors)
                 rows = _rows(todo, indices.numpy(), batch_errors, probs, ok, class_names,
                              threshold, columns[1:-3])
                 with naming_write_errors(f.name):

@@ -1,11 +1,13 @@
 """One self-contained `report.html` for a training run and its evaluation.
 
 Everything is embedded (images as base64 `data:` URIs, CSS inline, no scripts), so the file
-can be mailed or opened offline. Sections: config and model summary, training curves,
-metrics with 95 % intervals, threshold and its source, the selection warning, class
-counts, operating points, confusion matrix, ROC and PR curves, reliability diagram, a gallery of the most confident
-errors and the most confident correct cases with Grad-CAM overlays, and the data set plots
-of `data_tools.inspect` when they are found.
+can be mailed or opened offline. Results come first: the summary line eval prints,
+threshold and its source, class counts, the selection warning, metrics with 95 % intervals,
+ROC curve and confusion matrix, operating points (Wilson and bootstrap intervals), PR curve,
+reliability diagram, every metric; then a gallery of the most confident errors and correct
+cases with Grad-CAM overlays; then how the figures were made: training curves, model and
+config, the evaluation's provenance, and the data set plots of `data_tools.inspect` when
+they are found. Tables wrap rather than scroll sideways, down to phone widths.
 
 Inputs (the layout written by tools/train.py and tools/eval.py):
     RUN_DIR/  config.yaml, metrics.csv, loss_curve.png, metrics_curve.png,
@@ -30,6 +32,7 @@ import pandas as pd
 import yaml
 
 from palm.engine.checkpoint import load_checkpoint_model
+from palm.engine.evaluate import evaluation_summary
 from palm.errors import BadConfig, BadData
 from palm.io_utils import read_csv, write_text_atomic
 from palm.viz.cam import explain_files
@@ -57,21 +60,27 @@ body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1150px; pa
        color: #222; }
 h1 { border-bottom: 3px solid #c0392b; padding-bottom: 6px; }
 h2 { margin-top: 36px; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: 8px 0; font-size: 14px; }
-th, td { border: 1px solid #ddd; padding: 3px 9px; text-align: left; }
+/* nothing scrolls sideways: long names, paths and JSON wrap anywhere, wide tables squeeze */
+table { border-collapse: collapse; margin: 8px 0; font-size: 14px; max-width: 100%; }
+th, td { border: 1px solid #ddd; padding: 3px 9px; text-align: left; overflow-wrap: anywhere; }
+p, code, figcaption { overflow-wrap: anywhere; }
+img { max-width: 100%; height: auto; }
+.wide table { table-layout: fixed; width: 100%; }
+.summary { font-size: 17px; font-weight: 600; }
 th { background: #f4f4f4; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .figs { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
+.figs > * { min-width: 0; max-width: 100%; }
 .figs figure { margin: 0; }
-.figs img { max-width: 540px; border: 1px solid #eee; }
-.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 12px; }
+.figs img { max-width: min(540px, 100%); border: 1px solid #eee; }
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(260px, 100%), 1fr));
+           gap: 12px; }
 .case { border: 1px solid #ddd; border-radius: 6px; padding: 6px; font-size: 13px; }
 .case img { width: 124px; }
 .case.error { border-color: #c0392b; }
 .note { color: #777; font-style: italic; }
 .caption { color: #555; font-size: 13px; }
 .warn { background: #fdecea; border-left: 4px solid #c0392b; padding: 6px 10px; }
-.wide { overflow-x: auto; }
 .figs h3 { margin-top: 0; }
 figcaption { font-size: 13px; color: #555; }
 </style>
@@ -260,37 +269,63 @@ def _evaluated_data(metrics: dict) -> str:
             f"{f' ({per_class})' if per_class else ''}.</p>")
 
 
-def evaluation_section(eval_dir: Path) -> str:
-    parts = ["<h2>Evaluation</h2>"]
-    figs = []
+def read_metrics(eval_dir: Path) -> dict[str, Any] | None:
+    """EVAL_DIR/metrics.json, or None when there is none."""
     metrics_json = eval_dir / "metrics.json"
-    if metrics_json.is_file():
-        try:
-            metrics = json.loads(metrics_json.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise BadData(f"{metrics_json}: not valid JSON ({e})") from None
-        threshold = metrics.get("threshold")
-        if threshold is not None:
-            source = metrics.get("threshold_source")
-            parts.append(f"<p>Decision threshold: <b>{_fmt(threshold)}</b>"
-                         f"{f' (from {html.escape(str(source))})' if source else ''}; "
-                         "a probability at or above it counts as positive.</p>")
-        parts.append(_evaluated_data(metrics))
-        parts += evidence_parts(metrics)
-        scores, about = split_metrics(metrics)
-        figs.append(_table(scores, ("metric", "value")))
-        figs.append(_table(about, ("about this evaluation", "")))
-    else:
+    if not metrics_json.is_file():
+        return None
+    try:
+        return json.loads(metrics_json.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise BadData(f"{metrics_json}: not valid JSON ({e})") from None
+
+
+def _figures(eval_dir: Path, names: tuple[str, ...]) -> list[str]:
+    return [_img(file_data_uri(eval_dir / name), name, name) for name in names
+            if (eval_dir / name).is_file()]
+
+
+def evaluation_section(eval_dir: Path, metrics: dict[str, Any] | None) -> str:
+    """The results, first in the report: the summary line eval prints, threshold, data,
+    selection status, intervals, ROC and confusion matrix, operating points, then the other
+    plots and every metric. What produced them is in `provenance_section`, further down."""
+    parts = ['<h2 id="results">Evaluation results</h2>']
+    if metrics is None:
         parts.append(_note(f"no metrics.json in {eval_dir}"))
-    figs += [
-        _img(file_data_uri(eval_dir / name), name, name)
-        for name in ("confusion_matrix.png", "roc_curve.png", "pr_curve.png",
-                     "reliability_diagram.png")
-        if (eval_dir / name).is_file()
-    ]
-    parts.append(f'<div class="figs">{"".join(figs)}</div>')
+        figures = _figures(eval_dir, RESULT_PLOTS + MORE_PLOTS)
+        parts.append(f'<div class="figs">{"".join(figures)}</div>')
+        return "\n".join(parts)
+    parts.append(f'<p class="summary">{html.escape(evaluation_summary(metrics))}</p>')
+    threshold = metrics.get("threshold")
+    if threshold is not None:
+        source = metrics.get("threshold_source")
+        parts.append(f"<p>Decision threshold: <b>{_fmt(threshold)}</b>"
+                     f"{f' (from {html.escape(str(source))})' if source else ''}; "
+                     "a probability at or above it counts as positive.</p>")
+    parts.append(_evaluated_data(metrics))
+    selection, intervals, points = evidence_parts(metrics)
+    parts += selection
+    parts.append(f'<div class="figs"><div>{"".join(intervals)}</div>'
+                 f'{"".join(_figures(eval_dir, RESULT_PLOTS))}</div>')
+    parts += points
+    scores, _ = split_metrics(metrics)
+    parts.append(f'<div class="figs">{"".join(_figures(eval_dir, MORE_PLOTS))}</div>')
+    parts.append("<h3>All metrics</h3>" + _table(scores, ("metric", "value")))
     return "\n".join(parts)
 
+
+def provenance_section(metrics: dict[str, Any] | None) -> str:
+    """What produced the figures: checkpoint, engine, precision, data set, provenance."""
+    if metrics is None:
+        return ""
+    _, about = split_metrics(metrics)
+    return ('<h2 id="provenance">About this evaluation</h2>\n'
+            + _table(about, ("what produced the figures", "")))
+
+
+# ROC and confusion matrix lead the results; the others follow the operating points
+RESULT_PLOTS = ("roc_curve.png", "confusion_matrix.png")
+MORE_PLOTS = ("pr_curve.png", "reliability_diagram.png")
 
 # shown in their own tables (evidence_parts), not in the metrics table
 EVIDENCE_KEYS = ("ci95", "ci_method", "operating_points")
@@ -304,15 +339,15 @@ SELECTION_TEXT = {
 }
 
 
-def evidence_parts(metrics: dict[str, Any]) -> list[str]:
-    """Selection status, metrics with 95 % intervals, operating points."""
-    parts = []
+def evidence_parts(metrics: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """(selection status, metrics with 95 % intervals, operating points) as HTML parts."""
+    selection = []
     status = metrics.get("selection")
     if status in SELECTION_TEXT:
         detail = metrics.get("selection_detail") or "no detail recorded"
         text = f"{status}: {detail}, {SELECTION_TEXT[status]}."
-        parts.append(f'<p class="{"warn" if status == "optimistic" else "caption"}">'
-                     f"Selection: {html.escape(text)}</p>")
+        selection.append(f'<p class="{"warn" if status == "optimistic" else "caption"}">'
+                         f"Selection: {html.escape(text)}</p>")
     ci = metrics.get("ci95") or {}
     rows = []
     for key in CI_ROWS:
@@ -324,26 +359,39 @@ def evidence_parts(metrics: dict[str, Any]) -> list[str]:
         if key in ci:
             rows.append(f"<tr><th>{html.escape(key)}</th><td class=\"num\">{_fmt(value)}</td>"
                         f"<td class=\"num\">{_interval(ci[key])}</td></tr>")
+    intervals = []
     if rows:
         method = (metrics.get("ci_method") or {}).get("roc_auc", "")
-        parts.append("<h3>95 % confidence intervals</h3><table><tr><th>metric</th><th>value</th>"
-                     f"<th>95 % CI</th></tr>{''.join(rows)}</table>"
-                     + _caption(f"proportions: Wilson; AUC, AP, F1: {method}; "
-                                "roc_auc_delong: DeLong"))
-    points = metrics.get("operating_points") or {}
-    if points:
-        body = "".join(
-            f"<tr><th>{html.escape(name)}</th><td class=\"num\">{_fmt(p['threshold'])}</td>"
-            f"<td class=\"num\">{_fmt(p['sensitivity'])} {_interval(p['sensitivity_ci'])}</td>"
-            f"<td class=\"num\">{_fmt(p['specificity'])} {_interval(p['specificity_ci'])}</td></tr>"
-            for name, p in points.items())
-        parts.append("<h3>Operating points on these images</h3><table><tr><th>point</th>"
-                     "<th>threshold</th><th>sensitivity (95 % CI)</th>"
-                     f"<th>specificity (95 % CI)</th></tr>{body}</table>"
-                     + _caption("chosen on the images scored here: exploratory; store one "
-                                "chosen on the selection images with eval's "
-                                "--operating-point"))
-    return parts
+        intervals.append("<h3>95 % confidence intervals</h3><table><tr><th>metric</th>"
+                         f"<th>value</th><th>95 % CI</th></tr>{''.join(rows)}</table>"
+                         + _caption(f"proportions: Wilson; AUC, AP, F1: {method}; "
+                                    "roc_auc_delong: DeLong"))
+    return selection, intervals, operating_point_parts(metrics.get("operating_points") or {})
+
+
+def operating_point_parts(points: dict[str, dict[str, Any]]) -> list[str]:
+    """The operating points table: each rate with its Wilson interval at the threshold, and
+    the bootstrap interval of the optimised rate (threshold chosen again in every resample),
+    which metrics.json holds as `<rate>_bootstrap_ci` (`j_bootstrap_ci` for Youden)."""
+    if not points:
+        return []
+    body = ""
+    for name, p in points.items():
+        boot = next(((key.removesuffix("_bootstrap_ci"), p[key]) for key in p
+                     if key.endswith("_bootstrap_ci")), None)
+        boot_text = f"{boot[0]} {_interval(boot[1])}" if boot else "\u2014"
+        body += (f"<tr><th>{html.escape(name)}</th><td class=\"num\">{_fmt(p['threshold'])}</td>"
+                 f"<td class=\"num\">{_fmt(p['sensitivity'])} {_interval(p['sensitivity_ci'])}</td>"
+                 f"<td class=\"num\">{_fmt(p['specificity'])} {_interval(p['specificity_ci'])}</td>"
+                 f"<td class=\"num\">{html.escape(boot_text)}</td></tr>")
+    return ["<h3>Operating points on these images</h3><table><tr><th>point</th>"
+            "<th>threshold</th><th>sensitivity (Wilson 95 % CI)</th>"
+            "<th>specificity (Wilson 95 % CI)</th><th>bootstrap 95 % CI, threshold re-chosen</th>"
+            f"</tr>{body}</table>"
+            + _caption("chosen on the images scored here: exploratory; the bootstrap interval "
+                       "chooses the threshold again in every resample, so it includes the "
+                       "optimism of choosing it; store a point chosen on the selection images "
+                       "with eval's --operating-point")]
 
 
 def _interval(ci: Any) -> str:
@@ -517,12 +565,15 @@ def build_report(
     # data_tools.inspect writes to runs/inspect by default, beside the run folders
     folders = [run_dir, run_dir.parent, *data_dirs(config)]
 
-    sections = [summary_section(run_dir, checkpoint, meta, model), curves_section(run_dir)]
+    # results first; how they were made (config, model, provenance) after them
+    sections = []
+    metrics = read_metrics(eval_dir) if eval_dir is not None else None
     if eval_dir is not None:
-        sections.append(evaluation_section(eval_dir))
+        sections.append(evaluation_section(eval_dir, metrics))
         sections.append(gallery_section(eval_dir, model, meta, gallery_size, thumb_size,
                                         [eval_dir, run_dir, Path.cwd(), *data_dirs(config)]))
-    sections.append(inspect_section(folders))
+    sections += [curves_section(run_dir), summary_section(run_dir, checkpoint, meta, model),
+                 provenance_section(metrics), inspect_section(folders)]
 
     title = f"palm report: {meta['model'] if meta else run_dir.name}"
     page = TEMPLATE.substitute(

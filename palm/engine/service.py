@@ -18,8 +18,9 @@ photo that waits longer than `timeout` answers 504.
 Every error is JSON `{"error": message, "request_id": ...}` with a status saying what went
 wrong: 401 no or wrong token, 403 another web site's page, 408 request head or upload too
 slow, 413 upload, image or photo count too large, 415 not an image (the content is decoded,
-the extension is ignored), 422 empty or damaged image or no photo, 503 busy, 504 timeout,
-500 a bug (its traceback goes to the log, never to the client). Every request
+the extension is ignored), 422 empty or damaged image, no photo, or a photo for which the
+model's output is not finite (NaN or inf), 503 busy, 504 timeout, 500 a bug (its traceback
+goes to the log, never to the client). Every request
 is logged as one JSON line with its id, which the response repeats in `X-Request-ID`.
 Every response forbids framing by other pages and MIME sniffing (SECURITY_HEADERS).
 
@@ -65,12 +66,12 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from palm.data import (ImageReadError, TooManyPixels, crop_fundus, decode_image, eval_transform,
                        resize_short_side)
 from palm.data.image_io import header_size, max_pixels_setting
-from palm.engine.checkpoint import load_checkpoint_model
+from palm.engine.checkpoint import decision_threshold, load_checkpoint_model
+from palm.engine.evaluate import NON_FINITE_OUTPUT, finite_probabilities, finite_rows
 from palm.engine.inference import DygraphPredictor, is_exported, load_predictor, weights_sha256
 from palm.errors import BadConfig, describe_os_error
 from palm.io_utils import atomic_path
-from palm.viz.cam import GradCAM, overlay_heatmap
-from palm.outputs import probabilities
+from palm.viz.cam import GradCAM, attention_note, overlay_heatmap
 
 TOKEN_ENV = "PALM_SERVE_TOKEN"
 LOG = logging.getLogger("palm.serve")
@@ -243,13 +244,14 @@ class ModelRunner:
     def describe(self) -> dict[str, Any]:
         """Model metadata for /v1/model and every prediction response."""
         meta = self.meta
+        threshold_source = decision_threshold(meta)[1]  # as eval and predict report it
         return {
             "name": meta["model"], "sha256": self.sha256, "epoch": meta.get("epoch"),
             "engine": self.predictor.engine, "precision": getattr(self.predictor, "precision", "fp32"),
             "num_classes": meta["num_classes"], "class_names": self.class_names,
             "image_size": self.image_size, "normalize": meta.get("normalize", "minus_one_one"),
             "fundus_crop": bool(meta.get("fundus_crop", False)), "threshold": self.threshold,
-            "threshold_source": meta.get("threshold_source", "default"),
+            "threshold_source": threshold_source,
             "calibration": {"temperature": self.temperature,
                             "source": meta.get("temperature_source", "none")},
             "metrics": meta.get("metrics"),
@@ -261,14 +263,13 @@ class ModelRunner:
         """Decode one upload (by content, not extension) into a model input or an error."""
         start = time.perf_counter()
         photo = Photo(filename, data)
-        target = max(self.transform.decode_size, CAM_SIDE if cam else 0)
         try:
-            rgb = decode_image(data, filename, target_size=target, max_pixels=self.max_pixels)
-            if self.meta.get("fundus_crop"):
-                rgb = crop_fundus(rgb)
-            photo.x = self.transform(rgb)
+            photo.x = self.transform(self._decode(data, filename, self.transform.decode_size))
             if cam and self.gradcam is not None:
-                photo.shown = resize_short_side(rgb, CAM_SIDE)
+                # decoded again, larger, for the overlay only: a JPEG decoded at another size
+                # has other pixels, and the model input must stay the one predict and eval
+                # make from this file (the probability moved by ~1 % with ?cam=1 otherwise)
+                photo.shown = resize_short_side(self._decode(data, filename, CAM_SIDE), CAM_SIDE)
         except TooManyPixels as e:
             photo.error, photo.status = str(e), 413
         except ImageReadError as e:
@@ -283,10 +284,14 @@ class ModelRunner:
         photo.ms = (time.perf_counter() - start) * 1000
         return photo
 
+    def _decode(self, data: bytes, filename: str, target_size: int) -> np.ndarray:
+        rgb = decode_image(data, filename, target_size=target_size, max_pixels=self.max_pixels)
+        return crop_fundus(rgb) if self.meta.get("fundus_crop") else rgb
+
     def run_batch(self, x: np.ndarray, cam: Sequence[bool]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """(probabilities, heatmap or None) per image of the batch `x` [N, 3, S, S]."""
         logits = self.predictor.predict(x)
-        probs = probabilities(logits, self.temperature)
+        probs = finite_probabilities(logits, self.temperature)
         maps: list[np.ndarray | None] = [None] * len(x)
         wanted = [i for i, c in enumerate(cam) if c]
         if wanted and self.gradcam is not None:
@@ -726,6 +731,10 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
                     f.cancel()
                 return _error(504, f"no result within {config.timeout:g} s (the service is "
                                    "overloaded); try again later", request_id)
+        for photo, (probs, _) in zip(good, outputs):
+            if not finite_rows(probs[None])[0]:  # a faulty model: a JSON error, never NaN in JSON
+                photo.error, photo.status = f"{photo.filename}: {NON_FINITE_OUTPUT}", 422
+                log_event("non_finite_output", logging.ERROR, request_id=request_id)
         model_ms = (time.perf_counter() - start) * 1000 - sum(p.ms for p in photos)
         results = await run_in_threadpool(
             _results, runner, photos, dict(zip(map(id, good), outputs)), cam, model_ms)
@@ -733,12 +742,12 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
             await run_in_threadpool(_save_photos, Path(config.save_dir), request_id, photos)
         # counts only: file names may identify patients
         log_event("predicted", request_id=request_id, photos=len(photos),
-                  errors=len(photos) - len(good), cam=cam,
+                  errors=sum(p.error is not None for p in photos), cam=cam,
                   classes=dict(Counter(r["class_name"] for r in results if r.get("error") is None)))
         body = {"request_id": request_id,
                 "model": {"name": model_info["name"], "sha256": runner.sha256},
                 "results": results, "ms": round((time.perf_counter() - start) * 1000, 1)}
-        if good:
+        if any(p.error is None for p in photos):
             return JSONResponse(body)
         return _error(photos[0].status, photos[0].error or "no usable photo", request_id,
                       **{k: v for k, v in body.items() if k != "request_id"})
@@ -791,13 +800,15 @@ def _results(runner: ModelRunner, photos: Sequence[Photo], outputs: dict[int, tu
     results = []
     for photo in photos:
         item: dict[str, Any] = {"filename": photo.filename}
-        if photo.x is None:
+        if photo.error is not None:
             item.update(error=photo.error, status=photo.status)
         else:
             probs, heatmap = outputs[id(photo)]
             item.update(runner.result(probs), error=None)
             if cam and heatmap is not None:
                 item["cam_png_base64"] = overlay_png_base64(photo.shown, heatmap)
+                if note := attention_note(heatmap):  # the page shows it instead of a legend
+                    item["cam_note"] = note
             elif cam:
                 item["cam_error"] = runner.cam_unavailable
         item["ms"] = round(photo.ms + model_ms, 1)

@@ -360,6 +360,17 @@ def overlay_heatmap(
     return cv2.addWeighted(original_rgb, 1.0 - alpha, colour, alpha, 0.0)
 
 
+# A map with no range (all zero after the ReLU: nothing raised the score) has no "low" and
+# "high" to put on a legend; viewers say this instead of showing a colour ramp.
+FLAT_MAP_NOTE = "no attention above zero: the map is flat, so nothing is highlighted"
+
+
+def attention_note(heatmap: np.ndarray) -> str | None:
+    """None when `heatmap` has a range (a low-to-high legend means something), else
+    `FLAT_MAP_NOTE`."""
+    return None if float(np.ptp(heatmap)) > 0 else FLAT_MAP_NOTE
+
+
 @dataclass
 class CamImage:
     """One explained file: the overlay on the photo and the class probabilities, or an error."""

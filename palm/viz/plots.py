@@ -159,12 +159,19 @@ def plot_reliability_diagram(
     y_true: Any, y_prob: Any, path: str | Path, bins: int = 15,
     uncalibrated: Any | None = None,
 ) -> Path:
+    """Save `reliability_figure` as PNG at `path`."""
+    return save_figure(reliability_figure(y_true, y_prob, bins, uncalibrated), path)
+
+
+def reliability_figure(y_true: Any, y_prob: Any, bins: int = 15,
+                       uncalibrated: Any | None = None) -> Figure:
     """Observed frequency against mean predicted probability per equal-width bin
     (scikit-learn's `calibration_curve`), with the histogram of the probabilities below.
 
     Binary: P(positive) against the share of positives. Multi-class: top-label confidence
     against the share of correct argmax predictions. `uncalibrated` (probabilities before
-    temperature scaling, same shape) is drawn too when given.
+    temperature scaling, same shape) is drawn too when given. The legend sits right of the
+    plot: a curve can pass through any corner of the unit square.
     """
     fig = Figure(figsize=(5, 6))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
@@ -182,11 +189,11 @@ def plot_reliability_diagram(
     top.set(ylabel="observed share of positives" if binary else "observed accuracy",
             title="Reliability diagram", xlim=(0, 1), ylim=(0, 1.01))
     top.grid(alpha=0.3)
-    top.legend(loc="upper left")
+    top.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize="small")
     bottom.set(xlabel="predicted probability" if binary else "top-label confidence",
                ylabel="images")
     bottom.grid(alpha=0.3)
-    return save_figure(fig, path)
+    return fig
 
 
 def _calibration_target(y_true: Any, y_prob: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,10 @@
-"""palm.metrics against values computed by hand."""
+"""palm.metrics.classification against values computed by hand."""
 import math
 
 import numpy as np
 import pytest
 
-from palm import metrics
+from palm.metrics import classification as metrics
 
 # 4 positives, 4 negatives; at 0.5: tp=3 (0.9, 0.8, 0.6), fn=1 (0.3), fp=1 (0.7), tn=3
 Y = np.array([1, 1, 1, 1, 0, 0, 0, 0])

@@ -1,0 +1,52 @@
+"""Metrics of classification results: pure functions of numpy arrays (scikit-learn, SciPy).
+
+One module per concern, all re-exported here so `from palm.metrics import X` works for each:
+- `classification`: input checks, binary and multi-class metrics, AUC, AP, Youden's threshold,
+  predicted labels (undefined values are NaN, never an exception or a silent 0);
+- `intervals`: Wilson and stratified-bootstrap 95 % intervals, DeLong's AUC interval, the
+  intervals of every headline metric (`binary_intervals`, `multiclass_intervals`, `ci_method`);
+- `comparison`: DeLong's paired test, the paired bootstrap of an AUC difference, McNemar;
+- `operating_points`: sensitivity at fixed specificity and the reverse, thresholds;
+- `calibration`: ECE, adaptive ECE, MCE, Brier score and temperature scaling.
+Private helpers: `_counts` (vectorised bootstrap histograms), `_delong` (DeLong covariance).
+Imports among them run one way: classification <- _counts, _delong <- intervals <-
+comparison, operating_points; calibration needs classification only.
+
+Example:
+    >>> binary_metrics(np.array([0, 1, 1]), np.array([0.2, 0.7, 0.4]))["accuracy"]
+    0.6666666666666666
+"""
+from palm.metrics._counts import (auc_rows, average_precision_rows, f1_rows,
+                                  stratified_resamples)
+from palm.metrics._delong import delong_covariance
+from palm.metrics.calibration import (ECE_BINS, TEMPERATURE_RANGE, apply_temperature,
+                                      brier_score, calibration_errors, fit_temperature,
+                                      negative_log_likelihood, rescale_threshold)
+from palm.metrics.classification import (as_binary_inputs, as_multiclass_inputs,
+                                         average_precision, binary_metrics,
+                                         classification_metrics, is_binary_output,
+                                         multiclass_metrics, predict_labels, roc_auc,
+                                         youden_threshold)
+from palm.metrics.comparison import delong_test, mcnemar_test, paired_bootstrap_auc_difference
+from palm.metrics.intervals import (DEFAULT_RESAMPLES, PROPORTIONS, binary_intervals,
+                                    bootstrap_auc, bootstrap_binary, ci_method,
+                                    delong_interval, multiclass_intervals,
+                                    percentile_interval, wilson_interval)
+# binds palm.metrics.operating_points to the function, over its module of the same name: take
+# the module's other names with `from palm.metrics.operating_points import ...` (an
+# `import palm.metrics.operating_points as m` gives the function)
+from palm.metrics.operating_points import (OPERATING_TARGETS, operating_points,
+                                           parse_operating_point, threshold_for)
+
+__all__ = [
+    "DEFAULT_RESAMPLES", "ECE_BINS", "OPERATING_TARGETS", "PROPORTIONS", "TEMPERATURE_RANGE",
+    "apply_temperature", "as_binary_inputs", "as_multiclass_inputs", "auc_rows",
+    "average_precision", "average_precision_rows", "binary_intervals", "binary_metrics",
+    "bootstrap_auc", "bootstrap_binary", "brier_score", "calibration_errors", "ci_method",
+    "classification_metrics", "delong_covariance", "delong_interval", "delong_test", "f1_rows",
+    "fit_temperature", "is_binary_output", "mcnemar_test", "multiclass_intervals",
+    "multiclass_metrics", "negative_log_likelihood", "operating_points",
+    "paired_bootstrap_auc_difference", "parse_operating_point", "percentile_interval",
+    "predict_labels", "rescale_threshold", "roc_auc", "stratified_resamples", "threshold_for",
+    "wilson_interval", "youden_threshold",
+]
