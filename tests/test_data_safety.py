@@ -388,7 +388,7 @@ def test_outside_paths_need_the_flag(tmp_path):
     csv = tmp_path / "lists" / "l.csv"
     csv.write_text("path,label\nin.png,0\n../outside.png,1\n")
     with pytest.raises(ValueError, match=r"l\.csv row 3: path '\.\./outside\.png' escapes the "
-                                         r"image folder .*--allow-outside-paths"):
+                                         r"image folder .*allow_outside_paths"):
         CsvImageSet(csv, classes=["a", "b"], transform=T32)
     csv.write_text(f"path,label\nin.png,0\n{tmp_path / 'outside.png'},1\n")
     with pytest.raises(ValueError, match="row 3: path absolute path .* not allowed"):

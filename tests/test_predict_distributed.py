@@ -179,7 +179,7 @@ def test_a_rank_forgets_its_old_marker_before_it_starts(checkpoint, photos, tmp_
     with pytest.raises(BadConfig):
         _run(_argv(checkpoint, photos, out, "--batch-size", "0"), monkeypatch, Shard(1, 2))
     assert marker.is_file()  # options are checked before anything is touched
-    monkeypatch.setattr(predict_tool, "predict_to_csv", _fail)
+    monkeypatch.setattr("palm.engine.tasks.predict_to_csv", _fail)
     with pytest.raises(RuntimeError, match="crashed"):
         _run(_argv(checkpoint, photos, out), monkeypatch, Shard(1, 2))
     assert not marker.exists()
