@@ -303,15 +303,15 @@ def cli(name: str, argv: Sequence[str] | None = None) -> NoReturn:
     if not hasattr(module, "RUNS"):
         _run_legacy(module, prog, argv)
     parser = module.get_args_parser(prog)
-    parse = getattr(module, "parse", lambda p, a: p.parse_args(a))
-    args = None
-    interrupted = None
+    parse = getattr(module, "parse", argparse.ArgumentParser.parse_args)
+    interrupted: str | None = None  # the command's line for Ctrl-C, once its options are known
 
     def run(_: Any) -> Any:
-        nonlocal args, interrupted
+        nonlocal interrupted
         # parsing runs inside run_tool: a bad config file or value is a one-line error too
         args = parse(parser, argv)
-        interrupted = getattr(module, "interrupted", lambda a: None)(args)
+        if hasattr(module, "interrupted"):
+            interrupted = module.interrupted(args)
         with verbosity(args):
             return library_call(module)(args)
 

@@ -104,3 +104,18 @@ def test_hints_name_the_checkout_script_here_and_palm_when_installed(monkeypatch
     assert command_for("synth") == "python -m data_tools.synth_palm"
     monkeypatch.setattr(common, "_CHECKOUT", Path("/nonexistent"))
     assert command_for("eval") == "palm eval"
+
+
+def test_ctrl_c_in_a_command_prints_its_own_hint(monkeypatch, tmp_path):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("palm.engine.tasks.run_predict", interrupted)
+    out = tmp_path / "p.csv"
+    with pytest.raises(SystemExit) as info:
+        common.cli("predict", ["--checkpoint", "x", "--input", str(tmp_path), "--output", str(out)])
+    assert info.value.code.startswith("interrupted; finished rows are in ")
+    assert info.value.code.endswith("rerun with --resume")
+    monkeypatch.setattr("palm.engine.tasks.run_cam", interrupted)  # no hint: Ctrl-C as usual
+    with pytest.raises(KeyboardInterrupt):
+        common.cli("cam", ["--checkpoint", "x", "--input", str(tmp_path), "--output", str(out)])
