@@ -110,7 +110,7 @@ def test_missing_rank_times_out_and_resume_finishes(checkpoint, photos, single_c
                                                     monkeypatch):
     out = tmp_path / "preds.csv"
     rank0 = _argv(checkpoint, photos, out, "--merge-timeout", "0.2")
-    with pytest.raises(ShardsIncomplete, match=r"rank\(s\) 1 of 2 .* rerun with --resume"):
+    with pytest.raises(ShardsIncomplete, match=r"rank\(s\) 1 of 2 .* rerun with resume"):
         _run(rank0, monkeypatch, Shard(0, 2))
     assert part_path(out, Shard(0, 2)).is_file() and not out.exists()  # rank 0's part kept
     _run(_argv(checkpoint, photos, out), monkeypatch, Shard(1, 2))
