@@ -143,11 +143,13 @@ def _check_record(csv_path: Path, record: dict[str, Any]) -> None:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadData(f"{path}: missing, so nothing says which checkpoint, threshold and "
-                         f"precision made the rows of {csv_path}; run without --resume") from None
+                      f"precision made the rows of {csv_path}; run without resume",
+                      param="resume") from None
     except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, nested too deep
-        raise BadData(f"{path}: not valid JSON ({e}); run without --resume") from None
+        raise BadData(f"{path}: not valid JSON ({e}); run without resume",
+                      param="resume") from None
     if not isinstance(saved, dict):
-        raise BadData(f"{path}: not a prediction record; run without --resume")
+        raise BadData(f"{path}: not a prediction record; run without resume", param="resume")
     differs = [f"{key} {saved.get(key)!r} there, {value!r} now" for key, value in record.items()
                if saved.get(key) != value]
     if differs:
