@@ -1,5 +1,5 @@
-"""`python -m data_tools.synth_palm ...` in a checkout: the same as `palm synth ...` (palm/cli/synth.py)."""
-from palm.cli.synth import cli
+"""`python -m data_tools.synth_palm ...` in a checkout: the same as `palm synth ...`."""
+from palm.cli.common import cli
 
 if __name__ == "__main__":
-    cli()
+    cli("synth")

@@ -195,29 +195,33 @@ RANGES: dict[str, Range] = {
 }
 
 
-def _option_name(key: str, source: str) -> str:
-    return f"--{key.replace('_', '-')}" if source == "command line" else f"{source}: {key}"
+def _bad(key: str, source: str | None, problem: str) -> BadConfig:
+    """BadConfig about `key`: from a file or mapping `source` it says `SOURCE: key ...`; as a
+    parameter (source None) it says `key ...` and carries param=key, which the command line
+    turns into the flag's name."""
+    if source is None:
+        return BadConfig(f"{key} {problem}", param=key)
+    return BadConfig(f"{source}: {key} {problem}")
 
 
-def check_options(options: Mapping[str, Any], source: str = "command line") -> None:
+def check_options(options: Mapping[str, Any], source: str | None = None) -> None:
     """Check every number in `options` whose key is in RANGES (None and "auto" pass).
 
     Raises:
-        BadConfig: one line naming the option (`--epochs` on the command line, else
-            `SOURCE: epochs`), the allowed range and the value.
+        BadConfig: one line naming the parameter (`epochs`; param="epochs"), or `SOURCE:
+            epochs` for a file's key, the allowed range and the value.
 
     Example:
-        check_options({"epochs": 0})  # BadConfig: --epochs must be >= 1, got 0
+        check_options({"epochs": 0})  # BadConfig: epochs must be >= 1, got 0
     """
     for key, value in options.items():
         if key not in RANGES or value is None or value == "auto":
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BadConfig(f"{_option_name(key, source)} must be a number, got {value!r}")
+            raise _bad(key, source, f"must be a number, got {value!r}")
         if value not in RANGES[key]:
             finite = "a finite number " if not math.isfinite(value) else ""
-            raise BadConfig(
-                f"{_option_name(key, source)} must be {finite}{RANGES[key]}, got {value!r}")
+            raise _bad(key, source, f"must be {finite}{RANGES[key]}, got {value!r}")
 
 
 class _Loader(yaml.SafeLoader):
@@ -261,21 +265,21 @@ def config_path_for_model(name: str, config_dir: str | Path | Traversable = CONF
     return config_dir / f"{name}.yaml"
 
 
-def _check_value(key: str, value: Any, source: str) -> None:
+def _check_value(key: str, value: Any, source: str | None) -> None:
     default = DEFAULTS[key]
     if value is None:
         return
     if key in CHOICES and value not in CHOICES[key]:
-        raise BadConfig(f"{source}: {key}={value!r}; choose from {', '.join(CHOICES[key])}")
+        raise _bad(key, source, f"{value!r}: choose from {', '.join(CHOICES[key])}")
     if key == "pos_weight":
         if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise BadConfig(f"{source}: pos_weight must be a number or 'auto', got {value!r}")
+            raise _bad(key, source, f"must be a number or 'auto', got {value!r}")
     elif default is not None and not isinstance(default, str):  # else optional paths, names
         _check_type(key, value, default, source)
     check_options({key: value}, source)  # optional numbers (default None) too
 
 
-def _check_type(key: str, value: Any, default: Any, source: str) -> None:
+def _check_type(key: str, value: Any, default: Any, source: str | None) -> None:
     expected: tuple[type, ...]
     if isinstance(default, bool):
         expected = (bool,)
@@ -284,13 +288,13 @@ def _check_type(key: str, value: Any, default: Any, source: str) -> None:
     else:
         expected = (type(default),)
     if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
-        raise BadConfig(
-            f"{source}: {key} must be {expected[-1].__name__}, got {type(value).__name__} {value!r}"
-        )
+        raise _bad(key, source,
+                   f"must be {expected[-1].__name__}, got {type(value).__name__} {value!r}")
 
 
-def validate_config(cfg: dict[str, Any], source: str = "config") -> dict[str, Any]:
-    """Check keys and value types against DEFAULTS; return `cfg` unchanged.
+def validate_config(cfg: dict[str, Any], source: str | None = "config") -> dict[str, Any]:
+    """Check keys and value types against DEFAULTS; return `cfg` unchanged. Source None: the
+    keys are parameters (see check_options).
 
     Raises:
         BadConfig (a ValueError): unknown key, wrong type or out of range, naming `source`
@@ -402,7 +406,8 @@ def parse_augment(text: str) -> dict[str, Any]:
             except yaml.YAMLError:
                 setting[key] = value  # reported by resolve_augment as a bad value
         elif "preset" in setting:
-            raise BadConfig(f"--augment {text!r}: two presets ({setting['preset']}, {part})")
+            raise BadConfig(f"augment {text!r}: two presets ({setting['preset']}, {part})",
+                            param="augment")
         else:
             setting["preset"] = part
     return setting
@@ -439,7 +444,7 @@ def parse_args_with_config(
         if args.output and Path(args.output) != target:
             parser.error(f"--resume {args.resume} and --output {args.output} name different runs")
         args.output, args.resume = str(target), True
-    validate_config({k: getattr(args, k) for k in DEFAULTS}, "command line")
+    validate_config({k: getattr(args, k) for k in DEFAULTS}, None)
     return args
 
 

@@ -11,7 +11,16 @@ import errno
 
 
 class UserError(Exception):
-    """The input, the command or the machine's state was wrong; the message says what to do."""
+    """The input, the command or the machine's state was wrong; the message says what to do.
+
+    `param`: the parameter the message is about, named as the library calls it (`epochs`,
+    `save_dir`), when there is one. The message names it the same way; the command line
+    replaces that name by its flag (`--epochs`) when it prints the error (palm.cli.common).
+    """
+
+    def __init__(self, *args: object, param: str | None = None) -> None:
+        super().__init__(*args)
+        self.param = param
 
 
 class BadConfig(UserError, ValueError):

@@ -16,9 +16,10 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from palm.errors import OutputRefused
 
@@ -153,10 +154,12 @@ def unescape_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _map_text(frame: pd.DataFrame, convert: Callable[[Any], Any]) -> pd.DataFrame:
+    from pandas.api.types import is_object_dtype, is_string_dtype  # see read_csv
+
     # only text columns: numeric columns (logits, -0.25) stay numbers
     out = frame.rename(columns=convert)
     for i, dtype in enumerate(out.dtypes):
-        if pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype):
+        if is_object_dtype(dtype) or is_string_dtype(dtype):
             out.isetitem(i, out.iloc[:, i].map(convert))
     return out
 
@@ -178,7 +181,11 @@ def write_csv_atomic(path: str | os.PathLike, frame: pd.DataFrame) -> None:
 def read_csv(path: str | os.PathLike, **kwargs: Any) -> pd.DataFrame:
     """pandas.read_csv of a CSV palm wrote, its text cells and header unescaped: what was
     written (`=1+2.jpg`, not `'=1+2.jpg`), so its paths match the images again."""
-    return _map_text(pd.read_csv(path, **kwargs), unescape_formula)
+    # imported here: pandas takes about half a second to import, and every command's --help
+    # imports this module (through palm.config)
+    import pandas
+
+    return _map_text(pandas.read_csv(path, **kwargs), unescape_formula)
 
 
 def _json_default(obj: Any) -> Any:

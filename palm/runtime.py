@@ -13,12 +13,17 @@ glog level. The provenance record of a result is palm/provenance.py's.
 from __future__ import annotations
 
 import ctypes
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
+from typing import Any
 
 OPT_OUT_VAR = "PALM_NO_CPU_TUNING"
 
@@ -127,8 +132,6 @@ def tune_cpu_env(environ: dict | None = None) -> dict[str, str]:
     environ = os.environ if environ is None else environ
     if environ.get(OPT_OUT_VAR) == "1":
         return {}
-    import sys
-
     if "paddle" in sys.modules and environ is os.environ:
         return {}
     applied = {}
@@ -137,6 +140,78 @@ def tune_cpu_env(environ: dict | None = None) -> dict[str, str]:
             environ[key] = value
             applied[key] = value
     return applied
+
+
+# `import paddle` prints a two-line warning whenever OMP_NUM_THREADS is above 1 (meant for
+# data-parallel training); palm sets it itself (tune_cpu_env), so the warning would greet every
+# command that loads a model. Only these lines are dropped, only when palm chose the value.
+PADDLE_OMP_WARNING = ("WARNING: OMP_NUM_THREADS set to ", "PLEASE USE OMP_NUM_THREADS WISELY.")
+
+
+class _DropLines:
+    """A text stream that passes on every line but those starting with `drop`."""
+
+    def __init__(self, stream: Any, drop: tuple[str, ...]) -> None:
+        self._stream, self._drop, self._pending = stream, drop, ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            if not line.startswith(self._drop):
+                self._stream.write(line + "\n")
+        return len(text)
+
+    def close_lines(self) -> None:
+        """Pass on an unfinished last line."""
+        if self._pending and not self._pending.startswith(self._drop):
+            self._stream.write(self._pending)
+        self._pending = ""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """Runs a module's loader with PADDLE_OMP_WARNING's lines dropped from stderr."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        stderr = sys.stderr
+        sys.stderr = quiet = _DropLines(stderr, PADDLE_OMP_WARNING)
+        try:
+            self._loader.exec_module(module)
+        finally:
+            sys.stderr = stderr
+            quiet.close_lines()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+class _QuietPaddleImport(importlib.abc.MetaPathFinder):
+    """Finds `paddle` (once) with a _QuietLoader around its own loader."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != "paddle":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def hide_paddle_omp_warning() -> None:
+    """Drop Paddle's OMP_NUM_THREADS warning when paddle is imported (call before that)."""
+    if "paddle" not in sys.modules and not any(isinstance(f, _QuietPaddleImport)
+                                                for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietPaddleImport())
 
 
 # Paddle's C++ side logs through glog. At WARNING it prints lines that concern Paddle's own

@@ -500,7 +500,7 @@ def test_a_run_killed_in_its_first_save_can_start_again(palm_root, tmp_path, mon
 # ---------------------------------------------------------------- export
 
 def test_failed_export_leaves_nothing_loadable(run, tmp_path, monkeypatch):
-    monkeypatch.setattr(export_tool, "probe_export", lambda *a, **k: "logits differ by 0.597")
+    monkeypatch.setattr("palm.engine.tasks.probe_export", lambda *a, **k: "logits differ by 0.597")
     out = tmp_path / "exp"
     args = export_tool.get_args_parser().parse_args(
         ["--checkpoint", str(run / "best.pdparams"), "--output", str(out)])

@@ -92,8 +92,8 @@ def test_unknown_names_are_refused_naming_both(tmp_path):
             _write_png(tmp_path / "val" / cls / f"{i}.png", 50 * i)
     kw = {"train_transform": T32, "val_transform": T32, "train_dir": tmp_path / "train",
           "val_dir": tmp_path / "val"}
-    with pytest.raises(ValueError, match=r"two classes 'cat' and 'dog'.*--positive-class dog "
-                                         r"or --positive-class cat"):
+    with pytest.raises(ValueError, match=r"two classes 'cat' and 'dog'.*positive_class dog "
+                                         r"or positive_class cat"):
         sources.training_sets(**kw)
     train, val = sources.training_sets(**kw, positive_class="cat")
     assert train.classes == val.classes == ["dog", "cat"]
@@ -437,7 +437,7 @@ def test_outside_paths_need_the_flag(tmp_path):
     csv = tmp_path / "lists" / "l.csv"
     csv.write_text("path,label\nin.png,0\n../outside.png,1\n")
     with pytest.raises(ValueError, match=r"l\.csv row 3: path '\.\./outside\.png' escapes the "
-                                         r"image folder .*--allow-outside-paths"):
+                                         r"image folder .*allow_outside_paths"):
         CsvImageSet(csv, classes=["a", "b"], transform=T32)
     csv.write_text(f"path,label\nin.png,0\n{tmp_path / 'outside.png'},1\n")
     with pytest.raises(ValueError, match="row 3: path absolute path .* not allowed"):

@@ -107,7 +107,7 @@ def test_eval_on_csv_and_missing_data_source(binary_run, palm_root, tmp_path):
                "--allow-outside-paths"])
     reference = json.loads((binary_run / "best.json").read_text())["metrics"]
     assert m["roc_auc"] == pytest.approx(reference["val_roc_auc"], abs=1e-6)
-    with pytest.raises(ValueError, match="exactly one of --data-root, --val-dir, --val-csv"):
+    with pytest.raises(ValueError, match="exactly one of data_root, val_dir, val_csv"):
         _eval(["--checkpoint", str(binary_run / "best.pdparams"), "--output", str(tmp_path / "x")])
 
 

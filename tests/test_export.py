@@ -212,12 +212,11 @@ def test_incomplete_export_and_dygraph_on_export(exported, tmp_path):
 
 
 def test_export_tool_reports_bad_checkpoint(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(
-        "sys.argv", ["export", "--checkpoint", str(tmp_path / "nope.pdparams"),
-                     "--output", str(tmp_path / "out")],
-    )
+    from palm.cli.common import cli
+
     with pytest.raises(SystemExit) as info:
-        export_tool.cli()
+        cli("export", ["--checkpoint", str(tmp_path / "nope.pdparams"),
+                       "--output", str(tmp_path / "out")])
     assert "nope.pdparams: checkpoint not found" in str(info.value.code)
 
 

@@ -180,7 +180,7 @@ def test_predict_output_beside_a_checkpoint_keeps_its_sidecar(name, checkpoint):
         side.rename(checkpoint.parent / "best.partial.json")
         side = checkpoint.parent / "best.partial.json"
     before = side.read_bytes()
-    with pytest.raises(OutputRefused, match=rf"--output .*{name} would replace .*{side.name}, "
+    with pytest.raises(OutputRefused, match=rf"^output .*{name} would replace .*{side.name}, "
                                             r"which palm did not write"):
         check_output(checkpoint.parent / name)
     assert side.read_bytes() == before

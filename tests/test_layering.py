@@ -7,6 +7,7 @@ ever executes it.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "palm"
@@ -117,6 +118,71 @@ def layering_violations(root: Path) -> list[str]:
 
 def test_palm_imports_run_downward_only():
     assert layering_violations(PACKAGE) == []
+
+
+# A command names the library function it runs as "palm.module:function" (palm/cli/common.py
+# imports it after parsing); such a string is an import too, and must point down as well.
+TARGET = re.compile(r"^(palm(?:\.\w+)+):(\w+)$")
+
+
+def module_path(module: str, root: Path) -> Path | None:
+    base = root.parent.joinpath(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def target_violations(root: Path) -> list[str]:
+    """Every "palm.module:function" string in the package that names a missing function, or
+    one in the same or a higher layer than the module holding the string."""
+    problems = []
+    for path in sorted(root.rglob("*.py")):
+        source = module_name(path, root)
+        group, rank = layer_of(source)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+                continue
+            found = TARGET.match(node.value)
+            if not found:
+                continue
+            module, function = found.groups()
+            where = f"{path.relative_to(root.parent)}:{node.lineno}: {source} runs {node.value}"
+            target_group, target_rank = layer_of(module)
+            target = module_path(module, root)
+            if target is None or function not in {
+                    n.name for n in ast.parse(target.read_text(encoding="utf-8")).body
+                    if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}:
+                problems.append(f"{where}, which does not exist")
+            elif target_group == group or target_rank >= rank:
+                problems.append(f"{where}, which is {'above' if target_rank > rank else 'beside'} it")
+    return problems
+
+
+def test_command_targets_point_down_to_existing_functions():
+    assert target_violations(PACKAGE) == []
+    targets = [n.value for path in (PACKAGE / "cli").glob("*.py")
+               for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+               if isinstance(n, ast.Constant) and isinstance(n.value, str) and TARGET.match(n.value)]
+    assert len(targets) >= 10, targets  # the checker sees the commands' RUNS
+
+
+def test_target_checker_catches_an_upward_a_sideways_and_a_missing_target(tmp_path):
+    root = _fake_package(tmp_path, {
+        "cli/__init__.py": "",
+        "cli/ok.py": 'RUNS = "palm.engine.tasks:run"\n',
+        "cli/gone.py": 'RUNS = "palm.engine.tasks:vanished"\n',
+        "cli/beside.py": 'RUNS = "palm.cli.ok:helper"\n',
+        "cli/__main__.py": "",
+        "engine/tasks.py": "def run():\n    pass\n",
+        "engine/up.py": 'RUNS = "palm.cli.ok:helper"\n',
+    })
+    (root / "cli" / "ok.py").write_text('RUNS = "palm.engine.tasks:run"\ndef helper():\n    pass\n')
+    problems = target_violations(root)
+    assert len(problems) == 3, problems
+    assert any("gone.py:1" in p and "does not exist" in p for p in problems)
+    assert any("beside.py:1" in p and "beside it" in p for p in problems)
+    assert any("engine/up.py:1" in p and "above it" in p for p in problems)
 
 
 def _fake_package(tmp_path: Path, files: dict[str, str]) -> Path:

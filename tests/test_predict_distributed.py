@@ -110,7 +110,7 @@ def test_missing_rank_times_out_and_resume_finishes(checkpoint, photos, single_c
                                                     monkeypatch):
     out = tmp_path / "preds.csv"
     rank0 = _argv(checkpoint, photos, out, "--merge-timeout", "0.2")
-    with pytest.raises(ShardsIncomplete, match=r"rank\(s\) 1 of 2 .* rerun with --resume"):
+    with pytest.raises(ShardsIncomplete, match=r"rank\(s\) 1 of 2 .* rerun with resume"):
         _run(rank0, monkeypatch, Shard(0, 2))
     assert part_path(out, Shard(0, 2)).is_file() and not out.exists()  # rank 0's part kept
     _run(_argv(checkpoint, photos, out), monkeypatch, Shard(1, 2))
@@ -179,7 +179,7 @@ def test_a_rank_forgets_its_old_marker_before_it_starts(checkpoint, photos, tmp_
     with pytest.raises(BadConfig):
         _run(_argv(checkpoint, photos, out, "--batch-size", "0"), monkeypatch, Shard(1, 2))
     assert marker.is_file()  # options are checked before anything is touched
-    monkeypatch.setattr(predict_tool, "predict_to_csv", _fail)
+    monkeypatch.setattr("palm.engine.tasks.predict_to_csv", _fail)
     with pytest.raises(RuntimeError, match="crashed"):
         _run(_argv(checkpoint, photos, out), monkeypatch, Shard(1, 2))
     assert not marker.exists()

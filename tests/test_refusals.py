@@ -225,6 +225,6 @@ def test_quantize_refuses_an_output_folder_holding_other_files(checkpoint, tmp_p
     output.mkdir()
     (output / "notes.txt").write_text("mine")
     with pytest.raises(OutputRefused, match=f"^{output / 'notes.txt'}: not a file of a palm "
-                                            "export; give an --output folder"):
+                                            "export; give an output folder"):
         quantize_to_folder(checkpoint, output, _unreadable_photo(tmp_path), lambda meta: [])
     assert [p.name for p in output.iterdir()] == ["notes.txt"]

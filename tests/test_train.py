@@ -87,7 +87,7 @@ def test_run_folder_and_checkpoint_json(palm_root, tmp_path, capsys, monkeypatch
 
     model, meta = load_checkpoint_model(run / "best.pdparams")
     assert model(paddle.rand([2, 3, 32, 32])).shape == [2, 1]
-    with pytest.raises(OutputRefused, match="--exist-ok"):  # never mixes two runs silently
+    with pytest.raises(OutputRefused, match="exist_ok"):  # never mixes two runs silently
         _train(_train_args(palm_root, run, "--epochs", "2"))
 
 

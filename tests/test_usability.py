@@ -78,7 +78,7 @@ def test_default_outputs_never_overwrite_and_record_provenance(palm_root, tmp_pa
     assert load_config(second / "config.yaml")["model"] == "lenet5"  # still a usable -c file
 
     # an explicit --output holding a run: refused unless --exist-ok
-    with pytest.raises(OutputRefused, match="--exist-ok"):
+    with pytest.raises(OutputRefused, match="exist_ok"):
         train_tool.main(train_tool.parse_args(_tiny(palm_root, "--output", str(first))))
     again = train_tool.main(train_tool.parse_args(_tiny(palm_root, "--output", str(first),
                                                         "--exist-ok")))
@@ -115,7 +115,7 @@ def test_eval_folder_is_rewritten_whole(palm_root, tmp_path, monkeypatch):
         assert f"<th>{key}</th>" in about_table and f"<th>{key}</th>" not in metric_table
 
     # again without --report, into the same folder: refused without --exist-ok ...
-    with pytest.raises(OutputRefused, match="--exist-ok"):
+    with pytest.raises(OutputRefused, match="exist_ok"):
         evaluate("--output", "ev", "--threshold", "0.3")
     # ... and with it the folder holds this evaluation only: no stale report.html
     evaluate("--output", "ev", "--threshold", "0.3", "--exist-ok")

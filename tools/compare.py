@@ -1,5 +1,5 @@
 """`python tools/compare.py ...` in a checkout: the same as `palm compare ...` (palm/cli/compare.py)."""
-from palm.cli.compare import cli
+from palm.cli.common import cli
 
 if __name__ == "__main__":
-    cli()
+    cli("compare")

@@ -1,5 +1,5 @@
 """`python tools/eval.py ...` in a checkout: the same as `palm eval ...` (palm/cli/eval.py)."""
-from palm.cli.eval import cli
+from palm.cli.common import cli
 
 if __name__ == "__main__":
-    cli()
+    cli("eval")

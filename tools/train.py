@@ -1,5 +1,5 @@
 """`python tools/train.py ...` in a checkout: the same as `palm train ...` (palm/cli/train.py)."""
-from palm.cli.train import cli
+from palm.cli.common import cli
 
 if __name__ == "__main__":
-    cli()
+    cli("train")

@@ -1,5 +1,13 @@
 """The one way every entry point turns an exception into a one-line message and exit code,
-the table of `palm` subcommands, and how a printed hint names another command.
+the table of `palm` subcommands, the option groups the commands share, the generic runner
+`cli(NAME)`, and how a printed hint names another command.
+
+A command module (palm/cli/NAME.py) declares `get_args_parser(prog)`, built from the groups
+here with light imports only (no Paddle), and `RUNS = "module:function"`, the library
+function it calls; optionally `to_params(args)` (Namespace -> that function's keyword
+arguments; default: every option but -q/-v, by dest), `parse(parser, argv)` and
+`interrupted(args)` (the line printed on Ctrl-C). `cli(NAME)` parses, then imports the
+function, so `--help` and argument errors answer before Paddle is imported.
 
 Exit codes: 0 done, 1 `error: ...` (or `stopped: ...`) on one line, 2 a malformed command
 line (argparse). PALM_DEBUG=1 shows the traceback of every error instead.
@@ -8,18 +16,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import importlib
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from types import ModuleType
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, NoReturn, Sequence
 
 from palm.config import add_config_options
 from palm.errors import BadConfig, StoppedByUser, UserError, describe_os_error
 from palm.runtime import setup_logging
 
 __all__ = ["COMMANDS", "DEBUG_VAR", "USER_ERRORS", "Command", "StoppedByUser", "add_data_source",
-           "add_verbosity_options", "command_for", "data_source", "run_tool", "training_parser",
-           "verbosity"]
+           "add_data_options", "add_device_option", "add_num_workers_option", "add_option",
+           "add_output_option", "add_reading_options", "add_trust_option",
+           "add_verbosity_options", "cli", "command_for", "command_parser", "data_source",
+           "flag_message", "flags_of", "library_call", "library_function", "params_of", "run_tool",
+           "training_parser", "verbosity"]
 
 BOOL = argparse.BooleanOptionalAction
 
@@ -32,6 +47,119 @@ DEBUG_VAR = "PALM_DEBUG"
 # permissions, ...). Anything else, ValueError and RuntimeError included, is a bug or a
 # failure inside Paddle and keeps its traceback.
 USER_ERRORS = (UserError,)
+
+# palm.weights.TRUST_HELP's text; kept here because palm.weights imports Paddle
+# (tests/cli/test_light_parsers.py checks the two agree).
+TRUST_HELP = ("read weight files with plain pickle (paddle.load), for old files holding objects "
+              "the safe reader refuses. RISK: a malicious file then runs any command as you; "
+              "use it only for files whose origin you trust")
+DEVICES = ("auto", "cpu", "gpu")
+
+
+# --- parsers and the shared option groups -----------------------------------------------------
+
+class _HidesAliases(argparse.HelpFormatter):
+    """Leaves an option's old spellings (`action.hidden_aliases`) out of --help."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        hidden = getattr(action, "hidden_aliases", ())
+        if not hidden:
+            return super()._format_action_invocation(action)
+        shown = copy.copy(action)
+        shown.option_strings = [s for s in action.option_strings if s not in hidden]
+        return super()._format_action_invocation(shown)
+
+
+def command_parser(doc: str, prog: str | None, *,
+                   formatter: type[argparse.HelpFormatter] = argparse.RawDescriptionHelpFormatter,
+                   split: bool = True) -> argparse.ArgumentParser:
+    """A command's parser: its docstring's first line as description and the rest as epilog
+    (`split`), or the whole docstring as description."""
+    formatter_class = type(f"Hiding{formatter.__name__}", (_HidesAliases, formatter), {})
+    if split:
+        return argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0],
+                                       epilog=doc.split("\n", 2)[2],
+                                       formatter_class=formatter_class)
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=formatter_class)
+
+
+def add_option(parser: Any, *flags: str, hidden: Sequence[str] = (), **kwargs: Any
+               ) -> argparse.Action:
+    """parser.add_argument(*flags, **kwargs), also accepting the old spellings `hidden`, which
+    --help does not show."""
+    action = parser.add_argument(*flags, *hidden, **kwargs)
+    action.hidden_aliases = tuple(hidden)
+    return action
+
+
+def add_output_option(parser: Any, help: str, *, required: bool = False, default: Any = None,
+                      hidden: Sequence[str] = ()) -> argparse.Action:
+    """--output: where the command writes (`hidden`: the tool's old spelling, e.g. --out)."""
+    return add_option(parser, "--output", hidden=hidden, required=required, default=default,
+                      help=help)
+
+
+def add_data_options(parser: Any, *, splits: Sequence[str] = ("val",), data_root_help: str,
+                     split_help: Mapping[str, tuple[str, str]] | None = None
+                     ) -> argparse._ArgumentGroup:
+    """The labelled data a command reads: --data-root, and --SPLIT-dir / --SPLIT-csv per split.
+
+    `split_help`: per split, the help of its -dir and -csv options. Returns the group, so a
+    command adds its own data options beside these.
+    """
+    group = parser.add_argument_group("data")
+    group.add_argument("--data-root", help=data_root_help)
+    helps = split_help or {}
+    for split in splits:
+        dir_help, csv_help = helps.get(split, (f"{split} images, one sub-folder per class",
+                                               f"{split} images listed as path,label"))
+        group.add_argument(f"--{split}-dir", help=dir_help)
+    for split in splits:
+        dir_help, csv_help = helps.get(split, (f"{split} images, one sub-folder per class",
+                                               f"{split} images listed as path,label"))
+        group.add_argument(f"--{split}-csv", help=csv_help)
+    return group
+
+
+def add_num_workers_option(parser: Any, *, default: int | None = None,
+                           help: str = "data loader processes") -> argparse.Action:
+    """--num-workers (--workers, the old spelling of some tools, is kept hidden)."""
+    return add_option(parser, "--num-workers", hidden=("--workers",), type=int, default=default,
+                      help=help)
+
+
+def add_reading_options(group: Any, *, cache_dir_default: str | None = None) -> None:
+    """How images are read: workers, unreadable files, the image cache, the positive class,
+    paths outside a CSV's folder and the pixel limit (train and eval)."""
+    add_num_workers_option(group)
+    group.add_argument("--skip-bad", action=argparse.BooleanOptionalAction,
+                       help="skip unreadable images (listing them) instead of stopping")
+    group.add_argument("--cache-dir", default=cache_dir_default,
+                       help="cache of shrunk images, reused by later epochs, runs and evals "
+                            "(default auto: $PALM_CACHE_DIR or ~/.cache/palm/images; none: off)")
+    group.add_argument("--cache-size-gb", type=float,
+                       help="cache size limit; least recently used images are evicted "
+                            "(default $PALM_CACHE_SIZE_GB or 4)")
+    group.add_argument("--positive-class", metavar="NAME",
+                       help="two classes: the positive one (label 1; sensitivity and "
+                            "probabilities refer to it). Default: the checkpoint's, else PM, "
+                            "positive, disease, abnormal, 1, yes or true when one class is so "
+                            "named")
+    group.add_argument("--allow-outside-paths", action=argparse.BooleanOptionalAction,
+                       help="accept CSV paths outside the CSV's folder (absolute, ../)")
+    group.add_argument("--max-pixels", type=int,
+                       help="refuse images decoding to more pixels (default $PALM_MAX_PIXELS "
+                            "or 100000000)")
+
+
+def add_trust_option(parser: Any, *, about: str = "") -> argparse.Action:
+    """--trust-checkpoint (`about`: which files it applies to, e.g. 'for --pretrained ...: ')."""
+    return parser.add_argument("--trust-checkpoint", action="store_true", help=about + TRUST_HELP)
+
+
+def add_device_option(parser: Any, *, default: str | None = "auto") -> argparse.Action:
+    """--device auto|cpu|gpu."""
+    return parser.add_argument("--device", choices=DEVICES, default=default)
 
 
 def add_data_source(parser: argparse.ArgumentParser) -> None:
@@ -62,49 +190,28 @@ def add_verbosity_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-v", "--verbose", action="store_true", help="also print debug messages")
 
 
-def training_parser(doc: str, trust_help: str) -> argparse.ArgumentParser:
+def training_parser(doc: str, prog: str | None = None) -> argparse.ArgumentParser:
     """The options of a training command (train, and cv and sweep, which train per fold or
-    setting), described by the command's module docstring `doc` (first line: description,
-    from the third on: epilog).
-
-    Args:
-        trust_help: help of --trust-checkpoint (palm.weights.TRUST_HELP: passed in, so that
-            importing this module does not load Paddle).
-    """
-    p = argparse.ArgumentParser(description=doc.split("\n")[0], epilog=doc.split("\n", 2)[2],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    setting), described by the command's module docstring `doc`."""
+    p = command_parser(doc, prog)
     p.add_argument("--model", help="network name; picks configs/MODEL.yaml (default resnet50)")
     add_config_options(p)
     p.add_argument("--demo", action="store_true",
                    help="make (once) a synthetic PALM set in demo_data/ and train a short run on it")
-    data = p.add_argument_group("data")
-    data.add_argument("--data-root", help="PALM root: PALM-Training400, PALM-Validation400, -GT; "
-                      "with --train-csv/--val-csv: a folder their paths may lead into")
-    data.add_argument("--train-dir", help="training images, one sub-folder per class")
-    data.add_argument("--val-dir", help="validation images, one sub-folder per class")
-    data.add_argument("--train-csv", help="training list with columns path,label")
-    data.add_argument("--val-csv", help="validation list with columns path,label")
+    data = add_data_options(
+        p, splits=("train", "val"),
+        data_root_help="PALM root: PALM-Training400, PALM-Validation400, -GT; with "
+                       "--train-csv/--val-csv: a folder their paths may lead into",
+        split_help={"train": ("training images, one sub-folder per class",
+                              "training list with columns path,label"),
+                    "val": ("validation images, one sub-folder per class",
+                            "validation list with columns path,label")})
     data.add_argument("--image-size", type=int)
-    data.add_argument("--num-workers", type=int, help="data loader processes")
-    data.add_argument("--cache-dir", help="cache of shrunk images, reused by later epochs and runs "
-                      "(default auto: $PALM_CACHE_DIR or ~/.cache/palm/images; none: off)")
-    data.add_argument("--cache-size-gb", type=float,
-                      help="cache size limit; least recently used images are evicted "
-                           "(default $PALM_CACHE_SIZE_GB or 4)")
-    data.add_argument("--skip-bad", action=BOOL, help="skip unreadable images instead of stopping")
-    data.add_argument("--positive-class", metavar="NAME",
-                      help="two classes: the positive one (label 1; sensitivity and "
-                           "probabilities refer to it). Default: PM, positive, disease, "
-                           "abnormal, 1, yes or true when one class is so named")
+    add_reading_options(data)
     data.add_argument("--augment", metavar="PRESET|KEY=VALUE,...",
                       help="training augmentation: fundus (default for --data-root), natural "
                            "(default otherwise: no flips or rotations), none; plus overrides, "
                            "e.g. natural,hflip=true or rotate=5")
-    data.add_argument("--allow-outside-paths", action=BOOL,
-                      help="accept CSV paths outside the CSV's folder (absolute, ../)")
-    data.add_argument("--max-pixels", type=int,
-                      help="refuse images decoding to more pixels (default $PALM_MAX_PIXELS "
-                           "or 100000000)")
     opt = p.add_argument_group("optimization")
     opt.add_argument("--epochs", type=int)
     opt.add_argument("-b", "--batch-size", type=int)
@@ -121,28 +228,30 @@ def training_parser(doc: str, trust_help: str) -> argparse.ArgumentParser:
     opt.add_argument("--holdout-fraction", type=float,
                      help="share of the training images held out with --select-on holdout")
     run = p.add_argument_group("run")
-    run.add_argument("--output", help="run folder (default runs/MODEL, or the next free "
-                     "runs/MODEL-2, -3, ... when that holds a run)")
+    add_output_option(run, "run folder (default runs/MODEL, or the next free runs/MODEL-2, "
+                           "-3, ... when that holds a run)")
     run.add_argument("--resume", nargs="?", const=True, metavar="PATH",
                      help="continue from OUTPUT/last.pdparams, or from PATH (a run folder or "
                           "its last.pdparams)")
     run.add_argument("--exist-ok", action=BOOL,
                      help="start a new run in an --output folder that already holds one")
     run.add_argument("--seed", type=int)
-    run.add_argument("--device", choices=("auto", "cpu", "gpu"))
+    add_device_option(run, default=None)
     run.add_argument("--amp", action=BOOL, help="mixed precision (GPU only)")
     run.add_argument("--compile", action=BOOL,
                      help="compile the forward with paddle.jit.to_static (a few %% faster "
                           "per step, seconds of compiling at start; one process only)")
     run.add_argument("--no-progress", action="store_true", help="no per-batch progress bar")
-    run.add_argument("--trust-checkpoint", action="store_true",
-                     help="for --pretrained and --resume files: " + trust_help)
+    add_trust_option(run, about="for --pretrained and --resume files: ")
     add_verbosity_options(p)
     return p
 
 
 def _pos_weight(text: str) -> float | str:
     return text if text == "auto" else float(text)
+
+
+VERBOSITY_DESTS = ("quiet", "verbose")
 
 
 @contextlib.contextmanager
@@ -160,11 +269,38 @@ def verbosity(args: Any) -> Iterator[None]:
         yield
 
 
-def run_tool(main: Callable[[Any], Any], args: Any, *, interrupted: str | None = None) -> None:
+# --- errors: parameters -> flags -----------------------------------------------------------
+
+def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """dest -> the option's first long spelling (`batch_size` -> `--batch-size`)."""
+    flags = {}
+    for action in parser._actions:
+        long = [s for s in action.option_strings if s.startswith("--")]
+        if long and action.dest not in flags:
+            flags[action.dest] = long[0]
+    return flags
+
+
+def flag_message(error: UserError, flags: Mapping[str, str] | None = None) -> str:
+    """`error`'s message with its parameter(s) (error.param) named as flags: from `flags` (a
+    parser's flags_of), else the usual spelling (`max_wait_ms` -> `--max-wait-ms`).
+
+    A path in the message that contains the parameter's name is left alone."""
+    text = str(error)
+    params = error.param if isinstance(error.param, tuple) else (error.param,)
+    for param in filter(None, params):
+        flag = (flags or {}).get(param) or "--" + param.replace("_", "-")
+        text = re.sub(rf"(?<![\w/.\-]){re.escape(param)}(?![\w/.\-])", flag, text)
+    return text
+
+
+def run_tool(main: Callable[[Any], Any], args: Any, *, interrupted: str | None = None,
+             flags: Mapping[str, str] | None = None) -> NoReturn:
     """Call `main(args)` and exit: 0 (or main's int result), 1 with `error: ...` on bad input.
 
     Args:
         interrupted: message printed on Ctrl-C (e.g. how to resume); default re-raises.
+        flags: dest -> flag of the command's parser, naming an error's parameter.
     """
     debug = os.environ.get(DEBUG_VAR) == "1"
     try:
@@ -178,7 +314,7 @@ def run_tool(main: Callable[[Any], Any], args: Any, *, interrupted: str | None =
         if debug:
             raise
         prefix = "stopped" if isinstance(e, StoppedByUser) else "error"
-        sys.exit(f"{prefix}: {e}")
+        sys.exit(f"{prefix}: {flag_message(e, flags)}")
     except OSError as e:
         line = describe_os_error(e)
         if line is None or debug:
@@ -187,15 +323,79 @@ def run_tool(main: Callable[[Any], Any], args: Any, *, interrupted: str | None =
     sys.exit(result if isinstance(result, int) else 0)
 
 
+# --- the generic runner --------------------------------------------------------------------
+
+def library_function(target: str) -> Callable[..., Any]:
+    """The function a `"package.module:function"` string names (imported now)."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def params_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The library function's keyword arguments: every option by dest, but -q/-v."""
+    return {k: v for k, v in vars(args).items() if k not in VERBOSITY_DESTS}
+
+
+def library_call(command: ModuleType | str) -> Callable[[argparse.Namespace], Any]:
+    """`main(args)` of a command module: its library function called with the parameters of
+    parsed `args` (what `cli` runs; tests and scripts call it with their own Namespace)."""
+    def main(args: argparse.Namespace) -> Any:
+        module = importlib.import_module(command) if isinstance(command, str) else command
+        to_params = getattr(module, "to_params", params_of)
+        return library_function(module.RUNS)(**to_params(args))
+    return main
+
+
+def _run_legacy(module: ModuleType, prog: str, argv: Sequence[str]) -> NoReturn:
+    """A command not yet declared as RUNS + get_args_parser: its own cli() reads sys.argv.
+    (benchmark, benchmark-data, loadtest, cv, sweep, prepare, inspect, stats, digits, which
+    are being moved; this goes once they are converted.)"""
+    saved = sys.argv
+    sys.argv = [prog, *argv]
+    try:
+        module.cli()
+    finally:
+        sys.argv = saved
+    sys.exit(0)
+
+
+def cli(name: str, argv: Sequence[str] | None = None) -> NoReturn:
+    """Run `palm NAME argv...` (default argv: the command line after the program name)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = f"palm {name}"
+    module = importlib.import_module(COMMANDS[name].module)
+    if not hasattr(module, "RUNS"):
+        _run_legacy(module, prog, argv)
+    parser = module.get_args_parser(prog)
+    parse = getattr(module, "parse", argparse.ArgumentParser.parse_args)
+    interrupted: str | None = None  # the command's line for Ctrl-C, once its options are known
+
+    def run(_: Any) -> Any:
+        nonlocal interrupted
+        # parsing runs inside run_tool: a bad config file or value is a one-line error too
+        args = parse(parser, argv)
+        if hasattr(module, "interrupted"):
+            interrupted = module.interrupted(args)
+        with verbosity(args):
+            return library_call(module)(args)
+
+    try:
+        run_tool(run, None, flags=flags_of(parser))
+    except KeyboardInterrupt:
+        if interrupted is None or os.environ.get(DEBUG_VAR) == "1":
+            raise
+        sys.exit(interrupted)
+
+
 class Command(NamedTuple):
-    """One `palm NAME` subcommand: the module whose `cli()` runs it, and its checkout script."""
+    """One `palm NAME` subcommand: the module that declares it, and its checkout script."""
 
     module: str
     checkout: str  # how a source checkout runs it, relative to the repository root
     help: str
 
 
-# `palm NAME ...` runs COMMANDS[NAME].module's cli(); a new tool is one line here.
+# `palm NAME ...` runs COMMANDS[NAME].module through cli(NAME); a new tool is one line here.
 COMMANDS: dict[str, Command] = {
     "train": Command("palm.cli.train", "python tools/train.py", "train a network"),
     "eval": Command("palm.cli.eval", "python tools/eval.py", "evaluate a checkpoint on labelled images"),

@@ -13,21 +13,19 @@ a paired bootstrap interval and DeLong's p, McNemar's p on the decisions), roc_o
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from typing import Any
 
-from palm.cli import add_verbosity_options, run_tool
-from palm.config import check_options
-from palm.reports.compare import compare_models
-from palm.io_utils import output_lock
+from palm.cli.common import add_output_option, add_verbosity_options, command_parser, params_of, library_call
+
+RUNS = "palm.reports.tasks:run_compare"
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = command_parser(__doc__, prog)
     p.add_argument("sources", nargs="+", metavar="RUN_OR_CSV",
                    help="predictions.csv of tools/eval.py, its folder, or a run folder")
     p.add_argument("--names", help="comma-separated model names (default: run folder names)")
-    p.add_argument("--output", default="comparison", help="folder for the tables and the plot")
+    add_output_option(p, "folder for the tables and the plot", default="comparison")
     p.add_argument("--ci-resamples", type=int, default=2000,
                    help="bootstrap resamples for the AUC intervals (seeded)")
     p.add_argument("--seed", type=int, default=0)
@@ -35,20 +33,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> Path:
-    check_options({"ci_resamples": args.ci_resamples, "seed": args.seed})
-    names = args.names.split(",") if args.names else None
-    output = Path(args.output)
-    with output_lock(output, folder=True):
-        compare_models(args.sources, output, names, args.ci_resamples, args.seed)
-    print((output / "leaderboard.md").read_text(encoding="utf-8"))
-    print(f"written to {output}: leaderboard.md, leaderboard.csv, pairs.csv, roc_overlay.png")
-    return output
+def to_params(args: argparse.Namespace) -> dict[str, Any]:
+    params = params_of(args)
+    params["names"] = args.names.split(",") if args.names else None
+    return params
 
 
-def cli() -> None:
-    run_tool(main, get_args_parser().parse_args())
-
-
-if __name__ == "__main__":
-    cli()
+main = library_call(__name__)

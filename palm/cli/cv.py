@@ -23,11 +23,10 @@ from palm.cli.common import run_tool, training_parser
 from palm.config import parse_training_args, resolved_config
 from palm.engine.runner import prepare_demo_data
 from palm.experiments.cv import run_cv
-from palm.weights import TRUST_HELP
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = training_parser(__doc__, TRUST_HELP)
+    p = training_parser(__doc__)
     cv = p.add_argument_group("cross-validation")
     cv.add_argument("--folds", type=int, default=5, help="number of folds K (default 5)")
     cv.add_argument("--repeats", type=int, default=1,

@@ -9,43 +9,29 @@ the checkpoint's) before it is installed: a model that fails leaves OUTPUT as it
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from typing import Any
 
-import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.cli import add_verbosity_options, run_tool
-from palm.engine.export import export_checkpoint
-from palm.engine.inference import DygraphPredictor, probe_export
-from palm.weights import TRUST_HELP, trust_checkpoints
+from palm.cli.common import (add_output_option, add_trust_option, add_verbosity_options,
+                             command_parser, params_of, library_call)
+
+RUNS = "palm.engine.tasks:run_export"
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = command_parser(__doc__, prog, formatter=argparse.RawTextHelpFormatter, split=False)
     p.add_argument("--checkpoint", required=True, help="a .pdparams checkpoint with its JSON sidecar")
-    p.add_argument("--output", required=True, help="folder to write the inference model to")
-    p.add_argument(
-        "--no-verify",
-        action="store_true",
-        help="skip comparing the exported model's logits with the checkpoint's",
-    )
-    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    add_output_option(p, "folder to write the inference model to", required=True)
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip comparing the exported model's logits with the checkpoint's")
+    add_trust_option(p)
     add_verbosity_options(p)
     return p
 
 
-def main(args: argparse.Namespace) -> Path:
-    verify = None if args.no_verify else (
-        lambda folder, model, meta: probe_export(folder, DygraphPredictor(model, meta)))
-    with trust_checkpoints(args.trust_checkpoint):
-        out = export_checkpoint(args.checkpoint, args.output, verify=verify)
-    if not args.no_verify:
-        print("verified: the inference predictor matches the checkpoint's logits")
-    print(f"exported {args.checkpoint} -> {out}")
-    return out
+def to_params(args: argparse.Namespace) -> dict[str, Any]:
+    params = params_of(args)
+    params["verify"] = not params.pop("no_verify")
+    return params
 
 
-def cli() -> None:
-    run_tool(main, get_args_parser().parse_args())
-
-
-if __name__ == "__main__":
-    cli()
+main = library_call(__name__)

@@ -4,10 +4,9 @@
 """
 from __future__ import annotations
 
-import importlib
 import sys
 
-from palm.cli.common import COMMANDS
+from palm.cli.common import COMMANDS, cli
 
 
 def usage() -> str:
@@ -18,7 +17,7 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Dispatch `argv` (default: the command line) to the subcommand's `cli()`."""
+    """Dispatch `argv` (default: the command line) to the subcommand."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv:  # a malformed command line: argparse's exit code 2
         print(usage(), file=sys.stderr)
@@ -30,10 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     if name not in COMMANDS:
         print(f"palm: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
-    cli = importlib.import_module(COMMANDS[name].module).cli
-    # the subcommand parses sys.argv; its usage line then reads `palm NAME ...`
-    sys.argv = [f"palm {name}", *rest]
-    cli()
+    cli(name, rest)
 
 
 if __name__ == "__main__":

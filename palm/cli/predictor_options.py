@@ -1,13 +1,14 @@
 """Command-line options of the tools that run a checkpoint on images (eval, predict).
 
-Kept out of palm.cli.common, which every tool imports: the engine and precision choices come
-from palm.engine.inference, and importing it loads Paddle.
+The choices are palm.engine.inference's ENGINES and PRECISIONS, written out here because
+importing that module loads Paddle (tests/cli/test_light_parsers.py checks they agree).
 """
 from __future__ import annotations
 
 import argparse
 
-from palm.engine.inference import ENGINES, PRECISIONS
+ENGINES = ("auto", "dygraph", "inference")
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def add_predictor_options(parser: argparse.ArgumentParser) -> None:

@@ -15,88 +15,43 @@ and run the INT8 model (--precision fp32 runs its fp32 model).
 from __future__ import annotations
 
 import argparse
-import math
-from pathlib import Path
 from typing import Any
 
-import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.cli import add_verbosity_options, run_tool
-from palm.config import check_options
-from palm.data import eval_transform, find_palm_layout, list_images
-from palm.data import sources
-from palm.engine.quantize import (DEFAULT_CALIB_IMAGES, DEFAULT_MAX_AUC_DROP, Comparison,
-                                  quantize_to_folder)
-from palm.errors import BadConfig, BadData
-from palm.io_utils import output_lock
-from palm.weights import TRUST_HELP, trust_checkpoints
+from palm.cli.common import (add_data_options, add_num_workers_option, add_output_option,
+                             add_trust_option, add_verbosity_options, command_parser,
+                             params_of, library_call)
+
+RUNS = "palm.engine.tasks:run_quantize"
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = command_parser(__doc__, prog)
     p.add_argument("--checkpoint", required=True,
                    help="NAME.pdparams with NAME.json beside it, or a tools/export.py folder")
-    p.add_argument("--output", required=True, help="folder to write the quantized export to")
-    p.add_argument("--data-root", help="PALM root: calibrates on its training split and "
-                   "validates on its validation split")
-    p.add_argument("--calib-dir", help="folder of photos to calibrate on (instead of PALM's "
-                   "training split)")
-    p.add_argument("--val-dir", help="labelled validation images, one sub-folder per class")
-    p.add_argument("--val-csv", help="labelled validation images listed as path,label")
-    p.add_argument("--calib-images", type=int, default=DEFAULT_CALIB_IMAGES,
-                   help="calibration images drawn from the calibration folder")
-    p.add_argument("--max-auc-drop", type=float, default=DEFAULT_MAX_AUC_DROP,
-                   help="refuse when the INT8 AUC is more than this below fp32's")
+    add_output_option(p, "folder to write the quantized export to", required=True)
+    data = add_data_options(
+        p, data_root_help="PALM root: calibrates on its training split and validates on its "
+                          "validation split",
+        split_help={"val": ("labelled validation images, one sub-folder per class",
+                            "labelled validation images listed as path,label")})
+    data.add_argument("--calib-dir", help="folder of photos to calibrate on (instead of PALM's "
+                      "training split)")
+    p.add_argument("--calib-images", type=int,
+                   help="calibration images drawn from the calibration folder (default 200)")
+    p.add_argument("--max-auc-drop", type=float,
+                   help="refuse when the INT8 AUC is more than this below fp32's (default 0.005)")
     p.add_argument("--force", action="store_true", help="write the model even if it lost more AUC")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    add_num_workers_option(p, default=0)
+    add_trust_option(p)
     add_verbosity_options(p)
     return p
 
 
-def calibration_paths(args: argparse.Namespace) -> list[str]:
-    if args.calib_dir:
-        folder = Path(args.calib_dir)
-    elif args.data_root:
-        folder = find_palm_layout(args.data_root).train_dir
-    else:
-        raise BadConfig("give --calib-dir or --data-root (PALM) for the calibration images")
-    paths = list_images(str(folder))
-    if not paths:
-        raise BadData(f"{folder}: no images to calibrate on")
-    return paths
+def to_params(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults left unset are the library's (palm.engine.quantize)."""
+    return {k: v for k, v in params_of(args).items()
+            if v is not None or k not in ("calib_images", "max_auc_drop")}
 
 
-def main(args: argparse.Namespace) -> Comparison:
-    check_options(vars(args))
-    if args.calib_images < 1:
-        raise BadConfig(f"--calib-images {args.calib_images}: must be at least 1")
-    if not math.isfinite(args.max_auc_drop):
-        raise BadConfig(f"--max-auc-drop {args.max_auc_drop}: must be a finite number")
-    if not (args.data_root or args.val_dir or args.val_csv):  # found out before quantizing
-        raise BadConfig("give --data-root, --val-dir or --val-csv: labelled images to validate "
-                        "the INT8 model on")
-    paths = calibration_paths(args)
-    def validation_set(meta: dict[str, Any]):
-        return sources.evaluation_set(transform=eval_transform(meta),
-                                      classes=meta.get("class_names") or None,
-                                      data_root=None if args.val_dir else args.data_root,
-                                      val_dir=args.val_dir, val_csv=args.val_csv)
-
-    with trust_checkpoints(args.trust_checkpoint), output_lock(Path(args.output), folder=True):
-        result = quantize_to_folder(args.checkpoint, args.output, paths, validation_set,
-                                    calib_images=args.calib_images,
-                                    max_auc_drop=args.max_auc_drop, force=args.force,
-                                    batch_size=args.batch_size, num_workers=args.num_workers)
-    print(f"INT8 AUC drop {result.auc_drop:+.4f}, speed {result.speed['int8'] / result.speed['fp32']:.2f}x "
-          f"fp32 -> {args.output}")
-    return result
-
-
-def cli() -> None:
-    run_tool(main, get_args_parser().parse_args())
-
-
-if __name__ == "__main__":
-    cli()
+main = library_call(__name__)

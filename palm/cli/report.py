@@ -7,38 +7,23 @@ Images are embedded, so the one file opens anywhere without network or the run f
 from __future__ import annotations
 
 import argparse
+from palm.cli.common import (add_output_option, add_trust_option, add_verbosity_options,
+                             command_parser, library_call)
 
-import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.cli import add_verbosity_options, run_tool
-from palm.config import check_options
-from palm.reports.report import build_report
-from palm.weights import TRUST_HELP, trust_checkpoints
+RUNS = "palm.reports.tasks:run_report"
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = command_parser(__doc__, prog, split=False)
     p.add_argument("--run", required=True, help="training run folder (tools/train.py --output)")
-    p.add_argument("--eval", default=None, help="evaluation folder (tools/eval.py --output)")
-    p.add_argument("--output", default=None,
-                   help="report path (default: report.html in --eval, else in --run)")
+    p.add_argument("--eval", dest="eval_dir", default=None,
+                   help="evaluation folder (tools/eval.py --output)")
+    add_output_option(p, "report path (default: report.html in --eval, else in --run)")
     p.add_argument("--gallery-size", type=int, default=6,
                    help="cases shown among the most confident errors and correct predictions")
-    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    add_trust_option(p)
     add_verbosity_options(p)
     return p
 
 
-def main(args: argparse.Namespace) -> int:
-    check_options(vars(args))
-    with trust_checkpoints(args.trust_checkpoint):
-        path = build_report(args.run, args.eval, args.output, gallery_size=args.gallery_size)
-    print(f"report written to {path}")
-    return 0
-
-
-def cli() -> None:
-    run_tool(main, get_args_parser().parse_args())
-
-
-if __name__ == "__main__":
-    cli()
+main = library_call(__name__)

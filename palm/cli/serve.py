@@ -12,30 +12,22 @@ Needs the serve extra: pip install -e ".[serve]".
 from __future__ import annotations
 
 import argparse
-import logging
-import os
-import sys
+import functools
+from typing import Any
 
-import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.cli import add_verbosity_options, run_tool
-from palm.engine.inference import ENGINES
-from palm.weights import TRUST_HELP, trust_checkpoints
+from palm.cli.common import cli as run_command
+from palm.cli.common import (add_trust_option, add_verbosity_options, command_parser,
+                             library_function, params_of, library_call)
+from palm.cli.predictor_options import ENGINES
 
-try:
-    import uvicorn
-
-    from palm.engine.service import (MIN_TOKEN_CHARS, TOKEN_ENV, ServiceConfig,
-                                     configure_json_logging, create_app, log_event, server_config)
-except ModuleNotFoundError as missing:
-    raise SystemExit(f"error: {missing.name} is not installed; the service needs "
-                     'pip install -e ".[serve]"') from None
-
-STARTUP_FAILED = 3  # uvicorn.run's exit code when the server did not start
+RUNS = "palm.engine.serving:run_service"
+# palm.engine.service's MIN_TOKEN_CHARS and TOKEN_ENV (tests/cli checks they agree)
+MIN_TOKEN_CHARS = 16
+TOKEN_ENV = "PALM_SERVE_TOKEN"
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = command_parser(__doc__, prog)
     p.add_argument("--checkpoint", required=True,
                    help="NAME.pdparams with NAME.json beside it (Grad-CAM available), or a "
                         "tools/export.py folder (no Grad-CAM)")
@@ -70,43 +62,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-decoding", type=int, default=2,
                    help="requests decoding photos at once (one photo each); a photo may take 3 "
                         "bytes a pixel (--max-pixels) and more while decoding")
-    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    add_trust_option(p)
     add_verbosity_options(p)
     return p
 
 
-def build_config(args: argparse.Namespace) -> ServiceConfig:
-    """The service's settings from the command line (the token also from the environment)."""
-    return ServiceConfig(
-        checkpoint=args.checkpoint, engine=args.engine, host=args.host,
-        token=args.token or os.environ.get(TOKEN_ENV) or None, save_dir=args.save_dir,
-        max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, max_files=args.max_files,
-        max_queue=args.max_queue, timeout=args.timeout, upload_timeout=args.upload_timeout,
-        header_timeout=args.header_timeout, max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms, max_decoding=args.max_decoding)
+def to_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {**params_of(args), "verbosity": -1 if args.quiet else 1 if args.verbose else 0}
 
 
-def main(args: argparse.Namespace) -> int:
-    config = build_config(args)
-    config.check()  # before the model loads: a refused --host should not wait for it
-    # --quiet silences this process's stderr (see run_tool); the log's warnings still go out
-    configure_json_logging(
-        logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO,
-        sys.__stderr__ if args.quiet else sys.stderr)
-    with trust_checkpoints(args.trust_checkpoint):
-        app = create_app(config)
-    log_event("listening", url=f"http://{config.host}:{args.port}/")
-    server = uvicorn.Server(server_config(app, config, args.port))
-    try:
-        server.run()
-    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down
-        pass
-    return 0 if server.started else STARTUP_FAILED  # its log says why
+def build_config(args: argparse.Namespace) -> Any:
+    """The service's settings (a ServiceConfig) from the command line and the environment."""
+    params = params_of(args)
+    del params["port"], params["trust_checkpoint"]
+    return library_function("palm.engine.serving:service_config")(**params)
 
 
-def cli() -> None:
-    run_tool(main, get_args_parser().parse_args())
-
-
-if __name__ == "__main__":
-    cli()
+main = library_call(__name__)
+# the palm-serve console script (setup.py)
+cli = functools.partial(run_command, "serve")

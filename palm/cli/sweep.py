@@ -23,11 +23,10 @@ from palm.cli.common import run_tool, training_parser
 from palm.config import parse_training_args, resolved_config
 from palm.experiments.sweep import DEFAULT_METRIC, MODES, parse_factor, run_sweep
 from palm.experiments.trials import BACKENDS
-from palm.weights import TRUST_HELP
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = training_parser(__doc__, TRUST_HELP)
+    p = training_parser(__doc__)
     p.add_argument("--base", dest="config", help="the base config (same as --config)")
     sweep = p.add_argument_group("sweep")
     sweep.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...",

@@ -13,49 +13,45 @@ folder receives config.yaml, metrics.csv, last/best checkpoints and the curves.
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
+from typing import Any
 
-import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.cli.common import command_for, run_tool, training_parser, verbosity
+from palm.cli.common import cli as run_command
+from palm.cli.common import command_for, library_call, training_parser, verbosity
 from palm.config import parse_training_args, resolved_config
-from palm.engine.runner import prepare_demo_data, run_training
-from palm.weights import TRUST_HELP, trust_checkpoints
+
+RUNS = "palm.engine.tasks:run_train"
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    return training_parser(__doc__, TRUST_HELP)
+def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    return training_parser(__doc__, prog)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command line merged over configs/MODEL.yaml (or --config) and the built-in defaults."""
-    return parse_training_args(get_args_parser(), argv)
+def parse_args(argv: list[str] | None = None,
+               parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """Command line merged over configs/MODEL.yaml (or --config) and the built-in defaults,
+    with --augment text read into its setting. `parser`: a tool's extension of this one."""
+    return parse_training_args(parser or get_args_parser(), argv)
 
 
-def main(args: argparse.Namespace) -> Path:
-    cfg = resolved_config(args)
-    if args.demo:
-        prepare_demo_data(cfg["data_root"])
-    with trust_checkpoints(args.trust_checkpoint):
-        run_dir = run_training(cfg, overwrite=args.demo, progress=not args.no_progress)
-    if args.demo:
-        ckpt = run_dir / "best.pdparams"
-        print(f"next: {command_for('eval')} --checkpoint {ckpt} --data-root {cfg['data_root']} "
-              f"--output {run_dir}/eval --exist-ok\n"
-              f"      {command_for('predict')} --checkpoint {ckpt} --input "
-              f"{cfg['data_root']}/PALM-Validation400 --output {run_dir}/predictions.csv")
-    return run_dir
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    return parse_args(argv, parser)
+
+
+def to_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {"config": resolved_config(args), "demo": args.demo,
+            "progress": not args.no_progress, "trust_checkpoint": args.trust_checkpoint,
+            "next_commands": (command_for("eval"), command_for("predict"))}
+
+
+main = library_call(__name__)
+# the palm-train console script (setup.py)
+cli = functools.partial(run_command, "train")
 
 
 def parse_and_run(argv: list[str] | None = None) -> Path:
+    """Parse `argv` and train (what `palm train` does, without the exit)."""
     args = parse_args(argv)
     with verbosity(args):
         return main(args)
-
-
-def cli() -> None:
-    # parsing runs inside run_tool: a bad config file or value is a one-line error too
-    run_tool(parse_and_run, None)
-
-
-if __name__ == "__main__":
-    cli()

@@ -198,8 +198,8 @@ def class_order(classes: list[str], positive_class: str | None = None,
     classes = [str(c) for c in classes]
     if len(classes) != 2:
         if positive_class is not None:
-            raise BadData(f"--positive-class applies to two-class data; the data has "
-                             f"{len(classes)} classes {classes}")
+            raise BadData(f"positive_class applies to two-class data; the data has "
+                          f"{len(classes)} classes {classes}", param="positive_class")
         return classes
     if positive_class is not None:
         matches = [c for c in classes if c == positive_class] or [
@@ -219,7 +219,8 @@ def class_order(classes: list[str], positive_class: str | None = None,
             a, b = classes
             raise BadData(
                 f"two classes {a!r} and {b!r}: which one is positive (label 1, the class "
-                f"sensitivity and probabilities refer to)? Give --positive-class {b} or "
-                f"--positive-class {a} (or class_names: [negative, positive] in the config)")
+                f"sensitivity and probabilities refer to)? Give positive_class {b} or "
+                f"positive_class {a} (or class_names: [negative, positive] in the config)",
+                param="positive_class")
         positive = known[0]
     return [c for c in classes if c != positive] + [positive]

@@ -85,13 +85,13 @@ def safe_join(folder: Path, name: str, allow_outside: bool = False,
         return folder / name
     if os.path.isabs(name) or PureWindowsPath(name).drive:
         raise BadData(f"absolute path {name!r} not allowed; give a name relative to "
-                         f"{folder} (or pass --allow-outside-paths)")
+                         f"{folder} (or pass allow_outside_paths)", param="allow_outside_paths")
     path = Path(os.path.abspath(folder / name))
     roots = [folder] + ([Path(also_inside)] if also_inside is not None else [])
     if not any(Path(os.path.abspath(root)) in (path, *path.parents) for root in roots):
         also = f" and the data root {also_inside}" if also_inside is not None else ""
         raise BadData(f"{name!r} escapes the image folder {folder}{also} (pass "
-                         "--allow-outside-paths to allow it)")
+                         "allow_outside_paths to allow it)", param="allow_outside_paths")
     return folder / name
 
 

@@ -29,9 +29,11 @@ PathLike = str | Path | None
 
 def _pick(role: str, folder: PathLike, csv: PathLike) -> tuple[str, PathLike]:
     if folder and csv:
-        raise BadConfig(f"give either --{role}-dir or --{role}-csv, not both")
+        raise BadConfig(f"give either {role}_dir or {role}_csv, not both",
+                        param=(f"{role}_dir", f"{role}_csv"))
     if not folder and not csv:
-        raise BadConfig(f"no {role} data: give --data-root (PALM), or --{role}-dir / --{role}-csv")
+        raise BadConfig(f"no {role} data: give data_root (PALM), or {role}_dir / {role}_csv",
+                        param=("data_root", f"{role}_dir", f"{role}_csv"))
     return ("dir", folder) if folder else ("csv", csv)
 
 
@@ -84,8 +86,9 @@ def training_sets(
     """
     _check_class_names(class_names)
     if data_root and (train_dir or val_dir):
-        raise BadConfig("give either --data-root (PALM, or the folder of --train-csv/--val-csv "
-                         "images) or --train-dir/--val-dir")
+        raise BadConfig("give either data_root (PALM, or the folder of train_csv/val_csv "
+                        "images) or train_dir/val_dir",
+                        param=("data_root", "train_csv", "val_csv", "train_dir", "val_dir"))
     if is_palm_layout(data_root, train_csv, val_csv):
         layout = find_palm_layout(data_root)
         train = PalmTrainSet(layout.train_dir, transform=train_transform, **options)
@@ -124,12 +127,13 @@ def evaluation_set(
         positive_class: for two classes, the positive class; it must agree with `classes`.
     """
     palm = is_palm_layout(data_root, val_csv)
-    given = [name for name, v in (("--data-root", palm), ("--val-dir", val_dir),
-                                  ("--val-csv", val_csv)) if v]
+    given = [name for name, v in (("data_root", palm), ("val_dir", val_dir),
+                                  ("val_csv", val_csv)) if v]
     if len(given) != 1 or (data_root and val_dir):
-        raise BadConfig("give exactly one of --data-root, --val-dir, --val-csv (--data-root "
-                         "with --val-csv: the folder of its images)"
-                         + (f" (got {', '.join(given)})" if given else ""))
+        raise BadConfig("give exactly one of data_root, val_dir, val_csv (data_root "
+                        "with val_csv: the folder of its images)"
+                        + (f" (got {', '.join(given)})" if given else ""),
+                        param=("data_root", "val_dir", "val_csv"))
     if classes and positive_class is not None and positive_class != positive_class_of(classes):
         class_order(classes, positive_class)  # more than two classes: says it does not apply
         raise BadConfig(f"the checkpoint's positive class is {positive_class_of(classes)!r} "

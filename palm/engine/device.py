@@ -40,9 +40,9 @@ def select_device(name: str = "auto", local_rank: int = 0) -> str:
     has_gpu = gpu_available()
     if name == "gpu" and not has_gpu:
         raise BadConfig(
-            "--device gpu: no usable GPU (this paddle build "
-            + ("sees no GPU)" if paddle.is_compiled_with_cuda() else "has no CUDA support; install paddlepaddle-gpu)")
-        )
+            "device gpu: no usable GPU (this paddle build "
+            + ("sees no GPU)" if paddle.is_compiled_with_cuda() else "has no CUDA support; install paddlepaddle-gpu)"),
+            param="device")
     device = "gpu" if name == "gpu" or (name == "auto" and has_gpu) else "cpu"
     paddle.set_device(f"gpu:{local_rank}" if device == "gpu" else "cpu")
     return device

@@ -70,7 +70,8 @@ def eval_output_for(checkpoint: str | Path, output: str | Path | None, exist_ok:
     output = Path(output)
     if holds_evaluation(output) and not exist_ok:
         raise OutputRefused(f"{output} already holds an evaluation (metrics.json); pass "
-                            "--exist-ok to replace it or choose another --output")
+                            "exist_ok to replace it or choose another output",
+                            param=("exist_ok", "output"))
     return output
 
 
@@ -403,7 +404,8 @@ def calibrate_checkpoint(checkpoint: str | Path, meta: dict[str, Any], fit_tempe
             f" -> {M.negative_log_likelihood(labels, logits, temperature):.4f} on {where})")
     if kind:
         if meta["num_classes"] != 1:
-            raise BadConfig("--operating-point applies to two-class (one-logit) models")
+            raise BadConfig("operating_point applies to two-class (one-logit) models",
+                            param="operating_point")
         probs = M.apply_temperature(logits, temperature)
         threshold = float(np.clip(M.threshold_for(labels, probs, kind, target), 0.0, 1.0))
         changes["threshold"] = threshold

@@ -238,7 +238,7 @@ def int8_model_file(model_dir: str | Path) -> Path:
     meta = load_export_meta(model_dir)
     if INT8_META_KEY not in meta:
         raise CheckpointError(f"{model_dir}: has no INT8 model; make one with tools/quantize.py "
-                              "or use --precision fp32")
+                              "or use precision fp32", param="precision")
     model_file = _int8_record_model(meta[INT8_META_KEY], model_dir / META_NAME)
     for name, digest in meta[INT8_META_KEY]["sha256"].items():
         path = model_dir / name
@@ -292,7 +292,7 @@ def check_precision(precision: str, device: str, onednn: bool = True) -> None:
         raise BadConfig("bf16 runs on CPU with oneDNN only (on GPU use TensorRT fp16)")
     if not paddle.base.core.supports_bfloat16():
         raise BadConfig("bf16 needs a CPU with AVX512-BF16 or AMX instructions, which this one "
-                         "lacks; use --precision fp32")
+                        "lacks; use precision fp32", param="precision")
 
 
 class PredictorLayer(paddle.nn.Layer):
@@ -402,8 +402,8 @@ def load_predictor(
         return _finite_or_refused(_int8_predictor(path, engine, options), path)
     reduced_precision = options["precision"] != "fp32"
     if reduced_precision and engine == "dygraph":
-        raise BadConfig(f"--precision {options['precision']} runs on the inference engine, "
-                         "not dygraph")
+        raise BadConfig(f"precision {options['precision']} runs on the inference engine, "
+                        "not dygraph", param="precision")
     if is_exported(path):
         if engine == "dygraph":
             raise BadConfig(
@@ -450,10 +450,10 @@ def _finite_or_refused(predictor: Predictor, path: Path) -> Predictor:
 
 def _int8_predictor(path: Path, engine: str, options: dict[str, Any]) -> OpenVINOPredictor:
     if not is_exported(path):
-        raise BadConfig(f"{path}: --precision int8 needs a tools/quantize.py folder; quantize "
-                         "the checkpoint first")
+        raise BadConfig(f"{path}: precision int8 needs a tools/quantize.py folder; quantize "
+                        "the checkpoint first", param="precision")
     if engine == "dygraph":
-        raise BadConfig("--precision int8 runs on OpenVINO, not dygraph")
+        raise BadConfig("precision int8 runs on OpenVINO, not dygraph", param="precision")
     return OpenVINOPredictor(path, threads=options.get("threads"))
 
 

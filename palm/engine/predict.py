@@ -104,8 +104,8 @@ def check_output(output: str | Path, inputs: Sequence[str] = ()) -> None:
             why = (f"would replace {foreign[0]}, which palm did not write "
                    "(choose a name ending in .csv)")
     if why:
-        raise OutputRefused(f"--output {output} {why}; predictions go to a new or earlier "
-                            "predictions .csv file")
+        raise OutputRefused(f"output {output} {why}; predictions go to a new or earlier "
+                            "predictions .csv file", param="output")
 
 
 def _is_palm_csv(path: Path) -> bool:
@@ -141,16 +141,19 @@ def _check_record(csv_path: Path, record: dict[str, Any]) -> None:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadData(f"{path}: missing, so nothing says which checkpoint, threshold and "
-                         f"precision made the rows of {csv_path}; run without --resume") from None
+                      f"precision made the rows of {csv_path}; run without resume",
+                      param="resume") from None
     except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, nested too deep
-        raise BadData(f"{path}: not valid JSON ({e}); run without --resume") from None
+        raise BadData(f"{path}: not valid JSON ({e}); run without resume",
+                      param="resume") from None
     if not isinstance(saved, dict):
-        raise BadData(f"{path}: not a prediction record; run without --resume")
+        raise BadData(f"{path}: not a prediction record; run without resume", param="resume")
     differs = [f"{key} {saved.get(key)!r} there, {value!r} now" for key, value in record.items()
                if saved.get(key) != value]
     if differs:
-        raise BadConfig(f"--resume: the rows of {csv_path} were made differently "
-                         f"({'; '.join(differs)}); run without --resume or use another --output")
+        raise BadConfig(f"resume: the rows of {csv_path} were made differently "
+                        f"({'; '.join(differs)}); run without resume or use another output",
+                        param=("resume", "output"))
 
 
 def _row_ok(row: dict[str, Any], columns: Sequence[str], class_names: Sequence[str]) -> bool:

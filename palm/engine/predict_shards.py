@@ -137,7 +137,7 @@ def _read_marker(path: Path) -> dict | None:
         marker = e
     if not isinstance(marker, dict):
         raise ShardsIncomplete(f"{path}: not a valid marker ({marker}); delete it and rerun "
-                               "with --resume")
+                               "with resume", param="resume")
     return marker
 
 
@@ -148,12 +148,12 @@ def _read_part_record(part: Path) -> dict:
         record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ShardsIncomplete(f"{part} has no record ({path} is missing); rerun that rank "
-                               "with --resume") from None
+                               "with resume", param="resume") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         record = e
     if not isinstance(record, dict) or not isinstance(record.get("columns"), list):
         raise ShardsIncomplete(f"{part}: {path} is not a valid record ({record}); delete the "
-                               "part and rerun that rank with --resume")
+                               "part and rerun that rank with resume", param="resume")
     return record
 
 
@@ -164,11 +164,12 @@ def _read_part_rows(part: Path) -> list[dict[str, str]]:
             reader = csv.DictReader(f)
             if "path" not in (reader.fieldnames or []):
                 raise ShardsIncomplete(f"{part}: no 'path' column, not a predictions CSV; "
-                                       "delete it and rerun that rank with --resume")
+                                       "delete it and rerun that rank with resume",
+                                       param="resume")
             return list(reader)
     except (UnicodeDecodeError, csv.Error) as e:
         raise ShardsIncomplete(f"{part}: not a UTF-8 CSV ({e}); delete it and rerun that "
-                               "rank with --resume") from None
+                               "rank with resume", param="resume") from None
 
 
 def wait_for_parts(output: str | Path, paths: Sequence[str], world_size: int, *,
@@ -189,8 +190,8 @@ def wait_for_parts(output: str | Path, paths: Sequence[str], world_size: int, *,
                     shard_paths(paths, shard)):
                 raise ShardsIncomplete(
                     f"{part_path(output, shard)}: rank {shard.rank} predicted another list of "
-                    "images than rank 0 assigns it; every rank must see the same --input"
-                )
+                    "images than rank 0 assigns it; every rank must see the same input",
+                    param="input")
         missing = [s.rank for s, m in zip(shards, markers) if m is None]
         if not missing:
             return markers
@@ -198,8 +199,7 @@ def wait_for_parts(output: str | Path, paths: Sequence[str], world_size: int, *,
             raise ShardsIncomplete(
                 f"waited {timeout:g} s for rank(s) {', '.join(map(str, missing))} of "
                 f"{world_size} to finish their part(s) of {output}; finished parts are kept: "
-                "rerun with --resume (or raise --merge-timeout)"
-            )
+                "rerun with resume (or raise merge_timeout)", param=("resume", "merge_timeout"))
         time.sleep(poll)
 
 

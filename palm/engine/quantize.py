@@ -254,8 +254,8 @@ def check_output_folder(folder: Path) -> None:
     foreign = sorted(p for p in folder.iterdir()
                      if p.name not in EXPORT_FILES and not p.name.startswith(STAGE_PREFIX))
     if foreign:
-        raise OutputRefused(f"{foreign[0]}: not a file of a palm export; give an --output "
-                            "folder that is new, empty or an earlier export")
+        raise OutputRefused(f"{foreign[0]}: not a file of a palm export; give an output "
+                            "folder that is new, empty or an earlier export", param="output")
 
 
 def _source_meta(source: Path) -> dict[str, Any]:
@@ -285,12 +285,12 @@ def check_drop(result: Comparison, max_auc_drop: float, force: bool) -> None:
     if not np.isfinite(drop):
         raise QuantizationRefused("the validation AUC is undefined (one class only), so the "
                                   "INT8 model cannot be validated; give labelled data with both "
-                                  "classes, or --force")
+                                  "classes, or force", param="force")
     if not drop <= max_auc_drop:
         raise QuantizationRefused(
             f"AUC fp32 {result.fp32['roc_auc']:.4f} -> INT8 {result.int8['roc_auc']:.4f}: a drop "
-            f"of {drop:.4f}, more than --max-auc-drop {max_auc_drop:g}; nothing written "
-            "(--force writes it anyway)")
+            f"of {drop:.4f}, more than max_auc_drop {max_auc_drop:g}; nothing written "
+            "(force writes it anyway)", param=("max_auc_drop", "force"))
 
 
 def _check_packages() -> None:

@@ -70,9 +70,9 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool, repair: bool = T
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     if existing and not overwrite:
         raise OutputRefused(
-            f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to continue "
-            "it, --exist-ok to start again in it, or another --output"
-        )
+            f"{run_dir} already holds a run ({', '.join(existing)}); pass resume to continue "
+            "it, exist_ok to start again in it, or another output",
+            param=("resume", "exist_ok", "output"))
 
 
 def build_train_loader(dataset, batch_size: int, num_workers: int, seed: int, dist: DistInfo):

@@ -122,35 +122,39 @@ class ServiceConfig:
         for name in ("max_upload_mb", "max_files", "max_queue", "timeout", "upload_timeout",
                      "header_timeout", "max_batch", "max_decoding"):
             if not getattr(self, name) > 0:
-                raise BadConfig(f"--{name.replace('_', '-')} must be positive, got "
-                                f"{getattr(self, name)}")
+                raise BadConfig(f"{name} must be positive, got {getattr(self, name)}",
+                                param=name)
         if self.max_wait_ms < 0:
-            raise BadConfig(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}")
+            raise BadConfig(f"max_wait_ms must be >= 0, got {self.max_wait_ms}",
+                            param="max_wait_ms")
         max_pixels_setting(self.max_pixels)  # raises on a bad value
         if not is_loopback(self.host) and not self.token:
-            raise BadConfig(f"--host {self.host} makes the service reachable from other "
-                            f"machines; set --token or ${TOKEN_ENV} (clients then send "
-                            "'Authorization: Bearer TOKEN'), or bind to 127.0.0.1")
+            raise BadConfig(f"host {self.host} makes the service reachable from other "
+                            f"machines; set token or ${TOKEN_ENV} (clients then send "
+                            "'Authorization: Bearer TOKEN'), or bind to 127.0.0.1",
+                            param=("host", "token"))
         if self.token is not None and (len(self.token) < MIN_TOKEN_CHARS
                                        or any(c.isspace() for c in self.token)):
-            raise BadConfig(f"--token (or ${TOKEN_ENV}) must be at least {MIN_TOKEN_CHARS} "
+            raise BadConfig(f"token (or ${TOKEN_ENV}) must be at least {MIN_TOKEN_CHARS} "
                             f"characters without spaces, got {len(self.token)}; make one with "
-                            "python -c 'import secrets; print(secrets.token_urlsafe(24))'")
+                            "python -c 'import secrets; print(secrets.token_urlsafe(24))'",
+                            param="token")
         if self.save_dir is not None:
-            check_writable_folder(Path(self.save_dir), "--save-dir")
+            check_writable_folder(Path(self.save_dir), "save_dir")
 
 
-def check_writable_folder(folder: Path, option: str) -> None:
+def check_writable_folder(folder: Path, param: str) -> None:
     """Create `folder` if needed and write a file in it, so that a folder that refuses files
     (read-only, not a folder, no permission) is refused now, not after every prediction."""
     if folder.exists() and not folder.is_dir():
-        raise BadConfig(f"{option} {folder}: is a file, not a folder; give a folder")
+        raise BadConfig(f"{param} {folder}: is a file, not a folder; give a folder", param=param)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise BadConfig(f"{option} {describe_os_error(e) or f'{folder}: {e}'}") from None
+        raise BadConfig(f"{param} {describe_os_error(e) or f'{folder}: {e}'}",
+                        param=param) from None
 
 
 # glibc's mallopt parameter, and the size from which blocks are mapped (and unmapped when freed)

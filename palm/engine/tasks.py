@@ -1,0 +1,242 @@
+"""What each `palm` command does, as a function of plain parameters.
+
+The command modules (palm/cli/NAME.py) only parse a command line into these parameters; a
+Python caller passes them directly. Errors name the parameters (`epochs`, `output`), never a
+flag: palm.cli.common turns a parameter into its flag when it prints the error.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from palm.config import check_options
+from palm.data import (cache_size_setting, cache_usage, clear_cache, default_cache_dir,
+                       eval_transform, find_palm_layout, list_images, parse_augment)
+from palm.data import sources as data_sources
+from palm.data.synth import make_palm_dataset
+from palm.engine.checkpoint import load_checkpoint_model
+from palm.engine.device import select_device
+from palm.engine.export import export_checkpoint
+from palm.engine.inference import (DygraphPredictor, as_layer, load_predictor, probe_export,
+                                   weights_sha256)
+from palm.engine.predict import PredictSummary, check_output, journal_path, predict_to_csv
+from palm.engine.predict_shards import (RANK_ENV, clear_marker, mark_done, merge_parts,
+                                        part_path, seed_part_from_output, shard_from_env,
+                                        shard_paths, wait_for_parts)
+from palm.engine.quantize import (DEFAULT_CALIB_IMAGES, DEFAULT_MAX_AUC_DROP, Comparison,
+                                  quantize_to_folder)
+from palm.engine.runner import prepare_demo_data, run_training
+from palm.errors import BadConfig, BadData
+from palm.io_utils import output_lock
+from palm.viz.cam import write_cam_overlays
+from palm.weights import trust_checkpoints
+
+
+def run_train(config: dict[str, Any], *, demo: bool = False, progress: bool = True,
+              trust_checkpoint: bool = False, next_commands: tuple[str, str] | None = None
+              ) -> Path:
+    """Train with a resolved config (palm.config); returns the run folder.
+
+    Args:
+        demo: make (once) the synthetic set at config["data_root"] first; the run may then
+            replace an earlier demo run.
+        next_commands: how to run eval and predict, for the hint printed after a demo.
+    """
+    if isinstance(config.get("augment"), str):  # `--augment` text (a mapping stays as it is)
+        config = {**config, "augment": parse_augment(config["augment"])}
+    if demo:
+        prepare_demo_data(config["data_root"])
+    with trust_checkpoints(trust_checkpoint):
+        run_dir = run_training(config, overwrite=demo, progress=progress)
+    if demo and next_commands:
+        eval_command, predict_command = next_commands
+        ckpt = run_dir / "best.pdparams"
+        print(f"next: {eval_command} --checkpoint {ckpt} --data-root {config['data_root']} "
+              f"--output {run_dir}/eval --exist-ok\n"
+              f"      {predict_command} --checkpoint {ckpt} --input "
+              f"{config['data_root']}/PALM-Validation400 --output {run_dir}/predictions.csv")
+    return run_dir
+
+
+
+def predict_interrupted_hint(output: str) -> str:
+    """What to do after Ctrl-C stopped a prediction into `output`."""
+    rows_at = (f"the parts beside {output}" if RANK_ENV in os.environ
+               else journal_path(Path(output)))
+    return f"interrupted; finished rows are in {rows_at}: rerun with --resume"
+
+
+def run_predict(checkpoint: str, input: str, *, output: str = "predictions.csv",
+                batch_size: int = 16, num_workers: int = 2, threshold: float | None = None,
+                tta: bool = False, resume: bool = False, device: str = "auto",
+                progress: bool = True, cam: str | None = None, merge_timeout: float = 3600,
+                engine: str = "auto", precision: str | None = None,
+                trust_checkpoint: bool = False) -> PredictSummary:
+    """Predict the images of `input` (a file or a folder) into the CSV `output`; under
+    paddle.distributed.launch each rank predicts its share and rank 0 merges them.
+    `cam`: also write a Grad-CAM overlay per image to this folder."""
+    check_options({"batch_size": batch_size, "num_workers": num_workers,
+                   "threshold": threshold, "merge_timeout": merge_timeout})
+    with trust_checkpoints(trust_checkpoint):
+        select_device(device)
+        shard = shard_from_env()
+        all_paths = list_images(input)
+        if not all_paths:
+            raise BadData(f"no images in {input}")
+        check_output(output, all_paths)  # before the model is loaded; checked again under the lock
+        paths = shard_paths(all_paths, shard)
+        if shard.distributed:
+            clear_marker(output, shard)
+            if resume:
+                seed_part_from_output(output, shard, paths)
+        rows_file = part_path(output, shard) if shard.distributed else output
+        # Grad-CAM needs gradients, so cam keeps one dygraph model for both jobs
+        chosen = ("dygraph" if cam and engine == "auto" and precision in (None, "fp32")
+                  else engine)
+        predictor = load_predictor(checkpoint, engine=chosen, n_images=len(paths),
+                                   precision=precision)
+        model, meta = as_layer(predictor), predictor.meta
+        summary = predict_to_csv(model, meta, paths, rows_file, batch_size=batch_size,
+                                 num_workers=num_workers, tta=tta, threshold=threshold,
+                                 resume=resume, progress=progress,
+                                 checkpoint_sha256=weights_sha256(checkpoint),
+                                 precision=predictor.precision)
+        print(f"rank {shard.rank}: {summary.line()}" if shard.distributed else summary.line())
+        if shard.distributed:
+            mark_done(output, shard, paths, summary)
+        if cam:
+            if predictor.engine != "dygraph":
+                model, meta = load_checkpoint_model(checkpoint)
+            # bad files are already reported in the CSV's error column
+            written, _ = write_cam_overlays(model, meta, paths, cam, batch_size=batch_size,
+                                            root=input if Path(input).is_dir() else None)
+            print(f"{written} Grad-CAM overlays written to {cam}")
+        if shard.distributed and shard.rank == 0:
+            # rank 0: wait for every rank's part, then write OUTPUT from them
+            markers = wait_for_parts(output, all_paths, shard.world_size, timeout=merge_timeout)
+            summary = merge_parts(output, all_paths, shard.world_size, markers)
+            print(f"merged {shard.world_size} parts: {summary.line()}")
+    return summary
+
+
+def run_cam(checkpoint: str, input: str, output: str, *, target_layer: str | None = None,
+            class_index: int | None = None, batch_size: int = 8, max_side: int = 0,
+            alpha: float = 0.4, trust_checkpoint: bool = False) -> int:
+    """Grad-CAM overlays of the images of `input` into the folder `output`; bad images are
+    reported on stderr and skipped."""
+    check_options({"class_index": class_index, "batch_size": batch_size,
+                   "max_side": max_side, "alpha": alpha})
+    src = Path(input)
+    paths = list_images(src)
+    if not paths:
+        raise BadData(f"no images in {src}")
+    with trust_checkpoints(trust_checkpoint):
+        model, meta = load_checkpoint_model(checkpoint)
+    written, errors = write_cam_overlays(
+        model, meta, paths, output,
+        root=src if src.is_dir() else None,
+        progress=lambda it: tqdm(it, total=len(paths), desc="grad-cam", unit="img"),
+        target_layer=target_layer, class_index=class_index,
+        batch_size=batch_size, max_side=max_side or None, alpha=alpha,
+    )
+    for err in errors:
+        print(err, file=sys.stderr)
+    print(f"{written} overlays written to {output}; {len(errors)} errors")
+    return 0
+
+
+def run_export(checkpoint: str, output: str, *, verify: bool = True,
+               trust_checkpoint: bool = False) -> Path:
+    """Export `checkpoint` for Paddle Inference into the folder `output`, checked against the
+    checkpoint's logits unless not `verify`."""
+    check = (lambda folder, model, meta: probe_export(folder, DygraphPredictor(model, meta))
+             ) if verify else None
+    with trust_checkpoints(trust_checkpoint):
+        out = export_checkpoint(checkpoint, output, verify=check)
+    if verify:
+        print("verified: the inference predictor matches the checkpoint's logits")
+    print(f"exported {checkpoint} -> {out}")
+    return out
+
+
+
+def _calibration_paths(calib_dir: str | None, data_root: str | None) -> list[str]:
+    if calib_dir:
+        folder = Path(calib_dir)
+    elif data_root:
+        folder = find_palm_layout(data_root).train_dir
+    else:
+        raise BadConfig("give calib_dir or data_root (PALM) for the calibration images",
+                        param=("calib_dir", "data_root"))
+    paths = list_images(str(folder))
+    if not paths:
+        raise BadData(f"{folder}: no images to calibrate on")
+    return paths
+
+
+def run_quantize(checkpoint: str, output: str, *, data_root: str | None = None,
+                 calib_dir: str | None = None, val_dir: str | None = None,
+                 val_csv: str | None = None, calib_images: int = DEFAULT_CALIB_IMAGES,
+                 max_auc_drop: float = DEFAULT_MAX_AUC_DROP, force: bool = False,
+                 batch_size: int = 8, num_workers: int = 0,
+                 trust_checkpoint: bool = False) -> Comparison:
+    """An INT8 export of `checkpoint` in `output`, written only if its AUC on the labelled
+    images is within `max_auc_drop` of fp32's (or `force`)."""
+    check_options({"batch_size": batch_size, "num_workers": num_workers})
+    if calib_images < 1:
+        raise BadConfig(f"calib_images {calib_images}: must be at least 1", param="calib_images")
+    if not math.isfinite(max_auc_drop):
+        raise BadConfig(f"max_auc_drop {max_auc_drop}: must be a finite number",
+                        param="max_auc_drop")
+    if not (data_root or val_dir or val_csv):  # found out before quantizing
+        raise BadConfig("give data_root, val_dir or val_csv: labelled images to validate "
+                        "the INT8 model on", param=("data_root", "val_dir", "val_csv"))
+    paths = _calibration_paths(calib_dir, data_root)
+
+    def validation_set(meta: dict[str, Any]):
+        return data_sources.evaluation_set(transform=eval_transform(meta),
+                                           classes=meta.get("class_names") or None,
+                                           data_root=None if val_dir else data_root,
+                                           val_dir=val_dir, val_csv=val_csv)
+
+    with trust_checkpoints(trust_checkpoint), output_lock(Path(output), folder=True):
+        result = quantize_to_folder(checkpoint, output, paths, validation_set,
+                                    calib_images=calib_images, max_auc_drop=max_auc_drop,
+                                    force=force, batch_size=batch_size, num_workers=num_workers)
+    print(f"INT8 AUC drop {result.auc_drop:+.4f}, speed "
+          f"{result.speed['int8'] / result.speed['fp32']:.2f}x fp32 -> {output}")
+    return result
+
+
+def run_cache(action: str, cache_dir: str | None = None) -> tuple[int, int]:
+    """`info` or `clear` the image cache (default: the one training uses); returns its
+    entries and bytes (before clearing)."""
+    folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    if action == "clear":
+        entries, size = clear_cache(folder)
+        print(f"{folder}: removed {entries} cached images ({size / 1e6:.1f} MB)")
+    elif action == "info":
+        entries, size = cache_usage(folder)
+        print(f"{folder}: {entries} cached images, {size / 1e6:.1f} MB "
+              f"(limit {cache_size_setting() / 1e9:g} GB; $PALM_CACHE_SIZE_GB changes it)")
+    else:
+        raise BadConfig(f"action {action!r}: choose info or clear", param="action")
+    return entries, size
+
+
+def run_synth(output: str, *, n_train: int = 400, n_val: int = 400, image_size: str = "512",
+              difficulty: float = 0.5, seed: int = 0, quality: int = 92,
+              num_workers: int = 0) -> Path:
+    """A synthetic PALM data set under `output` (palm.data.synth)."""
+    if not 0.0 <= difficulty <= 1.0:
+        raise BadConfig(f"difficulty must be in 0..1, got {difficulty}", param="difficulty")
+    root = make_palm_dataset(output, n_train, n_val, image_size, difficulty, seed, quality,
+                             num_workers)
+    print(f"wrote {n_train} training + {n_val} validation images under {root}")
+    return root
+
