@@ -3,6 +3,8 @@
 OLD_OPTIONS is every option string of every command's parser on the integration branch before
 the redesign (palm/cli/* of commit 7cc0534). Each must still be an option of the command, and
 parse: old spellings that became hidden aliases (--out, --workers) set what the new name sets.
+benchmark's --child is left out: an internal switch of its child processes, never in --help,
+which palm.bench replaced with plain function calls.
 """
 from __future__ import annotations
 
@@ -73,7 +75,7 @@ OLD_OPTIONS: dict[str, list[str]] = {
                  '--max-batch', '--max-wait-ms', '--model', '--output', '--photos', '--quiet',
                  '--requests', '--rounds', '--verbose', '--warmup', '--work-dir', '-h', '-q', '-v'],
     "cache": ['--cache-dir', '--help', '--quiet', '--verbose', '-h', '-q', '-v'],
-    "benchmark": ['--batch-size', '--child', '--help', '--iters', '--models', '--num-workers', '--output',
+    "benchmark": ['--batch-size', '--help', '--iters', '--models', '--num-workers', '--output',
                   '--predict-images', '--quiet', '--repeats', '--sections', '--sizes', '--table',
                   '--train-images', '--train-iters', '--verbose', '--work-dir', '-b', '-h', '-q', '-v'],
     "benchmark-data": ['--batch-size', '--help', '--image', '--image-size', '--n-images', '--out', '--quiet',
