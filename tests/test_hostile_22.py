@@ -80,3 +80,39 @@ def test_protocol_5_bytearray_within_the_file_still_reads(tmp_path):
     path = tmp_path / "fine.pdparams"
     path.write_bytes(pickle.dumps({"note": bytearray(b"abc")}, protocol=5))
     assert read_weights(path) == {"note": bytearray(b"abc")}
+
+
+# ---------------------------------------------------------------- temperature in the sidecar
+
+@pytest.mark.parametrize("num_classes", [1, 3])
+def test_sidecar_temperature_too_small_to_divide_by_is_refused(num_classes, palm_root,
+                                                                tmp_path):
+    """temperature 1e-300 passed "a positive number": float32 makes it 0, so a binary model
+    called every photo a certain 0.000000 or 1.000000 (exit 0) and a three-class one gave
+    every photo an error row blaming the model's output."""
+    import json
+
+    import paddle
+
+    from palm.cli import predict as predict_tool
+    from palm.cli.common import run_tool
+    from palm.engine.checkpoint import save_checkpoint, sidecar_path
+    from palm.models import build_model
+
+    paddle.seed(0)
+    checkpoint = tmp_path / "ck" / "best.pdparams"
+    names = ["non-PM", "PM"] if num_classes == 1 else ["a", "b", "c"]
+    save_checkpoint(checkpoint, build_model("lenet5", num_classes),
+                    {"model": "lenet5", "num_classes": num_classes, "class_names": names,
+                     "image_size": 32, "normalize": "minus_one_one", "fundus_crop": False})
+    side = sidecar_path(checkpoint)
+    side.write_text(json.dumps({**json.loads(side.read_text()), "temperature": 1e-300}))
+    output = tmp_path / "preds.csv"
+    args = predict_tool.get_args_parser().parse_args(
+        ["--checkpoint", str(checkpoint), "--input", str(palm_root / "PALM-Validation400"),
+         "--output", str(output), "--engine", "dygraph", "--num-workers", "0", "--no-progress"])
+    with pytest.raises(SystemExit) as info:
+        run_tool(predict_tool.main, args)
+    assert str(info.value.code) == (f"error: {side}: temperature must be a number in "
+                                    "0.05..20.0, not 1e-300")
+    assert not output.exists()
