@@ -19,7 +19,9 @@ only the way numpy pickles them (`_reconstruct` then its data; a direct `numpy.n
 call is refused), of plain dtypes (no sub-arrays or fields, which multiply an array's size),
 and all the arrays of a file may take at most MAX_EXPANSION times its size plus
 EXPANSION_SLACK: real files hold their arrays' bytes inline, so a 100-byte file cannot ask
-for a gigabyte. This is the only
+for a gigabyte. Containers are bounded the same way: the arguments handed to all constructors
+count against ARGUMENT_NODES plus the file's size, a list or tuple is copied only from a
+list, tuple or set, and a bytearray cannot be longer than the file. This is the only
 module that unpickles weight files; `trust_checkpoints(True)` (the tools' --trust-checkpoint)
 hands a file to `paddle.load` unchecked, for old files with other objects inside.
 """
@@ -33,6 +35,7 @@ import hashlib
 import math
 import os
 import pickle
+import struct
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -41,7 +44,7 @@ import numpy as np
 import paddle
 
 from palm.errors import BadCheckpoint
-from palm.nested import more_nested_values_than
+from palm.nested import count_nested_values
 
 
 class UnsafeWeightsError(BadCheckpoint):
@@ -95,10 +98,14 @@ def trust_checkpoints(enabled: bool) -> Iterator[None]:
 # of it each time: a tuple holding one tuple twice, 60 levels deep, is 60 objects in a few
 # hundred bytes of pickle that take 2**60 steps to hash (numpy dtypes nest the same way).
 # Keys must be these plain types (real files use str; ints of at most 64 bits), and the
-# arguments handed to any constructor are at most ARGUMENT_NODES objects when walked as a
-# tree.
+# arguments handed to all the constructors of a file are at most ARGUMENT_NODES objects plus
+# one per byte of the file, walked as trees: one memoised argument can be handed to many
+# calls, each walking it again and copying it (tuple(x) a thousand times).
 _KEY_TYPES = (str, bytes, int, float, bool, type(None))
 ARGUMENT_NODES = 10_000
+# list, tuple, set and frozenset copy the members of their argument: only a container whose
+# members the walk above counts (tuple(b"...") would make eight bytes of pointer per byte)
+_COPIED_CONTAINERS = (list, tuple, set, frozenset)
 # objects whose state a file may set (BUILD); anything else has no state in a weights file
 _BUILDABLE = (np.ndarray, np.dtype)
 # Bytes of arrays a file may ask for: real files hold every array's bytes inline, so their
@@ -125,6 +132,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
         self.path = path
         self.size = os.fstat(file.fileno()).st_size
         self.array_bytes = 0  # asked for so far, against MAX_EXPANSION * size + EXPANSION_SLACK
+        self.argument_nodes_left = ARGUMENT_NODES + self.size
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) == ("builtins", "eval"):
@@ -157,9 +165,26 @@ class _RestrictedUnpickler(pickle._Unpickler):
                                    "or set member")
 
     def _check_arguments(self, *values: Any) -> None:
-        if more_nested_values_than(ARGUMENT_NODES, *values):
-            raise self._refuse(f"passes more than {ARGUMENT_NODES} nested objects to a "
-                               "constructor")
+        self.argument_nodes_left -= count_nested_values(self.argument_nodes_left, *values)
+        if self.argument_nodes_left < 0:
+            raise self._refuse(f"passes more than {ARGUMENT_NODES + self.size:,} nested "
+                               f"objects to constructors (a file of {self.size:,} bytes)")
+
+    def _check_copied(self, constructor: Any, args: Any) -> None:
+        if any(constructor is kind for kind in _COPIED_CONTAINERS) and args \
+                and not isinstance(args[0], _COPIED_CONTAINERS):
+            raise self._refuse(f"builds a {constructor.__name__} from a "
+                               f"{type(args[0]).__name__}")
+
+    def load_bytearray8(self) -> None:
+        # pickle allocates (and zero-fills) the bytearray before reading its bytes: a
+        # 22-byte file asking for 3 GB took 3 GB
+        length, = struct.unpack("<Q", self.read(8))
+        if length > self.size:
+            raise self._refuse(f"asks for a bytearray of {length:,} bytes in a file of "
+                               f"{self.size:,} bytes")
+        self.stack.append(bytearray(length))
+        self.readinto(self.stack[-1])
 
     # ------------------------------------------------ what arrays may be and take
 
@@ -239,6 +264,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
         args = self.stack[-1]
         self._check_arguments(args)
         self._check_not_ndarray(self.stack[-2])
+        self._check_copied(self.stack[-2], args)
         if (self.stack[-2] is set or self.stack[-2] is frozenset) and args:
             self._check_keys(list(args[0]))
         elif self.stack[-2] is collections.OrderedDict and args:
@@ -259,6 +285,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
     def _check_new(self, cls: Any, args: Any, kwargs: Any) -> None:
         self._check_arguments(args, kwargs)
         self._check_not_ndarray(cls)
+        self._check_copied(cls, args)
         if any(cls is kind for kind in (set, frozenset, collections.OrderedDict)) \
                 and (len(args) or len(kwargs)):
             raise self._refuse(f"builds a {cls.__name__} from arguments")
@@ -297,7 +324,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
         raise self._refuse(f"sets an array's state from {str(state)[:60]}")
 
     for _name in ("setitem", "setitems", "additems", "frozenset", "reduce", "newobj",
-                  "newobj_ex", "build"):
+                  "newobj_ex", "build", "bytearray8"):
         dispatch[getattr(pickle, _name.upper())[0]] = locals()[f"load_{_name}"]
     del _name
 

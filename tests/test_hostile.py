@@ -61,7 +61,8 @@ def test_tuple_hash_bomb_is_refused_not_hashed(where, tmp_path):
     path = tmp_path / "bomb.pdparams"
     path.write_bytes(HASHING_PICKLES[where](_shared_tuple_chain(24)))
     with pytest.raises(UnsafeWeightsError, match=r"bomb.pdparams: it (uses a tuple as a "
-                                                 r"dictionary key|passes more than 10000)"):
+                                                 r"dictionary key|passes more than [\d,]+ "
+                                                 r"nested objects)"):
         read_weights(path)
 
 
@@ -74,7 +75,8 @@ def test_huge_constructor_arguments_are_refused(tmp_path):
     path = tmp_path / "wide.pdparams"
     path.write_bytes(pickle.PROTO + b"\x02" + pickle.GLOBAL + b"builtins\ntuple\n" + ops
                      + pickle.TUPLE1 + pickle.REDUCE + pickle.STOP)
-    with pytest.raises(UnsafeWeightsError, match="more than 10000 nested objects"):
+    with pytest.raises(UnsafeWeightsError,
+                       match=r"more than [\d,]+ nested objects to constructors"):
         read_weights(path)
 
 

@@ -35,6 +35,7 @@ import paddle
 
 from palm.errors import BadCheckpoint
 from palm.io_utils import write_text_atomic
+from palm.metrics import TEMPERATURE_RANGE
 from palm.models import MODELS, build_model
 from palm.predictions import main_output
 
@@ -102,10 +103,12 @@ def validate_meta(meta: Any, source: str | Path) -> dict[str, Any]:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
             or not 0 <= threshold <= 1:
         problems.append(f"threshold must be a number in 0..1, not {threshold!r}")
-    temperature = meta.get("temperature", 1.0)
+    # the range fit_temperature searches: a tiny temperature (1e-300 is positive) turns
+    # finite logits into infinite ones, every photo a certain 0/1 or a NaN softmax
+    temperature, (low, high) = meta.get("temperature", 1.0), TEMPERATURE_RANGE
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not 0 < temperature < float("inf"):
-        problems.append(f"temperature must be a positive number, not {temperature!r}")
+            or not low <= temperature <= high:
+        problems.append(f"temperature must be a number in {low}..{high}, not {temperature!r}")
     if "epoch" in meta and (not _is_int(meta["epoch"]) or meta["epoch"] < 0):
         problems.append(f"epoch must be an integer >= 0, not {meta['epoch']!r}")
     if problems:
