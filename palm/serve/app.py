@@ -276,16 +276,20 @@ async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, byt
 
 
 def _abandoned_error(e: Abandoned, config: ServiceConfig, request_id: str | None) -> JSONResponse:
+    """The answer to a request abandoned at `e.stage`: 499, 503 or 504."""
     if e.reason == "disconnected":  # nobody reads it; the log line shows 499 (nginx's code)
         return error_response(499, "the client closed the request", request_id)
     if e.stage == "waiting for a decoding slot":
-        return error_response(503, f"busy: waited {config.timeout:g} s for one of the "
-                           f"{config.max_decoding} decoding slots; try again shortly", request_id)
+        message = (f"busy: waited {config.timeout:g} s for one of the {config.max_decoding} "
+                   "decoding slots; try again shortly")
+        return error_response(503, message, request_id)
     if e.stage == "decoding":
-        return error_response(504, f"photos not decoded within {config.timeout:g} s; send fewer or "
-                           "smaller photos", request_id)
-    return error_response(504, f"no result within {config.timeout:g} s (the service is overloaded); "
-                       "try again later", request_id)
+        message = (f"photos not decoded within {config.timeout:g} s; send fewer or smaller "
+                   "photos")
+    else:
+        message = (f"no result within {config.timeout:g} s (the service is overloaded); try "
+                   "again later")
+    return error_response(504, message, request_id)
 
 
 async def _decode(runner: ModelRunner, uploads: Sequence[tuple[str, bytes]], cam: bool,

@@ -42,7 +42,7 @@ class ServiceConfig:
 
     def check(self) -> None:
         """Refuse options that make no sense, an exposed service without a token, a short
-        token and a --save-dir that cannot be written (creating it)."""
+        token and a save_dir that cannot be written (creating it)."""
         for name in ("max_upload_mb", "max_files", "max_queue", "timeout", "upload_timeout",
                      "header_timeout", "max_batch", "max_decoding"):
             if not getattr(self, name) > 0:

@@ -38,7 +38,9 @@ class UploadTooSlow(Exception):
     pass
 
 
-def error_response(status: int, message: str, request_id: str | None, **extra: Any) -> JSONResponse:
+def error_response(status: int, message: str, request_id: str | None,
+                   **extra: Any) -> JSONResponse:
+    """The service's JSON error: `{"error", "status", "request_id", **extra}`."""
     headers = {"Retry-After": "1"} if status == 503 else {}
     if status in (408, 413):  # the body was not read to its end: the connection cannot be reused
         headers["Connection"] = "close"
@@ -113,7 +115,8 @@ class RequestGuard:
             if foreign:
                 await error_response(403, foreign, request_id)(scope, receive, send_with_id)
             elif length.isdigit() and int(length) > self.max_bytes:
-                await error_response(413, self._too_large(int(length)), request_id)(scope, receive, send_with_id)
+                refusal = error_response(413, self._too_large(int(length)), request_id)
+                await refusal(scope, receive, send_with_id)
             else:
                 await self.app(scope, limited_receive, send_with_id)
         finally:
