@@ -31,7 +31,7 @@ setup(
     ],
     extras_require={
         "cpu": ["paddlepaddle>=3.0"],
-        # tests/test_serve.py drives Debian's /usr/bin/chromium through Playwright's Python API;
+        # tests/serve/test_app.py drives Debian's /usr/bin/chromium through Playwright's Python API;
         # tests/test_sweep.py runs trials on a local Ray instance; tests/test_quantize.py
         # quantizes with NNCF and runs OpenVINO
         # tests/test_packaging.py builds a wheel without build isolation: setuptools >= 70.1
@@ -45,7 +45,7 @@ setup(
         "log": ["visualdl"],
         "bench": ["paddle2onnx", "onnxruntime"],  # the ONNX Runtime row of `palm benchmark`
     },
-    package_data={"palm": ["configs/*.yaml", "engine/static/*.html", "engine/program_ops.json"]},
+    package_data={"palm": ["configs/*.yaml", "serve/static/*.html", "engine/program_ops.json"]},
     entry_points={
         "console_scripts": [
             "palm=palm.cli.main:main",

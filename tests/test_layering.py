@@ -26,6 +26,7 @@ LAYERS: dict[str, tuple[str, int]] = {
     "palm.experiments": ("experiments", 5),
     "palm.reports": ("reports", 5),
     "palm.bench": ("bench", 5),
+    "palm.serve": ("serve", 5),
     "palm.cli": ("cli", 6),
     "palm.__main__": ("cli", 6),
     # palm/__init__.py as an import target (`import palm`, `from palm import __version__`): it

@@ -30,7 +30,7 @@ from palm.engine.evaluate import evaluate_checkpoint
 from palm.engine.export import export_model
 from palm.engine.inference import DygraphPredictor, load_predictor
 from palm.engine.predict import predict_to_csv
-from palm.engine.service import ModelRunner, ServiceConfig, create_app
+from palm.serve import ModelRunner, ServiceConfig, create_app
 from palm.errors import BadData
 from palm.models import build_model
 

@@ -32,13 +32,13 @@ SKIPPED = {
     'python -m pytest -q -m "not slow"': "the quick suite, this test included",
     "python -m palm --help": "prints the subcommands (test_cli covers it)",
     "curl -F files=@demo_data/palm/PALM-Validation400/V0001.jpg "
-    "'http://127.0.0.1:8000/v1/predict?cam=1'": "needs the service running (test_serve)",
+    "'http://127.0.0.1:8000/v1/predict?cam=1'": "needs the service running (tests/serve)",
     "python tools/serve.py --checkpoint runs/demo/best.pdparams":
-        "a server that runs until stopped (test_serve drives it from a browser)",
+        "a server that runs until stopped (tests/serve drives it from a browser)",
     "python tools/loadtest.py --model resnet18 --image-size 224 --requests 500 --concurrency 8":
-        "minutes of load (test_serve runs the tool)",
+        "minutes of load (tests/serve runs the tool)",
     "python tools/loadtest.py --model resnet18 --image-size 64 --requests 200 --rounds 1":
-        "minutes of load (test_serve runs the tool)",
+        "minutes of load (tests/serve runs the tool)",
     "python -m paddle.distributed.launch --nnodes 2 --master 10.0.0.1:8090 --nproc_per_node 2 "
     "tools/predict.py --checkpoint best.pdparams --input /shared/photos --output "
     "/shared/preds.csv": "two machines (test_predict_distributed runs 2 ranks on one)",

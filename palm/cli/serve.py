@@ -20,8 +20,8 @@ from palm.cli.common import (add_trust_option, add_verbosity_options, command_pa
                              library_function, params_of, library_call)
 from palm.cli.predictor_options import ENGINES
 
-RUNS = "palm.engine.serving:run_service"
-# palm.engine.service's MIN_TOKEN_CHARS and TOKEN_ENV (tests/cli checks they agree)
+RUNS = "palm.serve.run:run_service"
+# palm.serve.config's MIN_TOKEN_CHARS and TOKEN_ENV (tests/cli checks they agree)
 MIN_TOKEN_CHARS = 16
 TOKEN_ENV = "PALM_SERVE_TOKEN"
 
@@ -75,7 +75,7 @@ def build_config(args: argparse.Namespace) -> Any:
     """The service's settings (a ServiceConfig) from the command line and the environment."""
     params = params_of(args)
     del params["port"], params["trust_checkpoint"]
-    return library_function("palm.engine.serving:service_config")(**params)
+    return library_function("palm.serve.run:service_config")(**params)
 
 
 main = library_call(__name__)

@@ -1,4 +1,4 @@
-"""Run the screening service (palm.engine.service) under uvicorn: what `palm serve` does."""
+"""Run the screening service (palm.serve.app) under uvicorn: what `palm serve` does."""
 from __future__ import annotations
 
 import logging
@@ -11,8 +11,10 @@ from palm.weights import trust_checkpoints
 try:
     import uvicorn
 
-    from palm.engine.service import (TOKEN_ENV, ServiceConfig, configure_json_logging,
-                                     create_app, log_event, server_config)
+    from palm.serve.app import create_app
+    from palm.serve.config import TOKEN_ENV, ServiceConfig
+    from palm.serve.guard import server_config
+    from palm.serve.logs import configure_json_logging, log_event
 except ModuleNotFoundError as missing:
     raise UserError(f"{missing.name} is not installed; the service needs "
                     'pip install -e ".[serve]"') from None

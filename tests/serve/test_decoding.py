@@ -12,9 +12,9 @@ import pytest
 import uvicorn
 
 from palm.bench.loadtest import free_port
-from palm.engine.service import LOG
+from palm.serve.logs import LOG
 
-from tests.test_serve import BlockedModel, checkpoint, make_client, photos, upload, wait_until  # noqa: F401
+from tests.serve.test_app import BlockedModel, checkpoint, make_client, photos, upload, wait_until  # noqa: F401
 
 
 class Events(logging.Handler):
@@ -145,7 +145,7 @@ def test_client_that_disconnects_while_queued_leaves_the_queue(checkpoint, photo
 _ARENAS = """
 import sys, threading
 import numpy as np
-from palm.engine.service import return_large_blocks_to_the_system
+from palm.serve.model_runner import return_large_blocks_to_the_system
 if sys.argv[1] == "tuned":
     return_large_blocks_to_the_system()
 def rss_mb():

@@ -1,0 +1,227 @@
+"""HTTP guards of the screening service: upload limits, the token, origin and host checks,
+the request-head timeout, security headers, JSON errors."""
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import secrets
+import time
+import urllib.parse
+import uuid
+from typing import Any, Callable
+
+import h11
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from palm.serve.config import ServiceConfig, is_loopback
+from palm.serve.logs import log_event
+
+
+# on every response: no other site's page may show ours in a frame (clickjacking), and
+# browsers take the Content-Type as given instead of guessing (an upload echoed as HTML)
+SECURITY_HEADERS = {"X-Frame-Options": "DENY",
+                    "Content-Security-Policy": "frame-ancestors 'none'",
+                    "X-Content-Type-Options": "nosniff"}
+
+
+class UploadTooLarge(Exception):
+    pass
+
+
+class UploadTooSlow(Exception):
+    pass
+
+
+def error_response(status: int, message: str, request_id: str | None,
+                   **extra: Any) -> JSONResponse:
+    """The service's JSON error: `{"error", "status", "request_id", **extra}`."""
+    headers = {"Retry-After": "1"} if status == 503 else {}
+    if status in (408, 413):  # the body was not read to its end: the connection cannot be reused
+        headers["Connection"] = "close"
+    return JSONResponse({"error": message, "status": status, "request_id": request_id, **extra},
+                        status_code=status, headers=headers)
+
+
+class RequestGuard:
+    """ASGI middleware: request id, security headers, upload size limit, one JSON log line
+    per request.
+
+    A body over the limit is refused from its Content-Length before it is read; one sent
+    without a length is cut off when it passes the limit (the endpoint turns UploadTooLarge
+    into 413). A body still arriving `upload_timeout` seconds after the request started is
+    cut off too (UploadTooSlow, 408): a client trickling bytes would otherwise hold its
+    connection, and what it sent so far, for ever.
+
+    Web pages of other sites are refused (403): a POST with an Origin other than the service's
+    own (a page making the browser post to it), and, when the service listens on loopback
+    only, a Host header naming another machine (a page of a name its site made resolve to
+    127.0.0.1 could otherwise read the answers). Scripts and curl send no Origin.
+    """
+
+    def __init__(self, app: Any, max_bytes: int, upload_timeout: float, loopback: bool):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.upload_timeout = upload_timeout
+        self.loopback = loopback
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = request_id
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers.append("X-Request-ID", request_id)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        received = 0
+        body_done = False
+
+        async def limited_receive() -> dict:
+            nonlocal received, body_done
+            if body_done:  # later reads only wait for the client to disconnect
+                return await receive()
+            left = start + self.upload_timeout - time.perf_counter()
+            try:
+                message = await asyncio.wait_for(receive(), max(left, 0))
+            except asyncio.TimeoutError:
+                raise UploadTooSlow(
+                    f"upload of {received / 1e6:.1f} MB so far not finished within "
+                    f"{self.upload_timeout:g} s; send it again on a faster connection") from None
+            body_done = not message.get("more_body", False)
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise UploadTooLarge(self._too_large(received, "at least "))
+            return message
+
+        headers = Headers(scope=scope)
+        length = headers.get("content-length", "")
+        foreign = self._foreign_site(scope["method"], headers)
+        try:
+            if foreign:
+                await error_response(403, foreign, request_id)(scope, receive, send_with_id)
+            elif length.isdigit() and int(length) > self.max_bytes:
+                refusal = error_response(413, self._too_large(int(length)), request_id)
+                await refusal(scope, receive, send_with_id)
+            else:
+                await self.app(scope, limited_receive, send_with_id)
+        finally:
+            log_event("request", request_id=request_id, method=scope["method"],
+                      path=scope["path"], status=status[0], bytes=max(received, int(length or 0)),
+                      ms=round((time.perf_counter() - start) * 1000, 1))
+
+    def _foreign_site(self, method: str, headers: Headers) -> str:
+        """Why a request comes from another web site's page, or "" if it does not."""
+        host = headers.get("host", "")
+        hostname = urllib.parse.urlsplit("//" + host).hostname or ""
+        if self.loopback and host and not is_loopback(hostname):
+            return (f"Host {host!r} refused: this service listens on this machine only; "
+                    "open it as http://127.0.0.1:PORT/")
+        origin = headers.get("origin")
+        if method not in ("GET", "HEAD") and origin is not None and \
+                urllib.parse.urlsplit(origin).netloc != host:
+            return f"request from the web page of {origin!r} refused: another site's page"
+        return ""
+
+    def _too_large(self, size: int, qualifier: str = "") -> str:
+        return (f"upload of {qualifier}{size / 1e6:.1f} MB is over the limit of "
+                f"{self.max_bytes / 1e6:g} MB per request; send fewer or smaller photos")
+
+
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol (h11) with a deadline for each request's line and headers.
+
+    uvicorn bounds the idle time between requests (`timeout_keep_alive`) but neither a new
+    connection's wait for its first request nor the time a request's head takes once its
+    first byte came: clients sending a few bytes of headers now and then (slowloris) hold
+    their connections for ever. Here a connection whose next request head is not complete
+    `header_timeout` seconds after it opened, or after its previous response, is closed:
+    with 408 if part of the head came, silently if nothing did (an idle connection, as
+    uvicorn closes them). The body has its own limit (RequestGuard).
+    """
+
+    header_timeout: float = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._time_head()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._time_head()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._time_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        super().connection_lost(exc)
+
+    def _time_head(self) -> None:
+        """Start the deadline when the connection begins waiting for a request head (h11's
+        IDLE: their_state leaves it once a whole head is parsed), stop it when one came."""
+        waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+        if waiting and self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+        elif not waiting and self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        if self.conn.trailing_data[0]:  # part of a head, unparsed
+            self.transport.write(_raw_response(408, f"request line and headers not received "
+                                                    f"within {self.header_timeout:g} s"))
+        self.transport.close()
+
+
+def _raw_response(status: int, message: str) -> bytes:
+    """A complete JSON error response, written outside any request (no request id)."""
+    body = json.dumps({"error": message, "status": status, "request_id": None}).encode()
+    head = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}",
+            "Content-Type: application/json", f"Content-Length: {len(body)}",
+            "Connection: close", *(f"{k}: {v}" for k, v in SECURITY_HEADERS.items())]
+    return "\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body
+
+
+def server_config(app: FastAPI, config: ServiceConfig, port: int, **options: Any) -> uvicorn.Config:
+    """uvicorn's settings for serving `app` on `config.host`:`port`, with the head timeout of
+    HeaderTimeoutProtocol; `options` are more uvicorn.Config arguments."""
+    protocol = type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,),
+                    {"header_timeout": config.header_timeout})
+    settings = {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 5, **options}
+    return uvicorn.Config(app, host=config.host, port=port, http=protocol, **settings)
+
+
+def has_token(request: Request, token: str | None) -> bool:
+    """True if the request may use the service: no token is set, or it sends it."""
+    if not token:
+        return True
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(given.encode(), token.encode())
+
+
+def check_token(request: Request, token: str | None) -> None:
+    """401 unless the request may use the service (has_token)."""
+    if not has_token(request, token):
+        raise HTTPException(401, "missing or wrong token: send 'Authorization: Bearer TOKEN'",
+                            headers={"WWW-Authenticate": "Bearer"})
