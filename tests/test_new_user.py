@@ -19,7 +19,8 @@ from palm.engine.evaluate import (EvalResult, choose_threshold, eval_output_for,
                                   evaluate_checkpoint, write_evaluation)
 from palm.engine.export import export_checkpoint
 from palm.engine.inference import DygraphPredictor
-from palm.serve import ServiceConfig, create_app
+from palm.serve.config import ServiceConfig
+from palm.serve.app import create_app
 from palm.errors import BadData
 from palm.models import build_model
 from palm.predictions import probabilities

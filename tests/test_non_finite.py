@@ -30,7 +30,9 @@ from palm.engine.evaluate import evaluate_checkpoint
 from palm.engine.export import export_model
 from palm.engine.inference import DygraphPredictor, load_predictor
 from palm.engine.predict import predict_to_csv
-from palm.serve import ModelRunner, ServiceConfig, create_app
+from palm.serve.model_runner import ModelRunner
+from palm.serve.config import ServiceConfig
+from palm.serve.app import create_app
 from palm.errors import BadData
 from palm.models import build_model
 

@@ -26,7 +26,9 @@ from palm.engine.inference import INT8_META_KEY, load_predictor
 from palm.engine.program_check import (ProgramRefused, allowlist, check_openvino_model,
                                        check_program, program_ops)
 from palm.engine.quantize import export_onnx, quantize_onnx
-from palm.serve import ModelRunner, ServiceConfig, create_app
+from palm.serve.model_runner import ModelRunner
+from palm.serve.config import ServiceConfig
+from palm.serve.app import create_app
 from palm.models import build_model
 from palm.weights import file_sha256
 

@@ -31,7 +31,7 @@ def test_range_check_names_the_flag_on_the_command_line(tmp_path):
 
 
 def test_service_settings_name_parameters_in_the_library():
-    from palm.serve import ServiceConfig
+    from palm.serve.config import ServiceConfig
 
     with pytest.raises(BadConfig) as info:
         ServiceConfig(checkpoint="x", max_wait_ms=-1).check()

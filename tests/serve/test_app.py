@@ -21,7 +21,9 @@ from fastapi.testclient import TestClient
 
 from palm.engine.checkpoint import save_checkpoint
 from palm.engine.export import export_model
-from palm.serve import SECURITY_HEADERS, ServiceConfig, create_app, is_loopback, server_config
+from palm.serve.guard import SECURITY_HEADERS, server_config
+from palm.serve.config import ServiceConfig, is_loopback
+from palm.serve.app import create_app
 from palm.errors import BadConfig
 from palm.models import build_model
 from palm.cli import serve as serve_tool
@@ -664,7 +666,7 @@ def test_loadtest_runs_the_service_under_load(checkpoint, palm_root, tmp_path):
 
 
 def test_multiclass_result_names_the_argmax_class(tmp_path):
-    from palm.serve import ModelRunner
+    from palm.serve.model_runner import ModelRunner
     path = tmp_path / "three.pdparams"
     meta = dict(META, num_classes=3, class_names=["normal", "high myopia", "PM"])
     save_checkpoint(path, build_model("resnet18", num_classes=3), meta)
