@@ -845,7 +845,16 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
         results = await run_in_threadpool(
             _results, runner, photos, dict(zip(map(id, good), outputs)), cam, model_ms)
         if config.save_dir:
-            await run_in_threadpool(_save_photos, Path(config.save_dir), request_id, photos)
+            try:
+                await run_in_threadpool(_save_photos, Path(config.save_dir), request_id, photos)
+            except OSError as e:  # the folder was removed, replaced by a file, made read-only
+                # the operator asked for every photo to be kept: no result goes out unsaved,
+                # and the folder's path stays in the log, not in the answer
+                log_event("save_failed", logging.ERROR, request_id=request_id,
+                          error=describe_os_error(e) or repr(e))
+                return _error(500, "the service could not keep the photos as it is set to "
+                                   "(save_dir); its operator must fix the folder, the log has "
+                                   "the details under this request id", request_id)
         # counts only: file names may identify patients
         log_event("predicted", request_id=request_id, photos=len(photos),
                   errors=sum(p.error is not None for p in photos), cam=cam,
