@@ -65,6 +65,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from palm import predictions as P
@@ -878,6 +879,8 @@ async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, byt
         raise HTTPException(413, str(e)) from None
     except UploadTooSlow as e:
         raise HTTPException(408, str(e)) from None
+    except ClientDisconnect:  # the client left mid-upload: an abandoned request, not a bug
+        raise HTTPException(499, "the client closed the request during its upload") from None
     except HTTPException as e:  # starlette's 400 for any MultiPartException, its message as detail
         if str(e.detail).startswith("Too many"):  # files or fields: over max_files
             raise HTTPException(413, f"more than {max_files} photos in one request; send at "
