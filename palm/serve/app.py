@@ -51,9 +51,11 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from palm.data.image_io import max_pixels_setting
 from palm.engine.evaluate import NON_FINITE_OUTPUT, finite_rows
+from palm.errors import describe_os_error
 from palm.io_utils import atomic_path
 from palm.serve.batcher import Abandoned, MicroBatcher, QueueFull, RequestWatch
 from palm.serve.config import ServiceConfig, is_loopback
@@ -228,7 +230,16 @@ async def _predict(service: Service, request: Request, cam: bool) -> JSONRespons
     results = await run_in_threadpool(
         _results, runner, photos, dict(zip(map(id, good), outputs)), cam, model_ms)
     if config.save_dir:
-        await run_in_threadpool(_save_photos, Path(config.save_dir), request_id, photos)
+        try:
+            await run_in_threadpool(_save_photos, Path(config.save_dir), request_id, photos)
+        except OSError as e:  # the folder was removed, replaced by a file, made read-only
+            # the operator asked for every photo to be kept: no result goes out unsaved,
+            # and the folder's path stays in the log, not in the answer
+            log_event("save_failed", logging.ERROR, request_id=request_id,
+                      error=describe_os_error(e) or repr(e))
+            return error_response(500, "the service could not keep the photos as it is set to "
+                                       "(save_dir); its operator must fix the folder, the log "
+                                       "has the details under this request id", request_id)
     # counts only: file names may identify patients
     log_event("predicted", request_id=request_id, photos=len(photos),
               errors=sum(p.error is not None for p in photos), cam=cam,
@@ -260,6 +271,8 @@ async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, byt
         raise HTTPException(413, str(e)) from None
     except UploadTooSlow as e:
         raise HTTPException(408, str(e)) from None
+    except ClientDisconnect:  # the client left mid-upload: an abandoned request, not a bug
+        raise HTTPException(499, "the client closed the request during its upload") from None
     except HTTPException as e:  # starlette's 400 for any MultiPartException, its message as detail
         if str(e.detail).startswith("Too many"):  # files or fields: over max_files
             raise HTTPException(413, f"more than {max_files} photos in one request; send at "
