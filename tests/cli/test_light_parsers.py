@@ -63,7 +63,7 @@ print("paddle" in sys.modules)
 def test_cli_constants_agree_with_the_library():
     from palm.cli import predictor_options, serve
     from palm.cli.common import TRUST_HELP
-    from palm import serve as service
+    from palm.serve import config as service
     from palm.engine import inference
     from palm import weights
 
