@@ -1,10 +1,10 @@
 """Inspect a data set: class counts, image sizes, corrupt or unusable files.
 
-Writes to --out: `class_counts.png` (bar chart per split), `image_sizes.png` (width x height
+Writes to --output: `class_counts.png` (bar chart per split), `image_sizes.png` (width x height
 scatter, marker area ~ number of images) and `inspect.json` (all figures and every problem).
 
 Example:
-    python -m data_tools.inspect --data-root demo_data/palm --out runs/inspect
+    python -m data_tools.inspect --data-root demo_data/palm --output runs/inspect
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ otherwise), as the printed command shows.
 
 Examples:
     python -m data_tools.prepare xlsx2csv PALM-Validation-GT/PM_Label_and_Fovea_Location.xlsx
-    python -m data_tools.prepare split demo_data/palm --val-fraction 0.2 --out splits/
-    python -m data_tools.prepare kfold demo_data/palm --k 5 --out folds/
+    python -m data_tools.prepare split demo_data/palm --val-fraction 0.2 --output splits/
+    python -m data_tools.prepare kfold demo_data/palm --k 5 --output folds/
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = command_parser(__doc__.split("\n")[0], prog, split=False,
                        formatter=argparse.HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    x = sub.add_parser("xlsx2csv", help="PALM ground-truth XLSX -> CSV")
+    x = sub.add_parser("xlsx2csv", help="PALM ground-truth XLSX -> CSV",
+                       formatter_class=p.formatter_class)
     x.add_argument("xlsx")
     add_output_option(x, "CSV path (default: labels.csv beside the XLSX)", hidden=("--out",))
     for name, help_ in (("split", "stratified train/val split"), ("kfold", "stratified k folds")):

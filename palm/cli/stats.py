@@ -5,7 +5,7 @@ Images are decoded (at reduced scale where possible), optionally fundus-cropped 
 ImageNet mean/std when training from scratch on a new kind of photo.
 
 Example:
-    python -m data_tools.stats --data-root demo_data/palm --image-size 224 --out runs/stats.json
+    python -m data_tools.stats --data-root demo_data/palm --image-size 224 --output runs/stats.json
 """
 
 from __future__ import annotations

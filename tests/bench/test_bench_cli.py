@@ -69,3 +69,14 @@ def test_loadtest_and_benchmark_data_flags_reach_the_library(monkeypatch, tmp_pa
         ["--workers", "1", "--out", "x.json"]))
     assert calls[-1][0] == () and calls[-1][1]["workers"] == [1]
     assert calls[-1][1]["output"] == "x.json"
+
+
+def test_loadtest_exits_1_when_a_request_failed(monkeypatch, tmp_path):
+    from palm.cli.common import cli
+
+    for errors, code in ((0, 0), (2, 1)):
+        monkeypatch.setattr(palm.bench.loadtest, "run_loadtest",
+                            lambda *a, errors=errors, **k: {"errors": errors})
+        with pytest.raises(SystemExit) as exited:
+            cli("loadtest", ["--model", "lenet5", "--work-dir", str(tmp_path), "-q"])
+        assert exited.value.code == code
