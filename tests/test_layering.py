@@ -121,6 +121,51 @@ def test_palm_imports_run_downward_only():
     assert layering_violations(PACKAGE) == []
 
 
+# The commands are independent: a command module imports no other command module, only
+# palm.cli.common (the shared option groups and the runner), so one command's imports never
+# burden another's start.
+CLI_SHARED = "palm.cli.common"
+
+
+def cli_imports_violations(root: Path) -> list[str]:
+    """Every import, in palm/cli/*.py, of a palm.cli module other than palm.cli.common
+    (`from palm.cli import x` imports palm.cli.x; palm/cli/__init__.py may name common)."""
+    problems = []
+    for path in sorted((root / "cli").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [f"{node.module}.{a.name}" if node.module == "palm.cli" else node.module
+                           for a in node.names]
+            else:
+                continue
+            problems += [f"{path.relative_to(root.parent)}:{node.lineno}: imports {target}"
+                         for target in targets
+                         if (target == "palm.cli" or target.startswith("palm.cli."))
+                         and target != CLI_SHARED]
+    return problems
+
+
+def test_cli_modules_import_only_the_common_cli_module():
+    assert cli_imports_violations(PACKAGE) == []
+
+
+def test_cli_import_checker_catches_a_command_importing_another(tmp_path):
+    root = _fake_package(tmp_path, {
+        "cli/__init__.py": "from palm.cli.common import cli\n",
+        "cli/common.py": "",
+        "cli/ok.py": "from palm.cli.common import cli\nfrom palm.cli import common\n",
+        "cli/a.py": "from palm.cli.ok import helper\n",
+        "cli/b.py": "from palm.cli import ok\n",
+        "cli/c.py": "import palm.cli.ok\n",
+    })
+    problems = cli_imports_violations(root)
+    assert [p.split(":")[0] for p in problems] == ["palm/cli/a.py", "palm/cli/b.py",
+                                                  "palm/cli/c.py"], problems
+
+
 # A command names the library function it runs as "palm.module:function" (palm/cli/common.py
 # imports it after parsing); such a string is an import too, and must point down as well.
 TARGET = re.compile(r"^(palm(?:\.\w+)+):(\w+)$")

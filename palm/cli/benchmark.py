@@ -40,13 +40,22 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
+from typing import Any
 
-from palm.bench.sections import run_benchmark
-from palm.bench.settings import SECTIONS, BenchSettings
-from palm.cli.common import add_verbosity_options, run_tool
+from palm.cli.common import cli as run_command
+from palm.cli.common import (add_num_workers_option, add_output_option, add_verbosity_options,
+                             command_parser, library_call, params_of)
+
+RUNS = "palm.bench.tasks:run_benchmark_task"
+
+# palm.bench.settings.SECTIONS, written out because that module imports Paddle
+# (tests/cli/test_light_parsers.py checks they agree)
+SECTIONS = ("train", "loader", "compile", "default", "eval", "inference", "bf16", "onnx",
+            "int8", "decode", "predict", "stats")
 
 
 def names(text: str) -> list[str]:
@@ -62,8 +71,8 @@ def numbers(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"not comma-separated whole numbers: {text!r}")
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = command_parser(__doc__, prog, formatter=argparse.RawTextHelpFormatter, split=False)
     p.add_argument("--models", type=names,
                    help="comma-separated model names (default resnet50,resnet18; "
                         "with --table every registered model)")
@@ -76,7 +85,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-images", type=int, default=400,
                    help="images per training-loop epoch fed by the data loader (two epochs "
                         "run; default: the PALM training set's size)")
-    p.add_argument("--num-workers", type=int, default=2, help="data loader processes")
+    add_num_workers_option(p, default=2)
     p.add_argument("--predict-images", type=numbers, default="100,500",
                    help="folder sizes for the end-to-end predict runs (two or more)")
     p.add_argument("--repeats", type=int, default=2,
@@ -88,24 +97,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "dygraph and inference eval (each model in its own child process)")
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "palm-benchmark"),
                    help="synthetic images and exports (reused between runs)")
-    p.add_argument("--output", default="benchmark.json", help="JSON results (written atomically)")
+    add_output_option(p, "JSON results (written atomically)", default="benchmark.json")
     add_verbosity_options(p)
     return p
 
 
-def main(args: argparse.Namespace) -> dict:
-    settings = BenchSettings(batch_size=args.batch_size, iters=args.iters,
-                             train_iters=args.train_iters, train_images=args.train_images,
-                             num_workers=args.num_workers,
-                             predict_images=tuple(args.predict_images), repeats=args.repeats)
-    return run_benchmark(args.output, args.work_dir, models=args.models, sizes=args.sizes,
-                         sections=args.sections, table=args.table, settings=settings,
-                         command=" ".join(sys.argv))
+def to_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {**params_of(args), "command": " ".join(sys.argv)}
 
 
-def cli() -> None:
-    run_tool(main, get_args_parser().parse_args())
-
-
-if __name__ == "__main__":
-    cli()
+main = library_call(__name__)
+cli = functools.partial(run_command, "benchmark")

@@ -6,7 +6,8 @@ A command module (palm/cli/NAME.py) declares `get_args_parser(prog)`, built from
 here with light imports only (no Paddle), and `RUNS = "module:function"`, the library
 function it calls; optionally `to_params(args)` (Namespace -> that function's keyword
 arguments; default: every option but -q/-v, by dest), `parse(parser, argv)` and
-`interrupted(args)` (the line printed on Ctrl-C). `cli(NAME)` parses, then imports the
+`interrupted(args)` (the line printed on Ctrl-C) and `exit_code(result)` (the exit code
+of the function's result, e.g. 1 when a load test saw errors). `cli(NAME)` parses, then imports the
 function, so `--help` and argument errors answer before Paddle is imported.
 
 Exit codes: 0 done, 1 `error: ...` (or `stopped: ...`) on one line, 2 a malformed command
@@ -29,8 +30,9 @@ from palm.config import add_config_options
 from palm.errors import BadConfig, StoppedByUser, UserError, describe_os_error
 from palm.runtime import setup_logging
 
-__all__ = ["COMMANDS", "DEBUG_VAR", "USER_ERRORS", "Command", "StoppedByUser", "add_data_source",
-           "add_data_options", "add_device_option", "add_num_workers_option", "add_option",
+__all__ = ["COMMANDS", "DEBUG_VAR", "ENGINES", "PRECISIONS", "USER_ERRORS", "Command", "StoppedByUser", "add_data_source",
+           "add_data_options", "add_device_option", "add_image_size_option",
+           "add_predictor_options", "add_num_workers_option", "add_option",
            "add_output_option", "add_reading_options", "add_trust_option",
            "add_verbosity_options", "cli", "command_for", "command_parser", "data_source",
            "flag_message", "flags_of", "library_call", "library_function", "params_of", "run_tool",
@@ -54,6 +56,10 @@ TRUST_HELP = ("read weight files with plain pickle (paddle.load), for old files 
               "the safe reader refuses. RISK: a malicious file then runs any command as you; "
               "use it only for files whose origin you trust")
 DEVICES = ("auto", "cpu", "gpu")
+# palm.engine.inference's ENGINES and PRECISIONS, written out here because that module imports
+# Paddle (tests/cli/test_light_parsers.py checks they agree).
+ENGINES = ("auto", "dygraph", "inference")
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 # --- parsers and the shared option groups -----------------------------------------------------
@@ -126,6 +132,27 @@ def add_num_workers_option(parser: Any, *, default: int | None = None,
     """--num-workers (--workers, the old spelling of some tools, is kept hidden)."""
     return add_option(parser, "--num-workers", hidden=("--workers",), type=int, default=default,
                       help=help)
+
+
+def add_image_size_option(parser: Any, *, default: int | None = None, help: str | None = None,
+                          hidden: Sequence[str] = ()) -> argparse.Action:
+    """--image-size: the model's input side in px (`hidden`: a tool's old spelling, --size)."""
+    return add_option(parser, "--image-size", hidden=hidden, type=int, default=default, help=help)
+
+
+def add_predictor_options(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint, --engine and --precision: which model runs, and how (eval, predict)."""
+    parser.add_argument("--checkpoint", required=True,
+                        help="NAME.pdparams with NAME.json beside it, or a tools/export.py or "
+                             "tools/quantize.py folder")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="auto: Paddle Inference for an export folder, and for a checkpoint "
+                             "when there are enough images to repay a temporary export; else "
+                             "dygraph")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="default: int8 for a tools/quantize.py folder, else fp32. bf16: about "
+                             "2x faster on CPUs with AVX512-BF16/AMX; check reduced precisions "
+                             "with tools/eval.py before predicting with them")
 
 
 def add_reading_options(group: Any, *, cache_dir_default: str | None = None) -> None:
@@ -206,7 +233,7 @@ def training_parser(doc: str, prog: str | None = None) -> argparse.ArgumentParse
                               "training list with columns path,label"),
                     "val": ("validation images, one sub-folder per class",
                             "validation list with columns path,label")})
-    data.add_argument("--image-size", type=int)
+    add_image_size_option(data)
     add_reading_options(data)
     data.add_argument("--augment", metavar="PRESET|KEY=VALUE,...",
                       help="training augmentation: fundus (default for --data-root), natural "
@@ -346,26 +373,11 @@ def library_call(command: ModuleType | str) -> Callable[[argparse.Namespace], An
     return main
 
 
-def _run_legacy(module: ModuleType, prog: str, argv: Sequence[str]) -> NoReturn:
-    """A command not yet declared as RUNS + get_args_parser: its own cli() reads sys.argv.
-    (benchmark, benchmark-data, loadtest, cv, sweep, prepare, inspect, stats, digits, which
-    are being moved; this goes once they are converted.)"""
-    saved = sys.argv
-    sys.argv = [prog, *argv]
-    try:
-        module.cli()
-    finally:
-        sys.argv = saved
-    sys.exit(0)
-
-
 def cli(name: str, argv: Sequence[str] | None = None) -> NoReturn:
     """Run `palm NAME argv...` (default argv: the command line after the program name)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = f"palm {name}"
     module = importlib.import_module(COMMANDS[name].module)
-    if not hasattr(module, "RUNS"):
-        _run_legacy(module, prog, argv)
     parser = module.get_args_parser(prog)
     parse = getattr(module, "parse", argparse.ArgumentParser.parse_args)
     interrupted: str | None = None  # the command's line for Ctrl-C, once its options are known
@@ -377,7 +389,8 @@ def cli(name: str, argv: Sequence[str] | None = None) -> NoReturn:
         if hasattr(module, "interrupted"):
             interrupted = module.interrupted(args)
         with verbosity(args):
-            return library_call(module)(args)
+            result = library_call(module)(args)
+        return module.exit_code(result) if hasattr(module, "exit_code") else result
 
     try:
         run_tool(run, None, flags=flags_of(parser))

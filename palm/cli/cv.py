@@ -16,17 +16,18 @@ oof_predictions.csv, folds.csv, summary.json and cv_roc.png.
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
-import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.cli.common import run_tool, training_parser
+from palm.cli.common import cli as run_command
+from palm.cli.common import library_call, training_parser, verbosity
 from palm.config import parse_training_args, resolved_config
-from palm.engine.runner import prepare_demo_data
-from palm.experiments.cv import run_cv
+
+RUNS = "palm.experiments.tasks:run_cv_task"
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = training_parser(__doc__)
+def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = training_parser(__doc__, prog)
     cv = p.add_argument_group("cross-validation")
     cv.add_argument("--folds", type=int, default=5, help="number of folds K (default 5)")
     cv.add_argument("--repeats", type=int, default=1,
@@ -39,23 +40,26 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> dict[str, Any]:
-    cfg = resolved_config(args)
-    if args.demo:
-        prepare_demo_data(cfg["data_root"])
-    output = cfg["output"] or f"runs/cv_{cfg['model']}"
-    return run_cv(cfg, output, folds=args.folds, repeats=args.repeats, pool_val=args.pool_val,
-                  predict_val=args.predict_val, jobs=args.jobs)
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    return parse_training_args(parser, argv)
+
+
+def to_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {"config": resolved_config(args), "demo": args.demo, "folds": args.folds,
+            "repeats": args.repeats, "pool_val": args.pool_val,
+            "predict_val": args.predict_val, "jobs": args.jobs}
+
+
+def interrupted(args: argparse.Namespace) -> str:
+    return "stopped: run the same command again to resume the cross-validation"
+
+
+main = library_call(__name__)
+cli = functools.partial(run_command, "cv")
 
 
 def parse_and_run(argv: list[str] | None = None) -> dict[str, Any]:
-    return main(parse_training_args(get_args_parser(), argv))
-
-
-def cli() -> None:
-    run_tool(parse_and_run, None,
-             interrupted="stopped: run the same command again to resume the cross-validation")
-
-
-if __name__ == "__main__":
-    cli()
+    """Parse `argv` and cross-validate (what `palm cv` does, without the exit)."""
+    args = parse_training_args(get_args_parser(), argv)
+    with verbosity(args):
+        return main(args)

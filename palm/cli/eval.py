@@ -24,9 +24,9 @@ from typing import Any
 
 from palm.cli.common import cli as run_command
 from palm.cli.common import (add_data_options, add_device_option, add_output_option,
+                             add_predictor_options,
                              add_reading_options, add_trust_option, add_verbosity_options,
                              command_parser, params_of, library_call)
-from palm.cli.predictor_options import add_predictor_options
 
 RUNS = "palm.reports.tasks:run_eval"
 

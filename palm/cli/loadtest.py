@@ -16,23 +16,25 @@ Photos: --photos DIR (its JPEG/PNG files, cycled), else synthetic PALM-sized one
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 from typing import Any
 
-from palm.bench.loadtest import run_loadtest
-from palm.cli.common import add_verbosity_options, run_tool
-from palm.engine.inference import ENGINES
+from palm.cli.common import cli as run_command
+from palm.cli.common import (ENGINES, add_image_size_option, add_output_option,
+                             add_verbosity_options, command_parser, library_call)
+
+RUNS = "palm.bench.loadtest:run_loadtest"
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = command_parser(__doc__, prog)
     served = p.add_mutually_exclusive_group(required=True)
     served.add_argument("--checkpoint", help="checkpoint or export folder to serve")
     served.add_argument("--model", help="serve this network with random weights (speed does not "
                                         "depend on them), saved in --work-dir")
-    p.add_argument("--image-size", type=int, default=224, help="with --model")
+    add_image_size_option(p, default=224, help="with --model")
     p.add_argument("--engine", choices=ENGINES, default="auto")
     p.add_argument("--photos", default=None, help="folder of photos to send (default: synthetic)")
     p.add_argument("--requests", type=int, default=500)
@@ -45,22 +47,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait-ms", type=float, default=10.0)
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "palm-benchmark"),
                    help="synthetic photos and the server's log")
-    p.add_argument("--output", default=None, help="also write the figures as JSON")
+    add_output_option(p, "also write the figures as JSON")
     add_verbosity_options(p)
     return p
 
 
-def main(args: argparse.Namespace) -> dict[str, Any]:
-    return run_loadtest(args.work_dir, checkpoint=args.checkpoint, model=args.model,
-                        image_size=args.image_size, engine=args.engine, photos=args.photos,
-                        requests=args.requests, concurrency=args.concurrency, warmup=args.warmup,
-                        rounds=args.rounds, cam=args.cam, max_batch=args.max_batch,
-                        max_wait_ms=args.max_wait_ms, output=args.output)
+def exit_code(result: dict[str, Any]) -> int:
+    """1 when a request failed: the service is not fit for this load."""
+    return 1 if result["errors"] else 0
 
 
-def cli() -> None:
-    run_tool(lambda a: 1 if main(a)["errors"] else 0, get_args_parser().parse_args())
-
-
-if __name__ == "__main__":
-    cli()
+main = library_call(__name__)
+cli = functools.partial(run_command, "loadtest")

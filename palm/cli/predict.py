@@ -26,9 +26,9 @@ from typing import Any
 
 from palm.cli.common import cli as run_command
 from palm.cli.common import (add_device_option, add_num_workers_option, add_output_option,
+                             add_predictor_options,
                              add_trust_option, add_verbosity_options, command_parser,
                              library_function, params_of, library_call)
-from palm.cli.predictor_options import add_predictor_options
 
 RUNS = "palm.engine.tasks:run_predict"
 INTERRUPTED = "palm.engine.tasks:predict_interrupted_hint"

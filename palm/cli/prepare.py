@@ -8,31 +8,37 @@ otherwise), as the printed command shows.
 
 Examples:
     python -m data_tools.prepare xlsx2csv PALM-Validation-GT/PM_Label_and_Fovea_Location.xlsx
-    python -m data_tools.prepare split demo_data/palm --val-fraction 0.2 --out splits/
-    python -m data_tools.prepare kfold demo_data/palm --k 5 --out folds/
+    python -m data_tools.prepare split demo_data/palm --val-fraction 0.2 --output splits/
+    python -m data_tools.prepare kfold demo_data/palm --k 5 --output folds/
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import functools
+from typing import Any
 
-from palm.cli.common import add_verbosity_options, command_for, run_tool
-from palm.data.prepare import write_fold_lists, write_split_lists, xlsx_to_csv
+from palm.cli.common import cli as run_command
+from palm.cli.common import (add_output_option, add_verbosity_options, command_for,
+                             command_parser, library_call, params_of)
+
+RUNS = "palm.data.tasks:run_prepare"
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = command_parser(__doc__.split("\n")[0], prog, split=False,
+                       formatter=argparse.HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    x = sub.add_parser("xlsx2csv", help="PALM ground-truth XLSX -> CSV")
+    x = sub.add_parser("xlsx2csv", help="PALM ground-truth XLSX -> CSV",
+                       formatter_class=p.formatter_class)
     x.add_argument("xlsx")
-    x.add_argument("--out", help="CSV path (default: labels.csv beside the XLSX)")
+    add_output_option(x, "CSV path (default: labels.csv beside the XLSX)", hidden=("--out",))
     for name, help_ in (("split", "stratified train/val split"), ("kfold", "stratified k folds")):
-        s = sub.add_parser(name, help=help_)
+        s = sub.add_parser(name, help=help_, formatter_class=p.formatter_class)
         s.add_argument(
             "data", help="PALM root (its training set), path,label CSV or class-folder root"
         )
-        s.add_argument("--out", required=True, help="output folder")
+        add_output_option(s, "output folder", required=True, hidden=("--out",))
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--skip-bad", action="store_true", help="leave out unreadable images")
         if name == "split":
@@ -43,26 +49,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> list[Path]:
-    if args.command == "xlsx2csv":
-        written = [xlsx_to_csv(args.xlsx, args.out)]
-    elif args.command == "split":
-        lists = write_split_lists(args.data, args.out, args.val_fraction, args.seed, args.skip_bad)
-        written = lists.files
-    else:
-        written = write_fold_lists(args.data, args.out, args.k, args.seed, args.skip_bad).files
-    for path in written:
-        print(f"wrote {path}")
-    if args.command == "split":
-        # PALM photos keep the fundus augmentation; lists default to the label-safe preset
-        print(f"train: {command_for('train')} --train-csv {written[0]} --val-csv {written[1]} "
-              f"--data-root {lists.data_root}" + (" --augment fundus" if lists.palm_layout else ""))
-    return written
+def to_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {**params_of(args), "train_command": command_for("train")}
 
 
-def cli() -> None:
-    run_tool(main, get_args_parser().parse_args())
-
-
-if __name__ == "__main__":
-    cli()
+main = library_call(__name__)
+cli = functools.partial(run_command, "prepare")

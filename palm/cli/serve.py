@@ -16,9 +16,8 @@ import functools
 from typing import Any
 
 from palm.cli.common import cli as run_command
-from palm.cli.common import (add_trust_option, add_verbosity_options, command_parser,
+from palm.cli.common import (ENGINES, add_trust_option, add_verbosity_options, command_parser,
                              library_function, params_of, library_call)
-from palm.cli.predictor_options import ENGINES
 
 RUNS = "palm.serve.run:run_service"
 # palm.serve.config's MIN_TOKEN_CHARS and TOKEN_ENV (tests/cli checks they agree)

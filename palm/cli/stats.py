@@ -5,41 +5,42 @@ Images are decoded (at reduced scale where possible), optionally fundus-cropped 
 ImageNet mean/std when training from scratch on a new kind of photo.
 
 Example:
-    python -m data_tools.stats --data-root demo_data/palm --image-size 224 --out runs/stats.json
+    python -m data_tools.stats --data-root demo_data/palm --image-size 224 --output runs/stats.json
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+from typing import Any
 
-from palm.cli.common import add_data_source, add_verbosity_options, data_source, run_tool
-from palm.data.stats import data_set_stats
+from palm.cli.common import cli as run_command
+from palm.cli.common import (add_data_source, add_image_size_option, add_output_option,
+                             add_verbosity_options, command_parser, data_source, library_call,
+                             params_of)
+
+RUNS = "palm.data.tasks:run_stats"
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = command_parser(__doc__.split("\n")[0], prog, split=False,
+                       formatter=argparse.HelpFormatter)
     add_data_source(p)
     p.add_argument("--split", default="train", help="train or val (PALM root only)")
-    p.add_argument("--image-size", type=int, default=224)
+    add_image_size_option(p, default=224)
     p.add_argument("--fundus-crop", action="store_true")
     p.add_argument("--max-images", type=int, help="random subset of this many images")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="also write the result to this JSON file")
+    add_output_option(p, "also write the result to this JSON file", hidden=("--out",))
     add_verbosity_options(p)
     return p
 
 
-def main(args: argparse.Namespace) -> dict:
-    result = data_set_stats(data_source(args), args.split, args.image_size, args.fundus_crop,
-                            args.max_images, args.seed, args.out)
-    print(f"mean (RGB, 0..1): {result['mean']}")
-    print(f"std  (RGB, 0..1): {result['std']}  ({result['images']} images)")
-    return result
+def to_params(args: argparse.Namespace) -> dict[str, Any]:
+    params = params_of(args)
+    del params["data"], params["data_root"]
+    return {"source": data_source(args), **params}
 
 
-def cli() -> None:
-    run_tool(main, get_args_parser().parse_args())
-
-
-if __name__ == "__main__":
-    cli()
+main = library_call(__name__)
+cli = functools.partial(run_command, "stats")

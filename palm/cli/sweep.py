@@ -15,18 +15,24 @@ OUTPUT receives results.csv, summary.csv, summary.md and plot_<factor>.png.
 from __future__ import annotations
 
 import argparse
+import functools
+from typing import Any
 
-import pandas as pd
-
-import palm  # noqa: F401  (CPU tuning before paddle is imported)
-from palm.cli.common import run_tool, training_parser
+from palm.cli.common import cli as run_command
+from palm.cli.common import library_call, training_parser, verbosity
 from palm.config import parse_training_args, resolved_config
-from palm.experiments.sweep import DEFAULT_METRIC, MODES, parse_factor, run_sweep
-from palm.experiments.trials import BACKENDS
+
+RUNS = "palm.experiments.tasks:run_sweep_task"
+
+# palm.experiments.sweep's MODES and DEFAULT_METRIC and palm.experiments.trials' BACKENDS,
+# written out because those modules import Paddle (tests/cli/test_light_parsers.py checks)
+MODES = ("ofat", "grid")
+DEFAULT_METRIC = "final_val_accuracy"
+BACKENDS = ("local", "ray")
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = training_parser(__doc__)
+def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = training_parser(__doc__, prog)
     p.add_argument("--base", dest="config", help="the base config (same as --config)")
     sweep = p.add_argument_group("sweep")
     sweep.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...",
@@ -47,23 +53,26 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> pd.DataFrame:
-    cfg = resolved_config(args)
-    output = cfg["output"] or f"runs/sweep_{cfg['model']}"
-    factors = [parse_factor(text) for text in args.vary]
-    return run_sweep(cfg, factors, output, mode=args.mode, repeats=args.repeats,
-                     jobs=args.jobs, backend=args.backend, address=args.address,
-                     metric=args.metric)
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    return parse_training_args(parser, argv)
 
 
-def parse_and_run(argv: list[str] | None = None) -> pd.DataFrame:
-    return main(parse_training_args(get_args_parser(), argv))
+def to_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {"config": resolved_config(args), "vary": args.vary, "mode": args.mode,
+            "repeats": args.repeats, "jobs": args.jobs, "backend": args.backend,
+            "address": args.address, "metric": args.metric}
 
 
-def cli() -> None:
-    run_tool(parse_and_run, None,
-             interrupted="stopped: run the same command again to resume the sweep")
+def interrupted(args: argparse.Namespace) -> str:
+    return "stopped: run the same command again to resume the sweep"
 
 
-if __name__ == "__main__":
-    cli()
+main = library_call(__name__)
+cli = functools.partial(run_command, "sweep")
+
+
+def parse_and_run(argv: list[str] | None = None) -> Any:
+    """Parse `argv` and sweep (what `palm sweep` does, without the exit); the results table."""
+    args = parse_training_args(get_args_parser(), argv)
+    with verbosity(args):
+        return main(args)

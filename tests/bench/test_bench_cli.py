@@ -10,6 +10,7 @@ import pytest
 import palm.bench.data
 import palm.bench.loadtest
 import palm.bench.sections
+import palm.bench.tasks
 from palm.bench.settings import SECTIONS, BenchSettings
 from palm.cli import benchmark, benchmark_data, loadtest
 
@@ -26,7 +27,8 @@ def test_cli_module_imports_no_other_cli_module(module):
 
 def test_benchmark_flags_reach_the_library(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(benchmark, "run_benchmark", lambda *a, **k: calls.append((a, k)) or {})
+    monkeypatch.setattr(palm.bench.tasks, "run_benchmark",
+                        lambda *a, **k: calls.append((a, k)) or {})
     argv = ["--models", "lenet5, alexnet", "--sizes", "32,64", "--sections", "eval,stats",
             "--iters", "3", "--predict-images", "5,2", "--table", "--work-dir", str(tmp_path),
             "--output", str(tmp_path / "b.json")]
@@ -54,15 +56,27 @@ def test_benchmark_table_takes_models(tmp_path, monkeypatch):
 
 def test_loadtest_and_benchmark_data_flags_reach_the_library(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(loadtest, "run_loadtest",
+    monkeypatch.setattr(palm.bench.loadtest, "run_loadtest",
                         lambda *a, **k: calls.append((a, k)) or {"errors": 0})
     loadtest.main(loadtest.get_args_parser().parse_args(
         ["--model", "lenet5", "--requests", "3", "--rounds", "1", "--work-dir", str(tmp_path)]))
     (args, kwargs), = calls
-    assert args == (str(tmp_path),) and kwargs["model"] == "lenet5"
+    assert args == () and kwargs["work_dir"] == str(tmp_path) and kwargs["model"] == "lenet5"
     assert (kwargs["requests"], kwargs["rounds"], kwargs["checkpoint"]) == (3, 1, None)
-    monkeypatch.setattr(benchmark_data, "run_input_pipeline",
+    monkeypatch.setattr(palm.bench.data, "run_input_pipeline",
                         lambda *a, **k: calls.append((a, k)) or {})
     benchmark_data.main(benchmark_data.get_args_parser().parse_args(
         ["--workers", "1", "--out", "x.json"]))
-    assert calls[-1][0][-1] == [1] and calls[-1][1] == {"output": "x.json"}
+    assert calls[-1][0] == () and calls[-1][1]["workers"] == [1]
+    assert calls[-1][1]["output"] == "x.json"
+
+
+def test_loadtest_exits_1_when_a_request_failed(monkeypatch, tmp_path):
+    from palm.cli.common import cli
+
+    for errors, code in ((0, 0), (2, 1)):
+        monkeypatch.setattr(palm.bench.loadtest, "run_loadtest",
+                            lambda *a, errors=errors, **k: {"errors": errors})
+        with pytest.raises(SystemExit) as exited:
+            cli("loadtest", ["--model", "lenet5", "--work-dir", str(tmp_path), "-q"])
+        assert exited.value.code == code

@@ -1,0 +1,54 @@
+"""What `palm prepare`, `palm stats` and `palm digits` do, as functions of plain parameters
+(see palm.engine.tasks): the work of palm.data's modules plus the lines the commands print."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from palm.data.digits import export_digits
+from palm.data.prepare import write_fold_lists, write_split_lists, xlsx_to_csv
+from palm.data.stats import data_set_stats
+
+
+def run_prepare(command: str, *, xlsx: str | None = None, data: str | None = None,
+                output: str | None = None, seed: int = 0, skip_bad: bool = False,
+                val_fraction: float = 0.2, k: int = 5, train_command: str = "palm train"
+                ) -> list[Path]:
+    """`command` xlsx2csv (of `xlsx`), split or kfold (of `data`) into `output`; print the
+    files written and, after a split, the `train_command` line that trains on it."""
+    if command == "xlsx2csv":
+        written = [xlsx_to_csv(xlsx, output)]
+    elif command == "split":
+        lists = write_split_lists(data, output, val_fraction, seed, skip_bad)
+        written = lists.files
+    else:
+        written = write_fold_lists(data, output, k, seed, skip_bad).files
+    for path in written:
+        print(f"wrote {path}")
+    if command == "split":
+        # PALM photos keep the fundus augmentation; lists default to the label-safe preset
+        print(f"train: {train_command} --train-csv {written[0]} --val-csv {written[1]} "
+              f"--data-root {lists.data_root}" + (" --augment fundus" if lists.palm_layout else ""))
+    return written
+
+
+def run_stats(source: str | os.PathLike, *, split: str = "train", image_size: int = 224,
+              fundus_crop: bool = False, max_images: int | None = None, seed: int = 0,
+              output: str | os.PathLike | None = None) -> dict:
+    """data_set_stats of `source`, printed (and written to `output` as JSON when given)."""
+    result = data_set_stats(source, split, image_size, fundus_crop, max_images, seed, output)
+    print(f"mean (RGB, 0..1): {result['mean']}")
+    print(f"std  (RGB, 0..1): {result['std']}  ({result['images']} images)")
+    return result
+
+
+def run_digits(output: str | os.PathLike, *, image_size: int = 32, val_fraction: float = 0.25,
+               per_class: int | None = None, seed: int = 0) -> Path:
+    """export_digits into `output`, with a line on what was written and how to train on it."""
+    out = export_digits(output, image_size, val_fraction, per_class, seed)
+    counts = {split: sum(1 for _ in (out / split).rglob("*.png")) for split in ("train", "val")}
+    print(f"wrote {counts['train']} training and {counts['val']} validation digits "
+          f"({image_size} px) to {out}\n"
+          f"train: python tools/train.py --model lenet5 --train-dir {out}/train "
+          f"--val-dir {out}/val")
+    return out
