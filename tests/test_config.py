@@ -51,7 +51,7 @@ def test_missing_model_config_falls_back_with_warning(tmp_path, caplog):
     [
         ("learning_rate: 0.1\n", "unknown key.*learning_rate"),
         ("epochs: ten\n", "epochs must be int"),
-        ("optimizer: sgd\n", "optimizer='sgd'; choose from momentum, adam, adamw"),
+        ("optimizer: sgd\n", "optimizer 'sgd': choose from momentum, adam, adamw"),
         ("fundus_crop: 1\n", "fundus_crop must be bool"),
         ("pos_weight: heavy\n", "pos_weight must be a number or 'auto'"),
         ("- a\n- b\n", "expected a mapping"),
