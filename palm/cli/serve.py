@@ -42,6 +42,9 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--save-dir", default=None,
                    help="keep every uploaded photo here (created and checked at start)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="per request (413 above)")
+    p.add_argument("--max-inflight-mb", type=float, default=80.0,
+                   help="upload bytes held in memory by all requests at once; a request that "
+                        "would go over gets 503 (at least --max-upload-mb)")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="per photo, read from its header before decoding (default: "
                         "$PALM_MAX_PIXELS or 100 MP)")

@@ -22,7 +22,8 @@ Every error is JSON `{"error": message, "request_id": ...}` with a status saying
 wrong: 401 no or wrong token, 403 another web site's page, 408 request head or upload too
 slow, 413 upload, image or photo count too large, 415 not an image (the content is decoded,
 the extension is ignored), 422 empty or damaged image, no photo, or a photo for which the
-model's output is not finite (NaN or inf), 503 busy, 504 timeout, 500 a bug (its traceback
+model's output is not finite (NaN or inf), 503 busy (queue full, no decoding slot, or
+too many upload bytes held at once), 504 timeout, 500 a bug (its traceback
 goes to the log, never to the client). Every request
 is logged as one JSON line with its id, which the response repeats in `X-Request-ID`.
 Every response forbids framing by other pages and MIME sniffing (SECURITY_HEADERS).
@@ -59,8 +60,8 @@ from palm.errors import describe_os_error
 from palm.io_utils import atomic_path
 from palm.serve.batcher import Abandoned, MicroBatcher, QueueFull, RequestWatch
 from palm.serve.config import ServiceConfig, is_loopback
-from palm.serve.guard import (RequestGuard, UploadTooLarge, UploadTooSlow, check_token,
-                              error_response, has_token)
+from palm.serve.guard import (RequestGuard, UploadBudget, UploadsBusy, UploadTooLarge,
+                              UploadTooSlow, check_token, error_response, has_token)
 from palm.serve.logs import log_event
 from palm.serve.model_runner import (ModelRunner, Photo, overlay_png_base64,
                                      return_large_blocks_to_the_system)
@@ -107,8 +108,10 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
     app = FastAPI(title="palm screening service", lifespan=_lifespan(service), docs_url=None,
                   redoc_url=None, openapi_url=None)
     app.state.runner, app.state.batcher = runner, batcher
+    app.state.upload_budget = UploadBudget(int(config.max_inflight_mb * 1e6))
     app.add_middleware(RequestGuard, max_bytes=int(config.max_upload_mb * 1e6),
-                       upload_timeout=config.upload_timeout, loopback=is_loopback(config.host))
+                       upload_timeout=config.upload_timeout, loopback=is_loopback(config.host),
+                       budget=app.state.upload_budget)
     _add_error_handlers(app)
     _add_routes(app, service)
     return app
@@ -137,7 +140,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), _request_id(request))
+        response = error_response(exc.status_code, str(exc.detail), _request_id(request))
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -192,8 +197,8 @@ def _health(service: Service, request: Request) -> JSONResponse:
 
 def _model_info(service: Service) -> dict[str, Any]:
     config = service.config
-    limits = {k: getattr(config, k) for k in ("max_upload_mb", "max_files", "max_queue",
-                                               "timeout", "upload_timeout", "header_timeout",
+    limits = {k: getattr(config, k) for k in ("max_upload_mb", "max_inflight_mb", "max_files",
+                                               "max_queue", "timeout", "upload_timeout", "header_timeout",
                                                "max_batch", "max_wait_ms", "max_decoding")}
     return {**service.model_info,
             "limits": {**limits, "max_pixels": max_pixels_setting(config.max_pixels)}}
@@ -271,6 +276,8 @@ async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, byt
         raise HTTPException(413, str(e)) from None
     except UploadTooSlow as e:
         raise HTTPException(408, str(e)) from None
+    except UploadsBusy as e:  # the rest of the body is not read: the connection cannot be reused
+        raise HTTPException(503, str(e), headers={"Connection": "close"}) from None
     except ClientDisconnect:  # the client left mid-upload: an abandoned request, not a bug
         raise HTTPException(499, "the client closed the request during its upload") from None
     except HTTPException as e:  # starlette's 400 for any MultiPartException, its message as detail

@@ -27,6 +27,10 @@ class ServiceConfig:
     token: str | None = None
     save_dir: str | None = None
     max_upload_mb: float = 20.0  # per request
+    # upload bytes held in memory by all requests at once (each keeps its upload until it
+    # ends, waiting for a decoding slot included): the max_decoding=2 requests decoding and
+    # as many more received, ready for the next slots, at max_upload_mb each
+    max_inflight_mb: float = 80.0
     max_pixels: int | None = None  # per photo; None: palm.data's default ($PALM_MAX_PIXELS)
     max_files: int = 64  # photos per request
     max_queue: int = 64  # photos waiting for the model
@@ -48,6 +52,10 @@ class ServiceConfig:
             if not getattr(self, name) > 0:
                 raise BadConfig(f"{name} must be positive, got {getattr(self, name)}",
                                 param=name)
+        if self.max_inflight_mb < self.max_upload_mb:
+            raise BadConfig(f"max_inflight_mb must be >= max_upload_mb ({self.max_upload_mb:g}), "
+                            f"got {self.max_inflight_mb:g}: one upload of the largest size must "
+                            "fit", param="max_inflight_mb")
         if self.max_wait_ms < 0:
             raise BadConfig(f"max_wait_ms must be >= 0, got {self.max_wait_ms}",
                             param="max_wait_ms")

@@ -38,6 +38,35 @@ class UploadTooSlow(Exception):
     pass
 
 
+class UploadsBusy(Exception):
+    """The request's upload would push the bytes held by all requests over UploadBudget."""
+
+
+class UploadBudget:
+    """The upload bytes held in memory by all requests at once, and their limit.
+
+    Every request keeps its upload in memory until it ends (waiting for a decoding slot
+    included), so without a bound memory grows with the number of clients uploading. All
+    requests run in the server's one event loop: no lock is needed.
+    """
+
+    def __init__(self, limit_bytes: int):
+        self.limit = limit_bytes
+        self.held = 0
+        self.high_water = 0  # the most ever held at once (the tests check the bound)
+
+    def take(self, n: int) -> bool:
+        """Hold `n` more bytes if the total stays within the limit; False if it would not."""
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        self.high_water = max(self.high_water, self.held)
+        return True
+
+    def release(self, n: int) -> None:
+        self.held -= n
+
+
 def error_response(status: int, message: str, request_id: str | None,
                    **extra: Any) -> JSONResponse:
     """The service's JSON error: `{"error", "status", "request_id", **extra}`."""
@@ -58,15 +87,23 @@ class RequestGuard:
     cut off too (UploadTooSlow, 408): a client trickling bytes would otherwise hold its
     connection, and what it sent so far, for ever.
 
+    The upload bytes of all requests together are bounded by `budget`: a request whose
+    Content-Length would go over it is refused (503) before its body is read, one sent without
+    a length is cut off when its next bytes would (UploadsBusy, 503); either holds its bytes
+    until it ends, however it ends. Holding the declared length from the start means a
+    request let in is never cut off halfway because others arrived.
+
     Web pages of other sites are refused (403): a POST with an Origin other than the service's
     own (a page making the browser post to it), and, when the service listens on loopback
     only, a Host header naming another machine (a page of a name its site made resolve to
     127.0.0.1 could otherwise read the answers). Scripts and curl send no Origin.
     """
 
-    def __init__(self, app: Any, max_bytes: int, upload_timeout: float, loopback: bool):
+    def __init__(self, app: Any, max_bytes: int, upload_timeout: float, loopback: bool,
+                 budget: UploadBudget):
         self.app = app
         self.max_bytes = max_bytes
+        self.budget = budget
         self.upload_timeout = upload_timeout
         self.loopback = loopback
 
@@ -89,10 +126,11 @@ class RequestGuard:
             await send(message)
 
         received = 0
+        held = 0  # of `budget`, given back in the finally below
         body_done = False
 
         async def limited_receive() -> dict:
-            nonlocal received, body_done
+            nonlocal received, held, body_done
             if body_done:  # later reads only wait for the client to disconnect
                 return await receive()
             left = start + self.upload_timeout - time.perf_counter()
@@ -106,20 +144,31 @@ class RequestGuard:
             received += len(message.get("body", b""))
             if received > self.max_bytes:
                 raise UploadTooLarge(self._too_large(received, "at least "))
+            if received > held:  # a body without Content-Length (or longer than it said)
+                if not self.budget.take(received - held):
+                    raise UploadsBusy(self._busy())
+                held = received
             return message
 
         headers = Headers(scope=scope)
         length = headers.get("content-length", "")
+        declared = int(length) if length.isdigit() else 0
         foreign = self._foreign_site(scope["method"], headers)
         try:
             if foreign:
                 await error_response(403, foreign, request_id)(scope, receive, send_with_id)
-            elif length.isdigit() and int(length) > self.max_bytes:
-                refusal = error_response(413, self._too_large(int(length)), request_id)
+            elif declared > self.max_bytes:
+                refusal = error_response(413, self._too_large(declared), request_id)
+                await refusal(scope, receive, send_with_id)
+            elif not self.budget.take(declared):  # refused before its body is read
+                refusal = error_response(503, self._busy(), request_id)
+                refusal.headers["Connection"] = "close"  # its body is not read
                 await refusal(scope, receive, send_with_id)
             else:
+                held = declared
                 await self.app(scope, limited_receive, send_with_id)
         finally:
+            self.budget.release(held)
             log_event("request", request_id=request_id, method=scope["method"],
                       path=scope["path"], status=status[0], bytes=max(received, int(length or 0)),
                       ms=round((time.perf_counter() - start) * 1000, 1))
@@ -136,6 +185,10 @@ class RequestGuard:
                 urllib.parse.urlsplit(origin).netloc != host:
             return f"request from the web page of {origin!r} refused: another site's page"
         return ""
+
+    def _busy(self) -> str:
+        return (f"busy receiving other uploads (at most {self.budget.limit / 1e6:g} MB held at "
+                "once); try again shortly")
 
     def _too_large(self, size: int, qualifier: str = "") -> str:
         return (f"upload of {qualifier}{size / 1e6:.1f} MB is over the limit of "
