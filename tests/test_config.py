@@ -76,9 +76,9 @@ def test_save_config_round_trips(tmp_path):
 def test_repo_configs_are_valid():
     paths = sorted(p for p in config.CONFIG_DIR.iterdir() if p.name.endswith(".yaml"))
     configs = sorted(p.name.removesuffix(".yaml") for p in paths)
-    missing = [name for name in list_models() if name not in configs]
-    assert not missing, f"no palm/configs/NAME.yaml for {missing} (a line `model: NAME` will do)"
-    assert configs == list_models()  # one packaged config per registered network
+    # Configs are optional (a network without one trains on DEFAULTS); each one names a network.
+    unknown = [name for name in configs if name not in list_models()]
+    assert not unknown, f"palm/configs/NAME.yaml for unregistered networks {unknown}"
     for path in paths:
         cfg = config.load_config(path)
         assert cfg["model"] == path.name.removesuffix(".yaml")
