@@ -36,7 +36,7 @@ from palm.cli import predict as predict_tool
 from palm.cli import report as report_tool
 from palm.cli import train as train_tool
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NO_AUGMENT = ("augment: {hflip: false, vflip: false, rotate: 0, brightness: 0, contrast: 0, "
               "random_resized_crop: 1.0}\n")
 
