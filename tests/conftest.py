@@ -1,13 +1,19 @@
-"""Shared fixtures: a tiny synthetic PALM data set built once per test session."""
+"""Shared fixtures: a tiny synthetic PALM data set and tiny checkpoints, built once per session."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import paddle
 import pytest
 
 from palm.data.synth import make_palm_dataset
 from palm.data.image_io import CACHE_DIR_ENV
+from palm.engine.checkpoint import save_checkpoint
+from palm.models import build_model
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,3 +36,44 @@ def palm_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_palm_dataset(
         tmp_path_factory.mktemp("palm"), n_train=24, n_val=16, image_size=64, difficulty=0.5, seed=0
     )
+
+
+CheckpointFactory = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> CheckpointFactory:
+    """Factory of untrained palm checkpoints (weights + sidecar with hashes, seed 0): one
+    per set of options, built once per session. The file it returns is shared and read-only;
+    with `into=FOLDER` it returns a private copy there (for tests that change the files).
+
+    make_checkpoint("lenet5")                                # 32 px LeNet-5
+    make_checkpoint("lenet", model_kwargs={"image_size": 32}, fundus_crop=False)
+    make_checkpoint("lenet5", into=tmp_path / "ck")          # a copy to damage
+    """
+    built: dict[str, Path] = {}
+
+    def make(model: str = "lenet5", image_size: int = 32, *, model_kwargs: dict | None = None,
+             into: Path | None = None, **meta: object) -> Path:
+        sidecar = {"model": model, "num_classes": 1, "image_size": image_size,
+                   "class_names": ["non-PM", "PM"], "normalize": "minus_one_one",
+                   "threshold": 0.5, "model_kwargs": model_kwargs or {}, **meta}
+        key = json.dumps(sidecar, sort_keys=True)
+        if key not in built:
+            paddle.seed(0)
+            path = tmp_path_factory.mktemp("ckpt") / "run" / "best.pdparams"
+            save_checkpoint(path, build_model(model, 1, **(model_kwargs or {})), sidecar)
+            built[key] = path
+        if into is None:
+            return built[key]
+        shutil.copytree(built[key].parent, into)
+        return into / built[key].name
+
+    return make
+
+
+@pytest.fixture
+def fresh_checkpoint(make_checkpoint: CheckpointFactory, tmp_path: Path) -> Path:
+    """An untrained 32 px LeNet-5 checkpoint (weights + sidecar with hashes), this test's own
+    copy in tmp_path/ck: change or damage it freely."""
+    return make_checkpoint("lenet5", into=tmp_path / "ck")

@@ -7,6 +7,8 @@ import pytest
 from palm import config
 from palm.models import list_models
 from palm.viz import plots
+from palm.config import load_config
+from palm.errors import BadConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,3 +120,15 @@ def test_plots_write_pngs(tmp_path):
     )  # no temporary files left behind
     with pytest.raises(ValueError, match=r"\(2, 2\).*3 class names"):
         plots.plot_confusion_matrix([[1, 1], [1, 2]], ["a", "b", "c"], tmp_path / "x.png")
+
+
+def test_yaml_aliases_cannot_expand_a_config(tmp_path):
+    """Aliases listing the one above nine times, 9 levels: printing `lr` in the error
+    message took minutes and gigabytes (here 7 levels, 4.8 million values)."""
+    lines = ['k0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"k{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 7)]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("model: lenet5\nlr: {" + ", ".join(lines) + "}\n")
+    with pytest.raises(BadConfig, match=r"laughs.yaml: not valid YAML \(more than 100000 values "
+                                        r"once its aliases"):
+        load_config(path)

@@ -4,6 +4,9 @@ import stat
 import pytest
 
 from palm.io_utils import atomic_path, write_json_atomic
+import re
+from palm.errors import OutputRefused
+from palm.io_utils import output_lock
 
 
 def test_atomic_write_leaves_no_temp_and_uses_umask_permissions(tmp_path):
@@ -26,3 +29,22 @@ def test_failed_write_keeps_previous_file(tmp_path):
             raise RuntimeError("crash mid-write")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["keep.txt"]
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+@pytest.mark.parametrize("folder", [False, True])
+def test_link_planted_as_lock_file_is_refused_and_its_target_kept(link, folder, tmp_path):
+    """The lock file is truncated and written: a link at its name clobbered what it led to."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    output = tmp_path / ("run" if folder else "out.csv")
+    lock = output / ".lock" if folder else tmp_path / "out.csv.lock"
+    lock.parent.mkdir(exist_ok=True)
+    if link == "symbolic":
+        lock.symlink_to(victim)
+    else:
+        os.link(victim, lock)
+    with pytest.raises(OutputRefused, match=re.escape(str(lock))):
+        with output_lock(output, folder=folder):
+            pass
+    assert victim.read_text() == "precious"

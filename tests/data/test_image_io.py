@@ -242,3 +242,80 @@ def test_loader_workers_seed_augmentation_per_epoch(palm_root):
     np.testing.assert_array_equal(a0, b0)
     np.testing.assert_array_equal(a1, b1)
     assert not np.array_equal(a0, a1)
+
+
+def _radiance_hdr(side: int) -> bytes:
+    """A run-length-coded Radiance HDR image: 2 kB per row, side x side float pixels."""
+    channel = b""
+    left = side
+    while left:
+        run = min(127, left)
+        channel += bytes([128 + run, 100])
+        left -= run
+    row = bytes([2, 2, side >> 8, side & 255]) + channel * 4
+    return b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y %d +X %d\n" % (side, side) + row * side
+
+
+def test_format_opencv_decodes_but_pil_cannot_size_is_refused(tmp_path):
+    """OpenCV picks its decoder by content: an HDR named .png went past the pixel cap
+    (9 MB of file decoded to 12000 x 12000 float pixels, gigabytes)."""
+    path = tmp_path / "photo.png"
+    path.write_bytes(_radiance_hdr(2000))
+    with pytest.raises(ImageReadError, match=r"photo.png: not a JPEG, PNG, BMP or TIFF image"):
+        read_image(path, max_pixels=1_000_000)
+
+
+def test_16_bit_image_converts_without_float_copies(tmp_path):
+    """A 16-bit RGBA image became float32 copies (12+ bytes a pixel) before 8-bit: a 100 MP
+    PNG under the pixel cap took gigabytes."""
+    import tracemalloc
+
+    path = tmp_path / "deep.png"
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(path), rng.integers(0, 65536, (1000, 1000, 4), dtype=np.uint16))
+    # libpng keeps the high byte of each sample while decoding (palm.data.image_io._decode_flags)
+    expected = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)[..., 2::-1] >> 8
+    tracemalloc.start()
+    try:
+        image = read_image(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(image, expected.astype(np.uint8))
+    # the file read twice (array, bytes), 3 bytes a pixel decoded (8 + 4 + 3 when it was
+    # decoded unchanged), some slack; float copies add 12 or more bytes a pixel
+    assert peak < 2 * path.stat().st_size + 20 * 1_000_000
+
+
+def test_named_pipe_with_an_image_name_is_refused_not_waited_on(tmp_path):
+    """A FIFO named .jpg in an image folder or list: reading it waited forever."""
+    path = tmp_path / "eye.jpg"
+    os.mkfifo(path)
+    with pytest.raises(ImageReadError, match=r"eye.jpg: not a regular file"):
+        read_image(path)
+
+
+def test_cache_entry_that_is_not_an_image_is_decoded_again(tmp_path):
+    """A planted or damaged .npy in the cache (any shape, any dtype) was used as the image."""
+    path = tmp_path / "eye.png"
+    cv2.imwrite(str(path), np.full((40, 50, 3), 90, np.uint8))
+    read = CachedImageReader(tmp_path / "cache", 32)
+    expected = read(path)
+    for planted in (np.zeros(5, np.float64), np.zeros((4, 4, 5), np.uint8),
+                    np.zeros((400, 500, 3), np.uint8)):
+        np.save(read.cache_path(path), planted)
+        np.testing.assert_array_equal(read(path), expected)
+
+
+def test_progressive_jpeg_is_capped_at_its_full_size(tmp_path):
+    """libjpeg holds all coefficients of a progressive JPEG (3 bytes a pixel) even at 1/8
+    scale: a 65535 x 65535 one passed the 100 MP cap at 1/8 scale and needed 13 GB."""
+    image = np.full((800, 800, 3), 120, np.uint8)
+    baseline, progressive = tmp_path / "baseline.jpg", tmp_path / "progressive.jpg"
+    cv2.imwrite(str(baseline), image)
+    cv2.imwrite(str(progressive), image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert read_image(baseline, target_size=32, max_pixels=100_000).shape == (100, 100, 3)
+    with pytest.raises(ImageReadError, match=r"progressive.jpg: progressive JPEG, held at full "
+                                             r"size while decoding; image of 800x800 pixels"):
+        read_image(progressive, target_size=32, max_pixels=100_000)
+    assert read_image(progressive, target_size=32, max_pixels=640_000).shape == (100, 100, 3)

@@ -589,3 +589,42 @@ def test_a_small_file_of_shared_references_loads_quickly(tmp_path):
     start = time.perf_counter()
     assert isinstance(read_weights(path)["w"], list)
     assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"num_classes": 10**9, "class_names": []},
+     r"describes a lenet5 of 85,000,061,156 parameters, more than best.pdparams \([\d,]+ bytes\)"),
+    ({"model_kwargs": {"in_channels": 10**8}}, r"describes a lenet5 of 15,000,060,791 parameters"),
+    ({"model_kwargs": {"in_channels": -1}}, r"best.json: cannot build lenet5 \("),
+    ({"files": {"pdparams": "x"}}, r"best.json: files.pdparams must be \{\"sha256\": hex text"),
+    ({"class_names": ["PM"]}, r"best.json: 1 class_names for num_classes 1 \(needs 2\)"),
+    ({"class_names": ["PM", "PM"]}, r"best.json: class_names must differ"),
+])
+def test_sidecar_cannot_ask_for_a_huge_or_broken_network(change, expected, fresh_checkpoint):
+    """A sidecar's sizes allocated gigabytes (MemoryError) or crashed before the weights
+    were read; a wrong count of class names silently labelled positives ""."""
+    side = fresh_checkpoint.with_suffix(".json")
+    side.write_text(json.dumps({**json.loads(side.read_text()), **change}))
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint_model(fresh_checkpoint)
+
+
+def test_recovery_removes_only_palm_leftovers(tmp_path):
+    """Recovery ran on any --output folder and deleted every hidden .tmp file in it."""
+    others = [tmp_path / ".notes.tmp", tmp_path / ".backup.20240101.tmp"]
+    ours = [tmp_path / ".last.pdparams.0a1b2c3d.tmp", tmp_path / ".config.yaml.k2_x9qzt.tmp"]
+    for path in others + ours:
+        path.write_text("x")
+    assert recover_folder(tmp_path) == [f"{tmp_path}: removed 2 temporary file(s) of an "
+                                        "interrupted write"]
+    assert [p.exists() for p in others + ours] == [True, True, False, False]
+
+
+@pytest.mark.parametrize("name", ["best.json", ".palm-commit.json"])
+def test_deeply_nested_json_is_named_as_damaged(name, fresh_checkpoint):
+    """100000 nested brackets: a RecursionError naming no file (a traceback in recovery)."""
+    (fresh_checkpoint.parent / name).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match=rf"{re.escape(name)}: (not valid JSON|damaged "
+                                              r"commit record) \(maximum recursion depth"):
+        load_checkpoint_model(fresh_checkpoint) if name == "best.json" else recover_folder(
+            fresh_checkpoint.parent)

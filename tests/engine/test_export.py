@@ -22,6 +22,8 @@ from palm.engine.inference import (
 )
 from palm.models import build_model
 from palm.cli import export as export_tool
+from palm.engine.checkpoint import CheckpointError
+from palm.engine.inference import exported_files
 
 SIZE = 64
 META = {
@@ -278,3 +280,17 @@ def test_eval_tool_bf16_records_precision_and_stays_close(exported, palm_root, t
         probs[precision] = pd.read_csv(tmp_path / precision / "predictions.csv")["probability"]
     diff = np.abs(probs["bf16"] - probs["fp32"])
     assert 0 < diff.max() < 0.02
+
+
+def test_export_record_with_malformed_hashes_is_refused(fresh_checkpoint, tmp_path):
+    """export.sha256 as a number crashed with a TypeError; as text, it checked nothing."""
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    for name in ("model.json", "model.pdiparams"):
+        (folder / name).write_bytes(b"")
+    meta = json.loads(fresh_checkpoint.with_suffix(".json").read_text())
+    for hashes in (5, "model.json"):
+        meta["export"] = {"sha256": hashes}
+        (folder / META_NAME).write_text(json.dumps(meta))
+        with pytest.raises(CheckpointError, match=r"export.sha256 must map file names"):
+            exported_files(folder)
