@@ -77,3 +77,10 @@ def fresh_checkpoint(make_checkpoint: CheckpointFactory, tmp_path: Path) -> Path
     """An untrained 32 px LeNet-5 checkpoint (weights + sidecar with hashes), this test's own
     copy in tmp_path/ck: change or damage it freely."""
     return make_checkpoint("lenet5", into=tmp_path / "ck")
+
+
+@pytest.fixture(scope="session")
+def lenet_checkpoint(make_checkpoint: CheckpointFactory) -> Path:
+    """An untrained LeNet checkpoint for 32-px images, no fundus crop (only the plumbing
+    matters). Shared: read-only."""
+    return make_checkpoint("lenet", model_kwargs={"image_size": 32}, fundus_crop=False)

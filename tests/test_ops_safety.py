@@ -46,18 +46,6 @@ def _exit(main, args):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A LeNet checkpoint for 32-px images (weights untrained: only the plumbing matters)."""
-    paddle.seed(0)
-    ckpt = tmp_path_factory.mktemp("ckpt") / "run" / "best.pdparams"
-    save_checkpoint(ckpt, build_model("lenet", 1, image_size=32), {
-        "model": "lenet", "num_classes": 1, "class_names": ["non-PM", "PM"], "image_size": 32,
-        "normalize": "minus_one_one", "fundus_crop": False, "threshold": 0.5,
-        "model_kwargs": {"image_size": 32}})
-    return ckpt
-
-
-@pytest.fixture(scope="module")
 def many_photos(palm_root, tmp_path_factory) -> Path:
     """240 photos (hard links to the 16 synthetic validation images): long enough a run."""
     folder = tmp_path_factory.mktemp("many")
@@ -178,9 +166,9 @@ def test_lock_of_a_killed_process_is_not_stale(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_predict_runs_on_one_output(checkpoint, many_photos, tmp_path):
+def test_two_predict_runs_on_one_output(lenet_checkpoint, many_photos, tmp_path):
     out = tmp_path / "preds.csv"
-    argv = ["--checkpoint", str(checkpoint), "--input", str(many_photos), "--output", str(out),
+    argv = ["--checkpoint", str(lenet_checkpoint), "--input", str(many_photos), "--output", str(out),
             "--engine", "dygraph", "--batch-size", "4", "--num-workers", "0", "--no-progress"]
     first, refusal, stdout, stderr = _second_run_while_first_holds(
         "predict.py", argv, tmp_path / "preds.csv.lock")
@@ -189,10 +177,10 @@ def test_two_predict_runs_on_one_output(checkpoint, many_photos, tmp_path):
     assert first.returncode == 0, stderr
     assert "240 images, 0 errors" in stdout
     # the CSV is exactly the first run's: every photo once, as a lone run predicts it
-    model, meta = load_checkpoint_model(checkpoint)
+    model, meta = load_checkpoint_model(lenet_checkpoint)
     expected = predict_to_csv(model, meta, list_images(many_photos), tmp_path / "alone.csv",
                               batch_size=4, num_workers=0, progress=False,
-                              checkpoint_sha256=weights_sha256(checkpoint)).output
+                              checkpoint_sha256=weights_sha256(lenet_checkpoint)).output
     got, want = pd.read_csv(out), pd.read_csv(expected)
     assert len(got) == 240 and got["path"].is_unique
     assert got["path"].tolist() == want["path"].tolist()
@@ -215,16 +203,16 @@ def test_two_trainings_into_one_output(palm_root, tmp_path):
 
 # --- output guard --------------------------------------------------------------------------
 
-def test_output_guard_protects_checkpoints_inputs_and_foreign_files(checkpoint, palm_root, tmp_path):
+def test_output_guard_protects_checkpoints_inputs_and_foreign_files(lenet_checkpoint, palm_root, tmp_path):
     photos = sorted(map(str, (palm_root / "PALM-Validation400").glob("*.jpg")))
-    weights = checkpoint.read_bytes()
+    weights = lenet_checkpoint.read_bytes()
     odd_input = tmp_path / "scan.dat"  # a single input file may have any extension
     odd_input.write_bytes(b"x")
     foreign = tmp_path / "notes.csv"
     foreign.write_text("name,score\na,1\n")
     cases = {
-        str(checkpoint): "has a .pdparams extension",
-        str(checkpoint.with_suffix(".json")): "has a .json extension",
+        str(lenet_checkpoint): "has a .pdparams extension",
+        str(lenet_checkpoint.with_suffix(".json")): "has a .json extension",
         photos[0]: "has a .jpg extension",
         str(tmp_path / "new.png"): "has a .png extension",  # not even a new image file
         str(tmp_path): "is a folder",
@@ -237,31 +225,31 @@ def test_output_guard_protects_checkpoints_inputs_and_foreign_files(checkpoint, 
         check_output(odd_input, [str(odd_input)])
     # through the tool: one line, before any model is loaded, nothing touched
     args = predict_tool.get_args_parser().parse_args(
-        ["--checkpoint", str(checkpoint), "--input", photos[0], "--output", str(checkpoint)])
+        ["--checkpoint", str(lenet_checkpoint), "--input", photos[0], "--output", str(lenet_checkpoint)])
     assert _exit(predict_tool.main, args) == (
-        f"error: --output {checkpoint} has a .pdparams extension (a checkpoint, config or image, "
+        f"error: --output {lenet_checkpoint} has a .pdparams extension (a checkpoint, config or image, "
         "not a CSV); predictions go to a new or earlier predictions .csv file")
     args.output = photos[0]
     assert _exit(predict_tool.main, args).startswith(f"error: --output {photos[0]} has a .jpg")
-    assert checkpoint.read_bytes() == weights
+    assert lenet_checkpoint.read_bytes() == weights
     assert foreign.read_text() == "name,score\na,1\n"
     # a CSV palm wrote may be written again (and resumed)
-    model, meta = load_checkpoint_model(checkpoint)
+    model, meta = load_checkpoint_model(lenet_checkpoint)
     out = tmp_path / "p.csv"
     for _ in range(2):
         predict_to_csv(model, meta, photos[:2], out, num_workers=0, progress=False,
-                       checkpoint_sha256=weights_sha256(checkpoint))
+                       checkpoint_sha256=weights_sha256(lenet_checkpoint))
     assert len(pd.read_csv(out)) == 2
 
 
-def test_folder_outputs_refuse_a_file(tmp_path, checkpoint):
+def test_folder_outputs_refuse_a_file(tmp_path, lenet_checkpoint):
     plain = tmp_path / "plain.txt"
     plain.write_text("keep me")
     with pytest.raises(OutputRefused, match="plain.txt is a file, not a folder"):
         with output_lock(plain, folder=True):
             pass
     args = eval_tool.get_args_parser().parse_args(
-        ["--checkpoint", str(checkpoint), "--val-dir", str(tmp_path), "--output", str(plain)])
+        ["--checkpoint", str(lenet_checkpoint), "--val-dir", str(tmp_path), "--output", str(plain)])
     assert _exit(eval_tool.main, args) == (
         f"error: {plain} is a file, not a folder; choose another --output")
     assert plain.read_text() == "keep me"
@@ -290,9 +278,9 @@ def test_read_only_output_is_one_line(tmp_path, palm_root):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("tool", ["predict", "train"])
-def test_no_worker_survives_a_killed_run(tool, checkpoint, many_photos, palm_root, tmp_path):
+def test_no_worker_survives_a_killed_run(tool, lenet_checkpoint, many_photos, palm_root, tmp_path):
     if tool == "predict":
-        proc = _start("predict.py", ["--checkpoint", str(checkpoint), "--input", str(many_photos),
+        proc = _start("predict.py", ["--checkpoint", str(lenet_checkpoint), "--input", str(many_photos),
                                      "--output", str(tmp_path / "p.csv"), "--engine", "dygraph",
                                      "--batch-size", "1", "--num-workers", "2", "--no-progress"])
     else:
@@ -402,8 +390,8 @@ def test_config_values_out_of_range_name_the_file(tmp_path):
     (eval_tool, ["--threshold", "-1"], "error: --threshold must be in [0, 1], got -1.0"),
     (eval_tool, ["--num-workers", "-2"], "error: --num-workers must be >= 0, got -2"),
 ])
-def test_eval_predict_options_out_of_range_are_one_line(tool, argv, line, checkpoint, tmp_path):
-    base = ["--checkpoint", str(checkpoint), "--output", str(tmp_path / "out.csv")]
+def test_eval_predict_options_out_of_range_are_one_line(tool, argv, line, lenet_checkpoint, tmp_path):
+    base = ["--checkpoint", str(lenet_checkpoint), "--output", str(tmp_path / "out.csv")]
     base += ["--input", str(tmp_path)] if tool is predict_tool else ["--val-dir", str(tmp_path)]
     assert _exit(tool.main, tool.get_args_parser().parse_args(base + argv)) == line
     assert list(tmp_path.iterdir()) == []  # refused before anything was written
@@ -514,7 +502,7 @@ def test_disk_full_training_on_a_real_full_device(palm_root, tmpfs):
 
 # --- Grad-CAM names ------------------------------------------------------------------------
 
-def test_cam_overlays_of_same_stem_get_two_files(checkpoint, palm_root, tmp_path):
+def test_cam_overlays_of_same_stem_get_two_files(lenet_checkpoint, palm_root, tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
     src = sorted((palm_root / "PALM-Validation400").glob("*.jpg"))[0]
@@ -522,7 +510,7 @@ def test_cam_overlays_of_same_stem_get_two_files(checkpoint, palm_root, tmp_path
     import cv2
 
     cv2.imwrite(str(photos / "eye.png"), cv2.imread(str(src)))
-    model, meta = load_checkpoint_model(checkpoint)
+    model, meta = load_checkpoint_model(lenet_checkpoint)
     written, errors = write_cam_overlays(model, meta, list_images(photos), tmp_path / "cams",
                                          root=photos)
     assert (written, errors) == (2, [])

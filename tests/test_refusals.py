@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import paddle
 import pytest
 import yaml
 from PIL import Image
@@ -19,12 +18,10 @@ from PIL import Image
 from palm.cli import run_tool
 from palm.cli import cam as cam_tool, cv as cv_tool, predict as predict_tool, report as report_tool
 from palm.cli import sweep as sweep_tool, train as train_tool
-from palm.engine.checkpoint import save_checkpoint
 from palm.engine.export import META_NAME, export_checkpoint
 from palm.engine.inference import has_int8
 from palm.engine.quantize import quantize_to_folder
 from palm.errors import BadConfig, BadData, OutputRefused
-from palm.models import build_model
 
 
 def _photos(folder: Path, n: int, size: int = 32) -> Path:
@@ -141,27 +138,15 @@ def test_report_on_empty_folders_is_an_error_and_writes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["eval", "metrics.csv", "run"]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """An untrained LeNet checkpoint for 32-px images (only the plumbing matters)."""
-    paddle.seed(0)
-    ckpt = tmp_path_factory.mktemp("ckpt") / "run" / "best.pdparams"
-    save_checkpoint(ckpt, build_model("lenet", 1, image_size=32), {
-        "model": "lenet", "num_classes": 1, "class_names": ["non-PM", "PM"], "image_size": 32,
-        "normalize": "minus_one_one", "fundus_crop": False, "threshold": 0.5,
-        "model_kwargs": {"image_size": 32}})
-    return ckpt
-
-
 # --- 5. and 6. predict and cam on a folder without images -------------------------------------
 
 @pytest.mark.parametrize("tool", [predict_tool, cam_tool])
-def test_a_folder_without_images_is_an_error_naming_it(tool, checkpoint, tmp_path):
+def test_a_folder_without_images_is_an_error_naming_it(tool, lenet_checkpoint, tmp_path):
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)
     (empty / "notes.txt").write_text("not a photo")
     output = tmp_path / ("preds.csv" if tool is predict_tool else "cams")
-    args = tool.get_args_parser().parse_args(["--checkpoint", str(checkpoint), "--input", str(empty),
+    args = tool.get_args_parser().parse_args(["--checkpoint", str(lenet_checkpoint), "--input", str(empty),
                                               "--output", str(output)])
     assert _exit(tool.main, args) == f"error: no images in {empty}"
     assert not output.exists()
@@ -169,7 +154,7 @@ def test_a_folder_without_images_is_an_error_naming_it(tool, checkpoint, tmp_pat
 
 # --- 7. a full disk while predict writes its rows ---------------------------------------------
 
-def test_disk_full_in_predict_names_the_file_being_written(checkpoint, palm_root, tmp_path,
+def test_disk_full_in_predict_names_the_file_being_written(lenet_checkpoint, palm_root, tmp_path,
                                                           monkeypatch):
     """The journal's write fails as a full device fails it: ENOSPC without a file name."""
     def disk_full(self, rows):
@@ -178,7 +163,7 @@ def test_disk_full_in_predict_names_the_file_being_written(checkpoint, palm_root
     monkeypatch.setattr(csv.DictWriter, "writerows", disk_full)
     output = tmp_path / "preds.csv"
     args = predict_tool.get_args_parser().parse_args([
-        "--checkpoint", str(checkpoint), "--input", str(palm_root / "PALM-Validation400"),
+        "--checkpoint", str(lenet_checkpoint), "--input", str(palm_root / "PALM-Validation400"),
         "--output", str(output), "--num-workers", "0", "--device", "cpu", "--no-progress"])
     assert _exit(predict_tool.main, args) == (
         f"error: {output}.partial: no space left on the device; free some space or write elsewhere")
@@ -187,8 +172,8 @@ def test_disk_full_in_predict_names_the_file_being_written(checkpoint, palm_root
 
 # --- 8. export --output onto a quantized folder ------------------------------------------------
 
-def test_export_onto_a_quantized_folder_removes_the_stale_int8_model(checkpoint, tmp_path):
-    folder = export_checkpoint(checkpoint, tmp_path / "exported")
+def test_export_onto_a_quantized_folder_removes_the_stale_int8_model(lenet_checkpoint, tmp_path):
+    folder = export_checkpoint(lenet_checkpoint, tmp_path / "exported")
     # the on-disk layout quantize leaves: its IR files and the int8 record in palm_meta.json
     (folder / "model_int8.xml").write_text("<net/>")
     (folder / "model_int8.bin").write_bytes(b"\0" * 8)
@@ -197,7 +182,7 @@ def test_export_onto_a_quantized_folder_removes_the_stale_int8_model(checkpoint,
     (folder / META_NAME).write_text(json.dumps(meta))
     assert has_int8(folder)
 
-    export_checkpoint(checkpoint, folder)
+    export_checkpoint(lenet_checkpoint, folder)
     assert not has_int8(folder)
     assert not (folder / "model_int8.xml").exists() and not (folder / "model_int8.bin").exists()
     assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.pdiparams", META_NAME]
@@ -210,21 +195,21 @@ def _unreadable_photo(tmp_path: Path) -> list[str]:
     return [str(tmp_path / "bad.jpg")]
 
 
-def test_quantize_checks_the_validation_data_before_calibrating(checkpoint, tmp_path):
+def test_quantize_checks_the_validation_data_before_calibrating(lenet_checkpoint, tmp_path):
     def validation_set(meta):
         raise BadData(f"{tmp_path / 'val'}: no images")
 
     output = tmp_path / "int8"
     with pytest.raises(BadData, match=f"^{tmp_path / 'val'}: no images$"):
-        quantize_to_folder(checkpoint, output, _unreadable_photo(tmp_path), validation_set)
+        quantize_to_folder(lenet_checkpoint, output, _unreadable_photo(tmp_path), validation_set)
     assert not output.exists()
 
 
-def test_quantize_refuses_an_output_folder_holding_other_files(checkpoint, tmp_path):
+def test_quantize_refuses_an_output_folder_holding_other_files(lenet_checkpoint, tmp_path):
     output = tmp_path / "mine"
     output.mkdir()
     (output / "notes.txt").write_text("mine")
     with pytest.raises(OutputRefused, match=f"^{output / 'notes.txt'}: not a file of a palm "
                                             "export; give an --output folder"):
-        quantize_to_folder(checkpoint, output, _unreadable_photo(tmp_path), lambda meta: [])
+        quantize_to_folder(lenet_checkpoint, output, _unreadable_photo(tmp_path), lambda meta: [])
     assert [p.name for p in output.iterdir()] == ["notes.txt"]
