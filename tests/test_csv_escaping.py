@@ -64,7 +64,7 @@ def test_write_csv_escapes_text_and_keeps_numbers(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(palm_root, tmp_path_factory) -> str:
+def trained_lenet5(palm_root, tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("lenet5") / "run"
     run = train_tool.main(train_tool.parse_args([
         "--model", "lenet5", "--data-root", str(palm_root), "--image-size", "32",
@@ -74,25 +74,25 @@ def checkpoint(palm_root, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def photos(palm_root, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("photos")
+def formula_photos(palm_root, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("formula_photos")
     train = sorted((palm_root / "PALM-Training400" / "PALM-Training400").glob("*.jpg"))
     for src, name in zip(train, NAMES):
         shutil.copy(src, folder / name)
     return folder
 
 
-def _predict(checkpoint: str, output: Path, *extra: str):
+def _predict(trained_lenet5: str, output: Path, *extra: str):
     return predict_tool.main(predict_tool.get_args_parser().parse_args([
-        "--checkpoint", checkpoint, "--input", ".", "--output", str(output), "--engine",
+        "--checkpoint", trained_lenet5, "--input", ".", "--output", str(output), "--engine",
         "dygraph", "--batch-size", "4", "--num-workers", "0", "--device", "cpu",
         "--no-progress", *extra]))
 
 
-def test_predict_escapes_paths_and_resume_matches_them(checkpoint, photos, tmp_path, monkeypatch):
-    monkeypatch.chdir(photos)  # --input . gives paths as bare file names
+def test_predict_escapes_paths_and_resume_matches_them(trained_lenet5, formula_photos, tmp_path, monkeypatch):
+    monkeypatch.chdir(formula_photos)  # --input . gives paths as bare file names
     out = tmp_path / "preds.csv"
-    assert _predict(checkpoint, out).images == len(NAMES)
+    assert _predict(trained_lenet5, out).images == len(NAMES)
     _assert_no_formula_cells(out)
     raw = pd.read_csv(out)
     assert sorted(raw["path"]) == sorted(escape_formula(n) for n in NAMES)
@@ -104,13 +104,13 @@ def test_predict_escapes_paths_and_resume_matches_them(checkpoint, photos, tmp_p
         csv.writer(f).writerows(_raw_cells(out)[:6])  # the header and 5 rows, as written
     shutil.copy(record_path(out), record_path(journal_path(out)))
     out.unlink()
-    summary = _predict(checkpoint, out, "--resume")
+    summary = _predict(trained_lenet5, out, "--resume")
     assert (summary.images, summary.reused) == (len(NAMES), 5)
     resumed = read_csv(out)
     assert sorted(resumed["path"]) == sorted(NAMES)
     _assert_no_formula_cells(out)
     # resuming a finished output redoes nothing
-    assert _predict(checkpoint, out, "--resume").reused == len(NAMES)
+    assert _predict(trained_lenet5, out, "--resume").reused == len(NAMES)
     assert sorted(read_csv(out)["path"]) == sorted(NAMES)
 
 

@@ -58,7 +58,7 @@ META = {"model": "resnet18", "num_classes": 1, "class_names": ["non-PM", "PM"],
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
+def resnet_checkpoint(tmp_path_factory) -> Path:
     """An untrained resnet18 at 64 px with a small random head."""
     paddle.seed(0)
     model = build_model("resnet18", num_classes=1)
@@ -70,13 +70,13 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def photos(palm_root: Path) -> list[Path]:
+def train_photos(palm_root: Path) -> list[Path]:
     return sorted((palm_root / "PALM-Training400" / "PALM-Training400").glob("*.jpg"))[:4]
 
 
 @pytest.fixture(scope="module")
-def client(checkpoint: Path):
-    config = ServiceConfig(checkpoint=str(checkpoint), engine="dygraph")
+def client(resnet_checkpoint: Path):
+    config = ServiceConfig(checkpoint=str(resnet_checkpoint), engine="dygraph")
     with TestClient(create_app(config), base_url="http://127.0.0.1:8000") as c:
         yield c
 
@@ -96,11 +96,11 @@ def _cam_result(client, photo: Path, heatmap_value: Callable[[int], np.ndarray])
     return response.json()["results"][0]
 
 
-def test_flat_gradcam_says_no_attention_instead_of_a_legend(client, photos):
-    flat = _cam_result(client, photos[0], lambda n: np.zeros((n, SIZE, SIZE), np.float32))
+def test_flat_gradcam_says_no_attention_instead_of_a_legend(client, train_photos):
+    flat = _cam_result(client, train_photos[0], lambda n: np.zeros((n, SIZE, SIZE), np.float32))
     assert flat["cam_png_base64"] and flat["cam_note"] == FLAT_MAP_NOTE
     ramp = np.linspace(0, 1, SIZE * SIZE, dtype=np.float32).reshape(SIZE, SIZE)
-    ranged = _cam_result(client, photos[0], lambda n: np.stack([ramp] * n))
+    ranged = _cam_result(client, train_photos[0], lambda n: np.stack([ramp] * n))
     assert "cam_note" not in ranged
     page = client.get("/").text  # the page draws the legend only without a note
     assert "r.cam_note ?" in page and "high attention" in page
@@ -147,7 +147,7 @@ def test_service_and_eval_name_the_same_threshold_source(client):
     runner = client.app.state.runner
     binary = EvalResult(np.array([0.2, 0.7], "float32"), np.array([0, 1]))
     assert (served["threshold"], served["threshold_source"]) == \
-        choose_threshold(binary, runner.meta, None, False) == (0.4, "checkpoint")
+        choose_threshold(binary, runner.meta, None, False) == (0.4, "resnet_checkpoint")
     original = runner.meta
     recorded = dict(original, threshold_source="operating point sens=0.9 on 40 val images")
     runner.meta = recorded
@@ -162,12 +162,12 @@ def test_service_and_eval_name_the_same_threshold_source(client):
 # ------------------------------------------------------------ 2: evaluating an export
 
 @pytest.fixture(scope="module")
-def checkpoint_with_selection(checkpoint: Path, palm_root: Path, tmp_path_factory) -> Path:
+def checkpoint_with_selection(resnet_checkpoint: Path, palm_root: Path, tmp_path_factory) -> Path:
     """The checkpoint as training leaves best.pdparams: the validation images chose it
     (select_on val), their logits in best_selection.csv."""
     run = tmp_path_factory.mktemp("run")
     for suffix in (".pdparams", ".json"):
-        shutil.copy(checkpoint.with_suffix(suffix), run / f"best{suffix}")
+        shutil.copy(resnet_checkpoint.with_suffix(suffix), run / f"best{suffix}")
     files = sorted((palm_root / "PALM-Validation400").glob("*.jpg"))
     pd.DataFrame({"path": [str(f.resolve()) for f in files], "label": [i % 2 for i in
                   range(len(files))], "logit": np.linspace(-1, 1, len(files))}).to_csv(
@@ -215,16 +215,16 @@ def test_reliability_legend_covers_no_point_of_the_curves():
 # ------------------------------------------------------------ 6: one photo, one probability
 
 @pytest.fixture(scope="module")
-def large_photo(photos, tmp_path_factory) -> Path:
+def large_photo(train_photos, tmp_path_factory) -> Path:
     """A 768 px JPEG: big enough that decoding for 64 px and for the overlay differ."""
-    rgb = cv2.resize(cv2.imread(str(photos[0])), (768, 768), interpolation=cv2.INTER_CUBIC)
+    rgb = cv2.resize(cv2.imread(str(train_photos[0])), (768, 768), interpolation=cv2.INTER_CUBIC)
     noise = np.random.default_rng(0).integers(-12, 13, rgb.shape)
     path = tmp_path_factory.mktemp("large") / "large.jpg"
     cv2.imwrite(str(path), np.clip(rgb + noise, 0, 255).astype(np.uint8))
     return path
 
 
-def test_grad_cam_does_not_change_the_probability(client, large_photo, photos):
+def test_grad_cam_does_not_change_the_probability(client, large_photo, train_photos):
     def probability(query: str, files: list[Path]) -> float:
         response = client.post("/v1/predict" + query, files=[
             ("files", (p.name, p.read_bytes(), "image/jpeg")) for p in files])
@@ -232,11 +232,11 @@ def test_grad_cam_does_not_change_the_probability(client, large_photo, photos):
 
     alone = probability("", [large_photo])
     assert probability("?cam=1", [large_photo]) == pytest.approx(alone, abs=1e-5)
-    assert probability("", [large_photo, *photos]) == pytest.approx(alone, abs=1e-5)
+    assert probability("", [large_photo, *train_photos]) == pytest.approx(alone, abs=1e-5)
 
 
-def test_batched_and_single_predictions_agree(checkpoint):
-    model, meta = load_checkpoint_model(checkpoint)
+def test_batched_and_single_predictions_agree(resnet_checkpoint):
+    model, meta = load_checkpoint_model(resnet_checkpoint)
     predictor = DygraphPredictor(model, meta)
     x = np.random.default_rng(0).uniform(-1, 1, (6, 3, SIZE, SIZE)).astype("float32")
     single = np.concatenate([predictor.predict(x[i:i + 1]) for i in range(len(x))])
