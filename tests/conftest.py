@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import paddle
 import pytest
 
@@ -50,19 +51,25 @@ def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> CheckpointFacto
     make_checkpoint("lenet5")                                # 32 px LeNet-5
     make_checkpoint("lenet", model_kwargs={"image_size": 32}, fundus_crop=False)
     make_checkpoint("lenet5", into=tmp_path / "ck")          # a copy to damage
+    make_checkpoint("resnet18", 64, head_std=0.05)           # a random head: logits vary
     """
     built: dict[str, Path] = {}
 
     def make(model: str = "lenet5", image_size: int = 32, *, model_kwargs: dict | None = None,
-             into: Path | None = None, **meta: object) -> Path:
+             head_std: float | None = None, into: Path | None = None, **meta: object) -> Path:
         sidecar = {"model": model, "num_classes": 1, "image_size": image_size,
                    "class_names": ["non-PM", "PM"], "normalize": "minus_one_one",
                    "threshold": 0.5, "model_kwargs": model_kwargs or {}, **meta}
-        key = json.dumps(sidecar, sort_keys=True)
+        key = json.dumps([sidecar, head_std], sort_keys=True)
         if key not in built:
             paddle.seed(0)
+            network = build_model(model, 1, **(model_kwargs or {}))
+            if head_std is not None:  # small random head weights (resnet's fc)
+                weight = network.fc.weight
+                rng = np.random.default_rng(0)
+                weight.set_value(rng.normal(0, head_std, weight.shape).astype("float32"))
             path = tmp_path_factory.mktemp("ckpt") / "run" / "best.pdparams"
-            save_checkpoint(path, build_model(model, 1, **(model_kwargs or {})), sidecar)
+            save_checkpoint(path, network, sidecar)
             built[key] = path
         if into is None:
             return built[key]
@@ -84,3 +91,11 @@ def lenet_checkpoint(make_checkpoint: CheckpointFactory) -> Path:
     """An untrained LeNet checkpoint for 32-px images, no fundus crop (only the plumbing
     matters). Shared: read-only."""
     return make_checkpoint("lenet", model_kwargs={"image_size": 32}, fundus_crop=False)
+
+
+@pytest.fixture(scope="session")
+def resnet_checkpoint(make_checkpoint: CheckpointFactory) -> Path:
+    """An untrained resnet18 at 64 px with a small random head (threshold 0.4, no fundus
+    crop). Shared: read-only."""
+    return make_checkpoint("resnet18", 64, head_std=0.05, fundus_crop=False, threshold=0.4,
+                           epoch=1, metrics={"auc": 0.9})

@@ -75,7 +75,7 @@ def trained_lenet5(palm_root, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def formula_photos(palm_root, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("formula_photos")
+    folder = tmp_path_factory.mktemp("photos")
     train = sorted((palm_root / "PALM-Training400" / "PALM-Training400").glob("*.jpg"))
     for src, name in zip(train, NAMES):
         shutil.copy(src, folder / name)

@@ -11,6 +11,7 @@ from palm.reports.compare import compare_models
 from palm.engine.evaluate import EvalResult, write_evaluation
 from palm.errors import BadData
 from palm.cli import compare as compare_tool
+from pathlib import Path
 
 CLASSES = ["non-PM", "PM"]
 
@@ -86,3 +87,35 @@ def test_inputs_without_labels_or_predictions_are_refused(two_runs, tmp_path):
         compare_models([run_a, tmp_path], tmp_path / "x")
     with pytest.raises(BadData, match="at least two"):
         compare_models([run_a], tmp_path / "x")
+
+
+def _quickstart_run(root: Path, name: str, labels, probs) -> Path:
+    """RUN as the Quickstart leaves it: eval/predictions.csv (labelled, by tools/eval.py)
+    and predictions.csv (tools/predict.py's, no labels) side by side."""
+    files = [f"img/{i:03d}.jpg" for i in range(len(labels))]
+    write_evaluation(EvalResult(np.asarray(probs, "float32"), np.asarray(labels)), files,
+                     ["non-PM", "PM"], 0.5, root / name / "eval", ci_resamples=20)
+    pd.DataFrame({"path": files, "probability": probs, "prediction": np.round(probs).astype(int),
+                  "class_name": "PM", "error": ""}).to_csv(root / name / "predictions.csv",
+                                                           index=False)
+    return root / name
+
+
+def test_compare_takes_a_run_folders_labelled_evaluation(tmp_path):
+    y = np.repeat([0, 1], 20)
+    rng = np.random.default_rng(0)
+    runs = [_quickstart_run(tmp_path, name, y, np.clip(0.5 * y + rng.uniform(0, 0.5, 40), 0, 1))
+            for name in ("demo", "other")]
+    board, _ = compare_models(runs, tmp_path / "cmp", resamples=20)
+    assert sorted(board["model"]) == ["demo", "other"] and len(board) == 2
+
+
+def test_compare_names_what_it_looked_at_when_nothing_has_labels(tmp_path):
+    y = np.repeat([0, 1], 5)
+    run = _quickstart_run(tmp_path, "demo", y, y * 0.8 + 0.1)
+    (run / "eval" / "predictions.csv").unlink()
+    with pytest.raises(BadData) as err:
+        compare_models([run, run], tmp_path / "cmp", resamples=20)
+    message = str(err.value)
+    assert str(run / "eval" / "predictions.csv") in message and "missing" in message
+    assert f"{run / 'predictions.csv'} (no label column)" in message
