@@ -11,9 +11,11 @@ import numpy as np
 import paddle
 import pytest
 
+from palm import config
 from palm.data.synth import make_palm_dataset
 from palm.data.image_io import CACHE_DIR_ENV
 from palm.engine.checkpoint import save_checkpoint
+from palm.engine.runner import run_training
 from palm.models import build_model
 
 
@@ -99,3 +101,31 @@ def resnet_checkpoint(make_checkpoint: CheckpointFactory) -> Path:
     crop). Shared: read-only."""
     return make_checkpoint("resnet18", 64, head_std=0.05, fundus_crop=False, threshold=0.4,
                            epoch=1, metrics={"auc": 0.9})
+
+
+RunFactory = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(palm_root: Path, tmp_path_factory: pytest.TempPathFactory) -> RunFactory:
+    """Factory of tiny trained run folders: palm.engine.runner.run_training on the config
+    `palm train --model MODEL` would use (DEFAULTS + palm/configs/MODEL.yaml), shrunk to
+    32 px, batch 8, 1 epoch, no loader workers, CPU, on palm_root; keyword options override
+    any config key. One run per set of options per session, shared and read-only.
+
+    tiny_run("lenet5") / "best.pdparams"
+    tiny_run("lenet5", epochs=2, lr=0.01)
+    """
+    runs: dict[str, Path] = {}
+
+    def make(model: str = "lenet5", **options: object) -> Path:
+        cfg = {**config.DEFAULTS, **config.model_config(model), "data_root": str(palm_root),
+               "image_size": 32, "batch_size": 8, "epochs": 1, "num_workers": 0,
+               "device": "cpu", **options}
+        key = json.dumps(cfg, sort_keys=True, default=str)
+        if key not in runs:
+            cfg["output"] = str(tmp_path_factory.mktemp(model) / "run")
+            runs[key] = run_training(config.validate_config(cfg), progress=False)
+        return runs[key]
+
+    return make

@@ -1,16 +1,22 @@
-"""palm.engine.predict: its output guard and the resume journal."""
+"""palm.engine.predict: its output guard, the resume journal and the CSV it writes."""
 from __future__ import annotations
 
 import csv
+import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import pandas as pd
 
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.predict import check_output, predict_to_csv
 from palm.errors import OutputRefused
 from palm.weights import file_sha256
+from palm.cli import predict as predict_tool
+from palm.engine.predict import journal_path, record_path
+from palm.io_utils import FORMULA_STARTS, escape_formula, read_csv
 
 
 @pytest.mark.parametrize("name", ["best", "best.partial"])
@@ -42,3 +48,73 @@ def test_resume_keeps_only_rows_of_this_runs_inputs(fresh_checkpoint, tmp_path):
     with open(out, newline="") as f:
         assert [row["path"] for row in csv.DictReader(f)] == images[2:]
     assert (summary.images, summary.reused) == (2, 1)
+
+
+DANGEROUS = ["=1+2.jpg", "+SUM(1).jpg", "-2+3.jpg", "@cmd.jpg", "\tTAB.jpg", "\rCR.jpg"]
+
+
+# not dangerous, but must survive the round trip: an apostrophe of its own, a plain name
+HARMLESS = ["'=quoted.jpg", "plain.jpg"]
+
+
+NAMES = DANGEROUS + HARMLESS
+
+
+def _raw_cells(path: Path) -> list[list[str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.reader(f))
+
+
+def _assert_no_formula_cells(path: Path) -> None:
+    """No cell of the file (header included) starts with a formula character, unless it
+    is a plain number such as -0.25."""
+    for row in _raw_cells(path):
+        for cell in row:
+            if cell.startswith(FORMULA_STARTS):
+                float(cell)  # raises for =1+2.jpg, -2+3.jpg, @cmd.jpg ...
+
+
+@pytest.fixture(scope="module")
+def trained_lenet5(tiny_run) -> str:
+    return str(tiny_run("lenet5") / "best.pdparams")
+
+
+@pytest.fixture(scope="module")
+def formula_photos(palm_root, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    train = sorted((palm_root / "PALM-Training400" / "PALM-Training400").glob("*.jpg"))
+    for src, name in zip(train, NAMES):
+        shutil.copy(src, folder / name)
+    return folder
+
+
+def _predict(trained_lenet5: str, output: Path, *extra: str):
+    return predict_tool.main(predict_tool.get_args_parser().parse_args([
+        "--checkpoint", trained_lenet5, "--input", ".", "--output", str(output), "--engine",
+        "dygraph", "--batch-size", "4", "--num-workers", "0", "--device", "cpu",
+        "--no-progress", *extra]))
+
+
+def test_predict_escapes_paths_and_resume_matches_them(trained_lenet5, formula_photos, tmp_path, monkeypatch):
+    monkeypatch.chdir(formula_photos)  # --input . gives paths as bare file names
+    out = tmp_path / "preds.csv"
+    assert _predict(trained_lenet5, out).images == len(NAMES)
+    _assert_no_formula_cells(out)
+    raw = pd.read_csv(out)
+    assert sorted(raw["path"]) == sorted(escape_formula(n) for n in NAMES)
+    assert raw["probability"].dtype == float and raw["prediction"].dtype == np.int64
+    assert sorted(read_csv(out)["path"]) == sorted(NAMES)
+
+    # a run interrupted after 5 rows: they are kept, the others predicted, none twice
+    with open(journal_path(out), "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(_raw_cells(out)[:6])  # the header and 5 rows, as written
+    shutil.copy(record_path(out), record_path(journal_path(out)))
+    out.unlink()
+    summary = _predict(trained_lenet5, out, "--resume")
+    assert (summary.images, summary.reused) == (len(NAMES), 5)
+    resumed = read_csv(out)
+    assert sorted(resumed["path"]) == sorted(NAMES)
+    _assert_no_formula_cells(out)
+    # resuming a finished output redoes nothing
+    assert _predict(trained_lenet5, out, "--resume").reused == len(NAMES)
+    assert sorted(read_csv(out)["path"]) == sorted(NAMES)
