@@ -7,12 +7,10 @@ from palm.io_utils import atomic_path, write_json_atomic
 import re
 from palm.errors import OutputRefused
 from palm.io_utils import output_lock
-import csv
-from pathlib import Path
 import numpy as np
 import pandas as pd
-from palm.io_utils import (FORMULA_STARTS, escape_formula, read_csv, unescape_formula,
-                           write_csv_atomic)
+from palm.io_utils import escape_formula, read_csv, unescape_formula, write_csv_atomic
+from tests.formula_cells import DANGEROUS, NAMES, assert_no_formula_cells
 
 
 def test_atomic_write_leaves_no_temp_and_uses_umask_permissions(tmp_path):
@@ -56,30 +54,6 @@ def test_link_planted_as_lock_file_is_refused_and_its_target_kept(link, folder, 
     assert victim.read_text() == "precious"
 
 
-DANGEROUS = ["=1+2.jpg", "+SUM(1).jpg", "-2+3.jpg", "@cmd.jpg", "\tTAB.jpg", "\rCR.jpg"]
-
-
-# not dangerous, but must survive the round trip: an apostrophe of its own, a plain name
-HARMLESS = ["'=quoted.jpg", "plain.jpg"]
-
-
-NAMES = DANGEROUS + HARMLESS
-
-
-def _raw_cells(path: Path) -> list[list[str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.reader(f))
-
-
-def _assert_no_formula_cells(path: Path) -> None:
-    """No cell of the file (header included) starts with a formula character, unless it
-    is a plain number such as -0.25."""
-    for row in _raw_cells(path):
-        for cell in row:
-            if cell.startswith(FORMULA_STARTS):
-                float(cell)  # raises for =1+2.jpg, -2+3.jpg, @cmd.jpg ...
-
-
 def test_escape_and_unescape_round_trip():
     for name in NAMES + ["-0.25", "+1e-3", "-inf", "''=x", "'abc", ""]:
         assert unescape_formula(escape_formula(name)) == name
@@ -92,7 +66,7 @@ def test_write_csv_escapes_text_and_keeps_numbers(tmp_path):
     frame = pd.DataFrame({"path": NAMES, "logit": np.linspace(-0.25, 0.5, len(NAMES)),
                           "=header": ["-x"] * len(NAMES)})
     write_csv_atomic(tmp_path / "t.csv", frame)
-    _assert_no_formula_cells(tmp_path / "t.csv")
+    assert_no_formula_cells(tmp_path / "t.csv")
     raw = pd.read_csv(tmp_path / "t.csv")  # what a user's pandas sees
     assert raw["logit"].dtype == float and raw["logit"][0] == -0.25
     assert list(raw["path"]) == [escape_formula(n) for n in NAMES]

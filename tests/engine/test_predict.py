@@ -16,7 +16,8 @@ from palm.errors import OutputRefused
 from palm.weights import file_sha256
 from palm.cli import predict as predict_tool
 from palm.engine.predict import journal_path, record_path
-from palm.io_utils import FORMULA_STARTS, escape_formula, read_csv
+from palm.io_utils import escape_formula, read_csv
+from tests.formula_cells import NAMES, assert_no_formula_cells, raw_cells
 
 
 @pytest.mark.parametrize("name", ["best", "best.partial"])
@@ -50,30 +51,6 @@ def test_resume_keeps_only_rows_of_this_runs_inputs(fresh_checkpoint, tmp_path):
     assert (summary.images, summary.reused) == (2, 1)
 
 
-DANGEROUS = ["=1+2.jpg", "+SUM(1).jpg", "-2+3.jpg", "@cmd.jpg", "\tTAB.jpg", "\rCR.jpg"]
-
-
-# not dangerous, but must survive the round trip: an apostrophe of its own, a plain name
-HARMLESS = ["'=quoted.jpg", "plain.jpg"]
-
-
-NAMES = DANGEROUS + HARMLESS
-
-
-def _raw_cells(path: Path) -> list[list[str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.reader(f))
-
-
-def _assert_no_formula_cells(path: Path) -> None:
-    """No cell of the file (header included) starts with a formula character, unless it
-    is a plain number such as -0.25."""
-    for row in _raw_cells(path):
-        for cell in row:
-            if cell.startswith(FORMULA_STARTS):
-                float(cell)  # raises for =1+2.jpg, -2+3.jpg, @cmd.jpg ...
-
-
 @pytest.fixture(scope="module")
 def trained_lenet5(tiny_run) -> str:
     return str(tiny_run("lenet5") / "best.pdparams")
@@ -99,7 +76,7 @@ def test_predict_escapes_paths_and_resume_matches_them(trained_lenet5, formula_p
     monkeypatch.chdir(formula_photos)  # --input . gives paths as bare file names
     out = tmp_path / "preds.csv"
     assert _predict(trained_lenet5, out).images == len(NAMES)
-    _assert_no_formula_cells(out)
+    assert_no_formula_cells(out)
     raw = pd.read_csv(out)
     assert sorted(raw["path"]) == sorted(escape_formula(n) for n in NAMES)
     assert raw["probability"].dtype == float and raw["prediction"].dtype == np.int64
@@ -107,14 +84,14 @@ def test_predict_escapes_paths_and_resume_matches_them(trained_lenet5, formula_p
 
     # a run interrupted after 5 rows: they are kept, the others predicted, none twice
     with open(journal_path(out), "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows(_raw_cells(out)[:6])  # the header and 5 rows, as written
+        csv.writer(f).writerows(raw_cells(out)[:6])  # the header and 5 rows, as written
     shutil.copy(record_path(out), record_path(journal_path(out)))
     out.unlink()
     summary = _predict(trained_lenet5, out, "--resume")
     assert (summary.images, summary.reused) == (len(NAMES), 5)
     resumed = read_csv(out)
     assert sorted(resumed["path"]) == sorted(NAMES)
-    _assert_no_formula_cells(out)
+    assert_no_formula_cells(out)
     # resuming a finished output redoes nothing
     assert _predict(trained_lenet5, out, "--resume").reused == len(NAMES)
     assert sorted(read_csv(out)["path"]) == sorted(NAMES)

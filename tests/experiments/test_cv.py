@@ -24,8 +24,7 @@ from palm.data.splits import kfold_assignment
 from palm.experiments.cv import check_same_splits, bootstrap_auc_ci, splits_table
 from palm.errors import BadConfig
 from palm.cli import cv as cv_tool
-import csv
-from palm.io_utils import FORMULA_STARTS
+from tests.formula_cells import NAMES, assert_no_formula_cells
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -177,34 +176,10 @@ def test_killed_cv_resumes_without_redoing_finished_folds(palm_root, tmp_path):
     assert len(pd.read_csv(output / "oof_predictions.csv")) == 24
 
 
-DANGEROUS = ["=1+2.jpg", "+SUM(1).jpg", "-2+3.jpg", "@cmd.jpg", "\tTAB.jpg", "\rCR.jpg"]
-
-
-# not dangerous, but must survive the round trip: an apostrophe of its own, a plain name
-HARMLESS = ["'=quoted.jpg", "plain.jpg"]
-
-
-NAMES = DANGEROUS + HARMLESS
-
-
-def _raw_cells(path: Path) -> list[list[str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.reader(f))
-
-
-def _assert_no_formula_cells(path: Path) -> None:
-    """No cell of the file (header included) starts with a formula character, unless it
-    is a plain number such as -0.25."""
-    for row in _raw_cells(path):
-        for cell in row:
-            if cell.startswith(FORMULA_STARTS):
-                float(cell)  # raises for =1+2.jpg, -2+3.jpg, @cmd.jpg ...
-
-
 def test_cv_splits_escape_and_are_read_back(tmp_path):
     samples = [(name, i % 2) for i, name in enumerate(NAMES)]
     splits = splits_table(samples, ["-neg", "+pos"], np.array([np.arange(len(NAMES)) % 2]))
     path = tmp_path / "splits.csv"
     check_same_splits(path, splits)  # writes it
-    _assert_no_formula_cells(path)
+    assert_no_formula_cells(path)
     check_same_splits(path, splits)  # read back: the same images and labels, not refused

@@ -12,9 +12,9 @@ from palm.engine.evaluate import EvalResult, write_evaluation
 from palm.errors import BadData
 from palm.cli import compare as compare_tool
 from pathlib import Path
-import csv
 from palm.reports.compare import read_predictions
-from palm.io_utils import FORMULA_STARTS, read_csv
+from palm.io_utils import read_csv
+from tests.formula_cells import NAMES, assert_no_formula_cells
 
 CLASSES = ["non-PM", "PM"]
 
@@ -124,30 +124,6 @@ def test_compare_names_what_it_looked_at_when_nothing_has_labels(tmp_path):
     assert f"{run / 'predictions.csv'} (no label column)" in message
 
 
-DANGEROUS = ["=1+2.jpg", "+SUM(1).jpg", "-2+3.jpg", "@cmd.jpg", "\tTAB.jpg", "\rCR.jpg"]
-
-
-# not dangerous, but must survive the round trip: an apostrophe of its own, a plain name
-HARMLESS = ["'=quoted.jpg", "plain.jpg"]
-
-
-NAMES = DANGEROUS + HARMLESS
-
-
-def _raw_cells(path: Path) -> list[list[str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.reader(f))
-
-
-def _assert_no_formula_cells(path: Path) -> None:
-    """No cell of the file (header included) starts with a formula character, unless it
-    is a plain number such as -0.25."""
-    for row in _raw_cells(path):
-        for cell in row:
-            if cell.startswith(FORMULA_STARTS):
-                float(cell)  # raises for =1+2.jpg, -2+3.jpg, @cmd.jpg ...
-
-
 def _escaped_eval_folder(root: Path, probs: np.ndarray) -> Path:
     labels = np.arange(len(NAMES)) % 2
     write_evaluation(EvalResult(probs.astype("float32"), labels), NAMES, ["-neg", "@pos"], 0.5,
@@ -160,7 +136,7 @@ def test_eval_and_compare_escape_and_match_rows(tmp_path):
     a = _escaped_eval_folder(tmp_path / "a", rng.uniform(size=len(NAMES)))
     b = _escaped_eval_folder(tmp_path / "b", rng.uniform(size=len(NAMES)))
     predictions = a / "eval" / "predictions.csv"
-    _assert_no_formula_cells(predictions)
+    assert_no_formula_cells(predictions)
     assert pd.read_csv(predictions)["probability"].dtype == float
     assert sorted(read_predictions(predictions).files) == sorted(NAMES)  # as they were written
 
@@ -169,6 +145,6 @@ def test_eval_and_compare_escape_and_match_rows(tmp_path):
         [str(a), str(b), "--names", "=good,@poor", "--output", str(out),
          "--ci-resamples", "50"]))
     for name in ("leaderboard.csv", "pairs.csv"):
-        _assert_no_formula_cells(out / name)
+        assert_no_formula_cells(out / name)
     board = read_csv(out / "leaderboard.csv")
     assert sorted(board["model"]) == ["=good", "@poor"] and board["images"].tolist() == [8, 8]
