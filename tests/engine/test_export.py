@@ -24,6 +24,8 @@ from palm.models import build_model
 from palm.cli import export as export_tool
 from palm.engine.checkpoint import CheckpointError
 from palm.engine.inference import exported_files
+from palm.engine.export import export_checkpoint
+from palm.engine.inference import has_int8
 
 SIZE = 64
 META = {
@@ -294,3 +296,19 @@ def test_export_record_with_malformed_hashes_is_refused(fresh_checkpoint, tmp_pa
         (folder / META_NAME).write_text(json.dumps(meta))
         with pytest.raises(CheckpointError, match=r"export.sha256 must map file names"):
             exported_files(folder)
+
+
+def test_export_onto_a_quantized_folder_removes_the_stale_int8_model(lenet_checkpoint, tmp_path):
+    folder = export_checkpoint(lenet_checkpoint, tmp_path / "exported")
+    # the on-disk layout quantize leaves: its IR files and the int8 record in palm_meta.json
+    (folder / "model_int8.xml").write_text("<net/>")
+    (folder / "model_int8.bin").write_bytes(b"\0" * 8)
+    meta = json.loads((folder / META_NAME).read_text())
+    meta["int8"] = {"model_file": "model_int8.xml", "sha256": {}}
+    (folder / META_NAME).write_text(json.dumps(meta))
+    assert has_int8(folder)
+
+    export_checkpoint(lenet_checkpoint, folder)
+    assert not has_int8(folder)
+    assert not (folder / "model_int8.xml").exists() and not (folder / "model_int8.bin").exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.pdiparams", META_NAME]

@@ -18,6 +18,9 @@ from palm.cli import predict as predict_tool
 from palm.engine.predict import journal_path, record_path
 from palm.io_utils import escape_formula, read_csv
 from tests.formula_cells import NAMES, assert_no_formula_cells, raw_cells
+import errno
+from palm.cli import run_tool
+from palm.cli import cam as cam_tool
 
 
 @pytest.mark.parametrize("name", ["best", "best.partial"])
@@ -95,3 +98,38 @@ def test_predict_escapes_paths_and_resume_matches_them(trained_lenet5, formula_p
     # resuming a finished output redoes nothing
     assert _predict(trained_lenet5, out, "--resume").reused == len(NAMES)
     assert sorted(read_csv(out)["path"]) == sorted(NAMES)
+
+
+def _exit(main, args) -> int | str | None:
+    """The exit code (or `error: ...` line) of a tool run as its command line runs it."""
+    with pytest.raises(SystemExit) as info:
+        run_tool(main, args)
+    return info.value.code
+
+
+@pytest.mark.parametrize("tool", [predict_tool, cam_tool])
+def test_a_folder_without_images_is_an_error_naming_it(tool, lenet_checkpoint, tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("not a photo")
+    output = tmp_path / ("preds.csv" if tool is predict_tool else "cams")
+    args = tool.get_args_parser().parse_args(["--checkpoint", str(lenet_checkpoint), "--input", str(empty),
+                                              "--output", str(output)])
+    assert _exit(tool.main, args) == f"error: no images in {empty}"
+    assert not output.exists()
+
+
+def test_disk_full_in_predict_names_the_file_being_written(lenet_checkpoint, palm_root, tmp_path,
+                                                          monkeypatch):
+    """The journal's write fails as a full device fails it: ENOSPC without a file name."""
+    def disk_full(self, rows):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", disk_full)
+    output = tmp_path / "preds.csv"
+    args = predict_tool.get_args_parser().parse_args([
+        "--checkpoint", str(lenet_checkpoint), "--input", str(palm_root / "PALM-Validation400"),
+        "--output", str(output), "--num-workers", "0", "--device", "cpu", "--no-progress"])
+    assert _exit(predict_tool.main, args) == (
+        f"error: {output}.partial: no space left on the device; free some space or write elsewhere")
+    assert not output.exists()
