@@ -9,6 +9,8 @@ from palm.models import list_models
 from palm.viz import plots
 from palm.config import load_config
 from palm.errors import BadConfig
+from palm.config import apply_overrides, DEFAULTS
+from palm.cli import train as train_tool
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,3 +134,23 @@ def test_yaml_aliases_cannot_expand_a_config(tmp_path):
     with pytest.raises(BadConfig, match=r"laughs.yaml: not valid YAML \(more than 100000 values "
                                         r"once its aliases"):
         load_config(path)
+
+
+def test_config_file_overrides_and_short_flags(tmp_path):
+    cfg = tmp_path / "my.yaml"
+    cfg.write_text("model: alexnet\nepochs: 7\nlr: 0.01\n")
+    args = train_tool.parse_args(["-c", str(cfg), "-o", "epochs=3", "-o", "lr=1e-4",
+                                  "-o", "model_kwargs.dropout=0.25", "-o", "augment=none",
+                                  "-b", "5"])
+    assert (args.model, args.epochs, args.lr, args.batch_size) == ("alexnet", 3, 1e-4, 5)
+    assert args.model_kwargs == {"dropout": 0.25} and isinstance(args.lr, float)
+    # a flag still wins over -o, which wins over the file
+    assert train_tool.parse_args(["-c", str(cfg), "-o", "epochs=3", "--epochs", "4"]).epochs == 4
+    with pytest.raises(BadConfig, match="unknown key 'epoch'"):
+        train_tool.parse_args(["-c", str(cfg), "-o", "epoch=3"])
+    with pytest.raises(BadConfig, match="epochs must be int"):  # YAML-typed, then validated
+        train_tool.parse_args(["-c", str(cfg), "-o", "epochs=three"])
+    with pytest.raises(BadConfig, match="KEY=VALUE"):
+        train_tool.parse_args(["-c", str(cfg), "-o", "epochs"])
+    with pytest.raises(BadConfig, match="not a mapping"):
+        apply_overrides(DEFAULTS, ["epochs.x=1"])

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from palm.io_utils import escape_formula, read_csv, unescape_formula, write_csv_atomic
 from tests.formula_cells import DANGEROUS, NAMES, assert_no_formula_cells
+from palm.io_utils import replace_outputs
 
 
 def test_atomic_write_leaves_no_temp_and_uses_umask_permissions(tmp_path):
@@ -71,3 +72,20 @@ def test_write_csv_escapes_text_and_keeps_numbers(tmp_path):
     assert raw["logit"].dtype == float and raw["logit"][0] == -0.25
     assert list(raw["path"]) == [escape_formula(n) for n in NAMES]
     assert read_csv(tmp_path / "t.csv").equals(frame)
+
+
+def test_replace_outputs_keeps_old_files_on_failure(tmp_path):
+    (tmp_path / "metrics.json").write_text("old")
+    (tmp_path / "report.html").write_text("old")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RuntimeError):
+        with replace_outputs(tmp_path, ("metrics.json", "report.html")) as staging:
+            (staging / "metrics.json").write_text("new")
+            raise RuntimeError("crash")
+    assert (tmp_path / "metrics.json").read_text() == "old"
+    with replace_outputs(tmp_path, ("metrics.json", "report.html")) as staging:
+        (staging / "metrics.json").write_text("new")
+    assert (tmp_path / "metrics.json").read_text() == "new"
+    assert not (tmp_path / "report.html").exists()
+    assert (tmp_path / "notes.txt").read_text() == "mine"  # not palm's: left alone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "notes.txt"]

@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 from palm import runtime
+import importlib
+from palm.cli import COMMANDS, run_tool
+from palm.errors import BadConfig
+from palm.cli import eval as eval_tool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,3 +113,45 @@ def test_lower_worker_priority_in_a_child():
                          capture_output=True, text=True, check=True)
     raised, expected = out.stdout.split()
     assert raised == expected
+
+
+def test_quiet_prints_nothing_but_warnings_and_errors(tmp_path, capsys):
+    import logging
+    import sys
+
+    def main(args):
+        print("a summary line")
+        print("progress 50%", file=sys.stderr)  # what tqdm writes
+        logging.getLogger("palm.test").warning("careful")
+        return 0
+
+    for quiet in (False, True):
+        parsed = eval_tool.get_args_parser().parse_args(
+            ["--checkpoint", "x", *(["--quiet"] if quiet else [])])
+        with pytest.raises(SystemExit):
+            run_tool(main, parsed)
+        out, err = capsys.readouterr()
+        assert ("a summary line" in out, "progress" in err) == (not quiet, not quiet)
+        assert "careful" in err
+
+    def fails(args):
+        raise BadConfig("--epochs must be >= 1")
+
+    with pytest.raises(SystemExit, match="error: --epochs must be >= 1"):
+        run_tool(fails, eval_tool.get_args_parser().parse_args(["--checkpoint", "x", "-q"]))
+
+
+def test_paddle_warnings_hidden_unless_the_user_chose_a_level():
+    from palm.runtime import quiet_paddle_env
+
+    env: dict[str, str] = {}
+    assert quiet_paddle_env(env) == {"GLOG_minloglevel": "2"} and env["GLOG_minloglevel"] == "2"
+    mine = {"GLOG_minloglevel": "0"}
+    assert quiet_paddle_env(mine) == {} and mine["GLOG_minloglevel"] == "0"
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_subcommand_takes_quiet_and_verbose(name):
+    parser = importlib.import_module(COMMANDS[name].module).get_args_parser()
+    options = {o for action in parser._actions for o in action.option_strings}
+    assert {"-q", "--quiet", "-v", "--verbose"} <= options, name

@@ -319,3 +319,20 @@ def test_progressive_jpeg_is_capped_at_its_full_size(tmp_path):
                                              r"size while decoding; image of 800x800 pixels"):
         read_image(progressive, target_size=32, max_pixels=100_000)
     assert read_image(progressive, target_size=32, max_pixels=640_000).shape == (100, 100, 3)
+
+
+def test_cache_tool_counts_and_clears_only_cache_files(tmp_path, monkeypatch, capsys):
+    from palm.cli import cache as cache_tool
+
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i:040x}.npy").write_bytes(b"x" * 1000)
+    (folder / "mine.txt").write_text("not the cache's")
+    monkeypatch.setenv("PALM_CACHE_DIR", str(folder))
+    info = cache_tool.get_args_parser().parse_args(["info"])
+    assert cache_tool.main(info) == (3, 3000)
+    assert f"{folder}: 3 cached images" in capsys.readouterr().out
+    assert cache_tool.main(cache_tool.get_args_parser().parse_args(["clear"])) == (3, 3000)
+    assert [p.name for p in folder.iterdir()] == ["mine.txt"]
+    assert cache_tool.main(info) == (0, 0)

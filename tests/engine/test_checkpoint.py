@@ -628,3 +628,13 @@ def test_deeply_nested_json_is_named_as_damaged(name, fresh_checkpoint):
                                               r"commit record) \(maximum recursion depth"):
         load_checkpoint_model(fresh_checkpoint) if name == "best.json" else recover_folder(
             fresh_checkpoint.parent)
+
+
+def test_an_export_folder_given_as_checkpoint_is_named_as_such(tmp_path):
+    from palm.engine.checkpoint import CheckpointError, load_checkpoint_model
+
+    (tmp_path / "palm_meta.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="Paddle Inference export.*pdparams checkpoint"):
+        load_checkpoint_model(tmp_path)
+    with pytest.raises(FileNotFoundError, match="is a folder"):
+        load_checkpoint_model(tmp_path / "..")

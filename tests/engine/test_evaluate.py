@@ -11,6 +11,12 @@ import pytest
 from palm.engine.checkpoint import update_sidecar
 from palm.engine.evaluate import eval_output_for, evaluate_checkpoint
 from palm.engine.export import export_checkpoint
+import json
+import re
+from palm.errors import OutputRefused
+from palm.provenance import data_fingerprint
+from palm.cli import eval as eval_tool
+from palm.cli import train as train_tool
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +51,57 @@ def test_eval_of_an_export_writes_its_own_folder_and_keeps_the_selection(
     assert (tmp_path / "exported" / "demo-eval" / "metrics.json").is_file()
     assert sorted(p.name for p in exported.iterdir()) == \
         ["model.json", "model.pdiparams", "palm_meta.json"]  # nothing written inside it
+
+
+PROVENANCE_KEYS = {"palm_version", "paddle_version", "device", "data"}
+
+
+def _tiny(palm_root: Path, *extra: str) -> list[str]:
+    return ["--model", "lenet5", "--data-root", str(palm_root), "--image-size", "32",
+            "--epochs", "1", "-b", "8", "--num-workers", "0", "--device", "cpu", "--no-progress",
+            *extra]
+
+
+@pytest.mark.slow
+def test_eval_folder_is_rewritten_whole(palm_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = train_tool.main(train_tool.parse_args(_tiny(palm_root, "--output", "run")))
+    ckpt = str(run / "best.pdparams")
+
+    def evaluate(*extra: str) -> dict:
+        return eval_tool.main(eval_tool.get_args_parser().parse_args(
+            ["--checkpoint", ckpt, "--data-root", str(palm_root), "--device", "cpu", *extra]))
+
+    evaluate("--output", "ev", "--report", "--threshold", "0.5")
+    ev = Path("ev")
+    assert (ev / "report.html").is_file()
+    page = (ev / "report.html").read_text(encoding="utf-8")
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert PROVENANCE_KEYS <= set(metrics["provenance"])
+    assert metrics["provenance"]["data"] == data_fingerprint(
+        sorted((palm_root / "PALM-Validation400").glob("*.jpg")))
+    assert metrics["class_counts"] == {"non-PM": 8, "PM": 8}
+    assert f"Evaluated on <b>{palm_root} (PALM validation split)</b>: 16 images" in page
+    assert "non-PM 8, PM 8" in page
+    # metrics and metadata in separate tables; sensitivity shown once, not also as recall
+    tables = re.findall(r"<table>.*?</table>", page, re.S)
+    metric_table = next(t for t in tables if "<th>metric</th>" in t)
+    about_table = next(t for t in tables if "about this evaluation" in t)
+    assert "sensitivity" in metric_table and "<th>recall</th>" not in metric_table
+    for key in ("engine", "compute_precision", "provenance.palm_version", "checkpoint"):
+        assert f"<th>{key}</th>" in about_table and f"<th>{key}</th>" not in metric_table
+
+    # again without --report, into the same folder: refused without --exist-ok ...
+    with pytest.raises(OutputRefused, match="--exist-ok"):
+        evaluate("--output", "ev", "--threshold", "0.3")
+    # ... and with it the folder holds this evaluation only: no stale report.html
+    evaluate("--output", "ev", "--threshold", "0.3", "--exist-ok")
+    assert json.loads((ev / "metrics.json").read_text())["threshold"] == 0.3
+    assert not (ev / "report.html").exists()
+    assert sorted(p.name for p in ev.iterdir()) == sorted(
+        ["metrics.json", "predictions.csv", "confusion_matrix.png", "roc_curve.png",
+         "pr_curve.png", "reliability_diagram.png"])
+    # the default output takes the next free name
+    evaluate()
+    evaluate()
+    assert (run / "eval" / "metrics.json").is_file() and (run / "eval-2" / "metrics.json").is_file()

@@ -5,6 +5,10 @@ import pytest
 import yaml
 
 from palm.cli import train as train_tool
+import re
+from pathlib import Path
+from palm.config import load_config
+from palm.errors import OutputRefused
 
 
 TINY_TRAINING = ["--model", "lenet", "--image-size", "32", "--epochs", "1", "--batch-size", "4",
@@ -29,3 +33,49 @@ def test_config_of_a_resumed_run_trains_again_with_c(palm_root, tmp_path):
     again = train_tool.parse_and_run(["-c", str(run / "config.yaml"), "--epochs", "1",
                                       "--output", str(tmp_path / "again"), "--no-progress"])
     assert (again / "last.pdparams").is_file()
+
+
+PROVENANCE_KEYS = {"palm_version", "paddle_version", "device", "data"}
+
+
+def _tiny(palm_root: Path, *extra: str) -> list[str]:
+    return ["--model", "lenet5", "--data-root", str(palm_root), "--image-size", "32",
+            "--epochs", "1", "-b", "8", "--num-workers", "0", "--device", "cpu", "--no-progress",
+            *extra]
+
+
+def test_resume_takes_a_path(tmp_path):
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    for given in (run, run / "last.pdparams"):
+        args = train_tool.parse_args(["--model", "lenet5", "--resume", str(given)])
+        assert (args.output, args.resume) == (str(run), True)
+    bare = train_tool.parse_args(["--model", "lenet5", "--output", str(run), "--resume"])
+    assert (bare.output, bare.resume) == (str(run), True)
+    with pytest.raises(SystemExit):  # two different runs named
+        train_tool.parse_args(["--model", "lenet5", "--output", str(tmp_path), "--resume",
+                               str(run)])
+
+
+@pytest.mark.slow
+def test_default_outputs_never_overwrite_and_record_provenance(palm_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = train_tool.main(train_tool.parse_args(_tiny(palm_root)))
+    second = train_tool.main(train_tool.parse_args(_tiny(palm_root)))
+    assert (first, second) == (Path("runs/lenet5"), Path("runs/lenet5-2"))
+    assert (first / "best.pdparams").is_file() and (second / "best.pdparams").is_file()
+
+    saved = yaml.safe_load((second / "config.yaml").read_text())
+    assert saved["output"] == "runs/lenet5-2"
+    record = saved["provenance"]
+    assert PROVENANCE_KEYS <= set(record) and record["device"] == "cpu"
+    assert record["data"]["files"] == 24 + 16 and len(record["data"]["sha256"]) == 64
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", record.get("git_commit", "0" * 40))
+    assert load_config(second / "config.yaml")["model"] == "lenet5"  # still a usable -c file
+
+    # an explicit --output holding a run: refused unless --exist-ok
+    with pytest.raises(OutputRefused, match="--exist-ok"):
+        train_tool.main(train_tool.parse_args(_tiny(palm_root, "--output", str(first))))
+    again = train_tool.main(train_tool.parse_args(_tiny(palm_root, "--output", str(first),
+                                                        "--exist-ok")))
+    assert again == first and not Path("runs/lenet5-3").exists()
