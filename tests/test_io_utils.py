@@ -12,6 +12,9 @@ import pandas as pd
 from palm.io_utils import escape_formula, read_csv, unescape_formula, write_csv_atomic
 from tests.formula_cells import DANGEROUS, NAMES, assert_no_formula_cells
 from palm.io_utils import replace_outputs
+import subprocess
+import sys
+from pathlib import Path
 
 
 def test_atomic_write_leaves_no_temp_and_uses_umask_permissions(tmp_path):
@@ -89,3 +92,46 @@ def test_replace_outputs_keeps_old_files_on_failure(tmp_path):
     assert not (tmp_path / "report.html").exists()
     assert (tmp_path / "notes.txt").read_text() == "mine"  # not palm's: left alone
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "notes.txt"]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def test_lock_refuses_a_second_holder_and_is_removed(tmp_path):
+    out = tmp_path / "preds.csv"
+    with output_lock(out) as lock:
+        assert lock == tmp_path / "preds.csv.lock"
+        assert f"pid {os.getpid()} on " in lock.read_text()
+        with pytest.raises(OutputRefused, match=rf"preds.csv is in use by pid {os.getpid()} on "):
+            with output_lock(out):
+                pass
+    assert not (tmp_path / "preds.csv.lock").exists()
+    with output_lock(tmp_path / "run", folder=True) as lock:
+        assert lock == tmp_path / "run" / ".lock"
+    assert not (tmp_path / "run").exists()  # created for the lock, left empty: removed
+    with output_lock(tmp_path / "run", folder=True):
+        (tmp_path / "run" / "metrics.csv").write_text("epoch\n")
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["metrics.csv"]
+    with output_lock(out):  # free again
+        pass
+
+
+@pytest.mark.slow
+def test_lock_of_a_killed_process_is_not_stale(tmp_path):
+    out = tmp_path / "preds.csv"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom palm.io_utils import output_lock\n"
+         f"with output_lock({str(out)!r}):\n    print('locked', flush=True); time.sleep(600)"],
+        env=ENV, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(OutputRefused, match=f"pid {holder.pid}"):
+        with output_lock(out):
+            pass
+    holder.kill()  # SIGKILL: no cleanup runs, the lock file stays
+    holder.wait()
+    assert (tmp_path / "preds.csv.lock").exists()
+    with output_lock(out):  # the OS released the lock with the process
+        pass

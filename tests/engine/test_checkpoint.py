@@ -35,6 +35,9 @@ from palm.cli import export as export_tool
 from palm.cli import predict as predict_tool
 from palm.cli import report as report_tool
 from palm.cli import train as train_tool
+import errno
+from palm.cli import run_tool
+from palm.engine.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 NO_AUGMENT = ("augment: {hflip: false, vflip: false, rotate: 0, brightness: 0, contrast: 0, "
@@ -638,3 +641,38 @@ def test_an_export_folder_given_as_checkpoint_is_named_as_such(tmp_path):
         load_checkpoint_model(tmp_path)
     with pytest.raises(FileNotFoundError, match="is a folder"):
         load_checkpoint_model(tmp_path / "..")
+
+
+def _exit(main, args) -> int | str | None:
+    """The exit code (or `error: ...` line) of a tool run as its command line runs it."""
+    with pytest.raises(SystemExit) as info:
+        run_tool(main, args)
+    return info.value.code
+
+
+def _tiny_model(seed: int):
+    paddle.seed(seed)
+    return build_model("lenet", 1, image_size=32)
+
+
+META = {"model": "lenet", "num_classes": 1, "image_size": 32, "model_kwargs": {"image_size": 32}}
+
+
+def test_disk_full_save_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """A write that fails half way with ENOSPC (patched paddle.save)."""
+    ckpt = tmp_path / "run" / "last.pdparams"
+    save_checkpoint(ckpt, _tiny_model(0), META)
+    before = ckpt.read_bytes()
+    real_save = paddle.save
+
+    def disk_full(obj, path, *a, **kw):
+        real_save(obj, path, *a, **kw)
+        with open(path, "r+b") as f:
+            f.truncate(100)  # half written, then the device is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(paddle, "save", disk_full)
+    code = _exit(lambda _: save_checkpoint(ckpt, _tiny_model(1), META), None)
+    assert code == f"error: {ckpt}: no space left on the device; free some space or write elsewhere"
+    assert ckpt.read_bytes() == before
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["last.json", "last.pdparams"]
