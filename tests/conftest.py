@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import paddle
 import pytest
 
@@ -129,3 +130,24 @@ def tiny_run(palm_root: Path, tmp_path_factory: pytest.TempPathFactory) -> RunFa
         return runs[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def pm_run(palm_root: Path, tiny_run: RunFactory,
+           tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(PM/normal data root, run folder) of a one-epoch LeNet run on class folders: the
+    synthetic PALM images copied into ROOT/{train,val}/{PM,normal}/. Shared: read-only."""
+    root = tmp_path_factory.mktemp("pm")
+    train = sorted((palm_root / "PALM-Training400" / "PALM-Training400").glob("*.jpg"))
+    gt = pd.read_csv(palm_root / "PALM-Validation-GT" / "labels.csv")
+    for path in train:
+        dst = root / "train" / ("PM" if path.name.startswith("P") else "normal")
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, dst / path.name)
+    for name, label in zip(gt["imgName"], gt["Label"]):
+        dst = root / "val" / ("PM" if label == 1 else "normal")
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copy(palm_root / "PALM-Validation400" / name, dst / name)
+    run = tiny_run("lenet", data_root=None, train_dir=str(root / "train"),
+                   val_dir=str(root / "val"))
+    return root, run

@@ -22,6 +22,11 @@ from palm.data import (
     resolve_cache_dir,
 )
 from palm.data.image_io import CACHE_DIR_ENV
+import pickle
+import subprocess
+import sys
+import time
+from palm.data import FolderImageSet
 
 
 @pytest.fixture(scope="module")
@@ -336,3 +341,197 @@ def test_cache_tool_counts_and_clears_only_cache_files(tmp_path, monkeypatch, ca
     assert cache_tool.main(cache_tool.get_args_parser().parse_args(["clear"])) == (3, 3000)
     assert [p.name for p in folder.iterdir()] == ["mine.txt"]
     assert cache_tool.main(info) == (0, 0)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+T32 = build_transform(32, train=False)
+
+
+def _write_png(path: Path, value: int = 100, size: tuple[int, int] = (20, 24)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((*size, 3), value, np.uint8))
+
+
+def test_image_read_error_pickles():
+    e = pickle.loads(pickle.dumps(ImageReadError("x/a.jpg", "truncated JPEG")))
+    assert (e.path, e.problem, str(e)) == ("x/a.jpg", "truncated JPEG", "x/a.jpg: truncated JPEG")
+
+
+def test_pixel_cap_refuses_before_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "wide.png"
+    _write_png(path, 10, (100, 3000))
+    assert read_image(path).shape == (100, 3000, 3)
+    with pytest.raises(ImageReadError, match=r"3000x100 pixels would decode to 0 MP, over the "
+                                             r"limit of 0.1 MP"):
+        read_image(path, max_pixels=100_000)
+    monkeypatch.setenv("PALM_MAX_PIXELS", "1e5")  # YAML and the environment give text
+    with pytest.raises(ImageReadError, match="over the limit"):
+        read_image(path)
+    monkeypatch.setenv("PALM_MAX_PIXELS", "lots")
+    with pytest.raises(ValueError, match="PALM_MAX_PIXELS='lots': not a number"):
+        read_image(path)
+    monkeypatch.delenv("PALM_MAX_PIXELS")
+    with pytest.raises(ValueError, match="cache_size_gb=-1: must be a positive number"):
+        FolderImageSet(tmp_path, cache_size_gb=-1)
+    jpeg = tmp_path / "big.jpg"
+    cv2.imwrite(str(jpeg), np.full((1600, 1600, 3), 90, np.uint8))
+    assert read_image(jpeg, target_size=200, max_pixels=100_000).shape == (200, 200, 3)  # 1/8
+    with pytest.raises(ImageReadError, match="at 1/2 scale"):
+        read_image(jpeg, target_size=700, max_pixels=100_000)
+
+
+_MEASURE = """
+import resource, sys
+from palm.data import ImageReadError, read_image
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = peak_mb()
+img = read_image(sys.argv[1], target_size=224)
+reduced = peak_mb() - base
+try:
+    read_image(sys.argv[1])
+    refused = False
+except ImageReadError as e:
+    refused = "over the limit of 100 MP" in str(e)
+print(img.shape[0], img.shape[1], reduced, peak_mb() - base, refused)
+"""
+
+
+_MAKE_HUGE = """
+import sys, cv2, numpy as np
+ok, buf = cv2.imencode(".jpg", np.full((20000, 20000), 128, np.uint8))
+buf.tofile(sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_20000px_jpeg_stays_under_memory_bound(tmp_path):
+    """A 20000x20000 JPEG (400 MP, 1.2 GB as RGB) read for a 224 px model decodes at 1/8
+    scale; a full decode is refused from the header. Peak RSS grows by < 150 MB."""
+    path = tmp_path / "huge.jpg"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("PALM_MAX_PIXELS", None)
+    subprocess.run([sys.executable, "-c", _MAKE_HUGE, str(path)], check=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], env=env, check=True,
+                         capture_output=True, text=True, timeout=120).stdout.split()
+    (h, w), (reduced_mb, total_mb), refused = map(int, out[:2]), map(float, out[2:4]), out[4]
+    assert (h, w) == (2500, 2500)
+    assert reduced_mb < 150 and total_mb < 150, (reduced_mb, total_mb)
+    assert refused == "True"
+
+
+_DECODE_PEAK = """
+import sys
+from palm.data import ImageReadError, read_image
+def status_mb(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(field))
+with open("/proc/self/clear_refs", "w") as f:  # peak := now, not the peak of importing paddle
+    f.write("5")
+base = status_mb("VmRSS")
+try:
+    shape = read_image(sys.argv[1], max_pixels=int(sys.argv[2])).shape
+except ImageReadError as e:
+    shape = str(e)
+print(status_mb("VmHWM") - base, shape)
+"""
+
+
+def _decode_peak_mb(path: Path, max_pixels: int) -> tuple[float, str]:
+    """(growth of peak RSS in MB, shape or error) of read_image in a fresh process."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", _DECODE_PEAK, str(path), str(max_pixels)],
+                         env=env, check=True, capture_output=True, text=True, timeout=120)
+    peak, result = out.stdout.strip().split(" ", 1)
+    return float(peak), result
+
+
+def test_16_bit_rgba_png_decodes_without_a_full_depth_copy(tmp_path):
+    """A 16-bit RGBA PNG decoded unchanged (8 bytes a pixel) and then converted (4 + 3) took
+    15.5 bytes a pixel: 1.55 GB for 99 MP under a cap meant for 300 MB. libpng now strips
+    the depth and alpha row by row; OpenCV 5.1 still holds about twice the 3-byte result."""
+    path = tmp_path / "deep.png"
+    cv2.imwrite(str(path), np.full((2000, 2000, 4), 40000, np.uint16))  # 4 MP, a few KB
+    peak, shape = _decode_peak_mb(path, 5_000_000)
+    assert shape == "(2000, 2000, 3)"
+    assert peak < 4 * 8, f"{peak:.0f} MB for 4 MP: {peak / 4:.1f} bytes a pixel"
+
+
+def test_16_bit_rgba_tiff_over_the_byte_budget_is_refused_before_decoding(tmp_path):
+    """TIFF decodes at its own depth: 4 MP of 16-bit RGBA is 32 MB, over the 3-byte budget of
+    max_pixels=5 MP (15 MB) although it has fewer pixels; nothing is decoded."""
+    path = tmp_path / "deep.tif"
+    cv2.imwrite(str(path), np.full((2000, 2000, 4), 40000, np.uint16))
+    peak, error = _decode_peak_mb(path, 5_000_000)
+    assert "16-bit 4-channel image of 2000x2000 pixels would decode to 32 MB (8 bytes a pixel)" \
+        in error and "over the limit of 15 MB" in error, error
+    assert peak < 5, peak  # the decoded image alone takes 32 MB
+    assert read_image(path, max_pixels=11_000_000).shape == (2000, 2000, 3)  # 33 MB budget
+
+
+def test_cache_evicts_least_recently_used(tmp_path):
+    files = []
+    for i in range(4):
+        files.append(tmp_path / f"{i}.png")
+        _write_png(files[-1], 40 * i, (40, 40))
+    probe = CachedImageReader(tmp_path / "probe", 32)
+    probe(files[0])
+    entry = next((tmp_path / "probe").glob("*.npy")).stat().st_size
+
+    reader = CachedImageReader(tmp_path / "cache", 32, max_bytes=int(entry * 3.5))
+    for path in files[:3]:
+        reader(path)
+        time.sleep(0.02)  # distinct modification times
+    reader(files[0])  # a hit: files[0] is now the most recent
+    time.sleep(0.02)
+    reader(files[3])  # over the limit: evict down to 80 % (2 entries)
+    kept = {p.name for p in (tmp_path / "cache").glob("*.npy")}
+    assert kept == {reader.cache_path(files[0]).name, reader.cache_path(files[3]).name}
+    assert sum(p.stat().st_size for p in (tmp_path / "cache").glob("*.npy")) <= 3.5 * entry
+
+
+def test_cache_bound_holds_with_two_writers(tmp_path):
+    """Two readers on one folder (as two loader workers) each see the other's entries."""
+    files = []
+    for i in range(10):
+        files.append(tmp_path / f"{i}.png")
+        _write_png(files[-1], 20 * i, (40, 40))
+    a = CachedImageReader(tmp_path / "cache", 32, max_bytes=10**9)
+    a(files[0])
+    entry = next((tmp_path / "cache").glob("*.npy")).stat().st_size
+    limit = int(entry * 4.5)
+    readers = [CachedImageReader(tmp_path / "cache", 32, max_bytes=limit) for _ in range(2)]
+    for i, path in enumerate(files):
+        readers[i % 2](path)
+        total = sum(p.stat().st_size for p in (tmp_path / "cache").glob("*.npy"))
+        assert total <= limit + entry  # each reader alone would have let 9 entries pile up
+
+
+def test_cache_keys_follow_file_and_size(tmp_path):
+    path = tmp_path / "a.png"
+    _write_png(path, 30, (64, 64))
+    reader = CachedImageReader(tmp_path / "cache", 32)
+    assert reader(path).mean() == 30
+    _write_png(path, 200, (64, 80))  # replaced: new size and mtime
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert reader(path).mean() == 200  # not the stale entry
+    other = CachedImageReader(tmp_path / "cache", 48)
+    assert other.cache_path(path) != reader.cache_path(path)  # decode size is part of the key
+    assert other(path).shape == (48, 60, 3)
+
+
+def test_unusable_cache_dir_warns_once_and_reads(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert resolve_cache_dir(blocker / "cache") is None  # explicit folder below a file
+    assert caplog.text.count("cannot create the image cache") == 1
+    ds = FolderImageSet(_pm_free_folder(tmp_path), transform=T32, cache_dir=blocker / "cache")
+    assert ds[0][0].shape == (3, 32, 32)
+
+
+def _pm_free_folder(tmp_path: Path) -> Path:
+    for cls in ("a", "b"):
+        _write_png(tmp_path / "set" / cls / "x.png")
+    return tmp_path / "set"

@@ -17,6 +17,10 @@ from palm.errors import OutputRefused
 from palm.provenance import data_fingerprint
 from palm.cli import eval as eval_tool
 from palm.cli import train as train_tool
+import os
+import subprocess
+import sys
+import time
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +109,33 @@ def test_eval_folder_is_rewritten_whole(palm_root, tmp_path, monkeypatch):
     evaluate()
     evaluate()
     assert (run / "eval" / "metrics.json").is_file() and (run / "eval-2" / "metrics.json").is_file()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_eval_with_truncated_image_ends_naming_it(pm_run, tmp_path, workers):
+    root, run = pm_run
+    shutil.copytree(root / "val", tmp_path / "val")
+    bad = sorted((tmp_path / "val" / "normal").glob("*.jpg"))[0]
+    _truncate(bad)
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "tools/eval.py", "--checkpoint", str(run / "best.pdparams"),
+         "--val-dir", str(tmp_path / "val"), "--output", str(tmp_path / "eval"),
+         "--num-workers", workers, "--cache-dir", "none", "--engine", "dygraph"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+        timeout=120)
+    elapsed = time.monotonic() - start
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr
+    assert lines[-1] == f"error: {bad}: truncated JPEG (no end-of-image marker)"
+    assert "Traceback" not in proc.stderr
+    assert elapsed < 60  # startup and the model load; it used to wait forever

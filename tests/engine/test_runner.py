@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 from palm.cli import run_tool
+import pandas as pd
+from palm.cli import eval as eval_tool
 
 
 TINY_TRAINING = ["--model", "lenet", "--image-size", "32", "--epochs", "1", "--batch-size", "4",
@@ -211,3 +213,48 @@ def test_disk_full_training_on_a_real_full_device(palm_root, tmpfs):
     assert after == before  # epoch 1's checkpoints, intact
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
     assert json.loads((run / "last.json").read_text())["epoch"] == 1
+
+
+def _run_tool(main, args) -> str:
+    """The message a tool exits with (run_tool turns user errors into `error: ...`)."""
+    with pytest.raises(SystemExit) as exc:
+        run_tool(main, args)
+    return str(exc.value.code)
+
+
+def test_run_names_positive_class_and_augmentation(pm_run, tmp_path, capsys):
+    root, run = pm_run
+    meta = json.loads((run / "best.json").read_text())
+    assert meta["class_names"] == ["normal", "PM"] and meta["positive_class"] == "PM"
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["positive_class"] == "PM" and cfg["class_names"] == ["normal", "PM"]
+    # class folders get the label-safe preset, resolved in full
+    assert cfg["augment"] == {"preset": "natural", "hflip": False, "vflip": False, "rotate": 0.0,
+                              "brightness": 0.2, "contrast": 0.2, "random_resized_crop": 0.8}
+
+    m = eval_tool.main(eval_tool.get_args_parser().parse_args([
+        "--checkpoint", str(run / "best.pdparams"), "--val-dir", str(root / "val"),
+        "--output", str(tmp_path / "eval"), "--positive-class", "PM"]))
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert m["positive_class"] == written["positive_class"] == "PM"
+    preds = pd.read_csv(tmp_path / "eval" / "predictions.csv")
+    assert ((preds["label"] == 1) == preds["path"].str.contains("/PM/")).all()
+    args = eval_tool.get_args_parser().parse_args([
+        "--checkpoint", str(run / "best.pdparams"), "--val-dir", str(root / "val"),
+        "--output", str(tmp_path / "eval2"), "--positive-class", "normal"])
+    assert _run_tool(eval_tool.main, args) == (
+        "error: the checkpoint's positive class is 'PM' (classes ['normal', 'PM']), not 'normal'")
+
+
+def test_start_line_names_positive_class(pm_run, capsys):
+    root, _ = pm_run
+    out_dir = root / "run2"
+    train_tool.main(train_tool.parse_args([
+        "--model", "lenet", "--train-dir", str(root / "train"), "--val-dir", str(root / "val"),
+        "--image-size", "32", "--batch-size", "8", "--epochs", "1", "--num-workers", "0",
+        "--output", str(out_dir), "--device", "cpu", "--no-progress", "--augment",
+        "none,contrast=0.1"]))
+    out = capsys.readouterr().out
+    assert "classes ['normal', 'PM'], positive class 'PM'" in out
+    assert "augmentation none: contrast 0.1" in out
+    assert yaml.safe_load((out_dir / "config.yaml").read_text())["augment"]["preset"] == "none"
