@@ -240,3 +240,9 @@ def test_epochs_0_from_the_shell_is_one_line_and_exit_1():
     proc = _run("train.py", ["--model", "lenet", "--epochs", "0"], timeout=120)
     assert proc.returncode == 1
     assert _lines(proc.stderr) == ["error: --epochs must be >= 1, got 0"]
+
+
+def test_ci_resamples_is_bounded():
+    check_options({"ci_resamples": 2000})
+    with pytest.raises(BadConfig, match="ci-resamples"):
+        check_options({"ci_resamples": 100_000_000})  # would need gigabytes, then die

@@ -148,3 +148,61 @@ def test_eval_and_compare_escape_and_match_rows(tmp_path):
         assert_no_formula_cells(out / name)
     board = read_csv(out / "leaderboard.csv")
     assert sorted(board["model"]) == ["=good", "@poor"] and board["images"].tolist() == [8, 8]
+
+
+def _predictions(tmp_path, name, labels, probs, **columns):
+    out = tmp_path / name / "eval"
+    files = [f"img/{i:03d}.jpg" for i in range(len(labels))]
+    write_evaluation(EvalResult(np.asarray(probs, "float32"), np.asarray(labels)), files,
+                     CLASSES, 0.5, out, ci_resamples=0)
+    csv = out / "predictions.csv"
+    if columns:
+        frame = pd.read_csv(csv)
+        for key, value in columns.items():
+            frame[key] = value
+        frame.to_csv(csv, index=False)
+    return csv
+
+
+def test_compare_refuses_one_class_and_empty_predictions(tmp_path):
+    a = _predictions(tmp_path, "a", [1, 1, 1], [0.2, 0.7, 0.9])
+    b = _predictions(tmp_path, "b", [1, 1, 1], [0.3, 0.6, 0.4])
+    with pytest.raises(BadData, match="both classes"):
+        compare_models([a, b], tmp_path / "cmp", resamples=50)
+    empty = tmp_path / "empty.csv"
+    pd.read_csv(a).iloc[:0].to_csv(empty, index=False)
+    with pytest.raises(BadData, match="no predictions"):
+        compare_models([empty, empty], tmp_path / "cmp2", resamples=50)
+
+
+@pytest.mark.parametrize("column, value", [("prediction", "PM"), ("prediction", 5),
+                                           ("prediction", np.nan), ("probability", 3.0)])
+def test_compare_refuses_bad_decisions_and_probabilities(tmp_path, column, value):
+    y = [0, 1, 0, 1]
+    a = _predictions(tmp_path, "a", y, [0.2, 0.7, 0.4, 0.9])
+    b = _predictions(tmp_path, "b", y, [0.3, 0.6, 0.4, 0.8])
+    frame = pd.read_csv(b)
+    frame[column] = frame[column].astype(object)
+    frame.loc[1, column] = value
+    frame.to_csv(b, index=False)
+    with pytest.raises(BadData, match=column):
+        compare_models([a, b], tmp_path / "cmp", resamples=50)
+
+
+def test_compare_multiclass_is_named_as_such(tmp_path):
+    out = tmp_path / "m" / "eval"
+    write_evaluation(EvalResult(np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]],
+                                         "float32"), np.array([0, 1, 2])),
+                     ["a.jpg", "b.jpg", "c.jpg"], ["a", "b", "c"], 0.5, out, ci_resamples=0)
+    with pytest.raises(BadData, match="multi-class"):
+        compare_models([out, out], tmp_path / "cmp", resamples=50)
+
+
+def test_compare_same_image_spelt_two_ways_is_a_duplicate(tmp_path):
+    a = _predictions(tmp_path, "a", [0, 1, 0], [0.2, 0.7, 0.4])
+    frame = pd.read_csv(a)
+    frame.loc[1, "path"] = "img/./000.jpg"
+    frame.loc[1, "label"] = 0
+    frame.to_csv(a, index=False)
+    with pytest.raises(BadData, match="more than once"):
+        compare_models([a, a], tmp_path / "cmp", resamples=50)
