@@ -139,6 +139,7 @@ def test_auto_engine_choice(checkpoint, exported, monkeypatch):
         assert isinstance(load_predictor(checkpoint, n_images=1000), DygraphPredictor)
 
 
+@pytest.mark.slow  # a child process of its own
 def test_probe_reports_a_broken_export_without_crashing(exported, checkpoint, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(exported, broken)

@@ -32,6 +32,7 @@ def test_resume_of_a_missing_run_folder_creates_nothing(palm_root, tmp_path):
     assert not (tmp_path / "nope").exists()
 
 
+@pytest.mark.slow
 def test_config_of_a_resumed_run_trains_again_with_c(palm_root, tmp_path):
     run = tmp_path / "run"
     train_tool.parse_and_run([*TINY_TRAINING, "--data-root", str(palm_root), "--output", str(run)])

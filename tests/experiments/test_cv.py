@@ -115,6 +115,7 @@ def test_predict_val_reports_single_models_and_their_ensemble(cv_run):
     assert models.iloc[-1]["accuracy"] == pytest.approx(accuracy)
 
 
+@pytest.mark.slow
 def test_same_seed_same_table_and_resume_skips_finished_folds(palm_root, tmp_path, cv_run):
     first, _ = cv_run
     output = tmp_path / "cv"
@@ -136,6 +137,7 @@ def test_same_seed_same_table_and_resume_skips_finished_folds(palm_root, tmp_pat
         _cv(_cv_args(_palm(palm_root), output, "--folds", "2"))
 
 
+@pytest.mark.slow
 def test_pool_val_on_class_folders(tmp_path):
     digits = export_digits(tmp_path / "digits", size=32, per_class=4, val_fraction=0.25)
     output = tmp_path / "cv"

@@ -114,6 +114,7 @@ def test_sweep_runs_tables_and_plots(ablation):
         assert (output / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_same_seed_same_results_and_resume_skips_finished_runs(ablation, digits, tmp_path):
     first_output, _, first = ablation
     output = tmp_path / "again"
@@ -195,6 +196,7 @@ def _two_classes(root: Path, n: int = 4) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_sweep_with_missing_data_writes_nothing_so_the_corrected_rerun_runs(tmp_path):
     data = _two_classes(tmp_path / "data")
     output = tmp_path / "sweep"

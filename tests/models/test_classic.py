@@ -13,6 +13,7 @@ from palm.models import build_model, list_models
 from palm.models.alexnet import MIN_INPUT_SIZE as ALEXNET_MIN
 from palm.models.googlenet import MIN_INPUT_SIZE as GOOGLENET_MIN
 from palm.models.resnet import BasicBlock, Bottleneck, _resnet
+from tests.marks import quick_or_slow
 
 # Shapes, features-only, training-step and config checks of every network: test_zoo.py.
 
@@ -33,7 +34,7 @@ def test_unknown_name_lists_valid_names():
     assert all(name in str(err.value) for name in list_models())
 
 
-@pytest.mark.parametrize("name", ["lenet5", "vgg11", "resnet18", "resnet50"])
+@pytest.mark.parametrize("name", quick_or_slow(["lenet5", "vgg11", "resnet18", "resnet50"]))
 def test_forward_at_32px(name):
     # alexnet (>= 63 px) and googlenet (>= 61 px) cannot go this small: their stride-2 max
     # pools without padding run out of pixels; see test_too_small_input_is_a_clear_error.
@@ -108,7 +109,7 @@ def test_googlenet_with_aux_matches_paddle_vision_params():
     assert shapes == {k: v.shape for k, v in theirs.state_dict().items()}
 
 
-@pytest.mark.parametrize("name", ["alexnet", "vgg16", "resnet18", "resnet50", "googlenet"])
+@pytest.mark.parametrize("name", quick_or_slow(["alexnet", "vgg16", "resnet18", "resnet50", "googlenet"]))
 def test_paddle_vision_state_dict_gives_same_outputs(name):
     paddle.seed(0)
     theirs = _paddle_vision(name)
@@ -223,7 +224,8 @@ def _bce(outputs, labels):
 
 
 @pytest.mark.parametrize(
-    "name, kw", [("lenet5", {}), ("resnet18", {}), ("googlenet", {"aux_logits": True})]
+    "name, kw",
+    quick_or_slow([("lenet5", {}), ("resnet18", {}), ("googlenet", {"aux_logits": True})], {"lenet5"}),
 )
 def test_a_few_training_steps_reduce_the_loss(name, kw):
     paddle.seed(0)
@@ -253,7 +255,9 @@ def test_googlenet_starts_with_moderate_logits():
 
 
 @pytest.mark.parametrize(
-    "name, kw", [("lenet", {"image_size": 64}), ("alexnet", {}), ("googlenet", {"aux_logits": True})]
+    "name, kw",
+    quick_or_slow([("lenet", {"image_size": 64}), ("alexnet", {}), ("googlenet", {"aux_logits": True})],
+                  {"lenet"}),
 )
 def test_static_graph_with_unknown_sizes_matches_dygraph(name, kw):
     # The input-size checks must not break export (paddle.jit) with free batch/height/width.

@@ -13,6 +13,7 @@ from palm.models import build_model, list_models
 from palm.models.layers import CBAM, SpatialAttention, SqueezeExcite
 from palm.models.efficientnet import EfficientNet, StochasticDepth
 from palm.models.shufflenet import ShuffleNetV2
+from tests.marks import quick_or_slow
 
 # Shapes, features-only, training-step and config checks of every network: test_zoo.py.
 
@@ -36,6 +37,16 @@ def _forward(model: nn.Layer, size: int) -> paddle.Tensor:
 
 def _trainable(model: nn.Layer) -> int:
     return sum(math.prod(p.shape) for p in model.parameters() if not p.stop_gradient)
+
+
+@pytest.mark.parametrize("name", quick_or_slow(sorted(PADDLE_VISION)))
+def test_parameters_match_paddle_vision(name):
+    """Same state-dict keys, shapes and trainable count as paddle.vision at 1000 classes."""
+    ours, ref = build_model(name, num_classes=1000), PADDLE_VISION[name](num_classes=1000)
+    ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
+    assert list(ours_sd) == list(ref_sd)
+    assert [v.shape for v in ours_sd.values()] == [v.shape for v in ref_sd.values()]
+    assert _trainable(ours) == _trainable(ref)
 
 
 # Networks paddle.vision lacks: trainable parameters at 1000 classes against a published figure
@@ -63,13 +74,13 @@ def test_parameter_tables_name_registered_networks():
     assert set(PUBLISHED) | set(PADDLE_VISION) <= set(list_models())
 
 
-@pytest.mark.parametrize("name", sorted(PUBLISHED))
+@pytest.mark.parametrize("name", quick_or_slow(sorted(PUBLISHED), {"nin"}))
 def test_parameters_match_published_figure(name):
     figure, tolerance = PUBLISHED[name]
     assert abs(_trainable(build_model(name, num_classes=1000)) - figure) <= tolerance
 
 
-@pytest.mark.parametrize("name", sorted(PADDLE_VISION))
+@pytest.mark.parametrize("name", quick_or_slow(sorted(PADDLE_VISION)))
 def test_paddle_vision_state_dict_gives_same_outputs(name):
     paddle.seed(0)
     ref = PADDLE_VISION[name](num_classes=1000)
@@ -120,7 +131,7 @@ def test_squeeze_excite_gates_whole_channels():
     np.testing.assert_allclose(ratio, np.broadcast_to(ratio[:, :, :1, :1], ratio.shape), rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["se_resnet50", "cbam_resnet50"])
+@pytest.mark.parametrize("name", quick_or_slow(["se_resnet50", "cbam_resnet50"], {"se_resnet50"}))
 def test_attention_resnet_holds_resnet50_weights(name):
     """Every ResNet-50 tensor (paddle.vision names and shapes) is there; the rest is attention."""
     ours = {k: v.shape for k, v in build_model(name, num_classes=1000).state_dict().items()}
@@ -142,7 +153,8 @@ def test_spatial_attention_pools_mean_and_max_over_channels():
 # B1..B3 are rows of EFFICIENTNET_PARAMS: their counts equal the reference implementations'
 # (torchvision metadata); Tan & Le 2019, Table 2, lists 7.8M, 9.2M and 12M.
 @pytest.mark.parametrize(
-    "variant, count", [("b1", 7_794_184), ("b2", 9_109_994), ("b3", 12_233_232)]
+    "variant, count",
+    quick_or_slow([("b1", 7_794_184), ("b2", 9_109_994), ("b3", 12_233_232)], {"b1"}),
 )
 def test_efficientnet_rows_scale_like_the_reference(variant, count):
     assert _trainable(EfficientNet(variant, num_classes=1000)) == count
@@ -168,6 +180,7 @@ def test_efficientnet_drop_path_rises_towards_the_last_block():
     assert rates == sorted(rates) and 0 < rates[-1] < 0.2
 
 
+@pytest.mark.slow
 def test_inception_v3_aux_head_in_training_only():
     model = build_model("inception_v3", num_classes=3, aux_logits=True)
     model.train()

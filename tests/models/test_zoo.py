@@ -1,9 +1,10 @@
 """What every registered network gets from its registration alone: shape, features-only,
 training-step and config checks, parametrised over `palm.models.list_models()`.
 
-A new family file is tested here without editing this file. Representative networks run in
-the quick loop (`-m "not slow"`); the others are marked slow, so the full suite still covers
-every one. Per-family particulars live in test_classic.py and test_later.py.
+A new family file is tested here without editing this file. Representative networks
+(REPRESENTATIVE_MODELS in tests/marks.py) run in the quick loop (`-m "not slow"`); the others
+are marked slow, so the full suite still covers every one. Per-family particulars live in
+test_classic.py and test_later.py.
 """
 from __future__ import annotations
 
@@ -15,9 +16,8 @@ import pytest
 
 from palm import config
 from palm.models import MODELS, build_model, list_models
+from tests.marks import quick_or_slow
 
-# Quick-loop representatives: a small classic network, a residual one, a later mobile one.
-REPRESENTATIVE = {"lenet5", "resnet18", "mobilenet_v2"}
 # Names the zoo has promised (a removed or renamed network fails here); new ones need no entry.
 PROMISED = [
     "lenet", "lenet5", "alexnet",
@@ -35,10 +35,6 @@ EXTRA_SIZES: dict[str, tuple[int, ...]] = {"lenet": (), "lenet5": (), "inception
 BUILD_KWARGS = {"lenet": {"image_size": 64}}  # lenet's first linear layer follows the size
 
 
-def _quick_or_slow(names: list[str]) -> list:
-    return [n if n in REPRESENTATIVE else pytest.param(n, marks=pytest.mark.slow) for n in names]
-
-
 def _later() -> list[str]:
     return [n for n in list_models() if MODELS[n].__module__ not in CLASSIC_MODULES]
 
@@ -54,7 +50,7 @@ def test_registry_has_the_promised_names():
 
 
 @pytest.mark.parametrize("num_classes", [1, 10])
-@pytest.mark.parametrize("name", _quick_or_slow(list_models()))
+@pytest.mark.parametrize("name", quick_or_slow(list_models()))
 def test_forward_shape(name, num_classes):
     model = build_model(name, num_classes=num_classes, **BUILD_KWARGS.get(name, {}))
     # the large sizes once per network (num_classes only changes the last layer): the big
@@ -66,7 +62,7 @@ def test_forward_shape(name, num_classes):
         assert not paddle.isnan(y).any(), (name, size)
 
 
-@pytest.mark.parametrize("name", _quick_or_slow(_later()))
+@pytest.mark.parametrize("name", quick_or_slow(_later()))
 def test_features_only(name):
     pooled = _forward(build_model(name, num_classes=0), 64)
     assert pooled.ndim == 4 and pooled.shape[0] == 2 and pooled.shape[2:] == [1, 1]
@@ -76,7 +72,7 @@ def test_features_only(name):
         build_model(name, num_classes=1, with_pool=False)
 
 
-@pytest.mark.parametrize("name", _quick_or_slow(_later()))
+@pytest.mark.parametrize("name", quick_or_slow(_later()))
 def test_training_steps_reduce_loss(name):
     """A few Adam steps on one fixed batch (train mode, BN batch statistics) lower its loss."""
     paddle.seed(0)

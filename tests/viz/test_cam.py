@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+import shutil
 
 import cv2
 import numpy as np
@@ -11,11 +12,12 @@ import paddle.nn.functional as F
 import pytest
 
 from palm.models import build_model, list_models
+from tests.marks import quick_or_slow
 from palm.viz.cam import GradCAM, class_activation_map, overlay_heatmap
-import shutil
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.data import list_images
 from palm.viz.cam import write_cam_overlays
+
 
 # Inputs large enough that the default layer keeps a spatial map bigger than 1 x 1 (a 1 x 1
 # map has no "where"): GoogLeNet's five stride-2 stages and NiN's unpadded 11x11/4 conv plus
@@ -142,7 +144,7 @@ def test_overlay_keeps_original_size_and_colours_hot_regions():
         overlay_heatmap(photo.astype(np.float32), heat)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", quick_or_slow(list_models()))
 def test_gradcam_every_registered_model(name):
     paddle.seed(0)
     size = CAM_INPUT_SIZE.get(name, 64)
