@@ -448,6 +448,7 @@ def _decode_peak_mb(path: Path, max_pixels: int) -> tuple[float, str]:
     return float(peak), result
 
 
+@pytest.mark.slow  # a child process measuring its peak memory
 def test_16_bit_rgba_png_decodes_without_a_full_depth_copy(tmp_path):
     """A 16-bit RGBA PNG decoded unchanged (8 bytes a pixel) and then converted (4 + 3) took
     15.5 bytes a pixel: 1.55 GB for 99 MP under a cap meant for 300 MB. libpng now strips

@@ -69,9 +69,10 @@ def _train(argv: list[str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(palm_root, tmp_path_factory) -> Path:
-    """A 1-epoch LeNet-5 run folder (read-only: copy before changing)."""
-    return _train(_train_argv(palm_root, tmp_path_factory.mktemp("lenet") / "run", "--epochs", "1"))
+def run(tiny_run) -> Path:
+    """A 1-epoch LeNet-5 run folder (read-only: copy before changing), built by conftest's
+    tiny_run with the options _common_argv gives the tool."""
+    return tiny_run("lenet5")
 
 
 def _raw(path: Path):

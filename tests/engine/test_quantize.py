@@ -25,7 +25,6 @@ from palm.engine.quantize import Comparison, QuantizationRefused, calibration_im
 from palm.cli import eval as eval_tool
 from palm.cli import predict as predict_tool
 from palm.cli import quantize as quantize_tool
-from palm.cli import train as train_tool
 from palm.engine.quantize import quantize_to_folder
 from palm.errors import OutputRefused
 
@@ -35,13 +34,9 @@ PROBABILITY_TOLERANCE = 0.1
 
 
 @pytest.fixture(scope="module")
-def trained(palm_root, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("q") / "run"
-    train_tool.main(train_tool.parse_args([
-        "--model", "resnet18", "--data-root", str(palm_root), "--image-size", "32",
-        "--batch-size", "8", "--epochs", "1", "--num-workers", "0", "--output", str(out),
-        "--device", "cpu", "--no-progress"]))
-    return out / "best.pdparams"
+def trained(tiny_run) -> Path:
+    """A one-epoch resnet18 at 32 px (conftest's tiny_run: run_training, not the parser)."""
+    return tiny_run("resnet18") / "best.pdparams"
 
 
 def _quantize(argv: list[str]):

@@ -131,13 +131,13 @@ def test_paddle_vision_state_dict_gives_same_outputs(name):
 
 @pytest.mark.parametrize(
     "name, shape",
-    [
+    quick_or_slow([
         ("alexnet", [2, 256, 1, 1]),
         ("vgg16", [2, 512, 7, 7]),
         ("googlenet", [2, 1024, 1, 1]),
         ("resnet18", [2, 512, 1, 1]),
         ("resnet50", [2, 2048, 1, 1]),
-    ],
+    ]),
 )
 def test_no_classifier_returns_features(name, shape):
     assert _forward(build_model(name, num_classes=0), 64).shape == shape
@@ -145,11 +145,11 @@ def test_no_classifier_returns_features(name, shape):
 
 @pytest.mark.parametrize(
     "name, size, shape",
-    [
+    quick_or_slow([
         ("vgg16", 64, [2, 512, 2, 2]),
         ("resnet50", 64, [2, 2048, 2, 2]),
         ("googlenet", 128, [2, 1024, 3, 3]),
-    ],
+    ], {"resnet50"}),
 )
 def test_without_pool_keeps_the_feature_map(name, size, shape):
     assert _forward(build_model(name, num_classes=0, with_pool=False), size).shape == shape

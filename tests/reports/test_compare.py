@@ -14,6 +14,7 @@ from palm.cli import compare as compare_tool
 from pathlib import Path
 from palm.reports.compare import read_predictions
 from palm.io_utils import read_csv
+from tests.marks import quick_or_slow
 from tests.formula_cells import NAMES, assert_no_formula_cells
 
 CLASSES = ["non-PM", "PM"]
@@ -175,8 +176,9 @@ def test_compare_refuses_one_class_and_empty_predictions(tmp_path):
         compare_models([empty, empty], tmp_path / "cmp2", resamples=50)
 
 
-@pytest.mark.parametrize("column, value", [("prediction", "PM"), ("prediction", 5),
-                                           ("prediction", np.nan), ("probability", 3.0)])
+@pytest.mark.parametrize("column, value", [("prediction", "PM"),
+                                           *quick_or_slow([("prediction", 5), ("prediction", np.nan),
+                                                           ("probability", 3.0)], ())])
 def test_compare_refuses_bad_decisions_and_probabilities(tmp_path, column, value):
     y = [0, 1, 0, 1]
     a = _predictions(tmp_path, "a", y, [0.2, 0.7, 0.4, 0.9])
