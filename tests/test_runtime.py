@@ -9,6 +9,12 @@ from pathlib import Path
 import pytest
 
 from palm import runtime
+import importlib
+from palm.cli import COMMANDS, run_tool
+from palm.errors import BadConfig
+from palm.cli import eval as eval_tool
+import signal
+import time
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,3 +115,165 @@ def test_lower_worker_priority_in_a_child():
                          capture_output=True, text=True, check=True)
     raised, expected = out.stdout.split()
     assert raised == expected
+
+
+def test_quiet_prints_nothing_but_warnings_and_errors(tmp_path, capsys):
+    import logging
+    import sys
+
+    def main(args):
+        print("a summary line")
+        print("progress 50%", file=sys.stderr)  # what tqdm writes
+        logging.getLogger("palm.test").warning("careful")
+        return 0
+
+    for quiet in (False, True):
+        parsed = eval_tool.get_args_parser().parse_args(
+            ["--checkpoint", "x", *(["--quiet"] if quiet else [])])
+        with pytest.raises(SystemExit):
+            run_tool(main, parsed)
+        out, err = capsys.readouterr()
+        assert ("a summary line" in out, "progress" in err) == (not quiet, not quiet)
+        assert "careful" in err
+
+    def fails(args):
+        raise BadConfig("--epochs must be >= 1")
+
+    with pytest.raises(SystemExit, match="error: --epochs must be >= 1"):
+        run_tool(fails, eval_tool.get_args_parser().parse_args(["--checkpoint", "x", "-q"]))
+
+
+def test_paddle_warnings_hidden_unless_the_user_chose_a_level():
+    from palm.runtime import quiet_paddle_env
+
+    env: dict[str, str] = {}
+    assert quiet_paddle_env(env) == {"GLOG_minloglevel": "2"} and env["GLOG_minloglevel"] == "2"
+    mine = {"GLOG_minloglevel": "0"}
+    assert quiet_paddle_env(mine) == {} and mine["GLOG_minloglevel"] == "0"
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_subcommand_takes_quiet_and_verbose(name):
+    parser = importlib.import_module(COMMANDS[name].module).get_args_parser()
+    options = {o for action in parser._actions for o in action.option_strings}
+    assert {"-q", "--quiet", "-v", "--verbose"} <= options, name
+
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def many_photos(palm_root, tmp_path_factory) -> Path:
+    """240 photos (hard links to the 16 synthetic validation images): long enough a run."""
+    folder = tmp_path_factory.mktemp("many")
+    val = sorted((palm_root / "PALM-Validation400").glob("*.jpg"))
+    for k in range(240):
+        os.link(val[k % len(val)], folder / f"p{k:03d}.jpg")
+    return folder
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie holds no memory and counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _start(tool: str, argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO / "tools" / tool), *argv], cwd=REPO, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tool", ["predict", "train"])
+def test_no_worker_survives_a_killed_run(tool, lenet_checkpoint, many_photos, palm_root, tmp_path):
+    if tool == "predict":
+        proc = _start("predict.py", ["--checkpoint", str(lenet_checkpoint), "--input", str(many_photos),
+                                     "--output", str(tmp_path / "p.csv"), "--engine", "dygraph",
+                                     "--batch-size", "1", "--num-workers", "2", "--no-progress"])
+    else:
+        proc = _start("train.py", ["--model", "lenet", "--data-root", str(palm_root),
+                                   "--image-size", "32", "--batch-size", "2", "--epochs", "200",
+                                   "--num-workers", "2", "--output", str(tmp_path / "run"),
+                                   "--device", "cpu", "--no-progress", "--cache-dir", "none"])
+    workers: list[int] = []
+    try:
+        _wait_for(lambda: len(_children(proc.pid)) >= 2 or proc.poll() is not None, 240,
+                  "two loader workers")
+        workers = _children(proc.pid)
+        assert proc.poll() is None and len(workers) >= 2, proc.communicate()
+        proc.kill()
+        proc.wait()
+        killed = time.monotonic()
+        _wait_for(lambda: not any(map(_alive, workers)), 10, f"workers {workers} to exit")
+        print(f"{tool}: {len(workers)} workers gone {time.monotonic() - killed:.2f} s after kill -9")
+    finally:  # never leave a process behind, whatever failed
+        for pid in {proc.pid, *workers, *_children(proc.pid)}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+_ORPHAN_SCRIPT = """
+import multiprocessing, sys, time
+from palm import runtime
+if sys.argv[1] == "poll":  # as on a system without prctl
+    runtime._set_parent_death_signal = lambda sig: False
+def child():
+    runtime.worker_init(0)
+    print("ready", flush=True)
+    time.sleep(600)
+if __name__ == "__main__":
+    multiprocessing.set_start_method("fork")
+    p = multiprocessing.Process(target=child)
+    p.start()
+    print(p.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how, within", [("prctl", 2.0), ("poll", 2.0 + 2 * 1.0)])
+def test_worker_init_child_exits_when_its_parent_is_killed(how, within, tmp_path):
+    """The mechanism alone (no Paddle): parent-death signal, and the polling fallback."""
+    script = tmp_path / "orphan.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script), how], env=ENV, stdout=subprocess.PIPE,
+                              text=True)
+    child = int(parent.stdout.readline())
+    try:
+        assert parent.stdout.readline().strip() == "ready"  # worker_init has run
+        assert _alive(child)
+        parent.kill()
+        parent.wait()
+        _wait_for(lambda: not _alive(child), within, f"the {how} child to exit")
+    finally:
+        for pid in (parent.pid, child):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -37,6 +37,7 @@ def test_benchmark_sections_write_json(tmp_path):
     assert result["environment"]["cores"] >= 1
 
 
+@pytest.mark.slow  # a child process of its own
 def test_eval_with_paddle_defaults_runs_in_a_child():
     """The child imports this palm (it runs from the folder holding it) without its tuning."""
     assert eval_default_in_child("lenet5", 32, batch_size=2, iters=1) > 0

@@ -24,6 +24,9 @@ from palm.data.splits import kfold_assignment
 from palm.experiments.cv import check_same_splits, bootstrap_auc_ci, splits_table
 from palm.errors import BadConfig
 from palm.cli import cv as cv_tool
+from tests.formula_cells import NAMES, assert_no_formula_cells
+from PIL import Image
+from palm.errors import BadData
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -112,6 +115,7 @@ def test_predict_val_reports_single_models_and_their_ensemble(cv_run):
     assert models.iloc[-1]["accuracy"] == pytest.approx(accuracy)
 
 
+@pytest.mark.slow
 def test_same_seed_same_table_and_resume_skips_finished_folds(palm_root, tmp_path, cv_run):
     first, _ = cv_run
     output = tmp_path / "cv"
@@ -133,6 +137,7 @@ def test_same_seed_same_table_and_resume_skips_finished_folds(palm_root, tmp_pat
         _cv(_cv_args(_palm(palm_root), output, "--folds", "2"))
 
 
+@pytest.mark.slow
 def test_pool_val_on_class_folders(tmp_path):
     digits = export_digits(tmp_path / "digits", size=32, per_class=4, val_fraction=0.25)
     output = tmp_path / "cv"
@@ -173,3 +178,40 @@ def test_killed_cv_resumes_without_redoing_finished_folds(palm_root, tmp_path):
     assert (output / "fold_0" / "train.log").read_text() == fold0_log
     assert "resuming" in (output / "fold_1" / "train.log").read_text()
     assert len(pd.read_csv(output / "oof_predictions.csv")) == 24
+
+
+def test_cv_splits_escape_and_are_read_back(tmp_path):
+    samples = [(name, i % 2) for i, name in enumerate(NAMES)]
+    splits = splits_table(samples, ["-neg", "+pos"], np.array([np.arange(len(NAMES)) % 2]))
+    path = tmp_path / "splits.csv"
+    check_same_splits(path, splits)  # writes it
+    assert_no_formula_cells(path)
+    check_same_splits(path, splits)  # read back: the same images and labels, not refused
+
+
+def _photos(folder: Path, n: int, size: int = 32) -> Path:
+    """`n` random 32-px PNGs in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+TINY_TRAINING = ["--model", "lenet", "--image-size", "32", "--epochs", "1", "--batch-size", "4",
+                 "--num-workers", "0", "--cache-dir", "none", "--device", "cpu", "--no-progress"]
+
+
+@pytest.mark.parametrize("empty_class_folder", [True, False],
+                         ids=["two-classes-one-empty", "one-class"])
+def test_cv_on_one_class_is_refused_before_any_fold_trains(tmp_path, empty_class_folder):
+    data = tmp_path / "data"
+    _photos(data / "normal", 6)
+    if empty_class_folder:  # two classes declared, images of one: main trained and said "AUC n/a"
+        (data / "disease").mkdir()
+    output = tmp_path / "cv"
+    with pytest.raises(BadData, match=rf"^{data}: 6 images of 1 class \(only class 'normal'\); "
+                                      "cross-validation needs images of at least two classes$"):
+        cv_tool.parse_and_run([*TINY_TRAINING, "--train-dir", str(data), "--folds", "2",
+                               "--output", str(output)])
+    assert not output.exists()

@@ -19,6 +19,8 @@ from palm.experiments.sweep import Factor, parse_factor, settings, trial_name
 from palm.errors import BadConfig
 from palm.models import build_model
 from palm.cli import sweep as sweep_tool
+import numpy as np
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 TIME_COLUMNS = ["train_seconds"]
@@ -112,6 +114,7 @@ def test_sweep_runs_tables_and_plots(ablation):
         assert (output / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_same_seed_same_results_and_resume_skips_finished_runs(ablation, digits, tmp_path):
     first_output, _, first = ablation
     output = tmp_path / "again"
@@ -171,3 +174,51 @@ def test_ray_backend_runs_two_trials_locally(digits, tmp_path):
         assert (output / trial / "trial.json").is_file()
         assert (output / trial / "last.pdparams").is_file()
     assert table["final_val_accuracy"].between(0, 1).all()
+
+
+def _photos(folder: Path, n: int, size: int = 32) -> Path:
+    """`n` random 32-px PNGs in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+TINY_TRAINING = ["--model", "lenet", "--image-size", "32", "--epochs", "1", "--batch-size", "4",
+                 "--num-workers", "0", "--cache-dir", "none", "--device", "cpu", "--no-progress"]
+
+
+def _two_classes(root: Path, n: int = 4) -> Path:
+    for split in ("train", "val"):
+        for name in ("normal", "disease"):
+            _photos(root / split / name, n)
+    return root
+
+
+@pytest.mark.slow
+def test_sweep_with_missing_data_writes_nothing_so_the_corrected_rerun_runs(tmp_path):
+    data = _two_classes(tmp_path / "data")
+    output = tmp_path / "sweep"
+
+    def sweep(train_dir: Path, *extra: str):
+        return sweep_tool.parse_and_run([*TINY_TRAINING, "--train-dir", str(train_dir),
+                                         "--val-dir", str(data / "val"), "--vary", "lr=0.01",
+                                         "--output", str(output), *extra])
+
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "typo")):
+        sweep(tmp_path / "typo")
+    assert not output.exists()
+    table = sweep(data / "train")  # the corrected command is not "an experiment with other settings"
+    assert len(table) and (output / "sweep.json").is_file()
+
+
+def test_sweep_with_an_unknown_metric_is_refused_before_training(tmp_path):
+    data = _two_classes(tmp_path / "data")
+    output = tmp_path / "sweep"
+    with pytest.raises(BadConfig, match="^metric final_val_auc: not a result of a run; choose "
+                                        "from .*final_val_roc_auc"):
+        sweep_tool.parse_and_run([*TINY_TRAINING, "--train-dir", str(data / "train"),
+                                  "--val-dir", str(data / "val"), "--vary", "lr=0.01",
+                                  "--metric", "final_val_auc", "--output", str(output)])
+    assert not output.exists()

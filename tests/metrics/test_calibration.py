@@ -6,6 +6,8 @@ from sklearn import metrics as skm
 
 from palm.metrics.calibration import (apply_temperature, calibration_errors, fit_temperature,
                                       negative_log_likelihood, rescale_threshold)
+from palm import metrics as M
+from palm.errors import BadData
 
 
 def test_calibration_errors_by_hand():
@@ -46,3 +48,21 @@ def test_temperature_multiclass_and_threshold_rescaling():
     z = rng.normal(0, 2, 200)
     thr = rescale_threshold(0.7, 1.0, 2.5)
     assert np.array_equal(apply_temperature(z) >= 0.7, apply_temperature(z, 2.5) >= thr)
+
+
+def test_adaptive_ece_does_not_depend_on_the_order_of_tied_probabilities():
+    y = np.repeat([1, 0], 10)
+    p = np.full(20, 0.5)  # perfectly calibrated: half the cases at 0.5 are positive
+    forward = M.calibration_errors(y, p)["ece_adaptive"]
+    backward = M.calibration_errors(y[::-1], p)["ece_adaptive"]
+    shuffled = M.calibration_errors(np.tile([1, 0], 10), p)["ece_adaptive"]
+    assert forward == pytest.approx(0.0) and backward == pytest.approx(0.0)
+    assert shuffled == pytest.approx(0.0)
+
+
+def test_fit_temperature_refuses_one_class_and_separated_data():
+    with pytest.raises(BadData, match="both classes"):
+        M.fit_temperature(np.ones(5), np.array([1.0, 2, 3, 0.5, 2]))
+    y = np.repeat([1, 0], 10)
+    with pytest.raises(BadData, match="separate"):  # NLL falls towards T -> 0
+        M.fit_temperature(y, np.where(y == 1, 3.0, -3.0))

@@ -7,6 +7,7 @@ from sklearn import metrics as skm
 
 from palm.metrics._delong import delong_covariance
 from palm.metrics.comparison import delong_test, mcnemar_test, paired_bootstrap_auc_difference
+from palm import metrics as M
 
 
 def _structural_components(y, score):
@@ -60,3 +61,15 @@ def test_mcnemar_exact():
     assert (result["only_a_correct"], result["only_b_correct"]) == (8, 2)
     assert result["p"] == pytest.approx(stats.binomtest(2, 10, 0.5).pvalue)
     assert mcnemar_test(y, a, a)["p"] == 1.0
+
+
+def test_delong_zero_variance_with_a_difference_is_significant():
+    # a perfect model against a constant one: DeLong's variance is 0 but the AUCs differ by
+    # 0.5; "no evidence" (p = 1) would be the opposite of the truth
+    y = np.repeat([1, 0], 10)
+    perfect = np.where(y == 1, 0.9, 0.1)
+    constant = np.full(20, 0.5)
+    result = M.delong_test(y, perfect, constant)
+    assert result["difference"] == pytest.approx(0.5)
+    assert result["p"] == 0.0
+    assert M.delong_test(y, perfect, perfect * 0.5)["p"] == 1.0  # same ranking: no difference

@@ -11,6 +11,7 @@ from palm.metrics._counts import auc_rows, average_precision_rows, f1_rows
 from palm.metrics.classification import binary_metrics, multiclass_metrics
 from palm.metrics.intervals import (binary_intervals, bootstrap_auc, multiclass_intervals,
                                     wilson_interval)
+from palm import metrics as M
 
 
 @pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (10, 10), (211, 400), (1, 1), (57, 59)])
@@ -77,3 +78,23 @@ def test_multiclass_intervals_per_class_and_macro():
     for c, auc in enumerate(m["roc_auc_per_class"]):
         assert ci["roc_auc_per_class"][c][0] <= auc <= ci["roc_auc_per_class"][c][1]
     assert ci["roc_auc"][0] <= m["roc_auc"] <= ci["roc_auc"][1]
+
+
+@pytest.mark.parametrize("n", [10, 13, 25, 27])  # sizes where the float sum missed 1 by an ulp
+def test_wilson_bounds_are_exact_when_all_or_none_succeed(n):
+    assert M.wilson_interval(n, n)[1] == 1.0
+    assert M.wilson_interval(0, n)[0] == 0.0
+
+
+def test_ppv_interval_of_a_perfect_classifier_ends_at_exactly_one():
+    y = np.repeat([0, 1], [17, 10])  # 10 positives, all found, no false alarm: PPV 10/10
+    p = np.where(y == 1, 0.9, 0.1)
+    ci = M.binary_intervals(y, p, 0.5, resamples=50)
+    assert ci["ppv"][1] == 1.0 and ci["sensitivity"][1] == 1.0
+    for key in ("accuracy", "sensitivity", "specificity", "ppv", "npv", "roc_auc", "f1"):
+        assert 0.0 <= ci[key][0] <= ci[key][1] <= 1.0, key
+
+
+def test_bootstrap_intervals_are_clipped_to_the_statistics_range():
+    assert M.percentile_interval(np.array([1.0, 1.0 + 1e-15])) == [1.0, 1.0]
+    assert M.percentile_interval(np.array([-0.5, 0.5]), limits=(-1.0, 1.0))[0] < 0

@@ -11,6 +11,11 @@ from palm.reports.compare import compare_models
 from palm.engine.evaluate import EvalResult, write_evaluation
 from palm.errors import BadData
 from palm.cli import compare as compare_tool
+from pathlib import Path
+from palm.reports.compare import read_predictions
+from palm.io_utils import read_csv
+from tests.marks import quick_or_slow
+from tests.formula_cells import NAMES, assert_no_formula_cells
 
 CLASSES = ["non-PM", "PM"]
 
@@ -86,3 +91,120 @@ def test_inputs_without_labels_or_predictions_are_refused(two_runs, tmp_path):
         compare_models([run_a, tmp_path], tmp_path / "x")
     with pytest.raises(BadData, match="at least two"):
         compare_models([run_a], tmp_path / "x")
+
+
+def _quickstart_run(root: Path, name: str, labels, probs) -> Path:
+    """RUN as the Quickstart leaves it: eval/predictions.csv (labelled, by tools/eval.py)
+    and predictions.csv (tools/predict.py's, no labels) side by side."""
+    files = [f"img/{i:03d}.jpg" for i in range(len(labels))]
+    write_evaluation(EvalResult(np.asarray(probs, "float32"), np.asarray(labels)), files,
+                     ["non-PM", "PM"], 0.5, root / name / "eval", ci_resamples=20)
+    pd.DataFrame({"path": files, "probability": probs, "prediction": np.round(probs).astype(int),
+                  "class_name": "PM", "error": ""}).to_csv(root / name / "predictions.csv",
+                                                           index=False)
+    return root / name
+
+
+def test_compare_takes_a_run_folders_labelled_evaluation(tmp_path):
+    y = np.repeat([0, 1], 20)
+    rng = np.random.default_rng(0)
+    runs = [_quickstart_run(tmp_path, name, y, np.clip(0.5 * y + rng.uniform(0, 0.5, 40), 0, 1))
+            for name in ("demo", "other")]
+    board, _ = compare_models(runs, tmp_path / "cmp", resamples=20)
+    assert sorted(board["model"]) == ["demo", "other"] and len(board) == 2
+
+
+def test_compare_names_what_it_looked_at_when_nothing_has_labels(tmp_path):
+    y = np.repeat([0, 1], 5)
+    run = _quickstart_run(tmp_path, "demo", y, y * 0.8 + 0.1)
+    (run / "eval" / "predictions.csv").unlink()
+    with pytest.raises(BadData) as err:
+        compare_models([run, run], tmp_path / "cmp", resamples=20)
+    message = str(err.value)
+    assert str(run / "eval" / "predictions.csv") in message and "missing" in message
+    assert f"{run / 'predictions.csv'} (no label column)" in message
+
+
+def _escaped_eval_folder(root: Path, probs: np.ndarray) -> Path:
+    labels = np.arange(len(NAMES)) % 2
+    write_evaluation(EvalResult(probs.astype("float32"), labels), NAMES, ["-neg", "@pos"], 0.5,
+                     root / "eval", ci_resamples=50)
+    return root
+
+
+def test_eval_and_compare_escape_and_match_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    a = _escaped_eval_folder(tmp_path / "a", rng.uniform(size=len(NAMES)))
+    b = _escaped_eval_folder(tmp_path / "b", rng.uniform(size=len(NAMES)))
+    predictions = a / "eval" / "predictions.csv"
+    assert_no_formula_cells(predictions)
+    assert pd.read_csv(predictions)["probability"].dtype == float
+    assert sorted(read_predictions(predictions).files) == sorted(NAMES)  # as they were written
+
+    out = tmp_path / "cmp"
+    compare_tool.main(compare_tool.get_args_parser().parse_args(
+        [str(a), str(b), "--names", "=good,@poor", "--output", str(out),
+         "--ci-resamples", "50"]))
+    for name in ("leaderboard.csv", "pairs.csv"):
+        assert_no_formula_cells(out / name)
+    board = read_csv(out / "leaderboard.csv")
+    assert sorted(board["model"]) == ["=good", "@poor"] and board["images"].tolist() == [8, 8]
+
+
+def _predictions(tmp_path, name, labels, probs, **columns):
+    out = tmp_path / name / "eval"
+    files = [f"img/{i:03d}.jpg" for i in range(len(labels))]
+    write_evaluation(EvalResult(np.asarray(probs, "float32"), np.asarray(labels)), files,
+                     CLASSES, 0.5, out, ci_resamples=0)
+    csv = out / "predictions.csv"
+    if columns:
+        frame = pd.read_csv(csv)
+        for key, value in columns.items():
+            frame[key] = value
+        frame.to_csv(csv, index=False)
+    return csv
+
+
+def test_compare_refuses_one_class_and_empty_predictions(tmp_path):
+    a = _predictions(tmp_path, "a", [1, 1, 1], [0.2, 0.7, 0.9])
+    b = _predictions(tmp_path, "b", [1, 1, 1], [0.3, 0.6, 0.4])
+    with pytest.raises(BadData, match="both classes"):
+        compare_models([a, b], tmp_path / "cmp", resamples=50)
+    empty = tmp_path / "empty.csv"
+    pd.read_csv(a).iloc[:0].to_csv(empty, index=False)
+    with pytest.raises(BadData, match="no predictions"):
+        compare_models([empty, empty], tmp_path / "cmp2", resamples=50)
+
+
+@pytest.mark.parametrize("column, value", [("prediction", "PM"),
+                                           *quick_or_slow([("prediction", 5), ("prediction", np.nan),
+                                                           ("probability", 3.0)], ())])
+def test_compare_refuses_bad_decisions_and_probabilities(tmp_path, column, value):
+    y = [0, 1, 0, 1]
+    a = _predictions(tmp_path, "a", y, [0.2, 0.7, 0.4, 0.9])
+    b = _predictions(tmp_path, "b", y, [0.3, 0.6, 0.4, 0.8])
+    frame = pd.read_csv(b)
+    frame[column] = frame[column].astype(object)
+    frame.loc[1, column] = value
+    frame.to_csv(b, index=False)
+    with pytest.raises(BadData, match=column):
+        compare_models([a, b], tmp_path / "cmp", resamples=50)
+
+
+def test_compare_multiclass_is_named_as_such(tmp_path):
+    out = tmp_path / "m" / "eval"
+    write_evaluation(EvalResult(np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]],
+                                         "float32"), np.array([0, 1, 2])),
+                     ["a.jpg", "b.jpg", "c.jpg"], ["a", "b", "c"], 0.5, out, ci_resamples=0)
+    with pytest.raises(BadData, match="multi-class"):
+        compare_models([out, out], tmp_path / "cmp", resamples=50)
+
+
+def test_compare_same_image_spelt_two_ways_is_a_duplicate(tmp_path):
+    a = _predictions(tmp_path, "a", [0, 1, 0], [0.2, 0.7, 0.4])
+    frame = pd.read_csv(a)
+    frame.loc[1, "path"] = "img/./000.jpg"
+    frame.loc[1, "label"] = 0
+    frame.to_csv(a, index=False)
+    with pytest.raises(BadData, match="more than once"):
+        compare_models([a, a], tmp_path / "cmp", resamples=50)

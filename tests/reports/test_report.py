@@ -23,6 +23,8 @@ from palm.io_utils import write_json_atomic
 from palm.models import build_model
 from palm.reports.gallery import select_cases
 from palm.reports.report import build_report
+from palm.cli import run_tool
+from palm.cli import report as report_tool
 
 CHROMIUM = Path("/usr/bin/chromium")
 IMG_SRC = re.compile(r'<img[^>]*\ssrc="([^"]*)"')
@@ -275,3 +277,25 @@ def test_report_operating_points_show_the_bootstrap_intervals(run_and_eval, tmp_
     assert f"sensitivity ({low:.3f}\u2013{high:.3f})" in page
     low, high = points["youden"]["j_bootstrap_ci"]
     assert f"j ({low:.3f}\u2013{high:.3f})" in page
+
+
+def _exit(main, args) -> int | str | None:
+    """The exit code (or `error: ...` line) of a tool run as its command line runs it."""
+    with pytest.raises(SystemExit) as info:
+        run_tool(main, args)
+    return info.value.code
+
+
+def test_report_on_empty_folders_is_an_error_and_writes_nothing(tmp_path):
+    run, evaluation = tmp_path / "run", tmp_path / "eval"
+    run.mkdir()
+    evaluation.mkdir()
+    args = report_tool.get_args_parser().parse_args(["--run", str(run), "--eval", str(evaluation)])
+    assert _exit(report_tool.main, args) == (
+        f"error: {run}: not a training run folder (none of config.yaml, metrics.csv, "
+        "best.pdparams, last.pdparams); nothing to report")
+    (run / "metrics.csv").write_text("epoch,train_loss\n1,0.5\n")
+    assert _exit(report_tool.main, args) == (
+        f"error: {evaluation}: not an evaluation folder (none of metrics.json, predictions.csv); "
+        "nothing to report")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["eval", "metrics.csv", "run"]

@@ -35,8 +35,11 @@ from palm.cli import export as export_tool
 from palm.cli import predict as predict_tool
 from palm.cli import report as report_tool
 from palm.cli import train as train_tool
+import errno
+from palm.cli import run_tool
+from palm.engine.checkpoint import save_checkpoint
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NO_AUGMENT = ("augment: {hflip: false, vflip: false, rotate: 0, brightness: 0, contrast: 0, "
               "random_resized_crop: 1.0}\n")
 
@@ -66,9 +69,10 @@ def _train(argv: list[str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(palm_root, tmp_path_factory) -> Path:
-    """A 1-epoch LeNet-5 run folder (read-only: copy before changing)."""
-    return _train(_train_argv(palm_root, tmp_path_factory.mktemp("lenet") / "run", "--epochs", "1"))
+def run(tiny_run) -> Path:
+    """A 1-epoch LeNet-5 run folder (read-only: copy before changing), built by conftest's
+    tiny_run with the options _common_argv gives the tool."""
+    return tiny_run("lenet5")
 
 
 def _raw(path: Path):
@@ -589,3 +593,87 @@ def test_a_small_file_of_shared_references_loads_quickly(tmp_path):
     start = time.perf_counter()
     assert isinstance(read_weights(path)["w"], list)
     assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"num_classes": 10**9, "class_names": []},
+     r"describes a lenet5 of 85,000,061,156 parameters, more than best.pdparams \([\d,]+ bytes\)"),
+    ({"model_kwargs": {"in_channels": 10**8}}, r"describes a lenet5 of 15,000,060,791 parameters"),
+    ({"model_kwargs": {"in_channels": -1}}, r"best.json: cannot build lenet5 \("),
+    ({"files": {"pdparams": "x"}}, r"best.json: files.pdparams must be \{\"sha256\": hex text"),
+    ({"class_names": ["PM"]}, r"best.json: 1 class_names for num_classes 1 \(needs 2\)"),
+    ({"class_names": ["PM", "PM"]}, r"best.json: class_names must differ"),
+])
+def test_sidecar_cannot_ask_for_a_huge_or_broken_network(change, expected, fresh_checkpoint):
+    """A sidecar's sizes allocated gigabytes (MemoryError) or crashed before the weights
+    were read; a wrong count of class names silently labelled positives ""."""
+    side = fresh_checkpoint.with_suffix(".json")
+    side.write_text(json.dumps({**json.loads(side.read_text()), **change}))
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint_model(fresh_checkpoint)
+
+
+def test_recovery_removes_only_palm_leftovers(tmp_path):
+    """Recovery ran on any --output folder and deleted every hidden .tmp file in it."""
+    others = [tmp_path / ".notes.tmp", tmp_path / ".backup.20240101.tmp"]
+    ours = [tmp_path / ".last.pdparams.0a1b2c3d.tmp", tmp_path / ".config.yaml.k2_x9qzt.tmp"]
+    for path in others + ours:
+        path.write_text("x")
+    assert recover_folder(tmp_path) == [f"{tmp_path}: removed 2 temporary file(s) of an "
+                                        "interrupted write"]
+    assert [p.exists() for p in others + ours] == [True, True, False, False]
+
+
+@pytest.mark.parametrize("name", ["best.json", ".palm-commit.json"])
+def test_deeply_nested_json_is_named_as_damaged(name, fresh_checkpoint):
+    """100000 nested brackets: a RecursionError naming no file (a traceback in recovery)."""
+    (fresh_checkpoint.parent / name).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match=rf"{re.escape(name)}: (not valid JSON|damaged "
+                                              r"commit record) \(maximum recursion depth"):
+        load_checkpoint_model(fresh_checkpoint) if name == "best.json" else recover_folder(
+            fresh_checkpoint.parent)
+
+
+def test_an_export_folder_given_as_checkpoint_is_named_as_such(tmp_path):
+    from palm.engine.checkpoint import CheckpointError, load_checkpoint_model
+
+    (tmp_path / "palm_meta.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="Paddle Inference export.*pdparams checkpoint"):
+        load_checkpoint_model(tmp_path)
+    with pytest.raises(FileNotFoundError, match="is a folder"):
+        load_checkpoint_model(tmp_path / "..")
+
+
+def _exit(main, args) -> int | str | None:
+    """The exit code (or `error: ...` line) of a tool run as its command line runs it."""
+    with pytest.raises(SystemExit) as info:
+        run_tool(main, args)
+    return info.value.code
+
+
+def _tiny_model(seed: int):
+    paddle.seed(seed)
+    return build_model("lenet", 1, image_size=32)
+
+
+META = {"model": "lenet", "num_classes": 1, "image_size": 32, "model_kwargs": {"image_size": 32}}
+
+
+def test_disk_full_save_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """A write that fails half way with ENOSPC (patched paddle.save)."""
+    ckpt = tmp_path / "run" / "last.pdparams"
+    save_checkpoint(ckpt, _tiny_model(0), META)
+    before = ckpt.read_bytes()
+    real_save = paddle.save
+
+    def disk_full(obj, path, *a, **kw):
+        real_save(obj, path, *a, **kw)
+        with open(path, "r+b") as f:
+            f.truncate(100)  # half written, then the device is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(paddle, "save", disk_full)
+    code = _exit(lambda _: save_checkpoint(ckpt, _tiny_model(1), META), None)
+    assert code == f"error: {ckpt}: no space left on the device; free some space or write elsewhere"
+    assert ckpt.read_bytes() == before
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["last.json", "last.pdparams"]

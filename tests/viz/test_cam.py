@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+import shutil
 
 import cv2
 import numpy as np
@@ -11,7 +12,12 @@ import paddle.nn.functional as F
 import pytest
 
 from palm.models import build_model, list_models
+from tests.marks import quick_or_slow
 from palm.viz.cam import GradCAM, class_activation_map, overlay_heatmap
+from palm.engine.checkpoint import load_checkpoint_model
+from palm.data import list_images
+from palm.viz.cam import write_cam_overlays
+
 
 # Inputs large enough that the default layer keeps a spatial map bigger than 1 x 1 (a 1 x 1
 # map has no "where"): GoogLeNet's five stride-2 stages and NiN's unpadded 11x11/4 conv plus
@@ -138,7 +144,7 @@ def test_overlay_keeps_original_size_and_colours_hot_regions():
         overlay_heatmap(photo.astype(np.float32), heat)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", quick_or_slow(list_models()))
 def test_gradcam_every_registered_model(name):
     paddle.seed(0)
     size = CAM_INPUT_SIZE.get(name, 64)
@@ -262,3 +268,19 @@ def test_gradcam_warns_when_the_target_map_is_one_by_one():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # 64 px keeps a 2 x 2 map: no warning
         assert GradCAM(model)(np.resize(x, (1, 3, 64, 64))).max() == pytest.approx(1.0)
+
+
+def test_cam_overlays_of_same_stem_get_two_files(lenet_checkpoint, palm_root, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    src = sorted((palm_root / "PALM-Validation400").glob("*.jpg"))[0]
+    shutil.copy(src, photos / "eye.jpg")
+    import cv2
+
+    cv2.imwrite(str(photos / "eye.png"), cv2.imread(str(src)))
+    model, meta = load_checkpoint_model(lenet_checkpoint)
+    written, errors = write_cam_overlays(model, meta, list_images(photos), tmp_path / "cams",
+                                         root=photos)
+    assert (written, errors) == (2, [])
+    assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == ["eye.jpg_cam.png",
+                                                                    "eye.png_cam.png"]

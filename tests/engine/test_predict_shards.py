@@ -24,7 +24,7 @@ from palm.errors import BadConfig
 from palm.cli import predict as predict_tool
 from palm.cli import train as train_tool
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ fixed absolute tolerance would accept anything for the former.
 
 After an intended change of a network, rewrite its entry (and review the diff):
 
-    PYTHONPATH=. python tests/test_models_golden.py [MODEL ...]
+    PYTHONPATH=. python tests/models/test_golden.py [MODEL ...]
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from palm.io_utils import write_json_atomic
 from palm.models import build_model, list_models
 from palm.models.layers import ClassifierHead
 
-GOLDEN_FILE = Path(__file__).parent / "golden" / "model_logits.json"
+GOLDEN_FILE = Path(__file__).parents[1] / "golden" / "model_logits.json"
 BUILD_SEED = 0
 INPUT_SEED = 0
 INPUT_SHAPE = [2, 3, 64, 64]  # every family accepts 64 px (inception_v3 resizes it to 75)
@@ -74,7 +74,7 @@ def _load_golden() -> dict[str, Any]:
 
 
 def _regenerate_hint(names: list[str]) -> str:
-    command = f"PYTHONPATH=. python tests/test_models_golden.py {' '.join(names)}"
+    command = f"PYTHONPATH=. python tests/models/test_golden.py {' '.join(names)}"
     return (f"{', '.join(names)}: no entry in tests/golden/{GOLDEN_FILE.name}; once the network is "
             f"right, write it with: {command}")
 
@@ -107,7 +107,7 @@ def test_a_model_without_golden_entry_fails_naming_it_and_the_command():
         _golden_entry("tiny_unstored_net")
     message = str(failure.value)
     assert "tiny_unstored_net: no entry in tests/golden/model_logits.json" in message
-    assert "PYTHONPATH=. python tests/test_models_golden.py tiny_unstored_net" in message
+    assert "PYTHONPATH=. python tests/models/test_golden.py tiny_unstored_net" in message
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,10 @@ from palm.engine.inference import (
 )
 from palm.models import build_model
 from palm.cli import export as export_tool
+from palm.engine.checkpoint import CheckpointError
+from palm.engine.inference import exported_files
+from palm.engine.export import export_checkpoint
+from palm.engine.inference import has_int8
 
 SIZE = 64
 META = {
@@ -135,6 +139,7 @@ def test_auto_engine_choice(checkpoint, exported, monkeypatch):
         assert isinstance(load_predictor(checkpoint, n_images=1000), DygraphPredictor)
 
 
+@pytest.mark.slow  # a child process of its own
 def test_probe_reports_a_broken_export_without_crashing(exported, checkpoint, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(exported, broken)
@@ -277,3 +282,33 @@ def test_eval_tool_bf16_records_precision_and_stays_close(exported, palm_root, t
         probs[precision] = pd.read_csv(tmp_path / precision / "predictions.csv")["probability"]
     diff = np.abs(probs["bf16"] - probs["fp32"])
     assert 0 < diff.max() < 0.02
+
+
+def test_export_record_with_malformed_hashes_is_refused(fresh_checkpoint, tmp_path):
+    """export.sha256 as a number crashed with a TypeError; as text, it checked nothing."""
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    for name in ("model.json", "model.pdiparams"):
+        (folder / name).write_bytes(b"")
+    meta = json.loads(fresh_checkpoint.with_suffix(".json").read_text())
+    for hashes in (5, "model.json"):
+        meta["export"] = {"sha256": hashes}
+        (folder / META_NAME).write_text(json.dumps(meta))
+        with pytest.raises(CheckpointError, match=r"export.sha256 must map file names"):
+            exported_files(folder)
+
+
+def test_export_onto_a_quantized_folder_removes_the_stale_int8_model(lenet_checkpoint, tmp_path):
+    folder = export_checkpoint(lenet_checkpoint, tmp_path / "exported")
+    # the on-disk layout quantize leaves: its IR files and the int8 record in palm_meta.json
+    (folder / "model_int8.xml").write_text("<net/>")
+    (folder / "model_int8.bin").write_bytes(b"\0" * 8)
+    meta = json.loads((folder / META_NAME).read_text())
+    meta["int8"] = {"model_file": "model_int8.xml", "sha256": {}}
+    (folder / META_NAME).write_text(json.dumps(meta))
+    assert has_int8(folder)
+
+    export_checkpoint(lenet_checkpoint, folder)
+    assert not has_int8(folder)
+    assert not (folder / "model_int8.xml").exists() and not (folder / "model_int8.bin").exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.pdiparams", META_NAME]

@@ -200,3 +200,92 @@ def _arrays(obj, prefix: str = "") -> dict[str, np.ndarray]:
     if isinstance(obj, paddle.Tensor):
         return {prefix: obj.numpy()}
     return {}
+
+
+def _shared_tuple_chain(levels: int) -> bytes:
+    """Pickle opcodes leaving one tuple on the stack that holds the tuple below twice,
+    `levels` deep: a few bytes per level, 2**levels steps to hash."""
+    ops = pickle.EMPTY_TUPLE + pickle.BINPUT + b"\x00"
+    for _ in range(levels):
+        ops += (pickle.POP + pickle.BINGET + b"\x00" + pickle.BINGET + b"\x00" + pickle.TUPLE2
+                + pickle.BINPUT + b"\x00")
+    return ops
+
+
+# each leaves the chain where the unpickler hashes it
+HASHING_PICKLES = {
+    "dictionary key": lambda chain: (pickle.PROTO + b"\x04" + pickle.EMPTY_DICT + chain
+                                     + pickle.BININT1 + b"\x01" + pickle.SETITEM + pickle.STOP),
+    "frozenset member": lambda chain: (pickle.PROTO + b"\x04" + pickle.MARK + chain
+                                       + pickle.FROZENSET + pickle.STOP),
+    "set member": lambda chain: (pickle.PROTO + b"\x04" + pickle.EMPTY_SET + pickle.MARK + chain
+                                 + pickle.ADDITEMS + pickle.STOP),
+    "set(...) argument": lambda chain: (pickle.PROTO + b"\x02" + pickle.GLOBAL + b"builtins\nset\n"
+                                        + pickle.MARK + chain + pickle.LIST + pickle.TUPLE1
+                                        + pickle.REDUCE + pickle.STOP),
+}
+
+
+@pytest.mark.parametrize("where", list(HASHING_PICKLES))
+def test_tuple_hash_bomb_is_refused_not_hashed(where, tmp_path):
+    """A few hundred bytes that would take 2**60 steps to load (and at 2**24 levels, as
+    here, a moment) are refused before anything is hashed."""
+    path = tmp_path / "bomb.pdparams"
+    path.write_bytes(HASHING_PICKLES[where](_shared_tuple_chain(24)))
+    with pytest.raises(UnsafeWeightsError, match=r"bomb.pdparams: it (uses a tuple as a "
+                                                 r"dictionary key|passes more than [\d,]+ "
+                                                 r"nested objects)"):
+        read_weights(path)
+
+
+def test_huge_constructor_arguments_are_refused(tmp_path):
+    """tuple() of a list holding one list twice, 30 levels deep: 2**30 objects to walk."""
+    ops = pickle.EMPTY_LIST + pickle.BINPUT + b"\x00"
+    for _ in range(30):
+        ops += (pickle.POP + pickle.MARK + pickle.BINGET + b"\x00" + pickle.BINGET + b"\x00"
+                + pickle.LIST + pickle.BINPUT + b"\x00")
+    path = tmp_path / "wide.pdparams"
+    path.write_bytes(pickle.PROTO + b"\x02" + pickle.GLOBAL + b"builtins\ntuple\n" + ops
+                     + pickle.TUPLE1 + pickle.REDUCE + pickle.STOP)
+    with pytest.raises(UnsafeWeightsError,
+                       match=r"more than [\d,]+ nested objects to constructors"):
+        read_weights(path)
+
+
+def test_state_of_other_objects_cannot_be_set(tmp_path):
+    """BUILD sets attributes; only arrays and dtypes have state in a weights file."""
+    path = tmp_path / "build.pdparams"
+    path.write_bytes(pickle.PROTO + b"\x02" + pickle.GLOBAL + b"collections\nOrderedDict\n"
+                     + pickle.EMPTY_TUPLE + pickle.REDUCE + pickle.NONE + pickle.EMPTY_DICT
+                     + pickle.BINUNICODE + (7).to_bytes(4, "little") + b"__class"
+                     + pickle.NONE + pickle.SETITEM + pickle.TUPLE2 + pickle.BUILD + pickle.STOP)
+    with pytest.raises(UnsafeWeightsError, match="sets the state of a OrderedDict"):
+        read_weights(path)
+
+
+def test_empty_array_of_a_huge_shape_is_refused(tmp_path):
+    """numpy's _reconstruct allocates its shape: 100 bytes asked for 10**9 bytes (and the
+    copy into a tensor touched them all)."""
+    path = tmp_path / "huge.pdparams"
+    path.write_bytes(pickle.PROTO + b"\x02"
+                     + pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n"
+                     + pickle.GLOBAL + b"numpy\nndarray\n" + pickle.MARK + pickle.LONG1 + b"\x04"
+                     + (10**9).to_bytes(4, "little") + pickle.TUPLE + pickle.SHORT_BINBYTES
+                     + b"\x01b" + pickle.TUPLE3 + pickle.REDUCE + pickle.STOP)
+    with pytest.raises(UnsafeWeightsError, match=r"huge.pdparams: it asks numpy for an empty "
+                                                 r"array of shape \(1000000000,\)"):
+        read_weights(path)
+
+
+def test_huge_int_as_a_repeated_key_is_refused(tmp_path):
+    """A big int is hashed digit by digit on every insertion: one 100 kB int reused as a
+    key a million times is 4 MB of file and hours of hashing."""
+    big = b"\x01" * 100_000
+    ops = (pickle.PROTO + b"\x04" + pickle.LONG4 + len(big).to_bytes(4, "little") + big
+           + pickle.BINPUT + b"\x00" + pickle.POP + pickle.EMPTY_DICT
+           + (pickle.BINGET + b"\x00" + pickle.NONE + pickle.SETITEM) * 3 + pickle.STOP)
+    path = tmp_path / "bigkey.pdparams"
+    path.write_bytes(ops)
+    with pytest.raises(UnsafeWeightsError, match=r"bigkey.pdparams: it uses a 799993-bit integer "
+                                                 r"as a dictionary key"):
+        read_weights(path)

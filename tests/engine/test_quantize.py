@@ -25,7 +25,8 @@ from palm.engine.quantize import Comparison, QuantizationRefused, calibration_im
 from palm.cli import eval as eval_tool
 from palm.cli import predict as predict_tool
 from palm.cli import quantize as quantize_tool
-from palm.cli import train as train_tool
+from palm.engine.quantize import quantize_to_folder
+from palm.errors import OutputRefused
 
 # INT8 probabilities may differ from fp32's by this much per image (measured 0.056 for a 32 px resnet18 after
 # one epoch: logits near 0, so probabilities move little with the 8-bit rounding)
@@ -33,13 +34,9 @@ PROBABILITY_TOLERANCE = 0.1
 
 
 @pytest.fixture(scope="module")
-def trained(palm_root, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("q") / "run"
-    train_tool.main(train_tool.parse_args([
-        "--model", "resnet18", "--data-root", str(palm_root), "--image-size", "32",
-        "--batch-size", "8", "--epochs", "1", "--num-workers", "0", "--output", str(out),
-        "--device", "cpu", "--no-progress"]))
-    return out / "best.pdparams"
+def trained(tiny_run) -> Path:
+    """A one-epoch resnet18 at 32 px (conftest's tiny_run: run_training, not the parser)."""
+    return tiny_run("resnet18") / "best.pdparams"
 
 
 def _quantize(argv: list[str]):
@@ -248,3 +245,28 @@ def test_a_calibration_folder_without_images_is_named_before_any_work(tmp_path):
         _quantize(["--checkpoint", str(tmp_path / "none.pdparams"), "--output",
                    str(tmp_path / "out"), "--calib-dir", str(empty), "--val-dir", str(empty)])
     assert not (tmp_path / "out").exists()
+
+
+def _unreadable_photo(tmp_path: Path) -> list[str]:
+    (tmp_path / "bad.jpg").write_text("not a photo")  # calibrating on it fails at once
+    return [str(tmp_path / "bad.jpg")]
+
+
+def test_quantize_checks_the_validation_data_before_calibrating(lenet_checkpoint, tmp_path):
+    def validation_set(meta):
+        raise BadData(f"{tmp_path / 'val'}: no images")
+
+    output = tmp_path / "int8"
+    with pytest.raises(BadData, match=f"^{tmp_path / 'val'}: no images$"):
+        quantize_to_folder(lenet_checkpoint, output, _unreadable_photo(tmp_path), validation_set)
+    assert not output.exists()
+
+
+def test_quantize_refuses_an_output_folder_holding_other_files(lenet_checkpoint, tmp_path):
+    output = tmp_path / "mine"
+    output.mkdir()
+    (output / "notes.txt").write_text("mine")
+    with pytest.raises(OutputRefused, match=f"^{output / 'notes.txt'}: not a file of a palm "
+                                            "export; give an output folder"):
+        quantize_to_folder(lenet_checkpoint, output, _unreadable_photo(tmp_path), lambda meta: [])
+    assert [p.name for p in output.iterdir()] == ["notes.txt"]

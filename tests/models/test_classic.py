@@ -1,4 +1,4 @@
-"""The classic model zoo: shapes, input sizes, paddle.vision compatibility, ResNet attention hook."""
+"""The classic families (LeNet, AlexNet, VGG, GoogLeNet, ResNet): input sizes, paddle.vision compatibility, ResNet attention hook."""
 from __future__ import annotations
 
 import math
@@ -9,20 +9,13 @@ import paddle.nn as nn
 import pytest
 from paddle.vision import models as pv
 
-from palm.config import CONFIG_DIR, load_config
-from palm.models import MODELS, build_model, list_models
+from palm.models import build_model, list_models
 from palm.models.alexnet import MIN_INPUT_SIZE as ALEXNET_MIN
 from palm.models.googlenet import MIN_INPUT_SIZE as GOOGLENET_MIN
 from palm.models.resnet import BasicBlock, Bottleneck, _resnet
+from tests.marks import quick_or_slow
 
-CLASSIC = [
-    "lenet", "lenet5", "alexnet",
-    "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
-    "googlenet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-]
-IMAGENET_FAMILIES = [n for n in CLASSIC if not n.startswith("lenet")]
-# The family files whose networks CLASSIC lists; tests/test_models_later.py takes the others.
-CLASSIC_MODULES = {f"palm.models.{m}" for m in ("lenet", "alexnet", "vgg", "googlenet", "resnet")}
+# Shapes, features-only, training-step and config checks of every network: test_zoo.py.
 
 
 def _forward(model: nn.Layer, size: int, channels: int = 3) -> paddle.Tensor:
@@ -35,39 +28,13 @@ def _trainable(model: nn.Layer) -> int:
     return sum(math.prod(p.shape) for p in model.parameters() if not p.stop_gradient)
 
 
-def test_registry_has_classic_names():
-    assert set(CLASSIC) <= set(list_models())
-
-
-def test_every_network_of_a_classic_family_is_tested_here():
-    untested = [n for n, f in sorted(MODELS.items())
-                if f.__module__ in CLASSIC_MODULES and n not in CLASSIC]
-    assert not untested, f"add {untested} to CLASSIC in tests/test_models.py"
-
-
 def test_unknown_name_lists_valid_names():
     with pytest.raises(ValueError, match="resnet5O") as err:
         build_model("resnet5O")
-    assert all(name in str(err.value) for name in CLASSIC)
+    assert all(name in str(err.value) for name in list_models())
 
 
-@pytest.mark.parametrize("num_classes", [1, 10])
-@pytest.mark.parametrize("name", CLASSIC)
-def test_forward_shape(name, num_classes):
-    kw = {"image_size": 64} if name == "lenet" else {}
-    model = build_model(name, num_classes=num_classes, **kw)
-    sizes = [64]
-    # 224 px once per network (num_classes only changes the last layer): the big ones take
-    # seconds each on 2 cores.
-    if name in IMAGENET_FAMILIES and num_classes == 10:
-        sizes.append(224)
-    for size in sizes:
-        y = _forward(model, size)
-        assert y.shape == [2, num_classes], (name, size)
-        assert not paddle.isnan(y).any(), (name, size)
-
-
-@pytest.mark.parametrize("name", ["lenet5", "vgg11", "resnet18", "resnet50"])
+@pytest.mark.parametrize("name", quick_or_slow(["lenet5", "vgg11", "resnet18", "resnet50"]))
 def test_forward_at_32px(name):
     # alexnet (>= 63 px) and googlenet (>= 61 px) cannot go this small: their stride-2 max
     # pools without padding run out of pixels; see test_too_small_input_is_a_clear_error.
@@ -142,7 +109,7 @@ def test_googlenet_with_aux_matches_paddle_vision_params():
     assert shapes == {k: v.shape for k, v in theirs.state_dict().items()}
 
 
-@pytest.mark.parametrize("name", ["alexnet", "vgg16", "resnet18", "resnet50", "googlenet"])
+@pytest.mark.parametrize("name", quick_or_slow(["alexnet", "vgg16", "resnet18", "resnet50", "googlenet"]))
 def test_paddle_vision_state_dict_gives_same_outputs(name):
     paddle.seed(0)
     theirs = _paddle_vision(name)
@@ -164,13 +131,13 @@ def test_paddle_vision_state_dict_gives_same_outputs(name):
 
 @pytest.mark.parametrize(
     "name, shape",
-    [
+    quick_or_slow([
         ("alexnet", [2, 256, 1, 1]),
         ("vgg16", [2, 512, 7, 7]),
         ("googlenet", [2, 1024, 1, 1]),
         ("resnet18", [2, 512, 1, 1]),
         ("resnet50", [2, 2048, 1, 1]),
-    ],
+    ]),
 )
 def test_no_classifier_returns_features(name, shape):
     assert _forward(build_model(name, num_classes=0), 64).shape == shape
@@ -178,11 +145,11 @@ def test_no_classifier_returns_features(name, shape):
 
 @pytest.mark.parametrize(
     "name, size, shape",
-    [
+    quick_or_slow([
         ("vgg16", 64, [2, 512, 2, 2]),
         ("resnet50", 64, [2, 2048, 2, 2]),
         ("googlenet", 128, [2, 1024, 3, 3]),
-    ],
+    ], {"resnet50"}),
 )
 def test_without_pool_keeps_the_feature_map(name, size, shape):
     assert _forward(build_model(name, num_classes=0, with_pool=False), size).shape == shape
@@ -257,7 +224,8 @@ def _bce(outputs, labels):
 
 
 @pytest.mark.parametrize(
-    "name, kw", [("lenet5", {}), ("resnet18", {}), ("googlenet", {"aux_logits": True})]
+    "name, kw",
+    quick_or_slow([("lenet5", {}), ("resnet18", {}), ("googlenet", {"aux_logits": True})], {"lenet5"}),
 )
 def test_a_few_training_steps_reduce_the_loss(name, kw):
     paddle.seed(0)
@@ -286,16 +254,10 @@ def test_googlenet_starts_with_moderate_logits():
     assert float(_forward(build_model("googlenet", num_classes=10), 64).abs().max()) < 5
 
 
-@pytest.mark.parametrize("name", CLASSIC)
-def test_each_network_has_a_config_that_builds_it(name):
-    cfg = load_config(CONFIG_DIR / f"{name}.yaml")
-    assert cfg["model"] == name
-    with paddle.LazyGuard():
-        build_model(name, num_classes=1, **cfg.get("model_kwargs", {}))
-
-
 @pytest.mark.parametrize(
-    "name, kw", [("lenet", {"image_size": 64}), ("alexnet", {}), ("googlenet", {"aux_logits": True})]
+    "name, kw",
+    quick_or_slow([("lenet", {"image_size": 64}), ("alexnet", {}), ("googlenet", {"aux_logits": True})],
+                  {"lenet"}),
 )
 def test_static_graph_with_unknown_sizes_matches_dygraph(name, kw):
     # The input-size checks must not break export (paddle.jit) with free batch/height/width.
