@@ -46,3 +46,31 @@ def test_sweep_refuses_jobs_0_by_its_flag_before_writing(tmp_path):
                                 "--vary", "lr=0.1", "--jobs", "0", "--output", str(out)])
     assert line == "error: --jobs must be >= 1, got 0"
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--image-size", "abc"], "error: --image-size must be a side in px or WIDTHxHEIGHT, got 'abc'"),
+    (["--image-size", "3"], "error: --image-size must be at least 8 px a side, got 3"),
+    (["--image-size", "32", "--n-train", "-3"], "error: --n-train must be >= 0, got -3"),
+])
+def test_synth_refuses_bad_sizes_and_counts_before_writing(tmp_path, argv, line):
+    out = tmp_path / "synth"
+    assert _cli_error("synth", ["--output", str(out), *argv]) == line
+    assert not out.exists()
+
+
+def test_serve_refuses_a_port_out_of_range_in_one_line():
+    assert _cli_error("serve", ["--checkpoint", "x.pdparams", "--port", "-5"]) == \
+        "error: --port must be in [0, 65535], got -5"
+
+
+def test_benchmark_refuses_an_unknown_model_in_one_line(tmp_path):
+    line = _cli_error("benchmark", ["--models", "nope", "--output", str(tmp_path / "b.json")])
+    assert line.startswith("error: --models: unknown nope; choose from ")
+    assert "resnet18" in line
+
+
+def test_loadtest_reports_the_services_error_line_not_paddles_warnings(tmp_path):
+    line = _cli_error("loadtest", ["--checkpoint", str(tmp_path / "nope.pdparams")])
+    assert line.startswith("error: the service exited with code 1: error: ")
+    assert "nope.pdparams" in line and "OMP" not in line
