@@ -74,3 +74,19 @@ def test_loadtest_reports_the_services_error_line_not_paddles_warnings(tmp_path)
     line = _cli_error("loadtest", ["--checkpoint", str(tmp_path / "nope.pdparams")])
     assert line.startswith("error: the service exited with code 1: error: ")
     assert "nope.pdparams" in line and "OMP" not in line
+
+
+def test_a_missing_required_output_names_only_the_new_flag():
+    line = _cli_error_stderr("synth", [])
+    assert line.endswith("error: the following arguments are required: --output"), line
+
+
+def _cli_error_stderr(name: str, argv: list[str]) -> str:
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as stop:
+        cli(name, argv)
+    assert stop.value.code == 2
+    return err.getvalue().strip().splitlines()[-1]
