@@ -87,8 +87,8 @@ def add_option(parser: Any, *flags: str, hidden: Sequence[str] = (), **kwargs: A
 
 
 def add_output_option(parser: Any, help: str, *, required: bool = False, default: Any = None,
-                      hidden: Sequence[str] = ()) -> argparse.Action:
-    """--output: where the command writes (`hidden`: the tool's old spelling, e.g. --out)."""
+                      hidden: Sequence[str] = ("--out",)) -> argparse.Action:
+    """--output: where the command writes (`hidden`: old spellings, --out on every command)."""
     return add_option(parser, "--output", hidden=hidden, required=required, default=default,
                       help=help)
 
@@ -123,8 +123,9 @@ def add_num_workers_option(parser: Any, *, default: int | None = None,
 
 
 def add_image_size_option(parser: Any, *, default: int | None = None, help: str | None = None,
-                          hidden: Sequence[str] = ()) -> argparse.Action:
-    """--image-size: the model's input side in px (`hidden`: a tool's old spelling, --size)."""
+                          hidden: Sequence[str] = ("--size",)) -> argparse.Action:
+    """--image-size: the model's input side in px (`hidden`: old spellings, --size on every
+    command)."""
     return add_option(parser, "--image-size", hidden=hidden, type=int, default=default, help=help)
 
 

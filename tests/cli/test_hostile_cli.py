@@ -2,12 +2,13 @@
 before anything is written."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from palm.cli.common import cli
+from palm.cli.common import COMMANDS, cli
 
 
 def _cli_error(name: str, argv: list[str]) -> str:
@@ -90,3 +91,14 @@ def _cli_error_stderr(name: str, argv: list[str]) -> str:
         cli(name, argv)
     assert stop.value.code == 2
     return err.getvalue().strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_takes_out_workers_size_as_its_new_flags(name):
+    parser = importlib.import_module(COMMANDS[name].module).get_args_parser(f"palm {name}")
+    actions = parser._option_string_actions
+    for old, new in (("--out", "--output"), ("--workers", "--num-workers"),
+                     ("--size", "--image-size")):
+        if new in actions:
+            assert actions.get(old) is actions[new], (name, old)
+            assert f"{old} " not in parser.format_help(), (name, old)
