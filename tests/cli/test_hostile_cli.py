@@ -102,3 +102,9 @@ def test_every_command_takes_out_workers_size_as_its_new_flags(name):
         if new in actions:
             assert actions.get(old) is actions[new], (name, old)
             assert f"{old} " not in parser.format_help(), (name, old)
+
+
+def test_digits_names_the_image_size_flag(tmp_path):
+    line = _cli_error("digits", ["--output", str(tmp_path / "d"), "--image-size", "3"])
+    assert line == "error: --image-size must be >= 8 (the digits are 8 x 8), got 3"
+    assert not (tmp_path / "d").exists()
