@@ -108,3 +108,13 @@ def test_digits_names_the_image_size_flag(tmp_path):
     line = _cli_error("digits", ["--output", str(tmp_path / "d"), "--image-size", "3"])
     assert line == "error: --image-size must be >= 8 (the digits are 8 x 8), got 3"
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("name, argv, line", [
+    ("benchmark", ["--iters", "0"], "error: --iters must be >= 1 (got 0)"),
+    ("benchmark-data", ["--workers", "1", "-1"], "error: --workers[1] must be >= 0 (got -1)"),
+    ("loadtest", ["--checkpoint", "x.pdparams", "--concurrency", "0"],
+     "error: --concurrency must be >= 1 (got 0)"),
+])
+def test_benchmark_counts_name_their_flags(tmp_path, name, argv, line):
+    assert _cli_error(name, [*argv, "--output", str(tmp_path / "b.json")]) == line
