@@ -118,3 +118,9 @@ def test_digits_names_the_image_size_flag(tmp_path):
 ])
 def test_benchmark_counts_name_their_flags(tmp_path, name, argv, line):
     assert _cli_error(name, [*argv, "--output", str(tmp_path / "b.json")]) == line
+
+
+def test_benchmark_refuses_a_size_its_checkpoints_cannot_hold(tmp_path):
+    line = _cli_error("benchmark", ["--models", "resnet18", "--sizes", "3",
+                                    "--output", str(tmp_path / "b.json")])
+    assert line == "error: --sizes[0] must be >= 16 (got 3)"
