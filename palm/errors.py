@@ -18,7 +18,7 @@ class UserError(Exception):
     replaces that name by its flag (`--epochs`) when it prints the error (palm.cli.common).
     """
 
-    def __init__(self, *args: object, param: str | None = None) -> None:
+    def __init__(self, *args: object, param: str | tuple[str, ...] | None = None) -> None:
         super().__init__(*args)
         self.param = param
 

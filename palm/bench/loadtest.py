@@ -62,7 +62,9 @@ def wait_healthy(url: str, server: subprocess.Popen, log_path: Path, timeout: fl
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if server.poll() is not None:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            lines = log_path.read_text(errors="replace").strip().splitlines()
+            # the service's own `error:` line says why; Paddle's start-up warnings do not
+            tail = [line for line in lines if line.startswith("error:")] or lines[-3:]
             raise UserError(f"the service exited with code {server.returncode}: {' | '.join(tail)}")
         try:
             if httpx.get(url + "/healthz", timeout=2).status_code == 200:

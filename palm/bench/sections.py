@@ -22,6 +22,7 @@ from palm.bench.stats import bench_statistics
 from palm.bench.table import run_table
 from palm.bench.timing import images_per_second, random_batch, random_weights_meta, require_at_least
 from palm.bench.train import bench_compiled_training, bench_training
+from palm.engine.checkpoint import IMAGE_SIZE_RANGE
 from palm.engine.export import export_model
 from palm.engine.inference import DygraphPredictor, InferencePredictor
 from palm.flops import count_flops, count_params
@@ -148,7 +149,8 @@ def run_benchmark(output: str | Path, work_dir: str | Path, *,
     """
     chosen = check_sections(SECTIONS if sections is None else sections)
     names = list(models) if models else list(DEFAULT_MODELS)
-    require_at_least(1, **{f"sizes[{i}]": s for i, s in enumerate(sizes)})
+    # the smallest side a checkpoint's metadata accepts: smaller fails after minutes of work
+    require_at_least(IMAGE_SIZE_RANGE[0], **{f"sizes[{i}]": s for i, s in enumerate(sizes)})
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"environment": environment(), "command": command}

@@ -8,6 +8,8 @@ from typing import Any, Sequence
 
 from palm.bench.sections import run_benchmark
 from palm.bench.settings import BenchSettings
+from palm.errors import BadConfig
+from palm.models import list_models
 
 
 def run_benchmark_task(output: str | Path, work_dir: str | Path, *,
@@ -18,6 +20,10 @@ def run_benchmark_task(output: str | Path, work_dir: str | Path, *,
                        predict_images: Sequence[int] = (100, 500), repeats: int = 2,
                        command: str = "") -> dict[str, Any]:
     """run_benchmark with the BenchSettings given as parameters (their errors name them)."""
+    unknown = sorted(set(models or ()) - set(list_models()))
+    if unknown:
+        raise BadConfig(f"models: unknown {', '.join(unknown)}; choose from "
+                        f"{', '.join(list_models())}", param="models")
     settings = BenchSettings(batch_size=batch_size, iters=iters, train_iters=train_iters,
                              train_images=train_images, num_workers=num_workers,
                              predict_images=tuple(predict_images), repeats=repeats)

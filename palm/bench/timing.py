@@ -51,7 +51,9 @@ def require_at_least(minimum: int, **values: int) -> None:
     """
     for name, value in values.items():
         if value < minimum:
-            raise BadConfig(f"{name} must be >= {minimum} (got {value})")
+            # param: `workers[1]` is an item of `workers`, which the command line names as a flag
+            raise BadConfig(f"{name} must be >= {minimum} (got {value})",
+                            param=name.split("[")[0])
 
 
 def run_in_child(module: str, function: str, kwargs: Mapping[str, Any],

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import importlib
 import os
 import re
@@ -64,29 +63,16 @@ PRECISIONS = ("fp32", "bf16", "int8")
 
 # --- parsers and the shared option groups -----------------------------------------------------
 
-class _HidesAliases(argparse.HelpFormatter):
-    """Leaves an option's old spellings (`action.hidden_aliases`) out of --help."""
-
-    def _format_action_invocation(self, action: argparse.Action) -> str:
-        hidden = getattr(action, "hidden_aliases", ())
-        if not hidden:
-            return super()._format_action_invocation(action)
-        shown = copy.copy(action)
-        shown.option_strings = [s for s in action.option_strings if s not in hidden]
-        return super()._format_action_invocation(shown)
-
-
 def command_parser(doc: str, prog: str | None, *,
                    formatter: type[argparse.HelpFormatter] = argparse.RawDescriptionHelpFormatter,
                    split: bool = True) -> argparse.ArgumentParser:
     """A command's parser: its docstring's first line as description and the rest as epilog
     (`split`), or the whole docstring as description."""
-    formatter_class = type(f"Hiding{formatter.__name__}", (_HidesAliases, formatter), {})
     if split:
         return argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0],
                                        epilog=doc.split("\n", 2)[2],
-                                       formatter_class=formatter_class)
-    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=formatter_class)
+                                       formatter_class=formatter)
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=formatter)
 
 
 def add_option(parser: Any, *flags: str, hidden: Sequence[str] = (), **kwargs: Any
@@ -94,13 +80,15 @@ def add_option(parser: Any, *flags: str, hidden: Sequence[str] = (), **kwargs: A
     """parser.add_argument(*flags, **kwargs), also accepting the old spellings `hidden`, which
     --help does not show."""
     action = parser.add_argument(*flags, *hidden, **kwargs)
-    action.hidden_aliases = tuple(hidden)
+    # the parser still maps the old spellings to the action; without them in option_strings,
+    # --help and argparse's messages ("required: --output") name the new flag only
+    action.option_strings = list(flags)
     return action
 
 
 def add_output_option(parser: Any, help: str, *, required: bool = False, default: Any = None,
-                      hidden: Sequence[str] = ()) -> argparse.Action:
-    """--output: where the command writes (`hidden`: the tool's old spelling, e.g. --out)."""
+                      hidden: Sequence[str] = ("--out",)) -> argparse.Action:
+    """--output: where the command writes (`hidden`: old spellings, --out on every command)."""
     return add_option(parser, "--output", hidden=hidden, required=required, default=default,
                       help=help)
 
@@ -135,8 +123,9 @@ def add_num_workers_option(parser: Any, *, default: int | None = None,
 
 
 def add_image_size_option(parser: Any, *, default: int | None = None, help: str | None = None,
-                          hidden: Sequence[str] = ()) -> argparse.Action:
-    """--image-size: the model's input side in px (`hidden`: a tool's old spelling, --size)."""
+                          hidden: Sequence[str] = ("--size",)) -> argparse.Action:
+    """--image-size: the model's input side in px (`hidden`: old spellings, --size on every
+    command)."""
     return add_option(parser, "--image-size", hidden=hidden, type=int, default=default, help=help)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from palm.cli.common import (add_num_workers_option, add_output_option, add_verbosity_options,
+from palm.cli.common import (add_num_workers_option, add_option, add_output_option, add_verbosity_options,
                              command_parser, library_call)
 
 RUNS = "palm.engine.tasks:run_synth"
@@ -20,7 +20,8 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
                       hidden=("--out",))
     p.add_argument("--n-train", type=int, default=400)
     p.add_argument("--n-val", type=int, default=400)
-    p.add_argument("--image-size", default="512", help="side in px, or WIDTHxHEIGHT")
+    add_option(p, "--image-size", hidden=("--size",), default="512",
+               help="side in px, or WIDTHxHEIGHT")
     p.add_argument("--difficulty", type=float, default=0.5, help="0 = obvious .. 1 = hard")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quality", type=int, default=92, help="JPEG quality")

@@ -59,9 +59,9 @@ def kfold_assignment(labels: Sequence, folds: int, repeats: int = 1,
     smallest = int(counts.min()) if labels.size else 0
     if not 2 <= folds <= smallest:
         raise BadConfig(f"folds must be between 2 and the smallest class's size ({smallest} "
-                        f"images), got {folds}")
+                        f"images), got {folds}", param="folds")
     if repeats < 1:
-        raise BadConfig(f"repeats must be >= 1, got {repeats}")
+        raise BadConfig(f"repeats must be >= 1, got {repeats}", param="repeats")
     splitter = (StratifiedKFold(folds, shuffle=True, random_state=seed) if repeats == 1 else
                 RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed))
     assignment = np.full((repeats, len(labels)), -1, dtype=np.int64)

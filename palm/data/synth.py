@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from palm.errors import BadConfig
 from palm.io_utils import atomic_path
 
 # PALM-Training400 counts (H0001-H0026, N0001-N0161, P0001-P0213) and the validation PM share
@@ -40,6 +41,7 @@ GT_COLUMNS = ["ID", "imgName", "Label", "Fovea_X", "Fovea_Y"]
 # Shapes and strokes are drawn at >= this many pixels and then shrunk, so 64 px test images
 # still contain every structure instead of one-pixel aliasing.
 MIN_RENDER_SIDE = 256
+MIN_SIDE = 8  # the smallest image the networks take (palm.config's image_size bound)
 
 
 @dataclass(frozen=True)
@@ -414,13 +416,24 @@ def render_fundus(
 
 
 def _parse_size(size: int | str | tuple[int, int]) -> tuple[int, int]:
-    """512 -> (512, 512); "2124x2056" -> (2124, 2056) as (width, height)."""
+    """512 -> (512, 512); "2124x2056" -> (2124, 2056) as (width, height).
+
+    Raises:
+        BadConfig: not a side or WIDTHxHEIGHT, or a side under MIN_SIDE px.
+    """
     if isinstance(size, tuple):
-        return size
-    if isinstance(size, str) and "x" in size.lower():
-        w, h = size.lower().split("x")
-        return int(w), int(h)
-    return int(size), int(size)
+        w, h = size
+    else:
+        text = str(size).lower()
+        try:
+            w, h = map(int, text.split("x")) if "x" in text else (int(text), int(text))
+        except ValueError:
+            raise BadConfig(f"image_size must be a side in px or WIDTHxHEIGHT, got {size!r}",
+                            param="image_size") from None
+    if min(w, h) < MIN_SIDE:
+        raise BadConfig(f"image_size must be at least {MIN_SIDE} px a side, got {size}",
+                        param="image_size")
+    return w, h
 
 
 def _write_jpeg(path: Path, rgb: np.ndarray, quality: int) -> None:
@@ -470,6 +483,9 @@ def make_palm_dataset(
         num_workers: processes drawing images (0 = in this process).
     """
     out_root = Path(out_root)
+    for name, count in (("n_train", n_train), ("n_val", n_val)):
+        if count < 0:
+            raise BadConfig(f"{name} must be >= 0, got {count}", param=name)
     size = _parse_size(image_size)
     train_dir = out_root / "PALM-Training400" / "PALM-Training400"
     val_dir = out_root / "PALM-Validation400"

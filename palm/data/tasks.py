@@ -8,6 +8,7 @@ from pathlib import Path
 from palm.data.digits import export_digits
 from palm.data.prepare import write_fold_lists, write_split_lists, xlsx_to_csv
 from palm.data.stats import data_set_stats
+from palm.errors import BadConfig
 
 
 def run_prepare(command: str, *, xlsx: str | None = None, data: str | None = None,
@@ -45,6 +46,9 @@ def run_stats(source: str | os.PathLike, *, split: str = "train", image_size: in
 def run_digits(output: str | os.PathLike, *, image_size: int = 32, val_fraction: float = 0.25,
                per_class: int | None = None, seed: int = 0) -> Path:
     """export_digits into `output`, with a line on what was written and how to train on it."""
+    if image_size < 8:  # checked here too, to name this function's parameter
+        raise BadConfig(f"image_size must be >= 8 (the digits are 8 x 8), got {image_size}",
+                        param="image_size")
     out = export_digits(output, image_size, val_fraction, per_class, seed)
     counts = {split: sum(1 for _ in (out / split).rglob("*.png")) for split in ("train", "val")}
     print(f"wrote {counts['train']} training and {counts['val']} validation digits "

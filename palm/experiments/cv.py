@@ -36,7 +36,7 @@ from palm.data.splits import kfold_assignment
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.evaluate import evaluate, json_ready
 from palm.engine.runner import resolved_augment
-from palm.experiments.trials import Trial, check_experiment_record, run_trials
+from palm.experiments.trials import Trial, check_experiment_record, check_jobs, run_trials
 from palm.errors import BadConfig, BadData
 from palm.io_utils import output_lock, read_csv, write_csv_atomic, write_json_atomic
 from palm.predictions import is_probability_column, probabilities_of, probability_fields
@@ -69,7 +69,8 @@ def labelled_pool(cfg: dict[str, Any], pool_val: bool) -> tuple[list[tuple[str, 
                                           cfg["positive_class"], bool(cfg["class_names"])))
     else:
         if not (cfg["train_dir"] or cfg["train_csv"]):
-            raise BadConfig("no training data: give data_root (PALM), train_dir or train_csv")
+            raise BadConfig("no training data: give data_root (PALM), train_dir or train_csv",
+                            param=("data_root", "train_dir", "train_csv"))
         train = sources.evaluation_set(
             transform=eval_transform(cfg), classes=cfg["class_names"],
             data_root=cfg["data_root"] if cfg["train_csv"] else None, val_dir=cfg["train_dir"],
@@ -310,7 +311,8 @@ def run_cv(cfg: dict[str, Any], output: str | Path, *, folds: int = 5, repeats: 
     """
     if pool_val and predict_val:
         raise BadConfig("predict_val scores the validation set, which pool_val trains on; "
-                        "use one of them")
+                        "use one of them", param=("predict_val", "pool_val"))
+    check_jobs(jobs)
     output = Path(output)
     samples, classes = labelled_pool(cfg, pool_val)
     check_two_classes(cfg, samples, classes)

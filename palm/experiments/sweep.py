@@ -31,7 +31,7 @@ import pandas as pd
 from palm.config import DEFAULTS, load_yaml, validate_config
 from palm.engine.runner import build_datasets
 from palm.experiments.trials import (REPORTED_METRICS, Trial, check_experiment_record,
-                                     ordered_result, run_trials)
+                                     check_jobs, ordered_result, run_trials)
 from palm.errors import BadConfig
 from palm.io_utils import output_lock, write_csv_atomic, write_text_atomic
 from palm.models import build_model
@@ -158,7 +158,7 @@ def plan_trials(cfg: dict[str, Any], factors: Sequence[Factor], mode: str,
     """Every run of the sweep, each config validated (and its network built once, so a bad
     model option stops the sweep before any training)."""
     if repeats < 1:
-        raise BadConfig(f"repeats must be >= 1, got {repeats}")
+        raise BadConfig(f"repeats must be >= 1, got {repeats}", param="repeats")
     trials, checked_models = [], []
     for setting in settings(cfg, factors, mode):
         for repeat in range(repeats):
@@ -283,6 +283,7 @@ def run_sweep(cfg: dict[str, Any], factors: Sequence[Factor], output: str | Path
     Returns:
         The results table (results.csv).
     """
+    check_jobs(jobs, backend)
     output = Path(output)
     trials = plan_trials(cfg, factors, mode, repeats)
     # refused before sweep.json is written: it would hold the rejected settings, and the

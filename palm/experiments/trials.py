@@ -175,6 +175,19 @@ def _run_quietly(cfg: dict[str, Any], run_dir: str, keep_diverged: bool) -> dict
     return run_trial(cfg, run_dir, echo=False, keep_diverged=keep_diverged)
 
 
+def check_jobs(jobs: int, backend: str = "local") -> None:
+    """Refuse a bad `jobs` or `backend` (callers check before they write anything).
+
+    Raises:
+        BadConfig: jobs < 1 or an unknown backend.
+    """
+    if backend not in BACKENDS:
+        raise BadConfig(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}",
+                        param="backend")
+    if jobs < 1:
+        raise BadConfig(f"jobs must be >= 1, got {jobs}", param="jobs")
+
+
 def run_trials(trials: Sequence[Trial], output: str | Path, *, jobs: int = 1,
                backend: str = "local", address: str | None = None,
                keep_diverged: bool = False,
@@ -187,10 +200,7 @@ def run_trials(trials: Sequence[Trial], output: str | Path, *, jobs: int = 1,
             None starts a local Ray instance).
         keep_diverged: as in run_trial.
     """
-    if backend not in BACKENDS:
-        raise BadConfig(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if jobs < 1:
-        raise BadConfig(f"jobs must be >= 1, got {jobs}")
+    check_jobs(jobs, backend)
     output = Path(output)
     dirs = [output / trial.name for trial in trials]
     results: list[dict[str, Any] | None] = [read_result(d) for d in dirs]

@@ -38,6 +38,8 @@ def run_service(checkpoint: str, *, port: int = 8000, verbosity: int = 0,
             silences otherwise), 0 info, 1 debug: of the JSON log on stderr.
         settings: the other fields of ServiceConfig (host, token, save_dir, max_* ...).
     """
+    if not 0 <= port <= 65535:
+        raise UserError(f"port must be in [0, 65535], got {port}", param="port")
     config = service_config(checkpoint, **settings)
     config.check()  # before the model loads: a refused host should not wait for it
     configure_json_logging(
