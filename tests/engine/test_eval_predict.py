@@ -6,6 +6,7 @@ run on a folder of good and broken files; multi-class data goes through the same
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -143,7 +144,8 @@ def test_predict_folder_with_bad_files_exits_0(binary_run, palm_root, tmp_path):
         [sys.executable, str(REPO / "tools" / "predict.py"), "--checkpoint",
          str(binary_run / "best.pdparams"), "--input", str(tmp_path / "photos"), "--output",
          str(out), "--batch-size", "4", "--num-workers", "2", "--no-progress"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr
     assert f"{len(good) + len(bad)} images, {len(bad)} errors" in proc.stdout
     rows = pd.read_csv(out, keep_default_na=False)

@@ -90,7 +90,7 @@ def test_eval_folder_is_rewritten_whole(palm_root, tmp_path, monkeypatch):
     # metrics and metadata in separate tables; sensitivity shown once, not also as recall
     tables = re.findall(r"<table>.*?</table>", page, re.S)
     metric_table = next(t for t in tables if "<th>metric</th>" in t)
-    about_table = next(t for t in tables if "about this evaluation" in t)
+    about_table = next(t for t in tables if "what produced the figures" in t)
     assert "sensitivity" in metric_table and "<th>recall</th>" not in metric_table
     for key in ("engine", "compute_precision", "provenance.palm_version", "checkpoint"):
         assert f"<th>{key}</th>" in about_table and f"<th>{key}</th>" not in metric_table

@@ -205,7 +205,7 @@ def test_sigint_saves_loadable_last(palm_root, tmp_path):
     run = tmp_path / "run"
     argv = [sys.executable, str(REPO / "tools" / "train.py"),
             *_train_args(palm_root, run, "--epochs", "200")]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
@@ -236,7 +236,8 @@ def test_data_parallel_on_cpu_two_processes(palm_root, tmp_path):
         [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
          str(tmp_path / "log"), str(REPO / "tools" / "train.py"),
          *_train_args(palm_root, run, "--epochs", "1", "--batch-size", "4")],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
     logs = {p.name: p.read_text(errors="replace") for p in (tmp_path / "log").glob("workerlog.*")}
     assert proc.returncode == 0, proc.stdout[-2000:] + "\n".join(logs.values())[-3000:]
     assert "on cpu x2" in logs["workerlog.0"] and "epoch 1/1" in logs["workerlog.0"]

@@ -1,4 +1,4 @@
-"""A user's bad command lines (issue 23 hostile pass): each ends in one line naming the flag,
+"""A user's bad command lines: each ends in one line naming the flag,
 before anything is written."""
 from __future__ import annotations
 
