@@ -164,9 +164,10 @@ class Range:
 
 # Allowed ranges of config keys and of the tools' numeric options of the same name. An
 # out-of-range value is an error naming the option, never a crash deep inside (a negative
-# pos_weight trains towards the wrong class, image_size 60000 asks for 40 GiB).
+# pos_weight trains towards the wrong class, image_size 60000 asks for 40 GiB). image_size
+# is also the range a checkpoint's sidecar is held to, so every run trained is loadable.
 RANGES: dict[str, Range] = {
-    "image_size": Range(8, 4096),
+    "image_size": Range(16, 4096),
     "num_workers": Range(0),
     "epochs": Range(1),
     "batch_size": Range(1),

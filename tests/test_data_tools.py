@@ -82,7 +82,7 @@ def test_stats_known_colours(tmp_path):
         cv2.imwrite(str(tmp_path / cls / "a.png"), np.full((10, 14, 3), bgr, np.uint8))
     result = stats.main(
         stats.get_args_parser().parse_args(
-            [str(tmp_path), "--image-size", "8", "--out", str(tmp_path / "s.json")]
+            [str(tmp_path), "--image-size", "16", "--out", str(tmp_path / "s.json")]
         )
     )
     np.testing.assert_allclose(result["mean"], [0.5, 0.0, 0.5], atol=1e-6)

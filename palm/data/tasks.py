@@ -8,6 +8,7 @@ from pathlib import Path
 from palm.data.digits import export_digits
 from palm.data.prepare import write_fold_lists, write_split_lists, xlsx_to_csv
 from palm.data.stats import data_set_stats
+from palm.config import check_options
 from palm.errors import BadConfig
 
 
@@ -37,6 +38,7 @@ def run_stats(source: str | os.PathLike, *, split: str = "train", image_size: in
               fundus_crop: bool = False, max_images: int | None = None, seed: int = 0,
               output: str | os.PathLike | None = None) -> dict:
     """data_set_stats of `source`, printed (and written to `output` as JSON when given)."""
+    check_options({"image_size": image_size})  # the side a model is trained at: 16..4096
     result = data_set_stats(source, split, image_size, fundus_crop, max_images, seed, output)
     print(f"mean (RGB, 0..1): {result['mean']}")
     print(f"std  (RGB, 0..1): {result['std']}  ({result['images']} images)")

@@ -33,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import paddle
 
+from palm.config import RANGES
 from palm.errors import BadCheckpoint
 from palm.io_utils import write_text_atomic
 from palm.metrics import TEMPERATURE_RANGE
@@ -44,7 +45,7 @@ EXPORT_META = "palm_meta.json"
 from palm.weights import file_sha256, read_weights
 
 REQUIRED_META = ("model", "num_classes", "image_size")
-IMAGE_SIZE_RANGE = (16, 4096)
+IMAGE_SIZE_RANGE = (RANGES["image_size"].low, RANGES["image_size"].high)
 COMMIT_RECORD = ".palm-commit.json"
 # how many names of each kind a mismatch error lists
 SHOWN_NAMES = 3

@@ -33,7 +33,7 @@ from palm.engine.quantize import (DEFAULT_CALIB_IMAGES, DEFAULT_MAX_AUC_DROP, Co
 from palm.engine.runner import prepare_demo_data, run_training
 from palm.errors import BadConfig, BadData
 from palm.io_utils import output_lock
-from palm.viz.cam import write_cam_overlays
+from palm.viz.cam import check_max_side, write_cam_overlays
 from palm.weights import trust_checkpoints
 
 
@@ -131,6 +131,7 @@ def run_cam(checkpoint: str, input: str, output: str, *, target_layer: str | Non
     reported on stderr and skipped."""
     check_options({"class_index": class_index, "batch_size": batch_size,
                    "max_side": max_side, "alpha": alpha})
+    check_max_side(max_side)
     src = Path(input)
     paths = list_images(src)
     if not paths:

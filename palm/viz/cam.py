@@ -382,6 +382,17 @@ class CamImage:
     error: str | None = None
 
 
+# an overlay smaller than the smallest model input shows nothing (cam --max-side 3 was 3 px)
+MIN_MAX_SIDE = 16
+
+
+def check_max_side(max_side: int | None) -> None:
+    """Raise BadConfig(param="max_side") unless max_side is None, 0 or >= MIN_MAX_SIDE."""
+    if max_side and max_side < MIN_MAX_SIDE:
+        raise BadConfig(f"max_side must be 0 (full size) or >= {MIN_MAX_SIDE} px, got {max_side}",
+                        param="max_side")
+
+
 def _shrink(img: np.ndarray, max_side: int | None) -> np.ndarray:
     h, w = img.shape[:2]
     if not max_side or max(h, w) <= max_side:
@@ -413,6 +424,7 @@ def explain_files(
         max_side: shrink the photo (keeping its aspect) so its longer side is at most this
             before overlaying; None keeps the full resolution.
     """
+    check_max_side(max_side)
     cam = GradCAM(model, target_layer)
     # The crop is applied here, once, so the overlay shows the same field the model saw.
     transform = eval_transform(meta, fundus_crop=False)

@@ -124,3 +124,21 @@ def test_benchmark_refuses_a_size_its_checkpoints_cannot_hold(tmp_path):
     line = _cli_error("benchmark", ["--models", "resnet18", "--sizes", "3",
                                     "--output", str(tmp_path / "b.json")])
     assert line == "error: --sizes[0] must be >= 16 (got 3)"
+
+
+def test_train_refuses_a_size_no_checkpoint_could_hold(tmp_path):
+    """A run trained at 8 px wrote a checkpoint its own loader refused (16..4096)."""
+    line = _cli_error("train", ["--model", "lenet5", "--data-root", str(tmp_path),
+                                "--image-size", "8", "--output", str(tmp_path / "run")])
+    assert line == "error: --image-size must be in [16, 4096], got 8"
+    assert not (tmp_path / "run").exists()
+
+
+def test_stats_and_cam_refuse_sides_too_small_to_mean_anything(tmp_path):
+    folders = _class_folders(tmp_path / "photos")
+    assert _cli_error("stats", [str(folders), "--image-size", "3"]) == \
+        "error: --image-size must be in [16, 4096], got 3"
+    line = _cli_error("cam", ["--checkpoint", "x.pdparams", "--input", str(folders),
+                              "--max-side", "3", "--output", str(tmp_path / "cams")])
+    assert line == "error: --max-side must be 0 (full size) or >= 16 px, got 3"
+    assert not (tmp_path / "cams").exists()
