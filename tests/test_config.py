@@ -205,7 +205,7 @@ def test_yaml_exponent_numbers_are_numbers(tmp_path):
     (["--weight-decay", "-0.1"], "error: --weight-decay must be >= 0, got -0.1"),
     (["--warmup-epochs", "-1"], "error: --warmup-epochs must be >= 0, got -1.0"),
     (["--batch-size", "0"], "error: --batch-size must be >= 1, got 0"),
-    (["--image-size", "60000"], "error: --image-size must be in [8, 4096], got 60000"),
+    (["--image-size", "60000"], "error: --image-size must be in [16, 4096], got 60000"),
     (["--num-workers", "-1"], "error: --num-workers must be >= 0, got -1"),
 ])
 def test_train_options_out_of_range_are_one_line(argv, line):
