@@ -36,7 +36,7 @@ setup(
         # quantizes with NNCF and runs OpenVINO
         # tests/test_packaging.py builds a wheel without build isolation: setuptools >= 70.1
         # builds wheels by itself (a new venv's setuptools 65 needs the wheel package)
-        "test": ["pytest", "setuptools>=70.1", "fastapi", "uvicorn", "python-multipart", "httpx",
+        "test": ["pytest", "pytest-xdist", "setuptools>=70.1", "fastapi", "uvicorn", "python-multipart", "httpx",
                  "playwright", "ray>=2", "paddle2onnx", "openvino", "nncf"],
         "serve": ["fastapi", "uvicorn", "python-multipart", "httpx"],  # palm serve
         "ray": ["ray>=2"],  # palm sweep / palm cv --backend ray

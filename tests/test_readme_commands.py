@@ -40,7 +40,7 @@ NOT_RUN = {
 # Commands not run here, and why; every other README command runs.
 SKIPPED = {
     "python -m pytest -q": "the whole suite, this test included",
-    'python -m pytest -q -m "not slow"': "the quick suite, this test included",
+    'python -m pytest -q -m "not slow" -n auto': "the quick suite, this test included",
     "python -m palm --help": "prints the subcommands (test_cli covers it)",
     "curl -F files=@demo_data/palm/PALM-Validation400/V0001.jpg "
     "'http://127.0.0.1:8000/v1/predict?cam=1'": "needs the service running (tests/serve)",

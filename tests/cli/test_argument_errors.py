@@ -71,6 +71,7 @@ def test_benchmark_refuses_an_unknown_model_in_one_line(tmp_path):
     assert "resnet18" in line
 
 
+@pytest.mark.slow  # starts the service as a child process
 def test_loadtest_reports_the_services_error_line_not_paddles_warnings(tmp_path):
     line = _cli_error("loadtest", ["--checkpoint", str(tmp_path / "nope.pdparams")])
     assert line.startswith("error: the service exited with code 1: error: ")

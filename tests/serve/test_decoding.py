@@ -168,6 +168,7 @@ print(rss_mb() - base)
 """
 
 
+@pytest.mark.slow  # a child process measuring resident memory (8 s)
 def test_freed_photos_go_back_to_the_system(tmp_path):
     """Photos decoded in the service's threads were freed into glibc's per-thread arenas,
     which kept them: the service's memory grew by ~175 MB from one load-test round to a
