@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -94,6 +95,17 @@ def lenet_checkpoint(make_checkpoint: CheckpointFactory) -> Path:
     """An untrained LeNet checkpoint for 32-px images, no fundus crop (only the plumbing
     matters). Shared: read-only."""
     return make_checkpoint("lenet", model_kwargs={"image_size": 32}, fundus_crop=False)
+
+
+@pytest.fixture(scope="session")
+def many_photos(palm_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """240 photos (hard links to the 16 synthetic validation images): long enough a run to
+    interrupt. Shared: read-only."""
+    folder = tmp_path_factory.mktemp("many")
+    val = sorted((palm_root / "PALM-Validation400").glob("*.jpg"))
+    for k in range(240):
+        os.link(val[k % len(val)], folder / f"p{k:03d}.jpg")
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from palm.cli import run_tool
 from palm.config import check_options
 from palm.cli import eval as eval_tool
 from palm.cli import predict as predict_tool
+from tests.processes import run_checkout_tool, stderr_lines, tool_exit
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -164,30 +165,6 @@ def test_config_file_overrides_and_short_flags(tmp_path):
         apply_overrides(DEFAULTS, ["epochs.x=1"])
 
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-def _exit(main, args) -> int | str | None:
-    """The exit code (or `error: ...` line) of a tool run as its command line runs it."""
-    with pytest.raises(SystemExit) as info:
-        run_tool(main, args)
-    return info.value.code
-
-
-def _run(tool: str, argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "tools" / tool), *argv], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _lines(stderr: str) -> list[str]:
-    """stderr without paddle's import-time OMP_NUM_THREADS banner (see the README)."""
-    return [line for line in stderr.strip().splitlines()
-            if not line.startswith(("WARNING: OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS"))]
-
-
 def test_yaml_exponent_numbers_are_numbers(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: lenet\nlr: 1e-3\nweight_decay: 5E-4\nepochs: 3\n")
@@ -209,13 +186,13 @@ def test_yaml_exponent_numbers_are_numbers(tmp_path):
     (["--num-workers", "-1"], "error: --num-workers must be >= 0, got -1"),
 ])
 def test_train_options_out_of_range_are_one_line(argv, line):
-    assert _exit(train_tool.parse_and_run, ["--model", "lenet", *argv]) == line
+    assert tool_exit(train_tool.parse_and_run, ["--model", "lenet", *argv]) == line
 
 
 def test_config_values_out_of_range_name_the_file(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("gamma: 0\n")
-    assert _exit(train_tool.parse_and_run, ["--config", str(cfg)]) == (
+    assert tool_exit(train_tool.parse_and_run, ["--config", str(cfg)]) == (
         f"error: {cfg}: gamma must be in (0, 1], got 0")
     with pytest.raises(BadConfig, match="momentum must be in \\[0, 1\\), got 1.5"):
         check_options({"momentum": 1.5}, "run.yaml")
@@ -231,15 +208,15 @@ def test_config_values_out_of_range_name_the_file(tmp_path):
 def test_eval_predict_options_out_of_range_are_one_line(tool, argv, line, lenet_checkpoint, tmp_path):
     base = ["--checkpoint", str(lenet_checkpoint), "--output", str(tmp_path / "out.csv")]
     base += ["--input", str(tmp_path)] if tool is predict_tool else ["--val-dir", str(tmp_path)]
-    assert _exit(tool.main, tool.get_args_parser().parse_args(base + argv)) == line
+    assert tool_exit(tool.main, tool.get_args_parser().parse_args(base + argv)) == line
     assert list(tmp_path.iterdir()) == []  # refused before anything was written
 
 
 @pytest.mark.slow
 def test_epochs_0_from_the_shell_is_one_line_and_exit_1():
-    proc = _run("train.py", ["--model", "lenet", "--epochs", "0"], timeout=120)
+    proc = run_checkout_tool("train.py", ["--model", "lenet", "--epochs", "0"], timeout=120)
     assert proc.returncode == 1
-    assert _lines(proc.stderr) == ["error: --epochs must be >= 1, got 0"]
+    assert stderr_lines(proc.stderr) == ["error: --epochs must be >= 1, got 0"]
 
 
 def test_ci_resamples_is_bounded():

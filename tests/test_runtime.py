@@ -15,8 +15,7 @@ from palm.errors import BadConfig
 from palm.cli import eval as eval_tool
 import signal
 import time
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.processes import CHECKOUT_ENV, REPO, start_checkout_tool, wait_for
 
 
 @pytest.fixture
@@ -159,19 +158,6 @@ def test_every_subcommand_takes_quiet_and_verbose(name):
     assert {"-q", "--quiet", "-v", "--verbose"} <= options, name
 
 
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-@pytest.fixture(scope="module")
-def many_photos(palm_root, tmp_path_factory) -> Path:
-    """240 photos (hard links to the 16 synthetic validation images): long enough a run."""
-    folder = tmp_path_factory.mktemp("many")
-    val = sorted((palm_root / "PALM-Validation400").glob("*.jpg"))
-    for k in range(240):
-        os.link(val[k % len(val)], folder / f"p{k:03d}.jpg")
-    return folder
-
-
 def _children(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -194,41 +180,28 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _wait_for(condition, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def _start(tool: str, argv: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(REPO / "tools" / tool), *argv], cwd=REPO, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("tool", ["predict", "train"])
 def test_no_worker_survives_a_killed_run(tool, lenet_checkpoint, many_photos, palm_root, tmp_path):
     if tool == "predict":
-        proc = _start("predict.py", ["--checkpoint", str(lenet_checkpoint), "--input", str(many_photos),
+        proc = start_checkout_tool("predict.py", ["--checkpoint", str(lenet_checkpoint), "--input", str(many_photos),
                                      "--output", str(tmp_path / "p.csv"), "--engine", "dygraph",
                                      "--batch-size", "1", "--num-workers", "2", "--no-progress"])
     else:
-        proc = _start("train.py", ["--model", "lenet", "--data-root", str(palm_root),
+        proc = start_checkout_tool("train.py", ["--model", "lenet", "--data-root", str(palm_root),
                                    "--image-size", "32", "--batch-size", "2", "--epochs", "200",
                                    "--num-workers", "2", "--output", str(tmp_path / "run"),
                                    "--device", "cpu", "--no-progress", "--cache-dir", "none"])
     workers: list[int] = []
     try:
-        _wait_for(lambda: len(_children(proc.pid)) >= 2 or proc.poll() is not None, 240,
+        wait_for(lambda: len(_children(proc.pid)) >= 2 or proc.poll() is not None, 240,
                   "two loader workers")
         workers = _children(proc.pid)
         assert proc.poll() is None and len(workers) >= 2, proc.communicate()
         proc.kill()
         proc.wait()
         killed = time.monotonic()
-        _wait_for(lambda: not any(map(_alive, workers)), 10, f"workers {workers} to exit")
+        wait_for(lambda: not any(map(_alive, workers)), 10, f"workers {workers} to exit")
         print(f"{tool}: {len(workers)} workers gone {time.monotonic() - killed:.2f} s after kill -9")
     finally:  # never leave a process behind, whatever failed
         for pid in {proc.pid, *workers, *_children(proc.pid)}:
@@ -262,7 +235,7 @@ def test_worker_init_child_exits_when_its_parent_is_killed(how, within, tmp_path
     """The mechanism alone (no Paddle): parent-death signal, and the polling fallback."""
     script = tmp_path / "orphan.py"
     script.write_text(_ORPHAN_SCRIPT)
-    parent = subprocess.Popen([sys.executable, str(script), how], env=ENV, stdout=subprocess.PIPE,
+    parent = subprocess.Popen([sys.executable, str(script), how], env=CHECKOUT_ENV, stdout=subprocess.PIPE,
                               text=True)
     child = int(parent.stdout.readline())
     try:
@@ -270,7 +243,7 @@ def test_worker_init_child_exits_when_its_parent_is_killed(how, within, tmp_path
         assert _alive(child)
         parent.kill()
         parent.wait()
-        _wait_for(lambda: not _alive(child), within, f"the {how} child to exit")
+        wait_for(lambda: not _alive(child), within, f"the {how} child to exit")
     finally:
         for pid in (parent.pid, child):
             try:

@@ -28,7 +28,6 @@ from palm.errors import BadCheckpoint, BadConfig, OutputRefused
 from palm.io_utils import next_free_path, output_lock
 from palm.models import build_model, load_pretrained
 from palm.provenance import provenance
-from palm.runtime import worker_init
 
 RUN_FILES = ("last.pdparams", "best.pdparams", "metrics.csv")
 # how one command ran, not what the run is: config.yaml leaves them out, so `train -c

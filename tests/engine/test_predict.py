@@ -30,6 +30,7 @@ from palm.engine.inference import weights_sha256
 from palm.data import list_images
 from palm.io_utils import output_lock
 from palm.cli import eval as eval_tool
+from tests.processes import second_run_while_first_holds, tool_exit
 
 
 @pytest.mark.parametrize("name", ["best", "best.partial"])
@@ -109,13 +110,6 @@ def test_predict_escapes_paths_and_resume_matches_them(trained_lenet5, formula_p
     assert sorted(read_csv(out)["path"]) == sorted(NAMES)
 
 
-def _exit(main, args) -> int | str | None:
-    """The exit code (or `error: ...` line) of a tool run as its command line runs it."""
-    with pytest.raises(SystemExit) as info:
-        run_tool(main, args)
-    return info.value.code
-
-
 @pytest.mark.parametrize("tool", [predict_tool, cam_tool])
 def test_a_folder_without_images_is_an_error_naming_it(tool, lenet_checkpoint, tmp_path):
     empty = tmp_path / "empty"
@@ -124,7 +118,7 @@ def test_a_folder_without_images_is_an_error_naming_it(tool, lenet_checkpoint, t
     output = tmp_path / ("preds.csv" if tool is predict_tool else "cams")
     args = tool.get_args_parser().parse_args(["--checkpoint", str(lenet_checkpoint), "--input", str(empty),
                                               "--output", str(output)])
-    assert _exit(tool.main, args) == f"error: no images in {empty}"
+    assert tool_exit(tool.main, args) == f"error: no images in {empty}"
     assert not output.exists()
 
 
@@ -139,74 +133,9 @@ def test_disk_full_in_predict_names_the_file_being_written(lenet_checkpoint, pal
     args = predict_tool.get_args_parser().parse_args([
         "--checkpoint", str(lenet_checkpoint), "--input", str(palm_root / "PALM-Validation400"),
         "--output", str(output), "--num-workers", "0", "--device", "cpu", "--no-progress"])
-    assert _exit(predict_tool.main, args) == (
+    assert tool_exit(predict_tool.main, args) == (
         f"error: {output}.partial: no space left on the device; free some space or write elsewhere")
     assert not output.exists()
-
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-@pytest.fixture(scope="module")
-def many_photos(palm_root, tmp_path_factory) -> Path:
-    """240 photos (hard links to the 16 synthetic validation images): long enough a run."""
-    folder = tmp_path_factory.mktemp("many")
-    val = sorted((palm_root / "PALM-Validation400").glob("*.jpg"))
-    for k in range(240):
-        os.link(val[k % len(val)], folder / f"p{k:03d}.jpg")
-    return folder
-
-
-def _wait_for(condition, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def _start(tool: str, argv: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(REPO / "tools" / tool), *argv], cwd=REPO, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _run(tool: str, argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "tools" / tool), *argv], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _lines(stderr: str) -> list[str]:
-    """stderr without paddle's import-time OMP_NUM_THREADS banner (see the README)."""
-    return [line for line in stderr.strip().splitlines()
-            if not line.startswith(("WARNING: OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS"))]
-
-
-def _frozen_while_locked(proc: subprocess.Popen, lock: Path) -> None:
-    """Stop `proc` once it holds `lock` (so a second run meets the lock for certain)."""
-    _wait_for(lambda: lock.is_file() and f"pid {proc.pid}" in lock.read_text()
-              or proc.poll() is not None, 240, f"{lock}")
-    assert proc.poll() is None, proc.communicate()
-    os.kill(proc.pid, signal.SIGSTOP)
-
-
-def _second_run_while_first_holds(tool: str, argv: list[str], lock: Path
-                                  ) -> tuple[subprocess.Popen, str, str, str]:
-    """Run `tool` twice, the second time while the first is frozen holding `lock`; the second
-    must fail with one line. Returns (first process, that line, first's stdout and stderr)."""
-    first = _start(tool, argv)
-    try:
-        _frozen_while_locked(first, lock)
-        second = _run(tool, argv)
-    finally:
-        os.kill(first.pid, signal.SIGCONT)
-    stdout, stderr = first.communicate(timeout=300)
-    assert second.returncode == 1
-    lines = _lines(second.stderr)
-    assert len(lines) == 1, lines
-    return first, lines[0], stdout, stderr
 
 
 @pytest.mark.slow
@@ -214,7 +143,7 @@ def test_two_predict_runs_on_one_output(lenet_checkpoint, many_photos, tmp_path)
     out = tmp_path / "preds.csv"
     argv = ["--checkpoint", str(lenet_checkpoint), "--input", str(many_photos), "--output", str(out),
             "--engine", "dygraph", "--batch-size", "4", "--num-workers", "0", "--no-progress"]
-    first, refusal, stdout, stderr = _second_run_while_first_holds(
+    first, refusal, stdout, stderr = second_run_while_first_holds(
         "predict.py", argv, tmp_path / "preds.csv.lock")
     assert refusal.startswith(f"error: {out} is in use by pid {first.pid} on ")
     assert "(predict.py --checkpoint" in refusal and refusal.endswith("choose another --output")
@@ -255,11 +184,11 @@ def test_output_guard_protects_checkpoints_inputs_and_foreign_files(lenet_checkp
     # through the tool: one line, before any model is loaded, nothing touched
     args = predict_tool.get_args_parser().parse_args(
         ["--checkpoint", str(lenet_checkpoint), "--input", photos[0], "--output", str(lenet_checkpoint)])
-    assert _exit(predict_tool.main, args) == (
+    assert tool_exit(predict_tool.main, args) == (
         f"error: --output {lenet_checkpoint} has a .pdparams extension (a checkpoint, config or image, "
         "not a CSV); predictions go to a new or earlier predictions .csv file")
     args.output = photos[0]
-    assert _exit(predict_tool.main, args).startswith(f"error: --output {photos[0]} has a .jpg")
+    assert tool_exit(predict_tool.main, args).startswith(f"error: --output {photos[0]} has a .jpg")
     assert lenet_checkpoint.read_bytes() == weights
     assert foreign.read_text() == "name,score\na,1\n"
     # a CSV palm wrote may be written again (and resumed)
@@ -279,10 +208,10 @@ def test_folder_outputs_refuse_a_file(tmp_path, lenet_checkpoint):
             pass
     args = eval_tool.get_args_parser().parse_args(
         ["--checkpoint", str(lenet_checkpoint), "--val-dir", str(tmp_path), "--output", str(plain)])
-    assert _exit(eval_tool.main, args) == (
+    assert tool_exit(eval_tool.main, args) == (
         f"error: {plain} is a file, not a folder; choose another --output")
     assert plain.read_text() == "keep me"
     args.output = str(tmp_path / "eval")
     with output_lock(tmp_path / "eval", folder=True):  # an evaluation is writing there
-        assert _exit(eval_tool.main, args).startswith(
+        assert tool_exit(eval_tool.main, args).startswith(
             f"error: {tmp_path / 'eval'} is in use by pid {os.getpid()} on ")

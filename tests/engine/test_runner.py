@@ -18,6 +18,7 @@ import time
 from palm.cli import run_tool
 import pandas as pd
 from palm.cli import eval as eval_tool
+from tests.processes import run_checkout_tool, second_run_while_first_holds, stderr_lines, tool_exit
 
 
 TINY_TRAINING = ["--model", "lenet", "--image-size", "32", "--epochs", "1", "--batch-size", "4",
@@ -91,75 +92,13 @@ def test_default_outputs_never_overwrite_and_record_provenance(palm_root, tmp_pa
     assert again == first and not Path("runs/lenet5-3").exists()
 
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-def _exit(main, args) -> int | str | None:
-    """The exit code (or `error: ...` line) of a tool run as its command line runs it."""
-    with pytest.raises(SystemExit) as info:
-        run_tool(main, args)
-    return info.value.code
-
-
-def _wait_for(condition, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def _start(tool: str, argv: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(REPO / "tools" / tool), *argv], cwd=REPO, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _run(tool: str, argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "tools" / tool), *argv], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _lines(stderr: str) -> list[str]:
-    """stderr without paddle's import-time OMP_NUM_THREADS banner (see the README)."""
-    return [line for line in stderr.strip().splitlines()
-            if not line.startswith(("WARNING: OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS"))]
-
-
-def _frozen_while_locked(proc: subprocess.Popen, lock: Path) -> None:
-    """Stop `proc` once it holds `lock` (so a second run meets the lock for certain)."""
-    _wait_for(lambda: lock.is_file() and f"pid {proc.pid}" in lock.read_text()
-              or proc.poll() is not None, 240, f"{lock}")
-    assert proc.poll() is None, proc.communicate()
-    os.kill(proc.pid, signal.SIGSTOP)
-
-
-def _second_run_while_first_holds(tool: str, argv: list[str], lock: Path
-                                  ) -> tuple[subprocess.Popen, str, str, str]:
-    """Run `tool` twice, the second time while the first is frozen holding `lock`; the second
-    must fail with one line. Returns (first process, that line, first's stdout and stderr)."""
-    first = _start(tool, argv)
-    try:
-        _frozen_while_locked(first, lock)
-        second = _run(tool, argv)
-    finally:
-        os.kill(first.pid, signal.SIGCONT)
-    stdout, stderr = first.communicate(timeout=300)
-    assert second.returncode == 1
-    lines = _lines(second.stderr)
-    assert len(lines) == 1, lines
-    return first, lines[0], stdout, stderr
-
-
 @pytest.mark.slow
 def test_two_trainings_into_one_output(palm_root, tmp_path):
     run = tmp_path / "run"
     argv = ["--model", "lenet", "--data-root", str(palm_root), "--image-size", "32",
             "--batch-size", "8", "--epochs", "1", "--num-workers", "0", "--output", str(run),
             "--device", "cpu", "--no-progress", "--cache-dir", "none"]
-    first, refusal, _, stderr = _second_run_while_first_holds("train.py", argv, run / ".lock")
+    first, refusal, _, stderr = second_run_while_first_holds("train.py", argv, run / ".lock")
     assert refusal.startswith(f"error: {run} is in use by pid {first.pid} on ")
     assert first.returncode == 0, stderr
     assert json.loads((run / "best.json").read_text())["epoch"] == 1
@@ -174,7 +113,7 @@ def test_read_only_output_is_one_line(tmp_path, palm_root):
                                             str(ro)], capture_output=True).returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
-        code = _exit(train_tool.parse_and_run, ["--model", "lenet", "--data-root", str(palm_root),
+        code = tool_exit(train_tool.parse_and_run, ["--model", "lenet", "--data-root", str(palm_root),
                                                 "--output", str(ro / "run")])
     finally:
         subprocess.run(["umount", "-l", str(ro)], check=False)
@@ -199,15 +138,15 @@ def test_disk_full_training_on_a_real_full_device(palm_root, tmpfs):
     argv = ["--model", "lenet", "--data-root", str(palm_root), "--image-size", "32",
             "--batch-size", "8", "--num-workers", "0", "--output", str(run), "--device", "cpu",
             "--no-progress", "--cache-dir", "none"]
-    first = _run("train.py", [*argv, "--epochs", "1"])
+    first = run_checkout_tool("train.py", [*argv, "--epochs", "1"])
     assert first.returncode == 0, first.stderr
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.suffix in (".pdparams", ".json")}
     # leave ~40 KB: enough for metrics.csv, not for a checkpoint
     free = os.statvfs(tmpfs).f_bavail * os.statvfs(tmpfs).f_frsize
     (tmpfs / "filler").write_bytes(b"\0" * (free - 40_000))
-    second = _run("train.py", [*argv, "--epochs", "2", "--resume"])
+    second = run_checkout_tool("train.py", [*argv, "--epochs", "2", "--resume"])
     assert second.returncode == 1
-    lines = _lines(second.stderr)
+    lines = stderr_lines(second.stderr)
     assert len(lines) == 1 and lines[0].startswith(f"error: {run}/"), second.stderr
     assert lines[0].endswith(": no space left on the device; free some space or write elsewhere")
     after = {p.name: p.read_bytes() for p in run.iterdir() if p.suffix in (".pdparams", ".json")}

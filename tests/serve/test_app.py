@@ -15,7 +15,6 @@ from typing import Iterator
 
 import cv2
 import numpy as np
-import paddle
 import pytest
 from fastapi.testclient import TestClient
 
@@ -30,34 +29,9 @@ from palm.cli import serve as serve_tool
 from palm.bench.loadtest import free_port
 from palm.cli.common import cli
 
-SIZE = 64
-META = {"model": "resnet18", "num_classes": 1, "class_names": ["non-PM", "PM"],
-        "image_size": SIZE, "normalize": "minus_one_one", "fundus_crop": False,
-        "threshold": 0.4, "epoch": 1, "metrics": {"auc": 0.9}, "model_kwargs": {}}
+from tests.serve.helpers import META, SIZE, BlockedModel, make_client, upload, wait_until
+
 TOKEN = "a-long-enough-test-token"
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """An untrained resnet18 at 64 px with a small head: probabilities differ between photos."""
-    paddle.seed(0)
-    model = build_model("resnet18", num_classes=1)
-    rng = np.random.default_rng(0)
-    model.fc.weight.set_value(rng.normal(0, 0.05, model.fc.weight.shape).astype("float32"))
-    path = tmp_path_factory.mktemp("serve_ckpt") / "best.pdparams"
-    save_checkpoint(path, model, META)
-    return path
-
-
-@pytest.fixture(scope="module")
-def photos(palm_root: Path) -> list[Path]:
-    return sorted((palm_root / "PALM-Training400" / "PALM-Training400").glob("*.jpg"))[:6]
-
-
-def make_client(checkpoint: Path, **options) -> TestClient:
-    config = ServiceConfig(checkpoint=str(checkpoint), engine="dygraph", **options)
-    return TestClient(create_app(config), base_url="http://127.0.0.1:8000",
-                      raise_server_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +77,6 @@ def chromium_page():
             yield browser.new_page()
         finally:
             browser.close()
-
-
-def upload(*files: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [("files", (name, data, "image/jpeg")) for name, data in files]
 
 
 def assert_healthy(client: TestClient) -> None:
@@ -208,27 +178,6 @@ def test_model_metadata(client):
     assert info["name"] == "resnet18" and info["threshold"] == 0.4
     assert info["calibration"] == {"temperature": 1.0, "source": "none"}
     assert info["cam_available"] is True and info["limits"]["max_pixels"] == 200_000
-
-
-class BlockedModel:
-    """Holds the batcher inside `run_batch` until released, to fill the queue on purpose."""
-
-    def __init__(self, batcher):
-        self.batcher, self.run = batcher, batcher.run_batch
-        self.entered, self.release = threading.Event(), threading.Event()
-        batcher.run_batch = self
-
-    def __call__(self, x, cam):
-        self.entered.set()
-        self.release.wait(30)
-        return self.run(x, cam)
-
-
-def wait_until(condition, timeout=10.0):
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "condition not reached"
-        time.sleep(0.01)
 
 
 def test_full_queue_answers_503_then_recovers(checkpoint, photos):

@@ -2,7 +2,6 @@
 gone) stops its work: photos not decoded yet are skipped, queued photos leave the queue."""
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from pathlib import Path
@@ -12,34 +11,8 @@ import pytest
 import uvicorn
 
 from palm.bench.loadtest import free_port
-from palm.serve.logs import LOG
 
-from tests.serve.test_app import BlockedModel, checkpoint, make_client, photos, upload, wait_until  # noqa: F401
-
-
-class Events(logging.Handler):
-    """The service's log events (name and fields), whatever handlers serve.py configured."""
-
-    def __init__(self):
-        super().__init__()
-        self.events: list[tuple[str, dict]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.events.append((record.getMessage(), getattr(record, "fields", {})))
-
-    def named(self, name: str) -> list[dict]:
-        return [fields for event, fields in self.events if event == name]
-
-
-@pytest.fixture
-def events():
-    handler = Events()
-    LOG.addHandler(handler)
-    level = LOG.level
-    LOG.setLevel(logging.INFO)
-    yield handler
-    LOG.removeHandler(handler)
-    LOG.setLevel(level)
+from tests.serve.helpers import BlockedModel, Events, make_client, upload, wait_until
 
 
 class SlowDecoder:

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from tests.serve.test_app import checkpoint, make_client  # noqa: F401 - checkpoint is a fixture
+from tests.serve.helpers import make_client
 
 
 def jpeg() -> bytes:

@@ -21,9 +21,7 @@ from palm.serve.app import create_app
 from palm.serve.config import ServiceConfig
 from palm.serve.guard import UploadBudget, server_config
 
-from tests.serve.test_app import (BlockedModel, checkpoint, photos,  # noqa: F401 - fixtures
-                                  wait_until)
-from tests.serve.test_decoding import events  # noqa: F401 - a fixture
+from tests.serve.helpers import BlockedModel, wait_until
 
 BOUNDARY = b"XX"
 
