@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import paddle
 import pytest
 
@@ -19,6 +18,8 @@ from palm.data.image_io import CACHE_DIR_ENV
 from palm.engine.checkpoint import save_checkpoint
 from palm.engine.runner import run_training
 from palm.models import build_model
+
+from tests.folders import pm_normal_folders
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -149,17 +150,7 @@ def pm_run(palm_root: Path, tiny_run: RunFactory,
            tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(PM/normal data root, run folder) of a one-epoch LeNet run on class folders: the
     synthetic PALM images copied into ROOT/{train,val}/{PM,normal}/. Shared: read-only."""
-    root = tmp_path_factory.mktemp("pm")
-    train = sorted((palm_root / "PALM-Training400" / "PALM-Training400").glob("*.jpg"))
-    gt = pd.read_csv(palm_root / "PALM-Validation-GT" / "labels.csv")
-    for path in train:
-        dst = root / "train" / ("PM" if path.name.startswith("P") else "normal")
-        dst.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, dst / path.name)
-    for name, label in zip(gt["imgName"], gt["Label"]):
-        dst = root / "val" / ("PM" if label == 1 else "normal")
-        dst.mkdir(parents=True, exist_ok=True)
-        shutil.copy(palm_root / "PALM-Validation400" / name, dst / name)
+    root = pm_normal_folders(palm_root, tmp_path_factory.mktemp("pm"))
     run = tiny_run("lenet", data_root=None, train_dir=str(root / "train"),
                    val_dir=str(root / "val"))
     return root, run

@@ -11,11 +11,6 @@ from palm.config import load_config
 from palm.errors import BadConfig
 from palm.config import apply_overrides, DEFAULTS
 from palm.cli import train as train_tool
-import os
-import subprocess
-import sys
-from pathlib import Path
-from palm.cli import run_tool
 from palm.config import check_options
 from palm.cli import eval as eval_tool
 from palm.cli import predict as predict_tool

@@ -1,16 +1,15 @@
 """palm.data sources: which class is positive (known names, refusals)."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 
 from palm.data import build_transform, class_order
 from palm.data import sources
+from tests.folders import pm_normal_folders
 
 
 T32 = build_transform(32, train=False)
@@ -21,23 +20,8 @@ def _write_png(path: Path, value: int = 100, size: tuple[int, int] = (20, 24)) -
     cv2.imwrite(str(path), np.full((*size, 3), value, np.uint8))
 
 
-def _pm_normal(palm_root: Path, root: Path) -> Path:
-    """PM/ and normal/ class folders (train and val) from the synthetic PALM images."""
-    train = sorted((palm_root / "PALM-Training400" / "PALM-Training400").glob("*.jpg"))
-    gt = pd.read_csv(palm_root / "PALM-Validation-GT" / "labels.csv")
-    for path in train:
-        dst = root / "train" / ("PM" if path.name.startswith("P") else "normal")
-        dst.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, dst / path.name)
-    for name, label in zip(gt["imgName"], gt["Label"]):
-        dst = root / "val" / ("PM" if label == 1 else "normal")
-        dst.mkdir(parents=True, exist_ok=True)
-        shutil.copy(palm_root / "PALM-Validation400" / name, dst / name)
-    return root
-
-
 def test_known_positive_name_goes_to_label_1(palm_root, tmp_path):
-    root = _pm_normal(palm_root, tmp_path)
+    root = pm_normal_folders(palm_root, tmp_path)
     train, val = sources.training_sets(train_transform=T32, val_transform=T32,
                                        train_dir=root / "train", val_dir=root / "val")
     # sorted folder names would make "normal" label 1

@@ -19,13 +19,8 @@ from palm.engine.predict import journal_path, record_path
 from palm.io_utils import escape_formula, read_csv
 from tests.formula_cells import NAMES, assert_no_formula_cells, raw_cells
 import errno
-from palm.cli import run_tool
 from palm.cli import cam as cam_tool
 import os
-import signal
-import subprocess
-import sys
-import time
 from palm.engine.inference import weights_sha256
 from palm.data import list_images
 from palm.io_utils import output_lock

@@ -11,18 +11,12 @@ from palm.config import load_config
 from palm.errors import OutputRefused
 import json
 import os
-import signal
 import subprocess
-import sys
-import time
 from palm.cli import run_tool
 import pandas as pd
 from palm.cli import eval as eval_tool
 from tests.processes import run_checkout_tool, second_run_while_first_holds, stderr_lines, tool_exit
-
-
-TINY_TRAINING = ["--model", "lenet", "--image-size", "32", "--epochs", "1", "--batch-size", "4",
-                 "--num-workers", "0", "--cache-dir", "none", "--device", "cpu", "--no-progress"]
+from tests.folders import TINY_TRAINING
 
 
 def test_resume_of_a_missing_run_folder_creates_nothing(palm_root, tmp_path):

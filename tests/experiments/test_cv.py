@@ -25,8 +25,8 @@ from palm.experiments.cv import check_same_splits, bootstrap_auc_ci, splits_tabl
 from palm.errors import BadConfig
 from palm.cli import cv as cv_tool
 from tests.formula_cells import NAMES, assert_no_formula_cells
-from PIL import Image
 from palm.errors import BadData
+from tests.folders import TINY_TRAINING, noise_photos
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -189,24 +189,11 @@ def test_cv_splits_escape_and_are_read_back(tmp_path):
     check_same_splits(path, splits)  # read back: the same images and labels, not refused
 
 
-def _photos(folder: Path, n: int, size: int = 32) -> Path:
-    """`n` random 32-px PNGs in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return folder
-
-
-TINY_TRAINING = ["--model", "lenet", "--image-size", "32", "--epochs", "1", "--batch-size", "4",
-                 "--num-workers", "0", "--cache-dir", "none", "--device", "cpu", "--no-progress"]
-
-
 @pytest.mark.parametrize("empty_class_folder", [True, False],
                          ids=["two-classes-one-empty", "one-class"])
 def test_cv_on_one_class_is_refused_before_any_fold_trains(tmp_path, empty_class_folder):
     data = tmp_path / "data"
-    _photos(data / "normal", 6)
+    noise_photos(data / "normal", 6)
     if empty_class_folder:  # two classes declared, images of one: main trained and said "AUC n/a"
         (data / "disease").mkdir()
     output = tmp_path / "cv"

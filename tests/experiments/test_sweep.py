@@ -19,8 +19,7 @@ from palm.experiments.sweep import Factor, parse_factor, settings, trial_name
 from palm.errors import BadConfig
 from palm.models import build_model
 from palm.cli import sweep as sweep_tool
-import numpy as np
-from PIL import Image
+from tests.folders import TINY_TRAINING, noise_photos
 
 REPO = Path(__file__).resolve().parents[2]
 TIME_COLUMNS = ["train_seconds"]
@@ -176,23 +175,10 @@ def test_ray_backend_runs_two_trials_locally(digits, tmp_path):
     assert table["final_val_accuracy"].between(0, 1).all()
 
 
-def _photos(folder: Path, n: int, size: int = 32) -> Path:
-    """`n` random 32-px PNGs in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return folder
-
-
-TINY_TRAINING = ["--model", "lenet", "--image-size", "32", "--epochs", "1", "--batch-size", "4",
-                 "--num-workers", "0", "--cache-dir", "none", "--device", "cpu", "--no-progress"]
-
-
 def _two_classes(root: Path, n: int = 4) -> Path:
     for split in ("train", "val"):
         for name in ("normal", "disease"):
-            _photos(root / split / name, n)
+            noise_photos(root / split / name, n)
     return root
 
 
