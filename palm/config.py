@@ -41,7 +41,9 @@ CONFIG_DIR: Traversable = resources.files("palm") / "configs"
 DEFAULTS: dict[str, Any] = {
     "model": "resnet50",
     "model_kwargs": {},  # extra build_model arguments, e.g. {aux_logits: true} for googlenet
-    "pretrained": None,  # path to an ImageNet .pdparams (classifier skipped when it differs)
+    # "imagenet" (Paddle's published weights for the model) or a .pdparams path; the
+    # classifier is skipped when its shape differs
+    "pretrained": None,
     # data
     "data_root": None,
     "train_dir": None,

@@ -35,6 +35,10 @@ class BadCheckpoint(UserError, ValueError):
     """A checkpoint or its sidecar cannot be used."""
 
 
+class DownloadFailed(UserError, RuntimeError):
+    """Published weights could not be downloaded, or the download did not match its hash."""
+
+
 class OutputRefused(UserError, RuntimeError):
     """An output is in use by another process, or is a file palm must not overwrite."""
 

@@ -237,7 +237,9 @@ def training_parser(doc: str, prog: str | None = None) -> argparse.ArgumentParse
     opt.add_argument("--scheduler", choices=("constant", "step", "cosine"))
     opt.add_argument("--warmup-epochs", type=float)
     opt.add_argument("--pos-weight", type=_pos_weight, help="BCE weight of positives, or 'auto'")
-    opt.add_argument("--pretrained", help="ImageNet .pdparams to start from (no download)")
+    opt.add_argument("--pretrained", metavar="imagenet|FILE",
+                     help="start from Paddle's ImageNet weights for the model (downloaded once "
+                          "into the cache, MD5-checked; `palm weights list`) or a .pdparams file")
     opt.add_argument("--select-on", choices=("val", "holdout"),
                      help="images that choose the best epoch: val, or holdout (a stratified "
                           "part of the training data, so figures on val stay independent)")
@@ -412,6 +414,7 @@ COMMANDS: dict[str, Command] = {
     "serve": Command("palm.cli.serve", "python tools/serve.py", "screening web page and JSON API on this machine"),
     "loadtest": Command("palm.cli.loadtest", "python tools/loadtest.py", "throughput and latency of the service under load"),
     "cache": Command("palm.cli.cache", "python tools/cache.py", "where the image cache is, how big, and clearing it"),
+    "weights": Command("palm.cli.weights", "python tools/weights.py", "Paddle's ImageNet weights: list, download, verify"),
     "benchmark": Command("palm.cli.benchmark", "python tools/benchmark.py", "speed of every way palm runs a network"),
     "benchmark-data": Command("palm.cli.benchmark_data", "python tools/benchmark_data.py", "speed of the input pipeline"),
     "inspect": Command("palm.cli.inspect", "python -m data_tools.inspect", "class counts, sizes and unreadable files of a data set"),

@@ -26,7 +26,7 @@ from palm.engine.losses import ClassificationLoss, auto_pos_weight
 from palm.engine.train import RunState, Selection, fit, load_resume_state, selection_score
 from palm.errors import BadCheckpoint, BadConfig, OutputRefused
 from palm.io_utils import next_free_path, output_lock
-from palm.models import build_model, load_pretrained
+from palm.models import build_model, load_pretrained, pretrained_weights_file
 from palm.provenance import provenance
 
 RUN_FILES = ("last.pdparams", "best.pdparams", "metrics.csv")
@@ -241,7 +241,7 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
     model, model_kwargs = build_network(cfg["model"], num_outputs, cfg["image_size"],
                                         cfg["model_kwargs"])
     if cfg["pretrained"] and not cfg["resume"]:
-        load_pretrained(model, cfg["pretrained"])
+        load_pretrained(model, pretrained_weights_file(cfg["pretrained"], cfg["model"]))
     train_loader = build_train_loader(train_set, cfg["batch_size"], cfg["num_workers"], cfg["seed"], dist)
     val_loader = build_loader(val_set, cfg["batch_size"], train=False, num_workers=cfg["num_workers"])
     optimizer, scheduler = build_optimization(cfg, model, len(train_loader))

@@ -33,6 +33,8 @@ from palm.engine.quantize import (DEFAULT_CALIB_IMAGES, DEFAULT_MAX_AUC_DROP, Co
 from palm.engine.runner import prepare_demo_data, run_training
 from palm.errors import BadConfig, BadData
 from palm.io_utils import output_lock
+from palm.models import IMAGENET_WEIGHTS, fetch_imagenet, published_weights
+from palm.models.imagenet import file_md5, weights_dir
 from palm.viz.cam import check_max_side, write_cam_overlays
 from palm.weights import trust_checkpoints
 
@@ -225,9 +227,57 @@ def run_cache(action: str, cache_dir: str | None = None) -> tuple[int, int]:
         entries, size = cache_usage(folder)
         print(f"{folder}: {entries} cached images, {size / 1e6:.1f} MB "
               f"(limit {cache_size_setting() / 1e9:g} GB; $PALM_CACHE_SIZE_GB changes it)")
+        files = [published_weights(name).path for name in IMAGENET_WEIGHTS]
+        held = [path for path in files if path.is_file()]
+        print(f"{weights_dir()}: {len(held)} ImageNet weight files, "
+              f"{sum(path.stat().st_size for path in held) / 1e6:.1f} MB (palm weights list)")
     else:
         raise BadConfig(f"action {action!r}: choose info or clear", param="action")
     return entries, size
+
+
+def run_weights(action: str, models: list[str] | None = None, all: bool = False) -> int:
+    """`list` the networks with Paddle's ImageNet weights and which are cached, `download`
+    them into the cache, or `verify` the cached copies against the published MD5. Returns
+    the exit code: 1 when `verify` found a wrong file."""
+    unknown = sorted(set(models or ()) - set(IMAGENET_WEIGHTS))
+    if unknown:
+        raise BadConfig(f"no ImageNet weights published for {', '.join(unknown)}; choose from "
+                        f"{', '.join(IMAGENET_WEIGHTS)}", param="models")
+    names = list(models or IMAGENET_WEIGHTS)
+    if action == "download" and not (models or all):
+        raise BadConfig("name the networks to download (models) or ask for all",
+                        param=("models", "all"))
+    print(f"weights folder: {weights_dir()}")
+    if action == "list":
+        for name in names:
+            weights = published_weights(name)
+            held = (f"cached, {weights.path.stat().st_size / 1e6:.1f} MB"
+                    if weights.path.is_file() else "not cached")
+            print(f"{name:20s} {held:20s} {weights.url}")
+    elif action == "download":
+        for name in names:
+            print(f"{name}: {fetch_imagenet(name)}")
+    elif action == "verify":
+        return _verify_weights(names)
+    else:
+        raise BadConfig(f"action {action!r}: choose list, download or verify", param="action")
+    return 0
+
+
+def _verify_weights(names: list[str]) -> int:
+    wrong = 0
+    for name in names:
+        weights = published_weights(name)
+        if not weights.path.is_file():
+            print(f"{name}: not cached")
+            continue
+        md5 = file_md5(weights.path)
+        wrong += md5 != weights.md5
+        print(f"{name}: {weights.path} MD5 {'ok' if md5 == weights.md5 else 'WRONG'} ({md5}"
+              + (")" if md5 == weights.md5 else f", Paddle publishes {weights.md5}; "
+                 f"`palm weights download --model {name}` replaces it)"))
+    return 1 if wrong else 0
 
 
 def run_synth(output: str, *, n_train: int = 400, n_val: int = 400, image_size: str = "512",

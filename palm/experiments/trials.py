@@ -25,6 +25,7 @@ from palm.engine.runner import run_training
 from palm.engine.train import NonFiniteLossError, TrainingInterrupted, selection_score
 from palm.errors import BadConfig, BadData, StoppedByUser
 from palm.io_utils import read_csv, write_json_atomic
+from palm.models import IMAGENET
 from palm.runtime import exit_with_parent
 
 RESULT_FILE = "trial.json"
@@ -241,6 +242,8 @@ def _run_todo(trials: Sequence[Trial], dirs: Sequence[Path], todo: Sequence[int]
             results[i] = run_trial(trials[i].cfg, dirs[i], keep_diverged=keep_diverged)
 
 
+# values of those keys that are settings, not paths
+SETTING_WORDS = ("auto", "none", IMAGENET)
 PATH_KEYS = ("data_root", "train_dir", "val_dir", "train_csv", "val_csv", "pretrained",
              "cache_dir")
 
@@ -248,7 +251,7 @@ PATH_KEYS = ("data_root", "train_dir", "val_dir", "train_csv", "val_csv", "pretr
 def _absolute_paths(cfg: dict[str, Any]) -> dict[str, Any]:
     """`cfg` with its paths made absolute: Ray workers need not start in this folder."""
     return {**cfg, **{key: str(Path(cfg[key]).resolve()) for key in PATH_KEYS
-                      if cfg.get(key) and str(cfg[key]).strip().lower() not in ("auto", "none")}}
+                      if cfg.get(key) and str(cfg[key]).strip().lower() not in SETTING_WORDS}}
 
 
 def _run_on_ray(trials: Sequence[Trial], dirs: Sequence[Path], address: str | None,

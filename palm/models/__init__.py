@@ -15,11 +15,13 @@ from typing import Callable
 import paddle.nn as nn
 
 from palm.errors import BadConfig
-from palm.models.pretrained import load_pretrained
+from palm.models.imagenet import IMAGENET_WEIGHTS, fetch_imagenet, published_weights
+from palm.models.pretrained import IMAGENET, load_pretrained, pretrained_weights_file
 from palm.models.registry import MODELS, ModelRegistryError, register_model
 
-# Modules that define no network: shared layers, weight loading, the registry itself.
-HELPER_MODULES = frozenset({"layers", "pretrained", "registry"})
+# Modules that define no network: shared layers, weight loading and published weights, the
+# registry itself.
+HELPER_MODULES = frozenset({"imagenet", "layers", "pretrained", "registry"})
 
 
 def _import_families() -> None:
@@ -76,5 +78,6 @@ def _check_options(name: str, factory: Callable[..., nn.Layer], kw: dict) -> Non
                         f"it takes: {', '.join(known) or 'none'}")
 
 
-__all__ = ["MODELS", "ModelRegistryError", "UnknownModelOption", "build_model", "list_models",
-           "load_pretrained", "register_model"]
+__all__ = ["IMAGENET", "IMAGENET_WEIGHTS", "MODELS", "ModelRegistryError", "UnknownModelOption",
+           "build_model", "fetch_imagenet", "list_models", "load_pretrained",
+           "pretrained_weights_file", "published_weights", "register_model"]

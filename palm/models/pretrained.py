@@ -1,9 +1,10 @@
-"""Load ImageNet (or any) weights from a local `.pdparams` file into a palm model.
+"""Load ImageNet (or any) weights from a `.pdparams` file into a palm model.
 
-Our alexnet, vgg*, googlenet and resnet* use the parameter names of `paddle.vision.models`,
-so a state dict saved from those networks loads as is. Nothing is downloaded here: the user
-passes a file they already have, and it is read by `palm.weights.read_weights`, which runs
-no code from it.
+palm's networks use the parameter names of `paddle.vision.models`, so a state dict saved
+from those networks loads as is. `pretrained_weights_file` turns the `pretrained` setting
+into a file: "imagenet" is Paddle's published file for the model, fetched and checked by
+palm.models.imagenet; anything else is a path. Files are read by
+`palm.weights.read_weights`, which runs no code from them.
 """
 from __future__ import annotations
 
@@ -12,9 +13,21 @@ from pathlib import Path
 
 import paddle
 
+from palm.models.imagenet import fetch_imagenet
 from palm.weights import read_weights
 
 log = logging.getLogger(__name__)
+
+# the `pretrained` setting that means Paddle's published ImageNet weights for the model
+IMAGENET = "imagenet"
+
+
+def pretrained_weights_file(setting: str | Path, model_name: str) -> Path:
+    """The weights file the `pretrained` setting names for `model_name`: Paddle's ImageNet
+    weights (downloaded once, MD5-checked) for "imagenet", else the path itself."""
+    if str(setting).strip().lower() == IMAGENET:
+        return fetch_imagenet(model_name)
+    return Path(setting)
 
 
 def load_pretrained(model: paddle.nn.Layer, path: str | Path) -> dict[str, list[str]]:

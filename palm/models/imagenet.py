@@ -1,0 +1,235 @@
+"""ImageNet weights Paddle publishes for palm's networks: which, from where, and a local copy
+checked by its published MD5.
+
+The URLs and MD5 sums are Paddle's own (`paddle.vision.models.<module>.model_urls`), read
+from the installed Paddle; palm adds only which of its networks has the same architecture
+and parameter names (tests/models/test_imagenet.py compares every one with paddle.vision's).
+Files are fetched by Paddle's downloader into a private folder beside the cache and moved
+in only once their MD5 matches, so the cache never holds a partial or wrong file.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from paddle.utils.download import get_path_from_url
+
+from palm.errors import BadConfig, DownloadFailed
+
+MIRROR_ENV = "PALM_WEIGHTS_MIRROR"
+WEIGHTS_DIR_ENV = "PALM_WEIGHTS_DIR"
+STALL_ENV = "PALM_DOWNLOAD_STALL_SECONDS"
+# Paddle's downloader waits forever on a server that stops sending; palm gives up after this
+# long without a new byte.
+DEFAULT_STALL_SECONDS = 60.0
+
+# palm model -> (module of paddle.vision.models, key of its model_urls)
+IMAGENET_WEIGHTS: dict[str, tuple[str, str]] = {
+    "alexnet": ("alexnet", "alexnet"),
+    "vgg16": ("vgg", "vgg16"),
+    "vgg19": ("vgg", "vgg19"),
+    "googlenet": ("googlenet", "googlenet"),
+    "inception_v3": ("inceptionv3", "inception_v3"),
+    "resnet18": ("resnet", "resnet18"),
+    "resnet34": ("resnet", "resnet34"),
+    "resnet50": ("resnet", "resnet50"),
+    "resnet101": ("resnet", "resnet101"),
+    "resnet152": ("resnet", "resnet152"),
+    "densenet121": ("densenet", "densenet121"),
+    "densenet169": ("densenet", "densenet169"),
+    "squeezenet1_1": ("squeezenet", "squeezenet1_1"),
+    "shufflenet_v2_x1_0": ("shufflenetv2", "shufflenet_v2_x1_0"),
+    "mobilenet_v1": ("mobilenetv1", "mobilenetv1_1.0"),
+    "mobilenet_v2": ("mobilenetv2", "mobilenetv2_1.0"),
+}
+
+
+@dataclass(frozen=True)
+class PublishedWeights:
+    """One network's ImageNet weights as Paddle publishes them (`url` after the mirror)."""
+
+    model: str
+    url: str
+    md5: str
+
+    @property
+    def file_name(self) -> str:
+        return urlsplit(self.url).path.rsplit("/", 1)[-1]
+
+    @property
+    def path(self) -> Path:
+        """Where the verified copy lives in the cache."""
+        return weights_dir() / self.file_name
+
+
+def weights_dir() -> Path:
+    """$PALM_WEIGHTS_DIR, else $XDG_CACHE_HOME/palm/weights, else ~/.cache/palm/weights."""
+    if os.environ.get(WEIGHTS_DIR_ENV):
+        return Path(os.environ[WEIGHTS_DIR_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "palm" / "weights"
+
+
+def mirrored(url: str, mirror: str | None = None) -> str:
+    """`url` with its scheme and host replaced by the mirror's ($PALM_WEIGHTS_MIRROR when
+    `mirror` is None); a path in the mirror is put in front of the URL's path.
+
+    Example:
+        mirrored("https://paddle-hapi.bj.bcebos.com/models/resnet18.pdparams",
+                 "http://10.0.0.5:8080/paddle")
+        # 'http://10.0.0.5:8080/paddle/models/resnet18.pdparams'
+    """
+    mirror = os.environ.get(MIRROR_ENV, "") if mirror is None else mirror
+    if not mirror:
+        return url
+    parts = urlsplit(mirror)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise BadConfig(f"{MIRROR_ENV} must be an http(s)://HOST[:PORT][/PATH] URL, "
+                        f"got {mirror!r}", param="pretrained")
+    original = urlsplit(url)
+    path = parts.path.rstrip("/") + original.path
+    return urlunsplit((parts.scheme, parts.netloc, path, original.query, ""))
+
+
+def published_weights(model: str) -> PublishedWeights:
+    """The URL (through the mirror) and MD5 Paddle publishes for `model`'s ImageNet weights.
+
+    Raises:
+        BadConfig: palm has no ImageNet weights for `model` (the message lists those it has).
+    """
+    if model not in IMAGENET_WEIGHTS:
+        raise BadConfig(f"no ImageNet weights published for {model!r}; --pretrained imagenet "
+                        f"works for {', '.join(IMAGENET_WEIGHTS)} (or give a .pdparams file)",
+                        param="pretrained")
+    module, key = IMAGENET_WEIGHTS[model]
+    url, md5 = importlib.import_module(f"paddle.vision.models.{module}").model_urls[key]
+    return PublishedWeights(model, mirrored(url), md5)
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_cached(weights: PublishedWeights) -> bool:
+    """The cache holds `weights` with the published MD5."""
+    return weights.path.is_file() and file_md5(weights.path) == weights.md5
+
+
+def fetch_imagenet(model: str) -> Path:
+    """The cached, MD5-verified ImageNet weights of `model`, downloaded when missing or wrong.
+
+    Raises:
+        BadConfig: no published weights for `model`, or a bad $PALM_WEIGHTS_MIRROR.
+        DownloadFailed: the download failed, stalled or did not match the MD5; the message
+            names the URL and where the file may be placed by hand. Nothing is left behind.
+    """
+    weights = published_weights(model)
+    if is_cached(weights):
+        return weights.path
+    folder = weights.path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=folder))
+    except OSError as e:
+        raise DownloadFailed(f"{folder}: cannot write the weights cache ({e.strerror or e}); "
+                             f"set {WEIGHTS_DIR_ENV} to a writable folder") from e
+    try:
+        downloaded = _download(weights, staging)
+        os.replace(downloaded, weights.path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return weights.path
+
+
+class _LastFailure(logging.Handler):
+    """Keeps the reason Paddle's downloader logs for its last failed try (it returns none)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.reason: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "failed with exception" in message:
+            self.reason = message.rsplit("failed with exception", 1)[1].strip()
+
+
+def _download(weights: PublishedWeights, staging: Path) -> Path:
+    """Paddle's downloader into `staging`, watched for stalls; returns the verified file."""
+    # Paddle (and httpx under it) log every try at INFO; palm says what happened in one line
+    paddle_log, httpx_log = logging.getLogger(get_path_from_url.__module__), logging.getLogger("httpx")
+    saved = (paddle_log.propagate, paddle_log.level, httpx_log.level)
+    failure = _LastFailure()
+    paddle_log.addHandler(failure)
+    paddle_log.propagate = False
+    paddle_log.setLevel(logging.INFO)
+    httpx_log.setLevel(logging.WARNING)
+    try:
+        return _download_watched(weights, staging, failure)
+    finally:
+        paddle_log.removeHandler(failure)
+        paddle_log.propagate, _, _ = saved
+        paddle_log.setLevel(saved[1])
+        httpx_log.setLevel(saved[2])
+
+
+def _download_watched(weights: PublishedWeights, staging: Path, failure: _LastFailure) -> Path:
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            result["path"] = get_path_from_url(weights.url, str(staging), weights.md5,
+                                               check_exist=False, decompress=False)
+        except Exception as e:  # noqa: BLE001 - reported below with the URL
+            result["error"] = e
+
+    worker = threading.Thread(target=run, name=f"download-{weights.model}", daemon=True)
+    worker.start()
+    _wait_watching(worker, staging, weights)
+    if "path" in result:
+        return Path(str(result["path"]))
+    got = [p for p in staging.iterdir() if p.name == weights.file_name]
+    reason = (f"refused: its MD5 is {file_md5(got[0])}, Paddle publishes {weights.md5}" if got
+              else failure.reason or str(result["error"]).rstrip("."))
+    raise DownloadFailed(_failure(weights, reason))
+
+
+def _wait_watching(worker: threading.Thread, staging: Path, weights: PublishedWeights) -> None:
+    stall = float(os.environ.get(STALL_ENV) or DEFAULT_STALL_SECONDS)
+    last_size, last_change = -1, time.monotonic()
+    while worker.is_alive():
+        worker.join(0.2)
+        size = _bytes_in(staging)
+        if size != last_size:
+            last_size, last_change = size, time.monotonic()
+        elif time.monotonic() - last_change > stall:
+            raise DownloadFailed(_failure(weights, f"no data for {stall:g} s"))
+
+
+def _bytes_in(folder: Path) -> int:
+    total = 0
+    for entry in os.scandir(folder):
+        try:
+            total += entry.stat().st_size
+        except FileNotFoundError:  # Paddle renamed its `_tmp` file meanwhile
+            pass
+    return total
+
+
+def _failure(weights: PublishedWeights, reason: str) -> str:
+    return (f"{weights.url}: ImageNet weights of {weights.model} not downloaded ({reason}); "
+            f"offline, place the file at {weights.path} by hand (MD5 {weights.md5}), or set "
+            f"{MIRROR_ENV}")

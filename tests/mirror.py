@@ -1,0 +1,62 @@
+"""A local HTTP server standing in for a weights mirror (tests have no Internet).
+
+Each path answers with bytes, or with a stall: the head and a first chunk, then nothing
+until the test ends. Requests are counted per path."""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Mirror:
+    url: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    stalled: set[str] = field(default_factory=set)
+    requests: Counter = field(default_factory=Counter)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+@contextmanager
+def serving_mirror() -> Iterator[Mirror]:
+    """A mirror on a free loopback port; fill `files` (URL path -> bytes) and `stalled`."""
+    mirror = Mirror(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            mirror.requests[self.path] += 1
+            if self.path in mirror.stalled:
+                self.send_response(200)
+                self.send_header("Content-Length", str(1 << 20))
+                self.end_headers()
+                self.wfile.write(b"\0" * 1024)
+                self.wfile.flush()
+                mirror.release.wait(60)
+                return
+            if self.path not in mirror.files:
+                self.send_error(404)
+                return
+            body = mirror.files[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    mirror.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield mirror
+    finally:
+        mirror.release.set()
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,212 @@
+"""`--pretrained imagenet`: Paddle's published weights, fetched through a mirror, checked by
+MD5, cached whole or not at all, and loaded through the safe reader with the head skipped."""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import pickle
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import paddle
+import paddle.vision.models as paddle_vision
+import pytest
+import yaml
+
+from palm.cli.common import cli
+from palm.engine.tasks import run_cache, run_weights
+from palm.errors import BadConfig, DownloadFailed
+from palm.experiments.trials import _absolute_paths
+from palm.models import (IMAGENET_WEIGHTS, build_model, fetch_imagenet, load_pretrained,
+                         pretrained_weights_file, published_weights)
+from palm.weights import read_weights
+from palm.models.imagenet import MIRROR_ENV, STALL_ENV, WEIGHTS_DIR_ENV, mirrored
+
+from tests.marks import quick_or_slow
+from tests.mirror import serving_mirror
+
+# small enough (5 MB) to write, serve and hash in a test
+NETWORK = "squeezenet1_1"
+
+
+@pytest.mark.parametrize("name", quick_or_slow(IMAGENET_WEIGHTS, quick={"resnet18", NETWORK}))
+def test_every_listed_network_has_paddle_visions_names_and_shapes(name):
+    """The table promises that Paddle's file for `name` fills palm's network: same parameter
+    names and shapes as paddle.vision's network it was published for."""
+    ours = {k: list(v.shape) for k, v in build_model(name, num_classes=1000).state_dict().items()}
+    theirs = {k: list(v.shape)
+              for k, v in getattr(paddle_vision, name)(pretrained=False).state_dict().items()}
+    assert {k: theirs.get(k) for k in ours} == ours
+    extra = set(theirs) - set(ours)
+    # Paddle's GoogLeNet file holds the auxiliary heads, which palm builds only with
+    # aux_logits=True; without them they are reported as unexpected
+    aux = {k for k in extra if k.startswith(("_conv_o", "_fc_o", "_out1.", "_out2."))}
+    assert extra == (aux if name == "googlenet" else set())
+    weights = published_weights(name)
+    assert urlsplit(weights.url).scheme == "https" and weights.file_name.endswith(".pdparams")
+    assert len(weights.md5) == 32 and int(weights.md5, 16) >= 0
+
+
+def test_mirror_replaces_scheme_and_host_only():
+    url = "https://paddle-hapi.bj.bcebos.com/models/resnet18.pdparams"
+    assert mirrored(url, "") == url
+    assert mirrored(url, "http://10.0.0.5:8080") == "http://10.0.0.5:8080/models/resnet18.pdparams"
+    assert mirrored(url, "https://m.example/paddle/") == \
+        "https://m.example/paddle/models/resnet18.pdparams"
+    for bad in ("ftp://m.example", "m.example", "http://"):
+        with pytest.raises(BadConfig, match=MIRROR_ENV):
+            mirrored(url, bad)
+
+
+def test_a_network_without_published_weights_is_one_line_listing_those_with():
+    with pytest.raises(BadConfig, match="no ImageNet weights published for 'lenet5'.*resnet50"):
+        pretrained_weights_file("imagenet", "lenet5")
+
+
+@pytest.fixture(scope="module")
+def imagenet_file(tmp_path_factory) -> bytes:
+    """A state dict shaped like Paddle's ImageNet SqueezeNet 1.1 file (1000 classes)."""
+    paddle.seed(1)
+    path = tmp_path_factory.mktemp("published") / "weights.pdparams"
+    paddle.save(build_model(NETWORK, num_classes=1000).state_dict(), str(path))
+    return path.read_bytes()
+
+
+@pytest.fixture
+def mirror(imagenet_file, tmp_path, monkeypatch):
+    """The mirror serving `imagenet_file` where Paddle publishes SqueezeNet 1.1, with that
+    file's MD5 as the published one; an empty weights cache."""
+    module, key = IMAGENET_WEIGHTS[NETWORK]
+    urls = importlib.import_module(f"paddle.vision.models.{module}").model_urls
+    url, _ = urls[key]
+    monkeypatch.setitem(urls, key, (url, hashlib.md5(imagenet_file).hexdigest()))
+    monkeypatch.setenv(WEIGHTS_DIR_ENV, str(tmp_path / "weights"))
+    with serving_mirror() as server:
+        server.files[urlsplit(url).path] = imagenet_file
+        server.path = urlsplit(url).path
+        monkeypatch.setenv(MIRROR_ENV, server.url)
+        yield server
+
+
+def _cache_holds(tmp_path: Path) -> list[str]:
+    folder = tmp_path / "weights"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_downloaded_once_through_the_mirror_then_taken_from_the_cache(mirror, imagenet_file,
+                                                                      tmp_path):
+    path = fetch_imagenet(NETWORK)
+    assert path.read_bytes() == imagenet_file
+    assert fetch_imagenet(NETWORK) == path
+    assert mirror.requests[mirror.path] == 1
+    assert _cache_holds(tmp_path) == [path.name]
+
+
+def test_loaded_through_the_safe_reader_with_the_head_skipped(mirror, caplog):
+    model = build_model(NETWORK, num_classes=1)
+    with caplog.at_level(logging.INFO):
+        report = load_pretrained(model, pretrained_weights_file("ImageNet", NETWORK))
+    assert report["skipped"] == ["_conv9.weight", "_conv9.bias"]  # the classifier only
+    assert len(report["loaded"]) == len(model.state_dict()) - len(report["skipped"])
+    assert "skipped (shape differs)" in caplog.text and "[1000, 512, 1, 1]->[1, 512, 1, 1]" \
+        in caplog.text
+
+
+def test_a_truncated_download_is_refused_by_its_hash_and_nothing_stays(mirror, imagenet_file,
+                                                                       tmp_path):
+    mirror.files[mirror.path] = imagenet_file[: len(imagenet_file) // 2]
+    with pytest.raises(DownloadFailed, match=r"refused: its MD5 is [0-9a-f]{32}, Paddle publishes"):
+        fetch_imagenet(NETWORK)
+    assert _cache_holds(tmp_path) == []
+
+
+def test_a_file_that_would_run_code_is_refused_by_the_reader_even_with_the_right_hash(
+        mirror, tmp_path, monkeypatch):
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "ran",))
+
+    hostile = pickle.dumps({"features.0.weight": Payload()})
+    module, key = IMAGENET_WEIGHTS[NETWORK]
+    urls = importlib.import_module(f"paddle.vision.models.{module}").model_urls
+    monkeypatch.setitem(urls, key, (urls[key][0], hashlib.md5(hostile).hexdigest()))
+    mirror.files[mirror.path] = hostile
+    path = fetch_imagenet(NETWORK)
+    with pytest.raises(ValueError, match="refusing .*: it contains pathlib.Path.touch"):
+        load_pretrained(build_model(NETWORK), path)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_offline_is_one_line_naming_the_url_and_where_to_place_the_file(mirror, tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:9")  # discard port: nothing listens
+    weights = published_weights(NETWORK)
+    with pytest.raises(DownloadFailed) as error:
+        fetch_imagenet(NETWORK)
+    line = str(error.value)
+    assert "\n" not in line and line.startswith(f"{weights.url}: ")
+    assert f"place the file at {tmp_path / 'weights' / weights.file_name} by hand" in line
+    assert weights.md5 in line and _cache_holds(tmp_path) == []
+
+
+def test_a_mirror_that_stops_sending_is_given_up_on(mirror, tmp_path, monkeypatch):
+    mirror.stalled.add(mirror.path)
+    monkeypatch.setenv(STALL_ENV, "1")
+    start = time.monotonic()
+    with pytest.raises(DownloadFailed, match="no data for 1 s"):
+        fetch_imagenet(NETWORK)
+    assert time.monotonic() - start < 30
+    assert _cache_holds(tmp_path) == []
+
+
+def test_weights_command_lists_downloads_and_verifies(mirror, imagenet_file, tmp_path, capsys):
+    run_weights("list", [NETWORK])
+    assert f"{NETWORK:20s} not cached" in capsys.readouterr().out
+    assert run_weights("download", [NETWORK]) == 0
+    assert run_weights("verify", [NETWORK]) == 0
+    assert "MD5 ok" in capsys.readouterr().out
+    run_weights("list", [NETWORK])
+    assert f"cached, {len(imagenet_file) / 1e6:.1f} MB" in capsys.readouterr().out
+    path = published_weights(NETWORK).path
+    path.write_bytes(path.read_bytes()[:-1])
+    assert run_weights("verify", [NETWORK]) == 1
+    assert "MD5 WRONG" in capsys.readouterr().out
+    run_cache("info", str(tmp_path / "images"))
+    assert "1 ImageNet weight files" in capsys.readouterr().out
+
+
+def test_weights_command_line_errors():
+    with pytest.raises(SystemExit) as stop:
+        cli("weights", ["download"])
+    assert str(stop.value.code) == "error: name the networks to download (--model) or ask for --all"
+    with pytest.raises(SystemExit) as stop:
+        cli("weights", ["verify", "--model", "lenet5"])
+    assert str(stop.value.code).startswith("error: no ImageNet weights published for lenet5; ")
+
+
+@pytest.mark.slow
+def test_train_pretrained_imagenet_starts_from_the_published_weights(mirror, palm_root,
+                                                                       tmp_path, capsys):
+    """`palm train --pretrained imagenet`: the run fetches the file, starts from it (head
+    skipped) and records the setting, so `-c config.yaml` trains a like run."""
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        cli("train", ["--model", NETWORK, "--pretrained", "imagenet", "--data-root",
+                      str(palm_root), "--image-size", "64", "--epochs", "1", "--lr", "1e-9",
+                      "--num-workers", "0", "--cache-dir", "none", "--device", "cpu",
+                      "--no-progress", "--output", str(run)])
+    assert stop.value.code == 0
+    assert mirror.requests[mirror.path] == 1
+    assert yaml.safe_load((run / "config.yaml").read_text())["pretrained"] == "imagenet"
+    # lr 1e-9: the trained body still equals the published one
+    published = read_weights(published_weights(NETWORK).path)
+    trained = read_weights(run / "last.pdparams")
+    np.testing.assert_allclose(trained["_conv.weight"], published["_conv.weight"], atol=1e-6)
+    assert not np.allclose(trained["_conv9.weight"][:1], published["_conv9.weight"][:1])
+
+
+def test_a_sweep_keeps_imagenet_as_a_setting_not_a_path():
+    assert _absolute_paths({"pretrained": "imagenet", "data_root": "d"})["pretrained"] == "imagenet"
