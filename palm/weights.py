@@ -127,10 +127,11 @@ class _RestrictedUnpickler(pickle._Unpickler):
 
     dispatch = dict(pickle._Unpickler.dispatch)
 
-    def __init__(self, file, path: Path):
+    def __init__(self, file, path: Path, size: int | None = None):
         super().__init__(file, encoding="latin1")  # as paddle.load, for Python 2 era files
         self.path = path
-        self.size = os.fstat(file.fileno()).st_size
+        # the bytes the pickle came in (the file's; a caller reading from memory says)
+        self.size = os.fstat(file.fileno()).st_size if size is None else size
         self.array_bytes = 0  # asked for so far, against MAX_EXPANSION * size + EXPANSION_SLACK
         self.argument_nodes_left = ARGUMENT_NODES + self.size
 

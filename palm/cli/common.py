@@ -414,6 +414,7 @@ COMMANDS: dict[str, Command] = {
     "serve": Command("palm.cli.serve", "python tools/serve.py", "screening web page and JSON API on this machine"),
     "loadtest": Command("palm.cli.loadtest", "python tools/loadtest.py", "throughput and latency of the service under load"),
     "cache": Command("palm.cli.cache", "python tools/cache.py", "where the image cache is, how big, and clearing it"),
+    "convert": Command("palm.cli.convert", "python tools/convert.py", "a PyTorch checkpoint as a palm .pdparams"),
     "weights": Command("palm.cli.weights", "python tools/weights.py", "Paddle's ImageNet weights: list, download, verify"),
     "benchmark": Command("palm.cli.benchmark", "python tools/benchmark.py", "speed of every way palm runs a network"),
     "benchmark-data": Command("palm.cli.benchmark_data", "python tools/benchmark_data.py", "speed of the input pipeline"),

@@ -241,7 +241,8 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
     model, model_kwargs = build_network(cfg["model"], num_outputs, cfg["image_size"],
                                         cfg["model_kwargs"])
     if cfg["pretrained"] and not cfg["resume"]:
-        load_pretrained(model, pretrained_weights_file(cfg["pretrained"], cfg["model"]))
+        load_pretrained(model, pretrained_weights_file(cfg["pretrained"], cfg["model"]),
+                        cfg["model"])
     train_loader = build_train_loader(train_set, cfg["batch_size"], cfg["num_workers"], cfg["seed"], dist)
     val_loader = build_loader(val_set, cfg["batch_size"], train=False, num_workers=cfg["num_workers"])
     optimizer, scheduler = build_optimization(cfg, model, len(train_loader))

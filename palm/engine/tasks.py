@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import paddle
 from tqdm import tqdm
 
 from palm.config import check_options
@@ -31,9 +32,11 @@ from palm.engine.predict_shards import (RANK_ENV, clear_marker, mark_done, merge
 from palm.engine.quantize import (DEFAULT_CALIB_IMAGES, DEFAULT_MAX_AUC_DROP, Comparison,
                                   quantize_to_folder)
 from palm.engine.runner import prepare_demo_data, run_training
-from palm.errors import BadConfig, BadData
-from palm.io_utils import output_lock
-from palm.models import IMAGENET_WEIGHTS, fetch_imagenet, published_weights
+from palm.errors import BadConfig, BadData, OutputRefused
+from palm.io_utils import atomic_path, output_lock
+from palm.models import IMAGENET_WEIGHTS, build_model, fetch_imagenet, published_weights
+from palm.models.convert import (check_convertible, convert_state_dict, head_size,
+                                 read_pytorch_weights)
 from palm.models.imagenet import file_md5, weights_dir
 from palm.viz.cam import check_max_side, write_cam_overlays
 from palm.weights import trust_checkpoints
@@ -278,6 +281,30 @@ def _verify_weights(names: list[str]) -> int:
               + (")" if md5 == weights.md5 else f", Paddle publishes {weights.md5}; "
                  f"`palm weights download --model {name}` replaces it)"))
     return 1 if wrong else 0
+
+
+def run_convert(model: str, input: str, output: str, *, num_classes: int | None = None,
+                exist_ok: bool = False) -> Path:
+    """A PyTorch checkpoint (`.pth`/`.pt`/`.safetensors`, e.g. torchvision's) of `model`'s
+    architecture as a Paddle `.pdparams` for palm's network, its head kept: afterwards
+    `build_model(model, num_classes=N)` loads OUTPUT strictly (N: the checkpoint's classes,
+    printed). Torch is not needed."""
+    out = Path(output)
+    if out.suffix != ".pdparams":
+        raise BadConfig(f"output must end in .pdparams, got {output}", param="output")
+    if out.exists() and not exist_ok:
+        raise OutputRefused(f"{out} exists; pass exist_ok to replace it", param="output")
+    check_convertible(model)
+    state = read_pytorch_weights(input)
+    classes = num_classes or head_size(state, model)
+    network = build_model(model, num_classes=classes)
+    conversion = convert_state_dict(state, network, model)
+    with atomic_path(out) as tmp:
+        paddle.save({k: paddle.to_tensor(v) for k, v in conversion.state.items()}, tmp)
+    print(f"{input} -> {out}: {model} with {classes} classes, {conversion.summary()}")
+    print(f"load it with build_model({model!r}, num_classes={classes}), or train from it "
+          f"with --model {model} --pretrained {out}")
+    return out
 
 
 def run_synth(output: str, *, n_train: int = 400, n_val: int = 400, image_size: str = "512",

@@ -21,7 +21,7 @@ from palm.models.registry import MODELS, ModelRegistryError, register_model
 
 # Modules that define no network: shared layers, weight loading and published weights, the
 # registry itself.
-HELPER_MODULES = frozenset({"imagenet", "layers", "pretrained", "registry"})
+HELPER_MODULES = frozenset({"convert", "imagenet", "layers", "pretrained", "registry"})
 
 
 def _import_families() -> None:

@@ -154,6 +154,10 @@ def fetch_imagenet(model: str) -> Path:
     return weights.path
 
 
+class _Stalled(DownloadFailed):
+    """The server stopped sending; the download thread is left behind (it cannot be stopped)."""
+
+
 class _LastFailure(logging.Handler):
     """Keeps the reason Paddle's downloader logs for its last failed try (it returns none)."""
 
@@ -178,12 +182,24 @@ def _download(weights: PublishedWeights, staging: Path) -> Path:
     paddle_log.setLevel(logging.INFO)
     httpx_log.setLevel(logging.WARNING)
     try:
-        return _download_watched(weights, staging, failure)
-    finally:
-        paddle_log.removeHandler(failure)
-        paddle_log.propagate, _, _ = saved
-        paddle_log.setLevel(saved[1])
-        httpx_log.setLevel(saved[2])
+        path = _download_watched(weights, staging, failure)
+    except _Stalled:
+        # the abandoned download thread may still log its retries later: they stay with
+        # `failure`, not on the user's terminal
+        raise
+    except BaseException:
+        _restore(saved, failure)
+        raise
+    _restore(saved, failure)
+    return path
+
+
+def _restore(saved: tuple[bool, int, int], failure: logging.Handler) -> None:
+    paddle_log, httpx_log = logging.getLogger(get_path_from_url.__module__), logging.getLogger("httpx")
+    paddle_log.removeHandler(failure)
+    paddle_log.propagate = saved[0]
+    paddle_log.setLevel(saved[1])
+    httpx_log.setLevel(saved[2])
 
 
 def _download_watched(weights: PublishedWeights, staging: Path, failure: _LastFailure) -> Path:
@@ -216,7 +232,7 @@ def _wait_watching(worker: threading.Thread, staging: Path, weights: PublishedWe
         if size != last_size:
             last_size, last_change = size, time.monotonic()
         elif time.monotonic() - last_change > stall:
-            raise DownloadFailed(_failure(weights, f"no data for {stall:g} s"))
+            raise _Stalled(_failure(weights, f"no data for {stall:g} s"))
 
 
 def _bytes_in(folder: Path) -> int:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import paddle
 
+from palm.models.convert import (PYTORCH_SUFFIXES, check_convertible, convert_state_dict,
+                                 is_head_shape, read_pytorch_weights)
 from palm.models.imagenet import fetch_imagenet
 from palm.weights import read_weights
 
@@ -30,7 +32,8 @@ def pretrained_weights_file(setting: str | Path, model_name: str) -> Path:
     return Path(setting)
 
 
-def load_pretrained(model: paddle.nn.Layer, path: str | Path) -> dict[str, list[str]]:
+def load_pretrained(model: paddle.nn.Layer, path: str | Path, model_name: str | None = None
+                    ) -> dict[str, list[str]]:
     """Copy every tensor of `path` whose name and shape match into `model`.
 
     Only classifier tensors may differ in shape (fine-tuning a 1000-class ImageNet network
@@ -40,7 +43,11 @@ def load_pretrained(model: paddle.nn.Layer, path: str | Path) -> dict[str, list[
 
     Args:
         model: the network to fill, e.g. `build_model("resnet50", num_classes=1)`.
-        path: a `.pdparams` file holding a state dict (name -> tensor).
+        path: a `.pdparams` file holding a state dict (name -> tensor), or a PyTorch
+            checkpoint (`.pth`, `.pt`, `.bin`, `.safetensors`) of the same architecture
+            (torchvision's names and layouts are converted, torch is not needed).
+        model_name: the registry name of `model`; needed for PyTorch files, which are
+            converted only for the networks palm.models.convert lists.
 
     Returns:
         {"loaded": [...], "skipped": [...], "missing": [...], "unexpected": [...]}: parameter
@@ -56,7 +63,7 @@ def load_pretrained(model: paddle.nn.Layer, path: str | Path) -> dict[str, list[
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: pretrained weights file not found")
-    state = read_weights(path)
+    state = _read_state(path, model, model_name)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
 
@@ -80,7 +87,7 @@ def load_pretrained(model: paddle.nn.Layer, path: str | Path) -> dict[str, list[
         )
     outputs = getattr(model, "num_classes", None)
     body = [note for name, note in zip(skipped, shape_notes)
-            if not _is_head(list(state[name].shape), list(own[name].shape), outputs)]
+            if not is_head_shape(list(state[name].shape), list(own[name].shape), outputs)]
     if body:
         more = f" and {len(body) - 3} more" if len(body) > 3 else ""
         raise ValueError(f"{path}: {len(body)} tensor(s) outside the classifier have another "
@@ -100,7 +107,13 @@ def load_pretrained(model: paddle.nn.Layer, path: str | Path) -> dict[str, list[
     return {"loaded": loaded, "skipped": skipped, "missing": missing, "unexpected": unexpected}
 
 
-def _is_head(saved: list[int], wanted: list[int], outputs: int | None) -> bool:
-    # a classifier tensor differs only in its class dimension: [512, 1000] -> [512, 1]
-    return (outputs is not None and len(saved) == len(wanted)
-            and all(a == b or b == outputs for a, b in zip(saved, wanted)))
+def _read_state(path: Path, model: paddle.nn.Layer, model_name: str | None) -> dict:
+    """A `.pdparams` file by palm's safe reader; a PyTorch one converted to Paddle's names
+    and layouts (palm.models.convert), its classifier left in its own shape to be skipped."""
+    if path.suffix.lower() not in PYTORCH_SUFFIXES:
+        return read_weights(path)
+    name = model_name or type(model).__name__
+    check_convertible(name)
+    conversion = convert_state_dict(read_pytorch_weights(path), model, name, head_may_differ=True)
+    log.info("%s: PyTorch weights, %s", path, conversion.summary())
+    return {name: paddle.to_tensor(value) for name, value in conversion.state.items()}

@@ -1,0 +1,166 @@
+"""Reading PyTorch checkpoints and safetensors files into numpy arrays, without PyTorch and
+without running code from them.
+
+- `.pth`/`.pt` in the zip format `torch.save` writes since PyTorch 1.6: `ARCHIVE/data.pkl` is
+  unpickled by palm's restricted unpickler (palm.weights) extended with exactly the globals
+  that rebuild tensors (`torch._utils._rebuild_tensor_v2`, `_rebuild_parameter`, the typed
+  storage classes), each mapped onto numpy: a storage is the bytes of `ARCHIVE/data/KEY`,
+  a tensor a strided view of it, copied. torch is never imported; any other global is refused.
+  Storages must be stored uncompressed and exactly as long as they say (as torch writes
+  them), so a small file cannot ask for more memory than it holds.
+- `.safetensors`: the `safetensors` package's numpy API (bfloat16 through ml_dtypes, which
+  numpy lacks).
+
+Both return float16/bfloat16 tensors as they are; `palm.models.convert` makes them float32.
+"""
+from __future__ import annotations
+
+import collections
+import io
+import math
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+from safetensors.numpy import load_file
+
+from palm.errors import BadCheckpoint
+from palm.weights import MAX_DIMENSIONS, UnsafeWeightsError, _RestrictedUnpickler
+
+# torch's typed storage classes -> the numpy dtype of their elements
+STORAGE_DTYPES: dict[str, np.dtype] = {
+    "FloatStorage": np.dtype(np.float32), "DoubleStorage": np.dtype(np.float64),
+    "HalfStorage": np.dtype(np.float16), "BFloat16Storage": np.dtype(ml_dtypes.bfloat16),
+    "LongStorage": np.dtype(np.int64), "IntStorage": np.dtype(np.int32),
+    "ShortStorage": np.dtype(np.int16), "CharStorage": np.dtype(np.int8),
+    "ByteStorage": np.dtype(np.uint8), "BoolStorage": np.dtype(np.bool_),
+}
+
+
+class _StorageType:
+    """What `torch.FloatStorage` and its kin stand for here: only their element dtype."""
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self.dtype = dtype
+
+
+class _TorchUnpickler(_RestrictedUnpickler):
+    """palm.weights' restricted unpickler plus the globals a torch state dict needs."""
+
+    dispatch = dict(_RestrictedUnpickler.dispatch)
+
+    def __init__(self, data: bytes, path: Path, archive: zipfile.ZipFile, prefix: str) -> None:
+        super().__init__(io.BytesIO(data), path, size=len(data))
+        self.archive, self.prefix = archive, prefix
+        self.storages: dict[str, np.ndarray] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch._utils" and name == "_rebuild_tensor_v2":
+            return self._rebuild_tensor
+        if module == "torch._utils" and name in ("_rebuild_parameter",
+                                                  "_rebuild_parameter_with_state"):
+            return lambda data, *rest: data
+        if module == "torch" and name in STORAGE_DTYPES:
+            return _StorageType(STORAGE_DTYPES[name])
+        return super().find_class(module, name)
+
+    def load_build(self) -> None:
+        # a state dict is an OrderedDict whose `_metadata` attribute holds each module's
+        # version; it says nothing about the tensors, and no other attribute is set
+        target, state = self.stack[-2], self.stack[-1]
+        if isinstance(target, collections.OrderedDict) and isinstance(state, dict) \
+                and set(state) <= {"_metadata"}:
+            self.stack.pop()
+            return
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+    def persistent_load(self, pid: Any) -> np.ndarray:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)
+                and type(pid[4]) is int):
+            raise self._refuse(f"references an external object {str(pid)[:60]}")
+        _, kind, key, _, numel = pid
+        if key not in self.storages:
+            self.storages[key] = self._storage(key, kind.dtype, numel)
+        return self.storages[key]
+
+    def _storage(self, key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+        name = f"{self.prefix}/data/{key}"
+        try:
+            entry = self.archive.getinfo(name)
+        except KeyError:
+            raise BadCheckpoint(f"{self.path}: storage {name} is missing") from None
+        if entry.compress_type != zipfile.ZIP_STORED or entry.file_size != numel * dtype.itemsize:
+            raise self._refuse(f"has a storage {name} that is compressed or not "
+                               f"{numel} x {dtype.itemsize} bytes long")
+        return np.frombuffer(self.archive.read(entry), dtype=dtype)
+
+    def _rebuild_tensor(self, storage: Any, offset: Any, size: Any, stride: Any,
+                        *rest: Any) -> np.ndarray:
+        shape, strides = tuple(size), tuple(stride)
+        if not isinstance(storage, np.ndarray) or type(offset) is not int or offset < 0 \
+                or len(shape) > MAX_DIMENSIONS or len(shape) != len(strides) \
+                or not all(type(n) is int and n >= 0 for n in shape + strides):
+            raise self._refuse(f"rebuilds a tensor of shape {str(size)[:40]} and strides "
+                               f"{str(stride)[:40]}")
+        count = math.prod(shape)
+        # the last element the view reads must lie inside the storage
+        last = offset + sum((n - 1) * s for n, s in zip(shape, strides)) if count else offset
+        if count and last >= storage.size:
+            raise self._refuse(f"reads past the end of a storage of {storage.size} elements")
+        items = storage.itemsize
+        view = np.lib.stride_tricks.as_strided(storage[offset:] if count else storage,
+                                               shape, tuple(s * items for s in strides),
+                                               writeable=False)
+        return np.array(view, order="C")  # a copy: the tensor owns its values, row-major
+
+
+def read_torch_checkpoint(path: str | Path) -> Any:
+    """The object `torch.save` wrote to `path` (zip format), tensors as numpy arrays.
+
+    Raises:
+        FileNotFoundError: no file.
+        UnsafeWeightsError: a global other than the tensor-rebuilding ones, or a storage or
+            tensor that does not fit the bytes in the file.
+        BadCheckpoint: not a zip-format torch checkpoint (the legacy format of PyTorch < 1.6
+            is named as such), or damaged.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint file not found")
+    if not zipfile.is_zipfile(path):
+        raise BadCheckpoint(f"{path}: not a zip-format PyTorch checkpoint (a file saved by "
+                            "PyTorch < 1.6, or not PyTorch's; re-save it with torch.save in "
+                            "a recent PyTorch)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")
+                       and n.count("/") == 1]
+            if len(pickles) != 1:
+                raise BadCheckpoint(f"{path}: expected one ARCHIVE/data.pkl, found "
+                                    f"{len(pickles)}")
+            prefix = pickles[0].split("/")[0]
+            data = archive.read(pickles[0])
+            return _TorchUnpickler(data, path, archive, prefix).load()
+    except (UnsafeWeightsError, BadCheckpoint):
+        raise
+    except Exception as e:  # zipfile, pickle and numpy raise many types for damaged files
+        raise BadCheckpoint(f"{path}: cannot read the checkpoint ({type(e).__name__}: {e})") \
+            from None
+
+
+def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+    """The tensors of a `.safetensors` file, by name (safetensors' numpy API)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint file not found")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for damaged headers
+        raise BadCheckpoint(f"{path}: cannot read safetensors ({type(e).__name__}: {e})") \
+            from None

@@ -1,0 +1,138 @@
+"""torchvision weights onto palm's networks without PyTorch: the converted network gives
+torchvision's logits (weights from a formula, logits from torchvision in the fixtures), and
+whatever does not fit is named."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+from safetensors.numpy import save_file
+
+from palm.cli.common import cli
+from palm.engine.tasks import run_convert
+from palm.errors import BadCheckpoint, BadConfig, OutputRefused
+from palm.models import build_model, load_pretrained
+from palm.models.convert import (TORCHVISION_CONVERTIBLE, convert_state_dict, head_size,
+                                 state_dict_of)
+from palm.weights import read_weights
+
+from tests.fixtures.pytorch.formula import fixed_input, formula_weights
+from tests.marks import quick_or_slow
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "pytorch"
+KEYS = json.loads((FIXTURES / "torchvision_keys.json").read_text())
+LOGITS = json.loads((FIXTURES / "torchvision_logits.json").read_text())
+
+
+def _torchvision_state(name: str) -> dict[str, np.ndarray]:
+    """The state dict torchvision's `name` had in make_fixtures.py, num_batches_tracked too."""
+    return formula_weights(KEYS[name])
+
+
+def _palm_logits(model: paddle.nn.Layer) -> np.ndarray:
+    model.eval()
+    x = paddle.to_tensor(fixed_input().astype(np.float32))
+    return model(x).numpy()[:, :len(LOGITS["resnet18"][0])]
+
+
+@pytest.mark.parametrize("name", quick_or_slow(sorted(LOGITS), quick={"resnet18", "mobilenet_v2"}))
+def test_converted_network_gives_torchvisions_logits(name):
+    # sorted by name, as safetensors lists them: the match must not rely on the order
+    source = {k: v for k, v in sorted(_torchvision_state(name).items())
+              if not k.endswith("num_batches_tracked")}
+    model = build_model(name, num_classes=head_size(source, name))
+    conversion = convert_state_dict(source, model, name)
+    model.set_state_dict({k: paddle.to_tensor(v) for k, v in conversion.state.items()})
+    assert set(conversion.state) == set(model.state_dict())
+    assert set(conversion.cast.values()) == {"float64"}  # made float32
+    assert len(conversion.transposed) == sum(isinstance(layer, paddle.nn.Linear)
+                                             for layer in model.sublayers())
+    expected = np.asarray(LOGITS[name])
+    np.testing.assert_allclose(_palm_logits(model), expected, rtol=1e-4,
+                               atol=1e-4 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("name", ["alexnet", "squeezenet1_1", "inception_v3", "googlenet"])
+def test_networks_whose_layers_differ_from_torchvisions_are_refused(name, tmp_path):
+    """Their tensors have the shapes palm's would take (googlenet aside) but the layers around
+    them differ, so the outputs would be wrong without an error."""
+    save_file({k: v.astype(np.float32) for k, v in _torchvision_state(name).items()},
+              str(tmp_path / "w.safetensors"))
+    with pytest.raises(BadConfig, match=f"PyTorch weights are not converted for '{name}'"):
+        run_convert(name, str(tmp_path / "w.safetensors"), str(tmp_path / "out.pdparams"))
+    with pytest.raises(BadConfig, match="not converted"):
+        load_pretrained(build_model(name), tmp_path / "w.safetensors", name)
+    assert not (tmp_path / "out.pdparams").exists()
+
+
+def test_every_convertible_network_has_its_torchvision_names_in_the_fixtures():
+    assert set(TORCHVISION_CONVERTIBLE) - set(KEYS) <= {"vgg13", "vgg11_bn", "vgg13_bn", "vgg19_bn"}
+    assert set(LOGITS) <= set(TORCHVISION_CONVERTIBLE)
+
+
+def test_convert_keeps_the_head_and_loads_strictly(tmp_path, capsys):
+    """`palm convert` on a float16 safetensors file: float32 .pdparams that a 1000-class
+    resnet18 loads with every key, giving the logits of the float16 weights."""
+    state = _torchvision_state("resnet18")
+    half = {k: v.astype(np.float16) if v.dtype == np.float64 else v for k, v in state.items()}
+    save_file(half, str(tmp_path / "resnet18.safetensors"))
+    out = tmp_path / "resnet18.pdparams"
+    with pytest.raises(SystemExit) as stop:
+        cli("convert", ["--model", "resnet18", "--input", str(tmp_path / "resnet18.safetensors"),
+                        "--output", str(out)])
+    assert stop.value.code == 0
+    printed = capsys.readouterr().out
+    assert "resnet18 with 1000 classes, 102 tensors matched by name; 1 Linear weights " \
+           "transposed; float16 made float32" in printed
+    weights = read_weights(out)
+    assert {str(v.dtype) for v in weights.values()} == {"paddle.float32"}
+    model = build_model("resnet18", num_classes=1000)
+    missing, unexpected = model.set_state_dict(weights)
+    assert not missing and not unexpected
+    np.testing.assert_allclose(_palm_logits(model), LOGITS["resnet18"], rtol=0.02, atol=0.02)
+    with pytest.raises(OutputRefused, match="exists"):
+        run_convert("resnet18", str(tmp_path / "resnet18.safetensors"), str(out))
+
+
+def test_wrappers_prefixes_and_counters_are_taken_off(tmp_path):
+    weight, count = np.ones((2, 2), np.float32), np.zeros((), np.int64)
+    checkpoint = {"epoch": 5, "model": {"module.conv1.weight": weight,
+                                        "module.bn1.num_batches_tracked": count}}
+    assert state_dict_of(checkpoint, tmp_path / "x.pth") == {"conv1.weight": weight}
+    with pytest.raises(BadCheckpoint, match="x.pth: epoch is not a named tensor"):
+        state_dict_of({"epoch": 5, "conv1.weight": weight}, tmp_path / "x.pth")
+    with pytest.raises(BadCheckpoint, match="no state dict found"):
+        state_dict_of([weight], tmp_path / "x.pth")
+
+
+def test_what_does_not_fit_is_named():
+    source = {k: v for k, v in _torchvision_state("resnet18").items()
+              if k != "layer4.1.bn2.running_var" and not k.endswith("num_batches_tracked")}
+    source["layer1.0.conv1.weight"] = source["layer1.0.conv1.weight"][:, :32]
+    with pytest.raises(BadCheckpoint) as error:
+        convert_state_dict(source, build_model("resnet18", num_classes=1000), "resnet18")
+    message = str(error.value)
+    assert "does not fit resnet18 (101 tensors for 102 parameters)" in message
+    assert "missing layer4.1.bn2._variance; extra none" in message
+    assert "wrong shape layer1.0.conv1.weight [64, 32, 3, 3] -> [64, 64, 3, 3]" in message
+
+
+@pytest.mark.slow
+def test_train_from_a_pytorch_file_skips_the_head(palm_root, tmp_path, capsys):
+    save_file({k: v.astype(np.float32) for k, v in _torchvision_state("resnet18").items()},
+              str(tmp_path / "resnet18.safetensors"))
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        cli("train", ["--model", "resnet18", "--pretrained", str(tmp_path / "resnet18.safetensors"),
+                      "--data-root", str(palm_root), "--image-size", "32", "--epochs", "1",
+                      "--lr", "1e-9", "--num-workers", "0", "--cache-dir", "none", "--device",
+                      "cpu", "--no-progress", "--output", str(run)])
+    assert stop.value.code == 0
+    assert "skipped (shape differs): fc.weight [512, 1000]->[512, 1]" in capsys.readouterr().err
+    # lr 1e-9 moves weights that BatchNorm follows by up to ~1e-3 on these formula weights;
+    # a network not started from the file differs by ~0.1
+    trained = read_weights(run / "last.pdparams")["conv1.weight"].numpy()
+    np.testing.assert_allclose(trained, _torchvision_state("resnet18")["conv1.weight"], atol=2e-3)

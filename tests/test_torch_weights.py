@@ -1,0 +1,110 @@
+"""PyTorch checkpoints read without PyTorch: a file torch.save wrote comes back exactly, and
+files that would run code or ask for memory they do not hold are refused."""
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from palm.errors import BadCheckpoint
+from palm.torch_weights import (STORAGE_DTYPES, _TorchUnpickler, read_safetensors,
+                                read_torch_checkpoint)
+from palm.weights import UnsafeWeightsError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "pytorch"
+
+
+def test_what_torch_save_wrote_comes_back_exactly():
+    """tensors.pth (torch 2.13's torch.save): dtypes kept, a transposed view, two tensors
+    sharing a storage at offsets, a Parameter, a scalar and an empty tensor."""
+    obj = read_torch_checkpoint(FIXTURES / "tensors.pth")
+    expected = json.loads((FIXTURES / "tensors.json").read_text())
+    assert obj["epoch"] == 3 and list(obj["model"]) == list(expected)
+    for name, tensor in obj["model"].items():
+        want = expected[name]
+        assert str(tensor.dtype) == {"float": "float32", "half": "float16", "long": "int64"}.get(
+            want["dtype"], want["dtype"]), name
+        np.testing.assert_array_equal(np.asarray(tensor, np.float64).reshape(-1),
+                                      np.asarray(want["value"], np.float64).reshape(-1), name)
+    assert obj["model"]["transposed"].shape == (6, 4) and obj["model"]["transposed"].flags.c_contiguous
+
+
+def _rewritten(tmp_path: Path, change) -> Path:
+    """tensors.pth with its zip entries passed through change(name, data) -> (data, method)."""
+    out = tmp_path / "changed.pth"
+    with zipfile.ZipFile(FIXTURES / "tensors.pth") as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data, method = change(info.filename, src.read(info))
+            dst.writestr(info.filename, data, compress_type=method)
+    return out
+
+
+def test_a_global_that_runs_code_is_refused_and_nothing_runs(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "ran",))
+
+    path = _rewritten(tmp_path, lambda name, data: (
+        pickle.dumps({"w": Payload()}, protocol=2) if name.endswith("data.pkl") else data,
+        zipfile.ZIP_STORED))
+    with pytest.raises(UnsafeWeightsError, match="it contains __builtin__.getattr"):
+        read_torch_checkpoint(path)
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda name, data: (data, zipfile.ZIP_DEFLATED if "/data/" in name else zipfile.ZIP_STORED),
+     "compressed or not"),
+    (lambda name, data: (data[:-4] if name.endswith("/data/0") else data, zipfile.ZIP_STORED),
+     "compressed or not"),
+])
+def test_storages_must_be_stored_whole_as_torch_writes_them(tmp_path, change, words):
+    with pytest.raises(UnsafeWeightsError, match=words):
+        read_torch_checkpoint(_rewritten(tmp_path, change))
+
+
+def test_a_tensor_may_not_read_past_its_storage(tmp_path):
+    with zipfile.ZipFile(FIXTURES / "tensors.pth") as archive:
+        reader = _TorchUnpickler(b"", tmp_path / "x.pth", archive, "tensors")
+        storage = np.arange(10, dtype=np.float32)
+        np.testing.assert_array_equal(reader._rebuild_tensor(storage, 2, (2, 2), (1, 2)),
+                                      [[2, 4], [3, 5]])
+        for offset, size, stride in ((0, (11,), (1,)), (8, (2, 2), (1, 2)), (-1, (2,), (1,)),
+                                     (0, (2,), (-1,))):
+            with pytest.raises(UnsafeWeightsError):
+                reader._rebuild_tensor(storage, offset, size, stride)
+
+
+def test_not_a_zip_checkpoint_names_the_old_format(tmp_path):
+    legacy = tmp_path / "old.pth"
+    legacy.write_bytes(pickle.dumps({"w": 1}))
+    with pytest.raises(BadCheckpoint, match="not a zip-format PyTorch checkpoint"):
+        read_torch_checkpoint(legacy)
+    with pytest.raises(FileNotFoundError):
+        read_torch_checkpoint(tmp_path / "none.pth")
+
+
+def test_safetensors_with_bfloat16_and_float16(tmp_path):
+    tensors = {"a": np.arange(6, dtype=np.float32).reshape(2, 3),
+               "b": np.array([1.5, -2.0], dtype=ml_dtypes.bfloat16),
+               "c": np.array([0.25], dtype=np.float16)}
+    save_file(tensors, str(tmp_path / "w.safetensors"))
+    back = read_safetensors(tmp_path / "w.safetensors")
+    assert {k: str(v.dtype) for k, v in back.items()} == {"a": "float32", "b": "bfloat16",
+                                                          "c": "float16"}
+    np.testing.assert_array_equal(back["b"].astype(np.float32), [1.5, -2.0])
+    (tmp_path / "bad.safetensors").write_bytes(b"\xff" * 16)
+    with pytest.raises(BadCheckpoint, match="bad.safetensors: cannot read safetensors"):
+        read_safetensors(tmp_path / "bad.safetensors")
+
+
+def test_every_storage_type_maps_to_a_plain_dtype():
+    assert {str(d) for d in STORAGE_DTYPES.values()} == {
+        "float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8",
+        "bool"}
