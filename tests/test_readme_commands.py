@@ -39,7 +39,7 @@ NOT_RUN = {
 
 # Commands not run here, and why; every other README command runs.
 SKIPPED = {
-    "python -m pytest -q": "the whole suite, this test included",
+    "python -m pytest -q -n auto": "the whole suite, this test included",
     'python -m pytest -q -m "not slow" -n auto': "the quick suite, this test included",
     "python -m palm --help": "prints the subcommands (test_cli covers it)",
     "curl -F files=@demo_data/palm/PALM-Validation400/V0001.jpg "
