@@ -572,13 +572,15 @@ def test_resume_with_another_checkpoint_or_threshold_is_refused(run, palm_root, 
 
 
 def test_one_module_unpickles_weights():
-    """paddle.load / pickle appear in palm.weights only (tools and data_tools included)."""
+    """paddle.load / pickle appear in palm.weights only (tools and data_tools included), and
+    in palm.torch_weights, whose reader is palm.weights' unpickler with torch's tensors added."""
     users = set()
     for folder in ("palm", "tools", "data_tools"):
         for path in (REPO / folder).rglob("*.py"):
             if re.search(r"\bpaddle\.load\(|\bimport pickle\b|\bpickle\.load", path.read_text()):
                 users.add(path.relative_to(REPO).as_posix())
-    assert users == {"palm/weights.py"}
+    assert users == {"palm/weights.py", "palm/torch_weights.py"}
+    assert "(_RestrictedUnpickler)" in (REPO / "palm" / "torch_weights.py").read_text()
 
 
 def test_a_small_file_of_shared_references_loads_quickly(tmp_path):
