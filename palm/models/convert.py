@@ -188,21 +188,30 @@ def convert_state_dict(source: Mapping[str, np.ndarray], model: nn.Layer, model_
     extra = [k for k in renamed if k not in target]
     wrong = [f"{k} {list(renamed[k].shape)} -> {shape}" for k, shape in target.items()
              if k in renamed and not fits(k, renamed[k], shape)]
-    if missing or extra or wrong:
+    # every parameter and statistic of palm's networks is a float: an integer or boolean
+    # tensor in its place is another model's (or a broken) file
+    not_float = [f"{k} ({renamed[k].dtype})" for k in target
+                 if k in renamed and not _is_float(renamed[k])]
+    if missing or extra or wrong or not_float:
         raise BadCheckpoint(f"the checkpoint does not fit {model_name} ({len(renamed)} tensors "
                             f"for {len(target)} parameters): missing {_names(missing)}; extra "
-                            f"{_names(extra)}; wrong shape {_names(wrong)}")
+                            f"{_names(extra)}; wrong shape {_names(wrong)}"
+                            + (f"; not floating point {_names(not_float)}" if not_float else ""))
     conversion = Conversion({}, ignored)
     for name in target:
         value = renamed[name]
         if name in linear:
             value = value.T
             conversion.transposed.append(name)
-        if value.dtype.kind == "f" and value.dtype != np.float32 or str(value.dtype) == "bfloat16":
+        if value.dtype != np.float32:
             conversion.cast[name] = str(value.dtype)
             value = value.astype(np.float32)
         conversion.state[name] = np.ascontiguousarray(value)
     return conversion
+
+
+def _is_float(value: np.ndarray) -> bool:
+    return value.dtype.kind == "f" or str(value.dtype) == "bfloat16"
 
 
 def _paddle_name(key: str, rules: tuple = ()) -> str:

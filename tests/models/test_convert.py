@@ -4,6 +4,8 @@ whatever does not fit is named."""
 from __future__ import annotations
 
 import json
+import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from palm.errors import BadCheckpoint, BadConfig, OutputRefused
 from palm.models import build_model, load_pretrained
 from palm.models.convert import (TORCHVISION_CONVERTIBLE, convert_state_dict, head_size,
                                  state_dict_of)
-from palm.weights import read_weights
+from palm.weights import UnsafeWeightsError, read_weights
 
 from tests.fixtures.pytorch.formula import fixed_input, formula_weights
 from tests.marks import quick_or_slow
@@ -136,3 +138,37 @@ def test_train_from_a_pytorch_file_skips_the_head(palm_root, tmp_path, capsys):
     # a network not started from the file differs by ~0.1
     trained = read_weights(run / "last.pdparams")["conv1.weight"].numpy()
     np.testing.assert_allclose(trained, _torchvision_state("resnet18")["conv1.weight"], atol=2e-3)
+
+
+def test_integer_tensors_where_floats_belong_are_refused(tmp_path):
+    state = {k: v.astype(np.float32) for k, v in _torchvision_state("resnet18").items()}
+    state["conv1.weight"] = state["conv1.weight"].astype(np.int32)
+    save_file(state, str(tmp_path / "ints.safetensors"))
+    with pytest.raises(BadCheckpoint, match=r"not floating point conv1.weight \(int32\)"):
+        run_convert("resnet18", str(tmp_path / "ints.safetensors"), str(tmp_path / "o.pdparams"))
+    assert not (tmp_path / "o.pdparams").exists()
+
+
+def test_a_pth_that_would_run_code_is_refused_by_convert_and_pretrained(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    hostile = tmp_path / "resnet18.pth"
+    with zipfile.ZipFile(FIXTURES / "tensors.pth") as src, zipfile.ZipFile(hostile, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("data.pkl"):
+                data = pickle.dumps({"conv1.weight": Payload()}, protocol=2)
+            dst.writestr(info.filename, data)
+    with pytest.raises(UnsafeWeightsError):
+        run_convert("resnet18", str(hostile), str(tmp_path / "o.pdparams"))
+    with pytest.raises(UnsafeWeightsError):
+        load_pretrained(build_model("resnet18"), hostile, "resnet18")
+    with pytest.raises(SystemExit) as stop:
+        cli("convert", ["--model", "resnet18", "--input", str(hostile), "--output",
+                        str(tmp_path / "o.pdparams")])
+    assert str(stop.value.code).startswith(f"error: refusing {hostile}: it contains ")
+    assert not marker.exists() and not (tmp_path / "o.pdparams").exists()
