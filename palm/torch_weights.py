@@ -7,7 +7,10 @@ without running code from them.
   storage classes), each mapped onto numpy: a storage is the bytes of `ARCHIVE/data/KEY`,
   a tensor a strided view of it, copied. torch is never imported; any other global is refused.
   Storages must be stored uncompressed and exactly as long as they say (as torch writes
-  them), so a small file cannot ask for more memory than it holds.
+  them), tensors may view only those storages, all tensors together may copy at most
+  MAX_EXPANSION times the file's size plus EXPANSION_SLACK (one storage viewed by thousands
+  of tensors, or with stride 0, would otherwise multiply it), and data.pkl may unpack to at
+  most as much: a small file cannot ask for more memory than it holds.
 - `.safetensors`: the `safetensors` package's numpy API (bfloat16 through ml_dtypes, which
   numpy lacks).
 
@@ -28,7 +31,8 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from palm.errors import BadCheckpoint
-from palm.weights import MAX_DIMENSIONS, UnsafeWeightsError, _RestrictedUnpickler
+from palm.weights import (EXPANSION_SLACK, MAX_DIMENSIONS, MAX_EXPANSION,
+                          UnsafeWeightsError, _RestrictedUnpickler)
 
 # torch's typed storage classes -> the numpy dtype of their elements
 STORAGE_DTYPES: dict[str, np.dtype] = {
@@ -52,10 +56,14 @@ class _TorchUnpickler(_RestrictedUnpickler):
 
     dispatch = dict(_RestrictedUnpickler.dispatch)
 
-    def __init__(self, data: bytes, path: Path, archive: zipfile.ZipFile, prefix: str) -> None:
+    def __init__(self, data: bytes, path: Path, archive: zipfile.ZipFile, prefix: str,
+                 file_size: int | None = None) -> None:
         super().__init__(io.BytesIO(data), path, size=len(data))
         self.archive, self.prefix = archive, prefix
         self.storages: dict[str, np.ndarray] = {}
+        # bytes all tensors may copy out of the storages (the file's, or the pickle's)
+        self.tensor_bytes_left = MAX_EXPANSION * (len(data) if file_size is None
+                                                  else file_size) + EXPANSION_SLACK
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
@@ -103,7 +111,11 @@ class _TorchUnpickler(_RestrictedUnpickler):
     def _rebuild_tensor(self, storage: Any, offset: Any, size: Any, stride: Any,
                         *rest: Any) -> np.ndarray:
         shape, strides = tuple(size), tuple(stride)
-        if not isinstance(storage, np.ndarray) or type(offset) is not int or offset < 0 \
+        # only a storage of the archive: a 2-D array built inside the pickle would make
+        # storage[offset:] skip whole rows, past what the bound below checks
+        if not any(storage is s for s in self.storages.values()):
+            raise self._refuse("rebuilds a tensor from something other than a storage")
+        if type(offset) is not int or offset < 0 \
                 or len(shape) > MAX_DIMENSIONS or len(shape) != len(strides) \
                 or not all(type(n) is int and n >= 0 for n in shape + strides):
             raise self._refuse(f"rebuilds a tensor of shape {str(size)[:40]} and strides "
@@ -114,6 +126,12 @@ class _TorchUnpickler(_RestrictedUnpickler):
         if count and last >= storage.size:
             raise self._refuse(f"reads past the end of a storage of {storage.size} elements")
         items = storage.itemsize
+        self.tensor_bytes_left -= count * items
+        if self.tensor_bytes_left < 0:
+            raise UnsafeWeightsError(
+                f"refusing {self.path}: its tensors would copy more than {MAX_EXPANSION} times "
+                f"the file's bytes out of its storages (views of one storage repeated, or "
+                f"stride 0); it is damaged or made to exhaust memory")
         view = np.lib.stride_tricks.as_strided(storage[offset:] if count else storage,
                                                shape, tuple(s * items for s in strides),
                                                writeable=False)
@@ -145,8 +163,16 @@ def read_torch_checkpoint(path: str | Path) -> Any:
                 raise BadCheckpoint(f"{path}: expected one ARCHIVE/data.pkl, found "
                                     f"{len(pickles)}")
             prefix = pickles[0].split("/")[0]
+            size = path.stat().st_size
+            # torch stores data.pkl uncompressed; a deflated one may not unpack to more than
+            # the tensors may take (zipfile stops at the size the entry declares)
+            if archive.getinfo(pickles[0]).file_size > MAX_EXPANSION * size + EXPANSION_SLACK:
+                raise UnsafeWeightsError(
+                    f"refusing {path}: its {pickles[0]} unpacks to "
+                    f"{archive.getinfo(pickles[0]).file_size:,} bytes from a file of "
+                    f"{size:,} bytes; it is damaged or made to exhaust memory")
             data = archive.read(pickles[0])
-            return _TorchUnpickler(data, path, archive, prefix).load()
+            return _TorchUnpickler(data, path, archive, prefix, file_size=size).load()
     except (UnsafeWeightsError, BadCheckpoint):
         raise
     except Exception as e:  # zipfile, pickle and numpy raise many types for damaged files

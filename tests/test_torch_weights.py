@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 
@@ -72,13 +73,64 @@ def test_storages_must_be_stored_whole_as_torch_writes_them(tmp_path, change, wo
 def test_a_tensor_may_not_read_past_its_storage(tmp_path):
     with zipfile.ZipFile(FIXTURES / "tensors.pth") as archive:
         reader = _TorchUnpickler(b"", tmp_path / "x.pth", archive, "tensors")
-        storage = np.arange(10, dtype=np.float32)
+        storage = reader.storages["s"] = np.arange(10, dtype=np.float32)
         np.testing.assert_array_equal(reader._rebuild_tensor(storage, 2, (2, 2), (1, 2)),
                                       [[2, 4], [3, 5]])
         for offset, size, stride in ((0, (11,), (1,)), (8, (2, 2), (1, 2)), (-1, (2,), (1,)),
                                      (0, (2,), (-1,))):
             with pytest.raises(UnsafeWeightsError):
                 reader._rebuild_tensor(storage, offset, size, stride)
+        # an array the pickle built itself (numpy's _frombuffer) is no storage: as a (2, 5)
+        # array, storage[1:] starts 5 elements in and a view of 9 read 4 past its end
+        with pytest.raises(UnsafeWeightsError, match="other than a storage"):
+            reader._rebuild_tensor(storage.reshape(2, 5), 1, (9,), (1,))
+
+
+def _tensors_pickle(views: list[tuple[int, tuple, tuple]], numel: int) -> bytes:
+    """A protocol-2 data.pkl as torch writes it: {'w0': tensor, ...}, every tensor a view
+    (offset, size, stride) of one FloatStorage 'archive/data/0' of `numel` elements."""
+    def ints(values):
+        return b"(" + b"".join(b"J" + struct.pack("<i", v) for v in values) + b"t"
+    out = b"\x80\x02}("
+    for i, (offset, size, stride) in enumerate(views):
+        name = f"w{i}".encode()
+        out += (b"X" + struct.pack("<I", len(name)) + name
+                + b"ctorch._utils\n_rebuild_tensor_v2\n("
+                + b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000"
+                + b"X\x03\x00\x00\x00cpu" + b"J" + struct.pack("<i", numel) + b"tQ"
+                + b"J" + struct.pack("<i", offset) + ints(size) + ints(stride) + b"\x89tR")
+    return out + b"u."
+
+
+def _archive(tmp_path: Path, pickled: bytes, storage: bytes, method=zipfile.ZIP_STORED) -> Path:
+    path = tmp_path / "made.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", pickled, compress_type=method)
+        archive.writestr("archive/data/0", storage)
+    return path
+
+
+def test_views_cannot_multiply_a_storage_beyond_the_files_size(tmp_path):
+    """One storage viewed many times, or with stride 0, is copied once per tensor: a
+    400-byte file asked for 1 GB (stride 0), a 4.8 MB one for 42 GB (10,000 views of 4 MB)."""
+    fine = _archive(tmp_path, _tensors_pickle([(0, (4,), (1,)), (0, (2, 2), (1, 2))], 4),
+                    bytes(16))
+    assert [v.shape for v in read_torch_checkpoint(fine).values()] == [(4,), (2, 2)]
+    for views, numel in (([(0, (250_000_000,), (0,))], 1),
+                         ([(0, (1 << 18,), (1,))] * 20, 1 << 18)):
+        with pytest.raises(UnsafeWeightsError, match="more than 2 times the file's bytes"):
+            read_torch_checkpoint(_archive(tmp_path, _tensors_pickle(views, numel),
+                                           bytes(4 * numel)))
+
+
+def test_a_deflated_data_pkl_may_not_unpack_beyond_the_files_size(tmp_path):
+    """2 MB of deflated data.pkl unpacking to 2 GB took 4.4 GB before it was parsed."""
+    pickled = _tensors_pickle([(0, (1,), (1,))], 1)
+    assert read_torch_checkpoint(_archive(tmp_path, pickled, bytes(4), zipfile.ZIP_DEFLATED))
+    bomb = _archive(tmp_path, pickled + bytes(8 << 20), bytes(4), zipfile.ZIP_DEFLATED)
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(UnsafeWeightsError, match="data.pkl unpacks to 8,388,"):
+        read_torch_checkpoint(bomb)
 
 
 def test_not_a_zip_checkpoint_names_the_old_format(tmp_path):
