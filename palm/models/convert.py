@@ -37,11 +37,20 @@ from palm.torch_weights import read_safetensors, read_torch_checkpoint
 # keys under which training scripts nest the state dict (RETFound and timm: 'model';
 # Lightning and many others: 'state_dict')
 WRAPPER_KEYS = ("model", "state_dict", "model_state", "model_state_dict", "module")
-# palm networks whose torchvision (and timm, same names) weights give torchvision's outputs
+# palm networks whose torchvision weights (timm's, for ResNets and ViTs: the same names) give
+# the PyTorch network's outputs
 TORCHVISION_CONVERTIBLE = ("vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn",
                            "vgg16_bn", "vgg19_bn", "resnet18", "resnet34", "resnet50",
                            "resnet101", "resnet152", "densenet121", "densenet169",
-                           "mobilenet_v2", "shufflenet_v2_x1_0")
+                           "mobilenet_v2", "shufflenet_v2_x1_0", "vit_tiny_patch16",
+                           "vit_small_patch16", "vit_base_patch16", "vit_large_patch16",
+                           "retfound")
+# RETFound's pre-training checkpoint ({'model': ...}) holds the MAE decoder, its mask token
+# and the encoder's `norm`, which fine-tuning with average pooling does not use (RETFound's
+# own fine-tuning drops them the same way); it has no `fc_norm` or head, which keep their
+# initialisation.
+SET_ASIDE = {"retfound": ("decoder", "mask_token", "norm.")}
+MAY_BE_MISSING = {"retfound": ("fc_norm.", "head.")}
 # PyTorch buffer names -> Paddle's
 RENAMES = ((r"running_mean$", "_mean"), (r"running_var$", "_variance"))
 
@@ -178,13 +187,15 @@ def convert_state_dict(source: Mapping[str, np.ndarray], model: nn.Layer, model_
     Raises:
         BadCheckpoint: naming the missing, extra and wrong-shape keys.
     """
+    ignore = ignore + SET_ASIDE.get(model_name, ())
     ignored = [k for k in source if k.startswith(ignore)] if ignore else []
     rules = TORCHVISION_RENAMES.get(model_name, ())
     renamed = {_paddle_name(k, rules): v for k, v in source.items() if k not in ignored}
     target = {k: list(v.shape) for k, v in model.state_dict().items()}
     linear = _linear_weights(model)
     fits = _shape_check(linear, getattr(model, "num_classes", None) if head_may_differ else None)
-    missing = [k for k in target if k not in renamed]
+    optional = MAY_BE_MISSING.get(model_name, ()) if head_may_differ else ()
+    missing = [k for k in target if k not in renamed and not (optional and k.startswith(optional))]
     extra = [k for k in renamed if k not in target]
     wrong = [f"{k} {list(renamed[k].shape)} -> {shape}" for k, shape in target.items()
              if k in renamed and not fits(k, renamed[k], shape)]
@@ -198,7 +209,7 @@ def convert_state_dict(source: Mapping[str, np.ndarray], model: nn.Layer, model_
                             f"{_names(extra)}; wrong shape {_names(wrong)}"
                             + (f"; not floating point {_names(not_float)}" if not_float else ""))
     conversion = Conversion({}, ignored)
-    for name in target:
+    for name in (k for k in target if k in renamed):
         value = renamed[name]
         if name in linear:
             value = value.T

@@ -14,24 +14,9 @@ import math
 import paddle
 import paddle.nn as nn
 
-from palm.models.layers import ClassifierHead, ConvBNAct, SqueezeExcite, make_divisible
+from palm.models.layers import (ClassifierHead, ConvBNAct, SqueezeExcite, StochasticDepth,
+                                make_divisible)
 from palm.models.registry import register_model
-
-
-class StochasticDepth(nn.Layer):
-    """Drop the whole residual branch per sample with probability `p` in training (Huang et al.
-    2016, arXiv:1603.09382), scaling the kept ones by 1/(1-p); the identity in evaluation."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        keep = 1.0 - self.p
-        mask = paddle.bernoulli(paddle.full([x.shape[0], 1, 1, 1], keep, dtype=x.dtype))
-        return x * mask / keep
 
 
 class MBConv(nn.Layer):

@@ -149,6 +149,23 @@ class CBAM(nn.Layer):
 Classifier = Callable[[paddle.Tensor], paddle.Tensor]
 
 
+class StochasticDepth(nn.Layer):
+    """Drop the whole residual branch per sample with probability `p` in training (Huang et al.
+    2016, arXiv:1603.09382), scaling the kept ones by 1/(1-p); the identity in evaluation."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = 1.0 - self.p
+        # one draw per sample, whatever the rank (maps [N, C, H, W], tokens [N, L, D])
+        mask = paddle.bernoulli(paddle.full([x.shape[0]] + [1] * (x.ndim - 1), keep, dtype=x.dtype))
+        return x * mask / keep
+
+
 class ClassifierHead(nn.Layer):
     """Pool -> flatten -> dropout -> classifier, or the features when `num_classes <= 0`.
 

@@ -40,6 +40,7 @@ DEFAULT_TARGET_LAYERS: dict[str, str | Callable[[nn.Layer], str]] = {
     "GoogLeNet": "_ince5b",
     "DenseNet": "relu",  # the BN-ReLU after the last dense block (its last conv adds 32 maps)
     "InceptionV3": lambda m: f"inception_block_list.{len(m.inception_block_list) - 1}",
+    "VisionTransformer": "token_grid",  # the patch tokens entering the last block, as a map
 }
 
 # Auxiliary classifier branches (named like torchvision's Inception `AuxLogits`) are never a

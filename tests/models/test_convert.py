@@ -34,26 +34,34 @@ def _torchvision_state(name: str) -> dict[str, np.ndarray]:
     return formula_weights(KEYS[name])
 
 
-def _palm_logits(model: paddle.nn.Layer) -> np.ndarray:
+# fixture entries that are a palm network built with options: name -> (network, options)
+BUILT_AS = {"vit_tiny_patch16_avg": ("vit_tiny_patch16", {"global_pool": "avg"})}
+VIT_INPUT = 224  # the fixtures' ViT logits are at the size the position embedding is for
+
+
+def _palm_logits(model: paddle.nn.Layer, size: int = 64) -> np.ndarray:
     model.eval()
-    x = paddle.to_tensor(fixed_input().astype(np.float32))
+    x = paddle.to_tensor(fixed_input(size).astype(np.float32))
     return model(x).numpy()[:, :len(LOGITS["resnet18"][0])]
 
 
-@pytest.mark.parametrize("name", quick_or_slow(sorted(LOGITS), quick={"resnet18", "mobilenet_v2"}))
-def test_converted_network_gives_torchvisions_logits(name):
+@pytest.mark.parametrize("entry", quick_or_slow(sorted(LOGITS), quick={
+    "resnet18", "mobilenet_v2", "vit_tiny_patch16"}))
+def test_converted_network_gives_torchvisions_logits(entry):
+    name, options = BUILT_AS.get(entry, (entry, {}))
     # sorted by name, as safetensors lists them: the match must not rely on the order
-    source = {k: v for k, v in sorted(_torchvision_state(name).items())
+    source = {k: v for k, v in sorted(_torchvision_state(entry).items())
               if not k.endswith("num_batches_tracked")}
-    model = build_model(name, num_classes=head_size(source, name))
+    model = build_model(name, num_classes=head_size(source, name), **options)
     conversion = convert_state_dict(source, model, name)
     model.set_state_dict({k: paddle.to_tensor(v) for k, v in conversion.state.items()})
     assert set(conversion.state) == set(model.state_dict())
     assert set(conversion.cast.values()) == {"float64"}  # made float32
     assert len(conversion.transposed) == sum(isinstance(layer, paddle.nn.Linear)
                                              for layer in model.sublayers())
-    expected = np.asarray(LOGITS[name])
-    np.testing.assert_allclose(_palm_logits(model), expected, rtol=1e-4,
+    expected = np.asarray(LOGITS[entry])
+    size = VIT_INPUT if name.startswith("vit") else 64
+    np.testing.assert_allclose(_palm_logits(model, size), expected, rtol=1e-4,
                                atol=1e-4 * np.abs(expected).max())
 
 
@@ -71,8 +79,10 @@ def test_networks_whose_layers_differ_from_torchvisions_are_refused(name, tmp_pa
 
 
 def test_every_convertible_network_has_its_torchvision_names_in_the_fixtures():
-    assert set(TORCHVISION_CONVERTIBLE) - set(KEYS) <= {"vgg13", "vgg11_bn", "vgg13_bn", "vgg19_bn"}
-    assert set(LOGITS) <= set(TORCHVISION_CONVERTIBLE)
+    assert set(TORCHVISION_CONVERTIBLE) - set(KEYS) <= {
+        "vgg13", "vgg11_bn", "vgg13_bn", "vgg19_bn",  # the same code as the VGGs tested
+        "vit_small_patch16", "vit_base_patch16", "vit_large_patch16", "retfound"}  # as ViT-Tiny
+    assert {BUILT_AS.get(e, (e,))[0] for e in LOGITS} <= set(TORCHVISION_CONVERTIBLE)
 
 
 def test_convert_keeps_the_head_and_loads_strictly(tmp_path, capsys):
