@@ -257,7 +257,7 @@ def run_weights(action: str, models: list[str] | None = None, all: bool = False)
             weights = published_weights(name)
             held = (f"cached, {weights.path.stat().st_size / 1e6:.1f} MB"
                     if weights.path.is_file() else "not cached")
-            print(f"{name:20s} {held:20s} {weights.url}")
+            print(f"{name:20s} {held:20s} {weights.shown_url}")
     elif action == "download":
         for name in names:
             print(f"{name}: {fetch_imagenet(name)}")

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import math
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -31,6 +33,9 @@ STALL_ENV = "PALM_DOWNLOAD_STALL_SECONDS"
 # Paddle's downloader waits forever on a server that stops sending; palm gives up after this
 # long without a new byte.
 DEFAULT_STALL_SECONDS = 60.0
+# a private download folder untouched this long is left from a killed run (a live download
+# writes into it at least every few seconds) and is removed by the next download
+STALE_DOWNLOAD_SECONDS = 24 * 3600
 
 # palm model -> (module of paddle.vision.models, key of its model_urls)
 IMAGENET_WEIGHTS: dict[str, tuple[str, str]] = {
@@ -66,6 +71,11 @@ class PublishedWeights:
         return urlsplit(self.url).path.rsplit("/", 1)[-1]
 
     @property
+    def shown_url(self) -> str:
+        """`url` with the mirror's password, if any, masked: for messages and listings."""
+        return _without_password(self.url)
+
+    @property
     def path(self) -> Path:
         """Where the verified copy lives in the cache."""
         return weights_dir() / self.file_name
@@ -91,10 +101,16 @@ def mirrored(url: str, mirror: str | None = None) -> str:
     mirror = os.environ.get(MIRROR_ENV, "") if mirror is None else mirror
     if not mirror:
         return url
-    parts = urlsplit(mirror)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(mirror)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not one
+    except ValueError:
+        parts = None
+    # a query or fragment would be dropped from every URL: refused rather than ignored
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
+            or parts.query or parts.fragment:
         raise BadConfig(f"{MIRROR_ENV} must be an http(s)://HOST[:PORT][/PATH] URL, "
-                        f"got {mirror!r}", param="pretrained")
+                        f"got {_without_password(mirror)!r}", param="pretrained")
     original = urlsplit(url)
     path = parts.path.rstrip("/") + original.path
     return urlunsplit((parts.scheme, parts.netloc, path, original.query, ""))
@@ -139,19 +155,53 @@ def fetch_imagenet(model: str) -> Path:
     weights = published_weights(model)
     if is_cached(weights):
         return weights.path
+    stall = stall_seconds()
     folder = weights.path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale_downloads(folder)
         staging = Path(tempfile.mkdtemp(prefix=".download-", dir=folder))
     except OSError as e:
         raise DownloadFailed(f"{folder}: cannot write the weights cache ({e.strerror or e}); "
                              f"set {WEIGHTS_DIR_ENV} to a writable folder") from e
     try:
-        downloaded = _download(weights, staging)
+        downloaded = _download(weights, staging, stall)
         os.replace(downloaded, weights.path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return weights.path
+
+
+def stall_seconds() -> float:
+    """$PALM_DOWNLOAD_STALL_SECONDS (default DEFAULT_STALL_SECONDS): a positive number."""
+    value = os.environ.get(STALL_ENV) or str(DEFAULT_STALL_SECONDS)
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise BadConfig(f"{STALL_ENV} must be a positive number of seconds, got {value!r}",
+                        param="pretrained")
+    return seconds
+
+
+def _remove_stale_downloads(folder: Path) -> None:
+    """Remove the private download folders of killed runs (nothing in them changed for
+    STALE_DOWNLOAD_SECONDS); other downloads' live folders are left alone."""
+    now = time.time()
+    for staging in folder.glob(".download-*"):
+        try:
+            changed = max([staging.stat().st_mtime]
+                          + [entry.stat().st_mtime for entry in os.scandir(staging)])
+        except OSError:  # removed by its own download meanwhile, or not a folder
+            continue
+        if now - changed > STALE_DOWNLOAD_SECONDS:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _without_password(url: str) -> str:
+    # by pattern, not urlsplit: a URL it cannot parse is shown in an error too
+    return re.sub(r"^([^:/?#]+://[^/?#@:]*):[^/?#]*@", r"\1:***@", url)
 
 
 class _Stalled(DownloadFailed):
@@ -171,7 +221,7 @@ class _LastFailure(logging.Handler):
             self.reason = message.rsplit("failed with exception", 1)[1].strip()
 
 
-def _download(weights: PublishedWeights, staging: Path) -> Path:
+def _download(weights: PublishedWeights, staging: Path, stall: float) -> Path:
     """Paddle's downloader into `staging`, watched for stalls; returns the verified file."""
     # Paddle (and httpx under it) log every try at INFO; palm says what happened in one line
     paddle_log, httpx_log = logging.getLogger(get_path_from_url.__module__), logging.getLogger("httpx")
@@ -182,7 +232,7 @@ def _download(weights: PublishedWeights, staging: Path) -> Path:
     paddle_log.setLevel(logging.INFO)
     httpx_log.setLevel(logging.WARNING)
     try:
-        path = _download_watched(weights, staging, failure)
+        path = _download_watched(weights, staging, failure, stall)
     except _Stalled:
         # the abandoned download thread may still log its retries later: they stay with
         # `failure`, not on the user's terminal
@@ -202,7 +252,8 @@ def _restore(saved: tuple[bool, int, int], failure: logging.Handler) -> None:
     httpx_log.setLevel(saved[2])
 
 
-def _download_watched(weights: PublishedWeights, staging: Path, failure: _LastFailure) -> Path:
+def _download_watched(weights: PublishedWeights, staging: Path, failure: _LastFailure,
+                      stall: float) -> Path:
     result: dict[str, object] = {}
 
     def run() -> None:
@@ -214,7 +265,7 @@ def _download_watched(weights: PublishedWeights, staging: Path, failure: _LastFa
 
     worker = threading.Thread(target=run, name=f"download-{weights.model}", daemon=True)
     worker.start()
-    _wait_watching(worker, staging, weights)
+    _wait_watching(worker, staging, weights, stall)
     if "path" in result:
         return Path(str(result["path"]))
     got = [p for p in staging.iterdir() if p.name == weights.file_name]
@@ -223,8 +274,8 @@ def _download_watched(weights: PublishedWeights, staging: Path, failure: _LastFa
     raise DownloadFailed(_failure(weights, reason))
 
 
-def _wait_watching(worker: threading.Thread, staging: Path, weights: PublishedWeights) -> None:
-    stall = float(os.environ.get(STALL_ENV) or DEFAULT_STALL_SECONDS)
+def _wait_watching(worker: threading.Thread, staging: Path, weights: PublishedWeights,
+                   stall: float) -> None:
     last_size, last_change = -1, time.monotonic()
     while worker.is_alive():
         worker.join(0.2)
@@ -246,6 +297,8 @@ def _bytes_in(folder: Path) -> int:
 
 
 def _failure(weights: PublishedWeights, reason: str) -> str:
-    return (f"{weights.url}: ImageNet weights of {weights.model} not downloaded ({reason}); "
+    # Paddle's reason repeats the URL: the mirror's password is masked there too
+    reason = reason.replace(weights.url, weights.shown_url)
+    return (f"{weights.shown_url}: ImageNet weights of {weights.model} not downloaded ({reason}); "
             f"offline, place the file at {weights.path} by hand (MD5 {weights.md5}), or set "
             f"{MIRROR_ENV}")

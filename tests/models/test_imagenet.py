@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import os
 import pickle
 import time
 from pathlib import Path
@@ -210,3 +211,49 @@ def test_train_pretrained_imagenet_starts_from_the_published_weights(mirror, pal
 
 def test_a_sweep_keeps_imagenet_as_a_setting_not_a_path():
     assert _absolute_paths({"pretrained": "imagenet", "data_root": "d"})["pretrained"] == "imagenet"
+
+
+def test_mirror_values_that_would_be_misread_are_refused_and_passwords_masked(monkeypatch,
+                                                                              tmp_path):
+    url = "https://paddle-hapi.bj.bcebos.com/models/resnet18.pdparams"
+    # a query or fragment was dropped from every URL; a broken IPv6 host was a traceback
+    for bad in ("http://m.example/p?token=1", "http://m.example/#x", "http://[::1",
+                "http://m.example:99999"):
+        with pytest.raises(BadConfig, match=MIRROR_ENV):
+            mirrored(url, bad)
+    with pytest.raises(BadConfig) as error:
+        mirrored(url, "http://me:s3cret@m.example/?q")
+    assert "s3cret" not in str(error.value)
+    monkeypatch.setenv(MIRROR_ENV, "http://me:s3cret@127.0.0.1:9")  # nothing listens
+    monkeypatch.setenv(WEIGHTS_DIR_ENV, str(tmp_path / "weights"))
+    weights = published_weights(NETWORK)
+    assert weights.url.startswith("http://me:s3cret@") and "s3cret" not in weights.shown_url
+    with pytest.raises(DownloadFailed) as error:
+        fetch_imagenet(NETWORK)
+    assert str(error.value).startswith("http://me:***@127.0.0.1:9/")
+    assert "s3cret" not in str(error.value)
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan", "inf"])
+def test_a_stall_setting_that_is_no_positive_number_is_refused_before_downloading(
+        mirror, tmp_path, monkeypatch, value):
+    """'abc' was a ValueError traceback once the download had started (its folder was left
+    in the cache); 0 and -5 gave up at once, nan never."""
+    monkeypatch.setenv(STALL_ENV, value)
+    with pytest.raises(BadConfig, match=f"{STALL_ENV} must be a positive number.*{value}"):
+        fetch_imagenet(NETWORK)
+    assert mirror.requests[mirror.path] == 0 and _cache_holds(tmp_path) == []
+
+
+def test_the_partial_download_of_a_killed_run_is_removed_a_day_later(mirror, tmp_path):
+    """kill -9 mid-download left `.download-*/NAME_tmp` in the cache for ever."""
+    folder = tmp_path / "weights"
+    killed, live = folder / ".download-killed", folder / ".download-live"
+    for staging in (killed, live):
+        staging.mkdir(parents=True)
+        (staging / "SqueezeNet1_1_pretrained.pdparams_tmp").write_bytes(b"\0" * 1000)
+    day_ago = time.time() - 24 * 3600 - 60
+    for path in (killed / "SqueezeNet1_1_pretrained.pdparams_tmp", killed):
+        os.utime(path, (day_ago, day_ago))
+    path = fetch_imagenet(NETWORK)
+    assert _cache_holds(tmp_path) == [".download-live", path.name]
