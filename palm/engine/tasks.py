@@ -294,6 +294,12 @@ def run_convert(model: str, input: str, output: str, *, num_classes: int | None 
         raise BadConfig(f"output must end in .pdparams, got {output}", param="output")
     if out.exists() and not exist_ok:
         raise OutputRefused(f"{out} exists; pass exist_ok to replace it", param="output")
+    if num_classes is not None and num_classes < 1:
+        raise BadConfig(f"num_classes must be at least 1, got {num_classes} (leave it out to "
+                        "read it from the checkpoint's classifier)", param="num_classes")
+    if Path(input).suffix.lower() == ".pdparams":
+        raise BadConfig(f"{input} is already a Paddle weights file: give it to --pretrained "
+                        "as it is", param="input")
     check_convertible(model)
     state = read_pytorch_weights(input)
     classes = num_classes or head_size(state, model)

@@ -122,7 +122,8 @@ def read_pytorch_weights(path: str | Path) -> dict[str, np.ndarray]:
     """The state dict of a PyTorch checkpoint or safetensors file: unwrapped, flat
     name -> numpy array, in the file's order."""
     path = Path(path)
-    obj = read_safetensors(path) if path.suffix == ".safetensors" else read_torch_checkpoint(path)
+    obj = (read_safetensors(path) if path.suffix.lower() == ".safetensors"
+           else read_torch_checkpoint(path))
     return state_dict_of(obj, path)
 
 

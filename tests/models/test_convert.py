@@ -182,3 +182,21 @@ def test_a_pth_that_would_run_code_is_refused_by_convert_and_pretrained(tmp_path
                         str(tmp_path / "o.pdparams")])
     assert str(stop.value.code).startswith(f"error: refusing {hostile}: it contains ")
     assert not marker.exists() and not (tmp_path / "o.pdparams").exists()
+
+
+def test_convert_arguments_that_were_misread(tmp_path, capsys):
+    """--num-classes 0 was taken as 'read it from the file', -1 failed as extra fc tensors; a
+    .pdparams input was 'not a zip-format PyTorch checkpoint'; an upper-case .SAFETENSORS
+    was read as a .pth and refused the same way."""
+    state = {k: v.astype(np.float32) for k, v in _torchvision_state("resnet18").items()}
+    save_file(state, str(tmp_path / "R18.SAFETENSORS"))
+    for classes in (0, -1):
+        with pytest.raises(BadConfig, match=f"num_classes must be at least 1, got {classes}"):
+            run_convert("resnet18", str(tmp_path / "R18.SAFETENSORS"), str(tmp_path / "o.pdparams"),
+                        num_classes=classes)
+    (tmp_path / "w.pdparams").write_bytes(b"\x80\x02}.")
+    with pytest.raises(BadConfig, match="already a Paddle weights file"):
+        run_convert("resnet18", str(tmp_path / "w.pdparams"), str(tmp_path / "o.pdparams"))
+    assert not (tmp_path / "o.pdparams").exists()
+    run_convert("resnet18", str(tmp_path / "R18.SAFETENSORS"), str(tmp_path / "o.pdparams"))
+    assert "resnet18 with 1000 classes" in capsys.readouterr().out
