@@ -19,7 +19,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from palm.models.layers import StochasticDepth
+from palm.models.layers import ClassifierHead, StochasticDepth
 from palm.models.registry import register_model
 
 LAYER_NORM_EPS = 1e-6
@@ -97,8 +97,7 @@ class VisionTransformer(nn.Layer):
         super().__init__()
         if global_pool not in ("token", "avg"):
             raise ValueError(f"global_pool must be 'token' or 'avg', not {global_pool!r}")
-        if num_classes > 0 and not with_pool:
-            raise ValueError("vit: with_pool=False is for backbone use; it needs num_classes <= 0")
+        self.classifier_head = ClassifierHead("vit", num_classes, with_pool)
         self.num_classes, self.with_pool, self.global_pool = num_classes, with_pool, global_pool
         self.patch_size, self.grid = patch_size, image_size // patch_size
         self.patch_embed = PatchEmbed(patch_size, embed_dim)
@@ -135,12 +134,11 @@ class VisionTransformer(nn.Layer):
             x = block(x)
         grid = self.token_grid(x[:, 1:].transpose([0, 2, 1]).reshape([n, dim, h, w]))
         x = self.blocks[-1](paddle.concat([x[:, :1], grid.flatten(2).transpose([0, 2, 1])], 1))
-        if not self.with_pool:
-            return x[:, 1:].transpose([0, 2, 1]).reshape([n, dim, h, w])
+        if not self.with_pool:  # backbone use: the last block's patch tokens as a map
+            return self.classifier_head(x[:, 1:].transpose([0, 2, 1]).reshape([n, dim, h, w]), None)
         pooled = self.norm(x)[:, 0] if self.global_pool == "token" else self.fc_norm(x[:, 1:].mean(1))
-        if self.head is None:
-            return pooled.reshape([n, dim, 1, 1])
-        return self.head(pooled)
+        # as a 1 x 1 map: the shared head's pool keeps it, flattens it and applies `head`
+        return self.classifier_head(pooled.reshape([n, dim, 1, 1]), self.head)
 
 
 # name -> (embed_dim, depth, num_heads), timm's vit_*_patch16_224
