@@ -258,7 +258,9 @@ def _download_watched(weights: PublishedWeights, staging: Path, failure: _LastFa
 
     def run() -> None:
         try:
-            result["path"] = get_path_from_url(weights.url, str(staging), weights.md5,
+            # no MD5 here: Paddle would fetch a wrong file three times before giving up;
+            # it is checked once below
+            result["path"] = get_path_from_url(weights.url, str(staging), None,
                                                check_exist=False, decompress=False)
         except Exception as e:  # noqa: BLE001 - reported below with the URL
             result["error"] = e
@@ -266,12 +268,14 @@ def _download_watched(weights: PublishedWeights, staging: Path, failure: _LastFa
     worker = threading.Thread(target=run, name=f"download-{weights.model}", daemon=True)
     worker.start()
     _wait_watching(worker, staging, weights, stall)
-    if "path" in result:
-        return Path(str(result["path"]))
-    got = [p for p in staging.iterdir() if p.name == weights.file_name]
-    reason = (f"refused: its MD5 is {file_md5(got[0])}, Paddle publishes {weights.md5}" if got
-              else failure.reason or str(result["error"]).rstrip("."))
-    raise DownloadFailed(_failure(weights, reason))
+    if "path" not in result:
+        raise DownloadFailed(_failure(weights, failure.reason or str(result["error"]).rstrip(".")))
+    path = Path(str(result["path"]))
+    md5 = file_md5(path)
+    if md5 != weights.md5:
+        raise DownloadFailed(_failure(weights, f"refused: its MD5 is {md5}, Paddle publishes "
+                                               f"{weights.md5}"))
+    return path
 
 
 def _wait_watching(worker: threading.Thread, staging: Path, weights: PublishedWeights,

@@ -122,6 +122,7 @@ def test_a_truncated_download_is_refused_by_its_hash_and_nothing_stays(mirror, i
     with pytest.raises(DownloadFailed, match=r"refused: its MD5 is [0-9a-f]{32}, Paddle publishes"):
         fetch_imagenet(NETWORK)
     assert _cache_holds(tmp_path) == []
+    assert mirror.requests[mirror.path] == 1  # fetched once, not once per retry
 
 
 def test_a_file_that_would_run_code_is_refused_by_the_reader_even_with_the_right_hash(
