@@ -464,9 +464,10 @@ def test_photos_are_decoded_a_few_at_a_time(checkpoint, photos):
     requests of such photos must not all decode at once (memory), nor wait without end."""
     data = photos[0].read_bytes()
     # the deadline covers decoding and the model: the first request decodes for 1 s and
-    # has 2 s left for the model (a loaded machine needs them), the last waits for the slot
-    # behind three 1-s decodes until the deadline
-    with make_client(checkpoint, max_decoding=1, timeout=3.0) as client, \
+    # has 1.5 s left for the model (a loaded machine needs them); the slot is free again at
+    # 1, 2 and 3 s, so the last request, queued behind three decodes, meets its deadline
+    # (2.5 s) waiting, half a second from either edge
+    with make_client(checkpoint, max_decoding=1, timeout=2.5) as client, \
             ThreadPoolExecutor(4) as pool:
         runner = client.app.state.runner
         prepare, active, most = runner.prepare, [0], [0]
