@@ -28,6 +28,9 @@ setup(
         "PyYAML",
         "tqdm",
         "openpyxl",
+        # PyTorch checkpoints without PyTorch: .safetensors files, and bfloat16 for numpy
+        "safetensors",
+        "ml_dtypes",
     ],
     extras_require={
         "cpu": ["paddlepaddle>=3.0"],
