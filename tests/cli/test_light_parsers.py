@@ -85,6 +85,7 @@ def test_cli_constants_agree_with_the_library():
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
                     reason="palm sets OMP_NUM_THREADS=1 on one core: Paddle warns only above 1")
+@pytest.mark.slow  # child processes importing Paddle (5 s)
 def test_paddle_omp_warning_hidden_for_palms_setting_shown_for_the_users():
     environ = {k: v for k, v in os.environ.items()
                if k not in ("OMP_NUM_THREADS", "PALM_NO_CPU_TUNING")}

@@ -148,6 +148,7 @@ def test_probe_reports_a_broken_export_without_crashing(exported, checkpoint, tm
     assert problem and problem.startswith("the child process failed")
 
 
+@pytest.mark.slow  # predictor options; the default path stays quick
 def test_memory_optim_and_plain_cpu_options(exported):
     ref = InferencePredictor(exported)
     batch = _batch(2)

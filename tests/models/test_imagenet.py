@@ -214,6 +214,7 @@ def test_a_sweep_keeps_imagenet_as_a_setting_not_a_path():
     assert _absolute_paths({"pretrained": "imagenet", "data_root": "d"})["pretrained"] == "imagenet"
 
 
+@pytest.mark.slow  # Paddle's downloader retries a closed port three times (3 s)
 def test_mirror_values_that_would_be_misread_are_refused_and_passwords_masked(monkeypatch,
                                                                               tmp_path):
     url = "https://paddle-hapi.bj.bcebos.com/models/resnet18.pdparams"

@@ -198,6 +198,7 @@ def test_full_queue_answers_503_then_recovers(checkpoint, photos):
         assert_healthy(client)
 
 
+@pytest.mark.slow  # test_decoding keeps a 504 in the quick loop
 def test_timeout_answers_504_and_the_service_goes_on(checkpoint, photos):
     data = photos[0].read_bytes()
     # the deadline covers decoding too: time enough for it on a loaded machine
@@ -355,6 +356,7 @@ def read_http_response(sock: socket.socket) -> bytes:
     return data
 
 
+@pytest.mark.slow  # waits out a head timeout (seconds)
 def test_request_head_arriving_too_slowly_is_cut_off(checkpoint, photos):
     """Slowloris: connections sending their headers a few bytes at a time were held for ever.
     Loopback only, a few connections, a 0.5 s limit."""
@@ -496,6 +498,7 @@ def test_photos_are_decoded_a_few_at_a_time(checkpoint, photos):
         assert client.post("/v1/predict", files=upload(("a.jpg", data))).status_code == 200
 
 
+@pytest.mark.slow  # builds an export; the other serving tests use the checkpoint
 def test_exported_model_serves_without_cam(checkpoint, photos, tmp_path):
     from palm.engine.inference import DygraphPredictor
     dygraph = DygraphPredictor.from_checkpoint(checkpoint)
