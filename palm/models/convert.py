@@ -155,8 +155,7 @@ def head_size(state: Mapping[str, np.ndarray], model_name: str) -> int:
     with paddle.LazyGuard():  # shapes only, nothing allocated
         one, two = (MODELS[model_name](num_classes=n).state_dict() for n in (1, 2))
     heads = [k for k in one if k.endswith("bias") and one[k].shape != two[k].shape]
-    renamed = {_paddle_name(k, TORCHVISION_RENAMES.get(model_name, ())): v
-               for k, v in state.items()}
+    renamed = _as_paddle_names(state, model_name)
     found = [renamed[k] for k in heads if k in renamed and renamed[k].ndim == 1]
     if len(found) != 1:
         raise BadCheckpoint(f"cannot tell the number of classes: no classifier bias "
@@ -190,8 +189,7 @@ def convert_state_dict(source: Mapping[str, np.ndarray], model: nn.Layer, model_
     """
     ignore = ignore + SET_ASIDE.get(model_name, ())
     ignored = [k for k in source if k.startswith(ignore)] if ignore else []
-    rules = TORCHVISION_RENAMES.get(model_name, ())
-    renamed = {_paddle_name(k, rules): v for k, v in source.items() if k not in ignored}
+    renamed = _as_paddle_names({k: v for k, v in source.items() if k not in ignored}, model_name)
     target = {k: list(v.shape) for k, v in model.state_dict().items()}
     linear = _linear_weights(model)
     fits = _shape_check(linear, getattr(model, "num_classes", None) if head_may_differ else None)
@@ -224,6 +222,12 @@ def convert_state_dict(source: Mapping[str, np.ndarray], model: nn.Layer, model_
 
 def _is_float(value: np.ndarray) -> bool:
     return value.dtype.kind == "f" or str(value.dtype) == "bfloat16"
+
+
+def _as_paddle_names(state: Mapping[str, np.ndarray], model_name: str) -> dict[str, np.ndarray]:
+    """`state` under the names palm's `model_name` gives the same tensors."""
+    rules = TORCHVISION_RENAMES.get(model_name, ())
+    return {_paddle_name(k, rules): v for k, v in state.items()}
 
 
 def _paddle_name(key: str, rules: tuple = ()) -> str:

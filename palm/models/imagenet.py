@@ -231,17 +231,17 @@ def _download(weights: PublishedWeights, staging: Path, stall: float) -> Path:
     paddle_log.propagate = False
     paddle_log.setLevel(logging.INFO)
     httpx_log.setLevel(logging.WARNING)
+    stalled = False
     try:
-        path = _download_watched(weights, staging, failure, stall)
+        return _download_watched(weights, staging, failure, stall)
     except _Stalled:
         # the abandoned download thread may still log its retries later: they stay with
         # `failure`, not on the user's terminal
+        stalled = True
         raise
-    except BaseException:
-        _restore(saved, failure)
-        raise
-    _restore(saved, failure)
-    return path
+    finally:
+        if not stalled:
+            _restore(saved, failure)
 
 
 def _restore(saved: tuple[bool, int, int], failure: logging.Handler) -> None:
