@@ -83,6 +83,16 @@ DEFAULTS: dict[str, Any] = {
     "step_size": 10,  # epochs between decays for scheduler "step"
     "gamma": 0.1,
     "warmup_epochs": 0.0,
+    # fine-tuning (palm.engine.finetune): the new head's learning rate x head_lr_mult;
+    # layer_decay d scales depth k of D by d**(D-k) (null: off); the head alone trains for
+    # freeze_epochs; decay_norm_and_bias false exempts biases, norms and position/class
+    # tokens from weight decay; label_smoothing eps moves targets eps/2 (one logit) or
+    # eps/K (K classes) towards uniform
+    "head_lr_mult": 1.0,
+    "layer_decay": None,
+    "freeze_epochs": 0,
+    "decay_norm_and_bias": True,
+    "label_smoothing": 0.0,
     "pos_weight": None,  # BCE weight of positives: a number, or "auto" = negatives/positives
     "aux_weight": 0.3,  # GoogLeNet auxiliary classifiers (Szegedy et al. 2014 use 0.3)
     "threshold": 0.5,
@@ -180,6 +190,10 @@ RANGES: dict[str, Range] = {
     "step_size": Range(1),
     "gamma": Range(0, 1, low_open=True),
     "warmup_epochs": Range(0),
+    "head_lr_mult": Range(0, low_open=True),
+    "layer_decay": Range(0, 1, low_open=True),
+    "freeze_epochs": Range(0),
+    "label_smoothing": Range(0, 1, high_open=True),
     "pos_weight": Range(0, low_open=True),
     "aux_weight": Range(0),
     "threshold": Range(0, 1),

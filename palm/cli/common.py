@@ -236,6 +236,15 @@ def training_parser(doc: str, prog: str | None = None) -> argparse.ArgumentParse
     opt.add_argument("--weight-decay", type=float)
     opt.add_argument("--scheduler", choices=("constant", "step", "cosine"))
     opt.add_argument("--warmup-epochs", type=float)
+    opt.add_argument("--head-lr-mult", type=float,
+                     help="learning rate of the new classifier x this (e.g. 10 when fine-tuning)")
+    opt.add_argument("--layer-decay", type=float,
+                     help="layer-wise learning-rate decay: depth k of D learns at lr*d**(D-k)")
+    opt.add_argument("--freeze-epochs", type=int,
+                     help="train only the classifier for this many first epochs")
+    opt.add_argument("--decay-norm-and-bias", action=BOOL,
+                     help="apply weight decay to biases, norms and ViT tokens too (default yes)")
+    opt.add_argument("--label-smoothing", type=float, help="label smoothing epsilon (0: none)")
     opt.add_argument("--pos-weight", type=_pos_weight, help="BCE weight of positives, or 'auto'")
     opt.add_argument("--pretrained", metavar="imagenet|FILE",
                      help="start from Paddle's ImageNet weights for the model (downloaded once "

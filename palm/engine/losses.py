@@ -20,22 +20,29 @@ class ClassificationLoss:
         num_outputs: model outputs (1 = one logit).
         pos_weight: BCE weight of positive samples (e.g. negatives / positives).
         aux_weight: weight of each auxiliary head's loss.
+        label_smoothing: epsilon; targets move eps/K towards every one of K classes (one
+            logit: the two classes, so 1 -> 1 - eps/2 and 0 -> eps/2), Szegedy et al. 2016.
     """
 
-    def __init__(self, num_outputs: int, pos_weight: float | None = None, aux_weight: float = 0.3):
+    def __init__(self, num_outputs: int, pos_weight: float | None = None, aux_weight: float = 0.3,
+                 label_smoothing: float = 0.0):
         self.num_outputs = num_outputs
         self.pos_weight = pos_weight
         self.aux_weight = aux_weight
+        self.label_smoothing = label_smoothing
 
     def _single(self, logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
         logits = logits.astype("float32")
         if self.num_outputs == 1:
             target = labels.reshape([-1, 1]).astype("float32")
+            if self.label_smoothing:
+                target = target * (1 - self.label_smoothing) + self.label_smoothing / 2
             pos_weight = (paddle.to_tensor([self.pos_weight], dtype="float32")
                           if self.pos_weight is not None else None)
             return F.binary_cross_entropy_with_logits(logits.reshape([-1, 1]), target,
                                                       pos_weight=pos_weight)
-        return F.cross_entropy(logits, labels.reshape([-1]).astype("int64"))
+        return F.cross_entropy(logits, labels.reshape([-1]).astype("int64"),
+                               label_smoothing=self.label_smoothing)
 
     def __call__(self, outputs: paddle.Tensor | Sequence[paddle.Tensor], labels: paddle.Tensor):
         if isinstance(outputs, (tuple, list)):

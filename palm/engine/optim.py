@@ -5,7 +5,7 @@ epoch has few batches. Their state is saved with `last.pdopt` for `--resume`.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import paddle
 from paddle.optimizer import lr as lr_sched
@@ -61,7 +61,7 @@ def build_scheduler(
 
 def build_optimizer(
     name: str,
-    parameters: Iterable[paddle.Tensor],
+    parameters: Iterable[paddle.Tensor] | list[dict[str, Any]],
     learning_rate: float | lr_sched.LRScheduler,
     *,
     momentum: float = 0.9,
@@ -71,9 +71,15 @@ def build_optimizer(
 
     `weight_decay` is an L2 penalty added to the gradient for Momentum and Adam (paddle's
     float `weight_decay`), and decoupled weight decay for AdamW (Loshchilov & Hutter 2019).
+    `parameters` may be groups (palm.engine.finetune.parameter_groups), each with its own
+    learning-rate multiplier and weight decay.
     """
     parameters = list(parameters)
     decay = weight_decay or None
+    if name != "adamw":
+        # Paddle turns a group's float decay into an L2 penalty; 0 means none at all
+        parameters = [{**group, "weight_decay": group["weight_decay"] or None}
+                      if isinstance(group, dict) else group for group in parameters]
     if name == "momentum":
         return paddle.optimizer.Momentum(learning_rate, momentum=momentum, parameters=parameters,
                                          weight_decay=decay)

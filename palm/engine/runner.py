@@ -21,6 +21,8 @@ from palm.data import sources
 from palm.data.splits import holdout_split
 from palm.engine.checkpoint import load_meta, recover_folder
 from palm.engine.device import DistInfo, init_distributed, seed_everything, select_device
+from palm.engine.finetune import (backbone_freezer, create_optimizer_state, head_parameter_names,
+                                  parameter_groups)
 from palm.engine.optim import build_optimizer, build_scheduler
 from palm.engine.losses import ClassificationLoss, auto_pos_weight
 from palm.engine.train import RunState, Selection, fit, load_resume_state, selection_score
@@ -156,12 +158,27 @@ def build_selection(cfg: dict[str, Any], train_set, val_set):
     return train_part, Selection([path for path, _ in holdout.samples], record, loader)
 
 
-def build_optimization(cfg: dict[str, Any], model: paddle.nn.Layer, steps_per_epoch: int):
-    """(optimizer, per-step LR scheduler) as the config asks."""
+def uses_parameter_groups(cfg: dict[str, Any]) -> bool:
+    """Whether the fine-tuning settings give parameters different rates or decays (without
+    them every parameter is in one group, as runs before them trained)."""
+    return (cfg["head_lr_mult"] != 1 or cfg["layer_decay"] is not None
+            or not cfg["decay_norm_and_bias"])
+
+
+def build_optimization(cfg: dict[str, Any], model: paddle.nn.Layer, steps_per_epoch: int,
+                       head: set[str]):
+    """(optimizer, per-step LR scheduler) as the config asks; `head`: the parameters
+    palm.engine.finetune counts as the classifier."""
     scheduler = build_scheduler(cfg["scheduler"], cfg["lr"], epochs=cfg["epochs"],
                                 steps_per_epoch=steps_per_epoch, warmup_epochs=cfg["warmup_epochs"],
                                 step_size=cfg["step_size"], gamma=cfg["gamma"])
-    optimizer = build_optimizer(cfg["optimizer"], model.parameters(), scheduler,
+    parameters = model.parameters()
+    if uses_parameter_groups(cfg):
+        parameters = parameter_groups(model, head, weight_decay=cfg["weight_decay"],
+                                      head_lr_mult=cfg["head_lr_mult"],
+                                      layer_decay=cfg["layer_decay"],
+                                      decay_norm_and_bias=cfg["decay_norm_and_bias"])
+    optimizer = build_optimizer(cfg["optimizer"], parameters, scheduler,
                                 momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
     return optimizer, scheduler
 
@@ -245,7 +262,15 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
                         cfg["model"])
     train_loader = build_train_loader(train_set, cfg["batch_size"], cfg["num_workers"], cfg["seed"], dist)
     val_loader = build_loader(val_set, cfg["batch_size"], train=False, num_workers=cfg["num_workers"])
-    optimizer, scheduler = build_optimization(cfg, model, len(train_loader))
+    head = head_parameter_names(model, cfg["model"], model_kwargs)
+    optimizer, scheduler = build_optimization(cfg, model, len(train_loader), head)
+    before_epoch = None
+    if cfg["freeze_epochs"]:
+        if dist.enabled:
+            raise BadConfig("freeze_epochs: not supported with several processes (DataParallel "
+                            "fixes the trainable parameters when it starts)")
+        before_epoch = backbone_freezer(model, head, cfg["freeze_epochs"])
+        create_optimizer_state(optimizer, model)
     scaler = paddle.amp.GradScaler() if use_amp else None
     state = RunState()
     if cfg["resume"]:
@@ -259,7 +284,8 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
     if dist.enabled:
         model = paddle.DataParallel(model)
     pos_weight = resolve_pos_weight(cfg["pos_weight"], train_set.labels, num_outputs)
-    loss_fn = ClassificationLoss(num_outputs, pos_weight=pos_weight, aux_weight=cfg["aux_weight"])
+    loss_fn = ClassificationLoss(num_outputs, pos_weight=pos_weight, aux_weight=cfg["aux_weight"],
+                                 label_smoothing=cfg["label_smoothing"])
     positive = sources.positive_class_of(classes)
     cfg["class_names"], cfg["positive_class"] = classes, positive
     meta = {"model": cfg["model"], "num_classes": num_outputs, "class_names": classes,
@@ -281,7 +307,8 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
         log(f"augmentation {describe_augment(cfg['augment'])}")
     state = fit(model, loss_fn, optimizer, train_loader, val_loader, epochs=cfg["epochs"],
                 run_dir=run_dir, meta=meta, scheduler=scheduler, scaler=scaler, state=state,
-                selection=selection, is_main=dist.is_main, progress=progress, log=log)
+                selection=selection, is_main=dist.is_main, progress=progress, log=log,
+                before_epoch=before_epoch)
     if dist.is_main and state.history:
         best = max(state.history, key=lambda row: selection_score(row, selection.prefix)[1])
         log(f"done: best epoch {best['epoch']} chosen on {selection.prefix} images (val AUC "

@@ -318,6 +318,7 @@ def fit(
     is_main: bool = True,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    before_epoch: Callable[[int], None] | None = None,
 ) -> RunState:
     """Train from `state.epoch` to `epochs`, validating and checkpointing after every epoch.
 
@@ -327,6 +328,8 @@ def fit(
         state: where to continue (from `load_resume_state`); a fresh run when None.
         selection: the images that pick `best` (default: the validation set, files unknown).
         is_main: write files (rank 0 of a distributed run).
+        before_epoch: called with each 0-based epoch before it trains (e.g. to freeze the
+            backbone, palm.engine.finetune.backbone_freezer).
 
     Returns:
         The final RunState.
@@ -344,6 +347,8 @@ def fit(
     unsaved_best = None  # best of a finished epoch whose save did not complete
     try:
         for epoch in range(state.epoch, epochs):
+            if before_epoch is not None:
+                before_epoch(epoch)
             row, chosen_by = _train_and_validate(
                 model, loss_fn, optimizer, train_loader, val_loader, epoch=epoch,
                 selection=selection, threshold=threshold, scheduler=scheduler, scaler=scaler,

@@ -90,6 +90,9 @@ class VisionTransformer(nn.Layer):
         drop_path_rate: stochastic depth of the last block, rising linearly from 0.
     """
 
+    # tokens fine-tuning leaves out of weight decay (timm's `no_weight_decay()`)
+    NO_WEIGHT_DECAY = ("cls_token", "pos_embed")
+
     def __init__(self, embed_dim: int, depth: int, num_heads: int, num_classes: int = 1,
                  with_pool: bool = True, image_size: int = 224, patch_size: int = 16,
                  mlp_ratio: float = 4.0, global_pool: str = "token",
