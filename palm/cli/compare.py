@@ -8,7 +8,8 @@ Each input is a tools/eval.py predictions.csv, its eval folder, or a run folder 
 eval/predictions.csv; rows are matched by file, and all must score the same images.
 Writes to --output: leaderboard.md (printed too) and leaderboard.csv (AUC, sensitivity,
 specificity, accuracy with 95 % intervals), pairs.csv (for every pair: AUC difference with
-a paired bootstrap interval and DeLong's p, McNemar's p on the decisions), roc_overlay.png.
+a paired bootstrap interval and DeLong's p, McNemar's p on the decisions), roc_overlay.png,
+and for run folders with a metrics.csv curves_overlay.png (their training curves together).
 """
 from __future__ import annotations
 

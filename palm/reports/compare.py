@@ -7,6 +7,9 @@ eval/predictions.csv (taken before the folder's own predictions.csv, which after
 Quickstart is predict's, without labels); palm.predictions reads them. Rows are matched by
 the `path` column; every model must have scored exactly the same images with the same labels.
 
+When the inputs are run folders (or their eval folders), their metrics.csv training curves
+are overlaid too (curves_overlay.png): the course's "with / without pretraining" figure.
+
 Example:
     board, pairs = compare_models(["runs/lenet", "runs/resnet18"], "comparison")
 """
@@ -25,9 +28,11 @@ from palm import metrics as M
 from palm import predictions as P
 from palm.errors import BadData
 from palm.io_utils import write_csv_atomic, write_text_atomic
-from palm.viz.plots import plot_roc_overlay
+from palm.viz.plots import plot_history_overlay, plot_roc_overlay
 
 PREDICTIONS = "predictions.csv"
+HISTORY = "metrics.csv"
+CURVES = "curves_overlay.png"
 
 
 @dataclass
@@ -118,6 +123,23 @@ def read_predictions(source: str | Path, name: str | None = None) -> ModelPredic
                       "AUCs and predictions needs both classes")
     return ModelPredictions(name or model_name(path), path, frame[P.PATH].to_numpy(), y_true,
                             y_prob, y_pred.to_numpy(np.int64))
+
+
+def training_history(csv_path: Path) -> list[dict] | None:
+    """The per-epoch rows of the run a predictions CSV belongs to (RUN/metrics.csv beside
+    RUN/eval/predictions.csv), or None when there is no readable one."""
+    for folder in (csv_path.parent, csv_path.parent.parent):
+        path = folder / HISTORY
+        if not path.is_file():
+            continue
+        try:
+            frame = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            return None
+        if {"epoch", "val_loss"} <= set(frame.columns) and not frame.empty:
+            return frame.to_dict("records")
+        return None
+    return None
 
 
 def check_same_images(models: Sequence[ModelPredictions]) -> None:
@@ -217,7 +239,8 @@ def leaderboard_markdown(board: pd.DataFrame, pairs: pd.DataFrame) -> str:
 def compare_models(sources: Sequence[str | Path], output_dir: str | Path,
                    names: Sequence[str] | None = None, resamples: int = M.DEFAULT_RESAMPLES,
                    seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write leaderboard.md, leaderboard.csv, pairs.csv and roc_overlay.png to `output_dir`.
+    """Write leaderboard.md, leaderboard.csv, pairs.csv and roc_overlay.png to `output_dir`,
+    and curves_overlay.png when some inputs are runs with a metrics.csv.
 
     Raises:
         BadData: fewer than two models, unreadable inputs, or different images.
@@ -244,4 +267,9 @@ def compare_models(sources: Sequence[str | Path], output_dir: str | Path,
         write_csv_atomic(out / name, frame)
     plot_roc_overlay([(m.name, m.labels, m.y_prob) for m in models],
                      out / "roc_overlay.png")
+    histories = [(m.name, training_history(m.source)) for m in models]
+    if any(history for _, history in histories):
+        plot_history_overlay([(name, h) for name, h in histories if h], out / CURVES)
+    else:  # not a figure of an earlier comparison left beside these tables
+        (out / CURVES).unlink(missing_ok=True)
     return board, pairs

@@ -10,7 +10,7 @@ from palm.engine.device import select_device
 from palm.engine.evaluate import eval_output_for, evaluate_checkpoint
 from palm.io_utils import output_lock
 from palm.metrics import parse_operating_point
-from palm.reports.compare import compare_models
+from palm.reports.compare import CURVES, compare_models
 from palm.reports.report import build_report
 from palm.weights import trust_checkpoints
 
@@ -60,7 +60,9 @@ def run_compare(sources: Sequence[str], output: str = "comparison", *,
         compare_models(list(sources), folder, list(names) if names else None, ci_resamples,
                        seed)
     print((folder / "leaderboard.md").read_text(encoding="utf-8"))
-    print(f"written to {folder}: leaderboard.md, leaderboard.csv, pairs.csv, roc_overlay.png")
+    curves = ", curves_overlay.png" if (folder / CURVES).is_file() else ""
+    print(f"written to {folder}: leaderboard.md, leaderboard.csv, pairs.csv, roc_overlay.png"
+          f"{curves}")
     return folder
 
 

@@ -212,3 +212,26 @@ def plot_roc_overlay(curves: Sequence[tuple[str, Any, Any]], path: str | Path) -
         fpr, tpr, _ = skm.roc_curve(y, p)
         ax.plot(fpr, tpr, label=f"{name} (AUC {skm.roc_auc_score(y, p):.3f})")
     return _save_roc_figure(fig, ax, path, "ROC curves on the same images", "chance")
+
+
+def plot_history_overlay(histories: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
+                         path: str | Path) -> Path:
+    """Training curves of several runs on shared axes, one colour per run: loss (training
+    dashed, validation solid) and validation AUC by epoch, e.g. with and without
+    pretrained weights."""
+    fig = Figure(figsize=(11, 4))
+    loss_ax, auc_ax = fig.subplots(1, 2)
+    for index, (name, history) in enumerate(histories):
+        epochs, colour = _column(history, "epoch"), f"C{index}"
+        loss_ax.plot(epochs, _column(history, "train_loss"), "--", color=colour,
+                     label=f"{name} training")
+        loss_ax.plot(epochs, _column(history, "val_loss"), "-o", color=colour,
+                     label=f"{name} validation")
+        auc_ax.plot(epochs, _column(history, "val_roc_auc"), "-o", color=colour, label=name)
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss")
+    auc_ax.set(xlabel="epoch", ylabel="AUC", title="Validation AUC")
+    for ax in (loss_ax, auc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return save_figure(fig, path)

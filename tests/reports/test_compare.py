@@ -208,3 +208,30 @@ def test_compare_same_image_spelt_two_ways_is_a_duplicate(tmp_path):
     frame.to_csv(a, index=False)
     with pytest.raises(BadData, match="more than once"):
         compare_models([a, a], tmp_path / "cmp", resamples=50)
+
+
+def test_runs_training_curves_are_overlaid(two_runs, tmp_path, monkeypatch):
+    """Run folders with a metrics.csv get their curves on shared axes (the with / without
+    pretraining figure); the figure of an earlier comparison is not left beside new tables."""
+    import palm.reports.compare as compare_module
+    y, good, poor, run_a, run_b = two_runs
+    runs = tmp_path / "runs"
+    for run, losses in ((run_a, [0.6, 0.4]), (run_b, [0.7, 0.65])):
+        copy = runs / run.name
+        (copy / "eval").mkdir(parents=True)
+        (copy / "eval" / "predictions.csv").write_bytes((run / "eval" / "predictions.csv").read_bytes())
+        pd.DataFrame({"epoch": [1, 2], "train_loss": losses, "val_loss": losses,
+                      "val_roc_auc": [0.7, 0.8]}).to_csv(copy / "metrics.csv", index=False)
+    drawn = []
+    real = compare_module.plot_history_overlay
+    monkeypatch.setattr(compare_module, "plot_history_overlay",
+                        lambda histories, path: drawn.append(histories) or real(histories, path))
+    out = tmp_path / "cmp"
+    compare_models([runs / "good", runs / "poor" / "eval"], out, resamples=50)
+    assert (out / "curves_overlay.png").stat().st_size > 1000
+    (names_and_rows,) = drawn
+    assert [name for name, _ in names_and_rows] == ["good", "poor"]
+    assert [row["val_loss"] for row in names_and_rows[1][1]] == [0.7, 0.65]
+
+    compare_models([run_a, run_b], out, resamples=50)  # no metrics.csv beside these
+    assert not (out / "curves_overlay.png").exists()
