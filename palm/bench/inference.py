@@ -15,8 +15,9 @@ import numpy as np
 
 from palm.bench.data import palm_sized_images
 from palm.bench.settings import BenchSettings
+from palm.models import is_transformer
 from palm.bench.timing import child_result, images_per_second, random_batch, run_in_child
-from palm.bench.torch_twin import torch_resnet
+from palm.bench.torch_twin import torch_twin
 from palm.engine.inference import DygraphPredictor, InferencePredictor, OpenVINOPredictor
 from palm.engine.quantize import calibration_images, export_onnx, quantize_onnx
 from palm.models import build_model
@@ -92,7 +93,7 @@ def bench_onnxruntime(export_dir: Path, batch: np.ndarray, iters: int) -> float 
 
 def _torch_runner(model_name: str, batch: np.ndarray) -> Callable[[], None] | None:
     """One PyTorch eager eval of `batch` on palm's network's twin, or None without one."""
-    net = torch_resnet(model_name)
+    net = torch_twin(model_name)
     if net is None:
         return None
     import torch
@@ -117,7 +118,8 @@ def bench_int8(export_dir: Path, meta: dict, model_name: str, settings: BenchSet
     calibration = calibration_images(photos, meta, len(photos))
     int8_file = export_dir / "model_int8.xml"
     with tempfile.TemporaryDirectory() as tmp:
-        quantize_onnx(export_onnx(export_dir, Path(tmp) / "model.onnx"), calibration, int8_file)
+        quantize_onnx(export_onnx(export_dir, Path(tmp) / "model.onnx"), calibration, int8_file,
+                      transformer=is_transformer(model_name))
     fp32 = InferencePredictor(export_dir)
     int8 = OpenVINOPredictor(export_dir, model_file=int8_file)
     photo_batch = np.concatenate(calibration[:settings.batch_size])

@@ -1,8 +1,10 @@
-"""palm's ResNet18/34/50 layout in PyTorch, for the int8 section's PyTorch eager comparison."""
+"""palm's ResNet18/34/50 and ViT layouts in PyTorch, for the int8 section's PyTorch eager
+comparison. Written out because torchvision and timm are not needed for anything else."""
 from __future__ import annotations
 
 from typing import Any
 
+from palm.models.vit import VIT_SIZES
 from palm.runtime import usable_cores
 
 # name -> (blocks per stage, bottleneck blocks)
@@ -10,17 +12,57 @@ DEPTHS = {"resnet18": ([2, 2, 2, 2], False), "resnet34": ([3, 4, 6, 3], False),
           "resnet50": ([3, 4, 6, 3], True)}
 
 
-def torch_resnet(model_name: str) -> Any:
-    """The torchvision layout of resnet18/34/50 (random weights) for PyTorch eager timing,
-    or None for other networks or without torch. Written out because torchvision is not
-    needed for anything else."""
+def torch_twin(model_name: str) -> Any:
+    """palm's network `model_name` in PyTorch (random weights, eval mode, threads = cores)
+    for eager timing: resnet18/34/50 or vit_*_patch16; None for others or without torch."""
     try:
         import torch
-        from torch import nn
     except ImportError:
         return None
-    if model_name not in DEPTHS:
+    size = model_name.removeprefix("vit_").removesuffix("_patch16")
+    if model_name in DEPTHS:
+        net = torch_resnet(model_name)
+    elif model_name == f"vit_{size}_patch16" and size in VIT_SIZES:
+        net = torch_vit(*VIT_SIZES[size])
+    else:
         return None
+    torch.set_num_threads(usable_cores())
+    return net.eval()
+
+
+def torch_vit(embed_dim: int, depth: int, num_heads: int) -> Any:
+    """timm's vit_*_patch16_224 with a class-token head: patch embedding, class token,
+    position embedding, pre-norm blocks (PyTorch's own TransformerEncoderLayer, whose eval
+    fast path is PyTorch eager at its best), final norm, linear head."""
+    import torch
+    from torch import nn
+
+    class VisionTransformer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.patch_embed = nn.Conv2d(3, embed_dim, 16, 16)
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+            self.pos_embed = nn.Parameter(torch.randn(1, 197, embed_dim) * 0.02)
+            layer = nn.TransformerEncoderLayer(embed_dim, num_heads, 4 * embed_dim, dropout=0.0,
+                                               activation="gelu", layer_norm_eps=1e-6,
+                                               batch_first=True, norm_first=True)
+            self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+            self.head = nn.Linear(embed_dim, 1)
+
+        def forward(self, x):
+            tokens = self.patch_embed(x).flatten(2).transpose(1, 2)
+            x = torch.cat([self.cls_token.expand(len(x), -1, -1), tokens], 1) + self.pos_embed
+            return self.head(self.norm(self.blocks(x))[:, 0])
+
+    return VisionTransformer()
+
+
+def torch_resnet(model_name: str) -> Any:
+    """The torchvision layout of resnet18/34/50 (random weights)."""
+    import torch
+    from torch import nn
+
     blocks, bottleneck = DEPTHS[model_name]
     expansion = 4 if bottleneck else 1
 
@@ -53,5 +95,4 @@ def torch_resnet(model_name: str) -> Any:
             layers.append(Block(cin, 64 * 2 ** stage, 2 if stage and not i else 1))
             cin = 64 * 2 ** stage * expansion
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 1)]
-    torch.set_num_threads(usable_cores())
-    return nn.Sequential(*layers).eval()
+    return nn.Sequential(*layers)

@@ -17,7 +17,7 @@ For each model and image size (random weights; speed does not depend on them):
   onnxruntime     the same export through paddle2onnx + onnxruntime, when both import
   int8            tools/quantize.py's INT8 model (OpenVINO + NNCF, calibrated on 16 synthetic
                   PALM photos) against the fp32 predictor and PyTorch eager eval of the same
-                  network (when torch is installed; resnet18/34/50 only), the three
+                  network (when torch is installed; resnet18/34/50 and the ViTs), the three
                   alternating --repeats + 1 times; with INT8's largest logit difference
                   from fp32 on those photos, relative to the logits' size
   decode          one PALM-sized JPEG to the model's input size: full decode + resize against

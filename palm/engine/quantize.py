@@ -41,6 +41,7 @@ from palm.engine.inference import (INT8_META_KEY, InferencePredictor, OpenVINOPr
                                    exported_files, is_exported, load_export_meta)
 from palm.errors import BadCheckpoint, BadConfig, BadData, OutputRefused, UserError
 from palm.io_utils import write_json_atomic
+from palm.models import is_transformer
 from palm.weights import file_sha256
 
 INT8_MODEL = INT8_FILES[0]  # OpenVINO IR; its weights are INT8_FILES[1]
@@ -102,19 +103,23 @@ def export_onnx(export_dir: Path, onnx_file: Path) -> Path:
     return onnx_file
 
 
-def quantize_onnx(onnx_file: Path, calibration: Sequence[np.ndarray], output_xml: Path) -> Path:
+def quantize_onnx(onnx_file: Path, calibration: Sequence[np.ndarray], output_xml: Path,
+                  transformer: bool = False) -> Path:
     """Static INT8 quantization of `onnx_file` with NNCF; writes OpenVINO IR (.xml + .bin).
 
     Args:
         calibration: preprocessed images, each (1, 3, H, W) float32; activation ranges are
             taken from them.
+        transformer: a Vision Transformer: NNCF's transformer scheme (SmoothQuant; LayerNorm,
+            softmax and GELU left in float), which its documentation asks for such models.
     """
     import nncf
     import openvino as ov
 
     model = ov.Core().read_model(str(onnx_file))
     quantized = nncf.quantize(model, nncf.Dataset(list(calibration)),
-                              subset_size=len(calibration))
+                              subset_size=len(calibration),
+                              model_type=nncf.ModelType.TRANSFORMER if transformer else None)
     ov.save_model(quantized, str(output_xml))
     return output_xml
 
@@ -221,7 +226,8 @@ def quantize_to_folder(
         log(f"converting {source} to ONNX and calibrating on up to {calib_images} images")
         calibration = calibration_images(calibration_paths, meta, calib_images)
         onnx_file = export_onnx(stage, Path(onnx_dir) / "model.onnx")
-        quantize_onnx(onnx_file, calibration, stage / INT8_MODEL)
+        quantize_onnx(onnx_file, calibration, stage / INT8_MODEL,
+                      transformer=is_transformer(meta["model"]))
         log(f"validating fp32 against INT8 on {len(dataset)} labelled images")
         result = compare(InferencePredictor(stage),
                          OpenVINOPredictor(stage, model_file=stage / INT8_MODEL), dataset,

@@ -12,12 +12,14 @@ import inspect
 import pkgutil
 from typing import Callable
 
+import paddle
 import paddle.nn as nn
 
 from palm.errors import BadConfig
 from palm.models.imagenet import IMAGENET_WEIGHTS, fetch_imagenet, published_weights
 from palm.models.pretrained import IMAGENET, load_pretrained, pretrained_weights_file
 from palm.models.registry import MODELS, ModelRegistryError, register_model
+from palm.models.vit import VisionTransformer
 
 # Modules that define no network: shared layers, weight loading and published weights, the
 # registry itself.
@@ -65,6 +67,13 @@ def build_model(name: str, num_classes: int = 1, **kw) -> nn.Layer:
     return MODELS[name](num_classes=num_classes, **kw)
 
 
+def is_transformer(name: str) -> bool:
+    """Whether network `name` is a Vision Transformer (tools that treat those differently,
+    e.g. INT8 calibration, ask this). Built under LazyGuard: no weights are allocated."""
+    with paddle.LazyGuard():
+        return isinstance(build_model(name), VisionTransformer)
+
+
 def _check_options(name: str, factory: Callable[..., nn.Layer], kw: dict) -> None:
     """Factories with named parameters only: an unknown option is a one-line error, not a
     TypeError traceback from deep inside the network's constructor."""
@@ -79,5 +88,5 @@ def _check_options(name: str, factory: Callable[..., nn.Layer], kw: dict) -> Non
 
 
 __all__ = ["IMAGENET", "IMAGENET_WEIGHTS", "MODELS", "ModelRegistryError", "UnknownModelOption",
-           "build_model", "fetch_imagenet", "list_models", "load_pretrained",
+           "build_model", "fetch_imagenet", "is_transformer", "list_models", "load_pretrained",
            "pretrained_weights_file", "published_weights", "register_model"]

@@ -10,7 +10,7 @@ import pytest
 from palm.bench.inference import eval_default_in_child
 from palm.bench.sections import run_benchmark
 from palm.bench.settings import BenchSettings
-from palm.bench.torch_twin import torch_resnet
+from palm.bench.torch_twin import torch_twin
 from palm.errors import BadConfig
 from palm.flops import count_params
 from palm.models import build_model
@@ -73,15 +73,16 @@ def test_unknown_section_or_size_is_refused_before_any_work(tmp_path):
 
 
 def test_pytorch_twin_is_the_same_network():
-    """The int8 section's PyTorch comparison runs palm's ResNet layout: the same weights and
-    batch-norm statistics (paddle counts the running mean and variance as parameters)."""
+    """The int8 section's PyTorch comparison runs palm's ResNet and ViT layouts: the same
+    weights and batch-norm statistics (paddle counts the running mean and variance as
+    parameters)."""
     pytest.importorskip("torch")  # benchmark-only comparison, never a dependency
-    for name in ("resnet18", "resnet50"):
-        net = torch_resnet(name)
+    for name in ("resnet18", "resnet50", "vit_tiny_patch16", "vit_base_patch16"):
+        net = torch_twin(name)
         weights = sum(p.numel() for p in net.parameters())
         statistics = sum(b.numel() for n, b in net.named_buffers() if n.endswith(("_mean", "_var")))
         assert weights + statistics == count_params(build_model(name, num_classes=1)), name
-    assert torch_resnet("lenet5") is None
+    assert torch_twin("lenet5") is None and torch_twin("vit_huge_patch16") is None
 
 
 @pytest.mark.slow

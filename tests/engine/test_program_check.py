@@ -324,17 +324,17 @@ def test_palms_int8_model_passes_and_a_foreign_layer_in_it_is_refused(quantized,
 
 # --- every zoo network's export passes (the allowlist is complete) ---------------------------
 
-def _zoo_variants() -> list[tuple[str, dict]]:
+def _zoo_variants() -> list[tuple[str, dict, tuple[int, ...]]]:
     from palm.engine.program_zoo import zoo_variants
     return zoo_variants()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, model_kwargs", _zoo_variants(),
+@pytest.mark.parametrize("name, model_kwargs, sizes", _zoo_variants(),
                          ids=lambda v: v if isinstance(v, str) else json.dumps(v, sort_keys=True))
-def test_every_zoo_export_passes(name, model_kwargs, tmp_path):
+def test_every_zoo_export_passes(name, model_kwargs, sizes, tmp_path):
     from palm.engine.program_zoo import export_zoo_model
-    folder = export_zoo_model(name, model_kwargs, tmp_path / name)
+    folder = export_zoo_model(name, model_kwargs, tmp_path / name, sizes)
     ops = set(program_ops(folder / "model.json"))
     assert ops <= allowlist()["paddle"], ops - allowlist()["paddle"]
     check_program(folder / "model.json")

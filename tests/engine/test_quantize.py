@@ -21,6 +21,7 @@ from palm.engine.export import META_NAME
 from palm.engine.inference import (InferencePredictor, OpenVINOPredictor, has_int8,
                                    int8_model_file, load_predictor)
 from palm.engine.predict import record_path
+from palm.engine.program_check import openvino_layers
 from palm.engine.quantize import Comparison, QuantizationRefused, calibration_images, check_drop
 from palm.cli import eval as eval_tool
 from palm.cli import predict as predict_tool
@@ -270,3 +271,20 @@ def test_quantize_refuses_an_output_folder_holding_other_files(lenet_checkpoint,
                                             "export; give an output folder"):
         quantize_to_folder(lenet_checkpoint, output, _unreadable_photo(tmp_path), lambda meta: [])
     assert [p.name for p in output.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.slow
+def test_a_vit_at_its_stored_size_quantizes_and_runs(make_checkpoint, palm_root, tmp_path):
+    """At 224 px a ViT adds no position-embedding interpolation, so its INT8 graph differs
+    from the small-size one; it is quantized (NNCF's transformer scheme) and passes the
+    layer check. (Random weights: how close INT8 stays is measured on trained networks by
+    quantize's own validation, not here.)"""
+    checkpoint = make_checkpoint("vit_tiny_patch16", 224)
+    out = tmp_path / "vit-int8"
+    _quantize(["--checkpoint", str(checkpoint), "--data-root", str(palm_root), "--output",
+               str(out), "--calib-images", "8", "--max-auc-drop", "1"])
+    int8 = load_predictor(out)
+    assert isinstance(int8, OpenVINOPredictor)
+    assert "FakeQuantize/opset1" in set(openvino_layers(int8_model_file(out)))
+    logits = int8.predict(np.zeros((2, 3, 224, 224), "float32"))
+    assert logits.shape == (2, 1) and np.isfinite(logits).all()
