@@ -7,10 +7,12 @@ One module per concern, all re-exported here so `from palm.metrics import X` wor
   intervals of every headline metric (`binary_intervals`, `multiclass_intervals`, `ci_method`);
 - `comparison`: DeLong's paired test, the paired bootstrap of an AUC difference, McNemar;
 - `operating_points`: sensitivity at fixed specificity and the reverse, thresholds;
-- `calibration`: ECE, adaptive ECE, MCE, Brier score and temperature scaling.
+- `calibration`: ECE, adaptive ECE, MCE, Brier score and temperature scaling;
+- `multilabel`: per-label and pooled metrics of L yes/no labels (macro/micro AUC, mAP, ODIR);
+- `ordinal`: graded outcomes (quadratic kappa, MAE, the referable split).
 Private helpers: `_counts` (vectorised bootstrap histograms), `_delong` (DeLong covariance).
 Imports among them run one way: classification <- _counts, _delong <- intervals <-
-comparison, operating_points; calibration needs classification only.
+comparison, operating_points, multilabel <- ordinal; calibration needs classification only.
 
 Example:
     >>> binary_metrics(np.array([0, 1, 1]), np.array([0.2, 0.7, 0.4]))["accuracy"]
@@ -31,7 +33,13 @@ from palm.metrics.comparison import delong_test, mcnemar_test, paired_bootstrap_
 from palm.metrics.intervals import (DEFAULT_RESAMPLES, PROPORTIONS, binary_intervals,
                                     bootstrap_auc, bootstrap_binary, ci_method,
                                     delong_interval, multiclass_intervals,
-                                    percentile_interval, wilson_interval)
+                                    percentile_interval, resample_weights, wilson_interval)
+from palm.metrics.multilabel import (as_multilabel_inputs, multilabel_intervals,
+                                     multilabel_metrics, odir_score, tuned_thresholds,
+                                     undefined_reason, weighted_auc_rows)
+from palm.metrics.ordinal import (REFERABLE_GRADE, expected_grade, kappa_rows,
+                                  ordinal_intervals, ordinal_metrics, quadratic_kappa,
+                                  referable_probability)
 # binds palm.metrics.operating_points to the function, over its module of the same name: take
 # the module's other names with `from palm.metrics.operating_points import ...` (an
 # `import palm.metrics.operating_points as m` gives the function)
@@ -39,8 +47,12 @@ from palm.metrics.operating_points import (OPERATING_TARGETS, operating_points,
                                            parse_operating_point, threshold_for)
 
 __all__ = [
-    "DEFAULT_RESAMPLES", "ECE_BINS", "OPERATING_TARGETS", "PROPORTIONS", "TEMPERATURE_RANGE",
-    "apply_temperature", "as_binary_inputs", "as_multiclass_inputs", "auc_rows",
+    "DEFAULT_RESAMPLES", "ECE_BINS", "OPERATING_TARGETS", "PROPORTIONS", "REFERABLE_GRADE",
+    "TEMPERATURE_RANGE", "apply_temperature", "as_binary_inputs", "as_multiclass_inputs",
+    "as_multilabel_inputs", "auc_rows", "expected_grade", "kappa_rows",
+    "multilabel_intervals", "multilabel_metrics", "odir_score", "ordinal_intervals",
+    "ordinal_metrics", "quadratic_kappa", "referable_probability", "resample_weights",
+    "tuned_thresholds", "undefined_reason", "weighted_auc_rows",
     "average_precision", "average_precision_rows", "binary_intervals", "binary_metrics",
     "bootstrap_auc", "bootstrap_binary", "brier_score", "calibration_errors", "ci_method",
     "classification_metrics", "delong_covariance", "delong_interval", "delong_test", "f1_rows",

@@ -55,6 +55,16 @@ def percentile_interval(values: np.ndarray, confidence: float = 0.95,
     return [float(low), float(high)]
 
 
+def resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, n) counts: how often each of n images is drawn in each bootstrap resample
+    (images drawn with replacement, all labels of an image together)."""
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, n, (resamples, n))
+    weights = np.zeros((resamples, n))
+    np.add.at(weights, (np.repeat(np.arange(resamples), n), drawn.ravel()), 1.0)
+    return weights
+
+
 def bootstrap_auc(y_true: Any, y_prob: Any, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
                   confidence: float = 0.95) -> list[float]:
     """Stratified percentile-bootstrap interval of the ROC AUC; [NaN, NaN] without both classes."""
