@@ -285,6 +285,9 @@ def config_path_for_model(name: str, config_dir: str | Path | Traversable = CONF
 def _check_value(key: str, value: Any, source: str | None) -> None:
     default = DEFAULTS[key]
     if value is None:
+        # null stands for "not set" only where the default is null or a word ("auto")
+        if isinstance(default, (bool, int, float)):
+            raise _bad(key, source, f"must be {type(default).__name__}, not null")
         return
     if key in CHOICES and value not in CHOICES[key]:
         raise _bad(key, source, f"{value!r}: choose from {', '.join(CHOICES[key])}")

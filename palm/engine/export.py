@@ -72,6 +72,8 @@ def export_model(
     for stale in output_dir.glob(f"{STAGE_PREFIX}*"):  # staging of a killed export
         shutil.rmtree(stale, ignore_errors=True)
     model.eval()
+    if hasattr(model, "for_input_size"):  # ViTs: the position embedding fixed for `size`
+        model = model.for_input_size(size)
     spec = [InputSpec([None, 3, size, size], "float32", "image")]
     # Stage inside output_dir so the final moves are same-filesystem renames.
     with tempfile.TemporaryDirectory(prefix=STAGE_PREFIX, dir=output_dir) as stage_name:

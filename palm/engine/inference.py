@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -457,6 +458,15 @@ def _int8_predictor(path: Path, engine: str, options: dict[str, Any]) -> OpenVIN
     return OpenVINOPredictor(path, threads=options.get("threads"))
 
 
+def exception_line(stderr: str) -> str:
+    """The `Type: message` line of the last exception a Python child printed (a message may
+    run over several lines, so the last line alone can be a lone bracket), cut to 300
+    characters."""
+    lines = stderr.strip().splitlines() or ["(no message)"]
+    raised = [line for line in lines if re.match(r"[A-Za-z_][\w.]*: ", line)]
+    return (raised or lines)[-1][:300]
+
+
 def probe_export(
     export_dir: str | Path,
     reference: Predictor,
@@ -501,8 +511,7 @@ def probe_export(
         if run.returncode < 0:
             return f"the child process died with signal {-run.returncode}"
         if run.returncode != 0:
-            lines = run.stderr.strip().splitlines() or ["(no message)"]
-            return f"the child process failed: {lines[-1]}"
+            return f"the child process failed: {exception_line(run.stderr)}"
         got = np.load(Path(tmp, "out.npy"))
     if got.shape != expected.shape:
         return f"output shape {got.shape} differs from dygraph {expected.shape}"

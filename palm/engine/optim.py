@@ -76,10 +76,6 @@ def build_optimizer(
     """
     parameters = list(parameters)
     decay = weight_decay or None
-    if name != "adamw":
-        # Paddle turns a group's float decay into an L2 penalty; 0 means none at all
-        parameters = [{**group, "weight_decay": group["weight_decay"] or None}
-                      if isinstance(group, dict) else group for group in parameters]
     if name == "momentum":
         return paddle.optimizer.Momentum(learning_rate, momentum=momentum, parameters=parameters,
                                          weight_decay=decay)

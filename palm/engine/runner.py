@@ -183,6 +183,17 @@ def build_optimization(cfg: dict[str, Any], model: paddle.nn.Layer, steps_per_ep
     return optimizer, scheduler
 
 
+def check_freezing_allowed(cfg: dict[str, Any], several_processes: bool) -> None:
+    """freeze_epochs changes which parameters take gradients between epochs: a compiled
+    graph and DataParallel both fix that when they start (the backbone would stay frozen)."""
+    if cfg["freeze_epochs"] and cfg["compile"]:
+        raise BadConfig("freeze_epochs: not supported with --compile (the compiled graph keeps "
+                        "the backbone frozen after the frozen epochs)")
+    if cfg["freeze_epochs"] and several_processes:
+        raise BadConfig("freeze_epochs: not supported with several processes (DataParallel "
+                        "fixes the trainable parameters when it starts)")
+
+
 def check_resume_matches(params_path: Path, model_name: str, num_outputs: int) -> None:
     """Resuming with another network or class count would load mismatched weights."""
     saved = load_meta(params_path)
@@ -231,6 +242,7 @@ def run_training(cfg: dict[str, Any], overwrite: bool = False, log: Callable[[st
     if cfg["resume"] and not Path(cfg["output"]).is_dir():
         # before the lock, which would create the folder and its parents
         raise FileNotFoundError(f"{cfg['output']}: no such run folder; nothing to resume")
+    check_freezing_allowed(cfg, paddle.distributed.get_world_size() > 1)
     # the first process of a multi-process run holds the lock for all of them
     first = paddle.distributed.get_rank() == 0
     with output_lock(cfg["output"], folder=True) if first else nullcontext():
@@ -266,11 +278,12 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
     optimizer, scheduler = build_optimization(cfg, model, len(train_loader), head)
     before_epoch = None
     if cfg["freeze_epochs"]:
-        if dist.enabled:
-            raise BadConfig("freeze_epochs: not supported with several processes (DataParallel "
-                            "fixes the trainable parameters when it starts)")
         before_epoch = backbone_freezer(model, head, cfg["freeze_epochs"])
         create_optimizer_state(optimizer, model)
+        log(f"only the classifier ({', '.join(sorted(head))}) trains in epochs 1-"
+            f"{min(cfg['freeze_epochs'], cfg['epochs'])}"
+            + ("; the rest stays frozen for the whole run" if cfg["freeze_epochs"] >= cfg["epochs"]
+               else ""))
     scaler = paddle.amp.GradScaler() if use_amp else None
     state = RunState()
     if cfg["resume"]:
@@ -286,6 +299,8 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
     pos_weight = resolve_pos_weight(cfg["pos_weight"], train_set.labels, num_outputs)
     loss_fn = ClassificationLoss(num_outputs, pos_weight=pos_weight, aux_weight=cfg["aux_weight"],
                                  label_smoothing=cfg["label_smoothing"])
+    # validation reports the plain loss, comparable between runs with and without smoothing
+    val_loss_fn = ClassificationLoss(num_outputs, pos_weight=pos_weight, aux_weight=cfg["aux_weight"])
     positive = sources.positive_class_of(classes)
     cfg["class_names"], cfg["positive_class"] = classes, positive
     meta = {"model": cfg["model"], "num_classes": num_outputs, "class_names": classes,
@@ -308,7 +323,7 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
     state = fit(model, loss_fn, optimizer, train_loader, val_loader, epochs=cfg["epochs"],
                 run_dir=run_dir, meta=meta, scheduler=scheduler, scaler=scaler, state=state,
                 selection=selection, is_main=dist.is_main, progress=progress, log=log,
-                before_epoch=before_epoch)
+                before_epoch=before_epoch, val_loss_fn=val_loss_fn)
     if dist.is_main and state.history:
         best = max(state.history, key=lambda row: selection_score(row, selection.prefix)[1])
         log(f"done: best epoch {best['epoch']} chosen on {selection.prefix} images (val AUC "

@@ -319,6 +319,7 @@ def fit(
     progress: bool = True,
     log: Callable[[str], None] = print,
     before_epoch: Callable[[int], None] | None = None,
+    val_loss_fn: Callable | None = None,
 ) -> RunState:
     """Train from `state.epoch` to `epochs`, validating and checkpointing after every epoch.
 
@@ -330,6 +331,8 @@ def fit(
         is_main: write files (rank 0 of a distributed run).
         before_epoch: called with each 0-based epoch before it trains (e.g. to freeze the
             backbone, palm.engine.finetune.backbone_freezer).
+        val_loss_fn: the loss reported on validation and holdout images when it is not
+            `loss_fn` (training with label smoothing reports the plain loss there).
 
     Returns:
         The final RunState.
@@ -350,7 +353,8 @@ def fit(
             if before_epoch is not None:
                 before_epoch(epoch)
             row, chosen_by = _train_and_validate(
-                model, loss_fn, optimizer, train_loader, val_loader, epoch=epoch,
+                model, loss_fn, val_loss_fn or loss_fn, optimizer, train_loader, val_loader,
+                epoch=epoch,
                 selection=selection, threshold=threshold, scheduler=scheduler, scaler=scaler,
                 progress=progress and is_main)
             best = _record_epoch(state, epoch + 1, row, selection, chosen_by)
@@ -382,6 +386,7 @@ def fit(
 def _train_and_validate(
     model: paddle.nn.Layer,
     loss_fn: Callable,
+    val_loss_fn: Callable,
     optimizer: paddle.optimizer.Optimizer,
     train_loader: paddle.io.DataLoader,
     val_loader: paddle.io.DataLoader,
@@ -404,11 +409,11 @@ def _train_and_validate(
         sampler.set_epoch(epoch)  # a resumed run sees the same batch order
     train_stats = train_one_epoch(model, loss_fn, optimizer, train_loader, epoch=epoch + 1,
                                   scheduler=scheduler, scaler=scaler, progress=progress)
-    val_result = evaluate(model, val_loader, loss_fn)
+    val_result = evaluate(model, val_loader, val_loss_fn)
     row = epoch_row(epoch + 1, train_stats, val_result, threshold)
     chosen_by = val_result
     if selection.loader is not None:
-        chosen_by = evaluate(model, selection.loader, loss_fn)
+        chosen_by = evaluate(model, selection.loader, val_loss_fn)
         row.update(holdout_columns(chosen_by, threshold))
     return row, chosen_by
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import typing
 from typing import Callable
 
 import paddle
@@ -79,7 +80,14 @@ def _check_options(name: str, factory: Callable[..., nn.Layer], kw: dict) -> Non
     TypeError traceback from deep inside the network's constructor."""
     params = inspect.signature(factory).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
+        # `resnet18(num_classes, **kw)` hands its options to the network class it returns
+        built = typing.get_type_hints(factory).get("return")
+        if not isinstance(built, type):
+            return
+        params = inspect.signature(built.__init__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        params = {k: v for k, v in params.items() if k != "self"}
     unknown = sorted(set(kw) - set(params))
     if unknown:
         known = [p for p in params if p != "num_classes"]

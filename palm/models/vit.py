@@ -15,6 +15,8 @@ token, so it would explain nothing).
 """
 from __future__ import annotations
 
+from copy import deepcopy
+
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -126,6 +128,19 @@ class VisionTransformer(nn.Layer):
         grid = grid.reshape([1, self.grid, self.grid, dim]).transpose([0, 3, 1, 2])
         grid = F.interpolate(grid, size=[h, w], mode="bicubic", align_corners=False)
         return paddle.concat([cls, grid.transpose([0, 2, 3, 1]).reshape([1, h * w, dim])], 1)
+
+    def for_input_size(self, image_size: int) -> "VisionTransformer":
+        """A copy whose position embedding is stored for `image_size` (interpolated once):
+        its graph then holds no interpolation, which Paddle Inference cannot build (an
+        export at another size than the stored one failed with a shape mismatch)."""
+        copy = deepcopy(self)
+        grid = image_size // self.patch_size
+        if grid != self.grid:
+            resized = self._position_embedding(grid, grid).detach()
+            copy.pos_embed = copy.create_parameter(
+                resized.shape, default_initializer=nn.initializer.Assign(resized))
+            copy.grid = grid
+        return copy
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         maps = self.patch_embed(x)

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +31,15 @@ from palm.errors import BadData
 from palm.io_utils import write_csv_atomic, write_text_atomic
 from palm.viz.plots import plot_history_overlay, plot_roc_overlay
 
+log = logging.getLogger(__name__)
+
 PREDICTIONS = "predictions.csv"
 HISTORY = "metrics.csv"
 CURVES = "curves_overlay.png"
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_roc_auc")
+# a run's metrics.csv holds a row per epoch: a few kB; far more is not one of palm's
+MAX_HISTORY_BYTES = 1_000_000
+MAX_PLOTTED = 1e12
 
 
 @dataclass
@@ -126,20 +133,39 @@ def read_predictions(source: str | Path, name: str | None = None) -> ModelPredic
 
 
 def training_history(csv_path: Path) -> list[dict] | None:
-    """The per-epoch rows of the run a predictions CSV belongs to (RUN/metrics.csv beside
-    RUN/eval/predictions.csv), or None when there is no readable one."""
+    """The per-epoch rows (epoch, train_loss, val_loss, val_roc_auc) of the run a predictions
+    CSV belongs to (RUN/metrics.csv beside RUN/eval/predictions.csv); None, with a warning
+    naming the file when one is there but unusable, when there is none."""
     for folder in (csv_path.parent, csv_path.parent.parent):
         path = folder / HISTORY
-        if not path.is_file():
-            continue
-        try:
-            frame = pd.read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-            return None
-        if {"epoch", "val_loss"} <= set(frame.columns) and not frame.empty:
-            return frame.to_dict("records")
-        return None
+        if path.exists():
+            rows, problem = _read_history(path)
+            if problem:
+                log.warning("%s: %s; its training curves are left out of %s", path, problem, CURVES)
+            return rows
     return None
+
+
+def _read_history(path: Path) -> tuple[list[dict] | None, str | None]:
+    """(rows, None) or (None, the problem) for one metrics.csv."""
+    if not path.is_file():
+        return None, "not a file"
+    if path.stat().st_size > MAX_HISTORY_BYTES:
+        return None, f"larger than {MAX_HISTORY_BYTES // 1_000_000} MB, not a metrics.csv of palm"
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        return None, f"unreadable ({' '.join(str(e).split())[:100]})"
+    if not {"epoch", "val_loss"} <= set(frame.columns):
+        return None, "no epoch and val_loss columns"
+    columns = [c for c in HISTORY_COLUMNS if c in frame.columns]
+    values = frame[columns].apply(pd.to_numeric, errors="coerce")
+    # text, inf and absurd magnitudes (which no plot can scale to) become gaps
+    values = values.where(values.abs() <= MAX_PLOTTED)
+    values = values[values["epoch"].notna()]
+    if values.empty:
+        return None, "no row with a numeric epoch"
+    return values.to_dict("records"), None
 
 
 def check_same_images(models: Sequence[ModelPredictions]) -> None:
@@ -256,20 +282,19 @@ def compare_models(sources: Sequence[str | Path], output_dir: str | Path,
         if seen[m.name] > 1:
             m.name = f"{m.name}#{seen[m.name]}"
     check_same_images(models)
+    histories = [(m.name, training_history(m.source)) for m in models]
     board = leaderboard(models, resamples, seed)
     by_name = {m.name: m for m in models}
     models = [by_name[name] for name in board["model"]]  # pairs read best minus worse
     pairs = pairwise(models, resamples, seed)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / CURVES).unlink(missing_ok=True)  # never a figure of an earlier comparison
     write_text_atomic(out / "leaderboard.md", leaderboard_markdown(board, pairs))
     for frame, name in ((board, "leaderboard.csv"), (pairs, "pairs.csv")):
         write_csv_atomic(out / name, frame)
     plot_roc_overlay([(m.name, m.labels, m.y_prob) for m in models],
                      out / "roc_overlay.png")
-    histories = [(m.name, training_history(m.source)) for m in models]
     if any(history for _, history in histories):
         plot_history_overlay([(name, h) for name, h in histories if h], out / CURVES)
-    else:  # not a figure of an earlier comparison left beside these tables
-        (out / CURVES).unlink(missing_ok=True)
     return board, pairs

@@ -206,3 +206,46 @@ def test_recipe_resumed_equals_uninterrupted(palm_root, tmp_path, start_weights,
     assert not np.allclose(a["conv1.weight"], paddle.load(str(start_weights))["conv1.weight"].numpy())
     for name in a:
         np.testing.assert_allclose(a[name], b[name], atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam", "adamw"])
+def test_every_optimizer_leaves_norms_and_biases_undecayed(optimizer):
+    """With no gradient, one step moves only what weight decay reaches: the weights, never
+    the biases once decay_norm_and_bias is off (Adam's L2 once fell back to the global)."""
+    model = _network("lenet5")
+    groups = parameter_groups(model, head_parameter_names(model, "lenet5", {}), weight_decay=0.5,
+                              decay_norm_and_bias=False)
+    opt = build_optimizer(optimizer, groups, 0.1, weight_decay=0.5)
+    for p in model.parameters():
+        p.set_value(paddle.ones(p.shape))
+    (model(paddle.rand([2, 3, 32, 32])) * 0).sum().backward()
+    opt.step()
+    moved = {n: float((1 - p).abs().max()) for n, p in model.named_parameters()}
+    assert all(moved[n] == 0 for n in moved if n.endswith("bias"))
+    assert all(moved[n] > 0.01 for n in moved if n.endswith("weight"))
+
+
+@pytest.mark.parametrize("key", ["head_lr_mult", "freeze_epochs", "label_smoothing",
+                                 "decay_norm_and_bias"])
+def test_null_is_refused_where_the_setting_has_no_unset_state(key):
+    with pytest.raises(config.BadConfig, match=f"{key}.*not null"):
+        config.validate_config({**config.DEFAULTS, key: None})
+
+
+def test_freezing_with_compile_is_refused_before_any_work(palm_root, tmp_path, start_weights):
+    with pytest.raises(config.BadConfig, match="freeze_epochs: not supported with --compile"):
+        _fine_tune(palm_root, tmp_path / "run", start_weights, epochs=2, compile=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_validation_loss_is_the_plain_loss_with_smoothing(palm_root, tmp_path, start_weights):
+    """Label smoothing changes the training loss only: the validation loss of the same
+    weights is the same with and without it (runs stay comparable)."""
+    plain = _fine_tune(palm_root, tmp_path / "plain", start_weights, epochs=1, label_smoothing=0.0,
+                       freeze_epochs=1, head_lr_mult=1e-9)
+    smooth = _fine_tune(palm_root, tmp_path / "smooth", start_weights, epochs=1,
+                        label_smoothing=0.5, freeze_epochs=1, head_lr_mult=1e-9)
+    import pandas as pd
+    a, b = pd.read_csv(plain / "metrics.csv"), pd.read_csv(smooth / "metrics.csv")
+    assert a["val_loss"][0] == pytest.approx(b["val_loss"][0], rel=1e-4)
+    assert a["train_loss"][0] != pytest.approx(b["train_loss"][0], rel=1e-3)

@@ -1,5 +1,5 @@
 """What is particular to the ViTs: timm's sizes, the position embedding at other input sizes,
-Grad-CAM on the patch tokens, and RETFound's pre-training checkpoint."""
+Grad-CAM on the patch tokens, exports at any size, and RETFound's pre-training checkpoint."""
 from __future__ import annotations
 
 import json
@@ -9,6 +9,8 @@ import numpy as np
 import paddle
 import pytest
 
+from palm.engine.export import export_model
+from palm.engine.inference import InferencePredictor
 from palm.models import build_model
 from palm.models.convert import convert_state_dict
 from palm.viz.cam import GradCAM
@@ -64,3 +66,18 @@ def test_a_retfound_pretraining_checkpoint_sets_aside_decoder_mask_token_and_nor
     assert set(model.state_dict()) - set(conversion.state) == {
         "fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias"}
     assert "ignored: norm.weight, norm.bias, mask_token, decoder_embed.weight" in conversion.summary()
+
+
+@pytest.mark.parametrize("size", [64, 224])
+def test_export_at_any_size_runs_on_paddle_inference(size, tmp_path):
+    """At a size other than the stored 224 px the export holds the position embedding
+    interpolated once (Paddle Inference could not build the graph that interpolates it);
+    the predictor gives the network's own logits either way."""
+    paddle.seed(0)
+    model = build_model("vit_tiny_patch16", 1).eval()
+    folder = export_model(model, tmp_path / "export",
+                          {"model": "vit_tiny_patch16", "image_size": size, "num_classes": 1})
+    batch = np.random.default_rng(0).uniform(-1, 1, (2, 3, size, size)).astype("float32")
+    np.testing.assert_allclose(InferencePredictor(folder).predict(batch),
+                               model(paddle.to_tensor(batch)).numpy(), rtol=1e-4, atol=1e-5)
+    assert model.pos_embed.shape == [1, 197, 192]  # the model exported is left as it was

@@ -235,3 +235,31 @@ def test_runs_training_curves_are_overlaid(two_runs, tmp_path, monkeypatch):
 
     compare_models([run_a, run_b], out, resamples=50)  # no metrics.csv beside these
     assert not (out / "curves_overlay.png").exists()
+
+
+@pytest.mark.parametrize("content", [
+    b"epoch,train_loss,val_loss,val_roc_auc\n1,abc,0.5,0.7\none,0.4,0.4,0.8\n",
+    b"epoch,train_loss,val_loss,val_roc_auc\n-1e308,1e308,-1e308,0.7\n1e308,0.4,0.4,0.8\n",
+    b"\x89PNG\r\n\x1a\n\x00\x00binary",
+    b"epoch;val_loss\n1;0.5\n",
+    b"epoch,val_loss\n" + b"1,0.5\n" * 200_000,  # 1.2 MB: not a run's metrics.csv
+    None,  # a folder named metrics.csv
+])
+def test_odd_metrics_files_never_stop_a_comparison(two_runs, tmp_path, caplog, content):
+    """A metrics.csv that is not a run's is left out of the curves with a warning naming it
+    (or its odd values left as gaps); the tables are written all the same."""
+    y, good, poor, run_a, run_b = two_runs
+    odd = tmp_path / "odd"
+    (odd / "eval").mkdir(parents=True)
+    (odd / "eval" / "predictions.csv").write_bytes((run_a / "eval" / "predictions.csv").read_bytes())
+    if content is None:
+        (odd / "metrics.csv").mkdir()
+    else:
+        (odd / "metrics.csv").write_bytes(content)
+    out = tmp_path / "cmp"
+    compare_models([odd, run_b], out, resamples=50)
+    assert (out / "leaderboard.csv").is_file()
+    drawn = (out / "curves_overlay.png").exists()
+    warned = [r.getMessage() for r in caplog.records if "metrics.csv" in r.getMessage()]
+    assert drawn != bool(warned), (drawn, warned)  # either plotted (gaps) or named and skipped
+    assert all(str(odd / "metrics.csv") in w for w in warned)
