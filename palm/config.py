@@ -40,7 +40,12 @@ CONFIG_DIR: Traversable = resources.files("palm") / "configs"
 # Every key a config file may set, with its default. `None` marks an optional value.
 DEFAULTS: dict[str, Any] = {
     "model": "resnet50",
-    "model_kwargs": {},  # extra build_model arguments, e.g. {aux_logits: true} for googlenet
+    "model_kwargs": {},
+    # what the labels are: binary (two classes, one logit), multiclass (K classes, softmax)
+    # or ordinal (grades 0..K-1: softmax, scored by quadratic kappa and the referable split
+    # grade >= referable_grade); null = binary for two classes, multiclass for more
+    "task": None,
+    "referable_grade": 2,  # extra build_model arguments, e.g. {aux_logits: true} for googlenet
     # "imagenet" (Paddle's published weights for the model) or a .pdparams path; the
     # classifier is skipped when its shape differs
     "pretrained": None,
@@ -125,6 +130,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "normalize": ("minus_one_one", "imagenet"),
     "device": ("auto", "cpu", "gpu"),
     "select_on": ("val", "holdout"),
+    "task": ("binary", "multiclass", "ordinal"),
 }
 
 # A reduced run for `tools/train.py --demo`: a synthetic PALM set at 128 px (drawn once into
@@ -198,6 +204,7 @@ RANGES: dict[str, Range] = {
     "aux_weight": Range(0),
     "threshold": Range(0, 1),
     "holdout_fraction": Range(0, 1, low_open=True, high_open=True),
+    "referable_grade": Range(1),
     "seed": Range(0, 2**32 - 1),  # numpy's seed range
     "max_pixels": Range(1),
     "cache_size_gb": Range(0),

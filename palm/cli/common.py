@@ -224,6 +224,12 @@ def training_parser(doc: str, prog: str | None = None) -> argparse.ArgumentParse
                             "validation list with columns path,label")})
     add_image_size_option(data)
     add_reading_options(data)
+    data.add_argument("--task", choices=("binary", "multiclass", "ordinal"),
+                      help="what the labels are (default: binary for two classes, multiclass "
+                           "for more); ordinal: grades 0..K-1, scored by quadratic kappa")
+    data.add_argument("--referable-grade", type=int,
+                      help="ordinal: grades >= this are the positive class of the referable "
+                           "split (default 2, referable diabetic retinopathy)")
     data.add_argument("--augment", metavar="PRESET|KEY=VALUE,...",
                       help="training augmentation: fundus (default for --data-root), natural "
                            "(default otherwise: no flips or rotations), none; plus overrides, "

@@ -155,6 +155,28 @@ def positive_class_of(classes: list[str]) -> str | None:
     return classes[1] if len(classes) == 2 else None
 
 
+def resolve_task(task: str | None, classes: list[str]) -> str:
+    """The task of data with `classes` (null: binary for two, multiclass for more).
+
+    Raises:
+        BadConfig: a task the classes cannot be: binary with more than two classes,
+            multiclass with two (they train as binary, one logit), ordinal unless the
+            classes are the grades 0..K-1 with K >= 3.
+    """
+    if task is None:
+        return "binary" if len(classes) == 2 else "multiclass"
+    if task == "binary" and len(classes) != 2:
+        raise BadConfig(f"task binary: the data has {len(classes)} classes {classes}",
+                        param="task")
+    if task == "multiclass" and len(classes) < 3:
+        raise BadConfig(f"task multiclass: the data has {len(classes)} classes {classes}; two "
+                        "classes train as binary (one logit)", param="task")
+    if task == "ordinal" and (len(classes) < 3 or classes != [str(g) for g in range(len(classes))]):
+        raise BadConfig(f"task ordinal: the labels must be the grades 0..K-1 (K >= 3); the data's "
+                        f"classes are {classes}", param="task")
+    return task
+
+
 def num_outputs_for(classes: list[str]) -> int:
     """One logit for two classes (sigmoid + BCE), K logits for K > 2 classes (softmax)."""
     if len(classes) < 2:

@@ -86,6 +86,8 @@ class EvalResult:
         loss: mean loss over samples (NaN when no loss function was given).
         logits: (N, 1) or (N, K) raw logits, when known.
         temperature: the temperature the probabilities were computed with.
+        task: "ordinal" adds the grading metrics (quadratic kappa, MAE, the referable split
+            at `referable_grade`); None or another task: the classification metrics only.
     """
 
     probabilities: np.ndarray
@@ -93,9 +95,15 @@ class EvalResult:
     loss: float = math.nan
     logits: np.ndarray | None = None
     temperature: float = 1.0
+    task: str | None = None
+    referable_grade: int = M.REFERABLE_GRADE
 
     def metrics(self, threshold: float = 0.5) -> dict[str, Any]:
-        return M.classification_metrics(self.labels, self.probabilities, threshold)
+        metrics = M.classification_metrics(self.labels, self.probabilities, threshold)
+        if self.task == "ordinal":
+            metrics.update(M.ordinal_metrics(self.labels, self.probabilities,
+                                             self.referable_grade))
+        return metrics
 
 
 @paddle.no_grad()
@@ -104,8 +112,11 @@ def evaluate(
     loader: paddle.io.DataLoader,
     loss_fn: Callable | None = None,
     temperature: float = 1.0,
+    task: str | None = None,
+    referable_grade: int = M.REFERABLE_GRADE,
 ) -> EvalResult:
-    """Run `model` in eval mode over `loader` (images, labels); restore its mode afterwards."""
+    """Run `model` in eval mode over `loader` (images, labels); restore its mode afterwards.
+    `task` and `referable_grade` choose the metrics of the result (EvalResult)."""
     was_training = model.training
     model.eval()
     probs, logits_seen, labels, loss_sum = [], [], [], 0.0
@@ -126,7 +137,7 @@ def evaluate(
     labels_np = np.concatenate(labels).astype(np.int64)
     loss = loss_sum / len(labels_np) if loss_fn is not None else math.nan
     return EvalResult(np.concatenate(probs), labels_np, loss, np.concatenate(logits_seen),
-                      temperature)
+                      temperature, task, referable_grade)
 
 
 # what eval, predict and the service say of an image whose logits hold a NaN or inf
@@ -161,7 +172,8 @@ def without_non_finite(result: EvalResult, files: Sequence[str], skip_bad: bool,
     keep = ~bad
     logits, labels = result.logits[keep], result.labels[keep]
     loss = float(loss_fn(paddle.to_tensor(logits), paddle.to_tensor(labels)))
-    kept = EvalResult(result.probabilities[keep], labels, loss, logits, result.temperature)
+    kept = EvalResult(result.probabilities[keep], labels, loss, logits, result.temperature,
+                      result.task, result.referable_grade)
     return kept, [f for f, k in zip(files, keep) if k], [f"{n}: {NON_FINITE_OUTPUT}" for n in names]
 
 
@@ -223,6 +235,12 @@ def evidence(result: EvalResult, threshold: float, class_names: Sequence[str],
                        M.multiclass_intervals(result.labels, result.probabilities, ci_resamples,
                                               seed))
         out["ci_method"] = M.ci_method(ci_resamples, seed)
+        if result.task == "ordinal":
+            grading = M.ordinal_intervals(result.labels, result.probabilities,
+                                          result.referable_grade, ci_resamples, seed)
+            out["ci95"].update(grading)
+            out["ci_method"].update({name: f"percentile bootstrap, {ci_resamples} resamples, "
+                                           f"seed {seed}" for name in grading})
     if binary:
         out["operating_points"] = M.operating_points(result.labels, result.probabilities,
                                                      ci_resamples, seed)
@@ -472,7 +490,8 @@ def evaluate_checkpoint(
     model = as_layer(predictor)
     loader = build_loader(dataset, batch_size, train=False, num_workers=num_workers)
     loss_fn = ClassificationLoss(meta["num_classes"])
-    result = evaluate(model, loader, loss_fn, float(meta.get("temperature", 1.0)))
+    result = evaluate(model, loader, loss_fn, float(meta.get("temperature", 1.0)),
+                      meta.get("task"), int(meta.get("referable_grade", M.REFERABLE_GRADE)))
     result, files, non_finite = without_non_finite(result, [path for path, _ in dataset.samples],
                                                    skip_bad, loss_fn)
     thr, source = choose_threshold(result, meta, threshold, tune_threshold)
@@ -523,6 +542,14 @@ def evaluation_summary(metrics: dict[str, Any]) -> str:
                   f"({metrics.get('threshold_source', 'source not recorded')})"]
     else:
         parts.append(f"macro F1 {_with_ci(metrics, 'f1')}")
+    if "qwk" in metrics:
+        referable = metrics["referable"]
+        referable_ci = {"roc_auc": (metrics.get("ci95") or {}).get("referable_roc_auc")}
+        parts += [f"quadratic kappa {_with_ci(metrics, 'qwk')}", f"MAE {metrics['mae']:.3f}",
+                  f"referable (grade >= {metrics['referable_grade']}) AUC "
+                  f"{_with_ci({**referable, 'ci95': referable_ci}, 'roc_auc')}, sensitivity "
+                  f"{_with_ci(referable, 'sensitivity')}, specificity "
+                  f"{_with_ci(referable, 'specificity')}"]
     if "selection" in metrics:
         parts.append(f"selection {metrics['selection']}")
     return ", ".join(parts)

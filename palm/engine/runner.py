@@ -266,6 +266,10 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
     train_set, val_set = build_datasets(cfg)
     train_set, selection = build_selection(cfg, train_set, val_set)
     classes = list(train_set.classes)
+    task = sources.resolve_task(cfg["task"], classes)
+    if task == "ordinal" and not cfg["referable_grade"] < len(classes):
+        raise BadConfig(f"referable_grade {cfg['referable_grade']}: the data's grades are "
+                        f"0..{len(classes) - 1}", param="referable_grade")
     num_outputs = sources.num_outputs_for(classes)
     model, model_kwargs = build_network(cfg["model"], num_outputs, cfg["image_size"],
                                         cfg["model_kwargs"])
@@ -302,8 +306,9 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
     # validation reports the plain loss, comparable between runs with and without smoothing
     val_loss_fn = ClassificationLoss(num_outputs, pos_weight=pos_weight, aux_weight=cfg["aux_weight"])
     positive = sources.positive_class_of(classes)
-    cfg["class_names"], cfg["positive_class"] = classes, positive
+    cfg["class_names"], cfg["positive_class"], cfg["task"] = classes, positive, task
     meta = {"model": cfg["model"], "num_classes": num_outputs, "class_names": classes,
+            "task": task, "referable_grade": cfg["referable_grade"],
             "positive_class": positive,
             "image_size": cfg["image_size"], "normalize": cfg["normalize"],
             "fundus_crop": cfg["fundus_crop"], "threshold": cfg["threshold"],
@@ -326,7 +331,8 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
                 before_epoch=before_epoch, val_loss_fn=val_loss_fn)
     if dist.is_main and state.history:
         best = max(state.history, key=lambda row: selection_score(row, selection.prefix)[1])
-        log(f"done: best epoch {best['epoch']} chosen on {selection.prefix} images (val AUC "
-            f"{best.get('val_roc_auc', math.nan):.4f}, accuracy {best['val_accuracy']:.4f}); "
-            f"checkpoints in {run_dir}")
+        kappa = f"quadratic kappa {best['val_qwk']:.4f}, " if "val_qwk" in best else ""
+        log(f"done: best epoch {best['epoch']} chosen on {selection.prefix} images (val "
+            f"{kappa}AUC {best.get('val_roc_auc', math.nan):.4f}, accuracy "
+            f"{best['val_accuracy']:.4f}); checkpoints in {run_dir}")
     return run_dir

@@ -40,6 +40,7 @@ from palm.engine.checkpoint import (
 )
 from palm.engine.evaluate import EvalResult, evaluate, json_ready, selection_csv_path, selection_frame
 from palm.errors import BadData, StoppedByUser, UserError
+from palm.metrics import REFERABLE_GRADE
 from palm.io_utils import read_csv, write_csv
 from palm.viz.plots import plot_history
 
@@ -116,7 +117,7 @@ def train_one_epoch(
 
 # Validation metrics logged per epoch (those a metric dict lacks are left out of the row).
 EPOCH_METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "recall",
-                 "f1", "average_precision")
+                 "f1", "average_precision", "qwk", "mae")
 
 
 def epoch_row(epoch: int, train_stats: dict[str, float], val: EvalResult, threshold: float) -> dict[str, Any]:
@@ -131,11 +132,13 @@ def epoch_row(epoch: int, train_stats: dict[str, float], val: EvalResult, thresh
 
 
 def selection_score(row: dict[str, Any], prefix: str = "val") -> tuple[str, float]:
-    """(metric name, value) that picks `best`: AUC on the selection images (`prefix` val or
-    holdout), or their accuracy when AUC is undefined."""
-    auc = row.get(f"{prefix}_roc_auc", math.nan)
-    if auc is not None and math.isfinite(auc):
-        return f"{prefix}_roc_auc", float(auc)
+    """(metric name, value) that picks `best` on the selection images (`prefix` val or
+    holdout): quadratic kappa for grading (ordinal), else AUC, else accuracy when the one
+    before is undefined."""
+    for metric in ("qwk", "roc_auc"):
+        value = row.get(f"{prefix}_{metric}", math.nan)
+        if value is not None and math.isfinite(value):
+            return f"{prefix}_{metric}", float(value)
     return f"{prefix}_accuracy", float(row[f"{prefix}_accuracy"])
 
 
@@ -159,10 +162,12 @@ class Selection:
 
 
 def holdout_columns(result: EvalResult, threshold: float) -> dict[str, Any]:
-    """holdout_loss, holdout_accuracy, holdout_roc_auc for a metrics.csv row."""
+    """holdout_loss, holdout_accuracy, holdout_roc_auc (and holdout_qwk when grading) for a
+    metrics.csv row."""
     metrics = result.metrics(threshold)
     return {"holdout_loss": result.loss, "holdout_accuracy": metrics["accuracy"],
-            "holdout_roc_auc": metrics["roc_auc"]}
+            "holdout_roc_auc": metrics["roc_auc"],
+            **({"holdout_qwk": metrics["qwk"]} if "qwk" in metrics else {})}
 
 
 def summary_line(row: dict[str, Any], epochs: int, best: bool) -> str:
@@ -171,7 +176,8 @@ def summary_line(row: dict[str, Any], epochs: int, best: bool) -> str:
              f"val_loss {row['val_loss']:.4f}"]
     for key, short in (("val_accuracy", "acc"), ("val_roc_auc", "auc"), ("val_sensitivity", "sens"),
                        ("val_specificity", "spec"), ("val_f1", "f1"),
-                       ("holdout_roc_auc", "holdout_auc")):
+                       ("val_qwk", "qwk"), ("val_mae", "mae"), ("holdout_roc_auc", "holdout_auc"),
+                       ("holdout_qwk", "holdout_qwk")):
         if key in row:
             parts.append(f"{short} {row[key]:.3f}")
     parts += [f"lr {row['lr']:.2e}", f"{row['train_img_per_s']:.1f} img/s"]
@@ -356,7 +362,8 @@ def fit(
                 model, loss_fn, val_loss_fn or loss_fn, optimizer, train_loader, val_loader,
                 epoch=epoch,
                 selection=selection, threshold=threshold, scheduler=scheduler, scaler=scaler,
-                progress=progress and is_main)
+                progress=progress and is_main, task=meta.get("task"),
+                referable_grade=int(meta.get("referable_grade", REFERABLE_GRADE)))
             best = _record_epoch(state, epoch + 1, row, selection, chosen_by)
             if best is not None:
                 unsaved_best = best
@@ -397,8 +404,11 @@ def _train_and_validate(
     scheduler: paddle.optimizer.lr.LRScheduler | None,
     scaler: paddle.amp.GradScaler | None,
     progress: bool,
+    task: str | None = None,
+    referable_grade: int = REFERABLE_GRADE,
 ) -> tuple[dict[str, Any], EvalResult]:
-    """One epoch of `fit` (0-based `epoch`): train, validate, and score the selection images.
+    """One epoch of `fit` (0-based `epoch`): train, validate, and score the selection images
+    (with the metrics of the run's `task`).
 
     Returns:
         (metrics.csv row, the result that chooses `best`: the validation result, or the
@@ -409,11 +419,13 @@ def _train_and_validate(
         sampler.set_epoch(epoch)  # a resumed run sees the same batch order
     train_stats = train_one_epoch(model, loss_fn, optimizer, train_loader, epoch=epoch + 1,
                                   scheduler=scheduler, scaler=scaler, progress=progress)
-    val_result = evaluate(model, val_loader, val_loss_fn)
+    val_result = evaluate(model, val_loader, val_loss_fn, task=task,
+                          referable_grade=referable_grade)
     row = epoch_row(epoch + 1, train_stats, val_result, threshold)
     chosen_by = val_result
     if selection.loader is not None:
-        chosen_by = evaluate(model, selection.loader, val_loss_fn)
+        chosen_by = evaluate(model, selection.loader, val_loss_fn, task=task,
+                             referable_grade=referable_grade)
         row.update(holdout_columns(chosen_by, threshold))
     return row, chosen_by
 

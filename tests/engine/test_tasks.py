@@ -1,0 +1,102 @@
+"""Tasks beyond one binary label: ordinal grading (grades 0..K-1 in a CSV) trains with
+softmax, is chosen by quadratic kappa, and its evaluation equals scikit-learn's figures on
+the run's own predictions CSV."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from palm import config
+from palm.engine.runner import run_training
+from palm.errors import BadConfig
+from palm.reports.tasks import run_eval
+
+GRADES = 5
+
+
+def graded_csvs(root: Path, n_train: int = 40, n_val: int = 30) -> Path:
+    """ROOT/{train,val}.csv (path,label) of 32-px photos whose brightness grows with the
+    grade, so a network can learn it."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("val", n_val)):
+        rows = []
+        for i in range(n):
+            grade = i % GRADES
+            image = np.clip(rng.normal(40 + 45 * grade, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+            path = root / split / f"{i:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), image)
+            rows.append((f"{split}/{path.name}", grade))
+        pd.DataFrame(rows, columns=["path", "label"]).to_csv(root / f"{split}.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory) -> Path:
+    return graded_csvs(tmp_path_factory.mktemp("graded"))
+
+
+def _train(root: Path, output: Path, **options) -> Path:
+    cfg = {**config.DEFAULTS, **config.model_config("lenet5"), "train_csv": str(root / "train.csv"),
+           "val_csv": str(root / "val.csv"), "image_size": 32, "batch_size": 8, "epochs": 2,
+           "num_workers": 0, "device": "cpu", "cache_dir": None, "output": str(output),
+           "augment": "none", **options}
+    return run_training(config.validate_config(cfg), progress=False, log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def ordinal_run(graded, tmp_path_factory) -> Path:
+    return _train(graded, tmp_path_factory.mktemp("ordinal") / "run", task="ordinal",
+                  referable_grade=3)
+
+
+def test_ordinal_run_records_its_task_and_picks_best_by_kappa(ordinal_run):
+    saved = config.load_config(ordinal_run / "config.yaml")
+    assert saved["task"] == "ordinal" and saved["class_names"] == [str(g) for g in range(GRADES)]
+    history = pd.read_csv(ordinal_run / "metrics.csv")
+    assert history["val_qwk"].notna().all() and "val_mae" in history
+    best = json.loads((ordinal_run / "best.json").read_text())
+    assert best["best_metric"] == "val_qwk" and best["task"] == "ordinal"
+    assert best["epoch"] == int(history["epoch"][history["val_qwk"].idxmax()])
+
+
+def test_ordinal_evaluation_equals_sklearn_on_its_own_predictions(ordinal_run, graded, tmp_path):
+    out = tmp_path / "eval"
+    metrics = run_eval(str(ordinal_run / "best.pdparams"), output=str(out),
+                       val_csv=str(graded / "val.csv"), ci_resamples=200, device="cpu")
+    frame = pd.read_csv(out / "predictions.csv")
+    truth, predicted = frame["label"], frame["prediction"]
+    probabilities = frame[[f"probability_{g}" for g in range(GRADES)]].to_numpy()
+    assert metrics["qwk"] == pytest.approx(skm.cohen_kappa_score(truth, predicted, weights="quadratic"))
+    assert metrics["mae"] == pytest.approx(skm.mean_absolute_error(truth, predicted))
+    referable = metrics["referable"]
+    assert metrics["referable_grade"] == 3
+    assert referable["roc_auc"] == pytest.approx(
+        skm.roc_auc_score(truth >= 3, probabilities[:, 3:].sum(1)), abs=1e-6)
+    low, high = metrics["ci95"]["qwk"]
+    assert low <= metrics["qwk"] <= high
+
+
+@pytest.mark.parametrize("options, problem", [
+    ({"task": "binary"}, "task binary: the data has 5 classes"),
+    ({"task": "ordinal", "referable_grade": 5}, "referable_grade 5: the data's grades are 0..4"),
+])
+def test_a_task_the_data_cannot_be_is_refused(graded, tmp_path, options, problem):
+    with pytest.raises(BadConfig, match=problem):
+        _train(graded, tmp_path / "run", **options)
+
+
+def test_ordinal_needs_grades_not_names(tmp_path):
+    root = graded_csvs(tmp_path / "named", n_train=10, n_val=5)
+    for split in ("train", "val"):
+        frame = pd.read_csv(root / f"{split}.csv")
+        frame["label"] = frame["label"].map(dict(enumerate("abcde")))
+        frame.to_csv(root / f"{split}.csv", index=False)
+    with pytest.raises(BadConfig, match="task ordinal: the labels must be the grades 0..K-1"):
+        _train(root, tmp_path / "run", task="ordinal")
