@@ -32,6 +32,8 @@ PROBABILITY_PREFIX = "probability_"  # + class name: softmax probability of each
 PREDICTION = "prediction"  # class index: at the threshold (one logit), else argmax
 CLASS_NAME = "class_name"
 ERROR = "error"
+# ordinal models: the mean grade under the predicted grade probabilities
+EXPECTED_GRADE = "expected_grade"
 # columns every predictions CSV palm writes has (eval's and predict's)
 REQUIRED_COLUMNS = (PATH, PREDICTION, CLASS_NAME, ERROR)
 # names of files written before the one schema, read as their schema names
@@ -67,11 +69,19 @@ def probability_columns(class_names: Sequence[str], num_outputs: int) -> list[st
     return [f"{PROBABILITY_PREFIX}{name}" for name in names]
 
 
-def prediction_columns(class_names: Sequence[str], num_outputs: int, labelled: bool) -> list[str]:
+def prediction_columns(class_names: Sequence[str], num_outputs: int, labelled: bool,
+                       task: str | None = None) -> list[str]:
     """The one predictions.csv schema of eval (labelled) and predict:
-    path, [label], probability / probability_<class>..., prediction, class_name, error."""
-    return [PATH, *([LABEL] if labelled else []),
-            *probability_columns(class_names, num_outputs), PREDICTION, CLASS_NAME, ERROR]
+    path, [label], probability / probability_<class>..., [expected_grade (ordinal task)],
+    prediction, class_name, error."""
+    return [PATH, *([LABEL] if labelled else []), *probability_columns(class_names, num_outputs),
+            *([EXPECTED_GRADE] if task == "ordinal" else []), PREDICTION, CLASS_NAME, ERROR]
+
+
+def expected_grades(y_prob: np.ndarray) -> np.ndarray:
+    """(N,) mean grade of (N, K) grade probabilities."""
+    y_prob = np.asarray(y_prob, dtype=np.float64)
+    return y_prob @ np.arange(y_prob.shape[1])
 
 
 def is_probability_column(name: str) -> bool:

@@ -193,10 +193,12 @@ def predictions_frame(
     names = list(class_names)
     frame = pd.DataFrame({P.PATH: list(files), P.LABEL: result.labels,
                           **P.probability_fields(result.probabilities, class_names),
+                          **({P.EXPECTED_GRADE: P.expected_grades(result.probabilities)}
+                             if result.task == "ordinal" else {}),
                           P.PREDICTION: pred,
                           P.CLASS_NAME: [names[i] if i < len(names) else "" for i in pred],
                           P.ERROR: ""})
-    columns = P.prediction_columns(class_names, num_outputs, labelled=True)
+    columns = P.prediction_columns(class_names, num_outputs, labelled=True, task=result.task)
     return frame[columns]
 
 

@@ -42,8 +42,9 @@ from palm.engine.evaluate import NON_FINITE_OUTPUT, finite_probabilities, finite
 from palm.errors import BadConfig, BadData, OutputRefused
 from palm.io_utils import (atomic_path, escape_row, naming_write_errors, output_lock,
                            unescape_row, write_json_atomic)
-from palm.predictions import (PATH, PROBABILITY, REQUIRED_COLUMNS, is_probability_column,
-                              main_output, prediction_columns)
+from palm.predictions import (EXPECTED_GRADE, PATH, PROBABILITY, REQUIRED_COLUMNS,
+                              expected_grades, is_probability_column, main_output,
+                              prediction_columns)
 from palm.runtime import worker_init
 
 # files a predictions CSV must never replace, whether or not they exist yet
@@ -240,6 +241,8 @@ def _rows(paths: Sequence[str], indices: np.ndarray, errors: Sequence[str], prob
             else:
                 pred = int(np.argmax(p))
                 row.update({column: f"{float(v):.6f}" for column, v in zip(prob_columns, p)})
+                # the DictWriter keeps it only when the columns have it (ordinal models)
+                row[EXPECTED_GRADE] = f"{float(expected_grades(p[None])[0]):.6f}"
             row["prediction"] = pred
             row["class_name"] = class_names[pred] if pred < len(class_names) else ""
         rows.append(row)
@@ -303,7 +306,8 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
                     precision: str) -> PredictSummary:
     class_names = list(meta.get("class_names") or [])
     threshold = decision_threshold(meta)[0] if threshold is None else float(threshold)
-    columns = prediction_columns(class_names, meta["num_classes"], labelled=False)
+    columns = prediction_columns(class_names, meta["num_classes"], labelled=False,
+                                 task=meta.get("task"))
     temperature = float(meta.get("temperature", 1.0))
     record = {"checkpoint_sha256": checkpoint_sha256, "threshold": threshold,
               "temperature": temperature, "precision": precision, "tta": tta, "columns": columns}

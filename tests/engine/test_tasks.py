@@ -81,6 +81,18 @@ def test_ordinal_evaluation_equals_sklearn_on_its_own_predictions(ordinal_run, g
         skm.roc_auc_score(truth >= 3, probabilities[:, 3:].sum(1)), abs=1e-6)
     low, high = metrics["ci95"]["qwk"]
     assert low <= metrics["qwk"] <= high
+    np.testing.assert_allclose(frame["expected_grade"], probabilities @ np.arange(GRADES), atol=1e-5)
+
+
+def test_predict_writes_the_grade_and_the_expected_grade(ordinal_run, graded, tmp_path):
+    from palm.engine.tasks import run_predict
+    out = tmp_path / "preds.csv"
+    run_predict(str(ordinal_run / "best.pdparams"), str(graded / "val"), output=str(out),
+                device="cpu", num_workers=0, progress=False)
+    frame = pd.read_csv(out)
+    probabilities = frame[[f"probability_{g}" for g in range(GRADES)]].to_numpy()
+    assert (frame["prediction"] == probabilities.argmax(1)).all()
+    np.testing.assert_allclose(frame["expected_grade"], probabilities @ np.arange(GRADES), atol=1e-5)
 
 
 @pytest.mark.parametrize("options, problem", [
