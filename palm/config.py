@@ -99,6 +99,12 @@ DEFAULTS: dict[str, Any] = {
     "decay_norm_and_bias": True,
     "label_smoothing": 0.0,
     "pos_weight": None,  # BCE weight of positives: a number, or "auto" = negatives/positives
+    # multi-class (and ordinal) loss weight per class: "auto" (n / (K * count), scikit-learn's
+    # "balanced"), "none" / null, or one number per class in class order
+    "class_weights": None,
+    # "shuffle" (a permutation per epoch) or "balanced" (draws with replacement, every class
+    # equally often)
+    "sampler": "shuffle",
     "aux_weight": 0.3,  # GoogLeNet auxiliary classifiers (Szegedy et al. 2014 use 0.3)
     "threshold": 0.5,
     # which images choose the best epoch (and later the operating point and temperature):
@@ -131,6 +137,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "gpu"),
     "select_on": ("val", "holdout"),
     "task": ("binary", "multiclass", "ordinal"),
+    "sampler": ("shuffle", "balanced"),
 }
 
 # A reduced run for `tools/train.py --demo`: a synthetic PALM set at 128 px (drawn once into
@@ -298,6 +305,14 @@ def _check_value(key: str, value: Any, source: str | None) -> None:
         return
     if key in CHOICES and value not in CHOICES[key]:
         raise _bad(key, source, f"{value!r}: choose from {', '.join(CHOICES[key])}")
+    if key == "class_weights":
+        listed = isinstance(value, list) and value and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+            for v in value)
+        if value not in ("auto", "none") and not listed:
+            raise _bad(key, source, f"must be auto, none or a list of positive numbers (one per "
+                                    f"class), got {value!r}")
+        return
     if key == "pos_weight":
         if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise _bad(key, source, f"must be a number or 'auto', got {value!r}")

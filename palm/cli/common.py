@@ -252,6 +252,10 @@ def training_parser(doc: str, prog: str | None = None) -> argparse.ArgumentParse
                      help="apply weight decay to biases, norms and ViT tokens too (default yes)")
     opt.add_argument("--label-smoothing", type=float, help="label smoothing epsilon (0: none)")
     opt.add_argument("--pos-weight", type=_pos_weight, help="BCE weight of positives, or 'auto'")
+    opt.add_argument("--class-weights", type=_class_weights, metavar="auto|none|W1,W2,...",
+                     help="multi-class: cross-entropy weight per class (auto: n / (K * count))")
+    opt.add_argument("--sampler", choices=("shuffle", "balanced"),
+                     help="balanced: draw every class equally often (with replacement)")
     opt.add_argument("--pretrained", metavar="imagenet|FILE",
                      help="start from Paddle's ImageNet weights for the model (downloaded once "
                           "into the cache, MD5-checked; `palm weights list`) or a .pdparams file")
@@ -282,6 +286,15 @@ def training_parser(doc: str, prog: str | None = None) -> argparse.ArgumentParse
 
 def _pos_weight(text: str) -> float | str:
     return text if text == "auto" else float(text)
+
+
+def _class_weights(text: str) -> str | list[float]:
+    if text in ("auto", "none"):
+        return text
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give auto, none or numbers such as 1,2,0.5") from None
 
 
 VERBOSITY_DESTS = ("quiet", "verbose")

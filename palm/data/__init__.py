@@ -30,7 +30,8 @@ from palm.data.image_io import (
     resize_short_side,
     resolve_cache_dir,
 )
-from palm.data.loader import CheckedLoader, LoaderError, SeededBatchSampler, build_loader
+from palm.data.loader import (CheckedLoader, LoaderError, SeededBatchSampler,
+                              balanced_sample_weights, build_loader)
 from palm.data.transforms import (
     AUGMENT_PRESETS,
     DEFAULT_AUGMENT,
@@ -63,6 +64,7 @@ __all__ = [
     "SeededBatchSampler",
     "TooManyPixels",
     "Transform",
+    "balanced_sample_weights",
     "build_loader",
     "build_transform",
     "cache_size_setting",

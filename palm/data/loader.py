@@ -32,7 +32,9 @@ class SeededBatchSampler(paddle.io.BatchSampler):
     """Batches in an order that depends only on (seed, epoch), not on global random state.
 
     `epoch` advances each time a DataLoader starts iterating; `set_epoch` sets it, e.g. when
-    training resumes, so epoch k sees the same order as in an uninterrupted run.
+    training resumes, so epoch k sees the same order as in an uninterrupted run. With
+    `weights` (one per sample) an epoch draws as many samples with replacement, each with
+    probability proportional to its weight (a balanced sampler: 1 / its class's count).
     """
 
     def __init__(
@@ -42,10 +44,12 @@ class SeededBatchSampler(paddle.io.BatchSampler):
         shuffle: bool,
         drop_last: bool,
         seed: int = 0,
+        weights: np.ndarray | None = None,
     ):
         super().__init__(dataset=dataset, batch_size=batch_size, shuffle=False, drop_last=drop_last)
         self.shuffle = shuffle
         self.seed = seed
+        self.weights = None if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
         self.epoch = -1  # the first iteration is epoch 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -57,11 +61,11 @@ class SeededBatchSampler(paddle.io.BatchSampler):
         # which happens before it starts the worker processes, so workers see the new epoch.
         self.epoch += 1
         n = len(self.sampler.data_source)
-        order = (
-            np.random.default_rng([self.seed, self.epoch]).permutation(n)
-            if self.shuffle
-            else np.arange(n)
-        )
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.weights is not None:
+            order = rng.choice(n, n, replace=True, p=self.weights)
+        else:
+            order = rng.permutation(n) if self.shuffle else np.arange(n)
         batches = [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
@@ -123,6 +127,12 @@ class CheckedLoader(paddle.io.DataLoader):
             yield [images, labels]
 
 
+def balanced_sample_weights(labels: np.ndarray) -> np.ndarray:
+    """1 / (its class's count) per sample: every class is drawn equally often."""
+    counts = np.bincount(labels)
+    return 1.0 / counts[labels]
+
+
 def build_loader(
     dataset: paddle.io.Dataset,
     batch_size: int,
@@ -131,6 +141,7 @@ def build_loader(
     seed: int = 0,
     drop_last: bool | None = None,
     batch_sampler: paddle.io.BatchSampler | None = None,
+    sample_weights: np.ndarray | None = None,
 ) -> CheckedLoader:
     """DataLoader for training (shuffled, seeded, drop_last) or evaluation (in order, all samples).
 
@@ -145,6 +156,8 @@ def build_loader(
             1-sample last batch upsets BatchNorm), False otherwise.
         batch_sampler: a sampler to use instead of the seeded one (e.g. a
             DistributedBatchSampler); `train`, `seed` and `drop_last` then do not apply.
+        sample_weights: training draws samples with replacement in proportion to these
+            (`balanced_sample_weights`), instead of a permutation.
 
     Returns:
         CheckedLoader (a paddle.io.DataLoader) yielding [images (B,3,H,W) float32, labels
@@ -158,7 +171,8 @@ def build_loader(
         if drop_last is None:
             drop_last = train and len(dataset) > batch_size
         batch_sampler = SeededBatchSampler(dataset, batch_size, shuffle=train,
-                                           drop_last=drop_last, seed=seed)
+                                           drop_last=drop_last, seed=seed,
+                                           weights=sample_weights if train else None)
     seeded = isinstance(batch_sampler, SeededBatchSampler) and num_workers > 0
     return CheckedLoader(
         _Guarded(dataset),

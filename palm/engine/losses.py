@@ -6,8 +6,9 @@ from typing import Sequence
 import numpy as np
 import paddle
 import paddle.nn.functional as F
+from sklearn.utils.class_weight import compute_class_weight
 
-from palm.errors import BadData
+from palm.errors import BadConfig, BadData
 
 
 class ClassificationLoss:
@@ -22,14 +23,18 @@ class ClassificationLoss:
         aux_weight: weight of each auxiliary head's loss.
         label_smoothing: epsilon; targets move eps/K towards every one of K classes (one
             logit: the two classes, so 1 -> 1 - eps/2 and 0 -> eps/2), Szegedy et al. 2016.
+        class_weights: K >= 2 outputs: the cross-entropy weight of each class (the mean is
+            then weighted, as PyTorch's and Paddle's weighted cross-entropy).
     """
 
     def __init__(self, num_outputs: int, pos_weight: float | None = None, aux_weight: float = 0.3,
-                 label_smoothing: float = 0.0):
+                 label_smoothing: float = 0.0, class_weights: Sequence[float] | None = None):
         self.num_outputs = num_outputs
         self.pos_weight = pos_weight
         self.aux_weight = aux_weight
         self.label_smoothing = label_smoothing
+        self.class_weights = (None if class_weights is None
+                              else paddle.to_tensor(list(class_weights), dtype="float32"))
 
     def _single(self, logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
         logits = logits.astype("float32")
@@ -42,7 +47,7 @@ class ClassificationLoss:
             return F.binary_cross_entropy_with_logits(logits.reshape([-1, 1]), target,
                                                       pos_weight=pos_weight)
         return F.cross_entropy(logits, labels.reshape([-1]).astype("int64"),
-                               label_smoothing=self.label_smoothing)
+                               weight=self.class_weights, label_smoothing=self.label_smoothing)
 
     def __call__(self, outputs: paddle.Tensor | Sequence[paddle.Tensor], labels: paddle.Tensor):
         if isinstance(outputs, (tuple, list)):
@@ -52,6 +57,32 @@ class ClassificationLoss:
                 loss = loss + self.aux_weight * self._single(logits, labels)
             return loss
         return self._single(outputs, labels)
+
+
+def resolve_class_weights(setting: str | Sequence[float] | None, labels: np.ndarray,
+                          classes: Sequence[str]) -> list[float] | None:
+    """The class_weights setting as one weight per class (None: unweighted).
+
+    Raises:
+        BadConfig: weights for two-class (one-logit) data, a list of the wrong length, or
+            "auto" when a class has no training images.
+    """
+    if setting in (None, "none"):
+        return None
+    if len(classes) == 2:
+        raise BadConfig("class_weights applies to multi-class data; two classes train with one "
+                        "logit: use pos_weight", param="class_weights")
+    if setting == "auto":
+        counts = np.bincount(labels, minlength=len(classes))
+        if (counts == 0).any():
+            raise BadData(f"class_weights auto: class {classes[int(np.argmin(counts))]!r} has no "
+                          "training images")
+        return [float(w) for w in compute_class_weight("balanced", classes=np.arange(len(classes)),
+                                                       y=labels)]
+    if len(setting) != len(classes):
+        raise BadConfig(f"class_weights: {len(setting)} weights for {len(classes)} classes "
+                        f"{list(classes)}", param="class_weights")
+    return [float(w) for w in setting]
 
 
 def auto_pos_weight(labels: np.ndarray) -> float:

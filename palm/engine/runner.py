@@ -15,7 +15,8 @@ from typing import Any, Callable
 import paddle
 
 from palm.config import DEMO_SYNTH, save_config
-from palm.data import build_loader, build_transform, describe_augment, resolve_augment
+from palm.data import (balanced_sample_weights, build_loader, build_transform, describe_augment,
+                       resolve_augment)
 from palm.data.synth import make_palm_dataset
 from palm.data import sources
 from palm.data.splits import holdout_split
@@ -24,7 +25,7 @@ from palm.engine.device import DistInfo, init_distributed, seed_everything, sele
 from palm.engine.finetune import (backbone_freezer, create_optimizer_state, head_parameter_names,
                                   parameter_groups)
 from palm.engine.optim import build_optimizer, build_scheduler
-from palm.engine.losses import ClassificationLoss, auto_pos_weight
+from palm.engine.losses import ClassificationLoss, auto_pos_weight, resolve_class_weights
 from palm.engine.train import RunState, Selection, fit, load_resume_state, selection_score
 from palm.errors import BadCheckpoint, BadConfig, OutputRefused
 from palm.io_utils import next_free_path, output_lock
@@ -76,10 +77,16 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool, repair: bool = T
             param=("resume", "exist_ok", "output"))
 
 
-def build_train_loader(dataset, batch_size: int, num_workers: int, seed: int, dist: DistInfo):
-    """Seeded shuffling in one process; a DistributedBatchSampler shard per rank otherwise."""
+def build_train_loader(dataset, batch_size: int, num_workers: int, seed: int, dist: DistInfo,
+                       sampler: str = "shuffle"):
+    """Seeded shuffling (or balanced draws) in one process; a DistributedBatchSampler shard
+    per rank otherwise."""
     if not dist.enabled:
-        return build_loader(dataset, batch_size, train=True, num_workers=num_workers, seed=seed)
+        weights = balanced_sample_weights(dataset.labels) if sampler == "balanced" else None
+        return build_loader(dataset, batch_size, train=True, num_workers=num_workers, seed=seed,
+                            sample_weights=weights)
+    if sampler == "balanced":
+        raise BadConfig("sampler balanced: not supported with several processes", param="sampler")
     sampler = paddle.io.DistributedBatchSampler(dataset, batch_size, num_replicas=dist.world_size,
                                                 rank=dist.rank, shuffle=True, drop_last=True)
     return build_loader(dataset, batch_size, train=True, num_workers=num_workers,
@@ -276,7 +283,8 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
     if cfg["pretrained"] and not cfg["resume"]:
         load_pretrained(model, pretrained_weights_file(cfg["pretrained"], cfg["model"]),
                         cfg["model"])
-    train_loader = build_train_loader(train_set, cfg["batch_size"], cfg["num_workers"], cfg["seed"], dist)
+    train_loader = build_train_loader(train_set, cfg["batch_size"], cfg["num_workers"], cfg["seed"],
+                                      dist, cfg["sampler"])
     val_loader = build_loader(val_set, cfg["batch_size"], train=False, num_workers=cfg["num_workers"])
     head = head_parameter_names(model, cfg["model"], model_kwargs)
     optimizer, scheduler = build_optimization(cfg, model, len(train_loader), head)
@@ -301,10 +309,12 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
     if dist.enabled:
         model = paddle.DataParallel(model)
     pos_weight = resolve_pos_weight(cfg["pos_weight"], train_set.labels, num_outputs)
+    class_weights = resolve_class_weights(cfg["class_weights"], train_set.labels, classes)
     loss_fn = ClassificationLoss(num_outputs, pos_weight=pos_weight, aux_weight=cfg["aux_weight"],
-                                 label_smoothing=cfg["label_smoothing"])
+                                 label_smoothing=cfg["label_smoothing"], class_weights=class_weights)
     # validation reports the plain loss, comparable between runs with and without smoothing
-    val_loss_fn = ClassificationLoss(num_outputs, pos_weight=pos_weight, aux_weight=cfg["aux_weight"])
+    val_loss_fn = ClassificationLoss(num_outputs, pos_weight=pos_weight, aux_weight=cfg["aux_weight"],
+                                     class_weights=class_weights)
     positive = sources.positive_class_of(classes)
     cfg["class_names"], cfg["positive_class"], cfg["task"] = classes, positive, task
     meta = {"model": cfg["model"], "num_classes": num_outputs, "class_names": classes,

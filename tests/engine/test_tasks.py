@@ -112,3 +112,58 @@ def test_ordinal_needs_grades_not_names(tmp_path):
         frame.to_csv(root / f"{split}.csv", index=False)
     with pytest.raises(BadConfig, match="task ordinal: the labels must be the grades 0..K-1"):
         _train(root, tmp_path / "run", task="ordinal")
+
+
+def test_auto_class_weights_are_sklearns_balanced_and_weight_the_loss():
+    import paddle
+    from sklearn.utils.class_weight import compute_class_weight
+    from palm.engine.losses import ClassificationLoss, resolve_class_weights
+    labels = np.array([0, 0, 0, 0, 1, 1, 2])
+    weights = resolve_class_weights("auto", labels, ["a", "b", "c"])
+    assert weights == pytest.approx(compute_class_weight("balanced", classes=np.arange(3), y=labels))
+    logits, targets = np.random.default_rng(0).normal(size=(7, 3)), labels
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    w = np.array(weights)[targets]
+    expected = -(w * log_p[np.arange(7), targets]).sum() / w.sum()
+    got = ClassificationLoss(3, class_weights=weights)(paddle.to_tensor(logits, dtype="float32"),
+                                                       paddle.to_tensor(targets))
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("setting, classes, problem", [
+    ([1.0, 2.0], ["a", "b", "c"], "2 weights for 3 classes"),
+    ("auto", ["a", "b"], "use pos_weight"),
+    ("auto", ["a", "b", "c", "d"], "class 'd' has no training images"),
+])
+def test_class_weights_that_cannot_apply_are_named(setting, classes, problem):
+    from palm.engine.losses import resolve_class_weights
+    with pytest.raises(Exception, match=problem):
+        resolve_class_weights(setting, np.array([0, 1, 2, 2]), classes)
+
+
+def test_balanced_sampler_draws_every_class_equally_often():
+    from palm.data.loader import SeededBatchSampler, balanced_sample_weights
+    labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
+
+    class Listing:
+        def __len__(self):
+            return len(labels)
+
+    sampler = SeededBatchSampler(Listing(), 10, shuffle=True, drop_last=False, seed=0,
+                                 weights=balanced_sample_weights(labels))
+    drawn = np.concatenate([np.concatenate(list(iter(sampler))) for _ in range(50)])
+    shares = np.bincount(labels[drawn], minlength=3) / len(drawn)
+    assert shares == pytest.approx([1 / 3] * 3, abs=0.03)
+    def first_epoch() -> list[list[int]]:
+        return list(iter(SeededBatchSampler(Listing(), 10, True, False, 0,
+                                            balanced_sample_weights(labels))))
+
+    assert first_epoch() == first_epoch()  # seeded: a resumed run draws the same
+
+
+def test_a_balanced_weighted_ordinal_run_trains(graded, tmp_path):
+    run = _train(graded, tmp_path / "run", task="ordinal", class_weights="auto", sampler="balanced",
+                 epochs=1)
+    saved = config.load_config(run / "config.yaml")
+    assert saved["class_weights"] == "auto" and saved["sampler"] == "balanced"
+    assert pd.read_csv(run / "metrics.csv")["val_qwk"].notna().all()
