@@ -45,7 +45,10 @@ DEFAULTS: dict[str, Any] = {
     # or ordinal (grades 0..K-1: softmax, scored by quadratic kappa and the referable split
     # grade >= referable_grade); null = binary for two classes, multiclass for more
     "task": None,
-    "referable_grade": 2,  # extra build_model arguments, e.g. {aux_logits: true} for googlenet
+    "referable_grade": 2,
+    # share of the training images carved (stratified, seeded) as validation images when the
+    # data has none labelled (APTOS-2019); they are listed in RUN/val_split.csv
+    "val_fraction": 0.2,  # extra build_model arguments, e.g. {aux_logits: true} for googlenet
     # "imagenet" (Paddle's published weights for the model) or a .pdparams path; the
     # classifier is skipped when its shape differs
     "pretrained": None,
@@ -212,6 +215,7 @@ RANGES: dict[str, Range] = {
     "threshold": Range(0, 1),
     "holdout_fraction": Range(0, 1, low_open=True, high_open=True),
     "referable_grade": Range(1),
+    "val_fraction": Range(0, 1, low_open=True, high_open=True),
     "seed": Range(0, 2**32 - 1),  # numpy's seed range
     "max_pixels": Range(1),
     "cache_size_gb": Range(0),

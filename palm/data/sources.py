@@ -1,6 +1,8 @@
-"""Which data set to build from the command line: a PALM root, class folders, or CSV lists.
+"""Which data set to build from the command line: a PALM root, a grading download, class
+folders, or CSV lists.
 
-- `data_root`: a PALM download (training folder, validation folder, ground truth).
+- `data_root`: a PALM download (training folder, validation folder, ground truth), or an
+  APTOS-2019 / IDRiD diabetic-retinopathy grading download (palm.data.grading).
 - `train_dir` / `val_dir`: one sub-folder per class.
 - `train_csv` / `val_csv`: `path,label` tables; their paths stay inside the CSV's folder or,
   when `data_root` is given too, inside it (unless `allow_outside_paths`).
@@ -22,6 +24,8 @@ from palm.data.datasets import (
     class_order,
     find_palm_layout,
 )
+from palm.data.grading import GradedImageSet, find_grading_layout, grading_sets
+from palm.data.splits import carve_split
 from palm.errors import BadConfig, BadData
 
 PathLike = str | Path | None
@@ -72,9 +76,15 @@ def training_sets(
     allow_outside_paths: bool = False,
     class_names: list[str] | None = None,
     positive_class: str | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
     **options: Unpack[ReadOptions],
 ) -> tuple[ImageSet, ImageSet]:
-    """(train set, validation set) from a PALM root or generic folders/CSVs.
+    """(train set, validation set) from a PALM root, a grading root or generic folders/CSVs.
+
+    A grading root without labelled validation images (APTOS-2019) gives a stratified,
+    seeded `val_fraction` of its training images as the validation set (its `carved_from`
+    names the layout).
 
     Class order: `class_names` if given (for two classes: [negative, positive]), else the
     data's. For two classes the positive one gets label 1: `positive_class`, else a known
@@ -89,6 +99,14 @@ def training_sets(
         raise BadConfig("give either data_root (PALM, or the folder of train_csv/val_csv "
                         "images) or train_dir/val_dir",
                         param=("data_root", "train_csv", "val_csv", "train_dir", "val_dir"))
+    grading = find_grading_layout(data_root) if not (train_csv or val_csv) else None
+    if grading is not None:
+        train, val = grading_sets(grading, train_transform=train_transform,
+                                  val_transform=val_transform, **options)
+        if val is None:
+            train, val = carve_split(train, val_fraction, seed, val_transform, name="val_fraction")
+            val.carved_from = grading.name
+        return train, val
     if is_palm_layout(data_root, train_csv, val_csv):
         layout = find_palm_layout(data_root)
         train = PalmTrainSet(layout.train_dir, transform=train_transform, **options)
@@ -126,6 +144,14 @@ def evaluation_set(
             for an old checkpoint without names: the data's, ordered as in training).
         positive_class: for two classes, the positive class; it must agree with `classes`.
     """
+    grading = find_grading_layout(data_root) if not (val_csv or val_dir) else None
+    if grading is not None:
+        if grading.val is None:
+            raise BadConfig(f"{data_root}: {grading.name} has no labelled validation images; "
+                            "training carved them and listed them in RUN/val_split.csv: "
+                            f"evaluate with --val-csv RUN/val_split.csv --data-root {data_root}",
+                            param=("data_root", "val_csv"))
+        return GradedImageSet(grading.val, transform=transform, **options)
     palm = is_palm_layout(data_root, val_csv)
     given = [name for name, v in (("data_root", palm), ("val_dir", val_dir),
                                   ("val_csv", val_csv)) if v]
@@ -155,8 +181,9 @@ def positive_class_of(classes: list[str]) -> str | None:
     return classes[1] if len(classes) == 2 else None
 
 
-def resolve_task(task: str | None, classes: list[str]) -> str:
-    """The task of data with `classes` (null: binary for two, multiclass for more).
+def resolve_task(task: str | None, classes: list[str], data_task: str | None = None) -> str:
+    """The task of data with `classes` (null: the data's own, `data_task`, e.g. ordinal for
+    a grading download; else binary for two classes, multiclass for more).
 
     Raises:
         BadConfig: a task the classes cannot be: binary with more than two classes,
@@ -164,7 +191,7 @@ def resolve_task(task: str | None, classes: list[str]) -> str:
             classes are the grades 0..K-1 with K >= 3.
     """
     if task is None:
-        return "binary" if len(classes) == 2 else "multiclass"
+        task = data_task or ("binary" if len(classes) == 2 else "multiclass")
     if task == "binary" and len(classes) != 2:
         raise BadConfig(f"task binary: the data has {len(classes)} classes {classes}",
                         param="task")

@@ -12,14 +12,15 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Sequence
+import copy
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold, train_test_split
 
 from palm.errors import BadConfig
 
-__all__ = ["holdout_split", "kfold_assignment"]
+__all__ = ["carve_split", "holdout_split", "kfold_assignment"]
 
 
 def holdout_split(labels: Sequence, fraction: float, seed: int,
@@ -44,6 +45,22 @@ def holdout_split(labels: Sequence, fraction: float, seed: int,
         raise BadConfig(f"{name} {fraction}: cannot split {len(labels)} images by class "
                         f"({e})") from None
     return np.sort(kept), np.sort(held)
+
+
+def carve_split(dataset: Any, fraction: float, seed: int, transform: Callable,
+                name: str = "fraction") -> tuple[Any, Any]:
+    """(kept part, held-out part) of a labelled data set (its `samples` and `labels`): a
+    `holdout_split`, the held-out part read with `transform` (evaluation: no augmentation).
+
+    Raises:
+        BadConfig: as holdout_split.
+    """
+    keep, held = holdout_split(dataset.labels, fraction, seed, name=name)
+    kept_part, held_part = copy.copy(dataset), copy.copy(dataset)
+    kept_part.samples = [dataset.samples[i] for i in keep]
+    held_part.samples = [dataset.samples[i] for i in held]
+    held_part.transform = transform
+    return kept_part, held_part
 
 
 def kfold_assignment(labels: Sequence, folds: int, repeats: int = 1,

@@ -5,7 +5,6 @@ arguments (palm.engine.train, .optim, .sources, .device).
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 from contextlib import nullcontext
@@ -13,13 +12,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import paddle
+import pandas as pd
 
 from palm.config import DEMO_SYNTH, save_config
 from palm.data import (balanced_sample_weights, build_loader, build_transform, describe_augment,
                        resolve_augment)
 from palm.data.synth import make_palm_dataset
 from palm.data import sources
-from palm.data.splits import holdout_split
+from palm.data.splits import carve_split
 from palm.engine.checkpoint import load_meta, recover_folder
 from palm.engine.device import DistInfo, init_distributed, seed_everything, select_device
 from palm.engine.finetune import (backbone_freezer, create_optimizer_state, head_parameter_names,
@@ -28,7 +28,7 @@ from palm.engine.optim import build_optimizer, build_scheduler
 from palm.engine.losses import ClassificationLoss, auto_pos_weight, resolve_class_weights
 from palm.engine.train import RunState, Selection, fit, load_resume_state, selection_score
 from palm.errors import BadCheckpoint, BadConfig, OutputRefused
-from palm.io_utils import next_free_path, output_lock
+from palm.io_utils import next_free_path, output_lock, write_csv_atomic
 from palm.models import build_model, load_pretrained, pretrained_weights_file
 from palm.provenance import provenance
 
@@ -134,7 +134,8 @@ def build_datasets(cfg: dict[str, Any]):
         train_csv=cfg["train_csv"], val_csv=cfg["val_csv"], skip_bad=cfg["skip_bad"],
         cache_dir=cfg["cache_dir"], max_pixels=cfg["max_pixels"],
         cache_size_gb=cfg["cache_size_gb"], allow_outside_paths=cfg["allow_outside_paths"],
-        class_names=cfg["class_names"], positive_class=cfg["positive_class"])
+        class_names=cfg["class_names"], positive_class=cfg["positive_class"],
+        val_fraction=cfg["val_fraction"], seed=cfg["seed"])
 
 
 def carve_holdout(train_set, fraction: float, seed: int, transform):
@@ -144,12 +145,18 @@ def carve_holdout(train_set, fraction: float, seed: int, transform):
     Raises:
         BadConfig: too few images of some class for the split.
     """
-    keep, held = holdout_split(train_set.labels, fraction, seed, name="holdout_fraction")
-    train_part, holdout = copy.copy(train_set), copy.copy(train_set)
-    train_part.samples = [train_set.samples[i] for i in keep]
-    holdout.samples = [train_set.samples[i] for i in held]
-    holdout.transform = transform
-    return train_part, holdout
+    return carve_split(train_set, fraction, seed, transform, name="holdout_fraction")
+
+
+def write_val_split(val_set, run_dir: Path) -> Path:
+    """RUN/val_split.csv (path relative to the run folder, leading into the data root;
+    label): the carved validation images, so `palm eval --val-csv RUN/val_split.csv
+    --data-root ROOT` scores the same ones."""
+    path = Path(run_dir) / "val_split.csv"
+    write_csv_atomic(path, pd.DataFrame(
+        [(Path(os.path.relpath(file, run_dir)).as_posix(), label) for file, label in val_set.samples],
+        columns=["path", "label"]))
+    return path
 
 
 def build_selection(cfg: dict[str, Any], train_set, val_set):
@@ -271,9 +278,13 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
     cfg = {**cfg, "augment": resolved_augment(cfg)}
 
     train_set, val_set = build_datasets(cfg)
+    if dist.is_main and getattr(val_set, "carved_from", None):
+        log(f"validation: {len(val_set)} of the {val_set.carved_from} training images (val_fraction "
+            f"{cfg['val_fraction']}, seed {cfg['seed']}), listed in "
+            f"{write_val_split(val_set, run_dir)}")
     train_set, selection = build_selection(cfg, train_set, val_set)
     classes = list(train_set.classes)
-    task = sources.resolve_task(cfg["task"], classes)
+    task = sources.resolve_task(cfg["task"], classes, getattr(train_set, "task", None))
     if task == "ordinal" and not cfg["referable_grade"] < len(classes):
         raise BadConfig(f"referable_grade {cfg['referable_grade']}: the data's grades are "
                         f"0..{len(classes) - 1}", param="referable_grade")

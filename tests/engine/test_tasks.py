@@ -167,3 +167,90 @@ def test_a_balanced_weighted_ordinal_run_trains(graded, tmp_path):
     saved = config.load_config(run / "config.yaml")
     assert saved["class_weights"] == "auto" and saved["sampler"] == "balanced"
     assert pd.read_csv(run / "metrics.csv")["val_qwk"].notna().all()
+
+
+def aptos_root(root: Path, n: int = 50) -> Path:
+    """An APTOS-2019 download in miniature: train.csv (id_code,diagnosis), train_images/."""
+    rng = np.random.default_rng(2)
+    (root / "train_images").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        grade = i % GRADES
+        image = np.clip(rng.normal(40 + 45 * grade, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(root / "train_images" / f"id{i:03d}.png"), image)
+        rows.append((f"id{i:03d}", grade))
+    pd.DataFrame(rows, columns=["id_code", "diagnosis"]).to_csv(root / "train.csv", index=False)
+    return root
+
+
+def idrid_root(root: Path, n_train: int = 20, n_test: int = 10) -> Path:
+    grading = root / "B. Disease Grading"
+    rng = np.random.default_rng(3)
+    for kind, folder, n in (("a. IDRiD_Disease Grading_Training", "a. Training Set", n_train),
+                            ("b. IDRiD_Disease Grading_Testing", "b. Testing Set", n_test)):
+        images = grading / "1. Original Images" / folder
+        images.mkdir(parents=True)
+        rows = []
+        for i in range(n):
+            name = f"IDRiD_{folder[0]}{i:03d}"
+            cv2.imwrite(str(images / f"{name}.jpg"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+            rows.append((name, i % GRADES, 0))
+        labels = grading / "2. Groundtruths"
+        labels.mkdir(exist_ok=True)
+        pd.DataFrame(rows, columns=["Image name", "Retinopathy grade", "Risk of macular edema "]
+                     ).to_csv(labels / f"{kind} Labels.csv", index=False)
+    return root
+
+
+def _train_root(root: Path, output: Path, **options) -> Path:
+    cfg = {**config.DEFAULTS, **config.model_config("lenet5"), "data_root": str(root),
+           "image_size": 32, "batch_size": 8, "epochs": 1, "num_workers": 0, "device": "cpu",
+           "cache_dir": None, "output": str(output), "augment": "none", **options}
+    return run_training(config.validate_config(cfg), progress=False, log=lambda _: None)
+
+
+def test_aptos_root_trains_as_grades_on_a_carved_validation_split(tmp_path):
+    root = aptos_root(tmp_path / "aptos")
+    run = _train_root(root, tmp_path / "run", val_fraction=0.2, seed=1)
+    assert config.load_config(run / "config.yaml")["task"] == "ordinal"  # inferred
+    split = pd.read_csv(run / "val_split.csv")
+    assert len(split) == 10 and sorted(split["label"].value_counts()) == [2] * GRADES  # stratified
+    assert all(path.startswith("../aptos/train_images/") for path in split["path"])
+    # the same images are scored by eval through the list; the bare root says how
+    metrics = run_eval(str(run / "best.pdparams"), output=str(tmp_path / "eval"),
+                       val_csv=str(run / "val_split.csv"), data_root=str(root),
+                       ci_resamples=None, device="cpu")
+    assert metrics["n"] == 10 and "qwk" in metrics
+    with pytest.raises(BadConfig, match="APTOS-2019 has no labelled validation images.*val_split.csv"):
+        run_eval(str(run / "best.pdparams"), output=str(tmp_path / "eval2"), data_root=str(root),
+                 device="cpu")
+
+
+def test_idrid_root_validates_on_its_testing_set(tmp_path):
+    from palm.data.grading import find_grading_layout, grading_sets
+    root = idrid_root(tmp_path / "idrid")
+    layout = find_grading_layout(root)
+    train, val = grading_sets(layout, train_transform=None, val_transform=None)
+    assert (layout.name, len(train), len(val)) == ("IDRiD", 20, 10)
+    assert train.labels.tolist() == [i % GRADES for i in range(20)]
+    assert all("Testing Set" in path for path, _ in val.samples)
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"diagnosis": 7}, r"train.csv row 4: grade 7 is not one of 0..4"),
+    ({"id_code": "nothere"}, r"train.csv row 4: nothere has no image"),
+    ({"id_code": "../train"}, r"train.csv row 4: image name '../train' is not a file name"),
+])
+def test_bad_aptos_rows_are_named(tmp_path, change, problem):
+    from palm.data.grading import GradedImageSet, find_grading_layout
+    from palm.errors import BadData
+    root = aptos_root(tmp_path / "aptos", n=10)
+    table = pd.read_csv(root / "train.csv")
+    for column, value in change.items():
+        table[column] = table[column].astype(object)
+        table.loc[2, column] = value
+    table.to_csv(root / "train.csv", index=False)
+    with pytest.raises(BadData, match=problem):
+        GradedImageSet(find_grading_layout(root).train)
+    kept = GradedImageSet(find_grading_layout(root).train, skip_bad=True)
+    assert len(kept) == 9 and "row 4" in kept.skipped[0][0]
