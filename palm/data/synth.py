@@ -24,6 +24,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -375,11 +376,19 @@ def _photograph(img: np.ndarray, view: _View, d: float, rng: np.random.Generator
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+# draws further findings on the float32 RGB canvas before the camera model (palm.data.
+# synth_grading's diabetic retinopathy): (image, field-of-view centre (x, y) and radius,
+# fovea (x, y), rng)
+LesionPainter = Callable[[np.ndarray, tuple[float, float], float, np.ndarray,
+                          np.random.Generator], None]
+
+
 def render_fundus(
     spec: FundusSpec,
     size: tuple[int, int],
     difficulty: float,
     rng: np.random.Generator,
+    lesions: LesionPainter | None = None,
 ) -> tuple[np.ndarray, tuple[float, float]]:
     """Draw one synthetic fundus photo.
 
@@ -391,6 +400,7 @@ def render_fundus(
         size: (width, height) of the output in pixels.
         difficulty: 0..1, amount of camera nuisance (blur, exposure, colour cast).
         rng: generator; the image is a pure function of its state.
+        lesions: draws further findings after the vessels (its draws follow theirs).
 
     Returns:
         (HxWx3 uint8 RGB image, (fovea_x, fovea_y) in output pixels)
@@ -407,6 +417,8 @@ def render_fundus(
         _draw_patchy_atrophy(img, view, marks, s, rng)
     _draw_optic_disc(img, view, marks, s, rng)
     _draw_vessels(img, view, marks, rng)
+    if lesions is not None:
+        lesions(img, (view.cx, view.cy), view.R, marks.fovea, rng)
     img = _photograph(img, view, d, rng)
     if scale > 1.0:
         out_w, out_h = size
@@ -415,7 +427,7 @@ def render_fundus(
     return img, (float(fovea[0] / scale), float(fovea[1] / scale))
 
 
-def _parse_size(size: int | str | tuple[int, int]) -> tuple[int, int]:
+def parse_size(size: int | str | tuple[int, int]) -> tuple[int, int]:
     """512 -> (512, 512); "2124x2056" -> (2124, 2056) as (width, height).
 
     Raises:
@@ -486,7 +498,7 @@ def make_palm_dataset(
     for name, count in (("n_train", n_train), ("n_val", n_val)):
         if count < 0:
             raise BadConfig(f"{name} must be >= 0, got {count}", param=name)
-    size = _parse_size(image_size)
+    size = parse_size(image_size)
     train_dir = out_root / "PALM-Training400" / "PALM-Training400"
     val_dir = out_root / "PALM-Validation400"
     gt_dir = out_root / "PALM-Validation-GT"

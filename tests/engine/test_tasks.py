@@ -254,3 +254,26 @@ def test_bad_aptos_rows_are_named(tmp_path, change, problem):
         GradedImageSet(find_grading_layout(root).train)
     kept = GradedImageSet(find_grading_layout(root).train, skip_bad=True)
     assert len(kept) == 9 and "row 4" in kept.skipped[0][0]
+
+
+def test_synthetic_grading_set_is_an_aptos_download_whose_lesions_follow_the_grade(tmp_path):
+    """`palm synth --task ordinal` writes what --data-root finds as APTOS-2019, with APTOS's
+    grade proportions, and higher grades carry more lesion pixels (dark red) on the same eye."""
+    from palm.data.grading import find_grading_layout
+    from palm.data.synth_grading import make_grading_dataset, paint_retinopathy
+    from palm.engine.tasks import run_synth
+    root = run_synth(str(tmp_path / "aptos"), task="ordinal", n_train=40, image_size="64")
+    layout = find_grading_layout(root)
+    assert layout.name == "APTOS-2019" and layout.val is None
+    grades = pd.read_csv(root / "train.csv")["diagnosis"]
+    assert grades.value_counts().sort_index().tolist() == [20, 4, 11, 2, 3]  # 1805:370:999:193:295
+    lesion_pixels = []
+    for grade in range(GRADES):
+        img = np.full((256, 256, 3), (215, 95, 40), np.float32)
+        paint_retinopathy(grade, 0.0, img, (128.0, 128.0), 120.0, np.array([128.0, 128.0]),
+                          np.random.default_rng(0))
+        lesion_pixels.append(int((np.abs(img - (215, 95, 40)).sum(2) > 30).sum()))
+    assert lesion_pixels[0] == 0 and lesion_pixels == sorted(lesion_pixels)
+    assert make_grading_dataset(tmp_path / "again", 40, 64) and (
+        (tmp_path / "again" / "train_images" / "g3_00000.png").read_bytes()
+        == (root / "train_images" / "g3_00000.png").read_bytes())  # same seed, same files
