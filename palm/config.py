@@ -41,10 +41,14 @@ CONFIG_DIR: Traversable = resources.files("palm") / "configs"
 DEFAULTS: dict[str, Any] = {
     "model": "resnet50",
     "model_kwargs": {},
-    # what the labels are: binary (two classes, one logit), multiclass (K classes, softmax)
-    # or ordinal (grades 0..K-1: softmax, scored by quadratic kappa and the referable split
-    # grade >= referable_grade); null = binary for two classes, multiclass for more
+    # what the labels are: binary (two classes, one logit), multiclass (K classes, softmax),
+    # ordinal (grades 0..K-1: softmax, scored by quadratic kappa and the referable split
+    # grade >= referable_grade) or multilabel (a 0/1 CSV column per label, one sigmoid logit
+    # each); null = the data's (ordinal for a grading download, multilabel with
+    # label_columns), else binary for two classes, multiclass for more
     "task": None,
+    # multi-label CSVs: the label columns, in output order (null: every column but path)
+    "label_columns": None,
     "referable_grade": 2,
     # share of the training images carved (stratified, seeded) as validation images when the
     # data has none labelled (APTOS-2019); they are listed in RUN/val_split.csv
@@ -139,7 +143,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "normalize": ("minus_one_one", "imagenet"),
     "device": ("auto", "cpu", "gpu"),
     "select_on": ("val", "holdout"),
-    "task": ("binary", "multiclass", "ordinal"),
+    "task": ("binary", "multiclass", "ordinal", "multilabel"),
     "sampler": ("shuffle", "balanced"),
 }
 

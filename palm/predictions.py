@@ -46,15 +46,18 @@ def main_output(outputs: T | Sequence[T]) -> T:
     return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
 
 
-def probabilities(logits: Any, temperature: float = 1.0) -> np.ndarray:
-    """Sigmoid of a single logit -> (N,) P(positive); softmax over K logits -> (N, K); of
-    logits / temperature (temperature scaling, see palm.metrics.fit_temperature).
+def probabilities(logits: Any, temperature: float = 1.0, multilabel: bool = False) -> np.ndarray:
+    """Sigmoid of a single logit -> (N,) P(positive); softmax over K logits -> (N, K); a
+    sigmoid of each of a multi-label model's logits -> (N, L); of logits / temperature
+    (temperature scaling, see palm.metrics.fit_temperature).
 
     `logits`: (N, 1) or (N, K) as a numpy array or anything `np.asarray` takes (float32 out).
     """
     logits = np.asarray(logits, dtype=np.float32)
     if temperature != 1.0:
         logits = logits / np.float32(temperature)
+    if multilabel:
+        return expit(logits)
     if logits.shape[-1] == 1:
         return expit(logits.reshape(-1))
     return softmax(logits, axis=-1)
@@ -82,6 +85,33 @@ def expected_grades(y_prob: np.ndarray) -> np.ndarray:
     """(N,) mean grade of (N, K) grade probabilities."""
     y_prob = np.asarray(y_prob, dtype=np.float64)
     return y_prob @ np.arange(y_prob.shape[1])
+
+
+LABEL_PREFIX = "label_"  # + label name: a multi-label evaluation's truth
+PREDICTION_PREFIX = "prediction_"  # + label name: a multi-label model's 0/1 decision
+
+
+def multilabel_columns(label_names: Sequence[str], labelled: bool) -> list[str]:
+    """A multi-label model's predictions CSV: path, [label_<name>...], probability_<name>...,
+    prediction_<name>..., error."""
+    return [PATH, *([f"{LABEL_PREFIX}{n}" for n in label_names] if labelled else []),
+            *[f"{PROBABILITY_PREFIX}{n}" for n in label_names],
+            *[f"{PREDICTION_PREFIX}{n}" for n in label_names], ERROR]
+
+
+def multilabel_frame(files: Sequence[str], y_prob: np.ndarray, thresholds: np.ndarray,
+                     label_names: Sequence[str], labels: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per image of a multi-label model: each label's probability and its decision
+    at that label's threshold (and the truth, when `labels` are given)."""
+    y_prob = np.asarray(y_prob, dtype=np.float64).reshape(len(files), len(label_names))
+    data: dict[str, Any] = {PATH: list(files)}
+    if labels is not None:
+        data.update({f"{LABEL_PREFIX}{n}": labels[:, j] for j, n in enumerate(label_names)})
+    data.update({f"{PROBABILITY_PREFIX}{n}": y_prob[:, j] for j, n in enumerate(label_names)})
+    data.update({f"{PREDICTION_PREFIX}{n}": (y_prob[:, j] >= thresholds[j]).astype(np.int64)
+                 for j, n in enumerate(label_names)})
+    data[ERROR] = ""
+    return pd.DataFrame(data)[multilabel_columns(label_names, labels is not None)]
 
 
 def is_probability_column(name: str) -> bool:

@@ -224,9 +224,12 @@ def training_parser(doc: str, prog: str | None = None) -> argparse.ArgumentParse
                             "validation list with columns path,label")})
     add_image_size_option(data)
     add_reading_options(data)
-    data.add_argument("--task", choices=("binary", "multiclass", "ordinal"),
+    data.add_argument("--task", choices=("binary", "multiclass", "ordinal", "multilabel"),
                       help="what the labels are (default: binary for two classes, multiclass "
-                           "for more); ordinal: grades 0..K-1, scored by quadratic kappa")
+                           "for more); ordinal: grades 0..K-1, scored by quadratic kappa; "
+                           "multilabel: a 0/1 CSV column per label")
+    data.add_argument("--label-columns", type=_names, metavar="A,B,...",
+                      help="multi-label CSVs: the label columns (default: all but path)")
     data.add_argument("--referable-grade", type=int,
                       help="ordinal: grades >= this are the positive class of the referable "
                            "split (default 2, referable diabetic retinopathy)")
@@ -286,6 +289,13 @@ def training_parser(doc: str, prog: str | None = None) -> argparse.ArgumentParse
 
 def _pos_weight(text: str) -> float | str:
     return text if text == "auto" else float(text)
+
+
+def _names(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: give column names such as a,b,c")
+    return names
 
 
 def _class_weights(text: str) -> str | list[float]:

@@ -1,4 +1,5 @@
-"""Generic layouts: images listed in a CSV (`path`, `label`) and one folder per class."""
+"""Generic layouts: images listed in a CSV (`path`, `label`, or one 0/1 column per label)
+and one folder per class."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import os
 from pathlib import Path
 from typing import Unpack
 
+import cv2
+import numpy as np
 import pandas as pd
 
+from palm.data.image_io import ImageReadError
 from palm.data.imageset import ImageOptions, ImageSet
 from palm.data.listing import (
     find_column,
@@ -149,3 +153,80 @@ class FolderImageSet(ImageSet):
                 raise FileNotFoundError(f"{folder}: class folder not found")
             entries += [(str(p), label) for p in images_in(folder)]
         self._finish(entries, [])
+
+
+class MultiLabelCsvImageSet(ImageSet):
+    """Images listed in a CSV with `path` and one 0/1 column per label (ODIR-5K's eight
+    diseases, say): several labels per image, each yes or no.
+
+    Args:
+        csv_path: the CSV.
+        label_columns: the label columns, in output order (None: every column but `path`).
+        root, data_root, allow_outside_paths: as in CsvImageSet.
+        transform, skip_bad, cache_dir, max_pixels, cache_size_gb: as in PalmTrainSet.
+
+    Attributes:
+        classes: the label names; samples hold a tuple of 0/1 per label.
+    """
+
+    task = "multilabel"
+
+    def __init__(
+        self,
+        csv_path: str | os.PathLike,
+        label_columns: list[str] | None = None,
+        root: str | os.PathLike | None = None,
+        allow_outside_paths: bool = False,
+        data_root: str | os.PathLike | None = None,
+        **options: Unpack[ImageOptions],
+    ):
+        super().__init__(**options)
+        self.root = Path(root) if root is not None else Path(csv_path).parent
+        table = read_table(csv_path)
+        path_column = find_column(table, "path", csv_path)
+        names = label_columns or [c for c in table.columns if c != path_column]
+        columns = [find_column(table, str(name), csv_path) for name in names]
+        if not columns:
+            raise BadData(f"{csv_path}: no label columns beside {path_column!r}")
+        self.classes = [str(c) for c in columns]
+        listed, problems = [], []
+        for i, row in enumerate(table[[path_column, *columns]].itertuples(index=False)):
+            where = row_location(csv_path, i)
+            name, values = row[0], row[1:]
+            labels = tuple(int_label(v) for v in values)
+            bad = [(c, v) for c, v, label in zip(columns, values, labels) if label not in (0, 1)]
+            if bad:
+                problems.append((where, f"{bad[0][0]} is {bad[0][1]!r}, not 0 or 1"))
+                continue
+            if pd.isna(name) or not str(name).strip():
+                problems.append((where, "empty path"))
+                continue
+            try:
+                path = listed_image(self.root, str(name), "path", allow_outside_paths, data_root)
+            except BadData as e:
+                problems.append((where, str(e)))
+                continue
+            listed.append((where, str(path), labels))
+        self._finish_listing(listed, problems)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(N, L) int64: 1 where the image has the label."""
+        return np.array([label for _, label in self.samples], dtype=np.int64).reshape(
+            len(self.samples), len(self.classes))
+
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        return (len(self.classes),)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        path, label = self.samples[index]
+        image = self.read(path)
+        try:
+            return self.transform(image), np.asarray(label, dtype=np.int64)
+        except (cv2.error, ValueError) as e:
+            raise ImageReadError(path, " ".join(f"cannot transform: {e}".split())) from e
+
+    def __repr__(self) -> str:
+        positives = ", ".join(f"{c}: {n}" for c, n in zip(self.classes, self.labels.sum(0)))
+        return f"{type(self).__name__}({len(self)} images; positives {positives})"

@@ -99,6 +99,8 @@ class _Guarded(paddle.io.Dataset):
         self.dataset = dataset
         size = dataset.transform.image_size
         self.blank = np.zeros((3, size, size), np.float32)
+        # a failed sample's label has the shape of the others, so the batch still stacks
+        self.blank_label = np.zeros(getattr(dataset, "label_shape", ()), np.int64)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -106,11 +108,11 @@ class _Guarded(paddle.io.Dataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.int64, str, str]:
         try:
             image, label = self.dataset[index]
-            return image, np.int64(label), "", ""
+            return image, np.asarray(label, np.int64), "", ""
         except ImageReadError as e:
-            return self.blank, np.int64(0), e.path, e.problem
+            return self.blank, self.blank_label, e.path, e.problem
         except Exception:  # noqa: BLE001 - anything else must not hang the loader either
-            return self.blank, np.int64(0), "", traceback.format_exc()
+            return self.blank, self.blank_label, "", traceback.format_exc()
 
 
 class CheckedLoader(paddle.io.DataLoader):

@@ -24,6 +24,7 @@ from palm.data.datasets import (
     class_order,
     find_palm_layout,
 )
+from palm.data.generic import MultiLabelCsvImageSet
 from palm.data.grading import GradedImageSet, find_grading_layout, grading_sets
 from palm.data.splits import carve_split
 from palm.errors import BadConfig, BadData
@@ -78,6 +79,8 @@ def training_sets(
     positive_class: str | None = None,
     val_fraction: float = 0.2,
     seed: int = 0,
+    label_columns: list[str] | None = None,
+    multilabel: bool = False,
     **options: Unpack[ReadOptions],
 ) -> tuple[ImageSet, ImageSet]:
     """(train set, validation set) from a PALM root, a grading root or generic folders/CSVs.
@@ -99,6 +102,9 @@ def training_sets(
         raise BadConfig("give either data_root (PALM, or the folder of train_csv/val_csv "
                         "images) or train_dir/val_dir",
                         param=("data_root", "train_csv", "val_csv", "train_dir", "val_dir"))
+    if multilabel or label_columns:
+        return multilabel_sets(train_csv, val_csv, label_columns, train_transform, val_transform,
+                               allow_outside_paths, data_root, options)
     grading = find_grading_layout(data_root) if not (train_csv or val_csv) else None
     if grading is not None:
         train, val = grading_sets(grading, train_transform=train_transform,
@@ -126,6 +132,23 @@ def training_sets(
     return train, val
 
 
+def multilabel_sets(train_csv: PathLike, val_csv: PathLike, label_columns: list[str] | None,
+                    train_transform: Callable, val_transform: Callable,
+                    allow_outside_paths: bool, data_root: PathLike, options: ReadOptions
+                    ) -> tuple[ImageSet, ImageSet]:
+    """(train set, validation set) of multi-label CSVs; validation takes training's labels."""
+    if not (train_csv and val_csv):
+        raise BadConfig("multi-label data comes as CSV lists: give train_csv and val_csv (path "
+                        "and one 0/1 column per label)", param=("train_csv", "val_csv"))
+    train = MultiLabelCsvImageSet(train_csv, label_columns, transform=train_transform,
+                                  allow_outside_paths=allow_outside_paths, data_root=data_root,
+                                  **options)
+    val = MultiLabelCsvImageSet(val_csv, train.classes, transform=val_transform,
+                                allow_outside_paths=allow_outside_paths, data_root=data_root,
+                                **options)
+    return train, val
+
+
 def evaluation_set(
     *,
     transform: Callable,
@@ -135,15 +158,23 @@ def evaluation_set(
     val_csv: PathLike = None,
     allow_outside_paths: bool = False,
     positive_class: str | None = None,
+    multilabel: bool = False,
     **options: Unpack[ReadOptions],
 ) -> ImageSet:
-    """The labelled set to evaluate: PALM validation split, class folders or a CSV.
+    """The labelled set to evaluate: PALM validation split, a grading download's, class
+    folders or a CSV (for a multi-label model: a CSV with its label columns).
 
     Args:
         classes: class names of the checkpoint, so labels map to the model's outputs (None
             for an old checkpoint without names: the data's, ordered as in training).
         positive_class: for two classes, the positive class; it must agree with `classes`.
     """
+    if multilabel:
+        if not val_csv:
+            raise BadConfig("a multi-label model is evaluated on a CSV list (path and its label "
+                            f"columns {classes}): give val_csv", param="val_csv")
+        return MultiLabelCsvImageSet(val_csv, classes, transform=transform, data_root=data_root,
+                                     allow_outside_paths=allow_outside_paths, **options)
     grading = find_grading_layout(data_root) if not (val_csv or val_dir) else None
     if grading is not None:
         if grading.val is None:
@@ -192,6 +223,14 @@ def resolve_task(task: str | None, classes: list[str], data_task: str | None = N
     """
     if task is None:
         task = data_task or ("binary" if len(classes) == 2 else "multiclass")
+    if (task == "multilabel") != (data_task == "multilabel"):
+        raise BadConfig("task multilabel needs label_columns (or --label-columns) and "
+                        "multi-label CSVs" if task == "multilabel" else
+                        f"task {task}: the data is multi-label ({len(classes)} label columns)",
+                        param="task")
+    if task == "multilabel" and len(classes) < 2:
+        raise BadConfig(f"task multilabel: one label column {classes}; that is a binary task",
+                        param="task")
     if task == "binary" and len(classes) != 2:
         raise BadConfig(f"task binary: the data has {len(classes)} classes {classes}",
                         param="task")
@@ -204,8 +243,11 @@ def resolve_task(task: str | None, classes: list[str], data_task: str | None = N
     return task
 
 
-def num_outputs_for(classes: list[str]) -> int:
-    """One logit for two classes (sigmoid + BCE), K logits for K > 2 classes (softmax)."""
+def num_outputs_for(classes: list[str], task: str | None = None) -> int:
+    """One logit for two classes (sigmoid + BCE), K logits for K > 2 classes (softmax), one
+    logit per label for a multi-label task (sigmoid each)."""
+    if task == "multilabel":
+        return len(classes)
     if len(classes) < 2:
         raise BadData(f"need at least two classes, got {classes}")
     return 1 if len(classes) == 2 else len(classes)

@@ -87,7 +87,9 @@ class EvalResult:
         logits: (N, 1) or (N, K) raw logits, when known.
         temperature: the temperature the probabilities were computed with.
         task: "ordinal" adds the grading metrics (quadratic kappa, MAE, the referable split
-            at `referable_grade`); None or another task: the classification metrics only.
+            at `referable_grade`); "multilabel": probabilities and labels are (N, L) and the
+            metrics are per label (named `label_names`) and pooled; None or another task:
+            the classification metrics only.
     """
 
     probabilities: np.ndarray
@@ -97,8 +99,16 @@ class EvalResult:
     temperature: float = 1.0
     task: str | None = None
     referable_grade: int = M.REFERABLE_GRADE
+    label_names: Sequence[str] = ()
 
     def metrics(self, threshold: float = 0.5) -> dict[str, Any]:
+        if self.task == "multilabel":
+            names = list(self.label_names) or [str(j) for j in range(self.labels.shape[1])]
+            metrics = M.multilabel_metrics(self.labels, self.probabilities, names, threshold)
+            # all labels of an image right (scikit-learn's accuracy of label sets)
+            metrics["accuracy"] = float(np.mean(
+                ((self.probabilities >= threshold) == self.labels).all(axis=1)))
+            return metrics
         metrics = M.classification_metrics(self.labels, self.probabilities, threshold)
         if self.task == "ordinal":
             metrics.update(M.ordinal_metrics(self.labels, self.probabilities,
@@ -114,9 +124,11 @@ def evaluate(
     temperature: float = 1.0,
     task: str | None = None,
     referable_grade: int = M.REFERABLE_GRADE,
+    label_names: Sequence[str] = (),
 ) -> EvalResult:
     """Run `model` in eval mode over `loader` (images, labels); restore its mode afterwards.
-    `task` and `referable_grade` choose the metrics of the result (EvalResult)."""
+    `task`, `referable_grade` and `label_names` choose the metrics of the result (EvalResult)."""
+    multilabel = task == "multilabel"
     was_training = model.training
     model.eval()
     probs, logits_seen, labels, loss_sum = [], [], [], 0.0
@@ -127,8 +139,9 @@ def evaluate(
                 loss_sum += float(loss_fn(logits, batch_labels)) * len(batch_labels)
             logits = logits.astype("float32").numpy()
             logits_seen.append(logits)
-            probs.append(P.probabilities(logits, temperature))
-            labels.append(batch_labels.numpy().reshape(-1))
+            probs.append(P.probabilities(logits, temperature, multilabel))
+            labels.append(batch_labels.numpy().reshape(len(logits), -1) if multilabel
+                          else batch_labels.numpy().reshape(-1))
     finally:
         if was_training:
             model.train()
@@ -137,7 +150,7 @@ def evaluate(
     labels_np = np.concatenate(labels).astype(np.int64)
     loss = loss_sum / len(labels_np) if loss_fn is not None else math.nan
     return EvalResult(np.concatenate(probs), labels_np, loss, np.concatenate(logits_seen),
-                      temperature, task, referable_grade)
+                      temperature, task, referable_grade, tuple(label_names))
 
 
 # what eval, predict and the service say of an image whose logits hold a NaN or inf
@@ -149,10 +162,11 @@ def finite_rows(values: np.ndarray) -> np.ndarray:
     return np.isfinite(np.asarray(values)).reshape(len(values), -1).all(axis=1)
 
 
-def finite_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+def finite_probabilities(logits: np.ndarray, temperature: float = 1.0,
+                         multilabel: bool = False) -> np.ndarray:
     """`palm.predictions.probabilities`, NaN on every row whose logits are not all finite: the
     sigmoid of an infinite logit would read as a certain 1.0 or 0.0."""
-    probs = P.probabilities(logits, temperature)
+    probs = P.probabilities(logits, temperature, multilabel)
     probs[~finite_rows(logits)] = np.nan
     return probs
 
@@ -173,7 +187,7 @@ def without_non_finite(result: EvalResult, files: Sequence[str], skip_bad: bool,
     logits, labels = result.logits[keep], result.labels[keep]
     loss = float(loss_fn(paddle.to_tensor(logits), paddle.to_tensor(labels)))
     kept = EvalResult(result.probabilities[keep], labels, loss, logits, result.temperature,
-                      result.task, result.referable_grade)
+                      result.task, result.referable_grade, result.label_names)
     return kept, [f for f, k in zip(files, keep) if k], [f"{n}: {NON_FINITE_OUTPUT}" for n in names]
 
 
@@ -278,6 +292,9 @@ def write_evaluation(
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if result.task == "multilabel":
+        return write_multilabel_evaluation(result, files, class_names, threshold, out, extra,
+                                           ci_resamples)
     extra = extra or {}
     metrics = {**result.metrics(threshold), "class_names": list(class_names),
                **evidence(result, threshold, class_names, ci_resamples)}
@@ -302,10 +319,44 @@ def write_evaluation(
     return metrics
 
 
+def write_multilabel_evaluation(result: EvalResult, files: Sequence[str],
+                                label_names: Sequence[str], threshold: float | np.ndarray,
+                                out: Path, extra: dict[str, Any] | None,
+                                ci_resamples: int) -> dict[str, Any]:
+    """metrics.json (per label and pooled, with intervals), predictions.csv (a probability
+    and a decision per label) and roc_curve.png (one panel per label) of a multi-label model."""
+    metrics = {**result.metrics(threshold), "task": "multilabel", "class_names": list(label_names)}
+    if ci_resamples > 0:
+        metrics["ci95"] = M.multilabel_intervals(result.labels, result.probabilities,
+                                                 ci_resamples)
+        metrics["ci_method"] = {"roc_auc_per_label": f"stratified percentile bootstrap, "
+                                f"{ci_resamples} resamples, seed 0",
+                                "macro_roc_auc": f"percentile bootstrap of images, "
+                                f"{ci_resamples} resamples, seed 0"}
+    clashes = sorted(set(metrics) & set(extra or {}))
+    if clashes:
+        raise ValueError(f"extra keys {clashes} would overwrite metrics of the same name")
+    metrics.update(extra or {})
+    if not math.isnan(result.loss):
+        metrics["loss"] = result.loss
+    metrics = json_ready(metrics)
+    write_json_atomic(out / "metrics.json", metrics)
+    cuts = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(label_names),))
+    write_csv_atomic(out / "predictions.csv", P.multilabel_frame(
+        files, result.probabilities, cuts, label_names, result.labels))
+    plots.plot_multilabel_roc(result.labels, result.probabilities, label_names,
+                              out / "roc_curve.png")
+    return metrics
+
+
 def choose_threshold(result: EvalResult, meta: dict[str, Any], threshold: float | None,
                      tune: bool) -> tuple[float, str]:
     """(threshold, where it came from): Youden J on this data, the command line, or the
     checkpoint (its `threshold_source` when recorded, e.g. an operating point)."""
+    if result.task == "multilabel":
+        if tune:
+            return M.tuned_thresholds(result.labels, result.probabilities), "youden_j per label"
+        return (float(threshold), "command_line") if threshold is not None else decision_threshold(meta)
     if not M.is_binary_output(result.probabilities):
         return 0.5, "argmax (multi-class)"
     if tune:
@@ -331,10 +382,16 @@ def selection_csv_path(params_path: str | Path) -> Path:
 
 
 def selection_frame(files: Sequence[str], result: EvalResult) -> pd.DataFrame:
-    """path, label, logit (one logit) or logit_0..logit_{K-1}: what a later calibration needs."""
+    """path, label (label_0..label_{L-1} of a multi-label model), logit (one logit) or
+    logit_0..logit_{K-1}: what a later calibration needs."""
     logits = np.asarray(result.logits, dtype=np.float64).reshape(len(result.labels), -1)
-    frame = pd.DataFrame({"path": [str(Path(f).resolve()) for f in files],
-                          "label": result.labels})
+    frame = pd.DataFrame({"path": [str(Path(f).resolve()) for f in files]})
+    labels = np.asarray(result.labels)
+    if labels.ndim == 2:
+        for k in range(labels.shape[1]):
+            frame[f"label_{k}"] = labels[:, k]
+    else:
+        frame["label"] = labels
     names = ["logit"] if logits.shape[1] == 1 else [f"logit_{k}" for k in range(logits.shape[1])]
     for k, name in enumerate(names):
         frame[name] = logits[:, k]
@@ -474,6 +531,10 @@ def evaluate_checkpoint(
         The metrics written to OUTPUT_DIR/metrics.json.
     """
     meta = source_meta(checkpoint)
+    task = meta.get("task")
+    if task == "multilabel" and (fit_temperature or operating_point):
+        raise BadConfig("fit_temperature and operating_point apply to one-label models; this "
+                        "one is multi-label", param=("fit_temperature", "operating_point"))
     if fit_temperature or operating_point:
         meta = calibrate_checkpoint(checkpoint, meta, fit_temperature, operating_point, log)
     transform = eval_transform(meta)
@@ -483,17 +544,18 @@ def evaluate_checkpoint(
                                      cache_dir=cache_dir, cache_size_gb=cache_size_gb,
                                      max_pixels=max_pixels,
                                      allow_outside_paths=allow_outside_paths,
-                                     positive_class=positive_class)
+                                     positive_class=positive_class,
+                                     multilabel=task == "multilabel")
     class_names = class_names or list(dataset.classes)
-    if sources.num_outputs_for(class_names) != meta["num_classes"]:
+    if sources.num_outputs_for(class_names, task) != meta["num_classes"]:
         raise BadCheckpoint(f"{checkpoint}: {meta['num_classes']} output(s) do not fit classes {class_names}")
     predictor = load_predictor(checkpoint, engine=engine, n_images=len(dataset),
                                precision=precision)
     model = as_layer(predictor)
     loader = build_loader(dataset, batch_size, train=False, num_workers=num_workers)
-    loss_fn = ClassificationLoss(meta["num_classes"])
-    result = evaluate(model, loader, loss_fn, float(meta.get("temperature", 1.0)),
-                      meta.get("task"), int(meta.get("referable_grade", M.REFERABLE_GRADE)))
+    loss_fn = ClassificationLoss(meta["num_classes"], multilabel=task == "multilabel")
+    result = evaluate(model, loader, loss_fn, float(meta.get("temperature", 1.0)), task,
+                      int(meta.get("referable_grade", M.REFERABLE_GRADE)), class_names)
     result, files, non_finite = without_non_finite(result, [path for path, _ in dataset.samples],
                                                    skip_bad, loss_fn)
     thr, source = choose_threshold(result, meta, threshold, tune_threshold)
@@ -507,7 +569,8 @@ def evaluate_checkpoint(
              "skipped": [f"{where}: {why}" for where, why in dataset.skipped] + non_finite}
     with replace_outputs(output_dir, EVAL_OUTPUTS) as staging:
         metrics = write_evaluation(result, files, class_names, thr, staging, extra, ci_resamples)
-    log(confusion_text(metrics["confusion_matrix"], class_names))
+    if "confusion_matrix" in metrics:
+        log(confusion_text(metrics["confusion_matrix"], class_names))
     log(evaluation_summary(metrics) + f" -> {output_dir}")
     return metrics
 
@@ -532,9 +595,26 @@ def _dataset_name(data_root: str | Path | None, val_dir: str | Path | None,
     return f"{data_root} (PALM validation split)"
 
 
+def multilabel_summary(metrics: dict[str, Any]) -> str:
+    """One line of a multi-label evaluation: macro AUC, micro AUC, mAP and each label's AUC."""
+    ci = (metrics.get("ci95") or {}).get("macro_roc_auc")
+    macro = _fmt(metrics["macro_roc_auc"]) + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci and None not in ci else "")
+    per_label = ", ".join(f"{name} {_fmt(row['roc_auc'])}" + (f" ({row['undefined']})" if row.get("undefined") else "")
+                          for name, row in metrics["per_label"].items())
+    return (f"{metrics['n']} images, {metrics['num_labels']} labels: macro AUC {macro}, micro AUC "
+            f"{_fmt(metrics['micro_roc_auc'])}, mAP {_fmt(metrics['map'])}; AUC per label: {per_label}")
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
 def evaluation_summary(metrics: dict[str, Any]) -> str:
     """One line: n, accuracy, AUC (with 95 % CIs when computed), sensitivity/specificity
     (binary) or macro F1, threshold and where it came from, selection status."""
+    if "per_label" in metrics:
+        return multilabel_summary(metrics) + (f", selection {metrics['selection']}"
+                                              if "selection" in metrics else "")
     parts = [f"{metrics.get('n', '?')} images", f"accuracy {_with_ci(metrics, 'accuracy')}",
              f"AUC {_with_ci(metrics, 'roc_auc')}"]
     if "sensitivity" in metrics:

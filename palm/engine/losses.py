@@ -12,14 +12,16 @@ from palm.errors import BadConfig, BadData
 
 
 class ClassificationLoss:
-    """BCE-with-logits for one logit, softmax cross-entropy for K >= 2 outputs.
+    """BCE-with-logits for one logit (or for each of a multi-label model's), softmax
+    cross-entropy for K >= 2 outputs.
 
     Auxiliary outputs (GoogLeNet returns (main, aux1, aux2) in training) are added with
     weight `aux_weight`; Szegedy et al. 2014 (arXiv:1409.4842) use 0.3.
 
     Args:
         num_outputs: model outputs (1 = one logit).
-        pos_weight: BCE weight of positive samples (e.g. negatives / positives).
+        pos_weight: BCE weight of positive samples (e.g. negatives / positives); for a
+            multi-label model one per label.
         aux_weight: weight of each auxiliary head's loss.
         label_smoothing: epsilon; targets move eps/K towards every one of K classes (one
             logit: the two classes, so 1 -> 1 - eps/2 and 0 -> eps/2), Szegedy et al. 2016.
@@ -27,9 +29,11 @@ class ClassificationLoss:
             then weighted, as PyTorch's and Paddle's weighted cross-entropy).
     """
 
-    def __init__(self, num_outputs: int, pos_weight: float | None = None, aux_weight: float = 0.3,
-                 label_smoothing: float = 0.0, class_weights: Sequence[float] | None = None):
+    def __init__(self, num_outputs: int, pos_weight: float | Sequence[float] | None = None,
+                 aux_weight: float = 0.3, label_smoothing: float = 0.0,
+                 class_weights: Sequence[float] | None = None, multilabel: bool = False):
         self.num_outputs = num_outputs
+        self.multilabel = multilabel
         self.pos_weight = pos_weight
         self.aux_weight = aux_weight
         self.label_smoothing = label_smoothing
@@ -38,6 +42,13 @@ class ClassificationLoss:
 
     def _single(self, logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
         logits = logits.astype("float32")
+        if self.multilabel:
+            target = labels.reshape(logits.shape).astype("float32")
+            if self.label_smoothing:
+                target = target * (1 - self.label_smoothing) + self.label_smoothing / 2
+            pos_weight = (paddle.to_tensor(self.pos_weight, dtype="float32")
+                          if self.pos_weight is not None else None)
+            return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
         if self.num_outputs == 1:
             target = labels.reshape([-1, 1]).astype("float32")
             if self.label_smoothing:
@@ -85,9 +96,14 @@ def resolve_class_weights(setting: str | Sequence[float] | None, labels: np.ndar
     return [float(w) for w in setting]
 
 
-def auto_pos_weight(labels: np.ndarray) -> float:
-    """negatives / positives of a binary label array (BCE pos_weight that balances classes)."""
+def auto_pos_weight(labels: np.ndarray, names: Sequence[str] = ()) -> float | list[float]:
+    """negatives / positives of a binary label array (BCE pos_weight that balances classes);
+    of each column of (N, L) multi-label labels, named `names`."""
+    if labels.ndim == 2:
+        return [auto_pos_weight(labels[:, j], [names[j]] if j < len(names) else [str(j)])
+                for j in range(labels.shape[1])]
     positives = int((labels == 1).sum())
     if positives == 0:
-        raise BadData("pos_weight 'auto': the training set has no positive samples")
+        label = f" label {names[0]!r}" if names else ""
+        raise BadData(f"pos_weight 'auto':{label} has no positive training samples")
     return float((labels == 0).sum()) / positives

@@ -42,9 +42,9 @@ from palm.engine.evaluate import NON_FINITE_OUTPUT, finite_probabilities, finite
 from palm.errors import BadConfig, BadData, OutputRefused
 from palm.io_utils import (atomic_path, escape_row, naming_write_errors, output_lock,
                            unescape_row, write_json_atomic)
-from palm.predictions import (EXPECTED_GRADE, PATH, PROBABILITY, REQUIRED_COLUMNS,
-                              expected_grades, is_probability_column, main_output,
-                              prediction_columns)
+from palm.predictions import (ERROR, EXPECTED_GRADE, PATH, PREDICTION, PREDICTION_PREFIX, PROBABILITY,
+                              REQUIRED_COLUMNS, expected_grades, is_probability_column,
+                              main_output, multilabel_columns, prediction_columns)
 from palm.runtime import worker_init
 
 # files a predictions CSV must never replace, whether or not they exist yet
@@ -54,15 +54,17 @@ FOREIGN_SUFFIXES = (".pdparams", ".pdopt", ".pdiparams", ".pdmodel", ".json", ".
 
 @paddle.no_grad()
 def predict_probabilities(model: paddle.nn.Layer, images: paddle.Tensor, tta: bool = False,
-                          temperature: float = 1.0) -> np.ndarray:
-    """Probabilities for a batch: (B,) for one logit, (B, K) for K classes (of the logits
-    divided by the checkpoint's `temperature`); NaN for an image whose logits are not finite.
+                          temperature: float = 1.0, multilabel: bool = False) -> np.ndarray:
+    """Probabilities for a batch: (B,) for one logit, (B, K) for K classes, (B, L) sigmoids
+    of a multi-label model (of the logits divided by the checkpoint's `temperature`); NaN for
+    an image whose logits are not finite.
 
     With `tta`, the mean over the image and its horizontal and vertical flips (a fundus
     photo flipped is still a plausible fundus: left and right eyes mirror each other).
     """
     views = [images, paddle.flip(images, [3]), paddle.flip(images, [2])] if tta else [images]
-    probs = finite_probabilities(main_output(model(paddle.concat(views))).numpy(), temperature)
+    probs = finite_probabilities(main_output(model(paddle.concat(views))).numpy(), temperature,
+                                 multilabel)
     return probs.reshape(len(views), len(images), *probs.shape[1:]).mean(axis=0)
 
 
@@ -115,7 +117,8 @@ def _is_palm_csv(path: Path) -> bool:
     with open(path, "rb") as f:
         first = f.readline(4096)
     header = first.decode("utf-8", "replace").rstrip("\r\n").split(",")
-    return header[:1] == [PATH] and set(REQUIRED_COLUMNS) <= set(header)
+    multilabel = ERROR in header and any(c.startswith(PREDICTION_PREFIX) for c in header)
+    return header[:1] == [PATH] and (set(REQUIRED_COLUMNS) <= set(header) or multilabel)
 
 
 def _is_record(path: Path) -> bool:
@@ -164,6 +167,10 @@ def _row_ok(row: dict[str, Any], columns: Sequence[str], class_names: Sequence[s
         return False
     try:
         probs = [float(row[c]) for c in columns if is_probability_column(c)]
+        if PREDICTION not in columns:  # a multi-label model: a 0/1 decision per label
+            return (all(math.isfinite(p) and 0 <= p <= 1 for p in probs)
+                    and all(row[c] in ("0", "1") for c in columns
+                            if c.startswith(PREDICTION_PREFIX)))
         pred = int(row["prediction"])
     except ValueError:
         return False
@@ -228,13 +235,19 @@ def _finish(output: Path) -> None:
 
 def _rows(paths: Sequence[str], indices: np.ndarray, errors: Sequence[str], probs: np.ndarray | None,
           ok: list[int], class_names: Sequence[str], threshold: float,
-          prob_columns: Sequence[str]) -> list[dict[str, Any]]:
+          prob_columns: Sequence[str], multilabel: bool = False) -> list[dict[str, Any]]:
     rows = []
     by_position = {pos: k for k, pos in enumerate(ok)}
     for pos, (index, error) in enumerate(zip(indices, errors)):
         row: dict[str, Any] = {"path": paths[int(index)], "error": error}
         if pos in by_position:
             p = probs[by_position[pos]]
+            if multilabel:
+                row.update({column: f"{float(v):.6f}" for column, v in zip(prob_columns, p)})
+                row.update({f"{PREDICTION_PREFIX}{name}": int(v >= threshold)
+                            for name, v in zip(class_names, p)})
+                rows.append(row)
+                continue
             if np.ndim(p) == 0:
                 pred = int(p >= threshold)
                 row[PROBABILITY] = f"{float(p):.6f}"
@@ -306,8 +319,10 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
                     precision: str) -> PredictSummary:
     class_names = list(meta.get("class_names") or [])
     threshold = decision_threshold(meta)[0] if threshold is None else float(threshold)
-    columns = prediction_columns(class_names, meta["num_classes"], labelled=False,
-                                 task=meta.get("task"))
+    multilabel = meta.get("task") == "multilabel"
+    columns = (multilabel_columns(class_names, labelled=False) if multilabel else
+               prediction_columns(class_names, meta["num_classes"], labelled=False,
+                                  task=meta.get("task")))
     temperature = float(meta.get("temperature", 1.0))
     record = {"checkpoint_sha256": checkpoint_sha256, "threshold": threshold,
               "temperature": temperature, "precision": precision, "tta": tta, "columns": columns}
@@ -328,11 +343,12 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
                 batch_errors = list(batch_errors)
                 ok = [i for i, e in enumerate(batch_errors) if not e]
                 probs = (predict_probabilities(model, paddle.gather(images, paddle.to_tensor(ok)),
-                                               tta, temperature) if ok else None)
+                                               tta, temperature, multilabel) if ok else None)
                 if probs is not None:
                     probs, ok = _drop_non_finite(probs, ok, batch_errors)
                 rows = _rows(todo, indices.numpy(), batch_errors, probs, ok, class_names,
-                             threshold, columns[1:-3])
+                             threshold, [c for c in columns if is_probability_column(c)],
+                             multilabel)
                 with naming_write_errors(f.name):
                     writer.writerows(map(escape_row, rows))
                     f.flush()  # a crash loses at most the batch in flight

@@ -108,12 +108,26 @@ def build_network(name: str, num_outputs: int, image_size: int,
     return model, kwargs
 
 
-def resolve_pos_weight(value: float | str | None, labels, num_outputs: int) -> float | None:
+def resolve_pos_weight(value: float | str | None, labels, num_outputs: int, task: str,
+                       names: list[str]) -> float | list[float] | None:
+    """BCE pos_weight: a number, or "auto" (negatives / positives; per label for a
+    multi-label task)."""
     if value is None:
         return None
+    if task == "multilabel":
+        return auto_pos_weight(labels, names) if value == "auto" else [float(value)] * num_outputs
     if num_outputs != 1:
-        raise BadConfig("pos_weight applies to binary (one-logit) training only")
+        raise BadConfig("pos_weight applies to binary (one-logit) and multi-label training only")
     return auto_pos_weight(labels) if value == "auto" else float(value)
+
+
+def check_multilabel_settings(cfg: dict[str, Any]) -> None:
+    """Settings that need one class per image, refused for a multi-label task."""
+    for key, plain in (("class_weights", (None, "none")), ("sampler", ("shuffle",)),
+                       ("select_on", ("val",))):
+        if cfg[key] not in plain:
+            raise BadConfig(f"{key} {cfg[key]}: not available for a multi-label task (use "
+                            "pos_weight to balance each label)", param=key)
 
 
 def resolved_augment(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +149,8 @@ def build_datasets(cfg: dict[str, Any]):
         cache_dir=cfg["cache_dir"], max_pixels=cfg["max_pixels"],
         cache_size_gb=cfg["cache_size_gb"], allow_outside_paths=cfg["allow_outside_paths"],
         class_names=cfg["class_names"], positive_class=cfg["positive_class"],
-        val_fraction=cfg["val_fraction"], seed=cfg["seed"])
+        val_fraction=cfg["val_fraction"], seed=cfg["seed"], label_columns=cfg["label_columns"],
+        multilabel=cfg["task"] == "multilabel")
 
 
 def carve_holdout(train_set, fraction: float, seed: int, transform):
@@ -282,13 +297,15 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
         log(f"validation: {len(val_set)} of the {val_set.carved_from} training images (val_fraction "
             f"{cfg['val_fraction']}, seed {cfg['seed']}), listed in "
             f"{write_val_split(val_set, run_dir)}")
-    train_set, selection = build_selection(cfg, train_set, val_set)
     classes = list(train_set.classes)
     task = sources.resolve_task(cfg["task"], classes, getattr(train_set, "task", None))
     if task == "ordinal" and not cfg["referable_grade"] < len(classes):
         raise BadConfig(f"referable_grade {cfg['referable_grade']}: the data's grades are "
                         f"0..{len(classes) - 1}", param="referable_grade")
-    num_outputs = sources.num_outputs_for(classes)
+    if task == "multilabel":
+        check_multilabel_settings(cfg)
+    train_set, selection = build_selection(cfg, train_set, val_set)
+    num_outputs = sources.num_outputs_for(classes, task)
     model, model_kwargs = build_network(cfg["model"], num_outputs, cfg["image_size"],
                                         cfg["model_kwargs"])
     if cfg["pretrained"] and not cfg["resume"]:
@@ -319,13 +336,15 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
         model = compile_network(model)
     if dist.enabled:
         model = paddle.DataParallel(model)
-    pos_weight = resolve_pos_weight(cfg["pos_weight"], train_set.labels, num_outputs)
+    pos_weight = resolve_pos_weight(cfg["pos_weight"], train_set.labels, num_outputs, task, classes)
     class_weights = resolve_class_weights(cfg["class_weights"], train_set.labels, classes)
+    multilabel = task == "multilabel"
     loss_fn = ClassificationLoss(num_outputs, pos_weight=pos_weight, aux_weight=cfg["aux_weight"],
-                                 label_smoothing=cfg["label_smoothing"], class_weights=class_weights)
+                                 label_smoothing=cfg["label_smoothing"], class_weights=class_weights,
+                                 multilabel=multilabel)
     # validation reports the plain loss, comparable between runs with and without smoothing
     val_loss_fn = ClassificationLoss(num_outputs, pos_weight=pos_weight, aux_weight=cfg["aux_weight"],
-                                     class_weights=class_weights)
+                                     class_weights=class_weights, multilabel=multilabel)
     positive = sources.positive_class_of(classes)
     cfg["class_names"], cfg["positive_class"], cfg["task"] = classes, positive, task
     meta = {"model": cfg["model"], "num_classes": num_outputs, "class_names": classes,
@@ -352,8 +371,7 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
                 before_epoch=before_epoch, val_loss_fn=val_loss_fn)
     if dist.is_main and state.history:
         best = max(state.history, key=lambda row: selection_score(row, selection.prefix)[1])
-        kappa = f"quadratic kappa {best['val_qwk']:.4f}, " if "val_qwk" in best else ""
-        log(f"done: best epoch {best['epoch']} chosen on {selection.prefix} images (val "
-            f"{kappa}AUC {best.get('val_roc_auc', math.nan):.4f}, accuracy "
+        metric, score = selection_score(best, selection.prefix)
+        log(f"done: best epoch {best['epoch']} chosen by {metric} {score:.4f} (val accuracy "
             f"{best['val_accuracy']:.4f}); checkpoints in {run_dir}")
     return run_dir

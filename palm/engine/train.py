@@ -117,7 +117,7 @@ def train_one_epoch(
 
 # Validation metrics logged per epoch (those a metric dict lacks are left out of the row).
 EPOCH_METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "recall",
-                 "f1", "average_precision", "qwk", "mae")
+                 "f1", "average_precision", "qwk", "mae", "macro_roc_auc", "map")
 
 
 def epoch_row(epoch: int, train_stats: dict[str, float], val: EvalResult, threshold: float) -> dict[str, Any]:
@@ -133,9 +133,9 @@ def epoch_row(epoch: int, train_stats: dict[str, float], val: EvalResult, thresh
 
 def selection_score(row: dict[str, Any], prefix: str = "val") -> tuple[str, float]:
     """(metric name, value) that picks `best` on the selection images (`prefix` val or
-    holdout): quadratic kappa for grading (ordinal), else AUC, else accuracy when the one
-    before is undefined."""
-    for metric in ("qwk", "roc_auc"):
+    holdout): quadratic kappa for grading (ordinal), macro AUC for several labels, else AUC;
+    accuracy when the one before is undefined."""
+    for metric in ("qwk", "macro_roc_auc", "roc_auc"):
         value = row.get(f"{prefix}_{metric}", math.nan)
         if value is not None and math.isfinite(value):
             return f"{prefix}_{metric}", float(value)
@@ -174,7 +174,7 @@ def summary_line(row: dict[str, Any], epochs: int, best: bool) -> str:
     """`epoch 3/10 train_loss 0.41 val_loss 0.30 acc 0.912 auc 0.951 sens 0.90 spec 0.92 ...`"""
     parts = [f"epoch {row['epoch']}/{epochs}", f"train_loss {row['train_loss']:.4f}",
              f"val_loss {row['val_loss']:.4f}"]
-    for key, short in (("val_accuracy", "acc"), ("val_roc_auc", "auc"), ("val_sensitivity", "sens"),
+    for key, short in (("val_accuracy", "acc"), ("val_roc_auc", "auc"), ("val_macro_roc_auc", "macro_auc"), ("val_sensitivity", "sens"),
                        ("val_specificity", "spec"), ("val_f1", "f1"),
                        ("val_qwk", "qwk"), ("val_mae", "mae"), ("holdout_roc_auc", "holdout_auc"),
                        ("holdout_qwk", "holdout_qwk")):
@@ -363,7 +363,8 @@ def fit(
                 epoch=epoch,
                 selection=selection, threshold=threshold, scheduler=scheduler, scaler=scaler,
                 progress=progress and is_main, task=meta.get("task"),
-                referable_grade=int(meta.get("referable_grade", REFERABLE_GRADE)))
+                referable_grade=int(meta.get("referable_grade", REFERABLE_GRADE)),
+                label_names=meta.get("class_names") or ())
             best = _record_epoch(state, epoch + 1, row, selection, chosen_by)
             if best is not None:
                 unsaved_best = best
@@ -406,6 +407,7 @@ def _train_and_validate(
     progress: bool,
     task: str | None = None,
     referable_grade: int = REFERABLE_GRADE,
+    label_names: Sequence[str] = (),
 ) -> tuple[dict[str, Any], EvalResult]:
     """One epoch of `fit` (0-based `epoch`): train, validate, and score the selection images
     (with the metrics of the run's `task`).
@@ -420,12 +422,12 @@ def _train_and_validate(
     train_stats = train_one_epoch(model, loss_fn, optimizer, train_loader, epoch=epoch + 1,
                                   scheduler=scheduler, scaler=scaler, progress=progress)
     val_result = evaluate(model, val_loader, val_loss_fn, task=task,
-                          referable_grade=referable_grade)
+                          referable_grade=referable_grade, label_names=label_names)
     row = epoch_row(epoch + 1, train_stats, val_result, threshold)
     chosen_by = val_result
     if selection.loader is not None:
         chosen_by = evaluate(model, selection.loader, val_loss_fn, task=task,
-                             referable_grade=referable_grade)
+                             referable_grade=referable_grade, label_names=label_names)
         row.update(holdout_columns(chosen_by, threshold))
     return row, chosen_by
 

@@ -235,3 +235,29 @@ def plot_history_overlay(histories: Sequence[tuple[str, Sequence[Mapping[str, An
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     return save_figure(fig, path)
+
+
+def plot_multilabel_roc(y_true: Any, y_prob: Any, label_names: Sequence[str],
+                        path: str | Path) -> Path:
+    """One ROC panel per label of a multi-label model (a grid), AUC in each title; a label
+    without both classes in the data says so instead of a curve."""
+    y_true, y_prob = np.asarray(y_true), np.asarray(y_prob, dtype=np.float64)
+    columns = min(4, len(label_names))
+    rows = math.ceil(len(label_names) / columns)
+    fig = Figure(figsize=(3.2 * columns, 3.2 * rows))
+    for j, name in enumerate(label_names):
+        ax = fig.add_subplot(rows, columns, j + 1)
+        y, p = y_true[:, j], y_prob[:, j]
+        if len(np.unique(y)) < 2:
+            ax.text(0.5, 0.5, "AUC undefined:\nonly one class", ha="center", va="center")
+            ax.set_title(str(name))
+        else:
+            fpr, tpr, _ = skm.roc_curve(y, p)
+            ax.plot(fpr, tpr)
+            ax.set_title(f"{name} (AUC {skm.roc_auc_score(y, p):.3f})")
+        ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+        ax.set(xlim=(0, 1), ylim=(0, 1.01))
+        ax.grid(alpha=0.3)
+    fig.supxlabel("1 - specificity")
+    fig.supylabel("sensitivity")
+    return save_figure(fig, path)

@@ -277,3 +277,104 @@ def test_synthetic_grading_set_is_an_aptos_download_whose_lesions_follow_the_gra
     assert make_grading_dataset(tmp_path / "again", 40, 64) and (
         (tmp_path / "again" / "train_images" / "g3_00000.png").read_bytes()
         == (root / "train_images" / "g3_00000.png").read_bytes())  # same seed, same files
+
+
+LABELS = ["diabetes", "glaucoma", "myopia"]
+
+
+def multilabel_csvs(root: Path, n_train: int = 48, n_val: int = 36) -> Path:
+    """ROOT/{train,val}.csv (path + a 0/1 column per label) of 32-px photos: each label lights
+    its own colour channel, so a network can learn them independently."""
+    rng = np.random.default_rng(4)
+    for split, n in (("train", n_train), ("val", n_val)):
+        rows = []
+        for i in range(n):
+            labels = [(i >> j) & 1 for j in range(len(LABELS))]  # every combination
+            image = rng.normal(60, 15, (32, 32, 3))
+            image += np.array(labels) * 120
+            path = root / split / f"{i:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), np.clip(image, 0, 255).astype(np.uint8))
+            rows.append((f"{split}/{path.name}", *labels))
+        pd.DataFrame(rows, columns=["path", *LABELS]).to_csv(root / f"{split}.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def multilabel_root(tmp_path_factory) -> Path:
+    return multilabel_csvs(tmp_path_factory.mktemp("multilabel"))
+
+
+@pytest.fixture(scope="module")
+def multilabel_run(multilabel_root, tmp_path_factory) -> Path:
+    return _train(multilabel_root, tmp_path_factory.mktemp("ml") / "run", task="multilabel",
+                  label_columns=LABELS, pos_weight="auto", epochs=3, lr=0.01)
+
+
+def test_multilabel_run_has_one_logit_per_label_and_picks_by_macro_auc(multilabel_run):
+    saved = config.load_config(multilabel_run / "config.yaml")
+    assert saved["task"] == "multilabel" and saved["class_names"] == LABELS
+    best = json.loads((multilabel_run / "best.json").read_text())
+    assert best["num_classes"] == 3 and best["best_metric"] == "val_macro_roc_auc"
+    history = pd.read_csv(multilabel_run / "metrics.csv")
+    assert history["val_macro_roc_auc"].notna().all() and "val_map" in history
+
+
+def test_multilabel_evaluation_equals_sklearn_on_its_own_predictions(multilabel_run,
+                                                                      multilabel_root, tmp_path):
+    out = tmp_path / "eval"
+    metrics = run_eval(str(multilabel_run / "best.pdparams"), output=str(out),
+                       val_csv=str(multilabel_root / "val.csv"), ci_resamples=100, device="cpu")
+    frame = pd.read_csv(out / "predictions.csv")
+    truth = frame[[f"label_{n}" for n in LABELS]].to_numpy()
+    probs = frame[[f"probability_{n}" for n in LABELS]].to_numpy()
+    for j, name in enumerate(LABELS):
+        assert metrics["per_label"][name]["roc_auc"] == pytest.approx(
+            skm.roc_auc_score(truth[:, j], probs[:, j]), abs=1e-6)
+        assert (frame[f"prediction_{name}"] == (probs[:, j] >= 0.5)).all()
+    assert metrics["macro_roc_auc"] == pytest.approx(skm.roc_auc_score(truth, probs), abs=1e-6)
+    assert metrics["micro_roc_auc"] == pytest.approx(
+        skm.roc_auc_score(truth, probs, average="micro"), abs=1e-6)
+    assert metrics["map"] == pytest.approx(skm.average_precision_score(truth, probs), abs=1e-6)
+    assert (out / "roc_curve.png").stat().st_size > 1000
+    low, high = metrics["ci95"]["macro_roc_auc"]
+    assert low <= metrics["macro_roc_auc"] <= high
+
+
+def test_multilabel_predict_gives_a_decision_per_label(multilabel_run, multilabel_root, tmp_path):
+    from palm.engine.tasks import run_predict
+    out = tmp_path / "preds.csv"
+    run_predict(str(multilabel_run / "best.pdparams"), str(multilabel_root / "val"),
+                output=str(out), device="cpu", num_workers=0, progress=False)
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["path", *[f"probability_{n}" for n in LABELS],
+                                   *[f"prediction_{n}" for n in LABELS], "error"]
+    for name in LABELS:
+        assert (frame[f"prediction_{name}"] == (frame[f"probability_{name}"] >= 0.5)).all()
+    run_predict(str(multilabel_run / "best.pdparams"), str(multilabel_root / "val"),
+                output=str(out), device="cpu", num_workers=0, progress=False, resume=True)
+    assert len(pd.read_csv(out)) == len(frame)  # resumed into its own CSV
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"glaucoma": 2}, r"train.csv row 4: glaucoma is 2, not 0 or 1"),
+    ({"glaucoma": "yes"}, r"train.csv row 4: glaucoma is 'yes', not 0 or 1"),
+])
+def test_bad_label_values_are_named(tmp_path, change, problem):
+    from palm.errors import BadData
+    root = multilabel_csvs(tmp_path / "bad", n_train=8, n_val=4)
+    table = pd.read_csv(root / "train.csv")
+    for column, value in change.items():
+        table[column] = table[column].astype(object)
+        table.loc[2, column] = value
+    table.to_csv(root / "train.csv", index=False)
+    with pytest.raises(BadData, match=problem):
+        _train(root, tmp_path / "run", task="multilabel", label_columns=LABELS)
+
+
+def test_a_missing_label_column_and_settings_for_one_label_are_refused(multilabel_root, tmp_path):
+    from palm.errors import BadData
+    with pytest.raises(BadData, match="no column 'cataract'"):
+        _train(multilabel_root, tmp_path / "a", task="multilabel", label_columns=["cataract"])
+    with pytest.raises(BadConfig, match="sampler balanced: not available for a multi-label task"):
+        _train(multilabel_root, tmp_path / "b", label_columns=LABELS, sampler="balanced")
