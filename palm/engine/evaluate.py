@@ -400,7 +400,8 @@ def selection_frame(files: Sequence[str], result: EvalResult) -> pd.DataFrame:
 
 def read_selection(checkpoint: str | Path, meta: dict[str, Any]) -> tuple[list[str], np.ndarray,
                                                                           np.ndarray]:
-    """(files, labels, logits (N, 1) or (N, K)) of the images that selected the checkpoint.
+    """(files, labels (N,), or (N, L) of a multi-label model, logits (N, 1) or (N, K)) of the
+    images that selected the checkpoint.
 
     Raises:
         BadCheckpoint: nothing was recorded (a checkpoint saved before selection was
@@ -417,7 +418,9 @@ def read_selection(checkpoint: str | Path, meta: dict[str, Any]) -> tuple[list[s
         frame = pd.DataFrame(record["rows"]) if "rows" in record else read_csv(path)
         logit_cols = [c for c in frame.columns if c.startswith("logit")]
         logits = frame[logit_cols].to_numpy(np.float64)
-        labels = frame["label"].to_numpy(np.int64)
+        label_cols = [c for c in frame.columns if c.startswith("label_")] or ["label"]
+        labels = frame[label_cols].to_numpy(np.int64)
+        labels = labels[:, 0] if label_cols == ["label"] else labels
     except (KeyError, ValueError, TypeError, pd.errors.ParserError) as e:
         raise BadCheckpoint(f"{path}: damaged selection predictions ({e})") from None
     if not logit_cols or not np.isfinite(logits).all():

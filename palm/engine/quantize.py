@@ -213,6 +213,9 @@ def quantize_to_folder(
     if is_exported(source):
         exported_files(source)  # a changed or foreign program is refused before any write
     check_output_folder(output_dir)
+    if _source_meta(source).get("task") == "multilabel":
+        raise BadConfig(f"{source}: a multi-label model; INT8 is validated on one-label models "
+                        "only so far (its AUC check is per model, not per label)")
     # a mistake in the validation data is found before minutes of calibration
     dataset = validation_set(_source_meta(source))
     output_dir.mkdir(parents=True, exist_ok=True)

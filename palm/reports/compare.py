@@ -54,6 +54,14 @@ class ModelPredictions:
     y_pred: np.ndarray  # the `prediction` column: 0 or 1
 
 
+def _is_multilabel(csv_path: Path) -> bool:
+    try:
+        columns = pd.read_csv(csv_path, nrows=0).columns
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return False
+    return any(str(c).startswith(P.PREDICTION_PREFIX) for c in columns)
+
+
 def _has_labels(csv_path: Path) -> bool:
     try:
         return P.LABEL in pd.read_csv(csv_path, nrows=0).columns
@@ -73,7 +81,7 @@ def predictions_file(source: str | Path) -> Path:
         return source
     candidates = [source / "eval" / PREDICTIONS, source / PREDICTIONS]
     for candidate in candidates:
-        if candidate.is_file() and _has_labels(candidate):
+        if candidate.is_file() and (_has_labels(candidate) or _is_multilabel(candidate)):
             return candidate
     if not any(c.is_file() for c in candidates):
         raise BadData(f"{source}: no {PREDICTIONS} here or in {source / 'eval'} (evaluate "
@@ -100,6 +108,9 @@ def read_predictions(source: str | Path, name: str | None = None) -> ModelPredic
             [0, 1] or predictions other than 0/1.
     """
     path = predictions_file(source)
+    if _is_multilabel(path):
+        raise BadData(f"{path}: a multi-label model's predictions; compare handles one-label "
+                      "(two-class) models")
     frame = P.read_predictions_csv(path, labelled=True)
     if P.class_probability_columns(frame.columns):
         raise BadData(f"{path}: a multi-class model; compare handles two-class models")

@@ -30,7 +30,8 @@ from palm.errors import BadConfig, BadData
 from palm.io_utils import read_csv, write_text_atomic
 from palm.reports.gallery import gallery_section
 from palm.reports.html import TEMPLATE, figure, file_data_uri, flatten, note, table
-from palm.reports.results import evaluation_section, provenance_section, read_metrics
+from palm.reports.results import (evaluation_section, multilabel_section, provenance_section,
+                                  read_metrics)
 from palm.viz.plots import plot_history
 
 # Plots written by `python -m data_tools.inspect`.
@@ -192,7 +193,9 @@ def build_report(
     # results first; how they were made (config, model, provenance) after them
     sections = []
     metrics = read_metrics(eval_dir) if eval_dir is not None else None
-    if eval_dir is not None:
+    if metrics is not None and "per_label" in metrics:  # multi-label: no one-label gallery
+        sections.append(multilabel_section(eval_dir, metrics))
+    elif eval_dir is not None:
         sections.append(evaluation_section(eval_dir, metrics))
         sections.append(gallery_section(eval_dir, model, meta, gallery_size, thumb_size,
                                         [eval_dir, run_dir, Path.cwd(), *data_dirs(config)]))

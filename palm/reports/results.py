@@ -96,6 +96,30 @@ def evaluation_section(eval_dir: Path, metrics: dict[str, Any] | None) -> str:
     return "\n".join(parts)
 
 
+PER_LABEL_COLUMNS = ("positives", "roc_auc", "average_precision", "sensitivity", "specificity",
+                     "f1", "threshold")
+
+
+def multilabel_section(eval_dir: Path, metrics: dict[str, Any]) -> str:
+    """The results of a multi-label model: the summary line, a row per label (an undefined
+    AUC says why), the pooled figures and the per-label ROC grid."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ("label", *PER_LABEL_COLUMNS, "note"))
+    rows = "".join(
+        f"<tr><th>{html.escape(name)}</th>"
+        + "".join(f"<td class=\"num\">{html.escape(fmt(row.get(c)))}</td>" for c in PER_LABEL_COLUMNS)
+        + f"<td>{html.escape(row.get('undefined') or '')}</td></tr>"
+        for name, row in metrics["per_label"].items())
+    pooled = [(key, metrics.get(key)) for key in ("macro_roc_auc", "micro_roc_auc", "map",
+                                                   "macro_f1", "accuracy")]
+    pooled += [(f"odir_{key}", value) for key, value in (metrics.get("odir") or {}).items()]
+    return "\n".join([
+        '<h2 id="results">Evaluation results</h2>',
+        f'<p class="summary">{html.escape(evaluation_summary(metrics))}</p>',
+        f"<table><tr>{head}</tr>{rows}</table>",
+        table(pooled, ("pooled over labels", "value")),
+        f'<div class="figs">{"".join(_figures(eval_dir, ("roc_curve.png",)))}</div>'])
+
+
 def provenance_section(metrics: dict[str, Any] | None) -> str:
     """What produced the figures: checkpoint, engine, precision, data set, provenance."""
     if metrics is None:

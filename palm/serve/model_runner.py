@@ -87,6 +87,7 @@ class ModelRunner:
         self.threshold = float(self.meta.get("threshold", 0.5))
         self.temperature = float(self.meta.get("temperature", 1.0))  # temperature scaling
         self.class_names = list(self.meta.get("class_names") or [])
+        self.task = self.meta.get("task")
         self.image_size = int(self.meta["image_size"])
         # the crop is done before the transform, so the overlay shows the field the model saw
         self.transform = eval_transform(self.meta, fundus_crop=False)
@@ -163,7 +164,7 @@ class ModelRunner:
     def run_batch(self, x: np.ndarray, cam: Sequence[bool]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """(probabilities, heatmap or None) per image of the batch `x` [N, 3, S, S]."""
         logits = self.predictor.predict(x)
-        probs = finite_probabilities(logits, self.temperature)
+        probs = finite_probabilities(logits, self.temperature, self.task == "multilabel")
         maps: list[np.ndarray | None] = [None] * len(x)
         wanted = [i for i, c in enumerate(cam) if c]
         if wanted and self.gradcam is not None:
@@ -173,7 +174,12 @@ class ModelRunner:
 
     def result(self, y_prob: np.ndarray) -> dict[str, Any]:
         """Probability, prediction at the checkpoint's threshold and class name of one photo,
-        named as in a predictions CSV (palm.predictions)."""
+        named as in a predictions CSV (palm.predictions). A multi-label model answers per
+        label (`probabilities`, `predictions`) and, for the page, any finding: the highest
+        label probability, prediction 1 when some label is positive, the positive labels as
+        the class name. A grading (ordinal) model adds the expected grade."""
+        if self.task == "multilabel":
+            return self._multilabel_result(y_prob)
         if np.ndim(y_prob) == 0:
             probability = float(y_prob)
             prediction = int(probability >= self.threshold)
@@ -186,8 +192,18 @@ class ModelRunner:
                 else str(prediction))
         # `decision`: the key's name before it became `prediction`; sent for one more release
         # so that clients reading it keep working (README, service)
+        if self.task == "ordinal":
+            extra[P.EXPECTED_GRADE] = round(float(P.expected_grades(y_prob[None])[0]), 6)
         return {P.PROBABILITY: round(probability, 6), P.PREDICTION: prediction,
                 "decision": prediction, P.CLASS_NAME: name, "threshold": self.threshold, **extra}
+
+    def _multilabel_result(self, y_prob: np.ndarray) -> dict[str, Any]:
+        decisions = {name: int(p >= self.threshold) for name, p in zip(self.class_names, y_prob)}
+        positive = [name for name, d in decisions.items() if d]
+        return {P.PROBABILITY: round(float(np.max(y_prob)), 6), P.PREDICTION: int(bool(positive)),
+                P.CLASS_NAME: "; ".join(positive) or "no finding", "threshold": self.threshold,
+                "probabilities": {n: float(p) for n, p in zip(self.class_names, y_prob)},
+                "predictions": decisions}
 
 
 def overlay_png_base64(photo: np.ndarray, heatmap: np.ndarray) -> str:

@@ -378,3 +378,24 @@ def test_a_missing_label_column_and_settings_for_one_label_are_refused(multilabe
         _train(multilabel_root, tmp_path / "a", task="multilabel", label_columns=["cataract"])
     with pytest.raises(BadConfig, match="sampler balanced: not available for a multi-label task"):
         _train(multilabel_root, tmp_path / "b", label_columns=LABELS, sampler="balanced")
+
+
+def test_the_service_answers_per_label_with_predicts_probabilities(multilabel_run, multilabel_root,
+                                                                    tmp_path):
+    """A multi-label checkpoint served: sigmoid probabilities and a decision per label, the
+    same as predict's CSV; the page's fields say whether any label is positive."""
+    from palm.engine.tasks import run_predict
+    from tests.serve.helpers import make_client, upload
+    photo = multilabel_root / "val" / "007.png"  # every label present (7 = 0b111)
+    run_predict(str(multilabel_run / "best.pdparams"), str(photo), output=str(tmp_path / "p.csv"),
+                device="cpu", num_workers=0, progress=False)
+    expected = pd.read_csv(tmp_path / "p.csv").iloc[0]
+    with make_client(multilabel_run / "best.pdparams") as client:
+        answer = client.post("/v1/predict", files=upload(("007.png", photo.read_bytes()))).json()
+    result = answer["results"][0]
+    for name in LABELS:
+        assert result["probabilities"][name] == pytest.approx(expected[f"probability_{name}"], abs=1e-5)
+        assert result["predictions"][name] == expected[f"prediction_{name}"]
+    positive = [n for n in LABELS if result["predictions"][n]]
+    assert result["prediction"] == int(bool(positive))
+    assert result["class_name"] == ("; ".join(positive) or "no finding")
