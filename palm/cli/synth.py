@@ -4,6 +4,7 @@ diabetic-retinopathy photos in the APTOS-2019 layout (--task ordinal, palm.data.
 Examples:
     palm synth --output demo_data/palm --n-train 400 --n-val 400
     palm synth --task ordinal --output demo_data/aptos --n-train 500
+    palm synth --task multilabel --output demo_data/findings --n-train 400 --n-val 200
 """
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
                        formatter=argparse.ArgumentDefaultsHelpFormatter, split=False)
     add_output_option(p, "output root (PALM folders are created inside)", required=True,
                       hidden=("--out",))
-    p.add_argument("--task", choices=("binary", "ordinal"), default="binary",
-                   help="binary: PALM (PM or not); ordinal: DR grades 0-4 (APTOS-2019 layout)")
+    p.add_argument("--task", choices=("binary", "ordinal", "multilabel"), default="binary",
+                   help="binary: PALM (PM or not); ordinal: DR grades 0-4 (APTOS-2019 layout); "
+                        "multilabel: myopia, retinopathy, glaucoma each or not (CSV lists)")
     p.add_argument("--n-train", type=int, default=400)
     p.add_argument("--n-val", type=int,
-                   help="validation images (binary; default 400). The APTOS-2019 layout has "
-                        "none: training carves them")
+                   help="validation images (binary: default 400; multilabel: 200). The "
+                        "APTOS-2019 layout has none: training carves them")
     add_option(p, "--image-size", hidden=("--size",), default="512",
                help="side in px, or WIDTHxHEIGHT")
     p.add_argument("--difficulty", type=float, default=0.5, help="0 = obvious .. 1 = hard")

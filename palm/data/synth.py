@@ -376,11 +376,20 @@ def _photograph(img: np.ndarray, view: _View, d: float, rng: np.random.Generator
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-# draws further findings on the float32 RGB canvas before the camera model (palm.data.
-# synth_grading's diabetic retinopathy): (image, field-of-view centre (x, y) and radius,
-# fovea (x, y), rng)
-LesionPainter = Callable[[np.ndarray, tuple[float, float], float, np.ndarray,
-                          np.random.Generator], None]
+@dataclass(frozen=True)
+class FundusGeometry:
+    """Where an eye's landmarks lie on the render canvas, for painters of further findings."""
+
+    centre: tuple[float, float]  # of the field of view
+    radius: float  # of the field of view
+    fovea: np.ndarray  # (x, y)
+    disc: np.ndarray  # (x, y)
+    disc_r: float
+
+
+# draws further findings on the float32 RGB canvas before the camera model (diabetic
+# retinopathy, a glaucomatous cup: palm.data.synth_grading, palm.data.synth_multilabel)
+LesionPainter = Callable[[np.ndarray, FundusGeometry, np.random.Generator], None]
 
 
 def render_fundus(
@@ -418,7 +427,8 @@ def render_fundus(
     _draw_optic_disc(img, view, marks, s, rng)
     _draw_vessels(img, view, marks, rng)
     if lesions is not None:
-        lesions(img, (view.cx, view.cy), view.R, marks.fovea, rng)
+        lesions(img, FundusGeometry((view.cx, view.cy), view.R, marks.fovea, marks.disc,
+                                    marks.disc_r), rng)
     img = _photograph(img, view, d, rng)
     if scale > 1.0:
         out_w, out_h = size

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from palm.data.grading import APTOS_IMAGES, APTOS_LABELS, DR_GRADES
-from palm.data.synth import FundusSpec, parse_size, render_fundus, split_counts
+from palm.data.synth import FundusGeometry, FundusSpec, parse_size, render_fundus, split_counts
 from palm.errors import BadConfig
 from palm.io_utils import atomic_path
 
@@ -81,11 +81,11 @@ def _new_vessels(img: np.ndarray, centre: tuple[float, float], radius: float,
     img += alpha * np.asarray(DARK_RED, np.float32)
 
 
-def paint_retinopathy(grade: int, difficulty: float, img: np.ndarray,
-                      centre: tuple[float, float], radius: float, fovea: np.ndarray,
+def paint_retinopathy(grade: int, difficulty: float, img: np.ndarray, eye: FundusGeometry,
                       rng: np.random.Generator) -> None:
     """Draw the lesions of `grade` (a palm.data.synth.LesionPainter once the first two
     arguments are bound)."""
+    centre, radius, fovea = eye.centre, eye.radius, eye.fovea
     fade = 1.0 - 0.5 * difficulty  # harder: fainter, smaller lesions
     (ma, haem, exud, cws) = (int(rng.integers(lo, hi + 1)) for lo, hi in LESION_COUNTS[grade])
     _spots(img, centre, radius, ma, (0.006, 0.012), RED, 0.9 * fade, rng, fovea, 0.35)

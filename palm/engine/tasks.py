@@ -21,6 +21,7 @@ from palm.data import (cache_size_setting, cache_usage, clear_cache, default_cac
 from palm.data import sources as data_sources
 from palm.data.synth import make_palm_dataset
 from palm.data.synth_grading import make_grading_dataset
+from palm.data.synth_multilabel import FINDINGS, make_multilabel_dataset
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.device import select_device
 from palm.engine.export import export_checkpoint
@@ -317,10 +318,18 @@ def run_convert(model: str, input: str, output: str, *, num_classes: int | None 
 def run_synth(output: str, *, task: str = "binary", n_train: int = 400,
               n_val: int | None = None, image_size: str = "512", difficulty: float = 0.5,
               seed: int = 0, quality: int = 92, num_workers: int = 0) -> Path:
-    """A synthetic PALM data set under `output` (palm.data.synth), or for task "ordinal"
-    graded DR photos in the APTOS-2019 layout (palm.data.synth_grading)."""
+    """A synthetic PALM data set under `output` (palm.data.synth); for task "ordinal" graded
+    DR photos in the APTOS-2019 layout (palm.data.synth_grading); for "multilabel" photos
+    with several findings and their CSV lists (palm.data.synth_multilabel)."""
     if not 0.0 <= difficulty <= 1.0:
         raise BadConfig(f"difficulty must be in 0..1, got {difficulty}", param="difficulty")
+    if task == "multilabel":
+        n_val = 200 if n_val is None else n_val
+        root = make_multilabel_dataset(output, n_train, n_val, image_size, difficulty, seed,
+                                       num_workers)
+        print(f"wrote {n_train} training + {n_val} validation images with findings "
+              f"{', '.join(FINDINGS)} (train.csv, val.csv) under {root}")
+        return root
     if task == "ordinal":
         if n_val is not None:
             raise BadConfig("n_val: the APTOS-2019 layout has no labelled validation images "

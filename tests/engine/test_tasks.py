@@ -260,6 +260,7 @@ def test_synthetic_grading_set_is_an_aptos_download_whose_lesions_follow_the_gra
     """`palm synth --task ordinal` writes what --data-root finds as APTOS-2019, with APTOS's
     grade proportions, and higher grades carry more lesion pixels (dark red) on the same eye."""
     from palm.data.grading import find_grading_layout
+    from palm.data.synth import FundusGeometry
     from palm.data.synth_grading import make_grading_dataset, paint_retinopathy
     from palm.engine.tasks import run_synth
     root = run_synth(str(tmp_path / "aptos"), task="ordinal", n_train=40, image_size="64")
@@ -270,8 +271,9 @@ def test_synthetic_grading_set_is_an_aptos_download_whose_lesions_follow_the_gra
     lesion_pixels = []
     for grade in range(GRADES):
         img = np.full((256, 256, 3), (215, 95, 40), np.float32)
-        paint_retinopathy(grade, 0.0, img, (128.0, 128.0), 120.0, np.array([128.0, 128.0]),
-                          np.random.default_rng(0))
+        eye = FundusGeometry((128.0, 128.0), 120.0, np.array([128.0, 128.0]),
+                             np.array([200.0, 128.0]), 15.0)
+        paint_retinopathy(grade, 0.0, img, eye, np.random.default_rng(0))
         lesion_pixels.append(int((np.abs(img - (215, 95, 40)).sum(2) > 30).sum()))
     assert lesion_pixels[0] == 0 and lesion_pixels == sorted(lesion_pixels)
     assert make_grading_dataset(tmp_path / "again", 40, 64) and (
@@ -399,3 +401,27 @@ def test_the_service_answers_per_label_with_predicts_probabilities(multilabel_ru
     positive = [n for n in LABELS if result["predictions"][n]]
     assert result["prediction"] == int(bool(positive))
     assert result["class_name"] == ("; ".join(positive) or "no finding")
+
+
+def test_synthetic_findings_are_multilabel_lists_that_train(tmp_path):
+    """`palm synth --task multilabel` writes train.csv/val.csv with a 0/1 column per finding
+    that `--task multilabel` reads without naming the columns; a glaucomatous cup is paler
+    over more of the disc."""
+    from palm.data.synth import FundusGeometry
+    from palm.data.synth_multilabel import FINDINGS, paint_cup
+    from palm.engine.tasks import run_synth
+    root = run_synth(str(tmp_path / "findings"), task="multilabel", n_train=24, n_val=12,
+                     image_size="48")
+    table = pd.read_csv(root / "train.csv")
+    assert list(table.columns) == ["path", *FINDINGS] and set(table[list(FINDINGS)].values.ravel()) <= {0, 1}
+    cfg = {**config.DEFAULTS, **config.model_config("lenet5"), "train_csv": str(root / "train.csv"),
+           "val_csv": str(root / "val.csv"), "task": "multilabel", "image_size": 32,
+           "batch_size": 8, "epochs": 1, "num_workers": 0, "device": "cpu", "cache_dir": None,
+           "output": str(tmp_path / "run"), "augment": "none"}
+    run = run_training(config.validate_config(cfg), progress=False, log=lambda _: None)
+    assert json.loads((run / "best.json").read_text())["class_names"] == list(FINDINGS)
+    img = np.full((200, 200, 3), (250, 200, 140), np.float32)
+    eye = FundusGeometry((100.0, 100.0), 90.0, np.array([100.0, 100.0]), np.array([100.0, 100.0]), 20.0)
+    paint_cup(0.0, img, eye, np.random.default_rng(0))
+    pale = (img.mean(2) > 225).sum()  # the disc colour averages 197, the cup 242
+    assert np.pi * (0.65 * 20) ** 2 < pale < np.pi * (0.9 * 20) ** 2
