@@ -76,16 +76,23 @@ class CsvImageSet(ImageSet):
             if label is None or not 0 <= label < len(self.classes):
                 problems.append((where, f"{name}: label {raw} not in {self.classes}"))
                 continue
-            if pd.isna(name) or not str(name).strip():
-                problems.append((where, "empty path"))
-                continue
-            try:
-                path = listed_image(self.root, str(name), "path", allow_outside_paths, data_root)
-            except BadData as e:
-                problems.append((where, str(e)))
-                continue
-            listed.append((where, str(path), label))
+            path = _listed_path(self.root, name, where, problems, allow_outside_paths, data_root)
+            if path is not None:
+                listed.append((where, path, label))
         self._finish_listing(listed, problems)
+
+
+def _listed_path(root: Path, name: object, where: str, problems: list[tuple[str, str]],
+                 allow_outside_paths: bool, data_root: str | os.PathLike | None) -> str | None:
+    """The image a CSV row's `path` names, or None with the problem added to `problems`."""
+    if pd.isna(name) or not str(name).strip():
+        problems.append((where, "empty path"))
+        return None
+    try:
+        return str(listed_image(root, str(name), "path", allow_outside_paths, data_root))
+    except BadData as e:
+        problems.append((where, str(e)))
+        return None
 
 
 def _infer_classes(raw_labels: list[object], wheres: list[str]
@@ -198,15 +205,9 @@ class MultiLabelCsvImageSet(ImageSet):
             if bad:
                 problems.append((where, f"{bad[0][0]} is {bad[0][1]!r}, not 0 or 1"))
                 continue
-            if pd.isna(name) or not str(name).strip():
-                problems.append((where, "empty path"))
-                continue
-            try:
-                path = listed_image(self.root, str(name), "path", allow_outside_paths, data_root)
-            except BadData as e:
-                problems.append((where, str(e)))
-                continue
-            listed.append((where, str(path), labels))
+            path = _listed_path(self.root, name, where, problems, allow_outside_paths, data_root)
+            if path is not None:
+                listed.append((where, path, labels))
         self._finish_listing(listed, problems)
 
     @property

@@ -24,7 +24,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import cv2
 import numpy as np
@@ -41,6 +41,8 @@ CLASS_CODES = {"H": 0, "N": 1, "P": 2, "V": 3}  # seed-stream ids, not labels
 GT_COLUMNS = ["ID", "imgName", "Label", "Fovea_X", "Fovea_Y"]
 # Shapes and strokes are drawn at >= this many pixels and then shrunk, so 64 px test images
 # still contain every structure instead of one-pixel aliasing.
+T = TypeVar("T")
+
 MIN_RENDER_SIDE = 256
 MIN_SIDE = 8  # the smallest image the networks take (palm.config's image_size bound)
 
@@ -468,6 +470,15 @@ def _write_jpeg(path: Path, rgb: np.ndarray, quality: int) -> None:
         buf.tofile(tmp)
 
 
+def run_jobs(make_one: Callable[[tuple], T], jobs: list[tuple], num_workers: int) -> list[T]:
+    """`make_one(job)` for every job, in `num_workers` processes (0: in this one), in order.
+    Every image draws from its own seeded generator, so the files do not depend on it."""
+    if num_workers > 0:
+        with ProcessPoolExecutor(num_workers) as pool:
+            return list(pool.map(make_one, jobs, chunksize=8))
+    return [make_one(job) for job in jobs]
+
+
 def _make_one(job: tuple) -> tuple[str, float, float]:
     path, kind, index, size, difficulty, seed, quality = job
     rng = np.random.default_rng([seed, CLASS_CODES[kind[0]], index])
@@ -533,11 +544,7 @@ def make_palm_dataset(
             (str(val_dir / f"V{i:04d}.jpg"), "V" + kind, i, size, difficulty, seed, quality)
         )
 
-    if num_workers > 0:
-        with ProcessPoolExecutor(num_workers) as pool:
-            results = list(pool.map(_make_one, jobs, chunksize=8))
-    else:
-        results = [_make_one(job) for job in jobs]
+    results = run_jobs(_make_one, jobs, num_workers)
 
     rows = []
     for (path, kind, *_), (_, fx, fy) in zip(jobs, results):

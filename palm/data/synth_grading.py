@@ -18,7 +18,6 @@ is `palm synth --task ordinal`.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -27,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from palm.data.grading import APTOS_IMAGES, APTOS_LABELS, DR_GRADES
-from palm.data.synth import FundusGeometry, FundusSpec, parse_size, render_fundus, split_counts
+from palm.data.synth import (FundusGeometry, FundusSpec, parse_size, render_fundus, run_jobs,
+                             split_counts)
 from palm.errors import BadConfig
 from palm.io_utils import atomic_path
 
@@ -127,12 +127,7 @@ def make_grading_dataset(out_root: str | os.PathLike, n_train: int = 400,
             code = f"g{grade}_{i:05d}"
             jobs.append((out_root / APTOS_IMAGES / f"{code}.png", grade, i, size, difficulty, seed))
             rows.append((code, grade))
-    if num_workers > 0:
-        with ProcessPoolExecutor(num_workers) as pool:
-            list(pool.map(_make_one, jobs, chunksize=8))
-    else:
-        for job in jobs:
-            _make_one(job)
+    run_jobs(_make_one, jobs, num_workers)
     with atomic_path(out_root / APTOS_LABELS) as tmp:
         pd.DataFrame(rows, columns=["id_code", "diagnosis"]).to_csv(tmp, index=False)
     return out_root

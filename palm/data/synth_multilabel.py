@@ -14,7 +14,6 @@ The command line is `palm synth --task multilabel`.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from palm.data.synth import FundusGeometry, parse_size, render_fundus, sample_spec
+from palm.data.synth import FundusGeometry, parse_size, render_fundus, run_jobs, sample_spec
 from palm.data.synth_grading import paint_retinopathy
 from palm.errors import BadConfig
 from palm.io_utils import atomic_path
@@ -89,12 +88,7 @@ def make_multilabel_dataset(out_root: str | os.PathLike, n_train: int = 400, n_v
         name = f"images/{split}_{index:05d}.png"
         jobs.append((out_root / name, findings, index, size, difficulty, seed))
         lists[split].append((name, *findings))
-    if num_workers > 0:
-        with ProcessPoolExecutor(num_workers) as pool:
-            list(pool.map(_make_one, jobs, chunksize=8))
-    else:
-        for job in jobs:
-            _make_one(job)
+    run_jobs(_make_one, jobs, num_workers)
     for split, rows in lists.items():
         with atomic_path(out_root / f"{split}.csv") as tmp:
             pd.DataFrame(rows, columns=["path", *FINDINGS]).to_csv(tmp, index=False)

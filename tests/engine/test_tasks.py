@@ -42,6 +42,15 @@ def graded(tmp_path_factory) -> Path:
     return graded_csvs(tmp_path_factory.mktemp("graded"))
 
 
+def set_cells(csv: Path, row: int, values: dict) -> None:
+    """Write `values` ({column: value}) into data row `row` (0-based) of `csv`."""
+    table = pd.read_csv(csv)
+    for column, value in values.items():
+        table[column] = table[column].astype(object)
+        table.loc[row, column] = value
+    table.to_csv(csv, index=False)
+
+
 def _train(root: Path, output: Path, **options) -> Path:
     cfg = {**config.DEFAULTS, **config.model_config("lenet5"), "train_csv": str(root / "train.csv"),
            "val_csv": str(root / "val.csv"), "image_size": 32, "batch_size": 8, "epochs": 2,
@@ -245,11 +254,7 @@ def test_bad_aptos_rows_are_named(tmp_path, change, problem):
     from palm.data.grading import GradedImageSet, find_grading_layout
     from palm.errors import BadData
     root = aptos_root(tmp_path / "aptos", n=10)
-    table = pd.read_csv(root / "train.csv")
-    for column, value in change.items():
-        table[column] = table[column].astype(object)
-        table.loc[2, column] = value
-    table.to_csv(root / "train.csv", index=False)
+    set_cells(root / "train.csv", 2, change)
     with pytest.raises(BadData, match=problem):
         GradedImageSet(find_grading_layout(root).train)
     kept = GradedImageSet(find_grading_layout(root).train, skip_bad=True)
@@ -365,11 +370,7 @@ def test_multilabel_predict_gives_a_decision_per_label(multilabel_run, multilabe
 def test_bad_label_values_are_named(tmp_path, change, problem):
     from palm.errors import BadData
     root = multilabel_csvs(tmp_path / "bad", n_train=8, n_val=4)
-    table = pd.read_csv(root / "train.csv")
-    for column, value in change.items():
-        table[column] = table[column].astype(object)
-        table.loc[2, column] = value
-    table.to_csv(root / "train.csv", index=False)
+    set_cells(root / "train.csv", 2, change)
     with pytest.raises(BadData, match=problem):
         _train(root, tmp_path / "run", task="multilabel", label_columns=LABELS)
 
