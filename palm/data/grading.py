@@ -53,7 +53,9 @@ def find_grading_layout(data_root: str | os.PathLike | None) -> GradingLayout | 
     if not data_root:
         return None
     root = Path(data_root)
-    if (root / APTOS_LABELS).is_file() and (root / APTOS_IMAGES).is_dir():
+    if _is_aptos_table(root / APTOS_LABELS):
+        if not (root / APTOS_IMAGES).is_dir():
+            raise BadData(f"{root}: an APTOS-2019 {APTOS_LABELS} without its {APTOS_IMAGES}/ folder")
         return GradingLayout("APTOS-2019", GradingSplit(root / APTOS_LABELS, "id_code",
                                                         "diagnosis", root / APTOS_IMAGES, ".png"),
                              None)
@@ -69,6 +71,15 @@ def find_grading_layout(data_root: str | os.PathLike | None) -> GradingLayout | 
         if train is not None:
             return GradingLayout("IDRiD", train, split("Testing", "b. Testing Set"))
     return None
+
+
+def _is_aptos_table(path: Path) -> bool:
+    """A train.csv whose header names APTOS-2019's columns (id_code, diagnosis)."""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        header = f.readline(4096).decode("utf-8", "replace").strip().lower()
+    return {"id_code", "diagnosis"} <= {c.strip().strip('"') for c in header.split(",")}
 
 
 class GradedImageSet(ImageSet):

@@ -45,6 +45,8 @@ T = TypeVar("T")
 
 MIN_RENDER_SIDE = 256
 MIN_SIDE = 8  # the smallest image the networks take (palm.config's image_size bound)
+# 4x PALM's 2124x2056: a larger canvas needs gigabytes per image
+MAX_SIDE = 8192
 
 
 @dataclass(frozen=True)
@@ -443,7 +445,7 @@ def parse_size(size: int | str | tuple[int, int]) -> tuple[int, int]:
     """512 -> (512, 512); "2124x2056" -> (2124, 2056) as (width, height).
 
     Raises:
-        BadConfig: not a side or WIDTHxHEIGHT, or a side under MIN_SIDE px.
+        BadConfig: not a side or WIDTHxHEIGHT, or a side under MIN_SIDE or over MAX_SIDE px.
     """
     if isinstance(size, tuple):
         w, h = size
@@ -457,6 +459,9 @@ def parse_size(size: int | str | tuple[int, int]) -> tuple[int, int]:
     if min(w, h) < MIN_SIDE:
         raise BadConfig(f"image_size must be at least {MIN_SIDE} px a side, got {size}",
                         param="image_size")
+    if max(w, h) > MAX_SIDE:
+        raise BadConfig(f"image_size must be at most {MAX_SIDE} px a side, got {size}",
+                        param="image_size")
     return w, h
 
 
@@ -468,6 +473,15 @@ def _write_jpeg(path: Path, rgb: np.ndarray, quality: int) -> None:
         raise RuntimeError(f"{path}: JPEG encoding failed")
     with atomic_path(path) as tmp:
         buf.tofile(tmp)
+
+
+def refuse_existing(*paths: Path) -> None:
+    """BadConfig unless none of `paths` exists: a synthetic set never writes over a list (a
+    real download's labels, say) in its output folder."""
+    for path in paths:
+        if path.exists():
+            raise BadConfig(f"{path} already exists; choose an empty output folder",
+                            param="output")
 
 
 def run_jobs(make_one: Callable[[tuple], T], jobs: list[tuple], num_workers: int) -> list[T]:

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from palm.data.grading import APTOS_IMAGES, APTOS_LABELS, DR_GRADES
-from palm.data.synth import (FundusGeometry, FundusSpec, parse_size, render_fundus, run_jobs,
-                             split_counts)
+from palm.data.synth import (FundusGeometry, FundusSpec, parse_size, refuse_existing,
+                             render_fundus, run_jobs, split_counts)
 from palm.errors import BadConfig
 from palm.io_utils import atomic_path
 
@@ -120,7 +120,8 @@ def make_grading_dataset(out_root: str | os.PathLike, n_train: int = 400,
                         param="n_train")
     out_root = Path(out_root)
     size = parse_size(image_size)
-    (out_root / APTOS_IMAGES).mkdir(parents=True, exist_ok=True)
+    refuse_existing(out_root / APTOS_LABELS, out_root / APTOS_IMAGES)
+    (out_root / APTOS_IMAGES).mkdir(parents=True)
     jobs, rows = [], []
     for grade, count in split_counts(n_train, APTOS_PROPORTIONS).items():
         for i in range(count):

@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from palm.data.synth import FundusGeometry, parse_size, render_fundus, run_jobs, sample_spec
+from palm.data.synth import (FundusGeometry, parse_size, refuse_existing, render_fundus, run_jobs,
+                             sample_spec)
 from palm.data.synth_grading import paint_retinopathy
 from palm.errors import BadConfig
 from palm.io_utils import atomic_path
@@ -79,7 +80,8 @@ def make_multilabel_dataset(out_root: str | os.PathLike, n_train: int = 400, n_v
             raise BadConfig(f"{name} must be >= 1, got {count}", param=name)
     out_root = Path(out_root)
     size = parse_size(image_size)
-    (out_root / "images").mkdir(parents=True, exist_ok=True)
+    refuse_existing(out_root / "train.csv", out_root / "val.csv", out_root / "images")
+    (out_root / "images").mkdir(parents=True)
     draw = np.random.default_rng([seed, FINDING_STREAM])
     jobs, lists = [], {"train": [], "val": []}
     for index in range(n_train + n_val):

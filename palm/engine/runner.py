@@ -28,7 +28,7 @@ from palm.engine.optim import build_optimizer, build_scheduler
 from palm.engine.losses import ClassificationLoss, auto_pos_weight, resolve_class_weights
 from palm.engine.train import RunState, Selection, fit, load_resume_state, selection_score
 from palm.errors import BadCheckpoint, BadConfig, OutputRefused
-from palm.io_utils import next_free_path, output_lock, write_csv_atomic
+from palm.io_utils import next_free_path, output_lock, read_csv, write_csv_atomic
 from palm.models import build_model, load_pretrained, pretrained_weights_file
 from palm.provenance import provenance
 
@@ -163,6 +163,31 @@ def carve_holdout(train_set, fraction: float, seed: int, transform):
     return carve_split(train_set, fraction, seed, transform, name="holdout_fraction")
 
 
+def check_same_val_split(val_set, run_dir: Path) -> None:
+    """A resumed run must validate on the images it validated on: the carve (seed,
+    val_fraction, the training list) must give RUN/val_split.csv again."""
+    recorded = Path(run_dir) / "val_split.csv"
+    if not recorded.is_file():
+        return  # interrupted before the split was written: nothing was validated yet
+    listed = read_csv(recorded)["path"].astype(str)
+    before = {os.path.normpath(os.path.join(run_dir, p)) for p in listed}
+    now = {os.path.normpath(path) for path, _ in val_set.samples}
+    if before != now:
+        raise BadConfig(f"{recorded}: resuming would carve another validation split "
+                        f"({len(now - before)} of its {len(now)} images differ; seed, val_fraction "
+                        "or the training list changed); resume with the run's settings",
+                        param=("seed", "val_fraction"))
+
+
+def order_grades(task: str | None, train_set, val_set) -> None:
+    """Grades named by numbers are ordered as numbers (folders 0..10 sort as 0, 1, 10, 2)."""
+    classes = list(train_set.classes)
+    if task == "ordinal" and all(c.isdigit() for c in classes):
+        order = sorted(classes, key=int)
+        train_set.set_class_order(order)
+        val_set.set_class_order(order)
+
+
 def write_val_split(val_set, run_dir: Path) -> Path:
     """RUN/val_split.csv (path relative to the run folder, leading into the data root;
     label): the carved validation images, so `palm eval --val-csv RUN/val_split.csv
@@ -293,10 +318,10 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
     cfg = {**cfg, "augment": resolved_augment(cfg)}
 
     train_set, val_set = build_datasets(cfg)
-    if dist.is_main and getattr(val_set, "carved_from", None):
-        log(f"validation: {len(val_set)} of the {val_set.carved_from} training images (val_fraction "
-            f"{cfg['val_fraction']}, seed {cfg['seed']}), listed in "
-            f"{write_val_split(val_set, run_dir)}")
+    carved = getattr(val_set, "carved_from", None)
+    if carved and cfg["resume"]:
+        check_same_val_split(val_set, run_dir)
+    order_grades(cfg["task"], train_set, val_set)
     classes = list(train_set.classes)
     task = sources.resolve_task(cfg["task"], classes, getattr(train_set, "task", None))
     if task == "ordinal" and not cfg["referable_grade"] < len(classes):
@@ -342,7 +367,7 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
     loss_fn = ClassificationLoss(num_outputs, pos_weight=pos_weight, aux_weight=cfg["aux_weight"],
                                  label_smoothing=cfg["label_smoothing"], class_weights=class_weights,
                                  multilabel=multilabel)
-    # validation reports the plain loss, comparable between runs with and without smoothing
+    # validation reports the loss without smoothing, comparable between runs with and without
     val_loss_fn = ClassificationLoss(num_outputs, pos_weight=pos_weight, aux_weight=cfg["aux_weight"],
                                      class_weights=class_weights, multilabel=multilabel)
     positive = sources.positive_class_of(classes)
@@ -357,6 +382,10 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
         data_files = [path for path, _ in [*train_set.samples, *val_set.samples]]
         save_config({k: v for k, v in cfg.items() if k not in RUN_CONTROL_KEYS}, run_dir,
                     provenance(device, data_files))
+        if carved:
+            log(f"validation: {len(val_set)} of the {carved} training images (val_fraction "
+                f"{cfg['val_fraction']}, seed {cfg['seed']}), listed in "
+                f"{write_val_split(val_set, run_dir)}")
         n_params = sum(math.prod(p.shape) for p in model.parameters() if not p.stop_gradient)
         log(f"{cfg['model']} ({n_params / 1e6:.2f} M parameters, {num_outputs} output(s)) on "
             f"{device}{f' x{dist.world_size}' if dist.enabled else ''}: {len(train_set)} training / "

@@ -426,3 +426,49 @@ def test_synthetic_findings_are_multilabel_lists_that_train(tmp_path):
     paint_cup(0.0, img, eye, np.random.default_rng(0))
     pale = (img.mean(2) > 225).sum()  # the disc colour averages 197, the cup 242
     assert np.pi * (0.65 * 20) ** 2 < pale < np.pi * (0.9 * 20) ** 2
+
+
+def test_resuming_with_another_carve_is_refused_and_failed_runs_write_no_split(tmp_path):
+    root = aptos_root(tmp_path / "aptos")
+    run = _train_root(root, tmp_path / "run", seed=1)
+    recorded = (run / "val_split.csv").read_bytes()
+    with pytest.raises(BadConfig, match="resuming would carve another validation split"):
+        _train_root(root, run, seed=2, epochs=2, resume=True)
+    assert (run / "val_split.csv").read_bytes() == recorded
+    with pytest.raises(BadConfig, match="referable_grade 5"):
+        _train_root(root, tmp_path / "failed", referable_grade=5)
+    assert not (tmp_path / "failed" / "val_split.csv").exists()
+
+
+def test_grade_folders_are_ordered_as_numbers(tmp_path):
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for grade in range(11):
+            folder = tmp_path / split / str(grade)
+            folder.mkdir(parents=True)
+            for i in range(2):
+                cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    cfg = {**config.DEFAULTS, **config.model_config("lenet5"), "train_dir": str(tmp_path / "train"),
+           "val_dir": str(tmp_path / "val"), "task": "ordinal", "image_size": 32, "batch_size": 8,
+           "epochs": 1, "num_workers": 0, "device": "cpu", "cache_dir": None,
+           "output": str(tmp_path / "run"), "augment": "none"}
+    run = run_training(config.validate_config(cfg), progress=False, log=lambda _: None)
+    assert json.loads((run / "best.json").read_text())["class_names"] == [str(g) for g in range(11)]
+
+
+def test_synthetic_sets_never_write_over_a_download_and_name_missing_images(tmp_path):
+    from palm.data.grading import find_grading_layout
+    from palm.engine.tasks import run_synth
+    from palm.errors import BadData
+    root = aptos_root(tmp_path / "aptos", n=10)
+    before = (root / "train.csv").read_bytes()
+    with pytest.raises(BadConfig, match="train.csv already exists"):
+        run_synth(str(root), task="ordinal", n_train=10, image_size="32")
+    assert (root / "train.csv").read_bytes() == before
+    with pytest.raises(BadConfig, match="image_size must be at most 8192"):
+        run_synth(str(tmp_path / "huge"), task="ordinal", n_train=10, image_size="100000")
+    for path in (root / "train_images").iterdir():
+        path.unlink()
+    (root / "train_images").rmdir()
+    with pytest.raises(BadData, match="APTOS-2019 train.csv without its train_images/ folder"):
+        find_grading_layout(root)
