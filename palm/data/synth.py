@@ -465,12 +465,12 @@ def parse_size(size: int | str | tuple[int, int]) -> tuple[int, int]:
     return w, h
 
 
-def _write_jpeg(path: Path, rgb: np.ndarray, quality: int) -> None:
-    ok, buf = cv2.imencode(
-        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
-    )
+def write_image(path: Path, rgb: np.ndarray, quality: int = 92) -> None:
+    """`rgb` encoded by `path`'s suffix (.jpg at JPEG `quality`, .png) and written atomically."""
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() == ".jpg" else []
+    ok, buf = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
-        raise RuntimeError(f"{path}: JPEG encoding failed")
+        raise RuntimeError(f"{path}: {path.suffix} encoding failed")
     with atomic_path(path) as tmp:
         buf.tofile(tmp)
 
@@ -498,7 +498,7 @@ def _make_one(job: tuple) -> tuple[str, float, float]:
     rng = np.random.default_rng([seed, CLASS_CODES[kind[0]], index])
     spec = sample_spec(kind[-1], difficulty, rng)
     img, (fx, fy) = render_fundus(spec, size, difficulty, rng)
-    _write_jpeg(Path(path), img, quality)
+    write_image(Path(path), img, quality)
     return path, fx, fy
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 
 from palm.data.grading import APTOS_IMAGES, APTOS_LABELS, DR_GRADES
 from palm.data.synth import (FundusGeometry, FundusSpec, parse_size, refuse_existing,
-                             render_fundus, run_jobs, split_counts)
+                             render_fundus, run_jobs, split_counts, write_image)
 from palm.errors import BadConfig
 from palm.io_utils import atomic_path
 
@@ -103,11 +103,7 @@ def _make_one(job: tuple) -> None:
     spec = FundusSpec("N", float(rng.uniform(0.0, 0.05)), False)
     img, _ = render_fundus(spec, size, difficulty, rng,
                            lesions=partial(paint_retinopathy, grade, difficulty))
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError(f"{path}: PNG encoding failed")
-    with atomic_path(path) as tmp:
-        buf.tofile(tmp)
+    write_image(path, img)
 
 
 def make_grading_dataset(out_root: str | os.PathLike, n_train: int = 400,

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from palm.data.synth import (FundusGeometry, parse_size, refuse_existing, render_fundus, run_jobs,
-                             sample_spec)
+                             sample_spec, write_image)
 from palm.data.synth_grading import paint_retinopathy
 from palm.errors import BadConfig
 from palm.io_utils import atomic_path
@@ -61,11 +61,7 @@ def _make_one(job: tuple) -> None:
     grade = int(rng.integers(2, 4))
     img, _ = render_fundus(spec, size, difficulty, rng,
                            lesions=partial(paint_findings, findings, grade, difficulty))
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError(f"{path}: PNG encoding failed")
-    with atomic_path(path) as tmp:
-        buf.tofile(tmp)
+    write_image(path, img)
 
 
 def make_multilabel_dataset(out_root: str | os.PathLike, n_train: int = 400, n_val: int = 200,

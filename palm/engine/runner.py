@@ -339,7 +339,9 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
     train_loader = build_train_loader(train_set, cfg["batch_size"], cfg["num_workers"], cfg["seed"],
                                       dist, cfg["sampler"])
     val_loader = build_loader(val_set, cfg["batch_size"], train=False, num_workers=cfg["num_workers"])
-    head = head_parameter_names(model, cfg["model"], model_kwargs)
+    # the classifier's parameters, for the settings that treat it apart
+    head = (head_parameter_names(model, cfg["model"], model_kwargs)
+            if uses_parameter_groups(cfg) or cfg["freeze_epochs"] else set())
     optimizer, scheduler = build_optimization(cfg, model, len(train_loader), head)
     before_epoch = None
     if cfg["freeze_epochs"]:
