@@ -38,7 +38,8 @@ from palm.engine.checkpoint import (
     load_weights,
     recover_folder,
 )
-from palm.engine.evaluate import EvalResult, evaluate, json_ready, selection_csv_path, selection_frame
+from palm.engine.evaluate import EvalResult, evaluate, json_ready
+from palm.engine.selection import selection_csv_path, selection_frame
 from palm.errors import BadData, StoppedByUser, UserError
 from palm.metrics import REFERABLE_GRADE
 from palm.io_utils import read_csv, write_csv
@@ -442,7 +443,8 @@ def _record_epoch(state: RunState, epochs_done: int, row: dict[str, Any], select
     if not score > state.best_score:  # written so, a NaN score is never an improvement
         return None
     state.best_score = score
-    frame = selection_frame(selection.files, chosen_by) if selection.files else pd.DataFrame()
+    frame = (selection_frame(selection.files, chosen_by.labels, chosen_by.logits)
+             if selection.files else pd.DataFrame())
     return metric_name, selection.record, frame
 
 
