@@ -436,7 +436,8 @@ def evaluate_checkpoint(
                                                    skip_bad, loss_fn)
     thr, source = choose_threshold(result, meta, threshold, tune_threshold)
     status, why = selection_status(checkpoint, meta, files, tune_threshold)
-    extra = {"checkpoint": str(checkpoint), "engine": predictor.engine,
+    extra = {"task": task or ("binary" if meta["num_classes"] == 1 else "multiclass"),
+             "checkpoint": str(checkpoint), "engine": predictor.engine,
              "compute_precision": predictor.precision, "threshold_source": source,
              "positive_class": sources.positive_class_of(class_names),
              "selection": status, "selection_detail": why,

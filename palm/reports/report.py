@@ -60,6 +60,7 @@ def summary_section(run_dir: Path, checkpoint: Path | None, meta: dict | None, m
         n_params = sum(int(np.prod(p.shape)) for p in model.parameters())
         rows = [
             ("model", meta["model"]),
+            ("task", meta.get("task") or ("binary" if meta["num_classes"] == 1 else "multiclass")),
             ("parameters", f"{n_params:,}"),
             ("classes", ", ".join(meta.get("class_names") or []) or meta["num_classes"]),
             ("positive class", meta.get("positive_class") or "n/a"),

@@ -15,6 +15,7 @@ from sklearn import metrics as skm
 from palm import config
 from palm.engine.runner import run_training
 from palm.errors import BadConfig
+from palm.reports.report import build_report
 from palm.reports.tasks import run_eval
 
 GRADES = 5
@@ -82,6 +83,7 @@ def test_ordinal_evaluation_equals_sklearn_on_its_own_predictions(ordinal_run, g
     frame = pd.read_csv(out / "predictions.csv")
     truth, predicted = frame["label"], frame["prediction"]
     probabilities = frame[[f"probability_{g}" for g in range(GRADES)]].to_numpy()
+    assert metrics["task"] == "ordinal"
     assert metrics["qwk"] == pytest.approx(skm.cohen_kappa_score(truth, predicted, weights="quadratic"))
     assert metrics["mae"] == pytest.approx(skm.mean_absolute_error(truth, predicted))
     referable = metrics["referable"]
@@ -91,6 +93,17 @@ def test_ordinal_evaluation_equals_sklearn_on_its_own_predictions(ordinal_run, g
     low, high = metrics["ci95"]["qwk"]
     assert low <= metrics["qwk"] <= high
     np.testing.assert_allclose(frame["expected_grade"], probabilities @ np.arange(GRADES), atol=1e-5)
+
+
+def test_the_report_of_an_ordinal_run_states_its_task_kappa_and_grade_matrix(ordinal_run, graded,
+                                                                            tmp_path):
+    out = tmp_path / "eval"
+    metrics = run_eval(str(ordinal_run / "best.pdparams"), output=str(out),
+                       val_csv=str(graded / "val.csv"), ci_resamples=50, device="cpu")
+    page = build_report(ordinal_run, out, gallery_size=0).read_text(encoding="utf-8")
+    assert "<tr><th>task</th><td>ordinal</td></tr>" in page
+    assert f"quadratic kappa {metrics['qwk']:.3f}" in page
+    assert 'alt="confusion_matrix.png"' in page
 
 
 def test_predict_writes_the_grade_and_the_expected_grade(ordinal_run, graded, tmp_path):

@@ -157,6 +157,7 @@ def test_report_is_self_contained_with_every_section(run_and_eval):
     assert f"{n_params:,}" in page
     assert "redrawn from metrics.csv" in page
     assert "Decision threshold: <b>0.5000</b>" in page
+    assert "<tr><th>task</th><td>binary</td></tr>" in page
     srcs = IMG_SRC.findall(page)
     # 2 redrawn curves + 3 eval plots + 1 inspect plot + (photo + Grad-CAM) x 6 cases
     assert len(srcs) == 2 + 3 + 1 + 12
