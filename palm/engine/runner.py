@@ -26,7 +26,8 @@ from palm.engine.finetune import (backbone_freezer, create_optimizer_state, head
                                   parameter_groups)
 from palm.engine.optim import build_optimizer, build_scheduler
 from palm.engine.losses import ClassificationLoss, auto_pos_weight, resolve_class_weights
-from palm.engine.train import RunState, Selection, fit, load_resume_state, selection_score
+from palm.engine.train import (RunState, Selection, fit, load_resume_state, selection_key,
+                               selection_score)
 from palm.errors import BadCheckpoint, BadConfig, OutputRefused
 from palm.io_utils import next_free_path, output_lock, read_csv, write_csv_atomic
 from palm.models import build_model, load_pretrained, pretrained_weights_file
@@ -401,7 +402,7 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
                 selection=selection, is_main=dist.is_main, progress=progress, log=log,
                 before_epoch=before_epoch, val_loss_fn=val_loss_fn)
     if dist.is_main and state.history:
-        best = max(state.history, key=lambda row: selection_score(row, selection.prefix)[1])
+        best = max(state.history, key=lambda row: selection_key(row, selection.prefix))
         metric, score = selection_score(best, selection.prefix)
         log(f"done: best epoch {best['epoch']} chosen by {metric} {score:.4f} (val accuracy "
             f"{best['val_accuracy']:.4f}); checkpoints in {run_dir}")

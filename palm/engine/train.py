@@ -143,6 +143,13 @@ def selection_score(row: dict[str, Any], prefix: str = "val") -> tuple[str, floa
     return f"{prefix}_accuracy", float(row[f"{prefix}_accuracy"])
 
 
+def selection_key(row: dict[str, Any], prefix: str = "val") -> tuple[float, float]:
+    """What `best` maximises: the selection score, then the lower selection loss, because
+    kappa and accuracy on a small validation set tie often (and a tie went to epoch 1)."""
+    loss = row.get(f"{prefix}_loss", math.nan)
+    return selection_score(row, prefix)[1], -float(loss) if loss is not None else math.nan
+
+
 @dataclass
 class Selection:
     """The images that choose `best`: the validation set (loader None: reuse its results)
@@ -243,11 +250,14 @@ class RunState:
     Attributes:
         epoch: epochs completed.
         best_score: selection score of `best` so far (-inf before the first epoch).
+        best_loss: its selection loss, which breaks a tie in the score (a resumed run saved
+            before ties were broken has -inf: there, as then, a tie never wins).
         history: metrics.csv rows so far.
     """
 
     epoch: int = 0
     best_score: float = -math.inf
+    best_loss: float = math.inf
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -269,6 +279,7 @@ def stage_run_checkpoint(
     opt_state = None
     if optimizer is not None:
         opt_state = {"optimizer": optimizer.state_dict(), "best_score": state.best_score,
+                    "best_loss": state.best_loss,
                      "param_names": param_names(model),
                      "scheduler": scheduler.state_dict() if scheduler is not None else None,
                      "scaler": scaler.state_dict() if scaler is not None else None}
@@ -439,10 +450,12 @@ def _record_epoch(state: RunState, epochs_done: int, row: dict[str, Any], select
     `save_epoch` (metric, selection record, the selection images' predictions), else None."""
     state.epoch = epochs_done
     state.history.append(row)
-    metric_name, score = selection_score(row, selection.prefix)
-    if not score > state.best_score:  # written so, a NaN score is never an improvement
+    metric_name = selection_score(row, selection.prefix)[0]
+    key = selection_key(row, selection.prefix)
+    # written so, a NaN score (or a tie with a NaN loss) is never an improvement
+    if not key > (state.best_score, -state.best_loss):
         return None
-    state.best_score = score
+    state.best_score, state.best_loss = key[0], -key[1]
     frame = (selection_frame(selection.files, chosen_by.labels, chosen_by.logits)
              if selection.files else pd.DataFrame())
     return metric_name, selection.record, frame
@@ -488,4 +501,5 @@ def load_resume_state(
     epoch = int(meta.get("epoch", 0))
     history = read_metrics_csv(params_path.parent / "metrics.csv", epoch)
     return RunState(epoch=epoch, best_score=float(opt_state.get("best_score", -math.inf)),
+                    best_loss=float(opt_state.get("best_loss", -math.inf)),
                     history=history)

@@ -24,7 +24,8 @@ from palm.engine.checkpoint import load_checkpoint_model, load_optimizer_state
 from palm.errors import OutputRefused
 from palm.engine.losses import ClassificationLoss, auto_pos_weight
 from palm.engine.optim import build_optimizer, build_scheduler
-from palm.engine.train import NonFiniteLossError, train_one_epoch
+from palm.engine.train import (NonFiniteLossError, RunState, Selection, _record_epoch,
+                               selection_key, train_one_epoch)
 from palm.models import build_model
 from palm.cli import train as train_tool
 
@@ -315,3 +316,22 @@ def test_schedules_warmup_cosine_step():
 def test_optimizers(name, cls):
     layer = paddle.nn.Linear(2, 1)
     assert isinstance(build_optimizer(name, layer.parameters(), 0.01, weight_decay=1e-4), cls)
+
+
+def test_a_tie_in_the_selection_score_goes_to_the_lower_validation_loss():
+    state, selection = RunState(), Selection(files=[], record={})
+    rows = [{"val_qwk": 0.5, "val_loss": 0.9}, {"val_qwk": 0.5, "val_loss": 0.7},
+            {"val_qwk": 0.5, "val_loss": 0.8}, {"val_qwk": 0.5, "val_loss": math.nan},
+            {"val_qwk": math.nan, "val_accuracy": math.nan, "val_loss": 0.1},
+            {"val_qwk": 0.6, "val_loss": 2.0}]
+    improved = [_record_epoch(state, i + 1, row, selection, None) is not None
+                for i, row in enumerate(rows)]
+    assert improved == [True, True, False, False, False, True]
+    assert (state.best_score, state.best_loss) == (0.6, 2.0)
+    assert max(rows[:3], key=selection_key) is rows[1]  # the run's closing line agrees
+
+
+def test_a_resumed_run_saved_before_ties_were_broken_keeps_its_best_on_a_tie():
+    state = RunState(best_score=0.5, best_loss=-math.inf)  # as load_resume_state reads it
+    assert _record_epoch(state, 2, {"val_qwk": 0.5, "val_loss": 0.1},
+                         Selection(files=[], record={}), None) is None
