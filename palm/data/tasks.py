@@ -1,15 +1,20 @@
-"""What `palm prepare`, `palm stats` and `palm digits` do, as functions of plain parameters
+"""What `palm prepare`, `palm stats`, `palm digits` and `palm odir-csv` do, as functions of plain parameters
 (see palm.engine.tasks): the work of palm.data's modules plus the lines the commands print."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from palm.data.digits import export_digits
+from palm.data.odir import convert_odir_sheet
 from palm.data.prepare import write_fold_lists, write_split_lists, xlsx_to_csv
 from palm.data.stats import data_set_stats
 from palm.config import check_options
-from palm.errors import BadConfig
+from palm.errors import BadConfig, OutputRefused
+from palm.io_utils import write_csv_atomic
+
+log = logging.getLogger(__name__)
 
 
 def run_prepare(command: str, *, xlsx: str | None = None, data: str | None = None,
@@ -58,3 +63,47 @@ def run_digits(output: str | os.PathLike, *, image_size: int = 32, val_fraction:
           f"train: python tools/train.py --model lenet5 --train-dir {out}/train "
           f"--val-dir {out}/val")
     return out
+
+
+def run_odir_csv(annotations: str | os.PathLike, images: str | os.PathLike,
+                 output: str | os.PathLike, *, unknown_as_other: bool = False,
+                 labels: str = "letters", exist_ok: bool = False,
+                 train_command: str = "palm train") -> Path:
+    """convert_odir_sheet of `annotations` written to `output` (atomically), with lines on
+    what was kept and dropped and the `train_command` that reads it.
+
+    Raises:
+        OutputRefused: `output` exists and not `exist_ok`.
+    """
+    output = Path(output)
+    if output.exists() and not exist_ok:
+        raise OutputRefused(f"{output} already exists; pass exist_ok to replace it or choose "
+                            "another output", param=("exist_ok", "output"))
+    converted = convert_odir_sheet(annotations, images, output,
+                                   unknown_as_other=unknown_as_other, labels=labels)
+    write_csv_atomic(output, converted.table)
+    table = converted.table
+    positives = ", ".join(f"{name} {int(table[name].sum())}" for name in table.columns[1:])
+    print(f"wrote {output}: {len(table)} eyes of {converted.patients} patients; "
+          f"positives {positives}")
+    for reason, eyes in converted.dropped.items():
+        shown = ", ".join(eye.removeprefix(f"{annotations} ") for eye in eyes[:3])
+        print(f"left out {len(eyes)} eye(s), {reason}: {shown}" + (", ..." if len(eyes) > 3 else ""))
+    if converted.repeated_rows:
+        print(f"dropped {converted.repeated_rows} row(s) repeating an earlier patient row")
+    if converted.mapped_to_other:
+        log.warning("labelled O for %d unknown keyword(s) in %d eye(s): %s",
+                    len(converted.mapped_to_other), sum(converted.mapped_to_other.values()),
+                    ", ".join(map(repr, converted.mapped_to_other)))
+    if converted.letter_mismatches:
+        ids = converted.letter_mismatches
+        log.warning("%d patient(s) whose sheet letters differ from the OR of their eyes' "
+                    "labels (IDs %s%s)", len(ids), ", ".join(ids[:10]),
+                    ", ..." if len(ids) > 10 else "")
+    # the CSV's paths may lead out of its folder only into --data-root
+    folder, image_dir = Path(os.path.abspath(output.parent)), Path(os.path.abspath(images))
+    inside = folder in (image_dir, *image_dir.parents)
+    print(f"train: {train_command} --task multilabel --train-csv {output} --val-csv VAL.csv"
+          + ("" if inside else f" --data-root {images}")
+          + " (VAL.csv: another sheet converted so; both eyes of a patient in one list)")
+    return output
