@@ -213,7 +213,7 @@ def _drop_repeated_rows(table: pd.DataFrame, columns: dict[str, str], sheet: Pat
     clash = ids.duplicated(keep=False) & ids.notna()
     if clash.any():
         first, second = list(kept.index[clash][:2])
-        raise BadData(f"{row_location(sheet, second)}: patient {ids[second]!r} is also "
+        raise BadData(f"{row_location(sheet, second)}: patient {ids[second]} is also "
                       f"{row_location(sheet, first)}, with other images or keywords")
     return kept, int(repeats.sum())
 
