@@ -63,7 +63,8 @@ SKIPPED = {
     "python -m data_tools.prepare {xlsx2csv,split,kfold} ...":
         "a synopsis of three subcommands (test_data_tools runs each)",
     'python -m data_tools.odir --annotations "ODIR-5K_Training_Annotations(Updated)_V2.xlsx" '
-    '--images "ODIR-5K/Training Images" --output lists/odir_train.csv':
+    '--images "ODIR-5K/Training Images" --output lists/odir_train.csv '
+    '--val-output lists/odir_val.csv':
         "needs the ODIR-5K download (tests/data/test_odir.py runs the command on a tiny sheet)",
     "python -m data_tools.odir --annotations SHEET --images DIR --output OUT.csv":
         "a synopsis with placeholders (tests/data/test_odir.py runs the command)",

@@ -36,10 +36,11 @@ from pathlib import Path
 import pandas as pd
 
 from palm.data.listing import find_column, int_label, read_table, row_location, safe_join
+from palm.data.splits import grouped_holdout_split
 from palm.errors import BadConfig, BadData
 
 __all__ = ["KEYWORDS", "LABEL_NAMES", "LETTERS", "NOTE", "UNUSABLE", "OdirConversion",
-           "OdirEye", "convert_odir_sheet", "eye_labels", "split_keywords"]
+           "OdirEye", "convert_odir_sheet", "eye_labels", "split_by_patient", "split_keywords"]
 
 LETTERS = ("N", "D", "G", "C", "A", "H", "M", "O")
 # column names of `labels="full"`
@@ -158,9 +159,10 @@ class OdirConversion:
 
     Attributes:
         table: `path` (relative to the output CSV's folder) and one 0/1 column per label.
+        patient_ids: the patient of each row of `table`.
         patients: patient rows read (repeated rows counted once).
         dropped: reason -> the eyes left out (`<sheet> row <n> left`).
-        mapped_to_other: unknown keyword -> eyes it made O (unknown_as_other).
+        mapped_to_other: unknown keyword -> the eyes that have it (unknown_as_other).
         letter_mismatches: IDs of patients whose sheet letters differ from the OR of their
             two eyes' labels (checked where the sheet has all eight letters and both eyes
             are kept).
@@ -170,6 +172,7 @@ class OdirConversion:
 
     table: pd.DataFrame
     patients: int
+    patient_ids: list[str] = field(default_factory=list)
     dropped: dict[str, list[str]] = field(default_factory=dict)
     mapped_to_other: Counter = field(default_factory=Counter)
     letter_mismatches: list[str] = field(default_factory=list)
@@ -266,6 +269,7 @@ def convert_odir_sheet(sheet: str | os.PathLike, images: str | os.PathLike,
             if path is not None:
                 relative = os.path.relpath(os.path.abspath(path), out_dir)
                 rows.append([relative, *(int(letter in eye.letters) for letter in LETTERS)])
+                result.patient_ids.append(str(row[columns[ID_COLUMN]]))
         if letters is not None and not any(eye.dropped for eye in eyes.values()):
             if _patient_letters(eyes.values()) != {k for k, c in letters.items() if int_label(row[c]) == 1}:
                 result.letter_mismatches.append(str(row[columns[ID_COLUMN]]))
@@ -277,6 +281,23 @@ def convert_odir_sheet(sheet: str | os.PathLike, images: str | os.PathLike,
     names = [LABEL_NAMES[letter] if labels == "full" else letter for letter in LETTERS]
     result.table = pd.DataFrame(rows, columns=["path", *names])
     return result
+
+
+def split_by_patient(converted: OdirConversion, fraction: float, seed: int = 0
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, validation rows) of `converted.table`: about `fraction` of the eyes
+    held out, both eyes of a patient on the same side (they are alike: one in each would
+    flatter validation), stratified by the eyes' label combinations as far as patients allow
+    (palm.data.splits.grouped_holdout_split).
+
+    Raises:
+        BadConfig: `fraction` outside (0, 0.5] or too few patients (names val_fraction).
+    """
+    table = converted.table
+    combinations = table.iloc[:, 1:].astype(str).agg("".join, axis=1)
+    kept, held = grouped_holdout_split(combinations, converted.patient_ids, fraction, seed,
+                                       name="val_fraction")
+    return table.iloc[kept].reset_index(drop=True), table.iloc[held].reset_index(drop=True)
 
 
 def _image(images: Path, name: object, where: str, missing: list[str]) -> Path | None:

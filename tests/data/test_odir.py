@@ -16,7 +16,7 @@ from palm.cli.common import cli
 from palm.data.generic import MultiLabelCsvImageSet
 from palm.data.odir import DROP_NO_DIAGNOSIS, DROP_UNUSABLE, convert_odir_sheet
 from palm.data.tasks import run_odir_csv
-from palm.errors import BadData
+from palm.errors import BadConfig, BadData, OutputRefused
 
 LETTERS = list("NDGCAHMO")
 # ID -> (left keywords, right keywords), as the sheet writes them: "，" (U+FF0C) or ","
@@ -79,7 +79,7 @@ def expected_rows() -> pd.DataFrame:
 def test_each_eye_gets_its_own_labels_from_an_xlsx_or_csv_sheet(tmp_path, suffix):
     sheet = write_sheet(tmp_path, suffix)
     out = tmp_path / "lists" / "odir.csv"
-    assert run_odir_csv(sheet, tmp_path / "images", out) == out
+    assert run_odir_csv(sheet, tmp_path / "images", out) == [out]
     written = pd.read_csv(out)
     assert list(written.columns) == ["path", *LETTERS]
     # paths are relative to the CSV's folder and lead to the images
@@ -164,7 +164,7 @@ def test_the_command_writes_a_list_multilabel_reads_and_refuses_to_overwrite_it(
             "--output", str(out), "--labels", "full"]
     assert _cli(argv) == 0
     printed = capsys.readouterr().out
-    assert f"wrote {out}: 10 eyes of 6 patients" in printed
+    assert f"{sheet}: 10 eyes of 6 patients" in printed and f"wrote {out}: 10 eyes" in printed
     assert "left out 1 eye(s), not a usable fundus photo" in printed and "row 5 left" in printed
     assert f"--data-root {tmp_path / 'odir' / 'images'}" in printed  # the paths leave lists/
     data = MultiLabelCsvImageSet(out, data_root=tmp_path / "odir" / "images")
@@ -175,7 +175,7 @@ def test_the_command_writes_a_list_multilabel_reads_and_refuses_to_overwrite_it(
     np.testing.assert_array_equal(data.labels, want[LETTERS].to_numpy())
     before = out.read_bytes()
     assert _cli(argv) == (f"error: {out} already exists; pass --exist-ok to replace it or "
-                          "choose another --output")
+                          "choose another name")
     assert out.read_bytes() == before
     assert _cli([*argv, "--labels", "letters", "--exist-ok"]) == 0
     assert pd.read_csv(out).columns[1:].tolist() == LETTERS
@@ -187,13 +187,33 @@ def test_the_command_writes_a_list_multilabel_reads_and_refuses_to_overwrite_it(
     assert not list(out.parent.glob(".*.tmp"))  # written atomically
 
 
-def test_the_list_trains_as_multilabel(tmp_path):
+def test_a_validation_list_holds_out_whole_patients(tmp_path, capsys):
+    sheet = write_sheet(tmp_path)
+    train, val = tmp_path / "train.csv", tmp_path / "val.csv"
+    assert run_odir_csv(sheet, tmp_path / "images", train, val_output=val, val_fraction=0.5,
+                        seed=1) == [train, val]
+    names = {path: [Path(p).name for p in pd.read_csv(path)["path"]] for path in (train, val)}
+    assert sorted(names[train] + names[val]) == sorted(expected_rows()["name"])
+    patients = {path: {name.split("_")[0] for name in names[path]} for path in names}
+    assert patients[train] and patients[val] and not patients[train] & patients[val]
+    assert f"--train-csv {train} --val-csv {val}" in capsys.readouterr().out
+    with pytest.raises(OutputRefused, match="val.csv already exists; pass exist_ok"):
+        run_odir_csv(sheet, tmp_path / "images", tmp_path / "t2.csv", val_output=val)
+    assert not (tmp_path / "t2.csv").exists()
+    with pytest.raises(BadConfig, match="val_fraction needs val_output"):
+        run_odir_csv(sheet, tmp_path / "images", tmp_path / "t3.csv", val_fraction=0.2)
+    with pytest.raises(BadConfig, match="output and val_output must be in one folder"):
+        run_odir_csv(sheet, tmp_path / "images", tmp_path / "t4.csv",
+                     val_output=tmp_path / "sub" / "v.csv")
+
+
+def test_the_lists_train_as_multilabel(tmp_path):
     from palm.engine.runner import run_training
 
     sheet = write_sheet(tmp_path / "odir")
     lists = tmp_path / "odir"
-    for name in ("train.csv", "val.csv"):  # the same eyes twice: this checks the plumbing
-        run_odir_csv(sheet, lists / "images", lists / name)
+    run_odir_csv(sheet, lists / "images", lists / "train.csv", val_output=lists / "val.csv",
+                 val_fraction=0.5)
     cfg = {**config.DEFAULTS, **config.model_config("lenet5"), "train_csv": str(lists / "train.csv"),
            "val_csv": str(lists / "val.csv"), "task": "multilabel", "image_size": 32,
            "batch_size": 4, "epochs": 1, "num_workers": 0, "device": "cpu", "cache_dir": None,
