@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from palm.data.listing import find_column, int_label, read_table, row_location, safe_join
+from palm.data.listing import find_column, int_label, read_table, row_location
 from palm.data.splits import grouped_holdout_split
 from palm.errors import BadConfig, BadData
 
@@ -103,7 +103,7 @@ KEYWORDS: dict[str, str] = {
 }
 
 SIDES = ("left", "right")
-# the sheet's columns per eye: (image file, keywords), as find_column matches them
+# the sheet's columns per eye: (image file, keywords), found by find_column
 EYE_COLUMNS = {side: (f"{side.title()}-Fundus", f"{side.title()}-Diagnostic Keywords")
                for side in SIDES}
 ID_COLUMN = "ID"
@@ -256,26 +256,26 @@ def convert_odir_sheet(sheet: str | os.PathLike, images: str | os.PathLike,
     rows, unknown, missing = [], [], []
     out_dir = Path(os.path.abspath(Path(output).parent))
     for index, row in table.iterrows():
-        where = row_location(sheet, index)
-        eyes = {}
-        for side, (image_column, keyword_column) in EYE_COLUMNS.items():
-            eye = eye_labels(split_keywords(row[columns[keyword_column]]), unknown_as_other)
-            eyes[side] = eye
+        where, patient = row_location(sheet, index), str(row[columns[ID_COLUMN]])
+        eyes = [eye_labels(split_keywords(row[columns[EYE_COLUMNS[side][1]]]), unknown_as_other)
+                for side in SIDES]
+        for side, eye in zip(SIDES, eyes):
             unknown += [(word, f"{where} {side}") for word in eye.unknown]
             if eye.dropped is not None:
                 result.dropped.setdefault(eye.dropped, []).append(f"{where} {side}")
                 continue
-            path = _image(images, row[columns[image_column]], f"{where} {side}", missing)
+            path = _image(images, row[columns[EYE_COLUMNS[side][0]]], f"{where} {side}", missing)
             if path is not None:
                 relative = os.path.relpath(os.path.abspath(path), out_dir)
                 rows.append([relative, *(int(letter in eye.letters) for letter in LETTERS)])
-                result.patient_ids.append(str(row[columns[ID_COLUMN]]))
-        if letters is not None and not any(eye.dropped for eye in eyes.values()):
-            if _patient_letters(eyes.values()) != {k for k, c in letters.items() if int_label(row[c]) == 1}:
-                result.letter_mismatches.append(str(row[columns[ID_COLUMN]]))
+                result.patient_ids.append(patient)
+        if letters is not None and not any(eye.dropped for eye in eyes):
+            if _patient_letters(eyes) != {k for k, c in letters.items() if int_label(row[c]) == 1}:
+                result.letter_mismatches.append(patient)
     _raise_unknown(sheet, unknown, unknown_as_other)
     _raise_missing(images, missing)
-    result.mapped_to_other = Counter(word for word, _ in unknown) if unknown_as_other else Counter()
+    if unknown_as_other:
+        result.mapped_to_other = Counter(word for word, _ in set(unknown))
     if not rows:
         raise BadData(f"{sheet}: no usable eye (every one dropped)")
     names = [LABEL_NAMES[letter] if labels == "full" else letter for letter in LETTERS]
@@ -302,21 +302,18 @@ def split_by_patient(converted: OdirConversion, fraction: float, seed: int = 0
 
 def _image(images: Path, name: object, where: str, missing: list[str]) -> Path | None:
     """The image file `name` in `images`, or None with the problem added to `missing`."""
-    if pd.isna(name) or not str(name).strip():
-        missing.append(f"{where}: no image file name")
+    name = "" if pd.isna(name) else str(name).strip()
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        missing.append(f"{where}: image name {name!r} is not a file name")
         return None
-    try:
-        path = safe_join(images, str(name))
-    except BadData as e:
-        missing.append(f"{where}: {e}")
-        return None
+    path = images / name
     if not path.is_file():
-        missing.append(f"{where}: image {str(name).strip()!r} not found")
+        missing.append(f"{where}: image {name!r} not found")
         return None
     return path
 
 
-def _patient_letters(eyes: object) -> set[str]:
+def _patient_letters(eyes: list[OdirEye]) -> set[str]:
     """The letters a patient with these eyes has: the OR of both, N only when both are N."""
     union = set().union(*(eye.letters for eye in eyes))
     return union - {"N"} or union
@@ -328,10 +325,13 @@ def _raise_unknown(sheet: Path, unknown: list[tuple[str, str]], unknown_as_other
         return
     by_word: dict[str, list[str]] = {}
     for word, where in unknown:
-        by_word.setdefault(word, []).append(where.removeprefix(f"{sheet} "))
+        wheres = by_word.setdefault(word, [])
+        if where.removeprefix(f"{sheet} ") not in wheres:
+            wheres.append(where.removeprefix(f"{sheet} "))
     listed = "; ".join(f"{word!r} ({', '.join(wheres)})" for word, wheres in by_word.items())
-    raise BadData(f"{sheet}: {len(by_word)} unknown diagnostic keyword(s) in {len(unknown)} "
-                  f"eye(s): {listed}. Add them to palm.data.odir.KEYWORDS, or label them O "
+    eyes = len({where for _, where in unknown})
+    raise BadData(f"{sheet}: {len(by_word)} unknown diagnostic keyword(s) in {eyes} eye(s): "
+                  f"{listed}. Add them to palm.data.odir.KEYWORDS, or label them O "
                   "with unknown_as_other", param="unknown_as_other")
 
 

@@ -1,5 +1,6 @@
-"""What `palm prepare`, `palm stats`, `palm digits` and `palm odir-csv` do, as functions of plain parameters
-(see palm.engine.tasks): the work of palm.data's modules plus the lines the commands print."""
+"""What `palm prepare`, `palm stats`, `palm digits` and `palm odir-csv` do, as functions of
+plain parameters (see palm.engine.tasks): the work of palm.data's modules plus the lines the
+commands print."""
 from __future__ import annotations
 
 import logging
@@ -82,13 +83,7 @@ def run_odir_csv(annotations: str | os.PathLike, images: str | os.PathLike,
         raise BadConfig("val_fraction needs val_output (the validation list to write)",
                         param=("val_fraction", "val_output"))
     outputs = [Path(output)] + ([Path(val_output)] if val_output is not None else [])
-    for path in outputs:
-        if path.exists() and not exist_ok:
-            raise OutputRefused(f"{path} already exists; pass exist_ok to replace it or "
-                                "choose another name", param="exist_ok")
-    if len({Path(os.path.abspath(path)).parent for path in outputs}) > 1:
-        raise BadConfig("output and val_output must be in one folder (their paths are "
-                        "relative to it)", param=("output", "val_output"))
+    _check_list_outputs(outputs, exist_ok)
     converted = convert_odir_sheet(annotations, images, outputs[0],
                                    unknown_as_other=unknown_as_other, labels=labels)
     tables = ([converted.table] if val_output is None else
@@ -102,9 +97,21 @@ def run_odir_csv(annotations: str | os.PathLike, images: str | os.PathLike,
     folder, image_dir = Path(os.path.abspath(outputs[0].parent)), Path(os.path.abspath(images))
     data_root = "" if folder in (image_dir, *image_dir.parents) else f" --data-root {images}"
     val = (f"--val-csv {outputs[1]}" if val_output is not None else
-           "--val-csv VAL.csv (VAL.csv: another sheet converted so, or split one with val_output)")
+           "--val-csv VAL.csv (VAL.csv: another sheet converted so, or use --val-output)")
     print(f"train: {train_command} --task multilabel --train-csv {outputs[0]}{data_root} {val}")
     return outputs
+
+
+def _check_list_outputs(outputs: list[Path], exist_ok: bool) -> None:
+    """Refuse an existing output (unless `exist_ok`) and lists in two folders (their paths
+    are relative to their folder: one folder, one --data-root)."""
+    for path in outputs:
+        if path.exists() and not exist_ok:
+            raise OutputRefused(f"{path} already exists; pass exist_ok to replace it or "
+                                "choose another name", param="exist_ok")
+    if len({Path(os.path.abspath(path)).parent for path in outputs}) > 1:
+        raise BadConfig("output and val_output must be in one folder (their paths are "
+                        "relative to it)", param=("output", "val_output"))
 
 
 def _report_odir(converted: OdirConversion, annotations: str | os.PathLike) -> None:
@@ -112,8 +119,9 @@ def _report_odir(converted: OdirConversion, annotations: str | os.PathLike) -> N
     whose letters differ from their eyes'."""
     print(f"{annotations}: {len(converted.table)} eyes of {converted.patients} patients")
     for reason, eyes in converted.dropped.items():
-        shown = ", ".join(eye.removeprefix(f"{annotations} ") for eye in eyes[:3])
-        print(f"left out {len(eyes)} eye(s), {reason}: {shown}" + (", ..." if len(eyes) > 3 else ""))
+        shown = ", ".join(eye.removeprefix(f"{Path(annotations)} ") for eye in eyes[:3])
+        more = ", ..." if len(eyes) > 3 else ""
+        print(f"left out {len(eyes)} eye(s), {reason}: {shown}{more}")
     if converted.repeated_rows:
         print(f"dropped {converted.repeated_rows} row(s) repeating an earlier patient row")
     if converted.mapped_to_other:

@@ -22,7 +22,8 @@ LETTERS = list("NDGCAHMO")
 # ID -> (left keywords, right keywords), as the sheet writes them: "，" (U+FF0C) or ","
 PATIENTS = {
     0: ("cataract", "normal fundus"),
-    1: ("laser spot，moderate non proliferative retinopathy", "moderate non proliferative retinopathy"),
+    1: ("laser spot，moderate non proliferative retinopathy",
+        "moderate non proliferative retinopathy"),
     2: ("normal fundus，lens dust", "pathological myopia"),
     3: ("no fundus image", "glaucoma"),
     4: ("low image quality", "hypertensive retinopathy,diabetic retinopathy"),
@@ -137,6 +138,11 @@ def test_a_missing_image_is_named_with_its_row_and_eye(tmp_path):
     assert str(error.value) == (f"1 image(s) missing from the images folder {tmp_path / 'images'}: "
                                 f"{sheet} row 4 right: image '2_right.jpg' not found")
     assert error.value.param == "images"
+    table = pd.read_excel(sheet)
+    table.loc[0, "Left-Fundus"] = "../0_left.jpg"
+    table.to_excel(sheet, index=False)
+    with pytest.raises(BadData, match=r"row 2 left: image name '../0_left.jpg' is not a file name"):
+        convert_odir_sheet(sheet, tmp_path / "images", tmp_path / "o.csv")
 
 
 def test_repeated_patient_rows_count_once_and_a_clash_names_both_rows(tmp_path):
@@ -184,6 +190,8 @@ def test_the_command_writes_a_list_multilabel_reads_and_refuses_to_overwrite_it(
     line = _cli([*argv, "--exist-ok"])
     assert line.startswith("error: ") and "\n" not in line and "--unknown-as-other" in line
     assert _cli([*argv, "--exist-ok", "--unknown-as-other"]) == 0
+    assert _cli([*argv, "--val-fraction", "0.2"]) == (
+        "error: --val-fraction needs --val-output (the validation list to write)")
     assert not list(out.parent.glob(".*.tmp"))  # written atomically
 
 
@@ -214,8 +222,8 @@ def test_the_lists_train_as_multilabel(tmp_path):
     lists = tmp_path / "odir"
     run_odir_csv(sheet, lists / "images", lists / "train.csv", val_output=lists / "val.csv",
                  val_fraction=0.5)
-    cfg = {**config.DEFAULTS, **config.model_config("lenet5"), "train_csv": str(lists / "train.csv"),
-           "val_csv": str(lists / "val.csv"), "task": "multilabel", "image_size": 32,
+    cfg = {**config.DEFAULTS, **config.model_config("lenet5"),
+           "train_csv": str(lists / "train.csv"), "val_csv": str(lists / "val.csv"), "task": "multilabel", "image_size": 32,
            "batch_size": 4, "epochs": 1, "num_workers": 0, "device": "cpu", "cache_dir": None,
            "output": str(tmp_path / "run"), "augment": "none"}
     run = run_training(config.validate_config(cfg), progress=False, log=lambda _: None)
