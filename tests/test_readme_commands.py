@@ -62,6 +62,12 @@ SKIPPED = {
     "--predict-images 100,500,2000 --repeats 1": "2600 full-size images",
     "python -m data_tools.prepare {xlsx2csv,split,kfold} ...":
         "a synopsis of three subcommands (test_data_tools runs each)",
+    'python -m data_tools.odir --annotations "ODIR-5K_Training_Annotations(Updated)_V2.xlsx" '
+    '--images "ODIR-5K/Training Images" --output lists/odir_train.csv '
+    '--val-output lists/odir_val.csv':
+        "needs the ODIR-5K download (tests/data/test_odir.py runs the command on a tiny sheet)",
+    "python -m data_tools.odir --annotations SHEET --images DIR --output OUT.csv":
+        "a synopsis with placeholders (tests/data/test_odir.py runs the command)",
 }
 
 # Installing changes the environment: the new-user check runs the install lines by hand.

@@ -461,6 +461,7 @@ COMMANDS: dict[str, Command] = {
     "stats": Command("palm.cli.stats", "python -m data_tools.stats", "per-channel mean and std of a data set"),
     "digits": Command("palm.cli.digits", "python -m data_tools.digits", "scikit-learn's digits as class folders"),
     "synth": Command("palm.cli.synth", "python -m data_tools.synth_palm", "draw a synthetic PALM data set"),
+    "odir-csv": Command("palm.cli.odir_csv", "python -m data_tools.odir", "ODIR-5K annotation sheet to a per-eye multi-label CSV"),
 }
 
 # The repository root when palm runs from a source checkout (tools/ beside the package).

@@ -1,10 +1,11 @@
-"""The one stratified splitter of palm: a holdout, k folds, or k folds repeated.
+"""The one stratified splitter of palm: a holdout, k folds, or k folds repeated, and a
+holdout that keeps groups (a patient's two eyes) together.
 
 Every split keeps the class proportions and is seeded, so the same labels and seed give the
 same split wherever it is made (`prepare split|kfold`, the training holdout of
 `select_on: holdout`, the folds of a cross-validation, the digits export). scikit-learn does
 the splitting: train_test_split for a holdout, StratifiedKFold (one repeat) or
-RepeatedStratifiedKFold (several) for folds.
+RepeatedStratifiedKFold (several) for folds, StratifiedGroupKFold for a grouped holdout.
 
 Example:
     train, held = holdout_split(labels, fraction=0.2, seed=0)   # sorted index arrays
@@ -13,14 +14,16 @@ Example:
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold, train_test_split
+from sklearn.model_selection import (RepeatedStratifiedKFold, StratifiedGroupKFold,
+                                     StratifiedKFold, train_test_split)
 
 from palm.errors import BadConfig
 
-__all__ = ["carve_split", "holdout_split", "kfold_assignment"]
+__all__ = ["carve_split", "grouped_holdout_split", "holdout_split", "kfold_assignment"]
 
 
 def holdout_split(labels: Sequence, fraction: float, seed: int,
@@ -44,6 +47,32 @@ def holdout_split(labels: Sequence, fraction: float, seed: int,
     except ValueError as e:
         raise BadConfig(f"{name} {fraction}: cannot split {len(labels)} images by class "
                         f"({e})") from None
+    return np.sort(kept), np.sort(held)
+
+
+def grouped_holdout_split(labels: Sequence, groups: Sequence, fraction: float, seed: int,
+                          name: str = "fraction") -> tuple[np.ndarray, np.ndarray]:
+    """(kept indices, held-out indices), both sorted: a seeded holdout of about `fraction` of
+    the samples in which every group (a patient's two eyes) falls on one side, stratified by
+    label as far as the groups allow. The held-out part is one of round(1 / fraction) folds of
+    scikit-learn's StratifiedGroupKFold, so 0.2 holds out a fifth and 0.3 a third.
+
+    Raises:
+        BadConfig: `fraction` outside (0, 0.5], or fewer groups than folds.
+    """
+    if not 0.0 < fraction <= 0.5:
+        raise BadConfig(f"{name} must be in (0, 0.5], got {fraction}", param=name)
+    folds = round(1 / fraction)
+    groups = np.asarray(groups)
+    if len(np.unique(groups)) < folds:
+        raise BadConfig(f"{name} {fraction}: {len(np.unique(groups))} groups cannot be split "
+                        f"{folds} ways", param=name)
+    splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        # a label rarer than the number of folds is normal here (a rare combination of
+        # findings); it simply cannot be spread over every fold
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        kept, held = next(splitter.split(np.zeros(len(groups)), np.asarray(labels), groups))
     return np.sort(kept), np.sort(held)
 
 

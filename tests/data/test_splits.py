@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from palm.data.splits import holdout_split, kfold_assignment
+from sklearn.model_selection import StratifiedGroupKFold
+
+from palm.data.splits import grouped_holdout_split, holdout_split, kfold_assignment
 from palm.errors import BadConfig
 
 # A fixed label vector and the splits main's own functions (palm/cli/prepare.py's
@@ -69,6 +71,10 @@ def test_holdout_keeps_class_proportions():
     (lambda: holdout_split([0, 1] * 4, 1.0, seed=0), "fraction must be in \\(0, 1\\), got 1.0"),
     (lambda: holdout_split([0, 0, 0, 1], 0.5, seed=0, name="holdout_fraction"),
      "holdout_fraction 0.5: cannot split 4 images by class"),
+    (lambda: grouped_holdout_split([0, 1] * 4, range(8), 0.6, seed=0, name="val_fraction"),
+     "val_fraction must be in \\(0, 0.5\\], got 0.6"),
+    (lambda: grouped_holdout_split([0, 1] * 4, [0, 0, 0, 0, 1, 1, 1, 1], 0.2, seed=0),
+     "fraction 0.2: 2 groups cannot be split 5 ways"),
 ])
 def test_bad_parameters_are_one_line_errors_naming_the_parameter(call, message):
     with pytest.raises(BadConfig, match=message):
@@ -78,3 +84,19 @@ def test_bad_parameters_are_one_line_errors_naming_the_parameter(call, message):
 def test_pandas_labels_split_like_arrays():
     table = pd.DataFrame({"label": LABELS}, index=range(100, 124))  # index ignored
     assert holdout_split(table["label"], 0.25, seed=7)[1].tolist() == MAIN_SPLIT_VAL
+
+
+def test_grouped_holdout_keeps_groups_together_and_is_sklearns_first_fold():
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(100), 2)  # two eyes per patient
+    labels = rng.choice(["N", "D", "DO", "G"], size=200, p=[0.5, 0.3, 0.1, 0.1])
+    kept, held = grouped_holdout_split(labels, groups, 0.2, seed=4)
+    assert not set(groups[kept]) & set(groups[held])
+    assert sorted(kept.tolist() + held.tolist()) == list(range(200))
+    first = next(StratifiedGroupKFold(5, shuffle=True, random_state=4).split(
+        np.zeros(200), labels, groups))
+    assert held.tolist() == sorted(first[1].tolist())
+    assert len(held) == 40  # 100 patients of 2 eyes: a fifth of them
+    for label in ("N", "D"):  # the common labels keep their share
+        assert abs((labels[held] == label).mean() - (labels == label).mean()) < 0.06
+    assert grouped_holdout_split(labels, groups, 0.2, seed=4)[1].tolist() == held.tolist()
