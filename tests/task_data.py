@@ -8,6 +8,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from palm import config
+from palm.engine.runner import run_training
+
 GRADES = 5
 
 
@@ -49,3 +52,13 @@ def multilabel_csvs(root: Path, n_train: int = 48, n_val: int = 36) -> Path:
     return root
 
 
+
+
+def train_csv_run(root: Path, output: Path, **options) -> Path:
+    """A LeNet-5 run (32 px, 2 epochs unless `options` say otherwise) on ROOT/train.csv,
+    validated on ROOT/val.csv; returns its run folder."""
+    cfg = {**config.DEFAULTS, **config.model_config("lenet5"), "train_csv": str(root / "train.csv"),
+           "val_csv": str(root / "val.csv"), "image_size": 32, "batch_size": 8, "epochs": 2,
+           "num_workers": 0, "device": "cpu", "cache_dir": None, "output": str(output),
+           "augment": "none", **options}
+    return run_training(config.validate_config(cfg), progress=False, log=lambda _: None)

@@ -17,6 +17,7 @@ from palm.engine.runner import run_training
 from palm.errors import BadConfig
 from palm.reports.tasks import run_eval
 from tests.task_data import GRADES, LABELS, graded_csvs, multilabel_csvs
+from tests.task_data import train_csv_run as _train
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +32,6 @@ def set_cells(csv: Path, row: int, values: dict) -> None:
         table[column] = table[column].astype(object)
         table.loc[row, column] = value
     table.to_csv(csv, index=False)
-
-
-def _train(root: Path, output: Path, **options) -> Path:
-    cfg = {**config.DEFAULTS, **config.model_config("lenet5"), "train_csv": str(root / "train.csv"),
-           "val_csv": str(root / "val.csv"), "image_size": 32, "batch_size": 8, "epochs": 2,
-           "num_workers": 0, "device": "cpu", "cache_dir": None, "output": str(output),
-           "augment": "none", **options}
-    return run_training(config.validate_config(cfg), progress=False, log=lambda _: None)
 
 
 @pytest.fixture(scope="module")

@@ -166,3 +166,35 @@ def test_bad_grade_in_a_csv_names_file_row_and_value(graders, tmp_path):
     (csv.parent / "metrics.json").write_text(json.dumps({"task": "ordinal"}))
     with pytest.raises(BadData, match=r"predictions.csv: row 4, column prediction: 7 is not one of 0..4"):
         compare_models([graders[0], csv], tmp_path / "cmp", resamples=10)
+
+
+def _trained_and_evaluated(root, data, name, **options):
+    from tests.task_data import train_csv_run
+    from palm.reports.tasks import run_eval
+    run = train_csv_run(data, root / name, **options)
+    run_eval(str(run / "last.pdparams"), output=str(run / "eval"), val_csv=str(data / "val.csv"),
+             ci_resamples=20, device="cpu")
+    return run
+
+
+def test_compare_trained_graders_and_multilabel_runs_on_their_own_csvs(tmp_path):
+    from tests.task_data import LABELS as FINDINGS, graded_csvs, multilabel_csvs
+    graded = graded_csvs(tmp_path / "graded", n_train=30, n_val=20)
+    graders = [_trained_and_evaluated(tmp_path, graded, f"g{e}", task="ordinal", epochs=e)
+               for e in (1, 2)]
+    board, pairs = compare_models(graders, tmp_path / "cmp_g", resamples=RESAMPLES)
+    for run in graders:
+        frame = pd.read_csv(run / "eval" / "predictions.csv")
+        assert board.set_index("model").loc[run.name, "qwk"] == pytest.approx(
+            skm.cohen_kappa_score(frame["label"], frame["prediction"], weights="quadratic"))
+    assert (tmp_path / "cmp_g" / "curves_overlay.png").is_file()  # the runs' training curves
+    data = multilabel_csvs(tmp_path / "ml", n_train=24, n_val=24)
+    models = [_trained_and_evaluated(tmp_path, data, f"m{e}", task="multilabel",
+                                     label_columns=FINDINGS, epochs=e, lr=0.01) for e in (1, 2)]
+    board, _ = compare_models(models, tmp_path / "cmp_m", resamples=RESAMPLES)
+    for run in models:
+        frame = pd.read_csv(run / "eval" / "predictions.csv")
+        assert board.set_index("model").loc[run.name, "macro_roc_auc"] == pytest.approx(
+            skm.roc_auc_score(frame[[f"label_{n}" for n in FINDINGS]],
+                              frame[[f"probability_{n}" for n in FINDINGS]]), abs=1e-6)
+    assert len(pd.read_csv(tmp_path / "cmp_m" / "pairs_per_label.csv")) == len(FINDINGS)
