@@ -40,6 +40,7 @@ from palm.data import CsvImageSet, ImageSet, PalmTrainSet, build_loader, eval_tr
 from palm.data import class_order, find_palm_layout
 from palm.data import sources
 from palm.data.generic import MultiLabelCsvImageSet
+from palm.data.grading import GradedImageSet, find_grading_layout
 from palm.data.splits import kfold_assignment
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.evaluate import evaluate, json_ready
@@ -75,18 +76,24 @@ def external_set(cfg: dict[str, Any], classes: list[str]) -> ImageSet:
         multilabel=cfg["task"] == "multilabel", **_read_options(cfg))
 
 
-def labelled_pool(cfg: dict[str, Any], pool_val: bool) -> tuple[list[tuple[str, Any]], list[str], str]:
+def labelled_pool(cfg: dict[str, Any], pool_val: bool
+                  ) -> tuple[list[tuple[str, Any]], list[str], str | None]:
     """(samples, class names, the data's own task or None) of the data to cross-validate, in
     the data sets' order (a multi-label sample's label is its tuple of 0/1, one per label)."""
-    if sources.is_palm_layout(cfg["data_root"], cfg["train_csv"], cfg["val_csv"]):
-        train: ImageSet = PalmTrainSet(find_palm_layout(cfg["data_root"]).train_dir,
-                                       transform=eval_transform(cfg), **_read_options(cfg))
+    grading = (find_grading_layout(cfg["data_root"])
+               if not (cfg["train_dir"] or cfg["train_csv"]) else None)
+    if grading is not None:  # an APTOS-2019 or IDRiD download: its training grades
+        train: ImageSet = GradedImageSet(grading.train, transform=eval_transform(cfg),
+                                         **_read_options(cfg))
+    elif sources.is_palm_layout(cfg["data_root"], cfg["train_csv"], cfg["val_csv"]):
+        train = PalmTrainSet(find_palm_layout(cfg["data_root"]).train_dir,
+                             transform=eval_transform(cfg), **_read_options(cfg))
         train.set_class_order(class_order(cfg["class_names"] or train.classes,
                                           cfg["positive_class"], bool(cfg["class_names"])))
     else:
         if not (cfg["train_dir"] or cfg["train_csv"]):
-            raise BadConfig("no training data: give data_root (PALM), train_dir or train_csv",
-                            param=("data_root", "train_dir", "train_csv"))
+            raise BadConfig("no training data: give data_root (PALM, APTOS-2019, IDRiD), "
+                            "train_dir or train_csv", param=("data_root", "train_dir", "train_csv"))
         multilabel = cfg["task"] == "multilabel" or bool(cfg["label_columns"])
         train = sources.evaluation_set(
             transform=eval_transform(cfg),
@@ -310,10 +317,11 @@ def mean_sd(folds_table: pd.DataFrame) -> dict[str, dict[str, float]]:
 def summary_text(summary: dict[str, Any]) -> str:
     """The printed table: mean ± sd over folds, then the pooled out-of-fold figures."""
     n_folds = summary["folds"] * summary["repeats"]
-    lines = [f"{'metric':<12} {f'mean ± sd over {n_folds} folds':>26} {'pooled OOF':>11}"]
+    width = max([12, *map(len, summary["fold_metrics"])])  # macro_roc_auc is 13 wide
+    lines = [f"{'metric':<{width}} {f'mean ± sd over {n_folds} folds':>26} {'pooled OOF':>11}"]
     for key, stats in summary["fold_metrics"].items():
         pooled = summary["pooled_oof"].get(key)
-        lines.append(f"{key:<12} {_fmt(stats['mean']):>15} ± {_fmt(stats['sd']):<8} "
+        lines.append(f"{key:<{width}} {_fmt(stats['mean']):>15} ± {_fmt(stats['sd']):<8} "
                      f"{_fmt(pooled):>11}")
     pooled = summary["pooled_oof"]
     for key, name in (("roc_auc", "AUC"), ("qwk", "quadratic kappa"),

@@ -14,6 +14,8 @@ from palm.cli import cv as cv_tool
 from palm.errors import BadData
 from tests.task_data import GRADES, LABELS, graded_csvs, multilabel_csvs
 
+GRADES_NAMES = [str(g) for g in range(GRADES)]
+
 
 def _cv_args(root, output, *extra):
     return ["--model", "lenet", "--train-csv", str(root / "train.csv"), "--val-csv",
@@ -114,3 +116,16 @@ def test_a_resumed_multilabel_cv_checks_its_saved_splits(tmp_path):
     changed.loc[0, "a"] = 1 - changed.loc[0, "a"]
     with pytest.raises(BadConfig, match="splits.csv: the data differ"):
         check_same_splits(tmp_path / "splits.csv", changed)
+
+
+def test_an_aptos_download_is_pooled_as_grades(tmp_path):
+    from palm import config
+    from palm.data.synth_grading import make_grading_dataset
+    from palm.experiments.cv import labelled_pool
+    root = tmp_path / "aptos"
+    make_grading_dataset(root, 40, 64)
+    cfg = config.validate_config({**config.DEFAULTS, "data_root": str(root), "cache_dir": None})
+    samples, classes, data_task = labelled_pool(cfg, pool_val=False)
+    grades = pd.read_csv(root / "train.csv")["diagnosis"]
+    assert data_task == "ordinal" and classes == GRADES_NAMES
+    assert sorted(y for _, y in samples) == sorted(grades)
