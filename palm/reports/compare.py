@@ -333,7 +333,8 @@ def ordinal_markdown(board: pd.DataFrame, pairs: pd.DataFrame) -> str:
                 ["model", "images (referable)", "quadratic kappa (95% CI)", "MAE", "accuracy",
                  "referable AUC (95% CI)"],
                 [[r.model, f"{r.images} ({r.referable_images})",
-                  _interval(r.qwk, r.qwk_low, r.qwk_high), f"{r.mae:.3f}", f"{r.accuracy:.3f}",
+                  _signed_interval(r.qwk, r.qwk_low, r.qwk_high), f"{r.mae:.3f}",
+                  f"{r.accuracy:.3f}",
                   _interval(r.referable_roc_auc, r.referable_roc_auc_low,
                             r.referable_roc_auc_high)] for r in board.itertuples()]) + "\n")
     if len(pairs):
@@ -376,6 +377,12 @@ def multilabel_markdown(board: pd.DataFrame, pairs: pd.DataFrame, per_label: pd.
 
 def _difference(value: float, low: float, high: float) -> str:
     return f"{value:+.3f} ({low:+.3f} to {high:+.3f})"
+
+
+def _signed_interval(value: float, low: float, high: float) -> str:
+    """A kappa and its interval, which may lie below 0 (so "to", not a dash)."""
+    return f"{value:.3f} ({low:.3f} to {high:.3f})" if np.isfinite([value, low, high]).all() \
+        else f"{value:.3f}"
 
 
 def compare_task_models(task: str, paths: Sequence[Path], output_dir: str | Path,
