@@ -99,7 +99,8 @@ def paired_bootstrap_kappa_difference(y_true: Any, pred_a: Any, pred_b: Any, num
     a = np.asarray(pred_a, dtype=np.int64).reshape(-1)
     b = np.asarray(pred_b, dtype=np.int64).reshape(-1)
     if not (len(y) == len(a) == len(b)):
-        raise ValueError(f"y_true, pred_a and pred_b differ in length ({len(y)}, {len(a)}, {len(b)})")
+        raise ValueError(f"y_true, pred_a and pred_b differ in length ({len(y)}, {len(a)}, "
+                         f"{len(b)})")
     weights = resample_weights(len(y), resamples, seed)
     resampled = (kappa_rows(y, a, num_grades, weights)
                  - kappa_rows(y, b, num_grades, weights))

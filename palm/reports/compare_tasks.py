@@ -128,8 +128,9 @@ def _probabilities(path: Path, frame: pd.DataFrame, columns: Sequence[str]) -> n
     return values
 
 
-def read_ordinal(path: Path, name: str, referable_grade: int | None = None) -> TaskPredictions:
-    """A grader's evaluation predictions (label, probability_<grade>, prediction).
+def read_ordinal(path: Path, name: str) -> TaskPredictions:
+    """A grader's evaluation predictions (label, probability_<grade>, prediction); the
+    referable grade is its metrics.json's (2 without one).
 
     Raises:
         BadData: no labels, grade columns other than probability_0..K-1, repeated images,
@@ -143,12 +144,14 @@ def read_ordinal(path: Path, name: str, referable_grade: int | None = None) -> T
     frame = _sorted_frame(path, frame)
     k = len(grades)
     record = _evaluation_record(path)
-    referable = int(referable_grade or record.get("referable_grade") or M.REFERABLE_GRADE)
-    if not 1 <= referable < k:
-        raise BadData(f"{path}: referable grade {referable} is not in 1..{k - 1}")
+    referable = record.get("referable_grade", M.REFERABLE_GRADE)
+    if not isinstance(referable, int) or isinstance(referable, bool) or not 1 <= referable < k:
+        raise BadData(f"{path.parent / METRICS}: referable_grade {referable!r} is not one of "
+                      f"1..{k - 1}")
+    probability_columns = [f"{P.PROBABILITY_PREFIX}{g}" for g in grades]
     return TaskPredictions(name, path, ORDINAL, grades, frame[P.PATH].to_numpy(),
                            _integers(path, frame, P.LABEL, range(k)),
-                           _probabilities(path, frame, [f"{P.PROBABILITY_PREFIX}{g}" for g in grades]),
+                           _probabilities(path, frame, probability_columns),
                            _integers(path, frame, P.PREDICTION, range(k)), referable)
 
 

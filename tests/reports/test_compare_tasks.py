@@ -198,3 +198,13 @@ def test_compare_trained_graders_and_multilabel_runs_on_their_own_csvs(tmp_path)
             skm.roc_auc_score(frame[[f"label_{n}" for n in FINDINGS]],
                               frame[[f"probability_{n}" for n in FINDINGS]]), abs=1e-6)
     assert len(pd.read_csv(tmp_path / "cmp_m" / "pairs_per_label.csv")) == len(FINDINGS)
+
+
+@pytest.mark.parametrize("value", ["two", 9, None])
+def test_a_bad_referable_grade_in_metrics_json_is_named(graders, tmp_path, value):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "predictions.csv").write_bytes((graders[1] / "eval" / "predictions.csv").read_bytes())
+    (folder / "metrics.json").write_text(json.dumps({"task": "ordinal", "referable_grade": value}))
+    with pytest.raises(BadData, match=rf"metrics.json: referable_grade {value!r} is not one of 1..4"):
+        compare_models([graders[0], folder], tmp_path / "cmp", resamples=10)
