@@ -39,10 +39,13 @@ setup(
         # quantizes with NNCF and runs OpenVINO
         # tests/test_packaging.py builds a wheel without build isolation: setuptools >= 70.1
         # builds wheels by itself (a new venv's setuptools 65 needs the wheel package)
+        # tests/experiments/test_cv_tasks.py splits multi-label folds by iterative stratification
         "test": ["pytest", "pytest-xdist", "setuptools>=70.1", "fastapi", "uvicorn", "python-multipart", "httpx",
-                 "playwright", "ray>=2", "paddle2onnx", "openvino", "nncf"],
+                 "playwright", "ray>=2", "paddle2onnx", "openvino", "nncf", "iterative-stratification"],
         "serve": ["fastapi", "uvicorn", "python-multipart", "httpx"],  # palm serve
         "ray": ["ray>=2"],  # palm sweep / palm cv --backend ray
+        # palm cv of a multi-label task: folds by iterative stratification (Sechidis et al. 2011)
+        "multilabel": ["iterative-stratification"],
         # palm quantize: paddle2onnx converts, NNCF quantizes, OpenVINO runs the INT8 model
         "int8": ["paddle2onnx", "openvino", "nncf"],
         "log": ["visualdl"],

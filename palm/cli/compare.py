@@ -10,6 +10,10 @@ Writes to --output: leaderboard.md (printed too) and leaderboard.csv (AUC, sensi
 specificity, accuracy with 95 % intervals), pairs.csv (for every pair: AUC difference with
 a paired bootstrap interval and DeLong's p, McNemar's p on the decisions), roc_overlay.png,
 and for run folders with a metrics.csv curves_overlay.png (their training curves together).
+Graders (task ordinal) are ranked by quadratic kappa (with MAE and the referable AUC; pairs:
+kappa difference by paired bootstrap, DeLong on the referable AUC); multi-label models by
+macro AUC (with mAP; pairs: macro difference by paired bootstrap, pairs_per_label.csv with
+DeLong per label). Models of different tasks are refused.
 """
 from __future__ import annotations
 

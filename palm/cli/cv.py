@@ -11,7 +11,10 @@ All flags of tools/train.py apply to every fold. The folds cover the labelled tr
 Rerunning the same command resumes: finished folds are skipped, a fold cut short continues
 from its `last`. --predict-val scores the validation set with each fold model and with
 their mean (an ensemble). OUTPUT receives fold_K/ run folders, splits.csv,
-oof_predictions.csv, folds.csv, summary.json and cv_roc.png.
+oof_predictions.csv, folds.csv, summary.json and cv_roc.png. Graders (--task ordinal) are
+split by grade and report quadratic kappa; multi-label data (--task multilabel
+--label-columns ...) is split by iterative stratification (pip install
+iterative-stratification) and reports macro AUC.
 """
 from __future__ import annotations
 

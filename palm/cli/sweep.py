@@ -49,7 +49,8 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
     sweep.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     sweep.add_argument("--metric", default=DEFAULT_METRIC,
                        help=f"metric of the plots (default {DEFAULT_METRIC}; e.g. "
-                            "best_val_roc_auc, final_val_loss)")
+                            "best_val_roc_auc, final_val_loss; graders also best_val_qwk, "
+                            "final_val_mae; multi-label best_val_macro_roc_auc, best_val_map)")
     return p
 
 

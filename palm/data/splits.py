@@ -6,6 +6,9 @@ same split wherever it is made (`prepare split|kfold`, the training holdout of
 `select_on: holdout`, the folds of a cross-validation, the digits export). scikit-learn does
 the splitting: train_test_split for a holdout, StratifiedKFold (one repeat) or
 RepeatedStratifiedKFold (several) for folds, StratifiedGroupKFold for a grouped holdout.
+Multi-label folds (labels (N, L) of 0/1) keep every label's proportion by iterative
+stratification (Sechidis et al. 2011) with the iterative-stratification package's MultilabelStratifiedKFold (an optional dependency:
+`pip install iterative-stratification`, or palm's `multilabel` extra).
 
 Example:
     train, held = holdout_split(labels, fraction=0.2, seed=0)   # sorted index arrays
@@ -22,6 +25,12 @@ from sklearn.model_selection import (RepeatedStratifiedKFold, StratifiedGroupKFo
                                      StratifiedKFold, train_test_split)
 
 from palm.errors import BadConfig
+
+try:  # optional: only multi-label folds need it, and kfold_assignment names it when missing
+    from iterstrat.ml_stratifiers import (MultilabelStratifiedKFold,
+                                          RepeatedMultilabelStratifiedKFold)
+except ImportError:
+    MultilabelStratifiedKFold = RepeatedMultilabelStratifiedKFold = None
 
 __all__ = ["carve_split", "grouped_holdout_split", "holdout_split", "kfold_assignment"]
 
@@ -94,13 +103,17 @@ def carve_split(dataset: Any, fraction: float, seed: int, transform: Callable,
 
 def kfold_assignment(labels: Sequence, folds: int, repeats: int = 1,
                      seed: int = 0) -> np.ndarray:
-    """Fold (0..folds-1) of every sample, per repeat: shape (repeats, n), stratified by label.
+    """Fold (0..folds-1) of every sample, per repeat: shape (repeats, n), stratified by label
+    (for multi-label `labels` (n, L) of 0/1: every label's proportion, iteratively).
 
     Raises:
-        BadConfig: fewer than 2 folds, more folds than the smallest class has samples, or
-            fewer than 1 repeat.
+        BadConfig: fewer than 2 folds, more folds than the smallest class has samples (than
+            there are samples, for several labels), fewer than 1 repeat, or multi-label
+            labels without the iterative-stratification package.
     """
     labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return _multilabel_assignment(labels, folds, repeats, seed)
     counts = np.unique(labels, return_counts=True)[1]
     smallest = int(counts.min()) if labels.size else 0
     if not 2 <= folds <= smallest:
@@ -110,6 +123,27 @@ def kfold_assignment(labels: Sequence, folds: int, repeats: int = 1,
         raise BadConfig(f"repeats must be >= 1, got {repeats}", param="repeats")
     splitter = (StratifiedKFold(folds, shuffle=True, random_state=seed) if repeats == 1 else
                 RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed))
+    return _assignment(splitter, labels, folds, repeats)
+
+
+def _multilabel_assignment(labels: np.ndarray, folds: int, repeats: int, seed: int) -> np.ndarray:
+    """kfold_assignment of (n, L) 0/1 labels by iterative stratification."""
+    if MultilabelStratifiedKFold is None:
+        raise BadConfig("multi-label folds need the iterative-stratification package: pip "
+                        "install iterative-stratification (or palm's multilabel extra)")
+    if not 2 <= folds <= len(labels):
+        raise BadConfig(f"folds must be between 2 and the number of images ({len(labels)}), "
+                        f"got {folds}", param="folds")
+    if repeats < 1:
+        raise BadConfig(f"repeats must be >= 1, got {repeats}", param="repeats")
+    splitter = (MultilabelStratifiedKFold(folds, shuffle=True, random_state=seed) if repeats == 1
+                else RepeatedMultilabelStratifiedKFold(n_splits=folds, n_repeats=repeats,
+                                                       random_state=seed))
+    return _assignment(splitter, labels, folds, repeats)
+
+
+def _assignment(splitter: Any, labels: np.ndarray, folds: int, repeats: int) -> np.ndarray:
+    """(repeats, n) fold of every sample from a scikit-learn-style k-fold splitter."""
     assignment = np.full((repeats, len(labels)), -1, dtype=np.int64)
     for i, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
         assignment[i // folds, held_out] = i % folds

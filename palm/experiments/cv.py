@@ -13,6 +13,13 @@ every image), oof_predictions.csv, folds.csv (per-fold metrics), summary.json an
 with an external set, val_models.csv and val_predictions.csv (the fold models and their
 mean, an ensemble).
 
+Per task: graders (ordinal) are split stratified by grade and report quadratic kappa and MAE
+per fold (mean ± sd) and pooled (kappa with a bootstrap interval) beside the multi-class
+figures; multi-label data (a CSV with a 0/1 column per label) is split by iterative
+stratification (palm.data.splits) and reports macro AUC (pooled with a bootstrap interval),
+micro AUC and mAP; its out-of-fold predictions have label_, probability_ and prediction_
+columns per label.
+
 Example:
     summary = run_cv(cfg, "runs/cv", folds=5)
     summary["pooled_oof"]["roc_auc"], summary["pooled_oof"]["roc_auc_ci95"]
@@ -32,6 +39,8 @@ from palm import metrics as M
 from palm.data import CsvImageSet, ImageSet, PalmTrainSet, build_loader, eval_transform
 from palm.data import class_order, find_palm_layout
 from palm.data import sources
+from palm.data.generic import MultiLabelCsvImageSet
+from palm.data.grading import GradedImageSet, find_grading_layout
 from palm.data.splits import kfold_assignment
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.evaluate import evaluate, json_ready
@@ -39,11 +48,18 @@ from palm.engine.runner import resolved_augment
 from palm.experiments.trials import Trial, check_experiment_record, check_jobs, run_trials
 from palm.errors import BadConfig, BadData
 from palm.io_utils import output_lock, read_csv, write_csv_atomic, write_json_atomic
-from palm.predictions import is_probability_column, probabilities_of, probability_fields
+from palm.predictions import (LABEL_PREFIX, PROBABILITY_PREFIX, is_probability_column,
+                              multilabel_frame, probabilities_of, probability_fields)
 from palm.viz.experiments import plot_cv_roc
 
 CV_FILE = "cv.json"
 FOLD_METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity", "f1")
+# the figures of a grader and of a multi-label model per fold and pooled
+ORDINAL_METRICS = ("qwk", "mae")
+MULTILABEL_METRICS = ("accuracy", "macro_roc_auc", "micro_roc_auc", "map", "macro_f1")
+ALL_FOLD_METRICS = FOLD_METRICS + ORDINAL_METRICS + MULTILABEL_METRICS[1:]
+# the pooled figure the summary leads with, by task
+HEADLINE = {"ordinal": "qwk", "multilabel": "macro_roc_auc"}
 BOOTSTRAP_SAMPLES = 2000
 
 
@@ -57,25 +73,34 @@ def external_set(cfg: dict[str, Any], classes: list[str]) -> ImageSet:
     return sources.evaluation_set(
         transform=eval_transform(cfg), classes=classes, data_root=cfg["data_root"],
         val_dir=cfg["val_dir"], val_csv=cfg["val_csv"], allow_outside_paths=cfg["allow_outside_paths"],
-        **_read_options(cfg))
+        multilabel=cfg["task"] == "multilabel", **_read_options(cfg))
 
 
-def labelled_pool(cfg: dict[str, Any], pool_val: bool) -> tuple[list[tuple[str, int]], list[str]]:
-    """(samples, class names) of the data to cross-validate, in the data sets' order."""
-    if sources.is_palm_layout(cfg["data_root"], cfg["train_csv"], cfg["val_csv"]):
-        train: ImageSet = PalmTrainSet(find_palm_layout(cfg["data_root"]).train_dir,
-                                       transform=eval_transform(cfg), **_read_options(cfg))
+def labelled_pool(cfg: dict[str, Any], pool_val: bool
+                  ) -> tuple[list[tuple[str, Any]], list[str], str | None]:
+    """(samples, class names, the data's own task or None) of the data to cross-validate, in
+    the data sets' order (a multi-label sample's label is its tuple of 0/1, one per label)."""
+    grading = (find_grading_layout(cfg["data_root"])
+               if not (cfg["train_dir"] or cfg["train_csv"]) else None)
+    if grading is not None:  # an APTOS-2019 or IDRiD download: its training grades
+        train: ImageSet = GradedImageSet(grading.train, transform=eval_transform(cfg),
+                                         **_read_options(cfg))
+    elif sources.is_palm_layout(cfg["data_root"], cfg["train_csv"], cfg["val_csv"]):
+        train = PalmTrainSet(find_palm_layout(cfg["data_root"]).train_dir,
+                             transform=eval_transform(cfg), **_read_options(cfg))
         train.set_class_order(class_order(cfg["class_names"] or train.classes,
                                           cfg["positive_class"], bool(cfg["class_names"])))
     else:
         if not (cfg["train_dir"] or cfg["train_csv"]):
-            raise BadConfig("no training data: give data_root (PALM), train_dir or train_csv",
-                            param=("data_root", "train_dir", "train_csv"))
+            raise BadConfig("no training data: give data_root (PALM, APTOS-2019, IDRiD), "
+                            "train_dir or train_csv", param=("data_root", "train_dir", "train_csv"))
+        multilabel = cfg["task"] == "multilabel" or bool(cfg["label_columns"])
         train = sources.evaluation_set(
-            transform=eval_transform(cfg), classes=cfg["class_names"],
+            transform=eval_transform(cfg),
+            classes=cfg["label_columns"] if multilabel else cfg["class_names"],
             data_root=cfg["data_root"] if cfg["train_csv"] else None, val_dir=cfg["train_dir"],
             val_csv=cfg["train_csv"], allow_outside_paths=cfg["allow_outside_paths"],
-            positive_class=cfg["positive_class"], **_read_options(cfg))
+            positive_class=cfg["positive_class"], multilabel=multilabel, **_read_options(cfg))
     samples = list(train.samples)
     if pool_val:
         samples += external_set(cfg, list(train.classes)).samples
@@ -83,20 +108,25 @@ def labelled_pool(cfg: dict[str, Any], pool_val: bool) -> tuple[list[tuple[str, 
     if len(set(paths)) != len(paths):
         raise BadConfig("the training and validation data share images; pool_val needs "
                         "two separate sets")
-    return [(path, label) for path, (_, label) in zip(paths, samples)], list(train.classes)
+    return ([(path, label) for path, (_, label) in zip(paths, samples)], list(train.classes),
+            getattr(train, "task", None))
 
 
 def fold_name(repeat: int, fold: int, repeats: int) -> str:
     return f"fold_{fold}" if repeats == 1 else f"repeat_{repeat}_fold_{fold}"
 
 
-def splits_table(samples: Sequence[tuple[str, int]], classes: Sequence[str],
-                 assignment: np.ndarray) -> pd.DataFrame:
-    """splits.csv: path, label (class name), repeat, fold; one row per image and repeat."""
+def splits_table(samples: Sequence[tuple[str, Any]], classes: Sequence[str],
+                 assignment: np.ndarray, task: str | None = None) -> pd.DataFrame:
+    """splits.csv: path, label (class name) or for a multi-label task a 0/1 column per
+    label, repeat, fold; one row per image and repeat."""
+    if task == "multilabel":
+        labels = {name: [y[j] for _, y in samples] for j, name in enumerate(classes)}
+    else:
+        labels = {"label": [classes[y] for _, y in samples]}
     frames = []
     for repeat, folds in enumerate(assignment):
-        frames.append(pd.DataFrame({"path": [p for p, _ in samples],
-                                    "label": [classes[y] for _, y in samples],
+        frames.append(pd.DataFrame({"path": [p for p, _ in samples], **labels,
                                     "repeat": repeat, "fold": folds}))
     return pd.concat(frames, ignore_index=True)
 
@@ -105,8 +135,9 @@ def check_same_splits(path: Path, splits: pd.DataFrame) -> None:
     """Write splits.csv, or check that a resumed CV still sees the same images in the same
     folds (finished folds were trained on the saved split)."""
     if path.is_file():
-        saved = read_csv(path, dtype={"label": str})
-        fresh = splits.astype({"label": str}).reset_index(drop=True)
+        saved = read_csv(path, dtype={"label": str} if "label" in splits.columns else None)
+        fresh = splits.astype({c: str for c in ["label"] if c in splits.columns})
+        fresh = fresh.reset_index(drop=True)
         if not saved.equals(fresh.astype(saved.dtypes.to_dict())):
             raise BadConfig(f"{path}: the data differ from those this cross-validation was "
                             "started with (images added, removed or relabelled); give "
@@ -116,7 +147,7 @@ def check_same_splits(path: Path, splits: pd.DataFrame) -> None:
 
 
 def plan_folds(cfg: dict[str, Any], splits: pd.DataFrame, classes: list[str], output: Path,
-               folds: int, repeats: int) -> list[Trial]:
+               folds: int, repeats: int, task: str | None = None) -> list[Trial]:
     """A trial per fold, training on its train.csv and validating on its val.csv.
 
     The lists hold absolute paths (the images stay where they are); augmentation is
@@ -124,7 +155,9 @@ def plan_folds(cfg: dict[str, Any], splits: pd.DataFrame, classes: list[str], ou
     """
     base = {**cfg, "data_root": None, "train_dir": None, "val_dir": None,
             "allow_outside_paths": True, "class_names": list(classes), "positive_class": None,
-            "augment": resolved_augment(cfg)}
+            "augment": resolved_augment(cfg), "task": task or cfg["task"],
+            **({"label_columns": list(classes)} if task == "multilabel" else {})}
+    columns = ["path", *(classes if task == "multilabel" else ["label"])]
     trials = []
     for repeat in range(repeats):
         rows = splits[splits["repeat"] == repeat]
@@ -132,8 +165,8 @@ def plan_folds(cfg: dict[str, Any], splits: pd.DataFrame, classes: list[str], ou
             name = fold_name(repeat, fold, repeats)
             run_dir = output / name
             held_out = rows["fold"] == fold
-            write_csv_atomic(run_dir / "train.csv", rows.loc[~held_out, ["path", "label"]])
-            write_csv_atomic(run_dir / "val.csv", rows.loc[held_out, ["path", "label"]])
+            write_csv_atomic(run_dir / "train.csv", rows.loc[~held_out, columns])
+            write_csv_atomic(run_dir / "val.csv", rows.loc[held_out, columns])
             trials.append(Trial(name, {**base, "train_csv": str(run_dir / "train.csv"),
                                        "val_csv": str(run_dir / "val.csv")},
                                 {"repeat": repeat, "fold": fold}))
@@ -144,14 +177,29 @@ def plan_folds(cfg: dict[str, Any], splits: pd.DataFrame, classes: list[str], ou
 def predict_set(params_path: Path, dataset: ImageSet, batch_size: int) -> np.ndarray:
     """Probabilities of the checkpoint's model for every image of `dataset`, in order
     (`dataset` built with the eval transform of the config the model was trained with)."""
-    model, _ = load_checkpoint_model(params_path)
+    model, meta = load_checkpoint_model(params_path)
     loader = build_loader(dataset, batch_size, train=False, num_workers=0)
-    return evaluate(model, loader).probabilities
+    # a multi-label model's probabilities are a sigmoid per label, not a softmax
+    return evaluate(model, loader, task=meta.get("task")).probabilities
 
 
-def _fold_set(cfg: dict[str, Any], csv_path: Path, classes: list[str]) -> CsvImageSet:
+def _fold_set(cfg: dict[str, Any], csv_path: Path, classes: list[str]) -> ImageSet:
+    if cfg["task"] == "multilabel":
+        return MultiLabelCsvImageSet(csv_path, classes, transform=eval_transform(cfg),
+                                     allow_outside_paths=True, **_read_options(cfg))
     return CsvImageSet(csv_path, classes=classes, transform=eval_transform(cfg),
                        allow_outside_paths=True, **_read_options(cfg))
+
+
+def multilabel_predictions(dataset: ImageSet, probs: np.ndarray, classes: list[str],
+                           threshold: float, **extra: Any) -> pd.DataFrame:
+    """A multi-label model's predictions of `dataset` (label_, probability_ and
+    prediction_ per label), with `extra` columns (repeat, fold) after the path."""
+    frame = multilabel_frame([p for p, _ in dataset.samples], probs,
+                             np.full(len(classes), threshold), classes, dataset.labels)
+    for position, (key, value) in enumerate(extra.items(), start=1):
+        frame.insert(position, key, value)
+    return frame.drop(columns=["error"], errors="ignore")
 
 
 def fold_predictions(cfg: dict[str, Any], trial: Trial, run_dir: Path,
@@ -163,6 +211,10 @@ def fold_predictions(cfg: dict[str, Any], trial: Trial, run_dir: Path,
         return read_csv(path)
     dataset = _fold_set(cfg, run_dir / "val.csv", classes)
     probs = predict_set(run_dir / "last.pdparams", dataset, cfg["batch_size"])
+    if cfg["task"] == "multilabel":
+        frame = multilabel_predictions(dataset, probs, classes, cfg["threshold"], **trial.labels)
+        write_csv_atomic(path, frame)
+        return frame
     frame = pd.DataFrame({"path": [p for p, _ in dataset.samples],
                           "label": [classes[y] for _, y in dataset.samples],
                           "label_index": dataset.labels, **trial.labels,
@@ -195,57 +247,98 @@ def bootstrap_auc_ci(labels: np.ndarray, probs: np.ndarray, level: float = 0.95,
     return float(low), float(high)
 
 
+def task_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str], threshold: float,
+                 task: str | None = None) -> dict[str, float]:
+    """The fold figures of a task: FOLD_METRICS (binary, multi-class), and quadratic kappa
+    and MAE for a grader; MULTILABEL_METRICS for a multi-label model (accuracy: every label
+    of an image right)."""
+    if task == "multilabel":
+        metrics = M.multilabel_metrics(labels, probs, classes, threshold)
+        metrics["accuracy"] = float(np.mean(((probs >= threshold) == labels).all(axis=1)))
+        return {k: metrics[k] for k in MULTILABEL_METRICS}
+    metrics = M.classification_metrics(labels, probs, threshold)
+    if task == "ordinal":
+        metrics.update(M.ordinal_metrics(labels, probs))
+    wanted = FOLD_METRICS + (ORDINAL_METRICS if task == "ordinal" else ())
+    return {k: metrics[k] for k in wanted if k in metrics}
+
+
+def oof_arrays(frame: pd.DataFrame, classes: list[str],
+               task: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) of out-of-fold rows: (N,) class indices and (N,) or (N, K)
+    probabilities; (N, L) 0/1 and (N, L) for a multi-label task."""
+    if task == "multilabel":
+        return (frame[[f"{LABEL_PREFIX}{n}" for n in classes]].to_numpy(np.int64),
+                frame[[f"{PROBABILITY_PREFIX}{n}" for n in classes]].to_numpy(np.float64))
+    return frame["label_index"].to_numpy(), probabilities_of(frame, classes)
+
+
 def fold_metrics_table(oof: pd.DataFrame, classes: list[str], threshold: float,
-                       n_images: int) -> pd.DataFrame:
+                       n_images: int, task: str | None = None) -> pd.DataFrame:
     """folds.csv: repeat, fold, images trained on and held out, and the held-out metrics."""
     rows = []
     for (repeat, fold), part in oof.groupby(["repeat", "fold"], sort=True):
-        metrics = M.classification_metrics(part["label_index"].to_numpy(),
-                                           probabilities_of(part, classes), threshold)
+        metrics = task_metrics(*oof_arrays(part, classes, task), classes, threshold, task)
         rows.append({"repeat": repeat, "fold": fold, "train_images": n_images - len(part),
-                     "val_images": len(part),
-                     **{k: metrics[k] for k in FOLD_METRICS if k in metrics}})
+                     "val_images": len(part), **metrics})
     return pd.DataFrame(rows)
 
 
-def pooled_oof(oof: pd.DataFrame, classes: list[str], threshold: float) -> dict[str, Any]:
+def pooled_oof(oof: pd.DataFrame, classes: list[str], threshold: float,
+               task: str | None = None) -> dict[str, Any]:
     """Metrics of all out-of-fold predictions together (with repeats: each image's mean
-    probability over the repeats), and a bootstrap 95 % CI of their AUC."""
-    mean = oof.groupby("path", sort=False)[
-        [c for c in oof.columns if is_probability_column(c)]].mean()
-    labels = oof.groupby("path", sort=False)["label_index"].first().loc[mean.index].to_numpy()
-    probs = probabilities_of(mean, classes)
-    metrics = M.classification_metrics(labels, probs, threshold)
-    low, high = bootstrap_auc_ci(labels, probs)
-    return {**{k: metrics[k] for k in FOLD_METRICS if k in metrics}, "n": len(labels),
-            "roc_auc_ci95": [low, high], "ci_method": f"percentile bootstrap, "
-            f"{BOOTSTRAP_SAMPLES} resamples of the images"}
+    probability over the repeats), and a bootstrap 95 % CI of their AUC (of a grader also
+    of the quadratic kappa; of a multi-label model of the macro AUC instead)."""
+    grouped = oof.groupby("path", sort=False)
+    mean = grouped[[c for c in oof.columns if is_probability_column(c)]].mean()
+    label_columns = ([f"{LABEL_PREFIX}{n}" for n in classes] if task == "multilabel"
+                     else ["label_index"])
+    pooled = pd.concat([grouped[label_columns].first().loc[mean.index], mean], axis=1)
+    labels, probs = oof_arrays(pooled, classes, task)
+    summary: dict[str, Any] = {**task_metrics(labels, probs, classes, threshold, task),
+                               "n": len(labels)}
+    method = f"percentile bootstrap, {BOOTSTRAP_SAMPLES} resamples of the images"
+    if task == "multilabel":
+        summary["macro_roc_auc_ci95"] = M.multilabel_intervals(
+            labels, probs, BOOTSTRAP_SAMPLES)["macro_roc_auc"]
+    else:
+        summary["roc_auc_ci95"] = list(bootstrap_auc_ci(labels, probs))
+    if task == "ordinal":
+        summary["qwk_ci95"] = M.ordinal_intervals(labels, probs, resamples=BOOTSTRAP_SAMPLES)["qwk"]
+    summary["ci_method"] = method
+    return summary
 
 
 def mean_sd(folds_table: pd.DataFrame) -> dict[str, dict[str, float]]:
     return {k: {"mean": float(folds_table[k].mean()), "sd": float(folds_table[k].std())}
-            for k in FOLD_METRICS if k in folds_table.columns}
+            for k in ALL_FOLD_METRICS if k in folds_table.columns}
 
 
 def summary_text(summary: dict[str, Any]) -> str:
     """The printed table: mean ± sd over folds, then the pooled out-of-fold figures."""
     n_folds = summary["folds"] * summary["repeats"]
-    lines = [f"{'metric':<12} {f'mean ± sd over {n_folds} folds':>26} {'pooled OOF':>11}"]
+    width = max([12, *map(len, summary["fold_metrics"])])  # macro_roc_auc is 13 wide
+    lines = [f"{'metric':<{width}} {f'mean ± sd over {n_folds} folds':>26} {'pooled OOF':>11}"]
     for key, stats in summary["fold_metrics"].items():
         pooled = summary["pooled_oof"].get(key)
-        lines.append(f"{key:<12} {_fmt(stats['mean']):>15} ± {_fmt(stats['sd']):<8} "
+        lines.append(f"{key:<{width}} {_fmt(stats['mean']):>15} ± {_fmt(stats['sd']):<8} "
                      f"{_fmt(pooled):>11}")
     pooled = summary["pooled_oof"]
-    low, high = pooled["roc_auc_ci95"]
-    lines.append(f"pooled out-of-fold AUC {_fmt(pooled.get('roc_auc'))} (95 % CI "
-                 f"{_fmt(low)}-{_fmt(high)}, {pooled['ci_method']}; {pooled['n']} images)")
+    for key, name in (("roc_auc", "AUC"), ("qwk", "quadratic kappa"),
+                      ("macro_roc_auc", "macro AUC")):
+        if f"{key}_ci95" in pooled:
+            low, high = pooled[f"{key}_ci95"]
+            lines.append(f"pooled out-of-fold {name} {_fmt(pooled.get(key))} (95 % CI "
+                         f"{_fmt(low)}-{_fmt(high)}, {pooled['ci_method']}; {pooled['n']} images)")
     external = summary.get("external")
     if external:
+        key = HEADLINE.get(summary.get("task"), "roc_auc")
+        name = {"qwk": "quadratic kappa", "macro_roc_auc": "macro AUC"}.get(key, "AUC")
         lines.append(f"external set ({external['n']} images): ensemble of {n_folds} fold "
-                     f"models AUC {_fmt(external['ensemble']['roc_auc'])}, accuracy "
-                     f"{_fmt(external['ensemble']['accuracy'])}; single models AUC "
-                     f"{_fmt(external['single_models']['roc_auc']['mean'])} ± "
-                     f"{_fmt(external['single_models']['roc_auc']['sd'])}, accuracy "
+                     f"models {name} {_fmt(external['ensemble'].get(key))}, accuracy "
+                     f"{_fmt(external['ensemble']['accuracy'])}; single models {name} "
+                     f"{_fmt(external['single_models'][key]['mean'])} ± "
+                     f"{_fmt(external['single_models'][key]['sd'])}, accuracy "
                      f"{_fmt(external['single_models']['accuracy']['mean'])} ± "
                      f"{_fmt(external['single_models']['accuracy']['sd'])}")
     return "\n".join(lines)
@@ -263,39 +356,50 @@ def score_external(cfg: dict[str, Any], trials: Sequence[Trial], output: Path,
     (per image: the ensemble's probabilities and prediction).
     """
     dataset = external_set(cfg, classes)
-    labels = dataset.labels
+    labels, task = dataset.labels, cfg["task"]
     rows, all_probs = [], []
     for trial in trials:
         probs = predict_set(output / trial.name / "last.pdparams", dataset, cfg["batch_size"])
         all_probs.append(probs)
-        metrics = M.classification_metrics(labels, probs, cfg["threshold"])
-        rows.append({"model": trial.name, **{k: metrics[k] for k in FOLD_METRICS if k in metrics}})
+        rows.append({"model": trial.name,
+                     **task_metrics(labels, probs, classes, cfg["threshold"], task)})
     ensemble = np.mean(all_probs, axis=0)
-    metrics = M.classification_metrics(labels, ensemble, cfg["threshold"])
-    rows.append({"model": "ensemble", **{k: metrics[k] for k in FOLD_METRICS if k in metrics}})
+    rows.append({"model": "ensemble",
+                 **task_metrics(labels, ensemble, classes, cfg["threshold"], task)})
     models = pd.DataFrame(rows)
     write_csv_atomic(output / "val_models.csv", models)
-    predictions = pd.DataFrame({"path": [p for p, _ in dataset.samples],
-                                "label": [classes[y] for y in labels],
-                                **probability_fields(ensemble, classes)})
-    predictions["prediction"] = np.asarray(classes, dtype=object)[
-        M.predict_labels(ensemble, cfg["threshold"])]
+    if task == "multilabel":
+        predictions = multilabel_predictions(dataset, ensemble, classes, cfg["threshold"])
+    else:
+        predictions = pd.DataFrame({"path": [p for p, _ in dataset.samples],
+                                    "label": [classes[y] for y in labels],
+                                    **probability_fields(ensemble, classes)})
+        predictions["prediction"] = np.asarray(classes, dtype=object)[
+            M.predict_labels(ensemble, cfg["threshold"])]
     write_csv_atomic(output / "val_predictions.csv", predictions)
     single = models[models["model"] != "ensemble"]
     return {"n": len(labels), "ensemble": rows[-1],
             "single_models": mean_sd(single)}
 
 
-def check_two_classes(cfg: dict[str, Any], samples: Sequence[tuple[str, int]],
-                      classes: Sequence[str]) -> None:
-    """Refuse data of one class before any fold trains: no fold could be scored (AUC n/a).
+def check_two_classes(cfg: dict[str, Any], samples: Sequence[tuple[str, Any]],
+                      classes: Sequence[str], task: str | None = None) -> None:
+    """Refuse data of one class (multi-label: no label with both answers) before any fold
+    trains: no fold could be scored (AUC n/a).
 
     Raises:
         BadData: naming the data and the class count.
     """
+    data = cfg["train_csv"] or cfg["train_dir"] or cfg["data_root"]
+    if task == "multilabel":
+        counts = np.asarray([y for _, y in samples]).reshape(len(samples), -1).sum(0)
+        if not ((counts > 0) & (counts < len(samples))).any():
+            raise BadData(f"{data}: none of the labels {list(classes)} has both positive and "
+                          f"negative images among {len(samples)}; cross-validation could "
+                          "score no label")
+        return
     present = sorted({label for _, label in samples})
     if len(present) < 2:
-        data = cfg["train_csv"] or cfg["train_dir"] or cfg["data_root"]
         found = f"only class {classes[present[0]]!r}" if present else "no class"
         raise BadData(f"{data}: {len(samples)} images of {len(present)} class ({found}); "
                       "cross-validation needs images of at least two classes")
@@ -314,27 +418,31 @@ def run_cv(cfg: dict[str, Any], output: str | Path, *, folds: int = 5, repeats: 
                         "use one of them", param=("predict_val", "pool_val"))
     check_jobs(jobs)
     output = Path(output)
-    samples, classes = labelled_pool(cfg, pool_val)
-    check_two_classes(cfg, samples, classes)
-    assignment = kfold_assignment([y for _, y in samples], folds, repeats, cfg["seed"])
-    splits = splits_table(samples, classes, assignment)
+    samples, classes, data_task = labelled_pool(cfg, pool_val)
+    check_two_classes(cfg, samples, classes, data_task)
+    task = sources.resolve_task(cfg["task"], classes, data_task)
+    labels = [y for _, y in samples]
+    assignment = kfold_assignment(np.asarray(labels) if task == "multilabel" else labels,
+                                  folds, repeats, cfg["seed"])
+    splits = splits_table(samples, classes, assignment, task)
     with output_lock(output, folder=True):
         check_experiment_record(output / CV_FILE, {
             "folds": folds, "repeats": repeats, "pool_val": pool_val,
             "base": {k: v for k, v in cfg.items() if k not in ("output", "resume")}})
         check_same_splits(output / "splits.csv", splits)
-        trials = plan_folds(cfg, splits, classes, output, folds, repeats)
+        cfg = {**cfg, "task": task}  # resolved from the data when the config left it out
+        trials = plan_folds(cfg, splits, classes, output, folds, repeats, task)
         run_trials(trials, output, jobs=jobs, log=log)
         oof = pd.concat([fold_predictions(cfg, t, output / t.name, classes) for t in trials],
                         ignore_index=True)
         write_csv_atomic(output / "oof_predictions.csv", oof)
-        folds_table = fold_metrics_table(oof, classes, cfg["threshold"], len(samples))
+        folds_table = fold_metrics_table(oof, classes, cfg["threshold"], len(samples), task)
         write_csv_atomic(output / "folds.csv", folds_table)
-        summary = {"model": cfg["model"], "folds": folds, "repeats": repeats,
+        summary = {"model": cfg["model"], "task": task, "folds": folds, "repeats": repeats,
                    "pool_val": pool_val, "seed": cfg["seed"], "classes": classes,
                    "images": len(samples), "fold_metrics": mean_sd(folds_table),
-                   "pooled_oof": pooled_oof(oof, classes, cfg["threshold"])}
-        if M.is_binary_output(probabilities_of(oof, classes)):
+                   "pooled_oof": pooled_oof(oof, classes, cfg["threshold"], task)}
+        if task == "binary":
             plot_cv_roc([(t.name, part["label_index"].to_numpy(), part["probability"].to_numpy())
                          for t, (_, part) in zip(trials, oof.groupby(["repeat", "fold"]))],
                         output / "cv_roc.png",

@@ -29,9 +29,11 @@ import numpy as np
 import pandas as pd
 
 from palm.config import DEFAULTS, load_yaml, validate_config
-from palm.engine.runner import build_datasets
-from palm.experiments.trials import (REPORTED_METRICS, Trial, check_experiment_record,
-                                     check_jobs, ordered_result, run_trials)
+from palm.data import sources
+from palm.engine.runner import build_datasets, order_grades
+from palm.experiments.trials import (REPORTED_METRICS, TASK_METRICS, Trial,
+                                     check_experiment_record, check_jobs, ordered_result,
+                                     run_trials)
 from palm.errors import BadConfig
 from palm.io_utils import output_lock, write_csv_atomic, write_text_atomic
 from palm.models import build_model
@@ -45,8 +47,9 @@ LOG_SCALE_FACTORS = ("lr", "batch_size", "weight_decay")
 SWEEP_FILE = "sweep.json"
 DEFAULT_METRIC = "final_val_accuracy"
 # columns of summary.md (summary.csv has all): the plotted metric comes first
+# (a task's headline, quadratic kappa or macro AUC, only when its runs record it)
 TABLE_METRICS = ("final_val_accuracy", "best_val_accuracy", "final_val_roc_auc",
-                 "final_val_loss", "train_seconds")
+                 "final_val_qwk", "final_val_macro_roc_auc", "final_val_loss", "train_seconds")
 
 
 @dataclass(frozen=True)
@@ -267,12 +270,30 @@ def plot_factors(table: pd.DataFrame, factors: Sequence[Factor], base: dict[str,
     return paths
 
 
-def check_metric(metric: str) -> None:
-    """Raises BadConfig unless `metric` is a column a results table can have."""
-    known = [f"{when}_{key}" for key in REPORTED_METRICS for when in ("best", "final")]
-    if metric not in known + ["train_seconds"]:
-        raise BadConfig(f"metric {metric}: not a result of a run; choose from "
-                        f"{', '.join(known)}, train_seconds")
+def result_columns(task: str | None = None) -> list[str]:
+    """The metric columns of a results table: those a run of `task` records (None: any)."""
+    reported = REPORTED_METRICS if task is None else TASK_METRICS[task]
+    return [f"{when}_{key}" for key in reported for when in ("best", "final")] + ["train_seconds"]
+
+
+def check_metric(metric: str, task: str | None = None) -> None:
+    """Raises BadConfig unless `metric` is a column a results table (of runs of `task`;
+    None: of any task) can have; the message lists the ones it can."""
+    known = result_columns(task)
+    if metric not in known:
+        of_task = f"the {task} task's " if task else ""
+        raise BadConfig(f"metric {metric}: not a result of a run; choose from {of_task}"
+                        f"{', '.join(known)}")
+
+
+def data_task(cfg: dict[str, Any]) -> str:
+    """The task the sweep's runs will have: the config's, else the data's (as training
+    resolves it)."""
+    train_set, val_set = build_datasets(cfg)
+    order_grades(cfg["task"], train_set, val_set)
+    return sources.resolve_task(cfg["task"], list(train_set.classes),
+                                getattr(train_set, "task", None))
+
 
 def run_sweep(cfg: dict[str, Any], factors: Sequence[Factor], output: str | Path, *,
               mode: str = "ofat", repeats: int = 1, jobs: int = 1, backend: str = "local",
@@ -289,7 +310,7 @@ def run_sweep(cfg: dict[str, Any], factors: Sequence[Factor], output: str | Path
     # refused before sweep.json is written: it would hold the rejected settings, and the
     # corrected rerun would be refused as "an experiment with other settings"
     check_metric(metric)
-    build_datasets(cfg)
+    check_metric(metric, data_task(cfg))
     with output_lock(output, folder=True):
         check_experiment_record(output / SWEEP_FILE, {
             "base": {k: v for k, v in cfg.items() if k not in ("output", "resume")}})

@@ -9,7 +9,6 @@ from typing import Any, Sequence
 import pandas as pd
 
 from palm.engine.runner import prepare_demo_data
-from palm.errors import BadConfig
 from palm.experiments.cv import run_cv
 from palm.experiments.sweep import DEFAULT_METRIC, parse_factor, run_sweep
 
@@ -19,10 +18,6 @@ def run_cv_task(config: dict[str, Any], *, demo: bool = False, folds: int = 5, r
                 ) -> dict[str, Any]:
     """Cross-validate `config` into its output (default runs/cv_MODEL); `demo` first makes the
     synthetic PALM set in config['data_root']. Returns the summary."""
-    if config.get("task") == "multilabel" or config.get("label_columns"):
-        raise BadConfig("cv: multi-label data is not cross-validated yet (its folds need "
-                        "iterative stratification); train and evaluate with palm train and "
-                        "palm eval", param=("task", "label_columns"))
     if demo:
         prepare_demo_data(config["data_root"])
     output = config["output"] or f"runs/cv_{config['model']}"

@@ -30,9 +30,16 @@ from palm.runtime import exit_with_parent
 
 RESULT_FILE = "trial.json"
 LOG_FILE = "train.log"
-# Validation metrics a trial reports, at the best epoch and at the final one (those the
-# run did not log, e.g. AUC of one-class data, are left out).
-REPORTED_METRICS = ("val_accuracy", "val_roc_auc", "val_f1", "val_loss")
+# Validation metrics a trial of each task reports, at the best epoch and at the final one
+# (those the run did not log, e.g. AUC of one-class data, are left out).
+TASK_METRICS = {
+    "binary": ("val_accuracy", "val_roc_auc", "val_f1", "val_loss"),
+    "multiclass": ("val_accuracy", "val_roc_auc", "val_f1", "val_loss"),
+    "ordinal": ("val_accuracy", "val_roc_auc", "val_f1", "val_qwk", "val_mae", "val_loss"),
+    "multilabel": ("val_accuracy", "val_macro_roc_auc", "val_map", "val_loss"),
+}
+REPORTED_METRICS = ("val_accuracy", "val_roc_auc", "val_f1", "val_qwk", "val_mae",
+                    "val_macro_roc_auc", "val_map", "val_loss")
 BACKENDS = ("local", "ray")
 
 

@@ -6,13 +6,15 @@ One module per concern, all re-exported here so `from palm.metrics import X` wor
 - `intervals`: Wilson and stratified-bootstrap 95 % intervals, DeLong's AUC interval, the
   intervals of every headline metric (`binary_intervals`, `multiclass_intervals`, `ci_method`);
 - `comparison`: DeLong's paired test, the paired bootstrap of an AUC difference, McNemar;
+  for graders the paired bootstrap of a kappa difference, for multi-label models DeLong per
+  label and the paired bootstrap of a macro-AUC difference;
 - `operating_points`: sensitivity at fixed specificity and the reverse, thresholds;
 - `calibration`: ECE, adaptive ECE, MCE, Brier score and temperature scaling;
 - `multilabel`: per-label and pooled metrics of L yes/no labels (macro/micro AUC, mAP, ODIR);
 - `ordinal`: graded outcomes (quadratic kappa, MAE, the referable split).
 Private helpers: `_counts` (vectorised bootstrap histograms), `_delong` (DeLong covariance).
 Imports among them run one way: classification <- _counts, _delong <- intervals <-
-comparison, operating_points, multilabel <- ordinal; calibration needs classification only.
+operating_points, multilabel, ordinal <- comparison; calibration needs classification only.
 
 Example:
     >>> binary_metrics(np.array([0, 1, 1]), np.array([0.2, 0.7, 0.4]))["accuracy"]
@@ -29,11 +31,15 @@ from palm.metrics.classification import (as_binary_inputs, as_multiclass_inputs,
                                          classification_metrics, is_binary_output,
                                          multiclass_metrics, predict_labels, roc_auc,
                                          youden_threshold)
-from palm.metrics.comparison import delong_test, mcnemar_test, paired_bootstrap_auc_difference
+from palm.metrics.comparison import (bootstrap_p, delong_test, mcnemar_test,
+                                     multilabel_delong, paired_bootstrap_auc_difference,
+                                     paired_bootstrap_kappa_difference,
+                                     paired_bootstrap_macro_auc_difference)
 from palm.metrics.intervals import (DEFAULT_RESAMPLES, PROPORTIONS, binary_intervals,
                                     bootstrap_auc, bootstrap_binary, ci_method,
                                     delong_interval, multiclass_intervals,
-                                    percentile_interval, resample_weights, wilson_interval)
+                                    percentile_interval, resample_indices, resample_weights,
+                                    wilson_interval)
 from palm.metrics.multilabel import (as_multilabel_inputs, multilabel_intervals,
                                      multilabel_metrics, odir_score, tuned_thresholds,
                                      undefined_reason, weighted_auc_rows)
@@ -51,14 +57,17 @@ __all__ = [
     "TEMPERATURE_RANGE", "apply_temperature", "as_binary_inputs", "as_multiclass_inputs",
     "as_multilabel_inputs", "auc_rows", "expected_grade", "kappa_rows",
     "multilabel_intervals", "multilabel_metrics", "odir_score", "ordinal_intervals",
-    "ordinal_metrics", "quadratic_kappa", "referable_probability", "resample_weights",
+    "ordinal_metrics", "quadratic_kappa", "referable_probability", "resample_indices",
+    "resample_weights",
     "tuned_thresholds", "undefined_reason", "weighted_auc_rows",
     "average_precision", "average_precision_rows", "binary_intervals", "binary_metrics",
     "bootstrap_auc", "bootstrap_binary", "brier_score", "calibration_errors", "ci_method",
     "classification_metrics", "delong_covariance", "delong_interval", "delong_test", "f1_rows",
     "fit_temperature", "is_binary_output", "mcnemar_test", "multiclass_intervals",
     "multiclass_metrics", "negative_log_likelihood", "operating_points",
-    "paired_bootstrap_auc_difference", "parse_operating_point", "percentile_interval",
+    "bootstrap_p", "multilabel_delong", "paired_bootstrap_auc_difference",
+    "paired_bootstrap_kappa_difference", "paired_bootstrap_macro_auc_difference",
+    "parse_operating_point", "percentile_interval",
     "predict_labels", "rescale_threshold", "roc_auc", "stratified_resamples", "threshold_for",
     "wilson_interval", "youden_threshold",
 ]

@@ -55,11 +55,16 @@ def percentile_interval(values: np.ndarray, confidence: float = 0.95,
     return [float(low), float(high)]
 
 
+def resample_indices(n: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, n) image indices: each row one bootstrap resample of n images drawn with
+    replacement (the draws `resample_weights` counts)."""
+    return np.random.default_rng(seed).integers(0, n, (resamples, n))
+
+
 def resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:
     """(resamples, n) counts: how often each of n images is drawn in each bootstrap resample
     (images drawn with replacement, all labels of an image together)."""
-    rng = np.random.default_rng(seed)
-    drawn = rng.integers(0, n, (resamples, n))
+    drawn = resample_indices(n, resamples, seed)
     weights = np.zeros((resamples, n))
     np.add.at(weights, (np.repeat(np.arange(resamples), n), drawn.ravel()), 1.0)
     return weights

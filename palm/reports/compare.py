@@ -1,6 +1,8 @@
 """Compare models scored on the same images: a leaderboard with 95 % intervals and, for
 every pair, the AUC difference (DeLong's paired test, paired bootstrap interval) and
-McNemar's test on the decisions.
+McNemar's test on the decisions. Graders (ordinal) and multi-label models get their task's
+figures instead (palm.reports.compare_tasks): quadratic kappa, MAE and the referable AUC;
+macro AUC, mAP and DeLong per label. Models of different tasks are refused.
 
 Inputs are evaluation outputs: a predictions.csv, its eval folder, or a run folder holding
 eval/predictions.csv (taken before the folder's own predictions.csv, which after the
@@ -29,6 +31,7 @@ from palm import metrics as M
 from palm import predictions as P
 from palm.errors import BadData
 from palm.io_utils import write_csv_atomic, write_text_atomic
+from palm.reports import compare_tasks as T
 from palm.viz.plots import plot_history_overlay, plot_roc_overlay
 
 log = logging.getLogger(__name__)
@@ -191,7 +194,8 @@ def check_same_images(models: Sequence[ModelPredictions]) -> None:
                           f"{len(only_a)} only in the first, {len(only_b)} only in the second "
                           f"(e.g. {example[0] if example else '?'})")
         if not np.array_equal(first.labels, other.labels):
-            where = first.files[np.flatnonzero(first.labels != other.labels)[0]]
+            differ = (first.labels != other.labels).reshape(len(first.files), -1).any(axis=1)
+            where = first.files[np.flatnonzero(differ)[0]]
             raise BadData(f"{first.source} and {other.source} disagree on labels (e.g. {where})")
 
 
@@ -286,12 +290,12 @@ def compare_models(sources: Sequence[str | Path], output_dir: str | Path,
         raise BadData("compare needs the predictions of at least two models")
     if names is not None and len(names) != len(sources):
         raise BadData(f"names: {len(names)} given for {len(sources)} sources")
+    paths = [predictions_file(s) for s in sources]
+    task = T.common_task(paths)
+    if task in T.TASKS:
+        return compare_task_models(task, paths, output_dir, names, resamples, seed)
     models = [read_predictions(s, n) for s, n in zip(sources, names or [None] * len(sources))]
-    seen: dict[str, int] = {}
-    for m in models:  # two runs named alike stay apart in the tables
-        seen[m.name] = seen.get(m.name, 0) + 1
-        if seen[m.name] > 1:
-            m.name = f"{m.name}#{seen[m.name]}"
+    distinct_names(models)
     check_same_images(models)
     histories = [(m.name, training_history(m.source)) for m in models]
     board = leaderboard(models, resamples, seed)
@@ -300,12 +304,120 @@ def compare_models(sources: Sequence[str | Path], output_dir: str | Path,
     pairs = pairwise(models, resamples, seed)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CURVES).unlink(missing_ok=True)  # never a figure of an earlier comparison
+    for stale in (CURVES, "pairs_per_label.csv"):  # never a file of an earlier comparison
+        (out / stale).unlink(missing_ok=True)
     write_text_atomic(out / "leaderboard.md", leaderboard_markdown(board, pairs))
     for frame, name in ((board, "leaderboard.csv"), (pairs, "pairs.csv")):
         write_csv_atomic(out / name, frame)
     plot_roc_overlay([(m.name, m.labels, m.y_prob) for m in models],
                      out / "roc_overlay.png")
+    if any(history for _, history in histories):
+        plot_history_overlay([(name, h) for name, h in histories if h], out / CURVES)
+    return board, pairs
+
+
+def distinct_names(models: Sequence[ModelPredictions | T.TaskPredictions]) -> None:
+    """Two runs named alike stay apart in the tables: the second becomes NAME#2."""
+    seen: dict[str, int] = {}
+    for m in models:
+        seen[m.name] = seen.get(m.name, 0) + 1
+        if seen[m.name] > 1:
+            m.name = f"{m.name}#{seen[m.name]}"
+
+
+def ordinal_markdown(board: pd.DataFrame, pairs: pd.DataFrame) -> str:
+    """A graders' leaderboard and pairs as Markdown."""
+    first = board.iloc[0]
+    text = (f"Graders (quadratic kappa and referable AUC, grade >= {first.referable_grade}: "
+            "percentile bootstrap)\n\n" + markdown_table(
+                ["model", "images (referable)", "quadratic kappa (95% CI)", "MAE", "accuracy",
+                 "referable AUC (95% CI)"],
+                [[r.model, f"{r.images} ({r.referable_images})",
+                  _signed_interval(r.qwk, r.qwk_low, r.qwk_high), f"{r.mae:.3f}",
+                  f"{r.accuracy:.3f}",
+                  _interval(r.referable_roc_auc, r.referable_roc_auc_low,
+                            r.referable_roc_auc_high)] for r in board.itertuples()]) + "\n")
+    if len(pairs):
+        text += ("\nPairs (kappa a - b: paired bootstrap CI and p; referable AUC a - b: paired "
+                 "bootstrap CI, DeLong p)\n\n" + markdown_table(
+                     ["a", "b", "kappa a - b (95% CI)", "bootstrap p",
+                      "referable AUC a - b (95% CI)", "DeLong p"],
+                     [[r.model_a, r.model_b,
+                       _difference(r.qwk_difference, r.qwk_difference_low, r.qwk_difference_high),
+                       _p(r.qwk_bootstrap_p),
+                       _difference(r.referable_auc_difference, r.referable_difference_low,
+                                   r.referable_difference_high), _p(r.referable_delong_p)]
+                      for r in pairs.itertuples()]) + "\n")
+    return text
+
+
+def multilabel_markdown(board: pd.DataFrame, pairs: pd.DataFrame, per_label: pd.DataFrame,
+                        labels: Sequence[str]) -> str:
+    """A multi-label leaderboard, its pairs and the per-label DeLong rows as Markdown."""
+    text = ("Models (macro AUC: percentile bootstrap of images)\n\n" + markdown_table(
+        ["model", "images", "macro AUC (95% CI)", "micro AUC", "mAP",
+         *[f"AUC {n}" for n in labels]],
+        [[r["model"], str(r["images"]),
+          _interval(r["macro_roc_auc"], r["macro_roc_auc_low"], r["macro_roc_auc_high"]),
+          f"{r['micro_roc_auc']:.3f}", f"{r['map']:.3f}",
+          *[f"{r[f'roc_auc_{n}']:.3f}" for n in labels]] for _, r in board.iterrows()]) + "\n")
+    if len(pairs):
+        text += ("\nPairs (macro AUC a - b: paired bootstrap CI and p)\n\n" + markdown_table(
+            ["a", "b", "macro AUC a - b (95% CI)", "bootstrap p"],
+            [[r.model_a, r.model_b, _difference(r.macro_auc_difference, r.macro_difference_low,
+                                                r.macro_difference_high),
+              _p(r.macro_bootstrap_p)] for r in pairs.itertuples()]) + "\n")
+        text += ("\nPer label (AUC a - b: DeLong's paired test)\n\n" + markdown_table(
+            ["a", "b", "label", "AUC a", "AUC b", "a - b", "DeLong p"],
+            [[r.model_a, r.model_b, r.label, f"{r.auc_a:.3f}", f"{r.auc_b:.3f}",
+              f"{r.auc_difference:+.3f}", r.undefined or _p(r.delong_p)]
+             for r in per_label.itertuples()]) + "\n")
+    return text
+
+
+def _difference(value: float, low: float, high: float) -> str:
+    return f"{value:+.3f} ({low:+.3f} to {high:+.3f})"
+
+
+def _signed_interval(value: float, low: float, high: float) -> str:
+    """A kappa and its interval, which may lie below 0 (so "to", not a dash)."""
+    return f"{value:.3f} ({low:.3f} to {high:.3f})" if np.isfinite([value, low, high]).all() \
+        else f"{value:.3f}"
+
+
+def compare_task_models(task: str, paths: Sequence[Path], output_dir: str | Path,
+                        names: Sequence[str] | None, resamples: int,
+                        seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """compare_models for graders or multi-label models: leaderboard.md, leaderboard.csv,
+    pairs.csv (and pairs_per_label.csv for multi-label models), roc_overlay.png of the
+    referable split (graders), curves_overlay.png when some inputs are runs."""
+    models = [T.read_task_predictions(p, n or model_name(p), task)
+              for p, n in zip(paths, names or [None] * len(paths))]
+    T.check_same_task_setup(models)
+    distinct_names(models)
+    check_same_images(models)
+    histories = [(m.name, training_history(m.source)) for m in models]
+    if task == T.ORDINAL:
+        board = T.ordinal_leaderboard(models, resamples, seed)
+    else:
+        board = T.multilabel_leaderboard(models, resamples, seed)
+    by_name = {m.name: m for m in models}
+    models = [by_name[name] for name in board["model"]]  # pairs read best minus worse
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (CURVES, "roc_overlay.png", "pairs_per_label.csv"):
+        (out / stale).unlink(missing_ok=True)  # never a file of an earlier comparison
+    if task == T.ORDINAL:
+        pairs = T.ordinal_pairs(models, resamples, seed)
+        write_text_atomic(out / "leaderboard.md", ordinal_markdown(board, pairs))
+        plot_roc_overlay(T.roc_curves(models), out / "roc_overlay.png")
+    else:
+        pairs, per_label = T.multilabel_pairs(models, resamples, seed)
+        write_text_atomic(out / "leaderboard.md",
+                          multilabel_markdown(board, pairs, per_label, models[0].names))
+        write_csv_atomic(out / "pairs_per_label.csv", per_label)
+    for frame, name in ((board, "leaderboard.csv"), (pairs, "pairs.csv")):
+        write_csv_atomic(out / name, frame)
     if any(history for _, history in histories):
         plot_history_overlay([(name, h) for name, h in histories if h], out / CURVES)
     return board, pairs

@@ -60,9 +60,10 @@ def run_compare(sources: Sequence[str], output: str = "comparison", *,
         compare_models(list(sources), folder, list(names) if names else None, ci_resamples,
                        seed)
     print((folder / "leaderboard.md").read_text(encoding="utf-8"))
-    curves = ", curves_overlay.png" if (folder / CURVES).is_file() else ""
-    print(f"written to {folder}: leaderboard.md, leaderboard.csv, pairs.csv, roc_overlay.png"
-          f"{curves}")
+    written = [name for name in ("leaderboard.md", "leaderboard.csv", "pairs.csv",
+                                 "pairs_per_label.csv", "roc_overlay.png", CURVES)
+               if (folder / name).is_file()]
+    print(f"written to {folder}: {', '.join(written)}")
     return folder
 
 

@@ -7,8 +7,8 @@ import palm.metrics
 
 PACKAGE = Path(palm.metrics.__file__).parent
 # lowest first: a module may import only those before it
-ORDER = ["classification", "_counts", "_delong", "intervals", "comparison", "operating_points",
-         "calibration", "multilabel", "ordinal"]
+ORDER = ["classification", "_counts", "_delong", "intervals", "operating_points",
+         "calibration", "multilabel", "ordinal", "comparison"]
 
 
 def _public_names(module: str) -> list[str]:
