@@ -16,54 +16,8 @@ from palm import config
 from palm.engine.runner import run_training
 from palm.errors import BadConfig
 from palm.reports.tasks import run_eval
-
-GRADES = 5
-
-
-def graded_csvs(root: Path, n_train: int = 40, n_val: int = 30) -> Path:
-    """ROOT/{train,val}.csv (path,label) of 32-px photos whose brightness grows with the
-    grade, so a network can learn it."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("val", n_val)):
-        rows = []
-        for i in range(n):
-            grade = i % GRADES
-            image = np.clip(rng.normal(40 + 45 * grade, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
-            path = root / split / f"{i:03d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(path), image)
-            rows.append((f"{split}/{path.name}", grade))
-        pd.DataFrame(rows, columns=["path", "label"]).to_csv(root / f"{split}.csv", index=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory) -> Path:
-    return graded_csvs(tmp_path_factory.mktemp("graded"))
-
-
-def set_cells(csv: Path, row: int, values: dict) -> None:
-    """Write `values` ({column: value}) into data row `row` (0-based) of `csv`."""
-    table = pd.read_csv(csv)
-    for column, value in values.items():
-        table[column] = table[column].astype(object)
-        table.loc[row, column] = value
-    table.to_csv(csv, index=False)
-
-
-def _train(root: Path, output: Path, **options) -> Path:
-    cfg = {**config.DEFAULTS, **config.model_config("lenet5"), "train_csv": str(root / "train.csv"),
-           "val_csv": str(root / "val.csv"), "image_size": 32, "batch_size": 8, "epochs": 2,
-           "num_workers": 0, "device": "cpu", "cache_dir": None, "output": str(output),
-           "augment": "none", **options}
-    return run_training(config.validate_config(cfg), progress=False, log=lambda _: None)
-
-
-@pytest.fixture(scope="module")
-def ordinal_run(graded, tmp_path_factory) -> Path:
-    return _train(graded, tmp_path_factory.mktemp("ordinal") / "run", task="ordinal",
-                  referable_grade=3)
-
+from tests.task_runs import (GRADES, LABELS, graded_csvs, multilabel_csvs, set_cells,
+                             train_run as _train)
 
 def test_ordinal_run_records_its_task_and_picks_best_by_kappa(ordinal_run):
     saved = config.load_config(ordinal_run / "config.yaml")
@@ -284,38 +238,6 @@ def test_synthetic_grading_set_is_an_aptos_download_whose_lesions_follow_the_gra
     assert make_grading_dataset(tmp_path / "again", 40, 64) and (
         (tmp_path / "again" / "train_images" / "g3_00000.png").read_bytes()
         == (root / "train_images" / "g3_00000.png").read_bytes())  # same seed, same files
-
-
-LABELS = ["diabetes", "glaucoma", "myopia"]
-
-
-def multilabel_csvs(root: Path, n_train: int = 48, n_val: int = 36) -> Path:
-    """ROOT/{train,val}.csv (path + a 0/1 column per label) of 32-px photos: each label lights
-    its own colour channel, so a network can learn them independently."""
-    rng = np.random.default_rng(4)
-    for split, n in (("train", n_train), ("val", n_val)):
-        rows = []
-        for i in range(n):
-            labels = [(i >> j) & 1 for j in range(len(LABELS))]  # every combination
-            image = rng.normal(60, 15, (32, 32, 3))
-            image += np.array(labels) * 120
-            path = root / split / f"{i:03d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(path), np.clip(image, 0, 255).astype(np.uint8))
-            rows.append((f"{split}/{path.name}", *labels))
-        pd.DataFrame(rows, columns=["path", *LABELS]).to_csv(root / f"{split}.csv", index=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def multilabel_root(tmp_path_factory) -> Path:
-    return multilabel_csvs(tmp_path_factory.mktemp("multilabel"))
-
-
-@pytest.fixture(scope="module")
-def multilabel_run(multilabel_root, tmp_path_factory) -> Path:
-    return _train(multilabel_root, tmp_path_factory.mktemp("ml") / "run", task="multilabel",
-                  label_columns=LABELS, pos_weight="auto", epochs=3, lr=0.01)
 
 
 def test_multilabel_run_has_one_logit_per_label_and_picks_by_macro_auc(multilabel_run):
