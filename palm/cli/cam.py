@@ -4,7 +4,8 @@
 
 Writes `<file name>_cam.png` per image (eye.jpg -> eye.jpg_cam.png; subfolders of --input
 mirrored). --target picks what to explain (a label, grade or class; an unknown one is named
-with the valid ones). A bad image is reported on stderr and skipped; the exit code is 0 when the run finished.
+with the valid ones). A bad image is reported on stderr and skipped; the exit code is 0 when
+the run finished.
 """
 from __future__ import annotations
 

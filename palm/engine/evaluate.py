@@ -358,7 +358,9 @@ def choose_threshold(result: EvalResult, meta: dict[str, Any], threshold: float 
     if result.task == "multilabel":
         if tune:
             return M.tuned_thresholds(result.labels, result.probabilities), "youden_j per label"
-        return (float(threshold), "command_line") if threshold is not None else label_thresholds(meta)
+        if threshold is not None:
+            return float(threshold), "command_line"
+        return label_thresholds(meta)
     if not M.is_binary_output(result.probabilities):
         return 0.5, "argmax (multi-class)"
     if tune:

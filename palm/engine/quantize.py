@@ -225,7 +225,8 @@ def task_figures(result: EvalResult, meta: dict[str, Any]) -> dict[str, Any]:
     task = model_task(meta)
     if task == "multilabel":
         metrics = result.metrics(label_thresholds(meta)[0])
-        per_label = {f"roc_auc_{name}": row["roc_auc"] for name, row in metrics["per_label"].items()}
+        per_label = {f"roc_auc_{name}": row["roc_auc"]
+                     for name, row in metrics["per_label"].items()}
         return {**{k: metrics[k] for k in TASK_METRICS[task]}, **per_label, "n": metrics["n"]}
     threshold = decision_threshold(meta)[0]
     metrics = result.metrics(threshold)

@@ -131,3 +131,25 @@ def test_the_old_flag_is_an_alias_of_max_metric_drop():
     base = ["--checkpoint", "c", "--output", "o"]
     assert parser.parse_args([*base, "--max-auc-drop", "0.02"]).max_metric_drop == 0.02
     assert parser.parse_args([*base, "--max-metric-drop", "0.03"]).max_metric_drop == 0.03
+
+
+def test_multiclass_and_ordinal_figures_are_sklearns():
+    from palm.engine.evaluate import EvalResult
+    from palm.engine.quantize import task_figures
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % 4
+    probs = rng.dirichlet(np.ones(4), 40)
+    multiclass = {"num_classes": 4, "class_names": list("abcd")}
+    figures = task_figures(EvalResult(probs, labels), multiclass)
+    assert list(figures)[0] == "macro_roc_auc"
+    assert figures["macro_roc_auc"] == pytest.approx(
+        skm.roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
+    assert figures["accuracy"] == pytest.approx(skm.accuracy_score(labels, probs.argmax(1)))
+    ordinal = {"num_classes": 4, "class_names": list("0123"), "task": "ordinal",
+               "referable_grade": 2}
+    figures = task_figures(EvalResult(probs, labels, task="ordinal", referable_grade=2), ordinal)
+    assert list(figures)[0] == "qwk"
+    assert figures["qwk"] == pytest.approx(
+        skm.cohen_kappa_score(labels, probs.argmax(1), weights="quadratic"))
+    assert figures["referable_roc_auc"] == pytest.approx(
+        skm.roc_auc_score(labels >= 2, probs[:, 2:].sum(1)))
