@@ -226,7 +226,6 @@ RANGES: dict[str, Range] = {
     # options of tools/eval.py, predict.py, cam.py, report.py
     "alpha": Range(0, 1),
     "max_side": Range(0),
-    "class_index": Range(0),
     "gallery_size": Range(0),
     # all resamples are drawn at once as (resamples x images) index matrices: 10x the
     # default keeps that within memory, 10**8 asked for gigabytes and was killed

@@ -19,6 +19,7 @@ from palm.engine.checkpoint import save_checkpoint
 from palm.engine.runner import run_training
 from palm.models import build_model
 
+from tests import task_runs
 from tests.folders import pm_normal_folders
 
 
@@ -154,3 +155,27 @@ def pm_run(palm_root: Path, tiny_run: RunFactory,
     run = tiny_run("lenet", data_root=None, train_dir=str(root / "train"),
                    val_dir=str(root / "val"))
     return root, run
+
+
+@pytest.fixture(scope="session")
+def graded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/task_runs.py's DR-grade CSVs (grades 0..4)."""
+    return task_runs.graded_csvs(tmp_path_factory.mktemp("graded"))
+
+
+@pytest.fixture(scope="session")
+def ordinal_run(graded: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-epoch ordinal LeNet run on `graded`. Shared: read-only."""
+    return task_runs.ordinal_run(graded, tmp_path_factory.mktemp("ordinal") / "run")
+
+
+@pytest.fixture(scope="session")
+def multilabel_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/task_runs.py's multi-label CSVs (a 0/1 column per label)."""
+    return task_runs.multilabel_csvs(tmp_path_factory.mktemp("multilabel"))
+
+
+@pytest.fixture(scope="session")
+def multilabel_run(multilabel_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A three-epoch multi-label LeNet run on `multilabel_root`. Shared: read-only."""
+    return task_runs.multilabel_run(multilabel_root, tmp_path_factory.mktemp("ml") / "run")

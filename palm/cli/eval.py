@@ -54,7 +54,7 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
     thr.add_argument("--operating-point", metavar="sens=X|spec=X|youden",
                      help="choose the threshold on the checkpoint's selection images (e.g. "
                           "sens=0.95: the best specificity with sensitivity >= 0.95) and store "
-                          "it with the checkpoint")
+                          "it with the checkpoint; a multi-label model gets one per label")
     p.add_argument("--fit-temperature", action="store_true",
                    help="fit temperature scaling on the checkpoint's selection images and "
                         "store it with the checkpoint (calibrates probabilities; ranking, "

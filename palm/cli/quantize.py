@@ -7,8 +7,11 @@ Examples:
 Calibrates on --calib-images training images (--data-root: the PALM training split;
 --calib-dir: any folder of photos, searched recursively), then runs fp32 and INT8 on the
 labelled validation images (--data-root's validation split, or --val-dir/--val-csv) and
-prints AUC, accuracy, sensitivity, specificity and images/s of both. If the INT8 AUC is more
-than --max-auc-drop below fp32's, nothing is written and the exit code is 1 (unless --force).
+prints the task's metrics and images/s of both: AUC, accuracy, sensitivity, specificity
+(binary); macro AUC, accuracy (multi-class); quadratic kappa, accuracy, MAE and how often
+INT8 gives fp32's grade (ordinal); macro AUC and each label's AUC, naming the label that lost
+most (multi-label). If the INT8 value of the first is more than --max-metric-drop below
+fp32's, nothing is written and the exit code is 1 (unless --force).
 The output folder is an export: tools/predict.py and tools/eval.py take it as --checkpoint
 and run the INT8 model (--precision fp32 runs its fp32 model).
 """
@@ -17,9 +20,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from palm.cli.common import (add_data_options, add_num_workers_option, add_output_option,
-                             add_trust_option, add_verbosity_options, command_parser,
-                             params_of, library_call)
+from palm.cli.common import (add_data_options, add_num_workers_option, add_option,
+                             add_output_option, add_trust_option, add_verbosity_options,
+                             command_parser, params_of, library_call)
 
 RUNS = "palm.engine.tasks:run_quantize"
 
@@ -38,9 +41,12 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
                       "training split)")
     p.add_argument("--calib-images", type=int,
                    help="calibration images drawn from the calibration folder (default 200)")
-    p.add_argument("--max-auc-drop", type=float,
-                   help="refuse when the INT8 AUC is more than this below fp32's (default 0.005)")
-    p.add_argument("--force", action="store_true", help="write the model even if it lost more AUC")
+    add_option(p, "--max-metric-drop", hidden=("--max-auc-drop",), type=float,
+               help="refuse when the INT8 model's task metric (binary: AUC; multi-class and "
+                    "multi-label: macro AUC; ordinal: quadratic kappa) is more than this below "
+                    "fp32's (default 0.005)")
+    p.add_argument("--force", action="store_true",
+                   help="write the model even if it lost more of its metric")
     p.add_argument("--batch-size", type=int, default=8)
     add_num_workers_option(p, default=0)
     add_trust_option(p)
@@ -51,7 +57,7 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
 def to_params(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults left unset are the library's (palm.engine.quantize)."""
     return {k: v for k, v in params_of(args).items()
-            if v is not None or k not in ("calib_images", "max_auc_drop")}
+            if v is not None or k not in ("calib_images", "max_metric_drop")}
 
 
 main = library_call(__name__)

@@ -104,6 +104,7 @@ def validate_meta(meta: Any, source: str | Path) -> dict[str, Any]:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
             or not 0 <= threshold <= 1:
         problems.append(f"threshold must be a number in 0..1, not {threshold!r}")
+    problems += _label_threshold_problems(meta.get("thresholds"), names)
     # the range fit_temperature searches: a tiny temperature (1e-300 is positive) turns
     # finite logits into infinite ones, every photo a certain 0/1 or a NaN softmax
     temperature, (low, high) = meta.get("temperature", 1.0), TEMPERATURE_RANGE
@@ -115,6 +116,22 @@ def validate_meta(meta: Any, source: str | Path) -> dict[str, Any]:
     if problems:
         raise CheckpointError(f"{source}: {'; '.join(problems)}")
     return meta
+
+
+def _label_threshold_problems(thresholds: Any, names: list) -> list[str]:
+    """What is wrong with a multi-label sidecar's `thresholds` ({label: number in 0..1},
+    one per class name); [] when absent or right."""
+    if thresholds is None:
+        return []
+    if not isinstance(thresholds, dict):
+        return [f"thresholds must be a {{label: threshold}} object, not {str(thresholds)[:60]}"]
+    if sorted(thresholds) != sorted(names):
+        return [f"thresholds name labels {sorted(thresholds)[:SHOWN_NAMES * 3]}, not the "
+                f"class_names {names[:SHOWN_NAMES * 3]}"]
+    return [f"thresholds.{label} must be a number in 0..1, not {value!r}"
+            for label, value in thresholds.items()
+            if isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0 <= value <= 1]
 
 
 def _is_int(value: Any) -> bool:
@@ -237,6 +254,20 @@ def decision_threshold(meta: dict[str, Any]) -> tuple[float, str]:
         return 0.5, "default"
     source = meta.get("threshold_source")
     return float(meta["threshold"]), f"checkpoint ({source})" if source else "checkpoint"
+
+
+def label_thresholds(meta: dict[str, Any]) -> tuple[np.ndarray, str]:
+    """(one threshold per label, where they came from) of a multi-label sidecar: the tuned
+    `thresholds` ({label: t}) when stored, else `decision_threshold` for every label (0.5 for
+    a checkpoint saved before thresholds were tuned per label)."""
+    names = list(meta.get("class_names") or [])
+    stored = meta.get("thresholds")
+    if stored:
+        source = meta.get("thresholds_source")
+        return (np.array([float(stored[name]) for name in names]),
+                f"checkpoint ({source})" if source else "checkpoint")
+    threshold, source = decision_threshold(meta)
+    return np.full(len(names) or int(meta["num_classes"]), threshold), source
 
 
 def update_sidecar(params_path: str | Path, changes: dict[str, Any]) -> dict[str, Any]:

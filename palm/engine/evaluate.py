@@ -26,7 +26,7 @@ from palm import metrics as M
 from palm import predictions as P
 from palm.data import build_loader, eval_transform
 from palm.data import sources
-from palm.engine.checkpoint import decision_threshold
+from palm.engine.checkpoint import decision_threshold, label_thresholds
 from palm.engine.inference import as_layer, is_exported, load_predictor, source_meta
 from palm.engine.losses import ClassificationLoss
 from palm.engine.selection import calibrate_checkpoint, selection_status
@@ -351,13 +351,16 @@ def write_multilabel_evaluation(result: EvalResult, files: Sequence[str],
 
 
 def choose_threshold(result: EvalResult, meta: dict[str, Any], threshold: float | None,
-                     tune: bool) -> tuple[float, str]:
+                     tune: bool) -> tuple[float | np.ndarray, str]:
     """(threshold, where it came from): Youden J on this data, the command line, or the
-    checkpoint (its `threshold_source` when recorded, e.g. an operating point)."""
+    checkpoint (its `threshold_source` when recorded, e.g. an operating point). A multi-label
+    model has one per label: the checkpoint's `thresholds` when stored (`label_thresholds`)."""
     if result.task == "multilabel":
         if tune:
             return M.tuned_thresholds(result.labels, result.probabilities), "youden_j per label"
-        return (float(threshold), "command_line") if threshold is not None else decision_threshold(meta)
+        if threshold is not None:
+            return float(threshold), "command_line"
+        return label_thresholds(meta)
     if not M.is_binary_output(result.probabilities):
         return 0.5, "argmax (multi-class)"
     if tune:
@@ -408,9 +411,9 @@ def evaluate_checkpoint(
     """
     meta = source_meta(checkpoint)
     task = meta.get("task")
-    if task == "multilabel" and (fit_temperature or operating_point):
-        raise BadConfig("fit_temperature and operating_point apply to one-label models; this "
-                        "one is multi-label", param=("fit_temperature", "operating_point"))
+    if task == "multilabel" and fit_temperature:
+        raise BadConfig("fit_temperature applies to one-label models; this one is multi-label",
+                        param="fit_temperature")
     if fit_temperature or operating_point:
         meta = calibrate_checkpoint(checkpoint, meta, fit_temperature, operating_point, log)
     transform = eval_transform(meta)

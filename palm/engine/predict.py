@@ -37,7 +37,7 @@ import paddle
 from tqdm import tqdm
 
 from palm.data import IMAGE_EXTENSIONS, FileImageSet, eval_transform
-from palm.engine.checkpoint import decision_threshold
+from palm.engine.checkpoint import decision_threshold, label_thresholds
 from palm.engine.evaluate import NON_FINITE_OUTPUT, finite_probabilities, finite_rows
 from palm.errors import BadConfig, BadData, OutputRefused
 from palm.io_utils import (atomic_path, escape_row, naming_write_errors, output_lock,
@@ -233,8 +233,18 @@ def _finish(output: Path) -> None:
     os.remove(journal)
 
 
+def _thresholds(meta: dict[str, Any], threshold: float | None, multilabel: bool) -> np.ndarray:
+    """The decision threshold (one label), or one per label of a multi-label model: the given
+    one for every label, else the checkpoint's (`label_thresholds`)."""
+    if not multilabel:
+        return np.float64(decision_threshold(meta)[0] if threshold is None else threshold)
+    if threshold is None:
+        return label_thresholds(meta)[0]
+    return np.full(len(meta.get("class_names") or []), float(threshold))
+
+
 def _rows(paths: Sequence[str], indices: np.ndarray, errors: Sequence[str], probs: np.ndarray | None,
-          ok: list[int], class_names: Sequence[str], threshold: float,
+          ok: list[int], class_names: Sequence[str], threshold: np.ndarray,
           prob_columns: Sequence[str], multilabel: bool = False) -> list[dict[str, Any]]:
     rows = []
     by_position = {pos: k for k, pos in enumerate(ok)}
@@ -244,8 +254,8 @@ def _rows(paths: Sequence[str], indices: np.ndarray, errors: Sequence[str], prob
             p = probs[by_position[pos]]
             if multilabel:
                 row.update({column: f"{float(v):.6f}" for column, v in zip(prob_columns, p)})
-                row.update({f"{PREDICTION_PREFIX}{name}": int(v >= threshold)
-                            for name, v in zip(class_names, p)})
+                row.update({f"{PREDICTION_PREFIX}{name}": int(v >= cut)
+                            for name, v, cut in zip(class_names, p, threshold)})
                 rows.append(row)
                 continue
             if np.ndim(p) == 0:
@@ -292,7 +302,8 @@ def predict_to_csv(
         model: in eval mode (load_checkpoint_model gives one).
         meta: the checkpoint sidecar (image_size, normalize, fundus_crop, class_names,
             threshold, temperature).
-        threshold: binary decision threshold (default: the checkpoint's).
+        threshold: binary decision threshold, or every label's of a multi-label model
+            (default: the checkpoint's; per label when it stores `thresholds`).
         resume: keep successful rows of an interrupted or earlier run of the same OUTPUT,
             if that run used the same checkpoint, threshold, precision and TTA.
         checkpoint_sha256: of the weights (palm.engine.inference.weights_sha256), and
@@ -318,13 +329,14 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
                     resume: bool, progress: bool, checkpoint_sha256: str,
                     precision: str) -> PredictSummary:
     class_names = list(meta.get("class_names") or [])
-    threshold = decision_threshold(meta)[0] if threshold is None else float(threshold)
     multilabel = meta.get("task") == "multilabel"
+    cuts = _thresholds(meta, threshold, multilabel)
     columns = (multilabel_columns(class_names, labelled=False) if multilabel else
                prediction_columns(class_names, meta["num_classes"], labelled=False,
                                   task=meta.get("task")))
     temperature = float(meta.get("temperature", 1.0))
-    record = {"checkpoint_sha256": checkpoint_sha256, "threshold": threshold,
+    record = {"checkpoint_sha256": checkpoint_sha256,
+              "threshold": cuts.tolist() if multilabel else float(cuts),
               "temperature": temperature, "precision": precision, "tta": tta, "columns": columns}
     done = _start_journal(output, columns, class_names, record, resume, paths)
     todo = [p for p in paths if p not in done]
@@ -347,7 +359,7 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
                 if probs is not None:
                     probs, ok = _drop_non_finite(probs, ok, batch_errors)
                 rows = _rows(todo, indices.numpy(), batch_errors, probs, ok, class_names,
-                             threshold, [c for c in columns if is_probability_column(c)],
+                             cuts, [c for c in columns if is_probability_column(c)],
                              multilabel)
                 with naming_write_errors(f.name):
                     writer.writerows(map(escape_row, rows))

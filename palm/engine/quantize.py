@@ -3,9 +3,12 @@
 `quantize_to_folder` takes a checkpoint or an export folder, converts its Paddle Inference
 program to ONNX (paddle2onnx), quantizes it statically with NNCF (activation ranges from N
 calibration images), and compares the fp32 predictor and the INT8 model on labelled
-images: AUC, accuracy, sensitivity, specificity and images/s of both, measured batch by
-batch alternately over the same data. When the AUC drops by more than `max_auc_drop` it
-refuses, unless forced. The folder it writes is an ordinary export (model.json,
+images: the task's metrics (`TASK_METRICS`: AUC, accuracy, sensitivity and specificity of a
+binary model; macro AUC and accuracy of a multi-class one; quadratic kappa and the share of
+grades INT8 gives as fp32 does of an ordinal one; macro AUC and each label's AUC drop of a
+multi-label one) and images/s of both, measured batch by batch alternately over the same
+data. When the task's metric (the first) drops by more than `max_metric_drop` it refuses,
+unless forced. The folder it writes is an ordinary export (model.json,
 model.pdiparams) plus model_int8.xml/.bin, with palm_meta.json's "int8" record holding the
 file hashes and the validation; predict/eval run the INT8 model by default.
 
@@ -34,8 +37,11 @@ import numpy as np
 import paddle
 
 from palm import metrics as M
+from palm import predictions as P
 from palm.data import FileImageSet, build_loader, eval_transform
-from palm.engine.checkpoint import load_checkpoint_model, load_meta
+from palm.engine.checkpoint import (decision_threshold, label_thresholds, load_checkpoint_model,
+                                    load_meta)
+from palm.engine.evaluate import EvalResult
 from palm.engine.export import INT8_FILES, META_NAME, MODEL_NAME, STAGE_PREFIX, export_model
 from palm.engine.inference import (INT8_META_KEY, InferencePredictor, OpenVINOPredictor,
                                    exported_files, is_exported, load_export_meta)
@@ -49,40 +55,61 @@ INT8_MODEL = INT8_FILES[0]  # OpenVINO IR; its weights are INT8_FILES[1]
 EXPORT_FILES = (META_NAME, f"{MODEL_NAME}.json", f"{MODEL_NAME}.pdmodel",
                 f"{MODEL_NAME}.pdiparams", *INT8_FILES, ".lock")
 DEFAULT_CALIB_IMAGES = 200
-DEFAULT_MAX_AUC_DROP = 0.005
+DEFAULT_MAX_METRIC_DROP = 0.005
+# per task: the metric whose drop refuses an INT8 model, then the figures shown beside it
+TASK_METRICS = {
+    "binary": ("roc_auc", "accuracy", "sensitivity", "specificity"),
+    "multiclass": ("macro_roc_auc", "accuracy", "macro_f1"),
+    "ordinal": ("qwk", "accuracy", "mae", "referable_roc_auc"),
+    "multilabel": ("macro_roc_auc", "micro_roc_auc", "map"),
+}
 
 
 class QuantizationRefused(UserError, RuntimeError):
-    """The INT8 model lost more AUC than allowed; nothing was written."""
+    """The INT8 model lost more of its task's metric than allowed; nothing was written."""
 
 
 @dataclass
 class Comparison:
-    """fp32 and INT8 on the same labelled images."""
+    """fp32 and INT8 on the same labelled images.
+
+    `fp32`, `int8`: the task's figures (`TASK_METRICS`; a multi-label model's also
+    `roc_auc_<label>`); `metric`: the one whose drop is checked; `agreement`: how the two
+    models' decisions agree (the share of images with the same class or grade; for a
+    multi-label model each label's AUC drop and the worst label).
+    """
 
     fp32: dict[str, Any]
     int8: dict[str, Any]
     max_probability_diff: float
     speed: dict[str, float] = field(default_factory=dict)
+    metric: str = "roc_auc"
+    agreement: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def auc_drop(self) -> float:
-        return float(self.fp32["roc_auc"]) - float(self.int8["roc_auc"])
+    def metric_drop(self) -> float:
+        return float(self.fp32[self.metric]) - float(self.int8[self.metric])
 
     def record(self) -> dict[str, Any]:
-        keys = ("roc_auc", "accuracy", "sensitivity", "specificity", "n", "threshold")
-        return {"fp32": {k: self.fp32[k] for k in keys if k in self.fp32},
-                "int8": {k: self.int8[k] for k in keys if k in self.int8},
-                "auc_drop": self.auc_drop, "max_probability_diff": self.max_probability_diff,
-                "img_per_s": self.speed}
+        return {"metric": self.metric, "fp32": self.fp32, "int8": self.int8,
+                "metric_drop": self.metric_drop, **self.agreement,
+                "max_probability_diff": self.max_probability_diff, "img_per_s": self.speed}
 
     def table(self) -> str:
-        """fp32 and INT8 side by side, one metric a line."""
-        lines = [f"{'':14s}{'fp32':>10s}{'int8':>10s}"]
-        for key in ("roc_auc", "accuracy", "sensitivity", "specificity"):
-            if key in self.fp32:
-                lines.append(f"{key:14s}{self.fp32[key]:10.4f}{self.int8[key]:10.4f}")
-        lines.append(f"{'img/s':14s}{self.speed['fp32']:10.2f}{self.speed['int8']:10.2f}")
+        """fp32 and INT8 side by side, one figure a line; the checked metric is marked."""
+        lines = [f"{'':22s}{'fp32':>10s}{'int8':>10s}"]
+        for key, value in self.fp32.items():
+            if key not in ("n", "threshold"):
+                mark = " (checked)" if key == self.metric else ""
+                lines.append(f"{key:22s}{value:10.4f}{self.int8[key]:10.4f}{mark}")
+        lines.append(f"{'img/s':22s}{self.speed['fp32']:10.2f}{self.speed['int8']:10.2f}")
+        if "prediction_agreement" in self.agreement:
+            what = "grade" if self.metric == "qwk" else "class"
+            lines.append(f"same {what} as fp32: {self.agreement['prediction_agreement']:.4f}")
+        if self.agreement.get("worst_label"):
+            worst = self.agreement["worst_label"]
+            lines.append(f"worst label: {worst} (AUC drop "
+                         f"{self.agreement['label_auc_drop'][worst]:+.4f})")
         return "\n".join(lines)
 
 
@@ -142,15 +169,23 @@ def calibration_images(paths: Sequence[str], meta: dict[str, Any], n: int,
     return batches
 
 
-def compare(fp32: Any, int8: Any, dataset: paddle.io.Dataset, threshold: float,
+def model_task(meta: dict[str, Any]) -> str:
+    """The sidecar's task; a checkpoint saved before tasks were recorded is binary (one
+    logit) or multi-class."""
+    if meta.get("task") in ("ordinal", "multilabel"):
+        return meta["task"]
+    return "binary" if int(meta["num_classes"]) == 1 else "multiclass"
+
+
+def compare(fp32: Any, int8: Any, dataset: paddle.io.Dataset, meta: dict[str, Any],
             batch_size: int = 8, num_workers: int = 0) -> Comparison:
-    """Metrics and speed of two predictors on a labelled dataset.
+    """The task's metrics and the speed of two predictors on a labelled dataset.
 
     Each batch runs through both, alternately, so the speed ratio is measured under the same
     load even on a shared machine; one warm-up batch each is not timed.
     """
     loader = build_loader(dataset, batch_size, train=False, num_workers=num_workers)
-    probs: dict[str, list[np.ndarray]] = {"fp32": [], "int8": []}
+    logits: dict[str, list[np.ndarray]] = {"fp32": [], "int8": []}
     seconds = {"fp32": 0.0, "int8": 0.0}
     labels, warm = [], False
     for images, batch_labels in loader:
@@ -159,25 +194,65 @@ def compare(fp32: Any, int8: Any, dataset: paddle.io.Dataset, threshold: float,
             if not warm:
                 predictor.predict(batch)
             start = time.perf_counter()
-            logits = predictor.predict(batch)
+            logits[name].append(predictor.predict(batch))
             seconds[name] += time.perf_counter() - start
-            probs[name].append(_probabilities(logits))
         warm = True
-        labels.append(batch_labels.numpy().reshape(-1))
+        labels.append(batch_labels.numpy())
+    task = model_task(meta)
     y = np.concatenate(labels).astype(np.int64)
-    p32, p8 = np.concatenate(probs["fp32"]), np.concatenate(probs["int8"])
-    return Comparison(M.classification_metrics(y, p32, threshold),
-                      M.classification_metrics(y, p8, threshold),
+    y = y.reshape(len(y), -1) if task == "multilabel" else y.reshape(-1)
+    results = {name: _evaluated(np.concatenate(out), y, meta) for name, out in logits.items()}
+    p32, p8 = results["fp32"].probabilities, results["int8"].probabilities
+    return Comparison(task_figures(results["fp32"], meta), task_figures(results["int8"], meta),
                       float(np.max(np.abs(p32 - p8))),
-                      {name: len(y) / s for name, s in seconds.items()})
+                      {name: len(y) / s for name, s in seconds.items()},
+                      TASK_METRICS[task][0], _agreement(results["fp32"], results["int8"], meta))
 
 
-def _probabilities(logits: np.ndarray) -> np.ndarray:
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.shape[-1] == 1:
-        return 1.0 / (1.0 + np.exp(-logits.reshape(-1)))
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+def _evaluated(logits: np.ndarray, labels: np.ndarray, meta: dict[str, Any]) -> EvalResult:
+    """Logits as eval reads them: its probabilities (palm.predictions) and task."""
+    task = meta.get("task")
+    probs = P.probabilities(logits, float(meta.get("temperature", 1.0)),
+                            multilabel=task == "multilabel")
+    return EvalResult(probs, labels, logits=logits, task=task,
+                      referable_grade=int(meta.get("referable_grade", M.REFERABLE_GRADE)),
+                      label_names=list(meta.get("class_names") or []))
+
+
+def task_figures(result: EvalResult, meta: dict[str, Any]) -> dict[str, Any]:
+    """The figures `TASK_METRICS` names for the model's task (eval's metrics, at eval's
+    thresholds), with n (and a binary model's threshold)."""
+    task = model_task(meta)
+    if task == "multilabel":
+        metrics = result.metrics(label_thresholds(meta)[0])
+        per_label = {f"roc_auc_{name}": row["roc_auc"]
+                     for name, row in metrics["per_label"].items()}
+        return {**{k: metrics[k] for k in TASK_METRICS[task]}, **per_label, "n": metrics["n"]}
+    threshold = decision_threshold(meta)[0]
+    metrics = result.metrics(threshold)
+    metrics["macro_roc_auc"] = metrics["roc_auc"]  # one-vs-rest over the classes
+    metrics["macro_f1"] = metrics.get("f1")
+    if task == "ordinal":
+        metrics["referable_roc_auc"] = metrics["referable"]["roc_auc"]
+    figures = {k: metrics[k] for k in TASK_METRICS[task]}
+    return {**figures, "n": metrics["n"], **({"threshold": threshold} if task == "binary" else {})}
+
+
+def _agreement(fp32: EvalResult, int8: EvalResult, meta: dict[str, Any]) -> dict[str, Any]:
+    """How INT8's decisions follow fp32's: the share of images given the same class (grade);
+    a multi-label model's AUC drop per label and the label that lost most."""
+    task = model_task(meta)
+    if task == "binary":
+        return {}
+    if task != "multilabel":
+        same = fp32.probabilities.argmax(axis=1) == int8.probabilities.argmax(axis=1)
+        return {"prediction_agreement": float(np.mean(same))}
+    names = list(meta.get("class_names") or [])
+    before, after = task_figures(fp32, meta), task_figures(int8, meta)
+    drops = {name: before[f"roc_auc_{name}"] - after[f"roc_auc_{name}"] for name in names}
+    defined = {name: d for name, d in drops.items() if np.isfinite(d)}
+    return {"label_auc_drop": drops,
+            "worst_label": max(defined, key=defined.get) if defined else None}
 
 
 def quantize_to_folder(
@@ -187,7 +262,7 @@ def quantize_to_folder(
     validation_set: Callable[[dict[str, Any]], paddle.io.Dataset],
     *,
     calib_images: int = DEFAULT_CALIB_IMAGES,
-    max_auc_drop: float = DEFAULT_MAX_AUC_DROP,
+    max_metric_drop: float = DEFAULT_MAX_METRIC_DROP,
     force: bool = False,
     batch_size: int = 8,
     num_workers: int = 0,
@@ -199,23 +274,22 @@ def quantize_to_folder(
         calibration_paths: image files to draw `calib_images` calibration images from.
         validation_set: builds the labelled dataset from the model's meta (its preprocessing
             and class names).
-        max_auc_drop: largest allowed fp32 AUC minus INT8 AUC on the validation set.
+        max_metric_drop: largest allowed fp32 minus INT8 value of the task's metric on the
+            validation set (`TASK_METRICS`: AUC of a binary model, macro AUC of a
+            multi-class or multi-label one, quadratic kappa of an ordinal one).
         force: write the model even when the drop is larger (the record says so).
 
     Returns:
         The comparison that was written into palm_meta.json.
 
     Raises:
-        QuantizationRefused: the AUC dropped too much (or is undefined); nothing written.
+        QuantizationRefused: the metric dropped too much (or is undefined); nothing written.
     """
     source, output_dir = Path(source), Path(output_dir)
     _check_packages()
     if is_exported(source):
         exported_files(source)  # a changed or foreign program is refused before any write
     check_output_folder(output_dir)
-    if _source_meta(source).get("task") == "multilabel":
-        raise BadConfig(f"{source}: a multi-label model; INT8 is validated on one-label models "
-                        "only so far (its AUC check is per model, not per label)")
     # a mistake in the validation data is found before minutes of calibration
     dataset = validation_set(_source_meta(source))
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -234,14 +308,15 @@ def quantize_to_folder(
         log(f"validating fp32 against INT8 on {len(dataset)} labelled images")
         result = compare(InferencePredictor(stage),
                          OpenVINOPredictor(stage, model_file=stage / INT8_MODEL), dataset,
-                         float(meta.get("threshold", 0.5)), batch_size, num_workers)
+                         meta, batch_size, num_workers)
         log(result.table())
-        check_drop(result, max_auc_drop, force)
+        check_drop(result, max_metric_drop, force)
         meta[INT8_META_KEY] = {
             "format": "openvino-ir", "engine": "openvino+nncf", "model_file": INT8_MODEL,
             "sha256": {name: file_sha256(stage / name) for name in INT8_FILES},
-            "calibration_images": len(calibration), "max_auc_drop": max_auc_drop,
-            "forced": bool(force and result.auc_drop > max_auc_drop),
+            "calibration_images": len(calibration), "metric": result.metric,
+            "max_metric_drop": max_metric_drop,
+            "forced": bool(force and not result.metric_drop <= max_metric_drop),
             "validation": result.record(), **_versions(),
         }
         write_json_atomic(stage / META_NAME, meta)
@@ -285,21 +360,26 @@ def _fp32_export(source: Path, stage: Path) -> None:
     export_model(model, stage, dict(meta, source_checkpoint=str(source.resolve())))
 
 
-def check_drop(result: Comparison, max_auc_drop: float, force: bool) -> None:
-    """Raise QuantizationRefused unless the AUC drop is known and at most `max_auc_drop` (or
-    `force`); a NaN allowance refuses too, so it cannot switch the check off."""
-    drop = result.auc_drop
+def check_drop(result: Comparison, max_metric_drop: float, force: bool) -> None:
+    """Raise QuantizationRefused unless the drop of the task's metric is known and at most
+    `max_metric_drop` (or `force`); a NaN allowance refuses too, so it cannot switch the
+    check off."""
+    drop, metric = result.metric_drop, result.metric
     if force:
         return
     if not np.isfinite(drop):
-        raise QuantizationRefused("the validation AUC is undefined (one class only), so the "
-                                  "INT8 model cannot be validated; give labelled data with both "
-                                  "classes, or force", param="force")
-    if not drop <= max_auc_drop:
+        raise QuantizationRefused(f"the validation {metric} is undefined (a class or label "
+                                  "lacks positives or negatives), so the INT8 model cannot be "
+                                  "validated; give labelled data with every class, or force",
+                                  param="force")
+    if not drop <= max_metric_drop:
+        worst = result.agreement.get("worst_label")
+        where = (f" (worst label {worst}: AUC drop {result.agreement['label_auc_drop'][worst]:.4f})"
+                 if worst else "")
         raise QuantizationRefused(
-            f"AUC fp32 {result.fp32['roc_auc']:.4f} -> INT8 {result.int8['roc_auc']:.4f}: a drop "
-            f"of {drop:.4f}, more than max_auc_drop {max_auc_drop:g}; nothing written "
-            "(force writes it anyway)", param=("max_auc_drop", "force"))
+            f"{metric} fp32 {result.fp32[metric]:.4f} -> INT8 {result.int8[metric]:.4f}: a drop "
+            f"of {drop:.4f}{where}, more than max_metric_drop {max_metric_drop:g}; nothing "
+            "written (force writes it anyway)", param=("max_metric_drop", "force"))
 
 
 def _check_packages() -> None:

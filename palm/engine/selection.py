@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 from palm import metrics as M
+from palm import predictions as P
 from palm.engine.checkpoint import EXPORT_META, update_sidecar
-from palm.errors import BadCheckpoint, BadConfig
+from palm.errors import BadCheckpoint, BadConfig, BadData
 from palm.io_utils import read_csv
 
 SELECTION_SUFFIX = "_selection.csv"
@@ -87,7 +88,8 @@ def selection_status(checkpoint: str | Path, meta: dict[str, Any], scored_files:
     except BadCheckpoint:
         return "unknown", "the checkpoint's selection predictions are missing"
     overlap = sum(str(Path(f).resolve()) in chosen for f in scored_files)
-    chosen_parts = ["epoch"] + (["threshold"] if meta.get("threshold_source") else []) + \
+    tuned = meta.get("threshold_source") or meta.get("thresholds_source")
+    chosen_parts = ["epoch"] + (["threshold"] if tuned else []) + \
         (["temperature"] if meta.get("temperature", 1.0) != 1.0 else [])
     what = " and ".join(chosen_parts) if len(chosen_parts) < 3 else "epoch, threshold and temperature"
     if overlap:
@@ -104,6 +106,9 @@ def calibrate_checkpoint(checkpoint: str | Path, meta: dict[str, Any], fit_tempe
     """Fit a temperature and/or choose an operating-point threshold on the checkpoint's
     selection images, store them in its sidecar (so eval, predict and export use them) and
     return the new meta.
+
+    A multi-label model gets one threshold per label (`thresholds`: {label: t}), each at the
+    operating point on that label's probabilities.
 
     Raises:
         BadCheckpoint: an export folder (calibrate the checkpoint, then export), or no
@@ -128,7 +133,10 @@ def calibrate_checkpoint(checkpoint: str | Path, meta: dict[str, Any], fit_tempe
                                                        temperature)
         log(f"temperature {temperature:.3f} (NLL {M.negative_log_likelihood(labels, logits):.4f}"
             f" -> {M.negative_log_likelihood(labels, logits, temperature):.4f} on {where})")
-    if kind:
+    if kind and meta.get("task") == "multilabel":
+        changes.update(_label_operating_points(labels, logits, meta, kind, target,
+                                               f"{operating_point} per label on {where}", log))
+    elif kind:
         if meta["num_classes"] != 1:
             raise BadConfig("operating_point applies to two-class (one-logit) models",
                             param="operating_point")
@@ -138,3 +146,24 @@ def calibrate_checkpoint(checkpoint: str | Path, meta: dict[str, Any], fit_tempe
         changes["threshold_source"] = f"operating point {operating_point} on {where}"
         log(f"threshold {threshold:.4f}: {operating_point} on {where}")
     return update_sidecar(checkpoint, changes)
+
+
+def _label_operating_points(labels: np.ndarray, logits: np.ndarray, meta: dict[str, Any],
+                            kind: str, target: float, source: str,
+                            log: Callable[[str], None]) -> dict[str, Any]:
+    """A multi-label model's `thresholds` ({label: t}, each label's operating point on its
+    own sigmoid probabilities) and their source, for the sidecar.
+
+    Raises:
+        BadData: a label lacks positives or negatives among the selection images.
+    """
+    probs = P.probabilities(logits, float(meta.get("temperature", 1.0)), multilabel=True)
+    thresholds = {}
+    for j, name in enumerate(meta["class_names"]):
+        try:
+            cut = M.threshold_for(labels[:, j], probs[:, j], kind, target)
+        except BadData as e:
+            raise BadData(f"label {name}: {e}") from None
+        thresholds[name] = float(np.clip(cut, 0.0, 1.0))
+    log("thresholds " + ", ".join(f"{n} {t:.4f}" for n, t in thresholds.items()) + f": {source}")
+    return {"thresholds": thresholds, "thresholds_source": f"operating point {source}"}

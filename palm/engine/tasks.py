@@ -31,7 +31,7 @@ from palm.engine.predict import PredictSummary, check_output, journal_path, pred
 from palm.engine.predict_shards import (RANK_ENV, clear_marker, mark_done, merge_parts,
                                         part_path, seed_part_from_output, shard_from_env,
                                         shard_paths, wait_for_parts)
-from palm.engine.quantize import (DEFAULT_CALIB_IMAGES, DEFAULT_MAX_AUC_DROP, Comparison,
+from palm.engine.quantize import (DEFAULT_CALIB_IMAGES, DEFAULT_MAX_METRIC_DROP, Comparison,
                                   quantize_to_folder)
 from palm.engine.runner import prepare_demo_data, run_training
 from palm.errors import BadConfig, BadData, OutputRefused
@@ -40,7 +40,7 @@ from palm.models import IMAGENET_WEIGHTS, build_model, fetch_imagenet, published
 from palm.models.convert import (check_convertible, convert_state_dict, head_size,
                                  read_pytorch_weights)
 from palm.models.imagenet import file_md5, weights_dir
-from palm.viz.cam import check_max_side, write_cam_overlays
+from palm.viz.cam import check_max_side, target_index, write_cam_overlays
 from palm.weights import trust_checkpoints
 
 
@@ -132,12 +132,12 @@ def run_predict(checkpoint: str, input: str, *, output: str = "predictions.csv",
 
 
 def run_cam(checkpoint: str, input: str, output: str, *, target_layer: str | None = None,
-            class_index: int | None = None, batch_size: int = 8, max_side: int = 0,
+            target: str | None = None, batch_size: int = 8, max_side: int = 0,
             alpha: float = 0.4, trust_checkpoint: bool = False) -> int:
     """Grad-CAM overlays of the images of `input` into the folder `output`; bad images are
-    reported on stderr and skipped."""
-    check_options({"class_index": class_index, "batch_size": batch_size,
-                   "max_side": max_side, "alpha": alpha})
+    reported on stderr and skipped. `target`: the class, grade or label to explain, by name
+    or index (`palm.viz.cam.target_index`); default the predicted class / the top label."""
+    check_options({"batch_size": batch_size, "max_side": max_side, "alpha": alpha})
     check_max_side(max_side)
     src = Path(input)
     paths = list_images(src)
@@ -145,6 +145,7 @@ def run_cam(checkpoint: str, input: str, output: str, *, target_layer: str | Non
         raise BadData(f"no images in {src}")
     with trust_checkpoints(trust_checkpoint):
         model, meta = load_checkpoint_model(checkpoint)
+    class_index = target_index(target, meta)
     written, errors = write_cam_overlays(
         model, meta, paths, output,
         root=src if src.is_dir() else None,
@@ -190,17 +191,18 @@ def _calibration_paths(calib_dir: str | None, data_root: str | None) -> list[str
 def run_quantize(checkpoint: str, output: str, *, data_root: str | None = None,
                  calib_dir: str | None = None, val_dir: str | None = None,
                  val_csv: str | None = None, calib_images: int = DEFAULT_CALIB_IMAGES,
-                 max_auc_drop: float = DEFAULT_MAX_AUC_DROP, force: bool = False,
+                 max_metric_drop: float = DEFAULT_MAX_METRIC_DROP, force: bool = False,
                  batch_size: int = 8, num_workers: int = 0,
                  trust_checkpoint: bool = False) -> Comparison:
-    """An INT8 export of `checkpoint` in `output`, written only if its AUC on the labelled
-    images is within `max_auc_drop` of fp32's (or `force`)."""
+    """An INT8 export of `checkpoint` in `output`, written only if its task's metric on the
+    labelled images (palm.engine.quantize.TASK_METRICS) is within `max_metric_drop` of
+    fp32's (or `force`)."""
     check_options({"batch_size": batch_size, "num_workers": num_workers})
     if calib_images < 1:
         raise BadConfig(f"calib_images {calib_images}: must be at least 1", param="calib_images")
-    if not math.isfinite(max_auc_drop):
-        raise BadConfig(f"max_auc_drop {max_auc_drop}: must be a finite number",
-                        param="max_auc_drop")
+    if not math.isfinite(max_metric_drop):
+        raise BadConfig(f"max_metric_drop {max_metric_drop}: must be a finite number",
+                        param="max_metric_drop")
     if not (data_root or val_dir or val_csv):  # found out before quantizing
         raise BadConfig("give data_root, val_dir or val_csv: labelled images to validate "
                         "the INT8 model on", param=("data_root", "val_dir", "val_csv"))
@@ -210,13 +212,14 @@ def run_quantize(checkpoint: str, output: str, *, data_root: str | None = None,
         return data_sources.evaluation_set(transform=eval_transform(meta),
                                            classes=meta.get("class_names") or None,
                                            data_root=None if val_dir else data_root,
-                                           val_dir=val_dir, val_csv=val_csv)
+                                           val_dir=val_dir, val_csv=val_csv,
+                                           multilabel=meta.get("task") == "multilabel")
 
     with trust_checkpoints(trust_checkpoint), output_lock(Path(output), folder=True):
         result = quantize_to_folder(checkpoint, output, paths, validation_set,
-                                    calib_images=calib_images, max_auc_drop=max_auc_drop,
+                                    calib_images=calib_images, max_metric_drop=max_metric_drop,
                                     force=force, batch_size=batch_size, num_workers=num_workers)
-    print(f"INT8 AUC drop {result.auc_drop:+.4f}, speed "
+    print(f"INT8 {result.metric} drop {result.metric_drop:+.4f}, speed "
           f"{result.speed['int8'] / result.speed['fp32']:.2f}x fp32 -> {output}")
     return result
 

@@ -7,7 +7,8 @@ Endpoints:
     GET  /healthz      liveness, queue length, batch sizes run so far
     GET  /v1/model     name, SHA-256, classes, threshold (operating point), calibration, limits
     POST /v1/predict   multipart upload of one or more photos -> one JSON result per photo;
-                       `?cam=1` adds a Grad-CAM overlay (PNG, base64)
+                       `?cam=1` adds a Grad-CAM overlay (PNG, base64) and `cam_target`,
+                       the class it explains (a multi-label model's top label)
 
 Concurrent requests are micro-batched: photos wait in a bounded queue, and one worker thread
 runs up to `max_batch` of them together after waiting at most `max_wait_ms` for the batch to
@@ -378,6 +379,7 @@ def _results(runner: ModelRunner, photos: Sequence[Photo], outputs: dict[int, tu
             item.update(runner.result(probs), error=None)
             if cam and heatmap is not None:
                 item["cam_png_base64"] = overlay_png_base64(photo.shown, heatmap)
+                item["cam_target"] = runner.cam_target(probs)  # which class it explains
                 if note := attention_note(heatmap):  # the page shows it instead of a legend
                     item["cam_note"] = note
             elif cam:

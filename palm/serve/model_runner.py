@@ -15,7 +15,7 @@ from palm import predictions as P
 from palm.data import (ImageReadError, TooManyPixels, crop_fundus,
                        decode_image, eval_transform, resize_short_side)
 from palm.data.image_io import header_size
-from palm.engine.checkpoint import decision_threshold, load_checkpoint_model
+from palm.engine.checkpoint import decision_threshold, label_thresholds, load_checkpoint_model
 from palm.engine.evaluate import finite_probabilities
 from palm.engine.inference import DygraphPredictor, is_exported, load_predictor, weights_sha256
 from palm.serve.batcher import MicroBatcher
@@ -88,6 +88,9 @@ class ModelRunner:
         self.temperature = float(self.meta.get("temperature", 1.0))  # temperature scaling
         self.class_names = list(self.meta.get("class_names") or [])
         self.task = self.meta.get("task")
+        # a multi-label model decides each label at its own threshold (eval's and predict's)
+        self.label_thresholds = (label_thresholds(self.meta)[0] if self.task == "multilabel"
+                                 else None)
         self.image_size = int(self.meta["image_size"])
         # the crop is done before the transform, so the overlay shows the field the model saw
         self.transform = eval_transform(self.meta, fundus_crop=False)
@@ -117,14 +120,18 @@ class ModelRunner:
     def describe(self) -> dict[str, Any]:
         """Model metadata for /v1/model and every prediction response."""
         meta = self.meta
-        threshold_source = decision_threshold(meta)[1]  # as eval and predict report it
+        # as eval and predict report it
+        threshold_source = (label_thresholds(meta)[1] if self.label_thresholds is not None
+                            else decision_threshold(meta)[1])
+        per_label = ({"thresholds": dict(zip(self.class_names, self.label_thresholds.tolist()))}
+                     if self.label_thresholds is not None else {})
         return {
             "name": meta["model"], "sha256": self.sha256, "epoch": meta.get("epoch"),
             "engine": self.predictor.engine, "precision": getattr(self.predictor, "precision", "fp32"),
             "num_classes": meta["num_classes"], "class_names": self.class_names,
             "image_size": self.image_size, "normalize": meta.get("normalize", "minus_one_one"),
             "fundus_crop": bool(meta.get("fundus_crop", False)), "threshold": self.threshold,
-            "threshold_source": threshold_source,
+            "threshold_source": threshold_source, **per_label,
             "calibration": {"temperature": self.temperature,
                             "source": meta.get("temperature_source", "none")},
             "metrics": meta.get("metrics"),
@@ -172,6 +179,12 @@ class ModelRunner:
                 maps[i] = heat
         return list(zip(probs, maps))
 
+    def cam_target(self, y_prob: np.ndarray) -> str:
+        """The class a heatmap explains (GradCAM's default logit): the positive class of a
+        one-logit model, else the highest-probability class, grade or (multi-label) label."""
+        index = 1 if np.ndim(y_prob) == 0 else int(np.argmax(y_prob))
+        return self.class_names[index] if index < len(self.class_names) else str(index)
+
     def result(self, y_prob: np.ndarray) -> dict[str, Any]:
         """Probability, prediction at the checkpoint's threshold and class name of one photo,
         named as in a predictions CSV (palm.predictions). A multi-label model answers per
@@ -198,10 +211,14 @@ class ModelRunner:
                 "decision": prediction, P.CLASS_NAME: name, "threshold": self.threshold, **extra}
 
     def _multilabel_result(self, y_prob: np.ndarray) -> dict[str, Any]:
-        decisions = {name: int(p >= self.threshold) for name, p in zip(self.class_names, y_prob)}
+        decisions = {name: int(p >= cut) for name, p, cut
+                     in zip(self.class_names, y_prob, self.label_thresholds)}
         positive = [name for name, d in decisions.items() if d]
-        return {P.PROBABILITY: round(float(np.max(y_prob)), 6), P.PREDICTION: int(bool(positive)),
-                P.CLASS_NAME: "; ".join(positive) or "no finding", "threshold": self.threshold,
+        top = int(np.argmax(y_prob))
+        return {P.PROBABILITY: round(float(y_prob[top]), 6), P.PREDICTION: int(bool(positive)),
+                P.CLASS_NAME: "; ".join(positive) or "no finding",
+                "threshold": float(self.label_thresholds[top]),  # of the label shown
+                "thresholds": dict(zip(self.class_names, self.label_thresholds.tolist())),
                 "probabilities": {n: float(p) for n, p in zip(self.class_names, y_prob)},
                 "predictions": decisions}
 

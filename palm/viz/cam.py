@@ -150,6 +150,29 @@ def _target_classes(logits: np.ndarray, class_index: ClassIndex) -> tuple[np.nda
     return idx.astype(np.int64), np.ones(n, dtype=np.float32)
 
 
+def target_index(target: str | int | None, meta: dict) -> int | None:
+    """The class index `target` names for a checkpoint's sidecar `meta`: a class name (a
+    label of a multi-label model, a grade of an ordinal one) or its index; None stays None
+    (the default: the positive class / the highest-probability class or label).
+
+    Raises:
+        BadConfig: not a name or index of this model; the one line lists the valid ones.
+    """
+    if target is None:
+        return None
+    names = [str(n) for n in meta.get("class_names") or []]
+    count = len(names) or max(2, int(meta["num_classes"]))
+    text = str(target).strip()
+    if text in names:
+        return names.index(text)
+    if text.isdigit() and int(text) < count:
+        return int(text)
+    kind = {"multilabel": "label", "ordinal": "grade"}.get(meta.get("task"), "class")
+    raise BadConfig(f"target {text!r}: not a {kind} of this model; choose one of "
+                    f"{', '.join(names) or 'none named'} (or an index 0..{count - 1})",
+                    param="target")
+
+
 def _normalize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """ReLU, upsample each map to (H, W) and scale it to [0, 1] (an all-zero map stays 0)."""
     h, w = size

@@ -91,7 +91,8 @@ OLD_OPTIONS: dict[str, list[str]] = {
 }
 
 # old spelling -> the option it now stands for, where a tool's option was renamed
-RENAMED = {"--out": "--output", "--workers": "--num-workers"}
+RENAMED = {"--out": "--output", "--workers": "--num-workers", "--class-index": "--target",
+           "--max-auc-drop": "--max-metric-drop"}
 
 
 def _parser(name: str) -> argparse.ArgumentParser:

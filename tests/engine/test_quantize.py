@@ -61,7 +61,7 @@ def test_quantized_outputs_agree_with_fp32(quantized, palm_root):
     assert record["calibration_images"] == 16
     assert record["validation"]["fp32"]["n"] == 16
     assert result.max_probability_diff <= PROBABILITY_TOLERANCE
-    assert result.auc_drop <= 0.1
+    assert result.metric_drop <= 0.1
     # the written model reproduces the validated one, and both engines open the folder
     int8, fp32 = load_predictor(out), load_predictor(out, precision="fp32")
     assert isinstance(int8, OpenVINOPredictor) and isinstance(fp32, InferencePredictor)
@@ -77,7 +77,7 @@ def test_quantized_outputs_agree_with_fp32(quantized, palm_root):
 @pytest.mark.slow
 def test_refuses_when_the_drop_exceeds_the_allowed_one(trained, palm_root, tmp_path, capsys):
     out = tmp_path / "refused"
-    with pytest.raises(QuantizationRefused, match="max_auc_drop -1"):
+    with pytest.raises(QuantizationRefused, match="max.metric.drop -1"):
         _quantize(["--checkpoint", str(trained), "--data-root", str(palm_root),
                    "--output", str(out), "--calib-images", "8", "--max-auc-drop", "-1"])
     assert not out.exists() or not list(out.iterdir())  # nothing written, staging removed
@@ -217,7 +217,7 @@ def test_an_int8_record_that_is_not_an_object_is_not_ignored(tmp_path):
 def test_an_allowed_drop_that_is_not_a_finite_number_is_refused_before_any_work(tmp_path, drop):
     photos = tmp_path / "photos"
     photos.mkdir()
-    with pytest.raises(BadConfig, match="max_auc_drop"):
+    with pytest.raises(BadConfig, match="max.metric.drop"):
         _quantize(["--checkpoint", str(tmp_path / "none.pdparams"),
                    "--output", str(tmp_path / "out"), "--calib-dir", str(photos), "--val-dir", str(photos), "--max-auc-drop", drop])
     assert not (tmp_path / "out").exists()

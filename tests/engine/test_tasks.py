@@ -17,29 +17,8 @@ from palm.engine.runner import run_training
 from palm.errors import BadConfig
 from palm.reports.report import build_report
 from palm.reports.tasks import run_eval
-from tests.task_data import GRADES, LABELS, graded_csvs, multilabel_csvs
-from tests.task_data import train_csv_run as _train
-
-
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory) -> Path:
-    return graded_csvs(tmp_path_factory.mktemp("graded"))
-
-
-def set_cells(csv: Path, row: int, values: dict) -> None:
-    """Write `values` ({column: value}) into data row `row` (0-based) of `csv`."""
-    table = pd.read_csv(csv)
-    for column, value in values.items():
-        table[column] = table[column].astype(object)
-        table.loc[row, column] = value
-    table.to_csv(csv, index=False)
-
-
-@pytest.fixture(scope="module")
-def ordinal_run(graded, tmp_path_factory) -> Path:
-    return _train(graded, tmp_path_factory.mktemp("ordinal") / "run", task="ordinal",
-                  referable_grade=3)
-
+from tests.task_runs import (GRADES, LABELS, graded_csvs, multilabel_csvs, set_cells,
+                             train_run as _train)
 
 def test_ordinal_run_records_its_task_and_picks_best_by_kappa(ordinal_run):
     saved = config.load_config(ordinal_run / "config.yaml")
@@ -272,17 +251,6 @@ def test_synthetic_grading_set_is_an_aptos_download_whose_lesions_follow_the_gra
     assert make_grading_dataset(tmp_path / "again", 40, 64) and (
         (tmp_path / "again" / "train_images" / "g3_00000.png").read_bytes()
         == (root / "train_images" / "g3_00000.png").read_bytes())  # same seed, same files
-
-
-@pytest.fixture(scope="module")
-def multilabel_root(tmp_path_factory) -> Path:
-    return multilabel_csvs(tmp_path_factory.mktemp("multilabel"))
-
-
-@pytest.fixture(scope="module")
-def multilabel_run(multilabel_root, tmp_path_factory) -> Path:
-    return _train(multilabel_root, tmp_path_factory.mktemp("ml") / "run", task="multilabel",
-                  label_columns=LABELS, pos_weight="auto", epochs=3, lr=0.01)
 
 
 def test_multilabel_run_has_one_logit_per_label_and_picks_by_macro_auc(multilabel_run):

@@ -12,7 +12,7 @@ from sklearn import metrics as skm
 
 from palm.cli import cv as cv_tool
 from palm.errors import BadData
-from tests.task_data import GRADES, LABELS, graded_csvs, multilabel_csvs
+from tests.task_runs import GRADES, LABELS, graded_csvs, multilabel_csvs
 
 GRADES_NAMES = [str(g) for g in range(GRADES)]
 

@@ -9,7 +9,7 @@ from palm.cli import sweep as sweep_tool
 from palm.errors import BadConfig
 from palm.experiments.sweep import check_metric
 from tests.folders import TINY_TRAINING
-from tests.task_data import LABELS, graded_csvs, multilabel_csvs
+from tests.task_runs import LABELS, graded_csvs, multilabel_csvs
 
 
 @pytest.mark.parametrize("task, metric", [

@@ -14,7 +14,8 @@ from palm.errors import BadData
 from palm.metrics.comparison import delong_test
 from palm.metrics.intervals import resample_indices
 from palm.reports.compare import compare_models
-from palm.reports.tasks import run_compare
+from palm.reports.tasks import run_compare, run_eval
+from tests.task_runs import LABELS as FINDINGS, graded_csvs, multilabel_csvs, train_run
 
 GRADES = [str(g) for g in range(5)]
 LABELS = ["diabetes", "glaucoma", "myopia"]
@@ -169,16 +170,13 @@ def test_bad_grade_in_a_csv_names_file_row_and_value(graders, tmp_path):
 
 
 def _trained_and_evaluated(root, data, name, **options):
-    from tests.task_data import train_csv_run
-    from palm.reports.tasks import run_eval
-    run = train_csv_run(data, root / name, **options)
+    run = train_run(data, root / name, **options)
     run_eval(str(run / "last.pdparams"), output=str(run / "eval"), val_csv=str(data / "val.csv"),
              ci_resamples=20, device="cpu")
     return run
 
 
 def test_compare_trained_graders_and_multilabel_runs_on_their_own_csvs(tmp_path):
-    from tests.task_data import LABELS as FINDINGS, graded_csvs, multilabel_csvs
     graded = graded_csvs(tmp_path / "graded", n_train=30, n_val=20)
     graders = [_trained_and_evaluated(tmp_path, graded, f"g{e}", task="ordinal", epochs=e)
                for e in (1, 2)]

@@ -1,5 +1,6 @@
-"""Tiny graded (ordinal) and multi-label CSV data sets that a LeNet learns in a few epochs,
-shared by the tests of the tasks, compare, cv and sweep."""
+"""Tiny labelled sets for the tasks beyond one binary label (DR grades as an ordinal task,
+findings as a multi-label one) and the two-epoch LeNet runs trained on them; tests/conftest.py
+shares the runs per session (read-only: copy a run before changing its sidecar)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,6 +13,7 @@ from palm import config
 from palm.engine.runner import run_training
 
 GRADES = 5
+LABELS = ["diabetes", "glaucoma", "myopia"]
 
 
 def graded_csvs(root: Path, n_train: int = 40, n_val: int = 30) -> Path:
@@ -29,9 +31,6 @@ def graded_csvs(root: Path, n_train: int = 40, n_val: int = 30) -> Path:
             rows.append((f"{split}/{path.name}", grade))
         pd.DataFrame(rows, columns=["path", "label"]).to_csv(root / f"{split}.csv", index=False)
     return root
-
-
-LABELS = ["diabetes", "glaucoma", "myopia"]
 
 
 def multilabel_csvs(root: Path, n_train: int = 48, n_val: int = 36) -> Path:
@@ -52,13 +51,31 @@ def multilabel_csvs(root: Path, n_train: int = 48, n_val: int = 36) -> Path:
     return root
 
 
+def set_cells(csv: Path, row: int, values: dict) -> None:
+    """Write `values` ({column: value}) into data row `row` (0-based) of `csv`."""
+    table = pd.read_csv(csv)
+    for column, value in values.items():
+        table[column] = table[column].astype(object)
+        table.loc[row, column] = value
+    table.to_csv(csv, index=False)
 
 
-def train_csv_run(root: Path, output: Path, **options) -> Path:
-    """A LeNet-5 run (32 px, 2 epochs unless `options` say otherwise) on ROOT/train.csv,
-    validated on ROOT/val.csv; returns its run folder."""
-    cfg = {**config.DEFAULTS, **config.model_config("lenet5"), "train_csv": str(root / "train.csv"),
+def train_run(root: Path, output: Path, model: str = "lenet5", **options) -> Path:
+    """A two-epoch run (LeNet unless `model`) at 32 px on ROOT/train.csv, validated on
+    ROOT/val.csv."""
+    cfg = {**config.DEFAULTS, **config.model_config(model), "train_csv": str(root / "train.csv"),
            "val_csv": str(root / "val.csv"), "image_size": 32, "batch_size": 8, "epochs": 2,
            "num_workers": 0, "device": "cpu", "cache_dir": None, "output": str(output),
            "augment": "none", **options}
     return run_training(config.validate_config(cfg), progress=False, log=lambda _: None)
+
+
+def ordinal_run(root: Path, output: Path, **options) -> Path:
+    """An ordinal run on `graded_csvs` data (referable from grade 3)."""
+    return train_run(root, output, task="ordinal", referable_grade=3, **options)
+
+
+def multilabel_run(root: Path, output: Path, **options) -> Path:
+    """A multi-label run on `multilabel_csvs` data."""
+    return train_run(root, output, **{"task": "multilabel", "label_columns": LABELS,
+                                      "pos_weight": "auto", "epochs": 3, "lr": 0.01, **options})
