@@ -633,3 +633,35 @@ def test_multiclass_result_names_the_argmax_class(tmp_path):
     probs, heatmap = runner.run_batch(np.zeros((2, 3, SIZE, SIZE), np.float32), [True, False])[0]
     assert probs.shape == (3,) and probs.sum() == pytest.approx(1, abs=1e-5)
     assert heatmap.shape == (SIZE, SIZE)
+
+
+@pytest.mark.slow
+def test_browser_shows_each_label_and_downloads_them_as_predict_names_them(multilabel_run,
+                                                                           multilabel_root):
+    """A multi-label model on the page: every label's probability, threshold and finding in the
+    viewer, and the CSV download with probability_<label> and prediction_<label> columns."""
+    from playwright.sync_api import expect
+
+    photo = sorted((multilabel_root / "val").glob("*.png"))[5]
+    with live_server(multilabel_run / "best.pdparams") as url, chromium_page() as page:
+        page.goto(url + "/")
+        page.set_input_files("#file-input", [str(photo)])
+        expect(page.locator("#results tbody tr .prob")).to_have_text(
+            re.compile(r"^[01]\.\d{3}$"), timeout=30_000)
+        page.locator("#results tbody tr").click()
+        rows = page.locator("#viewer table.answer tbody tr")
+        expect(rows).to_have_count(3)
+        with make_client(multilabel_run / "best.pdparams") as client:
+            (truth,) = client.post("/v1/predict", files=upload(
+                (photo.name, photo.read_bytes()))).json()["results"]
+        for i, (label, p) in enumerate(truth["probabilities"].items()):
+            cells = rows.nth(i).locator("td")
+            expect(cells.nth(0)).to_have_text(label)
+            expect(cells.nth(1)).to_have_text(f"{p:.3f}")
+            expect(cells.nth(3)).to_have_text("yes" if truth["predictions"][label] else "no")
+        with page.expect_download() as download:
+            page.click("#download-csv")
+        (row,) = csv.DictReader(Path(download.value.path()).read_text().splitlines())
+    for label, p in truth["probabilities"].items():
+        assert float(row[f"probability_{label}"]) == pytest.approx(p)
+        assert int(row[f"prediction_{label}"]) == truth["predictions"][label]
