@@ -297,7 +297,9 @@ def write_evaluation(
         return write_multilabel_evaluation(result, files, class_names, threshold, out, extra,
                                            ci_resamples)
     extra = extra or {}
+    one_logit = np.ndim(result.probabilities) == 1
     metrics = {**result.metrics(threshold), "class_names": list(class_names),
+               "task": result.task or ("binary" if one_logit else "multiclass"),
                **evidence(result, threshold, class_names, ci_resamples)}
     clashes = sorted(set(metrics) & set(extra))
     if clashes:  # an extra key would silently replace a metric in metrics.json
@@ -439,8 +441,7 @@ def evaluate_checkpoint(
                                                    skip_bad, loss_fn)
     thr, source = choose_threshold(result, meta, threshold, tune_threshold)
     status, why = selection_status(checkpoint, meta, files, tune_threshold)
-    extra = {"task": task or ("binary" if meta["num_classes"] == 1 else "multiclass"),
-             "checkpoint": str(checkpoint), "engine": predictor.engine,
+    extra = {"checkpoint": str(checkpoint), "engine": predictor.engine,
              "compute_precision": predictor.precision, "threshold_source": source,
              "positive_class": sources.positive_class_of(class_names),
              "selection": status, "selection_detail": why,

@@ -27,7 +27,8 @@ def _class_folders(root: Path, per_class: int = 3) -> Path:
 
 def test_cv_without_data_names_the_flags():
     assert _cli_error("cv", ["--folds", "2"]) == \
-        "error: no training data: give --data-root (PALM), --train-dir or --train-csv"
+        "error: no training data: give --data-root (PALM, APTOS-2019, IDRiD), --train-dir or " \
+        "--train-csv"
 
 
 @pytest.mark.parametrize("argv, flag", [(["--folds", "1"], "--folds"),
