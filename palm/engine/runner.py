@@ -273,7 +273,7 @@ def check_ordinal_loss(cfg: dict[str, Any], task: str | None) -> None:
         return
     if task not in (None, "ordinal"):
         raise BadConfig(f"ordinal_loss {loss}: applies to task ordinal (grades 0..K-1), not "
-                        f"task {task}", param="ordinal_loss")
+                        f"task {task}", param=("ordinal_loss", "task"))
     for key, plain in (("class_weights", (None, "none")), ("label_smoothing", (0, 0.0))):
         if cfg[key] not in plain:
             raise BadConfig(f"{key}: applies to ordinal_loss ce, not {loss}",
