@@ -231,7 +231,7 @@ def predictions_frame(
     """One row per image in the `prediction_columns` schema (labelled).
 
     For one logit `probability` is P(positive class); for K classes `probability_<class>`
-    holds each class's softmax probability.
+    holds each class's softmax probability; a grading model's are `grading_frame`'s.
     """
     if len(files) != len(result.labels):
         raise ValueError(f"{len(files)} file names for {len(result.labels)} predictions")
@@ -243,13 +243,10 @@ def predictions_frame(
     names = list(class_names)
     frame = pd.DataFrame({P.PATH: list(files), P.LABEL: result.labels,
                           **P.probability_fields(result.probabilities, class_names),
-                          **({P.EXPECTED_GRADE: P.expected_grades(result.probabilities)}
-                             if result.task == "ordinal" else {}),
                           P.PREDICTION: pred,
                           P.CLASS_NAME: [names[i] if i < len(names) else "" for i in pred],
                           P.ERROR: ""})
-    columns = P.prediction_columns(class_names, num_outputs, labelled=True, task=result.task)
-    return frame[columns]
+    return frame[P.prediction_columns(class_names, num_outputs, labelled=True)]
 
 
 def grading_frame(files: Sequence[str], result: EvalResult,
@@ -559,14 +556,15 @@ def evaluation_summary(metrics: dict[str, Any]) -> str:
     if "per_label" in metrics:
         return multilabel_summary(metrics) + (f", selection {metrics['selection']}"
                                               if "selection" in metrics else "")
-    parts = [f"{metrics.get('n', '?')} images", f"accuracy {_with_ci(metrics, 'accuracy')}",
-             f"AUC {_with_ci(metrics, 'roc_auc')}"]
+    parts = [f"{metrics.get('n', '?')} images", f"accuracy {_with_ci(metrics, 'accuracy')}"]
+    if "roc_auc" in metrics:  # a grade regression has no probabilities to score
+        parts.append(f"AUC {_with_ci(metrics, 'roc_auc')}")
     if "sensitivity" in metrics:
         parts += [f"sensitivity {_with_ci(metrics, 'sensitivity')}",
                   f"specificity {_with_ci(metrics, 'specificity')}",
                   f"threshold {metrics['threshold']:.4f} "
                   f"({metrics.get('threshold_source', 'source not recorded')})"]
-    else:
+    elif "f1" in metrics:
         parts.append(f"macro F1 {_with_ci(metrics, 'f1')}")
     if "qwk" in metrics:
         referable = metrics["referable"]
