@@ -5,7 +5,9 @@ The headline is quadratic weighted kappa (Cohen's kappa with quadratic weights, 
 APTOS-2019 competition was ranked); accuracy and mean absolute error in grades come with the
 K x K grade confusion matrix. Clinically a grader is reported as a referable-DR screener: the
 probability of grade >= k (k = 2, "moderate or worse", by default) scored as a binary test
-(AUC, sensitivity, specificity at 0.5).
+(AUC, sensitivity, specificity at 0.5). A grade regression has no probabilities: its grades
+come from cut-points on its score (`grades_at`, tuned by `tune_cut_points`), and the score
+ranks the referable split (`grade_metrics`, `grade_intervals`).
 """
 from __future__ import annotations
 
