@@ -84,6 +84,22 @@ def test_auxiliary_heads_get_the_biases_and_weigh_in_the_loss():
     assert loss == pytest.approx(parts[0] + 0.3 * (parts[1] + parts[2]), rel=1e-5)
 
 
+def test_pretrained_weights_load_into_a_coral_network(tmp_path, caplog):
+    from palm.models import load_pretrained
+    paddle.seed(1)
+    source = build_model("lenet5", 10)  # another head, as ImageNet weights have
+    paddle.save(source.state_dict(), str(tmp_path / "w.pdparams"))
+    model = build_grading_model("lenet5", GRADES, "coral")
+    with caplog.at_level("INFO", logger="palm.models.pretrained"):
+        report = load_pretrained(model, tmp_path / "w.pdparams", "lenet5")
+    assert report["missing"] == ["rank_biases.bias"] and not report["unexpected"]
+    assert report["skipped"] == ["classifier.4.weight", "classifier.4.bias"]  # lenet5's last linear
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    for name in report["loaded"]:
+        np.testing.assert_array_equal(model.state_dict()[name].numpy(),
+                                      source.state_dict()[name].numpy())
+
+
 def test_regression_loss_is_the_mean_squared_grade_error():
     score, grades = np.array([[0.2], [2.5], [4.4]], dtype=np.float32), np.array([0, 3, 4])
     got = float(grade_regression_loss(paddle.to_tensor(score), paddle.to_tensor(grades)))
@@ -129,6 +145,9 @@ def test_ordinal_loss_of_a_binary_task_is_refused_in_one_line(graded, tmp_path):
     assert "\n" not in message and not (tmp_path / "run" / "config.yaml").exists()
     with pytest.raises(BadConfig, match="class_weights: applies to ordinal_loss ce, not coral"):
         _train(graded, tmp_path / "w", task="ordinal", ordinal_loss="coral", class_weights="auto")
+    from palm.experiments.cv import run_cv
+    with pytest.raises(BadConfig, match="ordinal_loss regression: cross-validation pools class"):
+        run_cv({**config.DEFAULTS, "ordinal_loss": "regression"}, tmp_path / "cv")
 
 
 def test_a_checkpoint_saved_before_ordinal_loss_loads_and_evaluates_as_ce(graded, tmp_path):  # noqa: F811
@@ -224,6 +243,8 @@ def test_coral_run_is_chosen_by_kappa_and_eval_equals_sklearn_on_its_predictions
 
 
 def test_coral_eval_predict_and_the_service_give_the_same_grade(coral_run, graded, tmp_path):  # noqa: F811
+    with pytest.raises(BadConfig, match="fit_temperature applies to softmax and sigmoid models"):
+        _evaluate(coral_run / "best.pdparams", graded, tmp_path / "t", fit_temperature=True)
     _, frame = _evaluate(coral_run / "best.pdparams", graded, tmp_path / "eval")
     result = _agree_with_eval(coral_run / "best.pdparams", graded, frame, tmp_path)
     assert sum(result["probabilities"].values()) == pytest.approx(1, abs=1e-5)
