@@ -129,6 +129,9 @@ class ModelRunner:
             "calibration": {"temperature": self.temperature,
                             "source": meta.get("temperature_source", "none")},
             "metrics": meta.get("metrics"),
+            **({"ordinal_loss": self.grader.ordinal_loss, "referable_grade":
+                self.grader.referable_grade, "cut_points": list(self.grader.cuts)
+                if self.grader.ordinal_loss == "regression" else None} if self.grader else {}),
             "cam_available": self.gradcam is not None,
             **({"cam_unavailable": self.cam_unavailable} if self.cam_unavailable else {}),
         }

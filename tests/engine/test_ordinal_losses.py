@@ -216,6 +216,10 @@ def _agree_with_eval(checkpoint: Path, graded: Path, frame: pd.DataFrame, tmp_pa
     photo = graded / IMAGE
     with make_client(checkpoint) as client:
         answer = client.post("/v1/predict", files=upload(("007.png", photo.read_bytes()))).json()
+        described = client.get("/v1/model").json()
+    meta = json.loads(checkpoint.with_suffix(".json").read_text())
+    assert described["ordinal_loss"] == meta["ordinal_loss"]
+    assert described["cut_points"] == meta.get("cut_points")
     result = answer["results"][0]
     assert result["prediction"] == by_path.loc[str(photo), "prediction"]
     assert result["expected_grade"] == pytest.approx(by_path.loc[str(photo), "expected_grade"], abs=1e-5)
