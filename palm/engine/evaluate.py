@@ -314,16 +314,20 @@ def evidence(result: EvalResult, threshold: float, class_names: Sequence[str],
 
 
 def grading_evidence(result: EvalResult, ci_resamples: int, seed: int) -> dict[str, Any]:
-    """{"ci95", "ci_method"} of the quadratic kappa and the referable AUC of a grading
-    model's grades and referable score ({} when `ci_resamples` is 0)."""
+    """{"ci95", "ci_method"} of the quadratic kappa, the referable AUC and the accuracy of a
+    grading model's grades and referable score ({} when `ci_resamples` is 0); the accuracy's
+    replaces the argmax's (a CORAL or regression grade is not the argmax)."""
     if ci_resamples <= 0:
         return {}
     readout = result.readout
     grading = M.grade_intervals(result.labels, readout.grades, result.grader.num_grades,
                                 readout.referable, result.grader.referable_grade,
                                 ci_resamples, seed)
-    return {"ci95": grading, "ci_method": {name: f"percentile bootstrap, {ci_resamples} "
-                                                 f"resamples, seed {seed}" for name in grading}}
+    methods = {name: f"percentile bootstrap, {ci_resamples} resamples, seed {seed}"
+               for name in grading}
+    correct = int((readout.grades == result.labels).sum())
+    grading["accuracy"] = list(M.wilson_interval(correct, len(result.labels)))
+    return {"ci95": grading, "ci_method": {**methods, "accuracy": "wilson"}}
 
 
 def calibration_record(result: EvalResult) -> dict[str, Any]:

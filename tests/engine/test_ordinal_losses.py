@@ -237,6 +237,9 @@ def test_coral_run_is_chosen_by_kappa_and_eval_equals_sklearn_on_its_predictions
     probabilities = frame[[f"probability_{g}" for g in range(GRADES)]].to_numpy()
     assert metrics["qwk"] == pytest.approx(skm.cohen_kappa_score(truth, predicted, weights="quadratic"))
     assert metrics["mae"] == pytest.approx(skm.mean_absolute_error(truth, predicted))
+    assert metrics["accuracy"] == pytest.approx(skm.accuracy_score(truth, predicted))
+    low, high = metrics["ci95"]["accuracy"]  # of the grades given, not the argmax
+    assert low <= metrics["accuracy"] <= high
     assert (probabilities >= 0).all() and np.allclose(probabilities.sum(1), 1, atol=1e-5)
     np.testing.assert_allclose(frame["expected_grade"], probabilities @ np.arange(GRADES), atol=1e-5)
     # the grade counts P(grade > k) > 0.5, and P(grade >= 2) ranks the referable split
