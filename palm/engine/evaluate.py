@@ -425,6 +425,8 @@ def choose_threshold(result: EvalResult, meta: dict[str, Any], threshold: float 
         if tune:
             return M.tuned_thresholds(result.labels, result.probabilities), "youden_j per label"
         return (float(threshold), "command_line") if threshold is not None else decision_threshold(meta)
+    if result.grader is not None and result.grader.ordinal_loss != "ce":
+        return 0.5, f"none (grades of ordinal_loss {result.grader.ordinal_loss})"
     if not M.is_binary_output(result.probabilities):
         return 0.5, "argmax (multi-class)"
     if tune:

@@ -270,6 +270,7 @@ def test_regression_run_tunes_cut_points_that_eval_uses(regression_run, graded, 
         kappa_of(selection["logit"], selection["label"], M.default_cut_points(GRADES))
     metrics, frame = _evaluate(regression_run / "best.pdparams", graded, tmp_path / "eval")
     assert not [c for c in frame.columns if c.startswith("probability")]
+    assert metrics["threshold_source"] == "none (grades of ordinal_loss regression)"
     truth, predicted = frame["label"], frame["prediction"]
     assert (predicted == np.digitize(frame["expected_grade"], cuts)).all()  # stored cut-points
     assert metrics["qwk"] == pytest.approx(skm.cohen_kappa_score(truth, predicted, weights="quadratic"))
