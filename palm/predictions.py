@@ -2,12 +2,16 @@
 
 Networks with auxiliary heads (GoogLeNet, Inception-v3 in training) return a tuple whose
 first element is the main logits; one logit means a sigmoid (two-class) model, K logits a
-softmax model. Both rules live here once, for training, evaluation, prediction and Grad-CAM.
+softmax model. Both rules live here once, for training, evaluation, prediction and Grad-CAM,
+and so does the reading of a grading (ordinal) model's outputs, whichever loss trained it
+(`Grader`: ce, CORAL or a grade regression -> grades, grade probabilities or none, expected
+grade, referable score).
 
 Every predictions CSV palm writes (eval's, predict's, the cross-validation's) and every
 answer of the service name the same things the same way: `path`, `label` (eval only), the
 probabilities (`probability`: P(positive) for one logit; `probability_<class>` each for K
-classes), `prediction` (the class index), `class_name` and `error`. Readers of such a CSV
+classes; none for a grade regression), `expected_grade` (grading models; a regression's
+score), `prediction` (the class index or grade), `class_name` and `error`. Readers of such a CSV
 (compare, report, cv) go through `read_predictions_csv` and the helpers below, never through
 their own idea of the column names.
 """
