@@ -332,3 +332,12 @@ def test_a_resumed_coral_run_equals_an_uninterrupted_one(graded, tmp_path, monke
     assert "rank_biases.bias" in w_a and set(w_a) == set(w_b)
     for name in w_a:
         np.testing.assert_allclose(w_a[name].numpy(), w_b[name].numpy(), atol=1e-5, err_msg=name)
+
+
+def test_int8_quantization_of_a_coral_model_is_refused_in_one_line(coral_run, tmp_path):
+    pytest.importorskip("nncf")
+    from palm.engine.quantize import quantize_to_folder
+    with pytest.raises(BadConfig, match="ordinal_loss coral; INT8 is validated on class probabilities"):
+        quantize_to_folder(coral_run / "best.pdparams", tmp_path / "int8", [],
+                           validation_set=lambda meta: pytest.fail("reached the data"))
+    assert not (tmp_path / "int8").exists()
