@@ -26,10 +26,10 @@ from palm.engine.finetune import (backbone_freezer, create_optimizer_state, head
                                   parameter_groups)
 from palm.engine.optim import build_optimizer, build_scheduler
 from palm.engine.losses import auto_pos_weight, resolve_class_weights, training_loss
+from palm.engine.selection import tune_checkpoint_cut_points
 from palm.engine.train import RunState, Selection, fit, load_resume_state, selection_score
 from palm.errors import BadCheckpoint, BadConfig, OutputRefused
 from palm.io_utils import next_free_path, output_lock, read_csv, write_csv_atomic
-from palm.engine.selection import tune_checkpoint_cut_points
 from palm.models import build_grading_model, load_pretrained, pretrained_weights_file
 from palm.predictions import ordinal_loss_of
 from palm.provenance import provenance
