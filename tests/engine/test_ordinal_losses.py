@@ -23,9 +23,15 @@ from palm.errors import BadCheckpoint, BadConfig
 from palm.models import build_grading_model, build_model
 from palm.predictions import ORDINAL_LOSSES, Grader, coral_probabilities
 from palm.reports.tasks import run_eval
-from tests.engine.test_tasks import GRADES, _train, graded  # noqa: F401 (fixture)
+from tests.engine.test_tasks import GRADES, _train, graded_csvs
 
 IMAGE = "val/007.png"  # grade 2 (i % 5)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory) -> Path:
+    """test_tasks' graded photos: brightness grows with the grade."""
+    return graded_csvs(tmp_path_factory.mktemp("graded"))
 
 
 # ------------------------------------------------------------------ CORAL
@@ -132,7 +138,7 @@ def kappa_of(scores, grades, cuts) -> float:
 
 # ------------------------------------------------------------------ settings and sidecars
 
-def test_ordinal_loss_of_a_binary_task_is_refused_in_one_line(graded, tmp_path):  # noqa: F811
+def test_ordinal_loss_of_a_binary_task_is_refused_in_one_line(graded, tmp_path):
     assert config.CHOICES["ordinal_loss"] == ORDINAL_LOSSES
     with pytest.raises(SystemExit) as stop:
         common.cli("train", ["--model", "lenet5", "--train-csv", str(graded / "train.csv"),
@@ -150,7 +156,7 @@ def test_ordinal_loss_of_a_binary_task_is_refused_in_one_line(graded, tmp_path):
         run_cv({**config.DEFAULTS, "ordinal_loss": "regression"}, tmp_path / "cv")
 
 
-def test_a_checkpoint_saved_before_ordinal_loss_loads_and_evaluates_as_ce(graded, tmp_path):  # noqa: F811
+def test_a_checkpoint_saved_before_ordinal_loss_loads_and_evaluates_as_ce(graded, tmp_path):
     paddle.seed(0)
     meta = {"model": "lenet5", "num_classes": GRADES, "class_names": [str(g) for g in range(GRADES)],
             "task": "ordinal", "referable_grade": 2, "image_size": 32,
@@ -183,24 +189,24 @@ def test_bad_grading_sidecars_are_named(change, problem):
 # ------------------------------------------------------------------ runs
 
 @pytest.fixture(scope="module")
-def coral_run(graded, tmp_path_factory) -> Path:  # noqa: F811
+def coral_run(graded, tmp_path_factory) -> Path:
     return _train(graded, tmp_path_factory.mktemp("coral") / "run", task="ordinal",
                   ordinal_loss="coral", epochs=3)
 
 
 @pytest.fixture(scope="module")
-def regression_run(graded, tmp_path_factory) -> Path:  # noqa: F811
+def regression_run(graded, tmp_path_factory) -> Path:
     return _train(graded, tmp_path_factory.mktemp("regression") / "run", task="ordinal",
                   ordinal_loss="regression", epochs=3)
 
 
-def _evaluate(run: Path, graded: Path, out: Path, **options) -> tuple[dict, pd.DataFrame]:  # noqa: F811
+def _evaluate(run: Path, graded: Path, out: Path, **options) -> tuple[dict, pd.DataFrame]:
     metrics = run_eval(str(run), output=str(out), val_csv=str(graded / "val.csv"),
                        ci_resamples=200, device="cpu", **options)
     return metrics, pd.read_csv(out / "predictions.csv")
 
 
-def _agree_with_eval(checkpoint: Path, graded: Path, frame: pd.DataFrame, tmp_path: Path  # noqa: F811
+def _agree_with_eval(checkpoint: Path, graded: Path, frame: pd.DataFrame, tmp_path: Path
                      ) -> dict:
     """predict on the val folder and the service on one photo give eval's grades; the
     service's answer."""
@@ -227,7 +233,7 @@ def _agree_with_eval(checkpoint: Path, graded: Path, frame: pd.DataFrame, tmp_pa
 
 
 def test_coral_run_is_chosen_by_kappa_and_eval_equals_sklearn_on_its_predictions(
-        coral_run, graded, tmp_path):  # noqa: F811
+        coral_run, graded, tmp_path):
     best = json.loads((coral_run / "best.json").read_text())
     history = pd.read_csv(coral_run / "metrics.csv")
     assert best["ordinal_loss"] == "coral" and best["best_metric"] == "val_qwk"
@@ -249,7 +255,7 @@ def test_coral_run_is_chosen_by_kappa_and_eval_equals_sklearn_on_its_predictions
         skm.roc_auc_score(truth >= 2, probabilities[:, 2:].sum(1)), abs=1e-6)
 
 
-def test_coral_eval_predict_and_the_service_give_the_same_grade(coral_run, graded, tmp_path):  # noqa: F811
+def test_coral_eval_predict_and_the_service_give_the_same_grade(coral_run, graded, tmp_path):
     with pytest.raises(BadConfig, match="fit_temperature applies to softmax and sigmoid models"):
         _evaluate(coral_run / "best.pdparams", graded, tmp_path / "t", fit_temperature=True)
     _, frame = _evaluate(coral_run / "best.pdparams", graded, tmp_path / "eval")
@@ -258,7 +264,7 @@ def test_coral_eval_predict_and_the_service_give_the_same_grade(coral_run, grade
     assert result["probability"] == pytest.approx(result["probabilities"][result["class_name"]], abs=1e-6)
 
 
-def test_regression_run_tunes_cut_points_that_eval_uses(regression_run, graded, tmp_path):  # noqa: F811
+def test_regression_run_tunes_cut_points_that_eval_uses(regression_run, graded, tmp_path):
     best = json.loads((regression_run / "best.json").read_text())
     assert best["ordinal_loss"] == "regression" and best["best_metric"] == "val_qwk"
     cuts = best["cut_points"]
@@ -285,7 +291,7 @@ def test_regression_run_tunes_cut_points_that_eval_uses(regression_run, graded, 
 
 
 def test_regression_eval_predict_and_the_service_give_the_same_grade(regression_run, graded,
-                                                                     tmp_path):  # noqa: F811
+                                                                     tmp_path):
     _, frame = _evaluate(regression_run / "best.pdparams", graded, tmp_path / "eval")
     result = _agree_with_eval(regression_run / "best.pdparams", graded, frame, tmp_path)
     assert result["probability"] is None and "probabilities" not in result
@@ -293,7 +299,7 @@ def test_regression_eval_predict_and_the_service_give_the_same_grade(regression_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("loss", ["coral", "regression"])
-def test_an_export_grades_as_eval_does(loss, coral_run, regression_run, graded, tmp_path):  # noqa: F811
+def test_an_export_grades_as_eval_does(loss, coral_run, regression_run, graded, tmp_path):
     from palm.engine.tasks import run_export
     run = {"coral": coral_run, "regression": regression_run}[loss]
     _, dygraph = _evaluate(run / "best.pdparams", graded, tmp_path / "eval", engine="dygraph")
@@ -307,7 +313,7 @@ def test_an_export_grades_as_eval_does(loss, coral_run, regression_run, graded, 
 
 
 @pytest.mark.slow
-def test_a_resumed_coral_run_equals_an_uninterrupted_one(graded, tmp_path, monkeypatch):  # noqa: F811
+def test_a_resumed_coral_run_equals_an_uninterrupted_one(graded, tmp_path, monkeypatch):
     import palm.engine.train as engine_train
     options = {"task": "ordinal", "ordinal_loss": "coral", "epochs": 2}
     straight = _train(graded, tmp_path / "straight", **options)
