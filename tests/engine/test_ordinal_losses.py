@@ -297,7 +297,6 @@ def test_regression_eval_predict_and_the_service_give_the_same_grade(regression_
     assert result["probability"] is None and "probabilities" not in result
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["coral", "regression"])
 def test_an_export_grades_as_eval_does(loss, coral_run, regression_run, graded, tmp_path):
     from palm.engine.tasks import run_export
@@ -312,7 +311,6 @@ def test_an_export_grades_as_eval_does(loss, coral_run, regression_run, graded, 
     np.testing.assert_allclose(inference["expected_grade"], dygraph["expected_grade"], atol=1e-4)
 
 
-@pytest.mark.slow
 def test_a_resumed_coral_run_equals_an_uninterrupted_one(graded, tmp_path, monkeypatch):
     import palm.engine.train as engine_train
     options = {"task": "ordinal", "ordinal_loss": "coral", "epochs": 2}
