@@ -50,6 +50,10 @@ DEFAULTS: dict[str, Any] = {
     # multi-label CSVs: the label columns, in output order (null: every column but path)
     "label_columns": None,
     "referable_grade": 2,
+    # ordinal: how the grades are learnt: ce (softmax over K logits), coral (one score and
+    # K-1 learned biases, rank consistent; Cao, Mirjalili & Raschka 2020) or regression (one
+    # score, MSE, cut into grades at cut-points tuned for kappa on the selection images)
+    "ordinal_loss": "ce",
     # share of the training images carved (stratified, seeded) as validation images when the
     # data has none labelled (APTOS-2019); they are listed in RUN/val_split.csv
     "val_fraction": 0.2,  # extra build_model arguments, e.g. {aux_logits: true} for googlenet
@@ -144,6 +148,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "gpu"),
     "select_on": ("val", "holdout"),
     "task": ("binary", "multiclass", "ordinal", "multilabel"),
+    "ordinal_loss": ("ce", "coral", "regression"),  # palm.predictions.ORDINAL_LOSSES
     "sampler": ("shuffle", "balanced"),
 }
 

@@ -2,19 +2,24 @@
 
 Networks with auxiliary heads (GoogLeNet, Inception-v3 in training) return a tuple whose
 first element is the main logits; one logit means a sigmoid (two-class) model, K logits a
-softmax model. Both rules live here once, for training, evaluation, prediction and Grad-CAM.
+softmax model. Both rules live here once, for training, evaluation, prediction and Grad-CAM,
+and so does the reading of a grading (ordinal) model's outputs, whichever loss trained it
+(`Grader`: ce, CORAL or a grade regression -> grades, grade probabilities or none, expected
+grade, referable score).
 
 Every predictions CSV palm writes (eval's, predict's, the cross-validation's) and every
 answer of the service name the same things the same way: `path`, `label` (eval only), the
 probabilities (`probability`: P(positive) for one logit; `probability_<class>` each for K
-classes), `prediction` (the class index), `class_name` and `error`. Readers of such a CSV
+classes; none for a grade regression), `expected_grade` (grading models; a regression's
+score), `prediction` (the class index or grade), `class_name` and `error`. Readers of such a CSV
 (compare, report, cv) go through `read_predictions_csv` and the helpers below, never through
 their own idea of the column names.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Sequence, TypeVar
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -22,6 +27,7 @@ from scipy.special import expit, softmax
 
 from palm.errors import BadData
 from palm.io_utils import read_csv
+from palm.metrics.ordinal import REFERABLE_GRADE, default_cut_points, grades_at
 
 T = TypeVar("T")
 
@@ -73,11 +79,14 @@ def probability_columns(class_names: Sequence[str], num_outputs: int) -> list[st
 
 
 def prediction_columns(class_names: Sequence[str], num_outputs: int, labelled: bool,
-                       task: str | None = None) -> list[str]:
+                       task: str | None = None, ordinal_loss: str = "ce") -> list[str]:
     """The one predictions.csv schema of eval (labelled) and predict:
     path, [label], probability / probability_<class>..., [expected_grade (ordinal task)],
-    prediction, class_name, error."""
-    return [PATH, *([LABEL] if labelled else []), *probability_columns(class_names, num_outputs),
+    prediction, class_name, error. A grade regression has no grade probabilities: its
+    expected_grade is the model's score."""
+    probabilities = ([] if task == "ordinal" and ordinal_loss == "regression"
+                     else probability_columns(class_names, num_outputs))
+    return [PATH, *([LABEL] if labelled else []), *probabilities,
             *([EXPECTED_GRADE] if task == "ordinal" else []), PREDICTION, CLASS_NAME, ERROR]
 
 
@@ -85,6 +94,115 @@ def expected_grades(y_prob: np.ndarray) -> np.ndarray:
     """(N,) mean grade of (N, K) grade probabilities."""
     y_prob = np.asarray(y_prob, dtype=np.float64)
     return y_prob @ np.arange(y_prob.shape[1])
+
+
+# How an ordinal (grading) model is trained and read (palm.engine.losses, Grader below):
+# ce: softmax over K grade logits; coral: one score + K-1 learned biases give the cumulative
+# logits of P(grade > k) (Cao, Mirjalili & Raschka 2020); regression: one score trained
+# with MSE against the grade, cut into grades at cut-points tuned on the selection images
+ORDINAL_LOSSES = ("ce", "coral", "regression")
+
+
+def ordinal_loss_of(meta: Mapping[str, Any]) -> str:
+    """The ordinal loss a checkpoint was trained with ("ce" for one saved before the choice)."""
+    return str(meta.get("ordinal_loss") or "ce")
+
+
+def ordinal_outputs(num_grades: int, ordinal_loss: str) -> int:
+    """Outputs of a grading network: K logits (ce), K-1 cumulative logits (coral), one
+    score (regression)."""
+    return {"ce": num_grades, "coral": num_grades - 1, "regression": 1}[ordinal_loss]
+
+
+def coral_probabilities(exceed: Any) -> np.ndarray:
+    """(N, K) grade probabilities of (N, K-1) P(grade > k): P(0) = 1 - P(>0), P(k) =
+    P(>k-1) - P(>k), P(K-1) = P(>K-2). CORAL's ordered biases make P(> k) fall with k (Cao
+    et al. 2020, theorem 1), so these are the plain differences; the running minimum keeps
+    them a distribution should a model's biases not be ordered."""
+    exceed = np.minimum.accumulate(np.asarray(exceed, dtype=np.float64), axis=1)
+    ones, zeros = np.ones((len(exceed), 1)), np.zeros((len(exceed), 1))
+    return -np.diff(np.hstack([ones, exceed, zeros]), axis=1)
+
+
+@dataclass(frozen=True)
+class GradeReadout:
+    """What a grading model says of each image (N rows).
+
+    Attributes:
+        grades: (N,) predicted grade.
+        probabilities: (N, K) grade probabilities; None for a regression (it has none).
+        expected: (N,) expected grade under the probabilities, or a regression's score.
+        referable: (N,) ranks the images as referable: P(grade >= referable_grade), or a
+            regression's score.
+        referable_threshold: referable when `referable` >= this (0.5, or the cut-point
+            below the referable grade).
+    """
+
+    grades: np.ndarray
+    probabilities: np.ndarray | None
+    expected: np.ndarray
+    referable: np.ndarray
+    referable_threshold: float
+
+
+@dataclass(frozen=True)
+class Grader:
+    """The one conversion of a grading model's outputs into grades, for every ordinal loss:
+    training's epoch selection, eval, predict, the service and exported predictors.
+
+    `scores(logits)` gives what test-time augmentation may average (ce: softmax grade
+    probabilities; coral: P(grade > k); regression: the score, (N,)); `read(scores)` the
+    grades, probabilities, expected grade and referable score (`GradeReadout`).
+    """
+
+    ordinal_loss: str
+    num_grades: int
+    referable_grade: int = REFERABLE_GRADE
+    cut_points: tuple[float, ...] | None = None  # regression; None: k - 0.5
+    temperature: float = 1.0  # ce only (palm.metrics.fit_temperature)
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> Grader | None:
+        """The grader of a checkpoint's sidecar; None unless its task is ordinal."""
+        if meta.get("task") != "ordinal":
+            return None
+        cuts = meta.get("cut_points")
+        return cls(ordinal_loss_of(meta), len(meta.get("class_names") or ()) or int(meta["num_classes"]),
+                   int(meta.get("referable_grade", REFERABLE_GRADE)),
+                   tuple(float(c) for c in cuts) if cuts is not None else None,
+                   float(meta.get("temperature", 1.0)))
+
+    @property
+    def cuts(self) -> np.ndarray:
+        return (default_cut_points(self.num_grades) if self.cut_points is None
+                else np.asarray(self.cut_points, dtype=np.float64))
+
+    def scores(self, logits: Any) -> np.ndarray:
+        """(N, K), (N, K-1) or (N,) of (N, outputs) network outputs (main head's)."""
+        logits = np.asarray(logits, dtype=np.float32).reshape(len(logits), -1)
+        if self.ordinal_loss == "ce":
+            return probabilities(logits, self.temperature)
+        if self.ordinal_loss == "coral":
+            return expit(logits)
+        return logits[:, 0]
+
+    def read(self, scores: Any) -> GradeReadout:
+        scores = np.asarray(scores, dtype=np.float64)
+        r = self.referable_grade
+        if self.ordinal_loss == "regression":
+            scores = scores.reshape(-1)
+            return GradeReadout(grades_at(scores, self.cuts), None, scores, scores,
+                                float(self.cuts[r - 1]))
+        if self.ordinal_loss == "coral":
+            probs = coral_probabilities(scores)
+            grades = (np.minimum.accumulate(scores, axis=1) > 0.5).sum(axis=1)
+        else:
+            probs, grades = scores, scores.argmax(axis=1)
+        return GradeReadout(grades.astype(np.int64), probs, expected_grades(probs),
+                            probs[:, r:].sum(axis=1), 0.5)
+
+    def readout(self, logits: Any) -> GradeReadout:
+        return self.read(self.scores(logits))
 
 
 LABEL_PREFIX = "label_"  # + label name: a multi-label evaluation's truth
@@ -175,7 +293,8 @@ def read_predictions_csv(path: str | os.PathLike, labelled: bool = False) -> pd.
     frame = _schema_names(frame)
     needed = [PATH, *([LABEL] if labelled else []), PREDICTION]
     missing = [c for c in needed if c not in frame.columns]
-    if not any(is_probability_column(c) for c in frame.columns):
+    # a grade regression's predictions carry its score (expected_grade), no probabilities
+    if not any(is_probability_column(c) or c == EXPECTED_GRADE for c in frame.columns):
         missing.append(f"{PROBABILITY} (or {PROBABILITY_PREFIX}<class>)")
     if missing:
         what = "an evaluation's predictions (with labels)" if labelled else "predictions"

@@ -233,6 +233,10 @@ def training_parser(doc: str, prog: str | None = None) -> argparse.ArgumentParse
     data.add_argument("--referable-grade", type=int,
                       help="ordinal: grades >= this are the positive class of the referable "
                            "split (default 2, referable diabetic retinopathy)")
+    data.add_argument("--ordinal-loss", choices=("ce", "coral", "regression"),
+                      help="ordinal: softmax cross-entropy over the grades (ce, default), CORAL "
+                           "(one score, K-1 learned biases; Cao et al. 2020) or regression (one "
+                           "score, MSE, cut-points tuned for kappa on the selection images)")
     data.add_argument("--augment", metavar="PRESET|KEY=VALUE,...",
                       help="training augmentation: fundus (default for --data-root), natural "
                            "(default otherwise: no flips or rotations), none; plus overrides, "

@@ -37,8 +37,8 @@ from palm.config import RANGES
 from palm.errors import BadCheckpoint
 from palm.io_utils import write_text_atomic
 from palm.metrics import TEMPERATURE_RANGE
-from palm.models import MODELS, build_model
-from palm.predictions import main_output
+from palm.models import MODELS, build_grading_model
+from palm.predictions import ORDINAL_LOSSES, main_output, ordinal_loss_of
 
 # The file that makes a folder a tools/export.py export (palm.engine.export writes it).
 EXPORT_META = "palm_meta.json"
@@ -113,6 +113,7 @@ def validate_meta(meta: Any, source: str | Path) -> dict[str, Any]:
         problems.append(f"temperature must be a number in {low}..{high}, not {temperature!r}")
     if "epoch" in meta and (not _is_int(meta["epoch"]) or meta["epoch"] < 0):
         problems.append(f"epoch must be an integer >= 0, not {meta['epoch']!r}")
+    problems += _grading_problems(meta)
     if problems:
         raise CheckpointError(f"{source}: {'; '.join(problems)}")
     return meta
@@ -132,6 +133,29 @@ def _label_threshold_problems(thresholds: Any, names: list) -> list[str]:
             for label, value in thresholds.items()
             if isinstance(value, bool) or not isinstance(value, (int, float))
             or not 0 <= value <= 1]
+
+
+def _grading_problems(meta: dict[str, Any]) -> list[str]:
+    """What is wrong with a grading sidecar's ordinal_loss and cut_points (none before them:
+    such a checkpoint trained with ce)."""
+    loss = meta.get("ordinal_loss", "ce")
+    if loss not in ORDINAL_LOSSES:
+        return [f"ordinal_loss must be one of {', '.join(ORDINAL_LOSSES)}, not {loss!r}"]
+    if loss != "ce" and meta.get("task") != "ordinal":
+        return [f"ordinal_loss {loss} needs task ordinal, not {meta.get('task')!r}"]
+    if loss != "ce" and (not _is_int(meta["num_classes"]) or meta["num_classes"] < 2):
+        return [f"ordinal_loss {loss} needs num_classes (grades) >= 2"]
+    cuts = meta.get("cut_points")
+    if cuts is None:
+        return []
+    numbers = isinstance(cuts, list) and all(
+        isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in cuts)
+    if loss != "regression":
+        return [f"cut_points belong to an ordinal_loss regression model, not {loss}"]
+    if not numbers or sorted(cuts) != cuts or len(cuts) != meta["num_classes"] - 1:
+        return [f"cut_points must be {meta['num_classes'] - 1} sorted finite numbers, not "
+                f"{str(cuts)[:60]}"]
+    return []
 
 
 def _is_int(value: Any) -> bool:
@@ -166,7 +190,8 @@ def check_network_fits_file(meta: dict[str, Any], params_path: str | Path) -> No
 
 def _build_from_meta(meta: dict[str, Any], params_path: str | Path) -> paddle.nn.Layer:
     try:
-        return build_model(meta["model"], meta["num_classes"], **meta.get("model_kwargs", {}))
+        return build_grading_model(meta["model"], meta["num_classes"], ordinal_loss_of(meta),
+                                   **meta.get("model_kwargs", {}))
     except (TypeError, ValueError, AssertionError, ArithmeticError) as e:  # bad model_kwargs
         raise CheckpointError(
             f"{sidecar_path(params_path)}: cannot build {meta['model']} ({e})") from None

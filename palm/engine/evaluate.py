@@ -28,7 +28,7 @@ from palm.data import build_loader, eval_transform
 from palm.data import sources
 from palm.engine.checkpoint import decision_threshold, label_thresholds
 from palm.engine.inference import as_layer, is_exported, load_predictor, source_meta
-from palm.engine.losses import ClassificationLoss
+from palm.engine.losses import training_loss
 from palm.engine.selection import calibrate_checkpoint, selection_status
 from palm.errors import BadCheckpoint, BadConfig, BadData, OutputRefused
 from palm.io_utils import (next_free_path, replace_outputs, write_csv_atomic,
@@ -82,7 +82,8 @@ class EvalResult:
 
     Attributes:
         probabilities: (N,) positive-class probability for one logit, else (N, K) softmax,
-            of the logits divided by `temperature`.
+            of the logits divided by `temperature`; a grading model's grade probabilities
+            (N, K) (`grader`), (N, 0) for a grade regression, which has none.
         labels: (N,) int64 ground truth.
         loss: mean loss over samples (NaN when no loss function was given).
         logits: (N, 1) or (N, K) raw logits, when known.
@@ -91,6 +92,8 @@ class EvalResult:
             at `referable_grade`); "multilabel": probabilities and labels are (N, L) and the
             metrics are per label (named `label_names`) and pooled; None or another task:
             the classification metrics only.
+        grader: an ordinal task's reading of the logits (palm.predictions.Grader): grades,
+            grade probabilities, expected grade and referable score.
     """
 
     probabilities: np.ndarray
@@ -101,6 +104,12 @@ class EvalResult:
     task: str | None = None
     referable_grade: int = M.REFERABLE_GRADE
     label_names: Sequence[str] = ()
+    grader: P.Grader | None = None
+
+    @property
+    def readout(self) -> P.GradeReadout:
+        """The grader's reading of the logits (grading models only)."""
+        return self.grader.readout(self.logits)
 
     def metrics(self, threshold: float = 0.5) -> dict[str, Any]:
         if self.task == "multilabel":
@@ -110,11 +119,16 @@ class EvalResult:
             metrics["accuracy"] = float(np.mean(
                 ((self.probabilities >= threshold) == self.labels).all(axis=1)))
             return metrics
-        metrics = M.classification_metrics(self.labels, self.probabilities, threshold)
-        if self.task == "ordinal":
-            metrics.update(M.ordinal_metrics(self.labels, self.probabilities,
-                                             self.referable_grade))
-        return metrics
+        if self.grader is None:
+            return M.classification_metrics(self.labels, self.probabilities, threshold)
+        readout = self.readout
+        grading = M.grade_metrics(self.labels, readout.grades, self.grader.num_grades,
+                                  readout.referable, self.grader.referable_grade,
+                                  readout.referable_threshold)
+        if readout.probabilities is None:  # a grade regression: the grades are all it says
+            return grading
+        return {**M.classification_metrics(self.labels, readout.probabilities, threshold),
+                **grading}
 
 
 @paddle.no_grad()
@@ -126,13 +140,17 @@ def evaluate(
     task: str | None = None,
     referable_grade: int = M.REFERABLE_GRADE,
     label_names: Sequence[str] = (),
+    ordinal_loss: str = "ce",
+    cut_points: Sequence[float] | None = None,
 ) -> EvalResult:
     """Run `model` in eval mode over `loader` (images, labels); restore its mode afterwards.
-    `task`, `referable_grade` and `label_names` choose the metrics of the result (EvalResult)."""
+    `task`, `referable_grade` and `label_names` choose the metrics of the result (EvalResult);
+    an ordinal task's outputs are read as `ordinal_loss` trained them (with a regression's
+    `cut_points`; None: k - 0.5)."""
     multilabel = task == "multilabel"
     was_training = model.training
     model.eval()
-    probs, logits_seen, labels, loss_sum = [], [], [], 0.0
+    logits_seen, labels, loss_sum = [], [], 0.0
     try:
         for images, batch_labels in loader:
             logits = P.main_output(model(images))
@@ -140,7 +158,6 @@ def evaluate(
                 loss_sum += float(loss_fn(logits, batch_labels)) * len(batch_labels)
             logits = logits.astype("float32").numpy()
             logits_seen.append(logits)
-            probs.append(P.probabilities(logits, temperature, multilabel))
             labels.append(batch_labels.numpy().reshape(len(logits), -1) if multilabel
                           else batch_labels.numpy().reshape(-1))
     finally:
@@ -150,8 +167,24 @@ def evaluate(
         raise BadData("evaluate: the loader yielded no batches")
     labels_np = np.concatenate(labels).astype(np.int64)
     loss = loss_sum / len(labels_np) if loss_fn is not None else math.nan
-    return EvalResult(np.concatenate(probs), labels_np, loss, np.concatenate(logits_seen),
-                      temperature, task, referable_grade, tuple(label_names))
+    logits_np = np.concatenate(logits_seen)
+    grader = None
+    if task == "ordinal":
+        grader = P.Grader(ordinal_loss, len(label_names) or logits_np.shape[1], referable_grade,
+                          None if cut_points is None else tuple(cut_points), temperature)
+    return EvalResult(grade_probabilities(logits_np, temperature, multilabel, grader), labels_np,
+                      loss, logits_np, temperature, task, referable_grade, tuple(label_names),
+                      grader)
+
+
+def grade_probabilities(logits: np.ndarray, temperature: float, multilabel: bool,
+                        grader: P.Grader | None) -> np.ndarray:
+    """EvalResult.probabilities of `logits`: the grader's grade probabilities ((N, 0) for a
+    grade regression), else palm.predictions.probabilities."""
+    if grader is None:
+        return P.probabilities(logits, temperature, multilabel)
+    probabilities = grader.readout(logits).probabilities
+    return np.zeros((len(logits), 0)) if probabilities is None else probabilities
 
 
 # what eval, predict and the service say of an image whose logits hold a NaN or inf
@@ -188,7 +221,7 @@ def without_non_finite(result: EvalResult, files: Sequence[str], skip_bad: bool,
     logits, labels = result.logits[keep], result.labels[keep]
     loss = float(loss_fn(paddle.to_tensor(logits), paddle.to_tensor(labels)))
     kept = EvalResult(result.probabilities[keep], labels, loss, logits, result.temperature,
-                      result.task, result.referable_grade, result.label_names)
+                      result.task, result.referable_grade, result.label_names, result.grader)
     return kept, [f for f, k in zip(files, keep) if k], [f"{n}: {NON_FINITE_OUTPUT}" for n in names]
 
 
@@ -198,23 +231,38 @@ def predictions_frame(
     """One row per image in the `prediction_columns` schema (labelled).
 
     For one logit `probability` is P(positive class); for K classes `probability_<class>`
-    holds each class's softmax probability.
+    holds each class's softmax probability; a grading model's are `grading_frame`'s.
     """
     if len(files) != len(result.labels):
         raise ValueError(f"{len(files)} file names for {len(result.labels)} predictions")
+    if result.grader is not None:
+        return grading_frame(files, result, class_names)
     binary = M.is_binary_output(result.probabilities)
     num_outputs = 1 if binary else result.probabilities.shape[1]
     pred = M.predict_labels(result.probabilities, threshold)
     names = list(class_names)
     frame = pd.DataFrame({P.PATH: list(files), P.LABEL: result.labels,
                           **P.probability_fields(result.probabilities, class_names),
-                          **({P.EXPECTED_GRADE: P.expected_grades(result.probabilities)}
-                             if result.task == "ordinal" else {}),
                           P.PREDICTION: pred,
                           P.CLASS_NAME: [names[i] if i < len(names) else "" for i in pred],
                           P.ERROR: ""})
-    columns = P.prediction_columns(class_names, num_outputs, labelled=True, task=result.task)
-    return frame[columns]
+    return frame[P.prediction_columns(class_names, num_outputs, labelled=True)]
+
+
+def grading_frame(files: Sequence[str], result: EvalResult,
+                  class_names: Sequence[str]) -> pd.DataFrame:
+    """`predictions_frame` of a grading model: its grade probabilities (none for a grade
+    regression), expected grade (a regression's score) and grade, as its grader reads them."""
+    readout, grader = result.readout, result.grader
+    names = list(class_names)
+    frame = pd.DataFrame({
+        P.PATH: list(files), P.LABEL: result.labels,
+        **(P.probability_fields(readout.probabilities, class_names)
+           if readout.probabilities is not None else {}),
+        P.EXPECTED_GRADE: readout.expected, P.PREDICTION: readout.grades,
+        P.CLASS_NAME: [names[i] if i < len(names) else "" for i in readout.grades], P.ERROR: ""})
+    return frame[P.prediction_columns(class_names, grader.num_grades, labelled=True,
+                                      task="ordinal", ordinal_loss=grader.ordinal_loss)]
 
 
 def confusion_text(cm: Sequence[Sequence[int]], class_names: Sequence[str]) -> str:
@@ -246,23 +294,40 @@ def evidence(result: EvalResult, threshold: float, class_names: Sequence[str],
     out: dict[str, Any] = {
         "class_counts": {str(name): int(n) for name, n in zip(class_names, counts)}
                         or {str(c): int(n) for c, n in enumerate(counts)}}
+    if result.grader is not None and result.readout.probabilities is None:
+        return {**out, **grading_evidence(result, ci_resamples, seed)}  # no probabilities
     if ci_resamples > 0:
         out["ci95"] = (M.binary_intervals(result.labels, result.probabilities, threshold,
                                           ci_resamples, seed) if binary else
                        M.multiclass_intervals(result.labels, result.probabilities, ci_resamples,
                                               seed))
         out["ci_method"] = M.ci_method(ci_resamples, seed)
-        if result.task == "ordinal":
-            grading = M.ordinal_intervals(result.labels, result.probabilities,
-                                          result.referable_grade, ci_resamples, seed)
-            out["ci95"].update(grading)
-            out["ci_method"].update({name: f"percentile bootstrap, {ci_resamples} resamples, "
-                                           f"seed {seed}" for name in grading})
+        if result.grader is not None:
+            grading = grading_evidence(result, ci_resamples, seed)
+            out["ci95"].update(grading["ci95"])
+            out["ci_method"].update(grading["ci_method"])
     if binary:
         out["operating_points"] = M.operating_points(result.labels, result.probabilities,
                                                      ci_resamples, seed)
     out["calibration"] = calibration_record(result)
     return out
+
+
+def grading_evidence(result: EvalResult, ci_resamples: int, seed: int) -> dict[str, Any]:
+    """{"ci95", "ci_method"} of the quadratic kappa, the referable AUC and the accuracy of a
+    grading model's grades and referable score ({} when `ci_resamples` is 0); the accuracy's
+    replaces the argmax's (a CORAL or regression grade is not the argmax)."""
+    if ci_resamples <= 0:
+        return {}
+    readout = result.readout
+    grading = M.grade_intervals(result.labels, readout.grades, result.grader.num_grades,
+                                readout.referable, result.grader.referable_grade,
+                                ci_resamples, seed)
+    methods = {name: f"percentile bootstrap, {ci_resamples} resamples, seed {seed}"
+               for name in grading}
+    correct = int((readout.grades == result.labels).sum())
+    grading["accuracy"] = list(M.wilson_interval(correct, len(result.labels)))
+    return {"ci95": grading, "ci_method": {**methods, "accuracy": "wilson"}}
 
 
 def calibration_record(result: EvalResult) -> dict[str, Any]:
@@ -312,6 +377,8 @@ def write_evaluation(
     write_csv_atomic(out / "predictions.csv",
                      predictions_frame(files, result, class_names, threshold))
     plots.plot_confusion_matrix(metrics["confusion_matrix"], class_names, out / "confusion_matrix.png")
+    if result.probabilities.size == 0:  # a grade regression: no probability curves
+        return metrics
     plots.plot_roc_curve(result.labels, result.probabilities, out / "roc_curve.png", class_names,
                          threshold if M.is_binary_output(result.probabilities) else None)
     plots.plot_pr_curve(result.labels, result.probabilities, out / "pr_curve.png", class_names)
@@ -363,6 +430,8 @@ def choose_threshold(result: EvalResult, meta: dict[str, Any], threshold: float 
         if threshold is not None:
             return float(threshold), "command_line"
         return label_thresholds(meta)
+    if result.grader is not None and result.grader.ordinal_loss != "ce":
+        return 0.5, f"none (grades of ordinal_loss {result.grader.ordinal_loss})"
     if not M.is_binary_output(result.probabilities):
         return 0.5, "argmax (multi-class)"
     if tune:
@@ -434,9 +503,11 @@ def evaluate_checkpoint(
                                precision=precision)
     model = as_layer(predictor)
     loader = build_loader(dataset, batch_size, train=False, num_workers=num_workers)
-    loss_fn = ClassificationLoss(meta["num_classes"], multilabel=task == "multilabel")
+    loss_fn = training_loss(meta["num_classes"], P.ordinal_loss_of(meta),
+                            multilabel=task == "multilabel")
     result = evaluate(model, loader, loss_fn, float(meta.get("temperature", 1.0)), task,
-                      int(meta.get("referable_grade", M.REFERABLE_GRADE)), class_names)
+                      int(meta.get("referable_grade", M.REFERABLE_GRADE)), class_names,
+                      P.ordinal_loss_of(meta), meta.get("cut_points"))
     result, files, non_finite = without_non_finite(result, [path for path, _ in dataset.samples],
                                                    skip_bad, loss_fn)
     thr, source = choose_threshold(result, meta, threshold, tune_threshold)
@@ -496,14 +567,15 @@ def evaluation_summary(metrics: dict[str, Any]) -> str:
     if "per_label" in metrics:
         return multilabel_summary(metrics) + (f", selection {metrics['selection']}"
                                               if "selection" in metrics else "")
-    parts = [f"{metrics.get('n', '?')} images", f"accuracy {_with_ci(metrics, 'accuracy')}",
-             f"AUC {_with_ci(metrics, 'roc_auc')}"]
+    parts = [f"{metrics.get('n', '?')} images", f"accuracy {_with_ci(metrics, 'accuracy')}"]
+    if "roc_auc" in metrics:  # a grade regression has no probabilities to score
+        parts.append(f"AUC {_with_ci(metrics, 'roc_auc')}")
     if "sensitivity" in metrics:
         parts += [f"sensitivity {_with_ci(metrics, 'sensitivity')}",
                   f"specificity {_with_ci(metrics, 'specificity')}",
                   f"threshold {metrics['threshold']:.4f} "
                   f"({metrics.get('threshold_source', 'source not recorded')})"]
-    else:
+    elif "f1" in metrics:
         parts.append(f"macro F1 {_with_ci(metrics, 'f1')}")
     if "qwk" in metrics:
         referable = metrics["referable"]

@@ -1,4 +1,5 @@
-"""Losses: BCE-with-logits for one logit, softmax cross-entropy for K classes, aux heads."""
+"""Losses: BCE-with-logits for one logit, softmax cross-entropy for K classes, CORAL and
+grade regression for ordinal grading, aux heads."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -11,7 +12,27 @@ from sklearn.utils.class_weight import compute_class_weight
 from palm.errors import BadConfig, BadData
 
 
-class ClassificationLoss:
+class WithAuxiliaryHeads:
+    """A loss of the main output plus `aux_weight` x the same loss of each auxiliary head
+    (GoogLeNet returns (main, aux1, aux2) in training); Szegedy et al. 2014
+    (arXiv:1409.4842) use 0.3."""
+
+    aux_weight = 0.3
+
+    def _single(self, outputs: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, outputs: paddle.Tensor | Sequence[paddle.Tensor], labels: paddle.Tensor):
+        if isinstance(outputs, (tuple, list)):
+            main, *aux = outputs
+            loss = self._single(main, labels)
+            for logits in aux:
+                loss = loss + self.aux_weight * self._single(logits, labels)
+            return loss
+        return self._single(outputs, labels)
+
+
+class ClassificationLoss(WithAuxiliaryHeads):
     """BCE-with-logits for one logit (or for each of a multi-label model's), softmax
     cross-entropy for K >= 2 outputs.
 
@@ -60,14 +81,46 @@ class ClassificationLoss:
         return F.cross_entropy(logits, labels.reshape([-1]).astype("int64"),
                                weight=self.class_weights, label_smoothing=self.label_smoothing)
 
-    def __call__(self, outputs: paddle.Tensor | Sequence[paddle.Tensor], labels: paddle.Tensor):
-        if isinstance(outputs, (tuple, list)):
-            main, *aux = outputs
-            loss = self._single(main, labels)
-            for logits in aux:
-                loss = loss + self.aux_weight * self._single(logits, labels)
-            return loss
-        return self._single(outputs, labels)
+
+def coral_loss(logits: paddle.Tensor, grades: paddle.Tensor) -> paddle.Tensor:
+    """CORAL's loss (Cao, Mirjalili & Raschka 2020, eq. 4 with unit task weights): the mean
+    over the batch of the sum over k = 0..K-2 of the binary cross-entropy of the cumulative
+    logit k against [grade > k]."""
+    logits = logits.astype("float32")
+    levels = paddle.arange(logits.shape[1], dtype="int64").reshape([1, -1])
+    target = (grades.reshape([-1, 1]).astype("int64") > levels).astype("float32")
+    per_task = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return per_task.sum(axis=1).mean()
+
+
+def grade_regression_loss(score: paddle.Tensor, grades: paddle.Tensor) -> paddle.Tensor:
+    """Mean squared error of one score against the grade. Squared, not smooth L1: the
+    quadratic kappa the run is chosen and tuned by penalises a disagreement by its squared
+    grade distance, and MSE weighs errors the same way (smooth L1 would forgive the
+    two- and three-grade misses the kappa punishes most)."""
+    return F.mse_loss(score.astype("float32").reshape([-1]), grades.reshape([-1]).astype("float32"))
+
+
+class OrdinalLoss(WithAuxiliaryHeads):
+    """The loss of a grading network trained with `ordinal_loss` coral or regression (ce
+    trains with ClassificationLoss), auxiliary heads weighted by `aux_weight`."""
+
+    def __init__(self, ordinal_loss: str, aux_weight: float = 0.3):
+        if ordinal_loss not in ("coral", "regression"):
+            raise ValueError(f"OrdinalLoss: ordinal_loss coral or regression, not {ordinal_loss!r}")
+        self.ordinal_loss = ordinal_loss
+        self.aux_weight = aux_weight
+
+    def _single(self, outputs: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
+        return (coral_loss if self.ordinal_loss == "coral" else grade_regression_loss)(outputs, labels)
+
+
+def training_loss(num_outputs: int, ordinal_loss: str = "ce", **options) -> WithAuxiliaryHeads:
+    """OrdinalLoss for a coral or regression grading run (aux_weight its one option), else
+    ClassificationLoss(num_outputs, **options)."""
+    if ordinal_loss != "ce":
+        return OrdinalLoss(ordinal_loss, options.get("aux_weight", 0.3))
+    return ClassificationLoss(num_outputs, **options)
 
 
 def resolve_class_weights(setting: str | Sequence[float] | None, labels: np.ndarray,

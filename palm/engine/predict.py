@@ -43,8 +43,8 @@ from palm.errors import BadConfig, BadData, OutputRefused
 from palm.io_utils import (atomic_path, escape_row, naming_write_errors, output_lock,
                            unescape_row, write_json_atomic)
 from palm.predictions import (ERROR, EXPECTED_GRADE, PATH, PREDICTION, PREDICTION_PREFIX, PROBABILITY,
-                              REQUIRED_COLUMNS, expected_grades, is_probability_column,
-                              main_output, multilabel_columns, prediction_columns)
+                              REQUIRED_COLUMNS, Grader, is_probability_column, main_output,
+                              multilabel_columns, ordinal_loss_of, prediction_columns)
 from palm.runtime import worker_init
 
 # files a predictions CSV must never replace, whether or not they exist yet
@@ -54,17 +54,22 @@ FOREIGN_SUFFIXES = (".pdparams", ".pdopt", ".pdiparams", ".pdmodel", ".json", ".
 
 @paddle.no_grad()
 def predict_probabilities(model: paddle.nn.Layer, images: paddle.Tensor, tta: bool = False,
-                          temperature: float = 1.0, multilabel: bool = False) -> np.ndarray:
+                          temperature: float = 1.0, multilabel: bool = False,
+                          grader: Grader | None = None) -> np.ndarray:
     """Probabilities for a batch: (B,) for one logit, (B, K) for K classes, (B, L) sigmoids
-    of a multi-label model (of the logits divided by the checkpoint's `temperature`); NaN for
-    an image whose logits are not finite.
+    of a multi-label model (of the logits divided by the checkpoint's `temperature`); a
+    grading model's `grader.scores`; NaN for an image whose logits are not finite.
 
     With `tta`, the mean over the image and its horizontal and vertical flips (a fundus
     photo flipped is still a plausible fundus: left and right eyes mirror each other).
     """
     views = [images, paddle.flip(images, [3]), paddle.flip(images, [2])] if tta else [images]
-    probs = finite_probabilities(main_output(model(paddle.concat(views))).numpy(), temperature,
-                                 multilabel)
+    logits = main_output(model(paddle.concat(views))).numpy()
+    if grader is None:
+        probs = finite_probabilities(logits, temperature, multilabel)
+    else:
+        probs = grader.scores(logits)
+        probs[~finite_rows(logits)] = np.nan
     return probs.reshape(len(views), len(images), *probs.shape[1:]).mean(axis=0)
 
 
@@ -245,13 +250,19 @@ def _thresholds(meta: dict[str, Any], threshold: float | None, multilabel: bool)
 
 def _rows(paths: Sequence[str], indices: np.ndarray, errors: Sequence[str], probs: np.ndarray | None,
           ok: list[int], class_names: Sequence[str], threshold: np.ndarray,
-          prob_columns: Sequence[str], multilabel: bool = False) -> list[dict[str, Any]]:
+          prob_columns: Sequence[str], multilabel: bool = False,
+          grader: Grader | None = None) -> list[dict[str, Any]]:
     rows = []
     by_position = {pos: k for k, pos in enumerate(ok)}
+    readout = grader.read(probs) if grader is not None and probs is not None and len(probs) else None
     for pos, (index, error) in enumerate(zip(indices, errors)):
         row: dict[str, Any] = {"path": paths[int(index)], "error": error}
         if pos in by_position:
             p = probs[by_position[pos]]
+            if readout is not None:
+                rows.append({**row, **_grade_fields(readout, by_position[pos], class_names,
+                                                    prob_columns)})
+                continue
             if multilabel:
                 row.update({column: f"{float(v):.6f}" for column, v in zip(prob_columns, p)})
                 row.update({f"{PREDICTION_PREFIX}{name}": int(v >= cut)
@@ -264,12 +275,22 @@ def _rows(paths: Sequence[str], indices: np.ndarray, errors: Sequence[str], prob
             else:
                 pred = int(np.argmax(p))
                 row.update({column: f"{float(v):.6f}" for column, v in zip(prob_columns, p)})
-                # the DictWriter keeps it only when the columns have it (ordinal models)
-                row[EXPECTED_GRADE] = f"{float(expected_grades(p[None])[0]):.6f}"
             row["prediction"] = pred
             row["class_name"] = class_names[pred] if pred < len(class_names) else ""
         rows.append(row)
     return rows
+
+
+def _grade_fields(readout, k: int, class_names: Sequence[str],
+                  prob_columns: Sequence[str]) -> dict[str, Any]:
+    """Row k of a grading model's readout in the CSV's columns (palm.predictions.Grader)."""
+    grade = int(readout.grades[k])
+    fields: dict[str, Any] = {EXPECTED_GRADE: f"{float(readout.expected[k]):.6f}",
+                              PREDICTION: grade,
+                              "class_name": class_names[grade] if grade < len(class_names) else ""}
+    if readout.probabilities is not None:
+        fields.update({c: f"{float(v):.6f}" for c, v in zip(prob_columns, readout.probabilities[k])})
+    return fields
 
 
 def _drop_non_finite(probs: np.ndarray, ok: list[int],
@@ -333,11 +354,14 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
     cuts = _thresholds(meta, threshold, multilabel)
     columns = (multilabel_columns(class_names, labelled=False) if multilabel else
                prediction_columns(class_names, meta["num_classes"], labelled=False,
-                                  task=meta.get("task")))
+                                  task=meta.get("task"), ordinal_loss=ordinal_loss_of(meta)))
     temperature = float(meta.get("temperature", 1.0))
+    grader = Grader.from_meta(meta)
     record = {"checkpoint_sha256": checkpoint_sha256,
               "threshold": cuts.tolist() if multilabel else float(cuts),
-              "temperature": temperature, "precision": precision, "tta": tta, "columns": columns}
+              "temperature": temperature, "precision": precision, "tta": tta, "columns": columns,
+              **({"cut_points": list(grader.cut_points)}
+                 if grader is not None and grader.cut_points is not None else {})}
     done = _start_journal(output, columns, class_names, record, resume, paths)
     todo = [p for p in paths if p not in done]
     transform = eval_transform(meta)
@@ -355,12 +379,12 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
                 batch_errors = list(batch_errors)
                 ok = [i for i, e in enumerate(batch_errors) if not e]
                 probs = (predict_probabilities(model, paddle.gather(images, paddle.to_tensor(ok)),
-                                               tta, temperature, multilabel) if ok else None)
+                                               tta, temperature, multilabel, grader) if ok else None)
                 if probs is not None:
                     probs, ok = _drop_non_finite(probs, ok, batch_errors)
                 rows = _rows(todo, indices.numpy(), batch_errors, probs, ok, class_names,
                              cuts, [c for c in columns if is_probability_column(c)],
-                             multilabel)
+                             multilabel, grader)
                 with naming_write_errors(f.name):
                     writer.writerows(map(escape_row, rows))
                     f.flush()  # a crash loses at most the batch in flight

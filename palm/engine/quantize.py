@@ -48,6 +48,7 @@ from palm.engine.inference import (INT8_META_KEY, InferencePredictor, OpenVINOPr
 from palm.errors import BadCheckpoint, BadConfig, BadData, OutputRefused, UserError
 from palm.io_utils import write_json_atomic
 from palm.models import is_transformer
+from palm.predictions import ordinal_loss_of
 from palm.weights import file_sha256
 
 INT8_MODEL = INT8_FILES[0]  # OpenVINO IR; its weights are INT8_FILES[1]
@@ -290,6 +291,10 @@ def quantize_to_folder(
     if is_exported(source):
         exported_files(source)  # a changed or foreign program is refused before any write
     check_output_folder(output_dir)
+    if ordinal_loss_of(_source_meta(source)) != "ce":
+        raise BadConfig(f"{source}: a grader trained with ordinal_loss "
+                        f"{ordinal_loss_of(_source_meta(source))}; INT8 is validated on class "
+                        "probabilities, which its outputs are not, so far")
     # a mistake in the validation data is found before minutes of calibration
     dataset = validation_set(_source_meta(source))
     output_dir.mkdir(parents=True, exist_ok=True)

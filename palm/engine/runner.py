@@ -25,12 +25,14 @@ from palm.engine.device import DistInfo, init_distributed, seed_everything, sele
 from palm.engine.finetune import (backbone_freezer, create_optimizer_state, head_parameter_names,
                                   parameter_groups)
 from palm.engine.optim import build_optimizer, build_scheduler
-from palm.engine.losses import ClassificationLoss, auto_pos_weight, resolve_class_weights
+from palm.engine.losses import auto_pos_weight, resolve_class_weights, training_loss
+from palm.engine.selection import tune_checkpoint_cut_points
 from palm.engine.train import (RunState, Selection, fit, load_resume_state, selection_key,
                                selection_score)
 from palm.errors import BadCheckpoint, BadConfig, OutputRefused
 from palm.io_utils import next_free_path, output_lock, read_csv, write_csv_atomic
-from palm.models import build_model, load_pretrained, pretrained_weights_file
+from palm.models import build_grading_model, load_pretrained, pretrained_weights_file
+from palm.predictions import ordinal_loss_of
 from palm.provenance import provenance
 
 RUN_FILES = ("last.pdparams", "best.pdparams", "metrics.csv")
@@ -95,17 +97,19 @@ def build_train_loader(dataset, batch_size: int, num_workers: int, seed: int, di
 
 
 def build_network(name: str, num_outputs: int, image_size: int,
-                  model_kwargs: dict[str, Any]) -> tuple[paddle.nn.Layer, dict[str, Any]]:
-    """build_model, and the kwargs to save so eval/predict rebuild the same network.
+                  model_kwargs: dict[str, Any], ordinal_loss: str = "ce"
+                  ) -> tuple[paddle.nn.Layer, dict[str, Any]]:
+    """build_model (build_grading_model for a coral or regression grading run: `num_outputs`
+    grades), and the kwargs to save so eval/predict rebuild the same network.
 
     A network whose layers depend on the input side records it as `.image_size` (lenet sizes
     its first linear layer from it); such a network is built for the configured size.
     """
     kwargs = dict(model_kwargs)
-    model = build_model(name, num_outputs, **kwargs)
+    model = build_grading_model(name, num_outputs, ordinal_loss, **kwargs)
     if getattr(model, "image_size", image_size) != image_size:
         kwargs["image_size"] = image_size
-        model = build_model(name, num_outputs, **kwargs)
+        model = build_grading_model(name, num_outputs, ordinal_loss, **kwargs)
     return model, kwargs
 
 
@@ -249,12 +253,32 @@ def check_freezing_allowed(cfg: dict[str, Any], several_processes: bool) -> None
                         "fixes the trainable parameters when it starts)")
 
 
-def check_resume_matches(params_path: Path, model_name: str, num_outputs: int) -> None:
-    """Resuming with another network or class count would load mismatched weights."""
+def check_resume_matches(params_path: Path, model_name: str, num_outputs: int,
+                         ordinal_loss: str = "ce") -> None:
+    """Resuming with another network, class count or ordinal loss would load mismatched
+    weights."""
     saved = load_meta(params_path)
     if (saved["model"], saved["num_classes"]) != (model_name, num_outputs):
         raise BadCheckpoint(f"{params_path}: saved for {saved['model']} with {saved['num_classes']} "
                          f"output(s); this run builds {model_name} with {num_outputs}")
+    if ordinal_loss_of(saved) != ordinal_loss:
+        raise BadCheckpoint(f"{params_path}: trained with ordinal_loss {ordinal_loss_of(saved)}; "
+                            f"this run asks for {ordinal_loss}", param="ordinal_loss")
+
+
+def check_ordinal_loss(cfg: dict[str, Any], task: str | None) -> None:
+    """ordinal_loss other than ce needs grades, and refuses the settings that weigh one
+    softmax (class_weights, label_smoothing)."""
+    loss = cfg["ordinal_loss"]
+    if loss == "ce":
+        return
+    if task not in (None, "ordinal"):
+        raise BadConfig(f"ordinal_loss {loss}: applies to task ordinal (grades 0..K-1), not "
+                        f"task {task}", param=("ordinal_loss", "task"))
+    for key, plain in (("class_weights", (None, "none")), ("label_smoothing", (0, 0.0))):
+        if cfg[key] not in plain:
+            raise BadConfig(f"{key}: applies to ordinal_loss ce, not {loss}",
+                            param=(key, "ordinal_loss"))
 
 
 def compile_network(model: paddle.nn.Layer) -> paddle.nn.Layer:
@@ -298,6 +322,7 @@ def run_training(cfg: dict[str, Any], overwrite: bool = False, log: Callable[[st
         # before the lock, which would create the folder and its parents
         raise FileNotFoundError(f"{cfg['output']}: no such run folder; nothing to resume")
     check_freezing_allowed(cfg, paddle.distributed.get_world_size() > 1)
+    check_ordinal_loss(cfg, cfg["task"])  # an explicit task, before any image is read
     # the first process of a multi-process run holds the lock for all of them
     first = paddle.distributed.get_rank() == 0
     with output_lock(cfg["output"], folder=True) if first else nullcontext():
@@ -330,10 +355,12 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
                         f"0..{len(classes) - 1}", param="referable_grade")
     if task == "multilabel":
         check_multilabel_settings(cfg)
+    check_ordinal_loss(cfg, task)
+    ordinal_loss = cfg["ordinal_loss"] if task == "ordinal" else "ce"
     train_set, selection = build_selection(cfg, train_set, val_set)
     num_outputs = sources.num_outputs_for(classes, task)
     model, model_kwargs = build_network(cfg["model"], num_outputs, cfg["image_size"],
-                                        cfg["model_kwargs"])
+                                        cfg["model_kwargs"], ordinal_loss)
     if cfg["pretrained"] and not cfg["resume"]:
         load_pretrained(model, pretrained_weights_file(cfg["pretrained"], cfg["model"]),
                         cfg["model"])
@@ -355,7 +382,7 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
     scaler = paddle.amp.GradScaler() if use_amp else None
     state = RunState()
     if cfg["resume"]:
-        check_resume_matches(run_dir / "last.pdparams", cfg["model"], num_outputs)
+        check_resume_matches(run_dir / "last.pdparams", cfg["model"], num_outputs, ordinal_loss)
         state = load_resume_state(run_dir / "last.pdparams", model, optimizer, scheduler, scaler)
         log(f"resuming {run_dir} after epoch {state.epoch}")
     if cfg["compile"] and dist.enabled:
@@ -367,16 +394,18 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
     pos_weight = resolve_pos_weight(cfg["pos_weight"], train_set.labels, num_outputs, task, classes)
     class_weights = resolve_class_weights(cfg["class_weights"], train_set.labels, classes)
     multilabel = task == "multilabel"
-    loss_fn = ClassificationLoss(num_outputs, pos_weight=pos_weight, aux_weight=cfg["aux_weight"],
-                                 label_smoothing=cfg["label_smoothing"], class_weights=class_weights,
-                                 multilabel=multilabel)
+    loss_fn = training_loss(num_outputs, ordinal_loss, pos_weight=pos_weight,
+                            aux_weight=cfg["aux_weight"], label_smoothing=cfg["label_smoothing"],
+                            class_weights=class_weights, multilabel=multilabel)
     # validation reports the loss without smoothing, comparable between runs with and without
-    val_loss_fn = ClassificationLoss(num_outputs, pos_weight=pos_weight, aux_weight=cfg["aux_weight"],
-                                     class_weights=class_weights, multilabel=multilabel)
+    val_loss_fn = training_loss(num_outputs, ordinal_loss, pos_weight=pos_weight,
+                                aux_weight=cfg["aux_weight"], class_weights=class_weights,
+                                multilabel=multilabel)
     positive = sources.positive_class_of(classes)
     cfg["class_names"], cfg["positive_class"], cfg["task"] = classes, positive, task
     meta = {"model": cfg["model"], "num_classes": num_outputs, "class_names": classes,
             "task": task, "referable_grade": cfg["referable_grade"],
+            **({"ordinal_loss": ordinal_loss} if task == "ordinal" else {}),
             "positive_class": positive,
             "image_size": cfg["image_size"], "normalize": cfg["normalize"],
             "fundus_crop": cfg["fundus_crop"], "threshold": cfg["threshold"],
@@ -401,6 +430,8 @@ def _run_training(cfg: dict[str, Any], overwrite: bool, log: Callable[[str], Non
                 run_dir=run_dir, meta=meta, scheduler=scheduler, scaler=scaler, state=state,
                 selection=selection, is_main=dist.is_main, progress=progress, log=log,
                 before_epoch=before_epoch, val_loss_fn=val_loss_fn)
+    if dist.is_main and ordinal_loss == "regression" and (run_dir / "best.pdparams").is_file():
+        log(tune_checkpoint_cut_points(run_dir / "best.pdparams"))
     if dist.is_main and state.history:
         best = max(state.history, key=lambda row: selection_key(row, selection.prefix))
         metric, score = selection_score(best, selection.prefix)

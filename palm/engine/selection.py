@@ -16,9 +16,10 @@ import pandas as pd
 
 from palm import metrics as M
 from palm import predictions as P
-from palm.engine.checkpoint import EXPORT_META, update_sidecar
+from palm.engine.checkpoint import EXPORT_META, load_meta, update_sidecar
 from palm.errors import BadCheckpoint, BadConfig, BadData
 from palm.io_utils import read_csv
+from palm.predictions import Grader, ordinal_loss_of
 
 SELECTION_SUFFIX = "_selection.csv"
 
@@ -119,6 +120,9 @@ def calibrate_checkpoint(checkpoint: str | Path, meta: dict[str, Any], fit_tempe
         raise BadCheckpoint(f"{checkpoint}: an exported model cannot be changed; calibrate "
                             "the .pdparams checkpoint, then export it again")
     kind, target = M.parse_operating_point(operating_point) if operating_point else ("", 0.0)
+    if fit_temperature and ordinal_loss_of(meta) != "ce":
+        raise BadConfig(f"fit_temperature applies to softmax and sigmoid models; this one grades "
+                        f"with ordinal_loss {ordinal_loss_of(meta)}", param="fit_temperature")
     _, labels, logits = read_selection(checkpoint, meta)
     where = f"{len(labels)} {meta['selection'].get('select_on', '?')} images"
     changes: dict[str, Any] = {}
@@ -167,3 +171,28 @@ def _label_operating_points(labels: np.ndarray, logits: np.ndarray, meta: dict[s
         thresholds[name] = float(np.clip(cut, 0.0, 1.0))
     log("thresholds " + ", ".join(f"{n} {t:.4f}" for n, t in thresholds.items()) + f": {source}")
     return {"thresholds": thresholds, "thresholds_source": f"operating point {source}"}
+
+
+def tune_checkpoint_cut_points(checkpoint: str | Path) -> str:
+    """Tune a grade regression's cut-points for quadratic kappa on the images and scores
+    that chose the checkpoint's epoch (its selection predictions), store them in its
+    sidecar (eval, predict, export and the service then use them) and say so in one line.
+
+    Raises:
+        BadCheckpoint: no selection predictions beside the checkpoint.
+    """
+    meta = load_meta(checkpoint)
+    grader = Grader.from_meta({**meta, "cut_points": None})
+    if grader is None or grader.ordinal_loss != "regression":
+        raise BadConfig(f"{checkpoint}: cut-points belong to a grade regression "
+                        f"(ordinal_loss regression)", param="ordinal_loss")
+    _, grades, logits = read_selection(checkpoint, meta)
+    scores = grader.scores(logits)
+    before = M.quadratic_kappa(grades, grader.read(scores).grades, grader.num_grades)
+    cuts = M.tune_cut_points(scores, grades, grader.num_grades)
+    after = M.quadratic_kappa(grades, M.grades_at(scores, cuts), grader.num_grades)
+    where = f"{len(grades)} {meta['selection'].get('select_on', '?')} images"
+    update_sidecar(checkpoint, {"cut_points": [float(c) for c in cuts],
+                                "cut_points_source": f"tuned for kappa on {where}"})
+    return (f"cut-points {', '.join(f'{c:.3f}' for c in cuts)} tuned on {where}: quadratic "
+            f"kappa {before:.4f} at k - 0.5 -> {after:.4f} (optimistic there)")

@@ -42,6 +42,7 @@ from palm.engine.evaluate import EvalResult, evaluate, json_ready
 from palm.engine.selection import selection_csv_path, selection_frame
 from palm.errors import BadData, StoppedByUser, UserError
 from palm.metrics import REFERABLE_GRADE
+from palm.predictions import ordinal_loss_of
 from palm.io_utils import read_csv, write_csv
 from palm.viz.plots import plot_history
 
@@ -174,7 +175,7 @@ def holdout_columns(result: EvalResult, threshold: float) -> dict[str, Any]:
     metrics.csv row."""
     metrics = result.metrics(threshold)
     return {"holdout_loss": result.loss, "holdout_accuracy": metrics["accuracy"],
-            "holdout_roc_auc": metrics["roc_auc"],
+            "holdout_roc_auc": metrics.get("roc_auc", math.nan),
             **({"holdout_qwk": metrics["qwk"]} if "qwk" in metrics else {})}
 
 
@@ -376,7 +377,7 @@ def fit(
                 selection=selection, threshold=threshold, scheduler=scheduler, scaler=scaler,
                 progress=progress and is_main, task=meta.get("task"),
                 referable_grade=int(meta.get("referable_grade", REFERABLE_GRADE)),
-                label_names=meta.get("class_names") or ())
+                label_names=meta.get("class_names") or (), ordinal_loss=ordinal_loss_of(meta))
             best = _record_epoch(state, epoch + 1, row, selection, chosen_by)
             if best is not None:
                 unsaved_best = best
@@ -420,9 +421,11 @@ def _train_and_validate(
     task: str | None = None,
     referable_grade: int = REFERABLE_GRADE,
     label_names: Sequence[str] = (),
+    ordinal_loss: str = "ce",
 ) -> tuple[dict[str, Any], EvalResult]:
     """One epoch of `fit` (0-based `epoch`): train, validate, and score the selection images
-    (with the metrics of the run's `task`).
+    (with the metrics of the run's `task`; a grading run's outputs read as `ordinal_loss`
+    trains them, a regression's at the default cut-points k - 0.5).
 
     Returns:
         (metrics.csv row, the result that chooses `best`: the validation result, or the
@@ -434,12 +437,14 @@ def _train_and_validate(
     train_stats = train_one_epoch(model, loss_fn, optimizer, train_loader, epoch=epoch + 1,
                                   scheduler=scheduler, scaler=scaler, progress=progress)
     val_result = evaluate(model, val_loader, val_loss_fn, task=task,
-                          referable_grade=referable_grade, label_names=label_names)
+                          referable_grade=referable_grade, label_names=label_names,
+                          ordinal_loss=ordinal_loss)
     row = epoch_row(epoch + 1, train_stats, val_result, threshold)
     chosen_by = val_result
     if selection.loader is not None:
         chosen_by = evaluate(model, selection.loader, val_loss_fn, task=task,
-                             referable_grade=referable_grade, label_names=label_names)
+                             referable_grade=referable_grade, label_names=label_names,
+                             ordinal_loss=ordinal_loss)
         row.update(holdout_columns(chosen_by, threshold))
     return row, chosen_by
 

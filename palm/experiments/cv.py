@@ -416,6 +416,10 @@ def run_cv(cfg: dict[str, Any], output: str | Path, *, folds: int = 5, repeats: 
     if pool_val and predict_val:
         raise BadConfig("predict_val scores the validation set, which pool_val trains on; "
                         "use one of them", param=("predict_val", "pool_val"))
+    if cfg.get("ordinal_loss", "ce") != "ce":
+        raise BadConfig(f"ordinal_loss {cfg['ordinal_loss']}: cross-validation pools class "
+                        "probabilities; train and evaluate such a grader with palm train and "
+                        "palm eval", param="ordinal_loss")
     check_jobs(jobs)
     output = Path(output)
     samples, classes, data_task = labelled_pool(cfg, pool_val)

@@ -43,9 +43,10 @@ from palm.metrics.intervals import (DEFAULT_RESAMPLES, PROPORTIONS, binary_inter
 from palm.metrics.multilabel import (as_multilabel_inputs, multilabel_intervals,
                                      multilabel_metrics, odir_score, tuned_thresholds,
                                      undefined_reason, weighted_auc_rows)
-from palm.metrics.ordinal import (REFERABLE_GRADE, expected_grade, kappa_rows,
+from palm.metrics.ordinal import (REFERABLE_GRADE, default_cut_points, expected_grade,
+                                  grade_intervals, grade_metrics, grades_at, kappa_rows,
                                   ordinal_intervals, ordinal_metrics, quadratic_kappa,
-                                  referable_probability)
+                                  referable_probability, tune_cut_points)
 # binds palm.metrics.operating_points to the function, over its module of the same name: take
 # the module's other names with `from palm.metrics.operating_points import ...` (an
 # `import palm.metrics.operating_points as m` gives the function)
@@ -55,7 +56,8 @@ from palm.metrics.operating_points import (OPERATING_TARGETS, operating_points,
 __all__ = [
     "DEFAULT_RESAMPLES", "ECE_BINS", "OPERATING_TARGETS", "PROPORTIONS", "REFERABLE_GRADE",
     "TEMPERATURE_RANGE", "apply_temperature", "as_binary_inputs", "as_multiclass_inputs",
-    "as_multilabel_inputs", "auc_rows", "expected_grade", "kappa_rows",
+    "as_multilabel_inputs", "auc_rows", "default_cut_points", "expected_grade",
+    "grade_intervals", "grade_metrics", "grades_at", "kappa_rows", "tune_cut_points",
     "multilabel_intervals", "multilabel_metrics", "odir_score", "ordinal_intervals",
     "ordinal_metrics", "quadratic_kappa", "referable_probability", "resample_indices",
     "resample_weights",

@@ -17,6 +17,7 @@ import paddle
 import paddle.nn as nn
 
 from palm.errors import BadConfig
+from palm.models.ordinal import add_rank_biases
 from palm.models.imagenet import IMAGENET_WEIGHTS, fetch_imagenet, published_weights
 from palm.models.pretrained import IMAGENET, load_pretrained, pretrained_weights_file
 from palm.models.registry import MODELS, ModelRegistryError, register_model
@@ -24,7 +25,8 @@ from palm.models.vit import VisionTransformer
 
 # Modules that define no network: shared layers, weight loading and published weights, the
 # registry itself.
-HELPER_MODULES = frozenset({"convert", "imagenet", "layers", "pretrained", "registry"})
+HELPER_MODULES = frozenset({"convert", "imagenet", "layers", "ordinal", "pretrained",
+                            "registry"})
 
 
 def _import_families() -> None:
@@ -68,6 +70,16 @@ def build_model(name: str, num_classes: int = 1, **kw) -> nn.Layer:
     return MODELS[name](num_classes=num_classes, **kw)
 
 
+def build_grading_model(name: str, num_grades: int, ordinal_loss: str = "ce", **kw) -> nn.Layer:
+    """A grading (ordinal) network for `num_grades` grades as `ordinal_loss` trains it:
+    K logits (ce), one score with CORAL's K-1 biases (coral, palm.models.ordinal), or one
+    score (regression). Built by `build_model`, so options and errors are the same."""
+    if ordinal_loss == "ce":
+        return build_model(name, num_grades, **kw)
+    model = build_model(name, 1, **kw)
+    return add_rank_biases(model, num_grades) if ordinal_loss == "coral" else model
+
+
 def is_transformer(name: str) -> bool:
     """Whether network `name` is a Vision Transformer (tools that treat those differently,
     e.g. INT8 calibration, ask this). Built under LazyGuard: no weights are allocated."""
@@ -96,5 +108,5 @@ def _check_options(name: str, factory: Callable[..., nn.Layer], kw: dict) -> Non
 
 
 __all__ = ["IMAGENET", "IMAGENET_WEIGHTS", "MODELS", "ModelRegistryError", "UnknownModelOption",
-           "build_model", "fetch_imagenet", "is_transformer", "list_models", "load_pretrained",
+           "build_grading_model", "build_model", "fetch_imagenet", "is_transformer", "list_models", "load_pretrained",
            "pretrained_weights_file", "published_weights", "register_model"]

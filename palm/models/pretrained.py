@@ -16,6 +16,7 @@ import paddle
 from palm.models.convert import (PYTORCH_SUFFIXES, check_convertible, convert_state_dict,
                                  is_head_shape, read_pytorch_weights)
 from palm.models.imagenet import fetch_imagenet
+from palm.models.ordinal import RANK_BIASES
 from palm.weights import read_weights
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,10 @@ def load_pretrained(model: paddle.nn.Layer, path: str | Path, model_name: str | 
     def listed(names: list[str]) -> str:
         return ", ".join(names) if names else "none"
 
+    # CORAL's biases (palm.models.ordinal) are a new head, no file has them
+    unexpectedly_missing = [name for name in missing if not name.startswith(RANK_BIASES + ".")]
     log.log(
-        logging.WARNING if missing else logging.INFO,
+        logging.WARNING if unexpectedly_missing else logging.INFO,
         "%s: loaded %d/%d tensors; skipped (shape differs): %s; missing: %s; unexpected: %s",
         path, len(loaded), len(own), listed(shape_notes), listed(missing), listed(unexpected),
     )

@@ -61,6 +61,8 @@ def gallery_section(
     if not preds_csv.is_file():
         return parts[0] + note(f"no predictions.csv in {eval_dir}")
     predictions = P.read_predictions_csv(preds_csv, labelled=True)
+    if not any(P.is_probability_column(c) for c in predictions.columns):
+        return parts[0] + note("a grade regression gives no probabilities to rank its cases by")
     errors, correct = select_cases(predictions, k)
     names = (meta or {}).get("class_names") or []
 

@@ -16,7 +16,7 @@ from palm.data import (ImageReadError, TooManyPixels, crop_fundus,
                        decode_image, eval_transform, resize_short_side)
 from palm.data.image_io import header_size
 from palm.engine.checkpoint import decision_threshold, label_thresholds, load_checkpoint_model
-from palm.engine.evaluate import finite_probabilities
+from palm.engine.evaluate import finite_probabilities, finite_rows
 from palm.engine.inference import DygraphPredictor, is_exported, load_predictor, weights_sha256
 from palm.serve.batcher import MicroBatcher
 from palm.viz.cam import GradCAM, overlay_heatmap
@@ -91,6 +91,7 @@ class ModelRunner:
         # a multi-label model decides each label at its own threshold (eval's and predict's)
         self.label_thresholds = (label_thresholds(self.meta)[0] if self.task == "multilabel"
                                  else None)
+        self.grader = P.Grader.from_meta(self.meta)  # grading models: how outputs become grades
         self.image_size = int(self.meta["image_size"])
         # the crop is done before the transform, so the overlay shows the field the model saw
         self.transform = eval_transform(self.meta, fundus_crop=False)
@@ -135,6 +136,9 @@ class ModelRunner:
             "calibration": {"temperature": self.temperature,
                             "source": meta.get("temperature_source", "none")},
             "metrics": meta.get("metrics"),
+            **({"ordinal_loss": self.grader.ordinal_loss, "referable_grade":
+                self.grader.referable_grade, "cut_points": list(self.grader.cuts)
+                if self.grader.ordinal_loss == "regression" else None} if self.grader else {}),
             "cam_available": self.gradcam is not None,
             **({"cam_unavailable": self.cam_unavailable} if self.cam_unavailable else {}),
         }
@@ -171,7 +175,11 @@ class ModelRunner:
     def run_batch(self, x: np.ndarray, cam: Sequence[bool]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """(probabilities, heatmap or None) per image of the batch `x` [N, 3, S, S]."""
         logits = self.predictor.predict(x)
-        probs = finite_probabilities(logits, self.temperature, self.task == "multilabel")
+        if self.grader is None:
+            probs = finite_probabilities(logits, self.temperature, self.task == "multilabel")
+        else:
+            probs = self.grader.scores(logits)
+            probs[~finite_rows(logits)] = np.nan
         maps: list[np.ndarray | None] = [None] * len(x)
         wanted = [i for i, c in enumerate(cam) if c]
         if wanted and self.gradcam is not None:
@@ -193,6 +201,8 @@ class ModelRunner:
         the class name. A grading (ordinal) model adds the expected grade."""
         if self.task == "multilabel":
             return self._multilabel_result(y_prob)
+        if self.grader is not None:
+            return self._grading_result(y_prob)
         if np.ndim(y_prob) == 0:
             probability = float(y_prob)
             prediction = int(probability >= self.threshold)
@@ -205,10 +215,25 @@ class ModelRunner:
                 else str(prediction))
         # `decision`: the key's name before it became `prediction`; sent for one more release
         # so that clients reading it keep working (README, service)
-        if self.task == "ordinal":
-            extra[P.EXPECTED_GRADE] = round(float(P.expected_grades(y_prob[None])[0]), 6)
         return {P.PROBABILITY: round(probability, 6), P.PREDICTION: prediction,
                 "decision": prediction, P.CLASS_NAME: name, "threshold": self.threshold, **extra}
+
+    def _grading_result(self, scores: np.ndarray) -> dict[str, Any]:
+        """A grading model's answer, read by its grader as predict and eval read it: the
+        grade, the expected grade and, when the model has them (not a grade regression),
+        the grade probabilities and the probability of the grade given."""
+        readout = self.grader.read(np.asarray(scores)[None])
+        grade = int(readout.grades[0])
+        answer: dict[str, Any] = {
+            P.PROBABILITY: None, P.PREDICTION: grade, "decision": grade,
+            P.CLASS_NAME: self.class_names[grade] if grade < len(self.class_names) else str(grade),
+            "threshold": self.threshold,
+            P.EXPECTED_GRADE: round(float(readout.expected[0]), 6)}
+        if readout.probabilities is not None:
+            probs = readout.probabilities[0]
+            answer[P.PROBABILITY] = round(float(probs[grade]), 6)
+            answer["probabilities"] = {name: float(p) for name, p in zip(self.class_names, probs)}
+        return answer
 
     def _multilabel_result(self, y_prob: np.ndarray) -> dict[str, Any]:
         decisions = {name: int(p >= cut) for name, p, cut

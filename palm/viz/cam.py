@@ -28,7 +28,7 @@ import paddle.nn as nn
 from palm.data import ImageReadError, crop_fundus, eval_transform, read_image
 from palm.errors import BadConfig
 from palm.io_utils import atomic_path
-from palm.predictions import main_output, probabilities
+from palm.predictions import Grader, main_output, probabilities
 
 # Default target layer per network class: the output of the last convolutional block, the
 # deepest feature map that still has spatial resolution (Grad-CAM paper, section 3).
@@ -449,6 +449,11 @@ def explain_files(
             before overlaying; None keeps the full resolution.
     """
     check_max_side(max_side)
+    grader = Grader.from_meta(meta)
+    if grader is not None and grader.ordinal_loss != "ce":
+        # one score lies behind every grade (CORAL's cumulative logits, a regression's
+        # output): Grad-CAM explains what raised it, whichever grade is asked for
+        class_index = None
     cam = GradCAM(model, target_layer)
     # The crop is applied here, once, so the overlay shows the same field the model saw.
     transform = eval_transform(meta, fundus_crop=False)
@@ -458,7 +463,7 @@ def explain_files(
     def flush() -> Iterator[CamImage]:
         x = np.stack([transform(photo) for _, photo in batch])
         maps, logits = cam.cam_with_logits(x, class_index)
-        for (path, photo), heat, prob in zip(batch, maps, probabilities(logits).reshape(len(batch), -1)):
+        for (path, photo), heat, prob in zip(batch, maps, _shown_probabilities(logits, grader)):
             yield CamImage(path, overlay_heatmap(photo, heat, alpha), photo, prob)
         batch.clear()
 
@@ -476,6 +481,15 @@ def explain_files(
             yield from flush()
     if batch:
         yield from flush()
+
+
+def _shown_probabilities(logits: np.ndarray, grader: Grader | None) -> list[np.ndarray | None]:
+    """Per image: the class probabilities (a grading model's grade probabilities as its
+    grader reads them; None for a grade regression, which has none)."""
+    if grader is None:
+        return list(probabilities(logits).reshape(len(logits), -1))
+    grades = grader.readout(logits).probabilities
+    return [None] * len(logits) if grades is None else list(grades)
 
 
 def overlay_name(path: str | Path, root: str | Path | None = None) -> Path:

@@ -124,3 +124,22 @@ def test_undefined_kappa_and_bad_referable_grade(graded):
     assert math.isnan(M.quadratic_kappa([1, 1], [1, 1], 5))
     with pytest.raises(ValueError, match="referable_grade must lie in 1..4"):
         M.ordinal_metrics(y, p, referable_grade=5)
+
+
+def test_grade_metrics_of_a_score_are_sklearns():
+    """A regression's grades come from cut-points on its score, which also ranks the
+    referable split (decided at the cut-point below the referable grade)."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 5, 120)
+    score = y + rng.normal(0, 0.7, 120)
+    cuts = M.default_cut_points(5)
+    pred = M.grades_at(score, cuts)
+    np.testing.assert_array_equal(pred, np.digitize(score, [0.5, 1.5, 2.5, 3.5]))
+    got = M.grade_metrics(y, pred, 5, score, referable_grade=2, referable_threshold=cuts[1])
+    assert got["qwk"] == pytest.approx(skm.cohen_kappa_score(y, pred, weights="quadratic"))
+    assert got["mae"] == pytest.approx(skm.mean_absolute_error(y, pred))
+    assert got["confusion_matrix"] == skm.confusion_matrix(y, pred, labels=range(5)).tolist()
+    assert got["referable"]["roc_auc"] == pytest.approx(skm.roc_auc_score(y >= 2, score))
+    assert got["referable"]["sensitivity"] == pytest.approx(skm.recall_score(y >= 2, pred >= 2))
+    interval = M.grade_intervals(y, pred, 5, score, 2, resamples=200)
+    assert interval["qwk"][0] <= got["qwk"] <= interval["qwk"][1]
