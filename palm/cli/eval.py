@@ -59,6 +59,9 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="fit temperature scaling on the checkpoint's selection images and "
                         "store it with the checkpoint (calibrates probabilities; ranking, "
                         "AUC and decisions stay the same)")
+    p.add_argument("--referable-grade", type=int,
+                   help="grading models: grades >= this count as referable in the referable "
+                        "split (default: the checkpoint's, which is 2 unless trained otherwise)")
     p.add_argument("--ci-resamples", type=int, default=2000,
                    help="bootstrap resamples for the 95%% intervals of AUC, AP, F1 and the "
                         "operating points (seeded)")

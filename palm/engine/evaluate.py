@@ -441,6 +441,24 @@ def choose_threshold(result: EvalResult, meta: dict[str, Any], threshold: float 
     return decision_threshold(meta)
 
 
+def with_referable_grade(meta: dict[str, Any], referable_grade: int | None) -> dict[str, Any]:
+    """`meta` with `referable_grade` in place of its own (None: unchanged).
+
+    Raises:
+        BadConfig: not a grading model, or not a grade 1..K-1 of it.
+    """
+    if referable_grade is None:
+        return meta
+    if meta.get("task") != "ordinal":
+        raise BadConfig(f"referable_grade applies to grading (ordinal) models; this one is "
+                        f"{meta.get('task') or 'not one'}", param="referable_grade")
+    grades = len(meta.get("class_names") or []) or int(meta["num_classes"])
+    if isinstance(referable_grade, bool) or not 1 <= referable_grade <= grades - 1:
+        raise BadConfig(f"referable_grade must be a grade 1..{grades - 1} of this model, not "
+                        f"{referable_grade}", param="referable_grade")
+    return {**meta, "referable_grade": int(referable_grade)}
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     output_dir: str | Path,
@@ -463,6 +481,7 @@ def evaluate_checkpoint(
     ci_resamples: int = M.DEFAULT_RESAMPLES,
     fit_temperature: bool = False,
     operating_point: str | None = None,
+    referable_grade: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Evaluate a saved checkpoint on labelled data and write the evaluation files.
@@ -475,12 +494,13 @@ def evaluate_checkpoint(
     `palm.engine.inference.load_predictor`; `precision` "bf16" runs the inference engine
     in bfloat16 (CPU), "int8" a quantized folder's INT8 model (its default). `fit_temperature`
     / `operating_point` first calibrate the checkpoint on its selection images
-    (`calibrate_checkpoint`).
+    (`calibrate_checkpoint`). `referable_grade` replaces a grading model's own for this
+    evaluation.
 
     Returns:
         The metrics written to OUTPUT_DIR/metrics.json.
     """
-    meta = source_meta(checkpoint)
+    meta = with_referable_grade(source_meta(checkpoint), referable_grade)
     task = meta.get("task")
     if task == "multilabel" and fit_temperature:
         raise BadConfig("fit_temperature applies to one-label models; this one is multi-label",

@@ -20,7 +20,7 @@ def run_eval(checkpoint: str, *, output: str | None = None, exist_ok: bool = Fal
              val_csv: str | None = None, threshold: float | None = None,
              tune_threshold: bool = False, operating_point: str | None = None,
              fit_temperature: bool = False, ci_resamples: int | None = 2000,
-             batch_size: int = 16,
+             referable_grade: int | None = None, batch_size: int = 16,
              num_workers: int = 0, skip_bad: bool = False, cache_dir: str | None = "auto",
              cache_size_gb: float | None = None, positive_class: str | None = None,
              allow_outside_paths: bool = False, max_pixels: int | None = None,
@@ -43,7 +43,8 @@ def run_eval(checkpoint: str, *, output: str | None = None, exist_ok: bool = Fal
             engine=engine, precision=precision, cache_size_gb=cache_size_gb,
             max_pixels=max_pixels, allow_outside_paths=bool(allow_outside_paths),
             positive_class=positive_class, ci_resamples=ci_resamples or 0,
-            fit_temperature=fit_temperature, operating_point=operating_point)
+            fit_temperature=fit_temperature, operating_point=operating_point,
+            referable_grade=referable_grade)
         if report:
             page = build_report(Path(checkpoint).parent, folder, checkpoint=checkpoint)
             print(f"report written to {page}")

@@ -13,6 +13,7 @@ import pytest
 from sklearn import metrics as skm
 
 from palm import config
+from palm.cli.common import cli
 from palm.engine.runner import run_training
 from palm.errors import BadConfig
 from palm.reports.report import build_report
@@ -407,3 +408,31 @@ def test_synthetic_sets_never_write_over_a_download_and_name_missing_images(tmp_
     (root / "train_images").rmdir()
     with pytest.raises(BadData, match="APTOS-2019 train.csv without its train_images/ folder"):
         find_grading_layout(root)
+
+
+def cli_error(command: str, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as stop:
+        cli(command, argv)
+    return str(stop.value.code)
+
+
+def test_eval_takes_another_referable_grade_for_one_evaluation(ordinal_run, graded, multilabel_run,
+                                                               multilabel_root, tmp_path):
+    out = tmp_path / "eval"
+    metrics = run_eval(str(ordinal_run / "best.pdparams"), output=str(out), referable_grade=1,
+                       val_csv=str(graded / "val.csv"), ci_resamples=None, device="cpu")
+    frame = pd.read_csv(out / "predictions.csv")
+    probabilities = frame[[f"probability_{g}" for g in range(GRADES)]].to_numpy()
+    assert metrics["referable_grade"] == 1
+    assert metrics["referable"]["roc_auc"] == pytest.approx(
+        skm.roc_auc_score(frame["label"] >= 1, probabilities[:, 1:].sum(1)), abs=1e-6)
+    assert json.loads((ordinal_run / "best.json").read_text())["referable_grade"] == 3  # kept
+    for grade in (0, GRADES):
+        assert cli_error("eval", ["--checkpoint", str(ordinal_run / "best.pdparams"),
+                                  "--val-csv", str(graded / "val.csv"), "--referable-grade",
+                                  str(grade), "--output", str(tmp_path / f"e{grade}")]) == (
+            f"error: --referable-grade must be a grade 1..{GRADES - 1} of this model, not {grade}")
+    assert cli_error("eval", ["--checkpoint", str(multilabel_run / "best.pdparams"), "--val-csv",
+                              str(multilabel_root / "val.csv"), "--referable-grade", "2",
+                              "--output", str(tmp_path / "ml")]) == (
+        "error: --referable-grade applies to grading (ordinal) models; this one is multilabel")
