@@ -8,8 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -75,3 +76,22 @@ def second_run_while_first_holds(tool: str, argv: list[str], lock: Path
     lines = stderr_lines(second.stderr)
     assert len(lines) == 1, lines
     return first, lines[0], stdout, stderr
+
+
+@contextmanager
+def ctrl_c_in_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> Iterator[None]:
+    """Inside the block, a training run stops as a Ctrl-C would when `epoch` begins."""
+    import palm.engine.train as engine_train
+    real_epoch = engine_train.train_one_epoch
+
+    def interrupted(*args, epoch: int, **kw):
+        if epoch == stop_at:
+            raise KeyboardInterrupt
+        return real_epoch(*args, epoch=epoch, **kw)
+
+    stop_at = epoch
+    monkeypatch.setattr(engine_train, "train_one_epoch", interrupted)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(engine_train, "train_one_epoch", real_epoch)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -120,14 +119,7 @@ def read_predictions(source: str | Path, name: str | None = None) -> ModelPredic
     if P.PROBABILITY not in frame.columns:
         raise BadData(f"{path}: lacks column {P.PROBABILITY}; compare needs the "
                       "predictions.csv of an evaluation (with labels)")
-    if frame.empty:
-        raise BadData(f"{path}: no predictions (only a header)")
-    # one image spelt two ways (a/./b.jpg, a/b.jpg) is still one image
-    frame[P.PATH] = [os.path.normpath(f) for f in frame[P.PATH].astype(str)]
-    repeated = frame[P.PATH].duplicated()
-    if repeated.any():
-        raise BadData(f"{path}: image {frame[P.PATH][repeated].iloc[0]!r} appears more than once")
-    frame = frame.sort_values(P.PATH, kind="stable")
+    frame = T.sorted_frame(path, frame)
     try:
         y_true, y_prob = M.as_binary_inputs(
             frame[P.LABEL].to_numpy(), pd.to_numeric(frame[P.PROBABILITY]).to_numpy(np.float64))

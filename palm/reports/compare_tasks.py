@@ -96,7 +96,12 @@ def common_task(paths: Sequence[Path]) -> str:
     return tasks[0]
 
 
-def _sorted_frame(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
+def sorted_frame(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """A predictions CSV's rows sorted by path, so two models' rows pair up.
+
+    Raises:
+        BadData: no rows, or one image listed twice.
+    """
     if frame.empty:
         raise BadData(f"{path}: no predictions (only a header)")
     # one image spelt two ways (a/./b.jpg, a/b.jpg) is still one image
@@ -141,7 +146,7 @@ def read_ordinal(path: Path, name: str) -> TaskPredictions:
     if len(grades) < 3 or grades != [str(g) for g in range(len(grades))]:
         raise BadData(f"{path}: a grader's predictions need columns probability_0.."
                       f"probability_<K-1> (K >= 3); found {grades}")
-    frame = _sorted_frame(path, frame)
+    frame = sorted_frame(path, frame)
     k = len(grades)
     record = _evaluation_record(path)
     referable = record.get("referable_grade", M.REFERABLE_GRADE)
@@ -176,7 +181,7 @@ def read_multilabel(path: Path, name: str) -> TaskPredictions:
     if missing:
         raise BadData(f"{path}: lacks column(s) {', '.join(missing)}; compare needs a "
                       "multi-label evaluation's predictions (with labels)")
-    frame = _sorted_frame(path, frame)
+    frame = sorted_frame(path, frame)
     labels = np.stack([_integers(path, frame, f"{P.LABEL_PREFIX}{n}", (0, 1)) for n in names], 1)
     decisions = np.stack([_integers(path, frame, f"{P.PREDICTION_PREFIX}{n}", (0, 1))
                           for n in names], 1)

@@ -19,11 +19,14 @@ from palm.cli import common
 from palm.engine.checkpoint import (CheckpointError, load_checkpoint_model, save_checkpoint,
                                     validate_meta)
 from palm.engine.losses import OrdinalLoss, coral_loss, grade_regression_loss
+from palm.engine.train import TrainingInterrupted
 from palm.errors import BadCheckpoint, BadConfig
 from palm.models import build_grading_model, build_model
 from palm.predictions import ORDINAL_LOSSES, Grader, coral_probabilities
 from palm.reports.tasks import run_eval
-from tests.engine.test_tasks import GRADES, _train, graded_csvs
+from tests.processes import ctrl_c_in_epoch
+from tests.task_runs import GRADES, graded_csvs
+from tests.task_runs import train_run as _train
 
 IMAGE = "val/007.png"  # grade 2 (i % 5)
 
@@ -312,20 +315,11 @@ def test_an_export_grades_as_eval_does(loss, coral_run, regression_run, graded, 
 
 
 def test_a_resumed_coral_run_equals_an_uninterrupted_one(graded, tmp_path, monkeypatch):
-    import palm.engine.train as engine_train
     options = {"task": "ordinal", "ordinal_loss": "coral", "epochs": 2}
     straight = _train(graded, tmp_path / "straight", **options)
-    real_epoch = engine_train.train_one_epoch
-
-    def ctrl_c_in_epoch_2(*args, epoch, **kw):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, epoch=epoch, **kw)
-
-    monkeypatch.setattr(engine_train, "train_one_epoch", ctrl_c_in_epoch_2)
-    with pytest.raises(engine_train.TrainingInterrupted, match="1 epochs completed"):
+    with ctrl_c_in_epoch(monkeypatch, 2), \
+            pytest.raises(TrainingInterrupted, match="1 epochs completed"):
         _train(graded, tmp_path / "split", **options)
-    monkeypatch.setattr(engine_train, "train_one_epoch", real_epoch)
     with pytest.raises(BadCheckpoint, match="trained with ordinal_loss coral; this run asks for ce"):
         _train(graded, tmp_path / "split", **{**options, "ordinal_loss": "ce"}, resume=True)
     split = _train(graded, tmp_path / "split", **options, resume=True)

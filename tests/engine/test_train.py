@@ -24,10 +24,11 @@ from palm.engine.checkpoint import load_checkpoint_model, load_optimizer_state
 from palm.errors import OutputRefused
 from palm.engine.losses import ClassificationLoss, auto_pos_weight
 from palm.engine.optim import build_optimizer, build_scheduler
-from palm.engine.train import (NonFiniteLossError, RunState, Selection, _record_epoch,
-                               selection_key, train_one_epoch)
+from palm.engine.train import (NonFiniteLossError, RunState, Selection, TrainingInterrupted,
+                               _record_epoch, selection_key, train_one_epoch)
 from palm.models import build_model
 from palm.cli import train as train_tool
+from tests.processes import ctrl_c_in_epoch
 
 REPO = Path(__file__).resolve().parents[2]
 # No augmentation: an interrupted + resumed run must then equal an uninterrupted one exactly.
@@ -97,22 +98,12 @@ def test_resume_equals_uninterrupted_run(palm_root, tmp_path, plain_config, monk
     """A run stopped by Ctrl-C after epoch 1 and resumed gives the same weights as an
     uninterrupted one: the epoch count, optimizer moments, LR schedule and batch order all
     continue where they stopped."""
-    import palm.engine.train as engine_train
-
     argv = ["--config", str(plain_config), "--epochs", "2"]
     straight = _train(_train_args(palm_root, tmp_path / "straight", *argv))
 
-    real_epoch = engine_train.train_one_epoch
-
-    def ctrl_c_in_epoch_2(*args, epoch, **kw):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, epoch=epoch, **kw)
-
-    monkeypatch.setattr(engine_train, "train_one_epoch", ctrl_c_in_epoch_2)
-    with pytest.raises(engine_train.TrainingInterrupted, match="1 epochs completed"):
+    with ctrl_c_in_epoch(monkeypatch, 2), \
+            pytest.raises(TrainingInterrupted, match="1 epochs completed"):
         _train(_train_args(palm_root, tmp_path / "split", *argv))
-    monkeypatch.setattr(engine_train, "train_one_epoch", real_epoch)
     split = tmp_path / "split"
     assert json.loads((split / "last.json").read_text())["epoch"] == 1
     first_opt = load_optimizer_state(split / "last.pdparams")
