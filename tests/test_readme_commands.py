@@ -193,7 +193,9 @@ def test_readme_commands_run(workspace):
     failed = []
     for command in TO_RUN:
         argv = runnable(command)
-        done = subprocess.run([sys.executable, *argv[1:]], cwd=workspace, env=env,
+        # `palm X` is the installed console script; this checkout's runs as `python -m palm X`
+        child = [sys.executable, *(["-m", "palm"] if argv[0] == "palm" else []), *argv[1:]]
+        done = subprocess.run(child, cwd=workspace, env=env,
                               capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             failed.append(f"{command}\n  ran {shlex.join(argv)}\n  exit {done.returncode}: "
