@@ -9,11 +9,12 @@ to `.skipped` as (file or row, reason) and logged, and the rest is usable.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Callable, TypedDict
+from typing import Callable, Sequence, TypedDict
 
 import cv2
 import numpy as np
@@ -77,21 +78,34 @@ class ImageSet(paddle.io.Dataset):
         super().__init__()
         self.transform = transform if transform is not None else build_transform(224, train=False)
         self.skip_bad = skip_bad
-        # read JPEGs at reduced scale / cache them at the size the transform needs
-        decode_size = getattr(self.transform, "decode_size", None)
         # resolved (and checked) here, whether or not a cache is used, so workers need no env
-        max_pixels = max_pixels_setting(max_pixels)
-        max_bytes = cache_size_setting(cache_size_gb)
-        cache_dir = resolve_cache_dir(cache_dir)
-        if cache_dir is not None:
-            self.read: Callable[[str], np.ndarray] = CachedImageReader(
-                cache_dir, decode_size, max_bytes, max_pixels)
-        else:
-            self.read = partial(read_image, target_size=decode_size, max_pixels=max_pixels)
+        self._reading = (resolve_cache_dir(cache_dir), cache_size_setting(cache_size_gb),
+                         max_pixels_setting(max_pixels))
+        self.read = self._reader()
         self.samples: list[tuple[str, int]] = []
         self.classes: list[str] = []
         self.skipped: list[tuple[str, str]] = []
         self.duplicates: list[str] = []  # rows dropped as repeats of an earlier row
+
+    def _reader(self) -> Callable[[str], np.ndarray]:
+        """The image reader for the transform: JPEGs decoded at reduced scale and cached at
+        the size it needs (its `decode_size`)."""
+        cache_dir, max_bytes, max_pixels = self._reading
+        decode_size = getattr(self.transform, "decode_size", None)
+        if cache_dir is not None:
+            return CachedImageReader(cache_dir, decode_size, max_bytes, max_pixels)
+        return partial(read_image, target_size=decode_size, max_pixels=max_pixels)
+
+    def subset(self, indices: Sequence[int], transform: Callable | None = None) -> ImageSet:
+        """The samples at `indices`, read with `transform` (default: this set's) at the size
+        that transform decodes, as a set built with it reads them: a validation part carved
+        from training data decodes as eval does, not at the augmentation's larger size."""
+        part = copy.copy(self)
+        part.samples = [self.samples[i] for i in indices]
+        if transform is not None:
+            part.transform = transform
+            part.read = part._reader()
+        return part
 
     def _finish_listing(self, listed: list[tuple[str, str, int]],
                         problems: list[tuple[str, str]]) -> None:

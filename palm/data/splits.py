@@ -16,7 +16,6 @@ Example:
 """
 from __future__ import annotations
 
-import copy
 import warnings
 from typing import Any, Callable, Sequence
 
@@ -88,17 +87,14 @@ def grouped_holdout_split(labels: Sequence, groups: Sequence, fraction: float, s
 def carve_split(dataset: Any, fraction: float, seed: int, transform: Callable,
                 name: str = "fraction") -> tuple[Any, Any]:
     """(kept part, held-out part) of a labelled data set (its `samples` and `labels`): a
-    `holdout_split`, the held-out part read with `transform` (evaluation: no augmentation).
+    `holdout_split`, the held-out part read with `transform` (evaluation: no augmentation)
+    and decoded at its size (`ImageSet.subset`).
 
     Raises:
         BadConfig: as holdout_split.
     """
     keep, held = holdout_split(dataset.labels, fraction, seed, name=name)
-    kept_part, held_part = copy.copy(dataset), copy.copy(dataset)
-    kept_part.samples = [dataset.samples[i] for i in keep]
-    held_part.samples = [dataset.samples[i] for i in held]
-    held_part.transform = transform
-    return kept_part, held_part
+    return dataset.subset(keep), dataset.subset(held, transform)
 
 
 def kfold_assignment(labels: Sequence, folds: int, repeats: int = 1,

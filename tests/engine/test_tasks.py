@@ -146,14 +146,14 @@ def test_a_balanced_weighted_ordinal_run_trains(graded, tmp_path):
     assert pd.read_csv(run / "metrics.csv")["val_qwk"].notna().all()
 
 
-def aptos_root(root: Path, n: int = 50) -> Path:
+def aptos_root(root: Path, n: int = 50, side: int = 32) -> Path:
     """An APTOS-2019 download in miniature: train.csv (id_code,diagnosis), train_images/."""
     rng = np.random.default_rng(2)
     (root / "train_images").mkdir(parents=True)
     rows = []
     for i in range(n):
         grade = i % GRADES
-        image = np.clip(rng.normal(40 + 45 * grade, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+        image = np.clip(rng.normal(40 + 45 * grade, 20, (side, side, 3)), 0, 255).astype(np.uint8)
         cv2.imwrite(str(root / "train_images" / f"id{i:03d}.png"), image)
         rows.append((f"id{i:03d}", grade))
     pd.DataFrame(rows, columns=["id_code", "diagnosis"]).to_csv(root / "train.csv", index=False)
@@ -187,8 +187,11 @@ def _train_root(root: Path, output: Path, **options) -> Path:
 
 
 def test_aptos_root_trains_as_grades_on_a_carved_validation_split(tmp_path):
-    root = aptos_root(tmp_path / "aptos")
-    run = _train_root(root, tmp_path / "run", val_fraction=0.2, seed=1)
+    # photos larger than the input and a cropping augmentation: the carved validation images
+    # must still be decoded as eval decodes them, not at the augmentation's larger size
+    root = aptos_root(tmp_path / "aptos", side=96)
+    run = _train_root(root, tmp_path / "run", val_fraction=0.2, seed=1, augment="fundus",
+                      cache_dir=str(tmp_path / "cache"))
     assert config.load_config(run / "config.yaml")["task"] == "ordinal"  # inferred
     split = pd.read_csv(run / "val_split.csv")
     assert len(split) == 10 and sorted(split["label"].value_counts()) == [2] * GRADES  # stratified
@@ -198,6 +201,15 @@ def test_aptos_root_trains_as_grades_on_a_carved_validation_split(tmp_path):
                        val_csv=str(run / "val_split.csv"), data_root=str(root),
                        ci_resamples=None, device="cpu")
     assert metrics["n"] == 10 and "qwk" in metrics
+    chosen = pd.read_csv(run / "best_selection.csv").sort_values("path")
+    scored = pd.read_csv(tmp_path / "eval" / "predictions.csv")
+    scored["path"] = [str((tmp_path / "eval" / p).resolve()) if not Path(p).is_absolute()
+                      else p for p in scored["path"]]
+    scored = scored.sort_values("path")
+    logits = chosen[[f"logit_{g}" for g in range(GRADES)]].to_numpy()
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(scored[[f"probability_{g}" for g in range(GRADES)]],
+                               softmax / softmax.sum(1, keepdims=True), atol=2e-6)
     with pytest.raises(BadConfig, match="APTOS-2019 has no labelled validation images.*val_split.csv"):
         run_eval(str(run / "best.pdparams"), output=str(tmp_path / "eval2"), data_root=str(root),
                  device="cpu")
