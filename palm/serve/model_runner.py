@@ -19,7 +19,7 @@ from palm.engine.checkpoint import decision_threshold, label_thresholds, load_ch
 from palm.engine.evaluate import finite_probabilities, finite_rows
 from palm.engine.inference import DygraphPredictor, is_exported, load_predictor, weights_sha256
 from palm.serve.batcher import MicroBatcher
-from palm.viz.cam import GradCAM, overlay_heatmap
+from palm.viz.cam import GRADE_SCORE, GradCAM, overlay_heatmap
 
 
 # short side of the photo under a Grad-CAM overlay: enough to see the disc and the macula,
@@ -189,7 +189,10 @@ class ModelRunner:
 
     def cam_target(self, y_prob: np.ndarray) -> str:
         """The class a heatmap explains (GradCAM's default logit): the positive class of a
-        one-logit model, else the highest-probability class, grade or (multi-label) label."""
+        one-logit model, else the highest-probability class, grade or (multi-label) label;
+        for a CORAL or regression grader the one score behind every grade."""
+        if self.grader is not None and self.grader.ordinal_loss != "ce":
+            return GRADE_SCORE
         index = 1 if np.ndim(y_prob) == 0 else int(np.argmax(y_prob))
         return self.class_names[index] if index < len(self.class_names) else str(index)
 

@@ -386,6 +386,8 @@ def overlay_heatmap(
 
 # A map with no range (all zero after the ReLU: nothing raised the score) has no "low" and
 # "high" to put on a legend; viewers say this instead of showing a colour ramp.
+# what the heatmap of a CORAL or regression grader explains (the service names it)
+GRADE_SCORE = "grade score (behind every grade)"
 FLAT_MAP_NOTE = "no attention above zero: the map is flat, so nothing is highlighted"
 
 
@@ -452,8 +454,11 @@ def explain_files(
     grader = Grader.from_meta(meta)
     if grader is not None and grader.ordinal_loss != "ce":
         # one score lies behind every grade (CORAL's cumulative logits, a regression's
-        # output): Grad-CAM explains what raised it, whichever grade is asked for
-        class_index = None
+        # output): Grad-CAM explains what raised it, so there is no grade to choose
+        if class_index is not None:
+            raise BadConfig(f"target: a grader trained with ordinal_loss {grader.ordinal_loss} "
+                            f"has one score behind every grade; its Grad-CAM explains that "
+                            f"score (run it without one)", param="target")
     cam = GradCAM(model, target_layer)
     # The crop is applied here, once, so the overlay shows the same field the model saw.
     transform = eval_transform(meta, fundus_crop=False)

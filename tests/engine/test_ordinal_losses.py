@@ -24,6 +24,7 @@ from palm.errors import BadCheckpoint, BadConfig
 from palm.models import build_grading_model, build_model
 from palm.predictions import ORDINAL_LOSSES, Grader, coral_probabilities
 from palm.reports.tasks import run_eval
+from palm.viz.cam import GRADE_SCORE
 from tests.processes import ctrl_c_in_epoch
 from tests.task_runs import GRADES, graded_csvs
 from tests.task_runs import train_run as _train
@@ -224,12 +225,15 @@ def _agree_with_eval(checkpoint: Path, graded: Path, frame: pd.DataFrame, tmp_pa
                                by_path["expected_grade"], atol=1e-5)
     photo = graded / IMAGE
     with make_client(checkpoint) as client:
-        answer = client.post("/v1/predict", files=upload(("007.png", photo.read_bytes()))).json()
+        answer = client.post("/v1/predict?cam=1",
+                             files=upload(("007.png", photo.read_bytes()))).json()
         described = client.get("/v1/model").json()
     meta = json.loads(checkpoint.with_suffix(".json").read_text())
     assert described["ordinal_loss"] == meta["ordinal_loss"]
     assert described["cut_points"] == meta.get("cut_points")
     result = answer["results"][0]
+    # one score lies behind every grade: the heatmap says it explains that, not a grade
+    assert result["cam_target"] == GRADE_SCORE and result["cam_png_base64"]
     assert result["prediction"] == by_path.loc[str(photo), "prediction"]
     assert result["expected_grade"] == pytest.approx(by_path.loc[str(photo), "expected_grade"], abs=1e-5)
     return result
@@ -265,6 +269,12 @@ def test_coral_eval_predict_and_the_service_give_the_same_grade(coral_run, grade
     result = _agree_with_eval(coral_run / "best.pdparams", graded, frame, tmp_path)
     assert sum(result["probabilities"].values()) == pytest.approx(1, abs=1e-5)
     assert result["probability"] == pytest.approx(result["probabilities"][result["class_name"]], abs=1e-6)
+    with pytest.raises(SystemExit) as refused:
+        common.cli("cam", ["--checkpoint", str(coral_run / "best.pdparams"), "--input",
+                           str(graded / IMAGE), "--target", "3", "--output", str(tmp_path / "c")])
+    assert str(refused.value.code) == ("error: --target: a grader trained with ordinal_loss coral "
+                                       "has one score behind every grade; its Grad-CAM explains "
+                                       "that score (run it without one)")
 
 
 def test_regression_run_tunes_cut_points_that_eval_uses(regression_run, graded, tmp_path):
