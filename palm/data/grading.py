@@ -104,7 +104,9 @@ class GradedImageSet(ImageSet):
             where = row_location(split.table, i)
             grade = int_label(raw)
             if grade is None or not 0 <= grade < DR_GRADES:
-                problems.append((where, f"grade {raw!r} is not one of 0..{DR_GRADES - 1}"))
+                blank = raw is None or raw != raw or not str(raw).strip()  # NaN != NaN
+                shown = "empty" if blank else repr(raw)
+                problems.append((where, f"grade {shown} is not one of 0..{DR_GRADES - 1}"))
                 continue
             stem = str(name).strip()
             if not stem or "/" in stem or "\\" in stem or stem in (".", ".."):

@@ -33,7 +33,8 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         # a list palm wrote (prepare, cv folds) has its formula-like cells escaped
         return read_csv(path)
     except Exception as e:  # pandas/openpyxl raise many types for a broken file
-        raise BadData(f"{path}: cannot read table ({type(e).__name__}: {e})") from e
+        reason = " ".join(str(e).split())  # pandas' parser messages span lines
+        raise BadData(f"{path}: cannot read table ({type(e).__name__}: {reason})") from e
 
 
 def find_column(table: pd.DataFrame, name: str, source: str | os.PathLike) -> str:

@@ -227,6 +227,7 @@ def test_idrid_root_validates_on_its_testing_set(tmp_path):
 
 @pytest.mark.parametrize("change, problem", [
     ({"diagnosis": 7}, r"train.csv row 4: grade 7 is not one of 0..4"),
+    ({"diagnosis": ""}, r"train.csv row 4: grade empty is not one of 0..4"),
     ({"id_code": "nothere"}, r"train.csv row 4: nothere has no image"),
     ({"id_code": "../train"}, r"train.csv row 4: image name '../train' is not a file name"),
 ])
@@ -448,3 +449,15 @@ def test_eval_takes_another_referable_grade_for_one_evaluation(ordinal_run, grad
                               str(multilabel_root / "val.csv"), "--referable-grade", "2",
                               "--output", str(tmp_path / "ml")]) == (
         "error: --referable-grade applies to grading (ordinal) models; this one is multilabel")
+
+
+def test_a_train_csv_with_a_row_too_long_is_one_line_naming_it(tmp_path):
+    from palm.data.grading import GradedImageSet, find_grading_layout
+    from palm.errors import BadData
+    root = aptos_root(tmp_path / "aptos", n=10)
+    with open(root / "train.csv", "a") as f:
+        f.write("id001,2,extra\n")
+    with pytest.raises(BadData) as refused:
+        GradedImageSet(find_grading_layout(root).train)
+    assert "\n" not in str(refused.value)
+    assert str(refused.value).startswith(f"{root / 'train.csv'}: cannot read table (ParserError: ")
