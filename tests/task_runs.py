@@ -70,6 +70,15 @@ def train_run(root: Path, output: Path, model: str = "lenet5", **options) -> Pat
     return run_training(config.validate_config(cfg), progress=False, log=lambda _: None)
 
 
+def train_root_run(root: Path, output: Path, **options) -> Path:
+    """A one-epoch LeNet run (32 px, no augmentation unless `options` say) on a download
+    found by `data_root` (APTOS-2019, IDRiD, PALM)."""
+    cfg = {**config.DEFAULTS, **config.model_config("lenet5"), "data_root": str(root),
+           "image_size": 32, "batch_size": 8, "epochs": 1, "num_workers": 0, "device": "cpu",
+           "cache_dir": None, "output": str(output), "augment": "none", **options}
+    return run_training(config.validate_config(cfg), progress=False, log=lambda _: None)
+
+
 def ordinal_run(root: Path, output: Path, **options) -> Path:
     """An ordinal run on `graded_csvs` data (referable from grade 3)."""
     return train_run(root, output, task="ordinal", referable_grade=3, **options)

@@ -19,6 +19,7 @@ from palm.config import check_options
 from palm.data import (cache_size_setting, cache_usage, clear_cache, default_cache_dir,
                        eval_transform, find_palm_layout, list_images, parse_augment)
 from palm.data import sources as data_sources
+from palm.data.grading import find_grading_layout
 from palm.data.synth import make_palm_dataset
 from palm.data.synth_grading import make_grading_dataset
 from palm.data.synth_multilabel import FINDINGS, make_multilabel_dataset
@@ -178,10 +179,11 @@ def _calibration_paths(calib_dir: str | None, data_root: str | None) -> list[str
     if calib_dir:
         folder = Path(calib_dir)
     elif data_root:
-        folder = find_palm_layout(data_root).train_dir
+        grading = find_grading_layout(data_root)  # APTOS-2019, IDRiD: their training photos
+        folder = grading.train.images if grading else find_palm_layout(data_root).train_dir
     else:
-        raise BadConfig("give calib_dir or data_root (PALM) for the calibration images",
-                        param=("calib_dir", "data_root"))
+        raise BadConfig("give calib_dir or data_root (PALM, APTOS-2019, IDRiD) for the "
+                        "calibration images", param=("calib_dir", "data_root"))
     paths = list_images(str(folder))
     if not paths:
         raise BadData(f"{folder}: no images to calibrate on")

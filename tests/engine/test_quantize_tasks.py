@@ -153,3 +153,18 @@ def test_multiclass_and_ordinal_figures_are_sklearns():
         skm.cohen_kappa_score(labels, probs.argmax(1), weights="quadratic"))
     assert figures["referable_roc_auc"] == pytest.approx(
         skm.roc_auc_score(labels >= 2, probs[:, 2:].sum(1)))
+
+
+@pytest.mark.slow
+def test_a_grader_of_an_aptos_download_quantizes_as_eval_reads_it(tmp_path):
+    """--data-root of an APTOS-2019 download calibrates on its photos and, with the run's
+    val_split.csv, validates on the carved images, as eval takes them."""
+    from palm.engine.tasks import run_synth
+    from tests.task_runs import train_root_run
+    root = Path(run_synth(str(tmp_path / "aptos"), task="ordinal", n_train=40, image_size="64"))
+    run = train_root_run(root, tmp_path / "run")
+    result = quantize_tool.main(quantize_tool.get_args_parser().parse_args(
+        ["--checkpoint", str(run / "best.pdparams"), "--data-root", str(root), "--val-csv",
+         str(run / "val_split.csv"), "--output", str(tmp_path / "int8"), "--calib-images", "8",
+         "--force"]))
+    assert result.metric == "qwk" and result.fp32["n"] == 8

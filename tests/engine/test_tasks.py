@@ -19,7 +19,8 @@ from palm.errors import BadConfig
 from palm.reports.report import build_report
 from palm.reports.tasks import run_eval
 from tests.task_runs import (GRADES, LABELS, graded_csvs, multilabel_csvs, set_cells,
-                             train_run as _train)
+                             train_root_run)
+from tests.task_runs import train_run as _train
 
 def test_ordinal_run_records_its_task_and_picks_best_by_kappa(ordinal_run):
     saved = config.load_config(ordinal_run / "config.yaml")
@@ -179,18 +180,11 @@ def idrid_root(root: Path, n_train: int = 20, n_test: int = 10) -> Path:
     return root
 
 
-def _train_root(root: Path, output: Path, **options) -> Path:
-    cfg = {**config.DEFAULTS, **config.model_config("lenet5"), "data_root": str(root),
-           "image_size": 32, "batch_size": 8, "epochs": 1, "num_workers": 0, "device": "cpu",
-           "cache_dir": None, "output": str(output), "augment": "none", **options}
-    return run_training(config.validate_config(cfg), progress=False, log=lambda _: None)
-
-
 def test_aptos_root_trains_as_grades_on_a_carved_validation_split(tmp_path):
     # photos larger than the input and a cropping augmentation: the carved validation images
     # must still be decoded as eval decodes them, not at the augmentation's larger size
     root = aptos_root(tmp_path / "aptos", side=96)
-    run = _train_root(root, tmp_path / "run", val_fraction=0.2, seed=1, augment="fundus",
+    run = train_root_run(root, tmp_path / "run", val_fraction=0.2, seed=1, augment="fundus",
                       cache_dir=str(tmp_path / "cache"))
     assert config.load_config(run / "config.yaml")["task"] == "ordinal"  # inferred
     split = pd.read_csv(run / "val_split.csv")
@@ -379,13 +373,13 @@ def test_synthetic_findings_are_multilabel_lists_that_train(tmp_path):
 
 def test_resuming_with_another_carve_is_refused_and_failed_runs_write_no_split(tmp_path):
     root = aptos_root(tmp_path / "aptos")
-    run = _train_root(root, tmp_path / "run", seed=1)
+    run = train_root_run(root, tmp_path / "run", seed=1)
     recorded = (run / "val_split.csv").read_bytes()
     with pytest.raises(BadConfig, match="resuming would carve another validation split"):
-        _train_root(root, run, seed=2, epochs=2, resume=True)
+        train_root_run(root, run, seed=2, epochs=2, resume=True)
     assert (run / "val_split.csv").read_bytes() == recorded
     with pytest.raises(BadConfig, match="referable_grade 5"):
-        _train_root(root, tmp_path / "failed", referable_grade=5)
+        train_root_run(root, tmp_path / "failed", referable_grade=5)
     assert not (tmp_path / "failed" / "val_split.csv").exists()
 
 
