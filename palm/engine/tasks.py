@@ -175,12 +175,19 @@ def run_export(checkpoint: str, output: str, *, verify: bool = True,
 
 
 
-def _calibration_paths(calib_dir: str | None, data_root: str | None) -> list[str]:
+def _calibration_paths(calib_dir: str | None, data_root: str | None,
+                       val_csv: str | None) -> list[str]:
+    grading = None if calib_dir else find_grading_layout(data_root)
     if calib_dir:
         folder = Path(calib_dir)
+    elif grading is not None:  # APTOS-2019, IDRiD: their training photos
+        folder = grading.train.images
+    elif data_root and val_csv:  # as in eval: the folder the list's paths lead into
+        raise BadConfig(f"with val_csv, data_root {data_root} is where its images live, not a "
+                        "download to calibrate on: give calib_dir (photos to calibrate on)",
+                        param=("val_csv", "data_root", "calib_dir"))
     elif data_root:
-        grading = find_grading_layout(data_root)  # APTOS-2019, IDRiD: their training photos
-        folder = grading.train.images if grading else find_palm_layout(data_root).train_dir
+        folder = find_palm_layout(data_root).train_dir
     else:
         raise BadConfig("give calib_dir or data_root (PALM, APTOS-2019, IDRiD) for the "
                         "calibration images", param=("calib_dir", "data_root"))
@@ -208,7 +215,7 @@ def run_quantize(checkpoint: str, output: str, *, data_root: str | None = None,
     if not (data_root or val_dir or val_csv):  # found out before quantizing
         raise BadConfig("give data_root, val_dir or val_csv: labelled images to validate "
                         "the INT8 model on", param=("data_root", "val_dir", "val_csv"))
-    paths = _calibration_paths(calib_dir, data_root)
+    paths = _calibration_paths(calib_dir, data_root, val_csv)
 
     def validation_set(meta: dict[str, Any]):
         return data_sources.evaluation_set(transform=eval_transform(meta),

@@ -11,6 +11,7 @@ import pytest
 from sklearn import metrics as skm
 
 from palm.cli import quantize as quantize_tool
+from palm.cli.common import cli
 from palm.data import list_images
 from palm.engine.export import META_NAME
 from palm.engine.inference import OpenVINOPredictor, load_predictor
@@ -168,3 +169,14 @@ def test_a_grader_of_an_aptos_download_quantizes_as_eval_reads_it(tmp_path):
          str(run / "val_split.csv"), "--output", str(tmp_path / "int8"), "--calib-images", "8",
          "--force"]))
     assert result.metric == "qwk" and result.fp32["n"] == 8
+
+
+def test_data_root_beside_a_list_is_its_image_folder_so_calibration_needs_its_own(
+        multilabel_root, tmp_path):
+    with pytest.raises(SystemExit) as refused:
+        cli("quantize", ["--checkpoint", str(tmp_path / "never-read.pdparams"), "--val-csv",
+                         str(multilabel_root / "val.csv"), "--data-root", str(multilabel_root),
+                         "--output", str(tmp_path / "q")])
+    assert str(refused.value.code) == (
+        f"error: with --val-csv, --data-root {multilabel_root} is where its images live, not a "
+        "download to calibrate on: give --calib-dir (photos to calibrate on)")
