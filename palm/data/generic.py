@@ -195,6 +195,9 @@ class MultiLabelCsvImageSet(ImageSet):
         columns = [find_column(table, str(name), csv_path) for name in names]
         if not columns:
             raise BadData(f"{csv_path}: no label columns beside {path_column!r}")
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:  # one output per label: a checkpoint with two of one name cannot load
+            raise BadData(f"{csv_path}: label column(s) {', '.join(repeated)} chosen more than once")
         self.classes = [str(c) for c in columns]
         listed, problems = [], []
         for i, row in enumerate(table[[path_column, *columns]].itertuples(index=False)):

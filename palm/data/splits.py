@@ -80,7 +80,11 @@ def grouped_holdout_split(labels: Sequence, groups: Sequence, fraction: float, s
         # a label rarer than the number of folds is normal here (a rare combination of
         # findings); it simply cannot be spread over every fold
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-        kept, held = next(splitter.split(np.zeros(len(groups)), np.asarray(labels), groups))
+        try:
+            kept, held = next(splitter.split(np.zeros(len(groups)), np.asarray(labels), groups))
+        except ValueError as e:  # e.g. every label combination rarer than the folds
+            raise BadConfig(f"{name} {fraction}: these {len(np.unique(groups))} groups cannot be "
+                            f"split {folds} ways ({e})", param=name) from None
     return np.sort(kept), np.sort(held)
 
 

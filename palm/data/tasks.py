@@ -109,6 +109,9 @@ def _check_list_outputs(outputs: list[Path], exist_ok: bool) -> None:
         if path.exists() and not exist_ok:
             raise OutputRefused(f"{path} already exists; pass exist_ok to replace it or "
                                 "choose another name", param="exist_ok")
+    if len({os.path.abspath(path) for path in outputs}) < len(outputs):
+        raise BadConfig("output and val_output are one file: the validation list would "
+                        "replace the training list", param=("output", "val_output"))
     if len({Path(os.path.abspath(path)).parent for path in outputs}) > 1:
         raise BadConfig("output and val_output must be in one folder (their paths are "
                         "relative to it)", param=("output", "val_output"))

@@ -41,6 +41,12 @@ EYES = {
 }
 
 
+def cli_error(command: str, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as stop:
+        cli(command, argv)
+    return str(stop.value.code)
+
+
 def patient_letters(pid: int) -> str:
     """The sheet's letters of a patient: the OR of the kept eyes, N only when both are N."""
     union = set("".join(EYES[f"{pid}_{side}.jpg"] or "" for side in ("left", "right")))
@@ -213,6 +219,16 @@ def test_a_validation_list_holds_out_whole_patients(tmp_path, capsys):
     with pytest.raises(BadConfig, match="output and val_output must be in one folder"):
         run_odir_csv(sheet, tmp_path / "images", tmp_path / "t4.csv",
                      val_output=tmp_path / "sub" / "v.csv")
+    with pytest.raises(BadConfig, match="output and val_output are one file"):
+        run_odir_csv(sheet, tmp_path / "images", tmp_path / "t5.csv",
+                     val_output=tmp_path / "." / "t5.csv")
+    assert not (tmp_path / "t5.csv").exists()
+    # a fifth of too few patients per label combination: one line, not scikit-learn's error
+    assert cli_error("odir-csv", ["--annotations", str(sheet), "--images",
+                                  str(tmp_path / "images"), "--output", str(tmp_path / "t6.csv"),
+                                  "--val-output", str(tmp_path / "v6.csv")]).startswith(
+        "error: --val-fraction 0.2: these ")
+    assert not (tmp_path / "t6.csv").exists()
 
 
 def test_the_lists_train_as_multilabel(tmp_path):

@@ -322,6 +322,10 @@ def test_a_missing_label_column_and_settings_for_one_label_are_refused(multilabe
     from palm.errors import BadData
     with pytest.raises(BadData, match="no column 'cataract'"):
         _train(multilabel_root, tmp_path / "a", task="multilabel", label_columns=["cataract"])
+    with pytest.raises(BadData, match="label column.s. myopia chosen more than once"):
+        _train(multilabel_root, tmp_path / "c", task="multilabel",
+               label_columns=["myopia", "glaucoma", "myopia"])
+    assert not (tmp_path / "c").exists()  # refused before a run folder was made
     with pytest.raises(BadConfig, match="sampler balanced: not available for a multi-label task"):
         _train(multilabel_root, tmp_path / "b", label_columns=LABELS, sampler="balanced")
 
