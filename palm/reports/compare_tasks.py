@@ -104,8 +104,10 @@ def sorted_frame(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
     """
     if frame.empty:
         raise BadData(f"{path}: no predictions (only a header)")
-    # one image spelt two ways (a/./b.jpg, a/b.jpg) is still one image
-    frame[P.PATH] = [os.path.normpath(f) for f in frame[P.PATH].astype(str)]
+    # one image spelt two ways (a/./b.jpg, a/b.jpg, /data/a/b.jpg) is still one image: eval
+    # wrote a relative path as its list gave it, from where it ran, and compare usually runs
+    # there too
+    frame[P.PATH] = [os.path.abspath(f) for f in frame[P.PATH].astype(str)]
     repeated = frame[P.PATH].duplicated()
     if repeated.any():
         raise BadData(f"{path}: image {frame[P.PATH][repeated].iloc[0]!r} appears more than once")

@@ -2,6 +2,8 @@
 predictions.csv files written by the evaluation writer."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -81,6 +83,20 @@ def test_mismatched_images_are_one_clear_error(two_runs, tmp_path):
     assert "\n" not in str(err.value) and str(run_a) in str(err.value)
 
 
+def test_one_image_named_relative_and_absolute_is_one_image(two_runs, tmp_path, monkeypatch):
+    """eval writes a list's paths as given: one run of it with `ml/val.csv`, one with
+    `/abs/ml/val.csv`; compare, run from the same folder, pairs them."""
+    y, good, poor, _, _ = two_runs
+    monkeypatch.chdir(tmp_path)
+    relative = _eval_folder(tmp_path, "rel", y, good)
+    absolute = _eval_folder(tmp_path, "abs", y, poor,
+                            files=[str(tmp_path / f"img/{i:03d}.jpg") for i in range(len(y))])
+    board, pairs = compare_models([relative, absolute], tmp_path / "cmp", resamples=50)
+    assert list(board["images"]) == [len(y), len(y)]
+    assert pairs["delong_p"][0] == pytest.approx(
+        M.delong_test(y, good.astype("float32"), poor.astype("float32"))["p"], rel=1e-4)
+
+
 def test_inputs_without_labels_or_predictions_are_refused(two_runs, tmp_path):
     _, _, _, run_a, _ = two_runs
     csv = tmp_path / "predict.csv"
@@ -139,7 +155,8 @@ def test_eval_and_compare_escape_and_match_rows(tmp_path):
     predictions = a / "eval" / "predictions.csv"
     assert_no_formula_cells(predictions)
     assert pd.read_csv(predictions)["probability"].dtype == float
-    assert sorted(read_predictions(predictions).files) == sorted(NAMES)  # as they were written
+    # as they were written (compare reads relative paths from where it runs)
+    assert sorted(os.path.relpath(f) for f in read_predictions(predictions).files) == sorted(NAMES)
 
     out = tmp_path / "cmp"
     compare_tool.main(compare_tool.get_args_parser().parse_args(
