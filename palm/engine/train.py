@@ -187,8 +187,8 @@ def summary_line(row: dict[str, Any], epochs: int, best: bool) -> str:
                        ("val_specificity", "spec"), ("val_f1", "f1"),
                        ("val_qwk", "qwk"), ("val_mae", "mae"), ("holdout_roc_auc", "holdout_auc"),
                        ("holdout_qwk", "holdout_qwk")):
-        if key in row:
-            parts.append(f"{short} {row[key]:.3f}")
+        if key in row and not (isinstance(row[key], float) and math.isnan(row[key])):
+            parts.append(f"{short} {row[key]:.3f}")  # undefined ones (a grade's AUC) left out
     parts += [f"lr {row['lr']:.2e}", f"{row['train_img_per_s']:.1f} img/s"]
     return "  ".join(parts) + ("  *best" if best else "")
 

@@ -25,7 +25,7 @@ from palm.errors import OutputRefused
 from palm.engine.losses import ClassificationLoss, auto_pos_weight
 from palm.engine.optim import build_optimizer, build_scheduler
 from palm.engine.train import (NonFiniteLossError, RunState, Selection, TrainingInterrupted,
-                               _record_epoch, selection_key, train_one_epoch)
+                               _record_epoch, selection_key, summary_line, train_one_epoch)
 from palm.models import build_model
 from palm.cli import train as train_tool
 from tests.processes import ctrl_c_in_epoch
@@ -326,3 +326,10 @@ def test_a_resumed_run_saved_before_ties_were_broken_keeps_its_best_on_a_tie():
     state = RunState(best_score=0.5, best_loss=-math.inf)  # as load_resume_state reads it
     assert _record_epoch(state, 2, {"val_qwk": 0.5, "val_loss": 0.1},
                          Selection(files=[], record={}), None) is None
+
+
+def test_the_epoch_line_leaves_out_undefined_metrics():
+    row = {"epoch": 2, "train_loss": 0.5, "val_loss": 0.4, "val_accuracy": 0.75,
+           "val_roc_auc": math.nan, "val_qwk": 0.61, "lr": 1e-3, "train_img_per_s": 12.0}
+    line = summary_line(row, 5, best=True)
+    assert "auc" not in line and "qwk 0.610" in line and "acc 0.750" in line
