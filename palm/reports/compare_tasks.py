@@ -40,9 +40,11 @@ MAX_METRICS_BYTES = 5_000_000
 class TaskPredictions:
     """One model's evaluation on the shared images, sorted by file.
 
-    labels, y_prob, y_pred: grades (N,), grade probabilities (N, K) and predicted grades
-    (N,) of a grader; or labels (N, L), probabilities (N, L) and decisions (N, L) of a
-    multi-label model. names: the grades ("0".."K-1") or the label names.
+    labels, y_prob, y_pred: grades (N,), grade probabilities (N, K; (N, 0) for a grade
+    regression, which has none) and predicted grades (N,) of a grader; or labels (N, L),
+    probabilities (N, L) and decisions (N, L) of a multi-label model. names: the grades
+    ("0".."K-1") or the label names. referable_score: what ranks a grader's images as
+    referable, P(grade >= referable grade) or a regression's score (`expected_grade`).
     """
 
     name: str
@@ -54,6 +56,7 @@ class TaskPredictions:
     y_prob: np.ndarray
     y_pred: np.ndarray
     referable_grade: int = M.REFERABLE_GRADE
+    referable_score: np.ndarray | None = None
 
 
 def _evaluation_record(csv_path: Path) -> dict:
@@ -136,30 +139,45 @@ def _probabilities(path: Path, frame: pd.DataFrame, columns: Sequence[str]) -> n
 
 
 def read_ordinal(path: Path, name: str) -> TaskPredictions:
-    """A grader's evaluation predictions (label, probability_<grade>, prediction); the
-    referable grade is its metrics.json's (2 without one).
+    """A grader's evaluation predictions (label, probability_<grade> or, for a grade
+    regression, expected_grade, and prediction); the referable grade is its metrics.json's
+    (2 without one).
 
     Raises:
         BadData: no labels, grade columns other than probability_0..K-1, repeated images,
             grades or probabilities out of range (naming the file, row and value).
     """
     frame = P.read_predictions_csv(path, labelled=True)
+    record = _evaluation_record(path)
     grades = P.class_names_from_columns(frame.columns)
+    regression = not grades and P.EXPECTED_GRADE in frame.columns
+    if regression:  # its grades are those of the model eval recorded
+        grades = [str(g) for g in range(int(record.get("num_grades") or 0))]
     if len(grades) < 3 or grades != [str(g) for g in range(len(grades))]:
         raise BadData(f"{path}: a grader's predictions need columns probability_0.."
-                      f"probability_<K-1> (K >= 3); found {grades}")
+                      f"probability_<K-1> (K >= 3), or expected_grade with num_grades in its "
+                      f"metrics.json; found {grades}")
     frame = sorted_frame(path, frame)
     k = len(grades)
-    record = _evaluation_record(path)
     referable = record.get("referable_grade", M.REFERABLE_GRADE)
     if not isinstance(referable, int) or isinstance(referable, bool) or not 1 <= referable < k:
         raise BadData(f"{path.parent / METRICS}: referable_grade {referable!r} is not one of "
                       f"1..{k - 1}")
-    probability_columns = [f"{P.PROBABILITY_PREFIX}{g}" for g in grades]
+    if regression:
+        y_prob, score = np.zeros((len(frame), 0)), _scores(path, frame, P.EXPECTED_GRADE)
+    else:
+        y_prob = _probabilities(path, frame, [f"{P.PROBABILITY_PREFIX}{g}" for g in grades])
+        score = M.referable_probability(y_prob, referable)
     return TaskPredictions(name, path, ORDINAL, grades, frame[P.PATH].to_numpy(),
-                           _integers(path, frame, P.LABEL, range(k)),
-                           _probabilities(path, frame, probability_columns),
-                           _integers(path, frame, P.PREDICTION, range(k)), referable)
+                           _integers(path, frame, P.LABEL, range(k)), y_prob,
+                           _integers(path, frame, P.PREDICTION, range(k)), referable, score)
+
+
+def _scores(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(np.float64)
+    if not np.isfinite(values).all():
+        raise BadData(f"{path}: column {column} must hold finite numbers")
+    return values
 
 
 def read_multilabel(path: Path, name: str) -> TaskPredictions:
@@ -211,9 +229,8 @@ def check_same_task_setup(models: Sequence[TaskPredictions]) -> None:
 
 
 def _referable(m: TaskPredictions) -> tuple[np.ndarray, np.ndarray]:
-    """(referable or not, P(grade >= referable grade)) per image of a grader."""
-    return ((m.labels >= m.referable_grade).astype(np.int64),
-            M.referable_probability(m.y_prob, m.referable_grade))
+    """(referable or not, its referable score) per image of a grader."""
+    return (m.labels >= m.referable_grade).astype(np.int64), m.referable_score
 
 
 def roc_curves(models: Sequence[TaskPredictions]) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -228,9 +245,10 @@ def ordinal_leaderboard(models: Sequence[TaskPredictions], resamples: int,
     rows = []
     for m in models:
         k = len(m.names)
-        metrics = M.ordinal_metrics(m.labels, m.y_prob, m.referable_grade, y_pred=m.y_pred)
-        ci = M.ordinal_intervals(m.labels, m.y_prob, m.referable_grade, resamples, seed,
-                                 y_pred=m.y_pred)
+        # a regression's score has no 0.5 cut: only its ranking (AUC) is compared here
+        metrics = M.grade_metrics(m.labels, m.y_pred, k, m.referable_score, m.referable_grade)
+        ci = M.grade_intervals(m.labels, m.y_pred, k, m.referable_score, m.referable_grade,
+                               resamples, seed)
         referable, _ = _referable(m)
         rows.append({"model": m.name, "images": len(m.labels), "grades": k,
                      "referable_grade": m.referable_grade,

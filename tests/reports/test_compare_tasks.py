@@ -206,3 +206,26 @@ def test_a_bad_referable_grade_in_metrics_json_is_named(graders, tmp_path, value
     (folder / "metrics.json").write_text(json.dumps({"task": "ordinal", "referable_grade": value}))
     with pytest.raises(BadData, match=rf"metrics.json: referable_grade {value!r} is not one of 1..4"):
         compare_models([graders[0], folder], tmp_path / "cmp", resamples=10)
+
+
+def test_a_regression_grader_is_compared_by_its_grades_and_score(ordinal_run, graded, tmp_path):
+    """A grade regression has no grade probabilities: kappa from its grades, the referable
+    AUC ranked by its score (expected_grade), against a ce grader on the same images."""
+    regression = train_run(graded, tmp_path / "regression", task="ordinal",
+                           ordinal_loss="regression", referable_grade=3)
+    runs = []
+    for run in (ordinal_run, regression):
+        out = tmp_path / f"eval_{run.name}_{len(runs)}"
+        run_eval(str(run / "best.pdparams"), output=str(out), val_csv=str(graded / "val.csv"),
+                 ci_resamples=20, device="cpu")
+        runs.append(out)
+    board, pairs = compare_models(runs, tmp_path / "cmp", resamples=RESAMPLES)
+    frames = [pd.read_csv(out / "predictions.csv") for out in runs]
+    for out, frame in zip(runs, frames):
+        row = board.set_index("model").loc[out.name]
+        assert row["qwk"] == pytest.approx(skm.cohen_kappa_score(
+            frame["label"], frame["prediction"], weights="quadratic"))
+    score = frames[1]["expected_grade"]
+    assert board.set_index("model").loc[runs[1].name, "referable_roc_auc"] == pytest.approx(
+        skm.roc_auc_score(frames[1]["label"] >= 3, score))
+    assert len(pairs) == 1 and 0 <= pairs["referable_delong_p"][0] <= 1
