@@ -287,6 +287,7 @@ _Loader.add_implicit_resolver(
 # listing the one above nine times, are 9**9 values, and printing one in an error message
 # took minutes and gigabytes
 MAX_CONFIG_VALUES = 100_000
+MAX_CLASS_WEIGHT = 1e6
 
 
 def load_yaml(text: str) -> Any:
@@ -318,12 +319,13 @@ def _check_value(key: str, value: Any, source: str | None) -> None:
     if key in CHOICES and value not in CHOICES[key]:
         raise _bad(key, source, f"{value!r}: choose from {', '.join(CHOICES[key])}")
     if key == "class_weights":
+        # up to 1e6: a larger ratio is a typo, and 1e308 overflowed the float32 loss to NaN
         listed = isinstance(value, list) and value and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= MAX_CLASS_WEIGHT
             for v in value)
         if value not in ("auto", "none") and not listed:
-            raise _bad(key, source, f"must be auto, none or a list of positive numbers (one per "
-                                    f"class), got {value!r}")
+            raise _bad(key, source, f"must be auto, none or a list of positive numbers up to "
+                                    f"{MAX_CLASS_WEIGHT:g} (one per class), got {value!r}")
         return
     if key == "pos_weight":
         if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float))):

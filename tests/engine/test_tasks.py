@@ -459,3 +459,11 @@ def test_a_train_csv_with_a_row_too_long_is_one_line_naming_it(tmp_path):
         GradedImageSet(find_grading_layout(root).train)
     assert "\n" not in str(refused.value)
     assert str(refused.value).startswith(f"{root / 'train.csv'}: cannot read table (ParserError: ")
+
+
+@pytest.mark.parametrize("weights", [[1.0, 1e308, 1.0], [1.0, 0.0, 2.0], [1.0, -1.0, 1.0],
+                                     [1.0, float("nan"), 1.0], [1.0, True, 1.0]])
+def test_class_weights_outside_zero_to_a_million_are_refused(weights):
+    with pytest.raises(BadConfig, match=r"class_weights .*must be auto, none or a list of "
+                                        r"positive numbers up to 1e\+06"):
+        config.validate_config({**config.DEFAULTS, "class_weights": weights})
