@@ -109,10 +109,11 @@ class EvalResult:
     def __post_init__(self) -> None:
         if self.task == "ordinal" and self.grader is None:
             # grade probabilities given without their model read as a ce grader's, whose
-            # softmax gives them back from their logarithms
+            # softmax gives them back from their logarithms when no logits are given
             self.grader = P.Grader("ce", self.probabilities.shape[1], self.referable_grade)
-            with np.errstate(divide="ignore"):
-                self.logits = np.log(np.asarray(self.probabilities, dtype=np.float64))
+            if self.logits is None:
+                with np.errstate(divide="ignore"):
+                    self.logits = np.log(np.asarray(self.probabilities, dtype=np.float64))
 
     @property
     def readout(self) -> P.GradeReadout:

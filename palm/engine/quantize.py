@@ -23,6 +23,7 @@ in a hidden staging folder inside the output folder; palm_meta.json moves in las
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -41,14 +42,13 @@ from palm import predictions as P
 from palm.data import FileImageSet, build_loader, eval_transform
 from palm.engine.checkpoint import (decision_threshold, label_thresholds, load_checkpoint_model,
                                     load_meta)
-from palm.engine.evaluate import EvalResult
+from palm.engine.evaluate import EvalResult, grade_probabilities
 from palm.engine.export import INT8_FILES, META_NAME, MODEL_NAME, STAGE_PREFIX, export_model
 from palm.engine.inference import (INT8_META_KEY, InferencePredictor, OpenVINOPredictor,
                                    exported_files, is_exported, load_export_meta)
 from palm.errors import BadCheckpoint, BadConfig, BadData, OutputRefused, UserError
 from palm.io_utils import write_json_atomic
 from palm.models import is_transformer
-from palm.predictions import ordinal_loss_of
 from palm.weights import file_sha256
 
 INT8_MODEL = INT8_FILES[0]  # OpenVINO IR; its weights are INT8_FILES[1]
@@ -203,7 +203,7 @@ def compare(fp32: Any, int8: Any, dataset: paddle.io.Dataset, meta: dict[str, An
     y = np.concatenate(labels).astype(np.int64)
     y = y.reshape(len(y), -1) if task == "multilabel" else y.reshape(-1)
     results = {name: _evaluated(np.concatenate(out), y, meta) for name, out in logits.items()}
-    p32, p8 = results["fp32"].probabilities, results["int8"].probabilities
+    p32, p8 = (_compared_outputs(results[name]) for name in ("fp32", "int8"))
     return Comparison(task_figures(results["fp32"], meta), task_figures(results["int8"], meta),
                       float(np.max(np.abs(p32 - p8))),
                       {name: len(y) / s for name, s in seconds.items()},
@@ -211,13 +211,23 @@ def compare(fp32: Any, int8: Any, dataset: paddle.io.Dataset, meta: dict[str, An
 
 
 def _evaluated(logits: np.ndarray, labels: np.ndarray, meta: dict[str, Any]) -> EvalResult:
-    """Logits as eval reads them: its probabilities (palm.predictions) and task."""
+    """Logits as eval reads them: its probabilities (palm.predictions; a grader's through
+    its Grader: CORAL's cumulative logits, a regression's score and cut-points) and task."""
     task = meta.get("task")
-    probs = P.probabilities(logits, float(meta.get("temperature", 1.0)),
-                            multilabel=task == "multilabel")
+    grader = P.Grader.from_meta(meta)
+    probs = grade_probabilities(logits, float(meta.get("temperature", 1.0)),
+                                task == "multilabel", grader)
     return EvalResult(probs, labels, logits=logits, task=task,
                       referable_grade=int(meta.get("referable_grade", M.REFERABLE_GRADE)),
-                      label_names=list(meta.get("class_names") or []))
+                      label_names=list(meta.get("class_names") or []), grader=grader)
+
+
+def _compared_outputs(result: EvalResult) -> np.ndarray:
+    """What the two models' largest difference is measured on: probabilities, or the score
+    of a grade regression, which has none (a difference in grades)."""
+    if result.grader is not None and result.readout.probabilities is None:
+        return result.readout.expected
+    return result.probabilities
 
 
 def task_figures(result: EvalResult, meta: dict[str, Any]) -> dict[str, Any]:
@@ -231,7 +241,8 @@ def task_figures(result: EvalResult, meta: dict[str, Any]) -> dict[str, Any]:
         return {**{k: metrics[k] for k in TASK_METRICS[task]}, **per_label, "n": metrics["n"]}
     threshold = decision_threshold(meta)[0]
     metrics = result.metrics(threshold)
-    metrics["macro_roc_auc"] = metrics["roc_auc"]  # one-vs-rest over the classes
+    # one-vs-rest over the classes (a grade regression has no class probabilities: NaN)
+    metrics["macro_roc_auc"] = metrics.get("roc_auc", math.nan)
     metrics["macro_f1"] = metrics.get("f1")
     if task == "ordinal":
         metrics["referable_roc_auc"] = metrics["referable"]["roc_auc"]
@@ -246,7 +257,7 @@ def _agreement(fp32: EvalResult, int8: EvalResult, meta: dict[str, Any]) -> dict
     if task == "binary":
         return {}
     if task != "multilabel":
-        same = fp32.probabilities.argmax(axis=1) == int8.probabilities.argmax(axis=1)
+        same = _decisions(fp32) == _decisions(int8)
         return {"prediction_agreement": float(np.mean(same))}
     names = list(meta.get("class_names") or [])
     before, after = task_figures(fp32, meta), task_figures(int8, meta)
@@ -254,6 +265,14 @@ def _agreement(fp32: EvalResult, int8: EvalResult, meta: dict[str, Any]) -> dict
     defined = {name: d for name, d in drops.items() if np.isfinite(d)}
     return {"label_auc_drop": drops,
             "worst_label": max(defined, key=defined.get) if defined else None}
+
+
+def _decisions(result: EvalResult) -> np.ndarray:
+    """The class of each image, or a grader's grade (CORAL's and a regression's are not the
+    argmax of probabilities)."""
+    if result.grader is not None:
+        return result.readout.grades
+    return result.probabilities.argmax(axis=1)
 
 
 def quantize_to_folder(
@@ -291,10 +310,6 @@ def quantize_to_folder(
     if is_exported(source):
         exported_files(source)  # a changed or foreign program is refused before any write
     check_output_folder(output_dir)
-    if ordinal_loss_of(_source_meta(source)) != "ce":
-        raise BadConfig(f"{source}: a grader trained with ordinal_loss "
-                        f"{ordinal_loss_of(_source_meta(source))}; INT8 is validated on class "
-                        "probabilities, which its outputs are not, so far")
     # a mistake in the validation data is found before minutes of calibration
     dataset = validation_set(_source_meta(source))
     output_dir.mkdir(parents=True, exist_ok=True)

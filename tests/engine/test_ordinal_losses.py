@@ -342,10 +342,29 @@ def test_a_resumed_coral_run_equals_an_uninterrupted_one(graded, tmp_path, monke
         np.testing.assert_allclose(w_a[name].numpy(), w_b[name].numpy(), atol=1e-5, err_msg=name)
 
 
-def test_int8_quantization_of_a_coral_model_is_refused_in_one_line(coral_run, tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["coral", "regression"])
+def test_int8_checks_a_coral_or_regression_grader_by_the_kappa_of_its_grades(
+        loss, coral_run, regression_run, graded, tmp_path):
+    """INT8 reads CORAL's cumulative logits and a regression's score through the Grader, as
+    eval does: fp32's figures are eval's, INT8's are scikit-learn's on the INT8 grades."""
     pytest.importorskip("nncf")
-    from palm.engine.quantize import quantize_to_folder
-    with pytest.raises(BadConfig, match="ordinal_loss coral; INT8 is validated on class probabilities"):
-        quantize_to_folder(coral_run / "best.pdparams", tmp_path / "int8", [],
-                           validation_set=lambda meta: pytest.fail("reached the data"))
-    assert not (tmp_path / "int8").exists()
+    from palm.cli import quantize as quantize_tool
+    from palm.engine.inference import load_predictor
+    from palm.engine.quantize import calibration_images
+    run = {"coral": coral_run, "regression": regression_run}[loss]
+    out = tmp_path / "int8"
+    result = quantize_tool.main(quantize_tool.get_args_parser().parse_args(
+        ["--checkpoint", str(run / "best.pdparams"), "--calib-dir", str(graded / "train"),
+         "--val-csv", str(graded / "val.csv"), "--output", str(out), "--calib-images", "16",
+         "--force"]))
+    metrics, _ = _evaluate(run / "best.pdparams", graded, tmp_path / "eval")
+    assert result.metric == "qwk" and result.fp32["qwk"] == pytest.approx(metrics["qwk"], abs=1e-9)
+    table = pd.read_csv(graded / "val.csv")
+    meta = json.loads((out / "palm_meta.json").read_text())
+    images = np.concatenate(calibration_images([str(graded / p) for p in table["path"]], meta,
+                                               len(table)))
+    grades = Grader.from_meta(meta).readout(load_predictor(out).predict(images)).grades
+    assert result.int8["qwk"] == pytest.approx(
+        skm.cohen_kappa_score(table["label"], grades, weights="quadratic"), abs=1e-9)
+    assert result.agreement["prediction_agreement"] > 0.5
