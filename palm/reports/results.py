@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from palm.engine.evaluate import evaluation_summary
+from palm.engine.eval_summary import evaluation_summary
 from palm.errors import BadData
 from palm.reports.html import (caption, figure, file_data_uri, flatten, fmt, interval_text, note,
                                table)

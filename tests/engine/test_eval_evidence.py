@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from palm import metrics as M
-from palm.engine.evaluate import EvalResult, evaluation_summary, write_evaluation
+from palm.engine.eval_summary import evaluation_summary
+from palm.engine.evaluate import EvalResult, write_evaluation
 from palm.engine.export import META_NAME, export_checkpoint
 from palm.reports.report import build_report
 from palm.cli import eval as eval_tool
