@@ -15,11 +15,10 @@ import numpy as np
 import pandas as pd
 
 from palm import metrics as M
-from palm import predictions as P
 from palm.engine.checkpoint import EXPORT_META, load_meta, update_sidecar
 from palm.errors import BadCheckpoint, BadConfig, BadData
 from palm.io_utils import read_csv
-from palm.predictions import Grader, ordinal_loss_of
+from palm.predictions import Grader, ordinal_loss_of, probabilities
 
 SELECTION_SUFFIX = "_selection.csv"
 
@@ -161,7 +160,7 @@ def _label_operating_points(labels: np.ndarray, logits: np.ndarray, meta: dict[s
     Raises:
         BadData: a label lacks positives or negatives among the selection images.
     """
-    probs = P.probabilities(logits, float(meta.get("temperature", 1.0)), multilabel=True)
+    probs = probabilities(logits, float(meta.get("temperature", 1.0)), multilabel=True)
     thresholds = {}
     for j, name in enumerate(meta["class_names"]):
         try:
