@@ -9,7 +9,8 @@ import pandas as pd
 
 Log = Callable[[str], None]
 # row keys that are not one figure each: the table shows their summary instead
-_NOT_FIGURES = ("model", "size", "predict", "inference_runs", "train_step_runs")
+_NOT_FIGURES = ("model", "size", "predict", "inference_runs", "train_step_runs",
+                "train_step_torch_runs")
 
 
 def log_rate(log: Log, label: str, short: str, rate: float | str) -> None:
@@ -21,6 +22,14 @@ def log_training(log: Log, row: dict[str, Any]) -> None:
     log(f"train step {row['train_step']:.2f} img/s, loop with loader: first epoch "
         f"{row.get('train_loader_first_epoch', float('nan')):.2f}, later epochs "
         f"{row.get('train_loader', float('nan')):.2f}")
+    torch_rate = row["train_step_torch"]
+    if not isinstance(torch_rate, float):
+        log(f"torch training: {torch_rate}")
+        return
+    loop = (f", loop with loader / torch step {row['train_loader_vs_torch']:.2f}x"
+            if "train_loader_vs_torch" in row else "")
+    log(f"torch eager train step {torch_rate:.2f} img/s: palm step / torch step "
+        f"{row['train_step_vs_torch']:.2f}x{loop}")
 
 
 def log_int8(log: Log, row: dict[str, Any]) -> None:

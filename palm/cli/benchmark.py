@@ -1,7 +1,10 @@
 """Speed of every way palm runs a network on this machine, side by side in one run.
 
 For each model and image size (random weights; speed does not depend on them):
-  train_step      bare training steps on one in-memory batch (forward, loss, backward, step)
+  train_step      bare training steps on one in-memory batch (forward, loss, backward, step),
+                  alternating in three chunks with PyTorch eager's bare step on the same
+                  network (train_step_torch, when torch is installed; resnet18/34/50 and the
+                  ViTs): train_step_vs_torch, and with the loader train_loader_vs_torch
   train_loader    palm's training loop (engine.train.train_one_epoch) fed by the real data
                   loader from PALM-sized JPEGs (2124x2056), augmentations on: the first
                   epoch (decoding, filling the image cache) and the second (cache hits)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from palm.bench.inference import eval_default_in_child
 from palm.bench.sections import run_benchmark
 from palm.bench.settings import BenchSettings
-from palm.bench.torch_twin import torch_twin
+from palm.bench.torch_twin import torch_twin, torch_training_step
+from palm.bench.train import NO_TORCH, bench_training
 from palm.errors import BadConfig
 from palm.flops import count_params
 from palm.models import build_model
@@ -98,3 +100,19 @@ def test_int8_and_decode_sections(tmp_path):
     assert row["torch_eager"].startswith("torch not installed or no PyTorch twin")
     # a 2124x2056 photo for a 32 px model decodes at 1/8 and stays close to the full decode
     assert row["decode_reduced_size"] == "266x257" and row["decode_reduced_psnr"] > 35
+
+
+def test_training_section_without_a_pytorch_twin_says_so(tmp_path):
+    row = bench_training("lenet5", 32, TINY, tmp_path, with_loader=False)
+    assert row["train_step_torch"] == NO_TORCH and "train_step_vs_torch" not in row
+    assert len(row["train_step_runs"]) == 3  # three chunks, so drift shows in their spread
+    assert row["train_step"] == pytest.approx(sum(row["train_step_runs"]) / 3)
+
+
+def test_training_section_alternates_palm_and_pytorch(tmp_path):
+    pytest.importorskip("torch")  # benchmark-only comparison, never a dependency
+    row = bench_training("resnet18", 32, TINY, tmp_path, with_loader=False)
+    assert len(row["train_step_runs"]) == len(row["train_step_torch_runs"]) == 3
+    assert row["train_step_vs_torch"] == row["train_step"] / row["train_step_torch"]
+    assert torch_training_step("lenet5", np.zeros((1, 3, 32, 32), "float32"), np.zeros(1)) is None
+
