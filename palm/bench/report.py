@@ -10,7 +10,7 @@ import pandas as pd
 Log = Callable[[str], None]
 # row keys that are not one figure each: the table shows their summary instead
 _NOT_FIGURES = ("model", "size", "predict", "inference_runs", "train_step_runs",
-                "train_step_torch_runs")
+                "train_step_torch_runs", "train_profile")
 
 
 def log_rate(log: Log, label: str, short: str, rate: float | str) -> None:
@@ -30,6 +30,31 @@ def log_training(log: Log, row: dict[str, Any]) -> None:
             if "train_loader_vs_torch" in row else "")
     log(f"torch eager train step {torch_rate:.2f} img/s: palm step / torch step "
         f"{row['train_step_vs_torch']:.2f}x{loop}")
+
+
+def profile_lines(profile: dict[str, Any]) -> list[str]:
+    """The profile section's figures per framework: seconds per phase, seconds per operator
+    type (forward/backward), and GFLOP/s per convolution kind."""
+    lines = [f"profile: convolutions {profile['conv_gflop_per_step_forward']:.1f} GFLOP per "
+             "step forward, as much again for each of data and filter gradients"]
+    for framework in ("paddle", "torch"):
+        result = profile[framework]
+        if isinstance(result, str):
+            lines.append(f"profile {framework}: {result}")
+            continue
+        phases = result["phases"]
+        total = sum(phases.values())
+        lines.append(f"profile {framework} s/step: " + ", ".join(
+            f"{phase} {s:.3f} ({s / total:.0%})" for phase, s in phases.items()))
+        lines.append(f"profile {framework} op types s/step: " + ", ".join(
+            f"{kind} " + " + ".join(f"{s:.3f} {phase}" for phase, s in sorted(by_phase.items(),
+                                                                              reverse=True))
+            for kind, by_phase in sorted(result["op_types"].items(),
+                                         key=lambda kv: -sum(kv[1].values()))))
+        lines.append(f"profile {framework} conv GFLOP/s: " + ", ".join(
+            f"{kind} {r['gflop_per_s']:.1f} ({r['seconds']:.3f} s)"
+            for kind, r in result["conv"].items()))
+    return lines
 
 
 def log_int8(log: Log, row: dict[str, Any]) -> None:

@@ -34,21 +34,29 @@ def torch_twin(model_name: str) -> Any:
     return net.eval()
 
 
-def torch_training_step(model_name: str, batch: np.ndarray, labels: np.ndarray
-                        ) -> Callable[[], None] | None:
-    """One PyTorch eager training step on `batch`, as palm.bench.train.training_setup's
-    (one logit, BCE-with-logits, SGD momentum 0.9 with weight decay 1e-3, waiting for the
-    loss); None without torch or a twin of `model_name`."""
+def torch_training_parts(model_name: str, batch: np.ndarray, labels: np.ndarray
+                         ) -> tuple[Any, Any, Any, Any, Any] | None:
+    """(network in training mode, optimizer, loss, images, targets) of a PyTorch eager
+    training step as palm.bench.train.training_setup's: one logit, BCE-with-logits, SGD
+    momentum 0.9 with weight decay 1e-3; None without torch or a twin of `model_name`."""
     net = torch_twin(model_name)
     if net is None:
         return None
     import torch
 
-    net.train()
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-3)
-    images = torch.from_numpy(batch)
     targets = torch.from_numpy(labels.astype("float32")).reshape(-1, 1)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    return (net.train(), optimizer, torch.nn.BCEWithLogitsLoss(), torch.from_numpy(batch),
+            targets)
+
+
+def torch_training_step(model_name: str, batch: np.ndarray, labels: np.ndarray
+                        ) -> Callable[[], None] | None:
+    """One PyTorch eager training step (torch_training_parts), waiting for the loss."""
+    parts = torch_training_parts(model_name, batch, labels)
+    if parts is None:
+        return None
+    net, optimizer, loss_fn, images, targets = parts
 
     def step() -> None:
         loss = loss_fn(net(images), targets)

@@ -10,6 +10,11 @@ For each model and image size (random weights; speed does not depend on them):
                   epoch (decoding, filling the image cache) and the second (cache hits)
   compile         bare training steps eager vs compiled with paddle.jit.to_static
                   (tools/train.py --compile), alternating; and the seconds compiling took
+  profile         where a training step's time goes, palm against PyTorch eager (when
+                  installed) on the same network: seconds in forward, backward and
+                  optimizer; per operator type (paddle.profiler, torch.profiler); and
+                  GFLOP/s of the network's convolutions timed alone per kind (forward,
+                  data gradient, filter gradient)
   eval_default    dygraph eval as Paddle ships (child process without palm's CPU tuning:
                   one OpenMP thread, MKL's generic path on AMD)
   eval_dygraph    dygraph eval with palm's CPU tuning (threads = cores, MKL_DEBUG_CPU_TYPE)
@@ -57,7 +62,7 @@ RUNS = "palm.bench.tasks:run_benchmark_task"
 
 # palm.bench.settings.SECTIONS, written out because that module imports Paddle
 # (tests/cli/test_light_parsers.py checks they agree)
-SECTIONS = ("train", "loader", "compile", "default", "eval", "inference", "bf16", "onnx",
+SECTIONS = ("train", "loader", "compile", "profile", "default", "eval", "inference", "bf16", "onnx",
             "int8", "decode", "predict", "stats")
 
 
