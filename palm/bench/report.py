@@ -51,9 +51,11 @@ def profile_lines(profile: dict[str, Any]) -> list[str]:
                                                                               reverse=True))
             for kind, by_phase in sorted(result["op_types"].items(),
                                          key=lambda kv: -sum(kv[1].values()))))
-        lines.append(f"profile {framework} conv GFLOP/s: " + ", ".join(
-            f"{kind} {r['gflop_per_s']:.1f} ({r['seconds']:.3f} s)"
-            for kind, r in result["conv"].items()))
+        for kernels in ("conv", "conv_onednn"):
+            if kernels in result:
+                lines.append(f"profile {framework} {kernels} GFLOP/s: " + ", ".join(
+                    f"{kind} {r['gflop_per_s']:.1f} ({r['seconds']:.3f} s)"
+                    for kind, r in result[kernels].items()))
     return lines
 
 

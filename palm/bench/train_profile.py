@@ -8,7 +8,9 @@ Three views, each measured on both frameworks in one process:
   op types   the profilers' (paddle.profiler, torch.profiler) top-level events per step,
              grouped by operator type (conv, batch norm, ReLU, pooling, add, ...) and phase
   conv       every convolution of the network at the step's batch, timed alone: forward,
-             data gradient (d input) and filter gradient (d weight), GFLOP/s of each kind
+             data gradient (d input) and filter gradient (d weight), GFLOP/s of each kind;
+             Paddle's also with its oneDNN kernels (FLAGS_use_mkldnn, conv_onednn), which
+             its dygraph training does not use by default
 """
 from __future__ import annotations
 
@@ -195,6 +197,15 @@ def paddle_conv_seconds(shape: ConvShape, repeats: int) -> dict[str, float]:
             "filter_grad": _best(gradient(weight), repeats) - fwd}
 
 
+def paddle_onednn_conv_seconds(shape: ConvShape, repeats: int) -> dict[str, float]:
+    """paddle_conv_seconds with Paddle's oneDNN kernels switched on."""
+    paddle.set_flags({"FLAGS_use_mkldnn": True})
+    try:
+        return paddle_conv_seconds(shape, repeats)
+    finally:
+        paddle.set_flags({"FLAGS_use_mkldnn": False})
+
+
 def torch_conv_seconds(shape: ConvShape, repeats: int) -> dict[str, float]:
     """The same in PyTorch, each gradient by its own call (torch.nn.grad)."""
     import torch
@@ -241,6 +252,7 @@ def bench_train_profile(model_name: str, batch_size: int, size: int, steps: int 
     else:
         out["torch"] = {"phases": twin[0], "op_types": torch_op_types(twin[1], steps)}
     out["paddle"]["conv"] = conv_rates(shapes, paddle_conv_seconds, repeats)
+    out["paddle"]["conv_onednn"] = conv_rates(shapes, paddle_onednn_conv_seconds, repeats)
     if twin is not None:
         out["torch"]["conv"] = conv_rates(shapes, torch_conv_seconds, repeats)
     return out

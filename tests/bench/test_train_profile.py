@@ -47,7 +47,8 @@ def test_profile_section_measures_each_phase_kind_and_framework():
         assert result["op_types"]["optimizer"]["optimizer"] > 0
         assert set(result["conv"]) == {"forward", "data_grad", "filter_grad"}
         assert all(r["gflop_per_s"] > 0 for r in result["conv"].values())
+    assert set(profile["paddle"]["conv_onednn"]) == {"forward", "data_grad", "filter_grad"}
     lines = profile_lines(profile)
-    assert sum(line.startswith("profile paddle") for line in lines) == 3
+    assert sum(line.startswith("profile paddle") for line in lines) == 4
     if profile["torch"] == NO_TORCH:
         assert f"profile torch: {NO_TORCH}" in lines
