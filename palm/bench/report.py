@@ -46,9 +46,11 @@ def profile_lines(profile: dict[str, Any]) -> list[str]:
         total = sum(phases.values())
         lines.append(f"profile {framework} s/step: " + ", ".join(
             f"{phase} {s:.3f} ({s / total:.0%})" for phase, s in phases.items()))
-        lines.append(f"profile {framework} op types s/step: " + ", ".join(
-            f"{kind} " + " + ".join(f"{s:.3f} {phase}" for phase, s in sorted(by_phase.items(),
-                                                                              reverse=True))
+        # shares of the profiled steps' own total: the profiler slows a step down
+        profiled = sum(s for by_phase in result["op_types"].values() for s in by_phase.values())
+        lines.append(f"profile {framework} op types, share of the profiled step: " + ", ".join(
+            f"{kind} " + " + ".join(f"{s / profiled:.1%} {phase}"
+                                    for phase, s in sorted(by_phase.items(), reverse=True))
             for kind, by_phase in sorted(result["op_types"].items(),
                                          key=lambda kv: -sum(kv[1].values()))))
         for kernels in ("conv", "conv_onednn"):
