@@ -28,8 +28,10 @@ def log_training(log: Log, row: dict[str, Any]) -> None:
         return
     loop = (f", loop with loader / torch step {row['train_loader_vs_torch']:.2f}x"
             if "train_loader_vs_torch" in row else "")
+    chunks = "; ".join(f"{a:.2f} / {b:.2f}" for a, b in
+                       zip(row["train_step_runs"], row["train_step_torch_runs"]))
     log(f"torch eager train step {torch_rate:.2f} img/s: palm step / torch step "
-        f"{row['train_step_vs_torch']:.2f}x{loop}")
+        f"{row['train_step_vs_torch']:.2f}x{loop} (chunks palm / torch: {chunks})")
 
 
 def profile_lines(profile: dict[str, Any]) -> list[str]:

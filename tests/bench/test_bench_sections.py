@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from palm.bench.inference import eval_default_in_child
+from palm.bench.report import log_training
 from palm.bench.sections import run_benchmark
 from palm.bench.settings import BenchSettings
 from palm.bench.torch_twin import torch_twin, torch_training_step
@@ -107,6 +108,20 @@ def test_training_section_without_a_pytorch_twin_says_so(tmp_path):
     assert row["train_step_torch"] == NO_TORCH and "train_step_vs_torch" not in row
     assert len(row["train_step_runs"]) == 3  # three chunks, so drift shows in their spread
     assert row["train_step"] == pytest.approx(sum(row["train_step_runs"]) / 3)
+    lines: list[str] = []
+    log_training(lines.append, row)
+    assert lines[-1] == f"torch training: {NO_TORCH}"
+
+
+def test_training_log_shows_the_ratio_and_each_chunk_of_both():
+    row = {"train_step": 3.0, "train_step_runs": [2.0, 3.0, 4.0], "train_step_torch": 2.0,
+           "train_step_torch_runs": [1.0, 2.0, 3.0], "train_step_vs_torch": 1.5,
+           "train_loader": 2.5, "train_loader_vs_torch": 1.25}
+    lines: list[str] = []
+    log_training(lines.append, row)
+    assert lines[-1] == ("torch eager train step 2.00 img/s: palm step / torch step 1.50x, "
+                         "loop with loader / torch step 1.25x (chunks palm / torch: "
+                         "2.00 / 1.00; 3.00 / 2.00; 4.00 / 3.00)")
 
 
 def test_training_section_alternates_palm_and_pytorch(tmp_path):
