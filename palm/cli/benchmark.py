@@ -4,7 +4,8 @@ For each model and image size (random weights; speed does not depend on them):
   train_step      bare training steps on one in-memory batch (forward, loss, backward, step),
                   alternating in three chunks with PyTorch eager's bare step on the same
                   network (train_step_torch, when torch is installed; resnet18/34/50 and the
-                  ViTs): train_step_vs_torch, and with the loader train_loader_vs_torch
+                  ViTs): train_step_vs_torch (means of the chunks), train_step_vs_torch_best
+                  (fastest chunks), and with the loader train_loader_vs_torch
   train_loader    palm's training loop (engine.train.train_one_epoch) fed by the real data
                   loader from PALM-sized JPEGs (2124x2056), augmentations on: the first
                   epoch (decoding, filling the image cache) and the second (cache hits)

@@ -116,11 +116,12 @@ def test_training_section_without_a_pytorch_twin_says_so(tmp_path):
 def test_training_log_shows_the_ratio_and_each_chunk_of_both():
     row = {"train_step": 3.0, "train_step_runs": [2.0, 3.0, 4.0], "train_step_torch": 2.0,
            "train_step_torch_runs": [1.0, 2.0, 3.0], "train_step_vs_torch": 1.5,
+           "train_step_vs_torch_best": 4 / 3,
            "train_loader": 2.5, "train_loader_vs_torch": 1.25}
     lines: list[str] = []
     log_training(lines.append, row)
     assert lines[-1] == ("torch eager train step 2.00 img/s: palm step / torch step 1.50x, "
-                         "loop with loader / torch step 1.25x (chunks palm / torch: "
+                         "fastest chunks 1.33x, loop with loader / torch step 1.25x (chunks palm / torch: "
                          "2.00 / 1.00; 3.00 / 2.00; 4.00 / 3.00)")
 
 
@@ -129,5 +130,7 @@ def test_training_section_alternates_palm_and_pytorch(tmp_path):
     row = bench_training("resnet18", 32, TINY, tmp_path, with_loader=False)
     assert len(row["train_step_runs"]) == len(row["train_step_torch_runs"]) == 3
     assert row["train_step_vs_torch"] == row["train_step"] / row["train_step_torch"]
+    assert row["train_step_vs_torch_best"] == (max(row["train_step_runs"])
+                                               / max(row["train_step_torch_runs"]))
     assert torch_training_step("lenet5", np.zeros((1, 3, 32, 32), "float32"), np.zeros(1)) is None
 
