@@ -25,7 +25,8 @@ TINY = BenchSettings(iters=2, train_iters=3, repeats=1)
 def test_benchmark_sections_write_json(tmp_path):
     out = tmp_path / "bench.json"
     result = run_benchmark(out, tmp_path / "work", models=["lenet5"], sizes=[32],
-                           sections=["train", "compile", "eval", "inference", "default"],
+                           sections=["train", "compile", "profile", "eval", "inference",
+                                     "default"],
                            settings=TINY)
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     (row,) = result["rows"]
@@ -37,6 +38,8 @@ def test_benchmark_sections_write_json(tmp_path):
     assert row["inference_vs_eval_dygraph"] == row["inference"] / row["eval_dygraph"]
     assert row["eval_dygraph_vs_eval_default"] == row["eval_dygraph"] / row["eval_default"]
     assert row["inference_rel_diff"] < 1e-4  # the export computes what dygraph computes
+    assert row["train_profile"]["paddle"]["phases"]["backward"] > 0
+    assert row["train_profile"]["torch"] == NO_TORCH  # lenet5 has no PyTorch twin
     assert result["environment"]["cores"] >= 1
 
 
