@@ -106,7 +106,9 @@ def _add_event(table: dict[str, dict[str, float]], name: str, phase: str, second
 def paddle_op_types(step: Callable[[], None], steps: int) -> dict[str, dict[str, float]]:
     """Seconds per step by operator type and phase, from paddle.profiler's events (grad
     nodes are the backward, momentum the optimizer, the other dygraph ops the forward)."""
-    prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU])
+    # on_trace_ready: without one Paddle writes a chrome trace into ./profiler_log/
+    prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU],
+                             on_trace_ready=lambda prof: None)
     prof.start()
     for _ in range(steps):
         step()

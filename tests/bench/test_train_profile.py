@@ -35,8 +35,10 @@ def test_convolution_flops_add_up_to_the_networks_count():
     assert per_image == count_flops(build_model("resnet18", 1), (1, 3, 64, 64)) - 2 * 512
 
 
-def test_profile_section_measures_each_phase_kind_and_framework():
+def test_profile_section_measures_each_phase_kind_and_framework(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     profile = bench_train_profile("resnet18", 2, 32, steps=1, repeats=1)
+    assert list(tmp_path.iterdir()) == []  # no profiler trace left behind
     frameworks = ["paddle"] + ([] if profile["torch"] == NO_TORCH else ["torch"])
     for framework in frameworks:
         result = profile[framework]
