@@ -9,7 +9,8 @@ import pandas as pd
 
 Log = Callable[[str], None]
 # row keys that are not one figure each: the table shows their summary instead
-_NOT_FIGURES = ("model", "size", "predict", "inference_runs", "train_step_runs")
+_NOT_FIGURES = ("model", "size", "predict", "inference_runs", "train_step_runs",
+                "train_step_torch_runs", "train_profile")
 
 
 def log_rate(log: Log, label: str, short: str, rate: float | str) -> None:
@@ -21,6 +22,46 @@ def log_training(log: Log, row: dict[str, Any]) -> None:
     log(f"train step {row['train_step']:.2f} img/s, loop with loader: first epoch "
         f"{row.get('train_loader_first_epoch', float('nan')):.2f}, later epochs "
         f"{row.get('train_loader', float('nan')):.2f}")
+    torch_rate = row["train_step_torch"]
+    if not isinstance(torch_rate, float):
+        log(f"torch training: {torch_rate}")
+        return
+    loop = (f", loop with loader / torch step {row['train_loader_vs_torch']:.2f}x"
+            if "train_loader_vs_torch" in row else "")
+    chunks = "; ".join(f"{a:.2f} / {b:.2f}" for a, b in
+                       zip(row["train_step_runs"], row["train_step_torch_runs"]))
+    log(f"torch eager train step {torch_rate:.2f} img/s: palm step / torch step "
+        f"{row['train_step_vs_torch']:.2f}x, fastest chunks {row['train_step_vs_torch_best']:.2f}x"
+        f"{loop} (chunks palm / torch: {chunks})")
+
+
+def profile_lines(profile: dict[str, Any]) -> list[str]:
+    """The profile section's figures per framework: seconds per phase, seconds per operator
+    type (forward/backward), and GFLOP/s per convolution kind."""
+    lines = [f"profile: convolutions {profile['conv_gflop_per_step_forward']:.1f} GFLOP per "
+             "step forward, as much again for each of data and filter gradients"]
+    for framework in ("paddle", "torch"):
+        result = profile[framework]
+        if isinstance(result, str):
+            lines.append(f"profile {framework}: {result}")
+            continue
+        phases = result["phases"]
+        total = sum(phases.values())
+        lines.append(f"profile {framework} s/step: " + ", ".join(
+            f"{phase} {s:.3f} ({s / total:.0%})" for phase, s in phases.items()))
+        # shares of the profiled steps' own total: the profiler slows a step down
+        profiled = sum(s for by_phase in result["op_types"].values() for s in by_phase.values())
+        lines.append(f"profile {framework} op types, share of the profiled step: " + ", ".join(
+            f"{kind} " + " + ".join(f"{s / profiled:.1%} {phase}"
+                                    for phase, s in sorted(by_phase.items(), reverse=True))
+            for kind, by_phase in sorted(result["op_types"].items(),
+                                         key=lambda kv: -sum(kv[1].values()))))
+        for kernels in ("conv", "conv_onednn"):
+            if kernels in result:
+                lines.append(f"profile {framework} {kernels} GFLOP/s: " + ", ".join(
+                    f"{kind} {r['gflop_per_s']:.1f} ({r['seconds']:.3f} s)"
+                    for kind, r in result[kernels].items()))
+    return lines
 
 
 def log_int8(log: Log, row: dict[str, Any]) -> None:

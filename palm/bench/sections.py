@@ -16,12 +16,13 @@ from palm.bench.inference import (TUNING_VARS, bench_bf16, bench_int8, bench_onn
                                   eval_default_in_child, relative_difference)
 from palm.bench.predict import bench_predict
 from palm.bench.report import (Log, format_table, log_int8, log_predict, log_rate,
-                               log_training, stats_line)
+                               log_training, profile_lines, stats_line)
 from palm.bench.settings import DEFAULT_MODELS, SECTIONS, BenchSettings, check_sections
 from palm.bench.stats import bench_statistics
 from palm.bench.table import run_table
 from palm.bench.timing import images_per_second, random_batch, random_weights_meta, require_at_least
 from palm.bench.train import bench_compiled_training, bench_training
+from palm.bench.train_profile import bench_train_profile
 from palm.engine.checkpoint import IMAGE_SIZE_RANGE
 from palm.engine.export import export_model
 from palm.engine.inference import DygraphPredictor, InferencePredictor
@@ -44,6 +45,10 @@ def _training_sections(row: dict, model_name: str, size: int, settings: BenchSet
         row.update(bench_compiled_training(model_name, size, settings))
         log(f"train step eager {row['train_step_eager']:.2f}, compiled "
             f"{row['train_step_compiled']:.2f} img/s (compiling {row['compile_seconds']:.1f} s)")
+    if "profile" in sections:
+        row["train_profile"] = bench_train_profile(model_name, settings.batch_size, size)
+        for line in profile_lines(row["train_profile"]):
+            log(line)
 
 
 def _other_engines(row: dict, export_dir: Path, meta: dict, batch: np.ndarray,

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from palm.bench.timing import require_at_least
 from palm.errors import BadConfig
 
-SECTIONS = ("train", "loader", "compile", "default", "eval", "inference", "bf16", "onnx",
+SECTIONS = ("train", "loader", "compile", "profile", "default", "eval", "inference", "bf16", "onnx",
             "int8", "decode", "predict", "stats")
 DEFAULT_MODELS = ("resnet50", "resnet18")
 

@@ -1,8 +1,12 @@
-"""palm's ResNet18/34/50 and ViT layouts in PyTorch, for the int8 section's PyTorch eager
-comparison. Written out because torchvision and timm are not needed for anything else."""
+"""palm's ResNet18/34/50 and ViT layouts in PyTorch, for the int8 and training sections'
+PyTorch eager comparisons. Written out because torchvision and timm are not needed for
+anything else."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from palm.models.vit import VIT_SIZES
 from palm.runtime import usable_cores
@@ -28,6 +32,40 @@ def torch_twin(model_name: str) -> Any:
         return None
     torch.set_num_threads(usable_cores())
     return net.eval()
+
+
+def torch_training_parts(model_name: str, batch: np.ndarray, labels: np.ndarray
+                         ) -> tuple[Any, Any, Any, Any, Any] | None:
+    """(network in training mode, optimizer, loss, images, targets) of a PyTorch eager
+    training step as palm.bench.train.training_setup's: one logit, BCE-with-logits, SGD
+    momentum 0.9 with weight decay 1e-3; None without torch or a twin of `model_name`."""
+    net = torch_twin(model_name)
+    if net is None:
+        return None
+    import torch
+
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-3)
+    targets = torch.from_numpy(labels.astype("float32")).reshape(-1, 1)
+    return (net.train(), optimizer, torch.nn.BCEWithLogitsLoss(), torch.from_numpy(batch),
+            targets)
+
+
+def torch_training_step(model_name: str, batch: np.ndarray, labels: np.ndarray
+                        ) -> Callable[[], None] | None:
+    """One PyTorch eager training step (torch_training_parts), waiting for the loss."""
+    parts = torch_training_parts(model_name, batch, labels)
+    if parts is None:
+        return None
+    net, optimizer, loss_fn, images, targets = parts
+
+    def step() -> None:
+        loss = loss_fn(net(images), targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        loss.item()
+
+    return step
 
 
 def torch_vit(embed_dim: int, depth: int, num_heads: int) -> Any:

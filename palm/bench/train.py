@@ -1,5 +1,6 @@
-"""Training sections: bare training steps, palm's training loop fed by the data loader, and
-eager against to_static-compiled steps."""
+"""Training sections: bare training steps, palm's training loop fed by the data loader, both
+against PyTorch eager's bare step on the same network, and eager against to_static-compiled
+steps."""
 from __future__ import annotations
 
 import tempfile
@@ -14,11 +15,15 @@ import paddle
 from palm.bench.data import fill_folder, palm_sized_images
 from palm.bench.settings import BenchSettings
 from palm.bench.timing import images_per_second, random_batch
+from palm.bench.torch_twin import torch_training_step
 from palm.data import PalmTrainSet, build_loader, build_transform
 from palm.engine.losses import ClassificationLoss
 from palm.engine.runner import compile_network
 from palm.engine.train import train_one_epoch
 from palm.models import build_model
+
+
+NO_TORCH = "torch not installed or no PyTorch twin of this network"
 
 
 def training_setup(model_name: str, batch_size: int, size: int, compiled: bool = False
@@ -64,20 +69,53 @@ def bench_compiled_training(model_name: str, size: int, settings: BenchSettings)
     return out
 
 
+class BareSteps:
+    """Chunks of bare training steps of palm's network and, when torch and a twin are there,
+    of PyTorch eager's, one chunk of each per call so that a drift in the machine's speed
+    affects both frameworks alike."""
+
+    def __init__(self, step: Callable[[], None], torch_step: Callable[[], None] | None,
+                 batch_size: int, chunk: int) -> None:
+        self.steps = {"train_step": step}
+        if torch_step is not None:
+            self.steps["train_step_torch"] = torch_step
+        self.batch_size, self.chunk = batch_size, chunk
+        self.rates: dict[str, list[float]] = {name: [] for name in self.steps}
+
+    def measure(self, warmup: int) -> None:
+        for name, fn in self.steps.items():
+            self.rates[name].append(images_per_second(fn, self.batch_size, self.chunk, warmup))
+
+    def figures(self) -> dict[str, Any]:
+        """Mean rate and the rate of each chunk (their spread shows the drift), palm / torch."""
+        out: dict[str, Any] = {"train_step_torch": NO_TORCH}
+        for name, runs in self.rates.items():
+            out[name] = float(np.mean(runs))
+            out[f"{name}_runs"] = runs
+        if "train_step_torch" in self.rates:
+            out["train_step_vs_torch"] = out["train_step"] / out["train_step_torch"]
+            # other jobs on the machine slow PyTorch's spinning OpenMP threads more than
+            # Paddle's sleeping ones: the fastest chunks are each framework on a quiet machine
+            out["train_step_vs_torch_best"] = (max(self.rates["train_step"])
+                                               / max(self.rates["train_step_torch"]))
+        return out
+
+
 def bench_training(model_name: str, size: int, settings: BenchSettings, work_dir: Path,
                    with_loader: bool) -> dict[str, Any]:
-    """Bare step rate and, `with_loader`, the training loop's rate in its first epoch
-    (decoding into the image cache) and second (cache hits)."""
+    """Bare step rate of palm and of PyTorch eager (alternating in three chunks) and,
+    `with_loader`, palm's training loop's rate in its first epoch (decoding into the image
+    cache) and second (cache hits), with bare chunks of both before, between and after."""
     batch_size = settings.batch_size
     model, optimizer, loss_fn, step = training_setup(model_name, batch_size, size)
-    out: dict[str, Any] = {}
+    torch_step = torch_training_step(model_name, random_batch(batch_size, size),
+                                     np.arange(batch_size) % 2)
+    bare = BareSteps(step, torch_step, batch_size, max(1, settings.train_iters // 3))
     if not with_loader:
-        out["train_step"] = images_per_second(step, batch_size, settings.train_iters)
-        return out
-    # bare steps before, between and after the two loader epochs, so a drift in the
-    # machine's speed affects both figures alike
-    chunk = max(1, settings.train_iters // 3)
-    bare = [images_per_second(step, batch_size, chunk)]
+        for _ in range(3):
+            bare.measure(warmup=1)
+        return bare.figures()
+    bare.measure(warmup=2)
     folder = fill_folder(work_dir / f"train{settings.train_images}", palm_sized_images(work_dir),
                          settings.train_images, keep_prefix=True)
     epochs = []
@@ -89,10 +127,12 @@ def bench_training(model_name: str, size: int, settings: BenchSettings, work_dir
         for epoch in (1, 2):
             epochs.append(train_one_epoch(model, loss_fn, optimizer, loader, epoch=epoch,
                                           progress=False)["train_img_per_s"])
-            bare.append(images_per_second(step, batch_size, chunk, warmup=0))
-    out["train_step"] = float(np.mean(bare))
-    out["train_step_runs"] = bare  # their spread shows how much the machine drifted
+            bare.measure(warmup=0)
+    out = bare.figures()
     out["train_loader_first_epoch"], out["train_loader"] = epochs
     out["first_epoch_vs_step"] = epochs[0] / out["train_step"]
     out["loader_vs_step"] = epochs[1] / out["train_step"]
+    if "train_step_vs_torch" in out:
+        # palm's whole loop, data loading included, against torch's bare step
+        out["train_loader_vs_torch"] = epochs[1] / out["train_step_torch"]
     return out

@@ -1,12 +1,21 @@
 """Speed of every way palm runs a network on this machine, side by side in one run.
 
 For each model and image size (random weights; speed does not depend on them):
-  train_step      bare training steps on one in-memory batch (forward, loss, backward, step)
+  train_step      bare training steps on one in-memory batch (forward, loss, backward, step),
+                  alternating in three chunks with PyTorch eager's bare step on the same
+                  network (train_step_torch, when torch is installed; resnet18/34/50 and the
+                  ViTs): train_step_vs_torch (means of the chunks), train_step_vs_torch_best
+                  (fastest chunks), and with the loader train_loader_vs_torch
   train_loader    palm's training loop (engine.train.train_one_epoch) fed by the real data
                   loader from PALM-sized JPEGs (2124x2056), augmentations on: the first
                   epoch (decoding, filling the image cache) and the second (cache hits)
   compile         bare training steps eager vs compiled with paddle.jit.to_static
                   (tools/train.py --compile), alternating; and the seconds compiling took
+  profile         where a training step's time goes, palm against PyTorch eager (when
+                  installed) on the same network: seconds in forward, backward and
+                  optimizer; per operator type (paddle.profiler, torch.profiler); and
+                  GFLOP/s of the network's convolutions timed alone per kind (forward,
+                  data gradient, filter gradient)
   eval_default    dygraph eval as Paddle ships (child process without palm's CPU tuning:
                   one OpenMP thread, MKL's generic path on AMD)
   eval_dygraph    dygraph eval with palm's CPU tuning (threads = cores, MKL_DEBUG_CPU_TYPE)
@@ -54,7 +63,7 @@ RUNS = "palm.bench.tasks:run_benchmark_task"
 
 # palm.bench.settings.SECTIONS, written out because that module imports Paddle
 # (tests/cli/test_light_parsers.py checks they agree)
-SECTIONS = ("train", "loader", "compile", "default", "eval", "inference", "bf16", "onnx",
+SECTIONS = ("train", "loader", "compile", "profile", "default", "eval", "inference", "bf16", "onnx",
             "int8", "decode", "predict", "stats")
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from palm.bench.inference import eval_default_in_child
+from palm.bench.report import log_training
 from palm.bench.sections import run_benchmark
 from palm.bench.settings import BenchSettings
-from palm.bench.torch_twin import torch_twin
+from palm.bench.torch_twin import torch_twin, torch_training_step
+from palm.bench.train import NO_TORCH, bench_training
 from palm.errors import BadConfig
 from palm.flops import count_params
 from palm.models import build_model
@@ -22,7 +25,8 @@ TINY = BenchSettings(iters=2, train_iters=3, repeats=1)
 def test_benchmark_sections_write_json(tmp_path):
     out = tmp_path / "bench.json"
     result = run_benchmark(out, tmp_path / "work", models=["lenet5"], sizes=[32],
-                           sections=["train", "compile", "eval", "inference", "default"],
+                           sections=["train", "compile", "profile", "eval", "inference",
+                                     "default"],
                            settings=TINY)
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     (row,) = result["rows"]
@@ -34,6 +38,8 @@ def test_benchmark_sections_write_json(tmp_path):
     assert row["inference_vs_eval_dygraph"] == row["inference"] / row["eval_dygraph"]
     assert row["eval_dygraph_vs_eval_default"] == row["eval_dygraph"] / row["eval_default"]
     assert row["inference_rel_diff"] < 1e-4  # the export computes what dygraph computes
+    assert row["train_profile"]["paddle"]["phases"]["backward"] > 0
+    assert row["train_profile"]["torch"] == NO_TORCH  # lenet5 has no PyTorch twin
     assert result["environment"]["cores"] >= 1
 
 
@@ -98,3 +104,36 @@ def test_int8_and_decode_sections(tmp_path):
     assert row["torch_eager"].startswith("torch not installed or no PyTorch twin")
     # a 2124x2056 photo for a 32 px model decodes at 1/8 and stays close to the full decode
     assert row["decode_reduced_size"] == "266x257" and row["decode_reduced_psnr"] > 35
+
+
+def test_training_section_without_a_pytorch_twin_says_so(tmp_path):
+    row = bench_training("lenet5", 32, TINY, tmp_path, with_loader=False)
+    assert row["train_step_torch"] == NO_TORCH and "train_step_vs_torch" not in row
+    assert len(row["train_step_runs"]) == 3  # three chunks, so drift shows in their spread
+    assert row["train_step"] == pytest.approx(sum(row["train_step_runs"]) / 3)
+    lines: list[str] = []
+    log_training(lines.append, row)
+    assert lines[-1] == f"torch training: {NO_TORCH}"
+
+
+def test_training_log_shows_the_ratio_and_each_chunk_of_both():
+    row = {"train_step": 3.0, "train_step_runs": [2.0, 3.0, 4.0], "train_step_torch": 2.0,
+           "train_step_torch_runs": [1.0, 2.0, 3.0], "train_step_vs_torch": 1.5,
+           "train_step_vs_torch_best": 4 / 3,
+           "train_loader": 2.5, "train_loader_vs_torch": 1.25}
+    lines: list[str] = []
+    log_training(lines.append, row)
+    assert lines[-1] == ("torch eager train step 2.00 img/s: palm step / torch step 1.50x, "
+                         "fastest chunks 1.33x, loop with loader / torch step 1.25x (chunks palm / torch: "
+                         "2.00 / 1.00; 3.00 / 2.00; 4.00 / 3.00)")
+
+
+def test_training_section_alternates_palm_and_pytorch(tmp_path):
+    pytest.importorskip("torch")  # benchmark-only comparison, never a dependency
+    row = bench_training("resnet18", 32, TINY, tmp_path, with_loader=False)
+    assert len(row["train_step_runs"]) == len(row["train_step_torch_runs"]) == 3
+    assert row["train_step_vs_torch"] == row["train_step"] / row["train_step_torch"]
+    assert row["train_step_vs_torch_best"] == (max(row["train_step_runs"])
+                                               / max(row["train_step_torch_runs"]))
+    assert torch_training_step("lenet5", np.zeros((1, 3, 32, 32), "float32"), np.zeros(1)) is None
+
