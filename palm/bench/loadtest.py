@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,9 +21,10 @@ from palm.bench.data import palm_sized_images
 from palm.bench.predict import rss_mb
 from palm.bench.timing import (PACKAGE_PARENT, images_per_second, random_weights_meta,
                                require_at_least)
-from palm.data import build_transform, list_images, read_image
+from palm.data import PalmTrainSet, build_transform, eval_transform, list_images, read_image
 from palm.engine.checkpoint import save_checkpoint
 from palm.engine.inference import load_predictor
+from palm.engine.quantize import quantize_to_folder
 from palm.errors import BadConfig, BadData, UserError
 from palm.io_utils import write_json_atomic
 from palm.models import build_model
@@ -135,11 +137,15 @@ def measure_round(url: str, photos: Photos, requests: int, concurrency: int, cam
         done.set()
         sampler.join()
     ms = np.asarray(latencies) * 1000
-    return {"throughput_req_s": round(requests / wall, 1),
-            "p50_ms": round(float(np.percentile(ms, 50)), 1),
-            "p95_ms": round(float(np.percentile(ms, 95)), 1), "max_ms": round(float(ms.max()), 1),
-            "errors": len(errors), "first_errors": errors[:3],
+    return {"throughput_req_s": round(requests / wall, 1), "wall_s": wall,
+            **latency_percentiles(ms), "max_ms": round(float(ms.max()), 1),
+            "latencies_ms": ms.tolist(), "errors": len(errors), "first_errors": errors[:3],
             "rss_peak_mb": round(peak[0], 1), "rss_after_mb": round(rss_mb(pid), 1)}
+
+
+def latency_percentiles(ms: np.ndarray) -> dict[str, float]:
+    """p50, p95 and p99 of latencies in ms."""
+    return {f"p{q}_ms": round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99)}
 
 
 def model_rates(checkpoint: str | Path, engine: str, max_batch: int, photo: Path) -> dict[str, float]:
@@ -162,6 +168,21 @@ def random_checkpoint(model_name: str, image_size: int, folder: Path) -> Path:
     save_checkpoint(path, build_model(model_name, num_classes=1),
                     random_weights_meta(model_name, image_size))
     return path
+
+
+def int8_folder(checkpoint: Path, work_dir: Path) -> Path:
+    """`checkpoint` quantized to an INT8 folder (`palm quantize`'s) beside it, calibrated on
+    the synthetic PALM-sized photos; forced, since random weights have no metric to keep."""
+    output = checkpoint.with_name(checkpoint.stem + "-int8")
+    shutil.rmtree(output, ignore_errors=True)  # a folder of earlier random weights
+    paths = palm_sized_images(work_dir)
+
+    def validation_set(meta: dict[str, Any]) -> PalmTrainSet:
+        return PalmTrainSet(paths[0].parent, transform=eval_transform(meta))
+
+    quantize_to_folder(checkpoint, output, [str(p) for p in paths], validation_set,
+                       calib_images=len(paths), force=True, log=log.info)
+    return output
 
 
 def _photos(folder: str | Path | None, work_dir: Path) -> list[Path]:
@@ -208,46 +229,109 @@ def _serve_and_measure(checkpoint: str | Path, engine: str, photos: Photos, work
     return {"before": before, "rounds": measured, "health": health, "model": model}
 
 
+# what the service should reach under the load test (issue 26): requests/s against the
+# model's own batch rate, the 95th percentile latency, and memory after the first round
+TARGETS = {"min_ratio": 0.85, "max_p95_ms": 500.0, "max_rss_growth_mb": 50.0}
+
+
 def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
-                 model: str | None = None, image_size: int = 224, engine: str = "auto",
-                 photos: str | Path | None = None, requests: int = 500, concurrency: int = 8,
-                 warmup: int = 16, rounds: int = 2, cam: bool = False, max_batch: int = 8,
-                 max_wait_ms: float = 10.0, output: str | Path | None = None) -> dict[str, Any]:
+                 model: str | None = None, image_size: int = 224, int8: bool = False,
+                 engine: str = "auto", photos: str | Path | None = None, requests: int = 500,
+                 concurrency: int = 8, warmup: int = 16, rounds: int = 2, cam: bool = False,
+                 max_batch: int = 8, max_wait_ms: float = 10.0, min_ratio: float | None = None,
+                 max_p95_ms: float | None = None, max_rss_growth_mb: float | None = None,
+                 output: str | Path | None = None) -> dict[str, Any]:
     """Load-test the service serving `checkpoint` (or network `model` with random weights,
-    saved in `work_dir`) with `photos` (default synthetic PALM-sized ones); print the
-    figures as JSON and, given `output`, write them there.
+    saved in `work_dir`, quantized to INT8 first with `int8`) with `photos` (default
+    synthetic PALM-sized ones); print the figures as JSON and a verdict line against the
+    targets (TARGETS where a target is None) and, given `output`, write the figures there.
 
     Raises:
-        BadConfig: not exactly one of checkpoint and model, or a count out of range.
+        BadConfig: not exactly one of checkpoint and model, int8 without model, or a count
+            out of range.
         BadData: `photos` holds no photo.
         UserError: the service did not start or failed its warm-up.
     """
     if (checkpoint is None) == (model is None):
         raise BadConfig("give exactly one of checkpoint and model")
+    if int8 and not model:
+        raise BadConfig("int8 quantizes the random-weight model; a checkpoint is served as it "
+                        "is (give a palm quantize folder for INT8)", param="int8")
     require_at_least(1, requests=requests, concurrency=concurrency, rounds=rounds,
                      max_batch=max_batch, image_size=image_size)
     require_at_least(0, warmup=warmup)
+    targets = {name: TARGETS[name] if value is None else value for name, value in
+               (("min_ratio", min_ratio), ("max_p95_ms", max_p95_ms),
+                ("max_rss_growth_mb", max_rss_growth_mb))}
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     work_dir = Path(work_dir)
+    load_start = os.getloadavg()
     if model:
         checkpoint = random_checkpoint(model, image_size, work_dir)
+        if int8:
+            checkpoint = int8_folder(checkpoint, work_dir)
     paths = _photos(photos, work_dir)
     served = _serve_and_measure(
         checkpoint, engine, [(p.name, p.read_bytes()) for p in paths], work_dir,
         requests=requests, concurrency=concurrency, warmup=warmup, rounds=rounds, cam=cam,
         max_batch=max_batch, max_wait_ms=max_wait_ms)
+    measured = served["rounds"]
+    latencies = np.concatenate([r.pop("latencies_ms") for r in measured])
     result: dict[str, Any] = {
         "model": served["model"]["name"], "engine": served["model"]["engine"],
-        "image_size": served["model"]["image_size"],
+        "precision": served["model"]["precision"], "image_size": served["model"]["image_size"],
         "photo_size": "x".join(map(str, read_image(paths[0]).shape[1::-1])),
         "requests": requests, "concurrency": concurrency, "cam": cam,
         "max_batch": max_batch, "max_wait_ms": max_wait_ms,
-        "rss_before_mb": round(served["before"], 1), "rounds": served["rounds"],
-        "errors": sum(r["errors"] for r in served["rounds"]),
+        "rss_before_mb": round(served["before"], 1), "rounds": measured,
+        "errors": sum(r["errors"] for r in measured),
         "batch_sizes": served["health"]["batch_sizes"],
+        # every timed request over the time all rounds took
+        "throughput_req_s": round(requests * rounds / sum(r.pop("wall_s") for r in measured), 1),
+        **latency_percentiles(latencies),
+        "rss_after_rounds_mb": [r["rss_after_mb"] for r in measured],
+        # growth after the first round: the first may still size buffers and caches
+        "rss_growth_mb": round(max(r["rss_after_mb"] for r in measured)
+                               - measured[0]["rss_after_mb"], 1),
     }
     result.update(model_rates(checkpoint, engine, max_batch, paths[0]))
+    result["ratio_to_batch_rate"] = round(
+        result["throughput_req_s"] / result[f"model_batch{max_batch}_img_s"], 3)
+    result["loadavg_start"], result["loadavg_end"] = load_start, os.getloadavg()
+    result["targets"] = targets
+    result["missed"] = missed_targets(result, targets)
     print(json.dumps(result, indent=1))
+    print(verdict_line(result))
     if output:
         write_json_atomic(output, result)
     return result
+
+
+def missed_targets(result: dict[str, Any], targets: dict[str, float]) -> list[str]:
+    """A phrase for each target `result` misses (errors always miss)."""
+    missed = []
+    if result["errors"]:
+        missed.append(f"{result['errors']} failed requests")
+    if result["ratio_to_batch_rate"] < targets["min_ratio"]:
+        missed.append(f"ratio {result['ratio_to_batch_rate']:.2f} < {targets['min_ratio']:g}")
+    if result["p95_ms"] > targets["max_p95_ms"]:
+        missed.append(f"p95 {result['p95_ms']:.0f} ms > {targets['max_p95_ms']:g}")
+    if len(result["rounds"]) > 1 and result["rss_growth_mb"] > targets["max_rss_growth_mb"]:
+        missed.append(f"RSS grew {result['rss_growth_mb']:.0f} MB after round 1 > "
+                      f"{targets['max_rss_growth_mb']:g}")
+    return missed
+
+
+def verdict_line(result: dict[str, Any]) -> str:
+    """One line with the figures the targets judge, and whether they are met."""
+    batch_rate = result[f"model_batch{result['max_batch']}_img_s"]
+    figures = (f"{result['throughput_req_s']:.1f} req/s = {result['ratio_to_batch_rate']:.2f}x "
+               f"the model's batch-{result['max_batch']} rate "
+               f"{batch_rate:.1f} img/s; p50/p95/p99 "
+               f"{result['p50_ms']:.0f}/{result['p95_ms']:.0f}/{result['p99_ms']:.0f} ms; RSS "
+               f"after each round {' -> '.join(f'{m:.0f}' for m in result['rss_after_rounds_mb'])}"
+               f" MB; load average {result['loadavg_start'][0]:.2f} -> "
+               f"{result['loadavg_end'][0]:.2f}")
+    if result["missed"]:
+        return f"verdict: MISSED ({'; '.join(result['missed'])}): {figures}"
+    return f"verdict: MET: {figures}"
