@@ -234,6 +234,20 @@ def _serve_and_measure(checkpoint: str | Path, engine: str, photos: Photos, work
 TARGETS = {"min_ratio": 0.85, "max_p95_ms": 500.0, "max_rss_growth_mb": 50.0}
 
 
+def server_stages(log_path: Path, last: int) -> dict[str, float]:
+    """Median ms of each stage of the service's `last` answered requests (its log's
+    `predicted` lines): where a request's time goes inside the server."""
+    stages: list[dict[str, float]] = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and '"predicted"' in line:
+            entry = json.loads(line)
+            if entry.get("event") == "predicted" and "stage_ms" in entry:
+                stages.append(entry["stage_ms"])
+    stages = stages[-last:]
+    return {name: round(float(np.median([s[name] for s in stages])), 1)
+            for name in (stages[0] if stages else {})}
+
+
 def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
                  model: str | None = None, image_size: int = 224, int8: bool = False,
                  engine: str = "auto", photos: str | Path | None = None, requests: int = 500,
@@ -286,6 +300,8 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
         "rss_before_mb": round(served["before"], 1), "rounds": measured,
         "errors": sum(r["errors"] for r in measured),
         "batch_sizes": served["health"]["batch_sizes"],
+        "server_stage_ms_median": server_stages(work_dir / "loadtest-serve.log",
+                                                requests * rounds),
         # every timed request over the time all rounds took
         "throughput_req_s": round(requests * rounds / sum(r.pop("wall_s") for r in measured), 1),
         **latency_percentiles(latencies),
