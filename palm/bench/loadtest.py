@@ -157,8 +157,11 @@ def model_rates(checkpoint: str | Path, engine: str, max_batch: int, photo: Path
     rates = {}
     for batch in sorted({1, max_batch}):
         xs = np.stack([x] * batch)
-        rates[f"model_batch{batch}_img_s"] = round(
-            images_per_second(lambda: predictor.predict(xs), batch, max(4, 64 // batch)), 1)
+        # the median of 5 short runs, after 3 warm-up batches (a new batch size may build
+        # kernels): one run alone swung by 2x on the shared machine
+        runs = [images_per_second(lambda: predictor.predict(xs), batch, max(4, 32 // batch),
+                                  warmup=3 if n == 0 else 0) for n in range(5)]
+        rates[f"model_batch{batch}_img_s"] = round(float(np.median(runs)), 1)
     return rates
 
 
@@ -285,6 +288,9 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
         if int8:
             checkpoint = int8_folder(checkpoint, work_dir)
     paths = _photos(photos, work_dir)
+    # the model's rates before and after the rounds: their mean is less at the mercy of
+    # other jobs coming and going on a shared machine than either
+    rates_before = model_rates(checkpoint, engine, max_batch, paths[0])
     served = _serve_and_measure(
         checkpoint, engine, [(p.name, p.read_bytes()) for p in paths], work_dir,
         requests=requests, concurrency=concurrency, warmup=warmup, rounds=rounds, cam=cam,
@@ -310,7 +316,10 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
         "rss_growth_mb": round(max(r["rss_after_mb"] for r in measured)
                                - measured[0]["rss_after_mb"], 1),
     }
-    result.update(model_rates(checkpoint, engine, max_batch, paths[0]))
+    rates_after = model_rates(checkpoint, engine, max_batch, paths[0])
+    for name, before in rates_before.items():
+        result[name] = round((before + rates_after[name]) / 2, 1)
+        result[f"{name}_before_after"] = [before, rates_after[name]]
     result["ratio_to_batch_rate"] = round(
         result["throughput_req_s"] / result[f"model_batch{max_batch}_img_s"], 3)
     result["loadavg_start"], result["loadavg_end"] = load_start, os.getloadavg()

@@ -4,10 +4,12 @@ from __future__ import annotations
 import json
 import socket
 
+import numpy as np
 import pytest
 
 from palm.bench.data import run_input_pipeline
-from palm.bench.loadtest import free_port, run_loadtest
+from palm.bench.loadtest import (TARGETS, free_port, missed_targets, run_loadtest,
+                                 server_stages, verdict_line)
 from palm.errors import BadConfig, BadData
 
 
@@ -49,3 +51,43 @@ def test_loadtest_refuses_bad_parameters_before_starting(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadData, match="empty: no photos found"):
         run_loadtest(tmp_path, model="lenet5", image_size=32, photos=tmp_path / "empty")
+    with pytest.raises(BadConfig, match="int8 quantizes the random-weight model"):
+        run_loadtest(tmp_path, checkpoint=tmp_path / "x.pdparams", int8=True)
+
+
+def _load_result(**changes) -> dict:
+    result = {"errors": 0, "throughput_req_s": 30.0, "ratio_to_batch_rate": 0.9,
+              "max_batch": 8, "model_batch8_img_s": 33.3, "p50_ms": 200.0, "p95_ms": 400.0,
+              "p99_ms": 450.0, "rounds": [{}] * 5, "rss_after_rounds_mb": [600, 610, 640, 620, 630],
+              "rss_growth_mb": 40.0, "loadavg_start": (1.0, 1, 1), "loadavg_end": (2.0, 1, 1)}
+    return {**result, **changes}
+
+
+@pytest.mark.parametrize("changes, missed", [
+    ({}, []),
+    ({"errors": 3}, ["3 failed requests"]),
+    ({"ratio_to_batch_rate": 0.84}, ["ratio 0.84 < 0.85"]),
+    ({"p95_ms": 501.0}, ["p95 501 ms > 500"]),
+    ({"rss_growth_mb": 51.0}, ["RSS grew 51 MB after round 1 > 50"]),
+    ({"rss_growth_mb": 99.0, "rounds": [{}]}, []),  # one round shows no growth
+])
+def test_the_verdict_names_each_missed_target(changes, missed):
+    result = _load_result(**changes)
+    result["missed"] = missed_targets(result, TARGETS)
+    assert result["missed"] == missed
+    line = verdict_line(result)
+    assert line.startswith("verdict: MISSED" if missed else "verdict: MET")
+    assert "0.90x" in line or "0.84x" in line
+    assert "600 -> 610 -> 640 -> 620 -> 630 MB" in line and "load average 1.00 -> 2.00" in line
+
+
+def test_server_stages_are_the_medians_of_the_last_requests(tmp_path):
+    rng = np.random.default_rng(0)
+    stages = [{"upload": float(u), "decode": float(d)} for u, d in rng.uniform(0, 50, (9, 2))]
+    lines = ["not json, a warning", json.dumps({"event": "request", "ms": 3})]
+    lines += [json.dumps({"event": "predicted", "stage_ms": s}) for s in stages]
+    log = tmp_path / "serve.log"
+    log.write_text("\n".join(lines) + "\n")
+    medians = server_stages(log, last=5)
+    for name in ("upload", "decode"):
+        assert medians[name] == pytest.approx(np.median([s[name] for s in stages[-5:]]), abs=0.05)
