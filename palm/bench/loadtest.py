@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import numpy as np
@@ -148,21 +148,31 @@ def latency_percentiles(ms: np.ndarray) -> dict[str, float]:
     return {f"p{q}_ms": round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99)}
 
 
-def model_rates(checkpoint: str | Path, engine: str, max_batch: int, photo: Path) -> dict[str, float]:
-    """Images/s of the predictor alone on preprocessed batches of 1 and of `max_batch`."""
-    predictor = load_predictor(checkpoint, engine=engine)
-    meta = predictor.meta
-    x = build_transform(int(meta["image_size"]), False, meta.get("normalize", "minus_one_one"))(
-        read_image(photo, target_size=int(meta["image_size"])))
-    rates = {}
-    for batch in sorted({1, max_batch}):
-        xs = np.stack([x] * batch)
-        # the median of 5 short runs, after 3 warm-up batches (a new batch size may build
-        # kernels): one run alone swung by 2x on the shared machine
-        runs = [images_per_second(lambda: predictor.predict(xs), batch, max(4, 32 // batch),
-                                  warmup=3 if n == 0 else 0) for n in range(5)]
-        rates[f"model_batch{batch}_img_s"] = round(float(np.median(runs)), 1)
-    return rates
+class ModelRates:
+    """The predictor alone (no upload, no decoding) on preprocessed batches of 1 and of
+    `max_batch`, timed in this process each time `measure` is called: between the load
+    test's rounds, so that each round's rate is compared with the model's under the same
+    load of other jobs."""
+
+    def __init__(self, checkpoint: str | Path, engine: str, max_batch: int, photo: Path):
+        self.predictor = load_predictor(checkpoint, engine=engine)
+        meta = self.predictor.meta
+        x = build_transform(int(meta["image_size"]), False,
+                            meta.get("normalize", "minus_one_one"))(
+            read_image(photo, target_size=int(meta["image_size"])))
+        self.batches = {size: np.stack([x] * size) for size in sorted({1, max_batch})}
+        self.img_s: dict[int, list[float]] = {size: [] for size in self.batches}
+        for xs in self.batches.values():  # a new batch size may build its kernels
+            for _ in range(3):
+                self.predictor.predict(xs)
+
+    def measure(self) -> None:
+        """Append each batch size's img/s: the median of 3 short runs (one run alone swung
+        by 2x on the shared machine)."""
+        for size, xs in self.batches.items():
+            runs = [images_per_second(lambda: self.predictor.predict(xs), size,
+                                      max(4, 32 // size), warmup=0) for _ in range(3)]
+            self.img_s[size].append(round(float(np.median(runs)), 1))
 
 
 def random_checkpoint(model_name: str, image_size: int, folder: Path) -> Path:
@@ -202,8 +212,10 @@ def _photos(folder: str | Path | None, work_dir: Path) -> list[Path]:
 
 def _serve_and_measure(checkpoint: str | Path, engine: str, photos: Photos, work_dir: Path,
                        *, requests: int, concurrency: int, warmup: int, rounds: int, cam: bool,
-                       max_batch: int, max_wait_ms: float) -> dict[str, Any]:
-    """Start the service, warm it up, run the timed rounds, and stop it."""
+                       max_batch: int, max_wait_ms: float,
+                       between_rounds: Callable[[], None]) -> dict[str, Any]:
+    """Start the service, warm it up, run the timed rounds with `between_rounds` called
+    before the first and after each, and stop it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = work_dir / "loadtest-serve.log"
@@ -217,8 +229,10 @@ def _serve_and_measure(checkpoint: str | Path, engine: str, photos: Photos, work
         before = rss_mb(server.pid)
         log.info("server RSS after warm-up: %.0f MB", before)
         measured = []
+        between_rounds()
         for n in range(1, rounds + 1):
             measured.append(measure_round(url, photos, requests, concurrency, cam, server.pid))
+            between_rounds()
             # as it goes: a long run shows its memory trend before it ends
             log.info("round %d/%d: %.1f requests/s, p50 %.0f ms, %d errors, server RSS %.0f MB "
                      "at the end (peak %.0f MB)", n, rounds, measured[-1]["throughput_req_s"],
@@ -288,13 +302,11 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
         if int8:
             checkpoint = int8_folder(checkpoint, work_dir)
     paths = _photos(photos, work_dir)
-    # the model's rates before and after the rounds: their mean is less at the mercy of
-    # other jobs coming and going on a shared machine than either
-    rates_before = model_rates(checkpoint, engine, max_batch, paths[0])
+    rates = ModelRates(checkpoint, engine, max_batch, paths[0])
     served = _serve_and_measure(
         checkpoint, engine, [(p.name, p.read_bytes()) for p in paths], work_dir,
         requests=requests, concurrency=concurrency, warmup=warmup, rounds=rounds, cam=cam,
-        max_batch=max_batch, max_wait_ms=max_wait_ms)
+        max_batch=max_batch, max_wait_ms=max_wait_ms, between_rounds=rates.measure)
     measured = served["rounds"]
     latencies = np.concatenate([r.pop("latencies_ms") for r in measured])
     result: dict[str, Any] = {
@@ -316,12 +328,10 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
         "rss_growth_mb": round(max(r["rss_after_mb"] for r in measured)
                                - measured[0]["rss_after_mb"], 1),
     }
-    rates_after = model_rates(checkpoint, engine, max_batch, paths[0])
-    for name, before in rates_before.items():
-        result[name] = round((before + rates_after[name]) / 2, 1)
-        result[f"{name}_before_after"] = [before, rates_after[name]]
-    result["ratio_to_batch_rate"] = round(
-        result["throughput_req_s"] / result[f"model_batch{max_batch}_img_s"], 3)
+    for size, img_s in rates.img_s.items():
+        result[f"model_batch{size}_img_s"] = round(float(np.median(img_s)), 1)
+        result[f"model_batch{size}_img_s_between_rounds"] = img_s
+    result["ratio_to_batch_rate"] = round_ratio(measured, rates.img_s[max_batch])
     result["loadavg_start"], result["loadavg_end"] = load_start, os.getloadavg()
     result["targets"] = targets
     result["missed"] = missed_targets(result, targets)
@@ -330,6 +340,17 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
     if output:
         write_json_atomic(output, result)
     return result
+
+
+def round_ratio(measured: list[dict[str, Any]], batch_img_s: list[float]) -> float:
+    """The median over rounds of a round's requests/s over the model's batch rate measured
+    just before and after it (their mean): other jobs on a shared machine change both
+    alike, and one round they disturbed more does not decide (it is in the round's
+    `ratio_to_batch_rate`)."""
+    for n, round_ in enumerate(measured):
+        around = (batch_img_s[n] + batch_img_s[n + 1]) / 2
+        round_["ratio_to_batch_rate"] = round(round_["throughput_req_s"] / around, 3)
+    return round(float(np.median([r["ratio_to_batch_rate"] for r in measured])), 3)
 
 
 def missed_targets(result: dict[str, Any], targets: dict[str, float]) -> list[str]:
@@ -350,9 +371,9 @@ def missed_targets(result: dict[str, Any], targets: dict[str, float]) -> list[st
 def verdict_line(result: dict[str, Any]) -> str:
     """One line with the figures the targets judge, and whether they are met."""
     batch_rate = result[f"model_batch{result['max_batch']}_img_s"]
-    figures = (f"{result['throughput_req_s']:.1f} req/s = {result['ratio_to_batch_rate']:.2f}x "
-               f"the model's batch-{result['max_batch']} rate "
-               f"{batch_rate:.1f} img/s; p50/p95/p99 "
+    figures = (f"{result['throughput_req_s']:.1f} req/s, {result['ratio_to_batch_rate']:.2f}x "
+               f"the model's batch-{result['max_batch']} rate (median of the rounds; the model "
+               f"{batch_rate:.1f} img/s); p50/p95/p99 "
                f"{result['p50_ms']:.0f}/{result['p95_ms']:.0f}/{result['p99_ms']:.0f} ms; RSS "
                f"after each round {' -> '.join(f'{m:.0f}' for m in result['rss_after_rounds_mb'])}"
                f" MB; load average {result['loadavg_start'][0]:.2f} -> "

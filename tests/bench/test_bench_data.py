@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from palm.bench.data import run_input_pipeline
-from palm.bench.loadtest import (TARGETS, free_port, missed_targets, run_loadtest,
-                                 server_stages, verdict_line)
+from palm.bench.loadtest import (TARGETS, free_port, missed_targets, round_ratio,
+                                 run_loadtest, server_stages, verdict_line)
 from palm.errors import BadConfig, BadData
 
 
@@ -91,3 +91,12 @@ def test_server_stages_are_the_medians_of_the_last_requests(tmp_path):
     medians = server_stages(log, last=5)
     for name in ("upload", "decode"):
         assert medians[name] == pytest.approx(np.median([s[name] for s in stages[-5:]]), abs=0.05)
+
+
+def test_each_round_is_compared_with_the_model_rate_around_it():
+    rounds = [{"throughput_req_s": 9.0}, {"throughput_req_s": 30.0}, {"throughput_req_s": 3.0}]
+    rates = [10.0, 10.0, 40.0, 2.0]  # another job came and went
+    ratio = round_ratio(rounds, rates)
+    each = [9 / 10, 30 / 25, 3 / 21]
+    assert [r["ratio_to_batch_rate"] for r in rounds] == pytest.approx(each, abs=1e-3)
+    assert ratio == pytest.approx(np.median(each), abs=1e-3)
