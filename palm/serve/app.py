@@ -64,7 +64,6 @@ from palm.data.image_io import max_pixels_setting
 from palm.engine.evaluate import NON_FINITE_OUTPUT, finite_rows
 from palm.errors import describe_os_error
 from palm.io_utils import atomic_path
-from palm.runtime import lower_worker_priority
 from palm.serve.batcher import Abandoned, MicroBatcher, QueueFull, RequestWatch
 from palm.serve.config import ServiceConfig, is_loopback
 from palm.serve.guard import (RequestGuard, UploadBudget, UploadsBusy, UploadTooLarge,
@@ -113,11 +112,8 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
     batcher = MicroBatcher(runner.run_batch, max_batch=config.max_batch,
                            max_wait_s=config.max_wait_ms / 1000, max_queue=config.max_queue)
     # a pool of its own rather than the event loop's shared one (40 threads): the photos are
-    # decoded by the same few threads, whose glibc arenas are reused instead of one per thread;
-    # at low priority, as the data loader's workers, so decoding does not stall the model's
-    # threads but fills the gaps (lower_worker_priority: per thread on Linux)
-    decode_pool = ThreadPoolExecutor(config.max_decoding, thread_name_prefix="palm-decode",
-                                     initializer=lower_worker_priority)
+    # decoded by the same few threads, whose glibc arenas are reused instead of one per thread
+    decode_pool = ThreadPoolExecutor(config.max_decoding, thread_name_prefix="palm-decode")
     service = Service(config, runner, batcher, asyncio.Semaphore(config.max_decoding),
                       decode_pool, runner.describe())
     app = FastAPI(title="palm screening service", lifespan=_lifespan(service), docs_url=None,

@@ -2,8 +2,6 @@
 and the same answers as the model run directly on the same photos."""
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from palm.runtime import WORKER_NICENESS
 from palm.serve.batcher import MicroBatcher
 from palm.serve.model_runner import ModelRunner
 
@@ -25,7 +22,6 @@ class CountingPrepare:
         self.prepare, self.seconds = runner.prepare, seconds
         self.active = self.most = 0
         self.threads: set[str] = set()
-        self.niceness: set[int] = set()
         self.lock = threading.Lock()
         runner.prepare = self
 
@@ -34,7 +30,6 @@ class CountingPrepare:
             self.active += 1
             self.most = max(self.most, self.active)
             self.threads.add(threading.current_thread().name)
-            self.niceness.add(os.getpriority(os.PRIO_PROCESS, 0))  # this thread's, on Linux
         time.sleep(self.seconds)
         try:
             return self.prepare(*args, **kwargs)
@@ -52,9 +47,6 @@ def test_decoding_runs_in_a_pool_of_max_decoding_threads(checkpoint, photos):
         assert [a.result().status_code for a in answers] == [200] * 6
     assert counting.most == 2
     assert len(counting.threads) <= 2 and all(t.startswith("palm-decode") for t in counting.threads)
-    # decoding yields to the model's threads (on Linux niceness is per thread)
-    if sys.platform == "linux":
-        assert counting.niceness == {min(os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS, 19)}
 
 
 def test_the_decoding_pool_defaults_to_the_usable_cores(checkpoint):
