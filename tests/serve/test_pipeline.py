@@ -127,3 +127,15 @@ def test_photos_that_arrive_while_the_model_runs_start_the_next_batch_at_once():
         assert started[1][1] == 3 and started[1][0] - released < 0.5  # no second wait
     finally:
         batcher.stop()
+
+
+def test_the_load_tests_prebuilt_upload_is_read_as_a_browsers(checkpoint, photos):
+    from palm.bench.loadtest import BOUNDARY, multipart_body
+    data = photos[0].read_bytes()
+    with make_client(checkpoint) as client:
+        built = client.post("/v1/predict", content=multipart_body('eye "1".jpg', data),
+                            headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+        browser = client.post("/v1/predict", files=upload(("eye.jpg", data)))
+    assert built.status_code == browser.status_code == 200, built.text
+    (result,), (expected,) = built.json()["results"], browser.json()["results"]
+    assert result["filename"] == 'eye _1_.jpg' and result["probability"] == expected["probability"]
