@@ -163,6 +163,7 @@ def measure_round(url: str, photos: Photos, requests: int, concurrency: int, cam
             peak[0] = max(peak[0], rss_mb(pid))
 
     sampler = threading.Thread(target=sample)
+    cpu = (cpu_seconds(os.getpid()), cpu_seconds(pid))
     sampler.start()
     try:
         latencies, errors, wall = send_load(url, photos, requests, concurrency, cam)
@@ -170,10 +171,25 @@ def measure_round(url: str, photos: Photos, requests: int, concurrency: int, cam
         done.set()
         sampler.join()
     ms = np.asarray(latencies) * 1000
+    # cores busy on average: the server's near the machine's count means it is CPU-bound;
+    # the clients' is what the measurement takes from it on one machine
+    client_cores, server_cores = ((cpu_seconds(p) - before) / wall
+                                  for p, before in zip((os.getpid(), pid), cpu))
     return {"throughput_req_s": round(requests / wall, 1), "wall_s": wall,
+            "server_cores": round(server_cores, 2), "client_cores": round(client_cores, 2),
             **latency_percentiles(ms), "max_ms": round(float(ms.max()), 1),
             "latencies_ms": ms.tolist(), "errors": len(errors), "first_errors": errors[:3],
             "rss_peak_mb": round(peak[0], 1), "rss_after_mb": round(rss_mb(pid), 1)}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds process `pid` (all its threads) has used, from /proc
+    (0 without it)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def latency_percentiles(ms: np.ndarray) -> dict[str, float]:

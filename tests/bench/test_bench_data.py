@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import time
 
 import numpy as np
 import pytest
 
 from palm.bench.data import run_input_pipeline
-from palm.bench.loadtest import (TARGETS, free_port, missed_targets, round_ratio,
+from palm.bench.loadtest import (TARGETS, cpu_seconds, free_port, missed_targets, round_ratio,
                                  run_loadtest, server_stages, verdict_line)
 from palm.errors import BadConfig, BadData
 
@@ -100,3 +102,12 @@ def test_each_round_is_compared_with_the_model_rate_around_it():
     each = [9 / 10, 30 / 25, 3 / 21]
     assert [r["ratio_to_batch_rate"] for r in rounds] == pytest.approx(each, abs=1e-3)
     assert ratio == pytest.approx(np.median(each), abs=1e-3)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_cpu_seconds_are_the_process_own_times():
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    times = os.times()
+    assert cpu_seconds(os.getpid()) == pytest.approx(times.user + times.system, abs=0.05)
