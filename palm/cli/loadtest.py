@@ -2,13 +2,14 @@
 
 Starts tools/serve.py on a free 127.0.0.1 port as a child process, warms it up, then, for
 each of --rounds rounds, sends --requests single-photo requests from --concurrency client
-threads (httpx) and reports requests/s, p50/p95/max latency, the errors and the server's
-resident memory (peak during the round, and at its end: flat memory means later rounds end
-where the first did); the batch sizes the micro-batcher ran and, from the server's log, the
+threads (http.client, kept-alive) and reports requests/s, p50/p95/p99/max latency, the
+errors, the cores the server and the clients kept busy and the server's resident memory
+(peak during the round, and at its end: flat memory means later rounds end where the first
+did); the batch sizes the micro-batcher ran and, from the server's log, the
 median time a request spent in each stage (upload, decode, queue and model, answer). For
-comparison, the same predictor is timed in this process before and after the rounds on
-preprocessed batches of 1 and --max-batch images (model only: no upload, no decoding; the mean
-of the two), the rates the service sits between. Last comes
+comparison, the same predictor is timed in this process before the first round and after
+each on preprocessed batches of 1 and --max-batch images (model only: no upload, no decoding),
+the rates the service sits between; each round is compared with the rate around it. Last comes
 a verdict line: requests/s as a share of that batch rate, p50/p95/p99, the RSS after each round
 and the load average, against the targets (--min-ratio, --max-p95-ms, --max-rss-growth-mb);
 the exit status is 1 when a request failed or a target was missed.
