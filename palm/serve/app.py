@@ -81,7 +81,7 @@ def _request_id(request: Request) -> str | None:
 @dataclass
 class Service:
     """What the routes of one app share: its settings, model, batcher, decoding slots and
-    the decoding pool (as many threads as slots, so a slot always finds a free thread)."""
+    the decoding pool (as many threads as slots; ?cam=1 overlays are drawn there too)."""
 
     config: ServiceConfig
     runner: ModelRunner
@@ -111,8 +111,8 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
     runner = runner or ModelRunner(config.checkpoint, config.engine, config.max_pixels)
     batcher = MicroBatcher(runner.run_batch, max_batch=config.max_batch,
                            max_wait_s=config.max_wait_ms / 1000, max_queue=config.max_queue)
-    # a pool of its own rather than the event loop's shared one (40 threads): the photos are
-    # decoded by the same few threads, whose glibc arenas are reused instead of one per thread
+    # a pool of its own rather than the event loop's shared one (40 threads): every photo is
+    # decoded by the same few threads, as many as the decoding slots
     decode_pool = ThreadPoolExecutor(config.max_decoding, thread_name_prefix="palm-decode")
     service = Service(config, runner, batcher, asyncio.Semaphore(config.max_decoding),
                       decode_pool, runner.describe())
