@@ -61,9 +61,10 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=8, help="photos the model runs together")
     p.add_argument("--max-wait-ms", type=float, default=10.0,
                    help="how long a batch waits for more photos before it runs")
-    p.add_argument("--max-decoding", type=int, default=2,
-                   help="requests decoding photos at once (one photo each); a photo may take 3 "
-                        "bytes a pixel (--max-pixels) and more while decoding")
+    p.add_argument("--max-decoding", type=int, default=None,
+                   help="requests decoding photos at once (one photo each), the threads of the "
+                        "decoding pool (default: the usable cores); a photo may take 3 bytes a "
+                        "pixel (--max-pixels) and more while decoding")
     add_trust_option(p)
     add_verbosity_options(p)
     return p

@@ -10,10 +10,13 @@ Endpoints:
                        `?cam=1` adds a Grad-CAM overlay (PNG, base64) and `cam_target`,
                        the class it explains (a multi-label model's top label)
 
-Concurrent requests are micro-batched: photos wait in a bounded queue, and one worker thread
-runs up to `max_batch` of them together after waiting at most `max_wait_ms` for the batch to
-fill, so many clients share the batch throughput of the predictor instead of each running a
-batch of one. The model only ever runs in that thread. A full queue answers 503 at once, a
+Uploads are decoded off the event loop in a pool of `max_decoding` threads (the usable cores
+by default), one request's photos at a time in each. Concurrent requests are micro-batched:
+decoded photos wait in a bounded queue, and one worker thread runs up to `max_batch` of them
+together; the photos that arrived while the model ran start the next batch as soon as it is
+free, and only an idle model waits at most `max_wait_ms` for a batch to fill, so many clients
+share the batch throughput of the predictor instead of each running a batch of one. The model
+only ever runs in that thread. A full queue answers 503 at once, a
 request not answered within `timeout` (decoding included) answers 504. A request whose
 client disconnects, or whose time is up, stops: its photos not yet decoded are skipped and
 its photos still queued leave the queue (logged as `cancelled`, status 499 for a client that
@@ -35,11 +38,13 @@ request) and are kept only when `save_dir` is set.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
 import traceback
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -75,12 +80,14 @@ def _request_id(request: Request) -> str | None:
 
 @dataclass
 class Service:
-    """What the routes of one app share: its settings, model, batcher and decoding slots."""
+    """What the routes of one app share: its settings, model, batcher, decoding slots and
+    the decoding pool (as many threads as slots; ?cam=1 overlays are drawn there too)."""
 
     config: ServiceConfig
     runner: ModelRunner
     batcher: MicroBatcher
     decoding: asyncio.Semaphore
+    decode_pool: ThreadPoolExecutor
     model_info: dict[str, Any]
 
     def has_token(self, request: Request) -> bool:
@@ -104,8 +111,11 @@ def create_app(config: ServiceConfig, runner: ModelRunner | None = None) -> Fast
     runner = runner or ModelRunner(config.checkpoint, config.engine, config.max_pixels)
     batcher = MicroBatcher(runner.run_batch, max_batch=config.max_batch,
                            max_wait_s=config.max_wait_ms / 1000, max_queue=config.max_queue)
+    # a pool of its own rather than the event loop's shared one (40 threads): every photo is
+    # decoded by the same few threads, as many as the decoding slots
+    decode_pool = ThreadPoolExecutor(config.max_decoding, thread_name_prefix="palm-decode")
     service = Service(config, runner, batcher, asyncio.Semaphore(config.max_decoding),
-                      runner.describe())
+                      decode_pool, runner.describe())
     app = FastAPI(title="palm screening service", lifespan=_lifespan(service), docs_url=None,
                   redoc_url=None, openapi_url=None)
     app.state.runner, app.state.batcher = runner, batcher
@@ -131,6 +141,7 @@ def _lifespan(service: Service) -> Callable[[FastAPI], AbstractAsyncContextManag
                   engine=service.model_info["engine"], token=bool(config.token), **settings)
         yield
         batcher.stop()
+        service.decode_pool.shutdown(wait=False, cancel_futures=True)
         log_event("stopped")
 
     return lifespan
@@ -211,9 +222,11 @@ async def _predict(service: Service, request: Request, cam: bool) -> JSONRespons
     start = time.perf_counter()
     request_id = _request_id(request)
     uploads = await _read_uploads(request, config.max_files)
+    uploaded = time.perf_counter()
     watch = RequestWatch(request, start + config.timeout)
     try:
-        photos = await _decode(runner, uploads, cam, service.decoding, watch, request_id)
+        photos = await _decode(service, uploads, cam, watch, request_id)
+        decoded = modelled = time.perf_counter()
         good = [p for p in photos if p.x is not None]
         outputs: list[tuple[np.ndarray, np.ndarray | None]] = []
         if len(good) > config.max_queue:
@@ -223,6 +236,7 @@ async def _predict(service: Service, request: Request, cam: bool) -> JSONRespons
         if good:
             outputs = await _predict_queued(service.batcher, good,
                                             cam and runner.gradcam is not None, watch)
+            modelled = time.perf_counter()
     except QueueFull as e:
         return error_response(503, f"busy: {e}", request_id)
     except Abandoned as e:
@@ -233,8 +247,12 @@ async def _predict(service: Service, request: Request, cam: bool) -> JSONRespons
         watch.close()
     _refuse_non_finite(good, outputs, request_id)
     model_ms = (time.perf_counter() - start) * 1000 - sum(p.ms for p in photos)
-    results = await run_in_threadpool(
-        _results, runner, photos, dict(zip(map(id, good), outputs)), cam, model_ms)
+    answer = functools.partial(_results, runner, photos, dict(zip(map(id, good), outputs)), cam,
+                               model_ms)
+    # without overlays the answer is a few dicts: made here, it waits for no thread; the PNG
+    # overlays are encoded in the decoding pool
+    results = (await asyncio.get_running_loop().run_in_executor(service.decode_pool, answer)
+               if cam else answer())
     if config.save_dir:
         try:
             await run_in_threadpool(_save_photos, Path(config.save_dir), request_id, photos)
@@ -249,7 +267,12 @@ async def _predict(service: Service, request: Request, cam: bool) -> JSONRespons
     # counts only: file names may identify patients
     log_event("predicted", request_id=request_id, photos=len(photos),
               errors=sum(p.error is not None for p in photos), cam=cam,
-              classes=dict(Counter(r["class_name"] for r in results if r.get("error") is None)))
+              classes=dict(Counter(r["class_name"] for r in results if r.get("error") is None)),
+              # where the request's time went: receiving and parsing the upload, waiting for a
+              # decoding slot and decoding, the queue and the model, the answer (and saving)
+              stage_ms={"upload": _ms(uploaded - start), "decode": _ms(decoded - uploaded),
+                        "queue_and_model": _ms(modelled - decoded),
+                        "answer": _ms(time.perf_counter() - modelled)})
     body = {"request_id": request_id,
             "model": {"name": service.model_info["name"], "sha256": runner.sha256},
             "results": results, "ms": round((time.perf_counter() - start) * 1000, 1)}
@@ -257,6 +280,10 @@ async def _predict(service: Service, request: Request, cam: bool) -> JSONRespons
         return JSONResponse(body)
     return error_response(photos[0].status, photos[0].error or "no usable photo", request_id,
                           **{k: v for k, v in body.items() if k != "request_id"})
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
 
 
 def _refuse_non_finite(photos: Sequence[Photo], outputs: Sequence[tuple],
@@ -313,10 +340,10 @@ def _abandoned_error(e: Abandoned, config: ServiceConfig, request_id: str | None
     return error_response(504, message, request_id)
 
 
-async def _decode(runner: ModelRunner, uploads: Sequence[tuple[str, bytes]], cam: bool,
-                  slots: asyncio.Semaphore, watch: RequestWatch,
-                  request_id: str | None) -> list[Photo]:
-    """Decode the uploads one after the other in one of the `slots`.
+async def _decode(service: Service, uploads: Sequence[tuple[str, bytes]], cam: bool,
+                  watch: RequestWatch, request_id: str | None) -> list[Photo]:
+    """Decode the uploads one after the other in one of the service's decoding slots, on a
+    thread of its decoding pool.
 
     A request keeps its slot for all its photos, so under overload the requests that started
     finish instead of all sharing the slots and all running out of time. When the request is
@@ -327,12 +354,13 @@ async def _decode(runner: ModelRunner, uploads: Sequence[tuple[str, bytes]], cam
 
     async def decode_in_slot() -> list[Photo]:
         nonlocal stage
-        async with slots:
+        async with service.decoding:
             if watch.stop.is_set():  # abandoned while it waited
                 return []
             stage = "decoding"
-            return await run_in_threadpool(_prepare_all, runner, uploads, cam, watch.stop,
-                                           request_id)
+            return await asyncio.get_running_loop().run_in_executor(
+                service.decode_pool, _prepare_all, service.runner, uploads, cam, watch.stop,
+                request_id)
 
     try:
         return await watch.wait(decode_in_slot())

@@ -31,9 +31,12 @@ class _Job:
 class MicroBatcher:
     """Runs queued images through `run_batch` in one thread, several at a time.
 
-    A batch starts when `max_batch` images wait or `max_wait_s` after its first image
-    arrived, whichever comes first. The queue holds at most `max_queue` images; `submit`
-    raises QueueFull beyond that rather than letting latency grow without bound.
+    When the model gets free, the images that arrived while it ran (up to `max_batch`) start
+    the next batch at once: it gathers while the current one runs, and the model never idles
+    while decoded images wait. Only a model that found the queue empty waits for a batch to
+    fill: until `max_batch` images wait or `max_wait_s` after the first one arrived. The queue
+    holds at most `max_queue` images; `submit` raises QueueFull beyond that rather than
+    letting latency grow without bound.
 
     Attributes:
         batch_sizes: how many batches of each size ran.
@@ -92,10 +95,11 @@ class MicroBatcher:
 
     def _next_batch(self) -> list[_Job]:
         with self._cond:
+            idle = not self._jobs
             while not self._jobs and not self._stopping:
                 self._cond.wait()
             deadline = time.monotonic() + self.max_wait_s
-            while len(self._jobs) < self.max_batch and not self._stopping:
+            while idle and len(self._jobs) < self.max_batch and not self._stopping:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break

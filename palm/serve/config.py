@@ -8,6 +8,7 @@ from pathlib import Path
 
 from palm.data.image_io import max_pixels_setting
 from palm.errors import BadConfig, describe_os_error
+from palm.runtime import usable_cores
 
 
 TOKEN_ENV = "PALM_SERVE_TOKEN"
@@ -28,8 +29,8 @@ class ServiceConfig:
     save_dir: str | None = None
     max_upload_mb: float = 20.0  # per request
     # upload bytes held in memory by all requests at once (each keeps its upload until it
-    # ends, waiting for a decoding slot included): the max_decoding=2 requests decoding and
-    # as many more received, ready for the next slots, at max_upload_mb each
+    # ends, waiting for a decoding slot included): the max_decoding requests decoding (2 on
+    # a 2-core machine) and as many more received, ready for the next slots, at max_upload_mb each
     max_inflight_mb: float = 80.0
     max_pixels: int | None = None  # per photo; None: palm.data's default ($PALM_MAX_PIXELS)
     max_files: int = 64  # photos per request
@@ -39,10 +40,15 @@ class ServiceConfig:
     header_timeout: float = 10.0  # seconds a request's line and headers may take to arrive
     max_batch: int = 8
     max_wait_ms: float = 10.0
-    # requests decoding photos at once: a photo of max_pixels takes 3 bytes a pixel, and OpenCV
-    # holds about 6 while decoding, however small its file (a PNG of one colour); this bounds
-    # the memory
-    max_decoding: int = 2
+    # requests decoding photos at once, the threads of the decoding pool (None: the usable
+    # cores, which decoding shares with the model): a photo of max_pixels takes 3 bytes a
+    # pixel, and OpenCV holds about 6 while decoding, however small its file (a PNG of one
+    # colour); this bounds the memory
+    max_decoding: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_decoding is None:
+            self.max_decoding = usable_cores()
 
     def check(self) -> None:
         """Refuse options that make no sense, an exposed service without a token, a short

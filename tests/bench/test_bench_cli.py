@@ -71,12 +71,12 @@ def test_loadtest_and_benchmark_data_flags_reach_the_library(monkeypatch, tmp_pa
     assert calls[-1][1]["output"] == "x.json"
 
 
-def test_loadtest_exits_1_when_a_request_failed(monkeypatch, tmp_path):
+def test_loadtest_exits_1_when_a_request_failed_or_a_target_was_missed(monkeypatch, tmp_path):
     from palm.cli.common import cli
 
-    for errors, code in ((0, 0), (2, 1)):
+    for missed, code in (([], 0), (["2 failed requests"], 1), (["p95 600 ms > 500"], 1)):
         monkeypatch.setattr(palm.bench.loadtest, "run_loadtest",
-                            lambda *a, errors=errors, **k: {"errors": errors})
+                            lambda *a, missed=missed, **k: {"errors": 0, "missed": missed})
         with pytest.raises(SystemExit) as exited:
             cli("loadtest", ["--model", "lenet5", "--work-dir", str(tmp_path), "-q"])
         assert exited.value.code == code

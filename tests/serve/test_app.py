@@ -604,7 +604,7 @@ def test_files_shorter_than_a_header_are_refused_not_crashing(tmp_path):
 
 
 @pytest.mark.slow
-def test_loadtest_runs_the_service_under_load(checkpoint, palm_root, tmp_path):
+def test_loadtest_runs_the_service_under_load(checkpoint, palm_root, tmp_path, capsys):
     from palm.cli import loadtest
     photos = palm_root / "PALM-Validation400"
     args = loadtest.get_args_parser().parse_args(
@@ -617,6 +617,16 @@ def test_loadtest_runs_the_service_under_load(checkpoint, palm_root, tmp_path):
     sizes = {int(k): v for k, v in result["batch_sizes"].items()}
     assert sum(k * v for k, v in sizes.items()) == 4 + 2 * 24  # every request reached the model
     assert result["rss_before_mb"] > 0 and result["model_batch1_img_s"] > 0
+    assert result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
+    rates = result["model_batch8_img_s_between_rounds"]
+    assert len(rates) == 3  # before the first round and after each
+    ratios = [r["throughput_req_s"] / ((a + b) / 2) for r, a, b in
+              zip(result["rounds"], rates, rates[1:])]
+    assert result["ratio_to_batch_rate"] == pytest.approx(np.median(ratios), abs=2e-3)
+    assert len(result["rss_after_rounds_mb"]) == 2 and len(result["loadavg_end"]) == 3
+    assert set(result["server_stage_ms_median"]) == {"upload", "decode", "queue_and_model",
+                                                     "answer"}
+    assert capsys.readouterr().out.splitlines()[-1].startswith("verdict: ")
 
 
 def test_multiclass_result_names_the_argmax_class(tmp_path):
