@@ -1,5 +1,6 @@
 """The predict section: tools/predict.py end to end on folders of PALM-sized JPEGs, as child
-processes, with their wall time and peak memory."""
+processes, with their wall time and peak memory; with precision int8, on an INT8 folder
+quantized from the export, against the INT8 engine's own rate."""
 from __future__ import annotations
 
 import os
@@ -15,7 +16,13 @@ import pandas as pd
 
 from palm.bench.data import fill_folder, palm_sized_images
 from palm.bench.settings import BenchSettings
-from palm.bench.timing import PACKAGE_PARENT
+from palm.bench.timing import PACKAGE_PARENT, images_per_second, random_batch
+from palm.data import PalmTrainSet, eval_transform
+from palm.engine.inference import OpenVINOPredictor
+from palm.engine.quantize import quantize_to_folder
+
+# the INT8 folder is calibrated on this many synthetic PALM photos (as the int8 section's model)
+CALIBRATION_PHOTOS = 16
 
 
 def _status_mb(pid: int, field: str) -> float:
@@ -117,3 +124,36 @@ def bench_predict(checkpoint: Path, work_dir: Path, settings: BenchSettings) -> 
     # NaN when the folders are too alike in size for the difference to beat timing noise
     steady = (sizes[-1] - sizes[0]) / extra_seconds if extra_seconds > 0 else float("nan")
     return {"runs": runs, "steady_img_per_s": steady, "command": " ".join(cmd[1:])}
+
+
+def quantized_folder(export_dir: Path, work_dir: Path) -> Path:
+    """An INT8 folder as `palm quantize` writes it, from `export_dir` (random weights, so its
+    validation on the synthetic photos is forced through: the benchmark times it only)."""
+    photos = palm_sized_images(work_dir, CALIBRATION_PHOTOS)
+    folder = work_dir / f"{export_dir.name}-int8"
+    quantize_to_folder(export_dir, folder, [str(p) for p in photos],
+                       lambda meta: PalmTrainSet(photos[0].parent, transform=eval_transform(meta)),
+                       calib_images=CALIBRATION_PHOTOS, force=True, log=lambda _: None)
+    return folder
+
+
+def bench_predict_int8(export_dir: Path, work_dir: Path, settings: BenchSettings) -> dict[str, Any]:
+    """`bench_predict` on an INT8 folder quantized from `export_dir`, and the INT8 engine's
+    rate on in-memory batches (best of measurements before and after the predict runs, in
+    this process); the steady predict rate as a ratio to it, with the load average at the
+    start and the end."""
+    loadavg_start = os.getloadavg()
+    folder = quantized_folder(export_dir, work_dir)
+    engine = OpenVINOPredictor(folder)
+    batch = random_batch(settings.batch_size, int(engine.meta["image_size"]))
+
+    def engine_rate() -> float:
+        return images_per_second(lambda: engine.predict(batch), len(batch), settings.iters)
+
+    rates = [engine_rate()]
+    result = bench_predict(folder, work_dir, settings)
+    rates.append(engine_rate())
+    engine_best = max(rates)
+    return {**result, "precision": "int8", "engine_img_per_s": engine_best,
+            "engine_runs": rates, "steady_vs_engine": result["steady_img_per_s"] / engine_best,
+            "loadavg_start": loadavg_start, "loadavg_end": os.getloadavg()}

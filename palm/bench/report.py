@@ -78,6 +78,13 @@ def log_predict(log: Log, result: dict[str, Any]) -> None:
     for n, r in result["runs"].items():
         log(f"predict.py {n} images: {r['seconds']:.1f} s, {r['img_per_s']:.2f} img/s, "
             f"peak RSS {r['peak_rss_mb']:.0f} MB (tree {r['peak_tree_rss_mb']:.0f} MB)")
+    if "steady_vs_engine" in result:
+        start, end = (", ".join(f"{v:.2f}" for v in result[k]) for k in ("loadavg_start",
+                                                                           "loadavg_end"))
+        log(f"predict.py steady {result['steady_img_per_s']:.2f} img/s = "
+            f"{result['steady_vs_engine']:.3f}x the INT8 engine's "
+            f"{result['engine_img_per_s']:.2f} img/s on in-memory batches "
+            f"(load average {start} at the start, {end} at the end)")
 
 
 def stats_line(stats: dict[str, Any]) -> str:
@@ -92,6 +99,9 @@ def _flat_figures(row: dict[str, Any]) -> dict[str, Any]:
         flat[f"predict {n} peak RSS MB, all processes"] = run["peak_tree_rss_mb"]
     if "predict" in row:
         flat["predict steady img/s"] = row["predict"]["steady_img_per_s"]
+    if "steady_vs_engine" in row.get("predict", {}):
+        flat["INT8 engine img/s"] = row["predict"]["engine_img_per_s"]
+        flat["predict steady / INT8 engine"] = row["predict"]["steady_vs_engine"]
     return flat
 
 

@@ -14,7 +14,7 @@ import paddle
 from palm.bench.data import bench_decode
 from palm.bench.inference import (TUNING_VARS, bench_bf16, bench_int8, bench_onnxruntime,
                                   eval_default_in_child, relative_difference)
-from palm.bench.predict import bench_predict
+from palm.bench.predict import bench_predict, bench_predict_int8
 from palm.bench.report import (Log, format_table, log_int8, log_predict, log_rate,
                                log_training, profile_lines, stats_line)
 from palm.bench.settings import DEFAULT_MODELS, SECTIONS, BenchSettings, check_sections
@@ -74,7 +74,8 @@ def _other_engines(row: dict, export_dir: Path, meta: dict, batch: np.ndarray,
         log(f"decode full {row['decode_full_ms']:.1f} ms, reduced {row['decode_reduced_ms']:.1f} "
             f"ms ({row['decode_reduced_size']}, PSNR {row['decode_reduced_psnr']:.1f})")
     if "predict" in sections:
-        row["predict"] = bench_predict(export_dir, work_dir, settings)
+        bench = bench_predict_int8 if settings.precision == "int8" else bench_predict
+        row["predict"] = bench(export_dir, work_dir, settings)
         log_predict(log, row["predict"])
 
 
@@ -82,7 +83,7 @@ def _add_ratios(row: dict) -> None:
     for a, b in RATIOS:
         if isinstance(row.get(a), float) and isinstance(row.get(b), float):
             row[f"{a}_vs_{b}"] = row[a] / row[b]
-    if "predict" in row and "inference" in row:
+    if "predict" in row and "inference" in row and "precision" not in row["predict"]:
         row["predict_vs_inference"] = row["predict"]["steady_img_per_s"] / row["inference"]
 
 

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from palm.bench.timing import require_at_least
 from palm.errors import BadConfig
 
+# what the predict section runs: the export (fp32), or an INT8 folder quantized from it
+PREDICT_PRECISIONS = ("fp32", "int8")
 SECTIONS = ("train", "loader", "compile", "profile", "default", "eval", "inference", "bf16", "onnx",
             "int8", "decode", "predict", "stats")
 DEFAULT_MODELS = ("resnet50", "resnet18")
@@ -19,7 +21,9 @@ class BenchSettings:
     batch_size: images per batch; iters: timed batches per eval measurement; train_iters:
     timed bare training steps; train_images: images per training-loop epoch; num_workers:
     data loader processes; predict_images: folder sizes of the end-to-end predict runs (two
-    or more); repeats: runs of each predictor and predict measurement (the best counts).
+    or more); repeats: runs of each predictor and predict measurement (the best counts);
+    precision: the predict section's model, the fp32 export or ("int8") a folder quantized
+    from it, whose steady rate is then compared with the INT8 engine's.
 
     Raises:
         BadConfig: a count out of range, naming the parameter.
@@ -32,6 +36,7 @@ class BenchSettings:
     num_workers: int = 2
     predict_images: tuple[int, ...] = field(default=(100, 500))
     repeats: int = 2
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         require_at_least(1, batch_size=self.batch_size, iters=self.iters,
@@ -43,6 +48,9 @@ class BenchSettings:
             raise BadConfig("predict_images needs two or more different folder sizes >= 1 "
                             f"(got {list(self.predict_images)})")
         object.__setattr__(self, "predict_images", tuple(sizes))
+        if self.precision not in PREDICT_PRECISIONS:
+            raise BadConfig(f"precision must be one of {', '.join(PREDICT_PRECISIONS)} "
+                            f"(got {self.precision!r})", param="precision")
 
 
 def check_sections(sections: Iterable[str]) -> set[str]:

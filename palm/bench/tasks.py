@@ -18,7 +18,7 @@ def run_benchmark_task(output: str | Path, work_dir: str | Path, *,
                        batch_size: int = 8, iters: int = 10, train_iters: int = 24,
                        train_images: int = 400, num_workers: int = 2,
                        predict_images: Sequence[int] = (100, 500), repeats: int = 2,
-                       command: str = "") -> dict[str, Any]:
+                       precision: str = "fp32", command: str = "") -> dict[str, Any]:
     """run_benchmark with the BenchSettings given as parameters (their errors name them)."""
     unknown = sorted(set(models or ()) - set(list_models()))
     if unknown:
@@ -26,6 +26,7 @@ def run_benchmark_task(output: str | Path, work_dir: str | Path, *,
                         f"{', '.join(list_models())}", param="models")
     settings = BenchSettings(batch_size=batch_size, iters=iters, train_iters=train_iters,
                              train_images=train_images, num_workers=num_workers,
-                             predict_images=tuple(predict_images), repeats=repeats)
+                             predict_images=tuple(predict_images), repeats=repeats,
+                             precision=precision)
     return run_benchmark(output, work_dir, models=models, sizes=sizes, sections=sections,
                          table=table, settings=settings, command=command)

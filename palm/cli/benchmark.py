@@ -35,7 +35,11 @@ For each model and image size (random weights; speed does not depend on them):
   predict         tools/predict.py end to end on folders of PALM-sized JPEGs, as a child
                   process: wall time (fastest of --repeats) and peak memory (main process
                   and all processes) per folder size; the steady rate is
-                  (n_big - n_small) / (t_big - t_small), which cancels start-up time
+                  (n_big - n_small) / (t_big - t_small), which cancels start-up time.
+                  With --precision int8 it predicts with an INT8 folder quantized from the
+                  export (calibrated on 16 synthetic PALM photos) and reports the steady
+                  rate as a ratio to the INT8 engine's rate on in-memory batches, measured
+                  before and after the predict runs (best), with the load average
   stats           (once, not per model) palm.metrics on 400 PALM-like cases (211
                   positive): all 95 % intervals (2000 stratified bootstrap resamples) and
                   the operating points with their bootstrap, against a Python loop of
@@ -99,6 +103,9 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="folder sizes for the end-to-end predict runs (two or more)")
     p.add_argument("--repeats", type=int, default=2,
                    help="runs of each predictor and predict.py measurement; the best counts")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="the predict section's model: the fp32 export, or an INT8 folder "
+                        "quantized from it (needs pip install -e '.[int8]')")
     p.add_argument("--sections", type=names, default=",".join(SECTIONS),
                    help=f"subset of {','.join(SECTIONS)}")
     p.add_argument("--table", action="store_true",

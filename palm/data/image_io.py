@@ -81,8 +81,12 @@ def _jpeg_is_complete(data: bytes) -> bool:
     # libjpeg decodes a truncated file without failing (it pads with grey), so look for the
     # end-of-image marker after the last start-of-scan; 0xFFD9 cannot occur inside scan data
     # (0xFF is byte-stuffed there), and an EXIF thumbnail's EOI lies before the main scan.
-    sos = data.rfind(b"\xff\xda")
-    return sos != -1 and data.find(b"\xff\xd9", sos) != -1
+    # Searched from the ends: the last EOI is near the end of the file and the first SOS near
+    # its start, where scanning for the last SOS read the whole file (1 ms of a 9 ms decode
+    # of a PALM photo). "The last EOI lies after every SOS" is the same condition.
+    eoi = data.rfind(b"\xff\xd9")
+    sos = b"\xff\xda"
+    return eoi != -1 and data.find(sos, 0, eoi) != -1 and data.find(sos, eoi) == -1
 
 
 # The formats palm reads, by the signature both PIL and OpenCV pick their decoder by.

@@ -28,8 +28,9 @@ from palm.data import build_loader, eval_transform
 from palm.data import sources
 from palm.engine.checkpoint import decision_threshold, label_thresholds
 from palm.engine.eval_summary import confusion_text, evaluation_summary
-from palm.engine.inference import as_layer, is_exported, load_predictor, source_meta
+from palm.engine.inference import Predictor, is_exported, load_predictor, source_meta
 from palm.engine.losses import training_loss
+from palm.engine.pipeline import batch_model, run_ahead, runs_ahead, takes_arrays
 from palm.engine.selection import calibrate_checkpoint, selection_status
 from palm.errors import BadCheckpoint, BadConfig, BadData, OutputRefused
 from palm.io_utils import (next_free_path, replace_outputs, write_csv_atomic,
@@ -143,7 +144,7 @@ class EvalResult:
 
 @paddle.no_grad()
 def evaluate(
-    model: paddle.nn.Layer,
+    model: paddle.nn.Layer | Predictor,
     loader: paddle.io.DataLoader,
     loss_fn: Callable | None = None,
     temperature: float = 1.0,
@@ -154,19 +155,26 @@ def evaluate(
     cut_points: Sequence[float] | None = None,
 ) -> EvalResult:
     """Run `model` in eval mode over `loader` (images, labels); restore its mode afterwards.
-    `task`, `referable_grade` and `label_names` choose the metrics of the result (EvalResult);
-    an ordinal task's outputs are read as `ordinal_loss` trained them (with a regression's
-    `cut_points`; None: k - 0.5)."""
+    `model` may also be an exported or INT8 predictor, which gets numpy batches
+    (palm.engine.pipeline). `task`, `referable_grade` and `label_names` choose the metrics of
+    the result (EvalResult); an ordinal task's outputs are read as `ordinal_loss` trained
+    them (with a regression's `cut_points`; None: k - 0.5)."""
     multilabel = task == "multilabel"
-    was_training = model.training
-    model.eval()
+    arrays = takes_arrays(model)
+    was_training = not arrays and model.training
+    if not arrays:
+        model.eval()
+
+    def batch_logits(batch: Sequence[paddle.Tensor]) -> paddle.Tensor | np.ndarray:
+        return model.predict(batch[0].numpy()) if arrays else P.main_output(model(batch[0]))
+
     logits_seen, labels, loss_sum = [], [], 0.0
     try:
-        for images, batch_labels in loader:
-            logits = P.main_output(model(images))
+        for (_, batch_labels), logits in run_ahead(batch_logits, loader, runs_ahead(model)):
             if loss_fn is not None:
-                loss_sum += float(loss_fn(logits, batch_labels)) * len(batch_labels)
-            logits = logits.astype("float32").numpy()
+                loss_sum += float(loss_fn(paddle.to_tensor(logits) if arrays else logits,
+                                          batch_labels)) * len(batch_labels)
+            logits = np.asarray(logits, np.float32) if arrays else logits.astype("float32").numpy()
             logits_seen.append(logits)
             labels.append(batch_labels.numpy().reshape(len(logits), -1) if multilabel
                           else batch_labels.numpy().reshape(-1))
@@ -524,7 +532,7 @@ def evaluate_checkpoint(
         raise BadCheckpoint(f"{checkpoint}: {meta['num_classes']} output(s) do not fit classes {class_names}")
     predictor = load_predictor(checkpoint, engine=engine, n_images=len(dataset),
                                precision=precision)
-    model = as_layer(predictor)
+    model = batch_model(predictor)
     loader = build_loader(dataset, batch_size, train=False, num_workers=num_workers)
     loss_fn = training_loss(meta["num_classes"], P.ordinal_loss_of(meta),
                             multilabel=task == "multilabel")

@@ -296,27 +296,6 @@ def check_precision(precision: str, device: str, onednn: bool = True) -> None:
                         "lacks; use precision fp32", param="precision")
 
 
-class PredictorLayer(paddle.nn.Layer):
-    """A predictor seen as an eval-mode Layer: tensor in, logits tensor out.
-
-    Lets code written for dygraph models (evaluation loops, batch prediction with TTA) run
-    an InferencePredictor unchanged. Inference only: there are no parameters or gradients.
-    """
-
-    def __init__(self, predictor: Predictor):
-        super().__init__()
-        self.predictor = predictor
-        self.eval()
-
-    def forward(self, images: paddle.Tensor) -> paddle.Tensor:
-        return paddle.to_tensor(self.predictor.predict(images.numpy()))
-
-
-def as_layer(predictor: Predictor) -> paddle.nn.Layer:
-    """The dygraph model of a DygraphPredictor, else a PredictorLayer around `predictor`."""
-    return predictor.model if isinstance(predictor, DygraphPredictor) else PredictorLayer(predictor)
-
-
 def is_exported(path: str | Path) -> bool:
     """True if `path` is a folder written by `export_model`."""
     return Path(path).is_dir() and (Path(path) / META_NAME).is_file()

@@ -30,7 +30,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import paddle
@@ -39,6 +39,8 @@ from tqdm import tqdm
 from palm.data import IMAGE_EXTENSIONS, FileImageSet, eval_transform
 from palm.engine.checkpoint import decision_threshold, label_thresholds
 from palm.engine.evaluate import NON_FINITE_OUTPUT, finite_probabilities, finite_rows
+from palm.engine.inference import Predictor
+from palm.engine.pipeline import run_ahead, runs_ahead, takes_arrays
 from palm.errors import BadConfig, BadData, OutputRefused
 from palm.io_utils import (atomic_path, escape_row, naming_write_errors, output_lock,
                            unescape_row, write_json_atomic)
@@ -65,12 +67,28 @@ def predict_probabilities(model: paddle.nn.Layer, images: paddle.Tensor, tta: bo
     """
     views = [images, paddle.flip(images, [3]), paddle.flip(images, [2])] if tta else [images]
     logits = main_output(model(paddle.concat(views))).numpy()
+    return _mean_over_views(logits, len(views), temperature, multilabel, grader)
+
+
+def predict_array_probabilities(predictor: Predictor, images: np.ndarray, tta: bool = False,
+                                temperature: float = 1.0, multilabel: bool = False,
+                                grader: Grader | None = None) -> np.ndarray:
+    """`predict_probabilities` of an NCHW numpy batch through an exported or INT8 predictor."""
+    views = [images, images[..., ::-1], images[:, :, ::-1]] if tta else [images]
+    logits = predictor.predict(np.concatenate(views) if tta else images)
+    return _mean_over_views(logits, len(views), temperature, multilabel, grader)
+
+
+def _mean_over_views(logits: np.ndarray, n_views: int, temperature: float, multilabel: bool,
+                     grader: Grader | None) -> np.ndarray:
+    """Probabilities (or a grader's scores) of logits stacked view by view, averaged over the
+    views; NaN rows where logits are not finite."""
     if grader is None:
         probs = finite_probabilities(logits, temperature, multilabel)
     else:
         probs = grader.scores(logits)
         probs[~finite_rows(logits)] = np.nan
-    return probs.reshape(len(views), len(images), *probs.shape[1:]).mean(axis=0)
+    return probs.reshape(n_views, len(logits) // n_views, *probs.shape[1:]).mean(axis=0)
 
 
 @dataclass
@@ -302,8 +320,30 @@ def _drop_non_finite(probs: np.ndarray, ok: list[int],
     return probs[finite], [pos for pos, keep in zip(ok, finite) if keep]
 
 
+def _batch_scorer(model: paddle.nn.Layer | Predictor, tta: bool, temperature: float,
+                  multilabel: bool, grader: Grader | None
+                  ) -> Callable[[Sequence[Any]], tuple[np.ndarray | None, list[int]]]:
+    """A loader batch (images, indices, errors) -> (probabilities of its readable images or
+    None, their positions): a dygraph Layer on the batch's tensor, a predictor on its array."""
+
+    def score(batch: Sequence[Any]) -> tuple[np.ndarray | None, list[int]]:
+        images, _, batch_errors = batch
+        ok = [i for i, e in enumerate(batch_errors) if not e]
+        if not ok:
+            return None, ok
+        if not takes_arrays(model):
+            return predict_probabilities(model, paddle.gather(images, paddle.to_tensor(ok)),
+                                         tta, temperature, multilabel, grader), ok
+        array = images.numpy()
+        array = array if len(ok) == len(array) else array[ok]
+        return predict_array_probabilities(model, array, tta, temperature, multilabel,
+                                           grader), ok
+
+    return score
+
+
 def predict_to_csv(
-    model: paddle.nn.Layer,
+    model: paddle.nn.Layer | Predictor,
     meta: dict[str, Any],
     paths: Sequence[str],
     output: str | Path,
@@ -320,7 +360,8 @@ def predict_to_csv(
     """Predict every path and write OUTPUT (CSV) atomically; see the module docstring.
 
     Args:
-        model: in eval mode (load_checkpoint_model gives one).
+        model: a dygraph Layer (load_checkpoint_model gives one), or an exported or INT8
+            predictor, which gets numpy batches (`palm.engine.pipeline.batch_model`).
         meta: the checkpoint sidecar (image_size, normalize, fundus_crop, class_names,
             threshold, temperature).
         threshold: binary decision threshold, or every label's of a multi-label model
@@ -345,7 +386,7 @@ def predict_to_csv(
                                checkpoint_sha256=checkpoint_sha256, precision=precision)
 
 
-def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequence[str],
+def _predict_locked(model: paddle.nn.Layer | Predictor, meta: dict[str, Any], paths: Sequence[str],
                     output: Path, *, batch_size: int, num_workers: int, tta: bool, threshold: float | None,
                     resume: bool, progress: bool, checkpoint_sha256: str,
                     precision: str) -> PredictSummary:
@@ -366,7 +407,9 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
     todo = [p for p in paths if p not in done]
     transform = eval_transform(meta)
     errors = 0
-    model.eval()
+    if not takes_arrays(model):
+        model.eval()
+    score = _batch_scorer(model, tta, temperature, multilabel, grader)
     with open(journal_path(output), "a", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
         if todo:
@@ -374,12 +417,11 @@ def _predict_locked(model: paddle.nn.Layer, meta: dict[str, Any], paths: Sequenc
                                           batch_size=batch_size, shuffle=False,
                                           num_workers=num_workers, return_list=True,
                                           worker_init_fn=worker_init)
-            for images, indices, batch_errors in tqdm(loader, desc="predict", unit="batch",
-                                                      disable=not progress, dynamic_ncols=True):
+            batches = tqdm(loader, desc="predict", unit="batch", disable=not progress,
+                           dynamic_ncols=True)
+            for (_, indices, batch_errors), (probs, ok) in run_ahead(score, batches,
+                                                                    runs_ahead(model)):
                 batch_errors = list(batch_errors)
-                ok = [i for i, e in enumerate(batch_errors) if not e]
-                probs = (predict_probabilities(model, paddle.gather(images, paddle.to_tensor(ok)),
-                                               tta, temperature, multilabel, grader) if ok else None)
                 if probs is not None:
                     probs, ok = _drop_non_finite(probs, ok, batch_errors)
                 rows = _rows(todo, indices.numpy(), batch_errors, probs, ok, class_names,

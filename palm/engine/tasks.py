@@ -26,8 +26,8 @@ from palm.data.synth_multilabel import FINDINGS, make_multilabel_dataset
 from palm.engine.checkpoint import load_checkpoint_model
 from palm.engine.device import select_device
 from palm.engine.export import export_checkpoint
-from palm.engine.inference import (DygraphPredictor, as_layer, load_predictor, probe_export,
-                                   weights_sha256)
+from palm.engine.inference import DygraphPredictor, load_predictor, probe_export, weights_sha256
+from palm.engine.pipeline import batch_model
 from palm.engine.predict import PredictSummary, check_output, journal_path, predict_to_csv
 from palm.engine.predict_shards import (RANK_ENV, clear_marker, mark_done, merge_parts,
                                         part_path, seed_part_from_output, shard_from_env,
@@ -108,7 +108,7 @@ def run_predict(checkpoint: str, input: str, *, output: str = "predictions.csv",
                   else engine)
         predictor = load_predictor(checkpoint, engine=chosen, n_images=len(paths),
                                    precision=precision)
-        model, meta = as_layer(predictor), predictor.meta
+        model, meta = batch_model(predictor), predictor.meta
         summary = predict_to_csv(model, meta, paths, rows_file, batch_size=batch_size,
                                  num_workers=num_workers, tta=tta, threshold=threshold,
                                  resume=resume, progress=progress,

@@ -62,6 +62,7 @@ def test_stats_section_alone_runs_no_model(tmp_path, capsys):
     ({"batch_size": -1}, "batch_size must be >= 1"),
     ({"num_workers": -1}, "num_workers must be >= 0"),
     ({"predict_images": (100,)}, "predict_images needs two or more"),
+    ({"precision": "int4"}, "precision must be one of fp32, int8"),
 ])
 def test_settings_name_the_parameter_not_a_flag(kwargs, message):
     with pytest.raises(BadConfig, match=message) as caught:
@@ -137,3 +138,21 @@ def test_training_section_alternates_palm_and_pytorch(tmp_path):
                                                / max(row["train_step_torch_runs"]))
     assert torch_training_step("lenet5", np.zeros((1, 3, 32, 32), "float32"), np.zeros(1)) is None
 
+
+
+@pytest.mark.slow
+def test_predict_section_on_an_int8_folder_reports_its_ratio_to_the_engine(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    run_benchmark(out, tmp_path / "work", models=["lenet5"], sizes=[32], sections=["predict"],
+                  settings=BenchSettings(iters=2, repeats=1, predict_images=(4, 12),
+                                         precision="int8"))
+    (row,) = json.loads(out.read_text())["rows"]
+    predict = row["predict"]
+    assert predict["precision"] == "int8" and "--precision" not in predict["command"]
+    assert "lenet5-32-int8" in predict["command"]  # predict ran the quantized folder
+    assert predict["engine_img_per_s"] == max(predict["engine_runs"]) > 0
+    # NaN when the two tiny folders' times are too close for a steady rate
+    assert predict["steady_vs_engine"] == pytest.approx(
+        predict["steady_img_per_s"] / predict["engine_img_per_s"], nan_ok=True)
+    assert len(predict["loadavg_start"]) == len(predict["loadavg_end"]) == 3
+    assert "x the INT8 engine's" in capsys.readouterr().out

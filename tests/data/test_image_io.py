@@ -536,3 +536,23 @@ def _pm_free_folder(tmp_path: Path) -> Path:
     for cls in ("a", "b"):
         _write_png(tmp_path / "set" / cls / "x.png")
     return tmp_path / "set"
+
+
+def test_jpeg_completeness_agrees_with_an_eoi_after_the_last_scan(big_jpeg):
+    """The check searches from the file's ends; the rule is an end-of-image marker after the
+    last start-of-scan, computed here by scanning for that scan. Cuts, trailing bytes and a
+    thumbnail-like EOI before the main scan (a file truncated after it) are all tried."""
+    from palm.data.image_io import _jpeg_is_complete
+
+    def last_scan_rule(data: bytes) -> bool:
+        sos = data.rfind(b"\xff\xda")
+        return sos != -1 and data.find(b"\xff\xd9", sos) != -1
+
+    whole = big_jpeg.read_bytes()
+    sos = whole.find(b"\xff\xda")
+    thumbnail = whole[:sos] + b"\xff\xda\x00\x02\xff\xd9" + whole[sos:]
+    cases = [whole, whole + b"\x00" * 7, whole[:-2], whole[:sos + 10], whole[:10], b"",
+             thumbnail, thumbnail[:-2], thumbnail[:len(thumbnail) // 2]]
+    assert [_jpeg_is_complete(c) for c in cases] == [last_scan_rule(c) for c in cases]
+    assert [_jpeg_is_complete(c) for c in cases] == [True, True, False, False, False, False,
+                                                     True, False, False]
