@@ -1,0 +1,56 @@
+"""The load test's service is a child process that ends with the load test, however the load
+test ends (kill -9 included), and the load test's own refusals and interruptions."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from palm.bench.loadtest import random_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _running(pid: int) -> bool:
+    """True while process `pid` exists and is not a zombie (an exited child no one reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_service_stops_when_the_load_test_is_killed_with_sigkill(tmp_path):
+    checkpoint = random_checkpoint("lenet5", 32, tmp_path)
+    script = (
+        "import time\n"
+        "from pathlib import Path\n"
+        "from palm.bench.loadtest import free_port, start_server\n"
+        f"server = start_server({str(checkpoint)!r}, 'dygraph', free_port(), 1, 1.0, 4, "
+        f"Path({str(tmp_path / 'serve.log')!r}))\n"
+        "print(server.pid, flush=True)\n"
+        "time.sleep(600)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    load_test = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                                 text=True, env=env)
+    server = int(load_test.stdout.readline())
+    try:
+        time.sleep(1)  # the service is starting (importing Paddle, loading the model)
+        assert _running(server)
+        load_test.kill()  # SIGKILL: no finally runs in the load test
+        load_test.wait(10)
+        end = time.monotonic() + 30
+        while _running(server) and time.monotonic() < end:
+            time.sleep(0.2)
+        assert not _running(server), "the service outlived the load test killed with -9"
+    finally:
+        load_test.kill()
+        if _running(server):
+            os.kill(server, signal.SIGKILL)
