@@ -80,6 +80,17 @@ def wait_healthy(url: str, server: subprocess.Popen, log_path: Path, timeout: fl
     raise UserError(f"the service did not answer within {timeout:.0f} s (log: {log_path})")
 
 
+def stop_server(server: subprocess.Popen, grace: float = 30) -> None:
+    """Stop the service gracefully (SIGTERM), and kill it if it has not exited within
+    `grace` seconds: the load test never ends leaving it running."""
+    server.terminate()
+    try:
+        server.wait(grace)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 # the boundary of the uploads' multipart bodies (a photo holding it would be cut there:
 # multipart_body refuses one)
 BOUNDARY = "palm-loadtest-6b1f0c2e9d"
@@ -291,8 +302,7 @@ def _serve_and_measure(checkpoint: str | Path, engine: str, photos: Photos, work
         health = httpx.get(url + "/healthz").json()
         model = httpx.get(url + "/v1/model").json()
     finally:
-        server.terminate()
-        server.wait(30)
+        stop_server(server)
     return {"before": before, "rounds": measured, "health": health, "model": model}
 
 

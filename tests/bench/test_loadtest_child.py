@@ -54,3 +54,31 @@ def test_the_service_stops_when_the_load_test_is_killed_with_sigkill(tmp_path):
         load_test.kill()
         if _running(server):
             os.kill(server, signal.SIGKILL)
+
+
+def test_a_service_that_ignores_sigterm_is_killed_when_the_load_test_ends():
+    from palm.bench.loadtest import stop_server
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                                 "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                 "print(flush=True); time.sleep(120)"], stdout=subprocess.PIPE)
+    try:
+        stubborn.stdout.readline()  # its SIGTERM handler is set
+        stop_server(stubborn, grace=0.5)
+        assert stubborn.returncode == -signal.SIGKILL
+    finally:
+        stubborn.kill()
+        stubborn.wait()
+
+
+def test_ctrl_c_of_the_load_test_is_one_line_not_a_traceback(monkeypatch, tmp_path):
+    import palm.bench.loadtest
+    from palm.cli.common import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(palm.bench.loadtest, "run_loadtest", interrupted)
+    with pytest.raises(SystemExit) as exited:
+        cli("loadtest", ["--model", "lenet5", "--work-dir", str(tmp_path), "-q"])
+    assert str(exited.value.code).startswith("stopped: ")
+    assert "service" in str(exited.value.code)
