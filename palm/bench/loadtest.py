@@ -338,8 +338,8 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
     targets (TARGETS where a target is None) and, given `output`, write the figures there.
 
     Raises:
-        BadConfig: not exactly one of checkpoint and model, int8 without model, or a count
-            out of range.
+        BadConfig: not exactly one of checkpoint and model, int8 without model, a count
+            out of range, or a target that judges nothing (check_targets).
         BadData: `photos` holds no photo.
         UserError: the service did not start or failed its warm-up.
     """
@@ -354,6 +354,7 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
     targets = {name: TARGETS[name] if value is None else value for name, value in
                (("min_ratio", min_ratio), ("max_p95_ms", max_p95_ms),
                 ("max_rss_growth_mb", max_rss_growth_mb))}
+    check_targets(targets)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     work_dir = Path(work_dir)
     load_start = os.getloadavg()
@@ -400,6 +401,24 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
     if output:
         write_json_atomic(output, result)
     return result
+
+
+def check_targets(targets: dict[str, float]) -> None:
+    """Refuse a target that judges nothing: a ratio above 1 (the service beating the model
+    it runs, which only a round disturbed by other jobs shows), bounds no run can meet
+    (negative ones) and NaN, which compares false with everything (every run would be MET).
+
+    Raises:
+        BadConfig: naming the target.
+    """
+    ratio, p95, growth = (targets[k] for k in ("min_ratio", "max_p95_ms", "max_rss_growth_mb"))
+    if not 0 < ratio <= 1:
+        raise BadConfig(f"min_ratio must be in (0, 1], got {ratio:g}", param="min_ratio")
+    if not 0 < p95 < float("inf"):
+        raise BadConfig(f"max_p95_ms must be a positive number, got {p95:g}", param="max_p95_ms")
+    if not 0 <= growth < float("inf"):
+        raise BadConfig(f"max_rss_growth_mb must be a number >= 0, got {growth:g}",
+                        param="max_rss_growth_mb")
 
 
 def round_ratio(measured: list[dict[str, Any]], batch_img_s: list[float]) -> float:

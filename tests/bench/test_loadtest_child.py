@@ -82,3 +82,31 @@ def test_ctrl_c_of_the_load_test_is_one_line_not_a_traceback(monkeypatch, tmp_pa
         cli("loadtest", ["--model", "lenet5", "--work-dir", str(tmp_path), "-q"])
     assert str(exited.value.code).startswith("stopped: ")
     assert "service" in str(exited.value.code)
+
+
+@pytest.mark.parametrize("target, value, message", [
+    ("min_ratio", 1.5, r"min_ratio must be in \(0, 1\]"),
+    ("min_ratio", 0.0, r"min_ratio must be in \(0, 1\]"),
+    ("min_ratio", float("nan"), r"min_ratio must be in \(0, 1\]"),
+    ("max_p95_ms", -1.0, "max_p95_ms must be a positive number"),
+    ("max_p95_ms", float("inf"), "max_p95_ms must be a positive number"),
+    ("max_rss_growth_mb", -5.0, "max_rss_growth_mb must be a number >= 0"),
+    ("max_rss_growth_mb", float("nan"), "max_rss_growth_mb must be a number >= 0"),
+])
+def test_a_target_that_judges_nothing_is_refused_before_starting(tmp_path, target, value,
+                                                                 message):
+    """ratio > 1 asks the service to beat the model it runs; NaN compares false with
+    everything, so every run would be MET; a negative bound every run misses."""
+    from palm.bench.loadtest import run_loadtest
+    from palm.errors import BadConfig
+    with pytest.raises(BadConfig, match=message) as refused:
+        run_loadtest(tmp_path, model="lenet5", image_size=32, **{target: value})
+    assert refused.value.param == target
+    assert not list(tmp_path.iterdir())  # refused before the checkpoint was written
+
+
+def test_a_bad_target_is_named_by_its_flag(tmp_path, capsys):
+    from palm.cli.common import cli
+    with pytest.raises(SystemExit) as exited:
+        cli("loadtest", ["--model", "lenet5", "--work-dir", str(tmp_path), "--min-ratio", "2"])
+    assert exited.value.code == "error: --min-ratio must be in (0, 1], got 2"
