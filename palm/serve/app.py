@@ -348,7 +348,8 @@ async def _decode(service: Service, uploads: Sequence[tuple[str, bytes]], cam: b
     A request keeps its slot for all its photos, so under overload the requests that started
     finish instead of all sharing the slots and all running out of time. When the request is
     abandoned (Abandoned, its `stage` set), its thread stops before the next photo and only
-    then gives the slot back: the slots bound the photos being decoded, answered or not.
+    then gives the slot back: the slots bound the photos being decoded, answered or not. A
+    request abandoned while it waited for a slot stops waiting.
     """
     stage = "waiting for a decoding slot"
 
@@ -362,10 +363,15 @@ async def _decode(service: Service, uploads: Sequence[tuple[str, bytes]], cam: b
                 service.decode_pool, _prepare_all, service.runner, uploads, cam, watch.stop,
                 request_id)
 
+    task = asyncio.ensure_future(decode_in_slot())
     try:
-        return await watch.wait(decode_in_slot())
+        return await watch.wait(task)
     except Abandoned as e:
         e.stage = stage
+        if stage == "waiting for a decoding slot":
+            # it holds no slot and decodes nothing: cancelled, it lets go of its upload now,
+            # which the upload budget stopped counting when the request ended
+            task.cancel()
         raise
 
 

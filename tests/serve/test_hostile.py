@@ -1,0 +1,50 @@
+"""Hostile review of the decoding pool and the batcher (issue 26): what a request abandoned
+while it waited for a decoding slot keeps, decoding that raises, and a model that fails."""
+from __future__ import annotations
+
+import gc
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.serve.helpers import make_client, upload, wait_until
+
+
+class HeldPrepare:
+    """Holds `runner.prepare` (the decoding slot of its request with it) until released."""
+
+    def __init__(self, runner):
+        self.prepare, self.entered, self.release = runner.prepare, threading.Event(), threading.Event()
+        runner.prepare = self
+
+    def __call__(self, *args, **kwargs):
+        self.entered.set()
+        self.release.wait(30)
+        return self.prepare(*args, **kwargs)
+
+
+def _uploads_named(name: str) -> int:
+    """How many lists of (file name, content) uploads hold a file called `name`."""
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, list) and o
+               and isinstance(o[0], tuple) and len(o[0]) == 2 and o[0][0] == name)
+
+
+def test_a_request_that_timed_out_waiting_for_a_slot_lets_its_upload_go(checkpoint, photos):
+    """Its 503 answered, its bytes given back to the upload budget: the upload must not stay
+    in memory, waiting for a slot it will never use (many such requests would hold many
+    uploads the budget no longer counts)."""
+    data = photos[0].read_bytes()
+    with make_client(checkpoint, max_decoding=1, timeout=1.0) as client, \
+            ThreadPoolExecutor(1) as clients:
+        held = HeldPrepare(client.app.state.runner)
+        first = clients.submit(client.post, "/v1/predict", files=upload(("first.jpg", data)))
+        held.entered.wait(30)  # the one slot is taken
+        waiting = client.post("/v1/predict", files=upload(("abandoned-b.jpg", data)))
+        assert waiting.status_code == 503 and "decoding slots" in waiting.json()["error"]
+        try:
+            assert _uploads_named("abandoned-b.jpg") == 0
+        finally:
+            held.release.set()
+        assert first.result().status_code in (200, 504)
+        # the slot is free again for a new request
+        assert client.post("/v1/predict", files=upload(("c.jpg", data))).status_code == 200
