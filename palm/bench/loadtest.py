@@ -259,15 +259,21 @@ def int8_folder(checkpoint: Path, work_dir: Path) -> Path:
     return output
 
 
-def _photos(folder: str | Path | None, work_dir: Path) -> list[Path]:
-    """The photos to send: `folder`'s images, else synthetic PALM-sized ones.
+def _photos(folder: str | Path | None, work_dir: Path, image_size: int) -> list[Path]:
+    """The photos to send: `folder`'s images, each decoded once here (at about
+    `image_size`, quickly) so that a bad one is named before the model loads, not counted as
+    failed requests after the run; else synthetic PALM-sized ones.
 
     Raises:
-        BadData: `folder` holds no photo.
+        BadData: `folder` holds no photo, or a file that is not a usable image.
     """
-    paths = [Path(p) for p in list_images(folder)] if folder else palm_sized_images(work_dir)
+    if not folder:
+        return palm_sized_images(work_dir)
+    paths = [Path(p) for p in list_images(folder)]
     if not paths:
         raise BadData(f"{folder}: no photos found")
+    for path in paths:
+        read_image(path, target_size=image_size)  # ImageReadError (BadData) names the file
     return paths
 
 
@@ -340,7 +346,7 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
     Raises:
         BadConfig: not exactly one of checkpoint and model, int8 without model, a count
             out of range, or a target that judges nothing (check_targets).
-        BadData: `photos` holds no photo.
+        BadData: `photos` holds no photo, or a file that is not a usable image.
         UserError: the service did not start or failed its warm-up.
     """
     if (checkpoint is None) == (model is None):
@@ -358,11 +364,11 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     work_dir = Path(work_dir)
     load_start = os.getloadavg()
+    paths = _photos(photos, work_dir, image_size)
     if model:
         checkpoint = random_checkpoint(model, image_size, work_dir)
         if int8:
             checkpoint = int8_folder(checkpoint, work_dir)
-    paths = _photos(photos, work_dir)
     rates = ModelRates(checkpoint, engine, max_batch, paths[0])
     served = _serve_and_measure(
         checkpoint, engine, [(p.name, p.read_bytes()) for p in paths], work_dir,

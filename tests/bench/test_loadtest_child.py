@@ -110,3 +110,22 @@ def test_a_bad_target_is_named_by_its_flag(tmp_path, capsys):
     with pytest.raises(SystemExit) as exited:
         cli("loadtest", ["--model", "lenet5", "--work-dir", str(tmp_path), "--min-ratio", "2"])
     assert exited.value.code == "error: --min-ratio must be in (0, 1], got 2"
+
+
+def test_a_photo_folder_with_a_bad_file_is_refused_naming_it_before_starting(tmp_path):
+    """Every photo is checked before the model loads and the service starts: a bad one would
+    otherwise fail the warm-up as one HTTP answer, or with no warm-up count as failed
+    requests, after minutes of model loading."""
+    import cv2
+    import numpy as np
+
+    from palm.bench.loadtest import run_loadtest
+    from palm.errors import BadData
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a_good.jpg"), np.full((48, 48, 3), 128, np.uint8))
+    (folder / "b_bad.jpg").write_bytes(b"not a photo at all")
+    with pytest.raises(BadData, match="b_bad.jpg"):
+        run_loadtest(tmp_path / "work", model="lenet5", image_size=32, photos=folder,
+                     requests=2, rounds=1, warmup=0, concurrency=1)
+    assert not (tmp_path / "work" / "loadtest-serve.log").exists()  # no service was started
