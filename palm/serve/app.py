@@ -222,6 +222,10 @@ async def _predict(service: Service, request: Request, cam: bool) -> JSONRespons
     start = time.perf_counter()
     request_id = _request_id(request)
     uploads = await _read_uploads(request, config.max_files)
+    if len(uploads) > config.max_queue:  # never queued whole: refused before taking a slot
+        return error_response(413, f"{len(uploads)} photos in one request, but the queue "
+                              f"holds {config.max_queue}; send at most {config.max_queue} "
+                              "per request", request_id)
     uploaded = time.perf_counter()
     watch = RequestWatch(request, start + config.timeout)
     try:
@@ -229,10 +233,6 @@ async def _predict(service: Service, request: Request, cam: bool) -> JSONRespons
         decoded = modelled = time.perf_counter()
         good = [p for p in photos if p.x is not None]
         outputs: list[tuple[np.ndarray, np.ndarray | None]] = []
-        if len(good) > config.max_queue:
-            return error_response(413, f"{len(good)} photos in one request, but the queue "
-                                  f"holds {config.max_queue}; send at most {config.max_queue} "
-                                  "per request", request_id)
         if good:
             outputs = await _predict_queued(service.batcher, good,
                                             cam and runner.gradcam is not None, watch)

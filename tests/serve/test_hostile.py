@@ -48,3 +48,22 @@ def test_a_request_that_timed_out_waiting_for_a_slot_lets_its_upload_go(checkpoi
         assert first.result().status_code in (200, 504)
         # the slot is free again for a new request
         assert client.post("/v1/predict", files=upload(("c.jpg", data))).status_code == 200
+
+
+def test_more_photos_than_the_queue_holds_are_refused_before_any_is_decoded(checkpoint, photos):
+    """max_files above max_queue: the request can never be queued whole, so its photos
+    must not take a decoding slot first (a client could make the service decode max_files
+    photos per request for nothing)."""
+    data = photos[0].read_bytes()
+    with make_client(checkpoint, max_queue=2, max_files=8) as client:
+        runner = client.app.state.runner
+        decoded = []
+        prepare = runner.prepare
+        runner.prepare = lambda *a, **k: decoded.append(a[0]) or prepare(*a, **k)
+        answer = client.post("/v1/predict",
+                             files=upload(*[(f"{i}.jpg", data) for i in range(5)]))
+        assert answer.status_code == 413 and "send at most 2" in answer.json()["error"]
+        assert decoded == []
+        assert client.post("/v1/predict",
+                           files=upload(("a.jpg", data), ("b.jpg", data))).status_code == 200
+        assert len(decoded) == 2
