@@ -17,7 +17,7 @@ together; the photos that arrived while the model ran start the next batch as so
 free, and only an idle model waits at most `max_wait_ms` for a batch to fill, so many clients
 share the batch throughput of the predictor instead of each running a batch of one. The model
 only ever runs in that thread. A full queue answers 503 at once, a
-request not answered within `timeout` (decoding included) answers 504. A request whose
+request not answered within `timeout` of its upload's end (decoding included) answers 504. A request whose
 client disconnects, or whose time is up, stops: its photos not yet decoded are skipped and
 its photos still queued leave the queue (logged as `cancelled`, status 499 for a client that
 left).
@@ -227,7 +227,9 @@ async def _predict(service: Service, request: Request, cam: bool) -> JSONRespons
                               f"holds {config.max_queue}; send at most {config.max_queue} "
                               "per request", request_id)
     uploaded = time.perf_counter()
-    watch = RequestWatch(request, start + config.timeout)
+    # from the upload's end: the upload has its own limit (upload_timeout), and a slow one
+    # must not leave no time to decode on an idle service
+    watch = RequestWatch(request, uploaded + config.timeout)
     try:
         photos = await _decode(service, uploads, cam, watch, request_id)
         decoded = modelled = time.perf_counter()

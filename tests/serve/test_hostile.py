@@ -67,3 +67,20 @@ def test_more_photos_than_the_queue_holds_are_refused_before_any_is_decoded(chec
         assert client.post("/v1/predict",
                            files=upload(("a.jpg", data), ("b.jpg", data))).status_code == 200
         assert len(decoded) == 2
+
+
+def test_an_upload_slower_than_the_timeout_is_decoded_on_an_idle_service(checkpoint, photos):
+    """`timeout` bounds decoding and the model, `upload_timeout` the upload: a client whose
+    upload took longer than `timeout` (a slow link) got "busy: waited for a decoding slot"
+    (503, retry in 1 s) from an idle service, on every retry."""
+    import time
+
+    from tests.serve.test_inflight import connect, head, multipart, response_of, serving
+    body = multipart(photos[0].read_bytes())
+    with serving(checkpoint, timeout=1.0, upload_timeout=20.0) as (port, _, _), \
+            connect(port) as sock:
+        sock.sendall(head(len(body)) + body[:100])
+        time.sleep(1.5)  # the rest comes after `timeout`, well within `upload_timeout`
+        sock.sendall(body[100:])
+        status, answer = response_of(sock)
+    assert status == 200, answer
