@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -345,7 +346,8 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
 
     Raises:
         BadConfig: not exactly one of checkpoint and model, int8 without model, a count
-            out of range, or a target that judges nothing (check_targets).
+            out of range, a target that judges nothing (check_targets) or an output that
+            cannot be written.
         BadData: `photos` holds no photo, or a file that is not a usable image.
         UserError: the service did not start or failed its warm-up.
     """
@@ -361,6 +363,8 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
                (("min_ratio", min_ratio), ("max_p95_ms", max_p95_ms),
                 ("max_rss_growth_mb", max_rss_growth_mb))}
     check_targets(targets)
+    if output:
+        check_output(Path(output))
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     work_dir = Path(work_dir)
     load_start = os.getloadavg()
@@ -407,6 +411,26 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
     if output:
         write_json_atomic(output, result)
     return result
+
+
+def check_output(output: Path) -> None:
+    """Refuse, before the run, an output its figures could not be written to after it (a
+    folder, a place that refuses files), creating its folder.
+
+    Raises:
+        BadConfig: naming the output.
+    """
+    if output.is_dir():
+        raise BadConfig(f"output {output}: is a folder; give a file name such as "
+                        f"{output / 'loadtest.json'}", param="output")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output.parent):
+            pass
+    except OSError as e:
+        # the output named, not the folder or the probe file the error is about
+        raise BadConfig(f"output {output}: cannot be written there ({e.strerror})",
+                        param="output") from None
 
 
 def check_targets(targets: dict[str, float]) -> None:

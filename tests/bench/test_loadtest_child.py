@@ -129,3 +129,18 @@ def test_a_photo_folder_with_a_bad_file_is_refused_naming_it_before_starting(tmp
         run_loadtest(tmp_path / "work", model="lenet5", image_size=32, photos=folder,
                      requests=2, rounds=1, warmup=0, concurrency=1)
     assert not (tmp_path / "work" / "loadtest-serve.log").exists()  # no service was started
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_run(tmp_path):
+    """--output is written after every round: a folder or an unwritable place found only then
+    lost the run's figures (the JSON printed aside)."""
+    from palm.bench.loadtest import run_loadtest
+    from palm.errors import BadConfig
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    for output, message in ((tmp_path / "a_folder", "is a folder"),
+                            (tmp_path / "a_file" / "figures.json", "a_file")):
+        with pytest.raises(BadConfig, match=message) as refused:
+            run_loadtest(tmp_path / "work", model="lenet5", image_size=32, output=output)
+        assert refused.value.param == "output"
+    assert not (tmp_path / "work").exists()
