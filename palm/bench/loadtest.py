@@ -47,7 +47,8 @@ def free_port() -> int:
 def start_server(checkpoint: str | Path, engine: str, port: int, max_batch: int,
                  max_wait_ms: float, max_queue: int, log_path: Path) -> subprocess.Popen:
     """`palm serve` on 127.0.0.1:`port` as a child process of this same palm, logging to
-    `log_path`; it stops when this process ends, however it ends (palm.bench.child)."""
+    `log_path`; it stops when this process ends, however it ends (palm.bench.child: Linux
+    ties that to the thread calling this, so call it from one that lives as long)."""
     cmd = [sys.executable, "-m", "palm.bench.child", str(os.getpid()),
            sys.executable, "-m", "palm", "serve", "--checkpoint", str(checkpoint),
            "--engine", engine, "--port", str(port), "--max-batch", str(max_batch),
