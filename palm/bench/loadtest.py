@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -46,8 +47,10 @@ def free_port() -> int:
 def start_server(checkpoint: str | Path, engine: str, port: int, max_batch: int,
                  max_wait_ms: float, max_queue: int, log_path: Path) -> subprocess.Popen:
     """`palm serve` on 127.0.0.1:`port` as a child process of this same palm, logging to
-    `log_path`."""
-    cmd = [sys.executable, "-m", "palm", "serve", "--checkpoint", str(checkpoint),
+    `log_path`; it stops when this process ends, however it ends (palm.bench.child: Linux
+    ties that to the thread calling this, so call it from one that lives as long)."""
+    cmd = [sys.executable, "-m", "palm.bench.child", str(os.getpid()),
+           sys.executable, "-m", "palm", "serve", "--checkpoint", str(checkpoint),
            "--engine", engine, "--port", str(port), "--max-batch", str(max_batch),
            "--max-wait-ms", str(max_wait_ms), "--max-queue", str(max_queue)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -77,6 +80,17 @@ def wait_healthy(url: str, server: subprocess.Popen, log_path: Path, timeout: fl
             pass
         time.sleep(0.5)
     raise UserError(f"the service did not answer within {timeout:.0f} s (log: {log_path})")
+
+
+def stop_server(server: subprocess.Popen, grace: float = 30) -> None:
+    """Stop the service gracefully (SIGTERM), and kill it if it has not exited within
+    `grace` seconds: the load test never ends leaving it running."""
+    server.terminate()
+    try:
+        server.wait(grace)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 # the boundary of the uploads' multipart bodies (a photo holding it would be cut there:
@@ -247,15 +261,21 @@ def int8_folder(checkpoint: Path, work_dir: Path) -> Path:
     return output
 
 
-def _photos(folder: str | Path | None, work_dir: Path) -> list[Path]:
-    """The photos to send: `folder`'s images, else synthetic PALM-sized ones.
+def _photos(folder: str | Path | None, work_dir: Path, image_size: int) -> list[Path]:
+    """The photos to send: `folder`'s images, each decoded once here (at about
+    `image_size`, quickly) so that a bad one is named before the model loads, not counted as
+    failed requests after the run; else synthetic PALM-sized ones.
 
     Raises:
-        BadData: `folder` holds no photo.
+        BadData: `folder` holds no photo, or a file that is not a usable image.
     """
-    paths = [Path(p) for p in list_images(folder)] if folder else palm_sized_images(work_dir)
+    if not folder:
+        return palm_sized_images(work_dir)
+    paths = [Path(p) for p in list_images(folder)]
     if not paths:
         raise BadData(f"{folder}: no photos found")
+    for path in paths:
+        read_image(path, target_size=image_size)  # ImageReadError (BadData) names the file
     return paths
 
 
@@ -290,8 +310,7 @@ def _serve_and_measure(checkpoint: str | Path, engine: str, photos: Photos, work
         health = httpx.get(url + "/healthz").json()
         model = httpx.get(url + "/v1/model").json()
     finally:
-        server.terminate()
-        server.wait(30)
+        stop_server(server)
     return {"before": before, "rounds": measured, "health": health, "model": model}
 
 
@@ -327,9 +346,10 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
     targets (TARGETS where a target is None) and, given `output`, write the figures there.
 
     Raises:
-        BadConfig: not exactly one of checkpoint and model, int8 without model, or a count
-            out of range.
-        BadData: `photos` holds no photo.
+        BadConfig: not exactly one of checkpoint and model, int8 without model, a count
+            out of range, a target that judges nothing (check_targets) or an output that
+            cannot be written.
+        BadData: `photos` holds no photo, or a file that is not a usable image.
         UserError: the service did not start or failed its warm-up.
     """
     if (checkpoint is None) == (model is None):
@@ -343,14 +363,17 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
     targets = {name: TARGETS[name] if value is None else value for name, value in
                (("min_ratio", min_ratio), ("max_p95_ms", max_p95_ms),
                 ("max_rss_growth_mb", max_rss_growth_mb))}
+    check_targets(targets)
+    if output:
+        check_output(Path(output))
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     work_dir = Path(work_dir)
     load_start = os.getloadavg()
+    paths = _photos(photos, work_dir, image_size)
     if model:
         checkpoint = random_checkpoint(model, image_size, work_dir)
         if int8:
             checkpoint = int8_folder(checkpoint, work_dir)
-    paths = _photos(photos, work_dir)
     rates = ModelRates(checkpoint, engine, max_batch, paths[0])
     served = _serve_and_measure(
         checkpoint, engine, [(p.name, p.read_bytes()) for p in paths], work_dir,
@@ -389,6 +412,44 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
     if output:
         write_json_atomic(output, result)
     return result
+
+
+def check_output(output: Path) -> None:
+    """Refuse, before the run, an output its figures could not be written to after it (a
+    folder, a place that refuses files), creating its folder.
+
+    Raises:
+        BadConfig: naming the output.
+    """
+    if output.is_dir():
+        raise BadConfig(f"output {output}: is a folder; give a file name such as "
+                        f"{output / 'loadtest.json'}", param="output")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output.parent):
+            pass
+    except OSError as e:
+        # the output named, not the folder or the probe file the error is about
+        raise BadConfig(f"output {output}: cannot be written there ({e.strerror})",
+                        param="output") from None
+
+
+def check_targets(targets: dict[str, float]) -> None:
+    """Refuse a target that judges nothing: a ratio above 1 (the service beating the model
+    it runs, which only a round disturbed by other jobs shows), bounds no run can meet
+    (negative ones) and NaN, which compares false with everything (every run would be MET).
+
+    Raises:
+        BadConfig: naming the target.
+    """
+    ratio, p95, growth = (targets[k] for k in ("min_ratio", "max_p95_ms", "max_rss_growth_mb"))
+    if not 0 < ratio <= 1:
+        raise BadConfig(f"min_ratio must be in (0, 1], got {ratio:g}", param="min_ratio")
+    if not 0 < p95 < float("inf"):
+        raise BadConfig(f"max_p95_ms must be a positive number, got {p95:g}", param="max_p95_ms")
+    if not 0 <= growth < float("inf"):
+        raise BadConfig(f"max_rss_growth_mb must be a number >= 0, got {growth:g}",
+                        param="max_rss_growth_mb")
 
 
 def round_ratio(measured: list[dict[str, Any]], batch_img_s: list[float]) -> float:

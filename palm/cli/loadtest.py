@@ -75,5 +75,11 @@ def exit_code(result: dict[str, Any]) -> int:
     return 1 if result["missed"] else 0
 
 
+def interrupted(args: argparse.Namespace) -> str:
+    """The line printed on Ctrl-C (the service the load test started is stopped on the way)."""
+    return ("stopped: load test interrupted; the service it started was stopped and no figures "
+            "were written")
+
+
 main = library_call(__name__)
 cli = functools.partial(run_command, "loadtest")

@@ -17,7 +17,7 @@ together; the photos that arrived while the model ran start the next batch as so
 free, and only an idle model waits at most `max_wait_ms` for a batch to fill, so many clients
 share the batch throughput of the predictor instead of each running a batch of one. The model
 only ever runs in that thread. A full queue answers 503 at once, a
-request not answered within `timeout` (decoding included) answers 504. A request whose
+request not answered within `timeout` of its upload's end (decoding included) answers 504. A request whose
 client disconnects, or whose time is up, stops: its photos not yet decoded are skipped and
 its photos still queued leave the queue (logged as `cancelled`, status 499 for a client that
 left).
@@ -222,17 +222,19 @@ async def _predict(service: Service, request: Request, cam: bool) -> JSONRespons
     start = time.perf_counter()
     request_id = _request_id(request)
     uploads = await _read_uploads(request, config.max_files)
+    if len(uploads) > config.max_queue:  # never queued whole: refused before taking a slot
+        return error_response(413, f"{len(uploads)} photos in one request, but the queue "
+                              f"holds {config.max_queue}; send at most {config.max_queue} "
+                              "per request", request_id)
     uploaded = time.perf_counter()
-    watch = RequestWatch(request, start + config.timeout)
+    # from the upload's end: the upload has its own limit (upload_timeout), and a slow one
+    # must not leave no time to decode on an idle service
+    watch = RequestWatch(request, uploaded + config.timeout)
     try:
         photos = await _decode(service, uploads, cam, watch, request_id)
         decoded = modelled = time.perf_counter()
         good = [p for p in photos if p.x is not None]
         outputs: list[tuple[np.ndarray, np.ndarray | None]] = []
-        if len(good) > config.max_queue:
-            return error_response(413, f"{len(good)} photos in one request, but the queue "
-                                  f"holds {config.max_queue}; send at most {config.max_queue} "
-                                  "per request", request_id)
         if good:
             outputs = await _predict_queued(service.batcher, good,
                                             cam and runner.gradcam is not None, watch)
@@ -348,7 +350,8 @@ async def _decode(service: Service, uploads: Sequence[tuple[str, bytes]], cam: b
     A request keeps its slot for all its photos, so under overload the requests that started
     finish instead of all sharing the slots and all running out of time. When the request is
     abandoned (Abandoned, its `stage` set), its thread stops before the next photo and only
-    then gives the slot back: the slots bound the photos being decoded, answered or not.
+    then gives the slot back: the slots bound the photos being decoded, answered or not. A
+    request abandoned while it waited for a slot stops waiting.
     """
     stage = "waiting for a decoding slot"
 
@@ -362,10 +365,15 @@ async def _decode(service: Service, uploads: Sequence[tuple[str, bytes]], cam: b
                 service.decode_pool, _prepare_all, service.runner, uploads, cam, watch.stop,
                 request_id)
 
+    task = asyncio.ensure_future(decode_in_slot())
     try:
-        return await watch.wait(decode_in_slot())
+        return await watch.wait(task)
     except Abandoned as e:
         e.stage = stage
+        if stage == "waiting for a decoding slot":
+            # it holds no slot and decodes nothing: cancelled, it lets go of its upload now,
+            # which the upload budget stopped counting when the request ended
+            task.cancel()
         raise
 
 
