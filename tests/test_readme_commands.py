@@ -59,6 +59,8 @@ SKIPPED = {
         "minutes of load (tests/serve runs the tool)",
     "python tools/loadtest.py --model resnet50 --image-size 224 --requests 100 --concurrency 8 "
     "--rounds 5": "500 ResNet50 requests, minutes of load (tests/serve runs the tool)",
+    "python tools/loadtest.py --model resnet50 --requests 200 --rounds 3 --concurrency 8":
+        "600 ResNet50 requests, minutes of load (tests/serve runs the tool)",
     "python tools/loadtest.py --model resnet50 --int8 --requests 200 --rounds 5 --concurrency 8":
         "quantizes ResNet50, then 1000 requests: minutes of load (tests/serve runs the tool)",
     "python -m paddle.distributed.launch --nnodes 2 --master 10.0.0.1:8090 --nproc_per_node 2 "

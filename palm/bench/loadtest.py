@@ -26,7 +26,7 @@ from palm.bench.timing import (PACKAGE_PARENT, images_per_second, random_weights
                                require_at_least)
 from palm.data import PalmTrainSet, build_transform, eval_transform, list_images, read_image
 from palm.engine.checkpoint import save_checkpoint
-from palm.engine.inference import load_predictor
+from palm.engine.inference import Predictor, load_predictor
 from palm.engine.quantize import quantize_to_folder
 from palm.errors import BadConfig, BadData, UserError
 from palm.io_utils import write_json_atomic
@@ -217,8 +217,8 @@ class ModelRates:
     test's rounds, so that each round's rate is compared with the model's under the same
     load of other jobs."""
 
-    def __init__(self, checkpoint: str | Path, engine: str, max_batch: int, photo: Path):
-        self.predictor = load_predictor(checkpoint, engine=engine)
+    def __init__(self, predictor: Predictor, max_batch: int, photo: Path):
+        self.predictor = predictor
         meta = self.predictor.meta
         x = build_transform(int(meta["image_size"]), False,
                             meta.get("normalize", "minus_one_one"))(
@@ -369,12 +369,14 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     work_dir = Path(work_dir)
     load_start = os.getloadavg()
-    paths = _photos(photos, work_dir, image_size)
     if model:
         checkpoint = random_checkpoint(model, image_size, work_dir)
         if int8:
             checkpoint = int8_folder(checkpoint, work_dir)
-    rates = ModelRates(checkpoint, engine, max_batch, paths[0])
+    # loaded first: a checkpoint that cannot load is named before photos are made or read
+    predictor = load_predictor(checkpoint, engine=engine)
+    paths = _photos(photos, work_dir, image_size)
+    rates = ModelRates(predictor, max_batch, paths[0])
     served = _serve_and_measure(
         checkpoint, engine, [(p.name, p.read_bytes()) for p in paths], work_dir,
         requests=requests, concurrency=concurrency, warmup=warmup, rounds=rounds, cam=cam,

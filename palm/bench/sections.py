@@ -157,7 +157,8 @@ def run_benchmark(output: str | Path, work_dir: str | Path, *,
     names = list(models) if models else list(DEFAULT_MODELS)
     # the smallest side a checkpoint's metadata accepts: smaller fails after minutes of work
     require_at_least(IMAGE_SIZE_RANGE[0], **{f"sizes[{i}]": s for i, s in enumerate(sizes)})
-    work_dir = Path(work_dir)
+    # absolute: the predict section's child processes run in another folder
+    work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"environment": environment(), "command": command}
     if "stats" in chosen:
