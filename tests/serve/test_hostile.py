@@ -26,7 +26,8 @@ def _uploads_named(name: str) -> int:
     """How many lists of (file name, content) uploads hold a file called `name`."""
     gc.collect()
     return sum(1 for o in gc.get_objects() if isinstance(o, list) and o
-               and isinstance(o[0], tuple) and len(o[0]) == 2 and o[0][0] == name)
+               and isinstance(o[0], tuple) and len(o[0]) == 2 and isinstance(o[0][0], str)
+               and o[0][0] == name)
 
 
 def test_a_request_that_timed_out_waiting_for_a_slot_lets_its_upload_go(checkpoint, photos):
