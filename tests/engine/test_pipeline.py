@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import signal
 import threading
 from pathlib import Path
 
@@ -56,6 +57,26 @@ def test_run_ahead_passes_on_an_error_of_fn_after_the_results_before_it():
         for item, result in run_ahead(fn, range(5)):
             got.append(result)
     assert got == [0, 1]
+
+
+def test_run_ahead_interrupted_while_waiting_drops_the_queued_item():
+    """Ctrl-C while the caller waits for item 0 with item 1 queued behind it: the interrupt
+    waits for item 0's run only; item 1 is never started (it used to run to its end first,
+    a second engine batch between Ctrl-C and the prompt)."""
+    started = []
+    release = threading.Event()
+
+    def fn(item: int) -> int:
+        started.append(item)
+        release.wait(timeout=5)
+        return item
+
+    main = threading.main_thread().ident
+    threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGINT)).start()
+    threading.Timer(0.6, release.set).start()
+    with pytest.raises(KeyboardInterrupt):
+        next(run_ahead(fn, range(3)))
+    assert started == [0]
 
 
 @pytest.fixture(scope="module")
