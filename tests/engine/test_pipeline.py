@@ -79,6 +79,22 @@ def test_run_ahead_interrupted_while_waiting_drops_the_queued_item():
     assert started == [0]
 
 
+def test_run_ahead_hands_over_the_item_in_flight_when_drawing_fails():
+    """An error (or Ctrl-C) while the next item is drawn: the item already on the engine is
+    finished either way, so its result reaches the caller before the error (its rows are
+    written), as without running ahead."""
+    def items():
+        yield from range(3)
+        raise KeyboardInterrupt
+
+    for ahead in (False, True):
+        got = []
+        with pytest.raises(KeyboardInterrupt):
+            for item, result in run_ahead(lambda k: k * 10, items(), ahead):
+                got.append(result)
+        assert got == [0, 10, 20], ahead
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_run) -> Path:
     return tiny_run("lenet5") / "best.pdparams"
