@@ -227,3 +227,23 @@ def test_eval_of_an_fp32_export_matches_dygraph(trained, exported, palm_root):
     fast = evaluate(InferencePredictor(exported), build_loader(dataset, 4, train=False))
     np.testing.assert_allclose(fast.logits, plain.logits, atol=1e-4)
     np.testing.assert_array_equal(fast.labels, plain.labels)
+
+
+def test_int8_resume_gives_the_csv_of_an_uninterrupted_run(quantized, photos, tmp_path):
+    """A run stopped after 8 photos (the truncated one among them), then resumed: the failed
+    photo, tried again, is back in its place, not after the rows kept from the first run."""
+    predictor = OpenVINOPredictor(quantized)
+    out = tmp_path / "resumed.csv"
+    first = _rows(predictor, predictor.meta, photos[:8], out)
+    assert sum(1 for r in first if "truncated JPEG" in r["error"]) == 1
+    summary = predict_to_csv(predictor, predictor.meta, photos, out, batch_size=4,
+                             num_workers=0, progress=False, checkpoint_sha256="test",
+                             resume=True)
+    assert summary.reused == 7
+    resumed = pd.read_csv(out, dtype=str, keep_default_na=False)
+    whole = pd.DataFrame(_rows(predictor, predictor.meta, photos, tmp_path / "whole.csv"))
+    assert list(resumed["path"]) == list(whole["path"]) == photos
+    assert list(resumed["error"]) == list(whole["error"])
+    ok = whole["error"] == ""
+    np.testing.assert_allclose(resumed.loc[ok, "probability"].astype(float),
+                               whole.loc[ok, "probability"].astype(float), atol=1e-6)
