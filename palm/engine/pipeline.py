@@ -51,18 +51,32 @@ def run_ahead(fn: Callable[[Item], Result], items: Iterable[Item],
     as the caller asks for item k's result, so the thread goes from one batch to the next
     without waiting while the caller handles item k and fetches item k + 2. At most two items
     are in flight. An exception from fn reaches the caller with its item's result; one from
-    `items` as it is drawn.
+    `items` (or Ctrl-C while it is drawn) after the result of the item on the engine, as
+    without running ahead. When the caller stops early, the queued item is dropped: only the
+    running one is waited for.
     """
     if not ahead:
         for item in items:
             yield item, fn(item)
         return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="palm-engine") as pool:
+    drawn = iter(items)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="palm-engine")
+    try:
         pending: tuple[Item, Future] | None = None
-        for item in items:
+        while True:
+            try:
+                item = next(drawn)
+            except StopIteration:
+                break
+            except BaseException:
+                if pending is not None:  # the engine finishes it anyway: its rows are kept
+                    yield pending[0], pending[1].result()
+                raise
             future = pool.submit(fn, item)
             if pending is not None:
                 yield pending[0], pending[1].result()
             pending = (item, future)
         if pending is not None:
             yield pending[0], pending[1].result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

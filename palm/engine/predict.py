@@ -6,6 +6,9 @@ run finishes, the journal is copied atomically to OUTPUT and removed, so OUTPUT 
 complete or absent. After an interruption, `resume=True` keeps every successful row of the
 journal (and of an existing OUTPUT) for a file of this run's inputs and predicts only the
 rest; files that failed are tried again, rows of files no longer asked for are dropped.
+The kept and new rows are merged in the inputs' order, so a resumed run's OUTPUT is the
+uninterrupted run's (exactly so when the kept rows are in that order, as an interrupted
+run of the same inputs leaves them).
 `OUTPUT.json` records what made the rows (checkpoint SHA-256, threshold, precision, TTA,
 columns); resuming with anything else is refused, saying what differs. A kept row must
 be complete and well-formed (a row torn by a crash or a full disk, or edited by hand into
@@ -23,6 +26,7 @@ file): a checkpoint, an image, one of the inputs or any other file is never over
 from __future__ import annotations
 
 import csv
+import heapq
 import itertools
 import json
 import math
@@ -42,8 +46,8 @@ from palm.engine.evaluate import NON_FINITE_OUTPUT, finite_probabilities, finite
 from palm.engine.inference import Predictor
 from palm.engine.pipeline import run_ahead, runs_ahead, takes_arrays
 from palm.errors import BadConfig, BadData, OutputRefused
-from palm.io_utils import (atomic_path, escape_row, naming_write_errors, output_lock,
-                           unescape_row, write_json_atomic)
+from palm.io_utils import (atomic_path, escape_formula, escape_row, naming_write_errors,
+                           output_lock, unescape_row, write_json_atomic)
 from palm.predictions import (ERROR, EXPECTED_GRADE, PATH, PREDICTION, PREDICTION_PREFIX, PROBABILITY,
                               REQUIRED_COLUMNS, Grader, is_probability_column, main_output,
                               multilabel_columns, ordinal_loss_of, prediction_columns)
@@ -247,13 +251,35 @@ def _start_journal(output: Path, columns: list[str], class_names: Sequence[str],
     return done
 
 
-def _finish(output: Path) -> None:
-    """Journal -> OUTPUT, then its record; a crash in between only makes --resume refuse."""
+def _finish(output: Path, paths: Sequence[str], kept: int) -> None:
+    """Journal -> OUTPUT, then its record; a crash in between only makes --resume refuse.
+    The journal's first `kept` rows came from the earlier run (--resume)."""
     journal = journal_path(output)
     with atomic_path(output) as tmp:
-        shutil.copyfile(journal, tmp)
+        if 0 < kept < len(paths):
+            _merge_in_input_order(journal, tmp, paths, kept)
+        else:
+            shutil.copyfile(journal, tmp)
     os.replace(record_path(journal), record_path(output))
     os.remove(journal)
+
+
+def _merge_in_input_order(journal: Path, target: Path, paths: Sequence[str], kept: int) -> None:
+    """The journal's kept rows and this run's rows merged by their path's place in `paths`,
+    into `target`: a resumed run gives the CSV of an uninterrupted one (a failed file, tried
+    again, is not moved to the end). Streamed: two readers of the journal, one per part."""
+    place = {escape_formula(path): k for k, path in enumerate(paths)}
+    with open(journal, newline="", encoding="utf-8") as earlier, \
+            open(journal, newline="", encoding="utf-8") as now, \
+            open(target, "w", newline="", encoding="utf-8") as f:
+        earlier_rows, now_rows = csv.reader(earlier), csv.reader(now)
+        header = next(earlier_rows)
+        column = header.index(PATH)
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(heapq.merge(itertools.islice(earlier_rows, kept),
+                                     itertools.islice(now_rows, kept + 1, None),
+                                     key=lambda row: place[row[column]]))
 
 
 def _thresholds(meta: dict[str, Any], threshold: float | None, multilabel: bool) -> np.ndarray:
@@ -431,5 +457,5 @@ def _predict_locked(model: paddle.nn.Layer | Predictor, meta: dict[str, Any], pa
                     writer.writerows(map(escape_row, rows))
                     f.flush()  # a crash loses at most the batch in flight
                 errors += len(batch_errors) - len(ok)
-    _finish(output)
+    _finish(output, paths, len(done))
     return PredictSummary(len(done) + len(todo), errors, len(done), output)

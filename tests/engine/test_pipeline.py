@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import signal
 import threading
 from pathlib import Path
 
@@ -56,6 +57,42 @@ def test_run_ahead_passes_on_an_error_of_fn_after_the_results_before_it():
         for item, result in run_ahead(fn, range(5)):
             got.append(result)
     assert got == [0, 1]
+
+
+def test_run_ahead_interrupted_while_waiting_drops_the_queued_item():
+    """Ctrl-C while the caller waits for item 0 with item 1 queued behind it: the interrupt
+    waits for item 0's run only; item 1 is never started (it used to run to its end first,
+    a second engine batch between Ctrl-C and the prompt)."""
+    started = []
+    release = threading.Event()
+
+    def fn(item: int) -> int:
+        started.append(item)
+        release.wait(timeout=5)
+        return item
+
+    main = threading.main_thread().ident
+    threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGINT)).start()
+    threading.Timer(0.6, release.set).start()
+    with pytest.raises(KeyboardInterrupt):
+        next(run_ahead(fn, range(3)))
+    assert started == [0]
+
+
+def test_run_ahead_hands_over_the_item_in_flight_when_drawing_fails():
+    """An error (or Ctrl-C) while the next item is drawn: the item already on the engine is
+    finished either way, so its result reaches the caller before the error (its rows are
+    written), as without running ahead."""
+    def items():
+        yield from range(3)
+        raise KeyboardInterrupt
+
+    for ahead in (False, True):
+        got = []
+        with pytest.raises(KeyboardInterrupt):
+            for item, result in run_ahead(lambda k: k * 10, items(), ahead):
+                got.append(result)
+        assert got == [0, 10, 20], ahead
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +227,23 @@ def test_eval_of_an_fp32_export_matches_dygraph(trained, exported, palm_root):
     fast = evaluate(InferencePredictor(exported), build_loader(dataset, 4, train=False))
     np.testing.assert_allclose(fast.logits, plain.logits, atol=1e-4)
     np.testing.assert_array_equal(fast.labels, plain.labels)
+
+
+def test_int8_resume_gives_the_csv_of_an_uninterrupted_run(quantized, photos, tmp_path):
+    """A run stopped after 8 photos (the truncated one among them), then resumed: the failed
+    photo, tried again, is back in its place, not after the rows kept from the first run."""
+    predictor = OpenVINOPredictor(quantized)
+    out = tmp_path / "resumed.csv"
+    first = _rows(predictor, predictor.meta, photos[:8], out)
+    assert sum(1 for r in first if "truncated JPEG" in r["error"]) == 1
+    summary = predict_to_csv(predictor, predictor.meta, photos, out, batch_size=4,
+                             num_workers=0, progress=False, checkpoint_sha256="test",
+                             resume=True)
+    assert summary.reused == 7
+    resumed = pd.read_csv(out, dtype=str, keep_default_na=False)
+    whole = pd.DataFrame(_rows(predictor, predictor.meta, photos, tmp_path / "whole.csv"))
+    assert list(resumed["path"]) == list(whole["path"]) == photos
+    assert list(resumed["error"]) == list(whole["error"])
+    ok = whole["error"] == ""
+    np.testing.assert_allclose(resumed.loc[ok, "probability"].astype(float),
+                               whole.loc[ok, "probability"].astype(float), atol=1e-6)
