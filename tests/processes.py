@@ -27,6 +27,16 @@ def tool_exit(main: Callable, args) -> int | str | None:
     return info.value.code
 
 
+def process_running(pid: int) -> bool:
+    """True while process `pid` exists and is not a zombie (an exited child no one reaped
+    holds no memory and counts as gone). Linux /proc; False elsewhere."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     end = time.monotonic() + timeout
     while not condition():

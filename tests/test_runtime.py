@@ -15,7 +15,7 @@ from palm.errors import BadConfig
 from palm.cli import eval as eval_tool
 import signal
 import time
-from tests.processes import CHECKOUT_ENV, REPO, start_checkout_tool, wait_for
+from tests.processes import CHECKOUT_ENV, REPO, process_running, start_checkout_tool, wait_for
 
 
 @pytest.fixture
@@ -171,15 +171,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    """Running (a zombie holds no memory and counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("tool", ["predict", "train"])
 def test_no_worker_survives_a_killed_run(tool, lenet_checkpoint, many_photos, palm_root, tmp_path):
@@ -201,7 +192,7 @@ def test_no_worker_survives_a_killed_run(tool, lenet_checkpoint, many_photos, pa
         proc.kill()
         proc.wait()
         killed = time.monotonic()
-        wait_for(lambda: not any(map(_alive, workers)), 10, f"workers {workers} to exit")
+        wait_for(lambda: not any(map(process_running, workers)), 10, f"workers {workers} to exit")
         print(f"{tool}: {len(workers)} workers gone {time.monotonic() - killed:.2f} s after kill -9")
     finally:  # never leave a process behind, whatever failed
         for pid in {proc.pid, *workers, *_children(proc.pid)}:
@@ -240,10 +231,10 @@ def test_worker_init_child_exits_when_its_parent_is_killed(how, within, tmp_path
     child = int(parent.stdout.readline())
     try:
         assert parent.stdout.readline().strip() == "ready"  # worker_init has run
-        assert _alive(child)
+        assert process_running(child)
         parent.kill()
         parent.wait()
-        wait_for(lambda: not _alive(child), within, f"the {how} child to exit")
+        wait_for(lambda: not process_running(child), within, f"the {how} child to exit")
     finally:
         for pid in (parent.pid, child):
             try:

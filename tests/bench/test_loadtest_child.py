@@ -12,17 +12,9 @@ from pathlib import Path
 import pytest
 
 from palm.bench.loadtest import random_checkpoint
+from tests.processes import process_running
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _running(pid: int) -> bool:
-    """True while process `pid` exists and is not a zombie (an exited child no one reaped)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
@@ -43,16 +35,16 @@ def test_the_service_stops_when_the_load_test_is_killed_with_sigkill(tmp_path):
     server = int(load_test.stdout.readline())
     try:
         time.sleep(1)  # the service is starting (importing Paddle, loading the model)
-        assert _running(server)
+        assert process_running(server)
         load_test.kill()  # SIGKILL: no finally runs in the load test
         load_test.wait(10)
         end = time.monotonic() + 30
-        while _running(server) and time.monotonic() < end:
+        while process_running(server) and time.monotonic() < end:
             time.sleep(0.2)
-        assert not _running(server), "the service outlived the load test killed with -9"
+        assert not process_running(server), "the service outlived the load test killed with -9"
     finally:
         load_test.kill()
-        if _running(server):
+        if process_running(server):
             os.kill(server, signal.SIGKILL)
 
 
