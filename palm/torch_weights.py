@@ -44,6 +44,39 @@ STORAGE_DTYPES: dict[str, np.dtype] = {
 }
 
 
+# the first bytes of a zip archive (torch.save since PyTorch 1.6), and of torch.save's legacy
+# format, which begins with its magic number pickled with protocol 2
+ZIP_MAGIC = b"PK\x03\x04"
+LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
+LEGACY_MESSAGE = ("saved by PyTorch < 1.6 in its legacy format; re-save it with torch.save "
+                  "in a recent PyTorch")
+SAFETENSORS_HEADER_START = ord("{")
+
+
+def checkpoint_format(path: str | Path) -> str:
+    """What a weights file is by its first bytes, whatever its name: "torch" (zip-format
+    torch.save), "safetensors" (an 8-byte header length, then its JSON header), "torch-legacy"
+    (torch.save before PyTorch 1.6) or "paddle" (anything else: paddle.save's pickle, or a
+    file the Paddle reader will name as damaged). A `.bin` is either in the wild.
+
+    Raises:
+        FileNotFoundError: no file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint file not found")
+    with open(path, "rb") as f:
+        head = f.read(len(LEGACY_TORCH_MAGIC))
+    if head.startswith(ZIP_MAGIC):
+        return "torch"
+    if head == LEGACY_TORCH_MAGIC:
+        return "torch-legacy"
+    if len(head) > 8 and head[8] == SAFETENSORS_HEADER_START \
+            and int.from_bytes(head[:8], "little") <= path.stat().st_size - 8:
+        return "safetensors"
+    return "paddle"
+
+
 class _StorageType:
     """What `torch.FloatStorage` and its kin stand for here: only their element dtype."""
 
@@ -152,9 +185,9 @@ def read_torch_checkpoint(path: str | Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint file not found")
     if not zipfile.is_zipfile(path):
-        raise BadCheckpoint(f"{path}: not a zip-format PyTorch checkpoint (a file saved by "
-                            "PyTorch < 1.6, or not PyTorch's; re-save it with torch.save in "
-                            "a recent PyTorch)")
+        legacy = checkpoint_format(path) == "torch-legacy"
+        raise BadCheckpoint(f"{path}: " + (LEGACY_MESSAGE if legacy else
+                                           "not a zip-format PyTorch checkpoint"))
     try:
         with zipfile.ZipFile(path) as archive:
             pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")

@@ -14,8 +14,8 @@ import pytest
 from safetensors.numpy import save_file
 
 from palm.errors import BadCheckpoint
-from palm.torch_weights import (STORAGE_DTYPES, _TorchUnpickler, read_safetensors,
-                                read_torch_checkpoint)
+from palm.torch_weights import (LEGACY_TORCH_MAGIC, STORAGE_DTYPES, _TorchUnpickler,
+                                checkpoint_format, read_safetensors, read_torch_checkpoint)
 from palm.weights import UnsafeWeightsError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pytorch"
@@ -134,12 +134,41 @@ def test_a_deflated_data_pkl_may_not_unpack_beyond_the_files_size(tmp_path):
 
 
 def test_not_a_zip_checkpoint_names_the_old_format(tmp_path):
-    legacy = tmp_path / "old.pth"
-    legacy.write_bytes(pickle.dumps({"w": 1}))
+    other = tmp_path / "other.pth"
+    other.write_bytes(pickle.dumps({"w": 1}))
     with pytest.raises(BadCheckpoint, match="not a zip-format PyTorch checkpoint"):
+        read_torch_checkpoint(other)
+    # what torch.save wrote before PyTorch 1.6: its magic number pickled first
+    legacy = tmp_path / "old.pth"
+    legacy.write_bytes(pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2) + pickle.dumps({}))
+    with pytest.raises(BadCheckpoint, match="saved by PyTorch < 1.6 in its legacy format"):
         read_torch_checkpoint(legacy)
     with pytest.raises(FileNotFoundError):
         read_torch_checkpoint(tmp_path / "none.pth")
+
+
+def test_the_format_is_read_from_the_bytes_not_the_name(tmp_path):
+    """`.bin` is a PyTorch zip, a safetensors file or a Paddle pickle in the wild; a renamed
+    file is what its bytes say."""
+    named = {"torch": FIXTURES / "tensors.pth"}
+    save_file({"w": np.ones(3, np.float32)}, str(tmp_path / "st"))
+    named["safetensors"] = tmp_path / "st"
+    (tmp_path / "pd").write_bytes(pickle.dumps({"w": np.ones(3)}, protocol=4))
+    named["paddle"] = tmp_path / "pd"
+    (tmp_path / "legacy").write_bytes(LEGACY_TORCH_MAGIC + pickle.dumps({}))
+    named["torch-legacy"] = tmp_path / "legacy"
+    for expected, source in named.items():
+        for suffix in (".bin", ".pth", ".safetensors", ".pdparams"):
+            renamed = tmp_path / f"as{suffix}"
+            renamed.write_bytes(source.read_bytes())
+            assert checkpoint_format(renamed) == expected, (expected, suffix)
+    # an 8-byte length that runs past the end is not a safetensors header
+    (tmp_path / "short").write_bytes((10**6).to_bytes(8, "little") + b"{}")
+    assert checkpoint_format(tmp_path / "short") == "paddle"
+    (tmp_path / "empty").write_bytes(b"")
+    assert checkpoint_format(tmp_path / "empty") == "paddle"
+    with pytest.raises(FileNotFoundError, match="none.bin: checkpoint file not found"):
+        checkpoint_format(tmp_path / "none.bin")
 
 
 def test_safetensors_with_bfloat16_and_float16(tmp_path):

@@ -22,7 +22,7 @@ RUNS = "palm.engine.tasks:run_convert"
 def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = command_parser(__doc__, prog)
     p.add_argument("--model", required=True, help="the palm network of that architecture")
-    p.add_argument("--input", required=True, help="the PyTorch checkpoint (.pth/.pt/.safetensors)")
+    p.add_argument("--input", required=True, help="the PyTorch checkpoint (.pth/.pt/.bin zip, or safetensors; read by its bytes)")
     add_option(p, "--output", hidden=("--out",), required=True, help="the .pdparams to write")
     p.add_argument("--num-classes", type=int,
                    help="classes of the checkpoint's head (default: read from its last bias)")

@@ -41,6 +41,7 @@ from palm.models import IMAGENET_WEIGHTS, build_model, fetch_imagenet, published
 from palm.models.convert import (check_convertible, convert_state_dict, head_size,
                                  read_pytorch_weights)
 from palm.models.imagenet import file_md5, weights_dir
+from palm.torch_weights import checkpoint_format
 from palm.viz.cam import check_max_side, target_index, write_cam_overlays
 from palm.weights import trust_checkpoints
 
@@ -311,9 +312,10 @@ def run_convert(model: str, input: str, output: str, *, num_classes: int | None 
     if num_classes is not None and num_classes < 1:
         raise BadConfig(f"num_classes must be at least 1, got {num_classes} (leave it out to "
                         "read it from the checkpoint's classifier)", param="num_classes")
-    if Path(input).suffix.lower() == ".pdparams":
-        raise BadConfig(f"{input} is already a Paddle weights file: give it to --pretrained "
-                        "as it is", param="input")
+    if checkpoint_format(input) == "paddle":
+        raise BadConfig(f"{input} is not a PyTorch checkpoint or safetensors file (a Paddle "
+                        ".pdparams, or damaged): give Paddle weights to --pretrained as they "
+                        "are", param="input")
     check_convertible(model)
     state = read_pytorch_weights(input)
     classes = num_classes or head_size(state, model)

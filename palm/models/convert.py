@@ -32,7 +32,7 @@ import paddle.nn as nn
 
 from palm.errors import BadCheckpoint, BadConfig
 from palm.models.registry import MODELS
-from palm.torch_weights import read_safetensors, read_torch_checkpoint
+from palm.torch_weights import checkpoint_format, read_safetensors, read_torch_checkpoint
 
 # keys under which training scripts nest the state dict (RETFound and timm: 'model';
 # Lightning and many others: 'state_dict')
@@ -97,8 +97,6 @@ TORCHVISION_RENAMES = {"densenet121": _DENSENET, "densenet169": _DENSENET,
                        "shufflenet_v2_x1_0": _SHUFFLENET}
 DROPPED = re.compile(r"(^|\.)num_batches_tracked$")
 SHOWN = 5  # names listed per kind of mismatch
-# files read as PyTorch checkpoints (anything else is a Paddle .pdparams)
-PYTORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 
 
 @dataclass
@@ -122,7 +120,7 @@ def read_pytorch_weights(path: str | Path) -> dict[str, np.ndarray]:
     """The state dict of a PyTorch checkpoint or safetensors file: unwrapped, flat
     name -> numpy array, in the file's order."""
     path = Path(path)
-    obj = (read_safetensors(path) if path.suffix.lower() == ".safetensors"
+    obj = (read_safetensors(path) if checkpoint_format(path) == "safetensors"
            else read_torch_checkpoint(path))
     return state_dict_of(obj, path)
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import paddle
 
-from palm.models.convert import (PYTORCH_SUFFIXES, check_convertible, convert_state_dict,
+from palm.models.convert import (check_convertible, convert_state_dict,
                                  is_head_shape, read_pytorch_weights)
 from palm.models.imagenet import fetch_imagenet
 from palm.models.ordinal import RANK_BIASES
+from palm.torch_weights import checkpoint_format
 from palm.weights import read_weights
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,8 @@ def load_pretrained(model: paddle.nn.Layer, path: str | Path, model_name: str | 
 def _read_state(path: Path, model: paddle.nn.Layer, model_name: str | None) -> dict:
     """A `.pdparams` file by palm's safe reader; a PyTorch one converted to Paddle's names
     and layouts (palm.models.convert), its classifier left in its own shape to be skipped."""
-    if path.suffix.lower() not in PYTORCH_SUFFIXES:
+    # by content, not name: `.bin` is PyTorch's (Hugging Face) or Paddle's in the wild
+    if checkpoint_format(path) == "paddle":
         return read_weights(path)
     name = model_name or type(model).__name__
     check_convertible(name)

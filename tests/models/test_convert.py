@@ -213,7 +213,7 @@ def test_convert_arguments_that_were_misread(tmp_path, capsys):
             run_convert("resnet18", str(tmp_path / "R18.SAFETENSORS"), str(tmp_path / "o.pdparams"),
                         num_classes=classes)
     (tmp_path / "w.pdparams").write_bytes(b"\x80\x02}.")
-    with pytest.raises(BadConfig, match="already a Paddle weights file"):
+    with pytest.raises(BadConfig, match="not a PyTorch checkpoint or safetensors file"):
         run_convert("resnet18", str(tmp_path / "w.pdparams"), str(tmp_path / "o.pdparams"))
     assert not (tmp_path / "o.pdparams").exists()
     run_convert("resnet18", str(tmp_path / "R18.SAFETENSORS"), str(tmp_path / "o.pdparams"))

@@ -39,6 +39,17 @@ def test_one_logit_model_skips_exactly_the_classifier(resnet18_imagenet, caplog)
     assert str(resnet18_imagenet) in record.message
 
 
+def test_paddle_weights_named_bin_load_as_paddle_weights(resnet18_imagenet, tmp_path):
+    """The file's bytes say which reader: a Paddle pickle named `.bin` is no PyTorch file."""
+    renamed = tmp_path / "resnet18.bin"
+    renamed.write_bytes(resnet18_imagenet.read_bytes())
+    model = build_model("resnet18", num_classes=1)
+    report = load_pretrained(model, renamed)
+    assert report["skipped"] == ["fc.weight", "fc.bias"] and report["missing"] == []
+    np.testing.assert_array_equal(model.conv1.weight.numpy(),
+                                  paddle.load(str(resnet18_imagenet))["conv1.weight"].numpy())
+
+
 def test_same_shape_model_loads_everything(resnet18_imagenet):
     model = build_model("resnet18", num_classes=1000)
     report = load_pretrained(model, resnet18_imagenet)
