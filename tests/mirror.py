@@ -1,7 +1,8 @@
 """A local HTTP server standing in for a weights mirror (tests have no Internet).
 
-Each path answers with bytes, or with a stall: the head and a first chunk, then nothing
-until the test ends. Requests are counted per path."""
+Each path answers with bytes, with a stall (the head and a first chunk, then nothing until
+the test ends) or with a trickle (TRICKLE_CHUNK bytes every TRICKLE_PAUSE seconds). Requests
+are counted per path."""
 from __future__ import annotations
 
 import threading
@@ -11,12 +12,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# a trickle that grows the download every 0.25 s (by Paddle's 8 KiB write buffer) yet brings
+# 32 KiB a second, less than palm's 64 KiB per stall window of 1 s
+TRICKLE_CHUNK, TRICKLE_PAUSE = 8 * 1024, 0.25
+
 
 @dataclass
 class Mirror:
     url: str
     files: dict[str, bytes] = field(default_factory=dict)
     stalled: set[str] = field(default_factory=set)
+    trickled: set[str] = field(default_factory=set)
     requests: Counter = field(default_factory=Counter)
     release: threading.Event = field(default_factory=threading.Event)
 
@@ -36,6 +42,14 @@ def serving_mirror() -> Iterator[Mirror]:
                 self.wfile.write(b"\0" * 1024)
                 self.wfile.flush()
                 mirror.release.wait(60)
+                return
+            if self.path in mirror.trickled:
+                self.send_response(200)
+                self.send_header("Content-Length", str(1 << 24))
+                self.end_headers()
+                while not mirror.release.wait(TRICKLE_PAUSE):
+                    self.wfile.write(b"\0" * TRICKLE_CHUNK)
+                    self.wfile.flush()
                 return
             if self.path not in mirror.files:
                 self.send_error(404)

@@ -270,9 +270,12 @@ def run_weights(action: str, models: list[str] | None = None, all: bool = False)
     if action == "list":
         for name in names:
             weights = published_weights(name)
-            held = (f"cached, {weights.path.stat().st_size / 1e6:.1f} MB"
+            held = (f"on disk, {weights.path.stat().st_size / 1e6:.1f} MB"
                     if weights.path.is_file() else "not cached")
             print(f"{name:20s} {held:20s} {weights.shown_url}")
+        # listing reads no file (the VGGs alone are 1 GB); a file placed by hand is unchecked
+        print("files on disk are checked against Paddle's MD5 when loaded; `palm weights "
+              "verify` checks them now")
     elif action == "download":
         for name in names:
             print(f"{name}: {fetch_imagenet(name)}")

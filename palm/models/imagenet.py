@@ -9,6 +9,7 @@ in only once their MD5 matches, so the cache never holds a partial or wrong file
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import importlib
 import logging
@@ -30,9 +31,12 @@ from palm.errors import BadConfig, DownloadFailed
 MIRROR_ENV = "PALM_WEIGHTS_MIRROR"
 WEIGHTS_DIR_ENV = "PALM_WEIGHTS_DIR"
 STALL_ENV = "PALM_DOWNLOAD_STALL_SECONDS"
-# Paddle's downloader waits forever on a server that stops sending; palm gives up after this
-# long without a new byte.
+# Paddle's downloader waits forever on a server that stops sending; palm gives up when the
+# download grew by less than MIN_PROGRESS_BYTES in the last stall window. A byte count, not
+# "any byte": the file grows in Paddle's 8 KiB write buffer, and a server trickling a few
+# bytes a second would otherwise never be given up on (137 B/s: 9 days for resnet50).
 DEFAULT_STALL_SECONDS = 60.0
+MIN_PROGRESS_BYTES = 64 * 1024
 # a private download folder untouched this long is left from a killed run (a live download
 # writes into it at least every few seconds) and is removed by the next download
 STALE_DOWNLOAD_SECONDS = 24 * 3600
@@ -280,14 +284,19 @@ def _download_watched(weights: PublishedWeights, staging: Path, failure: _LastFa
 
 def _wait_watching(worker: threading.Thread, staging: Path, weights: PublishedWeights,
                    stall: float) -> None:
-    last_size, last_change = -1, time.monotonic()
+    """Wait for `worker`; raise _Stalled once the download grew by less than
+    MIN_PROGRESS_BYTES over the last `stall` seconds (a sliding window of 0.2-s samples)."""
+    samples = collections.deque([(time.monotonic(), 0)])
     while worker.is_alive():
         worker.join(0.2)
-        size = _bytes_in(staging)
-        if size != last_size:
-            last_size, last_change = size, time.monotonic()
-        elif time.monotonic() - last_change > stall:
-            raise _Stalled(_failure(weights, f"no data for {stall:g} s"))
+        now, size = time.monotonic(), _bytes_in(staging)
+        samples.append((now, size))
+        while len(samples) > 1 and samples[1][0] <= now - stall:
+            samples.popleft()  # samples[0] stays the newest one at least `stall` old
+        since, size_then = samples[0]
+        if now - since >= stall and size - size_then < MIN_PROGRESS_BYTES:
+            raise _Stalled(_failure(weights, f"less than {MIN_PROGRESS_BYTES // 1024} KiB "
+                                             f"received in {stall:g} s"))
 
 
 def _bytes_in(folder: Path) -> int:
