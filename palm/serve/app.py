@@ -306,8 +306,8 @@ async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, byt
         raise HTTPException(413, str(e)) from None
     except UploadTooSlow as e:
         raise HTTPException(408, str(e)) from None
-    except UploadsBusy as e:  # the rest of the body is not read: the connection cannot be reused
-        raise HTTPException(503, str(e), headers={"Connection": "close"}) from None
+    except UploadsBusy as e:  # uvicorn drops the rest of the body (guard.HeaderTimeoutProtocol)
+        raise HTTPException(503, str(e)) from None
     except ClientDisconnect:  # the client left mid-upload: an abandoned request, not a bug
         raise HTTPException(499, "the client closed the request during its upload") from None
     except HTTPException as e:  # starlette's 400 for any MultiPartException, its message as detail

@@ -71,7 +71,10 @@ def error_response(status: int, message: str, request_id: str | None,
                    **extra: Any) -> JSONResponse:
     """The service's JSON error: `{"error", "status", "request_id", **extra}`."""
     headers = {"Retry-After": "1"} if status == 503 else {}
-    if status in (408, 413):  # the body was not read to its end: the connection cannot be reused
+    # A 413 or 503 answers before the body is read; uvicorn reads and drops the rest (within
+    # HeaderTimeoutProtocol's deadline) so the client, still sending, gets the answer: closing
+    # at once would reset the connection under it. A 408's client is too slow to wait for.
+    if status == 408:
         headers["Connection"] = "close"
     return JSONResponse({"error": message, "status": status, "request_id": request_id, **extra},
                         status_code=status, headers=headers)
@@ -161,9 +164,7 @@ class RequestGuard:
                 refusal = error_response(413, self._too_large(declared), request_id)
                 await refusal(scope, receive, send_with_id)
             elif not self.budget.take(declared):  # refused before its body is read
-                refusal = error_response(503, self._busy(), request_id)
-                refusal.headers["Connection"] = "close"  # its body is not read
-                await refusal(scope, receive, send_with_id)
+                await error_response(503, self._busy(), request_id)(scope, receive, send_with_id)
             else:
                 held = declared
                 await self.app(scope, limited_receive, send_with_id)
@@ -204,7 +205,10 @@ class HeaderTimeoutProtocol(H11Protocol):
     their connections for ever. Here a connection whose next request head is not complete
     `header_timeout` seconds after it opened, or after its previous response, is closed:
     with 408 if part of the head came, silently if nothing did (an idle connection, as
-    uvicorn closes them). The body has its own limit (RequestGuard).
+    uvicorn closes them). The body of an accepted request has its own limit (RequestGuard);
+    the rest of a body answered before it was read (413, 503), which uvicorn reads and drops
+    so that the client gets the answer rather than a reset, must also end within
+    `header_timeout` of the answer, or the connection is closed.
     """
 
     header_timeout: float = 10.0
@@ -212,6 +216,7 @@ class HeaderTimeoutProtocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._timed: str | None = None  # what the timer waits for: "head" or "dropped body"
         self._time_head()
 
     def data_received(self, data: bytes) -> None:
@@ -227,21 +232,35 @@ class HeaderTimeoutProtocol(H11Protocol):
             self._head_timer.cancel()
         super().connection_lost(exc)
 
+    def _waiting_for(self) -> str | None:
+        """"head" while waiting for a request head (h11's IDLE: their_state leaves it once a
+        whole head is parsed), "dropped body" while the rest of an answered request's body
+        comes in, else None."""
+        if self.transport.is_closing():
+            return None
+        if self.conn.their_state is h11.IDLE:
+            return "head"
+        if self.conn.their_state is h11.SEND_BODY and self.conn.our_state is h11.DONE:
+            return "dropped body"
+        return None
+
     def _time_head(self) -> None:
-        """Start the deadline when the connection begins waiting for a request head (h11's
-        IDLE: their_state leaves it once a whole head is parsed), stop it when one came."""
-        waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
-        if waiting and self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
-        elif not waiting and self._head_timer is not None:
+        """Start the deadline when the connection begins waiting for one of those, stop it
+        when it came (or the wait changed)."""
+        waiting = self._waiting_for()
+        if waiting == self._timed:
+            return
+        if self._head_timer is not None:
             self._head_timer.cancel()
-            self._head_timer = None
+        self._timed = waiting
+        self._head_timer = (self.loop.call_later(self.header_timeout, self._head_timed_out)
+                            if waiting else None)
 
     def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        self._head_timer, timed, self._timed = None, self._timed, None
+        if timed is None or self._waiting_for() != timed:
             return
-        if self.conn.trailing_data[0]:  # part of a head, unparsed
+        if timed == "head" and self.conn.trailing_data[0]:  # part of a head, unparsed
             self.transport.write(_raw_response(408, f"request line and headers not received "
                                                     f"within {self.header_timeout:g} s"))
         self.transport.close()
