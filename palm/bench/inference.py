@@ -16,11 +16,11 @@ import numpy as np
 from palm.bench.data import palm_sized_images
 from palm.bench.settings import BenchSettings
 from palm.models import is_transformer
-from palm.bench.timing import child_result, images_per_second, random_batch, run_in_child
+from palm.bench.timing import (child_result, images_per_second, random_batch, run_in_child,
+                              timing_network)
 from palm.bench.torch_twin import torch_twin
 from palm.engine.inference import DygraphPredictor, InferencePredictor, OpenVINOPredictor
 from palm.engine.quantize import calibration_images, export_onnx, quantize_onnx
-from palm.models import build_model
 from palm.runtime import OPT_OUT_VAR, usable_cores
 
 TUNING_VARS = ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE", "KMP_BLOCKTIME")  # palm.runtime sets them
@@ -34,7 +34,7 @@ def relative_difference(logits: np.ndarray, reference: np.ndarray) -> float:
 
 def dygraph_eval_rate(model_name: str, size: int, batch_size: int, iters: int) -> float:
     """Dygraph eval img/s of `model_name` (random weights) in this process."""
-    predictor = DygraphPredictor(build_model(model_name, num_classes=1), {})
+    predictor = DygraphPredictor(timing_network(model_name, size)[0], {})
     batch = random_batch(batch_size, size)
     return images_per_second(lambda: predictor.predict(batch), len(batch), iters)
 

@@ -22,15 +22,14 @@ import numpy as np
 
 from palm.bench.data import palm_sized_images
 from palm.bench.predict import rss_mb
-from palm.bench.timing import (PACKAGE_PARENT, images_per_second, random_weights_meta,
-                               require_at_least)
+from palm.bench.timing import (PACKAGE_PARENT, images_per_second, require_at_least,
+                               timing_network)
 from palm.data import PalmTrainSet, build_transform, eval_transform, list_images, read_image
 from palm.engine.checkpoint import save_checkpoint
 from palm.engine.inference import Predictor, load_predictor
 from palm.engine.quantize import quantize_to_folder
 from palm.errors import BadConfig, BadData, UserError
 from palm.io_utils import write_json_atomic
-from palm.models import build_model
 
 log = logging.getLogger("palm.loadtest")
 
@@ -241,8 +240,7 @@ class ModelRates:
 def random_checkpoint(model_name: str, image_size: int, folder: Path) -> Path:
     """A checkpoint of `model_name` with random weights (one PM logit), for timing only."""
     path = Path(folder) / f"loadtest-{model_name}-{image_size}.pdparams"
-    save_checkpoint(path, build_model(model_name, num_classes=1),
-                    random_weights_meta(model_name, image_size))
+    save_checkpoint(path, *timing_network(model_name, image_size))
     return path
 
 

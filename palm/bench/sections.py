@@ -20,7 +20,7 @@ from palm.bench.report import (Log, format_table, log_int8, log_predict, log_rat
 from palm.bench.settings import DEFAULT_MODELS, SECTIONS, BenchSettings, check_sections
 from palm.bench.stats import bench_statistics
 from palm.bench.table import run_table
-from palm.bench.timing import images_per_second, random_batch, random_weights_meta, require_at_least
+from palm.bench.timing import images_per_second, random_batch, require_at_least, timing_network
 from palm.bench.train import bench_compiled_training, bench_training
 from palm.bench.train_profile import bench_train_profile
 from palm.engine.checkpoint import IMAGE_SIZE_RANGE
@@ -28,7 +28,6 @@ from palm.engine.export import export_model
 from palm.engine.inference import DygraphPredictor, InferencePredictor
 from palm.flops import count_flops, count_params
 from palm.io_utils import write_json_atomic
-from palm.models import build_model
 from palm.runtime import cpu_vendor, usable_cores
 
 # pairs (a, b) of figures whose ratio a / b each row reports when both were measured
@@ -95,12 +94,11 @@ def bench_model(model_name: str, size: int, settings: BenchSettings, work_dir: P
     def log(msg: str) -> None:
         print(f"[{model_name} {size}px] {msg}  (load {os.getloadavg()[0]:.1f})", flush=True)
 
-    model = build_model(model_name, num_classes=1)
+    model, meta = timing_network(model_name, size)
     row["params_m"] = count_params(model) / 1e6
     row["gflops"] = count_flops(model, (1, 3, size, size)) / 1e9
     batch = random_batch(settings.batch_size, size)
     _training_sections(row, model_name, size, settings, work_dir, sections, log)
-    meta = random_weights_meta(model_name, size)
     dygraph = DygraphPredictor(model, meta)
     # the fp32 logits the export and bfloat16 are compared with
     reference = dygraph.predict(batch) if sections & {"inference", "bf16"} else None

@@ -6,11 +6,12 @@ import json
 import tempfile
 from typing import Any
 
-from palm.bench.timing import child_result, images_per_second, random_batch, run_in_child
+from palm.bench.timing import (child_result, images_per_second, random_batch, run_in_child,
+                              timing_network)
 from palm.engine.export import export_model
 from palm.engine.inference import DygraphPredictor, InferencePredictor
 from palm.flops import count_flops, count_params
-from palm.models import build_model, list_models
+from palm.models import list_models
 
 TABLE_SIZE = 224
 
@@ -18,9 +19,8 @@ TABLE_SIZE = 224
 def table_row(model_name: str, batch_size: int, iters: int) -> dict[str, Any]:
     """README table row: params, GFLOPs and eval img/s (dygraph tuned, inference) at 224 px."""
     size = TABLE_SIZE
-    model = build_model(model_name, num_classes=1)
+    model, meta = timing_network(model_name, size)
     batch = random_batch(batch_size, size)
-    meta = {"model": model_name, "num_classes": 1, "image_size": size}
     row = {"model": model_name, "params_m": count_params(model) / 1e6,
            "gflops": count_flops(model, (1, 3, size, size)) / 1e9}
     dygraph = DygraphPredictor(model, meta)

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import paddle
 
 import palm
 from palm.data import PALM_CLASSES
+from palm.engine.runner import build_network
 from palm.errors import BadConfig
 
 # The folder holding the palm package: child processes run from it, so they import this same
@@ -36,11 +38,14 @@ def random_batch(batch_size: int, size: int) -> np.ndarray:
     return np.random.default_rng(0).uniform(-1, 1, (batch_size, 3, size, size)).astype("float32")
 
 
-def random_weights_meta(model_name: str, size: int) -> dict[str, Any]:
-    """The checkpoint metadata of a one-logit PALM network used only for timing."""
-    return {"model": model_name, "num_classes": 1, "class_names": list(PALM_CLASSES),
-            "image_size": size, "normalize": "minus_one_one", "fundus_crop": False,
-            "threshold": 0.5, "model_kwargs": {}}
+def timing_network(model_name: str, size: int) -> tuple[paddle.nn.Layer, dict[str, Any]]:
+    """A one-logit network of `model_name` with random weights for `size`-px input, built as
+    training builds it (lenet sizes its classifier from the input side), and the metadata
+    of a checkpoint of it."""
+    model, model_kwargs = build_network(model_name, 1, size, {})
+    return model, {"model": model_name, "num_classes": 1, "class_names": list(PALM_CLASSES),
+                   "image_size": size, "normalize": "minus_one_one", "fundus_crop": False,
+                   "threshold": 0.5, "model_kwargs": model_kwargs}
 
 
 def require_at_least(minimum: int, **values: int) -> None:

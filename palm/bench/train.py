@@ -14,13 +14,12 @@ import paddle
 
 from palm.bench.data import fill_folder, palm_sized_images
 from palm.bench.settings import BenchSettings
-from palm.bench.timing import images_per_second, random_batch
+from palm.bench.timing import images_per_second, random_batch, timing_network
 from palm.bench.torch_twin import torch_training_step
 from palm.data import PalmTrainSet, build_loader, build_transform
 from palm.engine.losses import ClassificationLoss
 from palm.engine.runner import compile_network
 from palm.engine.train import train_one_epoch
-from palm.models import build_model
 
 
 NO_TORCH = "torch not installed or no PyTorch twin of this network"
@@ -30,7 +29,7 @@ def training_setup(model_name: str, batch_size: int, size: int, compiled: bool =
                    ) -> tuple[paddle.nn.Layer, Any, ClassificationLoss, Callable[[], None]]:
     """(model, optimizer, loss, one-batch training step) as tools/train.py builds them."""
     paddle.seed(0)
-    model = build_model(model_name, num_classes=1)
+    model, _ = timing_network(model_name, size)
     model.train()
     optimizer = paddle.optimizer.Momentum(1e-3, momentum=0.9, parameters=model.parameters(),
                                           weight_decay=1e-3)

@@ -6,14 +6,17 @@ import json
 import math
 
 import numpy as np
+import paddle
 import pytest
 
 from palm.bench.inference import eval_default_in_child
+from palm.bench.loadtest import random_checkpoint
 from palm.bench.report import log_training
 from palm.bench.sections import run_benchmark
 from palm.bench.settings import BenchSettings
 from palm.bench.torch_twin import torch_twin, torch_training_step
 from palm.bench.train import NO_TORCH, bench_training
+from palm.engine.checkpoint import load_checkpoint_model
 from palm.errors import BadConfig
 from palm.flops import count_params
 from palm.models import build_model
@@ -156,3 +159,14 @@ def test_predict_section_on_an_int8_folder_reports_its_ratio_to_the_engine(tmp_p
         predict["steady_img_per_s"] / predict["engine_img_per_s"], nan_ok=True)
     assert len(predict["loadavg_start"]) == len(predict["loadavg_end"]) == 3
     assert "x the INT8 engine's" in capsys.readouterr().out
+
+
+def test_networks_sized_by_their_input_are_timed_at_the_size_asked(tmp_path):
+    """lenet sizes its classifier from the input side: the benchmark and the load test built
+    it for 224 px whatever --sizes/--image-size said (a traceback at 32 px)."""
+    result = run_benchmark(tmp_path / "bench.json", tmp_path / "work", models=["lenet"],
+                           sizes=[32], sections=["eval"], settings=TINY)
+    assert result["rows"][0]["eval_dygraph"] > 0
+    model, meta = load_checkpoint_model(random_checkpoint("lenet", 32, tmp_path))
+    assert meta["model_kwargs"] == {"image_size": 32}
+    assert model(paddle.rand([2, 3, 32, 32])).shape == [2, 1]
