@@ -7,20 +7,31 @@ its tensors are matched to the palm network's parameters:
 2. renamed as Paddle names the same things (`running_mean` -> `_mean`, `running_var` ->
    `_variance`; `num_batches_tracked` dropped, Paddle counts nothing);
 3. renamed to palm's (paddle.vision's) layer names where they differ (DenseNet, ShuffleNet
-   v2: the rules in TORCHVISION_RENAMES), then matched by name with every shape checked,
-   whatever order the file lists them in (safetensors sorts them);
+   v2, EfficientNet-B0, SE-ResNet-50: the rules in TORCHVISION_RENAMES), then matched by
+   name with every shape checked, whatever order the file lists them in (safetensors sorts
+   them); two source names that would become one palm name are refused;
 4. Linear weights transposed (PyTorch stores [out, in], Paddle [in, out]); float16 and
    bfloat16 made float32.
 
 Which networks this holds for is listed in TORCHVISION_CONVERTIBLE, each tested against
-torchvision's logits (tests/models/test_convert.py and its fixtures). Others are refused:
-torchvision's AlexNet, SqueezeNet and Inception-v3 have tensors of the same shapes as palm's
-(paddle.vision's) but other layers around them (padding, pooling, BatchNorm eps), and its
-GoogLeNet has BatchNorm where palm's has none. Anything that does not match is named:
-missing, extra and wrong-shape keys.
+torchvision's (or timm's) logits (tests/models/test_convert.py and its fixtures).
+efficientnet_b0 takes timm's `efficientnet_b0` and torchvision's `efficientnet_b0`, whose
+layers are palm's (symmetric padding, BatchNorm eps 1e-5, SiLU in the blocks and in SE, SE
+of a quarter of the block's input channels with biases); their names differ, and the rules
+of each source match only that source's names. se_resnet50 takes timm's `seresnet50` (stride
+on the 3x3 conv, SE of channels/16 with biases after the last BatchNorm, before the
+addition). timm's `legacy_seresnet50` is another network: stride on the first 1x1 conv and a
+ceil-mode max pool without padding (with seresnet50's weights renamed, its logits differ by
+93 % of the largest at 64 px), and it has other names (`layer0.`, `se_module`,
+`last_linear`), so it is refused by name.
+Others are refused: torchvision's AlexNet, SqueezeNet and Inception-v3 have tensors of the
+same shapes as palm's (paddle.vision's) but other layers around them (padding, pooling,
+BatchNorm eps), and its GoogLeNet has BatchNorm where palm's has none. Anything that does
+not match is named: missing, extra and wrong-shape keys.
 """
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +42,7 @@ import paddle
 import paddle.nn as nn
 
 from palm.errors import BadCheckpoint, BadConfig
+from palm.models.efficientnet import B0_STAGES
 from palm.models.registry import MODELS
 from palm.torch_weights import checkpoint_format, read_safetensors, read_torch_checkpoint
 
@@ -42,7 +54,8 @@ WRAPPER_KEYS = ("model", "state_dict", "model_state", "model_state_dict", "modul
 TORCHVISION_CONVERTIBLE = ("vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn",
                            "vgg16_bn", "vgg19_bn", "resnet18", "resnet34", "resnet50",
                            "resnet101", "resnet152", "densenet121", "densenet169",
-                           "mobilenet_v2", "shufflenet_v2_x1_0", "vit_tiny_patch16",
+                           "mobilenet_v2", "shufflenet_v2_x1_0", "efficientnet_b0",
+                           "se_resnet50", "vit_tiny_patch16",
                            "vit_small_patch16", "vit_base_patch16", "vit_large_patch16",
                            "retfound")
 # RETFound's pre-training checkpoint ({'model': ...}) holds the MAE decoder, its mask token
@@ -92,9 +105,57 @@ _SHUFFLENET = (
     (r"^conv5\.", "_last_conv."),
     (r"^fc\.", "_fc."),
 )
-# palm network -> (pattern, replacement) applied in turn to torchvision's names
+# EfficientNet-B0: timm and torchvision number blocks within a stage, palm through the network
+# (blocks.0 .. blocks.15); palm's MBConv is one Sequential `block` of the layers in order.
+_B0_FIRST_BLOCK = list(itertools.accumulate((repeats for *_, repeats in B0_STAGES), initial=0))
+# timm's layers -> palm's `block` children: stage 0 (expansion 1) is a DepthwiseSeparableConv
+# (dw, SE, pw), the others InvertedResidual (pw, dw, SE, pwl)
+_TIMM_MBCONV = {
+    True: {"conv_dw": "0.0", "bn1": "0.1", "se.conv_reduce": "1.fc1", "se.conv_expand": "1.fc2",
+           "conv_pw": "2.0", "bn2": "2.1"},
+    False: {"conv_pw": "0.0", "bn1": "0.1", "conv_dw": "1.0", "bn2": "1.1",
+            "se.conv_reduce": "2.fc1", "se.conv_expand": "2.fc2", "conv_pwl": "3.0", "bn3": "3.1"},
+}
+
+
+def _b0_block(match: re.Match, stage: int, rest: str = "") -> str:
+    """palm's name of block `match[2]` of B0 stage `stage`; a block B0 has not (a larger
+    variant's file) keeps its name, to be reported as extra rather than land on another."""
+    index = int(match[2])
+    if stage >= len(B0_STAGES) or index >= B0_STAGES[stage][-1]:
+        return match[0]
+    return f"blocks.{_B0_FIRST_BLOCK[stage] + index}.block.{rest}"
+
+
+def _timm_mbconv(match: re.Match) -> str:
+    stage = int(match[1])
+    depthwise_separable = stage < len(B0_STAGES) and B0_STAGES[stage][0] == 1
+    part = _TIMM_MBCONV[depthwise_separable].get(match[3])
+    return match[0] if part is None else _b0_block(match, stage, part + ".")
+
+
+# each rule matches only its own source's names (palm's never), so one set takes either file
+_EFFICIENTNET_B0 = (
+    # timm: conv_stem, bn1, blocks.STAGE.INDEX.<layer>, conv_head, bn2, classifier
+    (r"^conv_stem\.", "stem.0."),
+    (r"^bn1\.", "stem.1."),
+    (r"^blocks\.(\d+)\.(\d+)\.(conv_pwl|conv_pw|conv_dw|bn\d|se\.conv_reduce|se\.conv_expand)\.",
+     _timm_mbconv),
+    (r"^conv_head\.", "head.0."),
+    (r"^bn2\.", "head.1."),
+    # torchvision: features.0 the stem, features.1-7 the stages (block.N as palm's), features.8
+    # the head conv, classifier.1 the Linear after its Dropout
+    (r"^features\.0\.", "stem."),
+    (r"^features\.(\d+)\.(\d+)\.block\.", lambda m: _b0_block(m, int(m[1]) - 1)),
+    (r"^features\.8\.", "head."),
+    (r"^classifier\.(1\.)?", "fc."),
+)
+# timm's seresnet50: torchvision's ResNet-50 names plus `se` (fc1, fc2) in every bottleneck
+_SE_RESNET = ((r"^(layer\d\.\d+)\.se\.", r"\1.attn."),)
+# palm network -> (pattern, replacement) applied in turn to torchvision's (timm's) names
 TORCHVISION_RENAMES = {"densenet121": _DENSENET, "densenet169": _DENSENET,
-                       "shufflenet_v2_x1_0": _SHUFFLENET}
+                       "shufflenet_v2_x1_0": _SHUFFLENET, "efficientnet_b0": _EFFICIENTNET_B0,
+                       "se_resnet50": _SE_RESNET}
 DROPPED = re.compile(r"(^|\.)num_batches_tracked$")
 SHOWN = 5  # names listed per kind of mismatch
 
@@ -223,9 +284,22 @@ def _is_float(value: np.ndarray) -> bool:
 
 
 def _as_paddle_names(state: Mapping[str, np.ndarray], model_name: str) -> dict[str, np.ndarray]:
-    """`state` under the names palm's `model_name` gives the same tensors."""
+    """`state` under the names palm's `model_name` gives the same tensors.
+
+    Raises:
+        BadCheckpoint: two names become one (a file mixing timm's and torchvision's names),
+            which would otherwise keep one of the tensors silently.
+    """
     rules = TORCHVISION_RENAMES.get(model_name, ())
-    return {_paddle_name(k, rules): v for k, v in state.items()}
+    renamed: dict[str, np.ndarray] = {}
+    source_of: dict[str, str] = {}
+    for key, value in state.items():
+        name = _paddle_name(key, rules)
+        if name in source_of:
+            raise BadCheckpoint(f"the checkpoint does not fit {model_name}: {source_of[name]} "
+                                f"and {key} are both its {name}")
+        renamed[name], source_of[name] = value, key
+    return renamed
 
 
 def _paddle_name(key: str, rules: tuple = ()) -> str:

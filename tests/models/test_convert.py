@@ -1,6 +1,6 @@
-"""torchvision weights onto palm's networks without PyTorch: the converted network gives
-torchvision's logits (weights from a formula, logits from torchvision in the fixtures), and
-whatever does not fit is named."""
+"""torchvision (and timm) weights onto palm's networks without PyTorch: the converted network
+gives torchvision's (timm's) logits (weights from a formula, logits from PyTorch in the
+fixtures), and whatever does not fit is named."""
 from __future__ import annotations
 
 import json
@@ -21,7 +21,7 @@ from palm.models.convert import (TORCHVISION_CONVERTIBLE, convert_state_dict, he
                                  state_dict_of)
 from palm.weights import UnsafeWeightsError, read_weights
 
-from tests.fixtures.pytorch.formula import fixed_input, formula_weights
+from tests.fixtures.pytorch.formula import SCRAMBLED, fixed_input, formula_weights
 from tests.marks import quick_or_slow
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "pytorch"
@@ -31,11 +31,12 @@ LOGITS = json.loads((FIXTURES / "torchvision_logits.json").read_text())
 
 def _torchvision_state(name: str) -> dict[str, np.ndarray]:
     """The state dict torchvision's `name` had in make_fixtures.py, num_batches_tracked too."""
-    return formula_weights(KEYS[name])
+    return formula_weights(KEYS[name], scrambled=name in SCRAMBLED)
 
 
 # fixture entries that are a palm network built with options: name -> (network, options)
-BUILT_AS = {"vit_tiny_patch16_avg": ("vit_tiny_patch16", {"global_pool": "avg"})}
+BUILT_AS = {"vit_tiny_patch16_avg": ("vit_tiny_patch16", {"global_pool": "avg"}),
+            "efficientnet_b0_timm": ("efficientnet_b0", {})}
 VIT_INPUT = 224  # the fixtures' ViT logits are at the size the position embedding is for
 
 
@@ -48,11 +49,12 @@ def _palm_logits(model: paddle.nn.Layer, size: int = 64) -> np.ndarray:
 # one network per block design whose logits are compared; the deeper or wider variants of the
 # same code (vgg16/19, resnet34/101/152, densenet169) are checked tensor by tensor below
 LOGITS_CHECKED = ("vgg11", "vgg16_bn", "resnet18", "resnet50", "densenet121", "mobilenet_v2",
-                  "shufflenet_v2_x1_0", "vit_tiny_patch16", "vit_tiny_patch16_avg")
+                  "shufflenet_v2_x1_0", "efficientnet_b0", "efficientnet_b0_timm", "se_resnet50",
+                  "vit_tiny_patch16", "vit_tiny_patch16_avg")
 
 
 @pytest.mark.parametrize("entry", quick_or_slow(LOGITS_CHECKED, quick={
-    "resnet18", "mobilenet_v2", "vit_tiny_patch16"}))
+    "resnet18", "mobilenet_v2", "efficientnet_b0", "efficientnet_b0_timm", "vit_tiny_patch16"}))
 def test_converted_network_gives_torchvisions_logits(entry):
     name, options = BUILT_AS.get(entry, (entry, {}))
     # sorted by name, as safetensors lists them: the match must not rely on the order
@@ -80,6 +82,84 @@ def test_every_tensor_of_the_other_variants_maps(entry):
     with paddle.LazyGuard():
         model = build_model(name, num_classes=1000, **options)
     assert set(convert_state_dict(source, model, name).state) == set(model.state_dict())
+
+
+def _zeros(entry: str) -> dict[str, np.ndarray]:
+    """A state dict with `entry`'s names and shapes (zeros cost no memory)."""
+    return {k: np.zeros(shape, np.float32) for k, shape in KEYS[entry]
+            if not k.endswith("num_batches_tracked")}
+
+
+def test_timm_and_torchvision_efficientnet_b0_land_on_the_same_parameters():
+    """Both list the same layers in the same order (so the formula gives them equal tensors,
+    and PyTorch equal logits), under other names: each source's rules must put every tensor
+    where the other's put its twin."""
+    assert LOGITS["efficientnet_b0"] == LOGITS["efficientnet_b0_timm"]
+    with paddle.LazyGuard():
+        model = build_model("efficientnet_b0", num_classes=1000)
+    timm, torchvision = (
+        convert_state_dict({k: v for k, v in _torchvision_state(entry).items()
+                            if not k.endswith("num_batches_tracked")}, model, "efficientnet_b0").state
+        for entry in ("efficientnet_b0_timm", "efficientnet_b0"))
+    assert timm.keys() == torchvision.keys() == model.state_dict().keys()
+    for name, value in timm.items():
+        np.testing.assert_array_equal(value, torchvision[name], err_msg=name)
+
+
+@pytest.mark.parametrize("entry, offered_as, named", [
+    ("efficientnet_b0_timm", "se_resnet50", ("missing conv1.weight, layer1.0.conv1.weight",
+                                             "extra conv_stem.weight, blocks.0.0.conv_dw.weight",
+                                             "wrong shape bn1.weight [32] -> [64]")),
+    # Cadene's SENet port: other names (and stride on the 1x1, a ceil-mode max pool)
+    ("se_resnet50_legacy", "se_resnet50", ("missing conv1.weight, bn1.weight",
+                                           "extra layer0.conv1.weight, layer0.bn1.weight")),
+    ("se_resnet50", "efficientnet_b0", ("missing stem.0.weight, blocks.0.block.0.0.weight",
+                                        "extra conv1.weight, layer1.0.conv1.weight")),
+])
+def test_another_networks_checkpoint_is_refused_naming_its_keys(entry, offered_as, named):
+    with paddle.LazyGuard():
+        model = build_model(offered_as, num_classes=1000)
+    with pytest.raises(BadCheckpoint, match=f"does not fit {offered_as}") as error:
+        convert_state_dict(_zeros(entry), model, offered_as)
+    for words in named:
+        assert words in str(error.value)
+
+
+@pytest.mark.parametrize("key", [
+    "blocks.0.1.conv_dw.weight",  # a second block in stage 0 (B1 and up): not B0's blocks.1
+    "blocks.7.0.conv_pw.weight",  # a stage B0 has not
+    "blocks.0.0.bn3.weight",      # a layer stage 0's depthwise-separable block has not
+    "features.2.2.block.0.0.weight",  # torchvision: a third block in stage 2 (B0 has two)
+])
+def test_efficientnet_layers_b0_has_not_are_extra_not_moved(key):
+    source = {**_zeros("efficientnet_b0_timm"), key: np.zeros([16, 1, 3, 3], np.float32)}
+    with paddle.LazyGuard():
+        model = build_model("efficientnet_b0", num_classes=1000)
+    with pytest.raises(BadCheckpoint, match=f"missing none; extra {key}; wrong shape none"):
+        convert_state_dict(source, model, "efficientnet_b0")
+
+
+def test_a_file_mixing_timm_and_torchvision_names_is_refused():
+    """Both name the same tensors: one of each pair would be dropped without a word."""
+    source = {**_zeros("efficientnet_b0"), **_zeros("efficientnet_b0_timm")}
+    with paddle.LazyGuard():
+        model = build_model("efficientnet_b0", num_classes=1000)
+    with pytest.raises(BadCheckpoint, match=r"features\.0\.0\.weight and conv_stem\.weight are "
+                                            r"both its stem\.0\.weight"):
+        convert_state_dict(source, model, "efficientnet_b0")
+
+
+@pytest.mark.parametrize("entry", ["efficientnet_b0", "efficientnet_b0_timm", "se_resnet50"])
+@pytest.mark.parametrize("classes", [1000, 5])
+def test_head_size_reads_the_classifier_of_timm_and_torchvision_names(entry, classes):
+    """timm's `classifier`, torchvision's `classifier.1` (after its Dropout), timm's ResNet `fc`."""
+    name = BUILT_AS.get(entry, (entry,))[0]
+    source = _zeros(entry)
+    *_, weight, bias = source  # the classifier is the last layer of all three
+    assert weight.endswith(".weight") and bias.endswith(".bias") and source[bias].shape == (1000,)
+    source[weight] = np.zeros([classes, source[weight].shape[1]], np.float32)
+    source[bias] = np.zeros([classes], np.float32)
+    assert head_size(source, name) == classes
 
 
 @pytest.mark.parametrize("name", quick_or_slow(
