@@ -18,7 +18,8 @@ from palm.engine.tasks import run_convert
 from palm.errors import BadCheckpoint, BadConfig, OutputRefused
 from palm.models import build_model, load_pretrained
 from palm.models.convert import (TORCHVISION_CONVERTIBLE, convert_state_dict, head_size,
-                                 state_dict_of)
+                                 read_pytorch_weights, state_dict_of)
+from palm.models.vit import VisionTransformer
 from palm.weights import UnsafeWeightsError, read_weights
 
 from tests.fixtures.pytorch.formula import SCRAMBLED, fixed_input, formula_weights
@@ -298,3 +299,30 @@ def test_convert_arguments_that_were_misread(tmp_path, capsys):
     assert not (tmp_path / "o.pdparams").exists()
     run_convert("resnet18", str(tmp_path / "R18.SAFETENSORS"), str(tmp_path / "o.pdparams"))
     assert "resnet18 with 1000 classes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+def test_real_checkpoints_torch_wrote_give_its_logits(fmt, tmp_path):
+    """Files timm's network was saved to (make_fixtures.tiny_checkpoints: a ViT of palm's
+    structure, 32-d, 2 blocks; {'model': ...} in float32, and float16 safetensors) give the
+    logits PyTorch computed, by convert and by --pretrained, and the format is read from the
+    bytes (the same file renamed .bin)."""
+    expected = np.asarray(json.loads((FIXTURES / "tiny_vit_logits.json").read_text())[fmt])
+    source = FIXTURES / f"tiny_vit.{fmt}"
+    renamed = tmp_path / "pytorch_model.bin"
+    renamed.write_bytes(source.read_bytes())
+    x = paddle.to_tensor(fixed_input(32).astype(np.float32))
+    for path in (source, renamed):
+        model = VisionTransformer(32, 2, 2, num_classes=3, image_size=32)
+        conversion = convert_state_dict(read_pytorch_weights(path), model, "vit_tiny_patch16")
+        assert set(conversion.cast.values()) == ({"float16"} if fmt == "safetensors" else set())
+        model.set_state_dict({k: paddle.to_tensor(v) for k, v in conversion.state.items()})
+        model.eval()
+        np.testing.assert_allclose(model(x).numpy(), expected, rtol=1e-4,
+                                   atol=1e-4 * np.abs(expected).max())
+    model = VisionTransformer(32, 2, 2, num_classes=3, image_size=32)
+    report = load_pretrained(model, renamed, model_name="vit_tiny_patch16")
+    assert report["missing"] == [] and report["unexpected"] == [] and report["skipped"] == []
+    model.eval()
+    np.testing.assert_allclose(model(x).numpy(), expected, rtol=1e-4,
+                               atol=1e-4 * np.abs(expected).max())
