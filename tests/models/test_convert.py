@@ -41,9 +41,10 @@ BUILT_AS = {"vit_tiny_patch16_avg": ("vit_tiny_patch16", {"global_pool": "avg"})
 VIT_INPUT = 224  # the fixtures' ViT logits are at the size the position embedding is for
 
 
-def _palm_logits(model: paddle.nn.Layer, size: int = 64) -> np.ndarray:
+def _palm_logits(model: paddle.nn.Layer, size: int = 64, sign: float = 1.0) -> np.ndarray:
+    """The first logits of `model` on fixed_input (times `sign`: -1 negates it)."""
     model.eval()
-    x = paddle.to_tensor(fixed_input(size).astype(np.float32))
+    x = paddle.to_tensor((sign * fixed_input(size)).astype(np.float32))
     return model(x).numpy()[:, :len(LOGITS["resnet18"][0])]
 
 
@@ -54,9 +55,13 @@ LOGITS_CHECKED = ("vgg11", "vgg16_bn", "resnet18", "resnet50", "densenet121", "m
                   "vit_tiny_patch16", "vit_tiny_patch16_avg")
 
 
-@pytest.mark.parametrize("entry", quick_or_slow(LOGITS_CHECKED, quick={
-    "resnet18", "mobilenet_v2", "efficientnet_b0", "efficientnet_b0_timm", "vit_tiny_patch16"}))
-def test_converted_network_gives_torchvisions_logits(entry):
+QUICK_LOGITS = {"resnet18", "mobilenet_v2", "efficientnet_b0", "efficientnet_b0_timm",
+                "vit_tiny_patch16"}
+TOLERANCE = 1e-4  # relative, and of the largest logit
+
+
+def _converted(entry: str) -> paddle.nn.Layer:
+    """palm's network with `entry`'s formula weights converted onto it."""
     name, options = BUILT_AS.get(entry, (entry, {}))
     # sorted by name, as safetensors lists them: the match must not rely on the order
     source = {k: v for k, v in sorted(_torchvision_state(entry).items())
@@ -68,10 +73,29 @@ def test_converted_network_gives_torchvisions_logits(entry):
     assert set(conversion.cast.values()) == {"float64"}  # made float32
     assert len(conversion.transposed) == sum(isinstance(layer, paddle.nn.Linear)
                                              for layer in model.sublayers())
+    return model
+
+
+def _input_size(entry: str) -> int:
+    return VIT_INPUT if entry.startswith("vit") else 64
+
+
+@pytest.mark.parametrize("entry", quick_or_slow(LOGITS_CHECKED, quick=QUICK_LOGITS))
+def test_converted_network_gives_torchvisions_logits(entry):
     expected = np.asarray(LOGITS[entry])
-    size = VIT_INPUT if name.startswith("vit") else 64
-    np.testing.assert_allclose(_palm_logits(model, size), expected, rtol=1e-4,
-                               atol=1e-4 * np.abs(expected).max())
+    np.testing.assert_allclose(_palm_logits(_converted(entry), _input_size(entry)), expected,
+                               rtol=TOLERANCE, atol=TOLERANCE * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("entry", quick_or_slow(LOGITS_CHECKED, quick=QUICK_LOGITS))
+def test_the_compared_logits_depend_on_the_input(entry):
+    """Logits that the input barely moves (smooth formula weights: EfficientNet-B0's by 4e-15
+    of the largest) pass the comparison above with a block in another block's place; the
+    negated input must move them by 100 times its tolerance."""
+    model, size = _converted(entry), _input_size(entry)
+    logits = _palm_logits(model, size)
+    moved = np.abs(_palm_logits(model, size, sign=-1.0) - logits).max() / np.abs(logits).max()
+    assert moved > 100 * TOLERANCE, f"the input moves {entry}'s logits by {moved:.2g} relative"
 
 
 @pytest.mark.parametrize("entry", sorted(set(LOGITS) - set(LOGITS_CHECKED)))
