@@ -23,6 +23,19 @@ from tests import task_runs
 from tests.folders import pm_normal_folders
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked `longest(SECONDS)` run first, longest first (SECONDS: what each took
+    in one whole-suite run, with --durations). pytest-xdist hands tests out in this order,
+    round robin to begin with, so the longest are spread over the workers and the short ones
+    fill in after them; in file order a README command group started last, and one worker
+    ran it alone for minutes after the other had finished."""
+    def seconds(item: pytest.Item) -> float:
+        mark = item.get_closest_marker("longest")
+        return mark.args[0] if mark else 0.0
+
+    items.sort(key=seconds, reverse=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def image_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory):
     """Training caches shrunk images in ~/.cache by default; tests (and the tools they run

@@ -109,6 +109,7 @@ TINY_FLAGS = {
     "sweep": ["--epochs", "1", "--repeats", "1", "--no-progress"],
     "quantize": ["--calib-images", "8"],
     "benchmark": ["--models", "lenet5", "--sizes", "32", "--iters", "2", "--repeats", "1",
+                  "--train-iters", "3", "--train-images", "16", "--predict-images", "4,8",
                   "--work-dir", "benchmark-work"],
 }
 
@@ -206,6 +207,7 @@ def workspace(palm_root, tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.longest(388)  # the larger group's; the other took 227
 @pytest.mark.slow
 @pytest.mark.parametrize("group", RUN_GROUPS)
 def test_readme_commands_run(group, workspace):

@@ -95,6 +95,7 @@ def test_pytorch_twin_is_the_same_network():
     assert torch_twin("lenet5") is None and torch_twin("vit_huge_patch16") is None
 
 
+@pytest.mark.longest(47)
 @pytest.mark.slow
 def test_int8_and_decode_sections(tmp_path):
     out = tmp_path / "bench.json"
@@ -143,6 +144,7 @@ def test_training_section_alternates_palm_and_pytorch(tmp_path):
 
 
 
+@pytest.mark.longest(101)
 @pytest.mark.slow
 def test_predict_section_on_an_int8_folder_reports_its_ratio_to_the_engine(tmp_path, capsys):
     out = tmp_path / "bench.json"

@@ -34,6 +34,7 @@ def _assert_same(then, now, where: str) -> None:
         assert now == then, where
 
 
+@pytest.mark.longest(78)
 @pytest.mark.slow
 def test_a_binary_run_measures_what_it_did_before_the_other_tasks(tmp_path):
     out = tmp_path / "now.json"

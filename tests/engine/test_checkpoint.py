@@ -411,6 +411,7 @@ def plain_config(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.longest(70)
 @pytest.mark.slow
 def test_kill_at_every_write_of_a_save_then_resume_equals_a_clean_run(palm_root, tmp_path,
                                                                       plain_config):

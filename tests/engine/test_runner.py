@@ -126,6 +126,7 @@ def tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.longest(50)
 @pytest.mark.slow
 def test_disk_full_training_on_a_real_full_device(palm_root, tmpfs):
     run = tmpfs / "run"

@@ -602,6 +602,7 @@ def test_files_shorter_than_a_header_are_refused_not_crashing(tmp_path):
         read_image(tiny)
 
 
+@pytest.mark.longest(68)
 @pytest.mark.slow
 def test_loadtest_runs_the_service_under_load(checkpoint, palm_root, tmp_path, capsys):
     from palm.cli import loadtest
