@@ -26,7 +26,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 from safetensors.numpy import load_file
 
@@ -34,14 +33,23 @@ from palm.errors import BadCheckpoint
 from palm.weights import (EXPANSION_SLACK, MAX_DIMENSIONS, MAX_EXPANSION,
                           UnsafeWeightsError, _RestrictedUnpickler)
 
-# torch's typed storage classes -> the numpy dtype of their elements
-STORAGE_DTYPES: dict[str, np.dtype] = {
-    "FloatStorage": np.dtype(np.float32), "DoubleStorage": np.dtype(np.float64),
-    "HalfStorage": np.dtype(np.float16), "BFloat16Storage": np.dtype(ml_dtypes.bfloat16),
-    "LongStorage": np.dtype(np.int64), "IntStorage": np.dtype(np.int32),
-    "ShortStorage": np.dtype(np.int16), "CharStorage": np.dtype(np.int8),
-    "ByteStorage": np.dtype(np.uint8), "BoolStorage": np.dtype(np.bool_),
+# torch's typed storage classes -> the numpy name of their elements' type (bfloat16: ml_dtypes')
+STORAGE_DTYPES: dict[str, str] = {
+    "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
+    "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
 }
+
+
+def storage_dtype(storage: str) -> np.dtype:
+    """The numpy dtype of torch storage class `storage` (a key of STORAGE_DTYPES)."""
+    name = STORAGE_DTYPES[storage]
+    if name == "bfloat16":
+        # importing ml_dtypes takes 1-2 s, which every palm command paid at start-up when it
+        # was imported with this module; only a checkpoint of bfloat16 storages needs it
+        import ml_dtypes
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
 
 
 # the first bytes of a zip archive (torch.save since PyTorch 1.6), and of torch.save's legacy
@@ -105,7 +113,7 @@ class _TorchUnpickler(_RestrictedUnpickler):
                                                   "_rebuild_parameter_with_state"):
             return lambda data, *rest: data
         if module == "torch" and name in STORAGE_DTYPES:
-            return _StorageType(STORAGE_DTYPES[name])
+            return _StorageType(storage_dtype(name))
         return super().find_class(module, name)
 
     def load_build(self) -> None:
