@@ -11,6 +11,7 @@ Parameter names follow `paddle.vision.models.DenseNet` (`conv1_func`, `db_conv_2
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import paddle
 import paddle.nn as nn
@@ -100,31 +101,37 @@ class DenseNet(nn.Layer):
     """DenseNet-BC: stem, four dense blocks with transitions between them, BN-ReLU, pool, linear.
 
     Args:
-        depth: a key of DENSENET_CFG.
+        depth: a key of DENSENET_CFG (121 when neither it nor `config` is given).
         num_classes: outputs (1 = one logit); <= 0 returns the features.
         with_pool: global average pool at the end; False (backbone use) needs num_classes <= 0.
         bn_size: bottleneck width as a multiple of the growth rate (4 in the paper).
         dropout: drop probability after each new feature map (0 for ImageNet in the paper).
+        config: (stem channels, growth rate, layers per dense block) in place of `depth`, as
+            torchvision's `DenseNet(growth_rate, block_config, num_init_features)` takes them:
+            narrow, shallow networks for small inputs or few images. Parameter names are those
+            of the depths', shapes and block lengths follow the config.
 
     Example:
         >>> DenseNet(121, num_classes=1)(paddle.rand([2, 3, 64, 64])).shape
         [2, 1]
+        >>> DenseNet(config=(8, 4, [2, 1, 1, 1]), bn_size=2, num_classes=0)(
+        ...     paddle.rand([2, 3, 32, 32])).shape
+        [2, 9, 1, 1]
     """
 
     def __init__(
         self,
-        depth: int = 121,
+        depth: int | None = None,
         num_classes: int = 1,
         with_pool: bool = True,
         bn_size: int = 4,
         dropout: float = 0.0,
+        config: tuple[int, int, Sequence[int]] | None = None,
     ):
         super().__init__()
-        if depth not in DENSENET_CFG:
-            raise ValueError(f"densenet: depth {depth} not in {sorted(DENSENET_CFG)}")
         self.num_classes = num_classes
         self.classifier_head = ClassifierHead("densenet", num_classes, with_pool)
-        channels, growth_rate, block_layers = DENSENET_CFG[depth]
+        channels, growth_rate, block_layers = _layout(depth, config)
         self.conv1_func = StemConv(channels)
         self.pool2d_max = nn.MaxPool2D(kernel_size=3, stride=2, padding=1)
         self._stage_names = []
@@ -152,6 +159,28 @@ class DenseNet(nn.Layer):
         for name in self._stage_names:
             x = getattr(self, name)(x)
         return self.classifier_head(self.relu(self.batch_norm(x)), self.out)
+
+
+def _layout(depth: int | None, config: tuple[int, int, Sequence[int]] | None
+            ) -> tuple[int, int, list[int]]:
+    """(stem channels, growth rate, layers per block) of `depth` or `config`, checked."""
+    if config is None:
+        depth = 121 if depth is None else depth
+        if depth not in DENSENET_CFG:
+            raise ValueError(f"densenet: depth {depth} not in {sorted(DENSENET_CFG)}")
+        return DENSENET_CFG[depth]
+    if depth is not None:
+        raise ValueError(f"densenet: give depth ({depth}) or config ({config}), not both")
+    try:
+        channels, growth_rate, block_layers = config
+        numbers = [channels, growth_rate, *block_layers]
+    except (TypeError, ValueError):
+        numbers = None
+    if not numbers or len(numbers) < 3 or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in numbers):
+        raise ValueError(f"densenet: config {config} is not (stem channels, growth rate, "
+                         f"[layers per dense block, ...]) of integers at least 1")
+    return channels, growth_rate, list(block_layers)
 
 
 @register_model

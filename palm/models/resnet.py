@@ -104,10 +104,20 @@ class ResNet(nn.Layer):
         num_classes: outputs (1 = one logit); <= 0 returns features (pooled if `with_pool`).
         with_pool: global average pool at the end; False (backbone use) needs num_classes <= 0.
         attn_layer: optional `channels -> Layer` built into every block (SE, CBAM, ...).
+        widths: channels of each stage's blocks (times `block.expansion` at their output);
+            narrower than the paper's 64/128/256/512 for small inputs or few images. Parameter
+            names stay the same, only shapes change.
+        stem_width: channels of the 7x7 stem; `widths[0]` if None, as in the paper. timm's
+            `ResNet(..., channels=...)` keeps a 64-channel single-conv stem whatever its
+            channels (its `stem_width` sizes only the deep stems), so its narrow networks are
+            `widths=channels, stem_width=64`.
 
     Example:
         >>> ResNet(Bottleneck, RESNET_LAYERS[50], num_classes=0)(paddle.rand([2, 3, 64, 64])).shape
         [2, 2048, 1, 1]
+        >>> ResNet(BasicBlock, [1, 1, 1, 1], widths=(8, 16, 32, 64), num_classes=0)(
+        ...     paddle.rand([2, 3, 32, 32])).shape
+        [2, 64, 1, 1]
     """
 
     def __init__(
@@ -117,16 +127,26 @@ class ResNet(nn.Layer):
         num_classes: int = 1,
         with_pool: bool = True,
         attn_layer: AttnFactory | None = None,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        stem_width: int | None = None,
     ):
         super().__init__()
+        # forward runs layer1 .. layer4, as paddle.vision's names have them
+        if len(layers) != 4 or len(widths) != 4:
+            raise ValueError(f"resnet: layers {list(layers)} and widths {list(widths)} need "
+                             f"4 entries each, one per stage")
+        stem_width = widths[0] if stem_width is None else stem_width
+        if min(*widths, stem_width) < 1 or min(layers) < 1:
+            raise ValueError(f"resnet: widths {list(widths)}, stem_width {stem_width} and "
+                             f"layers {list(layers)} must be at least 1")
         self.num_classes = num_classes
         self.classifier_head = ClassifierHead("resnet", num_classes, with_pool)
-        self.conv1 = nn.Conv2D(3, 64, 7, stride=2, padding=3, bias_attr=False)
-        self.bn1 = nn.BatchNorm2D(64)
+        self.conv1 = nn.Conv2D(3, stem_width, 7, stride=2, padding=3, bias_attr=False)
+        self.bn1 = nn.BatchNorm2D(stem_width)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2D(kernel_size=3, stride=2, padding=1)
-        in_channels = 64
-        for i, (channels, blocks) in enumerate(zip((64, 128, 256, 512), layers)):
+        in_channels = stem_width
+        for i, (channels, blocks) in enumerate(zip(widths, layers)):
             stage = self._make_stage(
                 block, in_channels, channels, blocks, stride=1 if i == 0 else 2, attn_layer=attn_layer
             )

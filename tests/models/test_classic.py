@@ -12,7 +12,7 @@ from paddle.vision import models as pv
 from palm.models import build_model, list_models
 from palm.models.alexnet import MIN_INPUT_SIZE as ALEXNET_MIN
 from palm.models.googlenet import MIN_INPUT_SIZE as GOOGLENET_MIN
-from palm.models.resnet import BasicBlock, Bottleneck, _resnet
+from palm.models.resnet import RESNET_LAYERS, BasicBlock, Bottleneck, ResNet, _resnet
 from tests.marks import quick_or_slow
 
 # Shapes, features-only, training-step and config checks of every network: test_zoo.py.
@@ -268,3 +268,41 @@ def test_static_graph_with_unknown_sizes_matches_dygraph(name, kw):
     spec = [paddle.static.InputSpec([None, 3, None, None], "float32")]
     static = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
     np.testing.assert_allclose(static(x).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("block, depth", [(BasicBlock, 18), (Bottleneck, 50)])
+def test_narrow_resnet_keeps_the_names_with_every_width_divided(block, depth):
+    """widths=(8, 16, 32, 64): resnet's names, each 64/128/256/512-wide dimension (times the
+    expansion) an eighth of the full network's, kernels, input and classes as they were."""
+    with paddle.LazyGuard():
+        full = _resnet(block, depth, num_classes=5).state_dict()
+        narrow = ResNet(block, RESNET_LAYERS[depth], num_classes=5,
+                        widths=(8, 16, 32, 64)).state_dict()
+    wide = {w * e for w in (64, 128, 256, 512) for e in (1, block.expansion)}
+    assert list(narrow) == list(full)
+    for name, value in full.items():
+        assert narrow[name].shape == [d // 8 if d in wide else d for d in value.shape], name
+    model = ResNet(block, [1, 1, 1, 1], num_classes=0, widths=(8, 16, 32, 64))
+    assert _forward(model, 32).shape == [2, 64 * block.expansion, 1, 1]
+
+
+def test_resnet_stem_width_apart_from_the_first_stage():
+    """timm's narrow ResNets keep a 64-channel stem: layer1 then projects 64 -> 8."""
+    model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=3, widths=(8, 16, 32, 64), stem_width=64)
+    state = model.state_dict()
+    assert state["conv1.weight"].shape == [64, 3, 7, 7]
+    assert state["layer1.0.conv1.weight"].shape == [8, 64, 3, 3]
+    assert state["layer1.0.downsample.0.weight"].shape == [8, 64, 1, 1]
+    assert "layer1.0.downsample.0.weight" not in ResNet(
+        BasicBlock, [1, 1, 1, 1], widths=(8, 16, 32, 64)).state_dict()
+    assert _forward(model, 32).shape == [2, 3]
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"widths": (8, 16, 32)}, r"widths \[8, 16, 32\] need 4 entries"),
+    ({"widths": (8, 0, 32, 64)}, "must be at least 1"),
+    ({"stem_width": 0}, "stem_width 0"),
+])
+def test_resnet_refuses_widths_it_cannot_build(kw, words):
+    with pytest.raises(ValueError, match=words):
+        ResNet(BasicBlock, [1, 1, 1, 1], **kw)

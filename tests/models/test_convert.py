@@ -19,6 +19,8 @@ from palm.errors import BadCheckpoint, BadConfig, OutputRefused
 from palm.models import build_model, load_pretrained
 from palm.models.convert import (TORCHVISION_CONVERTIBLE, convert_state_dict, head_size,
                                  read_pytorch_weights, state_dict_of)
+from palm.models.densenet import DenseNet
+from palm.models.resnet import BasicBlock, ResNet
 from palm.models.vit import VisionTransformer
 from palm.weights import UnsafeWeightsError, read_weights
 
@@ -325,28 +327,49 @@ def test_convert_arguments_that_were_misread(tmp_path, capsys):
     assert "resnet18 with 1000 classes" in capsys.readouterr().out
 
 
+# make_fixtures.tiny_checkpoints' networks as palm builds them: (registry name whose
+# conversion rules apply, the network, the dtype of its safetensors file)
+TINY = {
+    "vit": ("vit_tiny_patch16",
+            lambda: VisionTransformer(32, 2, 2, num_classes=3, image_size=32), "float16"),
+    # timm's single-conv stem has 64 channels whatever its stage widths
+    "resnet": ("resnet18", lambda: ResNet(BasicBlock, [1, 1, 1, 1], num_classes=3,
+                                          widths=(8, 16, 32, 64), stem_width=64), "float16"),
+    "densenet": ("densenet121",
+                 lambda: DenseNet(config=(8, 4, [2, 1, 1, 1]), bn_size=2, num_classes=3),
+                 "bfloat16"),
+}
+
+
 @pytest.mark.parametrize("fmt", ["pth", "safetensors"])
-def test_real_checkpoints_torch_wrote_give_its_logits(fmt, tmp_path):
-    """Files timm's network was saved to (make_fixtures.tiny_checkpoints: a ViT of palm's
-    structure, 32-d, 2 blocks; {'model': ...} in float32, and float16 safetensors) give the
-    logits PyTorch computed, by convert and by --pretrained, and the format is read from the
-    bytes (the same file renamed .bin)."""
-    expected = np.asarray(json.loads((FIXTURES / "tiny_vit_logits.json").read_text())[fmt])
-    source = FIXTURES / f"tiny_vit.{fmt}"
+@pytest.mark.parametrize("network", sorted(TINY))
+def test_real_checkpoints_torch_wrote_give_its_logits(network, fmt, tmp_path):
+    """Files timm's or torchvision's network was saved to (make_fixtures.tiny_checkpoints: a
+    ViT, 32-d, 2 blocks; a ResNet of BasicBlocks 8/16/32/64 wide; a DenseNet of growth 4;
+    {'model': ...} in float32, and float16 or bfloat16 safetensors) give the logits PyTorch
+    computed, by convert and by --pretrained, and the format is read from the bytes (the same
+    file renamed .bin). The input moves those logits by 100 times the tolerance, so a tensor
+    put in another's place of the same shape would show."""
+    name, build, half = TINY[network]
+    expected = np.asarray(json.loads((FIXTURES / f"tiny_{network}_logits.json").read_text())[fmt])
+    source = FIXTURES / f"tiny_{network}.{fmt}"
     renamed = tmp_path / "pytorch_model.bin"
     renamed.write_bytes(source.read_bytes())
-    x = paddle.to_tensor(fixed_input(32).astype(np.float32))
+    x = fixed_input(32).astype(np.float32)
     for path in (source, renamed):
-        model = VisionTransformer(32, 2, 2, num_classes=3, image_size=32)
-        conversion = convert_state_dict(read_pytorch_weights(path), model, "vit_tiny_patch16")
-        assert set(conversion.cast.values()) == ({"float16"} if fmt == "safetensors" else set())
+        model = build()
+        conversion = convert_state_dict(read_pytorch_weights(path), model, name)
+        assert set(conversion.cast.values()) == ({half} if fmt == "safetensors" else set())
         model.set_state_dict({k: paddle.to_tensor(v) for k, v in conversion.state.items()})
         model.eval()
-        np.testing.assert_allclose(model(x).numpy(), expected, rtol=1e-4,
-                                   atol=1e-4 * np.abs(expected).max())
-    model = VisionTransformer(32, 2, 2, num_classes=3, image_size=32)
-    report = load_pretrained(model, renamed, model_name="vit_tiny_patch16")
+        logits = model(paddle.to_tensor(x)).numpy()
+        np.testing.assert_allclose(logits, expected, rtol=TOLERANCE,
+                                   atol=TOLERANCE * np.abs(expected).max())
+    moved = np.abs(model(paddle.to_tensor(-x)).numpy() - logits).max() / np.abs(logits).max()
+    assert moved > 100 * TOLERANCE, f"the input moves {network}'s logits by {moved:.2g} relative"
+    model = build()
+    report = load_pretrained(model, renamed, model_name=name)
     assert report["missing"] == [] and report["unexpected"] == [] and report["skipped"] == []
     model.eval()
-    np.testing.assert_allclose(model(x).numpy(), expected, rtol=1e-4,
-                               atol=1e-4 * np.abs(expected).max())
+    np.testing.assert_allclose(model(paddle.to_tensor(x)).numpy(), expected, rtol=TOLERANCE,
+                               atol=TOLERANCE * np.abs(expected).max())

@@ -11,6 +11,7 @@ from paddle.vision import models as pv
 
 from palm.models import build_model, list_models
 from palm.models.layers import CBAM, SpatialAttention, SqueezeExcite
+from palm.models.densenet import DENSENET_CFG, DenseNet
 from palm.models.efficientnet import EfficientNet, StochasticDepth
 from palm.models.shufflenet import ShuffleNetV2
 from tests.marks import quick_or_slow
@@ -190,3 +191,30 @@ def test_inception_v3_aux_head_in_training_only():
     assert build_model("inception_v3", num_classes=3).aux_logits is False  # off by default
     with pytest.raises(ValueError, match="aux_logits"):
         build_model("inception_v3", num_classes=0, aux_logits=True)
+
+
+def test_densenet_config_builds_the_depths_network_or_a_narrow_one():
+    with paddle.LazyGuard():
+        by_depth = DenseNet(121, num_classes=5).state_dict()
+        by_config = DenseNet(config=DENSENET_CFG[121], num_classes=5).state_dict()
+    assert {k: v.shape for k, v in by_config.items()} == {k: v.shape for k, v in by_depth.items()}
+    # stem 8, blocks of 2/1/1/1 layers adding 4 channels each, transitions halving:
+    # 8 + 2*4 = 16 -> 8, 8 + 4 = 12 -> 6, 6 + 4 = 10 -> 5, 5 + 4 = 9 features
+    model = DenseNet(config=(8, 4, [2, 1, 1, 1]), bn_size=2, num_classes=0)
+    assert _forward(model, 32).shape == [2, 9, 1, 1]
+    assert model.state_dict()["db_conv_2.conv2_2.bn_ac_func1._conv.weight"].shape == [8, 12, 1, 1]
+    assert "db_conv_3.conv3_2.bn_ac_func1._conv.weight" not in model.state_dict()
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"depth": 121, "config": (8, 4, [1])}, r"give depth \(121\) or config"),
+    ({"depth": 50}, r"depth 50 not in \[121, 169\]"),
+    ({"config": (8, 4, [])}, "is not"),
+    ({"config": (8, 0, [1, 1])}, "is not"),
+    ({"config": (8, 4, 6)}, "is not"),
+    ({"config": (8, 4)}, "is not"),
+    ({"config": (8.0, 4, [1])}, "is not"),
+])
+def test_densenet_refuses_a_config_it_cannot_build(kw, words):
+    with pytest.raises(ValueError, match=f"densenet: .*{words}"):
+        DenseNet(**kw)
