@@ -167,6 +167,16 @@ def test_a_mirror_that_stops_sending_or_trickles_is_given_up_on(kind, mirror, tm
     assert _cache_holds(tmp_path) == []
 
 
+def test_a_retry_after_a_cut_download_is_progress_not_a_stall(mirror, imagenet_file,
+                                                             monkeypatch):
+    """Paddle retries from byte 0 into the same file: while the retry is below the size the
+    cut try reached, the file shrank over the window, which was taken for a stall."""
+    mirror.cut_once.add(mirror.path)
+    monkeypatch.setenv(STALL_ENV, "2")  # Paddle waits 1 s before its retry
+    assert fetch_imagenet(NETWORK).read_bytes() == imagenet_file
+    assert mirror.requests[mirror.path] == 2
+
+
 def test_weights_command_lists_downloads_and_verifies(mirror, imagenet_file, tmp_path, capsys):
     run_weights("list", [NETWORK])
     assert f"{NETWORK:20s} not cached" in capsys.readouterr().out
