@@ -7,6 +7,9 @@ import importlib
 import logging
 import os
 import pickle
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,6 +31,7 @@ from palm.models.imagenet import MIRROR_ENV, STALL_ENV, WEIGHTS_DIR_ENV, mirrore
 
 from tests.marks import quick_or_slow
 from tests.mirror import serving_mirror
+from tests.processes import REPO
 
 # small enough (5 MB) to write, serve and hash in a test
 NETWORK = "squeezenet1_1"
@@ -175,6 +179,27 @@ def test_a_retry_after_a_cut_download_is_progress_not_a_stall(mirror, imagenet_f
     monkeypatch.setenv(STALL_ENV, "2")  # Paddle waits 1 s before its retry
     assert fetch_imagenet(NETWORK).read_bytes() == imagenet_file
     assert mirror.requests[mirror.path] == 2
+
+
+def test_ctrl_c_during_a_download_is_one_line_and_leaves_nothing(mirror, tmp_path):
+    mirror.trickled.add(mirror.path)
+    argv = [sys.executable, "-m", "palm", "weights", "download", "--model", NETWORK]
+    proc = subprocess.Popen(argv, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not mirror.requests[mirror.path]:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no download started in 60 s"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "Traceback" not in err
+    # the line follows Paddle's progress bar, which ends without a newline
+    assert "stopped: interrupted" in err.splitlines()[-1], err[-500:]
+    assert _cache_holds(tmp_path) == []
 
 
 def test_weights_command_lists_downloads_and_verifies(mirror, imagenet_file, tmp_path, capsys):
