@@ -152,6 +152,10 @@ _EFFICIENTNET_B0 = (
 )
 # timm's seresnet50: torchvision's ResNet-50 names plus `se` (fc1, fc2) in every bottleneck
 _SE_RESNET = ((r"^(layer\d\.\d+)\.se\.", r"\1.attn."),)
+# name prefixes that only one source gives a network: a file with some of each is two
+# networks' tensors spliced, which no duplicate name betrays when each half is whole
+SOURCE_PREFIXES = {"efficientnet_b0": {"timm": ("conv_stem.", "blocks.", "conv_head."),
+                                       "torchvision": ("features.",)}}
 # palm network -> (pattern, replacement) applied in turn to torchvision's (timm's) names
 TORCHVISION_RENAMES = {"densenet121": _DENSENET, "densenet169": _DENSENET,
                        "shufflenet_v2_x1_0": _SHUFFLENET, "efficientnet_b0": _EFFICIENTNET_B0,
@@ -288,7 +292,8 @@ def _as_paddle_names(state: Mapping[str, np.ndarray], model_name: str) -> dict[s
 
     Raises:
         BadCheckpoint: two names become one (a file mixing timm's and torchvision's names),
-            which would otherwise keep one of the tensors silently.
+            which would otherwise keep one of the tensors silently; or names of two sources
+            (timm's stem, torchvision's blocks) without any becoming one.
     """
     rules = TORCHVISION_RENAMES.get(model_name, ())
     renamed: dict[str, np.ndarray] = {}
@@ -299,7 +304,20 @@ def _as_paddle_names(state: Mapping[str, np.ndarray], model_name: str) -> dict[s
             raise BadCheckpoint(f"the checkpoint does not fit {model_name}: {source_of[name]} "
                                 f"and {key} are both its {name}")
         renamed[name], source_of[name] = value, key
+    _check_one_source(state, model_name)
     return renamed
+
+
+def _check_one_source(state: Mapping[str, np.ndarray], model_name: str) -> None:
+    """BadCheckpoint if `state` holds names of more than one source of `model_name`."""
+    found = {source: next((k for k in state if k.startswith(prefixes)), None)
+             for source, prefixes in SOURCE_PREFIXES.get(model_name, {}).items()}
+    found = {source: key for source, key in found.items() if key is not None}
+    if len(found) > 1:
+        raise BadCheckpoint(f"the checkpoint does not fit {model_name}: it mixes "
+                            + " and ".join(f"{source}'s names ({key})"
+                                           for source, key in found.items())
+                            + ", the tensors of two networks")
 
 
 def _paddle_name(key: str, rules: tuple = ()) -> str:
