@@ -156,6 +156,12 @@ _SE_RESNET = ((r"^(layer\d\.\d+)\.se\.", r"\1.attn."),)
 # networks' tensors spliced, which no duplicate name betrays when each half is whole
 SOURCE_PREFIXES = {"efficientnet_b0": {"timm": ("conv_stem.", "blocks.", "conv_head."),
                                        "torchvision": ("features.",)}}
+# palm network -> (a name of one source, a network of that source with the same names and
+# shapes but other layers): nothing in the file tells them apart, so a conversion says so
+LOOKALIKES = {"efficientnet_b0": (
+    "conv_stem.weight", "timm's tf_efficientnet_b0 has these names and shapes too, with "
+    "TensorFlow's asymmetric 'same' padding and BatchNorm eps 1e-3; palm cannot tell it from "
+    "the file, and converted, its outputs would be wrong")}
 # palm network -> (pattern, replacement) applied in turn to torchvision's (timm's) names
 TORCHVISION_RENAMES = {"densenet121": _DENSENET, "densenet169": _DENSENET,
                        "shufflenet_v2_x1_0": _SHUFFLENET, "efficientnet_b0": _EFFICIENTNET_B0,
@@ -172,13 +178,15 @@ class Conversion:
     ignored: list[str] = field(default_factory=list)  # source keys set aside by the caller
     transposed: list[str] = field(default_factory=list)
     cast: dict[str, str] = field(default_factory=dict)  # name -> source dtype made float32
+    caution: str = ""  # another network the file may be, which palm cannot tell from it
 
     def summary(self) -> str:
         casts = sorted(set(self.cast.values()))
         return (f"{len(self.state)} tensors matched by name; "
                 f"{len(self.transposed)} Linear weights transposed"
                 + (f"; {', '.join(casts)} made float32" if casts else "")
-                + (f"; ignored: {_names(self.ignored)}" if self.ignored else ""))
+                + (f"; ignored: {_names(self.ignored)}" if self.ignored else "")
+                + (f"; CAUTION: {self.caution}" if self.caution else ""))
 
 
 def read_pytorch_weights(path: str | Path) -> dict[str, np.ndarray]:
@@ -271,6 +279,9 @@ def convert_state_dict(source: Mapping[str, np.ndarray], model: nn.Layer, model_
                             f"{_names(extra)}; wrong shape {_names(wrong)}"
                             + (f"; not floating point {_names(not_float)}" if not_float else ""))
     conversion = Conversion({}, ignored)
+    marker, caution = LOOKALIKES.get(model_name, ("", ""))
+    if marker in source:
+        conversion.caution = caution
     for name in (k for k in target if k in renamed):
         value = renamed[name]
         if name in linear:

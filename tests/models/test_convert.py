@@ -164,6 +164,16 @@ def test_a_file_of_timms_stem_and_head_with_torchvisions_blocks_is_refused():
         convert_state_dict({**timm, **torchvision}, model, "efficientnet_b0")
 
 
+@pytest.mark.parametrize("entry", ["efficientnet_b0_timm", "efficientnet_b0"])
+def test_timm_efficientnet_b0_names_carry_a_caution_about_tf_efficientnet_b0(entry):
+    """timm's tf_efficientnet_b0 has the same names and shapes, other padding: the converted
+    network would be wrong, and nothing in the file says which one it is."""
+    with paddle.LazyGuard():
+        model = build_model("efficientnet_b0", num_classes=1000)
+    summary = convert_state_dict(_zeros(entry), model, "efficientnet_b0").summary()
+    assert ("CAUTION: timm's tf_efficientnet_b0" in summary) == (entry == "efficientnet_b0_timm")
+
+
 @pytest.mark.parametrize("entry", ["efficientnet_b0", "efficientnet_b0_timm", "se_resnet50"])
 @pytest.mark.parametrize("classes", [1000, 5])
 def test_head_size_reads_the_classifier_of_timm_and_torchvision_names(entry, classes):
