@@ -28,4 +28,9 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def interrupted(args: argparse.Namespace) -> str:
+    """The line printed on Ctrl-C: a download in progress leaves nothing in the cache."""
+    return "stopped: interrupted; the weights cache holds only complete, MD5-checked files"
+
+
 main = library_call(__name__)

@@ -42,6 +42,7 @@ from palm.predictions import ORDINAL_LOSSES, main_output, ordinal_loss_of
 
 # The file that makes a folder a tools/export.py export (palm.engine.export writes it).
 EXPORT_META = "palm_meta.json"
+from palm.torch_weights import checkpoint_format
 from palm.weights import file_sha256, read_weights
 
 REQUIRED_META = ("model", "num_classes", "image_size")
@@ -309,6 +310,12 @@ def load_weights(params_path: str | Path, meta: dict[str, Any]) -> dict[str, Any
     """The state dict in `params_path`, checked against the hash in `meta` and read safely."""
     params_path = Path(params_path)
     verify_file(params_path, meta, "pdparams")
+    # else the Paddle reader refuses a torch zip as "unsafe", sending the user after an attack
+    kind = checkpoint_format(params_path)
+    if kind != "paddle":
+        raise CheckpointError(f"{params_path}: a {kind} file, not the Paddle weights a palm "
+                              "checkpoint holds; convert PyTorch weights with `palm convert`, "
+                              "or train from them with --pretrained")
     return read_weights(params_path)
 
 

@@ -152,6 +152,16 @@ _EFFICIENTNET_B0 = (
 )
 # timm's seresnet50: torchvision's ResNet-50 names plus `se` (fc1, fc2) in every bottleneck
 _SE_RESNET = ((r"^(layer\d\.\d+)\.se\.", r"\1.attn."),)
+# name prefixes that only one source gives a network: a file with some of each is two
+# networks' tensors spliced, which no duplicate name betrays when each half is whole
+SOURCE_PREFIXES = {"efficientnet_b0": {"timm": ("conv_stem.", "blocks.", "conv_head."),
+                                       "torchvision": ("features.",)}}
+# palm network -> (a name of one source, a network of that source with the same names and
+# shapes but other layers): nothing in the file tells them apart, so a conversion says so
+LOOKALIKES = {"efficientnet_b0": (
+    "conv_stem.weight", "timm's tf_efficientnet_b0 has these names and shapes too, with "
+    "TensorFlow's asymmetric 'same' padding and BatchNorm eps 1e-3; palm cannot tell it from "
+    "the file, and converted, its outputs would be wrong")}
 # palm network -> (pattern, replacement) applied in turn to torchvision's (timm's) names
 TORCHVISION_RENAMES = {"densenet121": _DENSENET, "densenet169": _DENSENET,
                        "shufflenet_v2_x1_0": _SHUFFLENET, "efficientnet_b0": _EFFICIENTNET_B0,
@@ -168,13 +178,15 @@ class Conversion:
     ignored: list[str] = field(default_factory=list)  # source keys set aside by the caller
     transposed: list[str] = field(default_factory=list)
     cast: dict[str, str] = field(default_factory=dict)  # name -> source dtype made float32
+    caution: str = ""  # another network the file may be, which palm cannot tell from it
 
     def summary(self) -> str:
         casts = sorted(set(self.cast.values()))
         return (f"{len(self.state)} tensors matched by name; "
                 f"{len(self.transposed)} Linear weights transposed"
                 + (f"; {', '.join(casts)} made float32" if casts else "")
-                + (f"; ignored: {_names(self.ignored)}" if self.ignored else ""))
+                + (f"; ignored: {_names(self.ignored)}" if self.ignored else "")
+                + (f"; CAUTION: {self.caution}" if self.caution else ""))
 
 
 def read_pytorch_weights(path: str | Path) -> dict[str, np.ndarray]:
@@ -267,6 +279,9 @@ def convert_state_dict(source: Mapping[str, np.ndarray], model: nn.Layer, model_
                             f"{_names(extra)}; wrong shape {_names(wrong)}"
                             + (f"; not floating point {_names(not_float)}" if not_float else ""))
     conversion = Conversion({}, ignored)
+    marker, caution = LOOKALIKES.get(model_name, ("", ""))
+    if marker in source:
+        conversion.caution = caution
     for name in (k for k in target if k in renamed):
         value = renamed[name]
         if name in linear:
@@ -288,7 +303,8 @@ def _as_paddle_names(state: Mapping[str, np.ndarray], model_name: str) -> dict[s
 
     Raises:
         BadCheckpoint: two names become one (a file mixing timm's and torchvision's names),
-            which would otherwise keep one of the tensors silently.
+            which would otherwise keep one of the tensors silently; or names of two sources
+            (timm's stem, torchvision's blocks) without any becoming one.
     """
     rules = TORCHVISION_RENAMES.get(model_name, ())
     renamed: dict[str, np.ndarray] = {}
@@ -299,7 +315,20 @@ def _as_paddle_names(state: Mapping[str, np.ndarray], model_name: str) -> dict[s
             raise BadCheckpoint(f"the checkpoint does not fit {model_name}: {source_of[name]} "
                                 f"and {key} are both its {name}")
         renamed[name], source_of[name] = value, key
+    _check_one_source(state, model_name)
     return renamed
+
+
+def _check_one_source(state: Mapping[str, np.ndarray], model_name: str) -> None:
+    """BadCheckpoint if `state` holds names of more than one source of `model_name`."""
+    found = {source: next((k for k in state if k.startswith(prefixes)), None)
+             for source, prefixes in SOURCE_PREFIXES.get(model_name, {}).items()}
+    found = {source: key for source, key in found.items() if key is not None}
+    if len(found) > 1:
+        raise BadCheckpoint(f"the checkpoint does not fit {model_name}: it mixes "
+                            + " and ".join(f"{source}'s names ({key})"
+                                           for source, key in found.items())
+                            + ", the tensors of two networks")
 
 
 def _paddle_name(key: str, rules: tuple = ()) -> str:

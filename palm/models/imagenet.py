@@ -284,17 +284,21 @@ def _download_watched(weights: PublishedWeights, staging: Path, failure: _LastFa
 
 def _wait_watching(worker: threading.Thread, staging: Path, weights: PublishedWeights,
                    stall: float) -> None:
-    """Wait for `worker`; raise _Stalled once the download grew by less than
-    MIN_PROGRESS_BYTES over the last `stall` seconds (a sliding window of 0.2-s samples)."""
+    """Wait for `worker`; raise _Stalled once less than MIN_PROGRESS_BYTES arrived over the
+    last `stall` seconds (a sliding window of 0.2-s samples of the bytes received so far)."""
     samples = collections.deque([(time.monotonic(), 0)])
+    size, received = 0, 0
     while worker.is_alive():
         worker.join(0.2)
-        now, size = time.monotonic(), _bytes_in(staging)
-        samples.append((now, size))
+        now, last_size, size = time.monotonic(), size, _bytes_in(staging)
+        # Paddle retries a failed try from byte 0 into the same file: a shrunk file is a
+        # new try whose bytes all arrived since, not a download gone backwards
+        received += size - last_size if size >= last_size else size
+        samples.append((now, received))
         while len(samples) > 1 and samples[1][0] <= now - stall:
             samples.popleft()  # samples[0] stays the newest one at least `stall` old
-        since, size_then = samples[0]
-        if now - since >= stall and size - size_then < MIN_PROGRESS_BYTES:
+        since, received_then = samples[0]
+        if now - since >= stall and received - received_then < MIN_PROGRESS_BYTES:
             raise _Stalled(_failure(weights, f"less than {MIN_PROGRESS_BYTES // 1024} KiB "
                                              f"received in {stall:g} s"))
 

@@ -120,5 +120,6 @@ def _read_state(path: Path, model: paddle.nn.Layer, model_name: str | None) -> d
     name = model_name or type(model).__name__
     check_convertible(name)
     conversion = convert_state_dict(read_pytorch_weights(path), model, name, head_may_differ=True)
-    log.info("%s: PyTorch weights, %s", path, conversion.summary())
+    log.log(logging.WARNING if conversion.caution else logging.INFO, "%s: PyTorch weights, %s",
+            path, conversion.summary())
     return {name: paddle.to_tensor(value) for name, value in conversion.state.items()}

@@ -157,14 +157,22 @@ class RequestGuard:
         length = headers.get("content-length", "")
         declared = int(length) if length.isdigit() else 0
         foreign = self._foreign_site(scope["method"], headers)
+        # A client waiting for "100 Continue" has sent no byte of the body, so closing resets
+        # nothing; kept open, the connection would read its next request as the refused body
+        # (or make it send that body, which Expect exists to save)
+        close = {"Connection": "close"} \
+            if headers.get("expect", "").lower() == "100-continue" else {}
         try:
             if foreign:
                 await error_response(403, foreign, request_id)(scope, receive, send_with_id)
             elif declared > self.max_bytes:
                 refusal = error_response(413, self._too_large(declared), request_id)
+                refusal.headers.update(close)
                 await refusal(scope, receive, send_with_id)
             elif not self.budget.take(declared):  # refused before its body is read
-                await error_response(503, self._busy(), request_id)(scope, receive, send_with_id)
+                refusal = error_response(503, self._busy(), request_id)
+                refusal.headers.update(close)
+                await refusal(scope, receive, send_with_id)
             else:
                 held = declared
                 await self.app(scope, limited_receive, send_with_id)

@@ -245,6 +245,21 @@ def test_checkpoint_saved_before_hashes_were_recorded_still_loads(run, tmp_path)
     assert "files" not in loaded and model(paddle.rand([1, 3, 32, 32])).shape == [1, 1]
 
 
+@pytest.mark.parametrize("fixture", ["tiny_vit.pth", "tiny_vit.safetensors"])
+def test_a_pytorch_file_in_a_checkpoints_place_is_named_as_such(fixture, run, tmp_path):
+    """Refused either way; the Paddle reader called a torch zip 'unsafe' (its first byte is a
+    pickle opcode that loads an external object), as if it were an attack."""
+    folder = _copy_run(run, tmp_path / "run")
+    shutil.copyfile(Path(__file__).parents[1] / "fixtures" / "pytorch" / fixture,
+                    folder / "best.pdparams")
+    meta = json.loads((folder / "best.json").read_text())
+    del meta["files"]  # as a sidecar from before hashes were recorded: nothing to mismatch
+    (folder / "best.json").write_text(json.dumps(meta))
+    kind = "torch" if fixture.endswith(".pth") else "safetensors"
+    with pytest.raises(CheckpointError, match=f"a {kind} file, not the Paddle weights"):
+        load_checkpoint_model(folder / "best.pdparams")
+
+
 def _assert_same(a, b, where: str) -> None:
     if isinstance(b, dict):
         assert isinstance(a, dict) and a.keys() == b.keys(), where

@@ -159,7 +159,9 @@ def test_another_networks_checkpoint_is_refused_naming_its_keys(entry, offered_a
     "features.2.2.block.0.0.weight",  # torchvision: a third block in stage 2 (B0 has two)
 ])
 def test_efficientnet_layers_b0_has_not_are_extra_not_moved(key):
-    source = {**_zeros("efficientnet_b0_timm"), key: np.zeros([16, 1, 3, 3], np.float32)}
+    # each key among its own source's names (a file of both is refused as such)
+    own = "efficientnet_b0" if key.startswith("features.") else "efficientnet_b0_timm"
+    source = {**_zeros(own), key: np.zeros([16, 1, 3, 3], np.float32)}
     with paddle.LazyGuard():
         model = build_model("efficientnet_b0", num_classes=1000)
     with pytest.raises(BadCheckpoint, match=f"missing none; extra {key}; wrong shape none"):
@@ -174,6 +176,28 @@ def test_a_file_mixing_timm_and_torchvision_names_is_refused():
     with pytest.raises(BadCheckpoint, match=r"features\.0\.0\.weight and conv_stem\.weight are "
                                             r"both its stem\.0\.weight"):
         convert_state_dict(source, model, "efficientnet_b0")
+
+
+def test_a_file_of_timms_stem_and_head_with_torchvisions_blocks_is_refused():
+    """No name becomes another's here, yet the file splices two networks' tensors."""
+    timm = {k: v for k, v in _zeros("efficientnet_b0_timm").items() if not k.startswith("blocks.")}
+    torchvision = {k: v for k, v in _zeros("efficientnet_b0").items()
+                   if k.startswith("features.") and not k.startswith(("features.0.", "features.8."))}
+    with paddle.LazyGuard():
+        model = build_model("efficientnet_b0", num_classes=1000)
+    with pytest.raises(BadCheckpoint, match=r"mixes timm's names \(conv_stem\.weight\) and "
+                                            r"torchvision's names \(features\.1\."):
+        convert_state_dict({**timm, **torchvision}, model, "efficientnet_b0")
+
+
+@pytest.mark.parametrize("entry", ["efficientnet_b0_timm", "efficientnet_b0"])
+def test_timm_efficientnet_b0_names_carry_a_caution_about_tf_efficientnet_b0(entry):
+    """timm's tf_efficientnet_b0 has the same names and shapes, other padding: the converted
+    network would be wrong, and nothing in the file says which one it is."""
+    with paddle.LazyGuard():
+        model = build_model("efficientnet_b0", num_classes=1000)
+    summary = convert_state_dict(_zeros(entry), model, "efficientnet_b0").summary()
+    assert ("CAUTION: timm's tf_efficientnet_b0" in summary) == (entry == "efficientnet_b0_timm")
 
 
 @pytest.mark.parametrize("entry", ["efficientnet_b0", "efficientnet_b0_timm", "se_resnet50"])

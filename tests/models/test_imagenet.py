@@ -7,6 +7,9 @@ import importlib
 import logging
 import os
 import pickle
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,6 +31,7 @@ from palm.models.imagenet import MIRROR_ENV, STALL_ENV, WEIGHTS_DIR_ENV, mirrore
 
 from tests.marks import quick_or_slow
 from tests.mirror import serving_mirror
+from tests.processes import REPO
 
 # small enough (5 MB) to write, serve and hash in a test
 NETWORK = "squeezenet1_1"
@@ -164,6 +168,37 @@ def test_a_mirror_that_stops_sending_or_trickles_is_given_up_on(kind, mirror, tm
     with pytest.raises(DownloadFailed, match="less than 64 KiB received in 1 s"):
         fetch_imagenet(NETWORK)
     assert time.monotonic() - start < 30
+    assert _cache_holds(tmp_path) == []
+
+
+def test_a_retry_after_a_cut_download_is_progress_not_a_stall(mirror, imagenet_file,
+                                                             monkeypatch):
+    """Paddle retries from byte 0 into the same file: while the retry is below the size the
+    cut try reached, the file shrank over the window, which was taken for a stall."""
+    mirror.cut_once.add(mirror.path)
+    monkeypatch.setenv(STALL_ENV, "2")  # Paddle waits 1 s before its retry
+    assert fetch_imagenet(NETWORK).read_bytes() == imagenet_file
+    assert mirror.requests[mirror.path] == 2
+
+
+def test_ctrl_c_during_a_download_is_one_line_and_leaves_nothing(mirror, tmp_path):
+    mirror.trickled.add(mirror.path)
+    argv = [sys.executable, "-m", "palm", "weights", "download", "--model", NETWORK]
+    proc = subprocess.Popen(argv, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not mirror.requests[mirror.path]:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no download started in 60 s"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "Traceback" not in err
+    # the line follows Paddle's progress bar, which ends without a newline
+    assert "stopped: interrupted" in err.splitlines()[-1], err[-500:]
     assert _cache_holds(tmp_path) == []
 
 

@@ -148,6 +148,21 @@ def test_a_client_still_sending_a_refused_upload_reads_the_answer(checkpoint, ph
             assert data.startswith(b"HTTP/1.1 413 ") and time.monotonic() - start < 10
 
 
+def test_a_refusal_to_a_client_waiting_for_100_continue_closes_the_connection(checkpoint):
+    """It sent no body byte: kept alive, its next request was read as the refused body and
+    the connection dropped unanswered at the head deadline."""
+    with serving(checkpoint, max_upload_mb=1, header_timeout=5) as (port, _, _):
+        with connect(port) as sock:
+            sock.sendall(head(8_000_000, expect=True).replace(b"Connection: close\r\n", b""))
+            data = sock.recv(65536)
+            assert data.startswith(b"HTTP/1.1 413 ")
+            assert b"connection: close" in data.partition(b"\r\n\r\n")[0].lower()
+            start = time.monotonic()
+            while sock.recv(65536):
+                pass
+            assert time.monotonic() - start < 2  # closed at once, not at the deadline
+
+
 def chunked(data: bytes, piece: int = 100_000) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(data[i:i + piece]), data[i:i + piece])
                     for i in range(0, len(data), piece))
