@@ -204,6 +204,11 @@ class RequestGuard:
                 f"{self.max_bytes / 1e6:g} MB per request; send fewer or smaller photos")
 
 
+# the most of refused bodies a connection is read for (the client gets its 413 or 503 as long
+# as the rest of its body fits; a larger one is cut off, which it sees as a reset)
+DROPPED_BODY_BYTES = 32 * 1024 * 1024
+
+
 class HeaderTimeoutProtocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol (h11) with a deadline for each request's line and headers.
 
@@ -216,7 +221,8 @@ class HeaderTimeoutProtocol(H11Protocol):
     uvicorn closes them). The body of an accepted request has its own limit (RequestGuard);
     the rest of a body answered before it was read (413, 503), which uvicorn reads and drops
     so that the client gets the answer rather than a reset, must also end within
-    `header_timeout` of the answer, or the connection is closed.
+    `header_timeout` of the answer and DROPPED_BODY_BYTES, or the connection is closed
+    (reading a refused gigabyte would cost the service its bandwidth for nothing).
     """
 
     header_timeout: float = 10.0
@@ -225,9 +231,15 @@ class HeaderTimeoutProtocol(H11Protocol):
         super().connection_made(transport)
         self._head_timer: asyncio.TimerHandle | None = None
         self._timed: str | None = None  # what the timer waits for: "head" or "dropped body"
+        self._dropped = 0  # bytes of refused bodies read on this connection
         self._time_head()
 
     def data_received(self, data: bytes) -> None:
+        if self._timed == "dropped body":
+            self._dropped += len(data)
+            if self._dropped > DROPPED_BODY_BYTES:
+                self.transport.close()
+                return
         super().data_received(data)
         self._time_head()
 

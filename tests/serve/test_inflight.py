@@ -20,6 +20,7 @@ from palm.bench.loadtest import free_port
 from palm.errors import BadConfig
 from palm.serve.app import create_app
 from palm.serve.config import ServiceConfig
+from palm.serve import guard
 from palm.serve.guard import UploadBudget, server_config
 
 from tests.serve.helpers import BlockedModel, wait_until
@@ -146,6 +147,21 @@ def test_a_client_still_sending_a_refused_upload_reads_the_answer(checkpoint, ph
             while chunk := quitter.recv(65536):
                 data += chunk
             assert data.startswith(b"HTTP/1.1 413 ") and time.monotonic() - start < 10
+
+
+def test_a_refused_body_is_read_only_up_to_a_bound(checkpoint, monkeypatch):
+    """Dropping a refused body costs bandwidth: a client pushing gigabytes after its 413 is
+    cut off once DROPPED_BODY_BYTES were read, long before the head deadline."""
+    monkeypatch.setattr(guard, "DROPPED_BODY_BYTES", 2_000_000)
+    with serving(checkpoint, max_upload_mb=1, header_timeout=60) as (port, _, _):
+        with connect(port) as pusher:
+            pusher.sendall(head(10**12).replace(b"Connection: close\r\n", b""))
+            sent, start, piece = 0, time.monotonic(), b"\0" * 65536
+            with pytest.raises((BrokenPipeError, ConnectionResetError)):
+                while sent < 500_000_000:
+                    pusher.sendall(piece)
+                    sent += len(piece)
+            assert sent < 100_000_000 and time.monotonic() - start < 30
 
 
 def test_a_refusal_to_a_client_waiting_for_100_continue_closes_the_connection(checkpoint):
