@@ -59,30 +59,38 @@ LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
 LEGACY_MESSAGE = ("saved by PyTorch < 1.6 in its legacy format; re-save it with torch.save "
                   "in a recent PyTorch")
 SAFETENSORS_HEADER_START = ord("{")
+PICKLE_PROTO = 0x80  # the first byte of a pickle of protocol 2 or later (paddle.save's)
 
 
 def checkpoint_format(path: str | Path) -> str:
     """What a weights file is by its first bytes, whatever its name: "torch" (zip-format
     torch.save), "safetensors" (an 8-byte header length, then its JSON header), "torch-legacy"
-    (torch.save before PyTorch 1.6) or "paddle" (anything else: paddle.save's pickle, or a
-    file the Paddle reader will name as damaged). A `.bin` is either in the wild.
+    (torch.save before PyTorch 1.6), "paddle" (a pickle, as paddle.save writes) or "unknown".
+    A `.bin` may be any of the first four in the wild.
 
     Raises:
-        FileNotFoundError: no file.
+        FileNotFoundError: no such file.
+        BadCheckpoint: not a regular file (a folder, a device, a FIFO), or empty.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint file not found")
+    if not path.is_file():
+        raise BadCheckpoint(f"{path}: not a regular file")
     with open(path, "rb") as f:
         head = f.read(len(LEGACY_TORCH_MAGIC))
+    if not head:
+        raise BadCheckpoint(f"{path}: empty file")
+    pickled = head[0] == PICKLE_PROTO and len(head) > 1 and 2 <= head[1] <= 5
     if head.startswith(ZIP_MAGIC):
         return "torch"
     if head == LEGACY_TORCH_MAGIC:
         return "torch-legacy"
-    if len(head) > 8 and head[8] == SAFETENSORS_HEADER_START \
-            and int.from_bytes(head[:8], "little") <= path.stat().st_size - 8:
+    # a pickle's 9th byte is never "{" in practice, but a header length is checked for it
+    if len(head) > 8 and head[8] == SAFETENSORS_HEADER_START and not (
+            pickled and int.from_bytes(head[:8], "little") > path.stat().st_size - 8):
         return "safetensors"
-    return "paddle"
+    return "paddle" if pickled else "unknown"
 
 
 class _StorageType:

@@ -162,11 +162,18 @@ def test_the_format_is_read_from_the_bytes_not_the_name(tmp_path):
             renamed = tmp_path / f"as{suffix}"
             renamed.write_bytes(source.read_bytes())
             assert checkpoint_format(renamed) == expected, (expected, suffix)
-    # an 8-byte length that runs past the end is not a safetensors header
-    (tmp_path / "short").write_bytes((10**6).to_bytes(8, "little") + b"{}")
-    assert checkpoint_format(tmp_path / "short") == "paddle"
+    # a header length past the end is still safetensors' (whose reader names the problem)
+    (tmp_path / "short").write_bytes((2**63).to_bytes(8, "little") + b"{}")
+    assert checkpoint_format(tmp_path / "short") == "safetensors"
+    with pytest.raises(BadCheckpoint, match="short: cannot read safetensors"):
+        read_safetensors(tmp_path / "short")
+    (tmp_path / "noise").write_bytes(bytes(range(7, 250)))
+    assert checkpoint_format(tmp_path / "noise") == "unknown"
     (tmp_path / "empty").write_bytes(b"")
-    assert checkpoint_format(tmp_path / "empty") == "paddle"
+    with pytest.raises(BadCheckpoint, match="empty: empty file"):
+        checkpoint_format(tmp_path / "empty")
+    with pytest.raises(BadCheckpoint, match=f"{tmp_path}: not a regular file"):
+        checkpoint_format(tmp_path)
     with pytest.raises(FileNotFoundError, match="none.bin: checkpoint file not found"):
         checkpoint_format(tmp_path / "none.bin")
 

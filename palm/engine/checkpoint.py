@@ -39,11 +39,11 @@ from palm.io_utils import write_text_atomic
 from palm.metrics import TEMPERATURE_RANGE
 from palm.models import MODELS, build_grading_model
 from palm.predictions import ORDINAL_LOSSES, main_output, ordinal_loss_of
+from palm.torch_weights import checkpoint_format
+from palm.weights import file_sha256, read_weights
 
 # The file that makes a folder a tools/export.py export (palm.engine.export writes it).
 EXPORT_META = "palm_meta.json"
-from palm.torch_weights import checkpoint_format
-from palm.weights import file_sha256, read_weights
 
 REQUIRED_META = ("model", "num_classes", "image_size")
 IMAGE_SIZE_RANGE = (RANGES["image_size"].low, RANGES["image_size"].high)
@@ -312,7 +312,7 @@ def load_weights(params_path: str | Path, meta: dict[str, Any]) -> dict[str, Any
     verify_file(params_path, meta, "pdparams")
     # else the Paddle reader refuses a torch zip as "unsafe", sending the user after an attack
     kind = checkpoint_format(params_path)
-    if kind != "paddle":
+    if kind not in ("paddle", "unknown"):  # an unknown one is named by the reader below
         raise CheckpointError(f"{params_path}: a {kind} file, not the Paddle weights a palm "
                               "checkpoint holds; convert PyTorch weights with `palm convert`, "
                               "or train from them with --pretrained")

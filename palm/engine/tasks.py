@@ -315,7 +315,7 @@ def run_convert(model: str, input: str, output: str, *, num_classes: int | None 
     if num_classes is not None and num_classes < 1:
         raise BadConfig(f"num_classes must be at least 1, got {num_classes} (leave it out to "
                         "read it from the checkpoint's classifier)", param="num_classes")
-    if checkpoint_format(input) == "paddle":
+    if checkpoint_format(input) in ("paddle", "unknown"):
         raise BadConfig(f"{input} is not a PyTorch checkpoint or safetensors file (a Paddle "
                         ".pdparams, or damaged): give Paddle weights to --pretrained as they "
                         "are", param="input")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import paddle
 
+from palm.errors import BadCheckpoint
 from palm.models.convert import (check_convertible, convert_state_dict,
                                  is_head_shape, read_pytorch_weights)
 from palm.models.imagenet import fetch_imagenet
@@ -63,7 +64,7 @@ def load_pretrained(model: paddle.nn.Layer, path: str | Path, model_name: str | 
             of another architecture), or a tensor outside the classifier has another shape.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():  # a folder or device is named by checkpoint_format
         raise FileNotFoundError(f"{path}: pretrained weights file not found")
     state = _read_state(path, model, model_name)
     if not isinstance(state, dict):
@@ -115,8 +116,12 @@ def _read_state(path: Path, model: paddle.nn.Layer, model_name: str | None) -> d
     """A `.pdparams` file by palm's safe reader; a PyTorch one converted to Paddle's names
     and layouts (palm.models.convert), its classifier left in its own shape to be skipped."""
     # by content, not name: `.bin` is PyTorch's (Hugging Face) or Paddle's in the wild
-    if checkpoint_format(path) == "paddle":
+    kind = checkpoint_format(path)
+    if kind == "paddle":
         return read_weights(path)
+    if kind == "unknown":
+        raise BadCheckpoint(f"{path}: not a weights file palm reads (paddle.save's .pdparams, "
+                            "a PyTorch checkpoint or safetensors)")
     name = model_name or type(model).__name__
     check_convertible(name)
     conversion = convert_state_dict(read_pytorch_weights(path), model, name, head_may_differ=True)
