@@ -136,7 +136,6 @@ def _bad_folder(palm_root: Path, root: Path) -> tuple[list[str], list[str]]:
     return sorted(map(str, good)), sorted(map(str, bad))
 
 
-@pytest.mark.longest(45)
 @pytest.mark.slow
 def test_predict_folder_with_bad_files_exits_0(binary_run, palm_root, tmp_path):
     good, bad = _bad_folder(palm_root, tmp_path / "photos")
