@@ -45,6 +45,22 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def ctrl_c_once(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float, what: str
+                ) -> tuple[str, str]:
+    """SIGINT to `proc` once `ready()` (within `timeout` s, while it runs), then its stdout
+    and stderr; it is killed whatever happens."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, f"no {what} in {timeout} s"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        return proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+
+
 def start_checkout_tool(tool: str, argv: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(REPO / "tools" / tool), *argv], cwd=REPO,
                             env=CHECKOUT_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -8,10 +8,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,7 @@ from palm.engine.train import (NonFiniteLossError, RunState, Selection, Training
                                _record_epoch, selection_key, summary_line, train_one_epoch)
 from palm.models import build_model
 from palm.cli import train as train_tool
-from tests.processes import ctrl_c_in_epoch
+from tests.processes import ctrl_c_in_epoch, ctrl_c_once
 
 REPO = Path(__file__).resolve().parents[2]
 # No augmentation: an interrupted + resumed run must then equal an uninterrupted one exactly.
@@ -200,16 +198,7 @@ def test_sigint_saves_loadable_last(palm_root, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (run / "metrics.csv").is_file():  # first epoch finished
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no epoch finished in 120 s"
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    out, err = ctrl_c_once(proc, (run / "metrics.csv").is_file, 120, "epoch finished")
     assert proc.returncode != 0
     assert "interrupted in epoch" in err and "--resume" in err
     meta = json.loads((run / "last.json").read_text())

@@ -7,7 +7,6 @@ import importlib
 import logging
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from palm.models.imagenet import MIRROR_ENV, STALL_ENV, WEIGHTS_DIR_ENV, mirrore
 
 from tests.marks import quick_or_slow
 from tests.mirror import serving_mirror
-from tests.processes import REPO
+from tests.processes import REPO, ctrl_c_once
 
 # small enough (5 MB) to write, serve and hash in a test
 NETWORK = "squeezenet1_1"
@@ -186,16 +185,7 @@ def test_ctrl_c_during_a_download_is_one_line_and_leaves_nothing(mirror, tmp_pat
     argv = [sys.executable, "-m", "palm", "weights", "download", "--model", NETWORK]
     proc = subprocess.Popen(argv, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not mirror.requests[mirror.path]:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no download started in 60 s"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
+    _, err = ctrl_c_once(proc, lambda: mirror.requests[mirror.path] > 0, 60, "download started")
     assert proc.returncode != 0 and "Traceback" not in err
     # the line follows Paddle's progress bar, which ends without a newline
     assert "stopped: interrupted" in err.splitlines()[-1], err[-500:]
