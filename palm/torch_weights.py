@@ -44,12 +44,15 @@ STORAGE_DTYPES: dict[str, str] = {
 def storage_dtype(storage: str) -> np.dtype:
     """The numpy dtype of torch storage class `storage` (a key of STORAGE_DTYPES)."""
     name = STORAGE_DTYPES[storage]
-    if name == "bfloat16":
-        # importing ml_dtypes takes 1-2 s, which every palm command paid at start-up when it
-        # was imported with this module; only a checkpoint of bfloat16 storages needs it
-        import ml_dtypes
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
+    return bfloat16() if name == "bfloat16" else np.dtype(name)
+
+
+def bfloat16() -> np.dtype:
+    """numpy's bfloat16, which ml_dtypes defines (and registers, for safetensors' reader)."""
+    # importing ml_dtypes takes 1-2 s, which every palm command paid at start-up when it was
+    # imported with this module; only the readers of PyTorch weights need it
+    import ml_dtypes
+    return np.dtype(ml_dtypes.bfloat16)
 
 
 # the first bytes of a zip archive (torch.save since PyTorch 1.6), and of torch.save's legacy
@@ -234,6 +237,7 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint file not found")
+    bfloat16()  # safetensors gives bfloat16 tensors numpy's type of that name
     try:
         return load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for damaged headers

@@ -83,19 +83,14 @@ def _input_size(entry: str) -> int:
 
 
 @pytest.mark.parametrize("entry", quick_or_slow(LOGITS_CHECKED, quick=QUICK_LOGITS))
-def test_converted_network_gives_torchvisions_logits(entry):
-    expected = np.asarray(LOGITS[entry])
-    np.testing.assert_allclose(_palm_logits(_converted(entry), _input_size(entry)), expected,
-                               rtol=TOLERANCE, atol=TOLERANCE * np.abs(expected).max())
-
-
-@pytest.mark.parametrize("entry", quick_or_slow(LOGITS_CHECKED, quick=QUICK_LOGITS))
-def test_the_compared_logits_depend_on_the_input(entry):
-    """Logits that the input barely moves (smooth formula weights: EfficientNet-B0's by 4e-15
-    of the largest) pass the comparison above with a block in another block's place; the
-    negated input must move them by 100 times its tolerance."""
+def test_converted_network_gives_torchvisions_logits_which_depend_on_the_input(entry):
+    """The converted network gives PyTorch's logits, and the negated input moves them by 100
+    times the tolerance: logits the input barely moves (smooth formula weights: EfficientNet-
+    B0's by 4e-15 of the largest) passed the comparison with a block in another's place."""
     model, size = _converted(entry), _input_size(entry)
-    logits = _palm_logits(model, size)
+    expected, logits = np.asarray(LOGITS[entry]), _palm_logits(model, size)
+    np.testing.assert_allclose(logits, expected, rtol=TOLERANCE,
+                               atol=TOLERANCE * np.abs(expected).max())
     moved = np.abs(_palm_logits(model, size, sign=-1.0) - logits).max() / np.abs(logits).max()
     assert moved > 100 * TOLERANCE, f"the input moves {entry}'s logits by {moved:.2g} relative"
 
