@@ -6,7 +6,6 @@ import http.client
 import json
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,13 +20,12 @@ import httpx
 import numpy as np
 
 from palm.bench.data import palm_sized_images
-from palm.bench.predict import rss_mb
+from palm.bench.predict import quantized_folder, rss_mb
 from palm.bench.timing import (PACKAGE_PARENT, images_per_second, require_at_least,
                                timing_network)
-from palm.data import PalmTrainSet, build_transform, eval_transform, list_images, read_image
+from palm.data import build_transform, list_images, read_image
 from palm.engine.checkpoint import save_checkpoint
 from palm.engine.inference import Predictor, load_predictor
-from palm.engine.quantize import quantize_to_folder
 from palm.errors import BadConfig, BadData, UserError
 from palm.io_utils import write_json_atomic
 
@@ -244,21 +242,6 @@ def random_checkpoint(model_name: str, image_size: int, folder: Path) -> Path:
     return path
 
 
-def int8_folder(checkpoint: Path, work_dir: Path) -> Path:
-    """`checkpoint` quantized to an INT8 folder (`palm quantize`'s) beside it, calibrated on
-    the synthetic PALM-sized photos; forced, since random weights have no metric to keep."""
-    output = checkpoint.with_name(checkpoint.stem + "-int8")
-    shutil.rmtree(output, ignore_errors=True)  # a folder of earlier random weights
-    paths = palm_sized_images(work_dir)
-
-    def validation_set(meta: dict[str, Any]) -> PalmTrainSet:
-        return PalmTrainSet(paths[0].parent, transform=eval_transform(meta))
-
-    quantize_to_folder(checkpoint, output, [str(p) for p in paths], validation_set,
-                       calib_images=len(paths), force=True, log=log.info)
-    return output
-
-
 def _photos(folder: str | Path | None, work_dir: Path, image_size: int) -> list[Path]:
     """The photos to send: `folder`'s images, each decoded once here (at about
     `image_size`, quickly) so that a bad one is named before the model loads, not counted as
@@ -370,7 +353,8 @@ def run_loadtest(work_dir: str | Path, *, checkpoint: str | Path | None = None,
     if model:
         checkpoint = random_checkpoint(model, image_size, work_dir)
         if int8:
-            checkpoint = int8_folder(checkpoint, work_dir)
+            checkpoint = quantized_folder(checkpoint, checkpoint.with_name(
+                checkpoint.stem + "-int8"), work_dir, log=log.info)
     # loaded first: a checkpoint that cannot load is named before photos are made or read
     predictor = load_predictor(checkpoint, engine=engine)
     paths = _photos(photos, work_dir, image_size)

@@ -4,11 +4,13 @@ quantized from the export, against the INT8 engine's own rate."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,15 +128,17 @@ def bench_predict(checkpoint: Path, work_dir: Path, settings: BenchSettings) -> 
     return {"runs": runs, "steady_img_per_s": steady, "command": " ".join(cmd[1:])}
 
 
-def quantized_folder(export_dir: Path, work_dir: Path) -> Path:
-    """An INT8 folder as `palm quantize` writes it, from `export_dir` (random weights, so its
-    validation on the synthetic photos is forced through: the benchmark times it only)."""
+def quantized_folder(source: Path, output: Path, work_dir: Path,
+                     log: Callable[[str], None] = lambda _: None) -> Path:
+    """`source` (a checkpoint or an export of random weights) quantized to `output` as `palm
+    quantize` writes it, calibrated on the synthetic PALM-sized photos; forced, since random
+    weights have no metric to keep. An `output` of earlier random weights is replaced."""
+    shutil.rmtree(output, ignore_errors=True)
     photos = palm_sized_images(work_dir, CALIBRATION_PHOTOS)
-    folder = work_dir / f"{export_dir.name}-int8"
-    quantize_to_folder(export_dir, folder, [str(p) for p in photos],
+    quantize_to_folder(source, output, [str(p) for p in photos],
                        lambda meta: PalmTrainSet(photos[0].parent, transform=eval_transform(meta)),
-                       calib_images=CALIBRATION_PHOTOS, force=True, log=lambda _: None)
-    return folder
+                       calib_images=len(photos), force=True, log=log)
+    return output
 
 
 def bench_predict_int8(export_dir: Path, work_dir: Path, settings: BenchSettings) -> dict[str, Any]:
@@ -143,7 +147,7 @@ def bench_predict_int8(export_dir: Path, work_dir: Path, settings: BenchSettings
     this process); the steady predict rate as a ratio to it, with the load average at the
     start and the end."""
     loadavg_start = os.getloadavg()
-    folder = quantized_folder(export_dir, work_dir)
+    folder = quantized_folder(export_dir, work_dir / f"{export_dir.name}-int8", work_dir)
     engine = OpenVINOPredictor(folder)
     batch = random_batch(settings.batch_size, int(engine.meta["image_size"]))
 
